@@ -1,0 +1,3 @@
+from meshctl.main import main
+
+main()

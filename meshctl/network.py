@@ -1,0 +1,182 @@
+"""meshctl network: create a network (init), read a genesis (inspect), ask a node (info)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mesh.network.v1 import network_pb2, network_pb2_grpc
+from meshcore import genesis as genesis_doc
+from meshcore.genesis import (
+    Allocation,
+    Genesis,
+    GenesisError,
+    RewardPolicy,
+    Token,
+    Validator,
+)
+from meshctl.client import MeshClient
+from meshctl.context import EXIT_INVALID, fail, json_option, with_client
+from meshctl.output import emit, fields
+
+GENESIS_FILE = "genesis.toml"
+
+
+@click.group()
+def network() -> None:
+    """Create and inspect Mesh networks."""
+
+
+@network.command()
+@click.option("--name", required=True, help="Network name, e.g. StorageNet.")
+@click.option("--token-name", required=True, help="Token name, e.g. STORE.")
+@click.option("--token-symbol", required=True, help="Token symbol: 2-10 of A-Z0-9, e.g. STR.")
+@click.option("--token-decimals", type=int, default=6, show_default=True,
+              help="Decimal places of the token (0-18).")
+@click.option("--token-distribution", default="uptime:40,tasks:40,governance:20",
+              show_default=True, help="Split of each epoch's rewards, in percent (sum 100).")
+@click.option("--plugin", "plugins", multiple=True, metavar="NAME[RANGE]",
+              help="Plugin every node must run, e.g. storage or 'storage>=1.0' (repeatable).")
+@click.option("--bootstrap-port", type=int, default=4001, show_default=True,
+              help="Port 'meshd bootstrap' listens on.")
+@click.option("--bootstrap", "bootstrap_addrs", multiple=True, metavar="MULTIADDR",
+              help="Bootstrap address /ip4/.../tcp/PORT/p2p/ID (repeatable).")
+@click.option("--validator", "validators", multiple=True, metavar="PEER_ID[:WEIGHT]",
+              help="Initial validator (repeatable).")
+@click.option("--allocate", "allocations", multiple=True, metavar="PEER_ID:AMOUNT",
+              help="Initial token allocation in base units (repeatable).")
+@click.option("--epoch-seconds", type=int, default=RewardPolicy().epoch_seconds,
+              show_default=True, help="Length of a reward epoch.")
+@click.option("--emission", type=int, default=RewardPolicy().emission_per_epoch,
+              show_default=True, help="Tokens minted per epoch, in base units.")
+@click.option("--genesis-time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+              help="Genesis time (UTC if no offset). Default: now.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help=f"Directory to write {GENESIS_FILE} into.")
+@click.option("--force", is_flag=True, help=f"Overwrite an existing {GENESIS_FILE}.")
+@json_option
+def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
+         token_distribution: str, plugins: tuple[str, ...], bootstrap_port: int,
+         bootstrap_addrs: tuple[str, ...], validators: tuple[str, ...],
+         allocations: tuple[str, ...], epoch_seconds: int, emission: int,
+         genesis_time: dt.datetime | None, out: Path, force: bool, as_json: bool) -> None:
+    """Create a network: write its genesis and print its Network ID.
+
+    \b
+    meshctl network init --name StorageNet --token-name STORE --token-symbol STR \\
+        --token-distribution uptime:40,tasks:40,governance:20 --plugin storage \\
+        --bootstrap-port 8080
+    """
+    moment = genesis_time or dt.datetime.now(dt.UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    try:
+        split = genesis_doc.parse_split(token_distribution)
+        data: dict[str, Any] = genesis_doc.to_dict(Genesis(
+            name=name, genesis_time=moment,
+            token=Token(token_name, token_symbol, token_decimals),
+            rewards=RewardPolicy(epoch_seconds, emission, split),
+            plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
+            validators=tuple(_validator(v) for v in validators),
+            bootstrap=bootstrap_addrs, bootstrap_port=bootstrap_port))
+        data["token"]["allocations"] = [
+            {"account": a.account, "amount": a.amount} for a in map(_allocation, allocations)]
+        genesis = genesis_doc.from_dict(data)  # validates every field
+    except GenesisError as exc:
+        fail(f"invalid {_option_for(exc.field)}: {exc}", EXIT_INVALID)
+    path = out / GENESIS_FILE
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it or --out for another directory",
+             EXIT_INVALID)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(genesis_doc.dumps(genesis), encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+    result = {"network_id": genesis.network_id, "name": genesis.name, "genesis": str(path)}
+    emit(result, as_json, lambda r: fields([("Network ID", r["network_id"]),
+                                            ("Genesis", r["genesis"])])
+         + f"\n\nStart a bootstrap node:  meshd bootstrap --genesis {path}"
+         + f"\nJoin as a peer:          meshd run --genesis {path} --bootstrap <its address>")
+
+
+@network.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def inspect(file: Path, as_json: bool) -> None:
+    """Validate a genesis file and show it with its Network ID."""
+    try:
+        genesis = genesis_doc.load(file)
+    except GenesisError as exc:
+        fail(f"{file} is not a valid genesis: {exc}", EXIT_INVALID)
+    data = genesis_doc.to_dict(genesis)
+    data["genesis_time"] = genesis_doc.format_time(genesis.genesis_time)
+    emit({"network_id": genesis.network_id, "genesis": data}, as_json, _human_genesis)
+
+
+@network.command()
+@json_option
+@with_client
+def info(client: MeshClient, as_json: bool) -> None:
+    """Show the network the node belongs to and how many peers it sees."""
+    stub = network_pb2_grpc.NetworkServiceStub(client.channel())
+    response = client.unary(stub.GetNetwork, network_pb2.GetNetworkRequest())
+    genesis = genesis_doc.loads(response.genesis_toml)
+    data = genesis_doc.to_dict(genesis)
+    data["genesis_time"] = genesis_doc.format_time(genesis.genesis_time)
+    emit({"network_id": response.network_id, "peer_count": response.peer_count,
+          "genesis": data}, as_json, _human_genesis)
+
+
+def _human_genesis(result: dict[str, Any]) -> str:
+    g = result["genesis"]
+    token, rewards, gov = g["token"], g["rewards"], g["governance"]
+    rows: list[tuple[str, Any]] = [
+        ("Network ID", result["network_id"]),
+        ("Name", g["name"]),
+        ("Genesis time", g["genesis_time"]),
+        ("Token", f"{token['name']} ({token['symbol']}, {token['decimals']} decimals)"),
+        ("Allocations", [f"{a['account']}: {a['amount']}" for a in token["allocations"]]),
+        ("Reward split", ", ".join(f"{k} {v}%" for k, v in rewards["split"].items())),
+        ("Epoch", f"{rewards['epoch_seconds']} s, {rewards['emission_per_epoch']} minted"),
+        ("Governance", f"quorum {gov['quorum_percent']}%, threshold "
+                       f"{gov['threshold_percent']}%, veto {gov['veto_percent']}%, voting "
+                       f"period {gov['voting_period_seconds']} s"),
+        ("Plugins", [f"{p['name']}{p['version']}" for p in g["plugins"]]),
+        ("Validators", [f"{v['peer_id']} (weight {v['weight']})" for v in g["validators"]]),
+        ("Bootstrap", [*g["bootstrap"], f"(bootstrap port {g['bootstrap_port']})"]),
+    ]
+    if "peer_count" in result:
+        rows.append(("Connected peers", result["peer_count"]))
+    return fields(rows)
+
+
+def _validator(text: str) -> Validator:
+    peer_id, _, weight = text.partition(":")
+    if weight and not weight.isdigit():
+        raise GenesisError("validators", f"{text!r} is not PEER_ID[:WEIGHT]")
+    return Validator(peer_id, int(weight) if weight else 1)
+
+
+def _allocation(text: str) -> Allocation:
+    account, _, amount = text.partition(":")
+    if not amount.isdigit():
+        raise GenesisError("token.allocations", f"{text!r} is not PEER_ID:AMOUNT")
+    return Allocation(account, int(amount))
+
+
+_OPTIONS = {"name": "--name", "token.name": "--token-name", "token.symbol": "--token-symbol",
+            "token.decimals": "--token-decimals", "rewards.split": "--token-distribution",
+            "plugins": "--plugin", "bootstrap_port": "--bootstrap-port",
+            "bootstrap": "--bootstrap", "validators": "--validator",
+            "token.allocations": "--allocate", "rewards.epoch_seconds": "--epoch-seconds",
+            "rewards.emission_per_epoch": "--emission"}
+
+
+def _option_for(field: str) -> str:
+    """The init option that sets a genesis field (for error messages)."""
+    base = field.split("[")[0]
+    return _OPTIONS.get(base, _OPTIONS.get(base.rsplit(".", 1)[0], field))

@@ -1,0 +1,49 @@
+"""Output for people (aligned text) and for scripts (--json, stable field names)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    """Print ``data`` as JSON for scripts, or as ``human(data)`` for people."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(human(data))
+
+
+def emit_line(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    """One item of a stream: a JSON object per line, or a text block and a blank line."""
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+    else:
+        click.echo(human(data) + "\n")
+
+
+def fields(rows: Sequence[tuple[str, Any]]) -> str:
+    """``Label:  value`` lines, values aligned; list values continue below."""
+    width = max(len(label) for label, _ in rows) + 2
+    lines: list[str] = []
+    for label, value in rows:
+        values = [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+        values = values or ["-"]
+        lines.append(f"{label + ':':<{width}}{values[0]}")
+        lines.extend(" " * width + v for v in values[1:])
+    return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    """``3d 4h 5m 6s``, leaving out leading zero units."""
+    total = int(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if total >= size or parts:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    parts.append(f"{total}s")
+    return " ".join(parts)

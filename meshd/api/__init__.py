@@ -1,0 +1,1 @@
+"""The gRPC API of meshd: server, trio bridge, one thin servicer per service."""

@@ -1,0 +1,147 @@
+"""Assembles the gRPC API: services, health, reflection, listeners.
+
+Two listeners share the servicers: the Unix socket (mode 0600, no further
+checks: the file mode is the access control) and, when configured, a TCP
+listener that requires TLS and a bearer token (meshd/api/auth.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import trio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mesh.network.v1 import network_pb2, network_pb2_grpc
+from mesh.node.v1 import node_pb2, node_pb2_grpc
+from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
+from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
+from meshd.api.network_servicer import NetworkServicer
+from meshd.api.node_servicer import NodeServicer
+from meshd.config import Config
+from meshd.network import Network
+from meshd.node import StatusBoard
+
+log = logging.getLogger(__name__)
+
+# In-flight calls get this long to finish when meshd stops.
+SHUTDOWN_GRACE = 1.0
+SERVICE_NAMES = (
+    node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
+    network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
+)
+_SERVER_OPTIONS = [
+    # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
+    # port without an error. One port, one daemon.
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ApiSetupError(Exception):
+    """A listener cannot be started."""
+
+
+@dataclass(frozen=True)
+class Services:
+    """The domain objects the servicers forward to."""
+
+    board: StatusBoard
+    network: Network
+
+
+@dataclass(frozen=True)
+class ApiEndpoints:
+    socket: Path
+    tcp_port: int | None
+
+
+async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
+                    task_status: trio.TaskStatus[ApiEndpoints] = trio.TASK_STATUS_IGNORED,
+                    ) -> None:
+    """Serve the API until cancelled; ``task_status`` gets the bound endpoints."""
+    socket_path = config.socket_path.absolute()
+    _remove_stale_socket(socket_path)
+    credentials = interceptor = None
+    if config.api.tcp_listen:
+        assert config.api.tls_cert is not None and config.api.tls_key is not None
+        credentials = server_credentials(config.api.tls_cert, config.api.tls_key)
+        interceptor = BearerTokenInterceptor(load_or_create_token(config.token_path))
+
+    async def start() -> tuple[ApiEndpoints, StopAll]:
+        health_servicer = health.aio.HealthServicer()
+        servers: list[grpc.aio.Server] = []
+
+        def new_server(interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
+            server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
+            node_pb2_grpc.add_NodeServiceServicer_to_server(
+                NodeServicer(bridge, services.board), server)
+            network_pb2_grpc.add_NetworkServiceServicer_to_server(
+                NetworkServicer(bridge, services.network), server)
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+            reflection.enable_server_reflection(
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            servers.append(server)
+            return server
+
+        async def stop() -> None:
+            await health_servicer.enter_graceful_shutdown()
+            await asyncio.gather(*(s.stop(SHUTDOWN_GRACE) for s in servers))
+
+        unix = new_server([])
+        _bind(unix.add_insecure_port, f"unix:{socket_path}", "API socket")
+        await unix.start()
+        os.chmod(socket_path, 0o600)
+        tcp_port = None
+        if credentials is not None and interceptor is not None:
+            tcp = new_server([interceptor])
+            tcp_port = _bind(lambda a: tcp.add_secure_port(a, credentials),
+                             config.api.tcp_listen, "API TCP listener")
+            await tcp.start()
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return ApiEndpoints(socket_path, tcp_port), stop
+
+    await serve_in_thread(start, task_status=task_status)
+
+
+def _bind(add_port: Callable[[str], int], address: str, what: str) -> int:
+    try:
+        port = add_port(address)
+    except RuntimeError as exc:
+        raise ApiSetupError(f"cannot listen on {address} for the {what}: {exc}") from None
+    if not isinstance(port, int) or (port == 0 and not address.startswith("unix:")):
+        raise ApiSetupError(f"cannot listen on {address} for the {what}")
+    return port
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by a meshd that died; refuse one that is in use."""
+    if not path.exists() and not path.is_symlink():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+    raise ApiSetupError(f"another process is already serving on {path}; "
+                        "stop it or set another api.socket")
+
+
+def check_api_answers(socket_path: Path, timeout: float = 5.0) -> None:
+    """A health check over the socket, as a client would do it (blocking)."""
+    with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+    if response.status != health_pb2.HealthCheckResponse.SERVING:
+        raise ApiSetupError(f"API health check on {socket_path} answered {response.status}")

@@ -1,0 +1,175 @@
+"""meshd's command line: ``meshd run``, ``meshd bootstrap``, ``meshd version``.
+
+Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for invalid
+configuration or genesis, 1 when the node cannot start or fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import trio
+
+from meshcore.version import __version__
+from meshd import sdnotify
+from meshd.config import DEFAULT_P2P_PORT, Config, ConfigError
+
+log = logging.getLogger("meshd")
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--genesis", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Genesis file of the network (from 'meshctl network init'). Needed "
+                          "on first start; later the copy in the data dir is used."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+                     envvar="MESHD_CONFIG", help="TOML config file [env: MESHD_CONFIG]."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Data directory (identity, genesis copy, socket). Default: "
+                          "/var/lib/mesh for root, else ~/.local/share/mesh."),
+        click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
+                     help="Peer to join through, /ip4/.../tcp/PORT/p2p/ID (repeatable)."),
+        click.option("--socket", type=click.Path(path_type=Path),
+                     help="Unix socket of the API. Default: <data-dir>/meshd.sock."),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
+        click.option("--log-format", type=click.Choice(["text", "json"])),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="meshd")
+def cli() -> None:
+    """meshd, the Mesh daemon: one node of a Mesh network.
+
+    \b
+    Start a node of the network described by a genesis file:
+      meshd run --genesis genesis.toml --bootstrap /ip4/203.0.113.5/tcp/4001/p2p/12D3KooW...
+    Start a bootstrap node on the genesis' bootstrap port:
+      meshd bootstrap --genesis genesis.toml
+    Then talk to it with meshctl (meshctl --socket <data-dir>/meshd.sock status).
+    """
+
+
+@cli.command()
+@_node_options
+@click.option("--listen", multiple=True, metavar="MULTIADDR",
+              help="p2p listen address (repeatable). "
+                   f"Default: /ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}.")
+def run(listen: tuple[str, ...], **options: Any) -> None:
+    """Run a node until SIGTERM or SIGINT."""
+    _start(options, role="node", listen=listen)
+
+
+@cli.command()
+@_node_options
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="TCP port to listen on (all interfaces). Default: the genesis' "
+                   "bootstrap_port.")
+def bootstrap(port: int | None, **options: Any) -> None:
+    """Run a bootstrap node: a well-known entry point that others join through.
+
+    It listens on all interfaces on PORT and logs its full addresses; put them
+    in the genesis' ``bootstrap`` list or give them to joiners as --bootstrap.
+    """
+    if port is None:
+        port = _genesis_port(options.get("genesis"), options.get("data_dir"))
+    _start(options, role="bootstrap", listen=(f"/ip4/0.0.0.0/tcp/{port}",))
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"meshd {__version__}")
+
+
+def _genesis_port(genesis: Path | None, data_dir: Path | None) -> int:
+    from meshcore import genesis as genesis_doc
+    from meshd.datadir import GENESIS_FILE
+
+    path = genesis or (data_dir / GENESIS_FILE if data_dir else None)
+    if path is None or not path.exists():
+        return DEFAULT_P2P_PORT
+    try:
+        return genesis_doc.load(path).bootstrap_port
+    except genesis_doc.GenesisError as exc:
+        _fail(f"invalid genesis {path}: {exc}", EXIT_CONFIG)
+
+
+def _start(options: dict[str, Any], role: str, listen: tuple[str, ...]) -> None:
+    overrides = {
+        "node.genesis": options.get("genesis"),
+        "node.data_dir": options.get("data_dir"),
+        "node.role": role,
+        "p2p.listen": listen,
+        "p2p.bootstrap": options.get("bootstrap"),
+        "api.socket": options.get("socket"),
+        "log.level": options.get("log_level"),
+        "log.format": options.get("log_format"),
+    }
+    try:
+        config = Config.load(options.get("config_file"), os.environ, overrides)
+    except ConfigError as exc:
+        _fail(f"invalid configuration: {exc}", EXIT_CONFIG)
+    sys.exit(serve(config))
+
+
+def serve(config: Config) -> int:
+    """Run the daemon in this process until a signal; return the exit code."""
+    # The API socket, identity and token files are the owner's alone, from birth.
+    os.umask(0o077)
+    # Imported here: libp2p takes ~0.6 s to import, and --help should be instant.
+    from meshd import logs
+
+    logs.configure(config.log.level, config.log.format)
+    try:
+        refusal = trio.run(functools.partial(_serve, config))
+    except Exception:
+        log.exception("meshd failed")
+        return EXIT_FAILURE
+    if refusal is not None:  # one line on stderr (journald keeps it too), no traceback
+        print(f"meshd: {refusal}", file=sys.stderr)
+        return EXIT_FAILURE
+    log.info("meshd stopped")
+    return 0
+
+
+async def _serve(config: Config) -> str | None:
+    """Run until a signal; return why the node could not start, if it could not."""
+    from meshd import daemon
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(daemon.run_daemon, config)
+            except daemon.STARTUP_ERRORS as exc:  # a reason the operator can fix
+                return str(exc)
+            sdnotify.notify("READY=1")
+            async for signum in signals:
+                log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+                sdnotify.notify("STOPPING=1")
+                nursery.cancel_scope.cancel()
+                break
+    return None
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"meshd: {message}", err=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,235 @@
+"""meshd's typed configuration: defaults < TOML file < environment < flags.
+
+Every key has one spelling in each source:
+
+    TOML            [api] tcp_listen = "127.0.0.1:7443"
+    environment     MESHD_API_TCP_LISTEN=127.0.0.1:7443
+    flag            meshd run --api-tcp-listen 127.0.0.1:7443 (where a flag exists)
+
+Unknown keys are refused in every source (a typo must not silently fall back
+to a default). docs/configuration.md lists every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from meshcore.errors import FieldError
+from meshcore.paths import MAX_SOCKET_PATH, SOCKET_NAME, default_data_dir
+
+ENV_PREFIX = "MESHD_"
+# MESHD_* variables that are not config keys (MESHD_CONFIG names the file).
+ENV_NOT_KEYS = frozenset({"MESHD_CONFIG"})
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+ROLES = ("node", "bootstrap")
+DEFAULT_P2P_PORT = 4001
+
+_LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+
+
+class ConfigError(FieldError):
+    """The configuration is invalid; ``field`` is ``section.key``."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    data_dir: Path = field(default_factory=default_data_dir)
+    genesis: Path | None = None
+    role: str = "node"
+
+
+@dataclass(frozen=True)
+class P2PSection:
+    listen: tuple[str, ...] = (f"/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}",)
+    bootstrap: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    # Unix socket of the API; empty means <data_dir>/meshd.sock.
+    socket: Path | None = None
+    # host:port for a TCP listener (TLS + bearer token required); empty: none.
+    tcp_listen: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # File holding the bearer token for TCP clients; empty: <data_dir>/api.token,
+    # created with a random token on first start.
+    token_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one meshd."""
+
+    node: NodeSection = field(default_factory=NodeSection)
+    p2p: P2PSection = field(default_factory=P2PSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.api.socket or self.node.data_dir / SOCKET_NAME
+
+    @property
+    def token_path(self) -> Path:
+        return self.api.token_file or self.node.data_dir / "api.token"
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Config:
+        """Build the configuration from its sources, later ones winning.
+
+        Args:
+            path: TOML file, or None for none.
+            env: environment (only ``MESHD_*`` variables are read).
+            overrides: ``section.key`` → value, from command-line flags; None
+                values are ignored (flag not given).
+
+        Raises:
+            ConfigError: naming the source and the key.
+        """
+        values: dict[str, dict[str, Any]] = {name: {} for name in _sections()}
+        if path is not None:
+            _merge(values, _read_toml(path), source=str(path))
+        _merge(values, _from_env(env or {}), source="environment")
+        flags: dict[str, dict[str, Any]] = {}
+        for dotted, value in (overrides or {}).items():
+            if value is not None and value != ():
+                section, _, key = dotted.partition(".")
+                flags.setdefault(section, {})[key] = value
+        _merge(values, flags, source="command line")
+        config = cls(**{name: _build(section_type, values[name], name)
+                        for name, section_type in _sections().items()})
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check values that depend on each other or on their form."""
+        if self.node.role not in ROLES:
+            raise ConfigError("node.role", f"{self.node.role!r} is not one of {', '.join(ROLES)}")
+        if self.log.level not in LOG_LEVELS:
+            raise ConfigError("log.level", f"{self.log.level!r} is not one of "
+                              f"{', '.join(LOG_LEVELS)}")
+        if self.log.format not in LOG_FORMATS:
+            raise ConfigError("log.format", f"{self.log.format!r} is not one of "
+                              f"{', '.join(LOG_FORMATS)}")
+        for i, address in enumerate(self.p2p.listen):
+            if not _LISTEN_MULTIADDR.fullmatch(address):
+                raise ConfigError(f"p2p.listen[{i}]", f"{address!r} is not a TCP listen "
+                                  "multiaddr (e.g. /ip4/0.0.0.0/tcp/4001)")
+        if not self.p2p.listen:
+            raise ConfigError("p2p.listen", "needs at least one address")
+        for i, address in enumerate(self.p2p.bootstrap):
+            if "/p2p/" not in address or not address.startswith("/"):
+                raise ConfigError(f"p2p.bootstrap[{i}]", f"{address!r} is not a multiaddr "
+                                  "ending in /p2p/<peer id>")
+        socket = str(self.socket_path.absolute())
+        if len(socket.encode()) > MAX_SOCKET_PATH:
+            raise ConfigError("api.socket", f"{socket} is longer than {MAX_SOCKET_PATH} bytes, "
+                              "the limit of a Unix socket path; choose a shorter one")
+        if self.api.tcp_listen:
+            match = _HOST_PORT.fullmatch(self.api.tcp_listen)
+            if not match or not 0 <= int(match[2]) <= 65535:
+                raise ConfigError("api.tcp_listen", f"{self.api.tcp_listen!r} is not HOST:PORT")
+            if self.api.tls_cert is None or self.api.tls_key is None:
+                raise ConfigError("api.tcp_listen", "the TCP API is served only over TLS: "
+                                  "set api.tls_cert and api.tls_key too")
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    sections = _sections()
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        key = rest[len(section) + 1:] if section else ""
+        known = {f.name for f in dataclasses.fields(sections[section])} if section else set()
+        if section is None or key not in known:
+            variables = sorted(f"{ENV_PREFIX}{s.upper()}_{f.name.upper()}"
+                               for s, t in sections.items() for f in dataclasses.fields(t))
+            raise ConfigError(name, f"unknown environment variable (known: "
+                              f"{', '.join(variables)})")
+        found.setdefault(section, {})[key] = value
+    return found
+
+
+def _merge(into: dict[str, dict[str, Any]], new: Mapping[str, Any], source: str) -> None:
+    sections = _sections()
+    for section, table in new.items():
+        if section not in sections:
+            raise ConfigError(section, f"unknown section in {source} "
+                              f"(known: {', '.join(sections)})")
+        if not isinstance(table, Mapping):
+            raise ConfigError(section, f"must be a table in {source}")
+        known = {f.name for f in dataclasses.fields(sections[section])}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"{section}.{key}", f"unknown key in {source} "
+                                  f"(known in [{section}]: {', '.join(sorted(known))})")
+            into[section][key] = value
+
+
+def _build(section_type: type, values: Mapping[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(section_type)
+    kwargs = {key: _convert(value, hints[key], f"{section}.{key}")
+              for key, value in values.items()}
+    return section_type(**kwargs)
+
+
+def _convert(value: Any, hint: Any, name: str) -> Any:
+    """Coerce a TOML value, an environment string or a flag value to ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):  # "Path | None": empty means None
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
+        return None if value in ("", None) else _convert(value, inner, name)
+    if hint is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(name, f"must be a path string, not {type(value).__name__}")
+        return Path(value).expanduser()
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, f"must be a string, not {type(value).__name__}")
+        return value
+    if origin is tuple:  # tuple[str, ...]: a TOML array, or a comma-separated string
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(name, "must be an array of strings")
+        return tuple(value)
+    raise AssertionError(f"unsupported config type {hint} for {name}")

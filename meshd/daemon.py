@@ -1,0 +1,92 @@
+"""Assembles one meshd: data dir, identity, genesis, p2p host, API.
+
+``run_daemon`` runs until cancelled and reports readiness with
+``task_status.started(...)``; the entry point (meshd/cli.py) adds signal
+handling and systemd notification around it, and tests run it in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from meshcore.version import __version__
+from meshd import datadir
+from meshd.api.auth import AuthSetupError
+from meshd.api.bridge import open_trio_bridge
+from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_answers, serve_api
+from meshd.config import Config
+from meshd.datadir import DataDirError
+from meshd.identity import IdentityError, load_or_create_identity
+from meshd.network import Network
+from meshd.node import StatusBoard
+from meshd.p2p.host import P2PHost, open_p2p_host
+
+log = logging.getLogger(__name__)
+
+# Reasons not to start that the operator can fix; reported in one line, no traceback.
+STARTUP_ERRORS = (DataDirError, IdentityError, ApiSetupError, AuthSetupError, OSError)
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    """What a started daemon tells its starter."""
+
+    peer_id: str
+    network_id: str
+    listen_addrs: tuple[str, ...]
+    api: ApiEndpoints
+
+
+async def run_daemon(config: Config, *,
+                     task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED,
+                     ) -> None:
+    """Run a node until cancelled. Started means: listening and the API answers."""
+    data_dir = datadir.prepare(config.node.data_dir)
+    with datadir.lock(data_dir):
+        genesis, genesis_toml = datadir.bind_genesis(data_dir, config.node.genesis)
+        seed = load_or_create_identity(data_dir)
+        board = StatusBoard(genesis.network_id, genesis.name, config.node.role)
+        log.info("starting meshd", extra={"version": __version__, "data_dir": str(data_dir),
+                                           "network_id": genesis.network_id})
+
+        hosts: list[P2PHost] = []
+
+        def connections_changed() -> None:
+            for host in hosts:
+                board.update(peer_count=host.peer_count())
+
+        async with open_p2p_host(seed, config.p2p.listen, connections_changed) as host:
+            hosts.append(host)
+            board.update(peer_id=host.peer_id, listen_addrs=host.listen_addrs(),
+                         listening=True, peer_count=host.peer_count())
+            network = Network(genesis, genesis_toml, host.peer_count)
+            async with open_trio_bridge() as bridge, trio.open_nursery() as nursery:
+                endpoints = await nursery.start(serve_api, config, bridge,
+                                                Services(board, network))
+                await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
+                log.info("meshd ready", extra={
+                    "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
+                    "api_tcp_port": endpoints.tcp_port,
+                    "hint": f"meshctl --socket {endpoints.socket} status"})
+                bootstrap = [*genesis.bootstrap, *config.p2p.bootstrap]
+                nursery.start_soon(_dial_bootstrap, host, bootstrap)
+                task_status.started(DaemonInfo(host.peer_id, genesis.network_id,
+                                               host.listen_addrs(), endpoints))
+                await trio.sleep_forever()
+
+
+async def _dial_bootstrap(host: P2PHost, addresses: list[str]) -> None:
+    """Connect to each bootstrap address once (discovery and retries: the p2p issue)."""
+    for address in addresses:
+        if address.endswith(f"/p2p/{host.peer_id}"):
+            continue
+        try:
+            peer = await host.connect(address)
+        except Exception as exc:  # an unreachable bootstrap must not stop the node
+            log.warning("cannot reach bootstrap peer", extra={"addr": address,
+                                                              "error": str(exc) or repr(exc)})
+        else:
+            log.info("connected to bootstrap peer", extra={"peer_id": peer})

@@ -1,0 +1,79 @@
+"""Logging for meshd: text for people, JSON lines for log collectors.
+
+Configured once, in the entry point. py-libp2p detaches its logger at import
+(handlers cleared, ``propagate=False``; PY-LIBP2P-NOTES trap 15), so this
+re-attaches it after libp2p has been imported, and drops the messages that
+py-libp2p logs as errors for normal events (trap 18).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any, TextIO
+
+# Attributes every LogRecord has; anything else was passed with extra={...}.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName"}
+
+# Messages py-libp2p 0.8.1 logs for normal events (trap 18): a clean EOF at the
+# end of every DHT RPC, and identify racing a closing connection at shutdown.
+_LIBP2P_NOISE = ("Failed to read DHT message", "Error in identify", "Error handling identify")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, extra fields, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...``"""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extra = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+        if extra:
+            fields = " ".join(f"{k}={v}" for k, v in extra.items())
+            head, sep, rest = text.partition("\n")
+            text = f"{head} {fields}{sep}{rest}"
+        return text
+
+
+class _DropLibp2pNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("libp2p"):
+            return True
+        message = record.getMessage()
+        return not any(message.startswith(noise) for noise in _LIBP2P_NOISE)
+
+
+def configure(level: str, fmt: str, stream: TextIO = sys.stderr) -> None:
+    """Send all logs (ours and py-libp2p's) to ``stream`` in ``fmt``."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_DropLibp2pNoise())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    libp2p_logger = logging.getLogger("libp2p")
+    libp2p_logger.handlers.clear()
+    libp2p_logger.propagate = True
+    # py-libp2p is chatty at INFO; its warnings and errors are what operators need.
+    libp2p_logger.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
