@@ -1,0 +1,93 @@
+"""meshd configuration: sources, precedence, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshd.config import Config, ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "meshd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults(tmp_path: Path) -> None:
+    config = Config.load(overrides={"node.data_dir": tmp_path})
+    assert config.p2p.listen == ("/ip4/0.0.0.0/tcp/4001",)
+    assert config.socket_path == tmp_path / "meshd.sock"
+    assert config.token_path == tmp_path / "api.token"
+    assert (config.log.level, config.log.format, config.node.role) == ("info", "text", "node")
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, '[log]\nlevel = "debug"\nformat = "json"\n'
+                           '[p2p]\nlisten = ["/ip4/127.0.0.1/tcp/1"]\n')
+    config = Config.load(path, env={"MESHD_LOG_LEVEL": "warning"},
+                         overrides={"log.level": None, "p2p.listen": ()})
+    assert config.log.level == "warning"  # env beats file
+    assert config.log.format == "json"  # file beats default
+    assert config.p2p.listen == ("/ip4/127.0.0.1/tcp/1",)  # no flag given: file value stays
+    config = Config.load(path, env={"MESHD_LOG_LEVEL": "warning"},
+                         overrides={"log.level": "error"})
+    assert config.log.level == "error"  # flag beats env
+
+
+def test_environment_lists_are_comma_separated() -> None:
+    config = Config.load(env={"MESHD_P2P_LISTEN": "/ip4/127.0.0.1/tcp/1, /ip6/::1/tcp/2"})
+    assert config.p2p.listen == ("/ip4/127.0.0.1/tcp/1", "/ip6/::1/tcp/2")
+
+
+def test_unrelated_environment_is_ignored_and_meshd_config_is_allowed() -> None:
+    Config.load(env={"HOME": "/root", "MESH_SOCKET": "/x", "MESHD_CONFIG": "/etc/mesh.toml"})
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("[node]\ncolour = 1\n", "node.colour"),
+    ("[colours]\nred = 1\n", "colours"),
+    ('[log]\nlevel = "loud"\n', "log.level"),
+    ('[log]\nformat = "xml"\n', "log.format"),
+    ("[log]\nlevel = 3\n", "log.level"),
+    ("[p2p]\nlisten = [1]\n", "p2p.listen"),
+    ('[p2p]\nlisten = ["0.0.0.0:4001"]\n', "p2p.listen[0]"),
+    ("[p2p]\nlisten = []\n", "p2p.listen"),
+    ('[p2p]\nbootstrap = ["/ip4/1.2.3.4/tcp/1"]\n', "p2p.bootstrap[0]"),
+    ('[api]\ntcp_listen = "127.0.0.1:7443"\n', "api.tcp_listen"),
+    ('[api]\ntcp_listen = "nonsense"\ntls_cert = "c"\ntls_key = "k"\n', "api.tcp_listen"),
+    ('[node]\nrole = "king"\n', "node.role"),
+    ("[node\n", "config"),
+])
+def test_invalid_files_are_refused_naming_the_key(tmp_path: Path, text: str,
+                                                  field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.load(write(tmp_path, text))
+    assert caught.value.field == field
+
+
+def test_a_string_is_read_as_a_comma_separated_list(tmp_path: Path) -> None:
+    config = Config.load(write(tmp_path, '[p2p]\nlisten = "/ip4/127.0.0.1/tcp/1"\n'))
+    assert config.p2p.listen == ("/ip4/127.0.0.1/tcp/1",)
+
+
+def test_unknown_environment_variable_is_named() -> None:
+    with pytest.raises(ConfigError, match="MESHD_LOG_LEVL"):
+        Config.load(env={"MESHD_LOG_LEVL": "debug"})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        Config.load(tmp_path / "nope.toml")
+
+
+def test_socket_path_longer_than_sun_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="longer than 107 bytes"):
+        Config.load(overrides={"api.socket": tmp_path / ("x" * 120)})
+
+
+def test_tcp_listener_with_tls(tmp_path: Path) -> None:
+    config = Config.load(write(tmp_path, '[api]\ntcp_listen = "127.0.0.1:7443"\n'
+                                         'tls_cert = "/c.pem"\ntls_key = "/k.pem"\n'))
+    assert config.api.tls_cert == Path("/c.pem")

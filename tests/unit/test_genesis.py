@@ -1,0 +1,220 @@
+"""Genesis validation, canonical encoding and Network ID."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshcore import genesis as g
+from meshcore.genesis import Genesis, GenesisError
+
+PEER_A = "12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS"
+PEER_B = "12D3KooWNJVT7JrP87fF5T42TbrkUFLrfdrNguE9ufDFnotKEvj9"
+
+DOC = f"""
+name = "StorageNet"
+genesis_time = 2026-01-01T00:00:00Z
+bootstrap_port = 8080
+
+[token]
+name = "STORE"
+symbol = "STR"
+allocations = [{{ account = "{PEER_A}", amount = 500 }}]
+
+[rewards.split]
+uptime = 40
+tasks = 40
+governance = 20
+
+[[plugins]]
+name = "storage"
+
+[[validators]]
+peer_id = "{PEER_B}"
+"""
+
+
+def base() -> dict[str, object]:
+    return {"name": "StorageNet", "genesis_time": "2026-01-01T00:00:00Z",
+            "token": {"name": "STORE", "symbol": "STR"}}
+
+
+# The canonical encoding of DOC, written out by hand from docs/genesis.md:
+# compact JSON, sorted keys, every default explicit, time in UTC whole seconds.
+CANONICAL = (
+    '{"bootstrap":[],"bootstrap_port":8080,"format":1,"genesis_time":"2026-01-01T00:00:00Z",'
+    '"governance":{"mutable":["governance.proposal_stake","governance.quorum_percent",'
+    '"governance.threshold_percent","governance.veto_percent",'
+    '"governance.voting_period_seconds","rewards.emission_per_epoch","rewards.epoch_seconds",'
+    '"rewards.split"],"proposal_stake":100000000,"quorum_percent":33,"threshold_percent":50,'
+    '"veto_percent":33,"voting_period_seconds":604800},"name":"StorageNet",'
+    '"plugins":[{"name":"storage","version":""}],"rewards":{"emission_per_epoch":1000000000,'
+    '"epoch_seconds":3600,"split":{"governance":20,"tasks":40,"uptime":40}},'
+    f'"token":{{"allocations":[{{"account":"{PEER_A}","amount":500}}],"decimals":6,'
+    '"name":"STORE","symbol":"STR"},'
+    f'"validators":[{{"peer_id":"{PEER_B}","weight":1}}]}}'
+)
+
+
+def test_canonical_encoding_is_as_documented() -> None:
+    assert g.canonical_bytes(g.loads(DOC)) == CANONICAL.encode()
+
+
+def test_network_id_is_stable_across_runs_and_versions() -> None:
+    # A fixed document must keep its ID forever: networks are named by it.
+    # Computed here from the documented rule, not by the code under test.
+    digest = hashlib.sha256(b"mesh/genesis/v1\x00" + CANONICAL.encode()).digest()[:16]
+    expected = "net_" + base64.b32encode(digest).decode().rstrip("=").lower()
+    assert g.loads(DOC).network_id == expected == "net_pbveuy5e75bdsw3e25x4g2rviy"
+
+
+def test_network_id_has_documented_shape() -> None:
+    network_id = g.loads(DOC).network_id
+    assert network_id.startswith("net_")
+    assert len(network_id) == 4 + 26
+    assert set(network_id[4:]) <= set("abcdefghijklmnopqrstuvwxyz234567")
+
+
+def test_formatting_comments_and_order_do_not_change_the_id() -> None:
+    reordered = f"""
+# a comment
+bootstrap_port = 8080
+[[validators]]
+weight = 1
+peer_id = "{PEER_B}"
+[[plugins]]
+version = ""
+name = "storage"
+[token]
+symbol = "STR"
+decimals = 6
+name = "STORE"
+allocations = [{{ amount = 500, account = "{PEER_A}" }}]
+[rewards]
+split = {{ governance = 20, tasks = 40, uptime = 40 }}
+"""
+    with_header = 'name = "StorageNet"\ngenesis_time = 2026-01-01T01:00:00+01:00\n' + reordered
+    assert g.loads(with_header).network_id == g.loads(DOC).network_id
+
+
+def test_dumps_round_trips() -> None:
+    genesis = g.loads(DOC)
+    assert g.loads(g.dumps(genesis)) == genesis
+    assert genesis.network_id in g.dumps(genesis)
+
+
+# One change of meaning per entry; each must give a new ID.
+CHANGES = [
+    lambda x: dataclasses.replace(x, name="StorageNet2"),
+    lambda x: dataclasses.replace(x, genesis_time=x.genesis_time + dt.timedelta(seconds=1)),
+    lambda x: dataclasses.replace(x, bootstrap_port=8081),
+    lambda x: dataclasses.replace(x, token=dataclasses.replace(x.token, symbol="STX")),
+    lambda x: dataclasses.replace(x, token=dataclasses.replace(x.token, decimals=7)),
+    lambda x: dataclasses.replace(x, token=dataclasses.replace(x.token, allocations=())),
+    lambda x: dataclasses.replace(x, rewards=dataclasses.replace(x.rewards, epoch_seconds=60)),
+    lambda x: dataclasses.replace(x, rewards=dataclasses.replace(
+        x.rewards, split=g.RewardSplit(41, 39, 20))),
+    lambda x: dataclasses.replace(x, governance=dataclasses.replace(
+        x.governance, quorum_percent=34)),
+    lambda x: dataclasses.replace(x, plugins=()),
+    lambda x: dataclasses.replace(x, validators=(g.Validator(PEER_B, 2),)),
+    lambda x: dataclasses.replace(x, bootstrap=(f"/ip4/10.0.0.1/tcp/8080/p2p/{PEER_A}",)),
+]
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_any_change_of_meaning_changes_the_id(change: object) -> None:
+    original = g.loads(DOC)
+    changed = change(original)  # type: ignore[operator]
+    assert changed != original
+    assert changed.network_id != original.network_id
+
+
+@given(st.text(min_size=1, max_size=64).filter(lambda s: s.strip() == s and s.strip()))
+def test_distinct_names_give_distinct_ids(name: str) -> None:
+    try:
+        genesis = g.from_dict({**base(), "name": name})
+    except GenesisError:
+        return  # control characters etc. are refused, which is fine
+    other = dataclasses.replace(genesis, name=genesis.name + "x")
+    assert genesis.network_id != other.network_id
+
+
+def test_unicode_names_are_normalised() -> None:
+    composed = g.from_dict({**base(), "name": "Caf\u00e9"})
+    decomposed = g.from_dict({**base(), "name": "Cafe\u0301"})
+    assert composed.network_id == decomposed.network_id
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"name": ""}, "name"),
+    ({"name": "   "}, "name"),
+    ({"name": "a\nb"}, "name"),
+    ({"token": {"name": "STORE", "symbol": "st"}}, "token.symbol"),
+    ({"token": {"name": "STORE", "symbol": "S"}}, "token.symbol"),
+    ({"token": {"name": "STORE", "symbol": "STR", "decimals": 19}}, "token.decimals"),
+    ({"token": {"name": "", "symbol": "STR"}}, "token.name"),
+    ({"token": {"name": "STORE", "symbol": "STR", "color": "red"}}, "token.color"),
+    ({"colour": 1}, "colour"),
+    ({"rewards": {"split": {"uptime": 50, "tasks": 40, "governance": 20}}}, "rewards.split"),
+    ({"rewards": {"split": {"uptime": 40, "tasks": 40, "gov": 20}}}, "rewards.split"),
+    ({"rewards": {"epoch_seconds": 0}}, "rewards.epoch_seconds"),
+    ({"rewards": {"epoch_seconds": "60"}}, "rewards.epoch_seconds"),
+    ({"governance": {"mutable": ["token.symbol"]}}, "governance.mutable"),
+    ({"plugins": [{"name": "Storage"}]}, "plugins[0].name"),
+    ({"plugins": [{"name": "storage", "version": ">=banana"}]}, "plugins[0].version"),
+    ({"plugins": [{"name": "storage"}, {"name": "storage"}]}, "plugins[1].name"),
+    ({"validators": [{"peer_id": "not-a-peer"}]}, "validators[0].peer_id"),
+    ({"bootstrap": ["/ip4/1.2.3.4/tcp/1"]}, "bootstrap[0]"),
+    ({"bootstrap_port": 0}, "bootstrap_port"),
+    ({"genesis_time": "2026-01-01T00:00:00"}, "genesis_time"),
+    ({"genesis_time": "yesterday"}, "genesis_time"),
+    ({"format": 2}, "format"),
+])
+def test_invalid_values_are_refused_naming_the_field(changes: dict[str, object],
+                                                     field: str) -> None:
+    with pytest.raises(GenesisError) as caught:
+        g.from_dict({**base(), **changes})
+    assert caught.value.field == field
+    assert str(caught.value).startswith(field + ":")
+
+
+def test_missing_required_fields_are_named() -> None:
+    for missing in ("name", "genesis_time"):
+        data = base()
+        del data[missing]
+        with pytest.raises(GenesisError, match=f"^{missing}: is required"):
+            g.from_dict(data)
+
+
+def test_invalid_toml_is_refused() -> None:
+    with pytest.raises(GenesisError, match="not valid TOML"):
+        g.loads("name = ")
+
+
+def test_parse_split() -> None:
+    assert g.parse_split("uptime:40,tasks:40,governance:20") == g.RewardSplit(40, 40, 20)
+    assert g.parse_split("tasks:100") == g.RewardSplit(0, 100, 0)
+    for bad in ("uptime:40,tasks:40", "uptime:40;tasks:60", "uptime:x", "up:100",
+                "uptime:50,uptime:50"):
+        with pytest.raises(GenesisError):
+            g.parse_split(bad)
+
+
+def test_parse_plugin() -> None:
+    assert g.parse_plugin("storage") == g.RequiredPlugin("storage", "")
+    assert g.parse_plugin("storage>=1.0,<2").version == "<2,>=1.0"
+    with pytest.raises(GenesisError):
+        g.parse_plugin("Storage!")
+
+
+def test_genesis_is_frozen() -> None:
+    genesis: Genesis = g.loads(DOC)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        genesis.name = "other"  # type: ignore[misc]

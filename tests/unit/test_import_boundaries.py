@@ -1,0 +1,56 @@
+"""Import boundaries (DESIGN §1, STYLE rule 3), checked in fresh interpreters."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def modules_loaded_by(*imports: str) -> set[str]:
+    code = ";".join(f"import {name}" for name in imports)
+    code += ";import sys,json;print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, check=True, timeout=60)
+    return set(json.loads(result.stdout))
+
+
+def top_level(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+def test_meshctl_imports_neither_meshd_trio_nor_libp2p() -> None:
+    meshctl_modules = [f"meshctl.{p.stem}" for p in (ROOT / "meshctl").glob("*.py")
+                       if p.stem != "__main__"]
+    loaded = top_level(modules_loaded_by(*meshctl_modules))
+    assert "meshctl" in loaded  # the check itself works
+    assert not loaded & {"meshd", "trio", "libp2p"}
+
+
+def test_meshcore_is_pure() -> None:
+    loaded = top_level(modules_loaded_by("meshcore.genesis", "meshcore.paths",
+                                         "meshcore.version", "meshcore.errors"))
+    assert not loaded & {"meshd", "meshctl", "trio", "libp2p", "grpc"}
+
+
+def test_only_meshd_p2p_imports_libp2p() -> None:
+    offenders = []
+    for path in ROOT.glob("mesh*/**/*.py"):
+        if path.is_relative_to(ROOT / "meshd" / "p2p"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "libp2p" or n.startswith("libp2p.") for n in names):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_meshd_cli_help_does_not_import_libp2p() -> None:
+    # `meshd --help` must be instant: libp2p (~0.6 s) loads only when a node starts.
+    loaded = top_level(modules_loaded_by("meshd.cli"))
+    assert "libp2p" not in loaded

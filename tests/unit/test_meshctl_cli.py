@@ -1,0 +1,110 @@
+"""meshctl's command tree and client behaviour that needs no daemon."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from meshctl.client import MeshClient, Target
+from meshctl.main import cli
+
+
+def leaves(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += leaves(command, f"{prefix}{name} ")
+        else:
+            found.append((prefix + name, command))
+    return found
+
+
+def test_every_command_has_json() -> None:
+    missing = [name for name, command in leaves(cli)
+               if name != "completion" and not any("--json" in p.opts for p in command.params)]
+    assert missing == []
+
+
+def test_missing_socket_gives_hint_and_exit_1(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--socket", str(tmp_path / "meshd.sock"), "status"])
+    assert result.exit_code == 1
+    assert "cannot reach meshd" in result.output
+    assert "is it running?" in result.output
+
+
+def test_socket_env_variable(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["status"], env={"MESH_SOCKET": str(tmp_path / "s.sock")})
+    assert str(tmp_path / "s.sock") in result.output
+
+
+def test_completion_scripts() -> None:
+    for shell, marker in (("bash", "complete "), ("zsh", "compdef"), ("fish", "complete ")):
+        result = CliRunner().invoke(cli, ["completion", shell])
+        assert result.exit_code == 0, result.output
+        assert marker in result.output and "_MESHCTL_COMPLETE" in result.output
+
+
+def test_version_json() -> None:
+    result = CliRunner().invoke(cli, ["--json", "version"])
+    assert json.loads(result.output)["version"]
+
+
+def test_version_mismatch_warns_once(capsys: object) -> None:
+    client = MeshClient(Target(Path("/nonexistent")))
+    client._check_version((("mesh-version", "99.0.0"),))
+    client._check_version((("mesh-version", "99.0.0"),))
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert err.count("warning: meshctl") == 1 and "meshd 99.0.0" in err
+
+
+def test_init_and_inspect(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, [
+        "network", "init", "--name", "StorageNet", "--token-name", "STORE",
+        "--token-symbol", "STR", "--token-distribution", "uptime:40,tasks:40,governance:20",
+        "--plugin", "storage", "--bootstrap-port", "8080", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    assert created["network_id"].startswith("net_")
+    result = runner.invoke(cli, ["network", "inspect", str(tmp_path / "genesis.toml"), "--json"])
+    shown = json.loads(result.output)
+    assert shown["network_id"] == created["network_id"]
+    assert shown["genesis"]["bootstrap_port"] == 8080
+    assert shown["genesis"]["plugins"] == [{"name": "storage", "version": ""}]
+    # no silent overwrite
+    again = runner.invoke(cli, ["network", "init", "--name", "X", "--token-name", "X",
+                                "--token-symbol", "XX", "--out", str(tmp_path)])
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_init_refuses_bad_values_naming_the_option(tmp_path: Path) -> None:
+    base = ["network", "init", "--name", "N", "--token-name", "T", "--out", str(tmp_path)]
+    cases = [
+        (["--token-symbol", "ab"], "--token-symbol"),
+        (["--token-symbol", "AB", "--token-distribution", "uptime:50,tasks:60"],
+         "--token-distribution"),
+        (["--token-symbol", "AB", "--token-distribution", "uptime:50,fun:50"],
+         "--token-distribution"),
+        (["--token-symbol", "AB", "--plugin", "Bad Plugin"], "--plugin"),
+        (["--token-symbol", "AB", "--validator", "nope"], "--validator"),
+        (["--token-symbol", "AB", "--bootstrap-port", "70000"], "--bootstrap-port"),
+    ]
+    for extra, option in cases:
+        result = CliRunner().invoke(cli, base + extra)
+        assert result.exit_code == 2, (extra, result.output)
+        assert option in result.output, (extra, result.output)
+    empty = CliRunner().invoke(cli, ["network", "init", "--name", "", "--token-name", "T",
+                                     "--token-symbol", "AB", "--out", str(tmp_path)])
+    assert empty.exit_code == 2 and "--name" in empty.output
+    assert not (tmp_path / "genesis.toml").exists()
+
+
+def test_inspect_invalid_file(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text('name = "x"\n')
+    result = CliRunner().invoke(cli, ["network", "inspect", str(path)])
+    assert result.exit_code == 2
+    assert "genesis_time: is required" in result.output

@@ -1,0 +1,48 @@
+"""Node state derivation and the status board."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from meshd.node import NodeState, StatusBoard, derive_state
+
+
+@pytest.mark.parametrize(("listening", "peers", "ever", "state"), [
+    (False, 0, False, NodeState.INITIALIZING),
+    (False, 3, True, NodeState.INITIALIZING),
+    (True, 0, False, NodeState.CONNECTING),
+    (True, 1, False, NodeState.CONNECTED),
+    (True, 5, True, NodeState.CONNECTED),
+    (True, 0, True, NodeState.DISCONNECTED),
+])
+def test_derive_state(listening: bool, peers: int, ever: bool, state: NodeState) -> None:
+    assert derive_state(listening, peers, ever) is state
+
+
+async def test_board_tracks_connectivity_and_wakes_watchers() -> None:
+    now = [100.0]
+    board = StatusBoard("net_x", "X", "node", clock=lambda: now[0])
+    seen: list[NodeState] = []
+
+    async def watch(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async for status in board.watch():
+            seen.append(status.state)
+            if len(seen) == 1:
+                task_status.started()
+            if len(seen) == 4:
+                return
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watch)
+            board.update(listening=True, peer_id="p")
+            await trio.testing.wait_all_tasks_blocked()
+            board.update(peer_count=2)
+            await trio.testing.wait_all_tasks_blocked()
+            board.update(peer_count=2)  # no change: no wake-up
+            board.update(peer_count=0)
+    assert seen == [NodeState.INITIALIZING, NodeState.CONNECTING, NodeState.CONNECTED,
+                    NodeState.DISCONNECTED]
+    now[0] = 112.5
+    assert board.snapshot().uptime_seconds == 12.5
