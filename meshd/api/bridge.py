@@ -232,7 +232,8 @@ async def serve_in_thread(
     ``start()`` runs on that thread's asyncio loop; it starts the servers and
     returns ``(info, stop)``. ``info`` is passed to ``task_status.started``;
     on cancellation ``stop()`` is awaited on the asyncio loop, and this task
-    returns once the thread has finished.
+    returns once the thread has finished. An exception of the thread (say,
+    ``start()`` cannot bind) is raised here as it is, not in an ExceptionGroup.
     """
     token = trio.lowlevel.current_trio_token()
     started = trio.Event()
@@ -251,12 +252,25 @@ async def serve_in_thread(
         finally:
             await stop()
 
+    failure: list[Exception] = []
     async with trio.open_nursery() as nursery:
-        # Not abandoned on cancel: trio waits for the thread, so nothing outlives the daemon.
-        nursery.start_soon(trio.to_thread.run_sync, lambda: asyncio.run(main()))
+
+        async def run_thread() -> None:
+            try:
+                # Not abandoned on cancel: trio waits for the thread, so nothing
+                # outlives the daemon.
+                await trio.to_thread.run_sync(lambda: asyncio.run(main()))
+            except Exception as exc:  # re-raised below, bare, so callers can catch it
+                failure.append(exc)
+            finally:
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(run_thread)
         try:
             await started.wait()
             task_status.started(info[0])
             await trio.sleep_forever()
         finally:
             stop_signal.request()
+    if failure:
+        raise failure[0]
