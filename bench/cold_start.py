@@ -11,7 +11,8 @@ arrives (meshd sends it once its API answers a health check). Then:
 
 Baselines, measured in the same runs (interleaved, so machine drift hits both):
 ``python -c pass`` (the interpreter) and ``python -c "import libp2p"`` (the
-interpreter plus the import that dominates meshd's start). Ratios are of
+interpreter plus the import that dominates meshd's start), each timed until
+the code has run (a byte on stdout), not until exit, as READY is. Ratios are of
 medians. One untimed warmup run first fills the page cache. Goal: cold start to
 READY <= 2 s.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import socket
 import statistics
@@ -36,7 +38,9 @@ from typing import Any
 BIN = Path(sys.executable).parent  # the venv's bin: meshd and meshctl live next to python
 TIMEOUT = 20.0  # for READY and for exit: a stuck meshd fails the run instead of hanging it
 READY_GOAL = 2.0
+ROWS = ("cold start to READY", "restart to READY", "SIGTERM to exit")
 BASELINES = {"python -c pass": "pass", "python -c 'import libp2p'": "import libp2p"}
+SHORT = {"python -c pass": "pass", "python -c 'import libp2p'": "libp2p"}  # column labels
 
 
 def make_genesis(directory: Path) -> Path:
@@ -47,9 +51,24 @@ def make_genesis(directory: Path) -> Path:
 
 
 def time_python(code: str) -> float:
+    """Seconds until ``code`` has run in a new interpreter, teardown excluded.
+
+    The child writes a byte once done; READY also comes before meshd's exit, and
+    tearing down an interpreter with libp2p loaded takes ~0.15 s more.
+    """
+    argv = [sys.executable, "-c", f"{code}\nimport os\nos.write(1, b'.')"]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=TIMEOUT)
-    return time.perf_counter() - started
+    with subprocess.Popen(argv, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        readable, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+        marker = proc.stdout.read(1) if readable else b""
+        elapsed = time.perf_counter() - started
+        if not readable:
+            proc.kill()
+        proc.wait(timeout=TIMEOUT)
+    if marker != b"." or proc.returncode != 0:
+        raise RuntimeError(f"python -c {code!r} failed (exit code {proc.returncode})")
+    return elapsed
 
 
 def _meshd_env(notify_path: str) -> dict[str, str]:
@@ -131,32 +150,32 @@ def one_run(genesis: Path, workdir: Path, index: int) -> dict[str, list[float]]:
 
 
 def run_all(runs: int) -> dict[str, Any]:
-    pooled: dict[str, list[float]] = {}
+    loadavg = os.getloadavg()[0]
+    pooled: dict[str, list[float]] = {name: [] for name in (*ROWS, *BASELINES)}
     with tempfile.TemporaryDirectory(prefix="mesh-cold-") as tmp:
         workdir = Path(tmp)
         genesis = make_genesis(workdir)
-        one_run(genesis, workdir, -1)  # warmup, not recorded: page cache, .pyc files
+        one_run(genesis, workdir, -1)  # warmup, not recorded: page cache
         for index in range(runs):
             for name, values in one_run(genesis, workdir, index).items():
-                pooled.setdefault(name, []).extend(values)
-    stats = {name: {"min": min(v), "median": statistics.median(v), "max": max(v),
-                    "samples": v} for name, v in pooled.items()}
-    ratios = {name: {base: stats[name]["median"] / stats[base]["median"] for base in BASELINES}
-              for name in stats if name not in BASELINES}
+                pooled[name].extend(values)
+    medians = {name: statistics.median(v) for name, v in pooled.items()}
+    stats = {name: {"min": min(v), "median": medians[name], "max": max(v), "samples": v}
+             for name, v in pooled.items()}
+    ratios = {name: {base: medians[name] / medians[base] for base in BASELINES} for name in ROWS}
     return {"runs": runs, "seconds": stats, "median_ratio_to_baseline": ratios,
-            "ready_goal_seconds": READY_GOAL, "loadavg_before": os.getloadavg()[0]}
+            "ready_goal_seconds": READY_GOAL, "loadavg_before": loadavg}
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"meshd start, {results['runs']} runs (+1 warmup), seconds "
+    print(f"meshd start and stop, {results['runs']} runs (+1 warmup), seconds "
           f"(load average before: {results['loadavg_before']:.2f})")
-    bases = list(BASELINES)
-    print(f"{'':26} {'min':>6} {'median':>6} {'max':>6}   median / "
-          + ", ".join(f"median({b})" for b in bases))
+    print(f"{'':26} {'min':>6} {'median':>6} {'max':>6}  "
+          + "  ".join(f"{'/' + short:>7}" for short in SHORT.values()) + "  (ratios of medians)")
     for name, s in results["seconds"].items():
         ratios = results["median_ratio_to_baseline"].get(name)
-        shown = ", ".join(f"{ratios[b]:.2f}" for b in bases) if ratios else "(baseline)"
-        print(f"{name:26} {s['min']:6.3f} {s['median']:6.3f} {s['max']:6.3f}   {shown}")
+        shown = "  ".join(f"{ratios[b]:7.2f}" for b in BASELINES) if ratios else "   baseline"
+        print(f"{name:26} {s['min']:6.3f} {s['median']:6.3f} {s['max']:6.3f}  {shown}")
     median = results["seconds"]["cold start to READY"]["median"]
     verdict = "met" if median <= READY_GOAL else "NOT met"
     print(f"goal: cold start to READY <= {READY_GOAL:g} s: median {median:.2f} s ({verdict})")
@@ -167,6 +186,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed runs (each: start, restart)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     results = run_all(args.runs)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -105,10 +105,12 @@ async def _serve_bridge(address: str) -> None:
 def serve(kind: str, address: str) -> None:
     if kind == "bare":
         asyncio.run(_serve_bare(address))
-    else:
+    elif kind == "bridge":
         import trio
 
         trio.run(_serve_bridge, address)
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}")
 
 
 # --- client (run with --client ADDRESS) ------------------------------------------------------
@@ -148,6 +150,8 @@ def run_client(address: str, concurrency: int, seconds: float, payload: int) -> 
     if errors:
         raise SystemExit(f"{len(errors)} client thread(s) failed: {errors[0]!r}")
     ordered = sorted(x for out in latencies for x in out)
+    if not ordered:
+        raise SystemExit("no call completed in the measured window")
     return {"count": len(ordered), "qps": len(ordered) / seconds,
             "p50_ms": 1000 * _percentile(ordered, 0.50),
             "p99_ms": 1000 * _percentile(ordered, 0.99)}
@@ -191,6 +195,7 @@ def measure(address: str, concurrency: int, seconds: float, payload: int) -> dic
 
 
 def run_all(seconds: float, payload: int) -> dict[str, Any]:
+    loadavg = os.getloadavg()[0]
     points: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp, contextlib.ExitStack() as stack:
         addresses = {kind: f"unix:{tmp}/{kind}.sock" for kind in KINDS}
@@ -204,7 +209,7 @@ def run_all(seconds: float, payload: int) -> dict[str, Any]:
     ratios = {str(n): qps["bridge", n] / qps["bare", n] for n in CONCURRENCY}
     return {"transport": "unix socket", "payload_bytes": payload, "seconds_per_point": seconds,
             "warmup_seconds": WARMUP, "points": points, "qps_ratio_bridge_over_bare": ratios,
-            "qps_ratio_goal": QPS_GOAL, "loadavg_before": os.getloadavg()[0]}
+            "qps_ratio_goal": QPS_GOAL, "loadavg_before": loadavg}
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -229,6 +234,8 @@ def main() -> None:
     parser.add_argument("--client", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.seconds <= 0 or args.payload < 0:
+        parser.error("--seconds must be positive and --payload not negative")
     if args.serve:
         serve(*args.serve)
     elif args.client:

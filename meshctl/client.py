@@ -7,6 +7,7 @@ Unix socket from ``--socket`` / ``MESH_SOCKET`` / the default data dir.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -128,9 +129,18 @@ class MeshClient:
 
 def _check_socket(path: Path) -> None:
     """Fail early, with a hint, when the socket is missing or not ours to use."""
-    if not path.exists():
+    denied = ClientError(f"permission denied on {path}: the API socket belongs to the user "
+                         "meshd runs as; run meshctl as that user (or with sudo)")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
         raise ClientError(f"cannot reach meshd at {path}: no such socket (is it running? try "
-                          "'systemctl status meshd', or pass --socket / set MESH_SOCKET)")
+                          "'systemctl status meshd', or pass --socket / set MESH_SOCKET)"
+                          ) from None
+    except PermissionError:  # a directory on the way is closed to us
+        raise denied from None
+    if not stat.S_ISSOCK(mode):
+        raise ClientError(f"{path} is not a socket: pass meshd's API socket with --socket "
+                          "(default <data dir>/meshd.sock)")
     if not os.access(path, os.R_OK | os.W_OK):
-        raise ClientError(f"permission denied on {path}: the API socket belongs to the user "
-                          "meshd runs as; run meshctl as that user (or with sudo)")
+        raise denied

@@ -7,7 +7,14 @@ tests/integration/test_p2p_host.py):
   reached, so it is 1;
 * trap 12: the default security options also offer plaintext, secio and TLS,
   so Noise is the only one offered;
-* trap 16: listen addresses go both to ``new_host`` and ``host.run``.
+* trap 16: listen addresses go both to ``new_host`` and ``host.run``;
+* leaving ``host.run()`` only cancels the swarm's tasks: ``Swarm.close()`` is
+  never called. And when the daemon is cancelled, each ``SwarmConn`` cleanup
+  removes its connection from the swarm and is then cancelled before it sends
+  GO_AWAY and closes the socket: the socket leaks open and the peer never
+  learns that we left. So the host runs in a task shielded from outside
+  cancellation, and is stopped in order: ``Swarm.close()`` first (GO_AWAY,
+  sockets closed), then ``host.run()`` is left, all within STOP_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 10.0
+# Stopping the host (closing every connection, then its tasks) at shutdown;
+# bounded so that a stuck peer or task cannot hold the daemon.
+STOP_TIMEOUT = 3.0
 
 
 def peer_id_of(seed: bytes) -> str:
@@ -104,7 +114,21 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str],
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
     host.get_network().register_notifee(_ConnectionWatcher(on_connections_changed))
-    async with host.run(addresses):
+    stop = trio.Event()
+
+    async def run_host(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope(shield=True) as shield:
+            async with host.run(addresses):
+                task_status.started()
+                await stop.wait()
+                shield.deadline = trio.current_time() + STOP_TIMEOUT
+                await host.get_network().close()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_host)
         log.info("p2p host listening", extra={"peer_id": str(host.get_id()),
                                                "addrs": [str(a) for a in host.get_addrs()]})
-        yield P2PHost(host)
+        try:
+            yield P2PHost(host)
+        finally:
+            stop.set()

@@ -50,10 +50,43 @@ async def test_peer_id_comes_from_the_identity_seed_and_connections_are_reported
     seed = os.urandom(32)
     changes: list[int] = []
     with trio.fail_after(20):
-        async with open_p2p_host(seed, LOOPBACK) as a:
-            async with open_p2p_host(os.urandom(32), LOOPBACK,
-                                     lambda: changes.append(1)) as b:
-                assert a.peer_id == peer_id_of(seed)
-                assert a.listen_addrs()[0].endswith(f"/p2p/{a.peer_id}")
-                await b.connect(a.listen_addrs()[0])
-                assert changes  # connected notification arrived
+        async with open_p2p_host(seed, LOOPBACK) as a, \
+                open_p2p_host(os.urandom(32), LOOPBACK, lambda: changes.append(1)) as b:
+            assert a.peer_id == peer_id_of(seed)
+            assert a.listen_addrs()[0].endswith(f"/p2p/{a.peer_id}")
+            await b.connect(a.listen_addrs()[0])
+            assert changes  # connected notification arrived
+
+
+async def test_a_stopped_host_is_seen_leaving() -> None:
+    # py-libp2p leaks the sockets of a host cancelled from outside once its
+    # connections are older than yamux's first RTT ping (0.5 s): the peer keeps
+    # a dead connection and never sees us leave. meshd shields and closes in order.
+    a_changed = trio.Event()
+
+    def on_a_change() -> None:
+        nonlocal a_changed
+        a_changed.set()
+
+    with trio.fail_after(20):
+        async with open_p2p_host(os.urandom(32), LOOPBACK, on_a_change) as a:
+            async with trio.open_nursery() as nursery:
+                connected = trio.Event()
+
+                async def run_b() -> None:
+                    async with open_p2p_host(os.urandom(32), LOOPBACK) as b:
+                        await b.connect(a.listen_addrs()[0])
+                        connected.set()
+                        await trio.sleep_forever()
+
+                nursery.start_soon(run_b)
+                await connected.wait()
+                # The scenario, not a wait for a condition: a connection 1 s old.
+                await trio.sleep(1.0)
+                a_changed = trio.Event()
+                nursery.cancel_scope.cancel()  # b stops the way the daemon stops it
+            with trio.move_on_after(5):
+                while a.peer_count():
+                    await a_changed.wait()
+                    a_changed = trio.Event()
+            assert a.peer_count() == 0, "the peer never saw the stopped host leave"

@@ -38,10 +38,10 @@ def test_garbage_identity_is_refused(tmp_path: Path) -> None:
 
 
 def test_second_lock_is_refused_with_the_holder_pid(tmp_path: Path) -> None:
-    with datadir.lock(tmp_path):
-        with pytest.raises(datadir.DataDirError, match=f"pid {os.getpid()}"), \
-                datadir.lock(tmp_path):
-            pass
+    with datadir.lock(tmp_path), \
+            pytest.raises(datadir.DataDirError, match=f"pid {os.getpid()}"), \
+            datadir.lock(tmp_path):
+        pass
     with datadir.lock(tmp_path):  # released on exit
         pass
 

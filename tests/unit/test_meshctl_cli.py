@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
+from typing import Any
 
 import click
 from click.testing import CliRunner
@@ -33,6 +35,24 @@ def test_missing_socket_gives_hint_and_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "cannot reach meshd" in result.output
     assert "is it running?" in result.output
+
+
+def test_socket_closed_to_us_gives_permission_hint(tmp_path: Path, monkeypatch: Any) -> None:
+    path = tmp_path / "meshd.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        # Tests run as root, for whom file modes do not apply: deny as a non-owner is denied.
+        monkeypatch.setattr("meshctl.client.os.access", lambda p, mode: False)
+        result = CliRunner().invoke(cli, ["--socket", str(path), "status"])
+    assert result.exit_code == 1
+    assert "permission denied" in result.output and "run meshctl as that user" in result.output
+
+
+def test_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "genesis.toml"
+    path.write_text("")
+    result = CliRunner().invoke(cli, ["--socket", str(path), "status"])
+    assert result.exit_code == 1 and "is not a socket" in result.output
 
 
 def test_socket_env_variable(tmp_path: Path) -> None:

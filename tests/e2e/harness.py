@@ -1,0 +1,133 @@
+"""Real meshd processes for end-to-end tests.
+
+Each process gets a NOTIFY_SOCKET bound by the test, so "started" means what
+it means under systemd: meshd sent READY=1, which it does only once its API
+answers. No polling, no sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+MESHD = str(BIN / "meshd")
+MESHCTL = str(BIN / "meshctl")
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+class StartFailed(Exception):
+    pass
+
+
+class Meshd:
+    """One meshd process with its own data dir, logs and readiness socket."""
+
+    def __init__(self, workdir: Path, name: str, genesis: Path | None,
+                 *args: str, command: str = "run", env: dict[str, str] | None = None) -> None:
+        self.data_dir = workdir / name
+        self.socket = self.data_dir / "meshd.sock"
+        self.log_path = workdir / f"{name}.log"
+        self._notify_path = workdir / f"{name}.notify"
+        self._argv = [MESHD, command, "--data-dir", str(self.data_dir), *args]
+        if genesis is not None:
+            self._argv += ["--genesis", str(genesis)]
+        self._env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.notifications: list[str] = []
+
+    def start(self, wait: bool = True) -> Meshd:
+        self._notify_path.unlink(missing_ok=True)
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(self._notify_path))
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self._argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**self._env, "NOTIFY_SOCKET": str(self._notify_path)})
+        if wait:
+            self.wait_for_notification("READY=1")
+        return self
+
+    def wait_for_notification(self, state: str, timeout: float = READY_TIMEOUT) -> None:
+        """Block until meshd sends ``state`` to its NOTIFY_SOCKET."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while state not in self.notifications:
+            if self.process.poll() is not None:
+                raise StartFailed(f"meshd exited with {self.process.returncode}:\n{self.log()}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartFailed(f"no {state} within {timeout} s:\n{self.log()}")
+            readable, _, _ = select.select([self._notify], [], [], min(remaining, 0.2))
+            if readable:
+                self.notifications += self._notify.recv(4096).decode().split("\n")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> tuple[int, float]:
+        """Send ``sig`` and wait; returns (exit code, seconds it took)."""
+        assert self.process is not None
+        begun = time.monotonic()
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"meshd did not stop within {timeout} s:\n{self.log()}") from None
+        finally:
+            self._drain_notifications()
+            self._notify.close()
+        return code, time.monotonic() - begun
+
+    def _drain_notifications(self) -> None:
+        while select.select([self._notify], [], [], 0)[0]:
+            self.notifications += self._notify.recv(4096).decode().split("\n")
+
+    def wait_exit(self, timeout: float = READY_TIMEOUT) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return meshctl("--socket", str(self.socket), *args, check=check)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.ctl("status", "--json").stdout)  # type: ignore[no-any-return]
+
+
+def meshctl(*args: str, check: bool = True, timeout: float = 30,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([MESHCTL, *args], capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        raise AssertionError(f"meshctl {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}{result.stderr}")
+    return result
+
+
+def run_meshd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run meshd expecting it to exit by itself (bad input)."""
+    return subprocess.run([MESHD, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,108 @@
+"""The API's listeners: Unix socket, and TCP with TLS and a bearer token."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from mesh.node.v1 import node_pb2, node_pb2_grpc
+from tests.e2e.harness import Meshd, free_port, meshctl
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as an operator would make with openssl."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "meshd test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "api.crt", directory / "api.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tcp_node(node: Callable[..., Meshd], tmp_path: Path) -> tuple[Meshd, str, Path]:
+    cert, key = self_signed(tmp_path)
+    addr = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "meshd.toml"
+    config.write_text(f'[api]\ntcp_listen = "{addr}"\ntls_cert = "{cert}"\n'
+                      f'tls_key = "{key}"\n')
+    return node("n1", "--config", str(config)), addr, cert
+
+
+def get_status(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> object:
+    return node_pb2_grpc.NodeServiceStub(channel).GetStatus(
+        node_pb2.GetStatusRequest(), timeout=5, metadata=metadata)
+
+
+def test_tcp_refuses_calls_without_the_token(tcp_node: tuple[Meshd, str, Path]) -> None:
+    daemon, addr, cert = tcp_node
+    credentials = grpc.ssl_channel_credentials(cert.read_bytes())
+    with grpc.secure_channel(addr, credentials) as channel:
+        for metadata in ((), (("authorization", "Bearer wrong-token-wrong-token"),)):
+            with pytest.raises(grpc.RpcError) as caught:
+                get_status(channel, metadata)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "token" in caught.value.details()
+        token = (daemon.data_dir / "api.token").read_text().strip()
+        ok = get_status(channel, (("authorization", f"Bearer {token}"),))
+        assert ok.status.peer_id  # type: ignore[attr-defined]
+
+
+def test_tcp_refuses_plaintext(tcp_node: tuple[Meshd, str, Path]) -> None:
+    _, addr, _ = tcp_node
+    with grpc.insecure_channel(addr) as channel, pytest.raises(grpc.RpcError) as caught:
+        get_status(channel)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_meshctl_over_tcp(tcp_node: tuple[Meshd, str, Path]) -> None:
+    daemon, addr, cert = tcp_node
+    token_file = daemon.data_dir / "api.token"
+    assert oct(token_file.stat().st_mode)[-3:] == "600"
+    result = meshctl("--addr", addr, "--tls-ca", str(cert), "--token-file", str(token_file),
+                     "status", "--json")
+    assert json.loads(result.stdout)["peer_id"] == daemon.status()["peer_id"]
+    no_token = meshctl("--addr", addr, "--tls-ca", str(cert), "status", check=False,
+                       env={"MESH_TOKEN": ""})
+    assert no_token.returncode == 1 and "needs a token" in no_token.stderr
+    wrong = meshctl("--addr", addr, "--tls-ca", str(cert), "status", check=False,
+                    env={"MESH_TOKEN": "x" * 40})
+    assert wrong.returncode == 1
+    assert "refused the call" in wrong.stderr and "wrong API token" in wrong.stderr
+
+
+def test_health_and_reflection_are_served(node: Callable[..., Meshd]) -> None:
+    daemon = node()
+    with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "mesh.node.v1.NodeService", "mesh.network.v1.NetworkService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        responses = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"mesh.node.v1.NodeService", "mesh.network.v1.NetworkService",
+            "grpc.health.v1.Health"} <= names
