@@ -16,7 +16,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(context_settings=CONTEXT)
-@click.option("--socket", type=click.Path(path_type=Path), envvar="MESH_SOCKET",
+# readable=False: meshctl checks the socket itself, with a hint (meshctl/client.py).
+@click.option("--socket", type=click.Path(path_type=Path, readable=False), envvar="MESH_SOCKET",
               default=default_socket_path, show_default="<data dir>/meshd.sock",
               help="meshd's API socket [env: MESH_SOCKET].")
 @click.option("--addr", envvar="MESH_ADDR", metavar="HOST:PORT",
