@@ -11,7 +11,8 @@ process of its own, both behind the same generic handler (raw bytes, no .proto):
 A client process (sync grpcio, N threads doing serial calls on one shared
 channel) runs for a warmup second, then for ``--seconds`` per point, recording
 every call's latency. Points run interleaved (bare 1, bridge 1, bare 10,
-bridge 10) so that drift on the machine hits both servers alike. The baseline is
+bridge 10), in several rounds, and each point reports its median round, so that
+drift on the machine hits both servers alike. The baseline is
 the bare server measured in the same run; the goal is QPS bridge/bare >= 0.7.
 
 Run from the repository root: ``.venv/bin/python bench/grpc_bridge.py [--json]``.
@@ -164,8 +165,8 @@ def _self(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def server_process(kind: str, address: str) -> Iterator[None]:
-    """A ``--serve`` process, ready when entered, stopped (or killed) on exit."""
+def server_process(kind: str, address: str) -> Iterator[int]:
+    """A ``--serve`` process, ready when entered (yields its pid), stopped on exit."""
     proc = subprocess.Popen(_self("--serve", kind, address), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
@@ -173,7 +174,7 @@ def server_process(kind: str, address: str) -> Iterator[None]:
         readable, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
         if not readable or proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the {kind} server did not start (exit code {proc.poll()})")
-        yield
+        yield proc.pid
     finally:
         proc.stdin.close()
         try:
@@ -183,43 +184,66 @@ def server_process(kind: str, address: str) -> Iterator[None]:
             proc.wait()
 
 
-def measure(address: str, concurrency: int, seconds: float, payload: int) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(address: str, server_pid: int, concurrency: int, seconds: float,
+            payload: int) -> dict[str, Any]:
     args = ("--client", address, "--concurrency", str(concurrency),
             "--seconds", str(seconds), "--payload", str(payload))
+    cpu_before = _cpu_seconds(server_pid)
     done = subprocess.run(_self(*args), capture_output=True, text=True, check=False,
                           timeout=seconds + WARMUP + START_TIMEOUT + 10)
     if done.returncode != 0:
         raise RuntimeError(f"client failed ({done.returncode}): {done.stderr.strip()}")
     result: dict[str, Any] = json.loads(done.stdout)
+    # Server CPU per call, over warmup and measurement (calls ~ qps * both spans).
+    calls = result["qps"] * (seconds + WARMUP)
+    result["server_cpu_us_per_call"] = (_cpu_seconds(server_pid) - cpu_before) / calls * 1e6
     return result
 
 
-def run_all(seconds: float, payload: int) -> dict[str, Any]:
+def run_all(seconds: float, payload: int, rounds: int) -> dict[str, Any]:
+    """``rounds`` interleaved rounds of every point; each point keeps its median round."""
     loadavg = os.getloadavg()[0]
-    points: list[dict[str, Any]] = []
+    samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp, contextlib.ExitStack() as stack:
         addresses = {kind: f"unix:{tmp}/{kind}.sock" for kind in KINDS}
-        for kind in KINDS:
-            stack.enter_context(server_process(kind, addresses[kind]))
-        for concurrency in CONCURRENCY:
-            for kind in KINDS:
-                point = measure(addresses[kind], concurrency, seconds, payload)
-                points.append({"server": kind, "clients": concurrency, **point})
+        pids = {kind: stack.enter_context(server_process(kind, addresses[kind]))
+                for kind in KINDS}
+        for _ in range(rounds):
+            for concurrency in CONCURRENCY:
+                for kind in KINDS:
+                    point = measure(addresses[kind], pids[kind], concurrency, seconds, payload)
+                    samples.setdefault((kind, concurrency), []).append(point)
+    points = []
+    for (kind, concurrency), runs in samples.items():
+        ordered = sorted(runs, key=lambda r: r["qps"])
+        median = ordered[len(ordered) // 2]
+        points.append({"server": kind, "clients": concurrency, **median,
+                       "qps_min": ordered[0]["qps"], "qps_max": ordered[-1]["qps"]})
     qps = {(p["server"], p["clients"]): p["qps"] for p in points}
     ratios = {str(n): qps["bridge", n] / qps["bare", n] for n in CONCURRENCY}
     return {"transport": "unix socket", "payload_bytes": payload, "seconds_per_point": seconds,
-            "warmup_seconds": WARMUP, "points": points, "qps_ratio_bridge_over_bare": ratios,
-            "qps_ratio_goal": QPS_GOAL, "loadavg_before": loadavg}
+            "rounds": rounds, "warmup_seconds": WARMUP, "points": points,
+            "qps_ratio_bridge_over_bare": ratios, "qps_ratio_goal": QPS_GOAL,
+            "loadavg_before": loadavg}
 
 
 def print_table(results: dict[str, Any]) -> None:
     print(f"gRPC unary echo, {results['payload_bytes']}-byte payload, unix socket, "
-          f"{results['seconds_per_point']:g} s per point "
-          f"(load average before: {results['loadavg_before']:.2f})")
-    print(f"{'server':8} {'clients':>7} {'QPS':>9} {'p50 ms':>8} {'p99 ms':>8}")
+          f"{results['seconds_per_point']:g} s per point, median of {results['rounds']} "
+          f"interleaved rounds (load average before: {results['loadavg_before']:.2f})")
+    print(f"{'server':8} {'clients':>7} {'QPS':>7} {'(min-max)':>13} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'server CPU µs/call':>19}")
     for p in results["points"]:
-        print(f"{p['server']:8} {p['clients']:>7} {p['qps']:>9.0f} "
-              f"{p['p50_ms']:>8.3f} {p['p99_ms']:>8.3f}")
+        spread = f"({p['qps_min']:.0f}-{p['qps_max']:.0f})"
+        print(f"{p['server']:8} {p['clients']:>7} {p['qps']:>7.0f} {spread:>13} "
+              f"{p['p50_ms']:>7.3f} {p['p99_ms']:>7.3f} {p['server_cpu_us_per_call']:>19.0f}")
     ratios = results["qps_ratio_bridge_over_bare"]
     parts = ", ".join(f"{n} client{'s' if n != '1' else ''} {r:.2f}" for n, r in ratios.items())
     print(f"ratio bridge/bare QPS: {parts} (goal >= {QPS_GOAL})")
@@ -229,6 +253,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per point")
     parser.add_argument("--payload", type=int, default=64, help="request size in bytes")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds; each point reports its median round")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "ADDRESS"), help=argparse.SUPPRESS)
     parser.add_argument("--client", metavar="ADDRESS", help=argparse.SUPPRESS)
@@ -241,7 +267,7 @@ def main() -> None:
     elif args.client:
         print(json.dumps(run_client(args.client, args.concurrency, args.seconds, args.payload)))
     else:
-        results = run_all(args.seconds, args.payload)
+        results = run_all(args.seconds, args.payload, args.rounds)
         if args.json:
             print(json.dumps(results, indent=2))
         else:
