@@ -6,6 +6,7 @@ configuration or genesis, 1 when the node cannot start or fails.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -18,9 +19,11 @@ from typing import Any, NoReturn
 import click
 import trio
 
+from meshcore import genesis as genesis_doc
 from meshcore.version import __version__
 from meshd import sdnotify
 from meshd.config import DEFAULT_P2P_PORT, Config, ConfigError
+from meshd.datadir import GENESIS_FILE
 
 log = logging.getLogger("meshd")
 
@@ -71,7 +74,7 @@ def cli() -> None:
                    f"Default: /ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}.")
 def run(listen: tuple[str, ...], **options: Any) -> None:
     """Run a node until SIGTERM or SIGINT."""
-    _start(options, role="node", listen=listen)
+    sys.exit(serve(_load_config(options, role="node", listen=listen)))
 
 
 @cli.command()
@@ -85,9 +88,12 @@ def bootstrap(port: int | None, **options: Any) -> None:
     It listens on all interfaces on PORT and logs its full addresses; put them
     in the genesis' ``bootstrap`` list or give them to joiners as --bootstrap.
     """
+    config = _load_config(options, role="bootstrap", listen=())
     if port is None:
-        port = _genesis_port(options.get("genesis"), options.get("data_dir"))
-    _start(options, role="bootstrap", listen=(f"/ip4/0.0.0.0/tcp/{port}",))
+        port = _genesis_port(config)
+    listen = (f"/ip4/0.0.0.0/tcp/{port}",)
+    sys.exit(serve(dataclasses.replace(config, p2p=dataclasses.replace(config.p2p,
+                                                                      listen=listen))))
 
 
 @cli.command()
@@ -96,20 +102,17 @@ def version() -> None:
     click.echo(f"meshd {__version__}")
 
 
-def _genesis_port(genesis: Path | None, data_dir: Path | None) -> int:
-    from meshcore import genesis as genesis_doc
-    from meshd.datadir import GENESIS_FILE
-
-    path = genesis or (data_dir / GENESIS_FILE if data_dir else None)
-    if path is None or not path.exists():
-        return DEFAULT_P2P_PORT
+def _genesis_port(config: Config) -> int:
+    """The genesis' bootstrap port: from --genesis, or the data dir's copy."""
+    path = config.node.genesis or config.node.data_dir / GENESIS_FILE
     try:
         return genesis_doc.load(path).bootstrap_port
-    except genesis_doc.GenesisError as exc:
-        _fail(f"invalid genesis {path}: {exc}", EXIT_CONFIG)
+    except genesis_doc.GenesisError:
+        # Missing or invalid: the node refuses to start below, naming the problem.
+        return DEFAULT_P2P_PORT
 
 
-def _start(options: dict[str, Any], role: str, listen: tuple[str, ...]) -> None:
+def _load_config(options: dict[str, Any], role: str, listen: tuple[str, ...]) -> Config:
     overrides = {
         "node.genesis": options.get("genesis"),
         "node.data_dir": options.get("data_dir"),
@@ -121,10 +124,9 @@ def _start(options: dict[str, Any], role: str, listen: tuple[str, ...]) -> None:
         "log.format": options.get("log_format"),
     }
     try:
-        config = Config.load(options.get("config_file"), os.environ, overrides)
+        return Config.load(options.get("config_file"), os.environ, overrides)
     except ConfigError as exc:
         _fail(f"invalid configuration: {exc}", EXIT_CONFIG)
-    sys.exit(serve(config))
 
 
 def serve(config: Config) -> int:

@@ -43,6 +43,7 @@ def test_bootstrap_defaults_to_the_genesis_port(node: Callable[..., Meshd],
     port = free_port()
     meshctl("network", "init", "--name", "PortNet", "--token-name", "P", "--token-symbol", "PN",
             "--bootstrap-port", str(port), "--out", str(tmp_path / "portnet"))
-    boot = node("boot", genesis_file=tmp_path / "portnet" / "genesis.toml",
-                command="bootstrap", loopback=False)
+    # Given through the environment, not --genesis: the port must still come from it.
+    boot = node("boot", genesis_file=None, command="bootstrap", loopback=False,
+                env={"MESHD_NODE_GENESIS": str(tmp_path / "portnet" / "genesis.toml")})
     assert any(f"/tcp/{port}/p2p/" in a for a in boot.status()["listen_addrs"])
