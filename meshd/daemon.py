@@ -52,14 +52,10 @@ async def run_daemon(config: Config, *,
         log.info("starting meshd", extra={"version": __version__, "data_dir": str(data_dir),
                                            "network_id": genesis.network_id})
 
-        hosts: list[P2PHost] = []
-
-        def connections_changed() -> None:
-            for host in hosts:
-                board.update(peer_count=host.peer_count())
+        def connections_changed(peer_count: int) -> None:
+            board.update(peer_count=peer_count)
 
         async with open_p2p_host(seed, config.p2p.listen, connections_changed) as host:
-            hosts.append(host)
             board.update(peer_id=host.peer_id, listen_addrs=host.listen_addrs(),
                          listening=True, peer_count=host.peer_count())
             network = Network(genesis, genesis_toml, host.peer_count)

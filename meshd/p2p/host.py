@@ -64,7 +64,8 @@ class P2PHost:
         return tuple(str(a) for a in self._host.get_addrs())
 
     def peer_count(self) -> int:
-        return len(self._host.get_connected_peers())
+        # One entry per peer with at least one connection (emptied entries are deleted).
+        return len(self._host.get_network().connections)
 
     async def connect(self, address: str) -> str:
         """Dial ``address`` (a multiaddr ending in /p2p/<id>); return the peer ID."""
@@ -75,16 +76,16 @@ class P2PHost:
 
 
 class _ConnectionWatcher(INotifee):
-    """Calls ``on_change`` after each connection opens or closes."""
+    """Calls ``on_change(peer_count)`` after each connection opens or closes."""
 
-    def __init__(self, on_change: Callable[[], None]) -> None:
+    def __init__(self, on_change: Callable[[int], None]) -> None:
         self._on_change = on_change
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_change()
+        self._on_change(len(network.connections))
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_change()
+        self._on_change(len(network.connections))
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -101,9 +102,13 @@ class _ConnectionWatcher(INotifee):
 
 @contextlib.asynccontextmanager
 async def open_p2p_host(seed: bytes, listen: Sequence[str],
-                        on_connections_changed: Callable[[], None] = lambda: None,
+                        on_connections_changed: Callable[[int], None] = lambda count: None,
                         ) -> AsyncIterator[P2PHost]:
-    """Start a host listening on ``listen``; it stops when the block exits."""
+    """Start a host listening on ``listen``; it stops when the block exits.
+
+    ``on_connections_changed(peer_count)`` is called after each connection
+    opens or closes.
+    """
     key_pair = create_new_key_pair(seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     addresses = [multiaddr.Multiaddr(a) for a in listen]

@@ -51,11 +51,11 @@ async def test_peer_id_comes_from_the_identity_seed_and_connections_are_reported
     changes: list[int] = []
     with trio.fail_after(20):
         async with open_p2p_host(seed, LOOPBACK) as a, \
-                open_p2p_host(os.urandom(32), LOOPBACK, lambda: changes.append(1)) as b:
+                open_p2p_host(os.urandom(32), LOOPBACK, changes.append) as b:
             assert a.peer_id == peer_id_of(seed)
             assert a.listen_addrs()[0].endswith(f"/p2p/{a.peer_id}")
             await b.connect(a.listen_addrs()[0])
-            assert changes  # connected notification arrived
+            assert changes == [1]  # the connected notification, with the new count
 
 
 async def test_a_stopped_host_is_seen_leaving() -> None:
@@ -64,7 +64,7 @@ async def test_a_stopped_host_is_seen_leaving() -> None:
     # a dead connection and never sees us leave. meshd shields and closes in order.
     a_changed = trio.Event()
 
-    def on_a_change() -> None:
+    def on_a_change(peer_count: int) -> None:
         nonlocal a_changed
         a_changed.set()
 
