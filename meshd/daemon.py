@@ -19,6 +19,7 @@ from meshd.api.bridge import open_trio_bridge
 from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_answers, serve_api
 from meshd.config import Config
 from meshd.datadir import DataDirError
+from meshd.errors import MeshError
 from meshd.identity import IdentityError, load_or_create_identity
 from meshd.network import Network
 from meshd.node import StatusBoard
@@ -52,16 +53,17 @@ async def run_daemon(config: Config, *,
         log.info("starting meshd", extra={"version": __version__, "data_dir": str(data_dir),
                                            "network_id": genesis.network_id})
 
-        def connections_changed(peer_count: int) -> None:
+        def peers_changed(peer_count: int) -> None:
             board.update(peer_count=peer_count)
 
-        async with open_p2p_host(seed, config.p2p.listen, connections_changed) as host:
+        async with open_p2p_host(seed, config.p2p.listen, genesis.network_id,
+                                 peers_changed) as host:
             board.update(peer_id=host.peer_id, listen_addrs=host.listen_addrs(),
                          listening=True, peer_count=host.peer_count())
             network = Network(genesis, genesis_toml, host.peer_count)
             async with open_trio_bridge() as bridge, trio.open_nursery() as nursery:
                 endpoints = await nursery.start(serve_api, config, bridge,
-                                                Services(board, network))
+                                                Services(board, network, host))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 log.info("meshd ready", extra={
                     "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
@@ -81,8 +83,8 @@ async def _dial_bootstrap(host: P2PHost, addresses: list[str]) -> None:
             continue
         try:
             peer = await host.connect(address)
-        except Exception as exc:  # an unreachable bootstrap must not stop the node
-            log.warning("cannot reach bootstrap peer", extra={"addr": address,
-                                                              "error": str(exc) or repr(exc)})
+        except MeshError as exc:  # an unreachable or foreign bootstrap must not stop the node
+            log.warning("cannot join through bootstrap peer", extra={"addr": address,
+                                                                     "error": str(exc)})
         else:
-            log.info("connected to bootstrap peer", extra={"peer_id": peer})
+            log.info("joined through bootstrap peer", extra={"peer_id": peer.peer_id})

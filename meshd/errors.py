@@ -28,3 +28,7 @@ class Unavailable(MeshError):
 
 class DeadlineExceeded(MeshError):
     """The work did not finish before the caller's deadline."""
+
+
+class PeerError(MeshError):
+    """A remote peer answered with an error, or broke the protocol."""

@@ -66,7 +66,7 @@ class TrioBridge:
         self._nursery = nursery
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any,
-                   timeout: float | None = None) -> T:  # noqa: ASYNC109 (deadline for trio)
+                   timeout: float | None = None) -> T:
         """``await fn(*args)`` on the trio loop and return (or raise) its outcome.
 
         Raises:

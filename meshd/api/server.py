@@ -23,13 +23,16 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
+from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
 from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
 from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
 from meshd.api.network_servicer import NetworkServicer
 from meshd.api.node_servicer import NodeServicer
+from meshd.api.peers_servicer import PeersServicer
 from meshd.config import Config
 from meshd.network import Network
 from meshd.node import StatusBoard
+from meshd.p2p.host import P2PHost
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ SHUTDOWN_GRACE = 1.0
 SERVICE_NAMES = (
     node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
+    peers_pb2.DESCRIPTOR.services_by_name["PeersService"].full_name,
 )
 _SERVER_OPTIONS = [
     # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
@@ -56,6 +60,7 @@ class Services:
 
     board: StatusBoard
     network: Network
+    host: P2PHost
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
                 NodeServicer(bridge, services.board), server)
             network_pb2_grpc.add_NetworkServiceServicer_to_server(
                 NetworkServicer(bridge, services.network), server)
+            peers_pb2_grpc.add_PeersServiceServicer_to_server(
+                PeersServicer(bridge, services.host), server)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -30,13 +30,18 @@ from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.config import ConnectionConfig
-from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
+from meshcore.version import __version__
+from meshd import errors
+from meshd.p2p.direct import DirectMessenger
+from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
+
 log = logging.getLogger(__name__)
 
-DIAL_TIMEOUT = 10.0
+AGENT = f"meshd/{__version__}"
+MAX_PINGS = 100
 # Stopping the host (closing every connection, then its tasks) at shutdown;
 # bounded so that a stuck peer or task cannot hold the daemon.
 STOP_TIMEOUT = 3.0
@@ -50,10 +55,12 @@ def peer_id_of(seed: bytes) -> str:
 
 
 class P2PHost:
-    """A running libp2p host; created by :func:`open_p2p_host`."""
+    """A running libp2p host and the Mesh protocols on it; see :func:`open_p2p_host`."""
 
-    def __init__(self, host: IHost) -> None:
+    def __init__(self, host: IHost, membership: Membership, direct: DirectMessenger) -> None:
         self._host = host
+        self.membership = membership
+        self.direct = direct
 
     @property
     def peer_id(self) -> str:
@@ -64,28 +71,42 @@ class P2PHost:
         return tuple(str(a) for a in self._host.get_addrs())
 
     def peer_count(self) -> int:
-        # One entry per peer with at least one connection (emptied entries are deleted).
+        """Connected peers that passed the network handshake."""
+        return self.membership.count()
+
+    def connection_count(self) -> int:
+        """Peers with an open connection, admitted or not (yet)."""
         return len(self._host.get_network().connections)
 
-    async def connect(self, address: str) -> str:
-        """Dial ``address`` (a multiaddr ending in /p2p/<id>); return the peer ID."""
-        info = info_from_p2p_addr(multiaddr.Multiaddr(address))
-        with trio.fail_after(DIAL_TIMEOUT):
-            await self._host.connect(info)
-        return str(info.peer_id)
+    async def connect(self, address: str) -> PeerRecord:
+        """Dial ``address`` (a multiaddr ending in /p2p/<id>) and wait for admission."""
+        return await self.membership.connect(address)
+
+    async def peers(self) -> list[PeerRecord]:
+        return self.membership.peers()
+
+    async def disconnect(self, peer_id: str) -> None:
+        await self.membership.disconnect(peer_id)
+
+    async def ping(self, peer_id: str, count: int) -> list[float]:
+        """``count`` round-trip times in seconds, one after the other."""
+        if not 1 <= count <= MAX_PINGS:
+            raise errors.InvalidArgument(f"count must be between 1 and {MAX_PINGS}")
+        parse_peer_id(peer_id)
+        return [await self.direct.ping(peer_id) for _ in range(count)]
 
 
 class _ConnectionWatcher(INotifee):
-    """Calls ``on_change(peer_count)`` after each connection opens or closes."""
+    """Hands every connection to the membership's handshake."""
 
-    def __init__(self, on_change: Callable[[int], None]) -> None:
-        self._on_change = on_change
+    def __init__(self, membership: Membership) -> None:
+        self._membership = membership
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_change(len(network.connections))
+        self._membership.connection_opened(conn)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_change(len(network.connections))
+        self._membership.connection_closed(conn)
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -101,13 +122,13 @@ class _ConnectionWatcher(INotifee):
 
 
 @contextlib.asynccontextmanager
-async def open_p2p_host(seed: bytes, listen: Sequence[str],
-                        on_connections_changed: Callable[[int], None] = lambda count: None,
+async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
+                        on_peers_changed: Callable[[int], None] = lambda count: None,
                         ) -> AsyncIterator[P2PHost]:
-    """Start a host listening on ``listen``; it stops when the block exits.
+    """Start a host of network ``network_id`` listening on ``listen``.
 
-    ``on_connections_changed(peer_count)`` is called after each connection
-    opens or closes.
+    It stops when the block exits. ``on_peers_changed(count)`` is called each
+    time a peer is admitted (handshake passed) or leaves.
     """
     key_pair = create_new_key_pair(seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
@@ -118,7 +139,9 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str],
         listen_addrs=addresses,
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
-    host.get_network().register_notifee(_ConnectionWatcher(on_connections_changed))
+    membership = Membership(host, network_id, AGENT, on_peers_changed)
+    direct = DirectMessenger(host, membership, network_id)
+    host.get_network().register_notifee(_ConnectionWatcher(membership))
     stop = trio.Event()
 
     async def run_host(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -130,10 +153,12 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str],
                 await host.get_network().close()
 
     async with trio.open_nursery() as nursery:
+        await nursery.start(membership.run)
         await nursery.start(run_host)
         log.info("p2p host listening", extra={"peer_id": str(host.get_id()),
                                                "addrs": [str(a) for a in host.get_addrs()]})
         try:
-            yield P2PHost(host)
+            yield P2PHost(host, membership, direct)
         finally:
-            stop.set()
+            stop.set()  # the shielded host closes in order, whatever happens next
+            nursery.cancel_scope.cancel()

@@ -15,8 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import grpc
+
+from mesh.node.v1 import node_pb2, node_pb2_grpc
 
 BIN = Path(sys.executable).parent
 MESHD = str(BIN / "meshd")
@@ -109,6 +114,17 @@ class Meshd:
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.ctl("status", "--json").stdout)  # type: ignore[no-any-return]
+
+    def watch_until(self, condition: Callable[[Any], bool], timeout: float = 20) -> Any:
+        """Follow WatchStatus until ``condition(status)`` holds; return that status."""
+        with grpc.insecure_channel(f"unix:{self.socket}") as channel:
+            stream = node_pb2_grpc.NodeServiceStub(channel).WatchStatus(
+                node_pb2.WatchStatusRequest(), timeout=timeout)
+            for update in stream:
+                if condition(update.status):
+                    stream.cancel()
+                    return update.status
+        raise AssertionError("WatchStatus ended")
 
 
 def meshctl(*args: str, check: bool = True, timeout: float = 30,

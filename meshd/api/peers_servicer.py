@@ -1,0 +1,61 @@
+"""mesh.peers.v1.PeersService: forwards to the node's P2PHost."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
+from meshd.api.bridge import TrioBridge
+from meshd.api.status import unary
+from meshd.p2p.host import P2PHost
+from meshd.p2p.membership import PeerRecord
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+_DIRECTIONS = {"outbound": peers_pb2.DIRECTION_OUTBOUND, "inbound": peers_pb2.DIRECTION_INBOUND}
+
+
+class PeersServicer(peers_pb2_grpc.PeersServiceServicer):
+    def __init__(self, bridge: TrioBridge, host: P2PHost) -> None:
+        self._bridge = bridge
+        self._host = host
+
+    async def ListPeers(self, request: peers_pb2.ListPeersRequest,
+                        context: Context) -> peers_pb2.ListPeersResponse:
+        peers = await unary(context, self._bridge, self._host.peers)
+        return peers_pb2.ListPeersResponse(peers=[peer_to_pb(p) for p in peers])
+
+    async def ConnectPeer(self, request: peers_pb2.ConnectPeerRequest,
+                          context: Context) -> peers_pb2.ConnectPeerResponse:
+        peer = await unary(context, self._bridge, self._host.connect, request.address)
+        return peers_pb2.ConnectPeerResponse(peer=peer_to_pb(peer))
+
+    async def DisconnectPeer(self, request: peers_pb2.DisconnectPeerRequest,
+                             context: Context) -> peers_pb2.DisconnectPeerResponse:
+        await unary(context, self._bridge, self._host.disconnect, request.peer_id)
+        return peers_pb2.DisconnectPeerResponse()
+
+    async def PingPeer(self, request: peers_pb2.PingPeerRequest,
+                       context: Context) -> peers_pb2.PingPeerResponse:
+        rtts = await unary(context, self._bridge, self._host.ping, request.peer_id,
+                           request.count or 1)
+        return peers_pb2.PingPeerResponse(rtts=[_duration(r) for r in rtts])
+
+
+def peer_to_pb(peer: PeerRecord) -> peers_pb2.Peer:
+    connected_at = Timestamp()
+    connected_at.FromDatetime(peer.connected_at)
+    return peers_pb2.Peer(peer_id=peer.peer_id, addrs=peer.addrs,
+                          direction=_DIRECTIONS.get(peer.direction,
+                                                    peers_pb2.DIRECTION_UNSPECIFIED),
+                          connected_at=connected_at, agent=peer.agent)
+
+
+def _duration(seconds: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration

@@ -1,0 +1,302 @@
+"""Network membership: the hello handshake that keeps networks apart.
+
+Every connection, inbound or outbound, is on probation until our own hello
+exchange with the peer shows the same Network ID (docs/protocol.md). Until then
+the peer is not admitted: it is not counted, not listed, not served by any
+namespaced protocol, and later layers (DHT, gossip) never see it. A peer of
+another network, one that does not speak the handshake (not a Mesh node), or
+one that does not answer within HELLO_TIMEOUT is disconnected, with the reason
+logged and remembered for ``connect``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import multiaddr
+import trio
+from google.protobuf.message import DecodeError
+from libp2p.abc import IHost, INetConn, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.rcmgr import Direction
+
+from mesh.wire.v1 import wire_pb2
+from meshd import errors
+from meshd.p2p.framing import FrameError, read_frame, write_frame
+
+log = logging.getLogger(__name__)
+
+HELLO_PROTOCOL = TProtocol("/mesh/hello/1.0.0")
+HELLO_VERSION = 1
+HELLO_TIMEOUT = 5.0
+MAX_HELLO_BYTES = 1024
+DIAL_TIMEOUT = 10.0
+
+
+def protocol_id(network_id: str, name: str, version: str = "1.0.0") -> TProtocol:
+    """The namespaced ID of a Mesh protocol: ``/mesh/<network id>/<name>/<version>``."""
+    return TProtocol(f"/mesh/{network_id}/{name}/{version}")
+
+
+# Multihash codes a peer ID may use: identity (small public keys such as
+# Ed25519) and sha2-256 (larger ones such as RSA).
+_IDENTITY, _SHA2_256 = 0x00, 0x12
+
+
+def parse_peer_id(text: str) -> ID:
+    """A peer ID from its base58 form; InvalidArgument for anything else."""
+    try:
+        pid = ID.from_base58(text)
+        raw = pid.to_bytes()
+    except Exception:
+        raw = b""
+    if len(raw) < 3 or raw[0] not in (_IDENTITY, _SHA2_256) or raw[1] != len(raw) - 2:
+        raise errors.InvalidArgument(f"{text!r} is not a peer ID (like 12D3KooW...)")
+    return pid
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    """An admitted peer."""
+
+    peer_id: str
+    addrs: tuple[str, ...]
+    direction: str  # "inbound" or "outbound"
+    connected_at: dt.datetime
+    agent: str
+
+
+class Membership:
+    """Admits peers of our network, disconnects the others.
+
+    Lives on the trio loop. ``run`` must be running (it owns the handshake
+    tasks); the host's notifee calls ``connection_opened`` / ``connection_closed``.
+    """
+
+    def __init__(self, host: IHost, network_id: str, agent: str,
+                 on_change: Callable[[int], None] = lambda count: None) -> None:
+        self._host = host
+        self._network_id = network_id
+        self._hello = wire_pb2.Hello(network_id=network_id, hello_version=HELLO_VERSION,
+                                     agent=agent).SerializeToString()
+        self._on_change = on_change
+        self._admitted: dict[str, PeerRecord] = {}
+        # Handshakes in progress; removed when decided, so strangers leave no trace.
+        self._pending: dict[str, _Verdict] = {}
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # --- what other layers ask ----------------------------------------------
+
+    def is_admitted(self, peer_id: str) -> bool:
+        return peer_id in self._admitted
+
+    def peers(self) -> list[PeerRecord]:
+        return sorted(self._admitted.values(), key=lambda p: p.peer_id)
+
+    def count(self) -> int:
+        return len(self._admitted)
+
+    async def next_change(self) -> None:
+        """Return at the next connection opened or closed, admission or refusal."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_admitted(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` is admitted, waiting for a handshake in progress."""
+        verdict = self._pending.get(peer_id)
+        if verdict is not None:
+            with trio.move_on_after(HELLO_TIMEOUT + 1):
+                await verdict.decided.wait()
+        return peer_id in self._admitted
+
+    async def connect(self, address: str) -> PeerRecord:
+        """Dial ``address`` and wait for the handshake's verdict.
+
+        Raises:
+            errors.InvalidArgument: not a multiaddr with /p2p/<id>.
+            errors.Unavailable: the peer cannot be reached.
+            errors.FailedPrecondition: the peer is not of our network.
+        """
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:  # multiaddr raises several kinds for bad input
+            raise errors.InvalidArgument(f"{address!r} is not a multiaddr ending in "
+                                         f"/p2p/<peer id>: {exc}") from None
+        peer_id = str(info.peer_id)
+        if peer_id == str(self._host.get_id()):
+            raise errors.InvalidArgument("that address is this node's own")
+        if peer_id in self._admitted:
+            return self._admitted[peer_id]
+        verdict = self._verdict(peer_id)
+        # After a peer restarts, py-libp2p refuses to redial it for 60 s
+        # (negative dial cache, PY-LIBP2P-NOTES trap 9): an explicit connect
+        # is a request to try now.
+        network = self._host.get_network()
+        if isinstance(network, Swarm):
+            network.unblock_peer(info.peer_id)
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                await self._host.connect(info)
+        except Exception as exc:
+            raise errors.Unavailable(f"cannot reach {address}: {exc or type(exc).__name__}"
+                                     ) from None
+        with trio.move_on_after(HELLO_TIMEOUT + 1):
+            await verdict.decided.wait()
+        if peer_id in self._admitted:
+            return self._admitted[peer_id]
+        reason = verdict.reason or "the handshake did not finish"
+        raise errors.FailedPrecondition(f"peer {peer_id} was refused: {reason}")
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close every connection to ``peer_id``."""
+        pid = parse_peer_id(peer_id)
+        if not self._host.get_network().get_connections(pid):
+            raise errors.NotFound(f"not connected to {peer_id}")
+        await self._host.disconnect(pid)
+
+    # --- connection events (from the host's notifee) ---------------------------
+
+    def connection_opened(self, conn: INetConn) -> None:
+        peer_id = str(conn.muxed_conn.peer_id)
+        self._notify()
+        if peer_id in self._admitted or self._nursery is None:
+            return
+        self._verdict(peer_id)
+        self._nursery.start_soon(self._verify, conn)
+
+    def connection_closed(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        self._notify()
+        if self._host.get_network().get_connections(peer):
+            return  # another connection to the peer remains
+        if self._admitted.pop(str(peer), None) is not None:
+            log.info("peer left", extra={"peer_id": str(peer)})
+            self._on_change(len(self._admitted))
+
+    # --- the handshake ----------------------------------------------------------
+
+    async def _verify(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        try:
+            with trio.fail_after(HELLO_TIMEOUT):
+                stream = await self._host.new_stream(peer, [HELLO_PROTOCOL])
+                try:
+                    await write_frame(stream, self._hello)
+                    reply = await self._read_hello(stream)
+                finally:
+                    with contextlib.suppress(Exception):  # already reset by the peer
+                        await stream.close()
+            reason = self._mismatch(reply)
+        except trio.TooSlowError:
+            reason = f"no Mesh handshake within {HELLO_TIMEOUT:g} s"
+        except _BadHello as exc:
+            reason = str(exc)
+        except Exception as exc:  # negotiation refused, stream reset, connection lost
+            reason = f"does not speak the Mesh handshake ({type(exc).__name__}: {exc})"
+        if reason is None:
+            self._admit(conn, reply.agent)
+        else:
+            await self._reject(peer, reason)
+
+    async def _answer_hello(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            with trio.fail_after(HELLO_TIMEOUT):
+                hello = await self._read_hello(stream)
+                # Answer even a stranger, so that it learns why it is dropped.
+                await write_frame(stream, self._hello)
+                await stream.close()
+        except Exception as exc:  # too slow, malformed, or the stream broke
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            await self._reject(peer, f"bad handshake from the peer ({exc or type(exc).__name__})")
+            return
+        reason = self._mismatch(hello)
+        if reason is not None:
+            await self._reject(peer, reason)
+
+    async def _read_hello(self, stream: INetStream) -> wire_pb2.Hello:
+        try:
+            return wire_pb2.Hello.FromString(await read_frame(stream, MAX_HELLO_BYTES))
+        except (FrameError, DecodeError) as exc:
+            raise _BadHello(f"sent an invalid handshake: {exc}") from None
+
+    def _mismatch(self, hello: wire_pb2.Hello) -> str | None:
+        if hello.network_id != self._network_id:
+            return (f"it is on network {hello.network_id or '(none)'}, "
+                    f"this node on {self._network_id}")
+        if hello.hello_version < 1:
+            return f"unsupported handshake version {hello.hello_version}"
+        return None
+
+    def _admit(self, conn: INetConn, agent: str) -> None:
+        peer_id = str(conn.muxed_conn.peer_id)
+        if not self._host.get_network().get_connections(conn.muxed_conn.peer_id):
+            return  # it left while we were talking
+        outbound = getattr(conn, "direction", None) == Direction.OUTBOUND
+        self._admitted[peer_id] = PeerRecord(
+            peer_id=peer_id,
+            addrs=tuple(str(a) for a in conn.get_transport_addresses()),
+            direction="outbound" if outbound else "inbound",
+            connected_at=dt.datetime.now(dt.UTC),
+            agent=agent[:128],
+        )
+        log.info("peer admitted", extra={"peer_id": peer_id, "agent": agent[:128]})
+        self._on_change(len(self._admitted))
+        self._decide(peer_id, None)
+        self._notify()
+
+    async def _reject(self, peer: ID, reason: str) -> None:
+        peer_id = str(peer)
+        was_admitted = self._admitted.pop(peer_id, None) is not None
+        log.warning("peer refused", extra={"peer_id": peer_id, "reason": reason})
+        self._decide(peer_id, reason)
+        if was_admitted:
+            self._on_change(len(self._admitted))
+        self._notify()
+        # A peer that is not of this network gets no connection to us at all.
+        with trio.move_on_after(HELLO_TIMEOUT):
+            await self._host.disconnect(peer)
+
+    def _verdict(self, peer_id: str) -> _Verdict:
+        verdict = self._pending.get(peer_id)
+        if verdict is None:
+            verdict = self._pending[peer_id] = _Verdict()
+        return verdict
+
+    def _decide(self, peer_id: str, reason: str | None) -> None:
+        verdict = self._pending.pop(peer_id, None)
+        if verdict is not None:
+            verdict.reason = reason
+            verdict.decided.set()
+
+
+class _Verdict:
+    """The outcome of one handshake: admitted (reason None) or refused, and why."""
+
+    def __init__(self) -> None:
+        self.decided = trio.Event()
+        self.reason: str | None = None
+
+
+class _BadHello(Exception):
+    pass

@@ -1,0 +1,59 @@
+"""meshctl peers on separate meshd processes, with a node of another network."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.e2e.harness import Meshd, meshctl
+
+
+def peers_of(node: Meshd) -> list[str]:
+    return [p["peer_id"] for p in json.loads(node.ctl("peers", "ls", "--json").stdout)]
+
+
+def test_connect_list_ping_disconnect(node: Callable[..., Meshd]) -> None:
+    n1, n2 = node("n1"), node("n2")
+    address = n1.status()["listen_addrs"][0]
+    connected = json.loads(n2.ctl("peers", "connect", address, "--json").stdout)
+    assert connected["peer_id"] == n1.status()["peer_id"]
+    assert connected["direction"] == "outbound" and connected["agent"].startswith("meshd/")
+    n1.watch_until(lambda s: s.peer_count == 1)
+    assert peers_of(n1) == [n2.status()["peer_id"]]
+    assert n1.status()["state"] == "connected"
+
+    ping = json.loads(n2.ctl("peers", "ping", connected["peer_id"], "-c", "3", "--json").stdout)
+    assert len(ping["rtt_ms"]) == 3 and all(0 < ms < 1000 for ms in ping["rtt_ms"])
+    assert "min/avg/max" in n2.ctl("peers", "ping", connected["peer_id"], "-c", "1").stdout
+
+    n2.ctl("peers", "disconnect", connected["peer_id"])
+    n1.watch_until(lambda s: s.peer_count == 0)
+    assert peers_of(n1) == peers_of(n2) == []
+    again = n2.ctl("peers", "disconnect", connected["peer_id"], check=False)
+    assert again.returncode == 1 and "not connected" in again.stderr
+
+
+def test_a_node_of_another_network_is_refused(node: Callable[..., Meshd],
+                                               tmp_path: Path) -> None:
+    meshctl("network", "init", "--name", "Other", "--token-name", "O", "--token-symbol", "OT",
+            "--out", str(tmp_path / "other"))
+    ours = node("ours")
+    foreign = node("foreign", genesis_file=tmp_path / "other" / "genesis.toml")
+    refused = foreign.ctl("peers", "connect", ours.status()["listen_addrs"][0], check=False)
+    assert refused.returncode == 1
+    assert "refused" in refused.stderr and "on network net_" in refused.stderr
+    assert peers_of(ours) == [] and peers_of(foreign) == []
+    assert ours.status()["peer_count"] == 0
+    assert "peer refused" in ours.log()
+
+
+def test_bad_peer_input(node: Callable[..., Meshd]) -> None:
+    n1 = node("n1")
+    bad = n1.ctl("peers", "connect", "not-an-address", check=False)
+    assert bad.returncode == 1 and "not a multiaddr" in bad.stderr
+    unknown = n1.ctl("peers", "ping", "12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS",
+                     check=False)
+    assert unknown.returncode == 1 and "not connected" in unknown.stderr
+    garbage = n1.ctl("peers", "disconnect", "xyz", check=False)
+    assert garbage.returncode == 1 and "not a peer ID" in garbage.stderr

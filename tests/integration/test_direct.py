@@ -1,0 +1,80 @@
+"""Direct request/response between members: answers, errors, caps, deadlines, PING."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from meshd import errors
+from meshd.p2p.direct import Code, DirectRequestFailed
+from tests.integration.p2p_helpers import NET_A, open_hosts
+
+
+async def test_request_response_and_handler_errors() -> None:
+    async def shout(peer_id: str, payload: bytes) -> bytes:
+        if payload == b"bad":
+            raise errors.InvalidArgument("no 'bad' please")
+        if payload == b"bug":
+            raise RuntimeError("a bug")
+        if payload == b"slow":
+            await trio.sleep_forever()
+        return peer_id.encode() + b":" + payload.upper()
+
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            a.direct.handle("shout", shout, max_request=100, timeout=0.5)
+            await b.connect(a.listen_addrs()[0])
+            answer = await b.direct.request(a.peer_id, "shout", b"hello")
+            assert answer == f"{b.peer_id}:HELLO".encode()
+            with pytest.raises(DirectRequestFailed, match="no 'bad' please") as invalid:
+                await b.direct.request(a.peer_id, "shout", b"bad")
+            assert invalid.value.code == Code.CODE_INVALID
+            with pytest.raises(DirectRequestFailed, match="handler failed") as bug:
+                await b.direct.request(a.peer_id, "shout", b"bug")
+            assert bug.value.code == Code.CODE_INTERNAL
+            with pytest.raises(DirectRequestFailed) as slow:
+                await b.direct.request(a.peer_id, "shout", b"slow")
+            assert slow.value.code == Code.CODE_TIMEOUT
+            with pytest.raises(DirectRequestFailed, match="too large") as big:
+                await b.direct.request(a.peer_id, "shout", b"x" * 101)
+            assert big.value.code == Code.CODE_TOO_LARGE
+            # the serving side is unharmed
+            assert await b.direct.request(a.peer_id, "shout", b"again") == \
+                f"{b.peer_id}:AGAIN".encode()
+
+
+async def test_response_cap_and_deadline_on_the_requesting_side() -> None:
+    async def big(peer_id: str, payload: bytes) -> bytes:
+        return b"y" * 5000
+
+    async def never(peer_id: str, payload: bytes) -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            a.direct.handle("big", big)
+            a.direct.handle("never", never, timeout=60)
+            await b.connect(a.listen_addrs()[0])
+            with pytest.raises(DirectRequestFailed, match="too large"):
+                await b.direct.request(a.peer_id, "big", b"", max_response=1000)
+            with pytest.raises(errors.DeadlineExceeded, match=r"within 0\.3 s"):
+                await b.direct.request(a.peer_id, "never", b"", timeout=0.3)
+
+
+async def test_unknown_protocol_and_non_member() -> None:
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            with pytest.raises(errors.FailedPrecondition, match="not connected"):
+                await b.direct.request(a.peer_id, "ping", b"12345678")
+            await b.connect(a.listen_addrs()[0])
+            with pytest.raises(errors.Unavailable):
+                await b.direct.request(a.peer_id, "no-such-protocol", b"")
+
+
+async def test_ping_measures_rtt() -> None:
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            await b.connect(a.listen_addrs()[0])
+            rtts = [await b.direct.ping(a.peer_id) for _ in range(5)]
+    assert all(0 < rtt < 1 for rtt in rtts)

@@ -1,0 +1,130 @@
+"""Network isolation: the hello handshake admits members and drops everyone else."""
+
+from __future__ import annotations
+
+import os
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from meshd import errors
+from meshd.p2p.framing import write_frame
+from meshd.p2p.host import P2PHost
+from meshd.p2p.membership import HELLO_PROTOCOL, parse_peer_id, protocol_id
+from tests.integration.p2p_helpers import LOOPBACK, NET_A, NET_B, open_hosts, wait_until
+
+
+def plain_libp2p_host() -> object:
+    """A libp2p node that is not a Mesh node (speaks Noise, but no Mesh protocol)."""
+    key_pair = create_new_key_pair(os.urandom(32))
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(key_pair=key_pair, sec_opt={NOISE_PROTOCOL_ID: noise},
+                    listen_addrs=[multiaddr.Multiaddr(LOOPBACK[0])],
+                    connection_config=ConnectionConfig(max_connections_per_peer=1))
+
+
+async def wait_no_connection(host: P2PHost) -> None:
+    await wait_until(host, lambda: host.connection_count() == 0)
+
+
+async def test_members_are_admitted_both_ways() -> None:
+    with trio.fail_after(20):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            record = await b.connect(a.listen_addrs()[0])
+            assert record.peer_id == a.peer_id and record.direction == "outbound"
+            assert record.agent.startswith("meshd/")
+            await wait_until(a, lambda: a.membership.is_admitted(b.peer_id))
+            assert [p.peer_id for p in a.membership.peers()] == [b.peer_id]
+            assert a.membership.peers()[0].direction == "inbound"
+            assert a.peer_count() == b.peer_count() == 1
+
+
+@pytest.mark.parametrize("dialer_is_foreign", [True, False])
+async def test_a_peer_of_another_network_is_refused_and_dropped(dialer_is_foreign: bool) -> None:
+    with trio.fail_after(20):
+        async with open_hosts(NET_A, NET_B) as (ours, foreign):
+            dialer, target = (foreign, ours) if dialer_is_foreign else (ours, foreign)
+            with pytest.raises(errors.FailedPrecondition) as refused:
+                await dialer.connect(target.listen_addrs()[0])
+            assert "on network net_" in str(refused.value)
+            await wait_no_connection(ours)
+            await wait_no_connection(foreign)
+            assert ours.peer_count() == foreign.peer_count() == 0
+            assert ours.membership.peers() == []
+
+
+async def test_a_plain_libp2p_node_is_dropped() -> None:
+    stranger = plain_libp2p_host()
+    with trio.fail_after(20):
+        async with open_hosts(NET_A) as (ours,), \
+                stranger.run([multiaddr.Multiaddr(LOOPBACK[0])]):  # type: ignore[attr-defined]
+            await stranger.connect(info_from_p2p_addr(  # type: ignore[attr-defined]
+                multiaddr.Multiaddr(ours.listen_addrs()[0])))
+            await wait_no_connection(ours)
+            assert ours.peer_count() == 0
+            # and our side refuses to talk to it on namespaced protocols meanwhile
+            with pytest.raises(errors.FailedPrecondition):
+                await ours.direct.ping(str(stranger.get_id()))  # type: ignore[attr-defined]
+
+
+async def test_a_garbage_handshake_is_dropped() -> None:
+    stranger = plain_libp2p_host()
+    with trio.fail_after(20):
+        async with open_hosts(NET_A) as (ours,), \
+                stranger.run([multiaddr.Multiaddr(LOOPBACK[0])]):  # type: ignore[attr-defined]
+            info = info_from_p2p_addr(multiaddr.Multiaddr(ours.listen_addrs()[0]))
+            await stranger.connect(info)  # type: ignore[attr-defined]
+            stream = await stranger.new_stream(info.peer_id,  # type: ignore[attr-defined]
+                                               [HELLO_PROTOCOL])
+            await write_frame(stream, b"\xff" * 40)  # not a Hello
+            await wait_no_connection(ours)
+
+
+async def test_namespaced_protocols_differ_per_network() -> None:
+    assert protocol_id(NET_A, "ping") == f"/mesh/{NET_A}/ping/1.0.0"
+    assert protocol_id(NET_A, "ping") != protocol_id(NET_B, "ping")
+
+
+async def test_connect_errors_are_clear() -> None:
+    with trio.fail_after(30):
+        async with open_hosts(NET_A) as (a,):
+            with pytest.raises(errors.InvalidArgument, match="not a multiaddr"):
+                await a.connect("/ip4/127.0.0.1/tcp/1")
+            with pytest.raises(errors.InvalidArgument, match="own"):
+                await a.connect(a.listen_addrs()[0])
+            unused = "/ip4/127.0.0.1/tcp/1/p2p/" + \
+                "12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS"
+            with pytest.raises(errors.Unavailable, match="cannot reach"):
+                await a.connect(unused)
+            with pytest.raises(errors.NotFound):
+                await a.membership.disconnect(unused.rsplit("/", 1)[1])
+
+
+async def test_disconnect_removes_the_peer_on_both_sides() -> None:
+    with trio.fail_after(20):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            await b.connect(a.listen_addrs()[0])
+            await b.membership.disconnect(a.peer_id)
+            await wait_no_connection(a)
+            await wait_no_connection(b)
+            assert a.peer_count() == b.peer_count() == 0
+
+
+@pytest.mark.parametrize("text", ["xyz", "", "12D3KooW", "QmNotAPeerIdAtAll", "0x1234"])
+def test_peer_id_validation_refuses_garbage(text: str) -> None:
+    with pytest.raises(errors.InvalidArgument, match="is not a peer ID"):
+        parse_peer_id(text)
+
+
+def test_peer_id_validation_accepts_real_ids() -> None:
+    for text in ("12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS",  # Ed25519, identity
+                 "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"):  # RSA, sha2-256
+        assert str(parse_peer_id(text)) == text
