@@ -41,7 +41,10 @@ def generate(out_dir: Path) -> None:
         f"--mypy_out={out_dir}", f"--mypy_grpc_out={out_dir}",
         *protos,
     ]
-    subprocess.run(command, check=True, cwd=PROTO_DIR)
+    done = subprocess.run(command, cwd=PROTO_DIR, capture_output=True, text=True)
+    if done.returncode != 0:  # protoc's own chatter only matters when it fails
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"protoc failed with exit code {done.returncode}")
     package = out_dir / OUT_PACKAGE
     for directory in [package, *(p for p in package.rglob("*") if p.is_dir())]:
         (directory / "__init__.py").write_text(INIT_TEXT)
