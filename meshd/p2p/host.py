@@ -5,6 +5,11 @@ tests/integration/test_p2p_host.py):
 
 * trap 1: every dial waits ~250 ms unless ``max_connections_per_peer`` is
   reached, so it is 1;
+* trap 10: the AutoConnector (on by default, min 50 / low watermark 100
+  connections) dials every peer the DHT puts in the peerstore (a full mesh),
+  and redials a peer right after an explicit disconnect. meshd sets its
+  floor to 0 so it never dials, and the pruning ceiling high, until meshd's
+  own connection manager keeps the degree;
 * trap 12: the default security options also offer plaintext, secio and TLS,
   so Noise is the only one offered;
 * trap 16: listen addresses go both to ``new_host`` and ``host.run``;
@@ -35,12 +40,15 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from meshcore.version import __version__
 from meshd import errors
+from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
 
 log = logging.getLogger(__name__)
 
 AGENT = f"meshd/{__version__}"
+# py-libp2p's connection manager limits (trap 10): it neither dials nor prunes.
+MIN_CONNECTIONS, LOW_WATERMARK, HIGH_WATERMARK, MAX_CONNECTIONS = 0, 0, 200, 256
 MAX_PINGS = 100
 # Stopping the host (closing every connection, then its tasks) at shutdown;
 # bounded so that a stuck peer or task cannot hold the daemon.
@@ -57,10 +65,12 @@ def peer_id_of(seed: bytes) -> str:
 class P2PHost:
     """A running libp2p host and the Mesh protocols on it; see :func:`open_p2p_host`."""
 
-    def __init__(self, host: IHost, membership: Membership, direct: DirectMessenger) -> None:
+    def __init__(self, host: IHost, membership: Membership, direct: DirectMessenger,
+                 dht: Dht) -> None:
         self._host = host
         self.membership = membership
         self.direct = direct
+        self.dht = dht
 
     @property
     def peer_id(self) -> str:
@@ -124,11 +134,13 @@ class _ConnectionWatcher(INotifee):
 @contextlib.asynccontextmanager
 async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
                         on_peers_changed: Callable[[int], None] = lambda count: None,
+                        on_routing_changed: Callable[[int], None] = lambda size: None,
                         ) -> AsyncIterator[P2PHost]:
     """Start a host of network ``network_id`` listening on ``listen``.
 
     It stops when the block exits. ``on_peers_changed(count)`` is called each
-    time a peer is admitted (handshake passed) or leaves.
+    time a peer is admitted (handshake passed) or leaves;
+    ``on_routing_changed(size)`` each time a member enters the DHT routing table.
     """
     key_pair = create_new_key_pair(seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
@@ -137,7 +149,10 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         listen_addrs=addresses,
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        connection_config=ConnectionConfig(
+            max_connections_per_peer=1, min_connections=MIN_CONNECTIONS,
+            low_watermark=LOW_WATERMARK, high_watermark=HIGH_WATERMARK,
+            max_connections=MAX_CONNECTIONS),
     )
     membership = Membership(host, network_id, AGENT, on_peers_changed)
     direct = DirectMessenger(host, membership, network_id)
@@ -158,7 +173,8 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
         log.info("p2p host listening", extra={"peer_id": str(host.get_id()),
                                                "addrs": [str(a) for a in host.get_addrs()]})
         try:
-            yield P2PHost(host, membership, direct)
+            async with open_dht(host, membership, network_id, on_routing_changed) as dht:
+                yield P2PHost(host, membership, direct, dht)
         finally:
             stop.set()  # the shielded host closes in order, whatever happens next
             nursery.cancel_scope.cancel()

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 HELLO_PROTOCOL = TProtocol("/mesh/hello/1.0.0")
 HELLO_VERSION = 1
 HELLO_TIMEOUT = 5.0
+# A peer of another network gets this long, unadmitted, to finish its own
+# exchange and so to learn why it is dropped, before we disconnect.
+MISMATCH_LINGER = 0.5
+# After an explicit disconnect, the peer is refused (and not dialled) this long,
+# so that discovery does not undo the operator's decision at once.
+DISCONNECT_COOLDOWN = 60.0
 MAX_HELLO_BYTES = 1024
 DIAL_TIMEOUT = 10.0
 
@@ -85,12 +91,14 @@ class Membership:
         self._host = host
         self._network_id = network_id
         self._hello = wire_pb2.Hello(network_id=network_id, hello_version=HELLO_VERSION,
-                                     agent=agent).SerializeToString()
+                                     agent=agent)
         self._on_change = on_change
         self._admitted: dict[str, PeerRecord] = {}
         # Handshakes in progress; removed when decided, so strangers leave no trace.
         self._pending: dict[str, _Verdict] = {}
         self._changed = trio.Event()
+        self._admission_listeners: list[Callable[[str], None]] = []
+        self._cooldown_until: dict[str, float] = {}  # peer ID -> trio time
         self._nursery: trio.Nursery | None = None
         host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
 
@@ -111,6 +119,18 @@ class Membership:
 
     def count(self) -> int:
         return len(self._admitted)
+
+    def add_admission_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(peer_id)`` each time a peer is admitted."""
+        self._admission_listeners.append(listener)
+
+    def in_cooldown(self, peer_id: str) -> bool:
+        """Whether an explicit disconnect of ``peer_id`` is still in force."""
+        until = self._cooldown_until.get(peer_id)
+        if until is not None and trio.current_time() >= until:
+            del self._cooldown_until[peer_id]
+            until = None
+        return until is not None
 
     async def next_change(self) -> None:
         """Return at the next connection opened or closed, admission or refusal."""
@@ -146,6 +166,7 @@ class Membership:
             raise errors.InvalidArgument("that address is this node's own")
         if peer_id in self._admitted:
             return self._admitted[peer_id]
+        self._cooldown_until.pop(peer_id, None)  # the operator changed their mind
         verdict = self._verdict(peer_id)
         # After a peer restarts, py-libp2p refuses to redial it for 60 s
         # (negative dial cache, PY-LIBP2P-NOTES trap 9): an explicit connect
@@ -167,10 +188,11 @@ class Membership:
         raise errors.FailedPrecondition(f"peer {peer_id} was refused: {reason}")
 
     async def disconnect(self, peer_id: str) -> None:
-        """Close every connection to ``peer_id``."""
+        """Close every connection to ``peer_id`` and refuse it for DISCONNECT_COOLDOWN."""
         pid = parse_peer_id(peer_id)
         if not self._host.get_network().get_connections(pid):
             raise errors.NotFound(f"not connected to {peer_id}")
+        self._cooldown_until[peer_id] = trio.current_time() + DISCONNECT_COOLDOWN
         await self._host.disconnect(pid)
 
     # --- connection events (from the host's notifee) ---------------------------
@@ -200,12 +222,15 @@ class Membership:
             with trio.fail_after(HELLO_TIMEOUT):
                 stream = await self._host.new_stream(peer, [HELLO_PROTOCOL])
                 try:
-                    await write_frame(stream, self._hello)
+                    await write_frame(stream, self._hello_for(str(peer)))
                     reply = await self._read_hello(stream)
                 finally:
                     with contextlib.suppress(Exception):  # already reset by the peer
                         await stream.close()
-            reason = self._mismatch(reply)
+            reason = self._mismatch(reply) or self._refusal(str(peer))
+            if reason is not None:
+                await self._reject(peer, reason, linger=MISMATCH_LINGER)
+                return
         except trio.TooSlowError:
             reason = f"no Mesh handshake within {HELLO_TIMEOUT:g} s"
         except _BadHello as exc:
@@ -223,16 +248,16 @@ class Membership:
             with trio.fail_after(HELLO_TIMEOUT):
                 hello = await self._read_hello(stream)
                 # Answer even a stranger, so that it learns why it is dropped.
-                await write_frame(stream, self._hello)
+                await write_frame(stream, self._hello_for(str(peer)))
                 await stream.close()
         except Exception as exc:  # too slow, malformed, or the stream broke
             with contextlib.suppress(Exception):
                 await stream.reset()
             await self._reject(peer, f"bad handshake from the peer ({exc or type(exc).__name__})")
             return
-        reason = self._mismatch(hello)
+        reason = self._mismatch(hello) or self._refusal(str(peer))
         if reason is not None:
-            await self._reject(peer, reason)
+            await self._reject(peer, reason, linger=MISMATCH_LINGER)
 
     async def _read_hello(self, stream: INetStream) -> wire_pb2.Hello:
         try:
@@ -240,12 +265,26 @@ class Membership:
         except (FrameError, DecodeError) as exc:
             raise _BadHello(f"sent an invalid handshake: {exc}") from None
 
+    def _hello_for(self, peer_id: str) -> bytes:
+        hello = wire_pb2.Hello()
+        hello.CopyFrom(self._hello)
+        hello.refused = self._refusal(peer_id) or ""
+        return hello.SerializeToString()
+
+    def _refusal(self, peer_id: str) -> str | None:
+        """Why we refuse a peer of our own network, if we do."""
+        if self.in_cooldown(peer_id):
+            return "it was disconnected by its operator moments ago (cooling down)"
+        return None
+
     def _mismatch(self, hello: wire_pb2.Hello) -> str | None:
         if hello.network_id != self._network_id:
             return (f"it is on network {hello.network_id or '(none)'}, "
                     f"this node on {self._network_id}")
         if hello.hello_version < 1:
             return f"unsupported handshake version {hello.hello_version}"
+        if hello.refused:
+            return f"it refused the connection: {hello.refused[:200]}"
         return None
 
     def _admit(self, conn: INetConn, agent: str) -> None:
@@ -262,10 +301,12 @@ class Membership:
         )
         log.info("peer admitted", extra={"peer_id": peer_id, "agent": agent[:128]})
         self._on_change(len(self._admitted))
+        for listener in self._admission_listeners:
+            listener(peer_id)
         self._decide(peer_id, None)
         self._notify()
 
-    async def _reject(self, peer: ID, reason: str) -> None:
+    async def _reject(self, peer: ID, reason: str, linger: float = 0.0) -> None:
         peer_id = str(peer)
         was_admitted = self._admitted.pop(peer_id, None) is not None
         log.warning("peer refused", extra={"peer_id": peer_id, "reason": reason})
@@ -273,6 +314,7 @@ class Membership:
         if was_admitted:
             self._on_change(len(self._admitted))
         self._notify()
+        await trio.sleep(linger)
         # A peer that is not of this network gets no connection to us at all.
         with trio.move_on_after(HELLO_TIMEOUT):
             await self._host.disconnect(peer)

@@ -108,14 +108,22 @@ async def test_connect_errors_are_clear() -> None:
                 await a.membership.disconnect(unused.rsplit("/", 1)[1])
 
 
-async def test_disconnect_removes_the_peer_on_both_sides() -> None:
+async def test_disconnect_holds_during_the_cooldown() -> None:
     with trio.fail_after(20):
         async with open_hosts(NET_A, NET_A) as (a, b):
             await b.connect(a.listen_addrs()[0])
+            await wait_until(a, lambda: a.peer_count() == 1)
             await b.membership.disconnect(a.peer_id)
             await wait_no_connection(a)
             await wait_no_connection(b)
             assert a.peer_count() == b.peer_count() == 0
+            # a redials b (as its DHT would): b refuses it while cooling down
+            with pytest.raises(errors.FailedPrecondition, match="disconnected by its operator"):
+                await a.connect(b.listen_addrs()[0])
+            assert b.peer_count() == 0
+            # b changes its mind: an explicit connect ends the cooldown
+            await b.connect(a.listen_addrs()[0])
+            assert b.peer_count() == 1
 
 
 @pytest.mark.parametrize("text", ["xyz", "", "12D3KooW", "QmNotAPeerIdAtAll", "0x1234"])

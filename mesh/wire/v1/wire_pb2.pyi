@@ -34,22 +34,28 @@ class Hello(_message.Message):
     NETWORK_ID_FIELD_NUMBER: _builtins.int
     HELLO_VERSION_FIELD_NUMBER: _builtins.int
     AGENT_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     """"net_" + digest of the genesis (docs/genesis.md)."""
     hello_version: _builtins.int
     """Version of this handshake; 1."""
     agent: _builtins.str
     """Software of the peer, e.g. "meshd/0.1.0". Informational."""
+    refused: _builtins.str
+    """Non-empty when the sender refuses this connection although the network
+    matches (e.g. an operator disconnected the peer moments ago), and why.
+    """
     def __init__(
         self,
         *,
         network_id: _builtins.str = ...,
         hello_version: _builtins.int = ...,
         agent: _builtins.str = ...,
+        refused: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "hello_version", b"hello_version", "network_id", b"network_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "hello_version", b"hello_version", "network_id", b"network_id", "refused", b"refused"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,200 @@
+"""The network's Kademlia DHT: peer routing, provider records, values.
+
+Works around these py-libp2p 0.8.1 behaviours (PY-LIBP2P-NOTES, tested in
+tests/integration/test_dht.py):
+
+* trap 2: ``KadDHT(protocol_prefix=...)`` is stored but ignored: the five DHT
+  modules speak ``/ipfs/kad/1.0.0``, imported by value. Rather than patch those
+  modules (process-wide: two networks in one process would share a protocol),
+  the DHT gets a view of the host, :class:`_NamespacedHost`, that rewrites the
+  protocol to ``/mesh/<network id>/kad/1.0.0`` when it opens streams and
+  registers its handler, and serves admitted members only;
+* trap 3: server mode, so that queriers are answered and nodes route;
+* trap 4: the DHT does not learn about connections by itself, and ``add_peer``
+  fails until the peer's addresses are in the peerstore (identify): meshd adds
+  each admitted peer, retrying briefly. The routing table's own server-mode
+  check looks for ``/ipfs/kad`` in identify's protocol list, which a namespaced
+  peer never has; admission is our check, so it is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.kad_dht.common import PROTOCOL_ID as UPSTREAM_KAD_PROTOCOL
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.tools.anyio_service import background_trio_service
+
+from meshd import errors
+from meshd.p2p.membership import Membership, parse_peer_id, protocol_id
+
+log = logging.getLogger(__name__)
+
+# Adding a just-admitted peer waits for identify to store its addresses.
+ADD_PEER_ATTEMPTS = 20
+ADD_PEER_BACKOFF = (0.05, 1.0)  # first delay, longest delay (doubling)
+QUERY_TIMEOUT = 30.0
+MAX_KEY_BYTES = 256
+MAX_VALUE_BYTES = 64 * 1024
+MAX_PROVIDERS = 100
+
+
+@dataclass(frozen=True)
+class PeerAddrs:
+    peer_id: str
+    addrs: tuple[str, ...]
+
+
+class _NamespacedHost:
+    """The host as the DHT sees it: the network's protocol ID, members only."""
+
+    def __init__(self, host: IHost, protocol: TProtocol, membership: Membership) -> None:
+        self._host = host
+        self._protocol = protocol
+        self._membership = membership
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    def _map(self, protocol: TProtocol) -> TProtocol:
+        return self._protocol if protocol == UPSTREAM_KAD_PROTOCOL else protocol
+
+    async def new_stream(self, peer_id: ID, protocol_ids: Sequence[TProtocol]) -> INetStream:
+        if self._membership.in_cooldown(str(peer_id)):
+            raise errors.Unavailable(f"peer {peer_id} was disconnected by the operator "
+                                     "(cooling down)")
+        return await self._host.new_stream(peer_id, [self._map(p) for p in protocol_ids])
+
+    def set_stream_handler(self, protocol_id: TProtocol,
+                           handler: Callable[[INetStream], Awaitable[None]]) -> None:
+        async def members_only(stream: INetStream) -> None:
+            if await self._membership.wait_admitted(str(stream.muxed_conn.peer_id)):
+                await handler(stream)
+            else:
+                with contextlib.suppress(Exception):
+                    await stream.reset()
+
+        self._host.set_stream_handler(self._map(protocol_id), members_only)
+
+    def remove_stream_handler(self, protocol_id: TProtocol) -> None:
+        self._host.remove_stream_handler(self._map(protocol_id))
+
+
+class Dht:
+    """The DHT operations meshd offers; lives on the trio loop."""
+
+    def __init__(self, dht: KadDHT, host: IHost,
+                 on_change: Callable[[int], None] = lambda size: None) -> None:
+        self._dht = dht
+        self._host = host
+        self._on_change = on_change
+        self._changed = trio.Event()
+
+    def routing_table_size(self) -> int:
+        return self._dht.get_routing_table_size()
+
+    async def next_change(self) -> None:
+        """Return when meshd next puts a peer in the routing table."""
+        await self._changed.wait()
+
+    async def refresh(self) -> None:
+        """Look ourselves up (Kademlia's join), filling the routing table."""
+        with trio.move_on_after(QUERY_TIMEOUT):
+            await self._dht.refresh_routing_table()
+
+    async def find_peer(self, peer_id: str) -> PeerAddrs:
+        pid = parse_peer_id(peer_id)
+        with _bounded(f"find-peer {peer_id}"):
+            info = await self._dht.find_peer(pid)
+        if info is None or not info.addrs:
+            raise errors.NotFound(f"peer {peer_id} was not found in the DHT")
+        return PeerAddrs(str(info.peer_id), tuple(str(a) for a in info.addrs))
+
+    async def provide(self, key: str) -> None:
+        _check_key(key)
+        with _bounded(f"provide {key}"):
+            announced = await self._dht.provide(key)
+        if not announced:
+            raise errors.Unavailable(f"could not announce {key!r}: no DHT peer accepted it "
+                                     "(is the node connected?)")
+
+    async def find_providers(self, key: str, count: int) -> list[PeerAddrs]:
+        _check_key(key)
+        if not 1 <= count <= MAX_PROVIDERS:
+            raise errors.InvalidArgument(f"count must be between 1 and {MAX_PROVIDERS}")
+        with _bounded(f"find-providers {key}"):
+            found = await self._dht.find_providers(key, count)
+        return [PeerAddrs(str(p.peer_id), tuple(str(a) for a in p.addrs)) for p in found]
+
+    async def put(self, key: str, value: bytes) -> None:
+        _check_key(key)
+        if len(value) > MAX_VALUE_BYTES:
+            raise errors.InvalidArgument(f"value is {len(value)} bytes; the limit is "
+                                         f"{MAX_VALUE_BYTES}")
+        with _bounded(f"put {key}"):
+            await self._dht.put_value(key, value)
+
+    async def get(self, key: str) -> bytes:
+        _check_key(key)
+        with _bounded(f"get {key}"):
+            value = await self._dht.get_value(key)
+        if value is None:
+            raise errors.NotFound(f"no value for {key!r} in the DHT")
+        return value
+
+    async def add_member(self, peer_id: str) -> None:
+        """Put an admitted peer in the routing table, once identify knows its addresses."""
+        pid = ID.from_base58(peer_id)
+        delay, longest = ADD_PEER_BACKOFF
+        for _ in range(ADD_PEER_ATTEMPTS):
+            if not self._host.get_network().get_connections(pid):
+                return  # it left meanwhile
+            if await self._dht.add_peer(pid, skip_server_mode_check=True):
+                self._on_change(self.routing_table_size())
+                self._changed.set()
+                self._changed = trio.Event()
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, longest)
+        log.warning("peer not added to the DHT routing table", extra={"peer_id": peer_id})
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key.encode()) > MAX_KEY_BYTES:
+        raise errors.InvalidArgument(f"a DHT key must be 1 to {MAX_KEY_BYTES} bytes")
+
+
+@contextlib.contextmanager
+def _bounded(what: str) -> Any:
+    try:
+        with trio.fail_after(QUERY_TIMEOUT):
+            yield
+    except trio.TooSlowError:
+        raise errors.DeadlineExceeded(f"DHT {what} did not finish within "
+                                      f"{QUERY_TIMEOUT:g} s") from None
+
+
+@contextlib.asynccontextmanager
+async def open_dht(host: IHost, membership: Membership, network_id: str,
+                   on_change: Callable[[int], None] = lambda size: None,
+                   ) -> AsyncIterator[Dht]:
+    """Run the network's DHT (server mode, random walk) while the block runs.
+
+    ``on_change(routing_table_size)`` is called when meshd adds a member to it.
+    """
+    view = _NamespacedHost(host, protocol_id(network_id, "kad"), membership)
+    kad = KadDHT(view, DHTMode.SERVER, enable_random_walk=True)  # type: ignore[arg-type]
+    dht = Dht(kad, host, on_change)
+    async with trio.open_nursery() as nursery, background_trio_service(kad):
+        membership.add_admission_listener(
+            lambda peer_id: nursery.start_soon(dht.add_member, peer_id))
+        yield dht
+        nursery.cancel_scope.cancel()
