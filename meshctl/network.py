@@ -128,7 +128,8 @@ def info(client: MeshClient, as_json: bool) -> None:
     data = genesis_doc.to_dict(genesis)
     data["genesis_time"] = genesis_doc.format_time(genesis.genesis_time)
     emit({"network_id": response.network_id, "peer_count": response.peer_count,
-          "genesis": data}, as_json, _human_genesis)
+          "routing_table_size": response.routing_table_size, "genesis": data},
+         as_json, _human_genesis)
 
 
 def _human_genesis(result: dict[str, Any]) -> str:
@@ -151,6 +152,7 @@ def _human_genesis(result: dict[str, Any]) -> str:
     ]
     if "peer_count" in result:
         rows.append(("Connected peers", result["peer_count"]))
+        rows.append(("DHT routing table", f"{result['routing_table_size']} peers"))
     return fields(rows)
 
 

@@ -56,11 +56,15 @@ async def run_daemon(config: Config, *,
         def peers_changed(peer_count: int) -> None:
             board.update(peer_count=peer_count)
 
+        def routing_changed(size: int) -> None:
+            board.update(routing_table_size=size)
+
         async with open_p2p_host(seed, config.p2p.listen, genesis.network_id,
-                                 peers_changed) as host:
+                                 peers_changed, routing_changed) as host:
             board.update(peer_id=host.peer_id, listen_addrs=host.listen_addrs(),
                          listening=True, peer_count=host.peer_count())
-            network = Network(genesis, genesis_toml, host.peer_count)
+            network = Network(genesis, genesis_toml, host.peer_count,
+                              host.dht.routing_table_size)
             async with open_trio_bridge() as bridge, trio.open_nursery() as nursery:
                 endpoints = await nursery.start(serve_api, config, bridge,
                                                 Services(board, network, host))

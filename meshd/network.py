@@ -14,17 +14,19 @@ class NetworkInfo:
     genesis: Genesis
     genesis_toml: str
     peer_count: int
+    routing_table_size: int
 
 
 class Network:
     """Answers questions about the network; lives on the trio loop."""
 
-    def __init__(self, genesis: Genesis, genesis_toml: str,
-                 peer_count: Callable[[], int]) -> None:
+    def __init__(self, genesis: Genesis, genesis_toml: str, peer_count: Callable[[], int],
+                 routing_table_size: Callable[[], int]) -> None:
         self._genesis = genesis
         self._toml = genesis_toml
         self._peer_count = peer_count
+        self._routing_table_size = routing_table_size
 
     async def info(self) -> NetworkInfo:
         return NetworkInfo(self._genesis.network_id, self._genesis, self._toml,
-                           self._peer_count())
+                           self._peer_count(), self._routing_table_size())

@@ -1,10 +1,10 @@
 """The node's status: identity, network, addresses, and its state.
 
-The states are the whitepaper's (Appendix B.2). In this version they follow
-connectivity only: Initializing until the p2p host listens, then Connecting,
-Connected while at least one peer is connected, Disconnected after losing the
-last one. Later layers (discovery, tasks, validation, governance) add Active,
-Participating, Validating and Voting.
+The states are the whitepaper's (Appendix B.2), derived from connectivity:
+Initializing until the p2p host listens, then Connecting; Connected once a
+peer of the network is admitted; Active once discovery works too (a member is
+in the DHT routing table); Disconnected after losing the last peer. Later
+layers (tasks, validation, governance) add Participating, Validating, Voting.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ class NodeState(enum.Enum):
     DISCONNECTED = "disconnected"
 
 
-def derive_state(listening: bool, peer_count: int, ever_connected: bool) -> NodeState:
+def derive_state(listening: bool, peer_count: int, ever_connected: bool,
+                 routing_table_size: int = 0) -> NodeState:
     """The connectivity state from the facts it depends on."""
     if not listening:
         return NodeState.INITIALIZING
     if peer_count > 0:
-        return NodeState.CONNECTED
+        return NodeState.ACTIVE if routing_table_size > 0 else NodeState.CONNECTED
     return NodeState.DISCONNECTED if ever_connected else NodeState.CONNECTING
 
 
@@ -49,6 +50,7 @@ class NodeFacts:
     listening: bool = False
     peer_count: int = 0
     ever_connected: bool = False
+    routing_table_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class StatusBoard:
             network_id=self._network_id,
             network_name=self._network_name,
             listen_addrs=facts.listen_addrs,
-            state=derive_state(facts.listening, facts.peer_count, facts.ever_connected),
+            state=derive_state(facts.listening, facts.peer_count, facts.ever_connected,
+                               facts.routing_table_size),
             started_at=self._started_at,
             uptime_seconds=self._clock() - self._started,
             version=__version__,

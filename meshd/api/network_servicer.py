@@ -26,7 +26,8 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         info = await unary(context, self._bridge, self._network.info)
         return network_pb2.GetNetworkResponse(
             network_id=info.network_id, genesis=genesis_to_pb(info.genesis),
-            genesis_toml=info.genesis_toml, peer_count=info.peer_count)
+            genesis_toml=info.genesis_toml, peer_count=info.peer_count,
+            routing_table_size=info.routing_table_size)
 
 
 def genesis_to_pb(genesis: Genesis) -> network_pb2.Genesis:

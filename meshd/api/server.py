@@ -21,11 +21,13 @@ import trio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh.dht.v1 import dht_pb2, dht_pb2_grpc
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
 from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
 from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
+from meshd.api.dht_servicer import DhtServicer
 from meshd.api.network_servicer import NetworkServicer
 from meshd.api.node_servicer import NodeServicer
 from meshd.api.peers_servicer import PeersServicer
@@ -42,6 +44,7 @@ SERVICE_NAMES = (
     node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     peers_pb2.DESCRIPTOR.services_by_name["PeersService"].full_name,
+    dht_pb2.DESCRIPTOR.services_by_name["DhtService"].full_name,
 )
 _SERVER_OPTIONS = [
     # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
@@ -93,6 +96,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
                 NetworkServicer(bridge, services.network), server)
             peers_pb2_grpc.add_PeersServiceServicer_to_server(
                 PeersServicer(bridge, services.host), server)
+            dht_pb2_grpc.add_DhtServiceServicer_to_server(
+                DhtServicer(bridge, services.host.dht), server)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

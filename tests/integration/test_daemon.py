@@ -34,13 +34,13 @@ def get_status(socket: Path) -> node_pb2.NodeStatus:
             node_pb2.GetStatusRequest(), timeout=5).status
 
 
-def wait_for_state(socket: Path, state: int) -> node_pb2.NodeStatus:
-    """Follow WatchStatus until the node reaches ``state``."""
+def wait_for_state(socket: Path, *states: int) -> node_pb2.NodeStatus:
+    """Follow WatchStatus until the node is in one of ``states``."""
     with grpc.insecure_channel(f"unix:{socket}") as channel:
         stream = node_pb2_grpc.NodeServiceStub(channel).WatchStatus(
             node_pb2.WatchStatusRequest(), timeout=10)
         for update in stream:
-            if update.status.state == state:
+            if update.status.state in states:
                 stream.cancel()
                 return update.status
     raise AssertionError("stream ended")
@@ -57,10 +57,11 @@ async def test_two_nodes_connect_through_bootstrap_and_report_it(tmp_path: Path)
             assert first.network_id == network_id
             assert first.state == node_pb2.NODE_STATE_CONNECTING
             async with open_daemon(tmp_path, "b", genesis, (a.listen_addrs[0],)) as b:
+                # Connected, then Active as soon as the DHT routes to the peer.
                 seen_by_b = await trio.to_thread.run_sync(
-                    wait_for_state, b.api.socket, node_pb2.NODE_STATE_CONNECTED)
+                    wait_for_state, b.api.socket, node_pb2.NODE_STATE_ACTIVE)
                 seen_by_a = await trio.to_thread.run_sync(
-                    wait_for_state, a.api.socket, node_pb2.NODE_STATE_CONNECTED)
+                    wait_for_state, a.api.socket, node_pb2.NODE_STATE_ACTIVE)
                 assert seen_by_a.peer_count == seen_by_b.peer_count == 1
             # b stopped: a notices and says so.
             alone = await trio.to_thread.run_sync(

@@ -8,16 +8,18 @@ import trio
 from meshd.node import NodeState, StatusBoard, derive_state
 
 
-@pytest.mark.parametrize(("listening", "peers", "ever", "state"), [
-    (False, 0, False, NodeState.INITIALIZING),
-    (False, 3, True, NodeState.INITIALIZING),
-    (True, 0, False, NodeState.CONNECTING),
-    (True, 1, False, NodeState.CONNECTED),
-    (True, 5, True, NodeState.CONNECTED),
-    (True, 0, True, NodeState.DISCONNECTED),
+@pytest.mark.parametrize(("listening", "peers", "ever", "routing", "state"), [
+    (False, 0, False, 0, NodeState.INITIALIZING),
+    (False, 3, True, 3, NodeState.INITIALIZING),
+    (True, 0, False, 0, NodeState.CONNECTING),
+    (True, 1, False, 0, NodeState.CONNECTED),
+    (True, 5, True, 0, NodeState.CONNECTED),
+    (True, 1, True, 1, NodeState.ACTIVE),
+    (True, 0, True, 4, NodeState.DISCONNECTED),
 ])
-def test_derive_state(listening: bool, peers: int, ever: bool, state: NodeState) -> None:
-    assert derive_state(listening, peers, ever) is state
+def test_derive_state(listening: bool, peers: int, ever: bool, routing: int,
+                      state: NodeState) -> None:
+    assert derive_state(listening, peers, ever, routing) is state
 
 
 async def test_board_tracks_connectivity_and_wakes_watchers() -> None:

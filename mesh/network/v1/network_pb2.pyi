@@ -267,11 +267,14 @@ class GetNetworkResponse(_message.Message):
     GENESIS_FIELD_NUMBER: _builtins.int
     GENESIS_TOML_FIELD_NUMBER: _builtins.int
     PEER_COUNT_FIELD_NUMBER: _builtins.int
+    ROUTING_TABLE_SIZE_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     genesis_toml: _builtins.str
     """The genesis document exactly as the node stores it (TOML)."""
     peer_count: _builtins.int
     """Peers of this network currently connected to the node."""
+    routing_table_size: _builtins.int
+    """Peers in the node's DHT routing table."""
     @_builtins.property
     def genesis(self) -> Global___Genesis: ...
     def __init__(
@@ -281,10 +284,11 @@ class GetNetworkResponse(_message.Message):
         genesis: Global___Genesis | None = ...,
         genesis_toml: _builtins.str = ...,
         peer_count: _builtins.int = ...,
+        routing_table_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["genesis", b"genesis"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["genesis", b"genesis", "genesis_toml", b"genesis_toml", "network_id", b"network_id", "peer_count", b"peer_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["genesis", b"genesis", "genesis_toml", b"genesis_toml", "network_id", b"network_id", "peer_count", b"peer_count", "routing_table_size", b"routing_table_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
