@@ -5,11 +5,12 @@ tests/integration/test_p2p_host.py):
 
 * trap 1: every dial waits ~250 ms unless ``max_connections_per_peer`` is
   reached, so it is 1;
-* trap 10: the AutoConnector (on by default, min 50 / low watermark 100
-  connections) dials every peer the DHT puts in the peerstore (a full mesh),
-  and redials a peer right after an explicit disconnect. meshd sets its
-  floor to 0 so it never dials, and the pruning ceiling high, until meshd's
-  own connection manager keeps the degree;
+* trap 10: the AutoConnector (on by default) dials every peer the DHT puts in
+  the peerstore, towards the midpoint of its watermarks, even with a low
+  watermark of 0; and it redials a peer right after an explicit disconnect.
+  meshd stops it as soon as the swarm has started it (``stop()`` makes every
+  later ``maybe_connect()`` return), and keeps the pruning ceiling high,
+  until meshd's own connection manager keeps the degree;
 * trap 12: the default security options also offer plaintext, secio and TLS,
   so Noise is the only one offered;
 * trap 16: listen addresses go both to ``new_host`` and ``host.run``;
@@ -35,6 +36,8 @@ from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.swarm import Swarm
+from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
@@ -43,11 +46,13 @@ from meshd import errors
 from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
+from meshd.p2p.pubsub import Broadcast, open_broadcast, open_broadcast_services
 
 log = logging.getLogger(__name__)
 
 AGENT = f"meshd/{__version__}"
-# py-libp2p's connection manager limits (trap 10): it neither dials nor prunes.
+# py-libp2p's connection manager limits (trap 10): its AutoConnector is stopped,
+# and it prunes only far above any degree meshd aims for.
 MIN_CONNECTIONS, LOW_WATERMARK, HIGH_WATERMARK, MAX_CONNECTIONS = 0, 0, 200, 256
 MAX_PINGS = 100
 # Stopping the host (closing every connection, then its tasks) at shutdown;
@@ -66,11 +71,12 @@ class P2PHost:
     """A running libp2p host and the Mesh protocols on it; see :func:`open_p2p_host`."""
 
     def __init__(self, host: IHost, membership: Membership, direct: DirectMessenger,
-                 dht: Dht) -> None:
+                 dht: Dht, broadcast: Broadcast) -> None:
         self._host = host
         self.membership = membership
         self.direct = direct
         self.dht = dht
+        self.broadcast = broadcast
 
     @property
     def peer_id(self) -> str:
@@ -159,22 +165,30 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     host.get_network().register_notifee(_ConnectionWatcher(membership))
     stop = trio.Event()
 
-    async def run_host(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_host(task_status: trio.TaskStatus[Pubsub] = trio.TASK_STATUS_IGNORED,
+                       ) -> None:
         with trio.CancelScope(shield=True) as shield:
-            async with host.run(addresses):
-                task_status.started()
+            # Gossipsub before host.run(): the other order makes host.run()
+            # raise "Nursery is closed to new arrivals" at shutdown (trap 17).
+            async with open_broadcast_services(host, membership, network_id) as pubsub, \
+                    host.run(addresses):
+                network = host.get_network()
+                if isinstance(network, Swarm):  # started by host.run(): stop it (trap 10)
+                    await network.auto_connector.stop()
+                task_status.started(pubsub)
                 await stop.wait()
                 shield.deadline = trio.current_time() + STOP_TIMEOUT
                 await host.get_network().close()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(membership.run)
-        await nursery.start(run_host)
+        pubsub = await nursery.start(run_host)
         log.info("p2p host listening", extra={"peer_id": str(host.get_id()),
                                                "addrs": [str(a) for a in host.get_addrs()]})
         try:
-            async with open_dht(host, membership, network_id, on_routing_changed) as dht:
-                yield P2PHost(host, membership, direct, dht)
+            async with open_dht(host, membership, network_id, on_routing_changed) as dht, \
+                    open_broadcast(pubsub, network_id) as broadcast:
+                yield P2PHost(host, membership, direct, dht, broadcast)
         finally:
             stop.set()  # the shielded host closes in order, whatever happens next
             nursery.cancel_scope.cancel()

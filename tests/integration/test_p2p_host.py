@@ -95,3 +95,13 @@ async def test_a_stopped_host_is_seen_leaving() -> None:
                     await a_changed.wait()
                     a_changed = trio.Event()
             assert a.peer_count() == 0, "the peer never saw the stopped host leave"
+
+
+async def test_the_auto_connector_is_stopped() -> None:
+    # Trap 10: it dials every peer the DHT learns of (and redials disconnected ones).
+    with trio.fail_after(20):
+        async with open_p2p_host(os.urandom(32), LOOPBACK, NET) as a:
+            connector = a._host.get_network().auto_connector
+            assert not connector._started
+            await connector.maybe_connect()  # a no-op once stopped
+            assert a.connection_count() == 0
