@@ -26,6 +26,10 @@ class Unavailable(MeshError):
     """The node cannot serve the request now (e.g. shutting down); retry later."""
 
 
+class ResourceExhausted(MeshError):
+    """A client used more than its share (e.g. fell too far behind a stream)."""
+
+
 class DeadlineExceeded(MeshError):
     """The work did not finish before the caller's deadline."""
 

@@ -25,12 +25,14 @@ from mesh.dht.v1 import dht_pb2, dht_pb2_grpc
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
+from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
 from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
 from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
 from meshd.api.dht_servicer import DhtServicer
 from meshd.api.network_servicer import NetworkServicer
 from meshd.api.node_servicer import NodeServicer
 from meshd.api.peers_servicer import PeersServicer
+from meshd.api.pubsub_servicer import PubsubServicer
 from meshd.config import Config
 from meshd.network import Network
 from meshd.node import StatusBoard
@@ -45,6 +47,7 @@ SERVICE_NAMES = (
     network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
     peers_pb2.DESCRIPTOR.services_by_name["PeersService"].full_name,
     dht_pb2.DESCRIPTOR.services_by_name["DhtService"].full_name,
+    pubsub_pb2.DESCRIPTOR.services_by_name["PubsubService"].full_name,
 )
 _SERVER_OPTIONS = [
     # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
@@ -98,6 +101,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
                 PeersServicer(bridge, services.host), server)
             dht_pb2_grpc.add_DhtServiceServicer_to_server(
                 DhtServicer(bridge, services.host.dht), server)
+            pubsub_pb2_grpc.add_PubsubServiceServicer_to_server(
+                PubsubServicer(bridge, services.host.broadcast), server)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

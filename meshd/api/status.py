@@ -29,6 +29,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     # gRPC's code for an error from "another address space": here, a peer.
     (errors.PeerError, grpc.StatusCode.UNKNOWN),
     (BridgeClosed, grpc.StatusCode.UNAVAILABLE),

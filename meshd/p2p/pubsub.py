@@ -85,7 +85,7 @@ class Counters:
     publish_refused: int = 0  # back-pressure timed out
 
 
-class SubscriberTooSlow(errors.MeshError):
+class SubscriberTooSlow(errors.ResourceExhausted):
     def __init__(self, topic: str, dropped: int) -> None:
         super().__init__(f"subscriber to {topic!r} fell {SUBSCRIBER_BUFFER} messages behind "
                          f"and was ended ({dropped} dropped); resubscribe and read faster")
