@@ -52,6 +52,11 @@ class NodeSection:
 class P2PSection:
     listen: tuple[str, ...] = (f"/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}",)
     bootstrap: tuple[str, ...] = ()
+    # Admitted peers: dial below low_watermark up to target_peers; prune above
+    # high_watermark down to target_peers.
+    low_watermark: int = 4
+    target_peers: int = 8
+    high_watermark: int = 16
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,12 @@ class Config:
             if "/p2p/" not in address or not address.startswith("/"):
                 raise ConfigError(f"p2p.bootstrap[{i}]", f"{address!r} is not a multiaddr "
                                   "ending in /p2p/<peer id>")
+        p2p = self.p2p
+        if not 0 <= p2p.low_watermark <= p2p.target_peers <= p2p.high_watermark <= 1000 \
+                or p2p.high_watermark < 1:
+            raise ConfigError("p2p.target_peers", "need 0 <= low_watermark <= target_peers "
+                              f"<= high_watermark <= 1000, got {p2p.low_watermark} / "
+                              f"{p2p.target_peers} / {p2p.high_watermark}")
         socket = str(self.socket_path.absolute())
         if len(socket.encode()) > MAX_SOCKET_PATH:
             raise ConfigError("api.socket", f"{socket} is longer than {MAX_SOCKET_PATH} bytes, "
@@ -222,6 +233,12 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
         if not isinstance(value, str | Path):
             raise ConfigError(name, f"must be a path string, not {type(value).__name__}")
         return Path(value).expanduser()
+    if hint is int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"must be an integer, not {value!r}")
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(name, f"must be a string, not {type(value).__name__}")

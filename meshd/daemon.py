@@ -19,11 +19,12 @@ from meshd.api.bridge import open_trio_bridge
 from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_answers, serve_api
 from meshd.config import Config
 from meshd.datadir import DataDirError
-from meshd.errors import MeshError
 from meshd.identity import IdentityError, load_or_create_identity
 from meshd.network import Network
 from meshd.node import StatusBoard
-from meshd.p2p.host import P2PHost, open_p2p_host
+from meshd.p2p import peerbook
+from meshd.p2p.connmgr import ConnectionManager, Degree
+from meshd.p2p.host import open_p2p_host
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +74,12 @@ async def run_daemon(config: Config, *,
                     "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
                     "api_tcp_port": endpoints.tcp_port,
                     "hint": f"meshctl --socket {endpoints.socket} status"})
-                bootstrap = [*genesis.bootstrap, *config.p2p.bootstrap]
-                nursery.start_soon(_dial_bootstrap, host, bootstrap)
+                connections = ConnectionManager(
+                    host, peerbook.load(data_dir), data_dir,
+                    Degree(config.p2p.low_watermark, config.p2p.target_peers,
+                           config.p2p.high_watermark),
+                    bootstrap=[*genesis.bootstrap, *config.p2p.bootstrap])
+                await nursery.start(connections.run)
                 task_status.started(DaemonInfo(host.peer_id, genesis.network_id,
                                                host.listen_addrs(), endpoints))
                 await trio.sleep_forever()
-
-
-async def _dial_bootstrap(host: P2PHost, addresses: list[str]) -> None:
-    """Connect to each bootstrap address once (discovery and retries: the p2p issue)."""
-    for address in addresses:
-        if address.endswith(f"/p2p/{host.peer_id}"):
-            continue
-        try:
-            peer = await host.connect(address)
-        except MeshError as exc:  # an unreachable or foreign bootstrap must not stop the node
-            log.warning("cannot join through bootstrap peer", extra={"addr": address,
-                                                                     "error": str(exc)})
-        else:
-            log.info("joined through bootstrap peer", extra={"peer_id": peer.peer_id})

@@ -37,6 +37,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -97,6 +98,19 @@ class P2PHost:
     async def connect(self, address: str) -> PeerRecord:
         """Dial ``address`` (a multiaddr ending in /p2p/<id>) and wait for admission."""
         return await self.membership.connect(address)
+
+    def member_addrs(self, peer_id: str) -> list[str]:
+        """A peer's listen addresses as identify reported them, without /p2p/<id>."""
+        try:
+            addrs = self._host.get_peerstore().addrs(ID.from_base58(peer_id))
+        except Exception:  # not (yet) in the peerstore
+            return []
+        suffix = f"/p2p/{peer_id}"
+        return [str(a).removesuffix(suffix) for a in addrs]
+
+    async def close_connection(self, peer_id: str) -> None:
+        """Close a connection without the operator's cooldown (pruning)."""
+        await self._host.disconnect(parse_peer_id(peer_id))
 
     async def peers(self) -> list[PeerRecord]:
         return self.membership.peers()

@@ -7,8 +7,10 @@ followed by that many bytes of the encoded message; docs/protocol.md gives
 the protocol IDs, the sequences and the size limits.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -138,3 +140,72 @@ class DirectError(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DirectError: _TypeAlias = DirectError  # noqa: Y015
+
+@_typing.final
+class RequestPeers(_message.Message):
+    """Peer exchange (the whitepaper's REQUEST_PEERS / KNOWN_PEERS): a direct
+    request on /mesh/<network_id>/peers/1.0.0.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_FIELD_NUMBER: _builtins.int
+    max: _builtins.int
+    """At most this many peers in the answer (the responder caps it at 50)."""
+    def __init__(
+        self,
+        *,
+        max: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max", b"max"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestPeers: _TypeAlias = RequestPeers  # noqa: Y015
+
+@_typing.final
+class KnownPeers(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___KnownPeer]: ...
+    def __init__(
+        self,
+        *,
+        peers: _abc.Iterable[Global___KnownPeer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["peers", b"peers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnownPeers: _TypeAlias = KnownPeers  # noqa: Y015
+
+@_typing.final
+class KnownPeer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    ADDRS_FIELD_NUMBER: _builtins.int
+    peer_id: _builtins.str
+    @_builtins.property
+    def addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Dialable multiaddrs, without the /p2p/ suffix."""
+
+    def __init__(
+        self,
+        *,
+        peer_id: _builtins.str = ...,
+        addrs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addrs", b"addrs", "peer_id", b"peer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnownPeer: _TypeAlias = KnownPeer  # noqa: Y015

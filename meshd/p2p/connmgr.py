@@ -1,0 +1,220 @@
+"""Keeps the node connected: degree, discovery by peer exchange, reconnection.
+
+* **Degree.** Below ``low`` admitted peers, dial known peers until ``target``;
+  above ``high``, close random unprotected connections down to ``target``.
+* **Choice.** Candidates come from the peer book (bootstrap addresses,
+  admitted peers' listen addresses, peer exchange); each round takes them at
+  random, at most one per /24 (IPv4) or /48 (IPv6) network while others remain,
+  so that one operator's block of addresses cannot surround a node (eclipse).
+* **Reconnection.** A failed dial backs off exponentially with jitter (1 s up
+  to 5 min), per peer. A node that lost every peer starts again from its book,
+  which survives restarts: it rejoins even when every bootstrap node is down.
+* **Peer exchange** (REQUEST_PEERS / KNOWN_PEERS, docs/protocol.md): every
+  new member, and a random member every EXCHANGE_INTERVAL, is asked for peers.
+* **Protected peers** (bootstrap nodes, later validators) are never pruned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from google.protobuf.message import DecodeError
+
+from mesh.wire.v1 import wire_pb2
+from meshd import errors
+from meshd.p2p import peerbook
+from meshd.p2p.host import P2PHost
+from meshd.p2p.peerbook import KnownPeer, PeerBook
+
+log = logging.getLogger(__name__)
+
+PEER_EXCHANGE = "peers"
+MAX_EXCHANGE = 50
+MAINTAIN_INTERVAL = 2.0
+EXCHANGE_INTERVAL = 30.0
+SAVE_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class Degree:
+    low: int = 4
+    target: int = 8
+    high: int = 16
+
+
+class ConnectionManager:
+    """Runs on the trio loop next to the host; see the module docstring."""
+
+    def __init__(self, host: P2PHost, book: PeerBook, data_dir: Path | None,
+                 degree: Degree, bootstrap: list[str],
+                 rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._host = host
+        self._book = book
+        self._data_dir = data_dir
+        self._degree = degree
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._protected: set[str] = set()
+        for address in bootstrap:
+            head, _, peer_id = address.rpartition("/p2p/")
+            if peer_id and peer_id != host.peer_id:
+                book.learn(peer_id, [head], seen_at=0.0)
+                self._protected.add(peer_id)
+        self._exchange_now: trio.MemorySendChannel[str] | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        send, receive = trio.open_memory_channel[str](64)
+        self._exchange_now = send
+        self._host.direct.handle(PEER_EXCHANGE, self._answer_exchange, max_request=64)
+        self._host.membership.add_admission_listener(self._admitted)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._maintain_loop)
+                nursery.start_soon(self._exchange_loop, receive)
+                nursery.start_soon(self._save_loop)
+                task_status.started()
+        finally:
+            self._save()  # synchronous: runs even while cancelled
+
+    # --- degree ---------------------------------------------------------------
+
+    async def _maintain_loop(self) -> None:
+        while True:
+            await self.maintain()
+            with trio.move_on_after(MAINTAIN_INTERVAL):
+                await self._host.membership.next_change()
+
+    async def maintain(self) -> None:
+        """One round: remember members' addresses, then dial or prune as needed."""
+        members = {p.peer_id for p in self._host.membership.peers()}
+        now_wall = time.time()
+        for peer_id in members:
+            self._book.learn(peer_id, self._host.member_addrs(peer_id), now_wall)
+        count = len(members)
+        if count < self._degree.low:
+            await self._dial(self._pick(self._degree.target - count, members))
+        elif count > self._degree.high:
+            await self._prune(members, count - self._degree.target)
+
+    def _pick(self, wanted: int, members: set[str]) -> list[KnownPeer]:
+        exclude = members | {self._host.peer_id}
+        ready = [p for p in self._book.candidates(exclude, self._clock())
+                 if not self._host.membership.in_cooldown(p.peer_id)]
+        self._rng.shuffle(ready)
+        chosen: list[KnownPeer] = []
+        used_networks: set[str] = set()
+        for diverse_only in (True, False):  # first one per network, then any
+            for peer in ready:
+                if len(chosen) >= wanted:
+                    return chosen
+                network = _network_of(peer.addrs[0])
+                if peer in chosen or (diverse_only and network in used_networks):
+                    continue
+                chosen.append(peer)
+                used_networks.add(network)
+        return chosen
+
+    async def _dial(self, peers: list[KnownPeer]) -> None:
+        async def dial(peer: KnownPeer) -> None:
+            address = peer.address()
+            if address is None:
+                return
+            try:
+                await self._host.connect(address)
+            except errors.MeshError as exc:
+                self._book.dialled(peer.peer_id, False, self._clock(), self._rng)
+                log.info("dial failed", extra={"peer_id": peer.peer_id, "error": str(exc),
+                                               "failures": peer.failures})
+            else:
+                self._book.dialled(peer.peer_id, True, self._clock(), self._rng)
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(dial, peer)
+
+    async def _prune(self, members: set[str], excess: int) -> None:
+        prunable = sorted(members - self._protected)
+        for peer_id in self._rng.sample(prunable, min(excess, len(prunable))):
+            log.info("pruning connection (above the high watermark)",
+                     extra={"peer_id": peer_id})
+            await self._host.close_connection(peer_id)
+
+    # --- peer exchange ------------------------------------------------------------
+
+    def _admitted(self, peer_id: str) -> None:
+        if self._exchange_now is not None:
+            with contextlib.suppress(trio.WouldBlock):
+                self._exchange_now.send_nowait(peer_id)
+
+    async def _exchange_loop(self, new_members: trio.MemoryReceiveChannel[str]) -> None:
+        while True:
+            peer_id: str | None = None
+            with trio.move_on_after(EXCHANGE_INTERVAL * self._rng.uniform(0.8, 1.2)):
+                peer_id = await new_members.receive()
+            if peer_id is None:
+                members = [p.peer_id for p in self._host.membership.peers()]
+                peer_id = self._rng.choice(members) if members else None
+            if peer_id is not None:
+                await self.exchange_with(peer_id)
+
+    async def exchange_with(self, peer_id: str) -> int:
+        """Ask ``peer_id`` for its known peers; returns how many it sent."""
+        request = wire_pb2.RequestPeers(max=MAX_EXCHANGE).SerializeToString()
+        try:
+            answer = wire_pb2.KnownPeers.FromString(
+                await self._host.direct.request(peer_id, PEER_EXCHANGE, request, timeout=10))
+        except (errors.MeshError, DecodeError) as exc:
+            log.debug("peer exchange failed", extra={"peer_id": peer_id, "error": str(exc)})
+            return 0
+        now_wall = time.time()
+        for known in answer.peers[:MAX_EXCHANGE]:
+            if known.peer_id != self._host.peer_id:
+                self._book.learn(known.peer_id, list(known.addrs)[:peerbook.MAX_ADDRS],
+                                 now_wall)
+        return len(answer.peers)
+
+    async def _answer_exchange(self, peer_id: str, payload: bytes) -> bytes:
+        try:
+            wanted = min(wire_pb2.RequestPeers.FromString(payload).max or MAX_EXCHANGE,
+                         MAX_EXCHANGE)
+        except DecodeError:
+            raise errors.InvalidArgument("not a RequestPeers message") from None
+        peers = [p for p in self._book.sample(wanted + 1, self._rng) if p.peer_id != peer_id]
+        return wire_pb2.KnownPeers(peers=[
+            wire_pb2.KnownPeer(peer_id=p.peer_id, addrs=p.addrs) for p in peers[:wanted]
+        ]).SerializeToString()
+
+    # --- persistence ------------------------------------------------------------------
+
+    async def _save_loop(self) -> None:
+        while True:
+            await trio.sleep(SAVE_INTERVAL)
+            self._save()
+
+    def _save(self) -> None:
+        if self._data_dir is None or not self._book.dirty:
+            return
+        try:
+            peerbook.save(self._book, self._data_dir)
+        except OSError as exc:
+            log.warning("cannot save known peers", extra={"error": str(exc)})
+
+
+def _network_of(address: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) an address is in; DNS names stand for themselves."""
+    parts = address.split("/")
+    if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+        with contextlib.suppress(ValueError):
+            prefix = 24 if parts[1] == "ip4" else 48
+            return str(ipaddress.ip_network(f"{parts[2]}/{prefix}", strict=False))
+    return parts[2] if len(parts) > 2 else address
