@@ -45,6 +45,8 @@ def _node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Peer to join through, /ip4/.../tcp/PORT/p2p/ID (repeatable)."),
         click.option("--socket", type=click.Path(path_type=Path),
                      help="Unix socket of the API. Default: <data-dir>/meshd.sock."),
+        click.option("--metrics-addr", metavar="HOST:PORT",
+                     help="Serve Prometheus metrics on http://HOST:PORT/metrics (default: off)."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
         click.option("--log-format", type=click.Choice(["text", "json"])),
     ]
@@ -120,6 +122,7 @@ def _load_config(options: dict[str, Any], role: str, listen: tuple[str, ...]) ->
         "p2p.listen": listen,
         "p2p.bootstrap": options.get("bootstrap"),
         "api.socket": options.get("socket"),
+        "metrics.listen": options.get("metrics_addr"),
         "log.level": options.get("log_level"),
         "log.format": options.get("log_format"),
     }
@@ -159,6 +162,11 @@ async def _serve(config: Config) -> str | None:
                 await nursery.start(daemon.run_daemon, config)
             except daemon.STARTUP_ERRORS as exc:  # a reason the operator can fix
                 return str(exc)
+            except BaseExceptionGroup as group:  # raised from inside the daemon's nurseries
+                refusals = group.subgroup(lambda e: isinstance(e, daemon.STARTUP_ERRORS))
+                if refusals is None:
+                    raise
+                return "; ".join(str(e) for e in _leaves(refusals))
             sdnotify.notify("READY=1")
             async for signum in signals:
                 log.info("shutting down", extra={"signal": signal.Signals(signum).name})
@@ -166,6 +174,13 @@ async def _serve(config: Config) -> str | None:
                 nursery.cancel_scope.cancel()
                 break
     return None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
 
 
 def _fail(message: str, code: int) -> NoReturn:

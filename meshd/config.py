@@ -73,6 +73,12 @@ class ApiSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    # HOST:PORT of the Prometheus endpoint (/metrics); empty: off.
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"
     format: str = "text"
@@ -85,6 +91,7 @@ class Config:
     node: NodeSection = field(default_factory=NodeSection)
     p2p: P2PSection = field(default_factory=P2PSection)
     api: ApiSection = field(default_factory=ApiSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
 
     @property
@@ -158,6 +165,10 @@ class Config:
         if len(socket.encode()) > MAX_SOCKET_PATH:
             raise ConfigError("api.socket", f"{socket} is longer than {MAX_SOCKET_PATH} bytes, "
                               "the limit of a Unix socket path; choose a shorter one")
+        if self.metrics.listen:
+            match = _HOST_PORT.fullmatch(self.metrics.listen)
+            if not match or not 0 <= int(match[2]) <= 65535:
+                raise ConfigError("metrics.listen", f"{self.metrics.listen!r} is not HOST:PORT")
         if self.api.tcp_listen:
             match = _HOST_PORT.fullmatch(self.api.tcp_listen)
             if not match or not 0 <= int(match[2]) <= 65535:

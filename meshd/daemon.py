@@ -20,16 +20,18 @@ from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_an
 from meshd.config import Config
 from meshd.datadir import DataDirError
 from meshd.identity import IdentityError, load_or_create_identity
+from meshd.metrics import MetricsSetupError, open_metrics_endpoint
 from meshd.network import Network
 from meshd.node import StatusBoard
 from meshd.p2p import peerbook
 from meshd.p2p.connmgr import ConnectionManager, Degree
-from meshd.p2p.host import open_p2p_host
+from meshd.p2p.host import P2PHost, open_p2p_host
 
 log = logging.getLogger(__name__)
 
 # Reasons not to start that the operator can fix; reported in one line, no traceback.
-STARTUP_ERRORS = (DataDirError, IdentityError, ApiSetupError, AuthSetupError, OSError)
+STARTUP_ERRORS = (DataDirError, IdentityError, ApiSetupError, AuthSetupError,
+                  MetricsSetupError, OSError)
 
 
 @dataclass(frozen=True)
@@ -70,16 +72,26 @@ async def run_daemon(config: Config, *,
                 endpoints = await nursery.start(serve_api, config, bridge,
                                                 Services(board, network, host))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
-                log.info("meshd ready", extra={
-                    "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
-                    "api_tcp_port": endpoints.tcp_port,
-                    "hint": f"meshctl --socket {endpoints.socket} status"})
                 connections = ConnectionManager(
                     host, peerbook.load(data_dir), data_dir,
                     Degree(config.p2p.low_watermark, config.p2p.target_peers,
                            config.p2p.high_watermark),
                     bootstrap=[*genesis.bootstrap, *config.p2p.bootstrap])
                 await nursery.start(connections.run)
+                if config.metrics.listen:
+                    await nursery.start(_serve_metrics, config.metrics.listen, board, host)
+                log.info("meshd ready", extra={
+                    "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
+                    "api_tcp_port": endpoints.tcp_port,
+                    "hint": f"meshctl --socket {endpoints.socket} status"})
                 task_status.started(DaemonInfo(host.peer_id, genesis.network_id,
                                                host.listen_addrs(), endpoints))
                 await trio.sleep_forever()
+
+
+async def _serve_metrics(address: str, board: StatusBoard, host: P2PHost, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                         ) -> None:
+    async with open_metrics_endpoint(address, board, host):
+        task_status.started()
+        await trio.sleep_forever()

@@ -19,6 +19,7 @@ tests/integration/test_dht.py):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -97,6 +98,8 @@ class Dht:
         self._host = host
         self._on_change = on_change
         self._changed = trio.Event()
+        # (operation, "ok" | "not_found" | "timeout" | "error") -> count
+        self.queries: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def routing_table_size(self) -> int:
         return self._dht.get_routing_table_size()
@@ -112,7 +115,7 @@ class Dht:
 
     async def find_peer(self, peer_id: str) -> PeerAddrs:
         pid = parse_peer_id(peer_id)
-        with _bounded(f"find-peer {peer_id}"):
+        with _bounded(f"find-peer {peer_id}", self.queries):
             info = await self._dht.find_peer(pid)
         if info is None or not info.addrs:
             raise errors.NotFound(f"peer {peer_id} was not found in the DHT")
@@ -120,7 +123,7 @@ class Dht:
 
     async def provide(self, key: str) -> None:
         _check_key(key)
-        with _bounded(f"provide {key}"):
+        with _bounded(f"provide {key}", self.queries):
             announced = await self._dht.provide(key)
         if not announced:
             raise errors.Unavailable(f"could not announce {key!r}: no DHT peer accepted it "
@@ -130,7 +133,7 @@ class Dht:
         _check_key(key)
         if not 1 <= count <= MAX_PROVIDERS:
             raise errors.InvalidArgument(f"count must be between 1 and {MAX_PROVIDERS}")
-        with _bounded(f"find-providers {key}"):
+        with _bounded(f"find-providers {key}", self.queries):
             found = await self._dht.find_providers(key, count)
         return [PeerAddrs(str(p.peer_id), tuple(str(a) for a in p.addrs)) for p in found]
 
@@ -139,12 +142,12 @@ class Dht:
         if len(value) > MAX_VALUE_BYTES:
             raise errors.InvalidArgument(f"value is {len(value)} bytes; the limit is "
                                          f"{MAX_VALUE_BYTES}")
-        with _bounded(f"put {key}"):
+        with _bounded(f"put {key}", self.queries):
             await self._dht.put_value(key, value)
 
     async def get(self, key: str) -> bytes:
         _check_key(key)
-        with _bounded(f"get {key}"):
+        with _bounded(f"get {key}", self.queries):
             value = await self._dht.get_value(key)
         if value is None:
             raise errors.NotFound(f"no value for {key!r} in the DHT")
@@ -173,13 +176,20 @@ def _check_key(key: str) -> None:
 
 
 @contextlib.contextmanager
-def _bounded(what: str) -> Any:
+def _bounded(what: str, queries: collections.Counter[tuple[str, str]]) -> Any:
+    """Bound a DHT query in time and count it by outcome."""
+    operation = what.split(" ")[0]
     try:
         with trio.fail_after(QUERY_TIMEOUT):
             yield
     except trio.TooSlowError:
+        queries[operation, "timeout"] += 1
         raise errors.DeadlineExceeded(f"DHT {what} did not finish within "
                                       f"{QUERY_TIMEOUT:g} s") from None
+    except Exception:
+        queries[operation, "error"] += 1
+        raise
+    queries[operation, "ok"] += 1
 
 
 @contextlib.asynccontextmanager

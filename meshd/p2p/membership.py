@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import multiaddr
 import trio
@@ -99,6 +99,7 @@ class Membership:
         self._changed = trio.Event()
         self._admission_listeners: list[Callable[[str], None]] = []
         self._cooldown_until: dict[str, float] = {}  # peer ID -> trio time
+        self.counters = MembershipCounters()
         self._nursery: trio.Nursery | None = None
         host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
 
@@ -199,6 +200,7 @@ class Membership:
 
     def connection_opened(self, conn: INetConn) -> None:
         peer_id = str(conn.muxed_conn.peer_id)
+        self.counters.opened[_direction(conn)] += 1
         self._notify()
         if peer_id in self._admitted or self._nursery is None:
             return
@@ -207,6 +209,7 @@ class Membership:
 
     def connection_closed(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
+        self.counters.closed[_direction(conn)] += 1
         self._notify()
         if self._host.get_network().get_connections(peer):
             return  # another connection to the peer remains
@@ -291,14 +294,14 @@ class Membership:
         peer_id = str(conn.muxed_conn.peer_id)
         if not self._host.get_network().get_connections(conn.muxed_conn.peer_id):
             return  # it left while we were talking
-        outbound = getattr(conn, "direction", None) == Direction.OUTBOUND
         self._admitted[peer_id] = PeerRecord(
             peer_id=peer_id,
             addrs=tuple(str(a) for a in conn.get_transport_addresses()),
-            direction="outbound" if outbound else "inbound",
+            direction=_direction(conn),
             connected_at=dt.datetime.now(dt.UTC),
             agent=agent[:128],
         )
+        self.counters.admitted += 1
         log.info("peer admitted", extra={"peer_id": peer_id, "agent": agent[:128]})
         self._on_change(len(self._admitted))
         for listener in self._admission_listeners:
@@ -309,6 +312,7 @@ class Membership:
     async def _reject(self, peer: ID, reason: str, linger: float = 0.0) -> None:
         peer_id = str(peer)
         was_admitted = self._admitted.pop(peer_id, None) is not None
+        self.counters.refused += 1
         log.warning("peer refused", extra={"peer_id": peer_id, "reason": reason})
         self._decide(peer_id, reason)
         if was_admitted:
@@ -330,6 +334,21 @@ class Membership:
         if verdict is not None:
             verdict.reason = reason
             verdict.decided.set()
+
+
+@dataclass
+class MembershipCounters:
+    """Connection and admission counts since start (exported as metrics)."""
+
+    opened: dict[str, int] = field(default_factory=lambda: {"inbound": 0, "outbound": 0})
+    closed: dict[str, int] = field(default_factory=lambda: {"inbound": 0, "outbound": 0})
+    admitted: int = 0
+    refused: int = 0
+
+
+def _direction(conn: INetConn) -> str:
+    outbound = getattr(conn, "direction", None) == Direction.OUTBOUND
+    return "outbound" if outbound else "inbound"
 
 
 class _Verdict:

@@ -58,6 +58,9 @@ def test_unrelated_environment_is_ignored_and_meshd_config_is_allowed() -> None:
     ('[api]\ntcp_listen = "127.0.0.1:7443"\n', "api.tcp_listen"),
     ('[api]\ntcp_listen = "nonsense"\ntls_cert = "c"\ntls_key = "k"\n', "api.tcp_listen"),
     ('[node]\nrole = "king"\n', "node.role"),
+    ('[metrics]\nlisten = "9090"\n', "metrics.listen"),
+    ("[p2p]\nlow_watermark = 9\ntarget_peers = 8\n", "p2p.target_peers"),
+    ('[p2p]\nlow_watermark = "many"\n', "p2p.low_watermark"),
     ("[node\n", "config"),
 ])
 def test_invalid_files_are_refused_naming_the_key(tmp_path: Path, text: str,

@@ -1,0 +1,169 @@
+"""Prometheus metrics (off by default; ``--metrics-addr HOST:PORT`` turns them on).
+
+Names follow go-libp2p where it has the metric (``libp2p_swarm_*``), and are
+``mesh_*`` otherwise; docs/operations.md lists them. The HTTP endpoint is
+prometheus-client's, on its own thread: so that a scrape never reads
+trio-owned state, a trio task samples it into an immutable snapshot every
+SAMPLE_INTERVAL and the collector only reads the latest snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from meshd.node import NodeState, StatusBoard
+from meshd.p2p.host import P2PHost
+
+log = logging.getLogger(__name__)
+
+SAMPLE_INTERVAL = 1.0
+
+
+class MetricsSetupError(Exception):
+    """The metrics endpoint cannot be served."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    state: str = NodeState.INITIALIZING.value
+    admitted_peers: int = 0
+    open_connections: int = 0
+    opened: Mapping[str, int] = field(default_factory=dict)
+    closed: Mapping[str, int] = field(default_factory=dict)
+    admitted_total: int = 0
+    refused_total: int = 0
+    gossip: Mapping[str, int] = field(default_factory=dict)
+    queue_depth_max: int = 0
+    routing_table_peers: int = 0
+    dht_queries: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
+def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
+    """Read everything on the trio loop, into plain immutable data."""
+    counters = host.membership.counters
+    gossip = host.broadcast.counters
+    return Snapshot(
+        state=board.snapshot().state.value,
+        admitted_peers=host.peer_count(),
+        open_connections=host.connection_count(),
+        opened=dict(counters.opened),
+        closed=dict(counters.closed),
+        admitted_total=counters.admitted,
+        refused_total=counters.refused,
+        gossip={"published": gossip.published, "delivered": gossip.delivered,
+                "dropped_slow_subscriber": gossip.dropped_slow_subscriber,
+                "dropped_outbound_queue_full": gossip.dropped_outbound,
+                "publish_refused": gossip.publish_refused},
+        queue_depth_max=host.broadcast.max_queue_depth(),
+        routing_table_peers=host.dht.routing_table_size(),
+        dht_queries=dict(host.dht.queries),
+    )
+
+
+class SnapshotCollector(Collector):
+    """Turns the latest snapshot into metric families (runs on the HTTP thread)."""
+
+    def __init__(self, latest: Callable[[], Snapshot]) -> None:
+        self._latest = latest
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._latest()
+        yield _by_label(CounterMetricFamily, "libp2p_swarm_connections_opened",
+                        "Connections opened, by direction.", "dir", s.opened)
+        yield _by_label(CounterMetricFamily, "libp2p_swarm_connections_closed",
+                        "Connections closed, by direction.", "dir", s.closed)
+        yield GaugeMetricFamily("mesh_connections_open", "Open connections, admitted or not.",
+                                value=s.open_connections)
+        yield GaugeMetricFamily("mesh_peers_admitted",
+                                "Connected peers that passed the network handshake.",
+                                value=s.admitted_peers)
+        yield CounterMetricFamily("mesh_peers_admitted", "Admissions since start.",
+                                  value=s.admitted_total)
+        yield CounterMetricFamily("mesh_peers_refused",
+                                  "Peers refused by the handshake since start.",
+                                  value=s.refused_total)
+        state = GaugeMetricFamily("mesh_node_state", "1 for the node's current state.",
+                                  labels=["state"])
+        for known in NodeState:
+            state.add_metric([known.value], 1.0 if known.value == s.state else 0.0)
+        yield state
+        yield CounterMetricFamily("mesh_gossip_published", "Messages this node published.",
+                                  value=s.gossip.get("published", 0))
+        yield CounterMetricFamily("mesh_gossip_delivered",
+                                  "Messages delivered to local subscribers.",
+                                  value=s.gossip.get("delivered", 0))
+        dropped = CounterMetricFamily("mesh_gossip_dropped", "Messages dropped, by reason.",
+                                      labels=["reason"])
+        for reason in ("dropped_slow_subscriber", "dropped_outbound_queue_full"):
+            dropped.add_metric([reason.removeprefix("dropped_")], s.gossip.get(reason, 0))
+        yield dropped
+        yield CounterMetricFamily("mesh_gossip_publish_refused",
+                                  "Publishes refused because peers' queues stayed full.",
+                                  value=s.gossip.get("publish_refused", 0))
+        yield GaugeMetricFamily("mesh_gossip_outbound_queue_depth_max",
+                                "Fullest per-peer gossip outbound queue (of 32 RPCs).",
+                                value=s.queue_depth_max)
+        yield GaugeMetricFamily("mesh_dht_routing_table_peers",
+                                "Peers in the DHT routing table.", value=s.routing_table_peers)
+        queries = CounterMetricFamily("mesh_dht_queries", "DHT queries, by operation and "
+                                      "result.", labels=["op", "result"])
+        for (op, result), count in sorted(s.dht_queries.items()):
+            queries.add_metric([op, result], count)
+        yield queries
+
+
+def _by_label(kind: Any, name: str, help_text: str, label: str,
+              values: Mapping[str, int]) -> Metric:
+    family = kind(name, help_text, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family  # type: ignore[no-any-return]
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@contextlib.asynccontextmanager
+async def open_metrics_endpoint(address: str, board: StatusBoard,
+                                host: P2PHost) -> AsyncIterator[int]:
+    """Serve /metrics on ``address`` (HOST:PORT) while the block runs; yields the port."""
+    snapshot = [sample(board, host)]
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SnapshotCollector(lambda: snapshot[-1]))
+    bind_host, port = parse_listen(address)
+    try:
+        server, thread = start_http_server(port, addr=bind_host, registry=registry)
+    except OSError as exc:
+        raise MetricsSetupError(f"cannot serve metrics on {address}: "
+                                f"{exc.strerror or exc}") from None
+    bound = server.server_address[1]
+    log.info("metrics endpoint listening", extra={"addr": f"{bind_host}:{bound}"})
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def keep_sampling() -> None:
+                while True:
+                    await trio.sleep(SAMPLE_INTERVAL)
+                    snapshot.append(sample(board, host))
+                    del snapshot[:-1]
+
+            nursery.start_soon(keep_sampling)
+            yield bound
+            nursery.cancel_scope.cancel()
+    finally:
+        # shutdown() waits for serve_forever's loop (0.5 s poll): not on the trio thread.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(server.shutdown)
+        server.server_close()
+        thread.join(timeout=2)

@@ -1,0 +1,57 @@
+"""The Prometheus endpoint of a real meshd: off by default, named metrics, bad input."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+
+from tests.e2e.harness import Meshd, free_port
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def value(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{line_start} not in the scrape")
+
+
+def test_metrics_endpoint(node: Callable[..., Meshd]) -> None:
+    port = free_port()
+    a = node("a", "--metrics-addr", f"127.0.0.1:{port}")
+    text = scrape(port)
+    assert value(text, 'mesh_node_state{state="connecting"}') == 1.0
+    assert value(text, "mesh_peers_admitted") == 0.0
+    b = node("b", "--bootstrap", a.status()["listen_addrs"][0])
+    b.ctl("pubsub", "pub", "news", "hello")  # no subscriber: published all the same
+    a.watch_until(lambda s: s.peer_count == 1)
+    deadline = time.monotonic() + 10  # the endpoint samples every second
+    while value(scrape(port), "mesh_peers_admitted") != 1.0:
+        assert time.monotonic() < deadline
+    text = scrape(port)
+    assert value(text, 'libp2p_swarm_connections_opened_total{dir="inbound"}') >= 1
+    assert value(text, "mesh_peers_admitted_total") >= 1
+    assert value(text, 'mesh_gossip_dropped_total{reason="slow_subscriber"}') == 0
+    assert "mesh_dht_routing_table_peers" in text
+    assert "mesh_gossip_outbound_queue_depth_max" in text
+
+
+def test_metrics_are_off_by_default_and_a_busy_port_is_refused(
+        node: Callable[..., Meshd]) -> None:
+    plain = node("plain")
+    assert "metrics endpoint" not in plain.log()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        refused = node("busy", "--metrics-addr", f"127.0.0.1:{port}", start=False)
+        refused.start(wait=False)
+        assert refused.wait_exit() == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in refused.log()
+    assert "Traceback" not in refused.log()
