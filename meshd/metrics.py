@@ -41,6 +41,8 @@ class Snapshot:
     closed: Mapping[str, int] = field(default_factory=dict)
     admitted_total: int = 0
     refused_total: int = 0
+    streams_opened: int = 0
+    streams_closed: int = 0
     gossip: Mapping[str, int] = field(default_factory=dict)
     queue_depth_max: int = 0
     routing_table_peers: int = 0
@@ -59,10 +61,13 @@ def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
         closed=dict(counters.closed),
         admitted_total=counters.admitted,
         refused_total=counters.refused,
+        streams_opened=counters.streams_opened,
+        streams_closed=counters.streams_closed,
         gossip={"published": gossip.published, "delivered": gossip.delivered,
                 "dropped_slow_subscriber": gossip.dropped_slow_subscriber,
                 "dropped_outbound_queue_full": gossip.dropped_outbound,
-                "publish_refused": gossip.publish_refused},
+                "publish_refused": gossip.publish_refused,
+                "rejected": gossip.rejected},
         queue_depth_max=host.broadcast.max_queue_depth(),
         routing_table_peers=host.dht.routing_table_size(),
         dht_queries=dict(host.dht.queries),
@@ -83,6 +88,10 @@ class SnapshotCollector(Collector):
                         "Connections closed, by direction.", "dir", s.closed)
         yield GaugeMetricFamily("mesh_connections_open", "Open connections, admitted or not.",
                                 value=s.open_connections)
+        yield CounterMetricFamily("mesh_streams_opened", "Streams opened, both directions.",
+                                  value=s.streams_opened)
+        yield GaugeMetricFamily("mesh_streams_open", "Streams open now.",
+                                value=max(s.streams_opened - s.streams_closed, 0))
         yield GaugeMetricFamily("mesh_peers_admitted",
                                 "Connected peers that passed the network handshake.",
                                 value=s.admitted_peers)
@@ -109,6 +118,9 @@ class SnapshotCollector(Collector):
         yield CounterMetricFamily("mesh_gossip_publish_refused",
                                   "Publishes refused because peers' queues stayed full.",
                                   value=s.gossip.get("publish_refused", 0))
+        yield CounterMetricFamily("mesh_gossip_rejected",
+                                  "Messages refused by a topic validator.",
+                                  value=s.gossip.get("rejected", 0))
         yield GaugeMetricFamily("mesh_gossip_outbound_queue_depth_max",
                                 "Fullest per-peer gossip outbound queue (of 32 RPCs).",
                                 value=s.queue_depth_max)

@@ -139,10 +139,10 @@ class _ConnectionWatcher(INotifee):
         self._membership.connection_closed(conn)
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
+        self._membership.counters.streams_opened += 1
 
     async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
+        self._membership.counters.streams_closed += 1
 
     async def listen(self, network: INetwork, address: multiaddr.Multiaddr) -> None:
         pass

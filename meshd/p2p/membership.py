@@ -344,6 +344,8 @@ class MembershipCounters:
     closed: dict[str, int] = field(default_factory=lambda: {"inbound": 0, "outbound": 0})
     admitted: int = 0
     refused: int = 0
+    streams_opened: int = 0
+    streams_closed: int = 0
 
 
 def _direction(conn: INetConn) -> str:

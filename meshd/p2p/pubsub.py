@@ -60,6 +60,10 @@ PUBLISH_BACKPRESSURE_TIMEOUT = 5.0
 _BACKPRESSURE_POLL = 0.002
 
 
+# (sender peer ID, message data) -> accept?
+Validator = Callable[[str, bytes], bool]
+
+
 def wire_topic(network_id: str, topic: str) -> str:
     """The gossipsub topic of a user topic: ``/mesh/<network id>/<topic>``."""
     return f"/mesh/{network_id}/{topic}"
@@ -83,6 +87,7 @@ class Counters:
     dropped_slow_subscriber: int = 0
     dropped_outbound: int = 0  # py-libp2p's drop_rpc: a peer's outbound queue was full
     publish_refused: int = 0  # back-pressure timed out
+    rejected: int = 0  # refused by a topic validator (not delivered, not forwarded)
 
 
 class SubscriberTooSlow(errors.ResourceExhausted):
@@ -253,6 +258,26 @@ class Broadcast:
                         subscriber.dropped += 1
                         entry.subscribers.remove(subscriber)
                         subscriber.send.close()
+
+    def set_validator(self, topic: str, validator: Validator) -> None:
+        """Check every message on ``topic`` before it is delivered or forwarded.
+
+        ``validator(sender_peer_id, data)`` returns whether to accept; a
+        validator that raises rejects the message (and is logged), it never
+        takes the node down.
+        """
+        def check(sender: ID, raw: Any) -> bool:
+            try:
+                accepted = bool(validator(str(sender), bytes(raw.data)))
+            except Exception:
+                log.exception("topic validator failed; message rejected",
+                              extra={"topic": topic})
+                accepted = False
+            if not accepted:
+                self.counters.rejected += 1
+            return accepted
+
+        self._pubsub.set_topic_validator(self._wire(topic), check, False)
 
     def topics(self) -> list[tuple[str, int]]:
         """Topics this node subscribes to, with their count of local subscribers."""

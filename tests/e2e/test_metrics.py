@@ -38,6 +38,7 @@ def test_metrics_endpoint(node: Callable[..., Meshd]) -> None:
     assert value(text, 'libp2p_swarm_connections_opened_total{dir="inbound"}') >= 1
     assert value(text, "mesh_peers_admitted_total") >= 1
     assert value(text, 'mesh_gossip_dropped_total{reason="slow_subscriber"}') == 0
+    assert value(text, "mesh_streams_opened_total") >= 2  # at least the two hellos
     assert "mesh_dht_routing_table_peers" in text
     assert "mesh_gossip_outbound_queue_depth_max" in text
 

@@ -108,3 +108,23 @@ async def test_topics_are_namespaced_and_checked() -> None:
                     await a.broadcast.publish(bad, b"x")
             with pytest.raises(errors.InvalidArgument, match="limit"):
                 await a.broadcast.publish("news", b"x" * (1 << 20))
+
+
+async def test_a_topic_validator_filters_and_a_raising_one_rejects() -> None:
+    def no_bad(sender: str, data: bytes) -> bool:
+        if data == b"boom":
+            raise ValueError("validator bug")
+        return not data.startswith(b"bad")
+
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            await b.connect(a.listen_addrs()[0])
+            b.broadcast.set_validator("checked", no_bad)
+            got: list[Message] = []
+            async with trio.open_nursery() as nursery:
+                await nursery.start(collect, b, "checked", got, 2)
+                await poll_until(lambda: len(a.broadcast.topic_peers("checked")) == 1)
+                for data in (b"good", b"bad one", b"boom", b"good too"):
+                    await a.broadcast.publish("checked", data)
+    assert [m.data for m in got] == [b"good", b"good too"]
+    assert b.broadcast.counters.rejected == 2
