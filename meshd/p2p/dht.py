@@ -6,7 +6,7 @@ tests/integration/test_dht.py):
 * trap 2: ``KadDHT(protocol_prefix=...)`` is stored but ignored: the five DHT
   modules speak ``/ipfs/kad/1.0.0``, imported by value. Rather than patch those
   modules (process-wide: two networks in one process would share a protocol),
-  the DHT gets a view of the host, :class:`_NamespacedHost`, that rewrites the
+  the DHT gets a view of the host (meshd/p2p/hostview.py) that renames the
   protocol to ``/mesh/<network id>/kad/1.0.0`` when it opens streams and
   registers its handler, and serves admitted members only;
 * trap 3: server mode, so that queriers are answered and nodes route;
@@ -22,19 +22,19 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetStream
-from libp2p.custom_types import TProtocol
+from libp2p.abc import IHost
 from libp2p.kad_dht.common import PROTOCOL_ID as UPSTREAM_KAD_PROTOCOL
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshd import errors
+from meshd.p2p.hostview import MembersOnlyHost
 from meshd.p2p.membership import Membership, parse_peer_id, protocol_id
 
 log = logging.getLogger(__name__)
@@ -52,41 +52,6 @@ MAX_PROVIDERS = 100
 class PeerAddrs:
     peer_id: str
     addrs: tuple[str, ...]
-
-
-class _NamespacedHost:
-    """The host as the DHT sees it: the network's protocol ID, members only."""
-
-    def __init__(self, host: IHost, protocol: TProtocol, membership: Membership) -> None:
-        self._host = host
-        self._protocol = protocol
-        self._membership = membership
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._host, name)
-
-    def _map(self, protocol: TProtocol) -> TProtocol:
-        return self._protocol if protocol == UPSTREAM_KAD_PROTOCOL else protocol
-
-    async def new_stream(self, peer_id: ID, protocol_ids: Sequence[TProtocol]) -> INetStream:
-        if self._membership.in_cooldown(str(peer_id)):
-            raise errors.Unavailable(f"peer {peer_id} was disconnected by the operator "
-                                     "(cooling down)")
-        return await self._host.new_stream(peer_id, [self._map(p) for p in protocol_ids])
-
-    def set_stream_handler(self, protocol_id: TProtocol,
-                           handler: Callable[[INetStream], Awaitable[None]]) -> None:
-        async def members_only(stream: INetStream) -> None:
-            if await self._membership.wait_admitted(str(stream.muxed_conn.peer_id)):
-                await handler(stream)
-            else:
-                with contextlib.suppress(Exception):
-                    await stream.reset()
-
-        self._host.set_stream_handler(self._map(protocol_id), members_only)
-
-    def remove_stream_handler(self, protocol_id: TProtocol) -> None:
-        self._host.remove_stream_handler(self._map(protocol_id))
 
 
 class Dht:
@@ -200,7 +165,8 @@ async def open_dht(host: IHost, membership: Membership, network_id: str,
 
     ``on_change(routing_table_size)`` is called when meshd adds a member to it.
     """
-    view = _NamespacedHost(host, protocol_id(network_id, "kad"), membership)
+    view = MembersOnlyHost(host, membership,
+                           rename={UPSTREAM_KAD_PROTOCOL: protocol_id(network_id, "kad")})
     kad = KadDHT(view, DHTMode.SERVER, enable_random_walk=True)  # type: ignore[arg-type]
     dht = Dht(kad, host, on_change)
     async with trio.open_nursery() as nursery, background_trio_service(kad):

@@ -31,19 +31,19 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetStream
-from libp2p.custom_types import TProtocol
+from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshd import errors
+from meshd.p2p.hostview import MembersOnlyHost
 from meshd.p2p.membership import Membership
 
 log = logging.getLogger(__name__)
@@ -122,33 +122,6 @@ class Subscription:
             yield message
         if self._subscriber.dropped:
             raise SubscriberTooSlow(self.topic, self._subscriber.dropped)
-
-
-class _MembersOnlyHost:
-    """The host as pubsub sees it: streams with admitted members only."""
-
-    def __init__(self, host: IHost, membership: Membership) -> None:
-        self._host = host
-        self._membership = membership
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._host, name)
-
-    async def new_stream(self, peer_id: ID, protocol_ids: Sequence[TProtocol]) -> INetStream:
-        if not await self._membership.wait_admitted(str(peer_id)):
-            raise errors.FailedPrecondition(f"peer {peer_id} is not a member")
-        return await self._host.new_stream(peer_id, protocol_ids)
-
-    def set_stream_handler(self, protocol_id: TProtocol,
-                           handler: Callable[[INetStream], Awaitable[None]]) -> None:
-        async def members_only(stream: INetStream) -> None:
-            if await self._membership.wait_admitted(str(stream.muxed_conn.peer_id)):
-                await handler(stream)
-            else:
-                with contextlib.suppress(Exception):
-                    await stream.reset()
-
-        self._host.set_stream_handler(protocol_id, members_only)
 
 
 class _DropCounter(logging.Handler):
@@ -298,7 +271,8 @@ async def open_broadcast_services(host: IHost, membership: Membership,
         protocols=[PROTOCOL_ID_V11], degree=DEGREE, degree_low=DEGREE_LOW,
         degree_high=DEGREE_HIGH, heartbeat_interval=HEARTBEAT_SECONDS,
         spam_protection_enabled=False, eclipse_protection_enabled=False)
-    pubsub = Pubsub(_MembersOnlyHost(host, membership), router,  # type: ignore[arg-type]
+    view = MembersOnlyHost(host, membership, dial_members_only=True)
+    pubsub = Pubsub(view, router,  # type: ignore[arg-type]
                     strict_signing=True, max_inbound_rpc_size=MAX_MESSAGE_BYTES)
     async with background_trio_service(pubsub), background_trio_service(router):
         yield pubsub
