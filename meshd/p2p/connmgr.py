@@ -96,6 +96,7 @@ class ConnectionManager:
 
     async def maintain(self) -> None:
         """One round: remember members' addresses, then dial or prune as needed."""
+        self._host.membership.reconcile()
         members = {p.peer_id for p in self._host.membership.peers()}
         now_wall = time.time()
         for peer_id in members:

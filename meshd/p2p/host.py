@@ -110,7 +110,7 @@ class P2PHost:
 
     async def close_connection(self, peer_id: str) -> None:
         """Close a connection without the operator's cooldown (pruning)."""
-        await self._host.disconnect(parse_peer_id(peer_id))
+        await self.membership.close_connections(parse_peer_id(peer_id))
 
     async def peers(self) -> list[PeerRecord]:
         return self.membership.peers()

@@ -165,6 +165,7 @@ class Membership:
         peer_id = str(info.peer_id)
         if peer_id == str(self._host.get_id()):
             raise errors.InvalidArgument("that address is this node's own")
+        self.reconcile()
         if peer_id in self._admitted:
             return self._admitted[peer_id]
         self._cooldown_until.pop(peer_id, None)  # the operator changed their mind
@@ -194,7 +195,31 @@ class Membership:
         if not self._host.get_network().get_connections(pid):
             raise errors.NotFound(f"not connected to {peer_id}")
         self._cooldown_until[peer_id] = trio.current_time() + DISCONNECT_COOLDOWN
-        await self._host.disconnect(pid)
+        await self.close_connections(pid)
+
+    async def close_connections(self, peer: ID) -> None:
+        """Close every connection to ``peer``, one by one.
+
+        Not ``Swarm.close_peer``: it pops the peer's whole entry from the
+        connection table first, so a connection the peer opens meanwhile (it
+        redials within py-libp2p's 0.1 s cleanup) is dropped from the table
+        without being closed: a leaked socket, and a peer meshd would count
+        as connected with no connection.
+        """
+        for conn in list(self._host.get_network().get_connections(peer)):
+            with contextlib.suppress(Exception):  # already closing
+                await conn.close()
+
+    def reconcile(self) -> None:
+        """Forget admitted peers that have no connection left (missed notifications)."""
+        network = self._host.get_network()
+        gone = [p for p in self._admitted if not network.get_connections(ID.from_base58(p))]
+        for peer_id in gone:
+            del self._admitted[peer_id]
+            log.info("peer left", extra={"peer_id": peer_id})
+        if gone:
+            self._on_change(len(self._admitted))
+            self._notify()
 
     # --- connection events (from the host's notifee) ---------------------------
 
@@ -202,9 +227,12 @@ class Membership:
         peer_id = str(conn.muxed_conn.peer_id)
         self.counters.opened[_direction(conn)] += 1
         self._notify()
-        if peer_id in self._admitted or self._nursery is None:
+        if self._nursery is None:
             return
-        self._verdict(peer_id)
+        # Every connection is verified, even one to a peer already admitted: it
+        # may be a redial racing the close of the old one, during a cooldown.
+        if peer_id not in self._admitted:
+            self._verdict(peer_id)
         self._nursery.start_soon(self._verify, conn)
 
     def connection_closed(self, conn: INetConn) -> None:
@@ -321,7 +349,7 @@ class Membership:
         await trio.sleep(linger)
         # A peer that is not of this network gets no connection to us at all.
         with trio.move_on_after(HELLO_TIMEOUT):
-            await self._host.disconnect(peer)
+            await self.close_connections(peer)
 
     def _verdict(self, peer_id: str) -> _Verdict:
         verdict = self._pending.get(peer_id)

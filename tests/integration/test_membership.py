@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import multiaddr
@@ -136,3 +137,31 @@ def test_peer_id_validation_accepts_real_ids() -> None:
     for text in ("12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS",  # Ed25519, identity
                  "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"):  # RSA, sha2-256
         assert str(parse_peer_id(text)) == text
+
+
+async def test_a_redial_racing_a_disconnect_leaves_no_phantom_peer() -> None:
+    # The peer redials within py-libp2p's 0.1 s connection cleanup. Before the fix,
+    # that connection skipped the handshake (its peer still looked admitted) and
+    # Swarm.close_peer dropped it from the table unclosed: a counted peer with no
+    # connection, a leaked socket, and a cooldown that did not hold. This checks
+    # the settled state after such races; it does not hit the window every time
+    # (`bench/p2p_stream.py --same-host` did: old code failed 1-2 runs in 4).
+    with trio.fail_after(90):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            for _ in range(5):
+                b.membership._cooldown_until.clear()  # each round starts fresh
+                await b.connect(a.listen_addrs()[0])
+                await wait_until(a, lambda: a.peer_count() == 1)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(b.membership.disconnect, a.peer_id)
+
+                    async def redial() -> None:
+                        with contextlib.suppress(errors.MeshError):
+                            await a.connect(b.listen_addrs()[0])  # refused: cooldown
+
+                    nursery.start_soon(redial)
+                await wait_until(b, lambda: b.peer_count() == 0)
+                await wait_until(a, lambda: a.peer_count() == 0)
+                # whatever connection remains is one b still tracks (and will close)
+                await wait_until(b, lambda: b.connection_count() == 0)
+                assert b.peer_count() == 0 and not b.membership.peers()
