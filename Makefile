@@ -43,9 +43,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: setup
+bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/grpc_bridge.py
 	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/p2p_stream.py
+	$(BIN)/python bench/gossip.py
 
 clean:
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,546 @@
+"""Benchmark: gossip delivery ratio and latency over N meshd processes, vs direct TCP fan-out.
+
+Starts ``--nodes`` real ``meshd run`` processes (default 8) on loopback, each
+with a fresh data dir, ``NOTIFY_SOCKET`` bound here (started = ``READY=1``) and
+the genesis made by ``meshctl network init``: node 0 first, then the others with
+``--bootstrap`` node 0's first listen address, so that they find each other by
+peer exchange (meshd's connection manager: degree low 4 / target 8). Once every
+node has a peer, a 5 s idle window measures each daemon's RSS (VmRSS) and CPU
+(utime + stime, /proc) and lets the connection manager settle.
+
+* **Gossip.** Every node but the publisher (node 1) subscribes to ``bench``
+  through its gRPC API (``PubsubService.Subscribe``, one thread per stream in
+  this process). Once each subscription is registered and every node knows a
+  subscriber of the topic (``ListTopicPeers``, bounded wait) plus two gossipsub
+  heartbeats, node 1 publishes ``--messages`` (300) messages at ``--rate`` (20)
+  per second through ``Publish``, each ``--size`` (256) bytes: an 8-byte
+  sequence number, the 8-byte send time (``time.time_ns()``, same clock on the
+  whole machine), padding. After a ``--drain`` wait (at most 5 s, less if all
+  arrived), per receiver: delivery ratio (distinct messages / sent); over every
+  delivery: latency = arrival in the subscriber's thread - send time, p50 / p99 /
+  max. The daemon's own ``received_at`` (its arrival time, before the gRPC
+  stream) is reported too.
+* **Baseline** (same run, before the gossip, with the daemons idle): direct
+  fan-out over plain TCP on loopback from this process to N-1 receiver threads
+  (TCP_NODELAY, one connection each), same count, rate and size, the send time
+  embedded the same way. Ratios are gossip / baseline latency.
+
+Also reported: peers per node, and each daemon's CPU during the gossip phase.
+All waits are bounded; daemons are stopped with SIGTERM (killed after 10 s) in a
+``finally``. About 45 s with the defaults.
+
+Run from the repository root: ``.venv/bin/python bench/gossip.py [--nodes N] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from mesh.node.v1 import node_pb2, node_pb2_grpc
+from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
+
+BIN = Path(sys.executable).parent  # the venv's bin: meshd and meshctl live next to python
+TOPIC = "bench"
+PUBLISHER = 1
+HEADER = struct.Struct(">QQ")  # sequence number, send time in ns
+READY_TIMEOUT = 30.0  # per node, for READY=1
+PEER_TIMEOUT = 20.0  # for every node to have a peer
+SUBSCRIBE_TIMEOUT = 20.0  # for subscriptions to be registered and known
+HEARTBEATS = 2.0  # after that: two gossipsub heartbeats (1 s) to fill the meshes
+IDLE_WINDOW = 5.0
+CALL_TIMEOUT = 5.0  # per gRPC call
+STOP_TIMEOUT = 10.0  # SIGTERM, then kill
+
+
+# --- daemons -------------------------------------------------------------------------------
+
+def make_genesis(directory: Path) -> Path:
+    subprocess.run([str(BIN / "meshctl"), "network", "init", "--name", "Bench",
+                    "--token-name", "Bench", "--token-symbol", "BEN", "--out", str(directory)],
+                   check=True, capture_output=True, timeout=READY_TIMEOUT)
+    return directory / "genesis.toml"
+
+
+class Node:
+    """One ``meshd run`` process with its data dir, log and readiness socket."""
+
+    def __init__(self, workdir: Path, index: int, genesis: Path) -> None:
+        self.index = index
+        self.data_dir = workdir / f"node-{index}"
+        self.socket = self.data_dir / "meshd.sock"
+        self.log_path = workdir / f"node-{index}.log"
+        self.genesis = genesis
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(workdir / f"node-{index}.notify"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.killed = False  # did not exit within STOP_TIMEOUT of SIGTERM
+        self.stop_seconds: float | None = None  # from SIGTERM (to all) to its exit
+        self._channel: grpc.Channel | None = None
+
+    def start(self, bootstrap: str | None) -> None:
+        argv = [str(BIN / "meshd"), "run", "--genesis", str(self.genesis),
+                "--data-dir", str(self.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0",
+                "--log-level", "warning"]
+        if bootstrap:
+            argv += ["--bootstrap", bootstrap]
+        # MESHD_* variables of whoever runs this would change meshd's config: drop them.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHD_")}
+        env["NOTIFY_SOCKET"] = self.notify.getsockname()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, deadline: float) -> None:
+        assert self.proc is not None
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.notify], [], [], min(0.1, left))
+            if readable and "READY=1" in self.notify.recv(4096).decode(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                break
+        raise self.failure("did not send READY=1")
+
+    def failure(self, why: str) -> RuntimeError:
+        code = self.proc.poll() if self.proc else None
+        log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+        return RuntimeError(f"meshd node {self.index} {why} (exit code {code}); its log:\n{log}")
+
+    @property
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(f"unix:{self.socket}")
+        return self._channel
+
+    def status(self) -> Any:
+        stub = node_pb2_grpc.NodeServiceStub(self.channel)
+        return stub.GetStatus(node_pb2.GetStatusRequest(), timeout=CALL_TIMEOUT).status
+
+    def pubsub(self) -> pubsub_pb2_grpc.PubsubServiceStub:
+        return pubsub_pb2_grpc.PubsubServiceStub(self.channel)
+
+    def stop(self) -> None:
+        """SIGTERM; the caller waits (all nodes stop in parallel)."""
+        if self._channel is not None:
+            self._channel.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def running_nodes(workdir: Path, count: int) -> Iterator[list[Node]]:
+    genesis = make_genesis(workdir / "net")
+    nodes = [Node(workdir, i, genesis) for i in range(count)]
+    try:
+        nodes[0].start(None)
+        nodes[0].wait_ready(time.monotonic() + READY_TIMEOUT)
+        bootstrap = nodes[0].status().listen_addrs[0]
+        for node in nodes[1:]:
+            node.start(bootstrap)
+        deadline = time.monotonic() + READY_TIMEOUT
+        for node in nodes[1:]:
+            node.wait_ready(deadline)
+        yield nodes
+    finally:
+        stopping = time.monotonic()
+        for node in nodes:
+            node.stop()
+        deadline = stopping + STOP_TIMEOUT
+        for node in nodes:
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                node.stop_seconds = time.monotonic() - stopping
+            except subprocess.TimeoutExpired:
+                node.killed = True
+                node.proc.kill()
+                node.proc.wait()
+            node.notify.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+# --- resources (Linux /proc) -----------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+class CpuWindow:
+    """CPU % of a core used by each process between ``__init__`` and ``percent()``."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.started = time.monotonic()
+        self.before = [cpu_seconds(pid) for pid in pids]
+
+    def percent(self) -> list[float]:
+        elapsed = time.monotonic() - self.started
+        return [100 * (cpu_seconds(pid) - before) / elapsed
+                for pid, before in zip(self.pids, self.before, strict=True)]
+
+
+# --- receivers, publishing and results -------------------------------------------------------
+
+class Receiver(threading.Thread):
+    """Reads messages from ``messages()`` (yields (data, daemon arrival ns or None))."""
+
+    def __init__(self, name: str, messages: Callable[[], Iterator[tuple[bytes, int | None]]],
+                 expected: int) -> None:
+        super().__init__(name=name, daemon=True)
+        self._messages = messages
+        self.expected = expected
+        self.latency: dict[int, float] = {}  # sequence number -> seconds, first arrival
+        self.daemon_latency: dict[int, float] = {}
+        self.duplicates = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for data, arrived_ns in self._messages():
+                now = time.time_ns()
+                seq, sent = HEADER.unpack_from(data)
+                if seq in self.latency:
+                    self.duplicates += 1
+                    continue
+                self.latency[seq] = (now - sent) / 1e9
+                if arrived_ns is not None:
+                    self.daemon_latency[seq] = (arrived_ns - sent) / 1e9
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:  # CANCELLED: we stopped it
+                self.error = exc
+        except Exception as exc:  # reported with the results
+            self.error = exc
+
+    def complete(self) -> bool:
+        return len(self.latency) >= self.expected
+
+
+def payload(seq: int, size: int) -> bytes:
+    head = HEADER.pack(seq, time.time_ns())
+    return head + bytes(size - len(head))
+
+
+def publish_paced(count: int, rate: float, size: int,
+                  send: Callable[[bytes], None]) -> dict[str, Any]:
+    """Call ``send`` ``count`` times at ``rate`` per second; errors are counted, not raised."""
+    errors: list[str] = []
+    started = time.monotonic()
+    for seq in range(count):
+        delay = started + seq / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            send(payload(seq, size))
+        except Exception as exc:
+            errors.append(repr(exc))
+    elapsed = time.monotonic() - started
+    # count - 1 intervals: the first message goes at once
+    achieved = (count - 1) / elapsed if count > 1 and elapsed > 0 else rate
+    return {"errors": len(errors), "first_error": errors[0] if errors else None,
+            "achieved_rate": achieved}
+
+
+def drain(receivers: list[Receiver], timeout: float) -> float:
+    """Wait until every receiver has everything, at most ``timeout``; seconds waited."""
+    started = time.monotonic()
+    wait_until(lambda: all(r.complete() for r in receivers), timeout, interval=0.02)
+    return time.monotonic() - started
+
+
+def summarize(receivers: list[Receiver], count: int) -> dict[str, Any]:
+    def latency_ms(values: list[float]) -> dict[str, float] | None:
+        if not values:
+            return None
+        ordered = sorted(1000 * v for v in values)
+        return {"p50": statistics.median(ordered),
+                "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+                "max": ordered[-1], "count": len(ordered)}
+
+    ratios = [len(r.latency) / count for r in receivers]
+    errors = [f"{r.name}: {r.error!r}" for r in receivers if r.error is not None]
+    return {"delivered": sum(len(r.latency) for r in receivers),
+            "expected": count * len(receivers),
+            "delivery_ratio": spread(ratios), "per_receiver": ratios,
+            "duplicates": sum(r.duplicates for r in receivers),
+            "latency_ms": latency_ms([v for r in receivers for v in r.latency.values()]),
+            "daemon_latency_ms": latency_ms([v for r in receivers
+                                             for v in r.daemon_latency.values()]),
+            "receiver_errors": errors}
+
+
+# --- baseline: direct TCP fan-out ------------------------------------------------------------
+
+def tcp_fanout(receivers: int, count: int, rate: float, size: int,
+               drain_timeout: float) -> dict[str, Any]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def messages_from(conn: socket.socket) -> Callable[[], Iterator[tuple[bytes, None]]]:
+            def read() -> Iterator[tuple[bytes, None]]:
+                buffer = b""
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                    while len(buffer) >= size:
+                        yield buffer[:size], None
+                        buffer = buffer[size:]
+            return read
+
+        clients, accepted = [], []
+        server.settimeout(CALL_TIMEOUT)
+        for _ in range(receivers):
+            client = socket.create_connection(("127.0.0.1", port), timeout=CALL_TIMEOUT)
+            client.settimeout(count / rate + drain_timeout + 30)  # bounded reads
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn, _ = server.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            clients.append(client)
+            accepted.append(conn)
+        threads = [Receiver(f"tcp-{i}", messages_from(c), count) for i, c in enumerate(clients)]
+        for thread in threads:
+            thread.start()
+
+        def send(data: bytes) -> None:
+            for conn in accepted:
+                conn.sendall(data)
+
+        try:
+            published = publish_paced(count, rate, size, send)
+            drain(threads, drain_timeout)
+        finally:
+            for conn in accepted:
+                conn.close()
+            for thread in threads:
+                thread.join(timeout=CALL_TIMEOUT)
+            for client in clients:
+                client.close()
+    return {**summarize(threads, count), "publish": published}
+
+
+# --- gossip ----------------------------------------------------------------------------------
+
+def subscribe_all(nodes: list[Node], count: int) -> tuple[list[Receiver], list[Any]]:
+    """One Subscribe stream per subscriber node, each read by its own thread."""
+    receivers, streams = [], []
+    for node in nodes:
+        if node.index == PUBLISHER:
+            continue
+        stream = node.pubsub().Subscribe(pubsub_pb2.SubscribeRequest(topic=TOPIC),
+                                         timeout=600)  # cancelled at the end; bounded anyway
+
+        def messages(stream: Any = stream) -> Iterator[tuple[bytes, int | None]]:
+            for response in stream:
+                yield response.message.data, response.message.received_at.ToNanoseconds()
+
+        receivers.append(Receiver(f"node-{node.index}", messages, count))
+        streams.append(stream)
+    for receiver in receivers:
+        receiver.start()
+    return receivers, streams
+
+
+def subscriptions_known(nodes: list[Node]) -> bool:
+    """Each subscriber registered locally, and every node knows a subscriber of the topic."""
+    for node in nodes:
+        stub = node.pubsub()
+        if node.index != PUBLISHER:
+            topics = stub.ListTopics(pubsub_pb2.ListTopicsRequest(), timeout=CALL_TIMEOUT).topics
+            if not any(t.name == TOPIC and t.local_subscribers for t in topics):
+                return False
+        request = pubsub_pb2.ListTopicPeersRequest(topic=TOPIC)
+        if not stub.ListTopicPeers(request, timeout=CALL_TIMEOUT).peer_ids:
+            return False
+    return True
+
+
+def gossip(nodes: list[Node], count: int, rate: float, size: int,
+           drain_timeout: float) -> dict[str, Any]:
+    receivers, streams = subscribe_all(nodes, count)
+    try:
+        known = wait_until(lambda: subscriptions_known(nodes), SUBSCRIBE_TIMEOUT)
+        time.sleep(HEARTBEATS)
+        publisher = nodes[PUBLISHER]
+        topic_peers = len(publisher.pubsub().ListTopicPeers(
+            pubsub_pb2.ListTopicPeersRequest(topic=TOPIC), timeout=CALL_TIMEOUT).peer_ids)
+        stub = publisher.pubsub()
+        cpu = CpuWindow([n.proc.pid for n in nodes if n.proc is not None])
+
+        def send(data: bytes) -> None:
+            stub.Publish(pubsub_pb2.PublishRequest(topic=TOPIC, data=data),
+                         timeout=CALL_TIMEOUT)
+
+        published = publish_paced(count, rate, size, send)
+        drained = drain(receivers, drain_timeout)
+        cpu_during = cpu.percent()
+    finally:
+        for stream in streams:
+            stream.cancel()
+        for receiver in receivers:
+            receiver.join(timeout=CALL_TIMEOUT)
+    return {**summarize(receivers, count), "publish": published, "drain_seconds": drained,
+            "subscriptions_known_in_time": known, "publisher_topic_peers": topic_peers,
+            "cpu_percent_during": spread(cpu_during), "cpu_percent_during_by_node": cpu_during}
+
+
+# --- orchestration ---------------------------------------------------------------------------
+
+def run_all(node_count: int, count: int, rate: float, size: int,
+            drain_timeout: float) -> dict[str, Any]:
+    loadavg = os.getloadavg()[0]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mesh-gossip-") as tmp, \
+            running_nodes(Path(tmp), node_count) as nodes:
+        stopped = nodes
+        start_seconds = time.monotonic() - started
+        connected = wait_until(lambda: all(n.status().peer_count >= 1 for n in nodes),
+                               PEER_TIMEOUT)
+        if not connected:
+            counts = [n.status().peer_count for n in nodes]
+            raise RuntimeError(f"not every node found a peer in {PEER_TIMEOUT:g} s: {counts}")
+        pids = [n.proc.pid for n in nodes if n.proc is not None]
+        idle = CpuWindow(pids)
+        time.sleep(IDLE_WINDOW)  # also lets the connection manager settle
+        idle_cpu = idle.percent()
+        idle_rss = [rss_mib(pid) for pid in pids]
+        peers = [n.status().peer_count for n in nodes]
+        baseline = tcp_fanout(node_count - 1, count, rate, size, drain_timeout)
+        subject = gossip(nodes, count, rate, size, drain_timeout)
+    total_seconds = time.monotonic() - started
+    stop = {"exit_codes": [n.proc.returncode if n.proc else None for n in stopped],
+            "killed": sum(n.killed for n in stopped),
+            "seconds_max": max((n.stop_seconds or 0.0) for n in stopped)}
+    ratios = {}
+    if subject["latency_ms"] and baseline["latency_ms"]:
+        ratios = {q: subject["latency_ms"][q] / baseline["latency_ms"][q] for q in ("p50", "p99")}
+    return {"nodes": node_count, "messages": count, "rate": rate, "size": size,
+            "drain_timeout": drain_timeout, "topic": TOPIC, "publisher": PUBLISHER,
+            "start_seconds": start_seconds, "peers_per_node": spread([float(p) for p in peers]),
+            "peers_by_node": peers,
+            "idle": {"window_seconds": IDLE_WINDOW, "rss_mib": spread(idle_rss),
+                     "cpu_percent": spread(idle_cpu), "rss_mib_by_node": idle_rss,
+                     "cpu_percent_by_node": idle_cpu},
+            "gossip": subject, "baseline_tcp_fanout": baseline,
+            "latency_ratio_gossip_over_baseline": ratios, "stop": stop,
+            "total_seconds": total_seconds, "loadavg_before": loadavg}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    g, b = results["gossip"], results["baseline_tcp_fanout"]
+    receivers = results["nodes"] - 1
+    print(f"gossip over {results['nodes']} meshd processes on loopback: {results['messages']} "
+          f"messages of {results['size']} B at {results['rate']:g}/s from node "
+          f"{results['publisher']} to {receivers} subscribers "
+          f"(load average before: {results['loadavg_before']:.2f})")
+    p = results["peers_per_node"]
+    print(f"started in {results['start_seconds']:.1f} s; peers per node: min {p['min']:.0f}, "
+          f"median {p['median']:.0f}, max {p['max']:.0f}; subscribers known to the publisher: "
+          f"{g['publisher_topic_peers']}"
+          + ("" if g["subscriptions_known_in_time"] else " (subscriptions NOT all known in time)"))
+    print(f"{'':34} {'delivered':>9} {'per receiver min-max':>21} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7}")
+
+    def row(label: str, r: dict[str, Any], latency: dict[str, float] | None,
+            delivery: bool = True) -> None:
+        d = r["delivery_ratio"]
+        per_receiver = f"{100 * d['min']:.1f}-{100 * d['max']:.1f} %"
+        shown = (f"{100 * r['delivered'] / r['expected']:>8.1f}% {per_receiver:>21}"
+                 if delivery else f"{'':>9} {'':>21}")
+        lat = (f"{latency['p50']:>7.2f} {latency['p99']:>7.2f} {latency['max']:>7.2f}"
+               if latency else f"{'-':>7} {'-':>7} {'-':>7}")
+        print(f"{label:34} {shown} {lat}")
+
+    row("gossip, at the subscriber", g, g["latency_ms"])
+    row("gossip, at meshd (its received_at)", g, g["daemon_latency_ms"], delivery=False)
+    row("direct TCP fan-out (baseline)", b, b["latency_ms"])
+    r = results["latency_ratio_gossip_over_baseline"]
+    if r:
+        print(f"ratio gossip/baseline latency: p50 {r['p50']:.1f}, p99 {r['p99']:.1f}")
+    for name, run in (("gossip", g), ("baseline", b)):
+        pub = run["publish"]
+        problems = [f"{pub['errors']} publish errors (first: {pub['first_error']})"
+                    if pub["errors"] else "",
+                    f"{run['duplicates']} duplicates" if run["duplicates"] else "",
+                    "; ".join(run["receiver_errors"])]
+        extra = "; ".join(x for x in problems if x)
+        print(f"{name}: published at {pub['achieved_rate']:.1f}/s"
+              + (f"; {extra}" if extra else ""))
+    idle = results["idle"]
+    rss, cpu, busy = idle["rss_mib"], idle["cpu_percent"], g["cpu_percent_during"]
+    print(f"per daemon, idle ({idle['window_seconds']:g} s window, before traffic): RSS MiB "
+          f"min {rss['min']:.1f} / median {rss['median']:.1f} / max {rss['max']:.1f}; CPU % "
+          f"min {cpu['min']:.1f} / median {cpu['median']:.1f} / max {cpu['max']:.1f}")
+    print(f"per daemon, during gossip: CPU % min {busy['min']:.1f} / median "
+          f"{busy['median']:.1f} / max {busy['max']:.1f}")
+    stop = results["stop"]
+    codes = sorted(set(stop["exit_codes"]), key=str)
+    print(f"SIGTERM to all exited in {stop['seconds_max']:.2f} s, exit codes {codes}, "
+          f"{stop['killed']} killed; total run {results['total_seconds']:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=8, help="meshd processes (at least 3)")
+    parser.add_argument("--messages", type=int, default=300, help="messages published")
+    parser.add_argument("--rate", type=float, default=20.0, help="messages per second")
+    parser.add_argument("--size", type=int, default=256, help="message size in bytes (>= 16)")
+    parser.add_argument("--drain", type=float, default=5.0,
+                        help="seconds to wait for late messages after the last publish")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+    if args.nodes < 3 or args.messages < 1 or args.rate <= 0 or args.size < HEADER.size \
+            or args.drain < 0:
+        parser.error("need --nodes >= 3, --messages >= 1, --rate > 0, "
+                     f"--size >= {HEADER.size}, --drain >= 0")
+    results = run_all(args.nodes, args.messages, args.rate, args.size, args.drain)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_table(results)
+
+
+if __name__ == "__main__":
+    main()
