@@ -19,7 +19,7 @@ import re
 import tomllib
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -467,8 +467,3 @@ def load(path: Path) -> Genesis:
     except UnicodeDecodeError:
         raise GenesisError("genesis", f"{path} is not UTF-8 text") from None
     return loads(text)
-
-
-def with_time(genesis: Genesis, moment: dt.datetime) -> Genesis:
-    """A copy with another genesis time (normalised like a parsed one)."""
-    return replace(genesis, genesis_time=_timestamp(moment, "genesis_time"))

@@ -12,13 +12,12 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
 from meshcore.version import __version__
 
-R = TypeVar("R")
 VERSION_KEY = "mesh-version"
 DEFAULT_TIMEOUT = 10.0
 

@@ -73,11 +73,6 @@ class Dht:
         """Return when meshd next puts a peer in the routing table."""
         await self._changed.wait()
 
-    async def refresh(self) -> None:
-        """Look ourselves up (Kademlia's join), filling the routing table."""
-        with trio.move_on_after(QUERY_TIMEOUT):
-            await self._dht.refresh_routing_table()
-
     async def find_peer(self, peer_id: str) -> PeerAddrs:
         pid = parse_peer_id(peer_id)
         with _bounded(f"find-peer {peer_id}", self.queries):
