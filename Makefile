@@ -48,6 +48,7 @@ bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/p2p_stream.py
 	$(BIN)/python bench/gossip.py
+	$(BIN)/python bench/dht.py
 
 clean:
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache

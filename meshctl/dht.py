@@ -85,14 +85,33 @@ def put(client: MeshClient, key: str, value: str | None, value_file: Any,
 @json_option
 @with_client
 def get(client: MeshClient, key: str, as_json: bool) -> None:
-    """Print the value stored under KEY (raw bytes; --json: text or hex)."""
-    value = client.unary(_stub(client).GetValue, dht_pb2.GetValueRequest(key=key)).value
+    """Print the value stored under KEY (raw bytes; --json: text or hex).
+
+    How far the lookup went goes to stderr, so that stdout is the value alone:
+    hops (0: this node had it; 1: a peer it knew; 2: a peer one referral away...),
+    the peers queried and how many of them had the value.
+    """
+    response = client.unary(_stub(client).GetValue, dht_pb2.GetValueRequest(key=key))
+    value = response.value
+    lookup = {"hops": response.hops, "queried_peers": response.queried_peers,
+              "peers_with_value": response.peers_with_value}
     if not as_json:
         sys.stdout.buffer.write(value)
         if sys.stdout.isatty() and not value.endswith(b"\n"):
             sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+        click.echo(_lookup_line(lookup), err=True)
         return
     try:
-        emit({"key": key, "value": value.decode("utf-8"), "encoding": "utf-8"}, True, str)
+        emit({"key": key, "value": value.decode("utf-8"), "encoding": "utf-8", **lookup},
+             True, str)
     except UnicodeDecodeError:
-        emit({"key": key, "value": value.hex(), "encoding": "hex"}, True, str)
+        emit({"key": key, "value": value.hex(), "encoding": "hex", **lookup}, True, str)
+
+
+def _lookup_line(lookup: dict[str, int]) -> str:
+    if lookup["hops"] == 0:
+        return "(found locally: 0 hops)"
+    hops = lookup["hops"]
+    return (f"({hops} hop{'s' if hops != 1 else ''}; {lookup['queried_peers']} peers queried, "
+            f"{lookup['peers_with_value']} had the value)")

@@ -43,8 +43,10 @@ class DhtServicer(dht_pb2_grpc.DhtServiceServicer):
 
     async def GetValue(self, request: dht_pb2.GetValueRequest,
                        context: Context) -> dht_pb2.GetValueResponse:
-        value = await unary(context, self._bridge, self._dht.get, request.key)
-        return dht_pb2.GetValueResponse(value=value)
+        found = await unary(context, self._bridge, self._dht.get, request.key)
+        return dht_pb2.GetValueResponse(value=found.value, hops=found.hops,
+                                        queried_peers=found.queried_peers,
+                                        peers_with_value=found.peers_with_value)
 
 
 def _addrs(peer: PeerAddrs) -> dht_pb2.PeerAddresses:

@@ -15,14 +15,20 @@ tests/integration/test_dht.py):
   each admitted peer, retrying briefly. The routing table's own server-mode
   check looks for ``/ipfs/kad`` in identify's protocol list, which a namespaced
   peer never has; admission is our check, so it is skipped.
+
+py-libp2p reports no hop count. ``get`` measures one (see ``LookupTrace``)
+through a subclass of ``KadDHT`` whose peer routing and value store note, for
+the lookup running in the current task only, whom they ask and whom the
+answers name.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +36,8 @@ import trio
 from libp2p.abc import IHost
 from libp2p.kad_dht.common import PROTOCOL_ID as UPSTREAM_KAD_PROTOCOL
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.peer_routing import PeerRouting
+from libp2p.kad_dht.value_store import ValueStore
 from libp2p.peer.id import ID
 from libp2p.tools.anyio_service import background_trio_service
 
@@ -52,6 +60,136 @@ MAX_PROVIDERS = 100
 class PeerAddrs:
     peer_id: str
     addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FoundValue:
+    """A value and how far the lookup had to go for it.
+
+    Attributes:
+        hops: 0 if this node had the value; else the length of the shortest
+            chain of referrals from this node to a peer that returned it (see
+            ``LookupTrace``): 1 = a peer this node already knew.
+        queried_peers: peers this node sent a DHT request to during the lookup
+            (FIND_NODE or GET_VALUE), counting those that did not answer.
+        peers_with_value: how many of them returned the value.
+    """
+
+    value: bytes
+    hops: int
+    queried_peers: int
+    peers_with_value: int
+
+
+class LookupTrace:
+    """Whom one lookup asked and who named whom, to count its hops afterwards.
+
+    Hop count of a peer P that answered: 1 if this node knew P when the lookup
+    started (in its routing table, connected, or asked before any answer named
+    it: upstream also starts from the peerstore when the routing table is
+    small); otherwise 1 + the hop count of the shallowest peer whose answer
+    named P. It is the length of the referral chain, independent of how
+    upstream schedules its requests (up to ALPHA=10 in flight, FIND_NODE rounds
+    first, then GET_VALUE to the closest peers found, all of them when quorum
+    is 0 as in meshd), and of how many times it asks the same peer.
+    """
+
+    def __init__(self, known: Collection[ID]) -> None:
+        self._roots: set[ID] = set(known)
+        self._named: set[ID] = set()
+        self._referrals: dict[ID, set[ID]] = collections.defaultdict(set)
+        self.queried: set[ID] = set()
+        self.holders: set[ID] = set()
+
+    def asking(self, peer: ID) -> None:
+        self.queried.add(peer)
+        if peer not in self._named:
+            self._roots.add(peer)  # not learned from this lookup: known before it
+
+    def answered(self, peer: ID, named: Iterable[ID], has_value: bool) -> None:
+        peers = set(named)
+        self._referrals[peer] |= peers
+        self._named |= peers
+        if has_value:
+            self.holders.add(peer)
+
+    def hops(self) -> int | None:
+        """Shortest referral chain to a peer that returned the value; None if none did."""
+        frontier = self._roots & self.queried
+        seen = set(frontier)
+        depth = 1
+        while frontier:
+            if frontier & self.holders:
+                return depth
+            frontier = {n for p in frontier for n in self._referrals.get(p, ())
+                        if n in self.queried and n not in seen}
+            seen |= frontier
+            depth += 1
+        return None
+
+
+# The trace of the lookup running in this task. trio copies the context into
+# the tasks a lookup spawns (its concurrent requests), and every gRPC call runs
+# in its own task, so concurrent lookups never see each other's trace; the
+# DHT's own lookups (random walk, refresh) run with none.
+_TRACE: contextvars.ContextVar[LookupTrace | None] = contextvars.ContextVar(
+    "meshd_dht_trace", default=None)
+
+
+class _TracedPeerRouting(PeerRouting):
+    """Notes each FIND_NODE request of a traced lookup and the peers its answer names.
+
+    Hooks ``_query_peer_for_closest``, the one request of upstream's iterative
+    ``find_closest_peers_network`` (py-libp2p 0.8.1); it returns [] when the
+    peer fails to answer.
+    """
+
+    async def _query_peer_for_closest(self, peer: ID, target_key: bytes) -> list[ID]:
+        trace = _TRACE.get()
+        if trace is not None:
+            trace.asking(peer)
+        named = await super()._query_peer_for_closest(peer, target_key)
+        if trace is not None:
+            trace.answered(peer, named, has_value=False)
+        return named
+
+
+class _TracedValueStore(ValueStore):
+    """Notes each GET_VALUE request of a traced lookup, its closer peers and its record.
+
+    Hooks ``_get_from_peer``, which upstream's ``KadDHT.get_value`` calls with
+    ``return_record=True, return_closer_peers=True`` (py-libp2p 0.8.1). A record
+    counts as the value here even if upstream's validator later rejects it
+    (meshd registers no validator that could).
+    """
+
+    async def _get_from_peer(self, peer_id: ID, key: bytes, return_record: bool = False,
+                             return_closer_peers: bool = False) -> Any:
+        trace = _TRACE.get()
+        if trace is not None:
+            trace.asking(peer_id)
+        result = await super()._get_from_peer(peer_id, key, return_record, return_closer_peers)
+        if trace is not None and isinstance(result, tuple):
+            record, closer = result
+            trace.answered(peer_id, closer, has_value=record is not None)
+        return result
+
+
+class _TracedKadDHT(KadDHT):
+    """KadDHT whose peer routing and value store report to the current ``LookupTrace``.
+
+    Subclasses on this instance only, rather than patching py-libp2p's classes
+    process-wide. Upstream creates both in ``__init__`` and refers to them
+    through ``self.peer_routing`` / ``self.value_store`` (and the provider
+    store's ``peer_routing``) at call time, so replacing them before the
+    service runs replaces them everywhere.
+    """
+
+    def __init__(self, host: IHost, mode: DHTMode, **kwargs: Any) -> None:
+        super().__init__(host, mode, **kwargs)
+        self.peer_routing = _TracedPeerRouting(host, self.routing_table)
+        self.provider_store.peer_routing = self.peer_routing
+        self.value_store = _TracedValueStore(host=host, local_peer_id=self.local_peer_id)
 
 
 class Dht:
@@ -105,13 +243,27 @@ class Dht:
         with _bounded(f"put {key}", self.queries):
             await self._dht.put_value(key, value)
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str) -> FoundValue:
         _check_key(key)
-        with _bounded(f"get {key}", self.queries):
-            value = await self._dht.get_value(key)
+        # Known now: upstream starts from the routing table (and connections
+        # or the peerstore when it is small; LookupTrace covers those).
+        known = [*self._dht.routing_table.get_peer_ids(), *self._host.get_connected_peers()]
+        trace = LookupTrace(known)
+        token = _TRACE.set(trace)
+        try:
+            with _bounded(f"get {key}", self.queries):
+                value = await self._dht.get_value(key)
+        finally:
+            _TRACE.reset(token)
         if value is None:
             raise errors.NotFound(f"no value for {key!r} in the DHT")
-        return value
+        hops = trace.hops()
+        if hops is None:
+            if trace.queried:  # a value from the network, yet no peer seen returning it
+                log.warning("DHT hop count unknown: the lookup hooks saw no peer return "
+                            "the value (py-libp2p changed?)", extra={"key": key})
+            hops = 0  # no request at all: upstream answered from the local store
+        return FoundValue(value, hops, len(trace.queried), len(trace.holders))
 
     async def add_member(self, peer_id: str) -> None:
         """Put an admitted peer in the routing table, once identify knows its addresses."""
@@ -162,7 +314,7 @@ async def open_dht(host: IHost, membership: Membership, network_id: str,
     """
     view = MembersOnlyHost(host, membership,
                            rename={UPSTREAM_KAD_PROTOCOL: protocol_id(network_id, "kad")})
-    kad = KadDHT(view, DHTMode.SERVER, enable_random_walk=True)  # type: ignore[arg-type]
+    kad = _TracedKadDHT(view, DHTMode.SERVER, enable_random_walk=True)  # type: ignore[arg-type]
     dht = Dht(kad, host, on_change)
     async with trio.open_nursery() as nursery, background_trio_service(kad):
         membership.add_admission_listener(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from mesh.node.v1 import node_pb2
@@ -22,9 +23,15 @@ def test_dht_across_processes(node: Callable[..., Meshd]) -> None:
     assert info["peer_count"] == 2 and info["routing_table_size"] == 2
 
     b.ctl("dht", "put", "greeting", "hello mesh")
-    assert c.ctl("dht", "get", "greeting").stdout == "hello mesh"
+    first = c.ctl("dht", "get", "greeting")
+    assert first.stdout == "hello mesh"  # the value alone; how it was found goes to stderr
+    # b's put stored it at the closest peers (c among them, or the hub c knows).
+    assert re.fullmatch(r"\(found locally: 0 hops\)\n|\(1 hop; \d+ peers queried, "
+                        r"[1-9]\d* had the value\)\n", first.stderr), first.stderr
     got = json.loads(c.ctl("dht", "get", "greeting", "--json").stdout)
-    assert got == {"key": "greeting", "value": "hello mesh", "encoding": "utf-8"}
+    # c kept the value its first get found: answered locally now.
+    assert got == {"key": "greeting", "value": "hello mesh", "encoding": "utf-8",
+                   "hops": 0, "queried_peers": 0, "peers_with_value": 0}
 
     b.ctl("dht", "provide", "content-1")
     providers = json.loads(c.ctl("dht", "find-providers", "content-1", "--json").stdout)

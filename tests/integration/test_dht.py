@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import trio
+from libp2p.peer.id import ID
 
 from meshd import errors
+from meshd.p2p.dht import LookupTrace
 from meshd.p2p.host import P2PHost
 from meshd.p2p.membership import protocol_id
 from tests.integration.p2p_helpers import NET_A, NET_B, open_hosts, wait_until
@@ -50,7 +52,7 @@ async def test_values_and_providers_across_the_network() -> None:
         async with open_hosts(NET_A, NET_A, NET_A) as (hub, b, c):
             await star(hub, b, c)
             await b.dht.put("greeting", b"hello mesh")
-            assert await c.dht.get("greeting") == b"hello mesh"
+            assert (await c.dht.get("greeting")).value == b"hello mesh"
             await b.dht.provide("some-content")
             providers = await c.dht.find_providers("some-content", 5)
             assert b.peer_id in [p.peer_id for p in providers]
@@ -60,6 +62,51 @@ async def test_values_and_providers_across_the_network() -> None:
                 await c.dht.put("k", b"x" * (64 * 1024 + 1))
             with pytest.raises(errors.InvalidArgument):
                 await c.dht.get("")
+
+
+async def test_hops_count_the_referrals_to_the_value() -> None:
+    """Chain a - b - c, the value only at c: a learns of c from b's answer."""
+    with trio.fail_after(60):
+        async with open_hosts(NET_A, NET_A, NET_A) as (a, b, c):
+            await c.dht.put("far", b"at c only")  # alone: stored locally, nowhere else
+            await b.connect(c.listen_addrs()[0])
+            await wait_routing(b, 1)
+            await a.connect(b.listen_addrs()[0])
+            await wait_routing(a, 1)
+            assert a.dht.routing_table_size() == 1  # b only
+
+            found = await a.dht.get("far")
+            assert found.value == b"at c only"
+            # c was not in a's routing table, b named it: 2 hops. a asked b and c.
+            assert (found.hops, found.queried_peers, found.peers_with_value) == (2, 2, 1)
+
+            again = await a.dht.get("far")  # upstream keeps what it found
+            assert (again.hops, again.queried_peers) == (0, 0)
+            local = await c.dht.get("far")
+            assert (local.value, local.hops, local.queried_peers) == (b"at c only", 0, 0)
+
+
+def test_lookup_trace_counts_the_shortest_referral_chain() -> None:
+    """Pure: answers in any order; a peer known at the start is 1 hop even if named later."""
+    a, b, c, d, known = (ID(bytes([i]) * 34) for i in range(5))
+    trace = LookupTrace([a, known])
+    trace.asking(a)
+    trace.answered(a, [b, known], has_value=False)
+    trace.asking(b)
+    trace.asking(known)  # named by a, but known before: 1 hop
+    trace.answered(b, [c], has_value=False)
+    trace.asking(c)
+    trace.answered(c, [d], has_value=True)  # a -> b -> c
+    assert trace.hops() == 3
+    trace.answered(known, [c], has_value=False)  # a shorter chain to c, learned later
+    assert trace.hops() == 2
+    trace.answered(known, [], has_value=True)
+    assert trace.hops() == 1
+    assert (len(trace.queried), len(trace.holders)) == (4, 2)
+    nobody = LookupTrace([a])
+    nobody.asking(a)
+    nobody.answered(a, [], has_value=False)
+    assert nobody.hops() is None
 
 
 async def test_a_peer_of_another_network_never_enters_the_routing_table() -> None:

@@ -220,15 +220,34 @@ class GetValueResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUE_FIELD_NUMBER: _builtins.int
+    HOPS_FIELD_NUMBER: _builtins.int
+    QUERIED_PEERS_FIELD_NUMBER: _builtins.int
+    PEERS_WITH_VALUE_FIELD_NUMBER: _builtins.int
     value: _builtins.bytes
+    hops: _builtins.int
+    """How far the lookup went for the value: 0 if this node had it; else the
+    length of the shortest chain of referrals from this node to a peer that
+    returned it, that peer included: 1 = a peer this node already knew (its
+    routing table or connections), 2 = a peer named by the answer of such a
+    peer, and so on.
+    """
+    queried_peers: _builtins.int
+    """Peers this node sent a DHT request to during the lookup (FIND_NODE or
+    GET_VALUE), counting those that did not answer; 0 if it had the value.
+    """
+    peers_with_value: _builtins.int
+    """How many of those returned the value."""
     def __init__(
         self,
         *,
         value: _builtins.bytes = ...,
+        hops: _builtins.int = ...,
+        queried_peers: _builtins.int = ...,
+        peers_with_value: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hops", b"hops", "peers_with_value", b"peers_with_value", "queried_peers", b"queried_peers", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
