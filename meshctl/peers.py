@@ -35,7 +35,7 @@ def _stub(client: MeshClient) -> peers_pb2_grpc.PeersServiceStub:
 
 @click.group()
 def peers() -> None:
-    """List, connect, disconnect and ping the network's peers."""
+    """List, connect, disconnect, block and ping the network's peers."""
 
 
 @peers.command("ls")
@@ -88,3 +88,37 @@ def ping(client: MeshClient, peer_id: str, count: int, as_json: bool) -> None:
     emit({"peer_id": peer_id, "rtt_ms": rtts}, as_json, lambda d: "\n".join(
         [f"pong from {d['peer_id']}: {ms:.3f} ms" for ms in d["rtt_ms"]]
         + [f"min/avg/max = {min(rtts):.3f}/{sum(rtts) / len(rtts):.3f}/{max(rtts):.3f} ms"]))
+
+
+@peers.command()
+@click.argument("peer_id")
+@json_option
+@with_client
+def block(client: MeshClient, peer_id: str, as_json: bool) -> None:
+    """Disconnect PEER_ID and refuse it, both ways, until unblocked.
+
+    The block lasts until `meshctl peers unblock` or a restart of meshd.
+    """
+    client.unary(_stub(client).BlockPeer, peers_pb2.BlockPeerRequest(peer_id=peer_id))
+    emit({"peer_id": peer_id, "blocked": True}, as_json, lambda d: f"blocked {d['peer_id']}")
+
+
+@peers.command()
+@click.argument("peer_id")
+@json_option
+@with_client
+def unblock(client: MeshClient, peer_id: str, as_json: bool) -> None:
+    """Lift the block on PEER_ID (the connection manager may dial it again)."""
+    client.unary(_stub(client).UnblockPeer, peers_pb2.UnblockPeerRequest(peer_id=peer_id))
+    emit({"peer_id": peer_id, "blocked": False}, as_json,
+         lambda d: f"unblocked {d['peer_id']}")
+
+
+@peers.command("blocked")
+@json_option
+@with_client
+def list_blocked(client: MeshClient, as_json: bool) -> None:
+    """List the peers blocked by `meshctl peers block`."""
+    response = client.unary(_stub(client).ListPeers, peers_pb2.ListPeersRequest())
+    emit(list(response.blocked), as_json,
+         lambda ids: "\n".join(ids) if ids else "no peers blocked")

@@ -43,6 +43,7 @@ class Snapshot:
     refused_total: int = 0
     streams_opened: int = 0
     streams_closed: int = 0
+    protocol_errors: int = 0
     gossip: Mapping[str, int] = field(default_factory=dict)
     queue_depth_max: int = 0
     routing_table_peers: int = 0
@@ -63,6 +64,7 @@ def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
         refused_total=counters.refused,
         streams_opened=counters.streams_opened,
         streams_closed=counters.streams_closed,
+        protocol_errors=counters.protocol_errors,
         gossip={"published": gossip.published, "delivered": gossip.delivered,
                 "dropped_slow_subscriber": gossip.dropped_slow_subscriber,
                 "dropped_outbound_queue_full": gossip.dropped_outbound,
@@ -92,6 +94,9 @@ class SnapshotCollector(Collector):
                                   value=s.streams_opened)
         yield GaugeMetricFamily("mesh_streams_open", "Streams open now.",
                                 value=max(s.streams_opened - s.streams_closed, 0))
+        yield CounterMetricFamily("mesh_peer_protocol_errors",
+                                  "Peer streams a service failed on (the peer is disconnected).",
+                                  value=s.protocol_errors)
         yield GaugeMetricFamily("mesh_peers_admitted",
                                 "Connected peers that passed the network handshake.",
                                 value=s.admitted_peers)

@@ -27,7 +27,8 @@ class PeersServicer(peers_pb2_grpc.PeersServiceServicer):
     async def ListPeers(self, request: peers_pb2.ListPeersRequest,
                         context: Context) -> peers_pb2.ListPeersResponse:
         peers = await unary(context, self._bridge, self._host.peers)
-        return peers_pb2.ListPeersResponse(peers=[peer_to_pb(p) for p in peers])
+        blocked = await unary(context, self._bridge, self._host.blocked)
+        return peers_pb2.ListPeersResponse(peers=[peer_to_pb(p) for p in peers], blocked=blocked)
 
     async def ConnectPeer(self, request: peers_pb2.ConnectPeerRequest,
                           context: Context) -> peers_pb2.ConnectPeerResponse:
@@ -38,6 +39,16 @@ class PeersServicer(peers_pb2_grpc.PeersServiceServicer):
                              context: Context) -> peers_pb2.DisconnectPeerResponse:
         await unary(context, self._bridge, self._host.disconnect, request.peer_id)
         return peers_pb2.DisconnectPeerResponse()
+
+    async def BlockPeer(self, request: peers_pb2.BlockPeerRequest,
+                        context: Context) -> peers_pb2.BlockPeerResponse:
+        await unary(context, self._bridge, self._host.block, request.peer_id)
+        return peers_pb2.BlockPeerResponse()
+
+    async def UnblockPeer(self, request: peers_pb2.UnblockPeerRequest,
+                          context: Context) -> peers_pb2.UnblockPeerResponse:
+        await unary(context, self._bridge, self._host.unblock, request.peer_id)
+        return peers_pb2.UnblockPeerResponse()
 
     async def PingPeer(self, request: peers_pb2.PingPeerRequest,
                        context: Context) -> peers_pb2.PingPeerResponse:

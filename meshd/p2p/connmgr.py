@@ -110,7 +110,7 @@ class ConnectionManager:
     def _pick(self, wanted: int, members: set[str]) -> list[KnownPeer]:
         exclude = members | {self._host.peer_id}
         ready = [p for p in self._book.candidates(exclude, self._clock())
-                 if not self._host.membership.in_cooldown(p.peer_id)]
+                 if not self._host.membership.holds_off(p.peer_id)]
         self._rng.shuffle(ready)
         chosen: list[KnownPeer] = []
         used_networks: set[str] = set()

@@ -118,6 +118,15 @@ class P2PHost:
     async def disconnect(self, peer_id: str) -> None:
         await self.membership.disconnect(peer_id)
 
+    async def block(self, peer_id: str) -> None:
+        await self.membership.block(peer_id)
+
+    async def unblock(self, peer_id: str) -> None:
+        self.membership.unblock(peer_id)
+
+    async def blocked(self) -> list[str]:
+        return self.membership.blocked()
+
     async def ping(self, peer_id: str, count: int) -> list[float]:
         """``count`` round-trip times in seconds, one after the other."""
         if not 1 <= count <= MAX_PINGS:

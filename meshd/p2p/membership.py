@@ -99,6 +99,7 @@ class Membership:
         self._changed = trio.Event()
         self._admission_listeners: list[Callable[[str], None]] = []
         self._cooldown_until: dict[str, float] = {}  # peer ID -> trio time
+        self._blocked: set[str] = set()  # until unblocked (not kept across restarts)
         self.counters = MembershipCounters()
         self._nursery: trio.Nursery | None = None
         host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
@@ -125,13 +126,18 @@ class Membership:
         """Call ``listener(peer_id)`` each time a peer is admitted."""
         self._admission_listeners.append(listener)
 
-    def in_cooldown(self, peer_id: str) -> bool:
-        """Whether an explicit disconnect of ``peer_id`` is still in force."""
+    def holds_off(self, peer_id: str) -> bool:
+        """Whether the operator keeps ``peer_id`` out: blocked, or disconnected moments ago."""
+        if peer_id in self._blocked:
+            return True
         until = self._cooldown_until.get(peer_id)
         if until is not None and trio.current_time() >= until:
             del self._cooldown_until[peer_id]
             until = None
         return until is not None
+
+    def blocked(self) -> list[str]:
+        return sorted(self._blocked)
 
     async def next_change(self) -> None:
         """Return at the next connection opened or closed, admission or refusal."""
@@ -168,6 +174,9 @@ class Membership:
         self.reconcile()
         if peer_id in self._admitted:
             return self._admitted[peer_id]
+        if peer_id in self._blocked:
+            raise errors.FailedPrecondition(
+                f"peer {peer_id} is blocked (meshctl peers unblock {peer_id})")
         self._cooldown_until.pop(peer_id, None)  # the operator changed their mind
         verdict = self._verdict(peer_id)
         # After a peer restarts, py-libp2p refuses to redial it for 60 s
@@ -196,6 +205,22 @@ class Membership:
             raise errors.NotFound(f"not connected to {peer_id}")
         self._cooldown_until[peer_id] = trio.current_time() + DISCONNECT_COOLDOWN
         await self.close_connections(pid)
+
+    async def block(self, peer_id: str) -> None:
+        """Refuse ``peer_id`` until :meth:`unblock`, closing its connections now."""
+        pid = parse_peer_id(peer_id)
+        if peer_id == str(self._host.get_id()):
+            raise errors.InvalidArgument("that is this node's own peer ID")
+        self._blocked.add(peer_id)
+        log.warning("peer blocked by the operator", extra={"peer_id": peer_id})
+        await self.close_connections(pid)
+
+    def unblock(self, peer_id: str) -> None:
+        parse_peer_id(peer_id)
+        if peer_id not in self._blocked:
+            raise errors.NotFound(f"peer {peer_id} is not blocked")
+        self._blocked.discard(peer_id)
+        log.info("peer unblocked by the operator", extra={"peer_id": peer_id})
 
     async def close_connections(self, peer: ID) -> None:
         """Close every connection to ``peer``, one by one.
@@ -304,7 +329,9 @@ class Membership:
 
     def _refusal(self, peer_id: str) -> str | None:
         """Why we refuse a peer of our own network, if we do."""
-        if self.in_cooldown(peer_id):
+        if peer_id in self._blocked:
+            return "its operator blocked this node"
+        if self.holds_off(peer_id):
             return "it was disconnected by its operator moments ago (cooling down)"
         return None
 
@@ -374,6 +401,7 @@ class MembershipCounters:
     refused: int = 0
     streams_opened: int = 0
     streams_closed: int = 0
+    protocol_errors: int = 0  # a service's handler failed on a peer's stream
 
 
 def _direction(conn: INetConn) -> str:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,7 @@ class Meshd:
         self.notifications: list[str] = []
 
     def start(self, wait: bool = True) -> Meshd:
+        self.notifications = []  # a restart waits for its own READY=1
         self._notify_path.unlink(missing_ok=True)
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self._notify_path))
@@ -147,3 +149,74 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class Subscription:
+    """``meshctl pubsub sub TOPIC --json`` on one node, its messages collected by a thread."""
+
+    def __init__(self, node: Meshd, topic: str) -> None:
+        self.node = node
+        self.topic = topic
+        self._process = subprocess.Popen(
+            [MESHCTL, "--socket", str(node.socket), "pubsub", "sub", topic, "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        self._lock = threading.Condition()
+        self._data: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            with self._lock:
+                self._data.append(json.loads(line)["data"])
+                self._lock.notify_all()
+
+    def received(self) -> list[str]:
+        with self._lock:
+            return list(self._data)
+
+    def wait_for(self, condition: Callable[[list[str]], bool], timeout: float) -> bool:
+        """Whether ``condition(messages so far)`` held within ``timeout`` seconds."""
+        with self._lock:
+            return self._lock.wait_for(lambda: condition(self._data), timeout)
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.wait()
+        self._reader.join(5)
+
+
+def gossip_reaches(publisher: Meshd, subscriptions: list[Subscription], tag: str,
+                   timeout: float = 40) -> None:
+    """Publish probes from ``publisher`` until every subscription got one, bounded.
+
+    A subscription is only useful once gossipsub has grafted the subscriber into
+    the topic's mesh (heartbeats, 1 s), for which py-libp2p has no event: probes
+    every half second stand in for it. Raises if some never receive within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    probe = 0
+    while True:
+        publisher.ctl("pubsub", "pub", subscriptions[0].topic, f"{tag}-probe-{probe}")
+        probe += 1
+        late = [s for s in subscriptions
+                if not s.wait_for(lambda got: any(m.startswith(f"{tag}-probe") for m in got),
+                                  max(0.0, min(0.5, deadline - time.monotonic())))]
+        if not late:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no {tag} probe reached {[s.node.data_dir.name for s in late]}"
+                                 f" within {timeout} s")
+
+
+def gossip_delivers_all(publisher: Meshd, subscriptions: list[Subscription], tag: str,
+                        count: int = 5, timeout: float = 20) -> None:
+    """Publish ``count`` messages; every subscription must receive every one."""
+    sent = [f"{tag}-{i}" for i in range(count)]
+    for message in sent:
+        publisher.ctl("pubsub", "pub", subscriptions[0].topic, message)
+    for subscription in subscriptions:
+        if not subscription.wait_for(lambda got: set(sent) <= set(got), timeout):
+            missing = sorted(set(sent) - set(subscription.received()))
+            raise AssertionError(f"{subscription.node.data_dir.name} missed {missing}")

@@ -18,7 +18,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from meshd import errors
 from meshd.p2p.framing import write_frame
-from meshd.p2p.host import P2PHost
+from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.membership import HELLO_PROTOCOL, parse_peer_id, protocol_id
 from tests.integration.p2p_helpers import LOOPBACK, NET_A, NET_B, open_hosts, wait_until
 
@@ -165,3 +165,48 @@ async def test_a_redial_racing_a_disconnect_leaves_no_phantom_peer() -> None:
                 # whatever connection remains is one b still tracks (and will close)
                 await wait_until(b, lambda: b.connection_count() == 0)
                 assert b.peer_count() == 0 and not b.membership.peers()
+
+
+async def test_a_blocked_peer_is_refused_both_ways_until_unblocked() -> None:
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            await b.connect(a.listen_addrs()[0])
+            await wait_until(a, lambda: a.peer_count() == 1)
+            await a.block(b.peer_id)
+            assert await a.blocked() == [b.peer_id]
+            await wait_until(a, lambda: a.peer_count() == 0)
+            await wait_until(b, lambda: b.peer_count() == 0)
+            with pytest.raises(errors.FailedPrecondition, match="blocked this node"):
+                await b.connect(a.listen_addrs()[0])
+            with pytest.raises(errors.FailedPrecondition, match="peers unblock"):
+                await a.connect(b.listen_addrs()[0])
+            # A block outlasts the disconnect cooldown: it is not a timer.
+            assert a.membership.holds_off(b.peer_id)
+            with pytest.raises(errors.InvalidArgument, match="own"):
+                await a.block(a.peer_id)
+            await a.unblock(b.peer_id)
+            with pytest.raises(errors.NotFound, match="not blocked"):
+                await a.unblock(b.peer_id)
+            # the refused connections linger briefly (so the peer reads why)
+            await wait_until(b, lambda: b.connection_count() == 0)
+            await b.connect(a.listen_addrs()[0])
+            await wait_until(a, lambda: a.peer_count() == 1)
+
+
+async def test_a_restarted_peer_can_be_redialled_at_once() -> None:
+    # py-libp2p refuses to redial a peer for 60 s after a failed dial (negative
+    # dial cache, PY-LIBP2P-NOTES trap 9): without `unblock_peer` in
+    # Membership.connect, the last connect below fails with "cannot reach".
+    seed = os.urandom(32)
+    with trio.fail_after(30):
+        async with open_hosts(NET_A) as (a,):
+            async with open_p2p_host(seed, LOOPBACK, NET_A) as b:
+                address = b.listen_addrs()[0]
+                await a.connect(address)
+            await wait_until(a, lambda: a.peer_count() == 0)
+            with pytest.raises(errors.Unavailable, match="cannot reach"):
+                await a.connect(address)  # b is down: the dial fails, and is cached
+            port = multiaddr.Multiaddr(address).value_for_protocol("tcp")
+            async with open_p2p_host(seed, [f"/ip4/127.0.0.1/tcp/{port}"], NET_A) as b2:
+                record = await a.connect(b2.listen_addrs()[0])
+                assert record.peer_id == b2.peer_id

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
 from meshd import errors
+from meshd.p2p.framing import encode_uvarint
 from meshd.p2p.host import P2PHost
 from meshd.p2p.pubsub import SUBSCRIBER_BUFFER, Message, SubscriberTooSlow, wire_topic
-from tests.integration.p2p_helpers import NET_A, NET_B, open_hosts, poll_until
+from tests.integration.p2p_helpers import NET_A, NET_B, open_hosts, poll_until, wait_until
 
 
 async def collect(host: P2PHost, topic: str, into: list[Message], count: int,
@@ -128,3 +131,21 @@ async def test_a_topic_validator_filters_and_a_raising_one_rejects() -> None:
                     await a.broadcast.publish("checked", data)
     assert [m.data for m in got] == [b"good", b"good too"]
     assert b.broadcast.counters.rejected == 2
+
+
+async def test_a_garbage_gossip_rpc_costs_the_sender_its_connection_not_the_node() -> None:
+    # py-libp2p's pubsub raises DecodeError out of its stream handler on an RPC
+    # that is not protobuf, and the swarm lets it end the process: without the
+    # guard in meshd/p2p/hostview.py this test dies with that DecodeError.
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A, NET_A) as (node, rogue, friend):
+            await join_star(node, rogue, friend)
+            await wait_until(node, lambda: node.peer_count() == 2)
+            garbage = bytes(range(7, 250)) * 4  # not a protobuf RPC
+            stream = await rogue._host.new_stream(ID.from_base58(node.peer_id),
+                                                  [PROTOCOL_ID_V11])
+            await stream.write(encode_uvarint(len(garbage)) + garbage)
+            await wait_until(node, lambda: node.membership.counters.protocol_errors == 1)
+            await wait_until(node, lambda: not node.membership.is_admitted(rogue.peer_id))
+            assert node.membership.is_admitted(friend.peer_id)
+            assert await node.ping(friend.peer_id, 1)

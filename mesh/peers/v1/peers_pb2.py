@@ -26,33 +26,41 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/peers/v1/peers.proto\x12\rmesh.peers.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x04Peer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\x12+\n\tdirection\x18\x03 \x01(\x0e\x32\x18.mesh.peers.v1.Direction\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61gent\x18\x05 \x01(\t\"\x12\n\x10ListPeersRequest\"7\n\x11ListPeersResponse\x12\"\n\x05peers\x18\x01 \x03(\x0b\x32\x13.mesh.peers.v1.Peer\"%\n\x12\x43onnectPeerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"8\n\x13\x43onnectPeerResponse\x12!\n\x04peer\x18\x01 \x01(\x0b\x32\x13.mesh.peers.v1.Peer\"(\n\x15\x44isconnectPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x18\n\x16\x44isconnectPeerResponse\"1\n\x0fPingPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\";\n\x10PingPeerResponse\x12\'\n\x04rtts\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02\x32\xe0\x02\n\x0cPeersService\x12N\n\tListPeers\x12\x1f.mesh.peers.v1.ListPeersRequest\x1a .mesh.peers.v1.ListPeersResponse\x12T\n\x0b\x43onnectPeer\x12!.mesh.peers.v1.ConnectPeerRequest\x1a\".mesh.peers.v1.ConnectPeerResponse\x12]\n\x0e\x44isconnectPeer\x12$.mesh.peers.v1.DisconnectPeerRequest\x1a%.mesh.peers.v1.DisconnectPeerResponse\x12K\n\x08PingPeer\x12\x1e.mesh.peers.v1.PingPeerRequest\x1a\x1f.mesh.peers.v1.PingPeerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/peers/v1/peers.proto\x12\rmesh.peers.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x04Peer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\x12+\n\tdirection\x18\x03 \x01(\x0e\x32\x18.mesh.peers.v1.Direction\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61gent\x18\x05 \x01(\t\"\x12\n\x10ListPeersRequest\"H\n\x11ListPeersResponse\x12\"\n\x05peers\x18\x01 \x03(\x0b\x32\x13.mesh.peers.v1.Peer\x12\x0f\n\x07\x62locked\x18\x02 \x03(\t\"%\n\x12\x43onnectPeerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"8\n\x13\x43onnectPeerResponse\x12!\n\x04peer\x18\x01 \x01(\x0b\x32\x13.mesh.peers.v1.Peer\"(\n\x15\x44isconnectPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x18\n\x16\x44isconnectPeerResponse\"#\n\x10\x42lockPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x13\n\x11\x42lockPeerResponse\"%\n\x12UnblockPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x15\n\x13UnblockPeerResponse\"1\n\x0fPingPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\";\n\x10PingPeerResponse\x12\'\n\x04rtts\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02\x32\x86\x04\n\x0cPeersService\x12N\n\tListPeers\x12\x1f.mesh.peers.v1.ListPeersRequest\x1a .mesh.peers.v1.ListPeersResponse\x12T\n\x0b\x43onnectPeer\x12!.mesh.peers.v1.ConnectPeerRequest\x1a\".mesh.peers.v1.ConnectPeerResponse\x12]\n\x0e\x44isconnectPeer\x12$.mesh.peers.v1.DisconnectPeerRequest\x1a%.mesh.peers.v1.DisconnectPeerResponse\x12N\n\tBlockPeer\x12\x1f.mesh.peers.v1.BlockPeerRequest\x1a .mesh.peers.v1.BlockPeerResponse\x12T\n\x0bUnblockPeer\x12!.mesh.peers.v1.UnblockPeerRequest\x1a\".mesh.peers.v1.UnblockPeerResponse\x12K\n\x08PingPeer\x12\x1e.mesh.peers.v1.PingPeerRequest\x1a\x1f.mesh.peers.v1.PingPeerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.peers.v1.peers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=614
-  _globals['_DIRECTION']._serialized_end=699
+  _globals['_DIRECTION']._serialized_start=751
+  _globals['_DIRECTION']._serialized_end=836
   _globals['_PEER']._serialized_start=110
   _globals['_PEER']._serialized_end=258
   _globals['_LISTPEERSREQUEST']._serialized_start=260
   _globals['_LISTPEERSREQUEST']._serialized_end=278
   _globals['_LISTPEERSRESPONSE']._serialized_start=280
-  _globals['_LISTPEERSRESPONSE']._serialized_end=335
-  _globals['_CONNECTPEERREQUEST']._serialized_start=337
-  _globals['_CONNECTPEERREQUEST']._serialized_end=374
-  _globals['_CONNECTPEERRESPONSE']._serialized_start=376
-  _globals['_CONNECTPEERRESPONSE']._serialized_end=432
-  _globals['_DISCONNECTPEERREQUEST']._serialized_start=434
-  _globals['_DISCONNECTPEERREQUEST']._serialized_end=474
-  _globals['_DISCONNECTPEERRESPONSE']._serialized_start=476
-  _globals['_DISCONNECTPEERRESPONSE']._serialized_end=500
-  _globals['_PINGPEERREQUEST']._serialized_start=502
-  _globals['_PINGPEERREQUEST']._serialized_end=551
-  _globals['_PINGPEERRESPONSE']._serialized_start=553
-  _globals['_PINGPEERRESPONSE']._serialized_end=612
-  _globals['_PEERSSERVICE']._serialized_start=702
-  _globals['_PEERSSERVICE']._serialized_end=1054
+  _globals['_LISTPEERSRESPONSE']._serialized_end=352
+  _globals['_CONNECTPEERREQUEST']._serialized_start=354
+  _globals['_CONNECTPEERREQUEST']._serialized_end=391
+  _globals['_CONNECTPEERRESPONSE']._serialized_start=393
+  _globals['_CONNECTPEERRESPONSE']._serialized_end=449
+  _globals['_DISCONNECTPEERREQUEST']._serialized_start=451
+  _globals['_DISCONNECTPEERREQUEST']._serialized_end=491
+  _globals['_DISCONNECTPEERRESPONSE']._serialized_start=493
+  _globals['_DISCONNECTPEERRESPONSE']._serialized_end=517
+  _globals['_BLOCKPEERREQUEST']._serialized_start=519
+  _globals['_BLOCKPEERREQUEST']._serialized_end=554
+  _globals['_BLOCKPEERRESPONSE']._serialized_start=556
+  _globals['_BLOCKPEERRESPONSE']._serialized_end=575
+  _globals['_UNBLOCKPEERREQUEST']._serialized_start=577
+  _globals['_UNBLOCKPEERREQUEST']._serialized_end=614
+  _globals['_UNBLOCKPEERRESPONSE']._serialized_start=616
+  _globals['_UNBLOCKPEERRESPONSE']._serialized_end=637
+  _globals['_PINGPEERREQUEST']._serialized_start=639
+  _globals['_PINGPEERREQUEST']._serialized_end=688
+  _globals['_PINGPEERRESPONSE']._serialized_start=690
+  _globals['_PINGPEERRESPONSE']._serialized_end=749
+  _globals['_PEERSSERVICE']._serialized_start=839
+  _globals['_PEERSSERVICE']._serialized_end=1357
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,16 @@ class PeersServiceStub:
                 request_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.DisconnectPeerRequest.SerializeToString,
                 response_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.DisconnectPeerResponse.FromString,
                 _registered_method=True)
+        self.BlockPeer = channel.unary_unary(
+                '/mesh.peers.v1.PeersService/BlockPeer',
+                request_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.BlockPeerRequest.SerializeToString,
+                response_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.BlockPeerResponse.FromString,
+                _registered_method=True)
+        self.UnblockPeer = channel.unary_unary(
+                '/mesh.peers.v1.PeersService/UnblockPeer',
+                request_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.UnblockPeerRequest.SerializeToString,
+                response_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.UnblockPeerResponse.FromString,
+                _registered_method=True)
         self.PingPeer = channel.unary_unary(
                 '/mesh.peers.v1.PeersService/PingPeer',
                 request_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.PingPeerRequest.SerializeToString,
@@ -82,6 +92,22 @@ class PeersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BlockPeer(self, request, context):
+        """BlockPeer closes every connection to a peer and refuses it, both ways,
+        until UnblockPeer or a restart of this node. Connecting to a blocked peer
+        fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnblockPeer(self, request, context):
+        """UnblockPeer lifts a block (NOT_FOUND if the peer is not blocked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PingPeer(self, request, context):
         """PingPeer sends `count` pings over direct requests and reports each
         round-trip time (a new stream per ping, so RTTs include stream setup).
@@ -107,6 +133,16 @@ def add_PeersServiceServicer_to_server(servicer, server):
                     servicer.DisconnectPeer,
                     request_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.DisconnectPeerRequest.FromString,
                     response_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.DisconnectPeerResponse.SerializeToString,
+            ),
+            'BlockPeer': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlockPeer,
+                    request_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.BlockPeerRequest.FromString,
+                    response_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.BlockPeerResponse.SerializeToString,
+            ),
+            'UnblockPeer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnblockPeer,
+                    request_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.UnblockPeerRequest.FromString,
+                    response_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.UnblockPeerResponse.SerializeToString,
             ),
             'PingPeer': grpc.unary_unary_rpc_method_handler(
                     servicer.PingPeer,
@@ -195,6 +231,60 @@ class PeersService:
             '/mesh.peers.v1.PeersService/DisconnectPeer',
             mesh_dot_peers_dot_v1_dot_peers__pb2.DisconnectPeerRequest.SerializeToString,
             mesh_dot_peers_dot_v1_dot_peers__pb2.DisconnectPeerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockPeer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.peers.v1.PeersService/BlockPeer',
+            mesh_dot_peers_dot_v1_dot_peers__pb2.BlockPeerRequest.SerializeToString,
+            mesh_dot_peers_dot_v1_dot_peers__pb2.BlockPeerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnblockPeer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.peers.v1.PeersService/UnblockPeer',
+            mesh_dot_peers_dot_v1_dot_peers__pb2.UnblockPeerRequest.SerializeToString,
+            mesh_dot_peers_dot_v1_dot_peers__pb2.UnblockPeerResponse.FromString,
             options,
             channel_credentials,
             insecure,

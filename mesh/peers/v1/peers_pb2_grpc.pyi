@@ -40,6 +40,13 @@ class PeersServiceStub:
     """
     DisconnectPeer: _grpc.UnaryUnaryMultiCallable[_peers_pb2.DisconnectPeerRequest, _peers_pb2.DisconnectPeerResponse]
     """DisconnectPeer closes every connection to a peer (NOT_FOUND if none)."""
+    BlockPeer: _grpc.UnaryUnaryMultiCallable[_peers_pb2.BlockPeerRequest, _peers_pb2.BlockPeerResponse]
+    """BlockPeer closes every connection to a peer and refuses it, both ways,
+    until UnblockPeer or a restart of this node. Connecting to a blocked peer
+    fails with FAILED_PRECONDITION.
+    """
+    UnblockPeer: _grpc.UnaryUnaryMultiCallable[_peers_pb2.UnblockPeerRequest, _peers_pb2.UnblockPeerResponse]
+    """UnblockPeer lifts a block (NOT_FOUND if the peer is not blocked)."""
     PingPeer: _grpc.UnaryUnaryMultiCallable[_peers_pb2.PingPeerRequest, _peers_pb2.PingPeerResponse]
     """PingPeer sends `count` pings over direct requests and reports each
     round-trip time (a new stream per ping, so RTTs include stream setup).
@@ -57,6 +64,13 @@ class PeersServiceAsyncStub(PeersServiceStub):
     """
     DisconnectPeer: _aio.UnaryUnaryMultiCallable[_peers_pb2.DisconnectPeerRequest, _peers_pb2.DisconnectPeerResponse]  # type: ignore[assignment]
     """DisconnectPeer closes every connection to a peer (NOT_FOUND if none)."""
+    BlockPeer: _aio.UnaryUnaryMultiCallable[_peers_pb2.BlockPeerRequest, _peers_pb2.BlockPeerResponse]  # type: ignore[assignment]
+    """BlockPeer closes every connection to a peer and refuses it, both ways,
+    until UnblockPeer or a restart of this node. Connecting to a blocked peer
+    fails with FAILED_PRECONDITION.
+    """
+    UnblockPeer: _aio.UnaryUnaryMultiCallable[_peers_pb2.UnblockPeerRequest, _peers_pb2.UnblockPeerResponse]  # type: ignore[assignment]
+    """UnblockPeer lifts a block (NOT_FOUND if the peer is not blocked)."""
     PingPeer: _aio.UnaryUnaryMultiCallable[_peers_pb2.PingPeerRequest, _peers_pb2.PingPeerResponse]  # type: ignore[assignment]
     """PingPeer sends `count` pings over direct requests and reports each
     round-trip time (a new stream per ping, so RTTs include stream setup).
@@ -89,6 +103,25 @@ class PeersServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_peers_pb2.DisconnectPeerResponse, _abc.Awaitable[_peers_pb2.DisconnectPeerResponse]]:
         """DisconnectPeer closes every connection to a peer (NOT_FOUND if none)."""
+
+    @_abc_1.abstractmethod
+    def BlockPeer(
+        self,
+        request: _peers_pb2.BlockPeerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peers_pb2.BlockPeerResponse, _abc.Awaitable[_peers_pb2.BlockPeerResponse]]:
+        """BlockPeer closes every connection to a peer and refuses it, both ways,
+        until UnblockPeer or a restart of this node. Connecting to a blocked peer
+        fails with FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def UnblockPeer(
+        self,
+        request: _peers_pb2.UnblockPeerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peers_pb2.UnblockPeerResponse, _abc.Awaitable[_peers_pb2.UnblockPeerResponse]]:
+        """UnblockPeer lifts a block (NOT_FOUND if the peer is not blocked)."""
 
     @_abc_1.abstractmethod
     def PingPeer(

@@ -1,0 +1,129 @@
+"""Malformed and oversized messages from an admitted peer leave meshd running.
+
+The hostile peer runs in this test process: a Mesh host of the same network
+(so it passes the handshake) that then speaks garbage on every protocol meshd
+serves, answers meshd's own requests with garbage, and announces frames far
+beyond every limit. Afterwards meshd must still answer its API, keep its
+other peer, and route gossip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+
+from meshd.p2p.connmgr import PEER_EXCHANGE
+from meshd.p2p.direct import PING
+from meshd.p2p.framing import encode_uvarint
+from meshd.p2p.host import open_p2p_host
+from meshd.p2p.membership import HELLO_PROTOCOL, protocol_id
+from tests.e2e.harness import Meshd, Subscription, gossip_delivers_all, gossip_reaches
+
+HUGE = encode_uvarint(1 << 40)  # a frame length of 1 TiB
+GARBAGE = os.urandom(4096)
+
+
+def payloads() -> list[bytes]:
+    return [
+        HUGE + b"x" * 100,                       # oversized frame announced
+        encode_uvarint(8 << 20) + b"y" * (1 << 16),  # 8 MiB announced, 64 KiB sent, then EOF
+        b"\xff" * 11,                            # a varint longer than 10 bytes
+        encode_uvarint(len(GARBAGE)) + GARBAGE,  # a whole frame of random bytes
+        GARBAGE,                                 # no framing at all
+    ]
+
+
+async def attack(address: str, network_id: str) -> tuple[list[str], list[str]]:
+    """Send every payload on every protocol: (protocols of payloads sent, failures)."""
+    delivered: list[str] = []
+    unsent: list[str] = []
+    async with open_p2p_host(os.urandom(32), ["/ip4/127.0.0.1/tcp/0"], network_id) as rogue:
+        # Answer meshd's peer-exchange and ping requests with garbage.
+        async def junk(peer_id: str, payload: bytes) -> bytes:
+            return GARBAGE
+        rogue.direct.handle(PEER_EXCHANGE, junk)
+        rogue.direct.handle(PING, junk)
+        target = await rogue.connect(address)
+        protocols = [HELLO_PROTOCOL, protocol_id(network_id, PING),
+                     protocol_id(network_id, PEER_EXCHANGE), protocol_id(network_id, "kad"),
+                     PROTOCOL_ID_V11]
+        raw_host = rogue._host  # the libp2p host under meshd's wrapper
+        target_id = ID.from_base58(target.peer_id)
+
+        async def ensure_connected() -> None:
+            # Garbage gets the connection closed (a hello after a short linger):
+            # wait for that, then come back for the next payload. Connections
+            # are counted to the target only: the DHT may connect us to others.
+            with trio.fail_after(10):
+                rogue.membership.reconcile()
+                while not rogue.membership.is_admitted(target.peer_id):
+                    if not raw_host.get_network().get_connections(target_id):
+                        await rogue.connect(address)
+                    else:
+                        await rogue.membership.next_change()
+                        rogue.membership.reconcile()
+
+        async def send(protocol: TProtocol, payload: bytes) -> None:
+            with trio.fail_after(5):
+                stream = await raw_host.new_stream(target_id, [protocol])
+                await stream.write(payload)
+                await stream.close()
+
+        for protocol in protocols:
+            for payload in payloads():
+                for attempt in range(3):
+                    await ensure_connected()
+                    try:
+                        await send(protocol, payload)
+                    except Exception as exc:  # meshd may reset or drop us: its right
+                        if attempt < 2:
+                            # closed by meshd, not yet noticed here: wait, come back
+                            with trio.move_on_after(2):
+                                await rogue.membership.next_change()
+                            continue
+                        unsent.append(f"{protocol}: {type(exc).__name__} {exc}"[:300])
+                    else:
+                        delivered.append(protocol)
+                    break
+        # A gossip message over the size limit, published the ordinary way, is refused here.
+        try:
+            await rogue.broadcast.publish("churn", b"z" * (2 << 20))
+        except Exception as exc:
+            unsent.append(f"publish: {type(exc).__name__}")
+    return delivered, unsent
+
+
+def test_garbage_from_a_peer_leaves_meshd_running(node: Callable[..., Meshd],
+                                                  network_id: str) -> None:
+    target = node("target")
+    address = target.status()["listen_addrs"][0]
+    friend = node("friend", "--bootstrap", address)
+    friend_id = friend.status()["peer_id"]
+    subscription = Subscription(target, "churn")
+    try:
+        gossip_reaches(friend, [subscription], "before")
+
+        delivered, unsent = trio.run(attack, address, network_id)
+        assert "publish: InvalidArgument" in unsent, unsent
+        # Every payload reached meshd on every protocol except, at times, the
+        # hello (meshd may close the stream before all of it is written).
+        for protocol in {p.split(":")[0] for p in unsent} - {"publish"}:
+            assert protocol == HELLO_PROTOCOL, unsent
+        assert len(delivered) >= 4 * len(payloads()), (delivered, unsent)
+        assert "peer broke a protocol" in target.log()  # the garbage gossip RPC
+
+        assert target.process is not None and target.process.poll() is None, target.log()
+        status = target.status()
+        assert status["state"] in ("connected", "active")
+        peers = json.loads(target.ctl("peers", "ls", "--json").stdout)
+        assert friend_id in {p["peer_id"] for p in peers}
+        target.ctl("peers", "ping", friend_id, "-c", "1")
+        gossip_delivers_all(friend, [subscription], "after")
+    finally:
+        subscription.close()
