@@ -113,7 +113,9 @@ class ConnectionManager:
                  if not self._host.membership.holds_off(p.peer_id)]
         self._rng.shuffle(ready)
         chosen: list[KnownPeer] = []
-        used_networks: set[str] = set()
+        # Networks already connected count as used: diversity across the whole degree.
+        used_networks = {_network_of(self._book.peers[m].addrs[0]) for m in members
+                         if m in self._book.peers and self._book.peers[m].addrs}
         for diverse_only in (True, False):  # first one per network, then any
             for peer in ready:
                 if len(chosen) >= wanted:
