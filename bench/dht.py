@@ -463,7 +463,6 @@ class Phase:
 
 def baseline(nodes: Sequence[Node], samples: int, rng: random.Random) -> dict[str, Any]:
     """GetStatus and PingPeer round trips, serial, from random nodes, interleaved."""
-    neighbours = {n.index: n.connected_peers() for n in nodes}
     status, ping, ping_daemon = [], [], []
     errors = 0
     for _ in range(samples):
@@ -471,8 +470,12 @@ def baseline(nodes: Sequence[Node], samples: int, rng: random.Random) -> dict[st
         started = time.perf_counter()
         node.status()
         status.append(time.perf_counter() - started)
-        node = rng.choice([n for n in nodes if neighbours[n.index]])
-        peer = rng.choice(neighbours[node.index])
+        # A peer connected now: the connection manager prunes (above 16 peers) meanwhile.
+        peers = node.connected_peers()
+        if not peers:
+            errors += 1
+            continue
+        peer = rng.choice(peers)
         stub = peers_pb2_grpc.PeersServiceStub(node.channel)
         started = time.perf_counter()
         try:
@@ -503,14 +506,17 @@ def topology(nodes: Sequence[Node]) -> dict[str, Any]:
 
 
 def run_all(node_count: int, pairs: int, kill_fraction: float, clients: int, size: int,
-            samples: int, seed: int, phase_timeout: float,
-            high_watermark: int | None) -> dict[str, Any]:
+            samples: int, seed: int, phase_timeout: float, high_watermark: int | None,
+            workdir: Path | None) -> dict[str, Any]:
     loadavg = os.getloadavg()[0]
     rng = random.Random(seed)
     started = time.monotonic()
     env = {} if high_watermark is None else {"MESHD_P2P_HIGH_WATERMARK": str(high_watermark)}
-    with tempfile.TemporaryDirectory(prefix="mesh-dht-") as tmp, \
-            running_nodes(Path(tmp), node_count, env) as nodes:
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-dht-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        nodes = stack.enter_context(running_nodes(workdir, node_count, env))
         all_nodes = nodes
         start_seconds = time.monotonic() - started
         settled = settle(nodes)
@@ -651,6 +657,9 @@ def main() -> None:
     parser.add_argument("--high-watermark", type=int,
                         help="meshd's p2p.high_watermark (default: meshd's, 16): above it, "
                              "the connection manager prunes connections the DHT opened")
+    parser.add_argument("--workdir", type=Path,
+                        help="an empty directory for the data dirs and logs, kept afterwards "
+                             "(default: a temporary one, removed)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     survivors = args.nodes - round(args.kill * args.nodes)
@@ -661,7 +670,8 @@ def main() -> None:
                      "--clients >= 1, 1 <= --size <= 65536, --baseline >= 1, "
                      "--phase-timeout > 0")
     results = run_all(args.nodes, args.pairs, args.kill, args.clients, args.size,
-                      args.baseline, args.seed, args.phase_timeout, args.high_watermark)
+                      args.baseline, args.seed, args.phase_timeout, args.high_watermark,
+                      args.workdir)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
