@@ -66,6 +66,10 @@ class _DropLibp2pNoise(logging.Filter):
 
 def configure(level: str, fmt: str, stream: TextIO = sys.stderr) -> None:
     """Send all logs (ours and py-libp2p's) to ``stream`` in ``fmt``."""
+    # Importing libp2p detaches its logger (trap 15): import it first, so that
+    # the re-attachment below is not undone by a later import.
+    import libp2p  # noqa: F401
+
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_DropLibp2pNoise())

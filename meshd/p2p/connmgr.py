@@ -12,6 +12,11 @@
 * **Peer exchange** (REQUEST_PEERS / KNOWN_PEERS, docs/protocol.md): every
   new member, and a random member every EXCHANGE_INTERVAL, is asked for peers.
 * **Protected peers** (bootstrap nodes, later validators) are never pruned.
+* **Grace.** A peer admitted less than PRUNE_GRACE ago is not pruned (as
+  go-libp2p's connection manager): DHT lookups connect to many peers at once,
+  and pruning them at once made every lookup redial them, at 3.5 times the CPU
+  per put/get on 30 nodes (bench/dht.py), and py-libp2p drops a peer from its
+  routing table when a stream fails on a connection being closed.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 PEER_EXCHANGE = "peers"
 MAX_EXCHANGE = 50
 MAINTAIN_INTERVAL = 2.0
+PRUNE_GRACE = 30.0
 EXCHANGE_INTERVAL = 30.0
 SAVE_INTERVAL = 10.0
 
@@ -56,7 +62,8 @@ class ConnectionManager:
     def __init__(self, host: P2PHost, book: PeerBook, data_dir: Path | None,
                  degree: Degree, bootstrap: list[str],
                  rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 prune_grace: float = PRUNE_GRACE) -> None:
         self._host = host
         self._book = book
         self._data_dir = data_dir
@@ -64,6 +71,8 @@ class ConnectionManager:
         self._rng = rng or random.Random()
         self._clock = clock
         self._protected: set[str] = set()
+        self._prune_grace = prune_grace
+        self._admitted_at: dict[str, float] = {}  # peer ID -> clock()
         for address in bootstrap:
             head, _, peer_id = address.rpartition("/p2p/")
             if peer_id and peer_id != host.peer_id:
@@ -146,7 +155,12 @@ class ConnectionManager:
                 nursery.start_soon(dial, peer)
 
     async def _prune(self, members: set[str], excess: int) -> None:
-        prunable = sorted(members - self._protected)
+        now = self._clock()
+        for gone in set(self._admitted_at) - members:
+            del self._admitted_at[gone]
+        prunable = sorted(p for p in members - self._protected
+                          if self._admitted_at.get(p, now - self._prune_grace)
+                          <= now - self._prune_grace)
         for peer_id in self._rng.sample(prunable, min(excess, len(prunable))):
             log.info("pruning connection (above the high watermark)",
                      extra={"peer_id": peer_id})
@@ -155,6 +169,7 @@ class ConnectionManager:
     # --- peer exchange ------------------------------------------------------------
 
     def _admitted(self, peer_id: str) -> None:
+        self._admitted_at[peer_id] = self._clock()
         if self._exchange_now is not None:
             with contextlib.suppress(trio.WouldBlock):
                 self._exchange_now.send_nowait(peer_id)

@@ -17,9 +17,10 @@ from tests.integration.p2p_helpers import LOOPBACK, NET_A, open_hosts, poll_unti
 
 
 async def manage(nursery: trio.Nursery, host: P2PHost, degree: Degree,
-                 bootstrap: list[str], book: PeerBook | None = None) -> ConnectionManager:
+                 bootstrap: list[str], book: PeerBook | None = None,
+                 prune_grace: float = 0.0) -> ConnectionManager:
     manager = ConnectionManager(host, book or PeerBook(), None, degree, bootstrap,
-                                rng=random.Random(1))
+                                rng=random.Random(1), prune_grace=prune_grace)
     await nursery.start(manager.run)
     return manager
 
@@ -54,6 +55,19 @@ async def test_above_the_high_watermark_connections_are_pruned() -> None:
             await wait_until(hub, lambda: hub.peer_count() == 1)
             # and the pruned spokes see it: exactly one keeps its connection
             await poll_until(lambda: sum(s.peer_count() for s in (b, c, d)) == 1)
+            nursery.cancel_scope.cancel()
+
+
+async def test_new_connections_are_not_pruned_during_the_grace_period() -> None:
+    with trio.fail_after(60):
+        async with open_hosts(NET_A, NET_A, NET_A, NET_A) as (hub, b, c, d), \
+                trio.open_nursery() as nursery:
+            manager = await manage(nursery, hub, Degree(0, 1, 2), [], prune_grace=3600)
+            for spoke in (b, c, d):
+                await spoke.connect(hub.listen_addrs()[0])
+            await wait_until(hub, lambda: hub.peer_count() == 3)
+            await manager.maintain()  # above the high watermark, but all are new
+            assert hub.peer_count() == 3
             nursery.cancel_scope.cancel()
 
 

@@ -1,0 +1,30 @@
+"""py-libp2p's records reach meshd's handler, whenever libp2p is imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# A fresh interpreter: in this one libp2p is already imported by other tests,
+# which would hide the bug (configure ran, then `import libp2p` detached its
+# logger again: trap 15, and its lines went to stderr bare, unfiltered).
+SCRIPT = """
+import io, logging, sys
+from meshd import logs
+buffer = io.StringIO()
+logs.configure("info", "json", buffer)
+import libp2p.network.swarm  # what the daemon imports later
+logging.getLogger("libp2p.network.swarm").warning("from libp2p")
+logging.getLogger("libp2p.kad_dht").error("Failed to read DHT message from stream: x")
+sys.stdout.write(buffer.getvalue())
+"""
+
+
+def test_libp2p_records_go_through_meshd_handler_and_filter() -> None:
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                            timeout=60, check=True)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["logger"], r["msg"]) for r in records] == [
+        ("libp2p.network.swarm", "from libp2p")]  # the DHT noise is filtered (trap 18)
+    assert "from libp2p" not in result.stderr
