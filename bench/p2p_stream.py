@@ -1,18 +1,21 @@
-"""Benchmark: one libp2p stream of meshd's host vs plain and TLS TCP, and connection setup.
+"""Benchmark: one libp2p stream of meshd's host vs plain, encrypted and TLS TCP, and setup.
 
 Two processes on loopback, each running trio: a server (this script started
 again with a hidden flag) and the client (this process). Each has a libp2p host
 opened with ``meshd.p2p.host.open_p2p_host`` (TCP + Noise + Yamux, the Mesh
 handshake, DHT and gossipsub running as in meshd) and the server also listens
-on two trio TCP ports, one plain and one wrapped in ``trio.SSLStream`` (TLS 1.3,
-a self-signed ECDSA P-256 certificate made in-process with ``cryptography``).
+on three trio TCP ports: plain, carrying ChaCha20-Poly1305 frames (see
+``AeadStream``: the cipher of libp2p's Noise, the encrypted baseline), and
+wrapped in ``trio.SSLStream`` (TLS 1.3, a self-signed ECDSA P-256 certificate
+made in-process with ``cryptography``).
 
 * **Throughput.** The client sends ``--mib`` MiB (default 64) in 64 KiB writes
   on one stream, after an 8-byte length; the server counts the bytes and answers
   one byte at the end. Timed from the length to the answer, on an open stream
   (libp2p: opened, protocol negotiated) or connection (TLS: handshake done).
   Subject: a libp2p stream (``/bench/sink/1.0.0`` on the underlying py-libp2p
-  host). Baselines: plain trio TCP, and trio TCP + TLS. Transports run
+  host). Baselines: plain trio TCP, trio TCP + ChaCha20-Poly1305 frames (the
+  goal: libp2p at least half of it), and trio TCP + TLS. Transports run
   interleaved, ``--rounds`` times after a 1 MiB warmup each; MB/s (10^6 bytes)
   of the median round, and the CPU time of both processes per MiB.
 * **Connection setup.** ``--connections`` fresh connections per kind
@@ -57,8 +60,13 @@ LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 SINK = "/bench/sink/1.0.0"
 CHUNK = 64 * 1024
 WARMUP_BYTES = 1 << 20
-KINDS = ("libp2p", "plain", "tls")
-LABELS = {"libp2p": "libp2p (Noise+Yamux)", "plain": "plain TCP", "tls": "TLS 1.3 TCP"}
+KINDS = ("libp2p", "plain", "chacha", "tls")  # throughput
+SETUP_KINDS = ("libp2p", "plain", "tls")  # the ChaCha baseline has no handshake to time
+LABELS = {"libp2p": "libp2p (Noise+Yamux)", "plain": "plain TCP",
+          "chacha": "ChaCha20-Poly1305 TCP", "tls": "TLS 1.3 TCP"}
+GOAL = 0.5  # libp2p / the ChaCha20-Poly1305 baseline (the cipher Noise uses)
+AEAD_FRAME = CHUNK  # plaintext bytes per frame of the ChaCha baseline
+AEAD_RECEIVE = 256 * 1024  # bytes asked of the socket per receive in that baseline
 SETUP_LABELS = {"libp2p": "libp2p dial+Noise+Yamux+hello", "plain": "TCP connect",
                 "tls": "TCP connect + TLS handshake"}
 START_TIMEOUT = 30.0  # for the server process to be ready
@@ -114,6 +122,68 @@ class Pipe:
 
     async def receive_some(self, n: int) -> bytes:
         return await self._receive(n)
+
+
+class AeadStream:
+    """Trio TCP carrying ChaCha20-Poly1305 frames: the encrypted baseline.
+
+    The cipher Noise uses in libp2p, with Noise's nonce (4 zero bytes, then a
+    64-bit little-endian counter) and one key per direction. Each ``send_all``
+    of up to ``AEAD_FRAME`` bytes is one frame: a 4-byte big-endian length, then
+    ciphertext and the 16-byte tag, in one socket write. The receiver reads the
+    socket ``AEAD_RECEIVE`` bytes at a time, and decrypts (and authenticates)
+    each whole frame before handing out its plaintext. No handshake: the keys
+    come from the server's startup line.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, send_key: bytes, receive_key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+        self._stream = stream
+        self._send, self._receive = ChaCha20Poly1305(send_key), ChaCha20Poly1305(receive_key)
+        self._send_nonce = self._receive_nonce = 0
+        self._raw = bytearray()  # received, not yet decrypted
+        self._plain = memoryview(b"")  # decrypted, not yet handed out
+
+    @staticmethod
+    def _nonce(counter: int) -> bytes:
+        return b"\0\0\0\0" + counter.to_bytes(8, "little")
+
+    async def send_all(self, data: bytes) -> None:
+        frames = []
+        for start in range(0, len(data), AEAD_FRAME):
+            sealed = self._send.encrypt(self._nonce(self._send_nonce),
+                                        data[start:start + AEAD_FRAME], None)
+            self._send_nonce += 1
+            frames += (len(sealed).to_bytes(4, "big"), sealed)
+        await self._stream.send_all(b"".join(frames))
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        while not self._plain:
+            if not await self._next_frame():
+                return b""
+        data, self._plain = self._plain[:max_bytes], self._plain[max_bytes:]
+        return bytes(data)
+
+    async def _next_frame(self) -> bool:
+        """Decrypt one frame into ``_plain``; False at a clean end of stream."""
+        while len(self._raw) < 4 or len(self._raw) < 4 + int.from_bytes(self._raw[:4], "big"):
+            more = await self._stream.receive_some(AEAD_RECEIVE)
+            if not more:
+                if self._raw:
+                    raise EOFError("end of stream inside a ChaCha20-Poly1305 frame")
+                return False
+            self._raw += more
+        end = 4 + int.from_bytes(self._raw[:4], "big")
+        with memoryview(self._raw) as raw:  # decrypted straight from the receive buffer
+            plain = self._receive.decrypt(self._nonce(self._receive_nonce), raw[4:end], None)
+        self._plain = memoryview(plain)
+        self._receive_nonce += 1
+        del self._raw[:end]
+        return True
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 async def sink(pipe: Pipe) -> None:
@@ -184,6 +254,7 @@ async def serve() -> None:
     server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     with _pem_files(cert_pem, key_pem) as (cert_path, key_path):
         server_ctx.load_cert_chain(cert_path, key_path)
+    to_server, to_client = os.urandom(32), os.urandom(32)  # ChaCha20-Poly1305 keys
 
     async def libp2p_handler(stream: Any) -> None:
         pipe = Pipe.of_libp2p(stream)
@@ -194,6 +265,10 @@ async def serve() -> None:
     async def plain_handler(stream: trio.SocketStream) -> None:
         async with stream:
             await _quietly(lambda: sink(Pipe.of_trio(stream)))
+
+    async def chacha_handler(stream: trio.SocketStream) -> None:
+        async with stream:
+            await _quietly(lambda: sink(Pipe.of_trio(AeadStream(stream, to_client, to_server))))
 
     async def tls_handler(stream: trio.SocketStream) -> None:
         tls = trio.SSLStream(stream, server_ctx, server_side=True)
@@ -206,10 +281,14 @@ async def serve() -> None:
         host._host.set_stream_handler(TProtocol(SINK), libp2p_handler)
         plain = await nursery.start(functools.partial(trio.serve_tcp, plain_handler, 0,
                                                       host="127.0.0.1"))
+        chacha = await nursery.start(functools.partial(trio.serve_tcp, chacha_handler, 0,
+                                                       host="127.0.0.1"))
         tls = await nursery.start(functools.partial(trio.serve_tcp, tls_handler, 0,
                                                     host="127.0.0.1"))
         info = {"libp2p": host.listen_addrs()[0], "peer_id": host.peer_id,
                 "plain_port": plain[0].socket.getsockname()[1],
+                "chacha_port": chacha[0].socket.getsockname()[1],
+                "chacha_keys": [to_server.hex(), to_client.hex()],
                 "tls_port": tls[0].socket.getsockname()[1], "cert_pem": cert_pem.decode()}
         print(json.dumps(info), flush=True)
         # The parent closes our stdin to stop us; that also works if it dies.
@@ -261,10 +340,12 @@ class Client:
         if kind == "libp2p":
             await self.host.connect(self.info["libp2p"])  # returns at once if connected
             return Pipe.of_libp2p(await self.host._host.new_stream(self.peer, [TProtocol(SINK)]))
-        port = self.info["plain_port" if kind == "plain" else "tls_port"]
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = await trio.open_tcp_stream("127.0.0.1", self.info[f"{kind}_port"])
         if kind == "plain":
             return Pipe.of_trio(stream)
+        if kind == "chacha":
+            to_server, to_client = (bytes.fromhex(k) for k in self.info["chacha_keys"])
+            return Pipe.of_trio(AeadStream(stream, to_server, to_client))
         tls = trio.SSLStream(stream, self.client_ctx, server_hostname="localhost")
         await tls.do_handshake()
         return Pipe.of_trio(tls)
@@ -317,7 +398,12 @@ class Client:
         async with open_p2p_host(os.urandom(32), LOOPBACK, NETWORK_ID) as fresh:
             started = time.perf_counter()
             await fresh.connect(self.info["libp2p"])
-            return time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            # Untimed: the server admits us a moment after we admitted it (its own
+            # hello); leaving before that, it would log us as refused. Its
+            # members-only services answer a ping once it has.
+            await fresh.ping(self.info["peer_id"], 1)
+            return elapsed
 
     async def setup_time(self, kind: str, same_host: bool) -> float:
         """Seconds to establish one fresh connection of ``kind``; closed untimed after."""
@@ -341,9 +427,9 @@ async def measure(info: dict[str, Any], server_pid: int, mib: int, rounds: int,
     async with open_p2p_host(os.urandom(32), LOOPBACK, NETWORK_ID) as host:
         client = Client(host, info, server_pid)
         # Connection setup first, while the hosts are fresh (nothing else runs).
-        setup: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        setup: dict[str, list[float]] = {kind: [] for kind in SETUP_KINDS}
         for i in range(connections + 2):
-            for kind in KINDS:
+            for kind in SETUP_KINDS:
                 elapsed = await client.setup_time(kind, same_host)
                 if i >= 2:  # two untimed attempts each: first-use costs
                     setup[kind].append(elapsed)
@@ -367,7 +453,9 @@ async def measure(info: dict[str, Any], server_pid: int, mib: int, rounds: int,
     return {
         "throughput": throughput, "setup_ms": setup_ms,
         "throughput_ratio": {"libp2p/plain": mb_s["libp2p"] / mb_s["plain"],
+                             "libp2p/chacha": mb_s["libp2p"] / mb_s["chacha"],
                              "libp2p/tls": mb_s["libp2p"] / mb_s["tls"]},
+        "throughput_goal": {"libp2p/chacha": GOAL},
         "setup_p50_ratio": {"libp2p/plain": setup_ms["libp2p"]["p50"] / setup_ms["plain"]["p50"],
                             "libp2p/tls": setup_ms["libp2p"]["p50"] / setup_ms["tls"]["p50"]},
         "setup_p99_ratio": {"libp2p/plain": setup_ms["libp2p"]["p99"] / setup_ms["plain"]["p99"],
@@ -420,12 +508,14 @@ def print_table(results: dict[str, Any]) -> None:
         spread = f"({t['mb_s_min']:.0f}-{t['mb_s_max']:.0f})"
         print(f"{LABELS[kind]:22} {t['mb_s']:>8.1f} {spread:>15} {t['cpu_ms_per_mib']:>23.2f}")
     r = results["throughput_ratio"]
+    print(f"ratio libp2p/ChaCha20-Poly1305 MB/s: {r['libp2p/chacha']:.3f} (goal >= {GOAL}: "
+          f"{'met' if r['libp2p/chacha'] >= GOAL else 'NOT met'})")
     print(f"ratio libp2p/plain MB/s: {r['libp2p/plain']:.3f}, libp2p/TLS: {r['libp2p/tls']:.3f}")
     print()
     print(f"connection setup, {results['connections']} fresh connections each "
           f"(interleaved, +2 untimed; libp2p from a {results['libp2p_setup']} each time), ms")
     print(f"{'':30} {'p50':>7} {'p99':>7} {'min':>7} {'max':>7}")
-    for kind in KINDS:
+    for kind in SETUP_KINDS:
         s = results["setup_ms"][kind]
         print(f"{SETUP_LABELS[kind]:30} {s['p50']:>7.2f} {s['p99']:>7.2f} {s['min']:>7.2f} "
               f"{s['max']:>7.2f}")
