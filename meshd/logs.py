@@ -14,6 +14,8 @@ import logging
 import sys
 from typing import Any, TextIO
 
+from meshd.p2p import import_libp2p
+
 # Attributes every LogRecord has; anything else was passed with extra={...}.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message", "asctime", "taskName"}
@@ -68,7 +70,7 @@ def configure(level: str, fmt: str, stream: TextIO = sys.stderr) -> None:
     """Send all logs (ours and py-libp2p's) to ``stream`` in ``fmt``."""
     # Importing libp2p detaches its logger (trap 15): import it first, so that
     # the re-attachment below is not undone by a later import.
-    import libp2p  # noqa: F401
+    import_libp2p()
 
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -78,6 +78,12 @@ async def test_a_plain_libp2p_node_is_dropped() -> None:
 
 async def test_a_garbage_handshake_is_dropped() -> None:
     stranger = plain_libp2p_host()
+    # It accepts our hello stream and never answers: only its garbage can end it
+    # (a refused hello stream would get it dropped first, for another reason).
+    async def never_answer(stream: object) -> None:
+        await trio.sleep_forever()
+
+    stranger.set_stream_handler(HELLO_PROTOCOL, never_answer)  # type: ignore[attr-defined]
     with trio.fail_after(20):
         async with open_hosts(NET_A) as (ours,), \
                 stranger.run([multiaddr.Multiaddr(LOOPBACK[0])]):  # type: ignore[attr-defined]
