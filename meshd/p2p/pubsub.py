@@ -16,11 +16,13 @@ tests/integration/test_pubsub.py):
   drops silently: off (rate limiting and scoring are meshd's own business);
 * trap 7: meshsub v1.2 sends IDONTWANT for every message, doubling CPU: v1.1;
 * trap 8: ``publish()`` never blocks, and per-peer outbound queues (32 RPCs)
-  and subscription channels (32) drop when full. meshd publishes only while
-  every outbound queue has room (back-pressure, then an explicit error),
-  drains the subscription channel at once into bounded per-subscriber
-  buffers, ends a subscriber that falls behind with an explicit error, and
-  counts every drop, including py-libp2p's own (``drop_rpc`` only logs);
+  and subscription channels (32) drop when full. meshd makes the outbound
+  queues roomy (meshd/p2p/outbound.py) so that forwarders absorb bursts,
+  publishes only while its own queues have room (back-pressure, then an
+  explicit error), replaces the subscription channel by a synchronous
+  hand-off into bounded per-subscriber buffers, ends a subscriber that falls
+  behind with an explicit error, and counts every drop, including
+  py-libp2p's own (``drop_rpc`` only logs);
 * eclipse protection (on by default) wants 3 distinct IPs in a mesh: off,
   meshd's connection manager owns peer diversity.
 """
@@ -43,6 +45,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshd import errors
+from meshd.p2p import outbound
 from meshd.p2p.hostview import MembersOnlyHost
 from meshd.p2p.membership import Membership
 
@@ -53,7 +56,8 @@ HEARTBEAT_SECONDS = 1
 MAX_MESSAGE_BYTES = 1 << 20  # gossipsub's default RPC limit is 1 MiB
 MAX_TOPIC_CHARS = 200
 SUBSCRIBER_BUFFER = 1024  # messages a local subscriber may fall behind
-# Publish waits while a peer's outbound queue (32 RPCs) is this full ...
+# Publish waits while a peer's outbound queue holds this many RPCs (the queues are
+# roomy, meshd/p2p/outbound.py, but the publisher keeps its own short) ...
 QUEUE_HIGH_WATER = 24
 # ... for at most this long, then refuses with an explicit error.
 PUBLISH_BACKPRESSURE_TIMEOUT = 5.0
@@ -105,7 +109,21 @@ class _Subscriber:
 @dataclass
 class _Topic:
     subscribers: list[_Subscriber] = field(default_factory=list)
-    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class _TopicSink:
+    """Stands in for py-libp2p's subscription channel of one topic (see open_subscription)."""
+
+    def __init__(self, broadcast: Broadcast, topic: str, entry: _Topic) -> None:
+        self._broadcast = broadcast
+        self._topic = topic
+        self._entry = entry
+
+    def send_nowait(self, raw: Any) -> None:
+        self._broadcast._deliver(self._topic, self._entry, raw)
+
+    async def aclose(self) -> None:  # py-libp2p's unsubscribe closes the channel
+        pass
 
 
 class Subscription:
@@ -192,8 +210,15 @@ class Broadcast:
         entry = self._topics.get(wire)
         if entry is None:
             entry = self._topics[wire] = _Topic()
-            upstream = await self._pubsub.subscribe(wire)
-            self._nursery.start_soon(self._pump, topic, upstream, entry)
+            await self._pubsub.subscribe(wire)
+            # py-libp2p hands messages to a 32-message channel and drops them
+            # when it is full (trap 8), which a burst did even with a task
+            # draining it at once: the reading task runs ahead of that task.
+            # The sink delivers synchronously into the subscribers' buffers.
+            upstream = self._pubsub.subscribed_topics_send[wire]
+            sink: Any = _TopicSink(self, topic, entry)  # duck-types the channel
+            self._pubsub.subscribed_topics_send[wire] = sink
+            upstream.close()
         subscriber = _Subscriber(send)
         entry.subscribers.append(subscriber)
         try:
@@ -204,7 +229,6 @@ class Broadcast:
                 entry.subscribers.remove(subscriber)
             if not entry.subscribers and self._topics.get(wire) is entry:
                 del self._topics[wire]
-                entry.cancel.cancel()
                 with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await self._pubsub.unsubscribe(wire)
 
@@ -214,23 +238,20 @@ class Broadcast:
             async for message in subscription:
                 yield message
 
-    async def _pump(self, topic: str, subscription: Any, entry: _Topic) -> None:
-        """Drain py-libp2p's 32-message channel at once into every subscriber's buffer."""
-        with entry.cancel:
-            async for raw in subscription:
-                message = Message(topic, bytes(raw.data), str(ID(raw.from_id)),
-                                  int.from_bytes(raw.seqno, "big"), time.time())
-                for subscriber in list(entry.subscribers):
-                    try:
-                        subscriber.send.send_nowait(message)
-                        self.counters.delivered += 1
-                    except trio.WouldBlock:
-                        # Never block the pump (py-libp2p would drop behind it):
-                        # end this subscriber, which subscribe() turns into an error.
-                        self.counters.dropped_slow_subscriber += 1
-                        subscriber.dropped += 1
-                        entry.subscribers.remove(subscriber)
-                        subscriber.send.close()
+    def _deliver(self, topic: str, entry: _Topic, raw: Any) -> None:
+        message = Message(topic, bytes(raw.data), str(ID(raw.from_id)),
+                          int.from_bytes(raw.seqno, "big"), time.time())
+        for subscriber in list(entry.subscribers):
+            try:
+                subscriber.send.send_nowait(message)
+                self.counters.delivered += 1
+            except trio.WouldBlock:
+                # Never block py-libp2p's reader: end this subscriber, which
+                # subscribe() turns into an error.
+                self.counters.dropped_slow_subscriber += 1
+                subscriber.dropped += 1
+                entry.subscribers.remove(subscriber)
+                subscriber.send.close()
 
     def set_validator(self, topic: str, validator: Validator) -> None:
         """Check every message on ``topic`` before it is delivered or forwarded.
@@ -274,6 +295,7 @@ async def open_broadcast_services(host: IHost, membership: Membership,
     view = MembersOnlyHost(host, membership, dial_members_only=True)
     pubsub = Pubsub(view, router,  # type: ignore[arg-type]
                     strict_signing=True, max_inbound_rpc_size=MAX_MESSAGE_BYTES)
+    outbound.install(pubsub)
     async with background_trio_service(pubsub), background_trio_service(router):
         yield pubsub
 
