@@ -111,6 +111,12 @@ def verify(raw: bytes, network_id: str) -> Verified:
     return Verified(digest, body, raw)
 
 
+def decode_stored(raw: bytes) -> Verified:
+    """An entry this node verified before storing it: decoded, not re-checked."""
+    wire = ledger_pb2.Entry.FromString(raw)
+    return Verified(entry_hash(wire.body), ledger_pb2.EntryBody.FromString(wire.body), raw)
+
+
 def _check_structure(body: ledger_pb2.EntryBody, network_id: str, digest: bytes) -> None:
     def fail(message: str) -> EntryError:
         return EntryError(message, digest)

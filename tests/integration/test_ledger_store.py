@@ -1,0 +1,127 @@
+"""The entry store: links checked, durable group commit, append-only, verify."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from mesh.ledger.v1 import ledger_pb2
+from meshcore.ledger import entry
+from meshcore.ledger.entry import EntryError, Verified
+from meshd.ledger.store import GroupCommitter, LedgerStore, PastMissing
+
+NET = "net_pbveuy5e75bdsw3e25x4g2rviy"
+ALICE, BOB = bytes(range(1, 33)), bytes(range(2, 34))
+
+
+class Author:
+    """Writes a well-formed chain of transfers, as an honest node would."""
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed = seed
+        self.key = entry.public_key(seed)
+        self.head: Verified | None = None
+
+    def next(self, deps: list[bytes] | None = None, seq: int | None = None,
+             prev: bytes | None = None) -> Verified:
+        body = ledger_pb2.EntryBody(
+            network_id=NET, author=self.key,
+            seq=seq if seq is not None else (self.head.seq + 1 if self.head else 1),
+            prev=prev if prev is not None else (self.head.hash if self.head else b""),
+            deps=sorted(deps or []), transfer=ledger_pb2.Transfer(to=bytes(32), amount=1))
+        made = entry.verify(entry.sign(self.seed, body), NET)
+        self.head = made
+        return made
+
+
+async def committed(store: LedgerStore, *items: Verified) -> list[EntryError | None]:
+    committer = GroupCommitter(store)
+    results: list[EntryError | None] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(committer.run)
+        for item in items:
+            try:
+                await committer.append(item)
+                results.append(None)
+            except EntryError as exc:
+                results.append(exc)
+        nursery.cancel_scope.cancel()
+    return results
+
+
+async def test_appended_entries_survive_reopening_and_verify(tmp_path: Path) -> None:
+    alice, bob = Author(ALICE), Author(BOB)
+    a1, a2 = alice.next(), alice.next()
+    b1 = bob.next(deps=[a2.hash])
+    store = LedgerStore.in_dir(tmp_path, NET)
+    assert await committed(store, a1, a2, b1, a2) == [None] * 4  # a2 twice: idempotent
+    store.close()
+    again = LedgerStore.in_dir(tmp_path, NET)
+    assert again.count() == 3
+    assert [v.hash for v in again.by_author(alice.key)] == [a1.hash, a2.hash]
+    assert again.get(b1.hash) == b1 and again.last_seq(bob.key) == 1
+    assert again.verify() == (3, None)
+
+
+async def test_missing_past_and_bad_links_are_refused_and_not_stored(tmp_path: Path) -> None:
+    alice, bob = Author(ALICE), Author(BOB)
+    a1, a2 = alice.next(), alice.next()
+    b1 = bob.next()
+    wrong_seq = alice.next(seq=5, prev=a1.hash)          # prev's seq is 1, not 4
+    others_prev = bob.next(seq=2, prev=a1.hash)           # prev is alice's entry
+    own_dep = alice.next(seq=3, prev=a2.hash, deps=[a1.hash])  # own entry as a dep
+    store = LedgerStore.in_dir(tmp_path, NET)
+    results = await committed(store, a2, a1, a2, b1, wrong_seq, others_prev, own_dep)
+    assert isinstance(results[0], PastMissing) and results[0].hashes == [a1.hash]
+    assert results[1:4] == [None, None, None]  # a2 goes in once its prev is there
+    assert "seq 1, not 4" in str(results[4])
+    assert "another author" in str(results[5])
+    assert "own entry" in str(results[6])
+    assert store.count() == 3
+
+
+async def test_concurrent_appends_share_durable_commits(tmp_path: Path) -> None:
+    authors = [Author(bytes([i]) * 32) for i in range(1, 101)]
+    firsts = [a.next() for a in authors]
+    store = LedgerStore.in_dir(tmp_path, NET)
+    committer = GroupCommitter(store)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            async with trio.open_nursery() as appenders:
+                for item in firsts:
+                    appenders.start_soon(committer.append, item)
+            nursery.cancel_scope.cancel()
+    assert committer.appended == 100 and store.count() == 100
+    assert committer.batches < 10  # grouped, not one transaction each
+
+
+def test_the_store_is_append_only(tmp_path: Path) -> None:
+    store = LedgerStore.in_dir(tmp_path, NET)
+    store.insert([Author(ALICE).next()])
+    db = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE entries SET seq = 9")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM entries")
+    assert store.count() == 1
+
+
+def test_verify_names_the_first_tampered_entry(tmp_path: Path) -> None:
+    alice = Author(ALICE)
+    chain = [alice.next() for _ in range(5)]
+    store = LedgerStore.in_dir(tmp_path, NET)
+    assert store.insert(chain) == [None] * 5
+    # Someone edits the file behind meshd's back (past the triggers): entry 3's amount.
+    db = sqlite3.connect(store.path)
+    db.execute("DROP TRIGGER entries_no_update")
+    tampered = chain[2].raw.replace(b"\x10\x01", b"\x10\x02")
+    db.execute("UPDATE entries SET raw = ? WHERE hash = ?", (tampered, chain[2].hash))
+    db.commit()
+    checked, bad = store.verify()
+    assert checked == 2 and bad is not None
+    assert (bad.rowid, bad.hash, bad.author, bad.seq) == (3, chain[2].hash, alice.key, 3)
+    assert "signature does not verify" in bad.reason
