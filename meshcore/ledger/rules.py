@@ -1,0 +1,128 @@
+"""Validity of an entry against its causal past (docs/ledger.md §3.2 rules 4-6).
+
+Each stored entry keeps :class:`Derived` values computed in O(1) from its prev
+and deps; an entry is judged with them and with the settled state its past
+has reached (``Settled(fin_p)``). Nothing here depends on arrival order: the
+causal past is fixed by the hashes.
+
+Implemented kinds: transfer, stake, unstake, withdraw, anchor. The consensus,
+evidence and penalty kinds are refused as "not supported by this version"
+until their rules land (issue 4): a node never stores what it cannot judge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshcore.ledger.entry import KEY_BYTES, EntryError, Verified
+from meshcore.ledger.state import Settled
+
+MAX_EPOCH_AHEAD = 3
+MAX_ENTRIES_PER_EPOCH = 10_000
+MEMO_MAX_BYTES = 256
+CONSENSUS_KINDS = frozenset({"close", "proposal", "prevote", "precommit", "certificate"})
+SUPPORTED_KINDS = frozenset({"transfer", "stake", "unstake", "withdraw", "anchor"})
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Running values of an author's chain, up to and including one entry."""
+
+    seq: int
+    epoch: int
+    fin: int  # highest certified epoch in the causal past (-1: none)
+    epoch_count: int  # the author's entries with this epoch, this one included
+    debit: int  # transfer and stake amounts
+    withdrawn: int
+    staked: int
+    unstaked: int
+
+
+ZERO = Derived(seq=0, epoch=0, fin=-1, epoch_count=0, debit=0, withdrawn=0, staked=0,
+               unstaked=0)
+
+
+def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Settled,
+          canon_base: Derived | None = None) -> Derived:
+    """Check ``item`` and return its derived values.
+
+    Args:
+        prev: the derived values of the author's previous entry (None for seq 1).
+        deps: those of each dep.
+        settled: ``Settled(fin_p)``, where fin_p is the highest ``fin`` of prev
+            and deps.
+        canon_base: the derived values of the author's canonical head in
+            ``settled`` (None when the author has no canonical entry yet); the
+            caller has checked that it is on the item's prev-chain.
+
+    Raises:
+        EntryError: naming the rule the entry breaks.
+    """
+    body = item.body
+    kind = item.kind
+
+    def fail(message: str) -> EntryError:
+        return EntryError(message, item.hash)
+
+    fin_p = max([d.fin for d in deps] + ([prev.fin] if prev else []), default=-1)
+    if settled.epoch != fin_p:
+        raise ValueError(f"judge() needs Settled({fin_p}), got Settled({settled.epoch})")
+    if prev is not None and body.epoch < prev.epoch:
+        raise fail(f"epoch {body.epoch} is before its prev's epoch {prev.epoch}")
+    if not fin_p < body.epoch <= fin_p + MAX_EPOCH_AHEAD:
+        raise fail(f"epoch {body.epoch} is outside {fin_p + 1}..{fin_p + MAX_EPOCH_AHEAD} "
+                   f"(its past is settled up to epoch {fin_p})")
+    same_epoch = prev is not None and prev.epoch == body.epoch
+    count = (prev.epoch_count if same_epoch and prev else 0) + (kind not in CONSENSUS_KINDS)
+    if count > MAX_ENTRIES_PER_EPOCH:
+        raise fail(f"more than {MAX_ENTRIES_PER_EPOCH} entries of one author in epoch "
+                   f"{body.epoch}")
+    if kind not in SUPPORTED_KINDS:
+        raise fail(f"entries of kind {kind!r} are not supported by this version yet")
+
+    base = prev or ZERO
+    amount = getattr(body, kind).amount if kind != "anchor" else 0
+    derived = Derived(
+        seq=item.seq, epoch=body.epoch, fin=fin_p, epoch_count=count,
+        debit=base.debit + (amount if kind in ("transfer", "stake") else 0),
+        withdrawn=base.withdrawn + (amount if kind == "withdraw" else 0),
+        staked=base.staked + (amount if kind == "stake" else 0),
+        unstaked=base.unstaked + (amount if kind == "unstake" else 0))
+    problem = _kind_problem(item, derived, settled, canon_base or ZERO)
+    if problem is not None:
+        raise fail(problem)
+    return derived
+
+
+def _kind_problem(item: Verified, derived: Derived, settled: Settled,
+                  canon: Derived) -> str | None:
+    """What is wrong with the entry's own fields and funds, if anything."""
+    body, kind, author = item.body, item.kind, item.author
+    account = settled.account(author)
+    if kind == "anchor":
+        return None if body.deps else "an anchor must name deps"
+    amount = getattr(body, kind).amount
+    if amount < 1:
+        return f"{kind} amount must be at least 1"
+    # Sums over the author's entries not yet canonical (docs/ledger.md: U).
+    debit = derived.debit - canon.debit
+    withdrawn = derived.withdrawn - canon.withdrawn
+    if kind == "transfer":
+        transfer = body.transfer
+        if len(transfer.to) != KEY_BYTES:
+            return "transfer recipient is not a 32-byte key"
+        if transfer.to == author:
+            return "a transfer to oneself"
+        if len(transfer.memo.encode()) > MEMO_MAX_BYTES:
+            return f"memo over {MEMO_MAX_BYTES} bytes"
+    if kind in ("transfer", "stake"):
+        available = account.liquid + withdrawn - debit
+        if available < 0:
+            return (f"{kind} of {amount} exceeds the author's available balance "
+                    f"({available + amount})")
+    elif kind == "unstake":
+        if derived.unstaked - canon.unstaked > account.bonded + derived.staked - canon.staked:
+            return f"unstake of {amount} exceeds the author's bonded stake"
+    elif kind == "withdraw" and withdrawn > settled.matured(author, settled.epoch):
+        return f"withdraw of {amount} exceeds the author's matured unbonded stake"
+    return None
