@@ -49,6 +49,7 @@ bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/p2p_stream.py
 	$(BIN)/python bench/gossip.py
 	$(BIN)/python bench/dht.py
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache
