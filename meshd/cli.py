@@ -20,10 +20,11 @@ import click
 import trio
 
 from meshcore import genesis as genesis_doc
+from meshcore.paths import default_data_dir
 from meshcore.version import __version__
-from meshd import sdnotify
+from meshd import datadir, sdnotify
 from meshd.config import DEFAULT_P2P_PORT, Config, ConfigError
-from meshd.datadir import GENESIS_FILE
+from meshd.datadir import GENESIS_FILE, DataDirError
 
 log = logging.getLogger("meshd")
 
@@ -96,6 +97,27 @@ def bootstrap(port: int | None, **options: Any) -> None:
     listen = (f"/ip4/0.0.0.0/tcp/{port}",)
     sys.exit(serve(dataclasses.replace(config, p2p=dataclasses.replace(config.p2p,
                                                                       listen=listen))))
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory. Default: /var/lib/mesh for root, else "
+                   "~/.local/share/mesh.")
+def identity(data_dir: Path | None) -> None:
+    """Print this node's peer ID, creating its identity key if there is none.
+
+    A founder needs the peer IDs of the first nodes before writing the genesis
+    (token allocations, validators): run this on each, then 'meshctl network
+    init --allocate PEER_ID:AMOUNT --validator PEER_ID ...'.
+    """
+    from meshd.identity import IdentityError, load_or_create_identity
+    from meshd.p2p.host import peer_id_of
+
+    try:
+        directory = datadir.prepare(data_dir or default_data_dir())
+        click.echo(peer_id_of(load_or_create_identity(directory)))
+    except (DataDirError, IdentityError, OSError) as exc:
+        _fail(str(exc), EXIT_FAILURE)
 
 
 @cli.command()

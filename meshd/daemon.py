@@ -20,6 +20,7 @@ from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_an
 from meshd.config import Config
 from meshd.datadir import DataDirError
 from meshd.identity import IdentityError, load_or_create_identity
+from meshd.ledger.ledger import open_ledger
 from meshd.metrics import MetricsSetupError, open_metrics_endpoint
 from meshd.network import Network
 from meshd.node import StatusBoard
@@ -68,9 +69,10 @@ async def run_daemon(config: Config, *,
                          listening=True, peer_count=host.peer_count())
             network = Network(genesis, genesis_toml, host.peer_count,
                               host.dht.routing_table_size)
-            async with open_trio_bridge() as bridge, trio.open_nursery() as nursery:
+            async with open_ledger(data_dir, seed, genesis) as ledger, \
+                    open_trio_bridge() as bridge, trio.open_nursery() as nursery:
                 endpoints = await nursery.start(serve_api, config, bridge,
-                                                Services(board, network, host))
+                                                Services(board, network, host, ledger))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 connections = ConnectionManager(
                     host, peerbook.load(data_dir), data_dir,

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.dht.v1 import dht_pb2, dht_pb2_grpc
+from mesh.ledger.v1 import service_pb2, service_pb2_grpc
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
@@ -29,11 +30,13 @@ from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
 from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
 from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
 from meshd.api.dht_servicer import DhtServicer
+from meshd.api.ledger_servicer import LedgerServicer
 from meshd.api.network_servicer import NetworkServicer
 from meshd.api.node_servicer import NodeServicer
 from meshd.api.peers_servicer import PeersServicer
 from meshd.api.pubsub_servicer import PubsubServicer
 from meshd.config import Config
+from meshd.ledger.ledger import Ledger
 from meshd.network import Network
 from meshd.node import StatusBoard
 from meshd.p2p.host import P2PHost
@@ -48,6 +51,7 @@ SERVICE_NAMES = (
     peers_pb2.DESCRIPTOR.services_by_name["PeersService"].full_name,
     dht_pb2.DESCRIPTOR.services_by_name["DhtService"].full_name,
     pubsub_pb2.DESCRIPTOR.services_by_name["PubsubService"].full_name,
+    service_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
 )
 _SERVER_OPTIONS = [
     # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
@@ -67,6 +71,7 @@ class Services:
     board: StatusBoard
     network: Network
     host: P2PHost
+    ledger: Ledger
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
                 DhtServicer(bridge, services.host.dht), server)
             pubsub_pb2_grpc.add_PubsubServiceServicer_to_server(
                 PubsubServicer(bridge, services.host.broadcast), server)
+            service_pb2_grpc.add_LedgerServiceServicer_to_server(
+                LedgerServicer(bridge, services.ledger), server)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

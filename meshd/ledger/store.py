@@ -44,9 +44,11 @@ CREATE TABLE IF NOT EXISTS entries (
     seq    INTEGER NOT NULL,
     epoch  INTEGER NOT NULL,
     kind   TEXT NOT NULL,
+    subject BLOB,  -- the account an entry is about besides its author (a transfer's recipient)
     raw    BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_author ON entries (author, seq);
+CREATE INDEX IF NOT EXISTS entries_by_subject ON entries (subject) WHERE subject IS NOT NULL;
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
@@ -113,6 +115,14 @@ class LedgerStore:
                 "LIMIT ?", (author, after_seq, limit)).fetchall()
         return [entries.decode_stored(r[0]) for r in rows]
 
+    def about(self, subject: bytes, limit: int = 1000) -> list[Verified]:
+        """Entries of other authors about ``subject`` (transfers to it), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT raw FROM entries WHERE subject = ? ORDER BY rowid DESC LIMIT ?",
+                (subject, limit)).fetchall()
+        return [entries.decode_stored(r[0]) for r in rows]
+
     def last_seq(self, author: bytes) -> int:
         with self._lock:
             row = self._db.execute("SELECT max(seq) FROM entries WHERE author = ?",
@@ -146,14 +156,14 @@ class LedgerStore:
             pending[item.hash] = item
             results.append(None)
         if pending:
-            rows = [(v.hash, v.author, v.seq, v.body.epoch, v.kind, v.raw)
+            rows = [(v.hash, v.author, v.seq, v.body.epoch, v.kind, _subject(v), v.raw)
                     for v in pending.values()]
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     self._db.executemany(
-                        "INSERT INTO entries (hash, author, seq, epoch, kind, raw) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", rows)
+                        "INSERT INTO entries (hash, author, seq, epoch, kind, subject, raw) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
@@ -231,6 +241,10 @@ def _best_effort(raw: bytes) -> tuple[bytes, int]:
     except Exception:
         return b"", 0
     return decoded.author, decoded.seq
+
+
+def _subject(item: Verified) -> bytes | None:
+    return item.body.transfer.to if item.kind == "transfer" else None
 
 
 class _BatchPast:

@@ -1,0 +1,160 @@
+"""This node's ledger: its own chain, the store, and balances.
+
+Before replication and settlements land (docs/ledger.md status), a node holds
+its own entries and judges them against the genesis state, ``Settled(-1)``.
+Own entries are written one at a time (an author's chain is linear), judged
+before they are stored, and acknowledged only once durable (GroupCommitter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from mesh.ledger.v1 import ledger_pb2
+from meshcore.genesis import Genesis
+from meshcore.ledger import accounts, rules
+from meshcore.ledger import entry as entries
+from meshcore.ledger.entry import EntryError, Verified
+from meshcore.ledger.state import Settled, genesis_state
+from meshd import errors
+from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore
+
+MAX_AMOUNT = 2**64 - 1
+MAX_HISTORY = 1000
+
+
+@dataclass(frozen=True)
+class Balance:
+    account: str
+    settled: int
+    pending_out: int
+    pending_in: int
+    available: int
+    bonded: int
+
+
+class Ledger:
+    """Lives on the trio loop; the store's blocking calls go through a thread."""
+
+    def __init__(self, store: LedgerStore, committer: GroupCommitter, seed: bytes,
+                 genesis: Genesis, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._committer = committer
+        self._seed = seed
+        self.genesis = genesis
+        self._clock = clock
+        self.key = entries.public_key(seed)
+        self.settled: Settled = genesis_state(genesis)
+        self._head: tuple[Verified, rules.Derived] | None = None
+        self._writing = trio.Lock()
+
+    async def load_own_chain(self) -> None:
+        """Re-judge this node's stored chain, to know its head and running sums."""
+        head: tuple[Verified, rules.Derived] | None = None
+        after = 0
+        while True:
+            page = await trio.to_thread.run_sync(self.store.by_author, self.key, after)
+            if not page:
+                break
+            for item in page:
+                derived = rules.judge(item, head[1] if head else None, [], self.settled)
+                head = (item, derived)
+            after = page[-1].seq
+        self._head = head
+
+    # --- writing ----------------------------------------------------------------
+
+    async def transfer(self, to: str, amount: int, memo: str = "") -> Verified:
+        recipient = _account(to, "recipient")
+        if not 1 <= amount <= MAX_AMOUNT:
+            raise errors.InvalidArgument(f"amount must be 1 to {MAX_AMOUNT} base units")
+        if recipient == self.key:
+            raise errors.InvalidArgument("a transfer to this node's own account")
+        if len(memo.encode()) > rules.MEMO_MAX_BYTES:
+            raise errors.InvalidArgument(f"memo over {rules.MEMO_MAX_BYTES} bytes")
+        return await self._append(transfer=ledger_pb2.Transfer(to=recipient, amount=amount,
+                                                               memo=memo))
+
+    async def _append(self, **kind: object) -> Verified:
+        async with self._writing:
+            head = self._head
+            epoch = self._epoch(head[1] if head else None)
+            body = ledger_pb2.EntryBody(
+                network_id=self.genesis.network_id, author=self.key,
+                seq=head[0].seq + 1 if head else 1, prev=head[0].hash if head else b"",
+                epoch=epoch, **kind)  # type: ignore[arg-type]
+            item = entries.verify(entries.sign(self._seed, body), self.genesis.network_id)
+            try:
+                derived = rules.judge(item, head[1] if head else None, [], self.settled)
+                await self._committer.append(item)
+            except EntryError as exc:
+                raise errors.FailedPrecondition(str(exc)) from None
+            self._head = (item, derived)
+            return item
+
+    def _epoch(self, prev: rules.Derived | None) -> int:
+        """The clock's epoch, clamped into what the entry's past allows (§3.2 rule 4)."""
+        started = self.genesis.genesis_time.timestamp()
+        by_clock = max(0, int((self._clock() - started) // self.genesis.rewards.epoch_seconds))
+        fin = self.settled.epoch
+        lowest = max(fin + 1, prev.epoch if prev else 0)
+        return min(max(by_clock, lowest), fin + rules.MAX_EPOCH_AHEAD)
+
+    # --- reading ----------------------------------------------------------------
+
+    async def balance(self, account: str = "") -> Balance:
+        key = _account(account, "account") if account else self.key
+        own = await trio.to_thread.run_sync(self.store.by_author, key, 0, MAX_HISTORY * 100)
+        incoming = await trio.to_thread.run_sync(self.store.about, key, MAX_HISTORY * 100)
+        settled = self.settled.account(key)
+        out = sum(_amount(e) for e in own if e.kind in ("transfer", "stake"))
+        withdrawn = sum(_amount(e) for e in own if e.kind == "withdraw")
+        pending_in = sum(e.body.transfer.amount for e in incoming)
+        return Balance(accounts.peer_id_of(key), settled.liquid, out, pending_in,
+                       settled.liquid + withdrawn - out, settled.bonded)
+
+    async def history(self, account: str = "", limit: int = 50) -> list[Verified]:
+        if not 1 <= limit <= MAX_HISTORY:
+            raise errors.InvalidArgument(f"limit must be 1 to {MAX_HISTORY}")
+        key = _account(account, "account") if account else self.key
+        own = await trio.to_thread.run_sync(self.store.by_author, key, 0, MAX_HISTORY * 100)
+        incoming = await trio.to_thread.run_sync(self.store.about, key, limit)
+        merged = own[::-1][:limit] + incoming
+        merged.sort(key=lambda e: e.body.epoch, reverse=True)  # stable: own first in an epoch
+        return merged[:limit]
+
+    async def verify(self) -> tuple[int, BadEntry | None]:
+        return await trio.to_thread.run_sync(self.store.verify)
+
+
+def _amount(item: Verified) -> int:
+    return int(getattr(item.body, item.kind).amount)
+
+
+def _account(peer_id: str, what: str) -> bytes:
+    try:
+        return accounts.key_of(peer_id)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"{what}: {exc}") from None
+
+
+@contextlib.asynccontextmanager
+async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis) -> AsyncIterator[Ledger]:
+    """Open the store in ``data_dir``, run its committer, load this node's chain."""
+    store = await trio.to_thread.run_sync(LedgerStore.in_dir, data_dir, genesis.network_id)
+    try:
+        committer = GroupCommitter(store)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            ledger = Ledger(store, committer, seed, genesis)
+            await ledger.load_own_chain()
+            yield ledger
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
