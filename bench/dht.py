@@ -69,184 +69,51 @@ import math
 import os
 import queue
 import random
-import select
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+from cluster import (
+    CALL_TIMEOUT,
+    Node,
+    cpu_seconds,
+    running_nodes,
+    spread,
+    wait_until,
+)
 
 from mesh.dht.v1 import dht_pb2, dht_pb2_grpc
 from mesh.network.v1 import network_pb2, network_pb2_grpc
-from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
 
-BIN = Path(sys.executable).parent  # the venv's bin: meshd and meshctl live next to python
 READY_TIMEOUT = 60.0  # for all nodes to send READY=1 (30 processes importing libp2p on 2 cores)
 SETTLE_TIMEOUT = 30.0  # for every node to have a peer and a routing table
 ROUTING_TARGET = 8  # routing table size to wait for (or N - 1): the connection manager's target
-CALL_TIMEOUT = 5.0  # per gRPC call, except DHT operations
 DHT_TIMEOUT = 40.0  # per DHT call: meshd bounds its DHT queries at 30 s
-STOP_TIMEOUT = 10.0  # SIGTERM, then kill
 
 
 # --- daemons -------------------------------------------------------------------------------
 
-def make_genesis(directory: Path) -> Path:
-    subprocess.run([str(BIN / "meshctl"), "network", "init", "--name", "Bench",
-                    "--token-name", "Bench", "--token-symbol", "BEN", "--out", str(directory)],
-                   check=True, capture_output=True, timeout=READY_TIMEOUT)
-    return directory / "genesis.toml"
+def routing_table_size(node: Node) -> int:
+    stub = node.stub(network_pb2_grpc.NetworkServiceStub)
+    response = stub.GetNetwork(network_pb2.GetNetworkRequest(), timeout=CALL_TIMEOUT)
+    return int(response.routing_table_size)
 
 
-class Node:
-    """One ``meshd run`` process with its data dir, log, readiness socket and gRPC channel."""
-
-    def __init__(self, workdir: Path, index: int, genesis: Path) -> None:
-        self.index = index
-        self.data_dir = workdir / f"node-{index}"
-        self.socket = self.data_dir / "meshd.sock"
-        self.log_path = workdir / f"node-{index}.log"
-        self.genesis = genesis
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(workdir / f"node-{index}.notify"))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.sigkilled = False  # by the benchmark, on purpose
-        self.killed_at_stop = False  # did not exit within STOP_TIMEOUT of SIGTERM
-        self.stop_seconds: float | None = None
-        self.peer_id = ""
-        self._channel: grpc.Channel | None = None
-
-    def start(self, bootstrap: str | None, extra_env: dict[str, str]) -> None:
-        argv = [str(BIN / "meshd"), "run", "--genesis", str(self.genesis),
-                "--data-dir", str(self.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0",
-                "--log-level", "warning"]
-        if bootstrap:
-            argv += ["--bootstrap", bootstrap]
-        # MESHD_* variables of whoever runs this would change meshd's config: drop them.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHD_")}
-        env.update(extra_env)
-        env["NOTIFY_SOCKET"] = self.notify.getsockname()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, deadline: float) -> None:
-        assert self.proc is not None
-        while (left := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self.notify], [], [], min(0.1, left))
-            if readable and "READY=1" in self.notify.recv(4096).decode(errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                break
-        raise self.failure("did not send READY=1")
-
-    def failure(self, why: str) -> RuntimeError:
-        code = self.proc.poll() if self.proc else None
-        log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-        return RuntimeError(f"meshd node {self.index} {why} (exit code {code}); its log:\n{log}")
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def channel(self) -> grpc.Channel:
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(f"unix:{self.socket}")
-        return self._channel
-
-    def status(self) -> Any:
-        stub = node_pb2_grpc.NodeServiceStub(self.channel)
-        return stub.GetStatus(node_pb2.GetStatusRequest(), timeout=CALL_TIMEOUT).status
-
-    def routing_table_size(self) -> int:
-        stub = network_pb2_grpc.NetworkServiceStub(self.channel)
-        response = stub.GetNetwork(network_pb2.GetNetworkRequest(), timeout=CALL_TIMEOUT)
-        return int(response.routing_table_size)
-
-    def connected_peers(self) -> list[str]:
-        stub = peers_pb2_grpc.PeersServiceStub(self.channel)
-        response = stub.ListPeers(peers_pb2.ListPeersRequest(), timeout=CALL_TIMEOUT)
-        return [p.peer_id for p in response.peers]
-
-    def dht(self) -> dht_pb2_grpc.DhtServiceStub:
-        return dht_pb2_grpc.DhtServiceStub(self.channel)
-
-    def sigkill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=STOP_TIMEOUT)
-        self.sigkilled = True
-
-    def stop(self) -> None:
-        """SIGTERM if still running; the caller waits (all nodes stop in parallel)."""
-        if self._channel is not None:
-            self._channel.close()
-        if self.alive:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
+def connected_peers(node: Node) -> list[str]:
+    stub = node.stub(peers_pb2_grpc.PeersServiceStub)
+    response = stub.ListPeers(peers_pb2.ListPeersRequest(), timeout=CALL_TIMEOUT)
+    return [p.peer_id for p in response.peers]
 
 
-@contextlib.contextmanager
-def running_nodes(workdir: Path, count: int, env: dict[str, str]) -> Iterator[list[Node]]:
-    genesis = make_genesis(workdir / "net")
-    nodes = [Node(workdir, i, genesis) for i in range(count)]
-    try:
-        nodes[0].start(None, env)
-        nodes[0].wait_ready(time.monotonic() + READY_TIMEOUT)
-        bootstrap = nodes[0].status().listen_addrs[0]
-        for node in nodes[1:]:
-            node.start(bootstrap, env)
-        deadline = time.monotonic() + READY_TIMEOUT
-        for node in nodes[1:]:
-            node.wait_ready(deadline)
-        for node in nodes:
-            node.peer_id = node.status().peer_id
-        yield nodes
-    finally:
-        stopping = time.monotonic()
-        for node in nodes:
-            node.stop()
-        deadline = stopping + STOP_TIMEOUT
-        for node in nodes:
-            if node.proc is None:
-                continue
-            try:
-                node.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                if not node.sigkilled:
-                    node.stop_seconds = time.monotonic() - stopping
-            except subprocess.TimeoutExpired:
-                node.killed_at_stop = True
-                node.proc.kill()
-                node.proc.wait()
-            node.notify.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and all its threads (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def dht(node: Node) -> dht_pb2_grpc.DhtServiceStub:
+    return node.stub(dht_pb2_grpc.DhtServiceStub)
 
 
 def daemons_cpu(nodes: Sequence[Node]) -> float:
@@ -266,10 +133,6 @@ def latency_ms(seconds: Sequence[float]) -> dict[str, float] | None:
     ordered = sorted(1000 * s for s in seconds)
     return {"p50": statistics.median(ordered), "p99": quantile(ordered, 0.99),
             "max": ordered[-1], "count": len(ordered)}
-
-
-def spread(values: Sequence[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 def hops_summary(hops: Sequence[int]) -> dict[str, Any] | None:
@@ -329,7 +192,7 @@ def describe(exc: grpc.RpcError) -> str:
 def put(node: Node, key: str, value: bytes, outcome: Outcome, lock: threading.Lock) -> bool:
     started = time.perf_counter()
     try:
-        node.dht().PutValue(dht_pb2.PutValueRequest(key=key, value=value), timeout=DHT_TIMEOUT)
+        dht(node).PutValue(dht_pb2.PutValueRequest(key=key, value=value), timeout=DHT_TIMEOUT)
     except grpc.RpcError as exc:
         with lock:
             outcome.tried += 1
@@ -346,7 +209,7 @@ def put(node: Node, key: str, value: bytes, outcome: Outcome, lock: threading.Lo
 def get(node: Node, key: str, expected: bytes, outcome: Outcome, lock: threading.Lock) -> bool:
     started = time.perf_counter()
     try:
-        response = node.dht().GetValue(dht_pb2.GetValueRequest(key=key), timeout=DHT_TIMEOUT)
+        response = dht(node).GetValue(dht_pb2.GetValueRequest(key=key), timeout=DHT_TIMEOUT)
     except grpc.RpcError as exc:
         with lock:
             outcome.tried += 1
@@ -471,12 +334,12 @@ def baseline(nodes: Sequence[Node], samples: int, rng: random.Random) -> dict[st
         node.status()
         status.append(time.perf_counter() - started)
         # A peer connected now: the connection manager prunes (above 16 peers) meanwhile.
-        peers = node.connected_peers()
+        peers = connected_peers(node)
         if not peers:
             errors += 1
             continue
         peer = rng.choice(peers)
-        stub = peers_pb2_grpc.PeersServiceStub(node.channel)
+        stub = node.stub(peers_pb2_grpc.PeersServiceStub)
         started = time.perf_counter()
         try:
             response = stub.PingPeer(peers_pb2.PingPeerRequest(peer_id=peer, count=1),
@@ -495,14 +358,14 @@ def baseline(nodes: Sequence[Node], samples: int, rng: random.Random) -> dict[st
 
 def settle(nodes: Sequence[Node]) -> bool:
     want = min(ROUTING_TARGET, len(nodes) - 1)
-    return wait_until(lambda: all(n.status().peer_count >= 1 and n.routing_table_size() >= want
+    return wait_until(lambda: all(n.status().peer_count >= 1 and routing_table_size(n) >= want
                                   for n in nodes), SETTLE_TIMEOUT, interval=0.5)
 
 
 def topology(nodes: Sequence[Node]) -> dict[str, Any]:
     alive = [n for n in nodes if n.alive]
     return {"peers": spread([float(n.status().peer_count) for n in alive]),
-            "routing_table": spread([float(n.routing_table_size()) for n in alive])}
+            "routing_table": spread([float(routing_table_size(n)) for n in alive])}
 
 
 def run_all(node_count: int, pairs: int, kill_fraction: float, clients: int, size: int,
@@ -516,7 +379,7 @@ def run_all(node_count: int, pairs: int, kill_fraction: float, clients: int, siz
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mesh-dht-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        nodes = stack.enter_context(running_nodes(workdir, node_count, env))
+        nodes = stack.enter_context(running_nodes(workdir, node_count, READY_TIMEOUT, env))
         all_nodes = nodes
         start_seconds = time.monotonic() - started
         settled = settle(nodes)

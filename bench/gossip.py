@@ -35,16 +35,11 @@ Run from the repository root: ``.venv/bin/python bench/gossip.py [--nodes N] [--
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import select
-import signal
 import socket
 import statistics
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -53,11 +48,18 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cluster import (
+    CALL_TIMEOUT,
+    CpuWindow,
+    Node,
+    rss_mib,
+    running_nodes,
+    spread,
+    wait_until,
+)
 
-from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
 
-BIN = Path(sys.executable).parent  # the venv's bin: meshd and meshctl live next to python
 TOPIC = "bench"
 PUBLISHER = 1
 HEADER = struct.Struct(">QQ")  # sequence number, send time in ns
@@ -66,159 +68,6 @@ PEER_TIMEOUT = 20.0  # for every node to have a peer
 SUBSCRIBE_TIMEOUT = 20.0  # for subscriptions to be registered and known
 HEARTBEATS = 2.0  # after that: two gossipsub heartbeats (1 s) to fill the meshes
 IDLE_WINDOW = 5.0
-CALL_TIMEOUT = 5.0  # per gRPC call
-STOP_TIMEOUT = 10.0  # SIGTERM, then kill
-
-
-# --- daemons -------------------------------------------------------------------------------
-
-def make_genesis(directory: Path) -> Path:
-    subprocess.run([str(BIN / "meshctl"), "network", "init", "--name", "Bench",
-                    "--token-name", "Bench", "--token-symbol", "BEN", "--out", str(directory)],
-                   check=True, capture_output=True, timeout=READY_TIMEOUT)
-    return directory / "genesis.toml"
-
-
-class Node:
-    """One ``meshd run`` process with its data dir, log and readiness socket."""
-
-    def __init__(self, workdir: Path, index: int, genesis: Path) -> None:
-        self.index = index
-        self.data_dir = workdir / f"node-{index}"
-        self.socket = self.data_dir / "meshd.sock"
-        self.log_path = workdir / f"node-{index}.log"
-        self.genesis = genesis
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(workdir / f"node-{index}.notify"))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.killed = False  # did not exit within STOP_TIMEOUT of SIGTERM
-        self.stop_seconds: float | None = None  # from SIGTERM (to all) to its exit
-        self._channel: grpc.Channel | None = None
-
-    def start(self, bootstrap: str | None) -> None:
-        argv = [str(BIN / "meshd"), "run", "--genesis", str(self.genesis),
-                "--data-dir", str(self.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0",
-                "--log-level", "warning"]
-        if bootstrap:
-            argv += ["--bootstrap", bootstrap]
-        # MESHD_* variables of whoever runs this would change meshd's config: drop them.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHD_")}
-        env["NOTIFY_SOCKET"] = self.notify.getsockname()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, deadline: float) -> None:
-        assert self.proc is not None
-        while (left := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self.notify], [], [], min(0.1, left))
-            if readable and "READY=1" in self.notify.recv(4096).decode(errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                break
-        raise self.failure("did not send READY=1")
-
-    def failure(self, why: str) -> RuntimeError:
-        code = self.proc.poll() if self.proc else None
-        log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-        return RuntimeError(f"meshd node {self.index} {why} (exit code {code}); its log:\n{log}")
-
-    @property
-    def channel(self) -> grpc.Channel:
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(f"unix:{self.socket}")
-        return self._channel
-
-    def status(self) -> Any:
-        stub = node_pb2_grpc.NodeServiceStub(self.channel)
-        return stub.GetStatus(node_pb2.GetStatusRequest(), timeout=CALL_TIMEOUT).status
-
-    def pubsub(self) -> pubsub_pb2_grpc.PubsubServiceStub:
-        return pubsub_pb2_grpc.PubsubServiceStub(self.channel)
-
-    def stop(self) -> None:
-        """SIGTERM; the caller waits (all nodes stop in parallel)."""
-        if self._channel is not None:
-            self._channel.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def running_nodes(workdir: Path, count: int) -> Iterator[list[Node]]:
-    genesis = make_genesis(workdir / "net")
-    nodes = [Node(workdir, i, genesis) for i in range(count)]
-    try:
-        nodes[0].start(None)
-        nodes[0].wait_ready(time.monotonic() + READY_TIMEOUT)
-        bootstrap = nodes[0].status().listen_addrs[0]
-        for node in nodes[1:]:
-            node.start(bootstrap)
-        deadline = time.monotonic() + READY_TIMEOUT
-        for node in nodes[1:]:
-            node.wait_ready(deadline)
-        yield nodes
-    finally:
-        stopping = time.monotonic()
-        for node in nodes:
-            node.stop()
-        deadline = stopping + STOP_TIMEOUT
-        for node in nodes:
-            if node.proc is None:
-                continue
-            try:
-                node.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                node.stop_seconds = time.monotonic() - stopping
-            except subprocess.TimeoutExpired:
-                node.killed = True
-                node.proc.kill()
-                node.proc.wait()
-            node.notify.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-# --- resources (Linux /proc) -----------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and all its threads."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
-class CpuWindow:
-    """CPU % of a core used by each process between ``__init__`` and ``percent()``."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.started = time.monotonic()
-        self.before = [cpu_seconds(pid) for pid in pids]
-
-    def percent(self) -> list[float]:
-        elapsed = time.monotonic() - self.started
-        return [100 * (cpu_seconds(pid) - before) / elapsed
-                for pid, before in zip(self.pids, self.before, strict=True)]
 
 
 # --- receivers, publishing and results -------------------------------------------------------
@@ -363,14 +212,18 @@ def tcp_fanout(receivers: int, count: int, rate: float, size: int,
 
 # --- gossip ----------------------------------------------------------------------------------
 
+def pubsub(node: Node) -> pubsub_pb2_grpc.PubsubServiceStub:
+    return node.stub(pubsub_pb2_grpc.PubsubServiceStub)
+
+
 def subscribe_all(nodes: list[Node], count: int) -> tuple[list[Receiver], list[Any]]:
     """One Subscribe stream per subscriber node, each read by its own thread."""
     receivers, streams = [], []
     for node in nodes:
         if node.index == PUBLISHER:
             continue
-        stream = node.pubsub().Subscribe(pubsub_pb2.SubscribeRequest(topic=TOPIC),
-                                         timeout=600)  # cancelled at the end; bounded anyway
+        stream = pubsub(node).Subscribe(pubsub_pb2.SubscribeRequest(topic=TOPIC),
+                                        timeout=600)  # cancelled at the end; bounded anyway
 
         def messages(stream: Any = stream) -> Iterator[tuple[bytes, int | None]]:
             for response in stream:
@@ -386,7 +239,7 @@ def subscribe_all(nodes: list[Node], count: int) -> tuple[list[Receiver], list[A
 def subscriptions_known(nodes: list[Node]) -> bool:
     """Each subscriber registered locally, and every node knows a subscriber of the topic."""
     for node in nodes:
-        stub = node.pubsub()
+        stub = pubsub(node)
         if node.index != PUBLISHER:
             topics = stub.ListTopics(pubsub_pb2.ListTopicsRequest(), timeout=CALL_TIMEOUT).topics
             if not any(t.name == TOPIC and t.local_subscribers for t in topics):
@@ -404,9 +257,9 @@ def gossip(nodes: list[Node], count: int, rate: float, size: int,
         known = wait_until(lambda: subscriptions_known(nodes), SUBSCRIBE_TIMEOUT)
         time.sleep(HEARTBEATS)
         publisher = nodes[PUBLISHER]
-        topic_peers = len(publisher.pubsub().ListTopicPeers(
+        topic_peers = len(pubsub(publisher).ListTopicPeers(
             pubsub_pb2.ListTopicPeersRequest(topic=TOPIC), timeout=CALL_TIMEOUT).peer_ids)
-        stub = publisher.pubsub()
+        stub = pubsub(publisher)
         cpu = CpuWindow([n.proc.pid for n in nodes if n.proc is not None])
 
         def send(data: bytes) -> None:
@@ -433,7 +286,7 @@ def run_all(node_count: int, count: int, rate: float, size: int,
     loadavg = os.getloadavg()[0]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mesh-gossip-") as tmp, \
-            running_nodes(Path(tmp), node_count) as nodes:
+            running_nodes(Path(tmp), node_count, READY_TIMEOUT) as nodes:
         stopped = nodes
         start_seconds = time.monotonic() - started
         connected = wait_until(lambda: all(n.status().peer_count >= 1 for n in nodes),
@@ -451,7 +304,7 @@ def run_all(node_count: int, count: int, rate: float, size: int,
         subject = gossip(nodes, count, rate, size, drain_timeout)
     total_seconds = time.monotonic() - started
     stop = {"exit_codes": [n.proc.returncode if n.proc else None for n in stopped],
-            "killed": sum(n.killed for n in stopped),
+            "killed": sum(n.killed_at_stop for n in stopped),
             "seconds_max": max((n.stop_seconds or 0.0) for n in stopped)}
     ratios = {}
     if subject["latency_ms"] and baseline["latency_ms"]:
