@@ -85,13 +85,13 @@ class ConnectionManager:
         send, receive = trio.open_memory_channel[str](64)
         self._exchange_now = send
         self._host.direct.handle(PEER_EXCHANGE, self._answer_exchange, max_request=64)
-        self._host.membership.add_admission_listener(self._admitted)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._maintain_loop)
-                nursery.start_soon(self._exchange_loop, receive)
-                nursery.start_soon(self._save_loop)
-                task_status.started()
+            with self._host.membership.admission_listener(self._admitted):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._maintain_loop)
+                    nursery.start_soon(self._exchange_loop, receive)
+                    nursery.start_soon(self._save_loop)
+                    task_status.started()
         finally:
             self._save()  # synchronous: runs even while cancelled
 

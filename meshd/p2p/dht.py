@@ -317,7 +317,7 @@ async def open_dht(host: IHost, membership: Membership, network_id: str,
     kad = _TracedKadDHT(view, DHTMode.SERVER, enable_random_walk=True)  # type: ignore[arg-type]
     dht = Dht(kad, host, on_change)
     async with trio.open_nursery() as nursery, background_trio_service(kad):
-        membership.add_admission_listener(
-            lambda peer_id: nursery.start_soon(dht.add_member, peer_id))
-        yield dht
+        with membership.admission_listener(
+                lambda peer_id: nursery.start_soon(dht.add_member, peer_id)):
+            yield dht
         nursery.cancel_scope.cancel()

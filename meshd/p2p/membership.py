@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import multiaddr
@@ -122,9 +122,18 @@ class Membership:
     def count(self) -> int:
         return len(self._admitted)
 
-    def add_admission_listener(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(peer_id)`` each time a peer is admitted."""
+    @contextlib.contextmanager
+    def admission_listener(self, listener: Callable[[str], None]) -> Iterator[None]:
+        """Call ``listener(peer_id)`` each time a peer is admitted, inside the block.
+
+        A listener that outlived its owner would be called at shutdown with its
+        nursery closed or its channel gone (a peer admitted while the node stops).
+        """
         self._admission_listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._admission_listeners.remove(listener)
 
     def holds_off(self, peer_id: str) -> bool:
         """Whether the operator keeps ``peer_id`` out: blocked, or disconnected moments ago."""
