@@ -123,9 +123,9 @@ class Ledger:
         if not 1 <= limit <= MAX_HISTORY:
             raise errors.InvalidArgument(f"limit must be 1 to {MAX_HISTORY}")
         key = _account(account, "account") if account else self.key
-        own = await trio.to_thread.run_sync(self.store.by_author, key, 0, MAX_HISTORY * 100)
+        own = await trio.to_thread.run_sync(self.store.latest_by_author, key, limit)
         incoming = await trio.to_thread.run_sync(self.store.about, key, limit)
-        merged = own[::-1][:limit] + incoming
+        merged = own + incoming
         merged.sort(key=lambda e: e.body.epoch, reverse=True)  # stable: own first in an epoch
         return merged[:limit]
 

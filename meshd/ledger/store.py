@@ -115,6 +115,14 @@ class LedgerStore:
                 "LIMIT ?", (author, after_seq, limit)).fetchall()
         return [entries.decode_stored(r[0]) for r in rows]
 
+    def latest_by_author(self, author: bytes, limit: int) -> list[Verified]:
+        """The author's ``limit`` newest entries, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT raw FROM entries WHERE author = ? ORDER BY seq DESC, hash LIMIT ?",
+                (author, limit)).fetchall()
+        return [entries.decode_stored(r[0]) for r in rows]
+
     def about(self, subject: bytes, limit: int = 1000) -> list[Verified]:
         """Entries of other authors about ``subject`` (transfers to it), newest first."""
         with self._lock:
@@ -217,13 +225,13 @@ class LedgerStore:
         if quick != "ok":
             return 0, BadEntry(0, b"", b"", 0, f"database corrupt: {quick}")
         seen: dict[bytes, tuple[bytes, int]] = {}  # hash -> (author, seq), earlier rows
+        past = _SeenPast(seen)
         checked = 0
         for rowid, stored_hash, raw in self.rows():
             try:
                 item = entries.verify(raw, self.network_id)
                 if item.hash != stored_hash:
                     raise EntryError("stored under another hash", item.hash)
-                past = _SeenPast(seen)
                 if links.missing(item, past):
                     raise EntryError("its prev or a dep is not stored before it", item.hash)
                 links.check(item, past)
