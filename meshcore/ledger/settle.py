@@ -1,0 +1,166 @@
+"""The settlement function ``Settle(E, v)`` (docs/ledger.md §4.2): pure.
+
+Given ``Settled(E-1)`` and the cut of the decided value of E, it computes
+``Settled(E)``: canonical chains, own effects, penalties, rewards, parameters,
+the validator set and the supply. No I/O, no clock, no randomness: every
+honest node holding the same cut computes the same state and state root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from meshcore.ledger import accounts, canon
+from meshcore.ledger.constants import UNBONDING_EPOCHS
+from meshcore.ledger.entry import HASH_BYTES, Verified
+from meshcore.ledger.evidence_rules import EVIDENCE_KINDS, evidence_problem
+from meshcore.ledger.penalties import apply_penalties
+from meshcore.ledger.record import Record
+from meshcore.ledger.rewards import compute_rewards
+from meshcore.ledger.state import Account, Settled
+from meshcore.ledger.validators import next_validator_set
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The outcome of ``Settle(E, v)``."""
+
+    settled: Settled  # Settled(E)
+    newly_canonical: tuple[bytes, ...]  # hashes, authors ascending then seq
+    frozen: frozenset[bytes]  # authors frozen by this settlement
+
+    @property
+    def record(self) -> Record:
+        """What was minted and slashed, and why (also ``settled.record``)."""
+        return self.settled.record
+
+
+def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
+           cut: Iterable[Verified], *, plugins: frozenset[str] | None = None) -> Settlement:
+    """``Settle(epoch, decided_value)`` from ``prev`` = ``Settled(epoch - 1)``.
+
+    Args:
+        prev: the settled state of the previous epoch (not modified).
+        epoch: the epoch settled, ``prev.epoch + 1``.
+        decided_round: the round whose precommits decided the value (>= 1).
+        decided_value: the hash of the decided original proposal.
+        cut: entries of K, the decided proposal's causal past minus itself.
+            The full K is always right. A node may pass less: every entry of K
+            not canonical in ``prev``, plus every entry of K with
+            ``body.epoch >= epoch`` (so evidence of this epoch that became
+            canonical early is recognised by walking back from the canonical
+            heads). Entries already canonical in ``prev`` never take effect
+            again, and the order and repetition of entries do not matter.
+        plugins: when given, the genesis plugin names: every evidence entry
+            of the cut is re-checked (a bug guard; a valid store holds none
+            that fails).
+
+    Raises:
+        ValueError: ``epoch`` does not follow ``prev``, the value is not a
+            hash, or (with ``plugins``) the cut holds invalid evidence.
+    """
+    if epoch != prev.epoch + 1:
+        raise ValueError(f"Settle({epoch}) needs Settled({epoch - 1}), got Settled({prev.epoch})")
+    if len(decided_value) != HASH_BYTES or decided_round < 1:
+        raise ValueError("a decision is a round >= 1 and a 32-byte proposal hash")
+    entries = canon.distinct(cut)
+    if plugins is not None:
+        _check_evidence(entries.values(), prev.network_id, plugins)
+    state = prev.copy()
+
+    # 1. Canonical extension.
+    extension = canon.extend(prev, entries)
+    for author, (seq, head) in extension.heads.items():
+        account = state.accounts.setdefault(author, Account())
+        account.canon_seq, account.canon_head = seq, head
+    for author in extension.frozen:
+        state.accounts.setdefault(author, Account()).frozen = True
+    newly = extension.newly_canonical()
+
+    # 2. Own effects, authors ascending, each in seq order.
+    for item in newly:
+        _own_effect(state, item, epoch)
+
+    # 3. Penalties.
+    slashes = apply_penalties(state, prev, epoch, newly)
+
+    # 4. Rewards. Entries canonical before this settlement count as evidence
+    # only when the reduced cut is sure to carry them too (epoch >= E).
+    canonical = newly + [e for e in extension.old if e.body.epoch >= epoch]
+    record = compute_rewards(state, prev, epoch,
+                             [e for e in canonical if e.body.epoch == epoch], canonical, slashes)
+    for line in record.lines:
+        if line.amount:
+            state.accounts.setdefault(line.account, Account()).liquid += line.amount
+    state.minted_total += record.minted
+    state.emission_burned_total += record.emission - record.minted
+
+    # 5. Governance hook (no kinds in v1): Params(E+2) carries Params(E+1) over.
+    state.params = prev.params_after
+    state.params_after = prev.params_after
+
+    # 6. Validator set.
+    state.validators = prev.validators_after
+    state.validators_after = next_validator_set(state.accounts, state.validators,
+                                                state.params_after)
+
+    # 7. Supply, decision, record.
+    state.supply += record.minted - record.slashed
+    state.epoch = epoch
+    state.decided_round, state.decided_value = decided_round, decided_value
+    state.record = record
+    state.accounts = {key: acc for key, acc in state.accounts.items() if not acc.is_empty()}
+    return Settlement(settled=state, newly_canonical=tuple(e.hash for e in newly),
+                      frozen=extension.frozen)
+
+
+def _own_effect(state: Settled, item: Verified, epoch: int) -> None:
+    """Apply one newly canonical entry's effect on its author's (and a payee's) funds."""
+    kind = item.kind
+    account = state.accounts.setdefault(item.author, Account())
+    if kind == "transfer":
+        amount = item.body.transfer.amount
+        account.liquid -= amount
+        _never_negative(account, item)
+        state.accounts.setdefault(item.body.transfer.to, Account()).liquid += amount
+    elif kind == "stake":
+        account.liquid -= item.body.stake.amount
+        _never_negative(account, item)
+        account.bonded += item.body.stake.amount
+    elif kind == "unstake":
+        # Validity bounded the unstake by the stake then; a slash since may have cut it.
+        moved = min(item.body.unstake.amount, account.bonded)
+        account.bonded -= moved
+        if moved:
+            release = epoch + UNBONDING_EPOCHS
+            account.lots[release] = account.lots.get(release, 0) + moved
+    elif kind == "withdraw":
+        wanted = item.body.withdraw.amount
+        for release in sorted(r for r in account.lots if r <= epoch - 1):
+            taken = min(wanted, account.lots[release])
+            account.lots[release] -= taken
+            wanted -= taken
+            if not account.lots[release]:
+                del account.lots[release]
+            if not wanted:
+                break
+        # Invariant: validity allowed only lots matured at fin_p <= E-1, never slashed since.
+        assert wanted == 0, (f"withdraw {item.hash.hex()} of {accounts.peer_id_of(item.author)} "
+                             f"exceeds its matured lots by {wanted}")
+        account.liquid += item.body.withdraw.amount
+
+
+def _never_negative(account: Account, item: Verified) -> None:
+    # Invariant (docs/ledger.md §4.2 step 2): every debit was covered by Settled(F),
+    # F <= E-1, credits only grow liquid and no one else debits it.
+    assert account.liquid >= 0, (f"liquid of {accounts.peer_id_of(item.author)} would be "
+                                 f"{account.liquid} after {item.kind} {item.hash.hex()}")
+
+
+def _check_evidence(items: Iterable[Verified], network_id: str, plugins: frozenset[str]) -> None:
+    for item in items:
+        if item.kind in EVIDENCE_KINDS:
+            problem = evidence_problem(item, network_id, plugins)
+            if problem is not None:
+                raise ValueError(f"cut holds invalid evidence {item.hash.hex()}: {problem}")
