@@ -12,7 +12,7 @@ from meshcore.ledger.evidence_rules import claim_hash
 from meshcore.ledger.settle import Settlement, settle
 from meshcore.ledger.state import Account, Settled
 from meshcore.ledger.stateroot import state_root
-from tests.unit.settle_helpers import PS, Author, start, task_claim, total_held, value
+from tests.unit.settle_helpers import PLUGINS, PS, Author, start, task_claim, total_held, value
 
 
 def run(prev: Settled, *cut: Verified, round_: int = 1) -> Settlement:
@@ -197,3 +197,12 @@ def test_settle_needs_the_previous_epoch() -> None:
         settle(start({}), 3, 1, value(3), [])
     with pytest.raises(ValueError, match="32-byte"):
         settle(start({}), 0, 1, b"short", [])
+
+
+def test_with_plugins_the_cut_is_rechecked_for_invalid_evidence() -> None:
+    requester, provider = Author(1), Author(2)
+    prev = start({requester.key: Account(bonded=PS)})
+    good = requester.receipt(0, provider, task=1, units=3)
+    assert settle(prev, 0, 1, value(0), [good], plugins=PLUGINS).settled.epoch == 0
+    with pytest.raises(ValueError, match="not required by the genesis"):
+        settle(prev, 0, 1, value(0), [good], plugins=frozenset({"storage"}))
