@@ -55,8 +55,9 @@ import nacl.signing
 import trio
 
 from mesh.ledger.v1 import ledger_pb2
-from meshcore.ledger import entry
+from meshcore.ledger import entry, rules
 from meshcore.ledger.entry import EntryError, Verified
+from meshcore.ledger.state import Account, Settled
 from meshd.ledger import store as store_module
 from meshd.ledger.store import BATCH_ENTRIES, GroupCommitter, LedgerStore
 
@@ -76,6 +77,13 @@ class Workload:
     raws: list[bytes]  # encoded entries, in a topological order
     signed: list[tuple[bytes, bytes, bytes]]  # (author key, signed message, signature)
     deps: int  # deps in total
+    keys: list[bytes]  # the authors
+
+
+def judge_for(workload: Workload) -> rules.Judge:
+    """Judges entries against a genesis that gives every author enough to pay."""
+    rich = Settled(epoch=-1, accounts={k: Account(liquid=10**15) for k in workload.keys})
+    return rules.judge_with(lambda fin: rich)
 
 
 def make_workload(count: int, authors: int, seed: int) -> Workload:
@@ -97,7 +105,7 @@ def make_workload(count: int, authors: int, seed: int) -> Workload:
         seq = head[1] + 1 if head else 1
         body = ledger_pb2.EntryBody(
             network_id=NET, author=keys[index], seq=seq, prev=head[0] if head else b"",
-            deps=deps, epoch=1 + len(raws) // 1000,
+            deps=deps, epoch=0,
             transfer=ledger_pb2.Transfer(to=keys[(index + rng.randrange(1, authors)) % authors],
                                          amount=rng.randint(1, 10_000)))
         encoded = body.SerializeToString(deterministic=True)
@@ -107,7 +115,7 @@ def make_workload(count: int, authors: int, seed: int) -> Workload:
                     .SerializeToString(deterministic=True))
         signed.append((keys[index], message, signature))
         heads[index] = (entry.entry_hash(encoded), seq)
-    return Workload(raws, signed, total_deps)
+    return Workload(raws, signed, total_deps, keys)
 
 
 # --- baselines: raw Ed25519 verify + SQLite ----------------------------------------------
@@ -161,8 +169,8 @@ def raw_replay(path: Path, count: int) -> float:
 class _BatchRecordingStore(LedgerStore):
     """The store, noting the size of each batch the group committer hands it."""
 
-    def __init__(self, path: Path, network_id: str) -> None:
-        super().__init__(path, network_id)
+    def __init__(self, path: Path, network_id: str, judge: rules.Judge) -> None:
+        super().__init__(path, network_id, judge)
         self.batch_sizes: list[int] = []
         self.insert_seconds = 0.0
 
@@ -175,10 +183,11 @@ class _BatchRecordingStore(LedgerStore):
             self.insert_seconds += time.perf_counter() - started
 
 
-def one_per_commit(directory: Path, raws: list[bytes]) -> tuple[float, float]:
+def one_per_commit(directory: Path, raws: list[bytes], judge: rules.Judge,
+                   ) -> tuple[float, float]:
     """Seconds to verify and durably insert each entry alone, and of that in verify."""
     directory.mkdir()
-    store = LedgerStore.in_dir(directory, NET)
+    store = LedgerStore.in_dir(directory, NET, judge)
     in_verify = 0.0
     started = time.perf_counter()
     for raw in raws:
@@ -203,11 +212,11 @@ class GroupRun:
 
 
 def group_commit(directory: Path, items: list[bytes] | list[Verified], appenders: int,
-                 ) -> GroupRun:
+                 judge: rules.Judge) -> GroupRun:
     """``appenders`` trio tasks append every entry through the group committer,
     verifying each first unless ``items`` are verified already."""
     directory.mkdir()
-    store = _BatchRecordingStore(directory / "ledger.sqlite", NET)
+    store = _BatchRecordingStore(directory / "ledger.sqlite", NET, judge)
     in_verify = 0.0
 
     async def appender(committer: GroupCommitter, pending: Iterator[bytes | Verified]) -> None:
@@ -244,8 +253,8 @@ def group_commit(directory: Path, items: list[bytes] | list[Verified], appenders
     return GroupRun(elapsed, in_verify, store.insert_seconds, store.batch_sizes)
 
 
-def replay_verify(directory: Path, count: int) -> float:
-    store = LedgerStore.in_dir(directory, NET)
+def replay_verify(directory: Path, count: int, judge: rules.Judge) -> float:
+    store = LedgerStore.in_dir(directory, NET, judge)
     started = time.perf_counter()
     checked, bad = store.verify()
     elapsed = time.perf_counter() - started
@@ -281,20 +290,21 @@ def run_all(count: int, authors: int, appenders: int, parent: Path, seed: int,
     loadavg = os.getloadavg()[0]
     started = time.perf_counter()
     workload = make_workload(count, authors, seed)
+    judge = judge_for(workload)
     made = time.perf_counter() - started
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix=".bench-ledger-", dir=parent) as tmp:
         work = Path(tmp)
         base_one = raw_insert(work / "raw-one.sqlite", workload.signed, 1)
-        sub_one, verify_one = one_per_commit(work / "one", workload.raws)
+        sub_one, verify_one = one_per_commit(work / "one", workload.raws, judge)
         base_group = raw_insert(work / "raw-group.sqlite", workload.signed, BATCH_ENTRIES)
-        group = group_commit(work / "group", workload.raws, appenders)
+        group = group_commit(work / "group", workload.raws, appenders, judge)
         verified = [entry.verify(raw, NET) for raw in workload.raws]  # untimed
         base_store = raw_insert(work / "raw-store.sqlite", workload.signed, BATCH_ENTRIES,
                                 verify=False)
-        store_alone = group_commit(work / "store-alone", verified, appenders)
+        store_alone = group_commit(work / "store-alone", verified, appenders, judge)
         base_replay = raw_replay(work / "raw-group.sqlite", count)
-        sub_replay = replay_verify(work / "group", count)
+        sub_replay = replay_verify(work / "group", count, judge)
         for name, subject, baseline, in_verify in (
                 ("one per commit", sub_one, base_one, verify_one),
                 ("group commit", group.seconds, base_group, group.in_verify),

@@ -21,6 +21,7 @@ from meshd.config import Config
 from meshd.datadir import DataDirError
 from meshd.identity import IdentityError, load_or_create_identity
 from meshd.ledger.ledger import open_ledger
+from meshd.ledger.replication import Replicator
 from meshd.metrics import MetricsSetupError, open_metrics_endpoint
 from meshd.network import Network
 from meshd.node import StatusBoard
@@ -74,6 +75,7 @@ async def run_daemon(config: Config, *,
                 endpoints = await nursery.start(serve_api, config, bridge,
                                                 Services(board, network, host, ledger))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
+                await nursery.start(Replicator(ledger, host).run)
                 connections = ConnectionManager(
                     host, peerbook.load(data_dir), data_dir,
                     Degree(config.p2p.low_watermark, config.p2p.target_peers,

@@ -12,7 +12,9 @@ until their rules land (issue 4): a node never stores what it cannot judge.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from meshcore.ledger.entry import KEY_BYTES, EntryError, Verified
 from meshcore.ledger.state import Settled
@@ -38,8 +40,31 @@ class Derived:
     unstaked: int
 
 
+class Unsupported(EntryError):
+    """An entry of a kind this version cannot judge: not stored, but not proof
+    of misbehaviour either (a newer node may have written it)."""
+
+
 ZERO = Derived(seq=0, epoch=0, fin=-1, epoch_count=0, debit=0, withdrawn=0, staked=0,
                unstaked=0)
+
+
+class Judge(Protocol):
+    """Judges an entry whose prev and deps are stored, given their derived values."""
+
+    def __call__(self, item: Verified, prev: Derived | None, deps: list[Derived]) -> Derived: ...
+
+
+def fin_p(prev: Derived | None, deps: list[Derived]) -> int:
+    """The highest certified epoch in an entry's causal past (-1: none)."""
+    return max([d.fin for d in deps] + ([prev.fin] if prev else []), default=-1)
+
+
+def judge_with(states: Callable[[int], Settled]) -> Judge:
+    """A :class:`Judge` that looks ``Settled(fin_p)`` up with ``states``."""
+    def judge_entry(item: Verified, prev: Derived | None, deps: list[Derived]) -> Derived:
+        return judge(item, prev, deps, states(fin_p(prev, deps)))
+    return judge_entry
 
 
 def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Settled,
@@ -64,26 +89,27 @@ def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Se
     def fail(message: str) -> EntryError:
         return EntryError(message, item.hash)
 
-    fin_p = max([d.fin for d in deps] + ([prev.fin] if prev else []), default=-1)
-    if settled.epoch != fin_p:
-        raise ValueError(f"judge() needs Settled({fin_p}), got Settled({settled.epoch})")
+    fin = fin_p(prev, deps)
+    if settled.epoch != fin:
+        raise ValueError(f"judge() needs Settled({fin}), got Settled({settled.epoch})")
     if prev is not None and body.epoch < prev.epoch:
         raise fail(f"epoch {body.epoch} is before its prev's epoch {prev.epoch}")
-    if not fin_p < body.epoch <= fin_p + MAX_EPOCH_AHEAD:
-        raise fail(f"epoch {body.epoch} is outside {fin_p + 1}..{fin_p + MAX_EPOCH_AHEAD} "
-                   f"(its past is settled up to epoch {fin_p})")
+    if not fin < body.epoch <= fin + MAX_EPOCH_AHEAD:
+        raise fail(f"epoch {body.epoch} is outside {fin + 1}..{fin + MAX_EPOCH_AHEAD} "
+                   f"(its past is settled up to epoch {fin})")
     same_epoch = prev is not None and prev.epoch == body.epoch
     count = (prev.epoch_count if same_epoch and prev else 0) + (kind not in CONSENSUS_KINDS)
     if count > MAX_ENTRIES_PER_EPOCH:
         raise fail(f"more than {MAX_ENTRIES_PER_EPOCH} entries of one author in epoch "
                    f"{body.epoch}")
     if kind not in SUPPORTED_KINDS:
-        raise fail(f"entries of kind {kind!r} are not supported by this version yet")
+        raise Unsupported(f"entries of kind {kind!r} are not supported by this version yet",
+                          item.hash)
 
     base = prev or ZERO
     amount = getattr(body, kind).amount if kind != "anchor" else 0
     derived = Derived(
-        seq=item.seq, epoch=body.epoch, fin=fin_p, epoch_count=count,
+        seq=item.seq, epoch=body.epoch, fin=fin, epoch_count=count,
         debit=base.debit + (amount if kind in ("transfer", "stake") else 0),
         withdrawn=base.withdrawn + (amount if kind == "withdraw" else 0),
         staked=base.staked + (amount if kind == "stake" else 0),

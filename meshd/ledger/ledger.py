@@ -45,28 +45,33 @@ class Ledger:
     def __init__(self, store: LedgerStore, committer: GroupCommitter, seed: bytes,
                  genesis: Genesis, clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self._committer = committer
+        self.committer = committer
         self._seed = seed
         self.genesis = genesis
         self._clock = clock
         self.key = entries.public_key(seed)
         self.settled: Settled = genesis_state(genesis)
         self._head: tuple[Verified, rules.Derived] | None = None
+        # Set when an own entry newer than _head was stored by another path
+        # (sync brought back what a restored data directory lacked).
+        self._head_stale = False
         self._writing = trio.Lock()
+        committer.add_listener(self._on_stored)
+
+    def _on_stored(self, stored: list[Verified]) -> None:
+        head_seq = self._head[0].seq if self._head else 0
+        if any(i.author == self.key and i.seq > head_seq for i in stored):
+            self._head_stale = True
 
     async def load_own_chain(self) -> None:
-        """Re-judge this node's stored chain, to know its head and running sums."""
-        head: tuple[Verified, rules.Derived] | None = None
-        after = 0
-        while True:
-            page = await trio.to_thread.run_sync(self.store.by_author, self.key, after)
-            if not page:
-                break
-            for item in page:
-                derived = rules.judge(item, head[1] if head else None, [], self.settled)
-                head = (item, derived)
-            after = page[-1].seq
-        self._head = head
+        """Find this node's newest stored entry and its running sums."""
+        newest = await trio.to_thread.run_sync(self.store.latest_by_author, self.key, 1)
+        if not newest:
+            self._head = None
+            return
+        derived = await trio.to_thread.run_sync(self.store.derived, newest[0].hash)
+        assert derived is not None, "the store keeps derived values of every entry"
+        self._head = (newest[0], derived)
 
     # --- writing ----------------------------------------------------------------
 
@@ -83,6 +88,9 @@ class Ledger:
 
     async def _append(self, **kind: object) -> Verified:
         async with self._writing:
+            if self._head_stale:
+                self._head_stale = False
+                await self.load_own_chain()
             head = self._head
             epoch = self._epoch(head[1] if head else None)
             body = ledger_pb2.EntryBody(
@@ -92,7 +100,7 @@ class Ledger:
             item = entries.verify(entries.sign(self._seed, body), self.genesis.network_id)
             try:
                 derived = rules.judge(item, head[1] if head else None, [], self.settled)
-                await self._committer.append(item)
+                await self.committer.append(item)
             except EntryError as exc:
                 raise errors.FailedPrecondition(str(exc)) from None
             self._head = (item, derived)
@@ -147,7 +155,10 @@ def _account(peer_id: str, what: str) -> bytes:
 @contextlib.asynccontextmanager
 async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis) -> AsyncIterator[Ledger]:
     """Open the store in ``data_dir``, run its committer, load this node's chain."""
-    store = await trio.to_thread.run_sync(LedgerStore.in_dir, data_dir, genesis.network_id)
+    settled = genesis_state(genesis)
+    judge = rules.judge_with(lambda fin: settled)  # no settlement yet: fin_p is always -1
+    store = await trio.to_thread.run_sync(LedgerStore.in_dir, data_dir, genesis.network_id,
+                                          judge)
     try:
         committer = GroupCommitter(store)
         async with trio.open_nursery() as nursery:

@@ -1,10 +1,15 @@
 """The append-only entry store: SQLite in WAL mode, synchronous=FULL, group commit.
 
-docs/ledger.md §9. ``synchronous=FULL`` because in WAL mode ``NORMAL`` does not
-sync the WAL at commit: a committed transaction would survive SIGKILL but not a
-power cut, and an acknowledged append must survive both. Group commit makes the
-fsync cheap per entry: :class:`GroupCommitter` takes every pending append, up
-to BATCH_ENTRIES or BATCH_WAIT, checks them in order and commits them in one
+docs/ledger.md §9. An entry is stored only once its prev and deps are stored
+and it is valid against them: the store judges each entry (``rules.Judge``)
+with the derived values of its past and keeps the entry's own derived values
+next to it, so the next entry is judged in O(1).
+
+``synchronous=FULL`` because in WAL mode ``NORMAL`` does not sync the WAL at
+commit: a committed transaction would survive SIGKILL but not a power cut, and
+an acknowledged append must survive both. Group commit makes the fsync cheap
+per entry: :class:`GroupCommitter` takes every pending append, up to
+BATCH_ENTRIES or BATCH_WAIT, judges them in order and commits them in one
 transaction, and only then answers the callers.
 
 Append-only is enforced by the schema as well: triggers abort any UPDATE or
@@ -14,9 +19,13 @@ causal graph, which ``verify`` relies on.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +34,9 @@ import trio
 from meshcore.ledger import entry as entries
 from meshcore.ledger import links
 from meshcore.ledger.entry import EntryError, Verified
+from meshcore.ledger.rules import Derived, Judge
+
+log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
 BATCH_ENTRIES = 512
@@ -49,6 +61,18 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_by_author ON entries (author, seq);
 CREATE INDEX IF NOT EXISTS entries_by_subject ON entries (subject) WHERE subject IS NOT NULL;
+-- Derived tables: functions of the entries, rebuilt from them when missing.
+CREATE TABLE IF NOT EXISTS derived (
+    hash  BLOB PRIMARY KEY,
+    value TEXT NOT NULL  -- rules.Derived as JSON
+) WITHOUT ROWID;
+-- Stored entries with no stored child of the same author (several after a fork).
+CREATE TABLE IF NOT EXISTS heads (
+    author BLOB NOT NULL,
+    hash   BLOB NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (author, hash)
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
@@ -75,21 +99,43 @@ class BadEntry:
     reason: str
 
 
+@dataclass(frozen=True)
+class Head:
+    """An entry of ``author`` with no stored child of the same author."""
+
+    author: bytes
+    seq: int
+    hash: bytes
+
+
+HEADS_DOMAIN = b"mesh/heads/v1\x00"
+
+
+def heads_digest(heads: list[Head]) -> bytes:
+    """H("mesh/heads/v1", heads): equal digests mean equal stored sets (§8.2)."""
+    digest = hashlib.sha256(HEADS_DOMAIN)
+    for head in heads:
+        digest.update(head.author + head.seq.to_bytes(8, "big") + head.hash)
+    return digest.digest()
+
+
 class LedgerStore:
     """The entries table. Thread-safe; blocking: call it through a thread from trio."""
 
-    def __init__(self, path: Path, network_id: str) -> None:
+    def __init__(self, path: Path, network_id: str, judge: Judge) -> None:
         self.path = path
         self.network_id = network_id
+        self.judge = judge
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._rebuild_derived_if_needed()
 
     @classmethod
-    def in_dir(cls, data_dir: Path, network_id: str) -> LedgerStore:
-        return cls(data_dir / LEDGER_FILE, network_id)
+    def in_dir(cls, data_dir: Path, network_id: str, judge: Judge) -> LedgerStore:
+        return cls(data_dir / LEDGER_FILE, network_id, judge)
 
     def close(self) -> None:
         with self._lock:
@@ -102,6 +148,39 @@ class LedgerStore:
             row = self._db.execute("SELECT raw FROM entries WHERE hash = ?",
                                    (entry_hash,)).fetchone()
         return entries.decode_stored(row[0]) if row else None
+
+    def get_raw(self, hashes: list[bytes]) -> list[bytes]:
+        """The stored encodings of those of ``hashes`` that are stored."""
+        found: list[bytes] = []
+        with self._lock:
+            for start in range(0, len(hashes), LOOKUP_CHUNK):
+                chunk = hashes[start:start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.extend(r[0] for r in self._db.execute(
+                    f"SELECT raw FROM entries WHERE hash IN ({marks})", chunk))
+        return found
+
+    def known(self, hashes: list[bytes]) -> set[bytes]:
+        """Those of ``hashes`` that are stored."""
+        found: set[bytes] = set()
+        with self._lock:
+            for start in range(0, len(hashes), LOOKUP_CHUNK):
+                chunk = hashes[start:start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(r[0] for r in self._db.execute(
+                    f"SELECT hash FROM entries WHERE hash IN ({marks})", chunk))
+        return found
+
+    def has(self, entry_hash: bytes) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM entries WHERE hash = ?",
+                                    (entry_hash,)).fetchone() is not None
+
+    def derived(self, entry_hash: bytes) -> Derived | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM derived WHERE hash = ?",
+                                   (entry_hash,)).fetchone()
+        return _unpack(row[0]) if row else None
 
     def count(self) -> int:
         with self._lock:
@@ -137,17 +216,63 @@ class LedgerStore:
                                    (author,)).fetchone()
         return int(row[0] or 0)
 
+    def heads(self, after_author: bytes = b"", limit: int = 1 << 30) -> list[Head]:
+        """Heads ascending by (author, hash), of authors after ``after_author``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT author, seq, hash FROM heads WHERE author > ? ORDER BY author, hash "
+                "LIMIT ?", (after_author, limit)).fetchall()
+        return [Head(a, s, h) for a, s, h in rows]
+
+    def chain(self, head: bytes, from_seq: int, limit: int, max_bytes: int,
+              ) -> tuple[list[bytes], bool]:
+        """Encoded entries of ``head``'s prev-chain with seq ``from_seq``.. up to the
+        head, ascending; at most ``limit`` entries and ``max_bytes`` (but at least
+        one). Returns (entries, more): empty if ``head`` is not stored."""
+        with self._lock:
+            row = self._db.execute("SELECT author, seq FROM entries WHERE hash = ?",
+                                   (head,)).fetchone()
+            if row is None or from_seq > row[1]:
+                return [], False
+            author, head_seq = row
+            last = min(head_seq, from_seq + limit - 1)
+            total, distinct = self._db.execute(
+                "SELECT count(*), count(DISTINCT seq) FROM entries WHERE author = ? "
+                "AND seq BETWEEN ? AND ?", (author, from_seq, head_seq)).fetchone()
+            linear = total == distinct  # no fork in the range: one entry per seq
+            rows = self._db.execute(
+                "SELECT seq, hash, raw FROM entries WHERE author = ? AND seq BETWEEN ? AND ? "
+                "ORDER BY seq", (author, from_seq, last if linear else head_seq)).fetchall()
+        if linear:
+            chain = [raw for _, _, raw in rows]
+        else:
+            chain = _walk_back(rows, head, head_seq, from_seq, last)
+        size, cut = 0, len(chain)
+        for index, raw in enumerate(chain):
+            size += len(raw)
+            if size > max_bytes and index > 0:
+                cut = index
+                break
+        return chain[:cut], cut < len(chain) or last < head_seq
+
     # --- writes -----------------------------------------------------------------
 
     def insert(self, batch: list[Verified]) -> list[EntryError | None]:
-        """Check each entry's links (against the store and the batch before it)
-        and commit the good ones in one durable transaction.
+        """Check each entry's links and judge it (against the store and the batch
+        before it), and commit the good ones in one durable transaction.
 
         Returns, per entry, None (stored, or already stored) or why it was not.
         """
+        return self.insert_batch(batch)[0]
+
+    def insert_batch(self, batch: list[Verified]) -> tuple[list[EntryError | None],
+                                                            list[Verified]]:
+        """:meth:`insert`, also returning the entries it stored (not those stored before)."""
         results: list[EntryError | None] = []
         pending: dict[bytes, Verified] = {}
-        past = _BatchPast(self._stored_links(batch), pending)
+        stored = self._stored_links(batch)
+        past = _BatchPast(stored, pending)
+        derived: dict[bytes, Derived] = {}
         for item in batch:
             if past.get(item.hash) is not None:
                 results.append(None)  # already stored: appending is idempotent
@@ -158,28 +283,52 @@ class LedgerStore:
                 continue
             try:
                 links.check(item, past)
+                prev = _derived_of(item.body.prev, stored, derived) if item.body.prev else None
+                deps = [_derived_of(d, stored, derived) for d in item.body.deps]
+                derived[item.hash] = self.judge(item, prev, deps)
             except EntryError as exc:
                 results.append(exc)
                 continue
             pending[item.hash] = item
             results.append(None)
         if pending:
-            rows = [(v.hash, v.author, v.seq, v.body.epoch, v.kind, _subject(v), v.raw)
-                    for v in pending.values()]
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.executemany(
-                        "INSERT INTO entries (hash, author, seq, epoch, kind, subject, raw) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")  # synchronous=FULL: durable when this returns
-        return results
+            self._write(list(pending.values()), derived)
+        return results, list(pending.values())
+
+    def _write(self, items: list[Verified], derived: dict[bytes, Derived]) -> None:
+        rows = [(v.hash, v.author, v.seq, v.body.epoch, v.kind, _subject(v), v.raw)
+                for v in items]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO entries (hash, author, seq, epoch, kind, subject, raw) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO derived (hash, value) VALUES (?, ?)",
+                    [(v.hash, _pack(derived[v.hash])) for v in items])
+                self._update_heads(items)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")  # synchronous=FULL: durable when this returns
+
+    def _update_heads(self, items: list[Verified]) -> None:
+        """Each new entry becomes a head unless a child is stored; its prev stops
+        being one. Entries arrive in causal order, so a child never precedes."""
+        self._db.executemany("DELETE FROM heads WHERE author = ? AND hash = ?",
+                             [(v.author, v.body.prev) for v in items if v.body.prev])
+        self._db.executemany("INSERT OR IGNORE INTO heads (author, hash, seq) VALUES (?, ?, ?)",
+                             [(v.author, v.hash, v.seq) for v in items])
+        # An entry of this batch that is another's prev was deleted above only if
+        # it was inserted before; remove those inserted after their child.
+        children = {v.body.prev for v in items if v.body.prev}
+        self._db.executemany("DELETE FROM heads WHERE author = ? AND hash = ?",
+                             [(v.author, v.hash) for v in items if v.hash in children])
 
     def _stored_links(self, batch: list[Verified]) -> dict[bytes, _Seen]:
-        """(author, seq) of the stored entries among the batch and its prevs and deps.
+        """Author, seq and derived values of the stored entries among the batch
+        and its prevs and deps.
 
         One query per LOOKUP_CHUNK hashes, reading the columns written from the
         same entry as ``raw``: looking each hash up with ``get`` (a query and a
@@ -198,10 +347,35 @@ class LedgerStore:
             for start in range(0, len(hashes), LOOKUP_CHUNK):
                 chunk = hashes[start:start + LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                for entry_hash, author, seq in self._db.execute(
-                        f"SELECT hash, author, seq FROM entries WHERE hash IN ({marks})", chunk):
-                    found[entry_hash] = _Seen(author, seq)
+                for entry_hash, author, seq, value in self._db.execute(
+                        f"SELECT e.hash, e.author, e.seq, d.value FROM entries e "
+                        f"JOIN derived d ON d.hash = e.hash WHERE e.hash IN ({marks})", chunk):
+                    found[entry_hash] = _Seen(author, seq, _unpack(value))
         return found
+
+    def _rebuild_derived_if_needed(self) -> None:
+        """Recompute derived values and heads when they lag the entries (a store
+        written by an older version, or derived tables dropped by hand)."""
+        with self._lock:
+            entries_count = self._db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            derived_count = self._db.execute("SELECT count(*) FROM derived").fetchone()[0]
+        if entries_count == derived_count:
+            return
+        derived: dict[bytes, Derived] = {}
+        rows = []
+        for _, _, raw in self.rows():
+            item = entries.decode_stored(raw)
+            prev = derived[item.body.prev] if item.body.prev else None
+            derived[item.hash] = self.judge(item, prev, [derived[d] for d in item.body.deps])
+            rows.append(item)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM derived")
+            self._db.execute("DELETE FROM heads")
+            self._db.executemany("INSERT INTO derived (hash, value) VALUES (?, ?)",
+                                 [(v.hash, _pack(derived[v.hash])) for v in rows])
+            self._update_heads(rows)
+            self._db.execute("COMMIT")
 
     # --- verification -----------------------------------------------------------
 
@@ -219,12 +393,16 @@ class LedgerStore:
             last = page[-1][0]
 
     def verify(self) -> tuple[int, BadEntry | None]:
-        """Re-check every entry in insertion order: (entries checked, first bad one)."""
+        """Re-check every entry in insertion order: (entries checked, first bad one).
+
+        Encoding, hash, signature, links and every validity rule are checked
+        again from the raw bytes alone; the derived tables are not trusted.
+        """
         with self._lock:
             quick = self._db.execute("PRAGMA quick_check").fetchone()[0]
         if quick != "ok":
             return 0, BadEntry(0, b"", b"", 0, f"database corrupt: {quick}")
-        seen: dict[bytes, tuple[bytes, int]] = {}  # hash -> (author, seq), earlier rows
+        seen: dict[bytes, _Seen] = {}  # earlier rows
         past = _SeenPast(seen)
         checked = 0
         for rowid, stored_hash, raw in self.rows():
@@ -235,12 +413,49 @@ class LedgerStore:
                 if links.missing(item, past):
                     raise EntryError("its prev or a dep is not stored before it", item.hash)
                 links.check(item, past)
+                prev = seen[item.body.prev].derived if item.body.prev else None
+                derived = self.judge(item, prev, [seen[d].derived for d in item.body.deps])
             except EntryError as exc:
                 decoded = _best_effort(raw)
                 return checked, BadEntry(rowid, stored_hash, decoded[0], decoded[1], str(exc))
-            seen[item.hash] = (item.author, item.seq)
+            seen[item.hash] = _Seen(item.author, item.seq, derived)
             checked += 1
         return checked, None
+
+
+def _walk_back(rows: list[tuple[int, bytes, bytes]], head: bytes, head_seq: int,
+               from_seq: int, last: int) -> list[bytes]:
+    """The head's branch among an author's forked entries: follow prev from the
+    head down to ``from_seq``; return seqs ``from_seq``..``last``, ascending."""
+    by_seq: dict[int, list[tuple[bytes, bytes]]] = {}
+    for seq, entry_hash, raw in rows:
+        by_seq.setdefault(seq, []).append((entry_hash, raw))
+    wanted, chain = head, []
+    for seq in range(head_seq, from_seq - 1, -1):
+        match = next((raw for h, raw in by_seq.get(seq, ()) if h == wanted), None)
+        if match is None:
+            return []  # a gap: cannot happen in a store that checks links
+        if seq <= last:
+            chain.append(match)
+        wanted = entries.decode_stored(match).body.prev
+    chain.reverse()
+    return chain
+
+
+def _pack(derived: Derived) -> str:
+    return json.dumps(dataclasses.astuple(derived), separators=(",", ":"))
+
+
+def _unpack(value: str) -> Derived:
+    return Derived(*json.loads(value))
+
+
+def _derived_of(entry_hash: bytes, stored: dict[bytes, _Seen],
+                batch: dict[bytes, Derived]) -> Derived:
+    found = batch.get(entry_hash)
+    if found is not None:
+        return found
+    return stored[entry_hash].derived
 
 
 def _best_effort(raw: bytes) -> tuple[bytes, int]:
@@ -269,18 +484,18 @@ class _BatchPast:
 class _SeenPast:
     """The rows ``verify`` has passed so far, as far as link checks need them."""
 
-    def __init__(self, seen: dict[bytes, tuple[bytes, int]]) -> None:
+    def __init__(self, seen: dict[bytes, _Seen]) -> None:
         self._seen = seen
 
     def get(self, entry_hash: bytes) -> _Seen | None:
-        found = self._seen.get(entry_hash)
-        return _Seen(*found) if found is not None else None
+        return self._seen.get(entry_hash)
 
 
 @dataclass(frozen=True)
 class _Seen:
     author: bytes
     seq: int
+    derived: Derived
 
 
 @dataclass
@@ -290,6 +505,10 @@ class _Append:
     error: EntryError | None = None
 
 
+# Called on the trio loop with the entries each commit newly stored, in order.
+StoredListener = Callable[[list[Verified]], None]
+
+
 class GroupCommitter:
     """Batches appends from trio into durable transactions; see the module docstring."""
 
@@ -297,21 +516,37 @@ class GroupCommitter:
         self.store = store
         self._send, self._receive = trio.open_memory_channel[_Append](QUEUE_SIZE)
         self._limiter = trio.CapacityLimiter(1)
+        self._listeners: list[StoredListener] = []
         self.batches = 0
         self.appended = 0
+
+    def add_listener(self, listener: StoredListener) -> None:
+        """Call ``listener`` with what each commit newly stored, once durable.
+
+        A listener must not block; one that raises is logged and kept.
+        """
+        self._listeners.append(listener)
 
     async def append(self, item: Verified) -> None:
         """Return once ``item`` is durably stored (or was already).
 
         Raises:
             PastMissing: its prev or deps are not stored.
-            EntryError: its links are wrong.
+            EntryError: its links are wrong or it breaks a rule.
         """
-        request = _Append(item, trio.Event())
-        await self._send.send(request)
-        await request.done.wait()
-        if request.error is not None:
-            raise request.error
+        error = (await self.append_many([item]))[0]
+        if error is not None:
+            raise error
+
+    async def append_many(self, items: list[Verified]) -> list[EntryError | None]:
+        """Append ``items`` in this order (an entry may depend on one before it);
+        return once all are decided: per entry None (stored) or why not."""
+        requests = [_Append(item, trio.Event()) for item in items]
+        for request in requests:  # one task sends them all: the channel keeps the order
+            await self._send.send(request)
+        for request in requests:
+            await request.done.wait()
+        return [r.error for r in requests]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -328,8 +563,9 @@ class GroupCommitter:
                     except trio.WouldBlock:
                         break
                 try:
-                    results = await trio.to_thread.run_sync(
-                        self.store.insert, [a.entry for a in batch], limiter=self._limiter)
+                    results, stored = await trio.to_thread.run_sync(
+                        self.store.insert_batch, [a.entry for a in batch],
+                        limiter=self._limiter)
                 except BaseException:
                     for request in batch:  # nobody may take the batch for durable
                         request.error = EntryError("the store failed; not appended",
@@ -341,3 +577,12 @@ class GroupCommitter:
                     request.error = error
                     self.appended += error is None
                     request.done.set()
+                if stored:
+                    self._tell(stored)
+
+    def _tell(self, stored: list[Verified]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(stored)
+            except Exception:
+                log.exception("a ledger listener failed")

@@ -215,13 +215,13 @@ class Membership:
         self._cooldown_until[peer_id] = trio.current_time() + DISCONNECT_COOLDOWN
         await self.close_connections(pid)
 
-    async def block(self, peer_id: str) -> None:
+    async def block(self, peer_id: str, reason: str = "by the operator") -> None:
         """Refuse ``peer_id`` until :meth:`unblock`, closing its connections now."""
         pid = parse_peer_id(peer_id)
         if peer_id == str(self._host.get_id()):
             raise errors.InvalidArgument("that is this node's own peer ID")
         self._blocked.add(peer_id)
-        log.warning("peer blocked by the operator", extra={"peer_id": peer_id})
+        log.warning(f"peer blocked {reason}", extra={"peer_id": peer_id})
         await self.close_connections(pid)
 
     def unblock(self, peer_id: str) -> None:
@@ -229,7 +229,7 @@ class Membership:
         if peer_id not in self._blocked:
             raise errors.NotFound(f"peer {peer_id} is not blocked")
         self._blocked.discard(peer_id)
-        log.info("peer unblocked by the operator", extra={"peer_id": peer_id})
+        log.info("peer unblocked", extra={"peer_id": peer_id})
 
     async def close_connections(self, peer: ID) -> None:
         """Close every connection to ``peer``, one by one.

@@ -92,6 +92,7 @@ class Counters:
     dropped_outbound: int = 0  # py-libp2p's drop_rpc: a peer's outbound queue was full
     publish_refused: int = 0  # back-pressure timed out
     rejected: int = 0  # refused by a topic validator (not delivered, not forwarded)
+    relayed: int = 0  # handed to a store-then-forward relay (set_relay)
 
 
 class SubscriberTooSlow(errors.ResourceExhausted):
@@ -163,6 +164,7 @@ class Broadcast:
         self._network_id = network_id
         self._nursery = nursery
         self._topics: dict[str, _Topic] = {}
+        self._relayed: set[str] = set()  # wire topics whose messages an owner relays
         self.counters = counters
 
     def _wire(self, topic: str) -> str:
@@ -175,8 +177,17 @@ class Broadcast:
         """Publish ``data``; waits while peers' outbound queues are full.
 
         Raises:
+            errors.InvalidArgument: ``topic`` is a relayed topic (:meth:`set_relay`),
+                which only its owner publishes to (:meth:`publish_relayed`).
             errors.Unavailable: the queues did not drain in time (overload).
         """
+        if self._wire(topic) in self._relayed:
+            raise errors.InvalidArgument(f"topic {topic!r} is reserved: meshd checks and "
+                                         "sends its messages itself")
+        await self.publish_relayed(topic, data)
+
+    async def publish_relayed(self, topic: str, data: bytes) -> None:
+        """:meth:`publish`, also on relayed topics: for their owner only."""
         wire = self._wire(topic)
         if len(data) > MAX_MESSAGE_BYTES - 1024:
             raise errors.InvalidArgument(f"message is {len(data)} bytes; the limit is "
@@ -270,6 +281,31 @@ class Broadcast:
             if not accepted:
                 self.counters.rejected += 1
             return accepted
+
+        self._pubsub.set_topic_validator(self._wire(topic), check, False)
+
+    def set_relay(self, topic: str, take: Callable[[str, bytes], None]) -> None:
+        """Hand every message others send on ``topic`` to ``take(sender, data)``
+        instead of delivering and forwarding it; this node's own publishes are
+        forwarded as usual.
+
+        For store-then-forward topics (the ledger, docs/ledger.md §8.1): the
+        owner checks and stores a message, then publishes it itself, so this
+        node never forwards what it has not judged. ``take`` must not block;
+        one that raises is logged.
+        """
+        me = self._pubsub.my_id
+        self._relayed.add(self._wire(topic))
+
+        def check(sender: ID, raw: Any) -> bool:
+            if sender == me:
+                return True
+            self.counters.relayed += 1
+            try:
+                take(str(sender), bytes(raw.data))
+            except Exception:
+                log.exception("topic relay failed", extra={"topic": topic})
+            return False
 
         self._pubsub.set_topic_validator(self._wire(topic), check, False)
 

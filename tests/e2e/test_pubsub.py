@@ -33,8 +33,8 @@ def test_publish_and_subscribe_across_processes(node: Callable[..., Meshd]) -> N
     try:
         wait_known_subscriber(hub, "news", c.status()["peer_id"])
         wait_known_subscriber(b, "news", hub.status()["peer_id"])
-        assert json.loads(c.ctl("pubsub", "topics", "--json").stdout) == [
-            {"topic": "news", "local_subscribers": 1}]
+        assert {"topic": "news", "local_subscribers": 1} in json.loads(
+            c.ctl("pubsub", "topics", "--json").stdout)
         for i in range(3):
             b.ctl("pubsub", "pub", "news", f"hello {i}")
         outputs = [sub.communicate(timeout=20)[0] for sub in subs]

@@ -9,12 +9,27 @@ import pytest
 import trio
 
 from mesh.ledger.v1 import ledger_pb2
-from meshcore.ledger import entry
+from meshcore.ledger import entry, rules
 from meshcore.ledger.entry import EntryError, Verified
-from meshd.ledger.store import GroupCommitter, LedgerStore, PastMissing
+from meshcore.ledger.state import Account, Settled
+from meshd.ledger.store import GroupCommitter, Head, LedgerStore, PastMissing
 
 NET = "net_pbveuy5e75bdsw3e25x4g2rviy"
 ALICE, BOB = bytes(range(1, 33)), bytes(range(2, 34))
+
+
+class Rich(Settled):
+    """A genesis in which every account holds enough to pay for these tests."""
+
+    def account(self, key: bytes) -> Account:
+        return Account(liquid=10**9)
+
+
+JUDGE = rules.judge_with(lambda fin: Rich(epoch=-1))
+
+
+def open_store(directory: Path) -> LedgerStore:
+    return LedgerStore.in_dir(directory, NET, JUDGE)
 
 
 class Author:
@@ -56,10 +71,10 @@ async def test_appended_entries_survive_reopening_and_verify(tmp_path: Path) -> 
     alice, bob = Author(ALICE), Author(BOB)
     a1, a2 = alice.next(), alice.next()
     b1 = bob.next(deps=[a2.hash])
-    store = LedgerStore.in_dir(tmp_path, NET)
+    store = open_store(tmp_path)
     assert await committed(store, a1, a2, b1, a2) == [None] * 4  # a2 twice: idempotent
     store.close()
-    again = LedgerStore.in_dir(tmp_path, NET)
+    again = open_store(tmp_path)
     assert again.count() == 3
     assert [v.hash for v in again.by_author(alice.key)] == [a1.hash, a2.hash]
     assert again.get(b1.hash) == b1 and again.last_seq(bob.key) == 1
@@ -73,7 +88,7 @@ async def test_missing_past_and_bad_links_are_refused_and_not_stored(tmp_path: P
     wrong_seq = alice.next(seq=5, prev=a1.hash)          # prev's seq is 1, not 4
     others_prev = bob.next(seq=2, prev=a1.hash)           # prev is alice's entry
     own_dep = alice.next(seq=3, prev=a2.hash, deps=[a1.hash])  # own entry as a dep
-    store = LedgerStore.in_dir(tmp_path, NET)
+    store = open_store(tmp_path)
     results = await committed(store, a2, a1, a2, b1, wrong_seq, others_prev, own_dep)
     assert isinstance(results[0], PastMissing) and results[0].hashes == [a1.hash]
     assert results[1:4] == [None, None, None]  # a2 goes in once its prev is there
@@ -86,7 +101,7 @@ async def test_missing_past_and_bad_links_are_refused_and_not_stored(tmp_path: P
 async def test_concurrent_appends_share_durable_commits(tmp_path: Path) -> None:
     authors = [Author(bytes([i]) * 32) for i in range(1, 101)]
     firsts = [a.next() for a in authors]
-    store = LedgerStore.in_dir(tmp_path, NET)
+    store = open_store(tmp_path)
     committer = GroupCommitter(store)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -100,7 +115,7 @@ async def test_concurrent_appends_share_durable_commits(tmp_path: Path) -> None:
 
 
 def test_the_store_is_append_only(tmp_path: Path) -> None:
-    store = LedgerStore.in_dir(tmp_path, NET)
+    store = open_store(tmp_path)
     store.insert([Author(ALICE).next()])
     db = sqlite3.connect(store.path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -113,7 +128,7 @@ def test_the_store_is_append_only(tmp_path: Path) -> None:
 def test_verify_names_the_first_tampered_entry(tmp_path: Path) -> None:
     alice = Author(ALICE)
     chain = [alice.next() for _ in range(5)]
-    store = LedgerStore.in_dir(tmp_path, NET)
+    store = open_store(tmp_path)
     assert store.insert(chain) == [None] * 5
     # Someone edits the file behind meshd's back (past the triggers): entry 3's amount.
     db = sqlite3.connect(store.path)
@@ -125,3 +140,52 @@ def test_verify_names_the_first_tampered_entry(tmp_path: Path) -> None:
     assert checked == 2 and bad is not None
     assert (bad.rowid, bad.hash, bad.author, bad.seq) == (3, chain[2].hash, alice.key, 3)
     assert "signature does not verify" in bad.reason
+
+
+class Poor(Settled):
+    def account(self, key: bytes) -> Account:
+        return Account(liquid=1)
+
+
+def test_an_entry_that_breaks_a_rule_is_refused_and_not_stored(tmp_path: Path) -> None:
+    store = LedgerStore.in_dir(tmp_path, NET, rules.judge_with(lambda fin: Poor(epoch=-1)))
+    alice = Author(ALICE)
+    first, overspend = alice.next(), alice.next()  # each pays 1; alice holds 1
+    results = store.insert([first, overspend])
+    assert results[0] is None and "exceeds the author's available balance" in str(results[1])
+    assert store.count() == 1 and store.heads() == [Head(alice.key, 1, first.hash)]
+
+
+def test_heads_and_chains_follow_forks(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    alice = Author(ALICE)
+    a1, a2, a3 = alice.next(), alice.next(), alice.next()
+    b1 = Author(BOB).next()
+    fork = Author(ALICE).next(seq=3, prev=a2.hash, deps=[b1.hash])  # a second seq 3
+    assert store.insert([a1, a2, a3, b1, fork]) == [None] * 5
+    assert {h.hash for h in store.heads()} == {a3.hash, fork.hash, b1.hash}
+    assert store.heads(after_author=min(alice.key, b1.author), limit=5) == [
+        h for h in store.heads() if h.author > min(alice.key, b1.author)]
+    chain, more = store.chain(fork.hash, 1, limit=10, max_bytes=1 << 20)
+    assert chain == [a1.raw, a2.raw, fork.raw] and not more
+    chain, more = store.chain(a3.hash, 2, limit=1, max_bytes=1 << 20)
+    assert chain == [a2.raw] and more
+    assert store.chain(bytes(32), 1, 10, 1 << 20) == ([], False)
+
+
+def test_derived_values_are_rebuilt_when_missing(tmp_path: Path) -> None:
+    alice = Author(ALICE)
+    chain = [alice.next() for _ in range(4)]
+    store = open_store(tmp_path)
+    store.insert(chain[:3])
+    before = store.derived(chain[2].hash)
+    store.close()
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("DELETE FROM derived")
+    db.execute("DELETE FROM heads")
+    db.commit()
+    again = open_store(tmp_path)
+    assert again.derived(chain[2].hash) == before and before is not None
+    assert before.debit == 3
+    assert again.insert([chain[3]]) == [None]
+    assert again.heads() == [Head(alice.key, 4, chain[3].hash)]

@@ -1,0 +1,529 @@
+"""Ledger replication: gossip of new entries and anti-entropy sync (docs/ledger.md §8).
+
+Gossip is store-then-forward: an entry another node sends is verified and
+judged against the stored past, stored durably, and only then published by
+this node (in batches, on ``ledger/entries/1``). So this node never forwards
+an invalid entry, and the peer that sent one is scored down (meshd/ledger/
+scores.py). Every newly stored entry is published once, whichever way it came
+(own, gossip, sync): after a partition heals, what one node fetched spreads
+to its side without waiting for everyone's next sync.
+
+Anti-entropy runs with every newly admitted member and with a random member
+every SYNC_INTERVAL: compare heads digests; when they differ, fetch the
+ranges of the chains the peer is ahead on and the missing deps by hash, then
+append everything in causal order. Entries whose past is still missing wait
+in the :class:`WaitingRoom` and are retried when it is stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+from google.protobuf.message import DecodeError
+
+from mesh.ledger.v1 import sync_pb2
+from meshcore.ledger import entry as entries
+from meshcore.ledger.entry import HASH_BYTES, KEY_BYTES, EntryError, Verified
+from meshcore.ledger.rules import Unsupported
+from meshd import errors
+from meshd.ledger.ledger import Ledger
+from meshd.ledger.scores import (
+    BLOCK_SECONDS,
+    INVALID_ENTRY_COST,
+    PROTOCOL_BREACH_COST,
+    LedgerScores,
+)
+from meshd.ledger.store import Head, PastMissing, heads_digest
+from meshd.ledger.waiting import WaitingRoom
+from meshd.p2p.host import P2PHost
+from meshd.p2p.pubsub import Subscription
+
+log = logging.getLogger(__name__)
+
+TOPIC = "ledger/entries/1"
+HEADS, RANGE, GET = "ledger-heads", "ledger-range", "ledger-get"
+MAX_REQUEST = 64 << 10
+MAX_RESPONSE = 4 << 20
+REQUEST_TIMEOUT = 10.0
+HEADS_PAGE = 8192
+RANGE_ENTRIES = 512
+RANGE_BYTES = 1 << 20
+GET_HASHES = 256
+GOSSIP_BATCH_ENTRIES = 64  # entries per gossip message ...
+GOSSIP_BATCH_BYTES = 256 << 10  # ... and bytes (the gossip limit is 1 MiB)
+SYNC_INTERVAL = 10.0  # with a random member, +-20 %
+SYNC_MAX_ENTRIES = 50_000  # fetched per sync; the rest comes with the next one
+SYNC_GET_ROUNDS = 16  # rounds of fetching missing deps by hash per sync
+APPEND_CHUNK = 2048  # entries handed to the committer at once during a sync
+INTAKE_QUEUE = 1024  # gossip messages waiting to be checked; beyond it they are dropped
+PUBLISH_QUEUE = 65536  # stored entries waiting to be published
+RECENT = 65536  # hashes remembered as stored, to skip gossip duplicates cheaply
+
+
+@dataclass
+class ReplicationCounters:
+    received: int = 0  # entries from gossip and sync
+    stored: int = 0  # newly stored, from anywhere
+    invalid: int = 0
+    unsupported: int = 0
+    waiting: int = 0  # entries that went to wait for their past
+    intake_dropped: int = 0  # gossip messages dropped: the intake queue was full
+    published: int = 0
+    publish_dropped: int = 0
+    syncs: int = 0
+    syncs_failed: int = 0
+    synced: int = 0  # entries fetched by sync
+    blocked: int = 0  # peers blocked for their score
+
+
+class Replicator:
+    """Replicates ``ledger`` over ``p2p``; lives on the trio loop, see :meth:`run`."""
+
+    def __init__(self, ledger: Ledger, p2p: P2PHost, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None,
+                 sync_interval: float = SYNC_INTERVAL, gossip: bool = True) -> None:
+        """``gossip=False`` replicates by sync alone (tests of sync use it)."""
+        self._ledger = ledger
+        self._store = ledger.store
+        self._p2p = p2p
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._sync_interval = sync_interval
+        self._gossip = gossip
+        self.scores = LedgerScores()
+        self.waiting = WaitingRoom()
+        self.counters = ReplicationCounters()
+        self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self._intake_send, self._intake_receive = trio.open_memory_channel[
+            tuple[str, bytes]](INTAKE_QUEUE)
+        self._publish_send, self._publish_receive = trio.open_memory_channel[
+            Verified](PUBLISH_QUEUE)
+        self._sync_send, self._sync_receive = trio.open_memory_channel[str](256)
+        self._fetching: set[bytes] = set()
+        self._nursery: trio.Nursery | None = None
+        self._synced = trio.Event()  # set after each sync, for tests and status
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        direct, broadcast, membership = self._p2p.direct, self._p2p.broadcast, \
+            self._p2p.membership
+        direct.handle(HEADS, self._serve_heads, max_request=MAX_REQUEST)
+        direct.handle(RANGE, self._serve_range, max_request=MAX_REQUEST)
+        direct.handle(GET, self._serve_get, max_request=MAX_REQUEST)
+        async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
+            self._nursery = nursery
+            self._ledger.committer.add_listener(self._on_stored)
+            if self._gossip:
+                own_echoes = await stack.enter_async_context(
+                    broadcast.open_subscription(TOPIC))
+                broadcast.set_relay(TOPIC, self._on_gossip)
+                nursery.start_soon(self._drain, own_echoes)
+                nursery.start_soon(self._intake)
+                nursery.start_soon(self._publisher)
+            nursery.start_soon(self._sync_worker)
+            nursery.start_soon(self._sync_timer)
+            with membership.admission_listener(self.request_sync):
+                for peer in membership.peers():
+                    self.request_sync(peer.peer_id)
+                task_status.started()
+                await trio.sleep_forever()
+
+    def request_sync(self, peer_id: str) -> None:
+        """Sync with ``peer_id`` soon (skipped if many syncs are queued already)."""
+        with contextlib.suppress(trio.WouldBlock):
+            self._sync_send.send_nowait(peer_id)
+
+    # --- gossip in --------------------------------------------------------------
+
+    def _on_gossip(self, sender: str, data: bytes) -> None:
+        try:
+            self._intake_send.send_nowait((sender, data))
+        except trio.WouldBlock:
+            self.counters.intake_dropped += 1  # anti-entropy brings them back
+
+    async def _intake(self) -> None:
+        limiter = trio.CapacityLimiter(64)
+        assert self._nursery is not None
+        async for sender, data in self._intake_receive:
+            batch = sync_pb2.LedgerEntries()
+            try:
+                batch.ParseFromString(data)
+            except DecodeError:
+                await self._penalise(sender, INVALID_ENTRY_COST, "sent a gossip message that "
+                                     "is not a LedgerEntries")
+                continue
+            items = []
+            for raw in batch.entries:
+                item = await self._check(raw, sender)
+                if item is not None and item.hash not in self._recent:
+                    items.append(item)
+            if items:
+                await limiter.acquire_on_behalf_of(items[0].hash)
+                self._nursery.start_soon(self._admit_released, items, sender, limiter)
+
+    async def _admit_released(self, items: list[Verified], sender: str,
+                              limiter: trio.CapacityLimiter) -> None:
+        try:
+            await self.admit(items, sender)
+        finally:
+            limiter.release_on_behalf_of(items[0].hash)
+
+    async def _check(self, raw: bytes, sender: str) -> Verified | None:
+        """``raw`` verified by itself, or None (the sender pays if it is bad)."""
+        self.counters.received += 1
+        try:
+            return entries.verify(raw, self._ledger.genesis.network_id)
+        except EntryError as exc:
+            self.counters.invalid += 1
+            await self._penalise(sender, INVALID_ENTRY_COST, f"sent an invalid entry: {exc}")
+            return None
+
+    async def admit(self, items: list[Verified], sender: str) -> None:
+        """Append verified ``items`` (in causal order where they depend on each
+        other); those missing their past wait; invalid ones cost ``sender``."""
+        results = await self._ledger.committer.append_many(items)
+        for item, error in zip(items, results, strict=True):
+            if error is None:
+                continue
+            if isinstance(error, PastMissing):
+                self.counters.waiting += 1
+                self.waiting.add(item, sender, error.hashes, self._clock())
+                self._fetch_soon(sender, error.hashes)
+            elif isinstance(error, Unsupported):
+                self.counters.unsupported += 1  # a newer node's kind: not its fault
+            else:
+                self.counters.invalid += 1
+                await self._penalise(sender, INVALID_ENTRY_COST,
+                                     f"sent an entry that breaks a rule: {error}")
+
+    def _on_stored(self, stored: list[Verified]) -> None:
+        """Committer listener: publish what is new, retry what waited for it."""
+        self.counters.stored += len(stored)
+        retry: list[tuple[Verified, str]] = []
+        for item in stored:
+            self._remember(item.hash)
+            if self._gossip:
+                try:
+                    self._publish_send.send_nowait(item)
+                except trio.WouldBlock:
+                    self.counters.publish_dropped += 1
+            retry.extend(self.waiting.ready(item.hash))
+        if retry and self._nursery is not None:
+            by_sender: dict[str, list[Verified]] = {}
+            for item, sender in retry:
+                by_sender.setdefault(sender, []).append(item)
+            for sender, items in by_sender.items():
+                self._nursery.start_soon(self.admit, items, sender)
+
+    def _remember(self, entry_hash: bytes) -> None:
+        self._recent[entry_hash] = None
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+
+    def _fetch_soon(self, peer_id: str, hashes: list[bytes]) -> None:
+        wanted = [h for h in hashes if h not in self._fetching]
+        if wanted and self._nursery is not None:
+            self._fetching.update(wanted)
+            self._nursery.start_soon(self._fetch_missing, peer_id, wanted)
+
+    async def _fetch_missing(self, peer_id: str, hashes: list[bytes]) -> None:
+        """Ask ``peer_id`` (who sent an entry that needs them) for missing entries."""
+        try:
+            fetched: dict[bytes, Verified] = {}
+            await self._fetch_by_hash(peer_id, hashes, fetched)
+            if fetched:
+                await self.admit(_causal_order(fetched), peer_id)
+        except (errors.MeshError, SyncBreach) as exc:
+            log.debug("fetching missing ledger entries failed",
+                      extra={"peer_id": peer_id, "error": str(exc)})
+        finally:
+            self._fetching.difference_update(hashes)
+
+    # --- gossip out -------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        broadcast = self._p2p.broadcast
+        while True:
+            batch = [await self._publish_receive.receive()]
+            size = len(batch[0].raw)
+            while len(batch) < GOSSIP_BATCH_ENTRIES:
+                try:
+                    item = self._publish_receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(item)
+                size += len(item.raw)
+                if size > GOSSIP_BATCH_BYTES:
+                    break
+            message = sync_pb2.LedgerEntries(entries=[i.raw for i in batch])
+            try:
+                await broadcast.publish_relayed(TOPIC, message.SerializeToString())
+                self.counters.published += len(batch)
+            except errors.MeshError as exc:
+                self.counters.publish_dropped += len(batch)  # sync repairs it
+                log.warning("ledger entries not gossiped", extra={"error": str(exc)})
+
+    @staticmethod
+    async def _drain(subscription: Subscription) -> None:
+        # The topic must be subscribed to be in its mesh; the only messages
+        # delivered here are this node's own publishes.
+        async for _ in subscription:
+            pass
+
+    # --- anti-entropy: serving ----------------------------------------------
+
+    async def _serve_heads(self, peer_id: str, payload: bytes) -> bytes:
+        request = _parse(sync_pb2.LedgerHeadsRequest, payload)
+        limit = min(request.limit or HEADS_PAGE, HEADS_PAGE)
+        if request.digest:
+            heads = await trio.to_thread.run_sync(self._store.heads)
+            if heads_digest(heads) == request.digest:
+                return sync_pb2.LedgerHeads(same=True).SerializeToString()
+        page = await trio.to_thread.run_sync(self._store.heads, request.after_author,
+                                             limit + 1)
+        answer = sync_pb2.LedgerHeads(
+            heads=[sync_pb2.Head(author=h.author, seq=h.seq, hash=h.hash)
+                   for h in page[:limit]], more=len(page) > limit)
+        return answer.SerializeToString()
+
+    async def _serve_range(self, peer_id: str, payload: bytes) -> bytes:
+        request = _parse(sync_pb2.LedgerRangeRequest, payload)
+        if len(request.head) != HASH_BYTES:
+            raise errors.InvalidArgument("head is not a 32-byte hash")
+        found, more = await trio.to_thread.run_sync(
+            self._store.chain, request.head, max(request.from_seq, 1), RANGE_ENTRIES,
+            RANGE_BYTES)
+        return sync_pb2.LedgerEntries(entries=found, more=more).SerializeToString()
+
+    async def _serve_get(self, peer_id: str, payload: bytes) -> bytes:
+        request = _parse(sync_pb2.LedgerGetRequest, payload)
+        if len(request.hashes) > GET_HASHES:
+            raise errors.InvalidArgument(f"at most {GET_HASHES} hashes per request")
+        found = await trio.to_thread.run_sync(self._store.get_raw, list(request.hashes))
+        return sync_pb2.LedgerEntries(entries=found).SerializeToString()
+
+    # --- anti-entropy: asking -----------------------------------------------
+
+    async def _sync_timer(self) -> None:
+        while True:
+            await trio.sleep(self._sync_interval * self._rng.uniform(0.8, 1.2))
+            members = self._p2p.membership.peers()
+            if members:
+                self.request_sync(self._rng.choice(members).peer_id)
+            self.waiting.expire(self._clock())
+            self.scores.forget_recovered(self._clock())
+
+    async def _sync_worker(self) -> None:
+        async for peer_id in self._sync_receive:
+            if not self._p2p.membership.is_admitted(peer_id):
+                continue
+            self.counters.syncs += 1
+            try:
+                with trio.fail_after(REQUEST_TIMEOUT * 30):
+                    await self.sync_with(peer_id)
+            except SyncBreach as exc:
+                self.counters.syncs_failed += 1
+                await self._penalise(peer_id, PROTOCOL_BREACH_COST, str(exc))
+            except (errors.MeshError, trio.TooSlowError) as exc:
+                self.counters.syncs_failed += 1
+                log.info("ledger sync failed", extra={"peer_id": peer_id, "error": str(exc)})
+            self._synced.set()
+            self._synced = trio.Event()
+
+    async def sync_with(self, peer_id: str) -> int:
+        """Fetch what ``peer_id`` stores and this node does not; return how many
+        entries were fetched.
+
+        Raises:
+            SyncBreach: the peer's answers break the protocol.
+            errors.MeshError: a request failed.
+        """
+        mine = await trio.to_thread.run_sync(self._store.heads)
+        theirs = await self._remote_heads(peer_id, heads_digest(mine))
+        if theirs is None:
+            return 0
+        known = await trio.to_thread.run_sync(self._store.known, [h.hash for h in theirs])
+        fetched: dict[bytes, Verified] = {}
+        for head in theirs:
+            if head.hash in known or len(fetched) >= SYNC_MAX_ENTRIES:
+                continue
+            last = await trio.to_thread.run_sync(self._store.last_seq, head.author)
+            await self._fetch_range(peer_id, head, min(last + 1, head.seq), fetched)
+        await self._fetch_by_hash(peer_id, [], fetched)
+        self.counters.synced += len(fetched)
+        order = _causal_order(fetched)
+        for start in range(0, len(order), APPEND_CHUNK):
+            await self.admit(order[start:start + APPEND_CHUNK], peer_id)
+        return len(fetched)
+
+    async def _remote_heads(self, peer_id: str, digest: bytes) -> list[Head] | None:
+        heads: list[Head] = []
+        after = b""
+        while True:
+            request = sync_pb2.LedgerHeadsRequest(after_author=after, limit=HEADS_PAGE,
+                                                  digest=digest)
+            answer = _parse_answer(sync_pb2.LedgerHeads, await self._request(
+                peer_id, HEADS, request.SerializeToString()), HEADS)
+            if answer.same:
+                return None
+            page = [Head(h.author, h.seq, h.hash) for h in answer.heads]
+            for head in page:
+                ordered = head.author > after and (not heads or (head.author, head.hash)
+                                                   > (heads[-1].author, heads[-1].hash))
+                if len(head.author) != KEY_BYTES or len(head.hash) != HASH_BYTES \
+                        or head.seq < 1 or not ordered:
+                    raise SyncBreach(f"peer {peer_id} sent malformed or unordered heads")
+                heads.append(head)
+            if not answer.more or not page:
+                return heads
+            after = page[-1].author
+            digest = b""
+
+    async def _fetch_range(self, peer_id: str, head: Head, from_seq: int,
+                           fetched: dict[bytes, Verified]) -> None:
+        expected = from_seq
+        while len(fetched) < SYNC_MAX_ENTRIES:
+            request = sync_pb2.LedgerRangeRequest(head=head.hash, from_seq=expected)
+            answer = _parse_answer(sync_pb2.LedgerEntries, await self._request(
+                peer_id, RANGE, request.SerializeToString()), RANGE)
+            if not answer.entries:
+                return  # the peer no longer has it (cannot happen) or nothing to send
+            previous: Verified | None = None
+            for raw in answer.entries:
+                item = await self._check(raw, peer_id)
+                if item is None:
+                    raise SyncBreach(f"peer {peer_id} sent an invalid entry in a range")
+                if item.author != head.author or item.seq != expected or (
+                        previous is not None and item.body.prev != previous.hash):
+                    raise SyncBreach(f"peer {peer_id} sent a range that is not one chain "
+                                     f"from seq {from_seq}")
+                fetched[item.hash] = item
+                previous, expected = item, expected + 1
+            if previous is not None and previous.seq >= head.seq:
+                if previous.hash != head.hash:
+                    raise SyncBreach(f"peer {peer_id} sent a range that misses its head")
+                return
+            if not answer.more:
+                return
+
+    async def _fetch_by_hash(self, peer_id: str, hashes: list[bytes],
+                             fetched: dict[bytes, Verified]) -> None:
+        """Fetch ``hashes``, then whatever prev or dep of the fetched entries is
+        neither fetched nor stored, for a bounded number of rounds."""
+        wanted = list(hashes)
+        for _ in range(SYNC_GET_ROUNDS):
+            if not wanted:
+                wanted = await self._missing_links(fetched)
+            if not wanted:
+                return
+            for start in range(0, len(wanted), GET_HASHES):
+                chunk = wanted[start:start + GET_HASHES]
+                request = sync_pb2.LedgerGetRequest(hashes=chunk)
+                answer = _parse_answer(sync_pb2.LedgerEntries, await self._request(
+                    peer_id, GET, request.SerializeToString()), GET)
+                asked = set(chunk)
+                for raw in answer.entries:
+                    item = await self._check(raw, peer_id)
+                    if item is None:
+                        raise SyncBreach(f"peer {peer_id} sent an invalid entry")
+                    if item.hash not in asked:
+                        raise SyncBreach(f"peer {peer_id} sent an entry it was not asked for")
+                    fetched[item.hash] = item
+            wanted = []
+
+    async def _missing_links(self, fetched: dict[bytes, Verified]) -> list[bytes]:
+        links = {h for item in fetched.values()
+                 for h in ([item.body.prev] if item.body.prev else []) + list(item.body.deps)
+                 if h not in fetched}
+        if not links:
+            return []
+        known = await trio.to_thread.run_sync(self._store.known, list(links))
+        return sorted(links - known)
+
+    async def _request(self, peer_id: str, name: str, payload: bytes) -> bytes:
+        return await self._p2p.direct.request(peer_id, name, payload, timeout=REQUEST_TIMEOUT,
+                                              max_response=MAX_RESPONSE)
+
+    # --- scores -----------------------------------------------------------------
+
+    async def _penalise(self, peer_id: str, cost: int, why: str) -> None:
+        log.warning("ledger peer penalised", extra={"peer_id": peer_id, "cost": cost,
+                                                     "reason": why[:300]})
+        if not self.scores.penalise(peer_id, cost, self._clock()):
+            return
+        membership = self._p2p.membership
+        if peer_id in membership.blocked():
+            return
+        self.counters.blocked += 1
+        try:
+            await membership.block(peer_id, reason=f"for {BLOCK_SECONDS:g} s: its ledger "
+                                   "score fell too low")
+        except errors.MeshError:
+            return
+        assert self._nursery is not None
+        self._nursery.start_soon(self._unblock_later, peer_id)
+
+    async def _unblock_later(self, peer_id: str) -> None:
+        await trio.sleep(BLOCK_SECONDS)
+        if peer_id in self._p2p.membership.blocked():
+            self._p2p.membership.unblock(peer_id)
+
+
+class SyncBreach(Exception):
+    """A peer's sync answer breaks the protocol (docs/ledger.md §8.4: costs 50)."""
+
+
+def _causal_order(fetched: dict[bytes, Verified]) -> list[Verified]:
+    """``fetched`` with every entry after its prev and deps among them (DFS)."""
+    order: list[Verified] = []
+    placed: set[bytes] = set()
+    for root in sorted(fetched):
+        if root in placed:
+            continue
+        stack: list[tuple[bytes, bool]] = [(root, False)]
+        while stack:
+            entry_hash, expanded = stack.pop()
+            if entry_hash in placed:
+                continue
+            item = fetched[entry_hash]
+            if expanded:
+                placed.add(entry_hash)
+                order.append(item)
+                continue
+            stack.append((entry_hash, True))
+            links = ([item.body.prev] if item.body.prev else []) + list(item.body.deps)
+            stack.extend((h, False) for h in links if h in fetched and h not in placed)
+    return order
+
+
+Request = TypeVar("Request", sync_pb2.LedgerHeadsRequest, sync_pb2.LedgerRangeRequest,
+                  sync_pb2.LedgerGetRequest)
+Answer = TypeVar("Answer", sync_pb2.LedgerHeads, sync_pb2.LedgerEntries)
+
+
+def _parse(kind: type[Request], payload: bytes) -> Request:
+    message = kind()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError:
+        raise errors.InvalidArgument(f"not a {kind.__name__}") from None
+    return message
+
+
+def _parse_answer(kind: type[Answer], payload: bytes, name: str) -> Answer:
+    message = kind()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError:
+        raise SyncBreach(f"the answer to {name} is not a {kind.__name__}") from None
+    return message
+

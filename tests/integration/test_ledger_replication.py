@@ -1,0 +1,200 @@
+"""Ledger replication between nodes in one trio process (docs/ledger.md §8)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from mesh.ledger.v1 import ledger_pb2, sync_pb2
+from meshcore import genesis as genesis_module
+from meshcore.genesis import Genesis
+from meshcore.ledger import entry
+from meshcore.ledger.accounts import peer_id_of
+from meshd import errors
+from meshd.ledger.ledger import Ledger, open_ledger
+from meshd.ledger.replication import TOPIC, Replicator
+from meshd.ledger.store import Head
+from meshd.p2p.direct import Code, DirectRequestFailed
+from meshd.p2p.host import P2PHost, open_p2p_host
+from meshd.p2p.host import peer_id_of as host_peer_id
+from tests.integration.p2p_helpers import LOOPBACK, poll_until, wait_until
+
+ALLOCATION = 1_000_000
+
+
+@dataclass
+class Node:
+    host: P2PHost
+    ledger: Ledger
+    replicator: Replicator
+    seed: bytes
+
+    @property
+    def account(self) -> str:
+        return peer_id_of(self.ledger.key)
+
+    def heads(self) -> list[Head]:
+        return self.ledger.store.heads()
+
+
+def make_genesis(seeds: list[bytes]) -> Genesis:
+    allocations = ", ".join(f'{{ account = "{host_peer_id(s)}", amount = {ALLOCATION} }}'
+                            for s in seeds)
+    return genesis_module.loads(f"""
+name = "Replication"
+genesis_time = 2026-01-01T00:00:00Z
+[token]
+name = "Test"
+symbol = "TST"
+allocations = [{allocations}]
+""")
+
+
+@contextlib.asynccontextmanager
+async def open_nodes(tmp_path: Path, count: int, *, sync_interval: float = 3600.0,
+                     seeds: list[bytes] | None = None, sync_only: tuple[int, ...] = (),
+                     ) -> AsyncIterator[list[Node]]:
+    """``count`` nodes of one network, each with a ledger and a replicator (the
+    periodic sync is off unless asked: tests drive syncs themselves). Nodes
+    in ``sync_only`` do not gossip: what they get came by sync."""
+    seeds = seeds or [os.urandom(32) for _ in range(count)]
+    genesis = make_genesis(seeds)
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = []
+        for index, seed in enumerate(seeds[:count]):
+            data_dir = tmp_path / f"n{index}"
+            data_dir.mkdir(exist_ok=True)
+            host = await stack.enter_async_context(
+                open_p2p_host(seed, LOOPBACK, genesis.network_id))
+            ledger = await stack.enter_async_context(open_ledger(data_dir, seed, genesis))
+            # Each replicator stops before its ledger and host (the stack unwinds
+            # in reverse), as in the daemon.
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            stack.callback(nursery.cancel_scope.cancel)
+            replicator = Replicator(ledger, host, sync_interval=sync_interval,
+                                    gossip=index not in sync_only)
+            await nursery.start(replicator.run)
+            nodes.append(Node(host, ledger, replicator, seed))
+        yield nodes
+
+
+async def connect_all(nodes: list[Node]) -> None:
+    for a in nodes:
+        for b in nodes:
+            if a is not b and not a.host.membership.is_admitted(b.host.peer_id):
+                await a.host.connect(b.host.listen_addrs()[0])
+
+
+async def wait_converged(nodes: list[Node], timeout: float = 20) -> None:
+    """Until every node stores the same heads (so the same entries)."""
+    def same() -> bool:
+        heads = [n.heads() for n in nodes]
+        return all(h == heads[0] for h in heads)
+
+    await poll_until(same, timeout=timeout, interval=0.05)
+
+
+async def test_a_transfer_reaches_every_node_by_gossip(tmp_path: Path) -> None:
+    async with open_nodes(tmp_path, 4) as nodes:
+        await connect_all(nodes)
+        await poll_until(lambda: all(len(n.host.broadcast.topic_peers(TOPIC)) == 3
+                                     for n in nodes), timeout=15)
+        alice, bob = nodes[0], nodes[1]
+        made = await alice.ledger.transfer(bob.account, 250, "rent")
+        await wait_converged(nodes)
+        for node in nodes:
+            assert await trio.to_thread.run_sync(node.ledger.store.get, made.hash) == made
+            balance = await node.ledger.balance(bob.account)
+            assert balance.pending_in == 250
+        assert all(n.replicator.counters.syncs_failed == 0 for n in nodes)
+        assert nodes[2].replicator.counters.invalid == 0
+
+
+async def test_a_late_joiner_catches_up_by_sync(tmp_path: Path) -> None:
+    async with open_nodes(tmp_path, 3, sync_only=(2,)) as nodes:
+        early, other, late = nodes
+        await early.host.connect(other.host.listen_addrs()[0])
+        for index in range(30):
+            await early.ledger.transfer(other.account, index + 1)
+            await other.ledger.transfer(early.account, 1)
+        await wait_converged([early, other])
+        assert late.heads() == []
+        await late.host.connect(early.host.listen_addrs()[0])  # admission starts a sync
+        await wait_converged(nodes)
+        assert late.ledger.store.count() == 60
+        assert late.replicator.counters.synced == 60, late.replicator.counters
+        checked, bad = await late.ledger.verify()
+        assert (checked, bad) == (60, None)
+
+
+async def test_an_entry_waits_for_its_past_and_is_stored_when_it_comes(tmp_path: Path) -> None:
+    async with open_nodes(tmp_path, 2) as nodes:
+        writer, reader = nodes
+        first = await writer.ledger.transfer(reader.account, 1)
+        second = await writer.ledger.transfer(reader.account, 2)
+        # Offer the second alone, from a sender that is not connected: it waits.
+        await reader.replicator.admit([entry.verify(second.raw, writer.ledger.genesis.network_id)],
+                                      "12D3KooWnobody")
+        assert second.hash in reader.replicator.waiting
+        await reader.replicator.admit([first], "12D3KooWnobody")
+        await poll_until(lambda: reader.ledger.store.count() == 2)
+        assert len(reader.replicator.waiting) == 0
+
+
+async def test_an_invalid_entry_is_not_stored_nor_forwarded_and_its_sender_is_blocked(
+        tmp_path: Path) -> None:
+    async with open_nodes(tmp_path, 3) as nodes:
+        honest, hostile, third = nodes
+        await connect_all(nodes)
+        await poll_until(lambda: all(len(n.host.broadcast.topic_peers(TOPIC)) == 2
+                                     for n in nodes), timeout=15)
+        # A local API client cannot publish on the ledger's topic: meshd would
+        # forward unchecked bytes and be blocked by its peers.
+        with pytest.raises(errors.InvalidArgument, match="reserved"):
+            await honest.host.broadcast.publish(TOPIC, b"junk")
+        # The hostile node signs an overspend with its own key, and gossips it.
+        body = ledger_pb2.EntryBody(
+            network_id=honest.ledger.genesis.network_id, author=hostile.ledger.key, seq=1,
+            epoch=0, transfer=ledger_pb2.Transfer(to=honest.ledger.key,
+                                                  amount=ALLOCATION + 1))
+        overspend = entry.sign(hostile.seed, body)
+        message = sync_pb2.LedgerEntries(entries=[overspend]).SerializeToString()
+        await hostile.host.broadcast.publish_relayed(TOPIC, message)
+        await wait_until(honest.host,
+                         lambda: hostile.host.peer_id in honest.host.membership.blocked())
+        assert honest.ledger.store.count() == 0 and third.ledger.store.count() == 0
+        assert honest.replicator.counters.invalid >= 1
+        assert honest.replicator.counters.published == 0  # never forwarded
+        await wait_until(honest.host,
+                         lambda: not honest.host.membership.is_admitted(hostile.host.peer_id))
+
+
+async def test_sync_serves_ranges_in_pages_and_refuses_bad_requests(tmp_path: Path) -> None:
+    async with open_nodes(tmp_path, 2, sync_only=(1,)) as nodes:
+        writer, asker = nodes
+        for _ in range(600):  # more than one range page (512)
+            await writer.ledger.transfer(asker.account, 1)
+        await asker.host.connect(writer.host.listen_addrs()[0])
+        await wait_converged(nodes, timeout=60)
+        assert asker.ledger.store.count() == 600
+        assert asker.replicator.counters.synced == 600
+        for name, payload in [("ledger-range", b"\xff\xff"),
+                              ("ledger-range", sync_pb2.LedgerRangeRequest(
+                                  head=b"short").SerializeToString()),
+                              ("ledger-get", sync_pb2.LedgerGetRequest(
+                                  hashes=[bytes(32)] * 257).SerializeToString())]:
+            try:
+                await asker.host.direct.request(writer.host.peer_id, name, payload)
+            except DirectRequestFailed as exc:
+                assert exc.code == Code.CODE_INVALID, exc
+            except errors.MeshError as exc:
+                raise AssertionError(f"{name}: {exc}") from None
+            else:
+                raise AssertionError(f"{name} accepted a bad request")
+        assert writer.host.membership.is_admitted(asker.host.peer_id)
