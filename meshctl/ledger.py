@@ -9,7 +9,7 @@ import click
 from mesh.ledger.v1 import service_pb2, service_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import json_option, with_client
-from meshctl.output import emit, fields
+from meshctl.output import emit, fields, token_amount
 
 
 def _stub(client: MeshClient) -> service_pb2_grpc.LedgerServiceStub:
@@ -40,7 +40,7 @@ def _history_table(entries: list[dict[str, Any]]) -> str:
 
 @click.group()
 def ledger() -> None:
-    """Balances, history, transfers; verify the stored ledger.
+    """Balances, history, transfers, stake; verify the stored ledger.
 
     Amounts are whole numbers of base units (10^-decimals of a token).
     """
@@ -55,13 +55,19 @@ def balance(client: MeshClient, account: str, as_json: bool) -> None:
     r = client.unary(_stub(client).GetBalance, service_pb2.GetBalanceRequest(account=account))
     data = {"account": r.account, "settled": r.settled, "pending_out": r.pending_out,
             "pending_in": r.pending_in, "available": r.available, "bonded": r.bonded,
-            "symbol": r.symbol, "decimals": r.decimals}
+            "symbol": r.symbol, "decimals": r.decimals, "pending_stake": r.pending_stake,
+            "pending_unstake": r.pending_unstake, "unbonding": r.unbonding,
+            "withdrawable": r.withdrawable}
     emit(data, as_json, lambda d: fields([
-        ("Account", d["account"]), ("Available", f"{d['available']} (base units of "
-                                                 f"{d['symbol']}, {d['decimals']} decimals)"),
-        ("Settled", d["settled"]), ("Pending out", d["pending_out"]),
+        ("Account", d["account"]),
+        ("Available", token_amount(d["available"], d["decimals"], d["symbol"])),
+        ("Settled", d["settled"]), ("Pending out", f"{d['pending_out']} (transfers and stakes)"),
         ("Pending in", f"{d['pending_in']} (spendable once settled)"),
-        ("Bonded", d["bonded"])]))
+        ("Bonded", f"{d['bonded']} (settled)"),
+        ("Pending stake", f"{d['pending_stake']} (bonded once settled)"),
+        ("Pending unstake", f"{d['pending_unstake']} (unbonding once settled)"),
+        ("Unbonding", d["unbonding"]),
+        ("Withdrawable", f"{d['withdrawable']} (matured: 'meshctl ledger withdraw')")]))
 
 
 @ledger.command()
@@ -93,6 +99,72 @@ def transfer(client: MeshClient, to: str, amount: str, memo: str, as_json: bool)
     data = entry_to_dict(r.entry)
     emit(data, as_json, lambda d: f"sent {d['amount']} to {d['to']} (entry {d['hash'][:16]}, "
                                   f"seq {d['seq']})")
+
+
+@ledger.command()
+@click.argument("amount")
+@json_option
+@with_client
+def stake(client: MeshClient, amount: str, as_json: bool) -> None:
+    """Bond AMOUNT base units of this node's available balance.
+
+    The stake counts as bonded once the epoch settles; until then 'ledger
+    balance' shows it as pending stake.
+    """
+    r = client.unary(_stub(client).Stake, service_pb2.StakeRequest(amount=amount))
+    emit(entry_to_dict(r.entry), as_json, lambda d: _written("staked", d,
+                                                             "bonded once settled"))
+
+
+@ledger.command()
+@click.argument("amount")
+@json_option
+@with_client
+def unstake(client: MeshClient, amount: str, as_json: bool) -> None:
+    """Start unbonding AMOUNT base units of this node's stake.
+
+    The lot matures 24 epochs after the settlement that applies the unstake;
+    then 'ledger withdraw' makes it available.
+    """
+    r = client.unary(_stub(client).Unstake, service_pb2.UnstakeRequest(amount=amount))
+    emit(entry_to_dict(r.entry), as_json, lambda d: _written(
+        "unstaked", d, "withdrawable 24 epochs after it settles"))
+
+
+@ledger.command()
+@click.argument("amount")
+@json_option
+@with_client
+def withdraw(client: MeshClient, amount: str, as_json: bool) -> None:
+    """Move AMOUNT base units of matured unbonded stake to the available balance."""
+    r = client.unary(_stub(client).Withdraw, service_pb2.WithdrawRequest(amount=amount))
+    emit(entry_to_dict(r.entry), as_json, lambda d: _written("withdrew", d, "available now"))
+
+
+def _written(verb: str, d: dict[str, Any], then: str) -> str:
+    return f"{verb} {d['amount']} (entry {d['hash'][:16]}, seq {d['seq']}); {then}"
+
+
+@ledger.command("state-root")
+@click.option("--epoch", type=click.IntRange(min=-1), default=None,
+              help="A final epoch (default: the newest).")
+@json_option
+@with_client
+def state_root(client: MeshClient, epoch: int | None, as_json: bool) -> None:
+    """Show the state root of a final epoch, to compare with other nodes.
+
+    Two nodes that show the same root for an epoch computed the same settlement
+    (docs/ledger.md §4.3). Before any epoch is final: epoch -1 and no root.
+    """
+    request = service_pb2.GetStateRootRequest()
+    if epoch is not None:
+        request.epoch = epoch
+    r = client.unary(_stub(client).GetStateRoot, request)
+    data = {"epoch": r.epoch, "root": r.root, "supply": r.supply}
+    emit(data, as_json, lambda d: fields([
+        ("Epoch", d["epoch"]), ("Root", d["root"]), ("Supply", d["supply"])])
+        if d["epoch"] >= 0 else
+        f"no epoch is final yet: the genesis state has no state root (supply {d['supply']})")
 
 
 @ledger.command()

@@ -47,3 +47,20 @@ def duration(seconds: float) -> str:
             total %= size
     parts.append(f"{total}s")
     return " ".join(parts)
+
+
+def token_amount(base_units: str | int, decimals: int, symbol: str) -> str:
+    """``1500000 (1.5 STR)``: base units and the value in tokens, exactly (no floats)."""
+    units = int(base_units)
+    whole, fraction = divmod(abs(units), 10**decimals)
+    digits = f"{fraction:0{decimals}d}".rstrip("0") if decimals else ""
+    sign = "-" if units < 0 else ""
+    return f"{units} ({sign}{whole}{'.' + digits if digits else ''} {symbol})"
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                        strict=True)).rstrip()
+                     for row in rows)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
@@ -14,6 +16,7 @@ from meshcore.ledger.entry import Verified
 from meshd import errors
 from meshd.api.bridge import TrioBridge
 from meshd.api.status import unary
+from meshd.ledger import queries
 from meshd.ledger.ledger import Ledger
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -29,10 +32,13 @@ class LedgerServicer(service_pb2_grpc.LedgerServiceServicer):
     async def GetBalance(self, request: service_pb2.GetBalanceRequest,
                          context: Context) -> service_pb2.GetBalanceResponse:
         b = await unary(context, self._bridge, self._ledger.balance, request.account)
+        s = await unary(context, self._bridge, self._ledger.stake_balance, request.account)
         return service_pb2.GetBalanceResponse(
             account=b.account, settled=str(b.settled), pending_out=str(b.pending_out),
             pending_in=str(b.pending_in), available=str(b.available), bonded=str(b.bonded),
-            symbol=self._token.symbol, decimals=self._token.decimals)
+            symbol=self._token.symbol, decimals=self._token.decimals,
+            pending_stake=str(s.pending_stake), pending_unstake=str(s.pending_unstake),
+            unbonding=str(s.unbonding), withdrawable=str(s.withdrawable))
 
     async def ListHistory(self, request: service_pb2.ListHistoryRequest,
                           context: Context) -> service_pb2.ListHistoryResponse:
@@ -43,9 +49,7 @@ class LedgerServicer(service_pb2_grpc.LedgerServiceServicer):
     async def Transfer(self, request: service_pb2.TransferRequest,
                        context: Context) -> service_pb2.TransferResponse:
         stored = await unary(context, self._bridge, self._transfer, request)
-        stored_at = Timestamp()
-        stored_at.FromDatetime(dt.datetime.now(dt.UTC))
-        return service_pb2.TransferResponse(entry=history_entry(stored), stored_at=stored_at)
+        return service_pb2.TransferResponse(entry=history_entry(stored), stored_at=_now())
 
     async def VerifyLedger(self, request: service_pb2.VerifyLedgerRequest,
                            context: Context) -> service_pb2.VerifyLedgerResponse:
@@ -57,11 +61,102 @@ class LedgerServicer(service_pb2_grpc.LedgerServiceServicer):
                          f"seq {bad.seq}): {bad.reason}")
         return service_pb2.VerifyLedgerResponse(checked=checked, first_bad=first_bad)
 
+    async def Stake(self, request: service_pb2.StakeRequest,
+                    context: Context) -> service_pb2.StakeResponse:
+        stored = await unary(context, self._bridge, _with_amount, self._ledger.stake,
+                             request.amount)
+        return service_pb2.StakeResponse(entry=history_entry(stored), stored_at=_now())
+
+    async def Unstake(self, request: service_pb2.UnstakeRequest,
+                      context: Context) -> service_pb2.UnstakeResponse:
+        stored = await unary(context, self._bridge, _with_amount, self._ledger.unstake,
+                             request.amount)
+        return service_pb2.UnstakeResponse(entry=history_entry(stored), stored_at=_now())
+
+    async def Withdraw(self, request: service_pb2.WithdrawRequest,
+                       context: Context) -> service_pb2.WithdrawResponse:
+        stored = await unary(context, self._bridge, _with_amount, self._ledger.withdraw,
+                             request.amount)
+        return service_pb2.WithdrawResponse(entry=history_entry(stored), stored_at=_now())
+
+    async def GetStateRoot(self, request: service_pb2.GetStateRootRequest,
+                           context: Context) -> service_pb2.GetStateRootResponse:
+        info = await unary(context, self._bridge, self._ledger.state_root,
+                           request.epoch if request.HasField("epoch") else None)
+        return service_pb2.GetStateRootResponse(epoch=info.epoch, root=info.root.hex(),
+                                                supply=str(info.supply))
+
+    async def ListRewards(self, request: service_pb2.ListRewardsRequest,
+                          context: Context) -> service_pb2.ListRewardsResponse:
+        found = await unary(context, self._bridge, self._ledger.rewards,
+                            request.epoch if request.HasField("epoch") else None)
+        return rewards_pb(found)
+
+    async def ExplainRewards(self, request: service_pb2.ExplainRewardsRequest,
+                             context: Context) -> service_pb2.ExplainRewardsResponse:
+        found = await unary(context, self._bridge, self._ledger.explain_rewards, request.epoch,
+                            request.account, not request.full)
+        return service_pb2.ExplainRewardsResponse(
+            epoch=found.epoch, lines=found.lines,
+            record_json=json.dumps(found.record, sort_keys=True, separators=(",", ":")))
+
+    async def GetTokenInfo(self, request: service_pb2.GetTokenInfoRequest,
+                           context: Context) -> service_pb2.GetTokenInfoResponse:
+        return token_info_pb(await unary(context, self._bridge, self._ledger.token_info))
+
     async def _transfer(self, request: service_pb2.TransferRequest) -> Verified:
-        if not request.amount.isdigit():
-            raise errors.InvalidArgument(
-                f"amount {request.amount!r} is not a whole number of base units")
-        return await self._ledger.transfer(request.to, int(request.amount), request.memo)
+        return await self._ledger.transfer(request.to, base_units(request.amount), request.memo)
+
+
+def base_units(text: str) -> int:
+    """A request's amount: a decimal string of base units."""
+    if not text.isascii() or not text.isdigit():
+        raise errors.InvalidArgument(
+            f"amount {text!r} is not a whole number of base units (e.g. 1500000 is 1.5 "
+            "tokens of 6 decimals)")
+    return int(text)
+
+
+async def _with_amount(write: Callable[[int], Awaitable[Verified]], amount: str) -> Verified:
+    return await write(base_units(amount))
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(dt.datetime.now(dt.UTC))
+    return stamp
+
+
+def rewards_pb(found: queries.Rewards) -> service_pb2.ListRewardsResponse:
+    return service_pb2.ListRewardsResponse(
+        epoch=found.epoch, emission=str(found.emission), minted=str(found.minted),
+        pools=[service_pb2.PoolTotal(pool=p.pool, size=str(p.size), points=p.points,
+                                     minted=str(p.minted), not_minted=str(p.not_minted))
+               for p in found.pools],
+        accounts=[service_pb2.AccountRewards(
+            account=accounts.peer_id_of(a.account), total=str(a.total),
+            pools=[service_pb2.PoolReward(pool=pool, points=points, amount=str(amount))
+                   for pool, points, amount in a.pools]) for a in found.accounts])
+
+
+def token_info_pb(info: queries.TokenInfo) -> service_pb2.GetTokenInfoResponse:
+    split = dict(info.split)
+    return service_pb2.GetTokenInfoResponse(
+        name=info.name, symbol=info.symbol, decimals=info.decimals,
+        final_epoch=info.final_epoch, supply=str(info.supply),
+        minted_total=str(info.minted_total),
+        emission_burned_total=str(info.emission_burned_total),
+        slashed_total=str(info.slashed_total),
+        genesis_allocations=[service_pb2.TokenAllocation(account=account, amount=str(amount))
+                             for account, amount in info.allocations],
+        top_accounts=[service_pb2.TokenHolder(
+            account=accounts.peer_id_of(h.account), liquid=str(h.liquid), bonded=str(h.bonded),
+            unbonding=str(h.unbonding), total=str(h.total),
+            share_percent=queries.share_percent(h.total, info.supply)) for h in info.top],
+        holders=info.holders, emission_per_epoch=str(info.emission_per_epoch),
+        epoch_seconds=info.epoch_seconds,
+        split=service_pb2.RewardSplit(uptime=split["uptime"], tasks=split["tasks"],
+                                      governance=split["governance"]))
 
 
 

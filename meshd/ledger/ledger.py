@@ -20,9 +20,11 @@ from mesh.ledger.v1 import ledger_pb2
 from meshcore.genesis import Genesis
 from meshcore.ledger import accounts, rules
 from meshcore.ledger import entry as entries
+from meshcore.ledger.constants import UNBONDING_EPOCHS
 from meshcore.ledger.entry import EntryError, Verified
 from meshcore.ledger.state import Settled, genesis_state
 from meshd import errors
+from meshd.ledger import queries
 from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore
 
 MAX_AMOUNT = 2**64 - 1
@@ -86,6 +88,35 @@ class Ledger:
         return await self._append(transfer=ledger_pb2.Transfer(to=recipient, amount=amount,
                                                                memo=memo))
 
+    async def stake(self, amount: int) -> Verified:
+        """Bond ``amount`` of this node's available balance (bonded once settled)."""
+        _check_amount(amount)
+        return await self._append(stake=ledger_pb2.Stake(amount=amount))
+
+    async def unstake(self, amount: int) -> Verified:
+        """Start unbonding ``amount`` of this node's stake (settled or pending)."""
+        _check_amount(amount)
+        try:
+            return await self._append(unstake=ledger_pb2.Unstake(amount=amount))
+        except errors.FailedPrecondition as exc:
+            s = await self.stake_balance()
+            raise errors.FailedPrecondition(
+                f"{exc}; this node can unstake at most {s.unstakable} now (bonded {s.bonded} + "
+                f"pending stake {s.pending_stake} - pending unstake {s.pending_unstake}); "
+                "see 'meshctl ledger balance'") from None
+
+    async def withdraw(self, amount: int) -> Verified:
+        """Move ``amount`` of matured unbonded stake back to the available balance."""
+        _check_amount(amount)
+        try:
+            return await self._append(withdraw=ledger_pb2.Withdraw(amount=amount))
+        except errors.FailedPrecondition as exc:
+            s = await self.stake_balance()
+            raise errors.FailedPrecondition(
+                f"{exc}; this node can withdraw {s.withdrawable} now ({s.unbonding} still "
+                f"unbonding; an unstaked lot matures {UNBONDING_EPOCHS} epochs after the "
+                "settlement that applies the unstake)") from None
+
     async def _append(self, **kind: object) -> Verified:
         async with self._writing:
             if self._head_stale:
@@ -116,6 +147,15 @@ class Ledger:
 
     # --- reading ----------------------------------------------------------------
 
+    @property
+    def final_epoch(self) -> int:
+        """The newest epoch this node knows to be final (-1: none yet)."""
+        return self.settled.epoch
+
+    def settled_at(self, epoch: int) -> Settled | None:
+        """``Settled(epoch)`` if this node knows that epoch final (-1: genesis)."""
+        return self.settled if epoch == self.settled.epoch else None
+
     async def balance(self, account: str = "") -> Balance:
         key = _account(account, "account") if account else self.key
         own = await trio.to_thread.run_sync(self.store.by_author, key, 0, MAX_HISTORY * 100)
@@ -139,6 +179,48 @@ class Ledger:
 
     async def verify(self) -> tuple[int, BadEntry | None]:
         return await trio.to_thread.run_sync(self.store.verify)
+
+    async def stake_balance(self, account: str = "") -> queries.StakeBalance:
+        """The stake side of ``account``'s balance (default: this node's)."""
+        key = _account(account, "account") if account else self.key
+        settled = self.settled
+        canon_head = settled.account(key).canon_head
+
+        def chain_sums() -> tuple[rules.Derived | None, rules.Derived | None]:
+            newest = self.store.latest_by_author(key, 1)
+            head = self.store.derived(newest[0].hash) if newest else None
+            return head, self.store.derived(canon_head) if canon_head else None
+
+        head, canon = await trio.to_thread.run_sync(chain_sums)
+        return queries.stake_balance(settled, key, head, canon)
+
+    async def state_root(self, epoch: int | None = None) -> queries.StateRootInfo:
+        """The state root of ``epoch`` (None: the newest final; -1 has an empty root)."""
+        return queries.state_root_info(queries.final_settled(
+            self.final_epoch, self.settled_at, epoch, "state root", genesis_ok=True))
+
+    async def rewards(self, epoch: int | None = None) -> queries.Rewards:
+        """What the settlement of ``epoch`` (None: the newest final) minted, per account."""
+        return queries.rewards(queries.final_settled(
+            self.final_epoch, self.settled_at, epoch, "rewards"))
+
+    async def explain_rewards(self, epoch: int, account: str = "",
+                              short: bool = True) -> queries.Explanation:
+        """``rewards explain``: the record of ``epoch``'s settlement (docs/ledger.md §6.5)."""
+        if account:
+            _account(account, "account")  # a bad peer ID before a missing epoch
+        return queries.explanation(queries.final_settled(
+            self.final_epoch, self.settled_at, epoch, "rewards to explain"), account,
+            short=short)
+
+    async def token_info(self) -> queries.TokenInfo:
+        """The token as of the newest final settlement (before the first: genesis)."""
+        return queries.token_info(self.genesis, self.settled)
+
+
+def _check_amount(amount: int) -> None:
+    if not 1 <= amount <= MAX_AMOUNT:
+        raise errors.InvalidArgument(f"amount must be 1 to {MAX_AMOUNT} base units")
 
 
 def _amount(item: Verified) -> int:

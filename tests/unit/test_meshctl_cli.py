@@ -128,3 +128,20 @@ def test_inspect_invalid_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["network", "inspect", str(path)])
     assert result.exit_code == 2
     assert "genesis_time: is required" in result.output
+
+
+def test_token_amounts_show_base_units_and_tokens_exactly() -> None:
+    from meshctl.output import token_amount
+
+    assert token_amount("1500000", 6, "STR") == "1500000 (1.5 STR)"
+    assert token_amount("10", 0, "STR") == "10 (10 STR)"
+    assert token_amount(str(2**64 - 1), 18, "X") == \
+        "18446744073709551615 (18.446744073709551615 X)"
+
+
+def test_epochs_are_checked_before_calling_meshd(tmp_path: Path) -> None:
+    socket_path = str(tmp_path / "meshd.sock")
+    for args in (["ledger", "state-root", "--epoch", "-2"], ["rewards", "ls", "--epoch", "-1"],
+                 ["rewards", "explain", "x"], ["rewards", "explain"]):
+        result = CliRunner().invoke(cli, ["--socket", socket_path, *args])
+        assert result.exit_code == 2, (args, result.output)

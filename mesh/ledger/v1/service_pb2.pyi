@@ -54,6 +54,10 @@ class GetBalanceResponse(_message.Message):
     BONDED_FIELD_NUMBER: _builtins.int
     SYMBOL_FIELD_NUMBER: _builtins.int
     DECIMALS_FIELD_NUMBER: _builtins.int
+    PENDING_STAKE_FIELD_NUMBER: _builtins.int
+    PENDING_UNSTAKE_FIELD_NUMBER: _builtins.int
+    UNBONDING_FIELD_NUMBER: _builtins.int
+    WITHDRAWABLE_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     settled: _builtins.str
     """As of the last final settlement (before the first: the genesis allocation)."""
@@ -66,6 +70,12 @@ class GetBalanceResponse(_message.Message):
     bonded: _builtins.str
     symbol: _builtins.str
     decimals: _builtins.int
+    pending_stake: _builtins.str
+    """Own stakes and unstakes not settled yet (bonded counts settled stake only)."""
+    pending_unstake: _builtins.str
+    unbonding: _builtins.str
+    """Settled unstaked lots not matured yet, and those matured minus withdrawals."""
+    withdrawable: _builtins.str
     def __init__(
         self,
         *,
@@ -77,10 +87,14 @@ class GetBalanceResponse(_message.Message):
         bonded: _builtins.str = ...,
         symbol: _builtins.str = ...,
         decimals: _builtins.int = ...,
+        pending_stake: _builtins.str = ...,
+        pending_unstake: _builtins.str = ...,
+        unbonding: _builtins.str = ...,
+        withdrawable: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "available", b"available", "bonded", b"bonded", "decimals", b"decimals", "pending_in", b"pending_in", "pending_out", b"pending_out", "settled", b"settled", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "available", b"available", "bonded", b"bonded", "decimals", b"decimals", "pending_in", b"pending_in", "pending_out", b"pending_out", "pending_stake", b"pending_stake", "pending_unstake", b"pending_unstake", "settled", b"settled", "symbol", b"symbol", "unbonding", b"unbonding", "withdrawable", b"withdrawable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -262,3 +276,551 @@ class VerifyLedgerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyLedgerResponse: _TypeAlias = VerifyLedgerResponse  # noqa: Y015
+
+@_typing.final
+class StakeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    amount: _builtins.str
+    """Base units, a decimal string."""
+    def __init__(
+        self,
+        *,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StakeRequest: _TypeAlias = StakeRequest  # noqa: Y015
+
+@_typing.final
+class StakeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    STORED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___HistoryEntry: ...
+    @_builtins.property
+    def stored_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___HistoryEntry | None = ...,
+        stored_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "stored_at", b"stored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "stored_at", b"stored_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StakeResponse: _TypeAlias = StakeResponse  # noqa: Y015
+
+@_typing.final
+class UnstakeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    amount: _builtins.str
+    """Base units, a decimal string."""
+    def __init__(
+        self,
+        *,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnstakeRequest: _TypeAlias = UnstakeRequest  # noqa: Y015
+
+@_typing.final
+class UnstakeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    STORED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___HistoryEntry: ...
+    @_builtins.property
+    def stored_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___HistoryEntry | None = ...,
+        stored_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "stored_at", b"stored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "stored_at", b"stored_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnstakeResponse: _TypeAlias = UnstakeResponse  # noqa: Y015
+
+@_typing.final
+class WithdrawRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    amount: _builtins.str
+    """Base units, a decimal string."""
+    def __init__(
+        self,
+        *,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawRequest: _TypeAlias = WithdrawRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    STORED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___HistoryEntry: ...
+    @_builtins.property
+    def stored_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___HistoryEntry | None = ...,
+        stored_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "stored_at", b"stored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "stored_at", b"stored_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawResponse: _TypeAlias = WithdrawResponse  # noqa: Y015
+
+@_typing.final
+class GetStateRootRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """Unset: the newest final epoch."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_epoch", b"_epoch", "epoch", b"epoch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epoch", b"_epoch", "epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__epoch: _TypeAlias = _typing.Literal["epoch"]  # noqa: Y015
+    _WhichOneofArgType__epoch: _TypeAlias = _typing.Literal["_epoch", b"_epoch"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__epoch) -> _WhichOneofReturnType__epoch | None: ...
+
+Global___GetStateRootRequest: _TypeAlias = GetStateRootRequest  # noqa: Y015
+
+@_typing.final
+class GetStateRootResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
+    SUPPLY_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """-1 when no epoch is final yet: the genesis state, which has no root."""
+    root: _builtins.str
+    """Hex of H("mesh/state/v1", enc(Settled(epoch))); empty for epoch -1."""
+    supply: _builtins.str
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        root: _builtins.str = ...,
+        supply: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "root", b"root", "supply", b"supply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStateRootResponse: _TypeAlias = GetStateRootResponse  # noqa: Y015
+
+@_typing.final
+class ListRewardsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """Unset: the newest final epoch."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_epoch", b"_epoch", "epoch", b"epoch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epoch", b"_epoch", "epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__epoch: _TypeAlias = _typing.Literal["epoch"]  # noqa: Y015
+    _WhichOneofArgType__epoch: _TypeAlias = _typing.Literal["_epoch", b"_epoch"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__epoch) -> _WhichOneofReturnType__epoch | None: ...
+
+Global___ListRewardsRequest: _TypeAlias = ListRewardsRequest  # noqa: Y015
+
+@_typing.final
+class PoolReward(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    """uptime, tasks or governance."""
+    points: _builtins.int
+    amount: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        points: _builtins.int = ...,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "points", b"points", "pool", b"pool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolReward: _TypeAlias = PoolReward  # noqa: Y015
+
+@_typing.final
+class AccountRewards(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    total: _builtins.str
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolReward]:
+        """Ascending by pool: uptime, tasks, governance."""
+
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+        pools: _abc.Iterable[Global___PoolReward] | None = ...,
+        total: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "pools", b"pools", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountRewards: _TypeAlias = AccountRewards  # noqa: Y015
+
+@_typing.final
+class PoolTotal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    MINTED_FIELD_NUMBER: _builtins.int
+    NOT_MINTED_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    size: _builtins.str
+    """The pool's share of the epoch's emission."""
+    points: _builtins.int
+    minted: _builtins.str
+    not_minted: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        size: _builtins.str = ...,
+        points: _builtins.int = ...,
+        minted: _builtins.str = ...,
+        not_minted: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minted", b"minted", "not_minted", b"not_minted", "points", b"points", "pool", b"pool", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolTotal: _TypeAlias = PoolTotal  # noqa: Y015
+
+@_typing.final
+class ListRewardsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    EMISSION_FIELD_NUMBER: _builtins.int
+    MINTED_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    emission: _builtins.str
+    minted: _builtins.str
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolTotal]: ...
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountRewards]:
+        """Ascending by account key."""
+
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        emission: _builtins.str = ...,
+        minted: _builtins.str = ...,
+        pools: _abc.Iterable[Global___PoolTotal] | None = ...,
+        accounts: _abc.Iterable[Global___AccountRewards] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "emission", b"emission", "epoch", b"epoch", "minted", b"minted", "pools", b"pools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRewardsResponse: _TypeAlias = ListRewardsResponse  # noqa: Y015
+
+@_typing.final
+class ExplainRewardsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    FULL_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    account: _builtins.str
+    """Peer ID: only this account's lines and slashes; empty for all."""
+    full: _builtins.bool
+    """Full peer IDs and hashes in the lines instead of abbreviations."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        account: _builtins.str = ...,
+        full: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "epoch", b"epoch", "full", b"full"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRewardsRequest: _TypeAlias = ExplainRewardsRequest  # noqa: Y015
+
+@_typing.final
+class ExplainRewardsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    RECORD_JSON_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    record_json: _builtins.str
+    """The same record as a JSON object: epoch, decided_round, decided_value,
+    emission, minted, not_minted, pools, lines (evidence, ignored), slashes.
+    Amounts are JSON integers there.
+    """
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The explanation for people, one line each (docs/ledger.md §6.5)."""
+
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        lines: _abc.Iterable[_builtins.str] | None = ...,
+        record_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "lines", b"lines", "record_json", b"record_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRewardsResponse: _TypeAlias = ExplainRewardsResponse  # noqa: Y015
+
+@_typing.final
+class GetTokenInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTokenInfoRequest: _TypeAlias = GetTokenInfoRequest  # noqa: Y015
+
+@_typing.final
+class TokenAllocation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    amount: _builtins.str
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+        amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenAllocation: _TypeAlias = TokenAllocation  # noqa: Y015
+
+@_typing.final
+class TokenHolder(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    LIQUID_FIELD_NUMBER: _builtins.int
+    BONDED_FIELD_NUMBER: _builtins.int
+    UNBONDING_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    SHARE_PERCENT_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    liquid: _builtins.str
+    bonded: _builtins.str
+    unbonding: _builtins.str
+    """Unstaked lots, matured or not."""
+    total: _builtins.str
+    """liquid + bonded + unbonding."""
+    share_percent: _builtins.str
+    """total / supply in percent, two decimals (e.g. "12.50")."""
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+        liquid: _builtins.str = ...,
+        bonded: _builtins.str = ...,
+        unbonding: _builtins.str = ...,
+        total: _builtins.str = ...,
+        share_percent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "bonded", b"bonded", "liquid", b"liquid", "share_percent", b"share_percent", "total", b"total", "unbonding", b"unbonding"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenHolder: _TypeAlias = TokenHolder  # noqa: Y015
+
+@_typing.final
+class RewardSplit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPTIME_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    GOVERNANCE_FIELD_NUMBER: _builtins.int
+    uptime: _builtins.int
+    """Percent of each epoch's emission."""
+    tasks: _builtins.int
+    governance: _builtins.int
+    def __init__(
+        self,
+        *,
+        uptime: _builtins.int = ...,
+        tasks: _builtins.int = ...,
+        governance: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["governance", b"governance", "tasks", b"tasks", "uptime", b"uptime"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RewardSplit: _TypeAlias = RewardSplit  # noqa: Y015
+
+@_typing.final
+class GetTokenInfoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    DECIMALS_FIELD_NUMBER: _builtins.int
+    FINAL_EPOCH_FIELD_NUMBER: _builtins.int
+    SUPPLY_FIELD_NUMBER: _builtins.int
+    MINTED_TOTAL_FIELD_NUMBER: _builtins.int
+    EMISSION_BURNED_TOTAL_FIELD_NUMBER: _builtins.int
+    SLASHED_TOTAL_FIELD_NUMBER: _builtins.int
+    GENESIS_ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    TOP_ACCOUNTS_FIELD_NUMBER: _builtins.int
+    HOLDERS_FIELD_NUMBER: _builtins.int
+    EMISSION_PER_EPOCH_FIELD_NUMBER: _builtins.int
+    EPOCH_SECONDS_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    symbol: _builtins.str
+    decimals: _builtins.int
+    final_epoch: _builtins.int
+    """The newest final epoch (-1: none yet; the figures are the genesis state)."""
+    supply: _builtins.str
+    minted_total: _builtins.str
+    emission_burned_total: _builtins.str
+    slashed_total: _builtins.str
+    holders: _builtins.int
+    """Accounts holding anything (liquid, bonded or unbonding)."""
+    emission_per_epoch: _builtins.str
+    epoch_seconds: _builtins.int
+    @_builtins.property
+    def genesis_allocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenAllocation]: ...
+    @_builtins.property
+    def top_accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenHolder]:
+        """Largest first (ties: ascending account key), at most 20."""
+
+    @_builtins.property
+    def split(self) -> Global___RewardSplit: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        symbol: _builtins.str = ...,
+        decimals: _builtins.int = ...,
+        final_epoch: _builtins.int = ...,
+        supply: _builtins.str = ...,
+        minted_total: _builtins.str = ...,
+        emission_burned_total: _builtins.str = ...,
+        slashed_total: _builtins.str = ...,
+        genesis_allocations: _abc.Iterable[Global___TokenAllocation] | None = ...,
+        top_accounts: _abc.Iterable[Global___TokenHolder] | None = ...,
+        holders: _builtins.int = ...,
+        emission_per_epoch: _builtins.str = ...,
+        epoch_seconds: _builtins.int = ...,
+        split: Global___RewardSplit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["split", b"split"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decimals", b"decimals", "emission_burned_total", b"emission_burned_total", "emission_per_epoch", b"emission_per_epoch", "epoch_seconds", b"epoch_seconds", "final_epoch", b"final_epoch", "genesis_allocations", b"genesis_allocations", "holders", b"holders", "minted_total", b"minted_total", "name", b"name", "slashed_total", b"slashed_total", "split", b"split", "supply", b"supply", "symbol", b"symbol", "top_accounts", b"top_accounts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTokenInfoResponse: _TypeAlias = GetTokenInfoResponse  # noqa: Y015

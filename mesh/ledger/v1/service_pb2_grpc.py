@@ -54,6 +54,41 @@ class LedgerServiceStub:
                 request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.VerifyLedgerRequest.SerializeToString,
                 response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.VerifyLedgerResponse.FromString,
                 _registered_method=True)
+        self.Stake = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/Stake',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.StakeRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.StakeResponse.FromString,
+                _registered_method=True)
+        self.Unstake = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/Unstake',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.UnstakeRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.UnstakeResponse.FromString,
+                _registered_method=True)
+        self.Withdraw = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/Withdraw',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WithdrawRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WithdrawResponse.FromString,
+                _registered_method=True)
+        self.GetStateRoot = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/GetStateRoot',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetStateRootRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetStateRootResponse.FromString,
+                _registered_method=True)
+        self.ListRewards = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/ListRewards',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.ListRewardsRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.ListRewardsResponse.FromString,
+                _registered_method=True)
+        self.ExplainRewards = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/ExplainRewards',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.ExplainRewardsRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.ExplainRewardsResponse.FromString,
+                _registered_method=True)
+        self.GetTokenInfo = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/GetTokenInfo',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -90,6 +125,61 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stake(self, request, context):
+        """Stake: bond part of this node's available balance (a stake entry). It
+        counts as bonded once settled; until then it shows as pending_stake.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unstake(self, request, context):
+        """Unstake: start unbonding stake (bonded, or staked and not settled yet);
+        the lot matures 24 epochs after the settlement that applies it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Withdraw(self, request, context):
+        """Withdraw: move matured unbonded stake back to the available balance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStateRoot(self, request, context):
+        """GetStateRoot: the state root of a final epoch (docs/ledger.md §4.3).
+        NOT_FOUND when the requested epoch is not final on this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRewards(self, request, context):
+        """ListRewards: what each account was minted, per pool, by one final
+        settlement. NOT_FOUND when the epoch is not final on this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainRewards(self, request, context):
+        """ExplainRewards: the evidence and the rule behind each amount of one final
+        settlement (docs/ledger.md §6.5), from the settlement's own record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTokenInfo(self, request, context):
+        """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
+        distributed, as of the newest final settlement.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +202,41 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.VerifyLedger,
                     request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.VerifyLedgerRequest.FromString,
                     response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.VerifyLedgerResponse.SerializeToString,
+            ),
+            'Stake': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stake,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.StakeRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.StakeResponse.SerializeToString,
+            ),
+            'Unstake': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unstake,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.UnstakeRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.UnstakeResponse.SerializeToString,
+            ),
+            'Withdraw': grpc.unary_unary_rpc_method_handler(
+                    servicer.Withdraw,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WithdrawRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WithdrawResponse.SerializeToString,
+            ),
+            'GetStateRoot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStateRoot,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetStateRootRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetStateRootResponse.SerializeToString,
+            ),
+            'ListRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRewards,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.ListRewardsRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.ListRewardsResponse.SerializeToString,
+            ),
+            'ExplainRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainRewards,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.ExplainRewardsRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.ExplainRewardsResponse.SerializeToString,
+            ),
+            'GetTokenInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTokenInfo,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +347,195 @@ class LedgerService:
             '/mesh.ledger.v1.LedgerService/VerifyLedger',
             mesh_dot_ledger_dot_v1_dot_service__pb2.VerifyLedgerRequest.SerializeToString,
             mesh_dot_ledger_dot_v1_dot_service__pb2.VerifyLedgerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/Stake',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.StakeRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.StakeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unstake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/Unstake',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.UnstakeRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.UnstakeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Withdraw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/Withdraw',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.WithdrawRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.WithdrawResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStateRoot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/GetStateRoot',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.GetStateRootRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.GetStateRootResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/ListRewards',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.ListRewardsRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.ListRewardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/ExplainRewards',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.ExplainRewardsRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.ExplainRewardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTokenInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/GetTokenInfo',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,32 @@ class LedgerServiceStub:
     """VerifyLedger re-checks every stored entry (encoding, hash, signature,
     links) in storage order and names the first bad one.
     """
+    Stake: _grpc.UnaryUnaryMultiCallable[_service_pb2.StakeRequest, _service_pb2.StakeResponse]
+    """Stake: bond part of this node's available balance (a stake entry). It
+    counts as bonded once settled; until then it shows as pending_stake.
+    """
+    Unstake: _grpc.UnaryUnaryMultiCallable[_service_pb2.UnstakeRequest, _service_pb2.UnstakeResponse]
+    """Unstake: start unbonding stake (bonded, or staked and not settled yet);
+    the lot matures 24 epochs after the settlement that applies it.
+    """
+    Withdraw: _grpc.UnaryUnaryMultiCallable[_service_pb2.WithdrawRequest, _service_pb2.WithdrawResponse]
+    """Withdraw: move matured unbonded stake back to the available balance."""
+    GetStateRoot: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetStateRootRequest, _service_pb2.GetStateRootResponse]
+    """GetStateRoot: the state root of a final epoch (docs/ledger.md §4.3).
+    NOT_FOUND when the requested epoch is not final on this node.
+    """
+    ListRewards: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListRewardsRequest, _service_pb2.ListRewardsResponse]
+    """ListRewards: what each account was minted, per pool, by one final
+    settlement. NOT_FOUND when the epoch is not final on this node.
+    """
+    ExplainRewards: _grpc.UnaryUnaryMultiCallable[_service_pb2.ExplainRewardsRequest, _service_pb2.ExplainRewardsResponse]
+    """ExplainRewards: the evidence and the rule behind each amount of one final
+    settlement (docs/ledger.md §6.5), from the settlement's own record.
+    """
+    GetTokenInfo: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetTokenInfoRequest, _service_pb2.GetTokenInfoResponse]
+    """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
+    distributed, as of the newest final settlement.
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -63,6 +89,32 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     VerifyLedger: _aio.UnaryUnaryMultiCallable[_service_pb2.VerifyLedgerRequest, _service_pb2.VerifyLedgerResponse]  # type: ignore[assignment]
     """VerifyLedger re-checks every stored entry (encoding, hash, signature,
     links) in storage order and names the first bad one.
+    """
+    Stake: _aio.UnaryUnaryMultiCallable[_service_pb2.StakeRequest, _service_pb2.StakeResponse]  # type: ignore[assignment]
+    """Stake: bond part of this node's available balance (a stake entry). It
+    counts as bonded once settled; until then it shows as pending_stake.
+    """
+    Unstake: _aio.UnaryUnaryMultiCallable[_service_pb2.UnstakeRequest, _service_pb2.UnstakeResponse]  # type: ignore[assignment]
+    """Unstake: start unbonding stake (bonded, or staked and not settled yet);
+    the lot matures 24 epochs after the settlement that applies it.
+    """
+    Withdraw: _aio.UnaryUnaryMultiCallable[_service_pb2.WithdrawRequest, _service_pb2.WithdrawResponse]  # type: ignore[assignment]
+    """Withdraw: move matured unbonded stake back to the available balance."""
+    GetStateRoot: _aio.UnaryUnaryMultiCallable[_service_pb2.GetStateRootRequest, _service_pb2.GetStateRootResponse]  # type: ignore[assignment]
+    """GetStateRoot: the state root of a final epoch (docs/ledger.md §4.3).
+    NOT_FOUND when the requested epoch is not final on this node.
+    """
+    ListRewards: _aio.UnaryUnaryMultiCallable[_service_pb2.ListRewardsRequest, _service_pb2.ListRewardsResponse]  # type: ignore[assignment]
+    """ListRewards: what each account was minted, per pool, by one final
+    settlement. NOT_FOUND when the epoch is not final on this node.
+    """
+    ExplainRewards: _aio.UnaryUnaryMultiCallable[_service_pb2.ExplainRewardsRequest, _service_pb2.ExplainRewardsResponse]  # type: ignore[assignment]
+    """ExplainRewards: the evidence and the rule behind each amount of one final
+    settlement (docs/ledger.md §6.5), from the settlement's own record.
+    """
+    GetTokenInfo: _aio.UnaryUnaryMultiCallable[_service_pb2.GetTokenInfoRequest, _service_pb2.GetTokenInfoResponse]  # type: ignore[assignment]
+    """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
+    distributed, as of the newest final settlement.
     """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -101,6 +153,74 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_service_pb2.VerifyLedgerResponse, _abc.Awaitable[_service_pb2.VerifyLedgerResponse]]:
         """VerifyLedger re-checks every stored entry (encoding, hash, signature,
         links) in storage order and names the first bad one.
+        """
+
+    @_abc_1.abstractmethod
+    def Stake(
+        self,
+        request: _service_pb2.StakeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.StakeResponse, _abc.Awaitable[_service_pb2.StakeResponse]]:
+        """Stake: bond part of this node's available balance (a stake entry). It
+        counts as bonded once settled; until then it shows as pending_stake.
+        """
+
+    @_abc_1.abstractmethod
+    def Unstake(
+        self,
+        request: _service_pb2.UnstakeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.UnstakeResponse, _abc.Awaitable[_service_pb2.UnstakeResponse]]:
+        """Unstake: start unbonding stake (bonded, or staked and not settled yet);
+        the lot matures 24 epochs after the settlement that applies it.
+        """
+
+    @_abc_1.abstractmethod
+    def Withdraw(
+        self,
+        request: _service_pb2.WithdrawRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.WithdrawResponse, _abc.Awaitable[_service_pb2.WithdrawResponse]]:
+        """Withdraw: move matured unbonded stake back to the available balance."""
+
+    @_abc_1.abstractmethod
+    def GetStateRoot(
+        self,
+        request: _service_pb2.GetStateRootRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetStateRootResponse, _abc.Awaitable[_service_pb2.GetStateRootResponse]]:
+        """GetStateRoot: the state root of a final epoch (docs/ledger.md §4.3).
+        NOT_FOUND when the requested epoch is not final on this node.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRewards(
+        self,
+        request: _service_pb2.ListRewardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListRewardsResponse, _abc.Awaitable[_service_pb2.ListRewardsResponse]]:
+        """ListRewards: what each account was minted, per pool, by one final
+        settlement. NOT_FOUND when the epoch is not final on this node.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainRewards(
+        self,
+        request: _service_pb2.ExplainRewardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ExplainRewardsResponse, _abc.Awaitable[_service_pb2.ExplainRewardsResponse]]:
+        """ExplainRewards: the evidence and the rule behind each amount of one final
+        settlement (docs/ledger.md §6.5), from the settlement's own record.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTokenInfo(
+        self,
+        request: _service_pb2.GetTokenInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetTokenInfoResponse, _abc.Awaitable[_service_pb2.GetTokenInfoResponse]]:
+        """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
+        distributed, as of the newest final settlement.
         """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
