@@ -20,6 +20,7 @@ from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_an
 from meshd.config import Config
 from meshd.datadir import DataDirError
 from meshd.identity import IdentityError, load_or_create_identity
+from meshd.ledger.driver import EpochDriver
 from meshd.ledger.ledger import open_ledger
 from meshd.ledger.replication import Replicator
 from meshd.metrics import MetricsSetupError, open_metrics_endpoint
@@ -76,6 +77,7 @@ async def run_daemon(config: Config, *,
                                                 Services(board, network, host, ledger))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 await nursery.start(Replicator(ledger, host).run)
+                await nursery.start(EpochDriver(ledger).run)
                 connections = ConnectionManager(
                     host, peerbook.load(data_dir), data_dir,
                     Degree(config.p2p.low_watermark, config.p2p.target_peers,

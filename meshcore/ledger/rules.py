@@ -5,9 +5,11 @@ and deps; an entry is judged with them and with the settled state its past
 has reached (``Settled(fin_p)``). Nothing here depends on arrival order: the
 causal past is fixed by the hashes.
 
-Implemented kinds: transfer, stake, unstake, withdraw, anchor. The consensus,
-evidence and penalty kinds are refused as "not supported by this version"
-until their rules land (issue 4): a node never stores what it cannot judge.
+Every kind of ledger-v1 is judged here: the fund kinds by this module, the
+evidence kinds by meshcore/ledger/evidence_rules.py and the consensus kinds by
+meshcore/ledger/consensus_rules.py (which looks up the past through a
+:class:`ConsensusPast`). A kind this version does not know is refused as
+:class:`Unsupported`: a node never stores what it cannot judge.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshcore.ledger.consensus_rules import ConsensusPast, consensus_problem
 from meshcore.ledger.entry import KEY_BYTES, EntryError, Verified
+from meshcore.ledger.evidence_rules import EVIDENCE_KINDS, evidence_problem
 from meshcore.ledger.state import Settled
 
 MAX_EPOCH_AHEAD = 3
 MAX_ENTRIES_PER_EPOCH = 10_000
 MEMO_MAX_BYTES = 256
 CONSENSUS_KINDS = frozenset({"close", "proposal", "prevote", "precommit", "certificate"})
-SUPPORTED_KINDS = frozenset({"transfer", "stake", "unstake", "withdraw", "anchor"})
+FUND_KINDS = frozenset({"transfer", "stake", "unstake", "withdraw", "anchor"})
+SUPPORTED_KINDS = FUND_KINDS | EVIDENCE_KINDS | CONSENSUS_KINDS
+NO_ROUND = (-1, 0)  # (epoch, round) of "no such vote yet"
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,16 @@ class Derived:
     withdrawn: int
     staked: int
     unstaked: int
+    # (epoch, round) of the author's latest proposal, prevote and precommit
+    # on this chain (NO_ROUND: none): rounds must increase along a chain.
+    last_proposal: tuple[int, int] = NO_ROUND
+    last_prevote: tuple[int, int] = NO_ROUND
+    last_precommit: tuple[int, int] = NO_ROUND
+
+    def last_round(self, kind: str) -> tuple[int, int] | None:
+        """(epoch, round) of the latest ``kind`` vote up to here, None if none."""
+        found: tuple[int, int] = getattr(self, f"last_{kind}")
+        return None if found == NO_ROUND else found
 
 
 class Unsupported(EntryError):
@@ -55,20 +71,47 @@ class Judge(Protocol):
     def __call__(self, item: Verified, prev: Derived | None, deps: list[Derived]) -> Derived: ...
 
 
+class Surroundings(Protocol):
+    """What judging needs besides an entry's prev and deps: the store answers."""
+
+    def settled(self, epoch: int) -> Settled:
+        """``Settled(epoch)``; raises EntryError subclass if not known yet."""
+        ...
+
+    def canon_base(self, item: Verified, settled: Settled) -> Derived | None:
+        """Derived values of the author's canonical head in ``settled`` (None:
+        none yet); raises EntryError if that head is not on ``item``'s prev-chain."""
+        ...
+
+    def consensus_past(self, item: Verified, prev: Derived | None) -> ConsensusPast: ...
+
+
 def fin_p(prev: Derived | None, deps: list[Derived]) -> int:
     """The highest certified epoch in an entry's causal past (-1: none)."""
     return max([d.fin for d in deps] + ([prev.fin] if prev else []), default=-1)
 
 
-def judge_with(states: Callable[[int], Settled]) -> Judge:
-    """A :class:`Judge` that looks ``Settled(fin_p)`` up with ``states``."""
+def judge_with(states: Callable[[int], Settled], plugins: frozenset[str] = frozenset(),
+               ) -> Judge:
+    """A :class:`Judge` of the fund and evidence kinds, before any settlement
+    matters (``states`` gives ``Settled(fin_p)``); consensus kinds are refused."""
     def judge_entry(item: Verified, prev: Derived | None, deps: list[Derived]) -> Derived:
-        return judge(item, prev, deps, states(fin_p(prev, deps)))
+        return judge(item, prev, deps, states(fin_p(prev, deps)), plugins=plugins)
+    return judge_entry
+
+
+def judge_in(surroundings: Surroundings, plugins: frozenset[str] = frozenset()) -> Judge:
+    """A :class:`Judge` of every kind, with the store's :class:`Surroundings`."""
+    def judge_entry(item: Verified, prev: Derived | None, deps: list[Derived]) -> Derived:
+        settled = surroundings.settled(fin_p(prev, deps))
+        return judge(item, prev, deps, settled, surroundings.canon_base(item, settled),
+                     past=surroundings.consensus_past(item, prev), plugins=plugins)
     return judge_entry
 
 
 def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Settled,
-          canon_base: Derived | None = None) -> Derived:
+          canon_base: Derived | None = None, *, past: ConsensusPast | None = None,
+          plugins: frozenset[str] = frozenset()) -> Derived:
     """Check ``item`` and return its derived values.
 
     Args:
@@ -79,6 +122,8 @@ def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Se
         canon_base: the derived values of the author's canonical head in
             ``settled`` (None when the author has no canonical entry yet); the
             caller has checked that it is on the item's prev-chain.
+        past: lookups for the consensus kinds (without it they are refused).
+        plugins: the genesis plugin names (task receipts must name one).
 
     Raises:
         EntryError: naming the rule the entry breaks.
@@ -107,14 +152,29 @@ def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Se
                           item.hash)
 
     base = prev or ZERO
-    amount = getattr(body, kind).amount if kind != "anchor" else 0
+    amount = getattr(body, kind).amount if kind in FUND_KINDS - {"anchor"} else 0
+    rounds = {f"last_{k}": base.last_round(k) or NO_ROUND
+              for k in ("proposal", "prevote", "precommit")}
+    if kind in ("proposal", "prevote", "precommit"):
+        vote = getattr(body, kind)
+        rounds[f"last_{kind}"] = (vote.epoch, vote.round)
+    if kind == "certificate":
+        fin = max(fin, body.certificate.epoch)
     derived = Derived(
         seq=item.seq, epoch=body.epoch, fin=fin, epoch_count=count,
         debit=base.debit + (amount if kind in ("transfer", "stake") else 0),
         withdrawn=base.withdrawn + (amount if kind == "withdraw" else 0),
         staked=base.staked + (amount if kind == "stake" else 0),
-        unstaked=base.unstaked + (amount if kind == "unstake" else 0))
-    problem = _kind_problem(item, derived, settled, canon_base or ZERO)
+        unstaked=base.unstaked + (amount if kind == "unstake" else 0), **rounds)
+    if kind in FUND_KINDS:
+        problem = _kind_problem(item, derived, settled, canon_base or ZERO)
+    elif kind in EVIDENCE_KINDS:
+        problem = evidence_problem(item, body.network_id, plugins)
+    else:
+        if past is None:
+            raise Unsupported(f"{kind} entries are judged only with the store's past",
+                              item.hash)
+        problem = consensus_problem(item, fin_p(prev, deps), past)
     if problem is not None:
         raise fail(problem)
     return derived

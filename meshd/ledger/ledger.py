@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +22,10 @@ from meshcore.ledger import accounts, rules
 from meshcore.ledger import entry as entries
 from meshcore.ledger.constants import UNBONDING_EPOCHS
 from meshcore.ledger.entry import EntryError, Verified
-from meshcore.ledger.state import Settled, genesis_state
+from meshcore.ledger.state import Settled
 from meshd import errors
 from meshd.ledger import queries
+from meshd.ledger.settlements import Settlements
 from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore
 
 MAX_AMOUNT = 2**64 - 1
@@ -45,14 +46,15 @@ class Ledger:
     """Lives on the trio loop; the store's blocking calls go through a thread."""
 
     def __init__(self, store: LedgerStore, committer: GroupCommitter, seed: bytes,
-                 genesis: Genesis, clock: Callable[[], float] = time.time) -> None:
+                 genesis: Genesis, settlements: Settlements,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.committer = committer
         self._seed = seed
         self.genesis = genesis
+        self.settlements = settlements
         self._clock = clock
         self.key = entries.public_key(seed)
-        self.settled: Settled = genesis_state(genesis)
         self._head: tuple[Verified, rules.Derived] | None = None
         # Set when an own entry newer than _head was stored by another path
         # (sync brought back what a restored data directory lacked).
@@ -117,55 +119,84 @@ class Ledger:
                 f"unbonding; an unstaked lot matures {UNBONDING_EPOCHS} epochs after the "
                 "settlement that applies the unstake)") from None
 
-    async def _append(self, **kind: object) -> Verified:
+    @property
+    def settled(self) -> Settled:
+        """The state after the newest final settlement this node knows."""
+        return self.settlements.latest()
+
+    async def write(self, deps: Iterable[bytes] = (), **kind: object) -> Verified:
+        """Append an own entry of ``kind`` naming ``deps`` (other authors' entries),
+        once durable. The newest certificate is named too, so the entry builds on
+        the newest final settlement (docs/ledger.md §3.2 rule 4).
+
+        Raises:
+            errors.FailedPrecondition: the entry breaks a rule (the message says which).
+        """
+        return await self._append(deps, **kind)
+
+    async def _append(self, deps: Iterable[bytes] = (), **kind: object) -> Verified:
         async with self._writing:
             if self._head_stale:
                 self._head_stale = False
                 await self.load_own_chain()
             head = self._head
-            epoch = self._epoch(head[1] if head else None)
+            named = set(deps)
+            decision = self.settlements.decision(self.settlements.final_epoch)
+            if decision is not None and (head is None or head[1].fin < decision.epoch) \
+                    and decision.certificate_author != self.key:
+                named.add(decision.certificate)
+            fin = max(decision.epoch if decision else -1, head[1].fin if head else -1)
             body = ledger_pb2.EntryBody(
                 network_id=self.genesis.network_id, author=self.key,
                 seq=head[0].seq + 1 if head else 1, prev=head[0].hash if head else b"",
-                epoch=epoch, **kind)  # type: ignore[arg-type]
+                deps=sorted(named), epoch=self._epoch(head[1] if head else None, fin),
+                **kind)  # type: ignore[arg-type]
             item = entries.verify(entries.sign(self._seed, body), self.genesis.network_id)
             try:
-                derived = rules.judge(item, head[1] if head else None, [], self.settled)
                 await self.committer.append(item)
             except EntryError as exc:
                 raise errors.FailedPrecondition(str(exc)) from None
+            derived = await trio.to_thread.run_sync(self.store.derived, item.hash)
+            assert derived is not None, "the store keeps derived values of every entry"
             self._head = (item, derived)
             return item
 
-    def _epoch(self, prev: rules.Derived | None) -> int:
-        """The clock's epoch, clamped into what the entry's past allows (§3.2 rule 4)."""
+    def clock_epoch(self) -> int:
+        """The epoch the clock is in (docs/ledger.md §1: epochs from genesis_time)."""
         started = self.genesis.genesis_time.timestamp()
-        by_clock = max(0, int((self._clock() - started) // self.genesis.rewards.epoch_seconds))
-        fin = self.settled.epoch
+        return max(0, int((self._clock() - started) // self.genesis.rewards.epoch_seconds))
+
+    def _epoch(self, prev: rules.Derived | None, fin: int) -> int:
+        """The clock's epoch, clamped into what the entry's past allows (§3.2 rule 4)."""
         lowest = max(fin + 1, prev.epoch if prev else 0)
-        return min(max(by_clock, lowest), fin + rules.MAX_EPOCH_AHEAD)
+        return min(max(self.clock_epoch(), lowest), fin + rules.MAX_EPOCH_AHEAD)
 
     # --- reading ----------------------------------------------------------------
 
     @property
     def final_epoch(self) -> int:
         """The newest epoch this node knows to be final (-1: none yet)."""
-        return self.settled.epoch
+        return self.settlements.final_epoch
 
     def settled_at(self, epoch: int) -> Settled | None:
         """``Settled(epoch)`` if this node knows that epoch final (-1: genesis)."""
-        return self.settled if epoch == self.settled.epoch else None
+        return self.settlements.at(epoch)
 
     async def balance(self, account: str = "") -> Balance:
+        """``account``'s view: settled liquid, plus what is not canonical yet (the
+        author's own debits count at once, credits once settled)."""
         key = _account(account, "account") if account else self.key
-        own = await trio.to_thread.run_sync(self.store.by_author, key, 0, MAX_HISTORY * 100)
+        settled = self.settled
+        mine = settled.account(key)
+        own = await trio.to_thread.run_sync(self.store.by_author, key, mine.canon_seq,
+                                            MAX_HISTORY * 100)
         incoming = await trio.to_thread.run_sync(self.store.about, key, MAX_HISTORY * 100)
-        settled = self.settled.account(key)
         out = sum(_amount(e) for e in own if e.kind in ("transfer", "stake"))
         withdrawn = sum(_amount(e) for e in own if e.kind == "withdraw")
-        pending_in = sum(e.body.transfer.amount for e in incoming)
-        return Balance(accounts.peer_id_of(key), settled.liquid, out, pending_in,
-                       settled.liquid + withdrawn - out, settled.bonded)
+        pending_in = sum(e.body.transfer.amount for e in incoming
+                         if e.seq > settled.account(e.author).canon_seq)
+        return Balance(accounts.peer_id_of(key), mine.liquid, out, pending_in,
+                       mine.liquid + withdrawn - out, mine.bonded)
 
     async def history(self, account: str = "", limit: int = 50) -> list[Verified]:
         if not 1 <= limit <= MAX_HISTORY:
@@ -237,15 +268,15 @@ def _account(peer_id: str, what: str) -> bytes:
 @contextlib.asynccontextmanager
 async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis) -> AsyncIterator[Ledger]:
     """Open the store in ``data_dir``, run its committer, load this node's chain."""
-    settled = genesis_state(genesis)
-    judge = rules.judge_with(lambda fin: settled)  # no settlement yet: fin_p is always -1
+    settlements = Settlements(genesis)
     store = await trio.to_thread.run_sync(LedgerStore.in_dir, data_dir, genesis.network_id,
-                                          judge)
+                                          settlements)
     try:
+        await trio.to_thread.run_sync(lambda: settlements.replay(store.certificates()))
         committer = GroupCommitter(store)
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.run)
-            ledger = Ledger(store, committer, seed, genesis)
+            ledger = Ledger(store, committer, seed, genesis, settlements)
             await ledger.load_own_chain()
             yield ledger
             nursery.cancel_scope.cancel()

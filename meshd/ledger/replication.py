@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -41,6 +42,7 @@ from meshd.ledger.scores import (
     PROTOCOL_BREACH_COST,
     LedgerScores,
 )
+from meshd.ledger.settlements import SettlementUnknown
 from meshd.ledger.store import Head, PastMissing, heads_digest
 from meshd.ledger.waiting import WaitingRoom
 from meshd.p2p.host import P2PHost
@@ -110,15 +112,37 @@ class Replicator:
         self._sync_send, self._sync_receive = trio.open_memory_channel[str](256)
         self._fetching: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
+        self._serving = True
         self._synced = trio.Event()  # set after each sync, for tests and status
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
-        direct, broadcast, membership = self._p2p.direct, self._p2p.broadcast, \
-            self._p2p.membership
-        direct.handle(HEADS, self._serve_heads, max_request=MAX_REQUEST)
-        direct.handle(RANGE, self._serve_range, max_request=MAX_REQUEST)
-        direct.handle(GET, self._serve_get, max_request=MAX_REQUEST)
+        direct = self._p2p.direct
+        direct.handle(HEADS, self._guarded(self._serve_heads), max_request=MAX_REQUEST)
+        direct.handle(RANGE, self._guarded(self._serve_range), max_request=MAX_REQUEST)
+        direct.handle(GET, self._guarded(self._serve_get), max_request=MAX_REQUEST)
+        try:
+            await self._run(task_status)
+        finally:
+            # The host outlives the ledger: answer "unavailable", not a failure
+            # on a closed store, to requests that come in the meantime.
+            self._serving = False
+
+    def _guarded(self, handler: Callable[[str, bytes], Awaitable[bytes]],
+                 ) -> Callable[[str, bytes], Awaitable[bytes]]:
+        async def serve(peer_id: str, payload: bytes) -> bytes:
+            if not self._serving:
+                raise errors.Unavailable("this node's ledger is stopping")
+            try:
+                return await handler(peer_id, payload)
+            except sqlite3.ProgrammingError:  # the store closed under a request
+                if self._serving:
+                    raise
+                raise errors.Unavailable("this node's ledger is stopping") from None
+        return serve
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        broadcast, membership = self._p2p.broadcast, self._p2p.membership
         async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
             self._nursery = nursery
             self._ledger.committer.add_listener(self._on_stored)
@@ -167,15 +191,17 @@ class Replicator:
                 if item is not None and item.hash not in self._recent:
                     items.append(item)
             if items:
-                await limiter.acquire_on_behalf_of(items[0].hash)
-                self._nursery.start_soon(self._admit_released, items, sender, limiter)
+                borrower = object()  # one token per admission, whatever it carries
+                await limiter.acquire_on_behalf_of(borrower)
+                self._nursery.start_soon(self._admit_released, items, sender, limiter,
+                                         borrower)
 
     async def _admit_released(self, items: list[Verified], sender: str,
-                              limiter: trio.CapacityLimiter) -> None:
+                              limiter: trio.CapacityLimiter, borrower: object) -> None:
         try:
             await self.admit(items, sender)
         finally:
-            limiter.release_on_behalf_of(items[0].hash)
+            limiter.release_on_behalf_of(borrower)
 
     async def _check(self, raw: bytes, sender: str) -> Verified | None:
         """``raw`` verified by itself, or None (the sender pays if it is bad)."""
@@ -198,8 +224,10 @@ class Replicator:
                 self.counters.waiting += 1
                 self.waiting.add(item, sender, error.hashes, self._clock())
                 self._fetch_soon(sender, error.hashes)
-            elif isinstance(error, Unsupported):
-                self.counters.unsupported += 1  # a newer node's kind: not its fault
+            elif isinstance(error, (Unsupported, SettlementUnknown)):
+                # A newer node's kind, or a settlement not computed here yet:
+                # not the sender's fault; anti-entropy offers it again.
+                self.counters.unsupported += 1
             else:
                 self.counters.invalid += 1
                 await self._penalise(sender, INVALID_ENTRY_COST,

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -35,6 +36,7 @@ from meshcore.ledger import entry as entries
 from meshcore.ledger import links
 from meshcore.ledger.entry import EntryError, Verified
 from meshcore.ledger.rules import Derived, Judge
+from meshd.ledger.settlements import Batch, Settlements, _vote_key
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,23 @@ CREATE TABLE IF NOT EXISTS entries (
     raw    BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_author ON entries (author, seq);
+CREATE INDEX IF NOT EXISTS entries_by_epoch ON entries (epoch);
+CREATE INDEX IF NOT EXISTS entries_by_kind ON entries (kind) WHERE kind = 'certificate';
 CREATE INDEX IF NOT EXISTS entries_by_subject ON entries (subject) WHERE subject IS NOT NULL;
 -- Derived tables: functions of the entries, rebuilt from them when missing.
 CREATE TABLE IF NOT EXISTS derived (
     hash  BLOB PRIMARY KEY,
     value TEXT NOT NULL  -- rules.Derived as JSON
+) WITHOUT ROWID;
+-- Proposals, votes and closes by (author, kind, epoch, round): consensus rules
+-- look up an author's own vote of a round (close: round 0).
+CREATE TABLE IF NOT EXISTS votes (
+    author BLOB NOT NULL,
+    kind   TEXT NOT NULL,
+    epoch  INTEGER NOT NULL,
+    round  INTEGER NOT NULL,
+    hash   BLOB NOT NULL,
+    PRIMARY KEY (author, kind, epoch, round, hash)
 ) WITHOUT ROWID;
 -- Stored entries with no stored child of the same author (several after a fork).
 CREATE TABLE IF NOT EXISTS heads (
@@ -122,20 +136,30 @@ def heads_digest(heads: list[Head]) -> bytes:
 class LedgerStore:
     """The entries table. Thread-safe; blocking: call it through a thread from trio."""
 
-    def __init__(self, path: Path, network_id: str, judge: Judge) -> None:
+    def __init__(self, path: Path, network_id: str, judge: Judge | Settlements) -> None:
+        """``judge``: a fixed Judge (tests, benchmarks), or the node's Settlements,
+        which judge every kind against the store and its batch."""
         self.path = path
         self.network_id = network_id
-        self.judge = judge
-        self._lock = threading.Lock()
+        self._judging = judge
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        if isinstance(judge, Settlements):
+            judge.attach(self)
         self._rebuild_derived_if_needed()
 
     @classmethod
-    def in_dir(cls, data_dir: Path, network_id: str, judge: Judge) -> LedgerStore:
+    def in_dir(cls, data_dir: Path, network_id: str, judge: Judge | Settlements,
+               ) -> LedgerStore:
         return cls(data_dir / LEDGER_FILE, network_id, judge)
+
+    def judge_for(self, batch: Batch) -> Judge:
+        if isinstance(self._judging, Settlements):
+            return self._judging.judge(batch)
+        return self._judging
 
     def close(self) -> None:
         with self._lock:
@@ -181,6 +205,40 @@ class LedgerStore:
             row = self._db.execute("SELECT value FROM derived WHERE hash = ?",
                                    (entry_hash,)).fetchone()
         return _unpack(row[0]) if row else None
+
+    def count_at(self, author: bytes, seq: int) -> int:
+        """How many entries of ``author`` have ``seq`` (more than 1: a fork)."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM entries WHERE author = ? AND "
+                                        "seq = ?", (author, seq)).fetchone()[0])
+
+    def votes(self, author: bytes, kind: str, epoch: int, round_: int) -> list[bytes]:
+        """Hashes of ``author``'s ``kind`` entries for (epoch, round) (close: round 0)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT hash FROM votes WHERE author = ? AND kind = ? AND epoch = ? AND "
+                "round = ?", (author, kind, epoch, round_))]
+
+    def consensus_entries(self, epoch: int) -> list[Verified]:
+        """Every stored proposal, vote and close of consensus epoch ``epoch``, in
+        insertion order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.raw FROM votes v JOIN entries e ON e.hash = v.hash "
+                "WHERE v.epoch = ? ORDER BY e.rowid", (epoch,)).fetchall()
+        return [entries.decode_stored(r[0]) for r in rows]
+
+    def with_epoch_at_least(self, epoch: int) -> list[bytes]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT hash FROM entries WHERE epoch >= ?", (epoch,))]
+
+    def certificates(self) -> list[Verified]:
+        """Every stored certificate, in insertion (so causal) order."""
+        with self._lock:
+            rows = self._db.execute("SELECT raw FROM entries WHERE kind = 'certificate' "
+                                    "ORDER BY rowid").fetchall()
+        return [entries.decode_stored(r[0]) for r in rows]
 
     def count(self) -> int:
         with self._lock:
@@ -269,10 +327,11 @@ class LedgerStore:
                                                             list[Verified]]:
         """:meth:`insert`, also returning the entries it stored (not those stored before)."""
         results: list[EntryError | None] = []
-        pending: dict[bytes, Verified] = {}
+        judged = Batch()
+        pending, derived = judged.entries, judged.derived
         stored = self._stored_links(batch)
         past = _BatchPast(stored, pending)
-        derived: dict[bytes, Derived] = {}
+        judge = self.judge_for(judged)
         for item in batch:
             if past.get(item.hash) is not None:
                 results.append(None)  # already stored: appending is idempotent
@@ -285,7 +344,7 @@ class LedgerStore:
                 links.check(item, past)
                 prev = _derived_of(item.body.prev, stored, derived) if item.body.prev else None
                 deps = [_derived_of(d, stored, derived) for d in item.body.deps]
-                derived[item.hash] = self.judge(item, prev, deps)
+                derived[item.hash] = judge(item, prev, deps)
             except EntryError as exc:
                 results.append(exc)
                 continue
@@ -308,10 +367,20 @@ class LedgerStore:
                     "INSERT OR REPLACE INTO derived (hash, value) VALUES (?, ?)",
                     [(v.hash, _pack(derived[v.hash])) for v in items])
                 self._update_heads(items)
+                self._index_votes(items)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")  # synchronous=FULL: durable when this returns
+
+    def _index_votes(self, items: list[Verified]) -> None:
+        rows = []
+        for item in items:
+            key = _vote_key(item)
+            if key is not None:
+                rows.append((item.author, *key, item.hash))
+        self._db.executemany("INSERT OR IGNORE INTO votes (author, kind, epoch, round, hash) "
+                             "VALUES (?, ?, ?, ?, ?)", rows)
 
     def _update_heads(self, items: list[Verified]) -> None:
         """Each new entry becomes a head unless a child is stored; its prev stops
@@ -363,18 +432,21 @@ class LedgerStore:
             return
         derived: dict[bytes, Derived] = {}
         rows = []
+        judge = self.judge_for(Batch())  # every entry judged here is stored already
         for _, _, raw in self.rows():
             item = entries.decode_stored(raw)
             prev = derived[item.body.prev] if item.body.prev else None
-            derived[item.hash] = self.judge(item, prev, [derived[d] for d in item.body.deps])
+            derived[item.hash] = judge(item, prev, [derived[d] for d in item.body.deps])
             rows.append(item)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM derived")
             self._db.execute("DELETE FROM heads")
+            self._db.execute("DELETE FROM votes")
             self._db.executemany("INSERT INTO derived (hash, value) VALUES (?, ?)",
                                  [(v.hash, _pack(derived[v.hash])) for v in rows])
             self._update_heads(rows)
+            self._index_votes(rows)
             self._db.execute("COMMIT")
 
     # --- verification -----------------------------------------------------------
@@ -404,6 +476,7 @@ class LedgerStore:
             return 0, BadEntry(0, b"", b"", 0, f"database corrupt: {quick}")
         seen: dict[bytes, _Seen] = {}  # earlier rows
         past = _SeenPast(seen)
+        judge = self.judge_for(Batch())
         checked = 0
         for rowid, stored_hash, raw in self.rows():
             try:
@@ -414,7 +487,7 @@ class LedgerStore:
                     raise EntryError("its prev or a dep is not stored before it", item.hash)
                 links.check(item, past)
                 prev = seen[item.body.prev].derived if item.body.prev else None
-                derived = self.judge(item, prev, [seen[d].derived for d in item.body.deps])
+                derived = judge(item, prev, [seen[d].derived for d in item.body.deps])
             except EntryError as exc:
                 decoded = _best_effort(raw)
                 return checked, BadEntry(rowid, stored_hash, decoded[0], decoded[1], str(exc))
@@ -447,7 +520,8 @@ def _pack(derived: Derived) -> str:
 
 
 def _unpack(value: str) -> Derived:
-    return Derived(*json.loads(value))
+    fields: list[Any] = [tuple(f) if isinstance(f, list) else f for f in json.loads(value)]
+    return Derived(*fields)
 
 
 def _derived_of(entry_hash: bytes, stored: dict[bytes, _Seen],

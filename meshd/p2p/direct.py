@@ -73,7 +73,8 @@ class DirectMessenger:
         """Serve requests for ``name``: ``handler(peer_id, payload)`` returns the answer.
 
         A handler raising errors.InvalidArgument answers CODE_INVALID with its
-        message; any other exception answers CODE_INTERNAL (and is logged).
+        message, errors.Unavailable CODE_UNAVAILABLE; any other exception
+        answers CODE_INTERNAL (and is logged).
         """
         protocol = protocol_id(self._network_id, name, version)
         serve = functools.partial(self._serve, handler, _Limits(max_request, timeout))
@@ -169,6 +170,8 @@ async def _run(handler: Handler, timeout: float, peer_id: str, payload: bytes,
         return _error(Code.CODE_TIMEOUT, f"the handler did not answer within {timeout:g} s")
     except errors.InvalidArgument as exc:
         return _error(Code.CODE_INVALID, str(exc))
+    except errors.Unavailable as exc:
+        return _error(Code.CODE_UNAVAILABLE, str(exc))
     except Exception:
         log.exception("direct request handler failed", extra={
             "peer_id": peer_id, "protocol": protocol})

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/wire/v1/wire.proto\x12\x0cmesh.wire.v1\"R\n\x05Hello\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x15\n\rhello_version\x18\x02 \x01(\r\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t\"Y\n\x0e\x44irectResponse\x12\x11\n\x07payload\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.mesh.wire.v1.DirectErrorH\x00\x42\x08\n\x06result\"\xb5\x01\n\x0b\x44irectError\x12,\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1e.mesh.wire.v1.DirectError.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"g\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43ODE_INVALID\x10\x01\x12\x12\n\x0e\x43ODE_TOO_LARGE\x10\x02\x12\x11\n\rCODE_INTERNAL\x10\x03\x12\x10\n\x0c\x43ODE_TIMEOUT\x10\x04\"\x1b\n\x0cRequestPeers\x12\x0b\n\x03max\x18\x01 \x01(\r\"4\n\nKnownPeers\x12&\n\x05peers\x18\x01 \x03(\x0b\x32\x17.mesh.wire.v1.KnownPeer\"+\n\tKnownPeer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/wire/v1/wire.proto\x12\x0cmesh.wire.v1\"R\n\x05Hello\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x15\n\rhello_version\x18\x02 \x01(\r\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t\"Y\n\x0e\x44irectResponse\x12\x11\n\x07payload\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.mesh.wire.v1.DirectErrorH\x00\x42\x08\n\x06result\"\xcb\x01\n\x0b\x44irectError\x12,\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1e.mesh.wire.v1.DirectError.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"}\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43ODE_INVALID\x10\x01\x12\x12\n\x0e\x43ODE_TOO_LARGE\x10\x02\x12\x11\n\rCODE_INTERNAL\x10\x03\x12\x10\n\x0c\x43ODE_TIMEOUT\x10\x04\x12\x14\n\x10\x43ODE_UNAVAILABLE\x10\x05\"\x1b\n\x0cRequestPeers\x12\x0b\n\x03max\x18\x01 \x01(\r\"4\n\nKnownPeers\x12&\n\x05peers\x18\x01 \x03(\x0b\x32\x17.mesh.wire.v1.KnownPeer\"+\n\tKnownPeer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +36,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DIRECTRESPONSE']._serialized_start=125
   _globals['_DIRECTRESPONSE']._serialized_end=214
   _globals['_DIRECTERROR']._serialized_start=217
-  _globals['_DIRECTERROR']._serialized_end=398
+  _globals['_DIRECTERROR']._serialized_end=420
   _globals['_DIRECTERROR_CODE']._serialized_start=295
-  _globals['_DIRECTERROR_CODE']._serialized_end=398
-  _globals['_REQUESTPEERS']._serialized_start=400
-  _globals['_REQUESTPEERS']._serialized_end=427
-  _globals['_KNOWNPEERS']._serialized_start=429
-  _globals['_KNOWNPEERS']._serialized_end=481
-  _globals['_KNOWNPEER']._serialized_start=483
-  _globals['_KNOWNPEER']._serialized_end=526
+  _globals['_DIRECTERROR_CODE']._serialized_end=420
+  _globals['_REQUESTPEERS']._serialized_start=422
+  _globals['_REQUESTPEERS']._serialized_end=449
+  _globals['_KNOWNPEERS']._serialized_start=451
+  _globals['_KNOWNPEERS']._serialized_end=503
+  _globals['_KNOWNPEER']._serialized_start=505
+  _globals['_KNOWNPEER']._serialized_end=548
 # @@protoc_insertion_point(module_scope)

@@ -111,6 +111,8 @@ class DirectError(_message.Message):
         """The handler failed."""
         CODE_TIMEOUT: DirectError._Code.ValueType  # 4
         """The handler did not answer in time."""
+        CODE_UNAVAILABLE: DirectError._Code.ValueType  # 5
+        """The service is not available now (starting or stopping): try later."""
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     CODE_UNSPECIFIED: DirectError.Code.ValueType  # 0
@@ -122,6 +124,8 @@ class DirectError(_message.Message):
     """The handler failed."""
     CODE_TIMEOUT: DirectError.Code.ValueType  # 4
     """The handler did not answer in time."""
+    CODE_UNAVAILABLE: DirectError.Code.ValueType  # 5
+    """The service is not available now (starting or stopping): try later."""
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int

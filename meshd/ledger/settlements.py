@@ -1,0 +1,317 @@
+"""Settled states of the final epochs, and the settlement of any proposed value.
+
+docs/ledger.md §4-§5. This is what judging needs of the store beyond an
+entry's prev and deps (:class:`rules.Surroundings`): ``Settled(fin_p)``, the
+author's canonical head, and the consensus lookups (own votes, validator
+sets, the state root of a proposal's settlement). A precommit is judged by
+computing ``Settle(E, value)`` from the proposal's cut, so the settlement of
+a value is known before any certificate for it exists; a certificate makes
+it final (:meth:`Settlements.decide`).
+
+Decided cuts are remembered in memory (entry hash -> epoch) and the decisions
+in the store, so a restarted node replays them (:meth:`Settlements.replay`).
+Everything here is called from the store's writer thread (while judging) and
+from trio (through threads): one lock guards it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from meshcore.genesis import Genesis
+from meshcore.ledger import rules
+from meshcore.ledger.consensus import Validators
+from meshcore.ledger.entry import EntryError, Verified
+from meshcore.ledger.rules import Derived
+from meshcore.ledger.settle import Settlement, settle
+from meshcore.ledger.state import Settled, genesis_state
+from meshcore.ledger.stateroot import state_root
+
+log = logging.getLogger(__name__)
+
+
+class SettlementUnknown(EntryError):
+    """The entry builds on a settlement this node has not computed (yet)."""
+
+
+@dataclass
+class Batch:
+    """Entries of the batch being judged, not written yet (they count as stored)."""
+
+    entries: dict[bytes, Verified] = field(default_factory=dict)
+    derived: dict[bytes, Derived] = field(default_factory=dict)
+
+
+class StoreReader(Protocol):
+    """The store's read side that settlements need (LedgerStore)."""
+
+    def get(self, entry_hash: bytes) -> Verified | None: ...
+
+    def derived(self, entry_hash: bytes) -> Derived | None: ...
+
+    def count_at(self, author: bytes, seq: int) -> int: ...
+
+    def votes(self, author: bytes, kind: str, epoch: int, round_: int) -> list[bytes]: ...
+
+    def with_epoch_at_least(self, epoch: int) -> list[bytes]: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Epoch ``epoch`` is final with ``value`` (first certificate seen: ``certificate``)."""
+
+    epoch: int
+    round: int
+    value: bytes
+    root: bytes
+    certificate: bytes
+    certificate_author: bytes
+
+
+class Settlements:
+    """See the module docstring. Thread-safe."""
+
+    def __init__(self, genesis: Genesis) -> None:
+        self.genesis = genesis
+        self.plugins = frozenset(p.name for p in genesis.plugins)
+        self._lock = threading.RLock()
+        self._states: dict[int, Settled] = {-1: genesis_state(genesis)}
+        self._decisions: dict[int, Decision] = {}
+        self._computed: dict[tuple[int, int, bytes], Settlement] = {}
+        self._cut_epoch: dict[bytes, int] = {}  # entry hash -> first decided cut holding it
+        self._store: StoreReader | None = None
+        self.listeners: list[Callable[[Decision], None]] = []
+
+    def attach(self, store: StoreReader) -> None:
+        self._store = store
+
+    # --- what the rest of the node reads --------------------------------------
+
+    @property
+    def final_epoch(self) -> int:
+        with self._lock:
+            return max(self._states)
+
+    def latest(self) -> Settled:
+        with self._lock:
+            return self._states[max(self._states)]
+
+    def at(self, epoch: int) -> Settled | None:
+        with self._lock:
+            return self._states.get(epoch)
+
+    def decision(self, epoch: int) -> Decision | None:
+        with self._lock:
+            return self._decisions.get(epoch)
+
+    # --- rules.Surroundings ----------------------------------------------------
+
+    def settled(self, epoch: int) -> Settled:
+        with self._lock:
+            found = self._states.get(epoch)
+        if found is None:
+            raise SettlementUnknown(f"builds on the settlement of epoch {epoch}, which this "
+                                    "node has not computed")
+        return found
+
+    def judge(self, batch: Batch) -> rules.Judge:
+        """A judge of every kind, seeing ``batch`` as stored; a valid certificate
+        makes its epoch final here."""
+        judge = rules.judge_in(_Surroundings(self, batch), self.plugins)
+
+        def judge_entry(item: Verified, prev: Derived | None, deps: list[Derived]) -> Derived:
+            derived = judge(item, prev, deps)
+            if item.kind == "certificate":
+                self.decide(item, batch)
+            return derived
+        return judge_entry
+
+    def replay(self, certificates: list[Verified]) -> None:
+        """Decide again what the stored certificates decided (at start)."""
+        for item in certificates:
+            self.decide(item, Batch())
+
+    # --- settlements -------------------------------------------------------------
+
+    def settlement(self, epoch: int, round_: int, value: bytes, batch: Batch) -> Settlement:
+        """``Settle(epoch, value)`` as if decided in ``round_`` (cached)."""
+        key = (epoch, round_, value)
+        with self._lock:
+            found = self._computed.get(key)
+            if found is not None:
+                return found
+            prev = self.settled(epoch - 1)
+            cut = self._cut(value, epoch, batch)
+            result = settle(prev, epoch, round_, value, cut.values())
+            self._computed[key] = result
+            return result
+
+    def root(self, epoch: int, round_: int, value: bytes, batch: Batch | None = None) -> bytes:
+        return state_root(self.settlement(epoch, round_, value, batch or Batch()).settled)
+
+    def decide(self, certificate: Verified, batch: Batch) -> Decision:
+        """The certificate's epoch is final with its value (it was judged valid)."""
+        epoch, round_, value = (certificate.body.certificate.epoch,
+                                certificate.body.certificate.round,
+                                certificate.body.certificate.value)
+        with self._lock:
+            known = self._decisions.get(epoch)
+            if known is not None:
+                if known.value != value:
+                    log.error("two certificates for one epoch with different values: the "
+                              "validators' safety assumption is broken",
+                              extra={"epoch": epoch})
+                return known
+            result = self.settlement(epoch, round_, value, batch)
+            for entry_hash in self._cut(value, epoch, batch, new_only=True):
+                self._cut_epoch.setdefault(entry_hash, epoch)
+            self._states[epoch] = result.settled
+            decision = Decision(epoch, round_, value, state_root(result.settled),
+                                certificate.hash, certificate.author)
+            self._decisions[epoch] = decision
+            for done in [k for k in self._computed if k[0] <= epoch]:
+                del self._computed[done]
+        log.info("epoch final", extra={"epoch": epoch, "round": round_,
+                                       "root": decision.root.hex()[:16]})
+        for listener in self.listeners:
+            listener(decision)
+        return decision
+
+    def _cut(self, value: bytes, epoch: int, batch: Batch, new_only: bool = False,
+             ) -> dict[bytes, Verified]:
+        """The reduced cut of proposal ``value`` (settle()'s ``cut`` argument): its
+        causal past outside earlier decided cuts, plus entries of those with
+        ``body.epoch >= epoch``."""
+        proposal = _get(self._reader(), value, batch)
+        if proposal is None:
+            raise SettlementUnknown(f"the proposal {value.hex()[:16]} is not stored")
+        found: dict[bytes, Verified] = {}
+        frontier = _links(proposal)
+        while frontier:
+            entry_hash = frontier.pop()
+            if entry_hash in found or self._cut_epoch.get(entry_hash, epoch) < epoch:
+                continue
+            item = _get(self._reader(), entry_hash, batch)
+            if item is None:
+                raise SettlementUnknown(f"an entry of the cut of {value.hex()[:16]} is missing")
+            found[entry_hash] = item
+            frontier.extend(_links(item))
+        if new_only:
+            return found
+        reader = self._reader()
+        for entry_hash in reader.with_epoch_at_least(epoch):
+            if self._cut_epoch.get(entry_hash, epoch) < epoch and entry_hash not in found:
+                item = reader.get(entry_hash)
+                if item is not None:
+                    found[entry_hash] = item
+        return found
+
+    def _reader(self) -> StoreReader:
+        assert self._store is not None, "Settlements.attach(store) first"
+        return self._store
+
+
+class _Surroundings:
+    """rules.Surroundings for one batch."""
+
+    def __init__(self, settlements: Settlements, batch: Batch) -> None:
+        self._settlements = settlements
+        self._batch = batch
+
+    def settled(self, epoch: int) -> Settled:
+        return self._settlements.settled(epoch)
+
+    def canon_base(self, item: Verified, settled: Settled) -> Derived | None:
+        account = settled.account(item.author)
+        if account.canon_seq < 1:
+            return None
+        reader = self._settlements._reader()
+        if not _on_prev_chain(reader, item, account.canon_head, account.canon_seq, self._batch):
+            raise EntryError("builds on a branch of its author's chain that lost (its "
+                             f"canonical entry at seq {account.canon_seq} is not in its past)",
+                             item.hash)
+        found = self._batch.derived.get(account.canon_head) \
+            or reader.derived(account.canon_head)
+        assert found is not None, "a canonical entry is stored"
+        return found
+
+    def consensus_past(self, item: Verified, prev: Derived | None) -> _StoredPast:
+        return _StoredPast(self._settlements, item, prev, self._batch)
+
+
+class _StoredPast:
+    """meshcore.ledger.consensus_rules.ConsensusPast over the store, for one entry."""
+
+    def __init__(self, settlements: Settlements, item: Verified, prev: Derived | None,
+                 batch: Batch) -> None:
+        self._settlements = settlements
+        self._item = item
+        self._prev = prev
+        self._batch = batch
+
+    def get(self, entry_hash: bytes) -> Verified | None:
+        return _get(self._settlements._reader(), entry_hash, self._batch)
+
+    def own_entry(self, item: Verified, kind: str, epoch: int, round_: int) -> Verified | None:
+        reader = self._settlements._reader()
+        hashes = reader.votes(item.author, kind, epoch, round_) + [
+            h for h, e in self._batch.entries.items()
+            if e.author == item.author and _vote_key(e) == (kind, epoch, round_)]
+        for entry_hash in hashes:
+            found = self.get(entry_hash)
+            if found is not None and found.seq < item.seq and _on_prev_chain(
+                    reader, item, found.hash, found.seq, self._batch):
+                return found
+        return None
+
+    def last_round(self, item: Verified, kind: str) -> tuple[int, int] | None:
+        return self._prev.last_round(kind) if self._prev is not None else None
+
+    def validators(self, epoch: int) -> Validators:
+        # Asked only for epoch <= fin_p + 1, and Settled(fin_p) holds V(fin_p + 1).
+        return self._settlements.settled(epoch - 1).validators_of(epoch)
+
+    def state_root_of(self, epoch: int, value: bytes) -> bytes:
+        # The root encodes the decided round: the precommit's own round is the
+        # one its quorum would decide in.
+        round_ = self._item.body.precommit.round
+        return self._settlements.root(epoch, round_, value, self._batch)
+
+
+def _vote_key(item: Verified) -> tuple[str, int, int] | None:
+    """(kind, epoch, round) of a proposal, vote or close (round 0)."""
+    kind = item.kind
+    if kind in ("proposal", "prevote", "precommit"):
+        vote = getattr(item.body, kind)
+        return kind, vote.epoch, vote.round
+    if kind == "close":
+        return kind, item.body.close.epoch, 0
+    return None
+
+
+def _links(item: Verified) -> list[bytes]:
+    return ([item.body.prev] if item.body.prev else []) + list(item.body.deps)
+
+
+def _get(reader: StoreReader, entry_hash: bytes, batch: Batch) -> Verified | None:
+    return batch.entries.get(entry_hash) or reader.get(entry_hash)
+
+
+def _on_prev_chain(reader: StoreReader, item: Verified, ancestor: bytes, seq: int,
+                   batch: Batch) -> bool:
+    """Whether ``ancestor`` (of ``item``'s author, at ``seq``) is on ``item``'s prev-chain."""
+    if seq >= item.seq:
+        return False
+    in_batch = sum(1 for e in batch.entries.values() if e.author == item.author and e.seq == seq)
+    if reader.count_at(item.author, seq) + in_batch == 1:
+        # No fork at that seq: the chain passes through the one entry there.
+        return _get(reader, ancestor, batch) is not None
+    cursor: Verified | None = item
+    while cursor is not None and cursor.seq > seq:
+        cursor = _get(reader, cursor.body.prev, batch) if cursor.body.prev else None
+    return cursor is not None and cursor.hash == ancestor
+
