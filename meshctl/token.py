@@ -51,7 +51,7 @@ def _token_text(d: dict[str, Any]) -> str:
         ("Final epoch", final),
         ("Supply", amount(d["supply"])),
         ("Minted", amount(d["minted_total"])),
-        ("Not minted", f"{amount(d['emission_burned_total'])} (emission no one earned)"),
+        ("Not minted", f"{amount(d['emission_burned_total'])}, emission no one earned"),
         ("Slashed", amount(d["slashed_total"])),
         ("Emission", f"{amount(d['emission_per_epoch'])} per epoch of "
                      f"{d['epoch_seconds']} s: uptime {split['uptime']} %, tasks "
@@ -65,7 +65,8 @@ def _token_text(d: dict[str, Any]) -> str:
     rows = [("ACCOUNT", "TOTAL", "SHARE", "LIQUID", "BONDED", "UNBONDING")]
     rows += [(h["account"], h["total"], h["share_percent"] + " %", h["liquid"], h["bonded"],
               h["unbonding"]) for h in d["top_accounts"]]
-    return head + f"\n\nTop {len(d['top_accounts'])} accounts:\n" + table(rows)
+    return (head + f"\n\nLargest accounts ({len(d['top_accounts'])} of {d['holders']}):\n"
+            + table(rows))
 
 
 @token.command()
