@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
+from tests.e2e.harness import Meshd, meshctl
 from tests.e2e.test_ledger import funded_genesis, identity, start
 
 
@@ -79,5 +82,55 @@ def test_before_any_settlement(tmp_path: Path) -> None:
             result = alice.ctl(*args, check=False)
             assert result.returncode == 1, (args, result.stdout)
             assert message in result.stderr and result.stdout == "", (args, result.stderr)
+    finally:
+        alice.kill()
+
+
+def wait_final(node: Meshd, epoch: int, timeout: float = 30) -> dict[str, Any]:
+    """Poll state-root (the API has no settlement event yet), bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        root = json.loads(node.ctl("ledger", "state-root", "--json").stdout)
+        if root["epoch"] >= epoch:
+            return root  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"epoch {epoch} not final within {timeout} s:\n{node.log()[-2000:]}")
+
+
+def test_after_settlements_on_one_validator(tmp_path: Path) -> None:
+    alice_id = identity(tmp_path / "alice")
+    meshctl("network", "init", "--name", "Settles", "--token-name", "COIN", "--token-symbol",
+            "CN", "--out", str(tmp_path / "net"), "--allocate", f"{alice_id}:{10**9}",
+            "--validator", alice_id, "--epoch-seconds", "2")
+    alice = start(tmp_path, "alice", tmp_path / "net" / "genesis.toml")
+    try:
+        staked = json.loads(alice.ctl("ledger", "stake", "250000000", "--json").stdout)
+        root = wait_final(alice, staked["epoch"] + 1)
+        assert len(bytes.fromhex(root["root"])) == 32
+
+        balance = json.loads(alice.ctl("ledger", "balance", "--json").stdout)
+        assert (balance["bonded"], balance["pending_stake"]) == ("250000000", "0")
+
+        final = root["epoch"]
+        rewards = json.loads(alice.ctl("rewards", "ls", "--epoch", str(final), "--json").stdout)
+        assert rewards["epoch"] == final
+        assert sum(int(a["total"]) for a in rewards["accounts"]) == int(rewards["minted"])
+        assert [a["account"] for a in rewards["accounts"]] in ([], [alice_id])
+
+        explained = json.loads(alice.ctl("rewards", "explain", str(final), alice_id,
+                                         "--json").stdout)
+        assert explained["epoch"] == final and explained["minted"] == int(rewards["minted"])
+        assert sum(line["amount"] for line in explained["lines"]) == int(rewards["minted"])
+        assert alice.ctl("rewards", "explain", str(final)).stdout.startswith(
+            f"epoch {final}: value ")
+        ahead = alice.ctl("rewards", "explain", str(final + 1000), check=False)
+        assert ahead.returncode == 1 and f"epoch {final + 1000} is not final yet" in ahead.stderr
+
+        info = json.loads(alice.ctl("token", "info", "--json").stdout)
+        assert info["final_epoch"] >= final
+        assert int(info["supply"]) == 10**9 + int(info["minted_total"]) - int(
+            info["slashed_total"])
+        assert [(h["account"], h["total"], h["share_percent"]) for h in info["top_accounts"]] \
+            == [(alice_id, info["supply"], "100.00")]
     finally:
         alice.kill()
