@@ -23,6 +23,7 @@ from meshd.identity import IdentityError, load_or_create_identity
 from meshd.ledger.driver import EpochDriver
 from meshd.ledger.ledger import open_ledger
 from meshd.ledger.replication import Replicator
+from meshd.ledger.uptime import UptimeAttester
 from meshd.metrics import MetricsSetupError, open_metrics_endpoint
 from meshd.network import Network
 from meshd.node import StatusBoard
@@ -78,6 +79,7 @@ async def run_daemon(config: Config, *,
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 await nursery.start(Replicator(ledger, host).run)
                 await nursery.start(EpochDriver(ledger).run)
+                await nursery.start(UptimeAttester(ledger, host).run)
                 connections = ConnectionManager(
                     host, peerbook.load(data_dir), data_dir,
                     Degree(config.p2p.low_watermark, config.p2p.target_peers,

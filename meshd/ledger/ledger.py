@@ -124,17 +124,20 @@ class Ledger:
         """The state after the newest final settlement this node knows."""
         return self.settlements.latest()
 
-    async def write(self, deps: Iterable[bytes] = (), **kind: object) -> Verified:
+    async def write(self, deps: Iterable[bytes] = (), at_epoch: int | None = None,
+                    **kind: object) -> Verified:
         """Append an own entry of ``kind`` naming ``deps`` (other authors' entries),
         once durable. The newest certificate is named too, so the entry builds on
-        the newest final settlement (docs/ledger.md §3.2 rule 4).
+        the newest final settlement (docs/ledger.md §3.2 rule 4). ``at_epoch``:
+        the epoch the entry claims (default: the clock's, within what is allowed).
 
         Raises:
             errors.FailedPrecondition: the entry breaks a rule (the message says which).
         """
-        return await self._append(deps, **kind)
+        return await self._append(deps, at_epoch, **kind)
 
-    async def _append(self, deps: Iterable[bytes] = (), **kind: object) -> Verified:
+    async def _append(self, deps: Iterable[bytes] = (), at_epoch: int | None = None,
+                      **kind: object) -> Verified:
         async with self._writing:
             if self._head_stale:
                 self._head_stale = False
@@ -149,7 +152,8 @@ class Ledger:
             body = ledger_pb2.EntryBody(
                 network_id=self.genesis.network_id, author=self.key,
                 seq=head[0].seq + 1 if head else 1, prev=head[0].hash if head else b"",
-                deps=sorted(named), epoch=self._epoch(head[1] if head else None, fin),
+                deps=sorted(named), epoch=self._epoch(head[1] if head else None, fin)
+                if at_epoch is None else at_epoch,
                 **kind)  # type: ignore[arg-type]
             item = entries.verify(entries.sign(self._seed, body), self.genesis.network_id)
             try:

@@ -18,6 +18,7 @@ from meshcore.ledger.stateroot import state_root
 from meshd.ledger.driver import EpochDriver
 from meshd.ledger.ledger import Ledger, open_ledger
 from meshd.ledger.replication import Replicator
+from meshd.ledger.uptime import UptimeAttester
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.host import peer_id_of as host_peer_id
 from tests.integration.p2p_helpers import LOOPBACK, poll_until
@@ -72,6 +73,7 @@ async def open_validators(tmp_path: Path, count: int) -> AsyncIterator[list[Vali
             await nursery.start(Replicator(ledger, host, sync_interval=2.0).run)
             driver = EpochDriver(ledger, close_wait=0.5)
             await nursery.start(driver.run)
+            await nursery.start(UptimeAttester(ledger, host).run)
             nodes.append(Validator(host, ledger, driver))
         for a in nodes:
             for b in nodes:
@@ -96,3 +98,8 @@ async def test_four_validators_settle_epochs_and_agree_on_the_state_root(
             assert settled.account(alice.ledger.key).liquid >= ALLOCATION - 1234
         balance = await bob.ledger.balance()
         assert balance.settled >= ALLOCATION + 1234 and balance.pending_in == 0
+        # Every validator attested its peers' uptime; a later epoch paid for it.
+        await poll_until(lambda: all(n.ledger.final_epoch >= 4 for n in nodes), timeout=60,
+                         interval=0.1)
+        record = nodes[2].ledger.settled_at(4).record  # type: ignore[union-attr]
+        assert record.minted > 0, record

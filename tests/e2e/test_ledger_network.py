@@ -1,0 +1,198 @@
+"""The ledger across 5 meshd processes: settlement, rewards, partition, bank test.
+
+docs/ledger.md §5-§8. Every node is a genesis validator (weight 1) with an
+allocation; epochs last EPOCH_SECONDS, so several settle within a test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import LOOPBACK
+from tests.e2e.harness import Meshd, meshctl, run_meshd
+
+EPOCH_SECONDS = 3
+EMISSION = 1_000_000
+ALLOCATION = 10_000_000
+NODES = 5
+
+
+def identity(data_dir: Path) -> str:
+    result = run_meshd("identity", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[list[Meshd]]:
+    names = [f"v{i}" for i in range(NODES)]
+    ids = [identity(tmp_path / name) for name in names]
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    args = [a for peer in ids for a in ("--allocate", f"{peer}:{ALLOCATION}",
+                                        "--validator", peer)]
+    meshctl("network", "init", "--name", "BankNet", "--token-name", "COIN", "--token-symbol",
+            "CN", "--epoch-seconds", str(EPOCH_SECONDS), "--emission", str(EMISSION),
+            "--genesis-time", start.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+            "--out", str(tmp_path / "net"), *args)
+    genesis = tmp_path / "net" / "genesis.toml"
+    nodes = [Meshd(tmp_path, names[0], genesis, *LOOPBACK).start()]
+    hub = nodes[0].status()["listen_addrs"][0]
+    nodes += [Meshd(tmp_path, name, genesis, *LOOPBACK, "--bootstrap", hub).start()
+              for name in names[1:]]
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def ctl_json(node: Meshd, *args: str) -> Any:
+    return json.loads(node.ctl(*args, "--json").stdout)
+
+
+def final_epoch(node: Meshd) -> int:
+    return int(ctl_json(node, "ledger", "state-root")["epoch"])
+
+
+def wait_final(nodes: list[Meshd], epoch: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(final_epoch(n) >= epoch for n in nodes):
+        assert time.monotonic() < deadline, (
+            f"epoch {epoch} not final on every node: {[final_epoch(n) for n in nodes]}")
+        time.sleep(0.5)
+
+
+def roots_at(nodes: list[Meshd], epoch: int) -> set[str]:
+    return {ctl_json(n, "ledger", "state-root", "--epoch", str(epoch))["root"] for n in nodes}
+
+
+def account(node: Meshd) -> str:
+    return str(node.status()["peer_id"])
+
+
+def books(node: Meshd, ids: list[str]) -> tuple[Any, list[Any]]:
+    """Token info and every balance, read within one final epoch (a settlement
+    that lands between the reads would mix two epochs: read again)."""
+    for _ in range(10):
+        before = ctl_json(node, "token", "info")
+        balances = [ctl_json(node, "ledger", "balance", i) for i in ids]
+        if ctl_json(node, "token", "info")["final_epoch"] == before["final_epoch"]:
+            return before, balances
+    raise AssertionError("settlements kept landing between the reads")
+
+
+def test_five_nodes_settle_alike_and_rewards_follow_the_evidence(
+        network: list[Meshd]) -> None:
+    nodes = network
+    wait_final(nodes, 3)
+    for epoch in (1, 2, 3):
+        assert len(roots_at(nodes, epoch)) == 1, f"nodes disagree on the root of {epoch}"
+    explained = ctl_json(nodes[3], "rewards", "explain", "3")
+    assert explained == ctl_json(nodes[0], "rewards", "explain", "3")
+
+    # The expectation, computed here from the evidence the explanation names.
+    uptime_pool, tasks_pool, gov_pool = (EMISSION * 40 // 100, EMISSION * 40 // 100,
+                                         EMISSION * 20 // 100)
+    uptime_points: dict[str, int] = {}
+    gov_points: dict[str, int] = {}
+    for line in explained["lines"]:
+        if line["pool"] == "uptime":
+            scores = []
+            for evidence in line["evidence"]:
+                answered, probes = map(int, evidence["detail"].split("/"))
+                assert evidence["value"] == answered * 1000 // probes
+                assert evidence["author"] != line["account"]
+                scores.append(evidence["value"])
+            scores.sort()
+            uptime_points[line["account"]] = scores[(len(scores) - 1) // 2] \
+                if len(scores) >= 2 else 0
+        elif line["pool"] == "governance":
+            gov_points[line["account"]] = len(line["evidence"])
+    assert len(uptime_points) == NODES and all(p > 0 for p in uptime_points.values())
+    assert len(gov_points) == NODES  # every validator's precommit of epoch 2 counted
+    minted = 0
+    for line in explained["lines"]:
+        points = uptime_points if line["pool"] == "uptime" else gov_points
+        pool = uptime_pool if line["pool"] == "uptime" else gov_pool
+        expected = pool * points[line["account"]] // sum(points.values())
+        assert line["amount"] == expected, line
+        minted += expected
+    assert explained["minted"] == minted
+    assert explained["minted"] <= EMISSION - tasks_pool  # no tasks: that pool is not minted
+
+    info = ctl_json(nodes[1], "token", "info")
+    assert int(info["supply"]) == ALLOCATION * NODES + int(info["minted_total"])
+
+
+def test_a_partitioned_node_catches_up_after_the_partition_heals(
+        network: list[Meshd]) -> None:
+    nodes = network
+    wait_final(nodes, 1)
+    lonely, rest = nodes[4], nodes[:4]
+    lonely_id = account(lonely)
+    for node in rest:
+        node.ctl("peers", "block", lonely_id)
+        lonely.ctl("peers", "block", account(node))
+    paid = ctl_json(rest[0], "ledger", "transfer", lonely_id, "777")
+    mine = ctl_json(lonely, "ledger", "transfer", account(rest[1]), "55")
+    during = final_epoch(rest[0])
+    wait_final(rest, during + 2)  # 4 of 5 validators are a quorum: settlement goes on
+    assert final_epoch(lonely) < during + 2
+    for node in rest:
+        node.ctl("peers", "unblock", lonely_id)
+        lonely.ctl("peers", "unblock", account(node))
+    lonely.ctl("peers", "connect", rest[0].status()["listen_addrs"][0])
+    target = final_epoch(rest[0]) + 2
+    wait_final(nodes, target)
+    assert len(roots_at(nodes, target)) == 1
+    history = ctl_json(lonely, "ledger", "history", lonely_id)
+    hashes = {e["hash"] for e in history}
+    assert paid["hash"] in hashes and mine["hash"] in hashes
+    balance = ctl_json(lonely, "ledger", "balance")
+    assert balance["pending_in"] == "0" and balance["pending_out"] == "0"
+
+
+def test_bank_random_transfers_on_every_node_keep_the_books(network: list[Meshd]) -> None:
+    nodes = network
+    ids = [account(n) for n in nodes]
+    acknowledged: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        rng = random.Random(index)
+        deadline = time.monotonic() + 2.5 * EPOCH_SECONDS
+        while time.monotonic() < deadline:
+            to = rng.choice([i for i in ids if i != ids[index]])
+            result = nodes[index].ctl("ledger", "transfer", to, str(rng.randint(1, 5000)),
+                                      "--json", check=False)
+            if result.returncode == 0:
+                with lock:
+                    acknowledged.append(json.loads(result.stdout))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(NODES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(acknowledged) >= NODES * 3
+    last = max(int(e["epoch"]) for e in acknowledged)
+    wait_final(nodes, last + 2)
+    target = min(final_epoch(n) for n in nodes)
+    assert len(roots_at(nodes, target)) == 1, "nodes did not converge"
+    info, balances = books(nodes[2], ids)
+    for balance in balances:
+        assert int(balance["settled"]) >= 0 and int(balance["available"]) >= 0
+        assert balance["pending_in"] == "0" and balance["pending_out"] == "0"
+    held = sum(int(b["settled"]) + int(b["bonded"]) for b in balances)
+    assert int(info["supply"]) == held == ALLOCATION * NODES + int(info["minted_total"])
+    sent = sum(int(e["amount"]) for e in acknowledged)
+    assert sent > 0
