@@ -21,6 +21,7 @@ from meshd.config import Config
 from meshd.datadir import DataDirError
 from meshd.identity import IdentityError, load_or_create_identity
 from meshd.ledger.driver import EpochDriver
+from meshd.ledger.forks import ForkReporter
 from meshd.ledger.ledger import open_ledger
 from meshd.ledger.replication import Replicator
 from meshd.ledger.uptime import UptimeAttester
@@ -80,6 +81,7 @@ async def run_daemon(config: Config, *,
                 await nursery.start(Replicator(ledger, host).run)
                 await nursery.start(EpochDriver(ledger).run)
                 await nursery.start(UptimeAttester(ledger, host).run)
+                await nursery.start(ForkReporter(ledger).run)
                 connections = ConnectionManager(
                     host, peerbook.load(data_dir), data_dir,
                     Degree(config.p2p.low_watermark, config.p2p.target_peers,

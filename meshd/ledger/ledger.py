@@ -198,7 +198,7 @@ class Ledger:
         out = sum(_amount(e) for e in own if e.kind in ("transfer", "stake"))
         withdrawn = sum(_amount(e) for e in own if e.kind == "withdraw")
         pending_in = sum(e.body.transfer.amount for e in incoming
-                         if e.seq > settled.account(e.author).canon_seq)
+                         if e.kind == "transfer" and e.seq > settled.account(e.author).canon_seq)
         return Balance(accounts.peer_id_of(key), mine.liquid, out, pending_in,
                        mine.liquid + withdrawn - out, mine.bonded)
 

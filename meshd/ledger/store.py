@@ -541,7 +541,13 @@ def _best_effort(raw: bytes) -> tuple[bytes, int]:
 
 
 def _subject(item: Verified) -> bytes | None:
-    return item.body.transfer.to if item.kind == "transfer" else None
+    """The account an entry is about besides its author: a transfer's payee, a
+    penalty's offender."""
+    if item.kind == "transfer":
+        return item.body.transfer.to
+    if item.kind == "penalty":
+        return entries.decode_stored(item.body.penalty.equivocation.entry_a).author
+    return None
 
 
 class _BatchPast:

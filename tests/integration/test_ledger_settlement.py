@@ -11,11 +11,15 @@ from pathlib import Path
 
 import trio
 
+from mesh.ledger.v1 import ledger_pb2
 from meshcore import genesis as genesis_module
 from meshcore.genesis import Genesis
+from meshcore.ledger import entry
 from meshcore.ledger.accounts import peer_id_of
+from meshcore.ledger.entry import Verified
 from meshcore.ledger.stateroot import state_root
 from meshd.ledger.driver import EpochDriver
+from meshd.ledger.forks import ForkReporter
 from meshd.ledger.ledger import Ledger, open_ledger
 from meshd.ledger.replication import Replicator
 from meshd.ledger.uptime import UptimeAttester
@@ -38,9 +42,10 @@ class Validator:
         return peer_id_of(self.ledger.key)
 
 
-def make_genesis(seeds: list[bytes], start: dt.datetime) -> Genesis:
+def make_genesis(seeds: list[bytes], start: dt.datetime, others: list[bytes]) -> Genesis:
     ids = [host_peer_id(s) for s in seeds]
-    allocations = ", ".join(f'{{ account = "{i}", amount = {ALLOCATION} }}' for i in ids)
+    allocations = ", ".join(f'{{ account = "{i}", amount = {ALLOCATION} }}'
+                            for i in ids + [host_peer_id(o) for o in others])
     validators = "\n".join(f'[[validators]]\npeer_id = "{i}"\n' for i in ids)
     return genesis_module.loads(f"""
 name = "Settlement"
@@ -56,10 +61,12 @@ epoch_seconds = {EPOCH_SECONDS}
 
 
 @contextlib.asynccontextmanager
-async def open_validators(tmp_path: Path, count: int) -> AsyncIterator[list[Validator]]:
+async def open_validators(tmp_path: Path, count: int, others: list[bytes] | None = None,
+                          ) -> AsyncIterator[list[Validator]]:
+    """``count`` validators (each with an allocation; ``others`` get one too)."""
     seeds = [os.urandom(32) for _ in range(count)]
     start = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    genesis = make_genesis(seeds, start)
+    genesis = make_genesis(seeds, start, others or [])
     async with contextlib.AsyncExitStack() as stack:
         nodes = []
         for index, seed in enumerate(seeds):
@@ -74,6 +81,7 @@ async def open_validators(tmp_path: Path, count: int) -> AsyncIterator[list[Vali
             driver = EpochDriver(ledger, close_wait=0.5)
             await nursery.start(driver.run)
             await nursery.start(UptimeAttester(ledger, host).run)
+            await nursery.start(ForkReporter(ledger).run)
             nodes.append(Validator(host, ledger, driver))
         for a in nodes:
             for b in nodes:
@@ -103,3 +111,48 @@ async def test_four_validators_settle_epochs_and_agree_on_the_state_root(
                          interval=0.1)
         record = nodes[2].ledger.settled_at(4).record  # type: ignore[union-attr]
         assert record.minted > 0, record
+
+
+def signed(seed: bytes, ledger: Ledger, seq: int, prev: bytes, **kind: object) -> Verified:
+    """An entry of ``seed``'s author built on ``ledger``'s newest certificate."""
+    decision = ledger.settlements.decision(ledger.final_epoch)
+    assert decision is not None
+    body = ledger_pb2.EntryBody(
+        network_id=ledger.genesis.network_id, author=entry.public_key(seed), seq=seq,
+        prev=prev, deps=[decision.certificate], epoch=decision.epoch + 1,
+        **kind)  # type: ignore[arg-type]
+    return entry.verify(entry.sign(seed, body), ledger.genesis.network_id)
+
+
+async def test_an_equivocating_staker_is_slashed_and_jailed_once(tmp_path: Path) -> None:
+    cheat = os.urandom(32)
+    key = entry.public_key(cheat)
+    async with open_validators(tmp_path, 4, others=[cheat]) as nodes:
+        ledger = nodes[0].ledger
+        await poll_until(lambda: ledger.final_epoch >= 0, timeout=30, interval=0.1)
+        stake = signed(cheat, ledger, 1, b"", stake=ledger_pb2.Stake(amount=400_000))
+        await ledger.committer.append(stake)
+        await poll_until(lambda: all(n.ledger.settled.account(key).bonded == 400_000
+                                     for n in nodes), timeout=30, interval=0.1)
+        # Two bodies for seq 2: each valid against its own past.
+        pay_b = signed(cheat, ledger, 2, stake.hash, transfer=ledger_pb2.Transfer(
+            to=nodes[1].ledger.key, amount=500_000))
+        pay_c = signed(cheat, ledger, 2, stake.hash, transfer=ledger_pb2.Transfer(
+            to=nodes[2].ledger.key, amount=500_000))
+        assert await ledger.committer.append_many([pay_b, pay_c]) == [None, None]
+        await poll_until(lambda: all(n.ledger.settled.account(key).jailed for n in nodes),
+                         timeout=30, interval=0.1)
+        for node in nodes:
+            account = node.ledger.settled.account(key)
+            assert account.bonded == 200_000  # SLASH_EQUIVOCATION_BPS: half
+            assert account.frozen and account.liquid == ALLOCATION - 400_000  # no branch paid
+        assert len({state_root(n.ledger.settled_at(nodes[0].ledger.final_epoch) or
+                               nodes[0].ledger.settled) for n in nodes}) == 1
+        final = nodes[0].ledger.settled
+        assert final.slashed_total == 200_000
+        # Evidence written once per offender by each node that saw the fork; applied once.
+        epoch_after = final.epoch + 2
+        await poll_until(lambda: all(n.ledger.final_epoch >= epoch_after for n in nodes),
+                         timeout=30, interval=0.1)
+        assert nodes[0].ledger.settled.account(key).bonded == 200_000
+        assert nodes[0].ledger.settled.slashed_total == 200_000
