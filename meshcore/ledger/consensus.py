@@ -191,7 +191,12 @@ class EpochConsensus:
     # -- inputs ---------------------------------------------------------------
 
     def start(self) -> list[Action]:
-        """Enter round 1 (a validator with no own vote for E yet)."""
+        """Enter round 1 (a validator with no own vote for E yet).
+
+        The first propose timeout runs from here: starting once a quorum of
+        closes is stored keeps round 1 from timing out while the leader still
+        waits for closes.
+        """
         return self.restore(())
 
     def restore(self, own: Iterable[OwnEntry]) -> list[Action]:

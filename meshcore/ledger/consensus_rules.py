@@ -47,7 +47,11 @@ class ConsensusPast(Protocol):
 
     def state_root_of(self, epoch: int, value: bytes) -> bytes:
         """``root(Settle(epoch, value))`` (docs/ledger.md §4.2-4.3); asked only
-        when ``value`` is an original proposal for ``epoch`` and ``fin_p = epoch - 1``."""
+        when ``value`` is an original proposal for ``epoch`` and ``fin_p = epoch - 1``.
+
+        The root also encodes the decided round: an implementation bound to
+        one entry takes it from that precommit's round.
+        """
         ...
 
 
