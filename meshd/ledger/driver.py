@@ -42,7 +42,10 @@ from meshd.ledger.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
-CLOSE_WAIT = 5.0  # after a quorum of closes, for the rest of V(S)
+# After a quorum of closes, wait this long for the rest of V(S). Shorter than
+# the first propose timeout (4 s), or a round 1 with a validator down would
+# time out while its leader still waits.
+CLOSE_WAIT = 2.0
 INBOX = 4096
 
 
