@@ -50,6 +50,7 @@ bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/gossip.py
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/ledger_partition.py
 
 clean:
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,10 @@ then the others with ``--bootstrap`` node 0's first listen address, each with a
 fresh data dir, its log, ``--listen /ip4/127.0.0.1/tcp/0`` and a
 ``NOTIFY_SOCKET`` bound here (started = ``READY=1``); on the way out it sends
 SIGTERM to every node still running and kills those not gone within
-``STOP_TIMEOUT``. Also: a bounded poll (``wait_until``), per-process CPU and RSS
+``STOP_TIMEOUT``. With ``genesis_args``, each node's identity is made first
+(``meshd identity``) and the genesis gets extra ``meshctl network init``
+arguments naming the nodes' peer IDs (validators, allocations, short epochs).
+Also: a bounded poll (``wait_until``), per-process CPU and RSS
 from ``/proc`` (Linux), and ``spread`` (min / median / max).
 """
 
@@ -39,12 +42,19 @@ _Stub = TypeVar("_Stub")
 
 # --- daemons -------------------------------------------------------------------------------
 
-def make_genesis(directory: Path, timeout: float) -> Path:
+def make_genesis(directory: Path, timeout: float, extra_args: Sequence[str] = ()) -> Path:
     """A network's genesis by ``meshctl network init`` in ``directory``; its path."""
     subprocess.run([str(BIN / "meshctl"), "network", "init", "--name", "Bench",
-                    "--token-name", "Bench", "--token-symbol", "BEN", "--out", str(directory)],
-                   check=True, capture_output=True, timeout=timeout)
+                    "--token-name", "Bench", "--token-symbol", "BEN", "--out", str(directory),
+                    *extra_args], check=True, capture_output=True, timeout=timeout)
     return directory / "genesis.toml"
+
+
+def make_identity(data_dir: Path, timeout: float) -> str:
+    """Create the identity key in ``data_dir`` (``meshd identity``); its peer ID."""
+    result = subprocess.run([str(BIN / "meshd"), "identity", "--data-dir", str(data_dir)],
+                            check=True, capture_output=True, text=True, timeout=timeout)
+    return result.stdout.strip()
 
 
 class Node:
@@ -63,11 +73,14 @@ class Node:
         self.killed_at_stop = False  # did not exit within STOP_TIMEOUT of SIGTERM
         self.stop_seconds: float | None = None  # from SIGTERM (to all) to its exit
         self._channel: grpc.Channel | None = None
+        self.log_level = "warning"
 
-    def start(self, bootstrap: str | None, extra_env: Mapping[str, str]) -> None:
+    def start(self, bootstrap: str | None, extra_env: Mapping[str, str],
+              log_level: str = "warning") -> None:
         argv = [str(BIN / "meshd"), "run", "--genesis", str(self.genesis),
                 "--data-dir", str(self.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0",
-                "--log-level", "warning"]
+                "--log-level", log_level]
+        self.log_level = log_level
         if bootstrap:
             argv += ["--bootstrap", bootstrap]
         # MESHD_* variables of whoever runs this would change meshd's config: drop them.
@@ -128,21 +141,30 @@ class Node:
 
 @contextlib.contextmanager
 def running_nodes(workdir: Path, count: int, ready_timeout: float,
-                  env: Mapping[str, str] | None = None) -> Iterator[list[Node]]:
+                  env: Mapping[str, str] | None = None,
+                  genesis_args: Callable[[list[str]], Sequence[str]] | None = None,
+                  log_level: str = "warning") -> Iterator[list[Node]]:
     """``count`` nodes, all READY within ``ready_timeout`` s (node 0, then the others).
 
-    ``env`` is added to each daemon's environment. On the way out, every node
-    still running gets SIGTERM; those not gone within ``STOP_TIMEOUT`` are killed.
+    ``env`` is added to each daemon's environment. ``genesis_args``, given the
+    nodes' peer IDs (in node order), returns extra ``meshctl network init``
+    arguments. ``log_level`` is meshd's ``--log-level``. On the way out, every
+    node still running gets SIGTERM; those not gone within ``STOP_TIMEOUT`` are
+    killed.
     """
     extra_env = env or {}
-    genesis = make_genesis(workdir / "net", ready_timeout)
+    init_args: Sequence[str] = ()
+    if genesis_args is not None:
+        peer_ids = [make_identity(workdir / f"node-{i}", ready_timeout) for i in range(count)]
+        init_args = genesis_args(peer_ids)
+    genesis = make_genesis(workdir / "net", ready_timeout, init_args)
     nodes = [Node(workdir, i, genesis) for i in range(count)]
     try:
-        nodes[0].start(None, extra_env)
+        nodes[0].start(None, extra_env, log_level)
         nodes[0].wait_ready(time.monotonic() + ready_timeout)
         bootstrap = nodes[0].status().listen_addrs[0]
         for node in nodes[1:]:
-            node.start(bootstrap, extra_env)
+            node.start(bootstrap, extra_env, log_level)
         deadline = time.monotonic() + ready_timeout
         for node in nodes[1:]:
             node.wait_ready(deadline)

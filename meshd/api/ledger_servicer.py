@@ -82,9 +82,12 @@ class LedgerServicer(service_pb2_grpc.LedgerServiceServicer):
     async def GetStateRoot(self, request: service_pb2.GetStateRootRequest,
                            context: Context) -> service_pb2.GetStateRootResponse:
         info = await unary(context, self._bridge, self._ledger.state_root,
-                           request.epoch if request.HasField("epoch") else None)
-        return service_pb2.GetStateRootResponse(epoch=info.epoch, root=info.root.hex(),
-                                                supply=str(info.supply))
+                           request.epoch if request.HasField("epoch") else None,
+                           request.account)
+        return service_pb2.GetStateRootResponse(
+            epoch=info.epoch, root=info.root.hex(), supply=str(info.supply),
+            canonical_seq=info.canonical_seq, stored_seq=info.stored_seq,
+            heads_digest=info.heads_digest.hex())
 
     async def ListRewards(self, request: service_pb2.ListRewardsRequest,
                           context: Context) -> service_pb2.ListRewardsResponse:

@@ -9,6 +9,7 @@ before they are stored, and acknowledged only once durable (GroupCommitter).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from meshcore.ledger.state import Settled
 from meshd import errors
 from meshd.ledger import queries
 from meshd.ledger.settlements import Settlements
-from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore
+from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore, heads_digest
 
 MAX_AMOUNT = 2**64 - 1
 MAX_HISTORY = 1000
@@ -229,10 +230,24 @@ class Ledger:
         head, canon = await trio.to_thread.run_sync(chain_sums)
         return queries.stake_balance(settled, key, head, canon)
 
-    async def state_root(self, epoch: int | None = None) -> queries.StateRootInfo:
-        """The state root of ``epoch`` (None: the newest final; -1 has an empty root)."""
-        return queries.state_root_info(queries.final_settled(
-            self.final_epoch, self.settled_at, epoch, "state root", genesis_ok=True))
+    async def state_root(self, epoch: int | None = None,
+                         account: str = "") -> queries.StateRootInfo:
+        """The state root of ``epoch`` (None: the newest final; -1 has an empty root),
+        with the heads digest of the stored set and, given ``account``, how far its
+        chain is canonical in that settlement and stored here (to tell whether an
+        entry has taken effect, and whether nodes hold the same entries)."""
+        key = _account(account, "account") if account else None
+        settled = queries.final_settled(self.final_epoch, self.settled_at, epoch,
+                                        "state root", genesis_ok=True)
+
+        def stored() -> tuple[bytes, int]:
+            return heads_digest(self.store.heads()), self.store.last_seq(key) if key else 0
+
+        digest, stored_seq = await trio.to_thread.run_sync(stored)
+        info = queries.state_root_info(settled)
+        return dataclasses.replace(
+            info, canonical_seq=settled.account(key).canon_seq if key else 0,
+            stored_seq=stored_seq, heads_digest=digest)
 
     async def rewards(self, epoch: int | None = None) -> queries.Rewards:
         """What the settlement of ``epoch`` (None: the newest final) minted, per account."""

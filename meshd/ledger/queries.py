@@ -58,6 +58,9 @@ class StateRootInfo:
     epoch: int  # -1: no epoch final yet
     root: bytes  # empty for epoch -1
     supply: int
+    canonical_seq: int = 0  # of the account asked about, in Settled(epoch)
+    stored_seq: int = 0  # of the account asked about, stored now
+    heads_digest: bytes = b""  # of the stored set now (docs/ledger.md §8.2)
 
 
 def state_root_info(settled: Settled) -> StateRootInfo:

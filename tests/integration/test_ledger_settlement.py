@@ -94,11 +94,15 @@ async def test_four_validators_settle_epochs_and_agree_on_the_state_root(
         tmp_path: Path) -> None:
     async with open_validators(tmp_path, 4) as nodes:
         alice, bob = nodes[0], nodes[1]
-        await alice.ledger.transfer(bob.account, 1234)
+        paid = await alice.ledger.transfer(bob.account, 1234)
         await poll_until(lambda: all(n.ledger.final_epoch >= 2 for n in nodes), timeout=60,
                          interval=0.1)
         roots = {state_root(n.ledger.settled_at(2)) for n in nodes}  # type: ignore[arg-type]
         assert len(roots) == 1
+        # The state-root API says how far alice's chain took effect and is stored.
+        info = await bob.ledger.state_root(2, alice.account)
+        assert info.root in roots and len(info.heads_digest) == 32
+        assert paid.seq <= info.canonical_seq <= info.stored_seq
         for node in nodes:
             settled = node.ledger.settled_at(2)
             assert settled is not None

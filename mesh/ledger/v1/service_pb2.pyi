@@ -414,16 +414,20 @@ class GetStateRootRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EPOCH_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Unset: the newest final epoch."""
+    account: _builtins.str
+    """Peer ID: also report this account's chain (canonical_seq, stored_seq)."""
     def __init__(
         self,
         *,
         epoch: _builtins.int | None = ...,
+        account: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_epoch", b"_epoch", "epoch", b"epoch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epoch", b"_epoch", "epoch", b"epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_epoch", b"_epoch", "account", b"account", "epoch", b"epoch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__epoch: _TypeAlias = _typing.Literal["epoch"]  # noqa: Y015
     _WhichOneofArgType__epoch: _TypeAlias = _typing.Literal["_epoch", b"_epoch"]  # noqa: Y015
@@ -438,21 +442,39 @@ class GetStateRootResponse(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     ROOT_FIELD_NUMBER: _builtins.int
     SUPPLY_FIELD_NUMBER: _builtins.int
+    CANONICAL_SEQ_FIELD_NUMBER: _builtins.int
+    STORED_SEQ_FIELD_NUMBER: _builtins.int
+    HEADS_DIGEST_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """-1 when no epoch is final yet: the genesis state, which has no root."""
     root: _builtins.str
     """Hex of H("mesh/state/v1", enc(Settled(epoch))); empty for epoch -1."""
     supply: _builtins.str
+    canonical_seq: _builtins.int
+    """With an account: its chain is canonical up to this seq in Settled(epoch),
+    so its entries up to there have taken effect (docs/ledger.md §4.1).
+    """
+    stored_seq: _builtins.int
+    """With an account: the newest seq of its chain this node stores now
+    (whichever epoch was asked; an entry is stored only with its whole past).
+    """
+    heads_digest: _builtins.str
+    """Hex of H("mesh/heads/v1", heads) of every entry this node stores now
+    (docs/ledger.md §8.2): two nodes store the same set iff it is equal.
+    """
     def __init__(
         self,
         *,
         epoch: _builtins.int = ...,
         root: _builtins.str = ...,
         supply: _builtins.str = ...,
+        canonical_seq: _builtins.int = ...,
+        stored_seq: _builtins.int = ...,
+        heads_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "root", b"root", "supply", b"supply"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_seq", b"canonical_seq", "epoch", b"epoch", "heads_digest", b"heads_digest", "root", b"root", "stored_seq", b"stored_seq", "supply", b"supply"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
