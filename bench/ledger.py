@@ -174,11 +174,12 @@ class _BatchRecordingStore(LedgerStore):
         self.batch_sizes: list[int] = []
         self.insert_seconds = 0.0
 
-    def insert(self, batch: list[Verified]) -> list[EntryError | None]:
+    def insert_batch(self, batch: list[Verified]) -> tuple[list[EntryError | None],
+                                                            list[Verified]]:
         self.batch_sizes.append(len(batch))
         started = time.perf_counter()
         try:
-            return super().insert(batch)
+            return super().insert_batch(batch)
         finally:
             self.insert_seconds += time.perf_counter() - started
 
