@@ -53,6 +53,7 @@ class Ledger:
         self.committer = committer
         self._seed = seed
         self.genesis = genesis
+        self.network_id = genesis.network_id  # a property that hashes the genesis
         self.settlements = settlements
         self._clock = clock
         self.key = entries.public_key(seed)
@@ -151,12 +152,12 @@ class Ledger:
                 named.add(decision.certificate)
             fin = max(decision.epoch if decision else -1, head[1].fin if head else -1)
             body = ledger_pb2.EntryBody(
-                network_id=self.genesis.network_id, author=self.key,
+                network_id=self.network_id, author=self.key,
                 seq=head[0].seq + 1 if head else 1, prev=head[0].hash if head else b"",
                 deps=sorted(named), epoch=self._epoch(head[1] if head else None, fin)
                 if at_epoch is None else at_epoch,
                 **kind)  # type: ignore[arg-type]
-            item = entries.verify(entries.sign(self._seed, body), self.genesis.network_id)
+            item = entries.verify(entries.sign(self._seed, body), self.network_id)
             try:
                 await self.committer.append(item)
             except EntryError as exc:

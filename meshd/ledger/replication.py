@@ -30,7 +30,7 @@ from typing import TypeVar
 import trio
 from google.protobuf.message import DecodeError
 
-from mesh.ledger.v1 import sync_pb2
+from mesh.ledger.v1 import ledger_pb2, sync_pb2
 from meshcore.ledger import entry as entries
 from meshcore.ledger.entry import HASH_BYTES, KEY_BYTES, EntryError, Verified
 from meshcore.ledger.rules import Unsupported
@@ -110,7 +110,8 @@ class Replicator:
         self._publish_send, self._publish_receive = trio.open_memory_channel[
             Verified](PUBLISH_QUEUE)
         self._sync_send, self._sync_receive = trio.open_memory_channel[str](256)
-        self._fetching: set[bytes] = set()
+        self._sync_queued: set[str] = set()
+        self._network_id = ledger.genesis.network_id  # a property that hashes the genesis
         self._nursery: trio.Nursery | None = None
         self._serving = True
         self._synced = trio.Event()  # set after each sync, for tests and status
@@ -162,9 +163,12 @@ class Replicator:
                 await trio.sleep_forever()
 
     def request_sync(self, peer_id: str) -> None:
-        """Sync with ``peer_id`` soon (skipped if many syncs are queued already)."""
+        """Sync with ``peer_id`` soon; once, however often asked before it starts."""
+        if peer_id in self._sync_queued:
+            return
         with contextlib.suppress(trio.WouldBlock):
             self._sync_send.send_nowait(peer_id)
+            self._sync_queued.add(peer_id)
 
     # --- gossip in --------------------------------------------------------------
 
@@ -187,8 +191,10 @@ class Replicator:
                 continue
             items = []
             for raw in batch.entries:
+                if _hash_of(raw) in self._recent:
+                    continue  # stored already: skip the signature check
                 item = await self._check(raw, sender)
-                if item is not None and item.hash not in self._recent:
+                if item is not None:
                     items.append(item)
             if items:
                 borrower = object()  # one token per admission, whatever it carries
@@ -207,7 +213,7 @@ class Replicator:
         """``raw`` verified by itself, or None (the sender pays if it is bad)."""
         self.counters.received += 1
         try:
-            return entries.verify(raw, self._ledger.genesis.network_id)
+            return entries.verify(raw, self._network_id)
         except EntryError as exc:
             self.counters.invalid += 1
             await self._penalise(sender, INVALID_ENTRY_COST, f"sent an invalid entry: {exc}")
@@ -223,7 +229,9 @@ class Replicator:
             if isinstance(error, PastMissing):
                 self.counters.waiting += 1
                 self.waiting.add(item, sender, error.hashes, self._clock())
-                self._fetch_soon(sender, error.hashes)
+                # The sender has the past: one sync brings all of it in causal
+                # order (fetching by hash per entry stormed after a partition).
+                self.request_sync(sender)
             elif isinstance(error, (Unsupported, SettlementUnknown)):
                 # A newer node's kind, or a settlement not computed here yet:
                 # not the sender's fault; anti-entropy offers it again.
@@ -245,36 +253,20 @@ class Replicator:
                 except trio.WouldBlock:
                     self.counters.publish_dropped += 1
             retry.extend(self.waiting.ready(item.hash))
-        if retry and self._nursery is not None:
+        if retry and self._nursery is not None and self._serving:
             by_sender: dict[str, list[Verified]] = {}
             for item, sender in retry:
                 by_sender.setdefault(sender, []).append(item)
             for sender, items in by_sender.items():
-                self._nursery.start_soon(self.admit, items, sender)
+                try:
+                    self._nursery.start_soon(self.admit, items, sender)
+                except RuntimeError:  # stopping: the nursery is closed
+                    return
 
     def _remember(self, entry_hash: bytes) -> None:
         self._recent[entry_hash] = None
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-
-    def _fetch_soon(self, peer_id: str, hashes: list[bytes]) -> None:
-        wanted = [h for h in hashes if h not in self._fetching]
-        if wanted and self._nursery is not None:
-            self._fetching.update(wanted)
-            self._nursery.start_soon(self._fetch_missing, peer_id, wanted)
-
-    async def _fetch_missing(self, peer_id: str, hashes: list[bytes]) -> None:
-        """Ask ``peer_id`` (who sent an entry that needs them) for missing entries."""
-        try:
-            fetched: dict[bytes, Verified] = {}
-            await self._fetch_by_hash(peer_id, hashes, fetched)
-            if fetched:
-                await self.admit(_causal_order(fetched), peer_id)
-        except (errors.MeshError, SyncBreach) as exc:
-            log.debug("fetching missing ledger entries failed",
-                      extra={"peer_id": peer_id, "error": str(exc)})
-        finally:
-            self._fetching.difference_update(hashes)
 
     # --- gossip out -------------------------------------------------------------
 
@@ -352,6 +344,7 @@ class Replicator:
 
     async def _sync_worker(self) -> None:
         async for peer_id in self._sync_receive:
+            self._sync_queued.discard(peer_id)
             if not self._p2p.membership.is_admitted(peer_id):
                 continue
             self.counters.syncs += 1
@@ -364,8 +357,15 @@ class Replicator:
             except (errors.MeshError, trio.TooSlowError) as exc:
                 self.counters.syncs_failed += 1
                 log.info("ledger sync failed", extra={"peer_id": peer_id, "error": str(exc)})
+                self._sync_another(peer_id)
             self._synced.set()
             self._synced = trio.Event()
+
+    def _sync_another(self, failed: str) -> None:
+        """After a failed sync, try another member now rather than at the timer."""
+        others = [p.peer_id for p in self._p2p.membership.peers() if p.peer_id != failed]
+        if others:
+            self.request_sync(self._rng.choice(others))
 
     async def sync_with(self, peer_id: str) -> int:
         """Fetch what ``peer_id`` stores and this node does not; return how many
@@ -504,6 +504,14 @@ class Replicator:
         await trio.sleep(BLOCK_SECONDS)
         if peer_id in self._p2p.membership.blocked():
             self._p2p.membership.unblock(peer_id)
+
+
+def _hash_of(raw: bytes) -> bytes:
+    """An encoded entry's hash, without checking it (b"" if it does not parse)."""
+    try:
+        return entries.entry_hash(ledger_pb2.Entry.FromString(raw).body)
+    except DecodeError:
+        return b""
 
 
 class SyncBreach(Exception):

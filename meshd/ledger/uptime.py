@@ -22,6 +22,7 @@ import trio
 from mesh.ledger.v1 import ledger_pb2
 from meshcore.ledger import accounts
 from meshcore.ledger.constants import MAX_OBSERVATIONS, MAX_PROBES, MIN_PROBES, min_attest_stake
+from meshcore.ledger.rules import MAX_EPOCH_AHEAD
 from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.p2p.host import P2PHost
@@ -91,6 +92,13 @@ class UptimeAttester:
         for old in [e for e in self._counts if e < epoch]:
             del self._counts[old]
         if epoch in self.attested or not self._may_count(epoch):
+            return
+        final = self._ledger.final_epoch
+        if epoch > final + MAX_EPOCH_AHEAD:
+            # Settlement stalled (no quorum): an entry may claim at most
+            # MAX_EPOCH_AHEAD epochs past the last final one (§3.2 rule 4).
+            log.debug("uptime attestation skipped: settlement is behind",
+                      extra={"epoch": epoch, "final_epoch": final})
             return
         observations = [
             ledger_pb2.Observation(subject=key, probes=min(probes, MAX_PROBES),
