@@ -208,6 +208,14 @@ class Settlements:
                 item = reader.get(entry_hash)
                 if item is not None:
                     found[entry_hash] = item
+        # The batch being judged counts as stored: an entry of an earlier cut
+        # may sit in it, next to the precommit being judged (a node catching
+        # up stores a cut, its certificate and the next votes in one batch).
+        # Missing it here changed the settlement (seen: a catching-up node
+        # refused honest precommits for their "wrong" root).
+        for entry_hash, item in batch.entries.items():
+            if item.body.epoch >= epoch and self._cut_epoch.get(entry_hash, epoch) < epoch:
+                found.setdefault(entry_hash, item)
         return found
 
     def _reader(self) -> StoreReader:

@@ -22,6 +22,8 @@ from meshd.ledger.driver import EpochDriver
 from meshd.ledger.forks import ForkReporter
 from meshd.ledger.ledger import Ledger, open_ledger
 from meshd.ledger.replication import Replicator
+from meshd.ledger.settlements import Settlements
+from meshd.ledger.store import LedgerStore
 from meshd.ledger.uptime import UptimeAttester
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.host import peer_id_of as host_peer_id
@@ -160,3 +162,39 @@ async def test_an_equivocating_staker_is_slashed_and_jailed_once(tmp_path: Path)
                          timeout=30, interval=0.1)
         assert nodes[0].ledger.settled.account(key).bonded == 200_000
         assert nodes[0].ledger.settled.slashed_total == 200_000
+
+
+async def test_a_node_storing_everything_in_one_batch_settles_alike(tmp_path: Path) -> None:
+    """A catching-up node judges a cut, its certificate and the next epoch's
+    votes in one batch; the batch must count as stored when a precommit's
+    settlement is computed (regression: it refused honest precommits)."""
+    async with open_validators(tmp_path, 4) as nodes:
+        source = nodes[0].ledger
+        await poll_until(lambda: source.final_epoch >= 1, timeout=60, interval=0.1)
+        # Evidence dated ahead (as when settlement lags the clock): it lands in
+        # the next cut but counts for a later epoch, whose settlement must
+        # find it among the earlier cut's entries.
+        # Two attesters report node 3 down, which moves its lower median.
+        ahead = source.final_epoch + 3
+        for attester in nodes[:2]:
+            await attester.ledger.write(at_epoch=ahead, attestation=ledger_pb2.UptimeAttestation(
+                observations=[ledger_pb2.Observation(subject=nodes[3].ledger.key, probes=3,
+                                                     answered=0)]))
+        await poll_until(lambda: all(n.ledger.final_epoch >= ahead for n in nodes),
+                         timeout=60, interval=0.1)
+        everything = [entry.decode_stored(raw) for _, _, raw in source.store.rows()]
+        genesis = source.genesis
+        last = source.final_epoch
+    settlements = Settlements(genesis)
+    (tmp_path / "fresh").mkdir()
+    fresh = LedgerStore.in_dir(tmp_path / "fresh", genesis.network_id, settlements)
+    results = fresh.insert(everything)
+    refused = [str(r) for r in results if r is not None]
+    assert refused == []
+    record = source.settlements.at(ahead).record  # type: ignore[union-attr]
+    assert [line.points for line in record.lines if line.pool == "uptime"
+            and line.account == nodes[3].ledger.key] == [0]
+    for epoch in range(0, last + 1):
+        assert state_root(settlements.at(epoch)) == state_root(  # type: ignore[arg-type]
+            source.settlements.at(epoch))  # type: ignore[arg-type]
+    fresh.close()
