@@ -18,7 +18,7 @@ Nodes outside V(S) do not run it: they learn finality from certificates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -157,7 +157,9 @@ class _Run:
         self.weights = dict(validators)
         self.total = sum(self.weights.values())
         self.closers: set[bytes] = set()
-        self.closes_told = False
+        self.closes_told = False  # the machine knows it may propose
+        self.close_timer = False  # CLOSE_WAIT started after a quorum of closes
+        self.nursery: trio.Nursery | None = None
         self.fed: set[bytes] = set()
 
     async def go(self) -> None:
@@ -210,9 +212,14 @@ class _Run:
         if weight == self.total:
             self.closes_told = True
             await self._act(self.machine.on_closes_quorum())
-        elif consensus.is_quorum(weight, self.total) and not hasattr(self, "_close_timer"):
-            self._close_timer = True
-            self.nursery.start_soon(self._after, self.driver._close_wait, None)
+        elif consensus.is_quorum(weight, self.total) and not self.close_timer:
+            self.close_timer = True
+            self._start(self._after, self.driver._close_wait, None)
+
+    def _start(self, timer: Callable[[float, tuple[Step, int] | None], Awaitable[None]],
+               seconds: float, message: tuple[Step, int] | None) -> None:
+        assert self.nursery is not None, "timers run inside go()"
+        self.nursery.start_soon(timer, seconds, message)
 
     async def _after(self, seconds: float, message: tuple[Step, int] | None) -> None:
         await trio.sleep(seconds)
@@ -229,7 +236,7 @@ class _Run:
     async def _do(self, action: Action) -> None:
         epoch = self.epoch
         if isinstance(action, Schedule):
-            self.nursery.start_soon(self._after, action.seconds, (action.step, action.round))
+            self._start(self._after, action.seconds, (action.step, action.round))
         elif isinstance(action, Propose):
             deps = await self._heads_and_closes()
             if action.origin:
