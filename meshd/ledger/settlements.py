@@ -44,6 +44,15 @@ class Batch:
 
     entries: dict[bytes, Verified] = field(default_factory=dict)
     derived: dict[bytes, Derived] = field(default_factory=dict)
+    # How many entries of the batch each (author, seq) has: fork checks ask
+    # for every entry, and counting by scanning the batch was quadratic.
+    at: dict[tuple[bytes, int], int] = field(default_factory=dict)
+
+    def add(self, item: Verified, derived: Derived) -> None:
+        self.entries[item.hash] = item
+        self.derived[item.hash] = derived
+        key = (item.author, item.seq)
+        self.at[key] = self.at.get(key, 0) + 1
 
 
 class StoreReader(Protocol):
@@ -314,7 +323,7 @@ def _on_prev_chain(reader: StoreReader, item: Verified, ancestor: bytes, seq: in
     """Whether ``ancestor`` (of ``item``'s author, at ``seq``) is on ``item``'s prev-chain."""
     if seq >= item.seq:
         return False
-    in_batch = sum(1 for e in batch.entries.values() if e.author == item.author and e.seq == seq)
+    in_batch = batch.at.get((item.author, seq), 0)
     if reader.count_at(item.author, seq) + in_batch == 1:
         # No fork at that seq: the chain passes through the one entry there.
         return _get(reader, ancestor, batch) is not None

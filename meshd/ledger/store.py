@@ -344,11 +344,10 @@ class LedgerStore:
                 links.check(item, past)
                 prev = _derived_of(item.body.prev, stored, derived) if item.body.prev else None
                 deps = [_derived_of(d, stored, derived) for d in item.body.deps]
-                derived[item.hash] = judge(item, prev, deps)
+                judged.add(item, judge(item, prev, deps))
             except EntryError as exc:
                 results.append(exc)
                 continue
-            pending[item.hash] = item
             results.append(None)
         if pending:
             self._write(list(pending.values()), derived)
