@@ -65,7 +65,6 @@ class EpochDriver:
         self._close_wait = close_wait
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[
             Verified | tuple[Step, int] | None](INBOX)
-        self.epoch = -1  # being settled (-1: none yet)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -104,7 +103,6 @@ class EpochDriver:
 
     async def _settle(self, target: int) -> None:
         """Take part in settling ``target`` until a certificate makes it final."""
-        self.epoch = target
         prev = self._ledger.settlements.settled(target - 1)
         validators = prev.validators_of(target)
         me = self._ledger.key if self._ledger.key in dict(validators) else None

@@ -114,7 +114,6 @@ class Replicator:
         self._network_id = ledger.genesis.network_id  # a property that hashes the genesis
         self._nursery: trio.Nursery | None = None
         self._serving = True
-        self._synced = trio.Event()  # set after each sync, for tests and status
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -358,8 +357,6 @@ class Replicator:
                 self.counters.syncs_failed += 1
                 log.info("ledger sync failed", extra={"peer_id": peer_id, "error": str(exc)})
                 self._sync_another(peer_id)
-            self._synced.set()
-            self._synced = trio.Event()
 
     def _sync_another(self, failed: str) -> None:
         """After a failed sync, try another member now rather than at the timer."""
@@ -386,7 +383,7 @@ class Replicator:
                 continue
             last = await trio.to_thread.run_sync(self._store.last_seq, head.author)
             await self._fetch_range(peer_id, head, min(last + 1, head.seq), fetched)
-        await self._fetch_by_hash(peer_id, [], fetched)
+        await self._fetch_missing_links(peer_id, fetched)
         self.counters.synced += len(fetched)
         order = _causal_order(fetched)
         for start in range(0, len(order), APPEND_CHUNK):
@@ -443,14 +440,12 @@ class Replicator:
             if not answer.more:
                 return
 
-    async def _fetch_by_hash(self, peer_id: str, hashes: list[bytes],
-                             fetched: dict[bytes, Verified]) -> None:
-        """Fetch ``hashes``, then whatever prev or dep of the fetched entries is
-        neither fetched nor stored, for a bounded number of rounds."""
-        wanted = list(hashes)
+    async def _fetch_missing_links(self, peer_id: str, fetched: dict[bytes, Verified],
+                                   ) -> None:
+        """Fetch by hash whatever prev or dep of the fetched entries is neither
+        fetched nor stored, for a bounded number of rounds."""
         for _ in range(SYNC_GET_ROUNDS):
-            if not wanted:
-                wanted = await self._missing_links(fetched)
+            wanted = await self._missing_links(fetched)
             if not wanted:
                 return
             for start in range(0, len(wanted), GET_HASHES):
@@ -466,7 +461,6 @@ class Replicator:
                     if item.hash not in asked:
                         raise SyncBreach(f"peer {peer_id} sent an entry it was not asked for")
                     fetched[item.hash] = item
-            wanted = []
 
     async def _missing_links(self, fetched: dict[bytes, Verified]) -> list[bytes]:
         links = {h for item in fetched.values()

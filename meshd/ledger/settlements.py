@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,10 +89,11 @@ class Settlements:
         self._lock = threading.RLock()
         self._states: dict[int, Settled] = {-1: genesis_state(genesis)}
         self._decisions: dict[int, Decision] = {}
-        self._computed: dict[tuple[int, int, bytes], Settlement] = {}
+        # (epoch, round, value) -> the settlement and its cut's new part (the
+        # entries no earlier decided cut holds), which decide() records.
+        self._computed: dict[tuple[int, int, bytes], tuple[Settlement, frozenset[bytes]]] = {}
         self._cut_epoch: dict[bytes, int] = {}  # entry hash -> first decided cut holding it
         self._store: StoreReader | None = None
-        self.listeners: list[Callable[[Decision], None]] = []
 
     def attach(self, store: StoreReader) -> None:
         self._store = store
@@ -148,16 +148,20 @@ class Settlements:
 
     def settlement(self, epoch: int, round_: int, value: bytes, batch: Batch) -> Settlement:
         """``Settle(epoch, value)`` as if decided in ``round_`` (cached)."""
+        return self._settle(epoch, round_, value, batch)[0]
+
+    def _settle(self, epoch: int, round_: int, value: bytes, batch: Batch,
+                ) -> tuple[Settlement, frozenset[bytes]]:
         key = (epoch, round_, value)
         with self._lock:
             found = self._computed.get(key)
-            if found is not None:
-                return found
-            prev = self.settled(epoch - 1)
-            cut = self._cut(value, epoch, batch)
-            result = settle(prev, epoch, round_, value, cut.values())
-            self._computed[key] = result
-            return result
+            if found is None:
+                prev = self.settled(epoch - 1)
+                new = self._new_part(value, epoch, batch)
+                cut = {**self._earlier_dated_ahead(epoch, batch), **new}
+                found = (settle(prev, epoch, round_, value, cut.values()), frozenset(new))
+                self._computed[key] = found
+            return found
 
     def root(self, epoch: int, round_: int, value: bytes, batch: Batch | None = None) -> bytes:
         return state_root(self.settlement(epoch, round_, value, batch or Batch()).settled)
@@ -175,8 +179,8 @@ class Settlements:
                               "validators' safety assumption is broken",
                               extra={"epoch": epoch})
                 return known
-            result = self.settlement(epoch, round_, value, batch)
-            for entry_hash in self._cut(value, epoch, batch, new_only=True):
+            result, new = self._settle(epoch, round_, value, batch)
+            for entry_hash in new:
                 self._cut_epoch.setdefault(entry_hash, epoch)
             self._states[epoch] = result.settled
             decision = Decision(epoch, round_, value, state_root(result.settled),
@@ -186,15 +190,13 @@ class Settlements:
                 del self._computed[done]
         log.info("epoch final", extra={"epoch": epoch, "round": round_,
                                        "root": decision.root.hex()[:16]})
-        for listener in self.listeners:
-            listener(decision)
         return decision
 
-    def _cut(self, value: bytes, epoch: int, batch: Batch, new_only: bool = False,
-             ) -> dict[bytes, Verified]:
-        """The reduced cut of proposal ``value`` (settle()'s ``cut`` argument): its
-        causal past outside earlier decided cuts, plus entries of those with
-        ``body.epoch >= epoch``."""
+    def _new_part(self, value: bytes, epoch: int, batch: Batch) -> dict[bytes, Verified]:
+        """The causal past of proposal ``value`` outside earlier decided cuts.
+
+        With :meth:`_earlier_dated_ahead` it makes the reduced cut, settle()'s
+        ``cut`` argument."""
         proposal = _get(self._reader(), value, batch)
         if proposal is None:
             raise SettlementUnknown(f"the proposal {value.hex()[:16]} is not stored")
@@ -209,11 +211,15 @@ class Settlements:
                 raise SettlementUnknown(f"an entry of the cut of {value.hex()[:16]} is missing")
             found[entry_hash] = item
             frontier.extend(_links(item))
-        if new_only:
-            return found
+        return found
+
+    def _earlier_dated_ahead(self, epoch: int, batch: Batch) -> dict[bytes, Verified]:
+        """Entries of earlier decided cuts with ``body.epoch >= epoch`` (evidence
+        that became canonical before its epoch settles)."""
+        found: dict[bytes, Verified] = {}
         reader = self._reader()
         for entry_hash in reader.with_epoch_at_least(epoch):
-            if self._cut_epoch.get(entry_hash, epoch) < epoch and entry_hash not in found:
+            if self._cut_epoch.get(entry_hash, epoch) < epoch:
                 item = reader.get(entry_hash)
                 if item is not None:
                     found[entry_hash] = item

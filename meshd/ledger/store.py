@@ -195,11 +195,6 @@ class LedgerStore:
                     f"SELECT hash FROM entries WHERE hash IN ({marks})", chunk))
         return found
 
-    def has(self, entry_hash: bytes) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM entries WHERE hash = ?",
-                                    (entry_hash,)).fetchone() is not None
-
     def derived(self, entry_hash: bytes) -> Derived | None:
         with self._lock:
             row = self._db.execute("SELECT value FROM derived WHERE hash = ?",
