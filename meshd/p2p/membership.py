@@ -382,10 +382,15 @@ class Membership:
         if was_admitted:
             self._on_change(len(self._admitted))
         self._notify()
+        # Only the connections refused now: one the peer opens during the
+        # linger (say, just after an unblock) gets its own handshake, and
+        # closing it here would fail that handshake for no reason.
+        refused = list(self._host.get_network().get_connections(peer))
         await trio.sleep(linger)
-        # A peer that is not of this network gets no connection to us at all.
         with trio.move_on_after(HELLO_TIMEOUT):
-            await self.close_connections(peer)
+            for conn in refused:
+                with contextlib.suppress(Exception):  # already closing
+                    await conn.close()
 
     def _verdict(self, peer_id: str) -> _Verdict:
         verdict = self._pending.get(peer_id)

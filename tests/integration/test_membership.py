@@ -18,6 +18,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from meshd import errors
 from meshd.p2p.framing import write_frame
+from meshd.p2p import membership as membership_module
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.membership import HELLO_PROTOCOL, parse_peer_id, protocol_id
 from tests.integration.p2p_helpers import LOOPBACK, NET_A, NET_B, open_hosts, wait_until
@@ -197,6 +198,28 @@ async def test_a_blocked_peer_is_refused_both_ways_until_unblocked() -> None:
             await wait_until(b, lambda: b.connection_count() == 0)
             await b.connect(a.listen_addrs()[0])
             await wait_until(a, lambda: a.peer_count() == 1)
+
+
+async def test_a_connection_opened_after_an_unblock_survives_the_old_refusal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A refusal lingers (so the peer reads why) and then closes the refused
+    # connections. It used to close every connection to the peer, including
+    # one opened just after an unblock: seen in CI as "bad handshake from the
+    # peer (stream ended after 0 of 1 bytes)".
+    linger = 1.0
+    monkeypatch.setattr(membership_module, "MISMATCH_LINGER", linger)
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            await a.block(b.peer_id)
+            with pytest.raises(errors.FailedPrecondition, match="blocked this node"):
+                await b.connect(a.listen_addrs()[0])
+            await a.unblock(b.peer_id)
+            await b.membership.close_connections(parse_peer_id(a.peer_id))
+            await wait_no_connection(b)
+            await b.connect(a.listen_addrs()[0])  # while a's refusal still lingers
+            await wait_until(a, lambda: a.peer_count() == 1)
+            await trio.sleep(linger + 0.5)  # asserting an absence: past the linger
+            assert a.peer_count() == 1 and b.peer_count() == 1
 
 
 async def test_a_restarted_peer_can_be_redialled_at_once() -> None:
