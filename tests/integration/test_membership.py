@@ -17,8 +17,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from meshd import errors
-from meshd.p2p.framing import write_frame
 from meshd.p2p import membership as membership_module
+from meshd.p2p.framing import write_frame
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.membership import HELLO_PROTOCOL, parse_peer_id, protocol_id
 from tests.integration.p2p_helpers import LOOPBACK, NET_A, NET_B, open_hosts, wait_until
