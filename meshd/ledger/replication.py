@@ -4,9 +4,14 @@ Gossip is store-then-forward: an entry another node sends is verified and
 judged against the stored past, stored durably, and only then published by
 this node (in batches, on ``ledger/entries/1``). So this node never forwards
 an invalid entry, and the peer that sent one is scored down (meshd/ledger/
-scores.py). Every newly stored entry is published once, whichever way it came
-(own, gossip, sync): after a partition heals, what one node fetched spreads
-to its side without waiting for everyone's next sync.
+scores.py). What this node writes or stores from gossip is published once;
+what it fetched by sync is not. Republishing fetched entries turned every
+catch-up into a flood: after a partition, each node pushed the other side's
+entries to peers that were fetching the same entries by their own sync, and
+each copy was verified again (a node joining after a 10,000-entry heal
+received 20,000 entries by gossip beside the 10,000 it synced). A peer that
+lacks them learns it anyway: the next gossiped entry whose past it lacks
+makes it sync with the sender (:meth:`Replicator.admit`), as does its timer.
 
 Anti-entropy runs with every newly admitted member and with a random member
 every SYNC_INTERVAL: compare heads digests; when they differ, fetch the
@@ -111,6 +116,7 @@ class Replicator:
             Verified](PUBLISH_QUEUE)
         self._sync_send, self._sync_receive = trio.open_memory_channel[str](256)
         self._sync_queued: set[str] = set()
+        self._fetched: set[bytes] = set()  # being appended by a sync: not to publish
         self._network_id = ledger.genesis.network_id  # a property that hashes the genesis
         self._nursery: trio.Nursery | None = None
         self._serving = True
@@ -246,7 +252,7 @@ class Replicator:
         retry: list[tuple[Verified, str]] = []
         for item in stored:
             self._remember(item.hash)
-            if self._gossip:
+            if self._gossip and item.hash not in self._fetched:
                 try:
                     self._publish_send.send_nowait(item)
                 except trio.WouldBlock:
@@ -386,8 +392,12 @@ class Replicator:
         await self._fetch_missing_links(peer_id, fetched)
         self.counters.synced += len(fetched)
         order = _causal_order(fetched)
-        for start in range(0, len(order), APPEND_CHUNK):
-            await self.admit(order[start:start + APPEND_CHUNK], peer_id)
+        self._fetched.update(fetched)
+        try:
+            for start in range(0, len(order), APPEND_CHUNK):
+                await self.admit(order[start:start + APPEND_CHUNK], peer_id)
+        finally:
+            self._fetched.difference_update(fetched)
         return len(fetched)
 
     async def _remote_heads(self, peer_id: str, digest: bytes) -> list[Head] | None:
