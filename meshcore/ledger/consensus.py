@@ -382,6 +382,13 @@ class EpochConsensus:
                 if self._quorum_for(self._prevotes, r, NIL):
                     self._precommit(NIL, out)
                     continue
+            if self._quorum_for(self._precommits, r, NIL):
+                # Nothing can be decided in r any more (a quorum for a value
+                # would share an honest validator with this one), so waiting
+                # out timeout_precommit only delays round r + 1: after a
+                # partition heals, the burnt round ends this way.
+                self._start_round(r + 1, out)
+                continue
             if self._quorum_any(self._precommits, r) and r not in self._precommit_timer:
                 self._precommit_timer.add(r)
                 out.append(Schedule(Step.PRECOMMIT, r, timeout_seconds(Step.PRECOMMIT, r)))

@@ -107,6 +107,22 @@ def test_quorum_of_nil_prevotes_precommits_nil() -> None:
     assert votes(m.on_prevote(C, 1, NIL)) == [Precommit(1, NIL)]
 
 
+def test_quorum_of_nil_precommits_starts_the_next_round_without_the_timeout() -> None:
+    # After a partition heals, the round burnt during it ends this way at once
+    # instead of after timeout_precommit: nothing can be decided in it any more.
+    m = machine()
+    m.start()
+    m.on_timeout(Step.PROPOSE, 1)
+    m.on_prevote(A, 1, NIL)
+    m.on_prevote(C, 1, NIL)  # B precommits nil
+    assert m.on_precommit(A, 1, V) == []
+    assert m.on_precommit(C, 1, NIL) == [Schedule(Step.PRECOMMIT, 1, 2.0)]
+    assert m.round == 1  # 3 of 4 precommitted, but 2 of 4 nil: not a quorum of nil
+    assert m.on_precommit(D, 1, NIL) == [Schedule(Step.PROPOSE, 2, 6.0)]
+    assert m.round == 2 and m.step is Step.PROPOSE
+    assert m.on_timeout(Step.PRECOMMIT, 1) == []  # stale now
+
+
 def test_more_than_a_third_in_a_later_round_skips_to_it() -> None:
     m = machine(validators=((A, 1), (B, 1), (C, 1), (D, 1), (b"\x05" * 32, 2)))
     m.start()
@@ -124,8 +140,9 @@ def test_proposal_of_a_future_round_is_kept() -> None:
         m.on_precommit(author, 1, NIL)
     m.on_timeout(Step.PROPOSE, 1)
     m.on_prevote(A, 1, NIL)
-    m.on_prevote(C, 1, NIL)  # precommit nil; then 3 precommits -> precommit timer
-    assert m.on_timeout(Step.PRECOMMIT, 1) == [Schedule(Step.PROPOSE, 2, 6.0), Prevote(2, W)]
+    # B precommits nil: with A's and C's, a quorum of nil ends round 1 at once
+    assert m.on_prevote(C, 1, NIL)[1:] == [Precommit(1, NIL), Schedule(Step.PROPOSE, 2, 6.0),
+                                           Prevote(2, W)]
 
 
 def test_strangers_and_wrong_leaders_are_ignored() -> None:
@@ -264,18 +281,13 @@ def test_leader_with_a_valid_value_re_proposes_it_with_its_pol() -> None:
     m.on_closes_quorum()
     m.on_timeout(Step.PROPOSE, 2)
     for author in (A, B, C):
-        m.on_precommit(author, 2, NIL)
-    m.on_prevote(A, 2, NIL)
-    m.on_prevote(B, 2, NIL)
-    out = m.on_timeout(Step.PRECOMMIT, 2)
+        m.on_precommit(author, 2, NIL)  # a quorum of nil: round 3 at once
     assert m.round == 3
-    out = m.on_timeout(Step.PRECOMMIT, 2) + out
     m.on_timeout(Step.PROPOSE, 3)
     m.on_precommit(A, 3, NIL)
     m.on_precommit(B, 3, NIL)
     m.on_prevote(A, 3, NIL)
-    m.on_prevote(B, 3, NIL)
-    out = m.on_timeout(Step.PRECOMMIT, 3)
+    out = m.on_prevote(B, 3, NIL)  # D precommits nil: a quorum of nil again
     assert m.round == 4 and leader(0, 4, FOUR) == D
     assert Propose(4, V, 1, (A, C, D)) in out
 
@@ -321,9 +333,8 @@ def test_restored_leader_waits_for_its_pol_before_proposing() -> None:
     m = machine(me=C)
     m.restore([Prevote(1, V), Precommit(1, V), Prevote(2, NIL), Precommit(2, NIL)])
     m.on_closes_quorum()
-    for author in (A, B):
-        m.on_precommit(author, 2, NIL)
-    out = m.on_timeout(Step.PRECOMMIT, 2)
+    m.on_precommit(A, 2, NIL)
+    out = m.on_precommit(B, 2, NIL)  # with C's own: a quorum of nil
     assert m.round == 3 and out == [Schedule(Step.PROPOSE, 3, 8.0)]  # no POL counted yet
     m.on_proposal(A, 1, V)
     m.on_prevote(A, 1, V)

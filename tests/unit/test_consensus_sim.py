@@ -134,6 +134,8 @@ def lock_then_fail(pol_to_leader_2: float, crash_locker: bool = False
             return 5.0  # y times out and prevotes nil
         if msg.step is Step.PREVOTE and msg.round == 1 and src == x:
             return pol_to_leader_2 if dst == p2 else 7.0
+        if msg.step is Step.PRECOMMIT and msg.round == 1 and src == y and dst == p2:
+            return 10.0  # p2 leaves round 1 by its timeout (~8 s), not on a nil quorum
         return 0.05
 
     crashes = ((x, 3.0, 4.0),) if crash_locker else ()  # locked at once, round 2 at ~8 s
