@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -90,6 +91,19 @@ class Node:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT)
+
+    def profile(self, seconds: float, rate: int = 50) -> subprocess.Popen[bytes]:
+        """Sample this node with py-spy for ``seconds``, into ``node-N.pyspy.txt`` (collapsed
+        stacks, one "frames count" line each: flamegraph.pl or speedscope read them)."""
+        assert self.proc is not None
+        out = self.log_path.with_suffix(".pyspy.txt")
+        # not a project dependency: `.venv/bin/pip install py-spy`
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        return subprocess.Popen(
+            [py_spy, "record", "--pid", str(self.proc.pid), "--format", "raw",
+             "--rate", str(rate), "--duration", str(max(1, round(seconds))),
+             "--nonblocking", "--output", str(out)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_ready(self, deadline: float) -> None:
         assert self.proc is not None

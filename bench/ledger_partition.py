@@ -304,11 +304,12 @@ def first_epoch_with_all(node: Node, last_seq: dict[str, int], after: int) -> in
 # --- baseline: a late joiner catches up by sync ----------------------------------------------
 
 def late_joiner(workdir: Path, nodes: list[Node], last_seq: dict[str, int],
-                timeout: float, interval: float) -> dict[str, Any]:
+                timeout: float, interval: float, py_spy: float = 0.0) -> dict[str, Any]:
     node = Node(workdir, len(nodes), nodes[0].genesis)
     spawned = time.monotonic()
     try:
         node.start(nodes[0].status().listen_addrs[0], {}, nodes[0].log_level)
+        profiler = node.profile(py_spy) if py_spy else None
         node.wait_ready(spawned + READY_TIMEOUT)
         ready = time.monotonic()
 
@@ -317,6 +318,8 @@ def late_joiner(workdir: Path, nodes: list[Node], last_seq: dict[str, int],
 
         done = wait_until(caught_up, timeout, interval=interval)
         finished = time.monotonic()
+        if profiler is not None:
+            profiler.wait(timeout=py_spy + 30)
         return {"caught_up": done, "seconds_from_ready": finished - ready if done else None,
                 "seconds_from_spawn": finished - spawned if done else None,
                 "ready_seconds": ready - spawned}
@@ -378,6 +381,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
 
         healed = time.monotonic()
         progress("healing")
+        profilers = [n.profile(args.py_spy) for n in nodes] if args.py_spy else []
         heal(nodes, ids)
         heal_call_seconds = time.monotonic() - healed
         result = converge(nodes, writes.last_seq, healed, args.poll, args.heal_timeout)
@@ -389,7 +393,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                                             30, interval=0.5):
             roots = {ids[n.index]: state(n, epoch=first).root for n in nodes}
         progress("converged; baseline")
-        baseline = late_joiner(Path(tmp), nodes, writes.last_seq, args.heal_timeout, args.poll)
+        for profiler in profilers:
+            profiler.wait(timeout=args.py_spy + 30)
+        baseline = late_joiner(Path(tmp), nodes, writes.last_seq, args.heal_timeout, args.poll,
+                               args.py_spy)
     total_seconds = time.monotonic() - started
     base = baseline["seconds_from_ready"]
     ratios = {name: (value / base if value is not None and base else None)
@@ -490,6 +497,10 @@ def main() -> None:
                         "the run (default: a temporary one, removed)")
     parser.add_argument("--log-level", default="warning", help="the daemons' --log-level")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--py-spy", type=float, default=0.0, metavar="SECONDS",
+                        help="sample every node with py-spy for SECONDS from the heal (and the "
+                             "late joiner from its spawn), into WORKDIR/node-N.pyspy.txt; "
+                             "skews the figures")
     args = parser.parse_args()
     if args.entries < NODES or args.partition_seconds <= 0 or args.epoch_seconds < 1 \
             or args.writers < 1 or args.poll <= 0:
