@@ -1,4 +1,4 @@
-"""Governance tally edge cases (docs/governance.md §4): quorum, ties, veto, changed votes, snapshots."""
+"""Governance tally edge cases (docs/governance.md §4): quorum, ties, veto, changes, snapshots."""
 
 from __future__ import annotations
 
