@@ -30,8 +30,12 @@ BPS = 10_000
 
 
 def min_attest_stake(governance: GovernanceParams) -> int:
-    """Bonded stake to count as attester, requester or verifier: ``PS // 10``."""
-    return governance.proposal_stake // MIN_ATTEST_STAKE_DIVISOR
+    """Bonded stake to count as attester, requester or verifier: ``PS // 10``, and at least 1.
+
+    With ``proposal_stake`` below 10, ``PS // 10`` is 0 and every account,
+    staked or not, would count: Sybils would earn uptime for each other.
+    """
+    return max(1, governance.proposal_stake // MIN_ATTEST_STAKE_DIVISOR)
 
 
 def min_validator_stake(governance: GovernanceParams) -> int:

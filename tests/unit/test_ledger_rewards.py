@@ -6,6 +6,8 @@ code under test is only asked for its result.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meshcore.ledger import accounts
 from meshcore.ledger.constants import MAX_UNITS_PER_RECEIPT, REQUESTER_UNITS_CAP
 from meshcore.ledger.entry import Verified
@@ -68,6 +70,19 @@ def test_sybils_earn_their_subjects_nothing() -> None:
     assert {i.rule for i in up.ignored} == {"uptime.attester_ineligible"}
     assert {i.rule for i in tasks.ignored} == {"tasks.requester_ineligible"}
     assert tasks.points == 0
+
+
+def test_sybils_earn_nothing_even_with_a_proposal_stake_below_ten() -> None:
+    # MIN_ATTEST_STAKE = PS // 10 was 0 for PS < 10: every unstaked account counted.
+    prev = start({}, emission=EMISSION)
+    tiny = replace(prev.params, governance=replace(prev.params.governance, proposal_stake=5))
+    prev = replace(prev, params=tiny, params_after=tiny)
+    sybils = [Author(n) for n in range(40, 45)]
+    subject = Author(45)
+    result = run(prev, *[s.attest(0, (subject, 10, 10)) for s in sybils])
+    assert result.record.minted == 0
+    (up,) = lines(result, "uptime").values()
+    assert {i.rule for i in up.ignored} == {"uptime.attester_ineligible"}
 
 
 def test_task_points_are_units_capped_per_receipt_and_scaled_per_requester() -> None:
