@@ -133,6 +133,22 @@ async def test_a_late_joiner_catches_up_by_sync(tmp_path: Path) -> None:
         assert (checked, bad) == (60, None)
 
 
+async def test_what_a_sync_fetched_is_not_gossiped_again(tmp_path: Path) -> None:
+    # Republishing fetched entries flooded the peers that were fetching the same
+    # entries by their own sync after a partition healed. (The early node does
+    # not gossip, so that all of its entries reach the late one by sync.)
+    async with open_nodes(tmp_path, 2, sync_only=(0,)) as nodes:
+        early, late = nodes
+        for index in range(20):
+            await early.ledger.transfer(late.account, index + 1)
+        await late.host.connect(early.host.listen_addrs()[0])  # admission starts a sync
+        await wait_converged(nodes)
+        assert late.replicator.counters.synced == 20
+        assert late.replicator.counters.published == 0
+        await late.ledger.transfer(early.account, 5)  # its own entries are gossiped
+        await poll_until(lambda: late.replicator.counters.published == 1)
+
+
 async def test_an_entry_waits_for_its_past_and_is_stored_when_it_comes(tmp_path: Path) -> None:
     async with open_nodes(tmp_path, 2) as nodes:
         writer, reader = nodes
