@@ -240,9 +240,7 @@ class Membership:
         without being closed: a leaked socket, and a peer meshd would count
         as connected with no connection.
         """
-        for conn in list(self._host.get_network().get_connections(peer)):
-            with contextlib.suppress(Exception):  # already closing
-                await conn.close()
+        await _close(list(self._host.get_network().get_connections(peer)))
 
     def reconcile(self) -> None:
         """Forget admitted peers that have no connection left (missed notifications)."""
@@ -388,9 +386,7 @@ class Membership:
         refused = list(self._host.get_network().get_connections(peer))
         await trio.sleep(linger)
         with trio.move_on_after(HELLO_TIMEOUT):
-            for conn in refused:
-                with contextlib.suppress(Exception):  # already closing
-                    await conn.close()
+            await _close(refused)
 
     def _verdict(self, peer_id: str) -> _Verdict:
         verdict = self._pending.get(peer_id)
@@ -433,3 +429,9 @@ class _Verdict:
 
 class _BadHello(Exception):
     pass
+
+
+async def _close(connections: list[INetConn]) -> None:
+    for conn in connections:
+        with contextlib.suppress(Exception):  # already closing
+            await conn.close()

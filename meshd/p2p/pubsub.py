@@ -93,7 +93,6 @@ class Counters:
     dropped_outbound: int = 0  # py-libp2p's drop_rpc: a peer's outbound queue was full
     publish_refused: int = 0  # back-pressure timed out
     rejected: int = 0  # refused by a topic validator (not delivered, not forwarded)
-    relayed: int = 0  # handed to a store-then-forward relay (set_relay)
 
 
 class SubscriberTooSlow(errors.ResourceExhausted):
@@ -296,11 +295,7 @@ class Broadcast:
         one that raises is logged. How, and why not with a topic validator:
         meshd/p2p/relay.py.
         """
-        def counted(sender: str, data: bytes) -> None:
-            self.counters.relayed += 1
-            take(sender, data)
-
-        self._relays.add(self._wire(topic), counted)
+        self._relays.add(self._wire(topic), take)
 
     def topics(self) -> list[tuple[str, int]]:
         """Topics this node subscribes to, with their count of local subscribers."""
