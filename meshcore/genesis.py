@@ -70,6 +70,8 @@ class Token:
     symbol: str
     decimals: int = 6
     allocations: tuple[Allocation, ...] = ()
+    # Base units no account holds, spent only by governance (docs/governance.md §5).
+    community_pool: int = 0
 
 
 @dataclass(frozen=True)
@@ -298,11 +300,13 @@ def _token(reader: _Reader) -> Token:
         if account in allocations:
             raise GenesisError(item.name("account"), f"{account} is allocated twice")
         allocations[account] = Allocation(account, amount)
-    if sum(a.amount for a in allocations.values()) > MAX_AMOUNT:
-        raise GenesisError(reader.name("allocations"), f"total exceeds {MAX_AMOUNT} base units")
+    pool = reader.integer("community_pool", 0, 0, MAX_AMOUNT)
+    if sum(a.amount for a in allocations.values()) + pool > MAX_AMOUNT:
+        raise GenesisError(reader.name("allocations"), f"total with the community pool exceeds "
+                           f"{MAX_AMOUNT} base units")
     reader.done()
     return Token(name, symbol, decimals, tuple(sorted(allocations.values(),
-                                                      key=lambda a: a.account)))
+                                                      key=lambda a: a.account)), pool)
 
 
 def _rewards(reader: _Reader) -> RewardPolicy:
@@ -332,6 +336,35 @@ def _governance(reader: _Reader) -> GovernanceParams:
                                f"choose from {', '.join(MUTABLE_PATHS)}")
     reader.done()
     return params
+
+
+def changed_params(rewards: RewardPolicy, governance: GovernanceParams,
+                   changes: Mapping[str, Any]) -> tuple[RewardPolicy, GovernanceParams]:
+    """The two tables with ``changes`` (path -> parsed JSON value) applied.
+
+    Each value is read by the same rules as in a genesis document, so a
+    governance change can never produce tables a genesis could not hold.
+
+    Raises:
+        GenesisError: a path is not in :data:`MUTABLE_PATHS` or a value breaks
+            its rule (the error names the path).
+    """
+    tables: dict[str, dict[str, Any]] = {
+        "rewards": {"epoch_seconds": rewards.epoch_seconds,
+                    "emission_per_epoch": rewards.emission_per_epoch,
+                    "split": {k: getattr(rewards.split, k) for k in SPLIT_KEYS}},
+        "governance": {k: getattr(governance, k) for k in (
+            "quorum_percent", "threshold_percent", "veto_percent", "voting_period_seconds",
+            "proposal_stake")} | {"mutable": list(governance.mutable)},
+    }
+    for path, value in changes.items():
+        if path not in MUTABLE_PATHS:
+            raise GenesisError(path, f"is not a parameter governance can change; the "
+                               f"parameters are {', '.join(MUTABLE_PATHS)}")
+        section, key = path.split(".")
+        tables[section][key] = value
+    return (_rewards(_Reader(tables["rewards"], "rewards")),
+            _governance(_Reader(tables["governance"], "governance")))
 
 
 def _plugins(readers: list[_Reader]) -> tuple[RequiredPlugin, ...]:
@@ -402,6 +435,9 @@ def to_dict(genesis: Genesis) -> dict[str, Any]:
             "decimals": genesis.token.decimals,
             "allocations": [{"account": a.account, "amount": a.amount}
                             for a in genesis.token.allocations],
+            # Present only when > 0, so networks made before it keep their ID.
+            **({"community_pool": genesis.token.community_pool}
+               if genesis.token.community_pool else {}),
         },
         "rewards": {
             "epoch_seconds": genesis.rewards.epoch_seconds,

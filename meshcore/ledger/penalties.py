@@ -1,11 +1,13 @@
 """Step 3 of a settlement: offences, slashing and jail (docs/ledger.md §7).
 
-Two offences exist in v1. Equivocation (two signed bodies for one seq) is
+Three offences exist in v1. Equivocation (two signed bodies for one seq) is
 proved by one canonical penalty entry and costs SLASH_EQUIVOCATION_BPS of the
 stake at risk plus permanent jail. A failed task is proved by canonical
 failure verdicts from VERIFY_QUORUM distinct eligible verifiers, gathered over
-any number of settlements, and costs the provider SLASH_FAILED_TASK_BPS. Each
-offence key is applied once ever; slashed tokens are burned.
+any number of settlements, and costs the provider SLASH_FAILED_TASK_BPS. A
+passed dispute proposal (docs/governance.md §5) costs its account the share
+the proposal names. Each offence key is applied once ever; slashed tokens are
+burned.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ from meshcore.ledger.evidence_rules import claim_hash, equivocation_of, parse_cl
 from meshcore.ledger.record import Offence, Slash
 from meshcore.ledger.state import Account, PendingVerdicts, Settled
 
-EQUIVOCATION, FAILED_TASK = b"\x01", b"\x02"  # offence key prefixes
-_BPS = {"equivocation": SLASH_EQUIVOCATION_BPS, "failed_task": SLASH_FAILED_TASK_BPS}
+EQUIVOCATION, FAILED_TASK, DISPUTE = b"\x01", b"\x02", b"\x03"  # offence key prefixes
+
+
+@dataclass(frozen=True)
+class PassedDispute:
+    """A dispute proposal that passed in this settlement."""
+
+    proposal: bytes  # its entry hash
+    account: bytes
+    bps: int
 
 
 @dataclass(frozen=True)
@@ -37,10 +47,12 @@ class _Found:
     offender: bytes
     evidence: tuple[bytes, ...]
     detail: str
+    bps: int
 
 
 def apply_penalties(state: Settled, prev: Settled, epoch: int,
-                    newly_canonical: Iterable[Verified]) -> tuple[Slash, ...]:
+                    newly_canonical: Iterable[Verified],
+                    disputes: Iterable[PassedDispute] = ()) -> tuple[Slash, ...]:
     """Apply the offences proved by this settlement to ``state``, in place.
 
     Args:
@@ -51,6 +63,7 @@ def apply_penalties(state: Settled, prev: Settled, epoch: int,
         epoch: the epoch being settled: lots releasing after it are at risk.
         newly_canonical: the entries that became canonical in this settlement
             (entries canonical before were counted when they became so).
+        disputes: the dispute proposals that passed in this settlement.
 
     Returns:
         One :class:`Slash` per offender, ascending offender.
@@ -62,7 +75,7 @@ def apply_penalties(state: Settled, prev: Settled, epoch: int,
             key = EQUIVOCATION + offender
             if key not in state.offences and key not in found:  # first by entry hash
                 found[key] = _Found(key, "equivocation", offender, (item.hash,),
-                                    f"two bodies for seq {seq}")
+                                    f"two bodies for seq {seq}", SLASH_EQUIVOCATION_BPS)
         elif item.kind == "task_verdict":
             _tally(state, item)
     for claim, pending in sorted(state.verdicts.items()):
@@ -74,7 +87,13 @@ def apply_penalties(state: Settled, prev: Settled, epoch: int,
             found[key] = _Found(key, "failed_task", pending.provider,
                                 tuple(sorted(entry for _, entry in voters)),
                                 f"claim {claim.hex()} failed by "
-                                f"{len({v for v, _ in voters})} verifiers")
+                                f"{len({v for v, _ in voters})} verifiers", SLASH_FAILED_TASK_BPS)
+    for dispute in disputes:
+        key = DISPUTE + dispute.proposal
+        if key not in state.offences:
+            found[key] = _Found(key, "dispute", dispute.account, (dispute.proposal,),
+                                f"dispute {dispute.proposal.hex()[:16]} passed",
+                                dispute.bps)
     by_offender: dict[bytes, list[_Found]] = defaultdict(list)
     for key in sorted(found):
         by_offender[found[key].offender].append(found[key])
@@ -103,7 +122,7 @@ def _slash(state: Settled, offender: bytes, offences: list[_Found], epoch: int) 
     account = state.accounts.setdefault(offender, Account())
     # S0: stake at risk before any slash of this settlement; matured lots are immune.
     at_risk = account.bonded + sum(a for release, a in account.lots.items() if release > epoch)
-    shares = [at_risk * _BPS[o.kind] // BPS for o in offences]
+    shares = [at_risk * o.bps // BPS for o in offences]
     slashed = min(at_risk, sum(shares))
     taken = min(slashed, account.bonded)
     account.bonded -= taken

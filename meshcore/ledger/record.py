@@ -66,9 +66,11 @@ class PoolTotal:
 class Offence:
     """One applied offence (docs/ledger.md §7.1)."""
 
-    key: bytes  # 0x01 ‖ offender (equivocation) or 0x02 ‖ claim hash (failed task)
-    kind: str  # "equivocation" or "failed_task"
-    evidence: tuple[bytes, ...]  # entry hashes: the penalty entry, or the verdicts
+    # 0x01 ‖ offender (equivocation), 0x02 ‖ claim hash (failed task) or
+    # 0x03 ‖ proposal hash (dispute)
+    key: bytes
+    kind: str  # "equivocation", "failed_task" or "dispute"
+    evidence: tuple[bytes, ...]  # entry hashes: the penalty entry, the verdicts or the proposal
     share: int  # S0 · bps // 10000, before the cap at S0
     detail: str
 

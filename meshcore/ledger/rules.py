@@ -6,7 +6,8 @@ has reached (``Settled(fin_p)``). Nothing here depends on arrival order: the
 causal past is fixed by the hashes.
 
 Every kind of ledger-v1 is judged here: the fund kinds by this module, the
-evidence kinds by meshcore/ledger/evidence_rules.py and the consensus kinds by
+evidence kinds by meshcore/ledger/evidence_rules.py, the governance kinds by
+meshcore/ledger/governance_rules.py and the consensus kinds by
 meshcore/ledger/consensus_rules.py (which looks up the past through a
 :class:`ConsensusPast`). A kind this version does not know is refused as
 :class:`Unsupported`: a node never stores what it cannot judge.
@@ -21,6 +22,7 @@ from typing import Protocol
 from meshcore.ledger.consensus_rules import ConsensusPast, consensus_problem
 from meshcore.ledger.entry import KEY_BYTES, EntryError, Verified
 from meshcore.ledger.evidence_rules import EVIDENCE_KINDS, evidence_problem
+from meshcore.ledger.governance_rules import proposal_problem, vote_problem
 from meshcore.ledger.state import Settled
 
 MAX_EPOCH_AHEAD = 3
@@ -28,7 +30,8 @@ MAX_ENTRIES_PER_EPOCH = 10_000
 MEMO_MAX_BYTES = 256
 CONSENSUS_KINDS = frozenset({"close", "proposal", "prevote", "precommit", "certificate"})
 FUND_KINDS = frozenset({"transfer", "stake", "unstake", "withdraw", "anchor"})
-SUPPORTED_KINDS = FUND_KINDS | EVIDENCE_KINDS | CONSENSUS_KINDS
+GOVERNANCE_KINDS = frozenset({"gov_proposal", "gov_vote"})
+SUPPORTED_KINDS = FUND_KINDS | EVIDENCE_KINDS | CONSENSUS_KINDS | GOVERNANCE_KINDS
 NO_ROUND = (-1, 0)  # (epoch, round) of "no such vote yet"
 
 
@@ -40,7 +43,7 @@ class Derived:
     epoch: int
     fin: int  # highest certified epoch in the causal past (-1: none)
     epoch_count: int  # the author's entries with this epoch, this one included
-    debit: int  # transfer and stake amounts
+    debit: int  # transfer and stake amounts, proposal deposits
     withdrawn: int
     staked: int
     unstaked: int
@@ -153,6 +156,8 @@ def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Se
 
     base = prev or ZERO
     amount = getattr(body, kind).amount if kind in FUND_KINDS - {"anchor"} else 0
+    if kind == "gov_proposal":
+        amount = body.gov_proposal.deposit
     rounds = {f"last_{k}": base.last_round(k) or NO_ROUND
               for k in ("proposal", "prevote", "precommit")}
     if kind in ("proposal", "prevote", "precommit"):
@@ -162,12 +167,14 @@ def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Se
         fin = max(fin, body.certificate.epoch)
     derived = Derived(
         seq=item.seq, epoch=body.epoch, fin=fin, epoch_count=count,
-        debit=base.debit + (amount if kind in ("transfer", "stake") else 0),
+        debit=base.debit + (amount if kind in ("transfer", "stake", "gov_proposal") else 0),
         withdrawn=base.withdrawn + (amount if kind == "withdraw" else 0),
         staked=base.staked + (amount if kind == "stake" else 0),
         unstaked=base.unstaked + (amount if kind == "unstake" else 0), **rounds)
-    if kind in FUND_KINDS:
+    if kind in FUND_KINDS or kind == "gov_proposal":
         problem = _kind_problem(item, derived, settled, canon_base or ZERO)
+    elif kind == "gov_vote":
+        problem = vote_problem(item, settled)
     elif kind in EVIDENCE_KINDS:
         problem = evidence_problem(item, body.network_id, plugins)
     else:
@@ -187,6 +194,17 @@ def _kind_problem(item: Verified, derived: Derived, settled: Settled,
     account = settled.account(author)
     if kind == "anchor":
         return None if body.deps else "an anchor must name deps"
+    if kind == "gov_proposal":
+        problem = proposal_problem(item, settled)
+        if problem is not None:
+            return problem
+        deposit = body.gov_proposal.deposit
+        available = account.liquid + derived.withdrawn - canon.withdrawn - (
+            derived.debit - canon.debit)
+        if available < 0:
+            return (f"proposal deposit of {deposit} exceeds the author's available balance "
+                    f"({available + deposit})")
+        return None
     amount = getattr(body, kind).amount
     if amount < 1:
         return f"{kind} amount must be at least 1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from meshcore.ledger import accounts, canon
+from meshcore.ledger import accounts, canon, proposals
 from meshcore.ledger.constants import UNBONDING_EPOCHS
 from meshcore.ledger.entry import HASH_BYTES, Verified
 from meshcore.ledger.evidence_rules import EVIDENCE_KINDS, evidence_problem
@@ -78,12 +78,17 @@ def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
         state.accounts.setdefault(author, Account()).frozen = True
     newly = extension.newly_canonical()
 
-    # 2. Own effects, authors ascending, each in seq order.
+    # 2. Own effects, authors ascending, each in seq order; governance votes.
     for item in newly:
         _own_effect(state, item, epoch)
+        if item.kind == "gov_proposal":
+            proposals.open_proposal(state, item, epoch, prev.params)
+            _never_negative(state.accounts[item.author], item)
+    proposals.record_votes(state, (e for e in newly if e.kind == "gov_vote"), epoch)
+    closed = proposals.close_due(state, epoch)
 
-    # 3. Penalties.
-    slashes = apply_penalties(state, prev, epoch, newly)
+    # 3. Penalties, passed disputes among them.
+    slashes = apply_penalties(state, prev, epoch, newly, proposals.passed_disputes(closed))
 
     # 4. Rewards. Entries canonical before this settlement count as evidence
     # only when the reduced cut is sure to carry them too (epoch >= E).
@@ -96,9 +101,11 @@ def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
     state.minted_total += record.minted
     state.emission_burned_total += record.emission - record.minted
 
-    # 5. Governance hook (no kinds in v1): Params(E+2) carries Params(E+1) over.
+    # 5. Governance: Params(E+2) is Params(E+1) with the passed changes.
     state.params = prev.params_after
     state.params_after = prev.params_after
+    proposals.apply_effects(state, closed)
+    proposals.take_snapshots(state, epoch)
 
     # 6. Validator set.
     state.validators = prev.validators_after

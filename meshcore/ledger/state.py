@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from meshcore.genesis import Genesis, GovernanceParams, RewardPolicy
 from meshcore.ledger import accounts
+from meshcore.ledger.governance import Tally
 from meshcore.ledger.record import Record
 
 ValidatorSet = tuple[tuple[bytes, int], ...]  # (account, weight >= 1), ascending account
@@ -70,6 +71,40 @@ class PendingVerdicts:
     votes: frozenset[tuple[bytes, bytes]]  # (verifier, verdict entry hash)
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """A canonical governance proposal (docs/governance.md §3); keyed by its entry hash.
+
+    Replaced, never changed in place: settled states share these objects.
+    """
+
+    author: bytes
+    action: bytes  # the GovProposal, deterministically encoded
+    deposit: int
+    start: int  # S: the settlement that made it canonical
+    end: int  # T = S + P: the settlement that tallies it
+    rules: GovernanceParams  # the governance params of epoch S, which decide it
+    # Each account's tokens in Settled(S), > 0 only; empty until step 5 of Settle(S).
+    snapshot: dict[bytes, int] = field(default_factory=dict)
+    votes: dict[bytes, tuple[int, int]] = field(default_factory=dict)  # voter -> (seq, option)
+    result: Tally | None = None  # set by Settle(T); snapshot and votes are then dropped
+
+    @property
+    def is_open(self) -> bool:
+        return self.result is None
+
+
+@dataclass(frozen=True)
+class UpgradeNotice:
+    """The latest passed protocol upgrade (docs/governance.md §5)."""
+
+    proposal: bytes
+    version: str
+    url: str
+    sha256: bytes
+    activation_epoch: int
+
+
 @dataclass
 class Settled:
     """The state after the final settlement of ``epoch`` (-1: genesis).
@@ -94,6 +129,10 @@ class Settled:
     decided_value: bytes = b""
     record: Record = field(default_factory=lambda: Record(epoch=-1, emission=0))
     verdicts: dict[bytes, PendingVerdicts] = field(default_factory=dict)  # by claim hash
+    community_pool: int = 0  # base units only governance spends, part of the supply
+    deposits_burned_total: int = 0  # stakes of vetoed proposals and those without quorum
+    proposals: dict[bytes, Proposal] = field(default_factory=dict)  # by entry hash
+    upgrade: UpgradeNotice | None = None
 
     def account(self, key: bytes) -> Account:
         return self.accounts.get(key) or Account()
@@ -134,7 +173,7 @@ class Settled:
         return dataclasses.replace(
             self, accounts={key: dataclasses.replace(acc, lots=dict(acc.lots))
                             for key, acc in self.accounts.items()},
-            verdicts=dict(self.verdicts))
+            verdicts=dict(self.verdicts), proposals=dict(self.proposals))
 
 
 def genesis_state(genesis: Genesis) -> Settled:
@@ -149,7 +188,9 @@ def genesis_state(genesis: Genesis) -> Settled:
     params = Params.from_genesis(genesis)
     state = Settled(epoch=-1, validators=validators, validators_after=validators,
                     params=params, params_after=params, network_id=genesis.network_id,
-                    supply=sum(a.amount for a in genesis.token.allocations))
+                    supply=sum(a.amount for a in genesis.token.allocations)
+                    + genesis.token.community_pool,
+                    community_pool=genesis.token.community_pool)
     for allocation in genesis.token.allocations:
         state.accounts[accounts.key_of(allocation.account)] = Account(liquid=allocation.amount)
     return state

@@ -7,8 +7,12 @@ two implementations) compare it to know they computed the same settlement.
 from __future__ import annotations
 
 from meshcore.ledger.encoding import length_prefixed, listed, tagged_hash, uvarint
+from meshcore.ledger.governance import Outcome
 from meshcore.ledger.record import reward_record_digest
-from meshcore.ledger.state import Account, Settled, ValidatorSet
+from meshcore.ledger.state import Account, Proposal, Settled, UpgradeNotice, ValidatorSet
+
+OUTCOME_CODES = {Outcome.PASSED: 1, Outcome.REJECTED: 2, Outcome.VETOED: 3,
+                 Outcome.NO_QUORUM: 4}  # 0: still open
 
 
 def state_root(settled: Settled) -> bytes:
@@ -42,7 +46,37 @@ def encode_state(settled: Settled) -> bytes:
         listed(_account(key, acc) for key, acc in sorted(settled.accounts.items())
                if not acc.is_empty()),
         listed(length_prefixed(key) for key in sorted(settled.offences)),
+        uvarint(settled.community_pool),
+        uvarint(settled.deposits_burned_total),
+        listed(_proposal(key, p) for key, p in sorted(settled.proposals.items())),
+        _upgrade(settled.upgrade),
     ])
+
+
+def _proposal(key: bytes, p: Proposal) -> bytes:
+    result = p.result
+    outcome = (uvarint(0) if result is None else uvarint(OUTCOME_CODES[result.outcome]) + b"".join(
+        uvarint(n) for n in (result.yes, result.no, result.abstain, result.veto,
+                             result.eligible, result.voters, result.ignored)))
+    return b"".join([
+        length_prefixed(key), length_prefixed(p.author), uvarint(p.deposit),
+        uvarint(p.start), uvarint(p.end),
+        uvarint(p.rules.quorum_percent), uvarint(p.rules.threshold_percent),
+        uvarint(p.rules.veto_percent),
+        listed(length_prefixed(acc) + uvarint(w) for acc, w in sorted(p.snapshot.items())),
+        listed(length_prefixed(voter) + uvarint(seq) + uvarint(option)
+               for voter, (seq, option) in sorted(p.votes.items())),
+        outcome,
+    ])
+
+
+def _upgrade(upgrade: UpgradeNotice | None) -> bytes:
+    if upgrade is None:
+        return uvarint(0)
+    return uvarint(1) + b"".join([
+        length_prefixed(upgrade.proposal), length_prefixed(upgrade.version.encode("utf-8")),
+        length_prefixed(upgrade.url.encode("utf-8")), length_prefixed(upgrade.sha256),
+        uvarint(upgrade.activation_epoch)])
 
 
 def _validators(validators: ValidatorSet) -> bytes:

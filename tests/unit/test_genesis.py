@@ -122,6 +122,7 @@ CHANGES = [
         x.rewards, split=g.RewardSplit(41, 39, 20))),
     lambda x: dataclasses.replace(x, governance=dataclasses.replace(
         x.governance, quorum_percent=34)),
+    lambda x: dataclasses.replace(x, token=dataclasses.replace(x.token, community_pool=5)),
     lambda x: dataclasses.replace(x, plugins=()),
     lambda x: dataclasses.replace(x, validators=(g.Validator(PEER_B, 2),)),
     lambda x: dataclasses.replace(x, bootstrap=(f"/ip4/10.0.0.1/tcp/8080/p2p/{PEER_A}",)),
@@ -162,6 +163,7 @@ def test_unicode_names_are_normalised() -> None:
     ({"token": {"name": "", "symbol": "STR"}}, "token.name"),
     ({"token": {"name": "STORE", "symbol": "STR", "color": "red"}}, "token.color"),
     ({"colour": 1}, "colour"),
+    ({"token": {"name": "STORE", "symbol": "STR", "community_pool": -1}}, "token.community_pool"),
     ({"rewards": {"split": {"uptime": 50, "tasks": 40, "governance": 20}}}, "rewards.split"),
     ({"rewards": {"split": {"uptime": 40, "tasks": 40, "gov": 20}}}, "rewards.split"),
     ({"rewards": {"epoch_seconds": 0}}, "rewards.epoch_seconds"),
@@ -191,6 +193,28 @@ def test_missing_required_fields_are_named() -> None:
         del data[missing]
         with pytest.raises(GenesisError, match=f"^{missing}: is required"):
             g.from_dict(data)
+
+
+def test_a_community_pool_counts_in_the_id_only_when_there_is_one() -> None:
+    # Networks made before token.community_pool existed keep their ID.
+    assert b"community_pool" not in g.canonical_bytes(g.loads(DOC))
+    pooled = g.loads(DOC.replace('symbol = "STR"', 'symbol = "STR"\ncommunity_pool = 900'))
+    assert pooled.token.community_pool == 900
+    assert b'"community_pool":900' in g.canonical_bytes(pooled)
+    assert g.loads(g.dumps(pooled)) == pooled
+
+
+def test_changed_params_reads_each_value_by_the_genesis_rules() -> None:
+    rewards, governance = g.RewardPolicy(), g.GovernanceParams()
+    new_rewards, new_governance = g.changed_params(rewards, governance, {
+        "rewards.split": {"uptime": 50, "tasks": 30, "governance": 20},
+        "governance.quorum_percent": 40})
+    assert (new_rewards.split, new_governance.quorum_percent) == (g.RewardSplit(50, 30, 20), 40)
+    assert new_rewards.emission_per_epoch == rewards.emission_per_epoch
+    with pytest.raises(GenesisError, match="^governance.quorum_percent: must be between"):
+        g.changed_params(rewards, governance, {"governance.quorum_percent": 101})
+    with pytest.raises(GenesisError, match="^token.symbol: is not a parameter governance"):
+        g.changed_params(rewards, governance, {"token.symbol": "X"})
 
 
 def test_invalid_toml_is_refused() -> None:

@@ -20,7 +20,7 @@ from meshcore.ledger.stateroot import encode_state, state_root
 
 K1, K2 = bytes([0x11]) * 32, bytes([0x22]) * 32
 VALUE, HEAD = bytes([0xAA]) * 32, bytes([0xCC]) * 32
-PINNED_ROOT = "bf0dd55b6e5840e6f88c2c782059c927f77cfeaa249312212dd5d5b412281200"
+PINNED_ROOT = "8f4fbb1729cf274f08c7adff361a1dc06cc0d3f50820434faa789e0f83f041b8"
 
 
 def small_state() -> Settled:
@@ -63,6 +63,9 @@ def test_the_encoding_follows_the_documented_rules() -> None:
         b"\x20" + K1 + b"\x05\x07" + b"\x01\x1e\x04" + b"\x02" + b"\x20" + HEAD + b"\x01",
         b"\x20" + K2 + b"\x00\x00" + b"\x00" + b"\x00" + b"\x00" + b"\x02",
         b"\x01" + b"\x21\x01" + K2,
+        b"\x00\x00",  # community pool, burned deposits
+        b"\x00",  # proposals: none
+        b"\x00",  # upgrade: none
     ])
     assert encode_state(small_state()) == expected
     assert state_root(small_state()) == h(b"mesh/state/v1", expected)

@@ -74,6 +74,8 @@ class EntryBody(_message.Message):
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     TASK_VERDICT_FIELD_NUMBER: _builtins.int
     ANCHOR_FIELD_NUMBER: _builtins.int
+    GOV_PROPOSAL_FIELD_NUMBER: _builtins.int
+    GOV_VOTE_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     """The network this entry belongs to: it is never valid on another."""
     author: _builtins.bytes
@@ -115,9 +117,13 @@ class EntryBody(_message.Message):
     @_builtins.property
     def task_verdict(self) -> Global___TaskVerdict: ...
     @_builtins.property
-    def anchor(self) -> Global___Anchor:
-        """40-59 reserved: governance (proposals, votes). 60-127: later ledger kinds."""
+    def anchor(self) -> Global___Anchor: ...
+    @_builtins.property
+    def gov_proposal(self) -> Global___GovProposal:
+        """40-59: governance (docs/governance.md). 60-127: later ledger kinds."""
 
+    @_builtins.property
+    def gov_vote(self) -> Global___GovVote: ...
     def __init__(
         self,
         *,
@@ -141,12 +147,14 @@ class EntryBody(_message.Message):
         certificate: Global___Certificate | None = ...,
         task_verdict: Global___TaskVerdict | None = ...,
         anchor: Global___Anchor | None = ...,
+        gov_proposal: Global___GovProposal | None = ...,
+        gov_vote: Global___GovVote | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "attestation", b"attestation", "certificate", b"certificate", "close", b"close", "kind", b"kind", "penalty", b"penalty", "precommit", b"precommit", "prevote", b"prevote", "proposal", b"proposal", "stake", b"stake", "task_receipt", b"task_receipt", "task_verdict", b"task_verdict", "transfer", b"transfer", "unstake", b"unstake", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "attestation", b"attestation", "certificate", b"certificate", "close", b"close", "gov_proposal", b"gov_proposal", "gov_vote", b"gov_vote", "kind", b"kind", "penalty", b"penalty", "precommit", b"precommit", "prevote", b"prevote", "proposal", b"proposal", "stake", b"stake", "task_receipt", b"task_receipt", "task_verdict", b"task_verdict", "transfer", b"transfer", "unstake", b"unstake", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "attestation", b"attestation", "author", b"author", "certificate", b"certificate", "close", b"close", "deps", b"deps", "epoch", b"epoch", "kind", b"kind", "network_id", b"network_id", "penalty", b"penalty", "precommit", b"precommit", "prev", b"prev", "prevote", b"prevote", "proposal", b"proposal", "seq", b"seq", "stake", b"stake", "task_receipt", b"task_receipt", "task_verdict", b"task_verdict", "transfer", b"transfer", "unstake", b"unstake", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "attestation", b"attestation", "author", b"author", "certificate", b"certificate", "close", b"close", "deps", b"deps", "epoch", b"epoch", "gov_proposal", b"gov_proposal", "gov_vote", b"gov_vote", "kind", b"kind", "network_id", b"network_id", "penalty", b"penalty", "precommit", b"precommit", "prev", b"prev", "prevote", b"prevote", "proposal", b"proposal", "seq", b"seq", "stake", b"stake", "task_receipt", b"task_receipt", "task_verdict", b"task_verdict", "transfer", b"transfer", "unstake", b"unstake", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["transfer", "stake", "unstake", "withdraw", "attestation", "task_receipt", "proposal", "precommit", "penalty", "prevote", "close", "certificate", "task_verdict", "anchor"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["transfer", "stake", "unstake", "withdraw", "attestation", "task_receipt", "proposal", "precommit", "penalty", "prevote", "close", "certificate", "task_verdict", "anchor", "gov_proposal", "gov_vote"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -440,6 +448,212 @@ class Anchor(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Anchor: _TypeAlias = Anchor  # noqa: Y015
+
+@_typing.final
+class GovProposal(_message.Message):
+    """A governance proposal (docs/governance.md §2). Its ID is its entry hash."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TITLE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DEPOSIT_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    UPGRADE_FIELD_NUMBER: _builtins.int
+    SPEND_FIELD_NUMBER: _builtins.int
+    DISPUTE_FIELD_NUMBER: _builtins.int
+    title: _builtins.str
+    """UTF-8, 1-200 bytes."""
+    description: _builtins.str
+    """UTF-8, at most 10,000 bytes."""
+    deposit: _builtins.int
+    """Base units locked from the author's liquid balance when the proposal
+    becomes canonical; at least the proposal_stake of Params(fin + 1).
+    """
+    @_builtins.property
+    def params(self) -> Global___ParamChange: ...
+    @_builtins.property
+    def upgrade(self) -> Global___Upgrade: ...
+    @_builtins.property
+    def spend(self) -> Global___Spend: ...
+    @_builtins.property
+    def dispute(self) -> Global___Dispute: ...
+    def __init__(
+        self,
+        *,
+        title: _builtins.str = ...,
+        description: _builtins.str = ...,
+        deposit: _builtins.int = ...,
+        params: Global___ParamChange | None = ...,
+        upgrade: Global___Upgrade | None = ...,
+        spend: Global___Spend | None = ...,
+        dispute: Global___Dispute | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "dispute", b"dispute", "params", b"params", "spend", b"spend", "upgrade", b"upgrade"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "deposit", b"deposit", "description", b"description", "dispute", b"dispute", "params", b"params", "spend", b"spend", "title", b"title", "upgrade", b"upgrade"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["params", "upgrade", "spend", "dispute"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___GovProposal: _TypeAlias = GovProposal  # noqa: Y015
+
+@_typing.final
+class ParamChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParamValue]:
+        """Distinct mutable paths (genesis governance.mutable), at least one."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[Global___ParamValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParamChange: _TypeAlias = ParamChange  # noqa: Y015
+
+@_typing.final
+class ParamValue(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    JSON_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """e.g. "rewards.split" or "governance.quorum_percent"."""
+    json: _builtins.str
+    """The new value as JSON, read by the genesis rules of that path."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json", b"json", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParamValue: _TypeAlias = ParamValue  # noqa: Y015
+
+@_typing.final
+class Upgrade(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    ACTIVATION_EPOCH_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """A PEP 440 version."""
+    url: _builtins.str
+    """https:// URL of the release artifact, at most 2,048 bytes."""
+    sha256: _builtins.bytes
+    """SHA-256 of the artifact (32 bytes)."""
+    activation_epoch: _builtins.int
+    """The epoch from which older nodes warn."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        url: _builtins.str = ...,
+        sha256: _builtins.bytes = ...,
+        activation_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation_epoch", b"activation_epoch", "sha256", b"sha256", "url", b"url", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Upgrade: _TypeAlias = Upgrade  # noqa: Y015
+
+@_typing.final
+class Spend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    to: _builtins.bytes
+    """The recipient's 32-byte public key."""
+    amount: _builtins.int
+    """Base units from the community pool, at least 1."""
+    def __init__(
+        self,
+        *,
+        to: _builtins.bytes = ...,
+        amount: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Spend: _TypeAlias = Spend  # noqa: Y015
+
+@_typing.final
+class Dispute(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    SLASH_BPS_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    account: _builtins.bytes
+    """The 32-byte public key of the account to slash."""
+    slash_bps: _builtins.int
+    """Share of its bonded and unbonding tokens to burn, 1-10,000 basis points."""
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Up to 16 pieces of evidence (e.g. entry hashes, documents), each non-empty."""
+
+    def __init__(
+        self,
+        *,
+        account: _builtins.bytes = ...,
+        slash_bps: _builtins.int = ...,
+        evidence: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "evidence", b"evidence", "slash_bps", b"slash_bps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dispute: _TypeAlias = Dispute  # noqa: Y015
+
+@_typing.final
+class GovVote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_FIELD_NUMBER: _builtins.int
+    OPTION_FIELD_NUMBER: _builtins.int
+    proposal: _builtins.bytes
+    """The proposal's entry hash."""
+    option: _builtins.int
+    """1 yes, 2 no, 3 abstain, 4 veto."""
+    def __init__(
+        self,
+        *,
+        proposal: _builtins.bytes = ...,
+        option: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["option", b"option", "proposal", b"proposal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GovVote: _TypeAlias = GovVote  # noqa: Y015
 
 @_typing.final
 class EpochClose(_message.Message):
