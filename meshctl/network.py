@@ -14,6 +14,7 @@ from meshcore.genesis import (
     Allocation,
     Genesis,
     GenesisError,
+    GovernanceParams,
     RewardPolicy,
     Token,
     Validator,
@@ -52,6 +53,21 @@ def network() -> None:
               show_default=True, help="Length of a reward epoch.")
 @click.option("--emission", type=int, default=RewardPolicy().emission_per_epoch,
               show_default=True, help="Tokens minted per epoch, in base units.")
+@click.option("--community-pool", type=int, default=0, show_default=True,
+              help="Base units no account holds, spent only by governance.")
+@click.option("--proposal-stake", type=int, default=GovernanceParams().proposal_stake,
+              show_default=True, help="Deposit a governance proposal locks, in base units.")
+@click.option("--voting-period", type=int, default=GovernanceParams().voting_period_seconds,
+              show_default=True, metavar="SECONDS",
+              help="How long a proposal is open for votes (rounded up to whole epochs).")
+@click.option("--quorum", type=int, default=GovernanceParams().quorum_percent,
+              show_default=True, metavar="PERCENT",
+              help="Share of the tokens that must vote for a tally to count.")
+@click.option("--threshold", type=int, default=GovernanceParams().threshold_percent,
+              show_default=True, metavar="PERCENT",
+              help="Share of yes among yes/no/veto a proposal needs, strictly more.")
+@click.option("--veto", type=int, default=GovernanceParams().veto_percent, show_default=True,
+              metavar="PERCENT", help="Share of veto among all votes that vetoes a proposal.")
 @click.option("--genesis-time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
               help="Genesis time (UTC if no offset). Default: now.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
@@ -62,7 +78,9 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
          token_distribution: str, plugins: tuple[str, ...], bootstrap_port: int,
          bootstrap_addrs: tuple[str, ...], validators: tuple[str, ...],
          allocations: tuple[str, ...], epoch_seconds: int, emission: int,
-         genesis_time: dt.datetime | None, out: Path, force: bool, as_json: bool) -> None:
+         community_pool: int, proposal_stake: int, voting_period: int, quorum: int,
+         threshold: int, veto: int, genesis_time: dt.datetime | None, out: Path, force: bool,
+         as_json: bool) -> None:
     """Create a network: write its genesis and print its Network ID.
 
     \b
@@ -79,11 +97,14 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
             name=name, genesis_time=moment,
             token=Token(token_name, token_symbol, token_decimals),
             rewards=RewardPolicy(epoch_seconds, emission, split),
+            governance=GovernanceParams(quorum, threshold, veto, voting_period, proposal_stake),
             plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
             validators=tuple(_validator(v) for v in validators),
             bootstrap=bootstrap_addrs, bootstrap_port=bootstrap_port))
         data["token"]["allocations"] = [
             {"account": a.account, "amount": a.amount} for a in map(_allocation, allocations)]
+        if community_pool:
+            data["token"]["community_pool"] = community_pool
         genesis = genesis_doc.from_dict(data)  # validates every field
     except GenesisError as exc:
         fail(f"invalid {_option_for(exc.field)}: {exc}", EXIT_INVALID)
@@ -175,7 +196,11 @@ _OPTIONS = {"name": "--name", "token.name": "--token-name", "token.symbol": "--t
             "plugins": "--plugin", "bootstrap_port": "--bootstrap-port",
             "bootstrap": "--bootstrap", "validators": "--validator",
             "token.allocations": "--allocate", "rewards.epoch_seconds": "--epoch-seconds",
-            "rewards.emission_per_epoch": "--emission"}
+            "rewards.emission_per_epoch": "--emission", "token.community_pool": "--community-pool",
+            "governance.proposal_stake": "--proposal-stake",
+            "governance.voting_period_seconds": "--voting-period",
+            "governance.quorum_percent": "--quorum", "governance.threshold_percent": "--threshold",
+            "governance.veto_percent": "--veto"}
 
 
 def _option_for(field: str) -> str:

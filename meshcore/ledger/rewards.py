@@ -9,10 +9,12 @@ explanation is the computation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from meshcore.genesis import RewardPolicy
 from meshcore.ledger.constants import MAX_UNITS_PER_RECEIPT, MIN_ATTESTERS, REQUESTER_UNITS_CAP
 from meshcore.ledger.eligibility import ineligibility
 from meshcore.ledger.entry import Verified
@@ -65,16 +67,14 @@ def compute_rewards(state: Settled, prev: Settled, epoch: int, evidence: Iterabl
     }
     policy = prev.params.rewards
     emission = policy.emission_per_epoch
-    sizes = {"uptime": emission * policy.split.uptime // 100,
-             "tasks": emission * policy.split.tasks // 100,
-             "governance": emission * policy.split.governance // 100}
+    sizes = pool_sizes(policy)
     pools: list[PoolTotal] = []
     lines: list[RewardLine] = []
     for pool in POOLS:
         total = sum(d.points for d in drafts[pool].values())
         minted = 0
         for account, draft in sorted(drafts[pool].items()):
-            amount = sizes[pool] * draft.points // total if total else 0
+            amount = share(sizes[pool], draft.points, total)
             minted += amount
             lines.append(RewardLine(pool, account, draft.points, amount, draft.rule,
                                     tuple(draft.evidence), tuple(draft.ignored)))
@@ -82,6 +82,33 @@ def compute_rewards(state: Settled, prev: Settled, epoch: int, evidence: Iterabl
     lines.sort(key=lambda line: (pool_byte(line.pool), line.account))
     return Record(epoch=epoch, emission=emission, pools=tuple(pools), lines=tuple(lines),
                   slashes=slashes)
+
+
+def pool_sizes(policy: RewardPolicy) -> dict[str, int]:
+    """Each pool's share of the epoch's emission, rounded down."""
+    emission = policy.emission_per_epoch
+    return {pool: emission * getattr(policy.split, pool) // 100 for pool in POOLS}
+
+
+def share(size: int, points: int, total: int) -> int:
+    """An account's amount of a pool: pro rata to its points, rounded down."""
+    return size * points // total if total else 0
+
+
+def reprice(record: Record, policy: RewardPolicy) -> Record:
+    """``record``'s points shared under another reward policy: the shadow epoch
+    of a parameter change (docs/governance.md §6). Points do not depend on the
+    split or the emission, so the result is what ``compute_rewards`` would
+    have minted under ``policy``."""
+    sizes = pool_sizes(policy)
+    totals = {pool.pool: pool.points for pool in record.pools}
+    lines = tuple(dataclasses.replace(line, amount=share(sizes[line.pool], line.points,
+                                                         totals.get(line.pool, 0)))
+                  for line in record.lines)
+    pools = tuple(PoolTotal(pool.pool, sizes[pool.pool], pool.points,
+                            sum(line.amount for line in lines if line.pool == pool.pool))
+                  for pool in record.pools)
+    return Record(record.epoch, policy.emission_per_epoch, pools, lines, record.slashes)
 
 
 def _uptime(state: Settled, prev: Settled, attestations: list[Verified]) -> dict[bytes, _Draft]:

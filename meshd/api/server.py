@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.dht.v1 import dht_pb2, dht_pb2_grpc
+from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
 from mesh.ledger.v1 import service_pb2, service_pb2_grpc
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
@@ -30,12 +31,14 @@ from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
 from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
 from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
 from meshd.api.dht_servicer import DhtServicer
+from meshd.api.governance_servicer import GovernanceServicer
 from meshd.api.ledger_servicer import LedgerServicer
 from meshd.api.network_servicer import NetworkServicer
 from meshd.api.node_servicer import NodeServicer
 from meshd.api.peers_servicer import PeersServicer
 from meshd.api.pubsub_servicer import PubsubServicer
 from meshd.config import Config
+from meshd.ledger.governance import Governance
 from meshd.ledger.ledger import Ledger
 from meshd.network import Network
 from meshd.node import StatusBoard
@@ -52,6 +55,7 @@ SERVICE_NAMES = (
     dht_pb2.DESCRIPTOR.services_by_name["DhtService"].full_name,
     pubsub_pb2.DESCRIPTOR.services_by_name["PubsubService"].full_name,
     service_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
+    governance_pb2.DESCRIPTOR.services_by_name["GovernanceService"].full_name,
 )
 _SERVER_OPTIONS = [
     # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
@@ -110,6 +114,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
                 PubsubServicer(bridge, services.host.broadcast), server)
             service_pb2_grpc.add_LedgerServiceServicer_to_server(
                 LedgerServicer(bridge, services.ledger), server)
+            governance_pb2_grpc.add_GovernanceServiceServicer_to_server(
+                GovernanceServicer(bridge, Governance(services.ledger)), server)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -197,7 +197,7 @@ class Ledger:
         own = await trio.to_thread.run_sync(self.store.by_author, key, mine.canon_seq,
                                             MAX_HISTORY * 100)
         incoming = await trio.to_thread.run_sync(self.store.about, key, MAX_HISTORY * 100)
-        out = sum(_amount(e) for e in own if e.kind in ("transfer", "stake"))
+        out = sum(_amount(e) for e in own if e.kind in ("transfer", "stake", "gov_proposal"))
         withdrawn = sum(_amount(e) for e in own if e.kind == "withdraw")
         pending_in = sum(e.body.transfer.amount for e in incoming
                          if e.kind == "transfer" and e.seq > settled.account(e.author).canon_seq)
@@ -275,6 +275,8 @@ def _check_amount(amount: int) -> None:
 
 
 def _amount(item: Verified) -> int:
+    if item.kind == "gov_proposal":
+        return int(item.body.gov_proposal.deposit)
     return int(getattr(item.body, item.kind).amount)
 
 

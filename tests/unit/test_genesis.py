@@ -211,9 +211,9 @@ def test_changed_params_reads_each_value_by_the_genesis_rules() -> None:
         "governance.quorum_percent": 40})
     assert (new_rewards.split, new_governance.quorum_percent) == (g.RewardSplit(50, 30, 20), 40)
     assert new_rewards.emission_per_epoch == rewards.emission_per_epoch
-    with pytest.raises(GenesisError, match="^governance.quorum_percent: must be between"):
+    with pytest.raises(GenesisError, match=r"^governance\.quorum_percent: must be between"):
         g.changed_params(rewards, governance, {"governance.quorum_percent": 101})
-    with pytest.raises(GenesisError, match="^token.symbol: is not a parameter governance"):
+    with pytest.raises(GenesisError, match=r"^token\.symbol: is not a parameter governance"):
         g.changed_params(rewards, governance, {"token.symbol": "X"})
 
 

@@ -1,0 +1,145 @@
+"""Governance across 5 meshd processes (docs/governance.md, issue 5).
+
+Four genesis validators hold tokens; a fifth node holds none. Epochs last
+EPOCH_SECONDS and votes stay open VOTING_EPOCHS epochs, so a proposal is
+submitted, voted on and tallied within a test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import LOOPBACK
+from tests.e2e.harness import Meshd, meshctl
+from tests.e2e.test_ledger_network import identity, wait_final
+
+EPOCH_SECONDS = 3
+VOTING_EPOCHS = 7
+EMISSION = 1_000_000
+ALLOCATION = 10_000_000
+PROPOSAL_STAKE = 1_000
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[list[Meshd]]:
+    names = [f"g{i}" for i in range(5)]
+    ids = [identity(tmp_path / name) for name in names]
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    args = [a for peer in ids[:4] for a in ("--allocate", f"{peer}:{ALLOCATION}",
+                                            "--validator", peer)]
+    meshctl("network", "init", "--name", "GovNet", "--token-name", "VOTE", "--token-symbol",
+            "VT", "--epoch-seconds", str(EPOCH_SECONDS), "--emission", str(EMISSION),
+            "--proposal-stake", str(PROPOSAL_STAKE),
+            "--voting-period", str(VOTING_EPOCHS * EPOCH_SECONDS),
+            "--genesis-time", start.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+            "--out", str(tmp_path / "net"), *args)
+    genesis = tmp_path / "net" / "genesis.toml"
+    nodes = [Meshd(tmp_path, names[0], genesis, *LOOPBACK).start()]
+    hub = nodes[0].status()["listen_addrs"][0]
+    nodes += [Meshd(tmp_path, name, genesis, *LOOPBACK, "--bootstrap", hub).start()
+              for name in names[1:]]
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def ctl_json(node: Meshd, *args: str) -> Any:
+    return json.loads(node.ctl(*args, "--json").stdout)
+
+
+def poll(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def proposal(node: Meshd, proposal_id: str) -> dict[str, Any]:
+    return ctl_json(node, "gov", "show", proposal_id)["proposal"]  # type: ignore[no-any-return]
+
+
+def propose_param(node: Meshd, title: str, *settings: str) -> str:
+    made = ctl_json(node, "gov", "propose", "param", *settings, "--title", title)
+    assert made["status"] == "pending" and made["deposit"] == str(PROPOSAL_STAKE)
+    return str(made["id"])
+
+
+def open_on(nodes: list[Meshd], proposal_id: str) -> dict[str, Any]:
+    """Wait until ``proposal_id`` is open (settled) on every node; its view on the first."""
+    poll(f"proposal {proposal_id[:16]} to open everywhere", lambda: all(
+        proposal(n, proposal_id[:12])["status"] == "open" for n in nodes))
+    return proposal(nodes[0], proposal_id)
+
+
+def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_nothing(
+        network: list[Meshd]) -> None:
+    nodes = network
+    voters, poor = nodes[:4], nodes[4]
+    wait_final(nodes, 0)
+    split = propose_param(nodes[0], "More for uptime",
+                          "rewards.split=uptime:60,tasks:20,governance:20")
+    emission = propose_param(nodes[1], "Double the emission",
+                             f"rewards.emission_per_epoch={2 * EMISSION}")
+    opened = open_on(nodes, split)
+    open_on(nodes, emission)
+    assert opened["action"] == {"changes": {"rewards.split": {
+        "uptime": 60, "tasks": 20, "governance": 20}}}
+    end = opened["end_epoch"]
+
+    # The shadow epoch: the last settled epoch's rewards under the proposed split.
+    shadow = ctl_json(nodes[2], "gov", "show", split[:10])["shadow"]
+    assert shadow is not None and shadow["lines"]
+    for line in shadow["lines"]:
+        if line["pool"] == "uptime" and int(line["actual"]):
+            assert int(line["proposed"]) > int(line["actual"])
+
+    # A node that held no tokens when the proposal opened has no vote.
+    refused = poor.ctl("gov", "vote", split[:12], "yes", check=False)
+    assert refused.returncode != 0
+    assert "held no tokens when proposal" in refused.stderr, refused.stderr
+
+    for node in voters:
+        node.ctl("gov", "vote", split[:12], "yes")
+    for node in voters[:3]:
+        node.ctl("gov", "vote", emission[:12], "no")
+
+    # A node restarted mid-vote replays the settlements and votes on.
+    restarted = voters[3]
+    assert restarted.stop()[0] == 0
+    restarted.start()
+    poll("the restarted node to see the proposal open again",
+         lambda: proposal(restarted, emission)["status"] == "open")
+    restarted.ctl("gov", "vote", emission[:12], "no")
+    assert ctl_json(restarted, "ledger", "state-root")["epoch"] < end, (
+        "the vote period ended before the restarted node voted: lengthen VOTING_EPOCHS")
+
+    wait_final(nodes, end + 2)
+    tallies = [ctl_json(n, "gov", "tally", split) for n in nodes]
+    assert all(t == tallies[0] for t in tallies), tallies
+    assert tallies[0]["status"] == "passed"
+    assert tallies[0]["yes"] == tallies[0]["eligible"]  # every holder voted yes
+    rejected = [ctl_json(n, "gov", "tally", emission) for n in nodes]
+    assert all(t == rejected[0] for t in rejected), rejected
+    assert rejected[0]["status"] == "rejected" and rejected[0]["voters"] == 4
+    roots = {ctl_json(n, "ledger", "state-root", "--epoch", str(end + 2))["root"] for n in nodes}
+    assert len(roots) == 1
+
+    # Params(end + 2) is the first with the new split, on every node; the
+    # rejected emission change never applies.
+    for node in nodes:
+        before = ctl_json(node, "rewards", "ls", "--epoch", str(end + 1))
+        after = ctl_json(node, "rewards", "ls", "--epoch", str(end + 2))
+        sizes = {p["pool"]: int(p["size"]) for p in after["pools"]}
+        assert {p["pool"]: int(p["size"]) for p in before["pools"]}["uptime"] == EMISSION * 40 // 100
+        assert sizes == {"uptime": EMISSION * 60 // 100, "tasks": EMISSION * 20 // 100,
+                         "governance": EMISSION * 20 // 100}
+        assert int(after["emission"]) == EMISSION
