@@ -139,7 +139,8 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
         before = ctl_json(node, "rewards", "ls", "--epoch", str(end + 1))
         after = ctl_json(node, "rewards", "ls", "--epoch", str(end + 2))
         sizes = {p["pool"]: int(p["size"]) for p in after["pools"]}
-        assert {p["pool"]: int(p["size"]) for p in before["pools"]}["uptime"] == EMISSION * 40 // 100
+        old_sizes = {p["pool"]: int(p["size"]) for p in before["pools"]}
+        assert old_sizes["uptime"] == EMISSION * 40 // 100
         assert sizes == {"uptime": EMISSION * 60 // 100, "tasks": EMISSION * 20 // 100,
                          "governance": EMISSION * 20 // 100}
         assert int(after["emission"]) == EMISSION
