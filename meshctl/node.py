@@ -26,11 +26,13 @@ def status_to_dict(status: node_pb2.NodeStatus) -> dict[str, Any]:
         "started_at": status.started_at.ToJsonString(),
         "uptime_seconds": round(status.uptime.ToNanoseconds() / 1e9, 3),
         "version": status.version,
+        "warnings": list(status.warnings),
     }
 
 
 def _human(data: dict[str, Any]) -> str:
-    return fields([
+    warnings = [f"WARNING: {w}" for w in data["warnings"]]
+    return "\n".join([*warnings, fields([
         ("Peer ID", data["peer_id"]),
         ("Network", f"{data['network_name']} ({data['network_id']})"),
         ("State", data["state"]),
@@ -39,7 +41,7 @@ def _human(data: dict[str, Any]) -> str:
         ("Listening on", data["listen_addrs"]),
         ("Uptime", duration(data["uptime_seconds"])),
         ("Version", data["version"]),
-    ])
+    ])])
 
 
 @click.command()

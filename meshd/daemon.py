@@ -22,6 +22,7 @@ from meshd.datadir import DataDirError
 from meshd.identity import IdentityError, load_or_create_identity
 from meshd.ledger.driver import EpochDriver
 from meshd.ledger.forks import ForkReporter
+from meshd.ledger.governance_watch import GovernanceWatch
 from meshd.ledger.ledger import open_ledger
 from meshd.ledger.replication import Replicator
 from meshd.ledger.uptime import UptimeAttester
@@ -82,6 +83,7 @@ async def run_daemon(config: Config, *,
                 await nursery.start(EpochDriver(ledger).run)
                 await nursery.start(UptimeAttester(ledger, host).run)
                 await nursery.start(ForkReporter(ledger).run)
+                await nursery.start(GovernanceWatch(ledger, board).run)
                 connections = ConnectionManager(
                     host, peerbook.load(data_dir), data_dir,
                     Degree(config.p2p.low_watermark, config.p2p.target_peers,

@@ -48,14 +48,17 @@ class Snapshot:
     queue_depth_max: int = 0
     routing_table_peers: int = 0
     dht_queries: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    upgrade_required: bool = False
 
 
 def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
     """Read everything on the trio loop, into plain immutable data."""
     counters = host.membership.counters
     gossip = host.broadcast.counters
+    status = board.snapshot()
     return Snapshot(
-        state=board.snapshot().state.value,
+        state=status.state.value,
+        upgrade_required=status.upgrade_required,
         admitted_peers=host.peer_count(),
         open_connections=host.connection_count(),
         opened=dict(counters.opened),
@@ -110,6 +113,9 @@ class SnapshotCollector(Collector):
         for known in NodeState:
             state.add_metric([known.value], 1.0 if known.value == s.state else 0.0)
         yield state
+        yield GaugeMetricFamily("mesh_upgrade_required",
+                                "1 once a passed upgrade to a newer version is active.",
+                                value=int(s.upgrade_required))
         yield CounterMetricFamily("mesh_gossip_published", "Messages this node published.",
                                   value=s.gossip.get("published", 0))
         yield CounterMetricFamily("mesh_gossip_delivered",

@@ -3,8 +3,10 @@
 The states are the whitepaper's (Appendix B.2), derived from connectivity:
 Initializing until the p2p host listens, then Connecting; Connected once a
 peer of the network is admitted; Active once discovery works too (a member is
-in the DHT routing table); Disconnected after losing the last peer. Later
-layers (tasks, validation, governance) add Participating, Validating, Voting.
+in the DHT routing table); Disconnected after losing the last peer. Voting
+while connected and an open proposal awaits this node's vote
+(docs/governance.md §7). Later layers (tasks, validation) add Participating
+and Validating.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import trio
 
 from meshcore.version import __version__
 
+UPGRADE_WARNING = "upgrade required"
+
 
 class NodeState(enum.Enum):
     INITIALIZING = "initializing"
@@ -32,11 +36,13 @@ class NodeState(enum.Enum):
 
 
 def derive_state(listening: bool, peer_count: int, ever_connected: bool,
-                 routing_table_size: int = 0) -> NodeState:
-    """The connectivity state from the facts it depends on."""
+                 routing_table_size: int = 0, unvoted_proposals: int = 0) -> NodeState:
+    """The state from the facts it depends on."""
     if not listening:
         return NodeState.INITIALIZING
     if peer_count > 0:
+        if unvoted_proposals > 0:
+            return NodeState.VOTING
         return NodeState.ACTIVE if routing_table_size > 0 else NodeState.CONNECTED
     return NodeState.DISCONNECTED if ever_connected else NodeState.CONNECTING
 
@@ -51,6 +57,10 @@ class NodeFacts:
     peer_count: int = 0
     ever_connected: bool = False
     routing_table_size: int = 0
+    # Open proposals this node's account can vote on and has not (docs/governance.md).
+    unvoted_proposals: int = 0
+    # Set once a passed upgrade to a newer version is active: what to install.
+    upgrade_required: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,11 @@ class NodeStatus:
     version: str
     peer_count: int
     role: str
+    warnings: tuple[str, ...] = ()  # what the operator must act on
+
+    @property
+    def upgrade_required(self) -> bool:
+        return any(w.startswith(UPGRADE_WARNING) for w in self.warnings)
 
 
 class StatusBoard:
@@ -102,12 +117,14 @@ class StatusBoard:
             network_name=self._network_name,
             listen_addrs=facts.listen_addrs,
             state=derive_state(facts.listening, facts.peer_count, facts.ever_connected,
-                               facts.routing_table_size),
+                               facts.routing_table_size, facts.unvoted_proposals),
             started_at=self._started_at,
             uptime_seconds=self._clock() - self._started,
             version=__version__,
             peer_count=facts.peer_count,
             role=self._role,
+            warnings=(f"{UPGRADE_WARNING}: {facts.upgrade_required}",)
+            if facts.upgrade_required else (),
         )
 
     async def status(self) -> NodeStatus:

@@ -49,4 +49,5 @@ def status_to_pb(status: NodeStatus) -> node_pb2.NodeStatus:
         version=status.version,
         peer_count=status.peer_count,
         role=status.role,
+        warnings=status.warnings,
     )

@@ -111,12 +111,6 @@ class Governance:
         view = _view(key, found, self._ledger.key, item)
         return view, self._shadow(found) if found.is_open else None
 
-    def unvoted(self) -> int:
-        """Open proposals this node's account can vote on and has no canonical vote on."""
-        key = self._ledger.key
-        return sum(1 for p in self._ledger.settled.proposals.values()
-                   if p.is_open and p.snapshot.get(key, 0) > 0 and key not in p.votes)
-
     def _shadow(self, proposal: Proposal) -> Shadow | None:
         action = ledger_pb2.GovProposal.FromString(proposal.action)
         latest = self._ledger.settled

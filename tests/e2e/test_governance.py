@@ -89,8 +89,13 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
                           "rewards.split=uptime:60,tasks:20,governance:20")
     emission = propose_param(nodes[1], "Double the emission",
                              f"rewards.emission_per_epoch={2 * EMISSION}")
+    upgrade = str(ctl_json(nodes[2], "gov", "propose", "upgrade", "99.0",
+                           "--url", "https://example.org/meshd-99.0.tar.gz",
+                           "--sha256", "ab" * 32, "--activation-epoch", "0",
+                           "--title", "Move to meshd 99")["id"])
     opened = open_on(nodes, split)
     open_on(nodes, emission)
+    open_on(nodes, upgrade)
     assert opened["action"] == {"changes": {"rewards.split": {
         "uptime": 60, "tasks": 20, "governance": 20}}}
     end = opened["end_epoch"]
@@ -107,8 +112,13 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
     assert refused.returncode != 0
     assert "held no tokens when proposal" in refused.stderr, refused.stderr
 
+    # Voting: shown while an open proposal awaits this node's vote.
+    poll("the voters to show the Voting state",
+         lambda: all(v.status()["state"] == "voting" for v in voters))
+    assert poor.status()["state"] != "voting"  # it has no vote to cast
     for node in voters:
         node.ctl("gov", "vote", split[:12], "yes")
+        node.ctl("gov", "vote", upgrade[:12], "yes")
     for node in voters[:3]:
         node.ctl("gov", "vote", emission[:12], "no")
 
@@ -119,6 +129,8 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
     poll("the restarted node to see the proposal open again",
          lambda: proposal(restarted, emission)["status"] == "open")
     restarted.ctl("gov", "vote", emission[:12], "no")
+    poll("the voters to leave the Voting state once they voted",
+         lambda: all(v.status()["state"] != "voting" for v in voters))
     assert ctl_json(restarted, "ledger", "state-root")["epoch"] < end, (
         "the vote period ended before the restarted node voted: lengthen VOTING_EPOCHS")
 
@@ -144,3 +156,8 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
         assert sizes == {"uptime": EMISSION * 60 // 100, "tasks": EMISSION * 20 // 100,
                          "governance": EMISSION * 20 // 100}
         assert int(after["emission"]) == EMISSION
+
+    # A passed upgrade to a newer version makes every older node warn.
+    for node in nodes:
+        poll("the upgrade warning", lambda node=node: any(  # type: ignore[misc]
+            "upgrade required" in w and "99.0" in w for w in node.status()["warnings"]))

@@ -48,3 +48,22 @@ async def test_board_tracks_connectivity_and_wakes_watchers() -> None:
                     NodeState.DISCONNECTED]
     now[0] = 112.5
     assert board.snapshot().uptime_seconds == 12.5
+
+
+@pytest.mark.parametrize(("peers", "unvoted", "state"), [
+    (2, 1, NodeState.VOTING),
+    (2, 0, NodeState.ACTIVE),
+    (0, 3, NodeState.DISCONNECTED),  # connectivity first: a lone node cannot vote
+])
+def test_voting_is_shown_while_connected_with_unvoted_proposals(
+        peers: int, unvoted: int, state: NodeState) -> None:
+    assert derive_state(True, peers, True, 1, unvoted) is state
+
+
+def test_an_active_upgrade_is_a_warning_of_the_status() -> None:
+    board = StatusBoard("net_x", "X", "node")
+    assert board.snapshot().warnings == () and not board.snapshot().upgrade_required
+    board.update(upgrade_required="install meshd 2.0")
+    status = board.snapshot()
+    assert status.warnings == ("upgrade required: install meshd 2.0",)
+    assert status.upgrade_required

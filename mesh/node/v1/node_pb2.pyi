@@ -79,6 +79,7 @@ class NodeStatus(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     PEER_COUNT_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     peer_id: _builtins.str
     """libp2p peer ID, derived from the node's Ed25519 identity key."""
     network_id: _builtins.str
@@ -99,6 +100,12 @@ class NodeStatus(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def uptime(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the operator must act on, e.g. "upgrade required: ..." once a passed
+        upgrade proposal to a newer version is active (docs/governance.md §5).
+        """
+
     def __init__(
         self,
         *,
@@ -112,10 +119,11 @@ class NodeStatus(_message.Message):
         version: _builtins.str = ...,
         peer_count: _builtins.int = ...,
         role: _builtins.str = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["listen_addrs", b"listen_addrs", "network_id", b"network_id", "network_name", b"network_name", "peer_count", b"peer_count", "peer_id", b"peer_id", "role", b"role", "started_at", b"started_at", "state", b"state", "uptime", b"uptime", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["listen_addrs", b"listen_addrs", "network_id", b"network_id", "network_name", b"network_name", "peer_count", b"peer_count", "peer_id", b"peer_id", "role", b"role", "started_at", b"started_at", "state", b"state", "uptime", b"uptime", "version", b"version", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
