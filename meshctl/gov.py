@@ -11,7 +11,7 @@ import click
 from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
 from meshcore.genesis import GenesisError, parse_split
 from meshctl.client import MeshClient
-from meshctl.context import fail, json_option, with_client
+from meshctl.context import EXIT_INVALID, fail, json_option, with_client
 from meshctl.output import emit, fields, table
 
 OPTIONS = ("yes", "no", "abstain", "veto")
@@ -228,7 +228,7 @@ def propose_param(client: MeshClient, settings: tuple[str, ...], title: str,
     try:
         parsed = [_setting(s) for s in settings]
     except click.BadParameter as exc:
-        fail(f"invalid PATH=VALUE: {exc.message}")
+        fail(f"invalid PATH=VALUE: {exc.message}", EXIT_INVALID)
     _submit(client, as_json, title=title, description=description, deposit=deposit,
             params=governance_pb2.ParamsAction(settings=parsed))
 
@@ -281,7 +281,8 @@ def propose_dispute(client: MeshClient, account: str, slash_bps: int,
     pieces = [path.read_bytes() for path in evidence]
     if sum(len(p) for p in pieces) > EVIDENCE_MAX_BYTES:
         fail(f"evidence files total over {EVIDENCE_MAX_BYTES} bytes: a proposal is one "
-             "ledger entry of at most 64 KiB; publish large evidence and give its hash")
+             "ledger entry of at most 64 KiB; publish large evidence and give its hash",
+             EXIT_INVALID)
     _submit(client, as_json, title=title, description=description, deposit=deposit,
             dispute=governance_pb2.DisputeAction(account=account, slash_bps=slash_bps,
                                                  evidence=pieces))

@@ -119,6 +119,19 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
     for node in voters:
         node.ctl("gov", "vote", split[:12], "yes")
         node.ctl("gov", "vote", upgrade[:12], "yes")
+
+    # Bad input gets a clear error, never a crash.
+    for args, reason, code in [
+            (("vote", "not-hex!", "yes"), "is not hex of at least 8 characters", 1),
+            (("show", "00000000deadbeef"), "no proposal starting 00000000deadbeef", 1),
+            (("propose", "param", "governance.quorum_percent=40", "--title", "cheap",
+              "--deposit", str(PROPOSAL_STAKE - 1)), "below the proposal stake", 1),
+            (("propose", "param", "token.symbol=\"X\"", "--title", "t"), "not mutable", 1),
+            (("propose", "param", "rewards.split=uptime:90", "--title", "t"), "sum to 100", 2),
+            (("propose", "upgrade", "2.0", "--url", "https://x", "--sha256", "zz",
+              "--activation-epoch", "1", "--title", "t"), "not 64 hex characters", 1)]:
+        result = voters[0].ctl("gov", *args, check=False)
+        assert result.returncode == code and reason in result.stderr, (args, result.stderr)
     for node in voters[:3]:
         node.ctl("gov", "vote", emission[:12], "no")
 
