@@ -16,6 +16,7 @@ from meshd.api.bridge import TrioBridge
 from meshd.api.ledger_servicer import base_units
 from meshd.api.status import unary
 from meshd.ledger.governance import Governance, ProposalView, Shadow
+from meshd.ledger.queries import account_key
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -75,20 +76,13 @@ def action_of(request: governance_pb2.ProposeRequest) -> dict[str, Any]:
         return {"upgrade": ledger_pb2.Upgrade(version=u.version, url=u.url, sha256=digest,
                                               activation_epoch=u.activation_epoch)}
     if kind == "spend":
-        return {"spend": ledger_pb2.Spend(to=_key(request.spend.to, "spend recipient"),
+        return {"spend": ledger_pb2.Spend(to=account_key(request.spend.to, "spend recipient"),
                                           amount=base_units(request.spend.amount))}
     if kind == "dispute":
         d = request.dispute
-        return {"dispute": ledger_pb2.Dispute(account=_key(d.account, "dispute account"),
+        return {"dispute": ledger_pb2.Dispute(account=account_key(d.account, "dispute account"),
                                               slash_bps=d.slash_bps, evidence=list(d.evidence))}
     raise errors.InvalidArgument("a proposal needs an action: params, upgrade, spend or dispute")
-
-
-def _key(peer_id: str, what: str) -> bytes:
-    try:
-        return accounts.key_of(peer_id)
-    except ValueError as exc:
-        raise errors.InvalidArgument(f"{what}: {exc}") from None
 
 
 def proposal_pb(view: ProposalView) -> governance_pb2.Proposal:
