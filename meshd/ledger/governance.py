@@ -25,7 +25,7 @@ from meshcore.ledger.record import Record
 from meshcore.ledger.rewards import reprice
 from meshcore.ledger.state import Proposal
 from meshd import errors
-from meshd.ledger.ledger import MAX_HISTORY, Ledger
+from meshd.ledger.ledger import Ledger
 
 MIN_ID_PREFIX = 8
 OPTIONS = {option.name.lower(): option for option in Option}
@@ -125,10 +125,7 @@ class Governance:
         return Shadow(latest.epoch, latest.record, reprice(latest.record, changed.rewards))
 
     async def _own_pending(self) -> list[Verified]:
-        canon_seq = self._ledger.settled.account(self._ledger.key).canon_seq
-        own = await trio.to_thread.run_sync(self._ledger.store.by_author, self._ledger.key,
-                                            canon_seq, MAX_HISTORY)
-        return [item for item in own if item.kind == "gov_proposal"]
+        return await self._ledger.own_unsettled("gov_proposal")
 
     async def _entry(self, key: bytes) -> Verified | None:
         item = await trio.to_thread.run_sync(self._ledger.store.get, key)

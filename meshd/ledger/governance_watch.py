@@ -17,7 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 from meshcore.ledger.state import UpgradeNotice
 from meshcore.version import __version__
-from meshd.ledger.ledger import MAX_HISTORY, Ledger
+from meshd.ledger.ledger import Ledger
 from meshd.node import StatusBoard
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,8 @@ class GovernanceWatch:
                    if p.is_open and p.snapshot.get(key, 0) > 0 and key not in p.votes}
         if not waiting:
             return 0
-        own = await trio.to_thread.run_sync(self._ledger.store.by_author, key,
-                                            settled.account(key).canon_seq, MAX_HISTORY)
-        written = {item.body.gov_vote.proposal for item in own if item.kind == "gov_vote"}
+        written = {item.body.gov_vote.proposal
+                   for item in await self._ledger.own_unsettled("gov_vote")}
         return len(waiting - written)
 
     def upgrade_message(self) -> str:

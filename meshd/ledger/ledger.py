@@ -204,6 +204,13 @@ class Ledger:
         return Balance(accounts.peer_id_of(key), mine.liquid, out, pending_in,
                        mine.liquid + withdrawn - out, mine.bonded)
 
+    async def own_unsettled(self, kind: str) -> list[Verified]:
+        """This node's entries of ``kind`` not canonical in the newest settlement."""
+        canon_seq = self.settled.account(self.key).canon_seq
+        own = await trio.to_thread.run_sync(self.store.by_author, self.key, canon_seq,
+                                            MAX_HISTORY)
+        return [item for item in own if item.kind == kind]
+
     async def history(self, account: str = "", limit: int = 50) -> list[Verified]:
         if not 1 <= limit <= MAX_HISTORY:
             raise errors.InvalidArgument(f"limit must be 1 to {MAX_HISTORY}")
