@@ -9,9 +9,14 @@ DEV_DIR := .mesh/dev
 
 .PHONY: setup run test proto proto-check lint unit integration e2e bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# First-party plugins (plugins/*/) are packages of their own, installed beside meshd
+# exactly as an operator installs a third-party plugin.
+PLUGINS := plugins/storage
+
+$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' \
+		$(addprefix -e ,$(PLUGINS))
 	@# mypy: put trio's own (inline-typed) package before trio-typing's old stubs.
 	mkdir -p $(VENV)/mypy-path && ln -sfn ../lib/python3.11/site-packages/trio $(VENV)/mypy-path/trio
 	touch $@

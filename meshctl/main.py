@@ -8,7 +8,19 @@ import click
 
 from meshcore.paths import default_socket_path
 from meshcore.version import __version__
-from meshctl import completion, dht, gov, ledger, network, node, peers, pubsub, rewards, token
+from meshctl import (
+    completion,
+    dht,
+    gov,
+    ledger,
+    network,
+    node,
+    peers,
+    plugins,
+    pubsub,
+    rewards,
+    token,
+)
 from meshctl.client import DEFAULT_TIMEOUT, MeshClient, Target
 from meshctl.context import Session, json_option
 
@@ -64,6 +76,7 @@ cli.add_command(token.token)
 cli.add_command(gov.gov)
 cli.add_command(dht.dht)
 cli.add_command(pubsub.pubsub)
+cli.add_command(plugins.plugins)
 cli.add_command(completion.completion)
 
 

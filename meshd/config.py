@@ -34,6 +34,7 @@ ROLES = ("node", "bootstrap")
 DEFAULT_P2P_PORT = 4001
 
 _LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}")
+_PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
 
@@ -85,6 +86,18 @@ class LogSection:
 
 
 @dataclass(frozen=True)
+class PluginsSection:
+    # In-process plugins to run beyond those the genesis requires.
+    enable: tuple[str, ...] = ()
+    # [plugins.settings.<name>] tables: each plugin's own configuration (ctx.config).
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Seconds a plugin's init may take; a failed plugin restarts after 1 s,
+    # doubling up to restart_backoff_max.
+    init_timeout: int = 10
+    restart_backoff_max: int = 60
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one meshd."""
 
@@ -93,6 +106,7 @@ class Config:
     api: ApiSection = field(default_factory=ApiSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
+    plugins: PluginsSection = field(default_factory=PluginsSection)
 
     @property
     def socket_path(self) -> Path:
@@ -161,6 +175,14 @@ class Config:
             raise ConfigError("p2p.target_peers", "need 0 <= low_watermark <= target_peers "
                               f"<= high_watermark <= 1000, got {p2p.low_watermark} / "
                               f"{p2p.target_peers} / {p2p.high_watermark}")
+        for i, name in enumerate(self.plugins.enable):
+            if not _PLUGIN_NAME.fullmatch(name):
+                raise ConfigError(f"plugins.enable[{i}]", f"{name!r} is not a plugin name "
+                                  "(lowercase letters, digits, '_' and '-')")
+        if not 1 <= self.plugins.init_timeout <= 600:
+            raise ConfigError("plugins.init_timeout", "must be 1 to 600 seconds")
+        if not 1 <= self.plugins.restart_backoff_max <= 3600:
+            raise ConfigError("plugins.restart_backoff_max", "must be 1 to 3600 seconds")
         socket = str(self.socket_path.absolute())
         if len(socket.encode()) > MAX_SOCKET_PATH:
             raise ConfigError("api.socket", f"{socket} is longer than {MAX_SOCKET_PATH} bytes, "
@@ -254,6 +276,12 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(name, f"must be a string, not {type(value).__name__}")
         return value
+    if origin is dict:  # a table of tables, as plugins.settings: only TOML can say it
+        if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, Mapping) for k, v in value.items()):
+            raise ConfigError(name, "must be a table of tables (set it in the config file, "
+                              f"e.g. [{name}.NAME])")
+        return {k: dict(v) for k, v in value.items()}
     if origin is tuple:  # tuple[str, ...]: a TOML array, or a comma-separated string
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]

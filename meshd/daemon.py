@@ -8,6 +8,7 @@ handling and systemd notification around it, and tests run it in-process.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -32,12 +33,16 @@ from meshd.node import StatusBoard
 from meshd.p2p import peerbook
 from meshd.p2p.connmgr import ConnectionManager, Degree
 from meshd.p2p.host import P2PHost, open_p2p_host
+from meshd.plugin import loader
+from meshd.plugin.loader import PluginSetupError
+from meshd.plugin.runtime import PluginRuntime
+from meshd.plugin.supervisor import Backoff
 
 log = logging.getLogger(__name__)
 
 # Reasons not to start that the operator can fix; reported in one line, no traceback.
 STARTUP_ERRORS = (DataDirError, IdentityError, ApiSetupError, AuthSetupError,
-                  MetricsSetupError, OSError)
+                  MetricsSetupError, PluginSetupError, OSError)
 
 
 @dataclass(frozen=True)
@@ -50,14 +55,20 @@ class DaemonInfo:
     api: ApiEndpoints
 
 
-async def run_daemon(config: Config, *,
+async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | None = None,
                      task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED,
                      ) -> None:
-    """Run a node until cancelled. Started means: listening and the API answers."""
+    """Run a node until cancelled. Started means: listening, plugins started, API answering.
+
+    ``plugins`` stands in for the installed entry points (tests, meshd.testing).
+    """
     data_dir = datadir.prepare(config.node.data_dir)
     with datadir.lock(data_dir):
         genesis, genesis_toml = datadir.bind_genesis(data_dir, config.node.genesis)
         seed = load_or_create_identity(data_dir)
+        # Before joining: a node that cannot run the network's plugins must not join.
+        selected = loader.select(loader.installed() if plugins is None else plugins,
+                                 genesis.plugins, config.plugins.enable)
         board = StatusBoard(genesis.network_id, genesis.name, config.node.role)
         log.info("starting meshd", extra={"version": __version__, "data_dir": str(data_dir),
                                            "network_id": genesis.network_id})
@@ -76,8 +87,13 @@ async def run_daemon(config: Config, *,
                               host.dht.routing_table_size)
             async with open_ledger(data_dir, seed, genesis) as ledger, \
                     open_trio_bridge() as bridge, trio.open_nursery() as nursery:
+                runtime = PluginRuntime(
+                    selected, host, ledger, genesis.network_id, data_dir,
+                    config.plugins.settings,
+                    Backoff(maximum=config.plugins.restart_backoff_max),
+                    init_timeout=config.plugins.init_timeout)
                 endpoints = await nursery.start(serve_api, config, bridge,
-                                                Services(board, network, host, ledger))
+                                                Services(board, network, host, ledger, runtime))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 await nursery.start(Replicator(ledger, host).run)
                 await nursery.start(EpochDriver(ledger).run)
@@ -90,6 +106,7 @@ async def run_daemon(config: Config, *,
                            config.p2p.high_watermark),
                     bootstrap=[*genesis.bootstrap, *config.p2p.bootstrap])
                 await nursery.start(connections.run)
+                await nursery.start(runtime.run)
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host)
                 log.info("meshd ready", extra={

@@ -27,6 +27,7 @@ from mesh.ledger.v1 import service_pb2, service_pb2_grpc
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
+from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
 from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
 from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
@@ -36,6 +37,7 @@ from meshd.api.ledger_servicer import LedgerServicer
 from meshd.api.network_servicer import NetworkServicer
 from meshd.api.node_servicer import NodeServicer
 from meshd.api.peers_servicer import PeersServicer
+from meshd.api.plugins_servicer import PluginsServicer
 from meshd.api.pubsub_servicer import PubsubServicer
 from meshd.config import Config
 from meshd.ledger.governance import Governance
@@ -43,6 +45,7 @@ from meshd.ledger.ledger import Ledger
 from meshd.network import Network
 from meshd.node import StatusBoard
 from meshd.p2p.host import P2PHost
+from meshd.plugin.runtime import PluginRuntime
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ SERVICE_NAMES = (
     pubsub_pb2.DESCRIPTOR.services_by_name["PubsubService"].full_name,
     service_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
     governance_pb2.DESCRIPTOR.services_by_name["GovernanceService"].full_name,
+    plugins_pb2.DESCRIPTOR.services_by_name["PluginsService"].full_name,
 )
 _SERVER_OPTIONS = [
     # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
@@ -76,6 +80,7 @@ class Services:
     network: Network
     host: P2PHost
     ledger: Ledger
+    plugins: PluginRuntime
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
                 LedgerServicer(bridge, services.ledger), server)
             governance_pb2_grpc.add_GovernanceServiceServicer_to_server(
                 GovernanceServicer(bridge, Governance(services.ledger)), server)
+            plugins_pb2_grpc.add_PluginsServiceServicer_to_server(
+                PluginsServicer(bridge, services.plugins), server)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

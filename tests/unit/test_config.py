@@ -94,3 +94,27 @@ def test_tcp_listener_with_tls(tmp_path: Path) -> None:
     config = Config.load(write(tmp_path, '[api]\ntcp_listen = "127.0.0.1:7443"\n'
                                          'tls_cert = "/c.pem"\ntls_key = "/k.pem"\n'))
     assert config.api.tls_cert == Path("/c.pem")
+
+
+def test_plugin_settings_are_tables_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "meshd.toml"
+    path.write_text('[plugins]\nenable = ["storage"]\ninit_timeout = 3\n'
+                    '[plugins.settings.storage]\ncapacity_bytes = 1000\n'
+                    '[plugins.settings.other]\nmode = "fast"\n')
+    config = Config.load(path, env={"MESHD_PLUGINS_RESTART_BACKOFF_MAX": "5"})
+    assert config.plugins.enable == ("storage",)
+    assert config.plugins.settings == {"storage": {"capacity_bytes": 1000},
+                                       "other": {"mode": "fast"}}
+    assert (config.plugins.init_timeout, config.plugins.restart_backoff_max) == (3, 5)
+
+
+@pytest.mark.parametrize(("source", "field", "message"), [
+    ({"MESHD_PLUGINS_SETTINGS": "x"}, "plugins.settings", "must be a table of tables"),
+    ({"MESHD_PLUGINS_ENABLE": "Storage"}, "plugins.enable[0]", "is not a plugin name"),
+    ({"MESHD_PLUGINS_INIT_TIMEOUT": "0"}, "plugins.init_timeout", "1 to 600 seconds"),
+])
+def test_bad_plugin_settings_are_refused(source: dict[str, str], field: str,
+                                         message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        Config.load(env=source)
+    assert refused.value.field == field

@@ -54,3 +54,24 @@ def test_meshd_cli_help_does_not_import_libp2p() -> None:
     # `meshd --help` must be instant: libp2p (~0.6 s) loads only when a node starts.
     loaded = top_level(modules_loaded_by("meshd.cli"))
     assert "libp2p" not in loaded
+
+
+def test_first_party_plugins_use_only_the_public_plugin_api() -> None:
+    # plugins/ are written exactly as a third party would write them (DESIGN §1).
+    offenders = []
+    for path in ROOT.glob("plugins/*/**/*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if name.split(".")[0] in {"meshd", "meshcore", "meshctl", "mesh", "libp2p"} \
+                        and name != "meshd.plugin":
+                    offenders.append(f"{path.relative_to(ROOT)}: {name}")
+    assert list(ROOT.glob("plugins/*/**/*.py"))  # the check itself looks somewhere
+    assert offenders == []
+
+
+def test_the_plugin_api_loads_neither_libp2p_nor_grpc() -> None:
+    # A plugin's tests and tools can import its module without a daemon's weight.
+    loaded = top_level(modules_loaded_by("meshd.plugin", "mesh_storage.plugin"))
+    assert not loaded & {"libp2p", "grpc"}

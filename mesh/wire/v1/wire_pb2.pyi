@@ -213,3 +213,37 @@ class KnownPeer(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KnownPeer: _TypeAlias = KnownPeer  # noqa: Y015
+
+@_typing.final
+class PluginEvent(_message.Message):
+    """A plugin event (the whitepaper's STORE_FILE, RETRIEVE_FILE ...): a direct
+    request on /mesh/<network_id>/plugin-event/1.0.0 from a plugin to the plugin
+    of the same name on another node (docs/plugins.md). The answer's payload is
+    the handler's reply. A node not running the plugin answers CODE_UNAVAILABLE;
+    an event the plugin does not handle, or one its handler refuses, CODE_INVALID.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    plugin: _builtins.str
+    """The plugin's name, e.g. "storage"."""
+    event: _builtins.str
+    """The event's name, e.g. "RETRIEVE_FILE"."""
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        plugin: _builtins.str = ...,
+        event: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "event", b"event", "plugin", b"plugin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PluginEvent: _TypeAlias = PluginEvent  # noqa: Y015

@@ -1,0 +1,197 @@
+"""The plugin API: what a plugin implements and what the daemon hands it.
+
+A plugin is a Python package that declares an entry point in the group
+``mesh.plugins`` naming a :class:`Plugin` subclass (or any callable returning
+a Plugin). meshd makes a fresh instance for each start, calls ``init`` (which
+registers handlers), then ``run`` in the daemon's nursery, and ``stop`` when
+the daemon stops. docs/plugins.md is the guide; this module is the contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from meshd import errors
+
+ENTRY_POINT_GROUP = "mesh.plugins"
+# Event and task-kind names: the seed's style is STORE_FILE; dots group them.
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` if it is a valid event or task-kind name, else InvalidArgument."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise errors.InvalidArgument(f"{what} {name!r} is not a name: a letter, then up to 63 "
+                                     "letters, digits, '_', '.' or '-'")
+    return name
+
+
+@dataclass(frozen=True)
+class Event:
+    """A direct request from a peer to this plugin (``ctx.on``)."""
+
+    peer: str  # the sender's peer ID (authenticated by the connection)
+    name: str  # e.g. "RETRIEVE_FILE"
+    data: bytes
+
+
+# (event) -> the answer's bytes (None answers empty). Raise errors.InvalidArgument
+# to refuse with a message the sender sees.
+EventHandler = Callable[[Event], Awaitable[bytes | None]]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message on one of the plugin's topics."""
+
+    topic: str  # as the plugin named it (without the plugin's namespace)
+    data: bytes
+    sender: str  # the author's peer ID (signed)
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A task handed to this node to execute (a TASK_REQUEST)."""
+
+    task_id: str  # hex; unique per execution
+    kind: str
+    payload: bytes
+    requester: str  # peer ID
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A provider's answer to a task (the body of a TASK_RESPONSE).
+
+    ``units`` is the work done, in the plugin's own unit (bytes stored, items
+    computed); it is what the receipt credits, so the verification rule
+    should check it.
+    """
+
+    result: bytes
+    proof: bytes = b""
+    units: int = 1
+
+
+# (request) -> result. Raise errors.InvalidArgument to refuse the task.
+TaskHandler = Callable[[TaskRequest], Awaitable[TaskResult]]
+# (request, result) -> does the result pass? Runs on the requester's node.
+TaskVerifier = Callable[[TaskRequest, TaskResult], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What a submitted task came to; see docs/tasks.md for the states."""
+
+    task_id: str
+    kind: str
+    state: str  # "done", "failed", "timed_out", "cancelled"
+    result: bytes = b""
+    providers: tuple[str, ...] = ()  # whose results were accepted
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task is to be run (``ctx.submit_task``, ``meshctl tasks submit``)."""
+
+    redundancy: int = 1  # executions on distinct providers, compared by digest
+    capabilities: tuple[str, ...] = ()  # every one must be advertised by a provider
+    timeout: float = 30.0  # per attempt
+    attempts: int = 3  # providers tried in turn when one fails or times out
+
+
+class LedgerReader(Protocol):
+    """Read access to the ledger state (docs/plugins.md §5)."""
+
+    def final_epoch(self) -> int:
+        """The newest epoch whose settlement is final."""
+
+    def clock_epoch(self) -> int:
+        """The epoch the clock is in now."""
+
+    async def balance(self, peer_id: str = "") -> int:
+        """Liquid base units of an account as of the newest final settlement
+        (default: this node's)."""
+
+    async def bonded(self, peer_id: str = "") -> int:
+        """Staked (bonded) base units of an account as of the newest final settlement."""
+
+
+class Context(Protocol):
+    """What a plugin can do; one per start of the plugin.
+
+    Handlers must be registered in ``init``: events and task kinds are what
+    ``meshctl plugins info`` shows and what peers can call.
+    """
+
+    name: str
+    version: str
+    peer_id: str  # this node's
+    network_id: str
+    data_dir: Path  # private to the plugin: <data dir>/plugins/<name>/
+    config: Mapping[str, Any]  # [plugins.settings.<name>] of meshd's config
+    log: logging.Logger
+    ledger: LedgerReader
+
+    def on(self, event: str, handler: EventHandler, *, timeout: float = 10.0) -> None:
+        """Answer direct requests named ``event`` from peers (see :meth:`request`)."""
+
+    async def request(self, peer_id: str, event: str, data: bytes = b"", *,
+                      timeout: float = 10.0) -> bytes:
+        """Send ``event`` to the same plugin on ``peer_id`` and return its answer.
+
+        Raises:
+            errors.FailedPrecondition: not connected to the peer.
+            errors.DeadlineExceeded: no answer in time.
+            errors.PeerError: the peer's plugin refused or failed (message says why).
+        """
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Broadcast ``data`` to the plugin's ``topic`` on every node of the network."""
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+        """``async with ctx.subscribe(topic) as messages: async for m in messages: ...``"""
+
+    def peers(self) -> list[str]:
+        """Peer IDs of the connected members of the network."""
+
+    def handle_task(self, kind: str, handler: TaskHandler, *,
+                    verify: TaskVerifier | None = None) -> None:
+        """Execute tasks of ``kind`` for peers; ``verify`` is the rule a requester
+        applies to a result (without one, results are compared across redundant
+        executions)."""
+
+    async def submit_task(self, kind: str, payload: bytes,
+                          options: TaskOptions | None = None) -> TaskOutcome:
+        """Have the network run a task of ``kind`` and wait for its outcome."""
+
+    def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
+        """Run ``fn`` in the background for as long as this start of the plugin lives."""
+
+
+class Plugin:
+    """Base class of in-process plugins. Override what you need.
+
+    Exceptions from ``init`` or ``run`` stop this start of the plugin: meshd
+    logs them and starts a fresh instance after a backoff. Exceptions from a
+    handler answer that one request with an error.
+    """
+
+    async def init(self, ctx: Context) -> None:
+        """Register handlers (``ctx.on``, ``ctx.handle_task``). Must return promptly."""
+
+    async def run(self, ctx: Context) -> None:
+        """Background work for the plugin's lifetime; the default waits forever."""
+        await trio.sleep_forever()
+
+    async def stop(self, ctx: Context) -> None:
+        """Release resources; called once when the daemon stops, bounded in time."""

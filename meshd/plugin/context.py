@@ -1,0 +1,229 @@
+"""The context one start of an in-process plugin works through.
+
+Everything a plugin registers lives here and dies with it: when a start
+fails, its handlers stop answering at once and a fresh start registers anew.
+The limits keep a misbehaving plugin from starving the daemon: it can wait
+(back-pressure) or be refused with an explicit error, never take the node down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mesh.wire.v1 import wire_pb2
+from meshcore.ledger.state import Account
+from meshd import errors
+from meshd.ledger.ledger import Ledger
+from meshd.ledger.queries import account_key
+from meshd.p2p.direct import DirectRequestFailed
+from meshd.p2p.host import P2PHost
+from meshd.plugin.api import (
+    EventHandler,
+    LedgerReader,
+    Message,
+    TaskHandler,
+    TaskOptions,
+    TaskOutcome,
+    TaskVerifier,
+    check_name,
+)
+
+EVENT_PROTOCOL = "plugin-event"
+MAX_EVENT_BYTES = 1 << 20  # a request; answers may be up to 4 MiB (direct.DEFAULT_MAX_RESPONSE)
+MAX_EVENT_TIMEOUT = 60.0
+# Per plugin: incoming events served at once (more are refused as busy), and
+# outgoing requests in flight (more wait).
+MAX_CONCURRENT_EVENTS = 64
+MAX_REQUESTS_IN_FLIGHT = 64
+# Per plugin: publishes per second (a token bucket); a burst may use the whole bucket.
+PUBLISH_RATE, PUBLISH_BURST = 200.0, 400
+PUBLISH_WAIT = 5.0  # a publish waits this long for the bucket, then is refused
+
+
+@dataclass
+class Counters:
+    """A plugin's traffic, kept across its restarts (``meshctl plugins info``)."""
+
+    events_served: int = 0
+    event_errors: int = 0  # handler raised or timed out
+    events_refused_busy: int = 0
+    requests_sent: int = 0
+    published: int = 0
+    publish_refused: int = 0
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    handler: TaskHandler
+    verify: TaskVerifier | None
+
+
+@dataclass
+class Registrations:
+    events: dict[str, tuple[EventHandler, float]] = field(default_factory=dict)
+    tasks: dict[str, TaskKind] = field(default_factory=dict)
+    topics: set[str] = field(default_factory=set)
+
+
+class PluginLedger:
+    """The ledger as a plugin reads it: final state only, no writes."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def final_epoch(self) -> int:
+        return self._ledger.final_epoch
+
+    def clock_epoch(self) -> int:
+        return self._ledger.clock_epoch()
+
+    async def balance(self, peer_id: str = "") -> int:
+        return self._account(peer_id).liquid
+
+    async def bonded(self, peer_id: str = "") -> int:
+        return self._account(peer_id).bonded
+
+    def _account(self, peer_id: str) -> Account:
+        key = account_key(peer_id, "account") if peer_id else self._ledger.key
+        return self._ledger.settled.account(key)
+
+
+# (plugin, kind, payload, options) -> outcome: the task router, once it runs.
+SubmitTask = Callable[[str, str, bytes, TaskOptions], Awaitable[TaskOutcome]]
+
+
+class _Bucket:
+    """A token bucket on trio's clock."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = trio.current_time()
+
+    async def take(self, wait: float) -> bool:
+        deadline = trio.current_time() + wait
+        while True:
+            now = trio.current_time()
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return True
+            pause = (1 - self._tokens) / self._rate
+            if now + pause > deadline:
+                return False
+            await trio.sleep(pause)
+
+
+class PluginContext:
+    """Implements :class:`meshd.plugin.api.Context` for one start of a plugin."""
+
+    def __init__(self, *, name: str, version: str, host: P2PHost, ledger: Ledger,
+                 network_id: str, data_dir: Path, config: Mapping[str, Any],
+                 counters: Counters, nursery: trio.Nursery,
+                 submit: SubmitTask | None) -> None:
+        self.name = name
+        self.version = version
+        self.peer_id = host.peer_id
+        self.network_id = network_id
+        self.data_dir = data_dir
+        self.config: Mapping[str, Any] = types.MappingProxyType(dict(config))
+        self.log = logging.getLogger(f"mesh.plugin.{name}")
+        self.ledger: LedgerReader = PluginLedger(ledger)
+        self.registered = Registrations()
+        self.counters = counters
+        self._host = host
+        self._nursery = nursery
+        self._submit = submit
+        self._requests = trio.CapacityLimiter(MAX_REQUESTS_IN_FLIGHT)
+        self.serving = trio.CapacityLimiter(MAX_CONCURRENT_EVENTS)
+        self._publish_bucket = _Bucket(PUBLISH_RATE, PUBLISH_BURST)
+
+    # --- events -------------------------------------------------------------
+
+    def on(self, event: str, handler: EventHandler, *, timeout: float = 10.0) -> None:
+        check_name(event, "event")
+        if not callable(handler):
+            raise errors.InvalidArgument(f"the handler of {event!r} is not callable")
+        if not 0 < timeout <= MAX_EVENT_TIMEOUT:
+            raise errors.InvalidArgument(f"an event timeout is over 0 and at most "
+                                         f"{MAX_EVENT_TIMEOUT:g} s, not {timeout}")
+        self.registered.events[event] = (handler, timeout)
+
+    async def request(self, peer_id: str, event: str, data: bytes = b"", *,
+                      timeout: float = 10.0) -> bytes:
+        check_name(event, "event")
+        if len(data) > MAX_EVENT_BYTES - 1024:
+            raise errors.InvalidArgument(f"event data is {len(data)} bytes; at most "
+                                         f"{MAX_EVENT_BYTES - 1024} fit in one request")
+        if not 0 < timeout <= MAX_EVENT_TIMEOUT:
+            raise errors.InvalidArgument(f"timeout must be over 0 and at most "
+                                         f"{MAX_EVENT_TIMEOUT:g} s")
+        payload = wire_pb2.PluginEvent(plugin=self.name, event=event, data=data)
+        async with self._requests:
+            self.counters.requests_sent += 1
+            try:
+                return await self._host.direct.request(
+                    peer_id, EVENT_PROTOCOL, payload.SerializeToString(), timeout=timeout)
+            except DirectRequestFailed as exc:
+                raise errors.PeerError(str(exc)) from None
+
+    # --- broadcast ----------------------------------------------------------
+
+    def _topic(self, topic: str) -> str:
+        if not isinstance(topic, str) or not topic or "/" in topic:
+            raise errors.InvalidArgument(f"a plugin topic is a non-empty name without '/', "
+                                         f"not {topic!r}")
+        return f"plugin/{self.name}/{topic}"
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        wire = self._topic(topic)
+        if not await self._publish_bucket.take(PUBLISH_WAIT):
+            self.counters.publish_refused += 1
+            raise errors.ResourceExhausted(
+                f"plugin {self.name!r} publishes more than {PUBLISH_RATE:g} messages/s; "
+                f"this one waited {PUBLISH_WAIT:g} s and was refused")
+        await self._host.broadcast.publish(wire, data)
+        self.counters.published += 1
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[Message]]:
+        wire = self._topic(topic)
+        self.registered.topics.add(topic)
+        async with self._host.broadcast.open_subscription(wire) as subscription:
+            async def messages() -> AsyncIterator[Message]:
+                async for message in subscription:
+                    yield Message(topic, message.data, message.sender)
+
+            yield messages()
+
+    def peers(self) -> list[str]:
+        return [p.peer_id for p in self._host.membership.peers()]
+
+    # --- tasks --------------------------------------------------------------
+
+    def handle_task(self, kind: str, handler: TaskHandler, *,
+                    verify: TaskVerifier | None = None) -> None:
+        check_name(kind, "task kind")
+        if not callable(handler) or (verify is not None and not callable(verify)):
+            raise errors.InvalidArgument(f"the handler and verifier of {kind!r} must be callable")
+        self.registered.tasks[kind] = TaskKind(handler, verify)
+
+    async def submit_task(self, kind: str, payload: bytes,
+                          options: TaskOptions | None = None) -> TaskOutcome:
+        check_name(kind, "task kind")
+        if self._submit is None:
+            raise errors.FailedPrecondition("this node does not run the task router")
+        return await self._submit(self.name, kind, payload, options or TaskOptions())
+
+    def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
+        self._nursery.start_soon(fn, name=name or f"plugin {self.name}")

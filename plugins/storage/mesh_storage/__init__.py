@@ -1,0 +1,1 @@
+"""Mesh's distributed storage plugin (the whitepaper's storage example, for real)."""

@@ -1,0 +1,131 @@
+"""Plugins for tests: well-behaved ones, and ones that raise, hang or flood.
+
+Integration tests hand them to run_daemon directly; e2e tests install them as
+real entry points (tests/e2e/plugin_dist.py writes a dist-info for them).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from meshd.plugin import Context, Event, InvalidArgument, Message, Plugin
+
+
+class EchoPlugin(Plugin):
+    """Answers ECHO with its data, FAIL with an exception, SLOW never; gossips on "chat"."""
+
+    def __init__(self) -> None:
+        self.heard: list[Message] = []
+
+    async def init(self, ctx: Context) -> None:
+        ctx.on("ECHO", self.echo)
+        ctx.on("WHOAMI", self.whoami)
+        ctx.on("FAIL", self.fail)
+        ctx.on("REFUSE", self.refuse)
+        ctx.on("SLOW", self.slow, timeout=0.5)
+        ctx.on("NOT_BYTES", self.not_bytes)
+        ctx.on("HEARD", self.report_heard)
+        self.ctx = ctx
+
+    async def run(self, ctx: Context) -> None:
+        async with ctx.subscribe("chat") as messages:
+            async for message in messages:
+                self.heard.append(message)
+
+    async def echo(self, event: Event) -> bytes:
+        return event.data
+
+    async def whoami(self, event: Event) -> bytes:
+        return f"{self.ctx.peer_id} saw {event.peer}".encode()
+
+    async def fail(self, event: Event) -> bytes:
+        raise RuntimeError("the echo plugin was told to fail")
+
+    async def refuse(self, event: Event) -> bytes:
+        raise InvalidArgument("refused: " + event.data.decode())
+
+    async def slow(self, event: Event) -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    async def not_bytes(self, event: Event) -> bytes:
+        return 42  # type: ignore[return-value]
+
+    async def report_heard(self, event: Event) -> bytes:
+        return b"\n".join(m.data for m in self.heard)
+
+
+class CrashingPlugin(Plugin):
+    """Its init raises the first ``failures`` times (counted across instances)."""
+
+    failures = 2
+    starts = 0
+
+    async def init(self, ctx: Context) -> None:
+        type(self).starts += 1
+        if type(self).starts <= self.failures:
+            raise RuntimeError(f"crash number {type(self).starts}")
+        ctx.on("ALIVE", self.alive)
+
+    async def alive(self, event: Event) -> bytes:
+        return b"yes"
+
+
+class RunCrashPlugin(Plugin):
+    """Runs fine, then its background work raises once ``CRASH`` is received."""
+
+    async def init(self, ctx: Context) -> None:
+        self.crash = trio.Event()
+        ctx.on("CRASH", self.order_crash)
+
+    async def order_crash(self, event: Event) -> bytes:
+        self.crash.set()
+        return b"ok"
+
+    async def run(self, ctx: Context) -> None:
+        await self.crash.wait()
+        raise RuntimeError("run crashed on order")
+
+
+class HangingPlugin(Plugin):
+    """Its init never returns."""
+
+    async def init(self, ctx: Context) -> None:
+        await trio.sleep_forever()
+
+
+class FloodingPlugin(Plugin):
+    """Publishes and requests as fast as it is let, forever."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+
+    async def init(self, ctx: Context) -> None:
+        ctx.on("ECHO", self.echo)
+
+    async def echo(self, event: Event) -> bytes:
+        return event.data
+
+    async def run(self, ctx: Context) -> None:
+        async def publish_forever() -> None:
+            while True:
+                try:
+                    await ctx.publish("flood", b"x" * 512)
+                except Exception:
+                    self.refused += 1
+
+        async def request_forever(peer: str) -> None:
+            while True:
+                try:
+                    await ctx.request(peer, "ECHO", b"y" * 1024, timeout=5)
+                except Exception:
+                    self.refused += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_forever)
+            for _ in range(200):  # bounded: 10 s for a peer to connect
+                if ctx.peers():
+                    break
+                await trio.sleep(0.05)
+            for _ in range(32):
+                nursery.start_soon(request_forever, ctx.peers()[0])
