@@ -80,10 +80,11 @@ class MeshClient:
             grpc.ssl_channel_credentials(root_certificates=roots),
             grpc.access_token_call_credentials(token))
 
-    def unary(self, method: Any, request: Any) -> Any:
-        """Call a unary stub method; returns the response."""
+    def unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        """Call a unary stub method; returns the response. ``timeout`` overrides
+        --timeout for calls that wait on purpose (e.g. a task's outcome)."""
         try:
-            response, call = method.with_call(request, timeout=self.target.timeout)
+            response, call = method.with_call(request, timeout=timeout or self.target.timeout)
         except grpc.RpcError as exc:
             raise self._explain(exc) from None
         self._check_version(call.trailing_metadata())

@@ -19,6 +19,7 @@ from meshctl import (
     plugins,
     pubsub,
     rewards,
+    tasks,
     token,
 )
 from meshctl.client import DEFAULT_TIMEOUT, MeshClient, Target
@@ -77,6 +78,7 @@ cli.add_command(gov.gov)
 cli.add_command(dht.dht)
 cli.add_command(pubsub.pubsub)
 cli.add_command(plugins.plugins)
+cli.add_command(tasks.tasks)
 cli.add_command(completion.completion)
 
 

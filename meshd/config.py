@@ -34,6 +34,7 @@ ROLES = ("node", "bootstrap")
 DEFAULT_P2P_PORT = 4001
 
 _LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}")
+_CAPABILITY = re.compile(r"[A-Za-z0-9_.=:-]{1,64}")
 _PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
@@ -98,6 +99,15 @@ class PluginsSection:
 
 
 @dataclass(frozen=True)
+class TasksSection:
+    # Labels this node advertises to requesters (e.g. "gpu", "region=eu"); a
+    # task may require some.
+    capabilities: tuple[str, ...] = ()
+    # Tasks this node executes for peers at once; more are refused as busy.
+    max_concurrent: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one meshd."""
 
@@ -107,6 +117,7 @@ class Config:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     plugins: PluginsSection = field(default_factory=PluginsSection)
+    tasks: TasksSection = field(default_factory=TasksSection)
 
     @property
     def socket_path(self) -> Path:
@@ -183,6 +194,12 @@ class Config:
             raise ConfigError("plugins.init_timeout", "must be 1 to 600 seconds")
         if not 1 <= self.plugins.restart_backoff_max <= 3600:
             raise ConfigError("plugins.restart_backoff_max", "must be 1 to 3600 seconds")
+        for i, label in enumerate(self.tasks.capabilities):
+            if not _CAPABILITY.fullmatch(label):
+                raise ConfigError(f"tasks.capabilities[{i}]", f"{label!r} is not a capability "
+                                  "label (1 to 64 letters, digits, '_', '.', '-', '=', ':')")
+        if not 1 <= self.tasks.max_concurrent <= 1024:
+            raise ConfigError("tasks.max_concurrent", "must be 1 to 1024")
         socket = str(self.socket_path.absolute())
         if len(socket.encode()) > MAX_SOCKET_PATH:
             raise ConfigError("api.socket", f"{socket} is longer than {MAX_SOCKET_PATH} bytes, "

@@ -37,6 +37,8 @@ from meshd.plugin import loader
 from meshd.plugin.loader import PluginSetupError
 from meshd.plugin.runtime import PluginRuntime
 from meshd.plugin.supervisor import Backoff
+from meshd.tasks.provider import TaskProvider
+from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,13 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     config.plugins.settings,
                     Backoff(maximum=config.plugins.restart_backoff_max),
                     init_timeout=config.plugins.init_timeout)
-                endpoints = await nursery.start(serve_api, config, bridge,
-                                                Services(board, network, host, ledger, runtime))
+                TaskProvider(host, ledger, runtime, config.tasks.capabilities,
+                             config.tasks.max_concurrent)
+                router = TaskRouter(host, ledger, runtime, (p.name for p in genesis.plugins))
+                runtime.submit = router.submit_for_plugin
+                endpoints = await nursery.start(
+                    serve_api, config, bridge,
+                    Services(board, network, host, ledger, runtime, router))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 await nursery.start(Replicator(ledger, host).run)
                 await nursery.start(EpochDriver(ledger).run)
@@ -106,6 +113,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                            config.p2p.high_watermark),
                     bootstrap=[*genesis.bootstrap, *config.p2p.bootstrap])
                 await nursery.start(connections.run)
+                await nursery.start(router.run)
                 await nursery.start(runtime.run)
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host)

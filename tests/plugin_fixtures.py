@@ -6,9 +6,20 @@ real entry points (tests/e2e/plugin_dist.py writes a dist-info for them).
 
 from __future__ import annotations
 
+import hashlib
+
 import trio
 
-from meshd.plugin import Context, Event, InvalidArgument, Message, Plugin
+from meshd.plugin import (
+    Context,
+    Event,
+    InvalidArgument,
+    Message,
+    Plugin,
+    TaskOptions,
+    TaskRequest,
+    TaskResult,
+)
 
 
 class EchoPlugin(Plugin):
@@ -129,3 +140,41 @@ class FloodingPlugin(Plugin):
                 await trio.sleep(0.05)
             for _ in range(32):
                 nursery.start_soon(request_forever, ctx.peers()[0])
+
+
+class SquarePlugin(Plugin):
+    """Tasks: "square" (checked by its rule) and "digest" (no rule: compared across providers)."""
+
+    lie = False
+
+    async def init(self, ctx: Context) -> None:
+        self.ctx = ctx
+        ctx.handle_task("square", self.square, verify=self.check_square)
+        ctx.handle_task("digest", self.digest)
+        ctx.on("SUBMIT", self.submit)
+
+    async def square(self, task: TaskRequest) -> TaskResult:
+        n = int(task.payload)
+        return TaskResult(str(n * n + (1 if self.lie else 0)).encode(), proof=b"p", units=3)
+
+    async def check_square(self, task: TaskRequest, result: TaskResult) -> bool:
+        return result.result == str(int(task.payload) ** 2).encode() and result.units == 3
+
+    async def digest(self, task: TaskRequest) -> TaskResult:
+        data = task.payload + (b"lie" if self.lie else b"")
+        return TaskResult(hashlib.sha256(data).digest(), units=len(task.payload))
+
+    async def submit(self, event: Event) -> bytes:
+        """Submits a square task through the plugin API (local calls from tests)."""
+        outcome = await self.ctx.submit_task("square", event.data, TaskOptions(timeout=5))
+        return f"{outcome.state} {outcome.result.decode()} {len(outcome.providers)}".encode()
+
+
+class LyingSquarePlugin(SquarePlugin):
+    lie = True
+
+
+class SlowSquarePlugin(SquarePlugin):
+    async def square(self, task: TaskRequest) -> TaskResult:
+        await trio.sleep_forever()
+        raise AssertionError

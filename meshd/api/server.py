@@ -29,6 +29,7 @@ from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
 from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
 from meshd.api.dht_servicer import DhtServicer
@@ -39,6 +40,7 @@ from meshd.api.node_servicer import NodeServicer
 from meshd.api.peers_servicer import PeersServicer
 from meshd.api.plugins_servicer import PluginsServicer
 from meshd.api.pubsub_servicer import PubsubServicer
+from meshd.api.tasks_servicer import TasksServicer
 from meshd.config import Config
 from meshd.ledger.governance import Governance
 from meshd.ledger.ledger import Ledger
@@ -46,6 +48,7 @@ from meshd.network import Network
 from meshd.node import StatusBoard
 from meshd.p2p.host import P2PHost
 from meshd.plugin.runtime import PluginRuntime
+from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ SERVICE_NAMES = (
     service_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
     governance_pb2.DESCRIPTOR.services_by_name["GovernanceService"].full_name,
     plugins_pb2.DESCRIPTOR.services_by_name["PluginsService"].full_name,
+    tasks_pb2.DESCRIPTOR.services_by_name["TasksService"].full_name,
 )
 _SERVER_OPTIONS = [
     # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
@@ -81,6 +85,7 @@ class Services:
     host: P2PHost
     ledger: Ledger
     plugins: PluginRuntime
+    tasks: TaskRouter
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
                 GovernanceServicer(bridge, Governance(services.ledger)), server)
             plugins_pb2_grpc.add_PluginsServiceServicer_to_server(
                 PluginsServicer(bridge, services.plugins), server)
+            tasks_pb2_grpc.add_TasksServiceServicer_to_server(
+                TasksServicer(bridge, services.tasks), server)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -19,7 +19,7 @@ import trio
 
 from mesh.ledger.v1 import ledger_pb2
 from meshcore.genesis import Genesis
-from meshcore.ledger import accounts, rules
+from meshcore.ledger import accounts, evidence_rules, rules
 from meshcore.ledger import entry as entries
 from meshcore.ledger.constants import UNBONDING_EPOCHS
 from meshcore.ledger.entry import EntryError, Verified
@@ -166,6 +166,17 @@ class Ledger:
             assert derived is not None, "the store keeps derived values of every entry"
             self._head = (item, derived)
             return item
+
+    def entry_epoch(self) -> int:
+        """The epoch an own entry written now would claim (what task claims name)."""
+        head = self._head
+        decision = self.settlements.decision(self.settlements.final_epoch)
+        fin = max(decision.epoch if decision else -1, head[1].fin if head else -1)
+        return self._epoch(head[1] if head else None, fin)
+
+    def sign_claim(self, claim: bytes) -> bytes:
+        """This node's signature over a task claim, as its provider (docs/ledger.md §3.2)."""
+        return evidence_rules.sign_claim(self._seed, claim)
 
     def clock_epoch(self) -> int:
         """The epoch the clock is in (docs/ledger.md §1: epochs from genesis_time)."""

@@ -247,3 +247,209 @@ class PluginEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PluginEvent: _TypeAlias = PluginEvent  # noqa: Y015
+
+@_typing.final
+class TaskCapabilities(_message.Message):
+    """Task routing (docs/tasks.md): the whitepaper's TASK_REQUEST / TASK_RESPONSE.
+
+    What a node executes: a direct request on /mesh/<network_id>/task-caps/1.0.0
+    (the request is empty) answers this.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KINDS_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    MAX_RUNNING_FIELD_NUMBER: _builtins.int
+    running: _builtins.int
+    """Tasks executing now, and how many may execute at once."""
+    max_running: _builtins.int
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskKindRef]: ...
+    @_builtins.property
+    def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Free-form labels the operator advertises (config tasks.capabilities),
+        e.g. "gpu" or "region=eu"; a task may require some.
+        """
+
+    def __init__(
+        self,
+        *,
+        kinds: _abc.Iterable[Global___TaskKindRef] | None = ...,
+        capabilities: _abc.Iterable[_builtins.str] | None = ...,
+        running: _builtins.int = ...,
+        max_running: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "kinds", b"kinds", "max_running", b"max_running", "running", b"running"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskCapabilities: _TypeAlias = TaskCapabilities  # noqa: Y015
+
+@_typing.final
+class TaskKindRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    plugin: _builtins.str
+    kind: _builtins.str
+    def __init__(
+        self,
+        *,
+        plugin: _builtins.str = ...,
+        kind: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "plugin", b"plugin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskKindRef: _TypeAlias = TaskKindRef  # noqa: Y015
+
+@_typing.final
+class TaskRequest(_message.Message):
+    """TASK_REQUEST: a direct request on /mesh/<network_id>/task/1.0.0. The answer's
+    payload is a TaskResponse.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NONCE_FIELD_NUMBER: _builtins.int
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    nonce: _builtins.bytes
+    """base_id = SHA-256("mesh/task/v1" 0x00 requester plugin 0x00 kind 0x00
+    SHA-256(payload) nonce): names the task; every execution of it has its
+    own task_id = SHA-256("mesh/task-exec/v1" 0x00 base_id provider), which the
+    provider recomputes.
+    """
+    plugin: _builtins.str
+    kind: _builtins.str
+    payload: _builtins.bytes
+    epoch: _builtins.int
+    """The epoch the requester will record the receipt in; the provider signs it."""
+    timeout_ms: _builtins.int
+    """How long the requester waits; the provider gives up after it."""
+    def __init__(
+        self,
+        *,
+        nonce: _builtins.bytes = ...,
+        plugin: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        epoch: _builtins.int = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "kind", b"kind", "nonce", b"nonce", "payload", b"payload", "plugin", b"plugin", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskRequest: _TypeAlias = TaskRequest  # noqa: Y015
+
+@_typing.final
+class TaskResponse(_message.Message):
+    """TASK_RESPONSE: the result with its proof, and the provider's signed claim."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    CLAIM_FIELD_NUMBER: _builtins.int
+    PROVIDER_SIGNATURE_FIELD_NUMBER: _builtins.int
+    result: _builtins.bytes
+    proof: _builtins.bytes
+    units: _builtins.int
+    claim: _builtins.bytes
+    """Canonical mesh.ledger.v1.TaskClaim bytes: result_digest = SHA-256(result)."""
+    provider_signature: _builtins.bytes
+    """The provider's signature over "mesh/task-claim/v1" 0x00 claim."""
+    def __init__(
+        self,
+        *,
+        result: _builtins.bytes = ...,
+        proof: _builtins.bytes = ...,
+        units: _builtins.int = ...,
+        claim: _builtins.bytes = ...,
+        provider_signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim", "proof", b"proof", "provider_signature", b"provider_signature", "result", b"result", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskResponse: _TypeAlias = TaskResponse  # noqa: Y015
+
+@_typing.final
+class TaskVerdictRequest(_message.Message):
+    """Asks another node to confirm that a provider's result is wrong: a direct
+    request on /mesh/<network_id>/task-verdict/1.0.0. The node confirms if it
+    executed the same task (same base_id) with another result, or if the
+    plugin's verification rule rejects the result; it then records its own
+    task_verdict entry (a failed task needs verdicts of two eligible nodes,
+    docs/ledger.md §7.1). The answer's payload is TaskVerdictAnswer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    CLAIM_FIELD_NUMBER: _builtins.int
+    PROVIDER_SIGNATURE_FIELD_NUMBER: _builtins.int
+    requester: _builtins.bytes
+    result: _builtins.bytes
+    proof: _builtins.bytes
+    claim: _builtins.bytes
+    provider_signature: _builtins.bytes
+    @_builtins.property
+    def task(self) -> Global___TaskRequest: ...
+    def __init__(
+        self,
+        *,
+        task: Global___TaskRequest | None = ...,
+        requester: _builtins.bytes = ...,
+        result: _builtins.bytes = ...,
+        proof: _builtins.bytes = ...,
+        claim: _builtins.bytes = ...,
+        provider_signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim", "proof", b"proof", "provider_signature", b"provider_signature", "requester", b"requester", "result", b"result", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskVerdictRequest: _TypeAlias = TaskVerdictRequest  # noqa: Y015
+
+@_typing.final
+class TaskVerdictAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERDICT_ENTRY_FIELD_NUMBER: _builtins.int
+    verdict_entry: _builtins.bytes
+    """The hash of the task_verdict entry the node recorded."""
+    def __init__(
+        self,
+        *,
+        verdict_entry: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verdict_entry", b"verdict_entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskVerdictAnswer: _TypeAlias = TaskVerdictAnswer  # noqa: Y015

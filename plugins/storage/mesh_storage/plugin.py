@@ -9,6 +9,11 @@ Events (docs/plugins.md §7 gives the wire shapes):
   the answer is SHA-256("mesh/storage-proof/v1" 0x00 nonce chunk), which only
   a node holding the chunk can compute.
 
+Task kind ``STORE_FILE`` (docs/tasks.md): the payload is one chunk; the
+result is its name, the units are the KiB stored, and the rule a requester
+applies checks both. A receipt pays for the store; VERIFY_STORAGE audits
+that the chunk is still kept.
+
 Configuration (``[plugins.settings.storage]`` in meshd's config):
 ``capacity_bytes`` (default 1 GiB).
 """
@@ -17,8 +22,8 @@ from __future__ import annotations
 
 import trio
 
-from mesh_storage.chunks import ChunkStore, StorageFull, check_hash, storage_proof
-from meshd.plugin import Context, Event, InvalidArgument, Plugin
+from mesh_storage.chunks import ChunkStore, StorageFull, check_hash, chunk_hash, storage_proof
+from meshd.plugin import Context, Event, InvalidArgument, Plugin, TaskRequest, TaskResult
 
 MAX_CHUNK = 512 * 1024
 DEFAULT_CAPACITY = 1 << 30
@@ -37,6 +42,15 @@ class StoragePlugin(Plugin):
         ctx.on("STORE_FILE", self.store_file)
         ctx.on("RETRIEVE_FILE", self.retrieve_file)
         ctx.on("VERIFY_STORAGE", self.verify_storage)
+        ctx.handle_task("STORE_FILE", self.store_task, verify=self.check_stored)
+
+    async def store_task(self, task: TaskRequest) -> TaskResult:
+        name = await self.store_file(Event(task.requester, "STORE_FILE", task.payload))
+        return TaskResult(name, units=units_of(len(task.payload)))
+
+    async def check_stored(self, task: TaskRequest, result: TaskResult) -> bool:
+        return result.result == chunk_hash(task.payload).encode("ascii") \
+            and result.units == units_of(len(task.payload))
 
     async def store_file(self, event: Event) -> bytes:
         if not event.data or len(event.data) > MAX_CHUNK:
@@ -65,6 +79,11 @@ class StoragePlugin(Plugin):
         if data is None:
             raise InvalidArgument(f"this node holds no chunk {name}")
         return storage_proof(nonce, data)
+
+
+def units_of(size: int) -> int:
+    """Task units of storing ``size`` bytes: KiB, rounded up."""
+    return max(1, -(-size // 1024))
 
 
 def _name(data: bytes) -> str:

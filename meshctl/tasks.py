@@ -1,0 +1,168 @@
+"""meshctl tasks: submit tasks to the network and follow them."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshctl.client import MeshClient
+from meshctl.context import EXIT_ERROR, EXIT_INVALID, fail, json_option, with_client
+from meshctl.output import emit, fields, table
+
+MAX_TIMEOUT = 300.0
+
+
+def _time(stamp: Timestamp) -> str:
+    return stamp.ToJsonString() if stamp.seconds or stamp.nanos else ""
+
+
+def task_to_dict(task: tasks_pb2.Task) -> dict[str, Any]:
+    """The stable JSON shape of a task."""
+    return {
+        "task_id": task.task_id, "plugin": task.plugin, "kind": task.kind,
+        "state": task.state, "error": task.error, "payload_size": task.payload_size,
+        "redundancy": task.redundancy, "capabilities": list(task.capabilities),
+        "submitted_at": _time(task.submitted_at), "finished_at": _time(task.finished_at),
+        "result_base64": base64.b64encode(task.result).decode("ascii"),
+        "providers": list(task.providers),
+        "attempts": [{"provider": a.provider, "state": a.state, "error": a.error,
+                      "result_digest": a.result_digest, "units": a.units,
+                      "started_at": _time(a.started_at), "finished_at": _time(a.finished_at),
+                      "receipt": a.receipt, "verdicts": list(a.verdicts)}
+                     for a in task.attempts],
+    }
+
+
+def _result_text(t: dict[str, Any]) -> str:
+    data = base64.b64decode(t["result_base64"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{len(data)} bytes (binary; -o FILE writes them)"
+    return text if text.isprintable() else f"{len(data)} bytes (-o FILE writes them)"
+
+
+def _details(t: dict[str, Any]) -> str:
+    rows: list[tuple[str, Any]] = [
+        ("Task", t["task_id"]), ("Kind", f"{t['plugin']}/{t['kind']}"),
+        ("State", t["state"] + (f": {t['error']}" if t["error"] else "")),
+        ("Payload", f"{t['payload_size']} bytes"),
+        ("Redundancy", t["redundancy"]), ("Capabilities", t["capabilities"] or "-"),
+        ("Submitted", t["submitted_at"]), ("Finished", t["finished_at"] or "-"),
+        ("Providers", t["providers"] or "-"),
+    ]
+    if t["state"] == "done":
+        rows.append(("Result", _result_text(t)))
+    text = fields(rows)
+    if t["attempts"]:
+        lines = [("PROVIDER", "STATE", "UNITS", "RECEIPT", "VERDICTS", "ERROR")]
+        lines += [(a["provider"], a["state"], str(a["units"]), a["receipt"][:16] or "-",
+                   str(len(a["verdicts"])), a["error"] or "-") for a in t["attempts"]]
+        text += "\n\n" + table(lines)
+    return text
+
+
+def _table(tasks: list[dict[str, Any]]) -> str:
+    if not tasks:
+        return "no tasks submitted from this node since meshd started (meshctl tasks submit)"
+    rows = [("TASK", "KIND", "STATE", "PROVIDERS", "SUBMITTED")]
+    rows += [(t["task_id"][:16], f"{t['plugin']}/{t['kind']}", t["state"],
+              str(len(t["providers"])), t["submitted_at"]) for t in tasks]
+    return table(rows)
+
+
+def _stub(client: MeshClient) -> tasks_pb2_grpc.TasksServiceStub:
+    return tasks_pb2_grpc.TasksServiceStub(client.channel())
+
+
+@click.group()
+def tasks() -> None:
+    """Submit tasks to the network's providers and follow them."""
+
+
+@tasks.command()
+@click.argument("plugin")
+@click.argument("kind")
+@click.argument("payload", required=False)
+@click.option("--file", "payload_file", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+              help="Read the payload from FILE ('-' is not accepted: give a path).")
+@click.option("-k", "--redundancy", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Executions on distinct providers; results are compared.")
+@click.option("-c", "--capability", "capabilities", multiple=True,
+              help="A capability every provider must advertise (repeatable).")
+@click.option("--task-timeout", type=click.FloatRange(0.001, MAX_TIMEOUT), default=30.0,
+              show_default=True, help="Seconds per attempt.")
+@click.option("--attempts", type=click.IntRange(1, 16), default=3, show_default=True,
+              help="Providers tried in turn per execution.")
+@click.option("--no-wait", is_flag=True, help="Return at once with the task ID.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the result's bytes to FILE.")
+@json_option
+@with_client
+def submit(client: MeshClient, plugin: str, kind: str, payload: str | None,
+           payload_file: Path | None, redundancy: int, capabilities: tuple[str, ...],
+           task_timeout: float, attempts: int, no_wait: bool, output: Path | None,
+           as_json: bool) -> None:
+    """Run a task of PLUGIN's KIND on the network, with PAYLOAD (text) or --file.
+
+    Providers that execute KIND (and advertise every --capability) are chosen
+    by load; each result is verified by the plugin's rule or compared across
+    --redundancy executions, and every accepted execution earns its provider a
+    receipt in the ledger. Exit 1 if the task failed.
+    """
+    if (payload is None) == (payload_file is None):
+        fail("give the payload either as PAYLOAD or with --file", EXIT_INVALID)
+    data = payload_file.read_bytes() if payload_file is not None else \
+        (payload or "").encode("utf-8")
+    request = tasks_pb2.SubmitTaskRequest(
+        plugin=plugin, kind=kind, payload=data, redundancy=redundancy,
+        capabilities=capabilities, timeout_ms=int(task_timeout * 1000), attempts=attempts,
+        wait=not no_wait)
+    wait_for = None if no_wait else task_timeout * attempts * 2 + 30
+    task = client.unary(_stub(client).SubmitTask, request, timeout=wait_for).task
+    if output is not None and task.state == "done":
+        output.write_bytes(task.result)
+    emit(task_to_dict(task), as_json, _details)
+    if task.state not in ("done", "running"):
+        sys.exit(EXIT_ERROR)
+
+
+@tasks.command("ls")
+@json_option
+@with_client
+def list_tasks(client: MeshClient, as_json: bool) -> None:
+    """List the tasks this node submitted since meshd started, newest first."""
+    response = client.unary(_stub(client).ListTasks, tasks_pb2.ListTasksRequest())
+    emit([task_to_dict(t) for t in response.tasks], as_json, _table)
+
+
+@tasks.command()
+@click.argument("task_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the result's bytes to FILE.")
+@json_option
+@with_client
+def show(client: MeshClient, task_id: str, output: Path | None, as_json: bool) -> None:
+    """Show task TASK_ID (8 or more characters): state, result, each attempt."""
+    task = client.unary(_stub(client).GetTask, tasks_pb2.GetTaskRequest(task_id=task_id)).task
+    if output is not None and task.state == "done":
+        output.write_bytes(task.result)
+    emit(task_to_dict(task), as_json, _details)
+
+
+@tasks.command()
+@click.argument("task_id")
+@json_option
+@with_client
+def cancel(client: MeshClient, task_id: str, as_json: bool) -> None:
+    """Stop running task TASK_ID; exit 1 if it already finished."""
+    task = client.unary(_stub(client).CancelTask,
+                        tasks_pb2.CancelTaskRequest(task_id=task_id)).task
+    emit(task_to_dict(task), as_json, lambda t: f"task {t['task_id'][:16]} cancelled")

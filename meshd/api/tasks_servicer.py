@@ -1,0 +1,71 @@
+"""mesh.tasks.v1.TasksService: forwards to the node's TaskRouter."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshd.api.bridge import TrioBridge
+from meshd.api.status import unary
+from meshd.plugin.api import TaskOptions
+from meshd.tasks.router import TaskRecord, TaskRouter
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_TIMEOUT_MS, DEFAULT_ATTEMPTS = 30_000, 3
+
+
+class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
+    def __init__(self, bridge: TrioBridge, router: TaskRouter) -> None:
+        self._bridge = bridge
+        self._router = router
+
+    async def SubmitTask(self, request: tasks_pb2.SubmitTaskRequest,
+                         context: Context) -> tasks_pb2.SubmitTaskResponse:
+        options = TaskOptions(
+            redundancy=request.redundancy or 1, capabilities=tuple(request.capabilities),
+            timeout=(request.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000,
+            attempts=request.attempts or DEFAULT_ATTEMPTS)
+        record = await unary(context, self._bridge, self._router.submit, request.plugin,
+                             request.kind, request.payload, options, request.wait)
+        return tasks_pb2.SubmitTaskResponse(task=task_pb(record, with_result=True))
+
+    async def ListTasks(self, request: tasks_pb2.ListTasksRequest,
+                        context: Context) -> tasks_pb2.ListTasksResponse:
+        records = await unary(context, self._bridge, self._router.recent)
+        return tasks_pb2.ListTasksResponse(tasks=[task_pb(r) for r in records])
+
+    async def GetTask(self, request: tasks_pb2.GetTaskRequest,
+                      context: Context) -> tasks_pb2.GetTaskResponse:
+        record = await unary(context, self._bridge, self._router.get, request.task_id)
+        return tasks_pb2.GetTaskResponse(task=task_pb(record, with_result=True))
+
+    async def CancelTask(self, request: tasks_pb2.CancelTaskRequest,
+                         context: Context) -> tasks_pb2.CancelTaskResponse:
+        record = await unary(context, self._bridge, self._router.cancel, request.task_id)
+        return tasks_pb2.CancelTaskResponse(task=task_pb(record))
+
+
+def task_pb(record: TaskRecord, with_result: bool = False) -> tasks_pb2.Task:
+    return tasks_pb2.Task(
+        task_id=record.task_id, plugin=record.plugin, kind=record.kind, state=record.state,
+        error=record.error, payload_size=record.payload_size,
+        redundancy=record.options.redundancy, capabilities=record.options.capabilities,
+        submitted_at=_timestamp(record.submitted_at),
+        finished_at=_timestamp(record.finished_at),
+        result=record.result if with_result else b"", providers=record.providers,
+        attempts=[tasks_pb2.Attempt(
+            provider=a.provider, state=a.state, error=a.error, result_digest=a.result_digest,
+            units=a.units, started_at=_timestamp(a.started_at),
+            finished_at=_timestamp(a.finished_at), receipt=a.receipt, verdicts=a.verdicts)
+            for a in record.attempts])
+
+
+def _timestamp(seconds: float) -> Timestamp | None:
+    if not seconds:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
