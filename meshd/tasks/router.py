@@ -57,7 +57,7 @@ CONFIRMERS = 3  # nodes asked, in turn, to confirm a wrong result
 shuffle_providers: Callable[[list[str]], None] = random.shuffle
 
 # Task states; an attempt has these too, plus "wrong" and "invalid".
-PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 TIMED_OUT, WRONG, INVALID = "timed_out", "wrong", "invalid"
 
 
@@ -90,7 +90,7 @@ class TaskRecord:
     payload_size: int
     options: TaskOptions
     submitted_at: float = field(default_factory=time.time)
-    state: str = PENDING
+    state: str = RUNNING
     error: str = ""
     finished_at: float = 0.0
     result: bytes = b""
@@ -198,7 +198,6 @@ class TaskRouter:
         options = record.options
         with record.cancel_scope:
             try:
-                record.state = RUNNING
                 pool = await self._providers(record.plugin, record.kind, options.capabilities)
                 if len(pool) < options.redundancy:
                     raise errors.FailedPrecondition(
