@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+from google.protobuf.timestamp_pb2 import Timestamp
 
 
 def emit(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
@@ -64,3 +65,8 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths,
                                                                         strict=True)).rstrip()
                      for row in rows)
+
+
+def timestamp_text(stamp: Timestamp) -> str:
+    """RFC 3339 text of a Timestamp field; "" when it is unset."""
+    return stamp.ToJsonString() if stamp.seconds or stamp.nanos else ""

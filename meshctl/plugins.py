@@ -5,16 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import json_option, with_client
-from meshctl.output import emit, fields, table
-
-
-def _timestamp(stamp: Timestamp) -> str:
-    return stamp.ToJsonString() if stamp.seconds or stamp.nanos else ""
+from meshctl.output import emit, fields, table, timestamp_text
 
 
 def plugin_to_dict(p: plugins_pb2.Plugin) -> dict[str, Any]:
@@ -27,9 +22,9 @@ def plugin_to_dict(p: plugins_pb2.Plugin) -> dict[str, Any]:
         "state": p.state, "required": p.required, "required_range": p.required_range,
         "summary": p.summary, "events": list(p.events), "task_kinds": list(p.task_kinds),
         "topics": list(p.topics), "restarts": p.restarts, "last_error": p.last_error,
-        "last_error_at": _timestamp(p.last_error_at),
-        "started_at": _timestamp(p.started_at),
-        "next_start_at": _timestamp(p.next_start_at),
+        "last_error_at": timestamp_text(p.last_error_at),
+        "started_at": timestamp_text(p.started_at),
+        "next_start_at": timestamp_text(p.next_start_at),
         "counters": {"events_served": c.events_served, "event_errors": c.event_errors,
                      "events_refused_busy": c.events_refused_busy,
                      "requests_sent": c.requests_sent, "published": c.published,

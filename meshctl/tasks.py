@@ -8,18 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_ERROR, EXIT_INVALID, fail, json_option, with_client
-from meshctl.output import emit, fields, table
+from meshctl.output import emit, fields, table, timestamp_text
 
 MAX_TIMEOUT = 300.0
 
-
-def _time(stamp: Timestamp) -> str:
-    return stamp.ToJsonString() if stamp.seconds or stamp.nanos else ""
 
 
 def task_to_dict(task: tasks_pb2.Task) -> dict[str, Any]:
@@ -28,12 +24,14 @@ def task_to_dict(task: tasks_pb2.Task) -> dict[str, Any]:
         "task_id": task.task_id, "plugin": task.plugin, "kind": task.kind,
         "state": task.state, "error": task.error, "payload_size": task.payload_size,
         "redundancy": task.redundancy, "capabilities": list(task.capabilities),
-        "submitted_at": _time(task.submitted_at), "finished_at": _time(task.finished_at),
+        "submitted_at": timestamp_text(task.submitted_at),
+        "finished_at": timestamp_text(task.finished_at),
         "result_base64": base64.b64encode(task.result).decode("ascii"),
         "providers": list(task.providers),
         "attempts": [{"provider": a.provider, "state": a.state, "error": a.error,
                       "result_digest": a.result_digest, "units": a.units,
-                      "started_at": _time(a.started_at), "finished_at": _time(a.finished_at),
+                      "started_at": timestamp_text(a.started_at),
+                      "finished_at": timestamp_text(a.finished_at),
                       "receipt": a.receipt, "verdicts": list(a.verdicts)}
                      for a in task.attempts],
     }

@@ -37,6 +37,7 @@ from meshd.plugin import loader
 from meshd.plugin.loader import PluginSetupError
 from meshd.plugin.runtime import PluginRuntime
 from meshd.plugin.supervisor import Backoff
+from meshd.tasks.participation import ParticipationWatch
 from meshd.tasks.provider import TaskProvider
 from meshd.tasks.router import TaskRouter
 
@@ -94,8 +95,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     config.plugins.settings,
                     Backoff(maximum=config.plugins.restart_backoff_max),
                     init_timeout=config.plugins.init_timeout)
-                TaskProvider(host, ledger, runtime, config.tasks.capabilities,
-                             config.tasks.max_concurrent)
+                provider = TaskProvider(host, ledger, runtime, config.tasks.capabilities,
+                                        config.tasks.max_concurrent)
                 router = TaskRouter(host, ledger, runtime, (p.name for p in genesis.plugins))
                 runtime.submit = router.submit_for_plugin
                 endpoints = await nursery.start(
@@ -114,6 +115,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     bootstrap=[*genesis.bootstrap, *config.p2p.bootstrap])
                 await nursery.start(connections.run)
                 await nursery.start(router.run)
+                await nursery.start(ParticipationWatch(provider, router, board).run)
                 await nursery.start(runtime.run)
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host)

@@ -5,8 +5,9 @@ Initializing until the p2p host listens, then Connecting; Connected once a
 peer of the network is admitted; Active once discovery works too (a member is
 in the DHT routing table); Disconnected after losing the last peer. Voting
 while connected and an open proposal awaits this node's vote
-(docs/governance.md §7). Later layers (tasks, validation) add Participating
-and Validating.
+(docs/governance.md §7). Participating while connected and this node executed
+a task for a peer, or had one executed, within the last minute (docs/tasks.md).
+Validating is not shown yet.
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ class NodeState(enum.Enum):
 
 
 def derive_state(listening: bool, peer_count: int, ever_connected: bool,
-                 routing_table_size: int = 0, unvoted_proposals: int = 0) -> NodeState:
+                 routing_table_size: int = 0, unvoted_proposals: int = 0,
+                 participating: bool = False) -> NodeState:
     """The state from the facts it depends on."""
     if not listening:
         return NodeState.INITIALIZING
     if peer_count > 0:
         if unvoted_proposals > 0:
             return NodeState.VOTING
+        if participating:
+            return NodeState.PARTICIPATING
         return NodeState.ACTIVE if routing_table_size > 0 else NodeState.CONNECTED
     return NodeState.DISCONNECTED if ever_connected else NodeState.CONNECTING
 
@@ -59,6 +63,8 @@ class NodeFacts:
     routing_table_size: int = 0
     # Open proposals this node's account can vote on and has not (docs/governance.md).
     unvoted_proposals: int = 0
+    # A task was executed for or by this node within the last minute.
+    participating: bool = False
     # Set once a passed upgrade to a newer version is active: what to install.
     upgrade_required: str = ""
 
@@ -117,7 +123,8 @@ class StatusBoard:
             network_name=self._network_name,
             listen_addrs=facts.listen_addrs,
             state=derive_state(facts.listening, facts.peer_count, facts.ever_connected,
-                               facts.routing_table_size, facts.unvoted_proposals),
+                               facts.routing_table_size, facts.unvoted_proposals,
+                               facts.participating),
             started_at=self._started_at,
             uptime_seconds=self._clock() - self._started,
             version=__version__,

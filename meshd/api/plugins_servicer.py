@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from meshd.api.bridge import TrioBridge
+from meshd.api.convert import timestamp
 from meshd.api.status import unary
 from meshd.plugin.runtime import PluginInfo, PluginRuntime
 
@@ -41,17 +41,9 @@ def plugin_pb(info: PluginInfo) -> plugins_pb2.Plugin:
         required=info.required is not None, required_range=info.required or "",
         summary=info.summary, events=info.events, task_kinds=info.task_kinds,
         topics=info.topics, restarts=info.restarts, last_error=info.last_error,
-        last_error_at=_timestamp(info.last_error_at), started_at=_timestamp(info.started_at),
-        next_start_at=_timestamp(info.next_start_at),
+        last_error_at=timestamp(info.last_error_at), started_at=timestamp(info.started_at),
+        next_start_at=timestamp(info.next_start_at),
         counters=plugins_pb2.PluginCounters(
             events_served=c.events_served, event_errors=c.event_errors,
             events_refused_busy=c.events_refused_busy, requests_sent=c.requests_sent,
             published=c.published, publish_refused=c.publish_refused))
-
-
-def _timestamp(seconds: float) -> Timestamp | None:
-    if not seconds:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp

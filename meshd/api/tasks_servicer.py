@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshd.api.bridge import TrioBridge
+from meshd.api.convert import timestamp
 from meshd.api.status import unary
 from meshd.plugin.api import TaskOptions
 from meshd.tasks.router import TaskRecord, TaskRouter
@@ -53,19 +53,11 @@ def task_pb(record: TaskRecord, with_result: bool = False) -> tasks_pb2.Task:
         task_id=record.task_id, plugin=record.plugin, kind=record.kind, state=record.state,
         error=record.error, payload_size=record.payload_size,
         redundancy=record.options.redundancy, capabilities=record.options.capabilities,
-        submitted_at=_timestamp(record.submitted_at),
-        finished_at=_timestamp(record.finished_at),
+        submitted_at=timestamp(record.submitted_at),
+        finished_at=timestamp(record.finished_at),
         result=record.result if with_result else b"", providers=record.providers,
         attempts=[tasks_pb2.Attempt(
             provider=a.provider, state=a.state, error=a.error, result_digest=a.result_digest,
-            units=a.units, started_at=_timestamp(a.started_at),
-            finished_at=_timestamp(a.finished_at), receipt=a.receipt, verdicts=a.verdicts)
+            units=a.units, started_at=timestamp(a.started_at),
+            finished_at=timestamp(a.finished_at), receipt=a.receipt, verdicts=a.verdicts)
             for a in record.attempts])
-
-
-def _timestamp(seconds: float) -> Timestamp | None:
-    if not seconds:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp

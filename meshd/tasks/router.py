@@ -128,6 +128,7 @@ class TaskRouter:
         self._caps: dict[str, _Caps] = {}
         self._tasks: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
         self._nursery: trio.Nursery | None = None
+        self.last_done_at = 0.0  # trio.current_time() when a task last succeeded
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -313,6 +314,7 @@ class TaskRouter:
         record.providers = tuple(agreeing)
         for attempt in winners:
             await self._record_receipt(record, attempt)
+        self.last_done_at = trio.current_time()
         record.finish(DONE)
 
     async def _record_receipt(self, record: TaskRecord, attempt: Attempt) -> None:

@@ -98,6 +98,10 @@ def test_receipts_earn_the_tasks_pool_and_a_lying_provider_is_slashed(
     liar = next(a for a in outvoted["attempts"] if a["provider"] == ids[3])
     assert liar["state"] == "wrong" and len(liar["verdicts"]) == 2
 
+    # Working on tasks shows as the Participating state, on both sides.
+    poll("requester and provider to show participating", lambda: all(
+        n.status()["state"] == "participating" for n in (t0, t1)), timeout=10)
+
     # The human output, and the exit code of a failed task.
     shown = t0.ctl("tasks", "show", stored["task_id"][:10]).stdout
     assert "storage/STORE_FILE" in shown and "RECEIPT" in shown

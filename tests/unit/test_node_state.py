@@ -67,3 +67,14 @@ def test_an_active_upgrade_is_a_warning_of_the_status() -> None:
     status = board.snapshot()
     assert status.warnings == ("upgrade required: install meshd 2.0",)
     assert status.upgrade_required
+
+
+@pytest.mark.parametrize(("peers", "unvoted", "tasks", "state"), [
+    (2, 0, True, NodeState.PARTICIPATING),
+    (2, 1, True, NodeState.VOTING),  # a vote awaited is what the operator must see
+    (2, 0, False, NodeState.ACTIVE),
+    (0, 0, True, NodeState.DISCONNECTED),
+])
+def test_participating_is_shown_while_connected_and_working_on_tasks(
+        peers: int, unvoted: int, tasks: bool, state: NodeState) -> None:
+    assert derive_state(True, peers, True, 1, unvoted, tasks) is state
