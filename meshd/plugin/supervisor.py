@@ -16,7 +16,7 @@ import trio
 
 log = logging.getLogger(__name__)
 
-STARTING, RUNNING, BACKOFF, STOPPED = "starting", "running", "backoff", "stopped"
+STARTING, RUNNING, BACKOFF = "starting", "running", "backoff"
 MAX_ERROR_CHARS = 500
 
 
