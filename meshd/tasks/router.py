@@ -29,7 +29,6 @@ from google.protobuf.message import DecodeError
 from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts
-from meshcore.ledger.evidence_rules import parse_claim
 from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.p2p.direct import DEFAULT_MAX_RESPONSE
@@ -89,6 +88,7 @@ class TaskRecord:
     kind: str
     payload_size: int
     options: TaskOptions
+    epoch: int = 0  # the epoch the providers' claims name, and the receipts'
     submitted_at: float = field(default_factory=time.time)
     state: str = RUNNING
     error: str = ""
@@ -204,9 +204,10 @@ class TaskRouter:
                     raise errors.FailedPrecondition(
                         f"{len(pool)} connected peers execute {record.plugin}/{record.kind}"
                         f"{_with(options.capabilities)}; the task needs {options.redundancy}")
+                record.epoch = self._ledger.entry_epoch()
                 request = wire_pb2.TaskRequest(
                     nonce=nonce, plugin=record.plugin, kind=record.kind, payload=payload,
-                    epoch=self._ledger.entry_epoch(), timeout_ms=int(options.timeout * 1000))
+                    epoch=record.epoch, timeout_ms=int(options.timeout * 1000))
                 accepted: list[Attempt] = []
                 async with trio.open_nursery() as slots:
                     for _ in range(options.redundancy):
@@ -250,10 +251,10 @@ class TaskRouter:
             attempt.end(INVALID, "the answer is not a TaskResponse")
             return False
         provider = accounts.key_of(attempt.provider)
-        base = bytes.fromhex(record.task_id)
+        task_id = claims.execution_id(bytes.fromhex(record.task_id), provider)
         problem = claims.claim_problem(
             response.claim, response.provider_signature, network_id=self._ledger.network_id,
-            task_id=claims.execution_id(base, provider), plugin=record.plugin,
+            task_id=task_id, plugin=record.plugin,
             requester=self._ledger.key, provider=provider, epoch=request.epoch,
             units=response.units, result=response.result)
         if problem is not None:
@@ -264,8 +265,7 @@ class TaskRouter:
         attempt.units = response.units
         kind = self._plugins.task_kind(record.plugin, record.kind)
         if kind is not None and kind.verify is not None:
-            task = TaskRequest(parse_claim(response.claim).task_id.hex(),  # type: ignore[union-attr]
-                               record.kind, request.payload, self._host.peer_id)
+            task = TaskRequest(task_id.hex(), record.kind, request.payload, self._host.peer_id)
             try:
                 passed = await kind.verify(task, TaskResult(response.result, response.proof,
                                                             response.units))
@@ -325,7 +325,7 @@ class TaskRouter:
         assert response is not None
         try:
             item = await self._ledger.write(
-                at_epoch=parse_claim(response.claim).epoch,  # type: ignore[union-attr]
+                at_epoch=record.epoch,  # the claim's: claim_problem checked it
                 task_receipt=ledger_pb2.TaskReceipt(
                     claim=response.claim, provider_signature=response.provider_signature))
         except errors.FailedPrecondition as exc:
@@ -379,6 +379,8 @@ class TaskRouter:
         """Connected peers that execute ``plugin``/``kind`` with every capability
         in ``required``: the least loaded first, ties in random order."""
         peers = [p.peer_id for p in self._host.membership.peers()]
+        for gone in set(self._caps) - set(peers):  # the cache holds connected peers only
+            del self._caps[gone]
         now = trio.current_time()
         stale = [p for p in peers if p not in self._caps or now - self._caps[p].at > CAPS_TTL]
         async with trio.open_nursery() as nursery:

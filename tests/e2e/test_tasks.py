@@ -17,9 +17,9 @@ import pytest
 
 from tests.e2e.conftest import LOOPBACK
 from tests.e2e.harness import Meshd, meshctl
-from tests.e2e.plugin_dist import plugin_env
 from tests.e2e.test_governance import ctl_json, poll
 from tests.e2e.test_ledger_network import identity, wait_final
+from tests.plugin_dist import plugin_env
 
 EPOCH_SECONDS = 3
 ALLOCATION = 10_000_000

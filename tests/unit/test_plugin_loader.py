@@ -11,6 +11,7 @@ import pytest
 from meshcore.genesis import RequiredPlugin
 from meshd.plugin import Plugin
 from meshd.plugin.loader import PluginSetupError, installed, select
+from tests.plugin_dist import write_dist
 
 MODULE = '''
 from meshd.plugin import Plugin
@@ -25,22 +26,12 @@ raise_on_import = False
 '''
 
 
-def make_dist(site: Path, dist: str, version: str, points: dict[str, str]) -> None:
-    """A minimal installed distribution: what pip leaves in site-packages."""
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
-                                   f"Summary: the {dist} plugin\n")
-    lines = "".join(f"{name} = {target}\n" for name, target in points.items())
-    (info / "entry_points.txt").write_text(f"[mesh.plugins]\n{lines}")
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "loader_fixture_mod.py").write_text(MODULE)
     (tmp_path / "loader_broken_mod.py").write_text("raise ImportError('no numpy here')\n")
-    make_dist(tmp_path, "good-plugin", "1.4.0", {"good": "loader_fixture_mod:Good"})
-    make_dist(tmp_path, "odd-plugin", "0.1", {
+    write_dist(tmp_path, "good-plugin", "1.4.0", {"good": "loader_fixture_mod:Good"})
+    write_dist(tmp_path, "odd-plugin", "0.1", {
         "odd": "loader_fixture_mod:not_a_plugin", "broken": "loader_broken_mod:Thing"})
     sys.path.insert(0, str(tmp_path))
     yield tmp_path
