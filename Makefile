@@ -12,6 +12,9 @@ DEV_DIR := .mesh/dev
 # First-party plugins (plugins/*/) are packages of their own, installed beside meshd
 # exactly as an operator installs a third-party plugin.
 PLUGINS := plugins/storage
+# The external plugin example in JavaScript (Node 18+, npm): its packages, from the lock file.
+JS_EXAMPLE := plugins/examples/js-hash
+JS_STAMP := $(JS_EXAMPLE)/node_modules/.installed-stamp
 
 $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +24,13 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	mkdir -p $(VENV)/mypy-path && ln -sfn ../lib/python3.11/site-packages/trio $(VENV)/mypy-path/trio
 	touch $@
 
-setup: $(STAMP)
+$(JS_STAMP): $(JS_EXAMPLE)/package.json $(JS_EXAMPLE)/package-lock.json
+	@# A machine without Node gets Debian's (the CI image has Node 20 already).
+	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
+	cd $(JS_EXAMPLE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP) $(JS_STAMP)
 
 run: setup
 	@DEV_DIR=$(DEV_DIR) BIN=$(BIN) scripts/dev-run.sh

@@ -87,6 +87,40 @@ class LogSection:
 
 
 @dataclass(frozen=True)
+class ExternalCommand:
+    """One ``[plugins.external.<name>]`` table."""
+
+    name: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path | None
+
+
+def _external_command(name: str, table: Mapping[str, Any]) -> ExternalCommand:
+    key = f"plugins.external.{name}"
+    if not _PLUGIN_NAME.fullmatch(name):
+        raise ConfigError(key, f"{name!r} is not a plugin name "
+                          "(lowercase letters, digits, '_' and '-')")
+    unknown = sorted(set(table) - {"command", "env", "cwd"})
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", "unknown key (known: command, env, cwd)")
+    command = table.get("command")
+    if not isinstance(command, list) or not command or not all(
+            isinstance(part, str) and part for part in command):
+        raise ConfigError(f"{key}.command", "must be a non-empty array of strings, "
+                          'e.g. ["node", "/opt/plugin/index.js"]')
+    env = table.get("env", {})
+    if not isinstance(env, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ConfigError(f"{key}.env", 'must be a table of strings, e.g. {LEVEL = "debug"}')
+    cwd = table.get("cwd", "")
+    if not isinstance(cwd, str):
+        raise ConfigError(f"{key}.cwd", "must be a path string")
+    return ExternalCommand(name, tuple(command), dict(env),
+                           Path(cwd).expanduser() if cwd else None)
+
+
+@dataclass(frozen=True)
 class PluginsSection:
     # In-process plugins to run beyond those the genesis requires.
     enable: tuple[str, ...] = ()
@@ -96,6 +130,15 @@ class PluginsSection:
     # doubling up to restart_backoff_max.
     init_timeout: int = 10
     restart_backoff_max: int = 60
+    # [plugins.external.<name>] tables: external plugins meshd launches and
+    # supervises (command, env, cwd; docs/plugins.md "External plugins").
+    external: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # An external plugin that answers no health check for this long is restarted.
+    health_timeout: int = 15
+
+    def external_commands(self) -> list[ExternalCommand]:
+        """The [plugins.external.<name>] tables, checked (ConfigError names the key)."""
+        return [_external_command(name, table) for name, table in sorted(self.external.items())]
 
 
 @dataclass(frozen=True)
@@ -194,6 +237,9 @@ class Config:
             raise ConfigError("plugins.init_timeout", "must be 1 to 600 seconds")
         if not 1 <= self.plugins.restart_backoff_max <= 3600:
             raise ConfigError("plugins.restart_backoff_max", "must be 1 to 3600 seconds")
+        if not 2 <= self.plugins.health_timeout <= 600:
+            raise ConfigError("plugins.health_timeout", "must be 2 to 600 seconds")
+        self.plugins.external_commands()
         for i, label in enumerate(self.tasks.capabilities):
             if not _CAPABILITY.fullmatch(label):
                 raise ConfigError(f"tasks.capabilities[{i}]", f"{label!r} is not a capability "

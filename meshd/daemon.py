@@ -34,6 +34,7 @@ from meshd.p2p import peerbook
 from meshd.p2p.connmgr import ConnectionManager, Degree
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.plugin import loader
+from meshd.plugin.external import select_external
 from meshd.plugin.loader import PluginSetupError
 from meshd.plugin.runtime import PluginRuntime
 from meshd.plugin.supervisor import Backoff
@@ -70,8 +71,12 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
         genesis, genesis_toml = datadir.bind_genesis(data_dir, config.node.genesis)
         seed = load_or_create_identity(data_dir)
         # Before joining: a node that cannot run the network's plugins must not join.
+        external = config.plugins.external_commands()
         selected = loader.select(loader.installed() if plugins is None else plugins,
-                                 genesis.plugins, config.plugins.enable)
+                                 genesis.plugins, config.plugins.enable,
+                                 external=[c.name for c in external])
+        selected += select_external(external, genesis.plugins, data_dir,
+                                    config.plugins.health_timeout)
         board = StatusBoard(genesis.network_id, genesis.name, config.node.role)
         log.info("starting meshd", extra={"version": __version__, "data_dir": str(data_dir),
                                            "network_id": genesis.network_id})

@@ -14,6 +14,7 @@ from meshd.plugin.runtime import PluginInfo, PluginRuntime
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
+DEFAULT_CALL_TIMEOUT_MS = 10_000
 _KINDS = {"in-process": plugins_pb2.PLUGIN_KIND_IN_PROCESS,
           "external": plugins_pb2.PLUGIN_KIND_EXTERNAL}
 
@@ -33,6 +34,13 @@ class PluginsServicer(plugins_pb2_grpc.PluginsServiceServicer):
         info = await unary(context, self._bridge, self._plugins.info, request.name)
         return plugins_pb2.GetPluginResponse(plugin=plugin_pb(info))
 
+    async def CallPlugin(self, request: plugins_pb2.CallPluginRequest,
+                         context: Context) -> plugins_pb2.CallPluginResponse:
+        data = await unary(context, self._bridge, self._plugins.call, request.plugin,
+                           request.event, request.data, request.peer_id,
+                           (request.timeout_ms or DEFAULT_CALL_TIMEOUT_MS) / 1000)
+        return plugins_pb2.CallPluginResponse(data=data)
+
 
 def plugin_pb(info: PluginInfo) -> plugins_pb2.Plugin:
     c = info.counters
@@ -43,7 +51,7 @@ def plugin_pb(info: PluginInfo) -> plugins_pb2.Plugin:
         topics=info.topics, restarts=info.restarts, last_error=info.last_error,
         last_error_at=timestamp(info.last_error_at), started_at=timestamp(info.started_at),
         next_start_at=timestamp(info.next_start_at),
-        counters=plugins_pb2.PluginCounters(
+        pid=info.pid, counters=plugins_pb2.PluginCounters(
             events_served=c.events_served, event_errors=c.event_errors,
             events_refused_busy=c.events_refused_busy, requests_sent=c.requests_sent,
             published=c.published, publish_refused=c.publish_refused))

@@ -132,7 +132,9 @@ class PluginContext:
                  counters: Counters, nursery: trio.Nursery,
                  submit: SubmitTask | None) -> None:
         self.name = name
-        self.version = version
+        self.version = version  # an external plugin's is the one it registers
+        self.summary = ""  # likewise
+        self.pid = 0  # an external plugin's process
         self.peer_id = host.peer_id
         self.network_id = network_id
         self.data_dir = data_dir
@@ -142,7 +144,7 @@ class PluginContext:
         self.registered = Registrations()
         self.counters = counters
         self._host = host
-        self._nursery = nursery
+        self.nursery = nursery  # this start's: what runs in it dies with the start
         self._submit = submit
         self._requests = trio.CapacityLimiter(MAX_REQUESTS_IN_FLIGHT)
         self.serving = trio.CapacityLimiter(MAX_CONCURRENT_EVENTS)
@@ -226,4 +228,4 @@ class PluginContext:
         return await self._submit(self.name, kind, payload, options or TaskOptions())
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
-        self._nursery.start_soon(fn, name=name or f"plugin {self.name}")
+        self.nursery.start_soon(fn, name=name or f"plugin {self.name}")

@@ -46,6 +46,7 @@ class Selected:
     summary: str
     factory: Callable[[], Plugin]
     required: str | None  # the genesis range ("" = any), None if not required
+    kind: str = "in-process"  # or "external"
 
 
 def available(name: str, plugin: Callable[[], Plugin], version: str = "0.0.0",
@@ -76,9 +77,9 @@ def select(available: Iterable[Available], required: Sequence[RequiredPlugin],
         available: installed plugins (:func:`installed`).
         required: the genesis ``plugins``.
         enabled: names the operator enabled beyond the required ones.
-        external: names of configured external plugins; they satisfy a
-            requirement of that name (their version is checked when they
-            register).
+        external: names of configured external plugins; they take the place
+            of an installed plugin of that name and satisfy a requirement of
+            it (their version is checked when they register).
 
     Raises:
         PluginSetupError: a required or enabled plugin is missing, out of the
@@ -92,10 +93,10 @@ def select(available: Iterable[Available], required: Sequence[RequiredPlugin],
     problems: list[str] = []
     selected: list[Selected] = []
     for name, spec in sorted(wanted.items()):
+        if name in external_names:
+            continue
         item = by_name.get(name)
         if item is None:
-            if name in external_names:
-                continue
             problems.append(_missing(name, spec, sorted(by_name)))
             continue
         if not version_in_range(item.version, spec):

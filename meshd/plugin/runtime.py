@@ -23,8 +23,9 @@ from google.protobuf.message import DecodeError
 from mesh.wire.v1 import wire_pb2
 from meshd import errors
 from meshd.ledger.ledger import Ledger
+from meshd.p2p.direct import DirectRequestFailed
 from meshd.p2p.host import P2PHost
-from meshd.plugin.api import Event, Plugin
+from meshd.plugin.api import Event, Plugin, check_name
 from meshd.plugin.context import (
     EVENT_PROTOCOL,
     MAX_EVENT_BYTES,
@@ -62,6 +63,7 @@ class PluginInfo:
     started_at: float
     next_start_at: float
     counters: Counters
+    pid: int = 0
 
 
 @dataclass
@@ -70,6 +72,10 @@ class HostedPlugin:
     health: Health = field(default_factory=Health)
     counters: Counters = field(default_factory=Counters)
     context: PluginContext | None = None  # the running start, once its init returned
+    # As the latest start reported them (an external plugin registers its own).
+    version: str = ""
+    summary: str = ""
+    pid: int = 0  # an external plugin's process, while it runs
 
 
 class PluginRuntime:
@@ -124,9 +130,11 @@ class PluginRuntime:
                     raise PluginHung(f"init did not return within {self._init_timeout:g} s"
                                      ) from None
                 hosted.context = ctx
+                hosted.version, hosted.summary = ctx.version, ctx.summary
+                hosted.pid = ctx.pid
                 health.set(RUNNING, started_at=time.time())
                 log.info("plugin running", extra={
-                    "plugin": name, "version": hosted.selected.version,
+                    "plugin": name, "version": ctx.version, "kind": hosted.selected.kind,
                     "events": sorted(ctx.registered.events),
                     "task_kinds": sorted(ctx.registered.tasks)})
                 nursery.start_soon(plugin.run, ctx, name=f"plugin {name}")
@@ -155,6 +163,33 @@ class PluginRuntime:
             request = wire_pb2.PluginEvent.FromString(payload)
         except DecodeError:
             raise errors.InvalidArgument("not a PluginEvent") from None
+        return await self._deliver(peer_id, request)
+
+    async def call(self, plugin: str, event: str, data: bytes, peer_id: str = "",
+                   timeout: float = 10.0) -> bytes:
+        """``meshctl plugins call``: an event to this node's plugin or a peer's."""
+        check_name(event, "event")
+        if not 0 < timeout <= MAX_EVENT_TIMEOUT:
+            raise errors.InvalidArgument(f"timeout must be over 0 and at most "
+                                         f"{MAX_EVENT_TIMEOUT:g} s")
+        request = wire_pb2.PluginEvent(plugin=plugin, event=event, data=data)
+        if not peer_id or peer_id == self._host.peer_id:
+            if plugin not in self._plugins:
+                await self.info(plugin)  # raises NotFound naming the plugins that run
+            with trio.move_on_after(timeout):
+                return await self._deliver(self._host.peer_id, request)
+            raise errors.DeadlineExceeded(f"plugin {plugin!r} did not answer {event!r} "
+                                          f"within {timeout:g} s")
+        if len(data) > MAX_EVENT_BYTES - 1024:
+            raise errors.InvalidArgument(f"event data is {len(data)} bytes; at most "
+                                         f"{MAX_EVENT_BYTES - 1024} fit in one request")
+        try:
+            return await self._host.direct.request(
+                peer_id, EVENT_PROTOCOL, request.SerializeToString(), timeout=timeout)
+        except DirectRequestFailed as exc:
+            raise errors.PeerError(str(exc)) from None
+
+    async def _deliver(self, peer_id: str, request: wire_pb2.PluginEvent) -> bytes:
         hosted = self._plugins.get(request.plugin)
         if hosted is None:
             raise errors.Unavailable(f"this node does not run plugin {request.plugin!r}")
@@ -233,8 +268,9 @@ def _info(hosted: HostedPlugin) -> PluginInfo:
     health = hosted.health
     selected = hosted.selected
     return PluginInfo(
-        name=selected.name, version=selected.version, kind="in-process", state=health.state,
-        required=selected.required, summary=selected.summary,
+        name=selected.name, version=hosted.version or selected.version, kind=selected.kind,
+        state=health.state, required=selected.required,
+        summary=hosted.summary or selected.summary,
         events=tuple(sorted(ctx.registered.events)) if ctx else (),
         task_kinds=tuple(sorted(ctx.registered.tasks)) if ctx else (),
         topics=tuple(sorted(ctx.registered.topics)) if ctx else (),
@@ -242,7 +278,7 @@ def _info(hosted: HostedPlugin) -> PluginInfo:
         last_error_at=health.last_error_at,
         started_at=health.started_at if health.state == RUNNING else 0.0,
         next_start_at=health.next_start_at if health.state == BACKOFF else 0.0,
-        counters=hosted.counters)
+        counters=hosted.counters, pid=hosted.pid if health.state == RUNNING else 0)
 
 
 def _make_private_dir(path: Path) -> None:

@@ -25,27 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmesh/plugins/v1/plugins.proto\x12\x0fmesh.plugins.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x03\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.mesh.plugins.v1.PluginKind\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08required\x18\x05 \x01(\x08\x12\x16\n\x0erequired_range\x18\x06 \x01(\t\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12\x0e\n\x06\x65vents\x18\x08 \x03(\t\x12\x12\n\ntask_kinds\x18\t \x03(\t\x12\x0e\n\x06topics\x18\n \x03(\t\x12\x10\n\x08restarts\x18\x0b \x01(\r\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x31\n\rlast_error_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08\x63ounters\x18\x0f \x01(\x0b\x32\x1f.mesh.plugins.v1.PluginCounters\x12\x31\n\rnext_start_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\x0ePluginCounters\x12\x15\n\revents_served\x18\x01 \x01(\x04\x12\x14\n\x0c\x65vent_errors\x18\x02 \x01(\x04\x12\x1b\n\x13\x65vents_refused_busy\x18\x03 \x01(\x04\x12\x15\n\rrequests_sent\x18\x04 \x01(\x04\x12\x11\n\tpublished\x18\x05 \x01(\x04\x12\x17\n\x0fpublish_refused\x18\x06 \x01(\x04\"\x14\n\x12ListPluginsRequest\"?\n\x13ListPluginsResponse\x12(\n\x07plugins\x18\x01 \x03(\x0b\x32\x17.mesh.plugins.v1.Plugin\" \n\x10GetPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11GetPluginResponse\x12\'\n\x06plugin\x18\x01 \x01(\x0b\x32\x17.mesh.plugins.v1.Plugin*_\n\nPluginKind\x12\x1b\n\x17PLUGIN_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16PLUGIN_KIND_IN_PROCESS\x10\x01\x12\x18\n\x14PLUGIN_KIND_EXTERNAL\x10\x02\x32\xbe\x01\n\x0ePluginsService\x12X\n\x0bListPlugins\x12#.mesh.plugins.v1.ListPluginsRequest\x1a$.mesh.plugins.v1.ListPluginsResponse\x12R\n\tGetPlugin\x12!.mesh.plugins.v1.GetPluginRequest\x1a\".mesh.plugins.v1.GetPluginResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmesh/plugins/v1/plugins.proto\x12\x0fmesh.plugins.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x03\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x04kind\x18\x03 \x01(\x0e\x32\x1b.mesh.plugins.v1.PluginKind\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08required\x18\x05 \x01(\x08\x12\x16\n\x0erequired_range\x18\x06 \x01(\t\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12\x0e\n\x06\x65vents\x18\x08 \x03(\t\x12\x12\n\ntask_kinds\x18\t \x03(\t\x12\x0e\n\x06topics\x18\n \x03(\t\x12\x10\n\x08restarts\x18\x0b \x01(\r\x12\x12\n\nlast_error\x18\x0c \x01(\t\x12\x31\n\rlast_error_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08\x63ounters\x18\x0f \x01(\x0b\x32\x1f.mesh.plugins.v1.PluginCounters\x12\x31\n\rnext_start_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x11 \x01(\r\"\x9d\x01\n\x0ePluginCounters\x12\x15\n\revents_served\x18\x01 \x01(\x04\x12\x14\n\x0c\x65vent_errors\x18\x02 \x01(\x04\x12\x1b\n\x13\x65vents_refused_busy\x18\x03 \x01(\x04\x12\x15\n\rrequests_sent\x18\x04 \x01(\x04\x12\x11\n\tpublished\x18\x05 \x01(\x04\x12\x17\n\x0fpublish_refused\x18\x06 \x01(\x04\"\x14\n\x12ListPluginsRequest\"?\n\x13ListPluginsResponse\x12(\n\x07plugins\x18\x01 \x03(\x0b\x32\x17.mesh.plugins.v1.Plugin\" \n\x10GetPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11GetPluginResponse\x12\'\n\x06plugin\x18\x01 \x01(\x0b\x32\x17.mesh.plugins.v1.Plugin\"e\n\x11\x43\x61llPluginRequest\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\"\"\n\x12\x43\x61llPluginResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c*_\n\nPluginKind\x12\x1b\n\x17PLUGIN_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16PLUGIN_KIND_IN_PROCESS\x10\x01\x12\x18\n\x14PLUGIN_KIND_EXTERNAL\x10\x02\x32\x95\x02\n\x0ePluginsService\x12X\n\x0bListPlugins\x12#.mesh.plugins.v1.ListPluginsRequest\x1a$.mesh.plugins.v1.ListPluginsResponse\x12R\n\tGetPlugin\x12!.mesh.plugins.v1.GetPluginRequest\x1a\".mesh.plugins.v1.GetPluginResponse\x12U\n\nCallPlugin\x12\".mesh.plugins.v1.CallPluginRequest\x1a#.mesh.plugins.v1.CallPluginResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.plugins.v1.plugins_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLUGINKIND']._serialized_start=876
-  _globals['_PLUGINKIND']._serialized_end=971
+  _globals['_PLUGINKIND']._serialized_start=1028
+  _globals['_PLUGINKIND']._serialized_end=1123
   _globals['_PLUGIN']._serialized_start=84
-  _globals['_PLUGIN']._serialized_end=531
-  _globals['_PLUGINCOUNTERS']._serialized_start=534
-  _globals['_PLUGINCOUNTERS']._serialized_end=691
-  _globals['_LISTPLUGINSREQUEST']._serialized_start=693
-  _globals['_LISTPLUGINSREQUEST']._serialized_end=713
-  _globals['_LISTPLUGINSRESPONSE']._serialized_start=715
-  _globals['_LISTPLUGINSRESPONSE']._serialized_end=778
-  _globals['_GETPLUGINREQUEST']._serialized_start=780
-  _globals['_GETPLUGINREQUEST']._serialized_end=812
-  _globals['_GETPLUGINRESPONSE']._serialized_start=814
-  _globals['_GETPLUGINRESPONSE']._serialized_end=874
-  _globals['_PLUGINSSERVICE']._serialized_start=974
-  _globals['_PLUGINSSERVICE']._serialized_end=1164
+  _globals['_PLUGIN']._serialized_end=544
+  _globals['_PLUGINCOUNTERS']._serialized_start=547
+  _globals['_PLUGINCOUNTERS']._serialized_end=704
+  _globals['_LISTPLUGINSREQUEST']._serialized_start=706
+  _globals['_LISTPLUGINSREQUEST']._serialized_end=726
+  _globals['_LISTPLUGINSRESPONSE']._serialized_start=728
+  _globals['_LISTPLUGINSRESPONSE']._serialized_end=791
+  _globals['_GETPLUGINREQUEST']._serialized_start=793
+  _globals['_GETPLUGINREQUEST']._serialized_end=825
+  _globals['_GETPLUGINRESPONSE']._serialized_start=827
+  _globals['_GETPLUGINRESPONSE']._serialized_end=887
+  _globals['_CALLPLUGINREQUEST']._serialized_start=889
+  _globals['_CALLPLUGINREQUEST']._serialized_end=990
+  _globals['_CALLPLUGINRESPONSE']._serialized_start=992
+  _globals['_CALLPLUGINRESPONSE']._serialized_end=1026
+  _globals['_PLUGINSSERVICE']._serialized_start=1126
+  _globals['_PLUGINSSERVICE']._serialized_end=1403
 # @@protoc_insertion_point(module_scope)

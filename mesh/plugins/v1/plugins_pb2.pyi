@@ -63,6 +63,7 @@ class Plugin(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     COUNTERS_FIELD_NUMBER: _builtins.int
     NEXT_START_AT_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     kind: Global___PluginKind.ValueType
@@ -76,6 +77,8 @@ class Plugin(_message.Message):
     restarts: _builtins.int
     """Restarts since meshd started, and the error that caused the latest."""
     last_error: _builtins.str
+    pid: _builtins.int
+    """An external plugin's process ID while it runs (0 otherwise)."""
     @_builtins.property
     def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Events its handlers answer, task kinds it executes, topics it subscribed to."""
@@ -115,10 +118,11 @@ class Plugin(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         counters: Global___PluginCounters | None = ...,
         next_start_at: _timestamp_pb2.Timestamp | None = ...,
+        pid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "last_error_at", b"last_error_at", "next_start_at", b"next_start_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "events", b"events", "kind", b"kind", "last_error", b"last_error", "last_error_at", b"last_error_at", "name", b"name", "next_start_at", b"next_start_at", "required", b"required", "required_range", b"required_range", "restarts", b"restarts", "started_at", b"started_at", "state", b"state", "summary", b"summary", "task_kinds", b"task_kinds", "topics", b"topics", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "events", b"events", "kind", b"kind", "last_error", b"last_error", "last_error_at", b"last_error_at", "name", b"name", "next_start_at", b"next_start_at", "pid", b"pid", "required", b"required", "required_range", b"required_range", "restarts", b"restarts", "started_at", b"started_at", "state", b"state", "summary", b"summary", "task_kinds", b"task_kinds", "topics", b"topics", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -236,3 +240,57 @@ class GetPluginResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPluginResponse: _TypeAlias = GetPluginResponse  # noqa: Y015
+
+@_typing.final
+class CallPluginRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    plugin: _builtins.str
+    event: _builtins.str
+    data: _builtins.bytes
+    peer_id: _builtins.str
+    """The node whose plugin answers; "" = this node (the handler sees this
+    node's own peer ID as the sender).
+    """
+    timeout_ms: _builtins.int
+    """0 = 10 s; at most 60 s."""
+    def __init__(
+        self,
+        *,
+        plugin: _builtins.str = ...,
+        event: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        peer_id: _builtins.str = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "event", b"event", "peer_id", b"peer_id", "plugin", b"plugin", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallPluginRequest: _TypeAlias = CallPluginRequest  # noqa: Y015
+
+@_typing.final
+class CallPluginResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallPluginResponse: _TypeAlias = CallPluginResponse  # noqa: Y015

@@ -44,6 +44,11 @@ class PluginsServiceStub:
                 request_serializer=mesh_dot_plugins_dot_v1_dot_plugins__pb2.GetPluginRequest.SerializeToString,
                 response_deserializer=mesh_dot_plugins_dot_v1_dot_plugins__pb2.GetPluginResponse.FromString,
                 _registered_method=True)
+        self.CallPlugin = channel.unary_unary(
+                '/mesh.plugins.v1.PluginsService/CallPlugin',
+                request_serializer=mesh_dot_plugins_dot_v1_dot_plugins__pb2.CallPluginRequest.SerializeToString,
+                response_deserializer=mesh_dot_plugins_dot_v1_dot_plugins__pb2.CallPluginResponse.FromString,
+                _registered_method=True)
 
 
 class PluginsServiceServicer:
@@ -63,6 +68,16 @@ class PluginsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallPlugin(self, request, context):
+        """CallPlugin: send an event to a plugin, as a peer's copy of the plugin
+        would: to this node's (peer_id empty) or to another node's. The answer is
+        the handler's. NOT_FOUND / UNAVAILABLE when the plugin does not run or is
+        not running now; INVALID_ARGUMENT when it refuses; UNKNOWN when a peer failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PluginsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +90,11 @@ def add_PluginsServiceServicer_to_server(servicer, server):
                     servicer.GetPlugin,
                     request_deserializer=mesh_dot_plugins_dot_v1_dot_plugins__pb2.GetPluginRequest.FromString,
                     response_serializer=mesh_dot_plugins_dot_v1_dot_plugins__pb2.GetPluginResponse.SerializeToString,
+            ),
+            'CallPlugin': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallPlugin,
+                    request_deserializer=mesh_dot_plugins_dot_v1_dot_plugins__pb2.CallPluginRequest.FromString,
+                    response_serializer=mesh_dot_plugins_dot_v1_dot_plugins__pb2.CallPluginResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +151,33 @@ class PluginsService:
             '/mesh.plugins.v1.PluginsService/GetPlugin',
             mesh_dot_plugins_dot_v1_dot_plugins__pb2.GetPluginRequest.SerializeToString,
             mesh_dot_plugins_dot_v1_dot_plugins__pb2.GetPluginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallPlugin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.plugins.v1.PluginsService/CallPlugin',
+            mesh_dot_plugins_dot_v1_dot_plugins__pb2.CallPluginRequest.SerializeToString,
+            mesh_dot_plugins_dot_v1_dot_plugins__pb2.CallPluginResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,12 @@ class PluginsServiceStub:
     """ListPlugins: every plugin this node runs, by name."""
     GetPlugin: _grpc.UnaryUnaryMultiCallable[_plugins_pb2.GetPluginRequest, _plugins_pb2.GetPluginResponse]
     """GetPlugin: one plugin; NOT_FOUND when this node does not run it."""
+    CallPlugin: _grpc.UnaryUnaryMultiCallable[_plugins_pb2.CallPluginRequest, _plugins_pb2.CallPluginResponse]
+    """CallPlugin: send an event to a plugin, as a peer's copy of the plugin
+    would: to this node's (peer_id empty) or to another node's. The answer is
+    the handler's. NOT_FOUND / UNAVAILABLE when the plugin does not run or is
+    not running now; INVALID_ARGUMENT when it refuses; UNKNOWN when a peer failed.
+    """
 
 @_typing.type_check_only
 class PluginsServiceAsyncStub(PluginsServiceStub):
@@ -45,6 +51,12 @@ class PluginsServiceAsyncStub(PluginsServiceStub):
     """ListPlugins: every plugin this node runs, by name."""
     GetPlugin: _aio.UnaryUnaryMultiCallable[_plugins_pb2.GetPluginRequest, _plugins_pb2.GetPluginResponse]  # type: ignore[assignment]
     """GetPlugin: one plugin; NOT_FOUND when this node does not run it."""
+    CallPlugin: _aio.UnaryUnaryMultiCallable[_plugins_pb2.CallPluginRequest, _plugins_pb2.CallPluginResponse]  # type: ignore[assignment]
+    """CallPlugin: send an event to a plugin, as a peer's copy of the plugin
+    would: to this node's (peer_id empty) or to another node's. The answer is
+    the handler's. NOT_FOUND / UNAVAILABLE when the plugin does not run or is
+    not running now; INVALID_ARGUMENT when it refuses; UNKNOWN when a peer failed.
+    """
 
 class PluginsServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -62,5 +74,17 @@ class PluginsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_plugins_pb2.GetPluginResponse, _abc.Awaitable[_plugins_pb2.GetPluginResponse]]:
         """GetPlugin: one plugin; NOT_FOUND when this node does not run it."""
+
+    @_abc_1.abstractmethod
+    def CallPlugin(
+        self,
+        request: _plugins_pb2.CallPluginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plugins_pb2.CallPluginResponse, _abc.Awaitable[_plugins_pb2.CallPluginResponse]]:
+        """CallPlugin: send an event to a plugin, as a peer's copy of the plugin
+        would: to this node's (peer_id empty) or to another node's. The answer is
+        the handler's. NOT_FOUND / UNAVAILABLE when the plugin does not run or is
+        not running now; INVALID_ARGUMENT when it refuses; UNKNOWN when a peer failed.
+        """
 
 def add_PluginsServiceServicer_to_server(servicer: PluginsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,229 @@
+// A small client of mesh.plugin.v1.PluginHost for Node: what an external Mesh
+// plugin needs, built at run time from proto/ (no generated code).
+//
+//   const { MeshPlugin } = require("./mesh-plugin");
+//   const plugin = new MeshPlugin({ version: "1.0.0" });
+//   plugin.on("ECHO", async (event) => event.data);
+//   plugin.handleTask("SHA256", async (task) => ({ result }), { verify: async (task, r) => true });
+//   plugin.start();
+//
+// meshd starts the plugin with MESH_PLUGIN_ADDRESS, MESH_PLUGIN_NAME and
+// MESH_PLUGIN_DATA_DIR set. When the stream to meshd ends, the process exits:
+// meshd starts a fresh one if it still wants the plugin.
+"use strict";
+
+const path = require("node:path");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+
+const PROTO_DIR = process.env.MESH_PROTO_DIR || path.join(__dirname, "..", "..", "..", "proto");
+
+function loadHost() {
+  const definition = protoLoader.loadSync("mesh/plugin/v1/host.proto", {
+    includeDirs: [PROTO_DIR],
+    keepCase: true,
+    longs: String,
+    defaults: true,
+    oneofs: true,
+  });
+  return grpc.loadPackageDefinition(definition).mesh.plugin.v1;
+}
+
+class CallError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+class MeshPlugin {
+  constructor({ version, summary = "" }) {
+    this.name = requireEnv("MESH_PLUGIN_NAME");
+    this.address = requireEnv("MESH_PLUGIN_ADDRESS");
+    this.dataDir = process.env.MESH_PLUGIN_DATA_DIR || "";
+    this.version = version;
+    this.summary = summary;
+    this.events = new Map(); // name -> { handler, timeoutMs }
+    this.taskKinds = new Map(); // name -> { handler, verify }
+    this.topics = new Map(); // topic -> handler
+    this.pending = new Map(); // call_id -> { resolve, reject }
+    this.nextCallId = 1;
+    this.welcome = null;
+  }
+
+  // Answer peers' requests named `event`: handler({peer, name, data}) -> Buffer.
+  // Throw to refuse; the peer sees the message.
+  on(event, handler, { timeoutMs = 10000 } = {}) {
+    this.events.set(event, { handler, timeoutMs });
+  }
+
+  // Execute tasks of `kind`: handler({taskId, kind, payload, requester}) ->
+  // {result: Buffer, proof?: Buffer, units?: number}. With `verify`, this plugin
+  // judges results of the kind: verify(task, result) -> boolean.
+  handleTask(kind, handler, { verify = null } = {}) {
+    this.taskKinds.set(kind, { handler, verify });
+  }
+
+  // --- calls to meshd (each returns a Promise) ------------------------------
+
+  request(peerId, event, data, { timeoutMs = 10000 } = {}) {
+    return this.call({ request: { peer_id: peerId, event, data, timeout_ms: timeoutMs } })
+      .then((result) => result.data);
+  }
+
+  publish(topic, data) {
+    return this.call({ publish: { topic, data } }).then(() => undefined);
+  }
+
+  subscribe(topic, handler) {
+    this.topics.set(topic, handler);
+    return this.call({ subscribe: { topic } }).then(() => undefined);
+  }
+
+  submitTask(kind, payload, options = {}) {
+    return this.call({
+      submit_task: {
+        kind,
+        payload,
+        redundancy: options.redundancy || 0,
+        capabilities: options.capabilities || [],
+        timeout_ms: options.timeoutMs || 0,
+        attempts: options.attempts || 0,
+      },
+    }).then((result) => result.outcome);
+  }
+
+  peers() {
+    return this.call({ list_peers: {} }).then((result) => result.peers.peer_ids);
+  }
+
+  readLedger(peerId = "") {
+    return this.call({ read_ledger: { peer_id: peerId } }).then((result) => result.ledger);
+  }
+
+  call(kind) {
+    const callId = String(this.nextCallId++);
+    return new Promise((resolve, reject) => {
+      this.pending.set(callId, { resolve, reject });
+      this.stream.write({ call: { call_id: callId, ...kind } });
+    });
+  }
+
+  // --- the stream -----------------------------------------------------------
+
+  start() {
+    const host = loadHost();
+    const client = new host.PluginHost(this.address, grpc.credentials.createInsecure());
+    this.stream = client.Connect();
+    this.stream.write({
+      register: {
+        name: this.name,
+        version: this.version,
+        summary: this.summary,
+        events: [...this.events].map(([name, e]) => ({ name, timeout_ms: e.timeoutMs })),
+        task_kinds: [...this.taskKinds].map(([name, t]) => ({ name, verifies: !!t.verify })),
+      },
+    });
+    this.stream.on("data", (message) => this.receive(message));
+    this.stream.on("error", (error) => {
+      console.error(`stream to meshd failed: ${error.details || error.message}`);
+      process.exit(1);
+    });
+    this.stream.on("end", () => {
+      console.error("meshd closed the stream; exiting");
+      process.exit(0);
+    });
+    return new Promise((resolve) => { this.onWelcome = resolve; });
+  }
+
+  receive(message) {
+    switch (message.kind) {
+      case "welcome":
+        this.welcome = message.welcome;
+        if (this.onWelcome) this.onWelcome(message.welcome);
+        break;
+      case "ping":
+        this.stream.write({ pong: { nonce: message.ping.nonce } });
+        break;
+      case "event":
+        this.answerEvent(message.event);
+        break;
+      case "task":
+        this.answerTask(message.task);
+        break;
+      case "verify":
+        this.answerVerify(message.verify);
+        break;
+      case "result":
+        this.settle(message.result);
+        break;
+      case "message": {
+        const handler = this.topics.get(message.message.topic);
+        if (handler) handler(message.message);
+        break;
+      }
+      default:
+        console.error(`unknown message from meshd: ${message.kind}`);
+    }
+  }
+
+  async answerEvent(call) {
+    const answer = { call_id: call.call_id };
+    try {
+      const registered = this.events.get(call.event);
+      answer.data = await registered.handler({ peer: call.peer_id, name: call.event, data: call.data });
+    } catch (error) {
+      answer.error = String(error.message || error);
+    }
+    this.stream.write({ event_answer: answer });
+  }
+
+  async answerTask(call) {
+    const answer = { call_id: call.call_id };
+    try {
+      const registered = this.taskKinds.get(call.kind);
+      const done = await registered.handler(taskOf(call));
+      answer.result = done.result;
+      answer.proof = done.proof || Buffer.alloc(0);
+      answer.units = done.units || 1;
+    } catch (error) {
+      answer.error = String(error.message || error);
+    }
+    this.stream.write({ task_answer: answer });
+  }
+
+  async answerVerify(call) {
+    let valid = false;
+    try {
+      const registered = this.taskKinds.get(call.kind);
+      valid = !!(await registered.verify(taskOf(call),
+        { result: call.result, proof: call.proof, units: Number(call.units) }));
+    } catch (error) {
+      console.error(`verify of ${call.kind} failed: ${error.message || error}`);
+    }
+    this.stream.write({ verify_answer: { call_id: call.call_id, valid } });
+  }
+
+  settle(result) {
+    const waiting = this.pending.get(result.call_id);
+    if (!waiting) return;
+    this.pending.delete(result.call_id);
+    if (result.error) waiting.reject(new CallError(result.error.code, result.error.message));
+    else waiting.resolve(result);
+  }
+}
+
+function taskOf(call) {
+  return { taskId: call.task_id, kind: call.kind, payload: call.payload, requester: call.requester };
+}
+
+function requireEnv(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`${name} is not set: this program is an external Mesh plugin, started by meshd`);
+    process.exit(2);
+  }
+  return value;
+}
+
+module.exports = { MeshPlugin, CallError };

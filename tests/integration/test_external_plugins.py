@@ -1,0 +1,151 @@
+"""External plugins on real daemons in one trio process, with the JavaScript example.
+
+Each node launches plugins/examples/js-hash (Node, @grpc/grpc-js) as a
+process; tasks, events and its calls back into meshd cross the PluginHost
+stream. Killing, stopping or misconfiguring the process never harms the node.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+import trio
+
+from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from tests.integration.test_plugins import list_plugins, open_node, write_genesis
+
+ROOT = Path(__file__).resolve().parents[2]
+JS_HASH = ROOT / "plugins" / "examples" / "js-hash"
+JS_COMMAND = ["node", str(JS_HASH / "index.js")]
+T = TypeVar("T")
+
+
+
+def external(command: list[str] | None = None, **env: str) -> dict[str, Any]:
+    return {"plugins.external": {"js-hash": {"command": command or JS_COMMAND, "env": env}}}
+
+
+def rpc(socket: Path, service: Any, method: str, request: Any) -> Any:
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        return getattr(service(channel), method)(request, timeout=30)
+
+
+async def call_plugin(socket: Path, event: str, data: bytes = b"", peer_id: str = "") -> bytes:
+    request = plugins_pb2.CallPluginRequest(plugin="js-hash", event=event, data=data,
+                                            peer_id=peer_id)
+    response = await trio.to_thread.run_sync(
+        rpc, socket, plugins_pb2_grpc.PluginsServiceStub, "CallPlugin", request)
+    return bytes(response.data)
+
+
+async def plugin(socket: Path) -> plugins_pb2.Plugin:
+    return (await trio.to_thread.run_sync(list_plugins, socket))["js-hash"]
+
+
+async def eventually(fetch: Callable[[], Awaitable[T]], condition: Callable[[T], bool],
+                     timeout: float = 30) -> T:
+    """Poll ``await fetch()`` (an API call) until ``condition`` holds of it, bounded."""
+    with trio.fail_after(timeout):
+        for _ in range(int(timeout / 0.05) + 1):
+            if condition(value := await fetch()):
+                return value
+            await trio.sleep(0.05)
+    raise AssertionError("condition never held")
+
+
+async def wait_for_plugin(socket: Path, condition: Callable[[plugins_pb2.Plugin], bool],
+                          ) -> plugins_pb2.Plugin:
+    return await eventually(functools.partial(plugin, socket), condition)
+
+
+async def wait_running(socket: Path, restarts: int = 0) -> plugins_pb2.Plugin:
+    return await wait_for_plugin(socket, lambda p: p.state == "running"
+                                 and p.restarts >= restarts)
+
+
+async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd(
+        tmp_path: Path) -> None:
+    genesis = write_genesis(tmp_path, "js-hash")
+    with trio.fail_after(90):
+        async with open_node(tmp_path, "a", genesis, [], **external()) as a, \
+                open_node(tmp_path, "b", genesis, [], bootstrap=(a.listen_addrs[0],),
+                          **external()) as b:
+            info = await wait_running(a.api.socket)
+            await wait_running(b.api.socket)
+            assert info.kind == plugins_pb2.PLUGIN_KIND_EXTERNAL
+            assert (info.version, info.required) == ("1.0.0", True)
+            assert info.summary == "SHA-256 tasks and an ECHO event, in JavaScript"
+            assert list(info.events) == ["ECHO", "PEERS"]
+            assert list(info.task_kinds) == ["SHA256"]
+            assert info.pid > 0
+            # An event to b's plugin, and one to a's own that calls back into meshd.
+            await eventually(functools.partial(call_plugin, a.api.socket, "PEERS"),
+                             lambda peers: b.peer_id.encode() in peers)
+            assert await call_plugin(a.api.socket, "ECHO", b"hello", b.peer_id) == b"hello"
+            # The task goes to b's plugin; a's plugin verifies the digest.
+            request = tasks_pb2.SubmitTaskRequest(plugin="js-hash", kind="SHA256",
+                                                  payload=b"mesh", wait=True)
+            task = (await trio.to_thread.run_sync(
+                rpc, a.api.socket, tasks_pb2_grpc.TasksServiceStub, "SubmitTask",
+                request)).task
+            assert task.state == "done", task.error
+            assert task.result == hashlib.sha256(b"mesh").hexdigest().encode()
+            assert [x.provider for x in task.attempts] == [b.peer_id]
+            # A refusal by the plugin reaches the caller with its message.
+            with pytest.raises(grpc.RpcError) as refused:
+                await call_plugin(a.api.socket, "NOPE", b"", b.peer_id)
+            assert "does not handle event 'NOPE'" in str(refused.value.details())
+
+
+async def test_a_killed_or_stopped_plugin_process_is_restarted(tmp_path: Path) -> None:
+    genesis = write_genesis(tmp_path, "js-hash")
+    with trio.fail_after(120):
+        async with open_node(tmp_path, "a", genesis, [], **external(),
+                             **{"plugins.health_timeout": 2}) as a:
+            first = (await wait_running(a.api.socket)).pid
+            os.kill(first, signal.SIGKILL)
+            killed = await wait_running(a.api.socket, restarts=1)
+            assert "killed by SIGKILL" in killed.last_error
+            assert killed.pid != first
+            assert await call_plugin(a.api.socket, "ECHO", b"back") == b"back"
+            # A process that stops answering health checks is killed and replaced.
+            os.kill(killed.pid, signal.SIGSTOP)
+            stopped = await wait_running(a.api.socket, restarts=2)
+            assert "no health check" in stopped.last_error
+            assert not _alive(killed.pid)
+            assert await call_plugin(a.api.socket, "ECHO", b"again") == b"again"
+
+
+async def test_a_plugin_the_network_cannot_accept_is_refused_and_retried(
+        tmp_path: Path) -> None:
+    genesis = tmp_path / "genesis.toml"
+    write_genesis(tmp_path, "js-hash")
+    genesis.write_text(genesis.read_text().replace(
+        'name = "js-hash"\n', 'name = "js-hash"\nversion = ">=2"\n'))
+    with trio.fail_after(60):
+        async with open_node(tmp_path, "a", genesis, [], **external()) as a:
+            info = await wait_for_plugin(a.api.socket, lambda p: p.restarts >= 1)
+            assert info.state != "running"
+            assert "registered version 1.0.0, but the genesis requires js-hash>=2" \
+                in info.last_error
+        async with open_node(tmp_path, "b", write_genesis(tmp_path, "js-hash"), [],
+                             **external(["/nonexistent/plugin"])) as b:
+            await wait_for_plugin(b.api.socket, lambda p: "cannot start '/nonexistent/plugin'"
+                                  ": not found" in p.last_error)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
