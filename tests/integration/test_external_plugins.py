@@ -19,6 +19,7 @@ import grpc
 import pytest
 import trio
 
+from mesh.plugin.v1 import host_pb2, host_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tests.integration.test_plugins import list_plugins, open_node, write_genesis
@@ -104,6 +105,18 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             with pytest.raises(grpc.RpcError) as refused:
                 await call_plugin(a.api.socket, "NOPE", b"", b.peer_id)
             assert "does not handle event 'NOPE'" in str(refused.value.details())
+            # Strangers on the plugin's socket are refused; the plugin keeps serving.
+            sock = tmp_path / "a" / "plugins" / "js-hash.sock"
+            assert sock.stat().st_mode & 0o777 == 0o600
+            for first, code, text in (
+                    (host_pb2.PluginMessage(pong=host_pb2.Pong(nonce=1)),
+                     grpc.StatusCode.INVALID_ARGUMENT, "must be Register"),
+                    (host_pb2.PluginMessage(register=host_pb2.Register(
+                        name="js-hash", version="1.0.0")),
+                     grpc.StatusCode.FAILED_PRECONDITION, "already has a stream open")):
+                error = await trio.to_thread.run_sync(connect_once, sock, first)
+                assert (error.code(), text in error.details()) == (code, True), error
+            assert await call_plugin(a.api.socket, "ECHO", b"still", b.peer_id) == b"still"
 
 
 async def test_a_killed_or_stopped_plugin_process_is_restarted(tmp_path: Path) -> None:
@@ -141,6 +154,18 @@ async def test_a_plugin_the_network_cannot_accept_is_refused_and_retried(
                              **external(["/nonexistent/plugin"])) as b:
             await wait_for_plugin(b.api.socket, lambda p: "cannot start '/nonexistent/plugin'"
                                   ": not found" in p.last_error)
+
+
+def connect_once(socket: Path, first: host_pb2.PluginMessage) -> grpc.RpcError:
+    """Open a PluginHost stream, send ``first``, and return the error that ends it."""
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        stream = host_pb2_grpc.PluginHostStub(channel).Connect(iter([first]), timeout=10)
+        try:
+            for _ in stream:
+                pass
+        except grpc.RpcError as exc:
+            return exc
+    raise AssertionError("the stream ended without an error")
 
 
 def _alive(pid: int) -> bool:
