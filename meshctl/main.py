@@ -19,6 +19,7 @@ from meshctl import (
     plugins,
     pubsub,
     rewards,
+    storage,
     tasks,
     token,
 )
@@ -79,6 +80,7 @@ cli.add_command(dht.dht)
 cli.add_command(pubsub.pubsub)
 cli.add_command(plugins.plugins)
 cli.add_command(tasks.tasks)
+cli.add_command(storage.storage)
 cli.add_command(completion.completion)
 
 

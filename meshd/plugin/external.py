@@ -352,7 +352,10 @@ class ExternalPlugin(Plugin):
             with trio.move_on_after(self._ping_interval):
                 await session.ended.wait()
                 with trio.move_on_after(EXIT_REPORT_WAIT):
-                    await process.exited.wait()  # its run() reports how it ended
+                    await process.exited.wait()
+                    # Its run() raises PluginExited, which says how it ended:
+                    # one error for this start, not two.
+                    await trio.sleep_forever()
                 raise PluginGone(session.end_reason)
             silent = trio.current_time() - session.last_pong
             if silent > self._health_timeout:

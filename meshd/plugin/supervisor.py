@@ -21,9 +21,11 @@ MAX_ERROR_CHARS = 500
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message`` of the error behind ``exc`` (nursery groups unwrapped)."""
+    """``Type: message`` of the errors behind ``exc`` (nursery groups unwrapped)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup):  # several at once: name each, not the group
+        return "; ".join(describe(e) for e in exc.exceptions)[:MAX_ERROR_CHARS]
     return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
 
 

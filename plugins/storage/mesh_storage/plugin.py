@@ -9,6 +9,15 @@ Events (docs/plugins.md §7 gives the wire shapes):
   the answer is SHA-256("mesh/storage-proof/v1" 0x00 nonce chunk), which only
   a node holding the chunk can compute.
 
+Events for this node's operator only (``meshctl storage put|get``, through
+``meshctl plugins call``; peers are refused):
+
+* ``PUT_CHUNK``: one byte, the number of replicas (0 to MAX_REPLICAS), then
+  one chunk. The node keeps the chunk and has ``replicas`` other nodes keep it
+  too, as a STORE_FILE task (so they earn receipts); the answer is its name.
+* ``GET_CHUNK``: the data is a chunk name; the answer is the chunk, from this
+  node or from the first connected peer that holds it (checked by its hash).
+
 Task kind ``STORE_FILE`` (docs/tasks.md): the payload is one chunk; the
 result is its name, the units are the KiB stored, and the rule a requester
 applies checks both. A receipt pays for the store; VERIFY_STORAGE audits
@@ -20,14 +29,28 @@ Configuration (``[plugins.settings.storage]`` in meshd's config):
 
 from __future__ import annotations
 
+import random
+
 import trio
 
 from mesh_storage.chunks import ChunkStore, StorageFull, check_hash, chunk_hash, storage_proof
-from meshd.plugin import Context, Event, InvalidArgument, Plugin, TaskRequest, TaskResult
+from meshd.plugin import (
+    Context,
+    Event,
+    InvalidArgument,
+    MeshError,
+    Plugin,
+    TaskOptions,
+    TaskRequest,
+    TaskResult,
+)
 
 MAX_CHUNK = 512 * 1024
 DEFAULT_CAPACITY = 1 << 30
 MIN_NONCE, MAX_NONCE = 16, 64
+MAX_REPLICAS = 8
+REPLICA_TIMEOUT = 20.0  # seconds per attempt of a replica's store
+MAX_EVENT_TIMEOUT = 60.0  # meshd's ceiling for a handler
 
 
 class StoragePlugin(Plugin):
@@ -42,6 +65,8 @@ class StoragePlugin(Plugin):
         ctx.on("STORE_FILE", self.store_file)
         ctx.on("RETRIEVE_FILE", self.retrieve_file)
         ctx.on("VERIFY_STORAGE", self.verify_storage)
+        ctx.on("PUT_CHUNK", self.put_chunk, timeout=MAX_EVENT_TIMEOUT)
+        ctx.on("GET_CHUNK", self.get_chunk, timeout=MAX_EVENT_TIMEOUT)
         ctx.handle_task("STORE_FILE", self.store_task, verify=self.check_stored)
 
     async def store_task(self, task: TaskRequest) -> TaskResult:
@@ -79,6 +104,47 @@ class StoragePlugin(Plugin):
         if data is None:
             raise InvalidArgument(f"this node holds no chunk {name}")
         return storage_proof(nonce, data)
+
+
+    async def put_chunk(self, event: Event) -> bytes:
+        self._from_operator(event)
+        if len(event.data) < 2 or event.data[0] > MAX_REPLICAS:
+            raise InvalidArgument(f"PUT_CHUNK takes one byte of replicas (0 to {MAX_REPLICAS}) "
+                                  "and a chunk")
+        replicas, chunk = event.data[0], event.data[1:]
+        name = await self.store_file(Event(event.peer, "STORE_FILE", chunk))
+        if replicas:
+            outcome = await self.ctx.submit_task("STORE_FILE", chunk, TaskOptions(
+                redundancy=replicas, timeout=REPLICA_TIMEOUT, attempts=2))
+            if outcome.state != "done":
+                raise InvalidArgument(f"chunk {name.decode()} is stored on this node, but "
+                                      f"{replicas} replica(s) could not be made: {outcome.error}")
+        return name
+
+    async def get_chunk(self, event: Event) -> bytes:
+        self._from_operator(event)
+        name = _name(event.data)
+        data = await trio.to_thread.run_sync(self.chunks.get, name)
+        if data is not None:
+            return data
+        peers = self.ctx.peers()
+        random.shuffle(peers)  # spread the reads over the holders
+        for peer in peers:
+            try:
+                data = await self.ctx.request(peer, "RETRIEVE_FILE", event.data, timeout=10)
+            except MeshError:
+                continue  # it does not hold the chunk, or cannot answer now
+            if chunk_hash(data) == name:
+                return data
+            self.ctx.log.warning("peer answered a chunk that does not match its name",
+                                 extra={"peer_id": peer, "chunk": name})
+        raise InvalidArgument(f"neither this node nor any of its {len(peers)} connected peers "
+                              f"holds chunk {name}")
+
+    def _from_operator(self, event: Event) -> None:
+        if event.peer != self.ctx.peer_id:
+            raise InvalidArgument(f"{event.name} is for this node's operator "
+                                  "(meshctl storage), not for peers")
 
 
 def units_of(size: int) -> int:
