@@ -1,0 +1,279 @@
+"""A test driver for plugin authors: a small network of real meshd nodes on loopback.
+
+    from meshd.testing import open_network, plugin_under_test
+
+    async def test_echo(tmp_path):  # pytest with a trio plugin (pytest-trio)
+        async with open_network(tmp_path, 3, plugins=[plugin_under_test("echo", Echo)]) as net:
+            a, b, _ = net.nodes
+            assert await a.call("echo", "ECHO", b"hi", peer=b) == b"hi"
+            task = await a.submit_task("echo", "UPPER", b"abc")
+            assert task.state == "done"
+
+Two modes, one API:
+
+* in this trio process (the default): every node is ``run_daemon`` in the
+  test's nursery, so a plugin's code runs in the test process (breakpoints,
+  coverage), and ``plugins=`` may name plugin classes that are not installed;
+* as processes (``processes=True``): every node is a ``meshd run`` process, as
+  an operator runs it; plugins come from the installed entry points and from
+  ``config`` (e.g. external plugins).
+
+Nodes talk to each other over real libp2p connections, and the test talks to
+each node through its gRPC API, as meshctl does. docs/plugins.md §8 walks
+through a plugin's tests with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import tomli_w
+import trio
+
+from mesh.node.v1 import node_pb2, node_pb2_grpc
+from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshcore import genesis as genesis_doc
+from meshcore.genesis import Genesis, RewardPolicy, Token
+from meshd.config import Config
+from meshd.daemon import run_daemon
+from meshd.plugin.api import Plugin
+from meshd.plugin.loader import Available, available
+
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+START_TIMEOUT = 30.0  # for a node to answer its API, and for the nodes to connect
+CALL_TIMEOUT = 60.0
+
+
+def plugin_under_test(name: str, plugin: Callable[[], Plugin], version: str = "1.0.0",
+                      ) -> Available:
+    """A plugin class (or factory) to run as if installed under ``name``."""
+    return available(name, plugin, version)
+
+
+def write_genesis(directory: Path, *, plugins: Sequence[str] = (), name: str = "TestNet",
+                  epoch_seconds: int = 60) -> Path:
+    """A genesis requiring ``plugins`` (``"name"`` or ``"name>=1,<2"``); returns its path."""
+    genesis = Genesis(name=name, genesis_time=dt.datetime.now(dt.UTC).replace(microsecond=0),
+                      token=Token("Test", "TST"),
+                      rewards=RewardPolicy(epoch_seconds=epoch_seconds),
+                      plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "genesis.toml"
+    path.write_text(genesis_doc.dumps(genesis), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Node:
+    """One node of the network, reached through its API socket."""
+
+    name: str
+    data_dir: Path
+    socket: Path
+    peer_id: str = ""
+    listen_addrs: tuple[str, ...] = ()
+
+    async def call(self, plugin: str, event: str, data: bytes = b"", *,
+                   peer: Node | str | None = None, timeout: float = 10.0) -> bytes:
+        """Send ``event`` to this node's ``plugin`` (or ``peer``'s), as a peer would.
+
+        Raises grpc.RpcError with the plugin's message when it refuses.
+        """
+        peer_id = peer.peer_id if isinstance(peer, Node) else (peer or "")
+        request = plugins_pb2.CallPluginRequest(plugin=plugin, event=event, data=data,
+                                                peer_id=peer_id, timeout_ms=int(timeout * 1000))
+        response = await self._rpc(plugins_pb2_grpc.PluginsServiceStub, "CallPlugin", request,
+                                   timeout + 5)
+        return bytes(response.data)
+
+    async def submit_task(self, plugin: str, kind: str, payload: bytes, *,
+                          redundancy: int = 1, capabilities: Sequence[str] = (),
+                          timeout: float = 30.0, attempts: int = 3) -> tasks_pb2.Task:
+        """Run a task on the network from this node and return it once finished."""
+        request = tasks_pb2.SubmitTaskRequest(
+            plugin=plugin, kind=kind, payload=payload, redundancy=redundancy,
+            capabilities=list(capabilities), timeout_ms=int(timeout * 1000),
+            attempts=attempts, wait=True)
+        response = await self._rpc(tasks_pb2_grpc.TasksServiceStub, "SubmitTask", request,
+                                   timeout * attempts * 2 + 30)
+        task: tasks_pb2.Task = response.task
+        return task
+
+    async def plugins(self) -> dict[str, plugins_pb2.Plugin]:
+        """The plugins this node runs, by name (``meshctl plugins ls``)."""
+        response = await self._rpc(plugins_pb2_grpc.PluginsServiceStub, "ListPlugins",
+                                   plugins_pb2.ListPluginsRequest())
+        return {p.name: p for p in response.plugins}
+
+    async def status(self) -> node_pb2.NodeStatus:
+        """``meshctl status``: peer ID, listen addresses, peer count, state."""
+        response = await self._rpc(node_pb2_grpc.NodeServiceStub, "GetStatus",
+                                   node_pb2.GetStatusRequest())
+        status: node_pb2.NodeStatus = response.status
+        return status
+
+    async def _rpc(self, stub: Any, method: str, request: Any,
+                   timeout: float = CALL_TIMEOUT) -> Any:
+        def call() -> Any:
+            with grpc.insecure_channel(f"unix:{self.socket}") as channel:
+                return getattr(stub(channel), method)(request, timeout=timeout)
+
+        # Off the trio thread: in-process nodes serve on this very loop.
+        return await trio.to_thread.run_sync(call)
+
+
+@dataclass
+class Network:
+    nodes: list[Node] = field(default_factory=list)
+    genesis: Path | None = None
+
+    def __getitem__(self, index: int) -> Node:
+        return self.nodes[index]
+
+    async def wait_connected(self, timeout: float = START_TIMEOUT) -> None:
+        """Until every node has a connection to every other."""
+        await eventually(self._all_connected, timeout)
+
+    async def _all_connected(self) -> bool:
+        for node in self.nodes:
+            if (await node.status()).peer_count < len(self.nodes) - 1:
+                return False
+        return True
+
+
+async def eventually(condition: Callable[[], Any], timeout: float = START_TIMEOUT,
+                     interval: float = 0.05) -> None:
+    """Poll ``await condition()`` until it is true; AssertionError after ``timeout`` s."""
+    with trio.move_on_after(timeout):
+        for _ in range(int(timeout / interval) + 1):
+            with contextlib.suppress(grpc.RpcError):  # a node not answering yet
+                if await condition():
+                    return
+            await trio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout:g} s")
+
+
+@contextlib.asynccontextmanager
+async def open_network(directory: Path, size: int = 3, *,
+                       plugins: Sequence[Available] | None = None,
+                       genesis: Path | None = None, required: Sequence[str] | None = None,
+                       config: Mapping[str, Any] | None = None, processes: bool = False,
+                       ) -> AsyncIterator[Network]:
+    """Start ``size`` connected nodes under ``directory``; stop them on exit.
+
+    Args:
+        plugins: in-process mode only: the plugins installed, as far as the
+            nodes know (:func:`plugin_under_test`); None = the real entry points.
+        genesis: a genesis file; by default one requiring ``required`` (default:
+            the names of ``plugins``) is written.
+        config: ``section.key`` settings for every node, e.g.
+            ``{"tasks.capabilities": ("gpu",)}`` or ``{"plugins.external": {...}}``.
+        processes: run each node as a ``meshd run`` process.
+    """
+    if processes and plugins is not None:
+        raise ValueError("processes=True runs installed plugins only; install the plugin "
+                         "(pip install -e .) or test it in-process")
+    if genesis is None:
+        names = required if required is not None else [p.name for p in plugins or ()]
+        genesis = write_genesis(directory, plugins=names)
+    network = Network(genesis=genesis)
+    async with trio.open_nursery() as nursery:
+        try:
+            for index in range(size):
+                name = f"node{index}"
+                bootstrap = (network.nodes[0].listen_addrs[0],) if network.nodes else ()
+                settings = {"node.data_dir": directory / name, "node.genesis": genesis,
+                            "p2p.listen": (LOOPBACK,), "p2p.bootstrap": bootstrap,
+                            **(config or {})}
+                start = _start_process if processes else functools.partial(
+                    _start_in_process, plugins)
+                node = await nursery.start(start, name, settings)
+                network.nodes.append(node)
+            await network.wait_connected()
+            yield network
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _start_in_process(plugins: Sequence[Available] | None, name: str,
+                            settings: dict[str, Any], *,
+                            task_status: trio.TaskStatus[Node]) -> None:
+    config = Config.load(overrides=settings)
+    async with trio.open_nursery() as nursery:
+        info = await nursery.start(functools.partial(run_daemon, config, plugins=plugins))
+        task_status.started(Node(name, config.node.data_dir, info.api.socket, info.peer_id,
+                                 info.listen_addrs))
+
+
+async def _start_process(name: str, settings: dict[str, Any], *,
+                         task_status: trio.TaskStatus[Node]) -> None:
+    data_dir = Path(settings.pop("node.data_dir"))
+    log_path = data_dir.parent / f"{name}.log"
+
+    def launch() -> subprocess.Popen[bytes]:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config_file = data_dir.parent / f"{name}.toml"
+        config_file.write_text(_toml(settings), encoding="utf-8")
+        argv = [str(Path(sys.executable).parent / "meshd"), "run", "--data-dir", str(data_dir),
+                "--config", str(config_file)]
+        with log_path.open("ab") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=dict(os.environ))
+
+    process = await trio.to_thread.run_sync(launch)
+    try:
+        node = Node(name, data_dir, data_dir / "meshd.sock")
+
+        async def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"meshd {name} exited {process.returncode}; see {log_path}")
+            if not node.socket.exists():
+                return False
+            status = await node.status()
+            node.peer_id, node.listen_addrs = status.peer_id, tuple(status.listen_addrs)
+            return bool(node.listen_addrs)
+
+        await eventually(ready)
+        task_status.started(node)
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            process.terminate()
+            with trio.move_on_after(10):
+                await trio.to_thread.run_sync(process.wait)
+            process.kill()
+            await trio.to_thread.run_sync(process.wait)
+
+
+def _toml(settings: Mapping[str, Any]) -> str:
+    """``section.key`` settings as a config file."""
+    document: dict[str, dict[str, Any]] = {}
+    for dotted, value in settings.items():
+        section, _, key = dotted.partition(".")
+        document.setdefault(section, {})[key] = _plain(value)
+    return tomli_w.dumps(document)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+__all__ = ["Network", "Node", "eventually", "open_network", "plugin_under_test",
+           "write_genesis"]
