@@ -40,6 +40,7 @@ from meshd.plugin.runtime import PluginRuntime
 from meshd.plugin.supervisor import Backoff
 from meshd.tasks.participation import ParticipationWatch
 from meshd.tasks.provider import TaskProvider
+from meshd.tasks.reports import TaskReports
 from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                                         config.tasks.max_concurrent)
                 router = TaskRouter(host, ledger, runtime, (p.name for p in genesis.plugins))
                 runtime.submit = router.submit_for_plugin
+                reports = TaskReports(host, ledger, runtime, (p.name for p in genesis.plugins))
+                runtime.report = reports.report
                 endpoints = await nursery.start(
                     serve_api, config, bridge,
                     Services(board, network, host, ledger, runtime, router))

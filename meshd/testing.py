@@ -40,6 +40,8 @@ import grpc
 import tomli_w
 import trio
 
+from mesh.ledger.v1 import service_pb2 as ledger_service_pb2
+from mesh.ledger.v1 import service_pb2_grpc as ledger_service_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -122,6 +124,13 @@ class Node:
                                    node_pb2.GetStatusRequest())
         status: node_pb2.NodeStatus = response.status
         return status
+
+    async def history(self, limit: int = 50) -> list[ledger_service_pb2.HistoryEntry]:
+        """``meshctl ledger history``: this node's newest entries first (receipts
+        it countersigned show as kind ``task_receipt``)."""
+        response = await self._rpc(ledger_service_pb2_grpc.LedgerServiceStub, "ListHistory",
+                                   ledger_service_pb2.ListHistoryRequest(limit=limit))
+        return list(response.entries)
 
     async def _rpc(self, stub: Any, method: str, request: Any,
                    timeout: float = CALL_TIMEOUT) -> Any:

@@ -14,9 +14,11 @@ from meshd.plugin import (
     Context,
     Event,
     InvalidArgument,
+    MeshError,
     Message,
     Plugin,
     TaskOptions,
+    TaskReport,
     TaskRequest,
     TaskResult,
 )
@@ -178,3 +180,50 @@ class SlowSquarePlugin(SquarePlugin):
     async def square(self, task: TaskRequest) -> TaskResult:
         await trio.sleep_forever()
         raise AssertionError
+
+
+class ReporterPlugin(Plugin):
+    """Reports work to peers and judges their reports (docs/tasks.md §5).
+
+    ``ASK`` ("<peer>\\n<job>"): have the peer ``SERVE`` the job, to be reported;
+    ``REPORT`` ("<peer>\\n<kind>\\n<units>\\n<detail>"): report work to the
+    peer, answering the receipt's hash or the error. Reports of ``SERVED`` are
+    accepted for jobs this node asked that peer for, once; ``BROKEN`` rules raise.
+    """
+
+    def __init__(self) -> None:
+        self.asked: set[tuple[str, bytes]] = set()
+
+    async def init(self, ctx: Context) -> None:
+        self.ctx = ctx
+        ctx.on("ASK", self.ask)
+        ctx.on("SERVE", self.serve)
+        ctx.on("REPORT", self.report, timeout=60)
+        ctx.accept_reports("SERVED", self.check_served)
+        ctx.accept_reports("BROKEN", self.broken)
+
+    async def ask(self, event: Event) -> bytes:
+        peer, job = event.data.split(b"\n", 1)
+        self.asked.add((peer.decode(), job))
+        return await self.ctx.request(peer.decode(), "SERVE", job)
+
+    async def serve(self, event: Event) -> bytes:
+        return event.data[::-1]
+
+    async def report(self, event: Event) -> bytes:
+        peer, kind, units, detail = event.data.split(b"\n", 3)
+        try:
+            receipt = await self.ctx.report_task(peer.decode(), kind.decode(), detail,
+                                                 units=int(units))
+        except MeshError as exc:
+            return f"error: {type(exc).__name__}: {exc}".encode()
+        return receipt.encode()
+
+    async def check_served(self, report: TaskReport) -> bool:
+        if (report.provider, report.detail) not in self.asked:
+            return False
+        self.asked.discard((report.provider, report.detail))
+        return True
+
+    async def broken(self, report: TaskReport) -> bool:
+        raise RuntimeError("the rule is broken")

@@ -20,9 +20,11 @@ from meshd.plugin.api import EventHandler as EventHandler
 from meshd.plugin.api import LedgerReader as LedgerReader
 from meshd.plugin.api import Message as Message
 from meshd.plugin.api import Plugin as Plugin
+from meshd.plugin.api import ReportRule as ReportRule
 from meshd.plugin.api import TaskHandler as TaskHandler
 from meshd.plugin.api import TaskOptions as TaskOptions
 from meshd.plugin.api import TaskOutcome as TaskOutcome
+from meshd.plugin.api import TaskReport as TaskReport
 from meshd.plugin.api import TaskRequest as TaskRequest
 from meshd.plugin.api import TaskResult as TaskResult
 from meshd.plugin.api import TaskVerifier as TaskVerifier

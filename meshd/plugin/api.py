@@ -88,6 +88,27 @@ TaskVerifier = Callable[[TaskRequest, TaskResult], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
+class TaskReport:
+    """Work a peer says it did for this node (``ctx.report_task`` on its side).
+
+    The report's signature is checked before a rule sees it; the rule decides
+    whether the work happened as described, and each piece of work should be
+    accepted once (the same kind and detail from the same peer earn once
+    anyway).
+    """
+
+    provider: str  # the reporting peer's ID (authenticated by the connection)
+    kind: str
+    detail: bytes  # what the work was, in the plugin's terms
+    units: int  # what the receipt would credit
+
+
+# (report) -> countersign it? Runs on the node the work was for.
+ReportRule = Callable[[TaskReport], Awaitable[bool]]
+MAX_REPORT_DETAIL = 4096
+
+
+@dataclass(frozen=True)
 class TaskOutcome:
     """What a submitted task came to; see docs/tasks.md for the states."""
 
@@ -173,6 +194,22 @@ class Context(Protocol):
     async def submit_task(self, kind: str, payload: bytes,
                           options: TaskOptions | None = None) -> TaskOutcome:
         """Have the network run a task of ``kind`` and wait for its outcome."""
+
+    async def report_task(self, peer_id: str, kind: str, detail: bytes = b"", *,
+                          units: int = 1) -> str:
+        """Report work done for ``peer_id`` outside the task router (in an event
+        handler, say), for the tasks share of rewards: the peer's plugin judges
+        the report with its rule (:meth:`accept_reports`) and, if it agrees,
+        records a receipt signed by both. Returns the receipt entry's hash (hex).
+
+        Raises:
+            errors.InvalidArgument: a bad kind, detail over 4 KiB, units out of range.
+            errors.FailedPrecondition: not connected to the peer.
+            errors.PeerError: the peer refused the report (message says why).
+        """
+
+    def accept_reports(self, kind: str, rule: ReportRule) -> None:
+        """Countersign peers' reports of ``kind`` when ``rule`` accepts them."""
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
         """Run ``fn`` in the background for as long as this start of the plugin lives."""

@@ -29,6 +29,7 @@ from meshd.plugin.api import (
     EventHandler,
     LedgerReader,
     Message,
+    ReportRule,
     TaskHandler,
     TaskOptions,
     TaskOutcome,
@@ -70,6 +71,7 @@ class TaskKind:
 class Registrations:
     events: dict[str, tuple[EventHandler, float]] = field(default_factory=dict)
     tasks: dict[str, TaskKind] = field(default_factory=dict)
+    reports: dict[str, ReportRule] = field(default_factory=dict)  # kind -> rule
     topics: set[str] = field(default_factory=set)
 
 
@@ -98,6 +100,8 @@ class PluginLedger:
 
 # (plugin, kind, payload, options) -> outcome: the task router, once it runs.
 SubmitTask = Callable[[str, str, bytes, TaskOptions], Awaitable[TaskOutcome]]
+# (plugin, peer, kind, detail, units) -> receipt hash (hex): task reports, once they run.
+ReportTask = Callable[[str, str, str, bytes, int], Awaitable[str]]
 
 
 class _Bucket:
@@ -130,7 +134,7 @@ class PluginContext:
     def __init__(self, *, name: str, version: str, host: P2PHost, ledger: Ledger,
                  network_id: str, data_dir: Path, config: Mapping[str, Any],
                  counters: Counters, nursery: trio.Nursery,
-                 submit: SubmitTask | None) -> None:
+                 submit: SubmitTask | None, report: ReportTask | None = None) -> None:
         self.name = name
         self.version = version  # an external plugin's is the one it registers
         self.summary = ""  # likewise
@@ -146,6 +150,7 @@ class PluginContext:
         self._host = host
         self.nursery = nursery  # this start's: what runs in it dies with the start
         self._submit = submit
+        self._report = report
         self._requests = trio.CapacityLimiter(MAX_REQUESTS_IN_FLIGHT)
         self.serving = trio.CapacityLimiter(MAX_CONCURRENT_EVENTS)
         self._publish_bucket = _Bucket(PUBLISH_RATE, PUBLISH_BURST)
@@ -226,6 +231,19 @@ class PluginContext:
         if self._submit is None:
             raise errors.FailedPrecondition("this node does not run the task router")
         return await self._submit(self.name, kind, payload, options or TaskOptions())
+
+    async def report_task(self, peer_id: str, kind: str, detail: bytes = b"", *,
+                          units: int = 1) -> str:
+        check_name(kind, "task kind")
+        if self._report is None:
+            raise errors.FailedPrecondition("this node does not run the task router")
+        return await self._report(self.name, peer_id, kind, detail, units)
+
+    def accept_reports(self, kind: str, rule: ReportRule) -> None:
+        check_name(kind, "task kind")
+        if not callable(rule):
+            raise errors.InvalidArgument(f"the report rule of {kind!r} must be callable")
+        self.registered.reports[kind] = rule
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
         self.nursery.start_soon(fn, name=name or f"plugin {self.name}")

@@ -14,7 +14,7 @@ start gets a :class:`PluginContext`, restarts with backoff, and shows in
    misses health checks for ``plugins.health_timeout`` seconds.
 
 Everything the plugin asks for (requests to peers, publish, subscribe, task
-submission, ledger reads) goes through the same context, with the same limits,
+submission and reports, ledger reads) goes through the same context, with the same limits,
 as for an in-process plugin.
 """
 
@@ -44,6 +44,7 @@ from meshd.plugin.api import (
     Plugin,
     TaskOptions,
     TaskOutcome,
+    TaskReport,
     TaskRequest,
     TaskResult,
     TaskVerifier,
@@ -99,7 +100,7 @@ class Session:
 
     async def deliver(self, message: host_pb2.PluginMessage) -> None:
         kind = message.WhichOneof("kind")
-        if kind in ("event_answer", "task_answer", "verify_answer"):
+        if kind in ("event_answer", "task_answer", "verify_answer", "report_answer"):
             answer = getattr(message, kind)
             waiting = self._pending.pop(answer.call_id, None)
             if waiting is not None:  # else: the call timed out meanwhile
@@ -178,6 +179,13 @@ class Session:
                 proof=result.proof, units=result.units)))).verify_answer
         return answer.valid
 
+    async def judge_report(self, report: TaskReport) -> bool:
+        answer = (await self.call(lambda call_id: host_pb2.HostMessage(
+            report=host_pb2.ReportCall(
+                call_id=call_id, provider=report.provider, kind=report.kind,
+                detail=report.detail, units=report.units)))).report_answer
+        return answer.accept
+
     # --- plugin → meshd ----------------------------------------------------
 
     async def _serve_call(self, call: host_pb2.Call) -> None:
@@ -217,6 +225,11 @@ class Session:
                 timeout=_seconds(s.timeout_ms, DEFAULT_TASK_TIMEOUT_MS),
                 attempts=s.attempts or DEFAULT_ATTEMPTS))
             result.outcome.CopyFrom(_outcome_pb(outcome))
+        elif kind == "report_task":
+            report = call.report_task
+            receipt = await ctx.report_task(report.peer_id, report.kind, report.detail,
+                                            units=report.units or 1)
+            result.data = bytes.fromhex(receipt)
         elif kind == "list_peers":
             result.peers.peer_ids.extend(ctx.peers())
         elif kind == "read_ledger":
@@ -291,6 +304,8 @@ class Hub:
                     return f"event {event.name!r}: timeout_ms is at most {MAX_EVENT_TIMEOUT:g} s"
             for kind in register.task_kinds:
                 check_name(kind.name, "task kind")
+            for name in register.report_kinds:
+                check_name(name, "report kind")
         except errors.InvalidArgument as exc:
             return str(exc)
         return ""
@@ -337,6 +352,8 @@ class ExternalPlugin(Plugin):
         for kind in register.task_kinds:
             verify: TaskVerifier | None = session.verify if kind.verifies else None
             ctx.handle_task(kind.name, session.task, verify=verify)
+        for report_kind in register.report_kinds:
+            ctx.accept_reports(report_kind, session.judge_report)
         session.attach(ctx, nursery)
         await session.send(host_pb2.HostMessage(welcome=host_pb2.Welcome(
             peer_id=ctx.peer_id, network_id=ctx.network_id, data_dir=str(ctx.data_dir),

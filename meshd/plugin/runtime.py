@@ -25,13 +25,14 @@ from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.p2p.direct import DirectRequestFailed
 from meshd.p2p.host import P2PHost
-from meshd.plugin.api import Event, Plugin, check_name
+from meshd.plugin.api import Event, Plugin, ReportRule, check_name
 from meshd.plugin.context import (
     EVENT_PROTOCOL,
     MAX_EVENT_BYTES,
     MAX_EVENT_TIMEOUT,
     Counters,
     PluginContext,
+    ReportTask,
     SubmitTask,
     TaskKind,
 )
@@ -93,6 +94,7 @@ class PluginRuntime:
         self._backoff = backoff or Backoff()
         self._init_timeout = init_timeout
         self.submit: SubmitTask | None = None  # set by the task router
+        self.report: ReportTask | None = None  # set by the task reports service
         host.direct.handle(EVENT_PROTOCOL, self._serve_event, max_request=MAX_EVENT_BYTES,
                            timeout=MAX_EVENT_TIMEOUT + 1)
 
@@ -122,7 +124,8 @@ class PluginRuntime:
                     name=name, version=hosted.selected.version, host=self._host,
                     ledger=self._ledger, network_id=self._network_id, data_dir=data_dir,
                     config=self._settings.get(name, {}), counters=hosted.counters,
-                    nursery=nursery, submit=self.submit)
+                    nursery=nursery, submit=self.submit,
+                    report=self.report)
                 try:
                     with trio.fail_after(self._init_timeout):
                         await plugin.init(ctx)
@@ -242,6 +245,12 @@ class PluginRuntime:
         hosted = self._plugins.get(plugin)
         ctx = hosted.context if hosted is not None else None
         return ctx.registered.tasks.get(kind) if ctx is not None else None
+
+    def report_rule(self, plugin: str, kind: str) -> ReportRule | None:
+        """The running rule by which ``plugin`` judges peers' reports of ``kind``."""
+        hosted = self._plugins.get(plugin)
+        ctx = hosted.context if hosted is not None else None
+        return ctx.registered.reports.get(kind) if ctx is not None else None
 
     def task_kinds(self) -> list[tuple[str, str]]:
         """(plugin, kind) of every task kind this node executes now."""

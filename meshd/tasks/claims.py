@@ -31,6 +31,14 @@ def execution_id(base: bytes, provider: bytes) -> bytes:
     return hashlib.sha256(b"mesh/task-exec/v1\x00" + base + provider).digest()
 
 
+def report_id(requester: bytes, provider: bytes, plugin: str, kind: str,
+              detail: bytes) -> bytes:
+    """A reported task's task_id: the same report earns one receipt at most."""
+    return hashlib.sha256(b"mesh/task-report/v1\x00" + requester + provider + plugin.encode()
+                          + b"\x00" + kind.encode() + b"\x00"
+                          + hashlib.sha256(detail).digest()).digest()
+
+
 def result_digest(result: bytes) -> bytes:
     return hashlib.sha256(result).digest()
 

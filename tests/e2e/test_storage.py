@@ -20,6 +20,12 @@ def connected(nodes: list[Meshd]) -> None:
              lambda n=n: n.status()["peer_count"] >= len(nodes) - 1, timeout=30)
 
 
+def receipts(node: Meshd) -> list[dict[str, object]]:
+    """The task_receipt entries the node wrote (it countersigned work done for it)."""
+    history = ctl_json(node, "ledger", "history", "-n", "1000")
+    return [e for e in history if e["kind"] == "task_receipt"]
+
+
 def test_a_file_stored_on_one_node_is_retrieved_byte_identical_from_another(
         node: Callable[..., Meshd], tmp_path: Path) -> None:
     n1 = node("n1")
@@ -38,6 +44,8 @@ def test_a_file_stored_on_one_node_is_retrieved_byte_identical_from_another(
     assert (tmp_path / "copy.bin").read_bytes() == original.read_bytes()
     assert "Size:" in got.stdout and str(SIZE) in got.stdout
     assert not list(tmp_path.glob(".copy.bin.part"))
+    # n1 reported each delivery (10 chunks and the manifest); n2 countersigned.
+    poll("n2 to countersign n1's 11 deliveries", lambda: len(receipts(n2)) == 11, timeout=30)
 
     # With two replicas, n2 and n3 each keep a copy (as receipted tasks): the
     # file outlives n1.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,8 @@ import grpc
 import pytest
 import trio
 
+from mesh.ledger.v1 import service_pb2 as ledger_service_pb2
+from mesh.ledger.v1 import service_pb2_grpc as ledger_service_pb2_grpc
 from mesh.plugin.v1 import host_pb2, host_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -46,6 +49,12 @@ async def call_plugin(socket: Path, event: str, data: bytes = b"", peer_id: str 
     response = await trio.to_thread.run_sync(
         rpc, socket, plugins_pb2_grpc.PluginsServiceStub, "CallPlugin", request)
     return bytes(response.data)
+
+
+async def reports(socket: Path) -> dict[str, list[str]]:
+    """What became of the js-hash plugin's reports on that node."""
+    answer: dict[str, list[str]] = json.loads(await call_plugin(socket, "REPORTED"))
+    return answer
 
 
 async def plugin(socket: Path) -> plugins_pb2.Plugin:
@@ -85,7 +94,7 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert info.kind == plugins_pb2.PLUGIN_KIND_EXTERNAL
             assert (info.version, info.required) == ("1.0.0", True)
             assert info.summary == "SHA-256 tasks and an ECHO event, in JavaScript"
-            assert list(info.events) == ["ECHO", "PEERS"]
+            assert list(info.events) == ["ASK_HASH", "ECHO", "HASH", "PEERS", "REPORTED"]
             assert list(info.task_kinds) == ["SHA256"]
             assert info.pid > 0
             # An event to b's plugin, and one to a's own that calls back into meshd.
@@ -101,6 +110,23 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert task.state == "done", task.error
             assert task.result == hashlib.sha256(b"mesh").hexdigest().encode()
             assert [x.provider for x in task.attempts] == [b.peer_id]
+            # b hashes for a in an event and reports it; a's plugin accepts
+            # (it asked b for that digest), and a records the receipt.
+            digest = await call_plugin(a.api.socket, "ASK_HASH",
+                                       f"{b.peer_id}\n".encode() + b"work")
+            assert digest == hashlib.sha256(b"work").hexdigest().encode()
+            (receipt,) = (await eventually(functools.partial(reports, b.api.socket),
+                                           lambda r: r["receipts"]))["receipts"]
+            history = (await trio.to_thread.run_sync(
+                rpc, a.api.socket, ledger_service_pb2_grpc.LedgerServiceStub, "ListHistory",
+                ledger_service_pb2.ListHistoryRequest(limit=100))).entries
+            assert (receipt, "task_receipt") in {(e.hash, e.kind) for e in history}
+            # Work a did not ask its plugin for (HASH sent directly) is refused.
+            await call_plugin(a.api.socket, "HASH", b"unasked", b.peer_id)
+            done = await eventually(functools.partial(reports, b.api.socket),
+                                    lambda r: r["refused"])
+            assert "does not accept the report of HASH" in done["refused"][0], done
+            assert len(done["receipts"]) == 1
             # A refusal by the plugin reaches the caller with its message.
             with pytest.raises(grpc.RpcError) as refused:
                 await call_plugin(a.api.socket, "NOPE", b"", b.peer_id)

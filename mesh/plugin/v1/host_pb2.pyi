@@ -40,6 +40,7 @@ class PluginMessage(_message.Message):
     VERIFY_ANSWER_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
     CALL_FIELD_NUMBER: _builtins.int
+    REPORT_ANSWER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___Register: ...
     @_builtins.property
@@ -56,6 +57,8 @@ class PluginMessage(_message.Message):
     def call(self) -> Global___Call:
         """The plugin's own calls; meshd answers each with a Result of the same call_id."""
 
+    @_builtins.property
+    def report_answer(self) -> Global___ReportAnswer: ...
     def __init__(
         self,
         *,
@@ -65,12 +68,13 @@ class PluginMessage(_message.Message):
         verify_answer: Global___VerifyAnswer | None = ...,
         pong: Global___Pong | None = ...,
         call: Global___Call | None = ...,
+        report_answer: Global___ReportAnswer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "event_answer", b"event_answer", "kind", b"kind", "pong", b"pong", "register", b"register", "task_answer", b"task_answer", "verify_answer", b"verify_answer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "event_answer", b"event_answer", "kind", b"kind", "pong", b"pong", "register", b"register", "report_answer", b"report_answer", "task_answer", b"task_answer", "verify_answer", b"verify_answer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "event_answer", b"event_answer", "kind", b"kind", "pong", b"pong", "register", b"register", "task_answer", b"task_answer", "verify_answer", b"verify_answer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "event_answer", b"event_answer", "kind", b"kind", "pong", b"pong", "register", b"register", "report_answer", b"report_answer", "task_answer", b"task_answer", "verify_answer", b"verify_answer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register", "event_answer", "task_answer", "verify_answer", "pong", "call"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register", "event_answer", "task_answer", "verify_answer", "pong", "call", "report_answer"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -85,6 +89,7 @@ class Register(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     TASK_KINDS_FIELD_NUMBER: _builtins.int
+    REPORT_KINDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """must equal MESH_PLUGIN_NAME"""
     version: _builtins.str
@@ -95,6 +100,12 @@ class Register(_message.Message):
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventSpec]: ...
     @_builtins.property
     def task_kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskKindSpec]: ...
+    @_builtins.property
+    def report_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Kinds of work peers may report to this node for a receipt (ReportCall):
+        the plugin judges each report.
+        """
+
     def __init__(
         self,
         *,
@@ -103,10 +114,11 @@ class Register(_message.Message):
         summary: _builtins.str = ...,
         events: _abc.Iterable[Global___EventSpec] | None = ...,
         task_kinds: _abc.Iterable[Global___TaskKindSpec] | None = ...,
+        report_kinds: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "name", b"name", "summary", b"summary", "task_kinds", b"task_kinds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "name", b"name", "report_kinds", b"report_kinds", "summary", b"summary", "task_kinds", b"task_kinds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,6 +258,29 @@ class VerifyAnswer(_message.Message):
 Global___VerifyAnswer: _TypeAlias = VerifyAnswer  # noqa: Y015
 
 @_typing.final
+class ReportAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    ACCEPT_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    accept: _builtins.bool
+    """Countersign: this node records a receipt crediting the reporting peer."""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        accept: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "call_id", b"call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAnswer: _TypeAlias = ReportAnswer  # noqa: Y015
+
+@_typing.final
 class Pong(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -275,6 +310,7 @@ class Call(_message.Message):
     SUBMIT_TASK_FIELD_NUMBER: _builtins.int
     LIST_PEERS_FIELD_NUMBER: _builtins.int
     READ_LEDGER_FIELD_NUMBER: _builtins.int
+    REPORT_TASK_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """Chosen by the plugin, unique among its calls in flight."""
     @_builtins.property
@@ -301,6 +337,12 @@ class Call(_message.Message):
     def read_ledger(self) -> Global___ReadLedger:
         """Ledger state as of the newest final settlement; Result.ledger."""
 
+    @_builtins.property
+    def report_task(self) -> Global___ReportTask:
+        """Report work done for a peer (in an event handler, say) so that the peer
+        countersigns a receipt; Result.data is the receipt entry's hash.
+        """
+
     def __init__(
         self,
         *,
@@ -311,12 +353,13 @@ class Call(_message.Message):
         submit_task: Global___SubmitTask | None = ...,
         list_peers: Global___ListPeers | None = ...,
         read_ledger: Global___ReadLedger | None = ...,
+        report_task: Global___ReportTask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -432,6 +475,37 @@ class SubmitTask(_message.Message):
 Global___SubmitTask: _TypeAlias = SubmitTask  # noqa: Y015
 
 @_typing.final
+class ReportTask(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    peer_id: _builtins.str
+    """the peer the work was for; it records the receipt"""
+    kind: _builtins.str
+    detail: _builtins.bytes
+    """what the work was (at most 4 KiB); the peer's rule reads it"""
+    units: _builtins.int
+    """0 = 1"""
+    def __init__(
+        self,
+        *,
+        peer_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        detail: _builtins.bytes = ...,
+        units: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "peer_id", b"peer_id", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTask: _TypeAlias = ReportTask  # noqa: Y015
+
+@_typing.final
 class ListPeers(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -479,6 +553,7 @@ class HostMessage(_message.Message):
     PING_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -501,6 +576,10 @@ class HostMessage(_message.Message):
     def message(self) -> Global___TopicMessage:
         """A message on a topic the plugin subscribed to."""
 
+    @_builtins.property
+    def report(self) -> Global___ReportCall:
+        """A peer reports work it did for this node; answer with ReportAnswer."""
+
     def __init__(
         self,
         *,
@@ -511,12 +590,13 @@ class HostMessage(_message.Message):
         ping: Global___Ping | None = ...,
         result: Global___Result | None = ...,
         message: Global___TopicMessage | None = ...,
+        report: Global___ReportCall | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "kind", b"kind", "message", b"message", "ping", b"ping", "result", b"result", "task", b"task", "verify", b"verify", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "kind", b"kind", "message", b"message", "ping", b"ping", "report", b"report", "result", b"result", "task", b"task", "verify", b"verify", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "kind", b"kind", "message", b"message", "ping", b"ping", "result", b"result", "task", b"task", "verify", b"verify", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "kind", b"kind", "message", b"message", "ping", b"ping", "report", b"report", "result", b"result", "task", b"task", "verify", b"verify", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "event", "task", "verify", "ping", "result", "message"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "event", "task", "verify", "ping", "result", "message", "report"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -660,6 +740,38 @@ class VerifyCall(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyCall: _TypeAlias = VerifyCall  # noqa: Y015
+
+@_typing.final
+class ReportCall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    provider: _builtins.str
+    """the reporting peer (authenticated by the connection)"""
+    kind: _builtins.str
+    detail: _builtins.bytes
+    units: _builtins.int
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        provider: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        detail: _builtins.bytes = ...,
+        units: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "detail", b"detail", "kind", b"kind", "provider", b"provider", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportCall: _TypeAlias = ReportCall  # noqa: Y015
 
 @_typing.final
 class Ping(_message.Message):

@@ -453,3 +453,74 @@ class TaskVerdictAnswer(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskVerdictAnswer: _TypeAlias = TaskVerdictAnswer  # noqa: Y015
+
+@_typing.final
+class TaskReport(_message.Message):
+    """A provider's report of work it did for a peer outside the task router (in
+    an event handler, say): a direct request on /mesh/<network_id>/task-report/1.0.0
+    to the peer the work was for. That peer's plugin judges it by its report
+    rule; if it accepts, the peer countersigns by recording a task_receipt
+    (docs/tasks.md §5). The answer's payload is TaskReportAnswer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    CLAIM_FIELD_NUMBER: _builtins.int
+    PROVIDER_SIGNATURE_FIELD_NUMBER: _builtins.int
+    plugin: _builtins.str
+    kind: _builtins.str
+    detail: _builtins.bytes
+    """What the work was, in the plugin's terms (at most 4 KiB); the claim's
+    result_digest is SHA-256(detail) and its task_id is
+    SHA-256("mesh/task-report/v1" 0x00 requester provider plugin 0x00 kind 0x00
+    SHA-256(detail)): the same report never earns twice.
+    """
+    claim: _builtins.bytes
+    """Canonical mesh.ledger.v1.TaskClaim bytes, and the provider's signature
+    over "mesh/task-claim/v1" 0x00 claim.
+    """
+    provider_signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        plugin: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        detail: _builtins.bytes = ...,
+        claim: _builtins.bytes = ...,
+        provider_signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim", "detail", b"detail", "kind", b"kind", "plugin", b"plugin", "provider_signature", b"provider_signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskReport: _TypeAlias = TaskReport  # noqa: Y015
+
+@_typing.final
+class TaskReportAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ENTRY_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    receipt_entry: _builtins.bytes
+    """The hash of the task_receipt entry the peer recorded; empty when the
+    peer asks for the claim again at `epoch` (the epoch it can write now).
+    """
+    epoch: _builtins.int
+    def __init__(
+        self,
+        *,
+        receipt_entry: _builtins.bytes = ...,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "receipt_entry", b"receipt_entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskReportAnswer: _TypeAlias = TaskReportAnswer  # noqa: Y015

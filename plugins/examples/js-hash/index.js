@@ -3,7 +3,14 @@
 // * task kind SHA256: the provider hashes the payload; the requester's copy of
 //   the plugin checks the digest before the receipt is signed;
 // * event ECHO: answers a peer's data back;
-// * event PEERS: answers the peers this node is connected to (a call back into meshd).
+// * event PEERS: answers the peers this node is connected to (a call back into meshd);
+// * event HASH: answers the SHA-256 of a peer's data, then reports the work to
+//   that peer, whose copy of the plugin countersigns a receipt if it asked for
+//   exactly that digest (ASK_HASH);
+// * event ASK_HASH (this node's operator only): "<peer ID>\n<data>" has the
+//   peer HASH the data;
+// * event REPORTED: what became of this node's reports, as JSON
+//   {"receipts": [hex hashes], "refused": [messages]}.
 //
 // Configure it in meshd.toml (docs/plugins.md, "External plugins"):
 //   [plugins.external.js-hash]
@@ -29,6 +36,46 @@ plugin.handleTask("SHA256", async (task) => ({ result: sha256(task.payload), uni
 plugin.on("ECHO", async (event) => event.data);
 
 plugin.on("PEERS", async () => Buffer.from((await plugin.peers()).join("\n")));
+
+const asked = new Set(); // "<peer>/<digest>" this node had peers hash, not yet reported
+const receipts = [];
+const refused = [];
+
+plugin.on("HASH", async (event) => {
+  const digest = sha256(event.data);
+  plugin.reportTask(event.peer, "HASH", digest, { units: 1 })
+    .then((receipt) => receipts.push(receipt))
+    .catch((error) => {
+      refused.push(error.message);
+      console.error(`HASH for ${event.peer} not countersigned: ${error.message}`);
+    });
+  return digest;
+});
+
+plugin.acceptReports("HASH", async (report) => {
+  const key = `${report.provider}/${report.detail.toString()}`;
+  return report.units === 1 && asked.delete(key); // each request earns once
+});
+
+plugin.on("ASK_HASH", async (event) => {
+  if (event.peer !== plugin.welcome.peer_id) throw new Error("ASK_HASH is for this node's operator");
+  const newline = event.data.indexOf(10);
+  if (newline < 0) throw new Error("ASK_HASH takes '<peer ID>\\n<data>'");
+  const peer = event.data.subarray(0, newline).toString();
+  const data = event.data.subarray(newline + 1);
+  const key = `${peer}/${sha256(data).toString()}`;
+  asked.add(key);
+  try {
+    const digest = await plugin.request(peer, "HASH", data);
+    if (!digest.equals(sha256(data))) throw new Error(`${peer} answered a wrong digest`);
+    return digest;
+  } catch (error) {
+    asked.delete(key); // nothing to countersign
+    throw error;
+  }
+});
+
+plugin.on("REPORTED", async () => Buffer.from(JSON.stringify({ receipts, refused })));
 
 plugin.start().then((welcome) => {
   console.log(`js-hash ${plugin.version} registered on node ${welcome.peer_id}`);

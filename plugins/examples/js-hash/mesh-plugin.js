@@ -46,6 +46,7 @@ class MeshPlugin {
     this.events = new Map(); // name -> { handler, timeoutMs }
     this.taskKinds = new Map(); // name -> { handler, verify }
     this.topics = new Map(); // topic -> handler
+    this.reportRules = new Map(); // kind -> rule
     this.pending = new Map(); // call_id -> { resolve, reject }
     this.nextCallId = 1;
     this.welcome = null;
@@ -93,6 +94,20 @@ class MeshPlugin {
     }).then((result) => result.outcome);
   }
 
+  // Report work done for `peerId` outside tasks (in an event handler, say): the
+  // peer's copy of the plugin judges it (acceptReports) and, if it agrees, its
+  // node records a receipt signed by both. Resolves to the receipt's hash (hex).
+  reportTask(peerId, kind, detail, { units = 1 } = {}) {
+    return this.call({ report_task: { peer_id: peerId, kind, detail, units } })
+      .then((result) => result.data.toString("hex"));
+  }
+
+  // Countersign peers' reports of `kind` when rule({provider, kind, detail, units})
+  // resolves to true. Accept each piece of work once.
+  acceptReports(kind, rule) {
+    this.reportRules.set(kind, rule);
+  }
+
   peers() {
     return this.call({ list_peers: {} }).then((result) => result.peers.peer_ids);
   }
@@ -122,6 +137,7 @@ class MeshPlugin {
         summary: this.summary,
         events: [...this.events].map(([name, e]) => ({ name, timeout_ms: e.timeoutMs })),
         task_kinds: [...this.taskKinds].map(([name, t]) => ({ name, verifies: !!t.verify })),
+        report_kinds: [...this.reportRules.keys()],
       },
     });
     this.stream.on("data", (message) => this.receive(message));
@@ -153,6 +169,9 @@ class MeshPlugin {
         break;
       case "verify":
         this.answerVerify(message.verify);
+        break;
+      case "report":
+        this.answerReport(message.report);
         break;
       case "result":
         this.settle(message.result);
@@ -202,6 +221,18 @@ class MeshPlugin {
       console.error(`verify of ${call.kind} failed: ${error.message || error}`);
     }
     this.stream.write({ verify_answer: { call_id: call.call_id, valid } });
+  }
+
+  async answerReport(call) {
+    let accept = false;
+    try {
+      accept = !!(await this.reportRules.get(call.kind)({
+        provider: call.provider, kind: call.kind, detail: call.detail, units: Number(call.units),
+      }));
+    } catch (error) {
+      console.error(`report rule of ${call.kind} failed: ${error.message || error}`);
+    }
+    this.stream.write({ report_answer: { call_id: call.call_id, accept } });
   }
 
   settle(result) {

@@ -4,7 +4,11 @@ Events (docs/plugins.md §7 gives the wire shapes):
 
 * ``STORE_FILE``: the data is one chunk (at most MAX_CHUNK bytes); the node
   keeps it and answers its name, the SHA-256 in hex.
-* ``RETRIEVE_FILE``: the data is a chunk name; the answer is the chunk.
+* ``RETRIEVE_FILE``: the data is a chunk name, optionally followed by a
+  16-byte fetch nonce; the answer is the chunk. With a nonce, the serving
+  node reports the delivery to the asking node (``ctx.report_task``, kind
+  ``RETRIEVE_FILE``, units the KiB served), which countersigns a receipt if
+  it did ask for that chunk with that nonce and got it intact.
 * ``VERIFY_STORAGE``: the data is a chunk name (32 raw bytes) and a nonce;
   the answer is SHA-256("mesh/storage-proof/v1" 0x00 nonce chunk), which only
   a node holding the chunk can compute.
@@ -16,7 +20,8 @@ Events for this node's operator only (``meshctl storage put|get``, through
   one chunk. The node keeps the chunk and has ``replicas`` other nodes keep it
   too, as a STORE_FILE task (so they earn receipts); the answer is its name.
 * ``GET_CHUNK``: the data is a chunk name; the answer is the chunk, from this
-  node or from the first connected peer that holds it (checked by its hash).
+  node or from the first connected peer that holds it (checked by its hash;
+  that peer earns a receipt for the delivery).
 
 Task kind ``STORE_FILE`` (docs/tasks.md): the payload is one chunk; the
 result is its name, the units are the KiB stored, and the rule a requester
@@ -29,7 +34,9 @@ Configuration (``[plugins.settings.storage]`` in meshd's config):
 
 from __future__ import annotations
 
+import os
 import random
+from dataclasses import dataclass, field
 
 import trio
 
@@ -41,6 +48,7 @@ from meshd.plugin import (
     MeshError,
     Plugin,
     TaskOptions,
+    TaskReport,
     TaskRequest,
     TaskResult,
 )
@@ -51,6 +59,17 @@ MIN_NONCE, MAX_NONCE = 16, 64
 MAX_REPLICAS = 8
 REPLICA_TIMEOUT = 20.0  # seconds per attempt of a replica's store
 MAX_EVENT_TIMEOUT = 60.0  # meshd's ceiling for a handler
+FETCH_NONCE = 16
+FETCHES_KEPT = 1024  # this node's recent fetches from peers, awaiting their reports
+REPORT_WAIT = 10.0  # a report that overtakes its fetch's answer waits this long for it
+
+
+@dataclass
+class Fetch:
+    """A chunk this node asked a peer for: what a delivery report is checked against."""
+
+    answered: trio.Event = field(default_factory=trio.Event)
+    units: int = 0  # of the intact chunk received; 0 until then (or if it was not)
 
 
 class StoragePlugin(Plugin):
@@ -68,6 +87,9 @@ class StoragePlugin(Plugin):
         ctx.on("PUT_CHUNK", self.put_chunk, timeout=MAX_EVENT_TIMEOUT)
         ctx.on("GET_CHUNK", self.get_chunk, timeout=MAX_EVENT_TIMEOUT)
         ctx.handle_task("STORE_FILE", self.store_task, verify=self.check_stored)
+        ctx.accept_reports("RETRIEVE_FILE", self.check_delivery)
+        # (provider, RETRIEVE_FILE data) -> the fetch, oldest first.
+        self.fetches: dict[tuple[str, bytes], Fetch] = {}
 
     async def store_task(self, task: TaskRequest) -> TaskResult:
         name = await self.store_file(Event(task.requester, "STORE_FILE", task.payload))
@@ -89,11 +111,39 @@ class StoragePlugin(Plugin):
         return name.encode("ascii")
 
     async def retrieve_file(self, event: Event) -> bytes:
-        name = _name(event.data)
+        name, nonce = _name(event.data[:64]), event.data[64:]
+        if len(nonce) not in (0, FETCH_NONCE):
+            raise InvalidArgument(f"RETRIEVE_FILE takes a chunk name and an optional "
+                                  f"{FETCH_NONCE}-byte nonce")
         data = await trio.to_thread.run_sync(self.chunks.get, name)
         if data is None:
             raise InvalidArgument(f"this node holds no chunk {name}")
+        if nonce and event.peer != self.ctx.peer_id:
+            self.ctx.spawn(lambda: self._report_delivery(event, len(data)),
+                           name="storage delivery report")
         return data
+
+    async def _report_delivery(self, event: Event, size: int) -> None:
+        try:
+            receipt = await self.ctx.report_task(event.peer, "RETRIEVE_FILE", event.data,
+                                                 units=units_of(size))
+        except MeshError as exc:
+            self.ctx.log.info("delivery not countersigned", extra={
+                "peer_id": event.peer, "error": str(exc)})
+            return
+        self.ctx.log.debug("delivery countersigned", extra={
+            "peer_id": event.peer, "receipt": receipt})
+
+    async def check_delivery(self, report: TaskReport) -> bool:
+        """Countersign a delivery this node asked for and received intact, once."""
+        fetch = self.fetches.get((report.provider, report.detail))
+        if fetch is None:
+            return False
+        with trio.move_on_after(REPORT_WAIT):
+            await fetch.answered.wait()
+        if self.fetches.pop((report.provider, report.detail), None) is not fetch:
+            return False  # another report of the same fetch got there first
+        return fetch.units > 0 and report.units == fetch.units
 
     async def verify_storage(self, event: Event) -> bytes:
         name, nonce = event.data[:32].hex(), event.data[32:]
@@ -130,16 +180,31 @@ class StoragePlugin(Plugin):
         peers = self.ctx.peers()
         random.shuffle(peers)  # spread the reads over the holders
         for peer in peers:
+            ask = event.data + os.urandom(FETCH_NONCE)
+            fetch = self._fetch(peer, ask)
             try:
-                data = await self.ctx.request(peer, "RETRIEVE_FILE", event.data, timeout=10)
+                data = await self.ctx.request(peer, "RETRIEVE_FILE", ask, timeout=10)
             except MeshError:
-                continue  # it does not hold the chunk, or cannot answer now
-            if chunk_hash(data) == name:
+                data = b""  # it does not hold the chunk, or cannot answer now
+            if data and chunk_hash(data) == name:
+                fetch.units = units_of(len(data))
+            else:  # nothing to countersign
+                self.fetches.pop((peer, ask), None)
+            fetch.answered.set()
+            if fetch.units:
                 return data
+            if not data:
+                continue
             self.ctx.log.warning("peer answered a chunk that does not match its name",
                                  extra={"peer_id": peer, "chunk": name})
         raise InvalidArgument(f"neither this node nor any of its {len(peers)} connected peers "
                               f"holds chunk {name}")
+
+    def _fetch(self, peer: str, ask: bytes) -> Fetch:
+        fetch = self.fetches[(peer, ask)] = Fetch()
+        while len(self.fetches) > FETCHES_KEPT:
+            del self.fetches[next(iter(self.fetches))]
+        return fetch
 
     def _from_operator(self, event: Event) -> None:
         if event.peer != self.ctx.peer_id:
