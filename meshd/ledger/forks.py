@@ -40,6 +40,11 @@ class ForkReporter:
         self._ledger.committer.add_listener(self._on_stored)
         task_status.started()
         async for batch in self._receive:
+            while True:  # whatever else is waiting: under load, one hop for many commits
+                try:
+                    batch = batch + self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
             forked = await trio.to_thread.run_sync(self._forked, batch)
             for item in forked:
                 try:

@@ -61,12 +61,15 @@ class Ledger:
         # Set when an own entry newer than _head was stored by another path
         # (sync brought back what a restored data directory lacked).
         self._head_stale = False
+        self._appending = b""  # the hash of the own entry _append is storing now
         self._writing = trio.Lock()
         committer.add_listener(self._on_stored)
 
     def _on_stored(self, stored: list[Verified]) -> None:
         head_seq = self._head[0].seq if self._head else 0
-        if any(i.author == self.key and i.seq > head_seq for i in stored):
+        # _append's own entry is stored before _head moves to it: not stale.
+        if any(i.author == self.key and i.seq > head_seq and i.hash != self._appending
+               for i in stored):
             self._head_stale = True
 
     async def load_own_chain(self) -> None:
@@ -158,10 +161,13 @@ class Ledger:
                 if at_epoch is None else at_epoch,
                 **kind)  # type: ignore[arg-type]
             item = entries.verify(entries.sign(self._seed, body), self.network_id)
+            self._appending = item.hash
             try:
                 await self.committer.append(item)
             except EntryError as exc:
                 raise errors.FailedPrecondition(str(exc)) from None
+            finally:
+                self._appending = b""
             derived = await trio.to_thread.run_sync(self.store.derived, item.hash)
             assert derived is not None, "the store keeps derived values of every entry"
             self._head = (item, derived)

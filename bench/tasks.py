@@ -1,0 +1,290 @@
+"""Benchmark: task round trips across N meshd processes vs a plain direct request.
+
+Starts ``--nodes`` real ``meshd run`` processes (bench/cluster.py) whose
+genesis requires the plugin ``bench`` (bench/task_plugin.py, installed as an
+entry point into a site directory on the daemons' PYTHONPATH). The same
+trivial work, an echo of ``--payload`` bytes, is asked for three ways, each
+through one node's gRPC API as meshctl would:
+
+* **direct** (the baseline): ``CallPlugin`` of event ``ECHO`` on another
+  node: one libp2p direct request on a new stream, the peer's handler, the
+  answer. This is what a plugin's ``ctx.request`` costs.
+* **task k=1**: ``SubmitTask(wait=True)`` of kind ``echo``: the router picks
+  a provider among the connected peers (capabilities cached for 10 s), sends
+  TASK_REQUEST, the provider runs the handler and signs a claim, the
+  requester checks the claim and the plugin's rule, and writes a task_receipt
+  to its ledger (a durable append) before answering.
+* **task k=3**: the same with redundancy 3: three providers, results compared
+  by digest, three receipts.
+
+**Latency**: ``--samples`` serial calls of each kind from node 0, interleaved
+in ``--rounds`` rounds (direct calls go to nodes 1..N-1 in turn); p50 / p99.
+**Throughput**: ``--clients`` threads, client i on node i mod N, each making
+serial calls for ``--seconds`` per point (direct calls to a random other node),
+the kinds interleaved over ``--rounds`` rounds; the median round's ops/s, and
+the daemons' CPU per op (all N processes, /proc). Every task must end ``done``
+with the payload as its result and a receipt per accepted execution; failures
+are counted and printed. Ratios are task / direct.
+
+Run from the repository root: ``.venv/bin/python bench/tasks.py [--json]``.
+About 1 minute with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cluster
+import grpc
+
+from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+
+BENCH_DIR = Path(__file__).resolve().parent
+KINDS = ("direct", "task k=1", "task k=3")
+CALL_TIMEOUT = 30.0
+READY_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 30.0
+
+
+@dataclass
+class Point:
+    latencies: list[float] = field(default_factory=list)  # seconds
+    rates: list[float] = field(default_factory=list)  # ops/s, one per round
+    cpu_per_op: list[float] = field(default_factory=list)  # daemon CPU seconds, per round
+    failures: list[str] = field(default_factory=list)
+    # Per serial task, seconds: (gRPC in and out, choosing providers, the
+    # executions, the receipts), from the task's own timestamps.
+    phases: list[tuple[float, float, float, float]] = field(default_factory=list)
+
+
+def install_plugin(site: Path) -> dict[str, str]:
+    """The bench plugin as an installed distribution; the daemons' environment."""
+    info = site / "mesh_bench_plugin-1.0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mesh-bench-plugin\n"
+                                   "Version: 1.0.0\nSummary: echo work, as a task and an event\n")
+    (info / "entry_points.txt").write_text("[mesh.plugins]\nbench = task_plugin:BenchPlugin\n")
+    path = [str(site), str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path)}
+
+
+def operation(kind: str, node: cluster.Node, target: str, payload: bytes,
+              phases: list[tuple[float, float, float, float]] | None = None,
+              ) -> Callable[[], str | None]:
+    """One call of ``kind`` from ``node``: returns None when it did what it should."""
+    if kind == "direct":
+        plugins = node.stub(plugins_pb2_grpc.PluginsServiceStub)
+        request = plugins_pb2.CallPluginRequest(plugin="bench", event="ECHO", data=payload,
+                                                peer_id=target)
+
+        def direct() -> str | None:
+            answer = plugins.CallPlugin(request, timeout=CALL_TIMEOUT).data
+            return None if answer == payload else "wrong answer"
+        return direct
+    redundancy = 3 if kind == "task k=3" else 1
+    tasks = node.stub(tasks_pb2_grpc.TasksServiceStub)
+    submit = tasks_pb2.SubmitTaskRequest(plugin="bench", kind="echo", payload=payload,
+                                         redundancy=redundancy, wait=True, timeout_ms=10_000)
+
+    def task() -> str | None:
+        sent = time.time()
+        done = tasks.SubmitTask(submit, timeout=CALL_TIMEOUT).task
+        answered = time.time()
+        if done.state != "done" or done.result != payload:
+            return f"{done.state}: {done.error}"
+        receipts = sum(1 for a in done.attempts if a.state == "done" and a.receipt)
+        if receipts != redundancy:
+            return f"{receipts} of {redundancy} receipts"
+        if phases is not None:
+            submitted, finished = seconds(done.submitted_at), seconds(done.finished_at)
+            started = min(seconds(a.started_at) for a in done.attempts)
+            executed = max(seconds(a.finished_at) for a in done.attempts)
+            phases.append((answered - sent - (finished - submitted), started - submitted,
+                           executed - started, finished - executed))
+        return None
+    return task
+
+
+def seconds(timestamp: Any) -> float:
+    return float(timestamp.seconds + timestamp.nanos / 1e9)
+
+
+def timed(call: Callable[[], str | None], point: Point) -> None:
+    started = time.perf_counter()
+    try:
+        problem = call()
+    except grpc.RpcError as exc:  # counted, and the run goes on
+        problem = f"{exc.code().name}: {exc.details()}"
+    if problem is None:
+        point.latencies.append(time.perf_counter() - started)
+    else:
+        point.failures.append(problem)
+
+
+def latency_round(nodes: list[cluster.Node], peer_ids: list[str], kind: str, count: int,
+                  payload: bytes, point: Point) -> None:
+    others = peer_ids[1:]
+    for i in range(count):
+        timed(operation(kind, nodes[0], others[i % len(others)], payload, point.phases),
+              point)
+
+
+def throughput_round(nodes: list[cluster.Node], peer_ids: list[str], kind: str, clients: int,
+                     seconds: float, payload: bytes, point: Point) -> None:
+    done = [0] * clients
+    failures: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        node = nodes[index % len(nodes)]
+        others = [p for i, p in enumerate(peer_ids) if i != index % len(nodes)]
+        rng = random.Random(index)
+        while time.monotonic() < stop:
+            call = operation(kind, node, rng.choice(others), payload)
+            sample = Point()
+            timed(call, sample)
+            done[index] += len(sample.latencies)
+            failures.extend(sample.failures)
+
+    window = cluster.CpuWindow([n.proc.pid for n in nodes if n.proc is not None])
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + CALL_TIMEOUT + 5)
+    elapsed = time.monotonic() - started
+    cpu_seconds = sum(window.percent()) / 100 * elapsed
+    total = sum(done)
+    point.rates.append(total / elapsed)
+    point.cpu_per_op.append(cpu_seconds / max(total, 1))
+    point.failures.extend(failures)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    env = install_plugin(workdir / "site")
+    payload = os.urandom(args.payload)
+    points = {kind: Point() for kind in KINDS}
+    with cluster.running_nodes(workdir, args.nodes, READY_TIMEOUT, env=env,
+                               genesis_args=lambda ids: ["--plugin", "bench"]) as nodes:
+        peer_ids = [node.status().peer_id for node in nodes]
+        if not cluster.wait_until(lambda: all(n.status().peer_count >= args.nodes - 1
+                                              for n in nodes), CONNECT_TIMEOUT):
+            raise RuntimeError(f"the {args.nodes} nodes did not all connect within "
+                               f"{CONNECT_TIMEOUT:g} s")
+        for kind in KINDS:  # warmup: connections, capabilities, code paths
+            latency_round(nodes, peer_ids, kind, 10, payload, Point())
+        per_round = max(1, args.samples // args.rounds)
+        for _ in range(args.rounds):
+            for kind in KINDS:
+                latency_round(nodes, peer_ids, kind, per_round, payload, points[kind])
+        for _ in range(args.rounds):
+            for kind in KINDS:
+                throughput_round(nodes, peer_ids, kind, args.clients, args.seconds,
+                                 payload, points[kind])
+    return summarize(args, points)
+
+
+def summarize(args: argparse.Namespace, points: dict[str, Point]) -> dict[str, Any]:
+    result: dict[str, Any] = {"nodes": args.nodes, "payload": args.payload,
+                              "clients": args.clients, "seconds": args.seconds,
+                              "rounds": args.rounds, "load_at_start": os.getloadavg()[0],
+                              "kinds": {}}
+    for kind, point in points.items():
+        if not point.latencies or not point.rates:
+            raise RuntimeError(f"{kind}: no call succeeded; failures: {point.failures[:5]}")
+        result["kinds"][kind] = {
+            "samples": len(point.latencies),
+            "p50_ms": 1000 * statistics.median(point.latencies),
+            "p99_ms": 1000 * percentile(point.latencies, 0.99),
+            "ops_per_s": statistics.median(point.rates),
+            "ops_min": min(point.rates), "ops_max": max(point.rates),
+            "cpu_ms_per_op": 1000 * statistics.median(point.cpu_per_op),
+            "failures": len(point.failures),
+            "first_failures": sorted(set(point.failures))[:3],
+        }
+        if point.phases:
+            names = ("api_ms", "choose_ms", "execute_ms", "receipt_ms")
+            result["kinds"][kind]["phases_p50"] = {
+                name: 1000 * statistics.median(p[i] for p in point.phases)
+                for i, name in enumerate(names)}
+    base = result["kinds"]["direct"]
+    for kind in KINDS[1:]:
+        figures = result["kinds"][kind]
+        figures["p50_ratio"] = figures["p50_ms"] / base["p50_ms"]
+        figures["ops_ratio"] = figures["ops_per_s"] / base["ops_per_s"]
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"echo work across {result['nodes']} meshd processes, {result['payload']}-byte "
+          f"payload; latency: serial from node 0; throughput: {result['clients']} clients "
+          f"over all nodes, {result['seconds']:g} s per point, median of {result['rounds']} "
+          f"interleaved rounds (load at start {result['load_at_start']:.2f})")
+    print(f"{'kind':<10} {'samples':>7} {'p50 ms':>7} {'p99 ms':>7} {'ops/s':>7} "
+          f"{'(min-max)':>11} {'daemon CPU ms/op':>17} {'failed':>6}")
+    for kind, f in result["kinds"].items():
+        spread = f"({f['ops_min']:.0f}-{f['ops_max']:.0f})"
+        print(f"{kind:<10} {f['samples']:>7} {f['p50_ms']:>7.2f} {f['p99_ms']:>7.2f} "
+              f"{f['ops_per_s']:>7.0f} {spread:>11} {f['cpu_ms_per_op']:>17.2f} "
+              f"{f['failures']:>6}")
+    for kind in KINDS[1:]:
+        f = result["kinds"][kind]
+        if "phases_p50" in f:
+            p = f["phases_p50"]
+            print(f"{kind} p50 by phase: gRPC in+out {p['api_ms']:.2f} ms, choosing "
+                  f"providers {p['choose_ms']:.2f}, executions {p['execute_ms']:.2f}, "
+                  f"receipts {p['receipt_ms']:.2f}")
+        print(f"ratio {kind} / direct: latency p50 {f['p50_ratio']:.2f}x, "
+              f"throughput {f['ops_ratio']:.2f}")
+    for kind, f in result["kinds"].items():
+        for failure in f["first_failures"]:
+            print(f"  {kind} failure: {failure}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=300, help="serial calls per kind")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per throughput point")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--payload", type=int, default=256)
+    parser.add_argument("--workdir", type=Path, help="keep data dirs and daemon logs here")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.nodes < 4:
+        parser.error("--nodes must be at least 4 (task k=3 needs 3 providers)")
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        result = run(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mesh-bench-tasks-") as tmp:
+            result = run(args, Path(tmp))
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print_table(result)
+
+
+if __name__ == "__main__":
+    main()
