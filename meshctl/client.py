@@ -105,7 +105,11 @@ class MeshClient:
         code: grpc.StatusCode = exc.code()
         details = exc.details() or code.name
         where = self.target.describe()
-        if code == grpc.StatusCode.UNAVAILABLE and "shutting down" not in details:
+        # meshd marks each of its answers, errors too: an UNAVAILABLE it sent says
+        # what is unavailable (a plugin, a peer); one without came from the channel.
+        answered = VERSION_KEY in dict(_trailers(exc))
+        if code == grpc.StatusCode.UNAVAILABLE and not answered \
+                and "shutting down" not in details:
             return ClientError(f"cannot reach meshd at {where} (is it running? try "
                                f"'systemctl status meshd', or start one with 'meshd run')")
         if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -144,3 +148,9 @@ def _check_socket(path: Path) -> None:
                           "(default <data dir>/meshd.sock)")
     if not os.access(path, os.R_OK | os.W_OK):
         raise denied
+
+
+def _trailers(exc: grpc.RpcError) -> Any:
+    """The trailing metadata of a failed call (none if the call never reached a server)."""
+    trailing = getattr(exc, "trailing_metadata", None)
+    return (trailing() if callable(trailing) else None) or ()
