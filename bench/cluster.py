@@ -17,6 +17,7 @@ from ``/proc`` (Linux), and ``spread`` (min / median / max).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import shutil
@@ -241,6 +242,11 @@ class CpuWindow:
         elapsed = time.monotonic() - self.started
         return [100 * (cpu_seconds(pid) - before) / elapsed
                 for pid, before in zip(self.pids, self.before, strict=True)]
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile of sorted values (p99 of 1000 is the 990th)."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:

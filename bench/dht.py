@@ -65,7 +65,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import queue
 import random
@@ -83,6 +82,7 @@ from cluster import (
     CALL_TIMEOUT,
     Node,
     cpu_seconds,
+    quantile,
     running_nodes,
     spread,
     wait_until,
@@ -121,11 +121,6 @@ def daemons_cpu(nodes: Sequence[Node]) -> float:
 
 
 # --- statistics ------------------------------------------------------------------------------
-
-def quantile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank quantile of sorted values (p99 of 1000 is the 990th)."""
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
 
 def latency_ms(seconds: Sequence[float]) -> dict[str, float] | None:
     if not seconds:

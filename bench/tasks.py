@@ -51,6 +51,7 @@ import grpc
 
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshd.testing import install_plugins
 
 BENCH_DIR = Path(__file__).resolve().parent
 KINDS = ("direct", "task k=1", "task k=3")
@@ -68,17 +69,6 @@ class Point:
     # Per serial task, seconds: (gRPC in and out, choosing providers, the
     # executions, the receipts), from the task's own timestamps.
     phases: list[tuple[float, float, float, float]] = field(default_factory=list)
-
-
-def install_plugin(site: Path) -> dict[str, str]:
-    """The bench plugin as an installed distribution; the daemons' environment."""
-    info = site / "mesh_bench_plugin-1.0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mesh-bench-plugin\n"
-                                   "Version: 1.0.0\nSummary: echo work, as a task and an event\n")
-    (info / "entry_points.txt").write_text("[mesh.plugins]\nbench = task_plugin:BenchPlugin\n")
-    path = [str(site), str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {"PYTHONPATH": os.pathsep.join(path)}
 
 
 def operation(kind: str, node: cluster.Node, target: str, payload: bytes,
@@ -150,14 +140,14 @@ def throughput_round(nodes: list[cluster.Node], peer_ids: list[str], kind: str, 
 
     def client(index: int) -> None:
         node = nodes[index % len(nodes)]
-        others = [p for i, p in enumerate(peer_ids) if i != index % len(nodes)]
+        calls = [operation(kind, node, peer, payload)  # built before the clock runs
+                 for i, peer in enumerate(peer_ids) if i != index % len(nodes)]
         rng = random.Random(index)
+        sample = Point()
         while time.monotonic() < stop:
-            call = operation(kind, node, rng.choice(others), payload)
-            sample = Point()
-            timed(call, sample)
-            done[index] += len(sample.latencies)
-            failures.extend(sample.failures)
+            timed(rng.choice(calls), sample)
+        done[index] = len(sample.latencies)
+        failures.extend(sample.failures)
 
     window = cluster.CpuWindow([n.proc.pid for n in nodes if n.proc is not None])
     started = time.monotonic()
@@ -174,13 +164,9 @@ def throughput_round(nodes: list[cluster.Node], peer_ids: list[str], kind: str, 
     point.failures.extend(failures)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    env = install_plugin(workdir / "site")
+    env = install_plugins(workdir / "site", {"bench": "task_plugin:BenchPlugin"},
+                          dist="mesh-bench-plugin", path=[BENCH_DIR])
     payload = os.urandom(args.payload)
     points = {kind: Point() for kind in KINDS}
     with cluster.running_nodes(workdir, args.nodes, READY_TIMEOUT, env=env,
@@ -214,7 +200,7 @@ def summarize(args: argparse.Namespace, points: dict[str, Point]) -> dict[str, A
         result["kinds"][kind] = {
             "samples": len(point.latencies),
             "p50_ms": 1000 * statistics.median(point.latencies),
-            "p99_ms": 1000 * percentile(point.latencies, 0.99),
+            "p99_ms": 1000 * cluster.quantile(sorted(point.latencies), 0.99),
             "ops_per_s": statistics.median(point.rates),
             "ops_min": min(point.rates), "ops_max": max(point.rates),
             "cpu_ms_per_op": 1000 * statistics.median(point.cpu_per_op),

@@ -63,6 +63,29 @@ def plugin_under_test(name: str, plugin: Callable[[], Plugin], version: str = "1
     return available(name, plugin, version)
 
 
+def write_dist(site: Path, dist: str, version: str, points: Mapping[str, str]) -> None:
+    """Install, without pip, a distribution ``dist`` whose ``mesh.plugins`` entry
+    points are ``points`` (name → ``module:attribute``): a dist-info in ``site``,
+    which importlib.metadata (and so meshd) reads as an installed package once
+    ``site`` is on the path."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+                                   f"Summary: the {dist} plugin\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in points.items())
+    (info / "entry_points.txt").write_text(f"[mesh.plugins]\n{lines}")
+
+
+def install_plugins(site: Path, points: Mapping[str, str], *, dist: str = "mesh-test-plugins",
+                    version: str = "1.0.0", path: Sequence[Path] = ()) -> dict[str, str]:
+    """:func:`write_dist` into ``site``; returns the environment under which a
+    ``meshd`` process (``processes=True``) loads them: ``PYTHONPATH`` is ``site``,
+    then ``path`` (where the plugins' modules are), then the current one."""
+    write_dist(site, dist, version, points)
+    entries = [str(site), *map(str, path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(entries)}
+
+
 def write_genesis(directory: Path, *, plugins: Sequence[str] = (), name: str = "TestNet",
                   epoch_seconds: int = 60) -> Path:
     """A genesis requiring ``plugins`` (``"name"`` or ``"name>=1,<2"``); returns its path."""

@@ -6,9 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -21,9 +19,8 @@ from mesh.ledger.v1 import service_pb2_grpc as ledger_service_pb2_grpc
 from meshd import errors
 from meshd.plugin import Event, TaskReport
 from meshd.plugin.loader import installed
+from meshd.testing import eventually
 from tests.integration.test_plugins import Instances, open_node, wait_until, write_genesis
-
-T = TypeVar("T")
 
 
 async def test_a_chunk_stored_on_one_node_is_retrieved_and_proven(tmp_path: Path) -> None:
@@ -71,8 +68,9 @@ async def test_a_chunk_stored_on_one_node_is_retrieved_and_proven(tmp_path: Path
             a_plugin = a_side.last
             fetched = await a_plugin.get_chunk(Event(a.peer_id, "GET_CHUNK", name))
             assert fetched == chunk
-            receipts = await wait_for(functools.partial(task_receipts, a.api.socket), bool)
-            assert len(receipts) == 1
+            receipts = functools.partial(trio.to_thread.run_sync, task_receipts, a.api.socket)
+            await eventually(receipts)
+            assert len(await receipts()) == 1
             assert not a_plugin.fetches  # the fetch was consumed by its report
             # A delivery a did not fetch (or a second report of one) is refused.
             unasked = TaskReport(b.peer_id, "RETRIEVE_FILE", name + os.urandom(16),
@@ -88,13 +86,3 @@ def task_receipts(socket: Path) -> list[str]:
             ledger_service_pb2.ListHistoryRequest(limit=100), timeout=10)
     return [e.hash for e in history.entries if e.kind == "task_receipt"]
 
-
-async def wait_for(fetch: Callable[[], T], condition: Callable[[T], bool],
-                   timeout: float = 20) -> T:
-    """Poll ``fetch()`` (a blocking API call, off the trio thread) until ``condition``."""
-    with trio.fail_after(timeout):
-        for _ in range(int(timeout / 0.05) + 1):
-            if condition(value := await trio.to_thread.run_sync(fetch)):
-                return value
-            await trio.sleep(0.05)
-    raise AssertionError("condition never held")
