@@ -23,7 +23,7 @@ from meshcore.ledger.governance import Option, Tally, Vote, tally
 from meshcore.ledger.governance_rules import apply_changes, param_changes
 from meshcore.ledger.record import Record
 from meshcore.ledger.rewards import reprice
-from meshcore.ledger.state import Proposal
+from meshcore.ledger.state import Proposal, Settled
 from meshd import errors
 from meshd.ledger.ledger import Ledger
 
@@ -96,7 +96,7 @@ class Governance:
         views = [_view(key, p, self._ledger.key, await self._entry(key))
                  for key, p in settled.proposals.items() if p.is_open or not open_only]
         views.sort(key=lambda v: (-(v.start or 0), v.id))
-        return [_pending(item) for item in await self._own_pending()] + views
+        return [_pending(item) for item in await self._own_pending(settled)] + views
 
     async def proposal(self, proposal_id: str) -> tuple[ProposalView, Shadow | None]:
         """One proposal, and the shadow epoch of an open parameter change."""
@@ -124,8 +124,8 @@ class Governance:
             return None
         return Shadow(latest.epoch, latest.record, reprice(latest.record, changed.rewards))
 
-    async def _own_pending(self) -> list[Verified]:
-        return await self._ledger.own_unsettled("gov_proposal")
+    async def _own_pending(self, settled: Settled) -> list[Verified]:
+        return await self._ledger.own_unsettled("gov_proposal", settled)
 
     async def _entry(self, key: bytes) -> Verified | None:
         item = await trio.to_thread.run_sync(self._ledger.store.get, key)
@@ -139,8 +139,9 @@ class Governance:
                                          f"{MIN_ID_PREFIX} characters (see 'meshctl gov ls')")
         if len(text) == 2 * HASH_BYTES:
             return bytes.fromhex(text)
-        known = set(self._ledger.settled.proposals) | {
-            item.hash for item in await self._own_pending()}
+        settled = self._ledger.settled
+        known = set(settled.proposals) | {
+            item.hash for item in await self._own_pending(settled)}
         matches = sorted(key for key in known if key.hex().startswith(text))
         if not matches:
             raise errors.NotFound(f"no proposal starting {text} on this node (a proposal of "

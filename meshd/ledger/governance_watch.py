@@ -51,7 +51,7 @@ class GovernanceWatch:
         if not waiting:
             return 0
         written = {item.body.gov_vote.proposal
-                   for item in await self._ledger.own_unsettled("gov_vote")}
+                   for item in await self._ledger.own_unsettled("gov_vote", settled)}
         return len(waiting - written)
 
     def upgrade_message(self) -> str:

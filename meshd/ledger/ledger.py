@@ -31,6 +31,15 @@ from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore, heads_dige
 
 MAX_AMOUNT = 2**64 - 1
 MAX_HISTORY = 1000
+# Kinds whose effect depends on the epoch they claim: evidence counts only in
+# the settlement of its own epoch, a vote only within its proposal's period.
+# Dated back into an epoch the network has already settled, such an entry
+# would be stored and count nothing, so it is refused instead (docs/ledger.md §11).
+EPOCH_BOUND_KINDS = {"attestation": "uptime attestation", "task_receipt": "task receipt",
+                     "gov_vote": "vote"}
+# How soon a node that is behind has usually caught up: anti-entropy syncs
+# with a random member every 10 s (meshd/ledger/replication.py SYNC_INTERVAL).
+CATCH_UP_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -153,13 +162,13 @@ class Ledger:
             if decision is not None and (head is None or head[1].fin < decision.epoch) \
                     and decision.certificate_author != self.key:
                 named.add(decision.certificate)
-            fin = max(decision.epoch if decision else -1, head[1].fin if head else -1)
+            if at_epoch is None:
+                bound = [EPOCH_BOUND_KINDS[k] for k in kind if k in EPOCH_BOUND_KINDS]
+                at_epoch = self._epoch(head, bound=bound[0] if bound else "")
             body = ledger_pb2.EntryBody(
                 network_id=self.network_id, author=self.key,
                 seq=head[0].seq + 1 if head else 1, prev=head[0].hash if head else b"",
-                deps=sorted(named), epoch=self._epoch(head[1] if head else None, fin)
-                if at_epoch is None else at_epoch,
-                **kind)  # type: ignore[arg-type]
+                deps=sorted(named), epoch=at_epoch, **kind)  # type: ignore[arg-type]
             item = entries.verify(entries.sign(self._seed, body), self.network_id)
             self._appending = item.hash
             try:
@@ -174,11 +183,14 @@ class Ledger:
             return item
 
     def entry_epoch(self) -> int:
-        """The epoch an own entry written now would claim (what task claims name)."""
-        head = self._head
-        decision = self.settlements.decision(self.settlements.final_epoch)
-        fin = max(decision.epoch if decision else -1, head[1].fin if head else -1)
-        return self._epoch(head[1] if head else None, fin)
+        """The epoch an own evidence entry written now would claim (what task
+        claims name).
+
+        Raises:
+            errors.Unavailable: this node is too far behind the network's
+                settlements to date an entry with the clock's epoch.
+        """
+        return self._epoch(self._head, bound="task receipt")
 
     def sign_claim(self, claim: bytes) -> bytes:
         """This node's signature over a task claim, as its provider (docs/ledger.md §3.2)."""
@@ -189,10 +201,31 @@ class Ledger:
         started = self.genesis.genesis_time.timestamp()
         return max(0, int((self._clock() - started) // self.genesis.rewards.epoch_seconds))
 
-    def _epoch(self, prev: rules.Derived | None, fin: int) -> int:
-        """The clock's epoch, clamped into what the entry's past allows (§3.2 rule 4)."""
-        lowest = max(fin + 1, prev.epoch if prev else 0)
-        return min(max(self.clock_epoch(), lowest), fin + rules.MAX_EPOCH_AHEAD)
+    def _epoch(self, head: tuple[Verified, rules.Derived] | None, *, bound: str) -> int:
+        """The epoch of an own entry after ``head``: the clock's, clamped into
+        what the entry's past allows (§3.2 rule 4). Its past names the newest
+        certificate this node stores (see _append), so its ``fin`` is the
+        newest final epoch known here.
+
+        An entry may claim at most ``fin + MAX_EPOCH_AHEAD``. When the clock is
+        further ahead (this node restarted and has not caught up with the
+        settlements it missed, or the network's settlement stalled), an entry
+        of a ``bound`` kind (named as in EPOCH_BOUND_KINDS; "" for others) is
+        refused rather than dated back into a past epoch where it would count
+        nothing.
+        """
+        fin = max(self.settlements.final_epoch, head[1].fin if head else -1)
+        clock = self.clock_epoch()
+        highest = fin + rules.MAX_EPOCH_AHEAD
+        if bound and clock > highest:
+            raise errors.Unavailable(
+                f"settlement catching up: this node knows epochs up to {fin} as final and "
+                f"the clock is in epoch {clock}, so a {bound} written now "
+                f"would be dated epoch {highest} at the latest and count nothing; retry in "
+                f"{CATCH_UP_SECONDS} s (if this persists, see 'meshctl status': this node may "
+                "have no peers, or the validators no quorum)")
+        lowest = max(fin + 1, head[1].epoch if head else 0)
+        return min(max(clock, lowest), highest)
 
     # --- reading ----------------------------------------------------------------
 
@@ -221,9 +254,13 @@ class Ledger:
         return Balance(accounts.peer_id_of(key), mine.liquid, out, pending_in,
                        mine.liquid + withdrawn - out, mine.bonded)
 
-    async def own_unsettled(self, kind: str) -> list[Verified]:
-        """This node's entries of ``kind`` not canonical in the newest settlement."""
-        canon_seq = self.settled.account(self.key).canon_seq
+    async def own_unsettled(self, kind: str, settled: Settled) -> list[Verified]:
+        """This node's entries of ``kind`` not canonical in ``settled``.
+
+        The caller passes the settled state it reads the rest of its answer
+        from: reading the newest one here again could skip an entry that
+        became canonical in between (shown by neither)."""
+        canon_seq = settled.account(self.key).canon_seq
         own = await trio.to_thread.run_sync(self.store.by_author, self.key, canon_seq,
                                             MAX_HISTORY)
         return [item for item in own if item.kind == kind]

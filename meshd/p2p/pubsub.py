@@ -319,6 +319,13 @@ async def open_broadcast_services(host: IHost, membership: Membership,
     view = MembersOnlyHost(host, membership, dial_members_only=True)
     pubsub = Pubsub(view, router,  # type: ignore[arg-type]
                     strict_signing=True, max_inbound_rpc_size=MAX_MESSAGE_BYTES)
+    # py-libp2p 0.8.1 starts the seqno counter at int(time.time()) and adds 1 per
+    # publish; a message's ID is (from, seqno) and peers drop IDs seen in the last
+    # 120 s. A node that published more messages than seconds passed before its
+    # restart re-used seqnos, and its peers silently dropped everything it
+    # published for up to two minutes (its votes and closes arrived by sync,
+    # too late to count). Nanoseconds, as go-libp2p starts it, cannot repeat.
+    pubsub.counter = time.time_ns()
     outbound.install(pubsub)
     records.install()
     async with background_trio_service(pubsub), background_trio_service(router):

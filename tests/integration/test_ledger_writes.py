@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
@@ -9,10 +10,14 @@ from pathlib import Path
 import pytest
 
 from mesh.ledger.v1 import ledger_pb2
+from meshcore.genesis import RequiredPlugin
 from meshcore.ledger import accounts, entry
+from meshcore.ledger.evidence_rules import encode_claim, sign_claim
+from meshcore.ledger.rules import MAX_EPOCH_AHEAD
+from meshd import errors
 from meshd.ledger.ledger import Ledger, open_ledger
 from meshd.p2p.host import peer_id_of
-from tests.integration.test_ledger_settlement import make_genesis
+from tests.integration.test_ledger_settlement import EPOCH_SECONDS, make_genesis
 
 
 async def test_own_writes_keep_the_head_and_entries_stored_by_sync_move_it(
@@ -47,3 +52,37 @@ async def test_own_writes_keep_the_head_and_entries_stored_by_sync_move_it(
         assert (after.seq, after.body.prev) == (5, synced.hash)
         assert reloads == [1]
 
+
+
+async def test_a_node_behind_the_settlements_refuses_entries_that_would_count_nothing(
+        tmp_path: Path) -> None:
+    """A node restarted after a long stop knows only old final epochs; the
+    clock is far ahead. An entry may claim at most fin + MAX_EPOCH_AHEAD, so a
+    vote or a task receipt dated by the clock cannot be written yet, and one
+    dated back would be void (issue 14). It is refused with a retryable error
+    instead; a transfer, whose effect does not depend on its epoch, is written."""
+    seed, validator, provider = os.urandom(32), os.urandom(32), os.urandom(32)
+    behind = 5 * MAX_EPOCH_AHEAD
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(
+        seconds=behind * EPOCH_SECONDS)
+    genesis = dataclasses.replace(make_genesis([validator], start, [seed]),
+                                  plugins=(RequiredPlugin("compute", ""),))
+    async with open_ledger(tmp_path, seed, genesis) as ledger:
+        assert ledger.final_epoch == -1 and ledger.clock_epoch() >= behind
+        with pytest.raises(errors.Unavailable, match=r"settlement catching up.*retry in"):
+            ledger.entry_epoch()
+        claim = encode_claim(ledger_pb2.TaskClaim(
+            network_id=genesis.network_id, task_id=bytes(32), plugin="compute",
+            requester=ledger.key, provider=entry.public_key(provider),
+            epoch=MAX_EPOCH_AHEAD - 1, units=1, result_digest=bytes(32)))
+        receipt = ledger_pb2.TaskReceipt(claim=claim, provider_signature=sign_claim(provider,
+                                                                                    claim))
+        with pytest.raises(errors.Unavailable, match="a task receipt written now would be "
+                                                     f"dated epoch {MAX_EPOCH_AHEAD - 1}"):
+            await ledger.write(task_receipt=receipt)
+        with pytest.raises(errors.Unavailable, match="a vote written now"):
+            await ledger.write(gov_vote=ledger_pb2.GovVote(proposal=bytes(32), option=1))
+        assert await ledger.history() == []  # nothing was written
+
+        paid = await ledger.transfer(peer_id_of(validator), 1)
+        assert paid.body.epoch == MAX_EPOCH_AHEAD - 1  # as far as its past allows

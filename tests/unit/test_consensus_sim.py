@@ -11,6 +11,7 @@ import random
 import pytest
 
 from meshcore.ledger.consensus import NIL, Propose, Step, Validators, leader
+from tests.properties import seeds
 from tests.unit.consensus_sim import EPOCH, Chaos, Config, Msg, Result, Sim, SplitBrain
 
 KEYS = [bytes([i]) * 32 for i in range(1, 8)]
@@ -53,7 +54,7 @@ def random_config(rng: random.Random) -> Config:
 
 def test_safety_and_liveness_below_a_third_byzantine() -> None:
     conflicts = rounds = 0
-    for seed in range(500):
+    for seed in seeds(500):
         rng = random.Random(seed)
         config = random_config(rng)
         result = Sim(config, seed).run()
@@ -100,7 +101,7 @@ def test_the_third_is_tight(validators: Validators, byzantine: bytes, left: set[
 @pytest.mark.parametrize("scenario", ["crashed", "slow", "round-1 leader down", "3, one down"])
 def test_liveness_after_gst(scenario: str) -> None:
     worst = 0
-    for seed in range(50):
+    for seed in seeds(50):
         rng = random.Random(seed)
         validators = equal(3 if scenario == "3, one down" else 4)
         keys = [k for k, _ in validators]
@@ -112,12 +113,13 @@ def test_liveness_after_gst(scenario: str) -> None:
         else:
             config.down = frozenset({rng.choice(keys)})
         result = Sim(config, seed).run()
-        assert safe(result)
+        assert safe(result), (scenario, seed)
         assert set(result.decisions) == set(keys) - config.down, (scenario, seed)
         after_gst = max(d.round for d in result.decisions.values()) - result.round_at_gst
         worst = max(worst, after_gst)
-    # One round may be under way at GST and one led by the down/slow validator.
-    assert worst <= 2, worst
+        # One round may be under way at GST and one led by the down/slow validator.
+        assert after_gst <= 2, (scenario, seed, after_gst)
+    assert worst >= 1, "no run needed a round after GST: the scenario tests nothing"
 
 
 def lock_then_fail(pol_to_leader_2: float, crash_locker: bool = False
@@ -187,7 +189,7 @@ def test_restart_mid_round_does_not_vote_twice() -> None:
 
 
 def test_restarts_anywhere_never_double_vote() -> None:
-    for seed in range(25):
+    for seed in seeds(25):
         rng = random.Random(seed)
         validators = equal(rng.randint(4, 5))
         keys = [k for k, _ in validators]

@@ -1,0 +1,3 @@
+from tests.properties import load_profile
+
+load_profile()
