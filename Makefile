@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEV_DIR := .mesh/dev
 
-.PHONY: setup run test proto proto-check lint unit integration e2e bench clean
+.PHONY: setup run test soak proto proto-check lint unit integration e2e bench clean
 
 # First-party plugins (plugins/*/) are packages of their own, installed beside meshd
 # exactly as an operator installs a third-party plugin.
@@ -37,6 +37,12 @@ run: setup
 
 test: setup proto-check lint
 	$(BIN)/python -m pytest tests
+
+# Every property test (hypothesis) and seeded simulation with 20x the cases and
+# random seeds (tests/properties.py). Pin what it finds as an @example.
+soak: setup
+	MESH_HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -p no:cacheprovider \
+		-m "hypothesis or seeded" --timeout=3600 tests/unit tests/integration
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit

@@ -25,7 +25,7 @@ from meshd.ledger.driver import EpochDriver
 from meshd.ledger.forks import ForkReporter
 from meshd.ledger.governance_watch import GovernanceWatch
 from meshd.ledger.ledger import open_ledger
-from meshd.ledger.replication import Replicator
+from meshd.ledger.replication import OWN_CHAIN_GRACE, Replicator
 from meshd.ledger.uptime import UptimeAttester
 from meshd.metrics import MetricsSetupError, open_metrics_endpoint
 from meshd.network import Network
@@ -94,7 +94,12 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                          listening=True, peer_count=host.peer_count())
             network = Network(genesis, genesis_toml, host.peer_count,
                               host.dht.routing_table_size)
-            async with open_ledger(data_dir, seed, genesis) as ledger, \
+            known_peers = peerbook.load(data_dir)
+            bootstrap = [*genesis.bootstrap, *config.p2p.bootstrap]
+            # A lone founder's node has no one to check its own chain against.
+            nobody_to_ask = not known_peers.peers and all(host.peer_id in address
+                                                          for address in bootstrap)
+            async with open_ledger(data_dir, seed, genesis, check_own_chain=True) as ledger, \
                     open_trio_bridge() as bridge, trio.open_nursery() as nursery:
                 runtime = PluginRuntime(
                     selected, host, ledger, genesis.network_id, data_dir,
@@ -111,16 +116,17 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     serve_api, config, bridge,
                     Services(board, network, host, ledger, runtime, router))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
-                await nursery.start(Replicator(ledger, host).run)
+                await nursery.start(Replicator(
+                    ledger, host, own_chain_grace=0 if nobody_to_ask else OWN_CHAIN_GRACE).run)
                 await nursery.start(EpochDriver(ledger).run)
                 await nursery.start(UptimeAttester(ledger, host).run)
                 await nursery.start(ForkReporter(ledger).run)
                 await nursery.start(GovernanceWatch(ledger, board).run)
                 connections = ConnectionManager(
-                    host, peerbook.load(data_dir), data_dir,
+                    host, known_peers, data_dir,
                     Degree(config.p2p.low_watermark, config.p2p.target_peers,
                            config.p2p.high_watermark),
-                    bootstrap=[*genesis.bootstrap, *config.p2p.bootstrap])
+                    bootstrap=bootstrap)
                 await nursery.start(connections.run)
                 await nursery.start(router.run)
                 await nursery.start(ParticipationWatch(provider, router, board).run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from meshd.ledger import queries
 from meshd.ledger.settlements import Settlements
 from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore, heads_digest
 
+log = logging.getLogger(__name__)
+
 MAX_AMOUNT = 2**64 - 1
 MAX_HISTORY = 1000
 # Kinds whose effect depends on the epoch they claim: evidence counts only in
@@ -40,6 +43,9 @@ EPOCH_BOUND_KINDS = {"attestation": "uptime attestation", "task_receipt": "task 
 # How soon a node that is behind has usually caught up: anti-entropy syncs
 # with a random member every 10 s (meshd/ledger/replication.py SYNC_INTERVAL).
 CATCH_UP_SECONDS = 10
+# How long an own write waits for the start-up check of this node's chain
+# against a peer's (see Ledger.own_chain_checked) before it is refused.
+OWN_CHAIN_WAIT = 15.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,11 @@ class Ledger:
 
     def __init__(self, store: LedgerStore, committer: GroupCommitter, seed: bytes,
                  genesis: Genesis, settlements: Settlements,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *,
+                 check_own_chain: bool = False) -> None:
+        """``check_own_chain``: write nothing until :meth:`own_chain_checked`
+        (the replicator calls it once a peer has shown what it knows of this
+        node's chain)."""
         self.store = store
         self.committer = committer
         self._seed = seed
@@ -72,6 +82,10 @@ class Ledger:
         self._head_stale = False
         self._appending = b""  # the hash of the own entry _append is storing now
         self._writing = trio.Lock()
+        self._own_chain = trio.Event()
+        self._own_chain_problem = ""
+        if not check_own_chain:
+            self._own_chain.set()
         committer.add_listener(self._on_stored)
 
     def _on_stored(self, stored: list[Verified]) -> None:
@@ -90,6 +104,41 @@ class Ledger:
         derived = await trio.to_thread.run_sync(self.store.derived, newest[0].hash)
         assert derived is not None, "the store keeps derived values of every entry"
         self._head = (newest[0], derived)
+
+    # --- the start-up check of the own chain ------------------------------------
+
+    def own_chain_checked(self) -> None:
+        """Let own writes go on: this node holds the newest own entry a peer knows.
+
+        A data directory restored from an old copy lacks the node's newest
+        entries; writing before fetching them back would sign a second entry
+        for a seq its peers hold already: an equivocation, slashed 50 % and
+        jailed for ever (docs/ledger.md §7, §9)."""
+        if not self._own_chain.is_set():
+            log.info("own chain checked against a peer: writing", extra={
+                "seq": self._head[0].seq if self._head else 0})
+        self._own_chain_problem = ""
+        self._own_chain.set()
+
+    def own_chain_behind(self, problem: str) -> None:
+        """Keep own writes refused, saying why (the check found a newer own
+        entry this node could not fetch yet)."""
+        if not self._own_chain.is_set():
+            self._own_chain_problem = problem
+
+    @property
+    def writing_allowed(self) -> bool:
+        return self._own_chain.is_set()
+
+    async def _wait_own_chain(self) -> None:
+        with trio.move_on_after(OWN_CHAIN_WAIT):
+            await self._own_chain.wait()
+        if not self._own_chain.is_set():
+            raise errors.Unavailable(
+                "this node has not yet checked its own chain against a peer's "
+                f"({self._own_chain_problem or 'no peer has answered since it started'}); "
+                "writing before that could fork its chain if this data directory was "
+                f"restored from an old copy; retry in {CATCH_UP_SECONDS} s")
 
     # --- writing ----------------------------------------------------------------
 
@@ -152,6 +201,7 @@ class Ledger:
 
     async def _append(self, deps: Iterable[bytes] = (), at_epoch: int | None = None,
                       **kind: object) -> Verified:
+        await self._wait_own_chain()
         async with self._writing:
             if self._head_stale:
                 self._head_stale = False
@@ -182,15 +232,16 @@ class Ledger:
             self._head = (item, derived)
             return item
 
-    def entry_epoch(self) -> int:
+    def entry_epoch(self, *, strict: bool = True) -> int:
         """The epoch an own evidence entry written now would claim (what task
-        claims name).
+        claims name). ``strict=False``: the epoch it may claim even when a
+        receipt of it could not count (see :meth:`_epoch`).
 
         Raises:
-            errors.Unavailable: this node is too far behind the network's
-                settlements to date an entry with the clock's epoch.
+            errors.Unavailable: (strict) this node is too far behind the
+                network's settlements to date an entry with the clock's epoch.
         """
-        return self._epoch(self._head, bound="task receipt")
+        return self._epoch(self._head, bound="task receipt" if strict else "")
 
     def sign_claim(self, claim: bytes) -> bytes:
         """This node's signature over a task claim, as its provider (docs/ledger.md §3.2)."""
@@ -349,8 +400,10 @@ def _account(peer_id: str, what: str) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis) -> AsyncIterator[Ledger]:
-    """Open the store in ``data_dir``, run its committer, load this node's chain."""
+async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis, *,
+                      check_own_chain: bool = False) -> AsyncIterator[Ledger]:
+    """Open the store in ``data_dir``, run its committer, load this node's chain.
+    ``check_own_chain``: see :class:`Ledger`."""
     settlements = Settlements(genesis)
     store = await trio.to_thread.run_sync(LedgerStore.in_dir, data_dir, genesis.network_id,
                                           settlements)
@@ -359,7 +412,8 @@ async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis) -> AsyncIte
         committer = GroupCommitter(store)
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.run)
-            ledger = Ledger(store, committer, seed, genesis, settlements)
+            ledger = Ledger(store, committer, seed, genesis, settlements,
+                            check_own_chain=check_own_chain)
             await ledger.load_own_chain()
             yield ledger
             nursery.cancel_scope.cancel()

@@ -18,6 +18,12 @@ every SYNC_INTERVAL: compare heads digests; when they differ, fetch the
 ranges of the chains the peer is ahead on and the missing deps by hash, then
 append everything in causal order. Entries whose past is still missing wait
 in the :class:`WaitingRoom` and are retried when it is stored.
+
+The first sync is also the start-up check of this node's own chain
+(docs/ledger.md §9): until a peer has shown its heads and this node stores
+every own entry that peer knows, the ledger writes nothing
+(``Ledger.own_chain_checked``). A node with nobody to ask (``own_chain_grace``
+seconds without a member, 0 for a lone founder's node) writes after a warning.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ GET_HASHES = 256
 GOSSIP_BATCH_ENTRIES = 64  # entries per gossip message ...
 GOSSIP_BATCH_BYTES = 256 << 10  # ... and bytes (the gossip limit is 1 MiB)
 SYNC_INTERVAL = 10.0  # with a random member, +-20 %
+OWN_CHAIN_GRACE = 10.0  # without any member to ask, own writes start after this
 SYNC_MAX_ENTRIES = 50_000  # fetched per sync; the rest comes with the next one
 SYNC_GET_ROUNDS = 16  # rounds of fetching missing deps by hash per sync
 APPEND_CHUNK = 2048  # entries handed to the committer at once during a sync
@@ -97,8 +104,10 @@ class Replicator:
     def __init__(self, ledger: Ledger, p2p: P2PHost, *,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None,
-                 sync_interval: float = SYNC_INTERVAL, gossip: bool = True) -> None:
-        """``gossip=False`` replicates by sync alone (tests of sync use it)."""
+                 sync_interval: float = SYNC_INTERVAL, gossip: bool = True,
+                 own_chain_grace: float = OWN_CHAIN_GRACE) -> None:
+        """``gossip=False`` replicates by sync alone (tests of sync use it).
+        ``own_chain_grace``: see the module docstring."""
         self._ledger = ledger
         self._store = ledger.store
         self._p2p = p2p
@@ -106,6 +115,7 @@ class Replicator:
         self._rng = rng or random.Random()
         self._sync_interval = sync_interval
         self._gossip = gossip
+        self._own_chain_grace = own_chain_grace
         self.scores = LedgerScores()
         self.waiting = WaitingRoom()
         self.counters = ReplicationCounters()
@@ -161,6 +171,7 @@ class Replicator:
                 nursery.start_soon(self._publisher)
             nursery.start_soon(self._sync_worker)
             nursery.start_soon(self._sync_timer)
+            nursery.start_soon(self._own_chain_alone)
             with membership.admission_listener(self.request_sync):
                 for peer in membership.peers():
                     self.request_sync(peer.peer_id)
@@ -347,6 +358,36 @@ class Replicator:
             self.waiting.expire(self._clock())
             self.scores.forget_recovered(self._clock())
 
+    async def _own_chain_alone(self) -> None:
+        """Let a node that found no member to ask write after the grace period."""
+        await trio.sleep(self._own_chain_grace)
+        if self._ledger.writing_allowed or self.counters.syncs:
+            return  # checked, or a sync is under way and will decide
+        if self._own_chain_grace:
+            log.warning("no peer answered within %g s to check this node's own chain "
+                        "against: writing anyway. If this data directory was restored "
+                        "from an old copy, stop meshd until peers are reachable: its next "
+                        "entries could fork its chain, which is slashed",
+                        self._own_chain_grace)
+        self._ledger.own_chain_checked()
+
+    async def _check_own_chain(self, peer_id: str, theirs: list[Head] | None) -> None:
+        """After a sync: does this node now store every own entry ``peer_id`` knows?"""
+        if self._ledger.writing_allowed:
+            return
+        own = [h for h in theirs or () if h.author == self._ledger.key]
+        stored = await trio.to_thread.run_sync(self._store.known, [h.hash for h in own])
+        missing = [h for h in own if h.hash not in stored]
+        if not missing:
+            self._ledger.own_chain_checked()
+            return
+        newest = max(h.seq for h in missing)
+        problem = (f"peer {peer_id} knows this node's own entries up to seq {newest}, which "
+                   "it could not fetch yet")
+        log.error("own chain behind a peer's copy: not writing until it is fetched",
+                  extra={"peer_id": peer_id, "seq": newest})
+        self._ledger.own_chain_behind(problem)
+
     async def _sync_worker(self) -> None:
         async for peer_id in self._sync_receive:
             self._sync_queued.discard(peer_id)
@@ -381,6 +422,7 @@ class Replicator:
         mine = await trio.to_thread.run_sync(self._store.heads)
         theirs = await self._remote_heads(peer_id, heads_digest(mine))
         if theirs is None:
+            await self._check_own_chain(peer_id, None)
             return 0
         known = await trio.to_thread.run_sync(self._store.known, [h.hash for h in theirs])
         fetched: dict[bytes, Verified] = {}
@@ -398,6 +440,7 @@ class Replicator:
                 await self.admit(order[start:start + APPEND_CHUNK], peer_id)
         finally:
             self._fetched.difference_update(fetched)
+        await self._check_own_chain(peer_id, theirs)
         return len(fetched)
 
     async def _remote_heads(self, peer_id: str, digest: bytes) -> list[Head] | None:

@@ -40,12 +40,13 @@ from typing import Any
 import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshd import errors
 from meshd.p2p import outbound, records
+from meshd.p2p.gossip_router import FloodPublishGossipSub
 from meshd.p2p.hostview import MembersOnlyHost
 from meshd.p2p.membership import Membership
 from meshd.p2p.relay import Relays
@@ -312,7 +313,7 @@ class Broadcast:
 async def open_broadcast_services(host: IHost, membership: Membership,
                                   network_id: str) -> AsyncIterator[Pubsub]:
     """Start gossipsub (enter this before ``host.run()``: trap 17)."""
-    router = GossipSub(
+    router = FloodPublishGossipSub(
         protocols=[PROTOCOL_ID_V11], degree=DEGREE, degree_low=DEGREE_LOW,
         degree_high=DEGREE_HIGH, heartbeat_interval=HEARTBEAT_SECONDS,
         spam_protection_enabled=False, eclipse_protection_enabled=False)

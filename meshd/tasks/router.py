@@ -89,6 +89,7 @@ class TaskRecord:
     payload_size: int
     options: TaskOptions
     epoch: int = 0  # the epoch the providers' claims name, and the receipts'
+    no_receipt: str = ""  # why no receipt can be written for this task, if so
     submitted_at: float = field(default_factory=time.time)
     state: str = RUNNING
     error: str = ""
@@ -204,7 +205,13 @@ class TaskRouter:
                     raise errors.FailedPrecondition(
                         f"{len(pool)} connected peers execute {record.plugin}/{record.kind}"
                         f"{_with(options.capabilities)}; the task needs {options.redundancy}")
-                record.epoch = self._ledger.entry_epoch()
+                try:
+                    record.epoch = self._ledger.entry_epoch()
+                except errors.Unavailable as exc:
+                    # The work can still be done; a receipt of it would count
+                    # nothing, so none is written, and the task says why.
+                    record.epoch = self._ledger.entry_epoch(strict=False)
+                    record.no_receipt = str(exc)
                 request = wire_pb2.TaskRequest(
                     nonce=nonce, plugin=record.plugin, kind=record.kind, payload=payload,
                     epoch=record.epoch, timeout_ms=int(options.timeout * 1000))
@@ -320,6 +327,9 @@ class TaskRouter:
     async def _record_receipt(self, record: TaskRecord, attempt: Attempt) -> None:
         if record.plugin not in self._rewarded:
             attempt.error = "no receipt: the genesis does not require this plugin"
+            return
+        if record.no_receipt:
+            attempt.error = f"no receipt: {record.no_receipt}"
             return
         response = attempt.response
         assert response is not None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from mesh.ledger.v1 import ledger_pb2, sync_pb2
 from meshcore import genesis as genesis_module
@@ -214,3 +216,73 @@ async def test_sync_serves_ranges_in_pages_and_refuses_bad_requests(tmp_path: Pa
             else:
                 raise AssertionError(f"{name} accepted a bad request")
         assert writer.host.membership.is_admitted(asker.host.peer_id)
+
+
+@contextlib.asynccontextmanager
+async def open_node(data_dir: Path, seed: bytes, genesis: Genesis, *,
+                    check_own_chain: bool = False, own_chain_grace: float = 3600.0,
+                    ) -> AsyncIterator[Node]:
+    """One node as the daemon wires it (syncing with a random member every 0.5 s:
+    a transfer written right after a connect may be published before the peer's
+    subscription is known, and reach it by sync only)."""
+    await trio.Path(data_dir).mkdir(exist_ok=True)
+    async with open_p2p_host(seed, LOOPBACK, genesis.network_id) as host, \
+            open_ledger(data_dir, seed, genesis, check_own_chain=check_own_chain) as ledger, \
+            trio.open_nursery() as nursery:
+        replicator = Replicator(ledger, host, sync_interval=0.5,
+                                own_chain_grace=own_chain_grace)
+        await nursery.start(replicator.run)
+        yield Node(host, ledger, replicator, seed)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_restored_from_an_old_copy_fetches_its_chain_before_writing(
+        tmp_path: Path) -> None:
+    """docs/ledger.md §9: a data directory restored from a backup lacks the
+    node's newest entries; its next entry must follow them, not fork its chain
+    (an equivocation, slashed 50 %)."""
+    seeds = [os.urandom(32), os.urandom(32)]
+    genesis = make_genesis(seeds)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    with trio.fail_after(30):
+        async with open_node(dirs[1], seeds[1], genesis) as bob:
+            async with open_node(dirs[0], seeds[0], genesis) as alice:
+                await alice.host.connect(bob.host.listen_addrs()[0])
+                for _ in range(2):
+                    await alice.ledger.transfer(bob.account, 1)
+                await wait_converged([alice, bob])
+            shutil.copytree(dirs[0], tmp_path / "backup")
+            async with open_node(dirs[0], seeds[0], genesis) as alice:
+                await alice.host.connect(bob.host.listen_addrs()[0])
+                newest = [await alice.ledger.transfer(bob.account, 1) for _ in range(3)]
+                await wait_converged([alice, bob])
+            shutil.rmtree(dirs[0])
+            shutil.copytree(tmp_path / "backup", dirs[0])
+
+            async with open_node(dirs[0], seeds[0], genesis, check_own_chain=True) as alice, \
+                    trio.open_nursery() as nursery:
+                assert alice.ledger.store.last_seq(alice.ledger.key) == 2
+                assert not alice.ledger.writing_allowed
+                written: list[entry.Verified] = []
+
+                async def pay() -> None:
+                    written.append(await alice.ledger.transfer(bob.account, 1))
+
+                nursery.start_soon(pay)  # asked before any peer answered: it waits
+                await trio.testing.wait_all_tasks_blocked()
+                assert written == []
+                await alice.host.connect(bob.host.listen_addrs()[0])
+                await poll_until(lambda: bool(written))
+                assert (written[0].seq, written[0].body.prev) == (6, newest[-1].hash)
+                await wait_converged([alice, bob])
+                store = bob.ledger.store
+                assert [store.count_at(alice.ledger.key, s) for s in range(1, 7)] == [1] * 6
+
+
+async def test_a_node_with_no_one_to_ask_writes_after_the_grace(tmp_path: Path) -> None:
+    seed = os.urandom(32)
+    with trio.fail_after(10):
+        async with open_node(tmp_path / "a", seed, make_genesis([seed]), check_own_chain=True,
+                             own_chain_grace=0.2) as alone:
+            made = await alone.ledger.transfer(host_peer_id(os.urandom(32)), 1)
+    assert made.seq == 1

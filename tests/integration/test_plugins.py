@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,9 +35,14 @@ P = TypeVar("P", bound=Plugin)
 
 
 def write_genesis(tmp_path: Path, *required: str) -> Path:
+    """DOC requiring ``required``, starting now: a task receipt is dated by the
+    clock, and one of a network whose epoch 2 has passed unsettled would count
+    nothing, so none would be written (meshd/ledger/ledger.py)."""
     plugins = "".join(f'[[plugins]]\nname = "{name}"\n\n' for name in required)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     path = tmp_path / "genesis.toml"
-    path.write_text(DOC.replace('[[plugins]]\nname = "storage"\n\n', plugins))
+    path.write_text(DOC.replace('[[plugins]]\nname = "storage"\n\n', plugins)
+                    .replace("genesis_time = 2026-01-01T00:00:00Z", f"genesis_time = {now}"))
     return path
 
 

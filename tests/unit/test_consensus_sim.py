@@ -14,6 +14,8 @@ from meshcore.ledger.consensus import NIL, Propose, Step, Validators, leader
 from tests.properties import seeds
 from tests.unit.consensus_sim import EPOCH, Chaos, Config, Msg, Result, Sim, SplitBrain
 
+pytestmark = pytest.mark.seeded
+
 KEYS = [bytes([i]) * 32 for i in range(1, 8)]
 
 
