@@ -9,7 +9,7 @@ import click
 from mesh.ledger.v1 import service_pb2, service_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import json_option, with_client
-from meshctl.output import emit, fields, token_amount
+from meshctl.output import emit, emit_line, fields, token_amount
 
 
 def _stub(client: MeshClient) -> service_pb2_grpc.LedgerServiceStub:
@@ -165,6 +165,38 @@ def state_root(client: MeshClient, epoch: int | None, as_json: bool) -> None:
         ("Epoch", d["epoch"]), ("Root", d["root"]), ("Supply", d["supply"])])
         if d["epoch"] >= 0 else
         f"no epoch is final yet: the genesis state has no state root (supply {d['supply']})")
+
+
+@ledger.command()
+@click.option("--from", "from_epoch", type=click.IntRange(min=0), default=None,
+              help="First epoch to show (default: the newest final one).")
+@click.option("-n", "--count", type=click.IntRange(min=1),
+              help="Stop after this many settlements (default: until interrupted).")
+@json_option
+@with_client
+def watch(client: MeshClient, from_epoch: int | None, count: int | None,
+          as_json: bool) -> None:
+    """Print each final settlement as this node learns it (--json: one per line).
+
+    Epochs come in order: from --from (or the newest final one) up to the
+    newest, then each new one. A node catching up shows every epoch it settles.
+    """
+    request = service_pb2.WatchSettlementsRequest()
+    if from_epoch is not None:
+        request.from_epoch = from_epoch
+    shown = 0
+    try:
+        for r in client.stream(_stub(client).WatchSettlements, request):
+            data = {"epoch": r.epoch, "root": r.root, "supply": r.supply, "round": r.round,
+                    "value": r.value, "minted": r.minted, "slashed": r.slashed}
+            emit_line(data, as_json, lambda d: (
+                f"epoch {d['epoch']} final (round {d['round']}): root {d['root'][:16]}, "
+                f"minted {d['minted']}, slashed {d['slashed']}, supply {d['supply']}"))
+            shown += 1
+            if count is not None and shown >= count:
+                return
+    except KeyboardInterrupt:
+        pass
 
 
 @ledger.command()

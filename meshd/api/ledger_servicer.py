@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
@@ -15,7 +15,7 @@ from meshcore.ledger import accounts
 from meshcore.ledger.entry import Verified
 from meshd import errors
 from meshd.api.bridge import TrioBridge
-from meshd.api.status import unary
+from meshd.api.status import server_stream, unary
 from meshd.ledger import queries
 from meshd.ledger.ledger import Ledger
 
@@ -88,6 +88,19 @@ class LedgerServicer(service_pb2_grpc.LedgerServiceServicer):
             epoch=info.epoch, root=info.root.hex(), supply=str(info.supply),
             canonical_seq=info.canonical_seq, stored_seq=info.stored_seq,
             heads_digest=info.heads_digest.hex())
+
+    async def WatchSettlements(self, request: service_pb2.WatchSettlementsRequest,
+                               context: Context,
+                               ) -> AsyncIterator[service_pb2.WatchSettlementsResponse]:
+        def settlements() -> AsyncIterator[queries.FinalSettlement]:
+            return self._ledger.watch_settlements(
+                request.from_epoch if request.HasField("from_epoch") else None)
+
+        async for final in server_stream(context, self._bridge, settlements):
+            yield service_pb2.WatchSettlementsResponse(
+                epoch=final.epoch, root=final.root.hex(), supply=str(final.supply),
+                round=final.round, value=final.value.hex(), minted=str(final.minted),
+                slashed=str(final.slashed))
 
     async def ListRewards(self, request: service_pb2.ListRewardsRequest,
                           context: Context) -> service_pb2.ListRewardsResponse:

@@ -82,6 +82,8 @@ class Ledger:
         self._head_stale = False
         self._appending = b""  # the hash of the own entry _append is storing now
         self._writing = trio.Lock()
+        self._finality = trio.Event()  # set, and replaced, when an epoch becomes final
+        self._announced_final = settlements.final_epoch
         self._own_chain = trio.Event()
         self._own_chain_problem = ""
         if not check_own_chain:
@@ -89,6 +91,10 @@ class Ledger:
         committer.add_listener(self._on_stored)
 
     def _on_stored(self, stored: list[Verified]) -> None:
+        if self.settlements.final_epoch != self._announced_final:
+            self._announced_final = self.settlements.final_epoch
+            self._finality.set()
+            self._finality = trio.Event()
         head_seq = self._head[0].seq if self._head else 0
         # _append's own entry is stored before _head moves to it: not stale.
         if any(i.author == self.key and i.seq > head_seq and i.hash != self._appending
@@ -361,6 +367,23 @@ class Ledger:
         return dataclasses.replace(
             info, canonical_seq=settled.account(key).canon_seq if key else 0,
             stored_seq=stored_seq, heads_digest=digest)
+
+    async def watch_settlements(self, from_epoch: int | None = None,
+                                ) -> AsyncIterator[queries.FinalSettlement]:
+        """Every final settlement from ``from_epoch`` (None: the newest final
+        one; before any, epoch 0) in epoch order, then each new one as this
+        node learns it; forever. A slow reader gets every epoch, late."""
+        if from_epoch is not None and from_epoch < 0:
+            raise errors.InvalidArgument(f"from_epoch must be 0 or more, got {from_epoch}")
+        epoch = max(0, self.final_epoch if from_epoch is None else from_epoch)
+        while True:
+            finality = self._finality
+            while epoch <= self.final_epoch:
+                settled, decision = self.settled_at(epoch), self.settlements.decision(epoch)
+                assert settled is not None and decision is not None, "final epochs are kept"
+                yield queries.final_settlement(settled, decision.root)
+                epoch += 1
+            await finality.wait()
 
     async def rewards(self, epoch: int | None = None) -> queries.Rewards:
         """What the settlement of ``epoch`` (None: the newest final) minted, per account."""

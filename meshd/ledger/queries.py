@@ -63,6 +63,25 @@ class StateRootInfo:
     heads_digest: bytes = b""  # of the stored set now (docs/ledger.md §8.2)
 
 
+@dataclass(frozen=True)
+class FinalSettlement:
+    """One epoch's final settlement, as ``WatchSettlements`` sends it."""
+
+    epoch: int
+    round: int
+    value: bytes
+    root: bytes
+    supply: int
+    minted: int
+    slashed: int
+
+
+def final_settlement(settled: Settled, root: bytes) -> FinalSettlement:
+    """``settled`` (final, with state root ``root``) as a :class:`FinalSettlement`."""
+    return FinalSettlement(settled.epoch, settled.decided_round, settled.decided_value, root,
+                           settled.supply, settled.record.minted, settled.record.slashed)
+
+
 def state_root_info(settled: Settled) -> StateRootInfo:
     """The root of ``settled`` (the genesis state has none: an empty root)."""
     root = state_root(settled) if settled.epoch >= 0 else b""

@@ -23,6 +23,67 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class WatchSettlementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_EPOCH_FIELD_NUMBER: _builtins.int
+    from_epoch: _builtins.int
+    def __init__(
+        self,
+        *,
+        from_epoch: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_from_epoch", b"_from_epoch", "from_epoch", b"from_epoch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_from_epoch", b"_from_epoch", "from_epoch", b"from_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__from_epoch: _TypeAlias = _typing.Literal["from_epoch"]  # noqa: Y015
+    _WhichOneofArgType__from_epoch: _TypeAlias = _typing.Literal["_from_epoch", b"_from_epoch"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from_epoch) -> _WhichOneofReturnType__from_epoch | None: ...
+
+Global___WatchSettlementsRequest: _TypeAlias = WatchSettlementsRequest  # noqa: Y015
+
+@_typing.final
+class WatchSettlementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    ROOT_FIELD_NUMBER: _builtins.int
+    SUPPLY_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    MINTED_FIELD_NUMBER: _builtins.int
+    SLASHED_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    root: _builtins.str
+    """Hex of the state root, as in GetStateRootResponse."""
+    supply: _builtins.str
+    round: _builtins.int
+    """The round that decided it and the hex of the decided proposal."""
+    value: _builtins.str
+    minted: _builtins.str
+    """What this settlement minted (rewards) and slashed (penalties)."""
+    slashed: _builtins.str
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        root: _builtins.str = ...,
+        supply: _builtins.str = ...,
+        round: _builtins.int = ...,
+        value: _builtins.str = ...,
+        minted: _builtins.str = ...,
+        slashed: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "minted", b"minted", "root", b"root", "round", b"round", "slashed", b"slashed", "supply", b"supply", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchSettlementsResponse: _TypeAlias = WatchSettlementsResponse  # noqa: Y015
+
+@_typing.final
 class GetBalanceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -89,6 +89,11 @@ class LedgerServiceStub:
                 request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.SerializeToString,
                 response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.FromString,
                 _registered_method=True)
+        self.WatchSettlements = channel.unary_stream(
+                '/mesh.ledger.v1.LedgerService/WatchSettlements',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WatchSettlementsRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WatchSettlementsResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -180,6 +185,17 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchSettlements(self, request, context):
+        """WatchSettlements: the settlements this node knows to be final, in epoch
+        order, from `from_epoch` (unset: the newest final one; before any, epoch
+        0) up to the newest, then each one as it becomes final here. A node
+        catching up sends every epoch it settles; the stream does not end while
+        the daemon runs. INVALID_ARGUMENT for a negative `from_epoch`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +253,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetTokenInfo,
                     request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.FromString,
                     response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.SerializeToString,
+            ),
+            'WatchSettlements': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSettlements,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WatchSettlementsRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WatchSettlementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -536,6 +557,33 @@ class LedgerService:
             '/mesh.ledger.v1.LedgerService/GetTokenInfo',
             mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.SerializeToString,
             mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSettlements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/WatchSettlements',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.WatchSettlementsRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.WatchSettlementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

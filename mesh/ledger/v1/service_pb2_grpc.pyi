@@ -73,6 +73,13 @@ class LedgerServiceStub:
     """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
     distributed, as of the newest final settlement.
     """
+    WatchSettlements: _grpc.UnaryStreamMultiCallable[_service_pb2.WatchSettlementsRequest, _service_pb2.WatchSettlementsResponse]
+    """WatchSettlements: the settlements this node knows to be final, in epoch
+    order, from `from_epoch` (unset: the newest final one; before any, epoch
+    0) up to the newest, then each one as it becomes final here. A node
+    catching up sends every epoch it settles; the stream does not end while
+    the daemon runs. INVALID_ARGUMENT for a negative `from_epoch`.
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -115,6 +122,13 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     GetTokenInfo: _aio.UnaryUnaryMultiCallable[_service_pb2.GetTokenInfoRequest, _service_pb2.GetTokenInfoResponse]  # type: ignore[assignment]
     """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
     distributed, as of the newest final settlement.
+    """
+    WatchSettlements: _aio.UnaryStreamMultiCallable[_service_pb2.WatchSettlementsRequest, _service_pb2.WatchSettlementsResponse]  # type: ignore[assignment]
+    """WatchSettlements: the settlements this node knows to be final, in epoch
+    order, from `from_epoch` (unset: the newest final one; before any, epoch
+    0) up to the newest, then each one as it becomes final here. A node
+    catching up sends every epoch it settles; the stream does not end while
+    the daemon runs. INVALID_ARGUMENT for a negative `from_epoch`.
     """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -221,6 +235,19 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_service_pb2.GetTokenInfoResponse, _abc.Awaitable[_service_pb2.GetTokenInfoResponse]]:
         """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
         distributed, as of the newest final settlement.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchSettlements(
+        self,
+        request: _service_pb2.WatchSettlementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_service_pb2.WatchSettlementsResponse], _abc.AsyncIterator[_service_pb2.WatchSettlementsResponse]]:
+        """WatchSettlements: the settlements this node knows to be final, in epoch
+        order, from `from_epoch` (unset: the newest final one; before any, epoch
+        0) up to the newest, then each one as it becomes final here. A node
+        catching up sends every epoch it settles; the stream does not end while
+        the daemon runs. INVALID_ARGUMENT for a negative `from_epoch`.
         """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
