@@ -168,6 +168,25 @@ def state_root(client: MeshClient, epoch: int | None, as_json: bool) -> None:
 
 
 @ledger.command()
+@click.argument("entry_hash", metavar="HASH")
+@json_option
+@with_client
+def show(client: MeshClient, entry_hash: str, as_json: bool) -> None:
+    """Show one stored entry and whether it has taken effect.
+
+    HASH is the entry's hash as transfer, stake, history and gov vote print it
+    (64 hex digits). Exit 1 when this node does not store it.
+    """
+    r = client.unary(_stub(client).GetEntry, service_pb2.GetEntryRequest(hash=entry_hash))
+    data = {**entry_to_dict(r.entry), "canonical": r.canonical, "final_epoch": r.final_epoch}
+    emit(data, as_json, lambda d: fields([
+        *[(key.replace("_", " ").capitalize(), value) for key, value in d.items()
+          if key not in ("canonical", "final_epoch")],
+        ("Taken effect", f"yes, settled by epoch {d['final_epoch']}" if d["canonical"]
+         else "not yet (stored, not settled)")]))
+
+
+@ledger.command()
 @click.option("--from", "from_epoch", type=click.IntRange(min=0), default=None,
               help="First epoch to show (default: the newest final one).")
 @click.option("-n", "--count", type=click.IntRange(min=1),

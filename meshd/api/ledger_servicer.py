@@ -89,6 +89,13 @@ class LedgerServicer(service_pb2_grpc.LedgerServiceServicer):
             canonical_seq=info.canonical_seq, stored_seq=info.stored_seq,
             heads_digest=info.heads_digest.hex())
 
+    async def GetEntry(self, request: service_pb2.GetEntryRequest,
+                       context: Context) -> service_pb2.GetEntryResponse:
+        item, canonical, epoch = await unary(context, self._bridge, self._ledger.entry,
+                                             request.hash)
+        return service_pb2.GetEntryResponse(entry=history_entry(item), canonical=canonical,
+                                            final_epoch=epoch)
+
     async def WatchSettlements(self, request: service_pb2.WatchSettlementsRequest,
                                context: Context,
                                ) -> AsyncIterator[service_pb2.WatchSettlementsResponse]:

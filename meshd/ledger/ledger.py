@@ -368,6 +368,38 @@ class Ledger:
             info, canonical_seq=settled.account(key).canon_seq if key else 0,
             stored_seq=stored_seq, heads_digest=digest)
 
+    async def entry(self, entry_hash: str) -> tuple[Verified, bool, int]:
+        """The stored entry of hex hash ``entry_hash``, whether it is canonical in
+        the newest final settlement, and that settlement's epoch.
+
+        Raises:
+            errors.InvalidArgument: not 64 hex digits.
+            errors.NotFound: this node does not store it.
+        """
+        try:
+            wanted = bytes.fromhex(entry_hash)
+        except ValueError:
+            wanted = b""
+        if len(wanted) != entries.HASH_BYTES:
+            raise errors.InvalidArgument(f"an entry hash is 64 hex digits, got {entry_hash!r}")
+        settled = self.settled
+
+        def look() -> tuple[Verified | None, bool]:
+            item = self.store.get(wanted)
+            if item is None:
+                return None, False
+            account = settled.account(item.author)
+            if item.seq > account.canon_seq:
+                return item, False
+            branch, _ = self.store.chain(account.canon_head, item.seq, 1, 1)
+            return item, bool(branch) and entries.entry_hash(
+                ledger_pb2.Entry.FromString(branch[0]).body) == item.hash
+
+        item, canonical = await trio.to_thread.run_sync(look)
+        if item is None:
+            raise errors.NotFound(f"this node stores no entry {entry_hash.lower()}")
+        return item, canonical, settled.epoch
+
     async def watch_settlements(self, from_epoch: int | None = None,
                                 ) -> AsyncIterator[queries.FinalSettlement]:
         """Every final settlement from ``from_epoch`` (None: the newest final

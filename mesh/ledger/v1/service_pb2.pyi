@@ -23,6 +23,55 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetEntryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASH_FIELD_NUMBER: _builtins.int
+    hash: _builtins.str
+    def __init__(
+        self,
+        *,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEntryRequest: _TypeAlias = GetEntryRequest  # noqa: Y015
+
+@_typing.final
+class GetEntryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    CANONICAL_FIELD_NUMBER: _builtins.int
+    FINAL_EPOCH_FIELD_NUMBER: _builtins.int
+    canonical: _builtins.bool
+    """Canonical in the settlement of `final_epoch`, the newest final one here:
+    its effect is settled. False: stored, not settled yet (or on a branch of
+    a fork that lost).
+    """
+    final_epoch: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___HistoryEntry: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___HistoryEntry | None = ...,
+        canonical: _builtins.bool = ...,
+        final_epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical", b"canonical", "entry", b"entry", "final_epoch", b"final_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEntryResponse: _TypeAlias = GetEntryResponse  # noqa: Y015
+
+@_typing.final
 class WatchSettlementsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -89,6 +89,11 @@ class LedgerServiceStub:
                 request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.SerializeToString,
                 response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.FromString,
                 _registered_method=True)
+        self.GetEntry = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/GetEntry',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetEntryRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetEntryResponse.FromString,
+                _registered_method=True)
         self.WatchSettlements = channel.unary_stream(
                 '/mesh.ledger.v1.LedgerService/WatchSettlements',
                 request_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.WatchSettlementsRequest.SerializeToString,
@@ -185,6 +190,15 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEntry(self, request, context):
+        """GetEntry: one stored entry by the hex of its hash, and whether it has
+        taken effect (is canonical in the newest final settlement). NOT_FOUND when
+        this node does not store it; INVALID_ARGUMENT when it is not 64 hex digits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchSettlements(self, request, context):
         """WatchSettlements: the settlements this node knows to be final, in epoch
         order, from `from_epoch` (unset: the newest final one; before any, epoch
@@ -253,6 +267,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetTokenInfo,
                     request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.FromString,
                     response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.SerializeToString,
+            ),
+            'GetEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntry,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetEntryRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_service__pb2.GetEntryResponse.SerializeToString,
             ),
             'WatchSettlements': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchSettlements,
@@ -557,6 +576,33 @@ class LedgerService:
             '/mesh.ledger.v1.LedgerService/GetTokenInfo',
             mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoRequest.SerializeToString,
             mesh_dot_ledger_dot_v1_dot_service__pb2.GetTokenInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/GetEntry',
+            mesh_dot_ledger_dot_v1_dot_service__pb2.GetEntryRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_service__pb2.GetEntryResponse.FromString,
             options,
             channel_credentials,
             insecure,

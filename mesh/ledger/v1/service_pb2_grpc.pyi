@@ -73,6 +73,11 @@ class LedgerServiceStub:
     """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
     distributed, as of the newest final settlement.
     """
+    GetEntry: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetEntryRequest, _service_pb2.GetEntryResponse]
+    """GetEntry: one stored entry by the hex of its hash, and whether it has
+    taken effect (is canonical in the newest final settlement). NOT_FOUND when
+    this node does not store it; INVALID_ARGUMENT when it is not 64 hex digits.
+    """
     WatchSettlements: _grpc.UnaryStreamMultiCallable[_service_pb2.WatchSettlementsRequest, _service_pb2.WatchSettlementsResponse]
     """WatchSettlements: the settlements this node knows to be final, in epoch
     order, from `from_epoch` (unset: the newest final one; before any, epoch
@@ -122,6 +127,11 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     GetTokenInfo: _aio.UnaryUnaryMultiCallable[_service_pb2.GetTokenInfoRequest, _service_pb2.GetTokenInfoResponse]  # type: ignore[assignment]
     """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
     distributed, as of the newest final settlement.
+    """
+    GetEntry: _aio.UnaryUnaryMultiCallable[_service_pb2.GetEntryRequest, _service_pb2.GetEntryResponse]  # type: ignore[assignment]
+    """GetEntry: one stored entry by the hex of its hash, and whether it has
+    taken effect (is canonical in the newest final settlement). NOT_FOUND when
+    this node does not store it; INVALID_ARGUMENT when it is not 64 hex digits.
     """
     WatchSettlements: _aio.UnaryStreamMultiCallable[_service_pb2.WatchSettlementsRequest, _service_pb2.WatchSettlementsResponse]  # type: ignore[assignment]
     """WatchSettlements: the settlements this node knows to be final, in epoch
@@ -235,6 +245,17 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_service_pb2.GetTokenInfoResponse, _abc.Awaitable[_service_pb2.GetTokenInfoResponse]]:
         """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
         distributed, as of the newest final settlement.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEntry(
+        self,
+        request: _service_pb2.GetEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetEntryResponse, _abc.Awaitable[_service_pb2.GetEntryResponse]]:
+        """GetEntry: one stored entry by the hex of its hash, and whether it has
+        taken effect (is canonical in the newest final settlement). NOT_FOUND when
+        this node does not store it; INVALID_ARGUMENT when it is not 64 hex digits.
         """
 
     @_abc_1.abstractmethod
