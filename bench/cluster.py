@@ -10,7 +10,7 @@ SIGTERM to every node still running and kills those not gone within
 ``STOP_TIMEOUT``. With ``genesis_args``, each node's identity is made first
 (``meshd identity``) and the genesis gets extra ``meshctl network init``
 arguments naming the nodes' peer IDs (validators, allocations, short epochs).
-Also: a bounded poll (``wait_until``), per-process CPU and RSS
+Also: a bounded poll (``wait_until``, on meshd.testing), per-process CPU and RSS
 from ``/proc`` (Linux), and ``spread`` (min / median / max).
 """
 
@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import grpc
 
 from mesh.node.v1 import node_pb2, node_pb2_grpc
+from meshd.testing import eventually_blocking
 
 BIN = Path(sys.executable).parent  # the venv's bin: meshd and meshctl live next to python
 CALL_TIMEOUT = 5.0  # per gRPC call
@@ -78,13 +79,18 @@ class Node:
         self.log_level = "warning"
 
     def start(self, bootstrap: str | None, extra_env: Mapping[str, str],
-              log_level: str = "warning") -> None:
+              log_level: str = "warning", *, listen: str = "/ip4/127.0.0.1/tcp/0",
+              wrap: Callable[[list[str]], list[str]] | None = None) -> None:
+        """Start ``meshd run``; ``wrap`` turns its argv into the command to run
+        (e.g. inside a network namespace: bench/netns.py ``Host.command``)."""
         argv = [str(BIN / "meshd"), "run", "--genesis", str(self.genesis),
-                "--data-dir", str(self.data_dir), "--listen", "/ip4/127.0.0.1/tcp/0",
+                "--data-dir", str(self.data_dir), "--listen", listen,
                 "--log-level", log_level]
         self.log_level = log_level
         if bootstrap:
             argv += ["--bootstrap", bootstrap]
+        if wrap is not None:
+            argv = wrap(argv)
         # MESHD_* variables of whoever runs this would change meshd's config: drop them.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHD_")}
         env.update(extra_env)
@@ -149,6 +155,7 @@ class Node:
         """SIGTERM if still running; the caller waits (all nodes stop in parallel)."""
         if self._channel is not None:
             self._channel.close()
+            self._channel = None  # a restarted node gets a new one
         if self.alive:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGTERM)
@@ -204,12 +211,16 @@ def running_nodes(workdir: Path, count: int, ready_timeout: float,
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    """Poll ``condition`` until it holds or ``timeout`` passes; whether it held.
+
+    meshd.testing.eventually_blocking, with a condition that did not hold
+    reported (a benchmark records it) instead of raised; an exception of
+    ``condition`` (a node not answering) propagates.
+    """
+    try:
+        eventually_blocking(condition, timeout=timeout, interval=interval, not_yet=())
+    except AssertionError:
+        return False
     return True
 
 

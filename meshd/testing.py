@@ -21,6 +21,10 @@ Two modes, one API:
 Nodes talk to each other over real libp2p connections, and the test talks to
 each node through its gRPC API, as meshctl does. docs/plugins.md §8 walks
 through a plugin's tests with it.
+
+What a test waits for is polled, bounded, with :func:`eventually` (in trio) or
+:func:`eventually_blocking` (in a plain thread or process), the one polling
+helper of Mesh's own tests and benchmarks too.
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import inspect
 import os
+import reprlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import grpc
 import tomli_w
@@ -55,6 +62,9 @@ from meshd.plugin.loader import Available, available
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 START_TIMEOUT = 30.0  # for a node to answer its API, and for the nodes to connect
 CALL_TIMEOUT = 60.0
+NOT_YET: tuple[type[Exception], ...] = (grpc.RpcError,)  # a node not answering (yet)
+
+T = TypeVar("T")
 
 
 def plugin_under_test(name: str, plugin: Callable[[], Plugin], version: str = "1.0.0",
@@ -175,7 +185,8 @@ class Network:
 
     async def wait_connected(self, timeout: float = START_TIMEOUT) -> None:
         """Until every node has a connection to every other."""
-        await eventually(self._all_connected, timeout)
+        await eventually(self._all_connected, timeout=timeout,
+                         what="every node to be connected to every other")
 
     async def _all_connected(self) -> bool:
         for node in self.nodes:
@@ -184,16 +195,143 @@ class Network:
         return True
 
 
-async def eventually(condition: Callable[[], Any], timeout: float = START_TIMEOUT,
-                     interval: float = 0.05) -> None:
-    """Poll ``await condition()`` until it is true; AssertionError after ``timeout`` s."""
+@overload
+async def eventually(probe: Callable[[], Awaitable[T]], until: Callable[[T], object] = bool,
+                     *, timeout: float = START_TIMEOUT, interval: float = 0.05,
+                     what: str = "condition",
+                     not_yet: tuple[type[Exception], ...] = NOT_YET) -> T: ...
+
+
+@overload
+async def eventually(probe: Callable[[], T], until: Callable[[T], object] = bool,
+                     *, timeout: float = START_TIMEOUT, interval: float = 0.05,
+                     what: str = "condition",
+                     not_yet: tuple[type[Exception], ...] = NOT_YET) -> T: ...
+
+
+async def eventually(probe: Callable[[], Any], until: Callable[[Any], object] = bool,
+                     *, timeout: float = START_TIMEOUT, interval: float = 0.05,
+                     what: str = "condition",
+                     not_yet: tuple[type[Exception], ...] = NOT_YET) -> Any:
+    """Poll ``probe`` until ``until`` holds of its value, bounded; in trio.
+
+    For state that has no event to wait on (a node's API, a plugin's
+    counters): ``probe`` is called every ``interval`` seconds, its result
+    awaited if it is awaitable, until ``until(value)`` is true.
+
+    Example::
+
+        await eventually(node.status, lambda s: s.peer_count == 2,
+                         what="node0 to have two peers")
+
+    Args:
+        probe: reads the state; a plain or an async function (or one that
+            returns an awaitable, e.g. ``functools.partial(trio.to_thread.run_sync,
+            f)``).
+        until: whether a value is the one waited for; by default its truth.
+        timeout: seconds before giving up; a probe still running then is
+            cancelled.
+        interval: seconds between the end of one probe and the next.
+        what: what is waited for, for the error ("node0 to have two peers").
+        not_yet: exceptions of ``probe`` that mean "not yet" (the default:
+            ``grpc.RpcError``, a node not answering its API yet); others
+            propagate at once. ``()`` makes every exception fail the wait.
+
+    Returns:
+        The first value of ``probe`` for which ``until`` held.
+
+    Raises:
+        AssertionError: ``until`` did not hold within ``timeout``; the message
+            names ``what``, the timeout and the last value (or exception),
+            shortened.
+    """
+    last: object = _NO_VALUE
     with trio.move_on_after(timeout):
-        for _ in range(int(timeout / interval) + 1):
-            with contextlib.suppress(grpc.RpcError):  # a node not answering yet
-                if await condition():
-                    return
+        while True:
+            try:
+                value = probe()
+                if inspect.isawaitable(value):
+                    value = await value
+            except not_yet as error:
+                last = _Raised(error)
+            else:
+                if until(value):
+                    return value
+                last = value
             await trio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout:g} s")
+    raise _timed_out(what, timeout, last)
+
+
+def eventually_blocking(probe: Callable[[], T], until: Callable[[T], object] = bool,
+                        *, timeout: float = START_TIMEOUT, interval: float = 0.2,
+                        what: str = "condition",
+                        not_yet: tuple[type[Exception], ...] = NOT_YET) -> T:
+    """:func:`eventually` for synchronous code: a test or benchmark that drives
+    nodes from a plain thread or process (``meshctl`` runs, blocking gRPC calls).
+
+    Example::
+
+        eventually_blocking(lambda: status(node)["peer_count"] == 2,
+                            timeout=60, what="node0 to have two peers")
+
+    Args:
+        probe: reads the state (called, never awaited).
+        until: whether a value is the one waited for; by default its truth.
+        timeout: seconds before giving up; a probe is not interrupted, so the
+            wait can overrun by one probe.
+        interval: seconds of sleep between the end of one probe and the next.
+        what: what is waited for, for the error.
+        not_yet: exceptions of ``probe`` that mean "not yet" (by default
+            ``grpc.RpcError``); others propagate at once.
+
+    Returns:
+        The first value of ``probe`` for which ``until`` held.
+
+    Raises:
+        AssertionError: ``until`` did not hold within ``timeout``; the message
+            names ``what``, the timeout and the last value (or exception),
+            shortened.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = _NO_VALUE
+    while True:
+        try:
+            value = probe()
+        except not_yet as error:
+            last = _Raised(error)
+        else:
+            if until(value):
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise _timed_out(what, timeout, last)
+        time.sleep(interval)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 10
+_NO_VALUE = object()
+
+
+@dataclass(frozen=True)
+class _Raised:
+    """A probe that raised one of the ``not_yet`` exceptions."""
+
+    error: Exception
+
+
+def _timed_out(what: str, timeout: float, last: object) -> AssertionError:
+    """The error of a wait that timed out, with the probe's ``last`` outcome."""
+    if isinstance(last, _Raised):
+        outcome = f"the last probe raised {_REPR.repr(last.error)}"
+    elif last is _NO_VALUE:
+        outcome = "no probe finished"
+    else:
+        outcome = f"the last value was {_REPR.repr(last)}"
+    failure = AssertionError(f"timed out after {timeout:g} s waiting for {what}; {outcome}")
+    failure.__cause__ = last.error if isinstance(last, _Raised) else None
+    return failure
 
 
 @contextlib.asynccontextmanager
@@ -276,7 +414,7 @@ async def _start_process(name: str, settings: dict[str, Any], *,
             node.peer_id, node.listen_addrs = status.peer_id, tuple(status.listen_addrs)
             return bool(node.listen_addrs)
 
-        await eventually(ready)
+        await eventually(ready, what=f"meshd {name} to answer its API")
         task_status.started(node)
         await trio.sleep_forever()
     finally:
@@ -307,5 +445,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["Network", "Node", "eventually", "open_network", "plugin_under_test",
-           "write_genesis"]
+__all__ = ["Network", "Node", "eventually", "eventually_blocking", "open_network",
+           "plugin_under_test", "write_genesis"]

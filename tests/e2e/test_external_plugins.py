@@ -14,8 +14,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from meshd.testing import eventually_blocking
 from tests.e2e.harness import Meshd, meshctl
-from tests.e2e.test_governance import ctl_json, poll
+from tests.e2e.test_governance import ctl_json
 from tests.integration.test_external_plugins import JS_COMMAND, _alive
 
 
@@ -39,13 +40,15 @@ def test_the_javascript_plugin_serves_a_task_and_dies_with_its_meshd(
     n2 = node("n2", "--config", str(config), "--bootstrap", n1.status()["listen_addrs"][0],
               genesis_file=genesis)
     for n in (n1, n2):
-        poll("js-hash running", lambda n=n: js_hash(n)["state"] == "running", timeout=30)
+        eventually_blocking(lambda n=n: js_hash(n)["state"] == "running", timeout=30,
+                            interval=0.3, what="js-hash running")
     listed = ctl_json(n1, "plugins", "ls")
     assert [(p["name"], p["kind"], p["version"]) for p in listed] == [
         ("js-hash", "external", "1.0.0")]
     assert "Process" in n1.ctl("plugins", "info", "js-hash").stdout
     n2_id = n2.status()["peer_id"]
-    poll("n1 sees n2", lambda: n2_id in n1.ctl("plugins", "call", "js-hash", "PEERS").stdout)
+    eventually_blocking(lambda: n2_id in n1.ctl("plugins", "call", "js-hash", "PEERS").stdout,
+                        timeout=60, interval=0.3, what="n1 to see n2")
 
     task = ctl_json(n1, "tasks", "submit", "js-hash", "SHA256", "depin")
     assert task["state"] == "done", task
@@ -61,5 +64,6 @@ def test_the_javascript_plugin_serves_a_task_and_dies_with_its_meshd(
     pid = int(js_hash(n1)["pid"])  # type: ignore[call-overload]
     assert _alive(pid)
     n1.kill()  # SIGKILL: meshd gets no chance to stop its plugin
-    poll("the plugin process to die with meshd", lambda: not _alive(pid), timeout=10)
+    eventually_blocking(lambda: not _alive(pid), timeout=10, interval=0.3,
+                        what="the plugin process to die with meshd")
     assert js_hash(n2)["state"] == "running"

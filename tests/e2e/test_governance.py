@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meshd.testing import eventually_blocking
 from tests.e2e.conftest import LOOPBACK
 from tests.e2e.harness import Meshd, meshctl
 from tests.e2e.test_ledger_network import final_epoch, identity, wait_final
@@ -75,13 +77,6 @@ def ctl_json(node: Meshd, *args: str) -> Any:
     return json.loads(node.ctl(*args, "--json").stdout)
 
 
-def poll(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 def proposal(node: Meshd, proposal_id: str) -> dict[str, Any]:
     return ctl_json(node, "gov", "show", proposal_id)["proposal"]  # type: ignore[no-any-return]
 
@@ -104,20 +99,21 @@ def propose_param(node: Meshd, title: str, *settings: str) -> str:
 
 def open_on(nodes: list[Meshd], proposal_id: str) -> dict[str, Any]:
     """Wait until ``proposal_id`` is open (settled) on every node; its view on the first."""
-    poll(f"proposal {proposal_id[:16]} to open everywhere",
-         lambda: all(is_open(n, proposal_id[:12]) for n in nodes))
+    eventually_blocking(lambda: all(is_open(n, proposal_id[:12]) for n in nodes),
+                        timeout=60, interval=0.3,
+                        what=f"proposal {proposal_id[:16]} to open everywhere")
     return proposal(nodes[0], proposal_id)
 
 
 def vote_when_caught_up(node: Meshd, proposal_id: str, option: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
+    def vote() -> subprocess.CompletedProcess[str]:
         voted = node.ctl("gov", "vote", proposal_id, option, "--json", check=False)
-        if voted.returncode == 0:
-            return json.loads(voted.stdout)  # type: ignore[no-any-return]
-        assert "settlement catching up" in voted.stderr, voted.stderr
-        assert time.monotonic() < deadline, voted.stderr
-        time.sleep(0.5)
+        assert voted.returncode == 0 or "settlement catching up" in voted.stderr, voted.stderr
+        return voted
+
+    voted = eventually_blocking(vote, lambda v: v.returncode == 0, timeout=30, interval=0.5,
+                                what=f"{node.data_dir.name} to accept the vote on {proposal_id}")
+    return json.loads(voted.stdout)  # type: ignore[no-any-return]
 
 
 def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_nothing(
@@ -156,8 +152,8 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
     assert "held no tokens when proposal" in refused.stderr, refused.stderr
 
     # Voting: shown while an open proposal awaits this node's vote.
-    poll("the voters to show the Voting state",
-         lambda: all(v.status()["state"] == "voting" for v in voters))
+    eventually_blocking(lambda: all(v.status()["state"] == "voting" for v in voters),
+                        timeout=60, interval=0.3, what="the voters to show the Voting state")
     assert poor.status()["state"] != "voting"  # it has no vote to cast
     for node in voters:
         node.ctl("gov", "vote", split[:12], "yes")
@@ -170,8 +166,9 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
     restarted = voters[3]
     assert restarted.stop()[0] == 0
     restarted.start()
-    poll("the restarted node to see the proposal open again",
-         lambda: proposal(restarted, emission)["status"] == "open")
+    eventually_blocking(lambda: proposal(restarted, emission)["status"] == "open",
+                        timeout=60, interval=0.3,
+                        what="the restarted node to see the proposal open again")
     # Its replayed state is as old as its stop; it votes as soon as it can. A
     # vote is dated by the clock, never back into an epoch the network has
     # settled (where it would count nothing); until the node has caught up
@@ -183,8 +180,9 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
     # epoch may settle after it (docs/governance.md §3), so leave an epoch.
     assert late_vote["epoch"] < emission_end, (
         "the vote period nearly ended before the restarted node voted: lengthen VOTING_EPOCHS")
-    poll("the voters to leave the Voting state once they voted",
-         lambda: all(v.status()["state"] != "voting" for v in voters))
+    eventually_blocking(lambda: all(v.status()["state"] != "voting" for v in voters),
+                        timeout=60, interval=0.3,
+                        what="the voters to leave the Voting state once they voted")
 
     # Bad input gets a clear error, never a crash.
     for args, reason, code in [
@@ -224,5 +222,6 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
 
     # A passed upgrade to a newer version makes every older node warn.
     for node in nodes:
-        poll("the upgrade warning", lambda node=node: any(  # type: ignore[misc]
-            "upgrade required" in w and "99.0" in w for w in node.status()["warnings"]))
+        eventually_blocking(lambda node=node: any(  # type: ignore[misc]
+            "upgrade required" in w and "99.0" in w for w in node.status()["warnings"]),
+            timeout=60, interval=0.3, what="the upgrade warning")

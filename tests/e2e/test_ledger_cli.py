@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
+from meshd.testing import eventually_blocking
 from tests.e2e.harness import Meshd, meshctl
 from tests.e2e.test_ledger import funded_genesis, identity, start
 
@@ -87,14 +87,15 @@ def test_before_any_settlement(tmp_path: Path) -> None:
 
 
 def wait_final(node: Meshd, epoch: int, timeout: float = 30) -> dict[str, Any]:
-    """Poll state-root (the API has no settlement event yet), bounded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        root = json.loads(node.ctl("ledger", "state-root", "--json").stdout)
-        if root["epoch"] >= epoch:
-            return root  # type: ignore[no-any-return]
-        time.sleep(0.2)
-    raise AssertionError(f"epoch {epoch} not final within {timeout} s:\n{node.log()[-2000:]}")
+    """Poll state-root until ``epoch`` is final, bounded; the state-root then."""
+    try:
+        root: dict[str, Any] = eventually_blocking(
+            lambda: json.loads(node.ctl("ledger", "state-root", "--json").stdout),
+            lambda root: root["epoch"] >= epoch, timeout=timeout, interval=0.2,
+            what=f"epoch {epoch} to be final")
+    except AssertionError as late:
+        raise AssertionError(f"{late}\n{node.log()[-2000:]}") from None
+    return root
 
 
 def test_after_settlements_on_one_validator(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from meshd.testing import eventually_blocking
 from tests.e2e.conftest import LOOPBACK
 from tests.e2e.harness import Meshd, meshctl, run_meshd
 
@@ -64,11 +65,12 @@ def final_epoch(node: Meshd) -> int:
 
 
 def wait_final(nodes: list[Meshd], epoch: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(final_epoch(n) >= epoch for n in nodes):
-        assert time.monotonic() < deadline, (
-            f"epoch {epoch} not final on every node: {[final_epoch(n) for n in nodes]}")
-        time.sleep(0.5)
+    try:
+        eventually_blocking(lambda: all(final_epoch(n) >= epoch for n in nodes),
+                            timeout=timeout, interval=0.5,
+                            what=f"epoch {epoch} to be final on every node")
+    except AssertionError as late:
+        raise AssertionError(f"{late}: final epochs {[final_epoch(n) for n in nodes]}") from None
 
 
 def roots_at(nodes: list[Meshd], epoch: int) -> set[str]:

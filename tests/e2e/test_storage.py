@@ -8,16 +8,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from meshd.testing import eventually_blocking
 from tests.e2e.harness import Meshd
-from tests.e2e.test_governance import ctl_json, poll
+from tests.e2e.test_governance import ctl_json
 
 SIZE = 5 * 1000 * 1000 + 12345  # 10 chunks, the last one partial
 
 
 def connected(nodes: list[Meshd]) -> None:
     for n in nodes:
-        poll("the nodes to connect",
-             lambda n=n: n.status()["peer_count"] >= len(nodes) - 1, timeout=30)
+        eventually_blocking(lambda n=n: n.status()["peer_count"] >= len(nodes) - 1,
+                            timeout=30, interval=0.3, what="the nodes to connect")
 
 
 def receipts(node: Meshd) -> list[dict[str, object]]:
@@ -45,7 +46,8 @@ def test_a_file_stored_on_one_node_is_retrieved_byte_identical_from_another(
     assert "Size:" in got.stdout and str(SIZE) in got.stdout
     assert not list(tmp_path.glob(".copy.bin.part"))
     # n1 reported each delivery (10 chunks and the manifest); n2 countersigned.
-    poll("n2 to countersign n1's 11 deliveries", lambda: len(receipts(n2)) == 11, timeout=30)
+    eventually_blocking(lambda: len(receipts(n2)) == 11, timeout=30, interval=0.3,
+                        what="n2 to countersign n1's 11 deliveries")
 
     # With two replicas, n2 and n3 each keep a copy (as receipted tasks): the
     # file outlives n1.

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from meshd.testing import eventually_blocking
 from tests.e2e.conftest import LOOPBACK
 from tests.e2e.harness import Meshd, meshctl
-from tests.e2e.test_governance import ctl_json, poll
+from tests.e2e.test_governance import ctl_json
 from tests.e2e.test_ledger_network import identity, wait_final
 from tests.plugin_dist import plugin_env
 
@@ -72,10 +73,11 @@ def test_receipts_earn_the_tasks_pool_and_a_lying_provider_is_slashed(
         network: list[Meshd], tmp_path: Path) -> None:
     t0, t1, _, t3 = network
     ids = [str(n.status()["peer_id"]) for n in network]
-    poll("every node to see the other three", lambda: all(
-        n.status()["peer_count"] == 3 for n in network))
+    eventually_blocking(lambda: all(n.status()["peer_count"] == 3 for n in network),
+                        timeout=60, interval=0.3, what="every node to see the other three")
     t3.ctl("ledger", "stake", str(STAKE))
-    poll("t3's stake to be bonded", lambda: bonded(t0, ids[3]) == STAKE, timeout=60)
+    eventually_blocking(lambda: bonded(t0, ids[3]) == STAKE, timeout=60, interval=0.3,
+                        what="t3's stake to be bonded")
 
     # Both plugins run everywhere, with their task kinds.
     plugins = {p["name"]: p for p in ctl_json(t1, "plugins", "ls")}
@@ -99,8 +101,9 @@ def test_receipts_earn_the_tasks_pool_and_a_lying_provider_is_slashed(
     assert liar["state"] == "wrong" and len(liar["verdicts"]) == 2
 
     # Working on tasks shows as the Participating state, on both sides.
-    poll("requester and provider to show participating", lambda: all(
-        n.status()["state"] == "participating" for n in (t0, t1)), timeout=10)
+    eventually_blocking(lambda: all(n.status()["state"] == "participating" for n in (t0, t1)),
+                        timeout=10, interval=0.3,
+                        what="requester and provider to show participating")
 
     # The human output, and the exit code of a failed task.
     shown = t0.ctl("tasks", "show", stored["task_id"][:10]).stdout
@@ -125,11 +128,13 @@ def test_receipts_earn_the_tasks_pool_and_a_lying_provider_is_slashed(
                 earned[account] = earned.get(account, 0) + points
         return earned.get(ids[1], 0) >= 309 and earned.get(ids[2], 0) >= 309
 
-    poll("the receipts to be settled", receipts_settled, timeout=60)
+    eventually_blocking(receipts_settled, timeout=60, interval=0.3,
+                        what="the receipts to be settled")
     assert earned == {ids[1]: 309, ids[2]: 309}, earned  # nothing for the liar
 
     # Two eligible verdicts: the liar loses 10 % of its stake, seen alike everywhere.
-    poll("t3 to be slashed", lambda: bonded(t0, ids[3]) == STAKE * 9 // 10, timeout=60)
+    eventually_blocking(lambda: bonded(t0, ids[3]) == STAKE * 9 // 10, timeout=60,
+                        interval=0.3, what="t3 to be slashed")
     final = int(ctl_json(t0, "ledger", "state-root")["epoch"])
     wait_final(network, final)
     assert {bonded(n, ids[3]) for n in network} == {STAKE * 9 // 10}

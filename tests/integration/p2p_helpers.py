@@ -1,4 +1,7 @@
-"""Hosts for p2p integration tests, several in one trio process."""
+"""Hosts for p2p integration tests, several in one trio process.
+
+State that has no change event is polled with meshd.testing.eventually.
+"""
 
 from __future__ import annotations
 
@@ -28,14 +31,3 @@ async def wait_until(host: P2PHost, condition: Callable[[], bool], timeout: floa
     with trio.fail_after(timeout):
         while not condition():
             await host.membership.next_change()
-
-
-async def poll_until(condition: Callable[[], bool], timeout: float = 10,
-                     interval: float = 0.02) -> None:
-    """Poll ``condition`` (for py-libp2p state that has no change event), bounded."""
-    with trio.fail_after(timeout):
-        for _ in range(int(timeout / interval) + 1):
-            if condition():
-                return
-            await trio.sleep(interval)
-    raise AssertionError("condition never held")

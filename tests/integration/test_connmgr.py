@@ -13,7 +13,8 @@ from meshd.p2p.connmgr import ConnectionManager, Degree
 from meshd.p2p.direct import Code, DirectRequestFailed
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.peerbook import PeerBook
-from tests.integration.p2p_helpers import LOOPBACK, NET_A, open_hosts, poll_until, wait_until
+from meshd.testing import eventually
+from tests.integration.p2p_helpers import LOOPBACK, NET_A, open_hosts, wait_until
 
 
 async def manage(nursery: trio.Nursery, host: P2PHost, degree: Degree,
@@ -54,7 +55,8 @@ async def test_above_the_high_watermark_connections_are_pruned() -> None:
             # The hub's manager prunes (on the membership change) down to its target.
             await wait_until(hub, lambda: hub.peer_count() == 1)
             # and the pruned spokes see it: exactly one keeps its connection
-            await poll_until(lambda: sum(s.peer_count() for s in (b, c, d)) == 1)
+            await eventually(lambda: sum(s.peer_count() for s in (b, c, d)) == 1,
+                             timeout=10, interval=0.02, what="exactly one spoke to stay connected")
             nursery.cancel_scope.cancel()
 
 

@@ -12,9 +12,9 @@ import hashlib
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
@@ -25,13 +25,12 @@ from mesh.ledger.v1 import service_pb2_grpc as ledger_service_pb2_grpc
 from mesh.plugin.v1 import host_pb2, host_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshd.testing import eventually
 from tests.integration.test_plugins import list_plugins, open_node, write_genesis
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_HASH = ROOT / "plugins" / "examples" / "js-hash"
 JS_COMMAND = ["node", str(JS_HASH / "index.js")]
-T = TypeVar("T")
-
 
 
 def external(command: list[str] | None = None, **env: str) -> dict[str, Any]:
@@ -61,25 +60,17 @@ async def plugin(socket: Path) -> plugins_pb2.Plugin:
     return (await trio.to_thread.run_sync(list_plugins, socket))["js-hash"]
 
 
-async def eventually(fetch: Callable[[], Awaitable[T]], condition: Callable[[T], bool],
-                     timeout: float = 30) -> T:
-    """Poll ``await fetch()`` (an API call) until ``condition`` holds of it, bounded."""
-    with trio.fail_after(timeout):
-        for _ in range(int(timeout / 0.05) + 1):
-            if condition(value := await fetch()):
-                return value
-            await trio.sleep(0.05)
-    raise AssertionError("condition never held")
-
-
 async def wait_for_plugin(socket: Path, condition: Callable[[plugins_pb2.Plugin], bool],
-                          ) -> plugins_pb2.Plugin:
-    return await eventually(functools.partial(plugin, socket), condition)
+                          what: str = "the plugin's state") -> plugins_pb2.Plugin:
+    # An API error fails the test at once (not_yet=()): these nodes are up.
+    return await eventually(functools.partial(plugin, socket), condition, timeout=30,
+                            interval=0.05, not_yet=(), what=what)
 
 
 async def wait_running(socket: Path, restarts: int = 0) -> plugins_pb2.Plugin:
     return await wait_for_plugin(socket, lambda p: p.state == "running"
-                                 and p.restarts >= restarts)
+                                 and p.restarts >= restarts,
+                                 f"js-hash to be running after {restarts} restarts")
 
 
 async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd(
@@ -99,7 +90,8 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert info.pid > 0
             # An event to b's plugin, and one to a's own that calls back into meshd.
             await eventually(functools.partial(call_plugin, a.api.socket, "PEERS"),
-                             lambda peers: b.peer_id.encode() in peers)
+                             lambda peers: b.peer_id.encode() in peers, timeout=30,
+                             interval=0.05, not_yet=(), what="a's plugin to see b")
             assert await call_plugin(a.api.socket, "ECHO", b"hello", b.peer_id) == b"hello"
             # The task goes to b's plugin; a's plugin verifies the digest.
             request = tasks_pb2.SubmitTaskRequest(plugin="js-hash", kind="SHA256",
@@ -115,8 +107,10 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             digest = await call_plugin(a.api.socket, "ASK_HASH",
                                        f"{b.peer_id}\n".encode() + b"work")
             assert digest == hashlib.sha256(b"work").hexdigest().encode()
-            (receipt,) = (await eventually(functools.partial(reports, b.api.socket),
-                                           lambda r: r["receipts"]))["receipts"]
+            reported = await eventually(functools.partial(reports, b.api.socket),
+                                        lambda r: r["receipts"], timeout=30, interval=0.05,
+                                        not_yet=(), what="a to countersign b's report")
+            (receipt,) = reported["receipts"]
             history = (await trio.to_thread.run_sync(
                 rpc, a.api.socket, ledger_service_pb2_grpc.LedgerServiceStub, "ListHistory",
                 ledger_service_pb2.ListHistoryRequest(limit=100))).entries
@@ -124,7 +118,8 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             # Work a did not ask its plugin for (HASH sent directly) is refused.
             await call_plugin(a.api.socket, "HASH", b"unasked", b.peer_id)
             done = await eventually(functools.partial(reports, b.api.socket),
-                                    lambda r: r["refused"])
+                                    lambda r: r["refused"], timeout=30, interval=0.05,
+                                    not_yet=(), what="a to refuse b's unasked report")
             assert "does not accept the report of HASH" in done["refused"][0], done
             assert len(done["receipts"]) == 1
             # A refusal by the plugin reaches the caller with its message.
@@ -172,14 +167,15 @@ async def test_a_plugin_the_network_cannot_accept_is_refused_and_retried(
         'name = "js-hash"\n', 'name = "js-hash"\nversion = ">=2"\n'))
     with trio.fail_after(60):
         async with open_node(tmp_path, "a", genesis, [], **external()) as a:
-            info = await wait_for_plugin(a.api.socket, lambda p: p.restarts >= 1)
+            info = await wait_for_plugin(a.api.socket, lambda p: p.restarts >= 1,
+                                         "a restart of the refused plugin")
             assert info.state != "running"
             assert "registered version 1.0.0, but the genesis requires js-hash>=2" \
                 in info.last_error
         async with open_node(tmp_path, "b", write_genesis(tmp_path, "js-hash"), [],
                              **external(["/nonexistent/plugin"])) as b:
             await wait_for_plugin(b.api.socket, lambda p: "cannot start '/nonexistent/plugin'"
-                                  ": not found" in p.last_error)
+                                  ": not found" in p.last_error, "the start error to be shown")
 
 
 def connect_once(socket: Path, first: host_pb2.PluginMessage) -> grpc.RpcError:

@@ -25,7 +25,8 @@ from meshd.ledger.store import Head
 from meshd.p2p.direct import Code, DirectRequestFailed
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.host import peer_id_of as host_peer_id
-from tests.integration.p2p_helpers import LOOPBACK, poll_until, wait_until
+from meshd.testing import eventually
+from tests.integration.p2p_helpers import LOOPBACK, wait_until
 
 ALLOCATION = 1_000_000
 
@@ -95,18 +96,17 @@ async def connect_all(nodes: list[Node]) -> None:
 
 async def wait_converged(nodes: list[Node], timeout: float = 20) -> None:
     """Until every node stores the same heads (so the same entries)."""
-    def same() -> bool:
-        heads = [n.heads() for n in nodes]
-        return all(h == heads[0] for h in heads)
-
-    await poll_until(same, timeout=timeout, interval=0.05)
+    await eventually(lambda: [n.heads() for n in nodes],
+                     lambda heads: all(h == heads[0] for h in heads),
+                     timeout=timeout, interval=0.05, what="every node to store the same heads")
 
 
 async def test_a_transfer_reaches_every_node_by_gossip(tmp_path: Path) -> None:
     async with open_nodes(tmp_path, 4) as nodes:
         await connect_all(nodes)
-        await poll_until(lambda: all(len(n.host.broadcast.topic_peers(TOPIC)) == 3
-                                     for n in nodes), timeout=15)
+        await eventually(lambda: all(len(n.host.broadcast.topic_peers(TOPIC)) == 3
+                                     for n in nodes), timeout=15, interval=0.02,
+                         what="every node to see the 3 others on the ledger topic")
         alice, bob = nodes[0], nodes[1]
         made = await alice.ledger.transfer(bob.account, 250, "rent")
         await wait_converged(nodes)
@@ -148,7 +148,8 @@ async def test_what_a_sync_fetched_is_not_gossiped_again(tmp_path: Path) -> None
         assert late.replicator.counters.synced == 20
         assert late.replicator.counters.published == 0
         await late.ledger.transfer(early.account, 5)  # its own entries are gossiped
-        await poll_until(lambda: late.replicator.counters.published == 1)
+        await eventually(lambda: late.replicator.counters.published == 1, timeout=10,
+                         interval=0.02, what="the late node to gossip its own entry")
 
 
 async def test_an_entry_waits_for_its_past_and_is_stored_when_it_comes(tmp_path: Path) -> None:
@@ -161,7 +162,8 @@ async def test_an_entry_waits_for_its_past_and_is_stored_when_it_comes(tmp_path:
                                       "12D3KooWnobody")
         assert second.hash in reader.replicator.waiting
         await reader.replicator.admit([first], "12D3KooWnobody")
-        await poll_until(lambda: reader.ledger.store.count() == 2)
+        await eventually(lambda: reader.ledger.store.count() == 2, timeout=10, interval=0.02,
+                         what="the reader to store both entries")
         assert len(reader.replicator.waiting) == 0
 
 
@@ -170,8 +172,9 @@ async def test_an_invalid_entry_is_not_stored_nor_forwarded_and_its_sender_is_bl
     async with open_nodes(tmp_path, 3) as nodes:
         honest, hostile, third = nodes
         await connect_all(nodes)
-        await poll_until(lambda: all(len(n.host.broadcast.topic_peers(TOPIC)) == 2
-                                     for n in nodes), timeout=15)
+        await eventually(lambda: all(len(n.host.broadcast.topic_peers(TOPIC)) == 2
+                                     for n in nodes), timeout=15, interval=0.02,
+                         what="every node to see the 2 others on the ledger topic")
         # A local API client cannot publish on the ledger's topic: meshd would
         # forward unchecked bytes and be blocked by its peers.
         with pytest.raises(errors.InvalidArgument, match="reserved"):
@@ -272,7 +275,8 @@ async def test_a_node_restored_from_an_old_copy_fetches_its_chain_before_writing
                 await trio.testing.wait_all_tasks_blocked()
                 assert written == []
                 await alice.host.connect(bob.host.listen_addrs()[0])
-                await poll_until(lambda: bool(written))
+                await eventually(lambda: bool(written), timeout=10, interval=0.02,
+                                 what="the waiting transfer to be written")
                 assert (written[0].seq, written[0].body.prev) == (6, newest[-1].hash)
                 await wait_converged([alice, bob])
                 store = bob.ledger.store

@@ -27,7 +27,8 @@ from meshd.ledger.store import LedgerStore
 from meshd.ledger.uptime import UptimeAttester
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.host import peer_id_of as host_peer_id
-from tests.integration.p2p_helpers import LOOPBACK, poll_until
+from meshd.testing import eventually
+from tests.integration.p2p_helpers import LOOPBACK
 
 ALLOCATION = 1_000_000
 EPOCH_SECONDS = 2
@@ -97,8 +98,8 @@ async def test_four_validators_settle_epochs_and_agree_on_the_state_root(
     async with open_validators(tmp_path, 4) as nodes:
         alice, bob = nodes[0], nodes[1]
         paid = await alice.ledger.transfer(bob.account, 1234)
-        await poll_until(lambda: all(n.ledger.final_epoch >= 2 for n in nodes), timeout=60,
-                         interval=0.1)
+        await eventually(lambda: all(n.ledger.final_epoch >= 2 for n in nodes), timeout=60,
+                         interval=0.1, what="epoch 2 to be final on every node")
         roots = {state_root(n.ledger.settled_at(2)) for n in nodes}  # type: ignore[arg-type]
         assert len(roots) == 1
         # The state-root API says how far alice's chain took effect and is stored.
@@ -113,8 +114,8 @@ async def test_four_validators_settle_epochs_and_agree_on_the_state_root(
         balance = await bob.ledger.balance()
         assert balance.settled >= ALLOCATION + 1234 and balance.pending_in == 0
         # Every validator attested its peers' uptime; a later epoch paid for it.
-        await poll_until(lambda: all(n.ledger.final_epoch >= 4 for n in nodes), timeout=60,
-                         interval=0.1)
+        await eventually(lambda: all(n.ledger.final_epoch >= 4 for n in nodes), timeout=60,
+                         interval=0.1, what="epoch 4 to be final on every node")
         record = nodes[2].ledger.settled_at(4).record  # type: ignore[union-attr]
         assert record.minted > 0, record
 
@@ -135,19 +136,21 @@ async def test_an_equivocating_staker_is_slashed_and_jailed_once(tmp_path: Path)
     key = entry.public_key(cheat)
     async with open_validators(tmp_path, 4, others=[cheat]) as nodes:
         ledger = nodes[0].ledger
-        await poll_until(lambda: ledger.final_epoch >= 0, timeout=30, interval=0.1)
+        await eventually(lambda: ledger.final_epoch >= 0, timeout=30, interval=0.1,
+                         what="epoch 0 to be final")
         stake = signed(cheat, ledger, 1, b"", stake=ledger_pb2.Stake(amount=400_000))
         await ledger.committer.append(stake)
-        await poll_until(lambda: all(n.ledger.settled.account(key).bonded == 400_000
-                                     for n in nodes), timeout=30, interval=0.1)
+        await eventually(lambda: all(n.ledger.settled.account(key).bonded == 400_000
+                                     for n in nodes), timeout=30, interval=0.1,
+                         what="the stake to be settled on every node")
         # Two bodies for seq 2: each valid against its own past.
         pay_b = signed(cheat, ledger, 2, stake.hash, transfer=ledger_pb2.Transfer(
             to=nodes[1].ledger.key, amount=500_000))
         pay_c = signed(cheat, ledger, 2, stake.hash, transfer=ledger_pb2.Transfer(
             to=nodes[2].ledger.key, amount=500_000))
         assert await ledger.committer.append_many([pay_b, pay_c]) == [None, None]
-        await poll_until(lambda: all(n.ledger.settled.account(key).jailed for n in nodes),
-                         timeout=30, interval=0.1)
+        await eventually(lambda: all(n.ledger.settled.account(key).jailed for n in nodes),
+                         timeout=30, interval=0.1, what="the cheat to be jailed on every node")
         for node in nodes:
             account = node.ledger.settled.account(key)
             assert account.bonded == 200_000  # SLASH_EQUIVOCATION_BPS: half
@@ -158,8 +161,9 @@ async def test_an_equivocating_staker_is_slashed_and_jailed_once(tmp_path: Path)
         assert final.slashed_total == 200_000
         # Evidence written once per offender by each node that saw the fork; applied once.
         epoch_after = final.epoch + 2
-        await poll_until(lambda: all(n.ledger.final_epoch >= epoch_after for n in nodes),
-                         timeout=30, interval=0.1)
+        await eventually(lambda: all(n.ledger.final_epoch >= epoch_after for n in nodes),
+                         timeout=30, interval=0.1,
+                         what=f"epoch {epoch_after} to be final on every node")
         assert nodes[0].ledger.settled.account(key).bonded == 200_000
         assert nodes[0].ledger.settled.slashed_total == 200_000
 
@@ -170,7 +174,8 @@ async def test_a_node_storing_everything_in_one_batch_settles_alike(tmp_path: Pa
     settlement is computed (regression: it refused honest precommits)."""
     async with open_validators(tmp_path, 4) as nodes:
         source = nodes[0].ledger
-        await poll_until(lambda: source.final_epoch >= 1, timeout=60, interval=0.1)
+        await eventually(lambda: source.final_epoch >= 1, timeout=60, interval=0.1,
+                         what="epoch 1 to be final")
         # Evidence dated ahead (as when settlement lags the clock): it lands in
         # the next cut but counts for a later epoch, whose settlement must
         # find it among the earlier cut's entries.
@@ -180,8 +185,8 @@ async def test_a_node_storing_everything_in_one_batch_settles_alike(tmp_path: Pa
             await attester.ledger.write(at_epoch=ahead, attestation=ledger_pb2.UptimeAttestation(
                 observations=[ledger_pb2.Observation(subject=nodes[3].ledger.key, probes=3,
                                                      answered=0)]))
-        await poll_until(lambda: all(n.ledger.final_epoch >= ahead for n in nodes),
-                         timeout=60, interval=0.1)
+        await eventually(lambda: all(n.ledger.final_epoch >= ahead for n in nodes),
+                         timeout=60, interval=0.1, what=f"epoch {ahead} to be final on every node")
         everything = [entry.decode_stored(raw) for _, _, raw in source.store.rows()]
         genesis = source.genesis
         last = source.final_epoch

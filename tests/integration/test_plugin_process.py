@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from meshd.plugin.process import PluginExited, PluginProcess
-from tests.integration.p2p_helpers import poll_until
+from meshd.testing import eventually, eventually_blocking
 from tests.integration.test_external_plugins import _alive
 
 # A parent that runs `sleep` as a plugin and prints its pid, then waits to be killed.
@@ -50,11 +50,8 @@ def test_the_plugin_dies_when_its_parent_is_killed_with_sigkill() -> None:
         assert _alive(pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
-        for _ in range(100):
-            if not _alive(pid):
-                break
-            subprocess.run(["sleep", "0.05"], check=True)
-        assert not _alive(pid), "the plugin outlived its SIGKILLed parent"
+        eventually_blocking(lambda: not _alive(pid), timeout=5, interval=0.05,
+                            what="the plugin to die with its SIGKILLed parent")
     finally:
         parent.kill()
 
@@ -67,13 +64,15 @@ async def test_stopping_the_plugin_stops_its_whole_process_group(tmp_path: Path)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(process.run)
-            await poll_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+            await eventually(lambda: pid_file.exists() and pid_file.read_text().strip() != "",
+                             timeout=10, interval=0.02, what="the child to write its pid")
             grandchild = int(pid_file.read_text())
             assert _alive(grandchild)
             nursery.cancel_scope.cancel()
     assert process.exited.is_set() and not _alive(process.pid)
     # SIGKILL reaches the rest of the group at once, but its death is not synchronous.
-    await poll_until(lambda: not _alive(grandchild), timeout=2)
+    await eventually(lambda: not _alive(grandchild), timeout=2, interval=0.02,
+                     what="the grandchild to die")
 
 
 async def test_the_exit_of_the_process_is_reported_with_its_output_logged(

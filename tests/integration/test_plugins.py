@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from meshd.config import Config
 from meshd.daemon import DaemonInfo, run_daemon
 from meshd.plugin import Plugin
 from meshd.plugin.loader import Available, PluginSetupError, available
-from tests.integration.p2p_helpers import poll_until
+from meshd.testing import eventually
 from tests.plugin_fixtures import (
     CrashingPlugin,
     EchoPlugin,
@@ -91,10 +91,6 @@ def status_latency(socket: Path) -> float:
         return time.perf_counter() - started
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    await poll_until(condition, timeout)
-
-
 async def test_plugins_exchange_events_and_gossip_and_errors_reach_the_caller(
         tmp_path: Path) -> None:
     genesis = write_genesis(tmp_path, "echo")
@@ -104,7 +100,8 @@ async def test_plugins_exchange_events_and_gossip_and_errors_reach_the_caller(
                 open_node(tmp_path, "b", genesis, [available("echo", echo_b, "1.2.0")],
                           bootstrap=(a.listen_addrs[0],)) as b:
             ctx_a = echo_a.last.ctx
-            await wait_until(lambda: b.peer_id in ctx_a.peers())
+            await eventually(lambda: b.peer_id in ctx_a.peers(), timeout=10, interval=0.02,
+                             what="a's plugin to see b")
             assert await ctx_a.request(b.peer_id, "ECHO", b"hello") == b"hello"
             # The handler sees who asked: the connection authenticates the sender.
             assert await ctx_a.request(b.peer_id, "WHOAMI") == \
@@ -125,10 +122,12 @@ async def test_plugins_exchange_events_and_gossip_and_errors_reach_the_caller(
             assert await ctx_a.request(b.peer_id, "ECHO", b"still here") == b"still here"
 
             # Gossip on the plugin's namespaced topic reaches the other node's plugin.
-            await wait_until(lambda: bool(
-                echo_b.last.ctx._host.broadcast.topic_peers("plugin/echo/chat")))
+            await eventually(lambda: bool(
+                echo_b.last.ctx._host.broadcast.topic_peers("plugin/echo/chat")),
+                timeout=10, interval=0.02, what="b to see a subscribed to the plugin's topic")
             await ctx_a.publish("chat", b"hi from a")
-            await wait_until(lambda: [m.data for m in echo_b.last.heard] == [b"hi from a"])
+            await eventually(lambda: [m.data for m in echo_b.last.heard] == [b"hi from a"],
+                             timeout=10, interval=0.02, what="b's plugin to hear a's message")
             assert echo_b.last.heard[0].sender == a.peer_id
             assert echo_b.last.heard[0].topic == "chat"
 
@@ -155,7 +154,8 @@ async def test_a_node_without_the_plugin_answers_unavailable(tmp_path: Path) -> 
         async with open_node(tmp_path, "a", genesis, [available("echo", echo)],
                              enable=("echo",)) as a, \
                 open_node(tmp_path, "b", genesis, [], bootstrap=(a.listen_addrs[0],)) as b:
-            await wait_until(lambda: b.peer_id in echo.last.ctx.peers())
+            await eventually(lambda: b.peer_id in echo.last.ctx.peers(), timeout=10,
+                             interval=0.02, what="a's plugin to see b")
             with pytest.raises(errors.PeerError, match="does not run plugin 'echo'"):
                 await echo.last.ctx.request(b.peer_id, "ECHO", b"x")
             listed = await trio.to_thread.run_sync(list_plugins, a.api.socket)
@@ -178,19 +178,13 @@ async def test_a_plugin_that_raises_is_restarted_with_backoff(tmp_path: Path) ->
             assert first["crashing"].HasField("next_start_at")
             # Backoff 1 s, then 2 s: the third start runs.
             started = trio.current_time()
-            await wait_until(lambda: crashing.made and crashing.last.__class__.starts >= 3
-                             and len(crashing.made) == 3, timeout=10)
-            listed: dict[str, plugins_pb2.Plugin] = {}
-
-            def running() -> bool:
-                listed.update(list_plugins(a.api.socket))
-                return listed["crashing"].state == "running"
-
-            with trio.fail_after(10):
-                for _ in range(200):
-                    if await trio.to_thread.run_sync(running):
-                        break
-                    await trio.sleep(0.05)
+            await eventually(lambda: crashing.made and crashing.last.__class__.starts >= 3
+                             and len(crashing.made) == 3, timeout=10, interval=0.02,
+                             what="the third start of the crashing plugin")
+            listed = await eventually(
+                functools.partial(trio.to_thread.run_sync, list_plugins, a.api.socket),
+                lambda plugins: plugins["crashing"].state == "running", timeout=10,
+                not_yet=(), what="the crashing plugin to be shown running")
             assert trio.current_time() - started >= 2.5  # 1 s + 2 s of backoff
             assert listed["crashing"].restarts == 2
             assert list(listed["crashing"].events) == ["ALIVE"]
@@ -200,8 +194,10 @@ async def test_a_plugin_that_raises_is_restarted_with_backoff(tmp_path: Path) ->
             ctx = echo.last.ctx
             assert len(run_crash.made) == 1
             await run_crash.last.order_crash(None)
-            await wait_until(lambda: len(run_crash.made) == 2, timeout=10)
-            await wait_until(lambda: run_crash.last.__dict__.get("crash") is not None)
+            await eventually(lambda: len(run_crash.made) == 2, timeout=10, interval=0.02,
+                             what="a second instance of runcrash")
+            await eventually(lambda: run_crash.last.__dict__.get("crash") is not None,
+                             timeout=10, interval=0.02, what="runcrash to run again")
             after = await trio.to_thread.run_sync(list_plugins, a.api.socket)
             assert after["runcrash"].restarts == 1
             assert "run crashed on order" in after["runcrash"].last_error
@@ -218,7 +214,8 @@ async def test_a_plugin_whose_init_hangs_is_cut_off_and_retried(tmp_path: Path) 
             listed = await trio.to_thread.run_sync(list_plugins, a.api.socket)
             assert listed["hanging"].state == "backoff"
             assert "init did not return within 1 s" in listed["hanging"].last_error
-            await wait_until(lambda: len(hanging.made) >= 2, timeout=10)
+            await eventually(lambda: len(hanging.made) >= 2, timeout=10, interval=0.02,
+                             what="a second start of the hanging plugin")
             assert await trio.to_thread.run_sync(status_latency, a.api.socket) < 1.0
 
 
@@ -235,7 +232,8 @@ async def test_a_flooding_plugin_is_throttled_and_the_daemon_stays_responsive(
                           [available("flood", Instances(FloodingPlugin)),
                            available("echo", echo_b)],
                           enable=("flood", "echo"), bootstrap=(a.listen_addrs[0],)) as b:
-            await wait_until(lambda: b.peer_id in echo_a.last.ctx.peers())
+            await eventually(lambda: b.peer_id in echo_a.last.ctx.peers(), timeout=10,
+                             interval=0.02, what="a's echo plugin to see b")
             await trio.sleep(3)  # let both flood for a while (a load test, bounded)
             latencies = [await trio.to_thread.run_sync(status_latency, a.api.socket)
                          for _ in range(5)]

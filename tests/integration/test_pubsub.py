@@ -14,14 +14,8 @@ from meshd import errors
 from meshd.p2p.framing import encode_uvarint
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.pubsub import SUBSCRIBER_BUFFER, Message, SubscriberTooSlow, wire_topic
-from tests.integration.p2p_helpers import (
-    LOOPBACK,
-    NET_A,
-    NET_B,
-    open_hosts,
-    poll_until,
-    wait_until,
-)
+from meshd.testing import eventually
+from tests.integration.p2p_helpers import LOOPBACK, NET_A, NET_B, open_hosts, wait_until
 
 
 async def collect(host: P2PHost, topic: str, into: list[Message], count: int,
@@ -53,9 +47,15 @@ async def test_gossip_reaches_every_member_through_the_hub_and_no_stranger() -> 
                     for host in (hub, c, d):
                         await members.start(collect, host, "news", received[host.peer_id], 3)
                     # the hub knows its spokes subscribe; b publishes via the hub only
-                    await poll_until(lambda: len(hub.broadcast.topic_peers("news")) == 2)
-                    await poll_until(lambda: len(c.broadcast.topic_peers("news")) == 1)
-                    await poll_until(lambda: len(d.broadcast.topic_peers("news")) == 1)
+                    await eventually(lambda: len(hub.broadcast.topic_peers("news")) == 2,
+                                     timeout=10, interval=0.02,
+                                     what="the hub to see c and d subscribed")
+                    await eventually(lambda: len(c.broadcast.topic_peers("news")) == 1,
+                                     timeout=10, interval=0.02,
+                                     what="c to see the hub subscribed")
+                    await eventually(lambda: len(d.broadcast.topic_peers("news")) == 1,
+                                     timeout=10, interval=0.02,
+                                     what="d to see the hub subscribed")
                     for i in range(3):
                         await b.broadcast.publish("news", f"item {i}".encode())
                 outer.cancel_scope.cancel()
@@ -80,7 +80,8 @@ async def test_a_burst_is_delivered_whole() -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(collect, b, "bulk", got_b, burst)
                 await nursery.start(collect, c, "bulk", got_c, burst)
-                await poll_until(lambda: len(a.broadcast.topic_peers("bulk")) == 2)
+                await eventually(lambda: len(a.broadcast.topic_peers("bulk")) == 2,
+                                 timeout=10, interval=0.02, what="a to see b and c subscribed")
                 for i in range(burst):
                     await a.broadcast.publish("bulk", i.to_bytes(4, "big"))
             counters = a.broadcast.counters
@@ -99,7 +100,8 @@ async def test_a_slow_subscriber_is_ended_with_an_error_not_silently() -> None:
             async with b.broadcast.open_subscription("firehose") as slow:
                 async with trio.open_nursery() as nursery:  # done when fast has them all
                     await nursery.start(collect, b, "firehose", fast, count)
-                    await poll_until(lambda: len(a.broadcast.topic_peers("firehose")) == 1)
+                    await eventually(lambda: len(a.broadcast.topic_peers("firehose")) == 1,
+                                     timeout=10, interval=0.02, what="a to see b subscribed")
                     for i in range(count):  # the slow one reads nothing meanwhile
                         await a.broadcast.publish("firehose", i.to_bytes(4, "big"))
                 # It gets what fitted in its buffer, then an explicit error.
@@ -136,7 +138,8 @@ async def test_a_topic_validator_filters_and_a_raising_one_rejects() -> None:
             got: list[Message] = []
             async with trio.open_nursery() as nursery:
                 await nursery.start(collect, b, "checked", got, 2)
-                await poll_until(lambda: len(a.broadcast.topic_peers("checked")) == 1)
+                await eventually(lambda: len(a.broadcast.topic_peers("checked")) == 1,
+                                 timeout=10, interval=0.02, what="a to see b subscribed")
                 for data in (b"good", b"bad one", b"boom", b"good too"):
                     await a.broadcast.publish("checked", data)
     assert [m.data for m in got] == [b"good", b"good too"]
@@ -205,10 +208,13 @@ async def test_a_restarted_node_is_heard_at_once() -> None:
                 async with open_p2p_host(seed, LOOPBACK, NET_A) as node, \
                         node.broadcast.open_subscription("news"):
                     await node.connect(listener.listen_addrs()[0])
-                    await poll_until(lambda node=node: len(  # type: ignore[misc]
-                        node.broadcast.topic_peers("news")) == 1)
+                    await eventually(lambda node=node: len(  # type: ignore[misc]
+                        node.broadcast.topic_peers("news")) == 1, timeout=10, interval=0.02,
+                        what="the node to see the listener subscribed")
                     for i in range(burst):
                         await node.broadcast.publish("news", f"{run} {i}".encode())
-                    await poll_until(lambda run=run: len(got) == (run + 1) * burst)  # type: ignore[misc]
+                    await eventually(lambda run=run: len(got) == (run + 1) * burst,  # type: ignore[misc]
+                                     timeout=10, interval=0.02,
+                                     what="the listener to receive the run's burst")
     assert [m.data for m in got] == [f"{r} {i}".encode() for r in range(runs)
                                      for i in range(burst)]

@@ -20,7 +20,7 @@ from meshd import errors
 from meshd.plugin import Event, TaskReport
 from meshd.plugin.loader import installed
 from meshd.testing import eventually
-from tests.integration.test_plugins import Instances, open_node, wait_until, write_genesis
+from tests.integration.test_plugins import Instances, open_node, write_genesis
 
 
 async def test_a_chunk_stored_on_one_node_is_retrieved_and_proven(tmp_path: Path) -> None:
@@ -37,7 +37,8 @@ async def test_a_chunk_stored_on_one_node_is_retrieved_and_proven(tmp_path: Path
                           [dataclasses.replace(entry, load=lambda: b_side)],
                           bootstrap=(a.listen_addrs[0],), **settings) as b:
             ctx = a_side.last.ctx
-            await wait_until(lambda: b.peer_id in ctx.peers())
+            await eventually(lambda: b.peer_id in ctx.peers(), timeout=10, interval=0.02,
+                             what="a's plugin to see b")
             chunk = os.urandom(MAX_CHUNK)
             name = await ctx.request(b.peer_id, "STORE_FILE", chunk)
             assert name == hashlib.sha256(chunk).hexdigest().encode()
@@ -69,7 +70,7 @@ async def test_a_chunk_stored_on_one_node_is_retrieved_and_proven(tmp_path: Path
             fetched = await a_plugin.get_chunk(Event(a.peer_id, "GET_CHUNK", name))
             assert fetched == chunk
             receipts = functools.partial(trio.to_thread.run_sync, task_receipts, a.api.socket)
-            await eventually(receipts)
+            await eventually(receipts, what="a to countersign b's delivery")
             assert len(await receipts()) == 1
             assert not a_plugin.fetches  # the fetch was consumed by its report
             # A delivery a did not fetch (or a second report of one) is refused.
