@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEV_DIR := .mesh/dev
 
-.PHONY: setup run test soak proto proto-check lint unit integration e2e bench clean
+.PHONY: setup run test soak chaos proto proto-check lint unit integration e2e bench clean
 
 # First-party plugins (plugins/*/) are packages of their own, installed beside meshd
 # exactly as an operator installs a third-party plugin.
@@ -43,6 +43,13 @@ test: setup proto-check lint
 soak: setup
 	MESH_HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -p no:cacheprovider \
 		-m "hypothesis or seeded" --timeout=3600 tests/unit tests/integration
+
+# The perturbation campaign (bench/chaos.py, docs/reliability.md): 10 meshd
+# processes in network namespaces (root), random faults for CHAOS_SECONDS.
+CHAOS_SECONDS ?= 300
+CHAOS_ARGS ?=
+chaos: setup
+	$(BIN)/python bench/chaos.py --duration $(CHAOS_SECONDS) $(CHAOS_ARGS)
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit
