@@ -108,8 +108,14 @@ class Membership:
                   ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                # Stopping: the nursery takes no new handshake tasks now. A
+                # connection opened meanwhile is left to the closing swarm (it
+                # raised "Nursery is closed to new arrivals" in the notifee).
+                self._nursery = None
 
     # --- what other layers ask ----------------------------------------------
 

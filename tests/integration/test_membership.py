@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from types import SimpleNamespace
 
 import multiaddr
 import pytest
@@ -239,3 +240,22 @@ async def test_a_restarted_peer_can_be_redialled_at_once() -> None:
             async with open_p2p_host(seed, [f"/ip4/127.0.0.1/tcp/{port}"], NET_A) as b2:
                 record = await a.connect(b2.listen_addrs()[0])
                 assert record.peer_id == b2.peer_id
+
+
+async def test_a_connection_opened_while_the_node_stops_is_left_alone() -> None:
+    # The swarm's notifee can report a connection after membership stopped
+    # taking handshake tasks; it raised "Nursery is closed to new arrivals"
+    # out of the notifee (seen in meshd's log at shutdown).
+    class Host:
+        def set_stream_handler(self, *args: object) -> None:
+            pass
+
+    membership = membership_module.Membership(Host(), NET_A, "test")  # type: ignore[arg-type]
+    with trio.CancelScope() as stopping:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(membership.run)
+            stopping.cancel()
+    conn = SimpleNamespace(muxed_conn=SimpleNamespace(peer_id="12D3KooWlate"))
+    membership.connection_opened(conn)  # type: ignore[arg-type]
+    assert membership.counters.opened["inbound"] == 1 and not membership.is_admitted(
+        "12D3KooWlate")
