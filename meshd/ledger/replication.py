@@ -359,10 +359,16 @@ class Replicator:
             self.scores.forget_recovered(self._clock())
 
     async def _own_chain_alone(self) -> None:
-        """Let a node that found no member to ask write after the grace period."""
+        """Let a node with no member to ask write, once the grace period is over.
+
+        With members, their syncs decide (a failed one is retried with another
+        member or at the timer); a node whose members all left while it was
+        checking is alone again, and is let go at the next look."""
         await trio.sleep(self._own_chain_grace)
-        if self._ledger.writing_allowed or self.counters.syncs:
-            return  # checked, or a sync is under way and will decide
+        while not self._ledger.writing_allowed and self._p2p.membership.peers():
+            await self._p2p.membership.next_change()
+        if self._ledger.writing_allowed:
+            return
         if self._own_chain_grace:
             log.warning("no peer answered within %g s to check this node's own chain "
                         "against: writing anyway. If this data directory was restored "
