@@ -392,8 +392,7 @@ class Ledger:
             if item.seq > account.canon_seq:
                 return item, False
             branch, _ = self.store.chain(account.canon_head, item.seq, 1, 1)
-            return item, bool(branch) and entries.entry_hash(
-                ledger_pb2.Entry.FromString(branch[0]).body) == item.hash
+            return item, bool(branch) and entries.decode_stored(branch[0]).hash == item.hash
 
         item, canonical = await trio.to_thread.run_sync(look)
         if item is None:
