@@ -78,6 +78,7 @@ bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/ledger_partition.py
+	$(BIN)/python bench/ledger_soak.py
 	$(BIN)/python bench/tasks.py
 
 clean:

@@ -27,7 +27,8 @@ from meshcore.ledger.entry import EntryError, Verified
 from meshcore.ledger.state import Settled
 from meshd import errors
 from meshd.ledger import queries
-from meshd.ledger.settlements import Settlements
+from meshd.ledger.archive import SettlementArchive
+from meshd.ledger.settlements import Decision, Settlements
 from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore, heads_digest
 
 log = logging.getLogger(__name__)
@@ -291,9 +292,25 @@ class Ledger:
         """The newest epoch this node knows to be final (-1: none yet)."""
         return self.settlements.final_epoch
 
+    async def next_final(self, after: int) -> int:
+        """Wait until an epoch after ``after`` is final on this node; the newest final epoch."""
+        while self.final_epoch <= after:
+            await self._finality.wait()
+        return self.final_epoch
+
     def settled_at(self, epoch: int) -> Settled | None:
-        """``Settled(epoch)`` if this node knows that epoch final (-1: genesis)."""
+        """``Settled(epoch)`` if this node knows that epoch final (-1: genesis).
+        Blocks while an old state is recomputed: on trio, use :meth:`_final_settled`."""
         return self.settlements.at(epoch)
+
+    async def _final_settled(self, epoch: int | None, what: str, *,
+                             genesis_ok: bool = False) -> Settled:
+        """queries.final_settled, with an old state recomputed in a thread."""
+        final = self.final_epoch
+        wanted = final if epoch is None else epoch
+        found = await trio.to_thread.run_sync(self.settlements.at, wanted)
+        return queries.final_settled(final, lambda e: found if e == wanted else None, epoch,
+                                     what, genesis_ok=genesis_ok)
 
     async def balance(self, account: str = "") -> Balance:
         """``account``'s view: settled liquid, plus what is not canonical yet (the
@@ -356,8 +373,7 @@ class Ledger:
         chain is canonical in that settlement and stored here (to tell whether an
         entry has taken effect, and whether nodes hold the same entries)."""
         key = _account(account, "account") if account else None
-        settled = queries.final_settled(self.final_epoch, self.settled_at, epoch,
-                                        "state root", genesis_ok=True)
+        settled = await self._final_settled(epoch, "state root", genesis_ok=True)
 
         def stored() -> tuple[bytes, int]:
             return heads_digest(self.store.heads()), self.store.last_seq(key) if key else 0
@@ -410,25 +426,27 @@ class Ledger:
         while True:
             finality = self._finality
             while epoch <= self.final_epoch:
-                settled, decision = self.settled_at(epoch), self.settlements.decision(epoch)
+                settled, decision = await trio.to_thread.run_sync(self._settled_and_decided,
+                                                                  epoch)
                 assert settled is not None and decision is not None, "final epochs are kept"
                 yield queries.final_settlement(settled, decision.root)
                 epoch += 1
             await finality.wait()
 
+    def _settled_and_decided(self, epoch: int) -> tuple[Settled | None, Decision | None]:
+        return self.settlements.at(epoch), self.settlements.decision(epoch)
+
     async def rewards(self, epoch: int | None = None) -> queries.Rewards:
         """What the settlement of ``epoch`` (None: the newest final) minted, per account."""
-        return queries.rewards(queries.final_settled(
-            self.final_epoch, self.settled_at, epoch, "rewards"))
+        return queries.rewards(await self._final_settled(epoch, "rewards"))
 
     async def explain_rewards(self, epoch: int, account: str = "",
                               short: bool = True) -> queries.Explanation:
         """``rewards explain``: the record of ``epoch``'s settlement (docs/ledger.md §6.5)."""
         if account:
             _account(account, "account")  # a bad peer ID before a missing epoch
-        return queries.explanation(queries.final_settled(
-            self.final_epoch, self.settled_at, epoch, "rewards to explain"), account,
-            short=short)
+        return queries.explanation(await self._final_settled(epoch, "rewards to explain"),
+                                   account, short=short)
 
     async def token_info(self) -> queries.TokenInfo:
         """The token as of the newest final settlement (before the first: genesis)."""
@@ -455,10 +473,13 @@ def _account(peer_id: str, what: str) -> bytes:
 
 @contextlib.asynccontextmanager
 async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis, *,
-                      check_own_chain: bool = False) -> AsyncIterator[Ledger]:
+                      check_own_chain: bool = False,
+                      clock: Callable[[], float] = time.time) -> AsyncIterator[Ledger]:
     """Open the store in ``data_dir``, run its committer, load this node's chain.
-    ``check_own_chain``: see :class:`Ledger`."""
-    settlements = Settlements(genesis)
+    ``check_own_chain``: see :class:`Ledger`; ``clock``: what dates own entries
+    (a faster one in soaks)."""
+    archive = await trio.to_thread.run_sync(SettlementArchive.in_dir, data_dir)
+    settlements = Settlements(genesis, archive)
     store = await trio.to_thread.run_sync(LedgerStore.in_dir, data_dir, genesis.network_id,
                                           settlements)
     try:
@@ -466,10 +487,11 @@ async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis, *,
         committer = GroupCommitter(store)
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.run)
-            ledger = Ledger(store, committer, seed, genesis, settlements,
+            ledger = Ledger(store, committer, seed, genesis, settlements, clock,
                             check_own_chain=check_own_chain)
             await ledger.load_own_chain()
             yield ledger
             nursery.cancel_scope.cancel()
     finally:
         store.close()
+        archive.close()

@@ -8,16 +8,23 @@ computing ``Settle(E, value)`` from the proposal's cut, so the settlement of
 a value is known before any certificate for it exists; a certificate makes
 it final (:meth:`Settlements.decide`).
 
-Decided cuts are remembered in memory (entry hash -> epoch) and the decisions
-in the store, so a restarted node replays them (:meth:`Settlements.replay`).
-Everything here is called from the store's writer thread (while judging) and
-from trio (through threads): one lock guards it.
+Memory stays flat however long the node runs: the newest RECENT_STATES
+settled states and decisions are kept in memory, everything older in the
+:class:`~meshd.ledger.archive.SettlementArchive` on disk (decisions, which
+decided cut first held each entry, and a checkpoint state every
+CHECKPOINT_EVERY epochs). An older state (an entry built on an old final
+epoch, ``rewards explain`` of an old epoch) is recomputed from the checkpoint
+below it and a few are cached. Certificates are in the store, so a restarted
+node replays the decisions (:meth:`Settlements.replay`) and rebuilds the
+archive. Everything here is called from the store's writer thread (while
+judging) and from trio (through threads): one lock guards it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,8 +36,15 @@ from meshcore.ledger.rules import Derived
 from meshcore.ledger.settle import Settlement, settle
 from meshcore.ledger.state import Settled, genesis_state
 from meshcore.ledger.stateroot import state_root
+from meshd.ledger.archive import SettlementArchive
 
 log = logging.getLogger(__name__)
+
+# Settled states (and decisions) kept in memory behind the newest final one.
+# Entries of honest writers build on the newest final epoch or one just
+# before it (docs/ledger.md §3.2 rule 4), and consensus entries on E - 1.
+RECENT_STATES = 16
+OLD_STATES_CACHED = 4  # recomputed older states kept, newest use first
 
 
 class SettlementUnknown(EntryError):
@@ -83,16 +97,22 @@ class Decision:
 class Settlements:
     """See the module docstring. Thread-safe."""
 
-    def __init__(self, genesis: Genesis) -> None:
+    def __init__(self, genesis: Genesis, archive: SettlementArchive | None = None) -> None:
+        """``archive``: where older settlements go (None: an archive in memory)."""
         self.genesis = genesis
         self.plugins = frozenset(p.name for p in genesis.plugins)
         self._lock = threading.RLock()
-        self._states: dict[int, Settled] = {-1: genesis_state(genesis)}
-        self._decisions: dict[int, Decision] = {}
-        # (epoch, round, value) -> the settlement and its cut's new part (the
-        # entries no earlier decided cut holds), which decide() records.
-        self._computed: dict[tuple[int, int, bytes], tuple[Settlement, frozenset[bytes]]] = {}
-        self._cut_epoch: dict[bytes, int] = {}  # entry hash -> first decided cut holding it
+        self._archive = archive or SettlementArchive()
+        self._genesis_state = genesis_state(genesis)
+        self._final = -1
+        self._states: dict[int, Settled] = {-1: self._genesis_state}  # the newest ones
+        self._decisions: dict[int, Decision] = {}  # the newest ones
+        self._old: OrderedDict[int, Settled] = OrderedDict()  # recomputed, newest use last
+        # (epoch, round, value) -> the settlement and its reduced cut: the new
+        # part (entries no earlier decided cut holds) and the entries of
+        # earlier cuts dated ahead, which decide() records.
+        self._computed: dict[tuple[int, int, bytes],
+                             tuple[Settlement, frozenset[bytes], frozenset[bytes]]] = {}
         self._store: StoreReader | None = None
 
     def attach(self, store: StoreReader) -> None:
@@ -103,29 +123,76 @@ class Settlements:
     @property
     def final_epoch(self) -> int:
         with self._lock:
-            return max(self._states)
+            return self._final
 
     def latest(self) -> Settled:
         with self._lock:
-            return self._states[max(self._states)]
+            return self._states[self._final]
 
     def at(self, epoch: int) -> Settled | None:
+        """``Settled(epoch)`` if final here (-1: genesis); an old one may be
+        recomputed, which takes up to CHECKPOINT_EVERY settlements: call it
+        from a thread, not the trio loop."""
         with self._lock:
-            return self._states.get(epoch)
+            if not -1 <= epoch <= self._final:
+                return None
+            return self.settled(epoch)
+
+    def epochs_in_memory(self) -> list[int]:
+        """The settled states held in memory (genesis and the newest few), ascending."""
+        with self._lock:
+            return sorted(self._states)
 
     def decision(self, epoch: int) -> Decision | None:
         with self._lock:
-            return self._decisions.get(epoch)
+            found = self._decisions.get(epoch)
+            if found is None and 0 <= epoch <= self._final:
+                row = self._archive.decision(epoch)
+                found = Decision(*row) if row else None
+            return found
 
     # --- rules.Surroundings ----------------------------------------------------
 
     def settled(self, epoch: int) -> Settled:
         with self._lock:
             found = self._states.get(epoch)
-        if found is None:
-            raise SettlementUnknown(f"builds on the settlement of epoch {epoch}, which this "
-                                    "node has not computed")
-        return found
+            if found is not None:
+                return found
+            found = self._old.get(epoch)
+            if found is not None:
+                self._old.move_to_end(epoch)
+                return found
+            if not -1 <= epoch <= self._final:
+                raise SettlementUnknown(f"builds on the settlement of epoch {epoch}, which "
+                                        "this node has not computed")
+            return self._recompute(epoch)
+
+    def _recompute(self, epoch: int) -> Settled:
+        """An old final state, from the nearest state below it that is at hand."""
+        known = [e for e in (*self._old, *self._states) if e <= epoch]
+        checkpoint = self._archive.checkpoint_epoch_at_or_before(epoch)
+        base_epoch = max(known + ([checkpoint] if checkpoint is not None else []))
+        if base_epoch == checkpoint and base_epoch not in known:
+            state = self._archive.checkpoint_at_or_before(epoch)
+            assert state is not None and state.epoch == checkpoint
+        else:
+            state = self._states.get(base_epoch) or self._old[base_epoch]
+        reader = self._reader()
+        for step in range(base_epoch + 1, epoch + 1):
+            decision = self.decision(step)
+            assert decision is not None, "final epochs have a decision"
+            cut = []
+            for entry_hash in self._archive.cut_of(step):
+                item = reader.get(entry_hash)
+                if item is None:
+                    raise SettlementUnknown(f"an entry of the cut of epoch {step} is missing")
+                cut.append(item)
+            state = settle(state, step, decision.round, decision.value, cut).settled
+        log.debug("old settled state recomputed", extra={"epoch": epoch, "from": base_epoch})
+        self._old[epoch] = state
+        while len(self._old) > OLD_STATES_CACHED:
+            self._old.popitem(last=False)
+        return state
 
     def judge(self, batch: Batch) -> rules.Judge:
         """A judge of every kind, seeing ``batch`` as stored; a valid certificate
@@ -151,15 +218,16 @@ class Settlements:
         return self._settle(epoch, round_, value, batch)[0]
 
     def _settle(self, epoch: int, round_: int, value: bytes, batch: Batch,
-                ) -> tuple[Settlement, frozenset[bytes]]:
+                ) -> tuple[Settlement, frozenset[bytes], frozenset[bytes]]:
         key = (epoch, round_, value)
         with self._lock:
             found = self._computed.get(key)
             if found is None:
                 prev = self.settled(epoch - 1)
                 new = self._new_part(value, epoch, batch)
-                cut = {**self._earlier_dated_ahead(epoch, batch), **new}
-                found = (settle(prev, epoch, round_, value, cut.values()), frozenset(new))
+                ahead = self._earlier_dated_ahead(epoch, batch)
+                found = (settle(prev, epoch, round_, value, {**ahead, **new}.values()),
+                         frozenset(new), frozenset(ahead) - frozenset(new))
                 self._computed[key] = found
             return found
 
@@ -172,25 +240,39 @@ class Settlements:
                                 certificate.body.certificate.round,
                                 certificate.body.certificate.value)
         with self._lock:
-            known = self._decisions.get(epoch)
+            known = self.decision(epoch)
             if known is not None:
                 if known.value != value:
                     log.error("two certificates for one epoch with different values: the "
                               "validators' safety assumption is broken",
                               extra={"epoch": epoch})
                 return known
-            result, new = self._settle(epoch, round_, value, batch)
-            for entry_hash in new:
-                self._cut_epoch.setdefault(entry_hash, epoch)
-            self._states[epoch] = result.settled
+            result, new, ahead = self._settle(epoch, round_, value, batch)
             decision = Decision(epoch, round_, value, state_root(result.settled),
                                 certificate.hash, certificate.author)
+            self._archive.add((decision.epoch, decision.round, decision.value, decision.root,
+                               decision.certificate, decision.certificate_author),
+                              new, ahead, result.settled)
+            self._states[epoch] = result.settled
             self._decisions[epoch] = decision
+            self._final = max(self._final, epoch)
             for done in [k for k in self._computed if k[0] <= epoch]:
                 del self._computed[done]
+            self._forget_older_than(self._final - RECENT_STATES)
         log.info("epoch final", extra={"epoch": epoch, "round": round_,
                                        "root": decision.root.hex()[:16]})
         return decision
+
+    def _forget_older_than(self, epoch: int) -> None:
+        """Drop states and decisions before ``epoch`` from memory (the archive has them)."""
+        for old in [e for e in self._states if -1 < e < epoch]:
+            del self._states[old]
+        for old in [e for e in self._decisions if e < epoch]:
+            del self._decisions[old]
+
+    def _cut_epoch(self, entry_hash: bytes, default: int) -> int:
+        found = self._archive.cut_epoch(entry_hash)
+        return default if found is None else found
 
     def _new_part(self, value: bytes, epoch: int, batch: Batch) -> dict[bytes, Verified]:
         """The causal past of proposal ``value`` outside earlier decided cuts.
@@ -204,7 +286,7 @@ class Settlements:
         frontier = _links(proposal)
         while frontier:
             entry_hash = frontier.pop()
-            if entry_hash in found or self._cut_epoch.get(entry_hash, epoch) < epoch:
+            if entry_hash in found or self._cut_epoch(entry_hash, epoch) < epoch:
                 continue
             item = _get(self._reader(), entry_hash, batch)
             if item is None:
@@ -219,7 +301,7 @@ class Settlements:
         found: dict[bytes, Verified] = {}
         reader = self._reader()
         for entry_hash in reader.with_epoch_at_least(epoch):
-            if self._cut_epoch.get(entry_hash, epoch) < epoch:
+            if self._cut_epoch(entry_hash, epoch) < epoch:
                 item = reader.get(entry_hash)
                 if item is not None:
                     found[entry_hash] = item
@@ -229,7 +311,7 @@ class Settlements:
         # Missing it here changed the settlement (seen: a catching-up node
         # refused honest precommits for their "wrong" root).
         for entry_hash, item in batch.entries.items():
-            if item.body.epoch >= epoch and self._cut_epoch.get(entry_hash, epoch) < epoch:
+            if item.body.epoch >= epoch and self._cut_epoch(entry_hash, epoch) < epoch:
                 found.setdefault(entry_hash, item)
         return found
 
