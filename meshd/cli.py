@@ -22,7 +22,7 @@ import trio
 from meshcore import genesis as genesis_doc
 from meshcore.paths import default_data_dir
 from meshcore.version import __version__
-from meshd import datadir, sdnotify
+from meshd import datadir, sdnotify, stopwatch
 from meshd.config import DEFAULT_P2P_PORT, Config, ConfigError
 from meshd.datadir import GENESIS_FILE, DataDirError
 
@@ -193,6 +193,7 @@ async def _serve(config: Config) -> str | None:
             async for signum in signals:
                 log.info("shutting down", extra={"signal": signal.Signals(signum).name})
                 sdnotify.notify("STOPPING=1")
+                trio.lowlevel.spawn_system_task(stopwatch.report_slow_stop)
                 nursery.cancel_scope.cancel()
                 break
     return None
