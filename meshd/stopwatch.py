@@ -40,7 +40,9 @@ def waiting_tasks() -> list[str]:
         for child in children:
             walk(child)
 
-    walk(trio.lowlevel.current_root_task())
+    root = trio.lowlevel.current_root_task()
+    if root is not None:  # None only outside trio.run
+        walk(root)
     return found
 
 
