@@ -117,6 +117,9 @@ class Result:
     decisions: dict[bytes, Decided]  # honest validator -> its decision
     decided_at: dict[bytes, float]
     round_at_gst: int  # highest round of an honest validator at GST
+    # ... at GST + delta, when everything sent before GST has arrived: a leader
+    # that proposes before then may still lack a lock's POL (docs/ledger.md §5.5).
+    round_at_gst_delta: int
     violations: list[str]
     conflicts: int  # Conflict actions seen by honest validators
     own_votes: dict[tuple[bytes, Step, int], bytes]
@@ -159,7 +162,7 @@ class Sim:
         self._pols: dict[bytes, set[int]] = {}  # value -> rounds with quorum prevotes for it
         self._chaos_acted: set[tuple[bytes, int]] = set()
         self._proposal_count = itertools.count()
-        self.result = Result({}, {}, 0, [], 0, {})
+        self.result = Result({}, {}, 0, 0, [], 0, {})
         self._locks: dict[bytes, tuple[bytes, int]] = {}
         for key in self.honest:
             self.procs[(key, 0)] = _Proc((key, 0), self._machine(key))
@@ -191,21 +194,32 @@ class Sim:
             self.at(crash, partial(self._crash, proc))
             self.at(restart, partial(self._restart, proc))
         self.at(config.gst, self._at_gst)
+        self.at(config.gst + config.delta, self._at_gst_delta)
         while self._events and not self._all_decided():
             self.now, _, event = heapq.heappop(self._events)
             if self.now > config.max_time:
                 break
             event()
+        # Decided before GST (+ delta): the rounds then are the rounds at GST.
+        if self.now < config.gst:
+            self.result.round_at_gst = self._highest_round()
+        if self.now < config.gst + config.delta:
+            self._at_gst_delta()
         self._final_checks()
         return self.result
 
     def _all_decided(self) -> bool:
         return all(k in self.result.decisions for k in self.honest if k not in self.config.down)
 
+    def _highest_round(self) -> int:
+        return max((p.machine.round for p in self._honest_procs() if p.up), default=0)
+
     def _at_gst(self) -> None:
-        self.result.round_at_gst = max((p.machine.round for p in self._honest_procs() if p.up),
-                                       default=0)
+        self.result.round_at_gst = self._highest_round()
         self._sync([p for p in self._honest_procs() if p.up])
+
+    def _at_gst_delta(self) -> None:
+        self.result.round_at_gst_delta = self._highest_round()
 
     def _honest_procs(self) -> list[_Proc]:
         return [self.procs[(k, 0)] for k in self.honest]

@@ -103,7 +103,13 @@ def test_the_third_is_tight(validators: Validators, byzantine: bytes, left: set[
 @pytest.mark.parametrize("scenario", ["crashed", "slow", "round-1 leader down", "3, one down"])
 def test_liveness_after_gst(scenario: str) -> None:
     worst = 0
-    for seed in seeds(50):
+    # 3945007486 (slow): round 2's leader proposed 0.5 s after GST, before the
+    # POL of a round-1 lock reached it; the locked validator refused, so round
+    # 2 failed as well as round 1, then round 3 of the slow leader.
+    # 4100647854 (3, one down): decided in round 3 before GST, which was once
+    # measured against round 0.
+    pinned = {"slow": (3945007486,), "3, one down": (4100647854,)}.get(scenario, ())
+    for seed in seeds(50, pinned):
         rng = random.Random(seed)
         validators = equal(3 if scenario == "3, one down" else 4)
         keys = [k for k, _ in validators]
@@ -117,9 +123,11 @@ def test_liveness_after_gst(scenario: str) -> None:
         result = Sim(config, seed).run()
         assert safe(result), (scenario, seed)
         assert set(result.decisions) == set(keys) - config.down, (scenario, seed)
-        after_gst = max(d.round for d in result.decisions.values()) - result.round_at_gst
+        after_gst = max(d.round for d in result.decisions.values()) \
+            - result.round_at_gst_delta
         worst = max(worst, after_gst)
-        # One round may be under way at GST and one led by the down/slow validator.
+        # The rounds begun by GST + delta may fail (their leaders may lack news
+        # from before GST), then one more: the one led by the down/slow validator.
         assert after_gst <= 2, (scenario, seed, after_gst)
     assert worst >= 1, "no run needed a round after GST: the scenario tests nothing"
 
