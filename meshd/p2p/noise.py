@@ -37,7 +37,12 @@ import trio
 from cryptography.exceptions import InvalidTag
 from libp2p.abc import IRawConnection, ISecureConn
 from libp2p.io.abc import ReadWriteCloser
-from libp2p.io.exceptions import DecryptionFailedException, IncompleteReadError, IOException
+from libp2p.io.exceptions import (
+    ConnectionClosedError,
+    DecryptionFailedException,
+    IncompleteReadError,
+    IOException,
+)
 from libp2p.peer.id import ID
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH, NoiseTransportReadWriter
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -48,6 +53,14 @@ from noise.state import CipherState  # type: ignore[import-untyped]
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 256 * 1024  # bytes asked of the socket per read
+# A socket write not finished after this long means the peer stopped taking
+# data (behind a partition, frozen, gone without a FIN): the connection is
+# closed, as go-yamux's ConnectionWriteTimeout (10 s) does. py-libp2p has no
+# such bound: the writer held the session's write lock for as long as TCP
+# retransmits (~15 min on Linux), every stream of the connection waited
+# behind it, and so did py-libp2p's shielded stream resets at shutdown
+# (docs/py-libp2p.md; the chaos campaign saw SIGTERM take > 10 s).
+WRITE_TIMEOUT = 10.0
 LENGTH_SIZE = 2  # Noise message length prefix, big-endian
 TAG_SIZE = 16  # Poly1305
 MAX_NONCE = 2**64 - 1  # as noiseprotocol: this one is never used
@@ -142,7 +155,18 @@ class BulkNoiseSession(SecureSession):
                 at += LENGTH_SIZE
                 self._send.seal_into(chunk, out[at:at + sealed])
                 at += sealed
-            await self._raw.write(cast(bytes, wire))  # typed bytes; any buffer works
+            with trio.move_on_after(WRITE_TIMEOUT) as stalled:
+                await self._raw.write(cast(bytes, wire))  # typed bytes; any buffer works
+            if stalled.cancelled_caught:
+                # Part of a Noise message may be on the wire: nothing more can
+                # follow it. Closing the socket fails every reader and writer.
+                log.info("closing a connection whose peer stopped reading", extra={
+                    "peer_id": str(self.remote_peer), "seconds": WRITE_TIMEOUT})
+                with trio.CancelScope(shield=True):
+                    await self._raw.close()
+                raise ConnectionClosedError(
+                    f"a write to {self.remote_peer} did not finish within {WRITE_TIMEOUT:.0f} s "
+                    "(the peer stopped reading); connection closed", transport="tcp")
         finally:
             self._write_lock.release()
 

@@ -35,6 +35,9 @@ writer and its streams' ``read``/``write``:
 
 A stream still holds back its writer once its peer stops reading: at most the
 window is in flight, and the writer fails after 5 s without credit, as before.
+A stream's reset gives its RST frame at most ``RESET_TIMEOUT``: py-libp2p
+resets in unbounded shielded scopes, which a connection that cannot write
+(see ``meshd.p2p.noise.WRITE_TIMEOUT``) held up.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ FRAME_PAYLOAD = 64 * 1024  # data bytes per DATA frame sent
 SEND_WINDOW_TIMEOUT = 5.0  # as py-libp2p: a writer without credit this long fails
 WINDOW_RECHECK = 0.1  # a blocked writer re-checks the stream's state this often, regardless
 DATA_READ_TIMEOUT = 60.0  # as py-libp2p: for the body of a DATA frame once its header came
+RESET_TIMEOUT = 1.0  # for the RST frame of a reset; then the stream is reset without it
 FRAMES_PER_CHECKPOINT = 64  # let other tasks run while frames are parsed from the buffer
 
 _HEADER = struct.Struct(YAMUX_HEADER_FORMAT)
@@ -185,7 +189,16 @@ class MeshYamuxStream(YamuxStream):
         self.wake_writer()
 
     async def reset(self) -> None:
-        await super().reset()
+        # py-libp2p resets a stream whose opening failed inside an unbounded
+        # shielded scope (BasicHost.new_stream, send_command), and its RST waits
+        # for the connection's write lock: behind a write to a peer that stopped
+        # reading, up to noise.WRITE_TIMEOUT, and SIGTERM with it (the chaos
+        # campaign saw > 10 s). An RST is best-effort: after RESET_TIMEOUT the
+        # stream is reset here without it.
+        with trio.move_on_after(RESET_TIMEOUT) as bounded:
+            await super().reset()
+        if bounded.cancelled_caught:
+            self.closed = self.send_closed = self.recv_closed = self.reset_received = True
         self.wake_writer()
 
 

@@ -25,14 +25,19 @@ import trio
 import trio.testing
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.io.exceptions import DecryptionFailedException, IncompleteReadError
-from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.io.exceptions import (
+    ConnectionClosedError,
+    DecryptionFailedException,
+    IncompleteReadError,
+)
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
 from libp2p.security.noise.io import NoiseTransportReadWriter
 from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 from noise.connection import NoiseConnection  # type: ignore[import-untyped]
 
+from meshd.p2p import noise, yamux
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.noise import BulkNoiseSession, NoiseCipher
 from meshd.p2p.yamux import RECEIVE_WINDOW, MeshYamux
@@ -217,6 +222,30 @@ async def test_a_blocked_writer_fails_at_once_when_its_stream_is_reset() -> None
 
 
 
+async def test_a_reset_does_not_wait_for_a_connection_that_cannot_write(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # py-libp2p resets a stream whose opening failed in an unbounded shielded
+    # scope; its RST waited behind a writer stuck on a peer that stopped
+    # reading, and a SIGTERM waited with it.
+    monkeypatch.setattr(yamux, "RESET_TIMEOUT", 0.2)
+    with trio.fail_after(30):
+        async with open_pair(True, True) as (tx, rx):
+            async def park(stream: INetStream) -> None:
+                await trio.sleep_forever()
+
+            rx._host.set_stream_handler(BULK, park)
+            stream = await open_stream(tx, rx)
+            session = stream.muxed_conn.secured_conn  # type: ignore[attr-defined]
+            await session._write_lock.acquire()  # a write that never ends holds it
+            started = trio.current_time()
+            with trio.CancelScope(shield=True):  # as py-libp2p calls it
+                await stream.reset()
+            assert trio.current_time() - started < 1.0
+            with pytest.raises(StreamError):
+                await stream.write(b"after the reset")
+            session._write_lock.release()
+
+
 # --- the Noise session alone, over a scripted socket ------------------------------------------
 
 class ScriptedSocket:
@@ -310,3 +339,28 @@ async def test_a_forged_or_cut_noise_message_ends_the_session() -> None:
     with pytest.raises(IncompleteReadError) as cut:
         await session.read(1000)
     assert not cut.value.is_clean_close
+
+
+class StalledSocket(ScriptedSocket):
+    """A socket whose peer stopped reading: a write never finishes."""
+
+    closed = False
+
+    async def write(self, data: bytes) -> None:
+        await trio.sleep_forever()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_write_to_a_peer_that_stopped_reading_closes_the_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(noise, "WRITE_TIMEOUT", 0.2)
+    a, b = noise_pair()
+    socket = StalledSocket()
+    session = bulk_session(a, b, socket)
+    with trio.fail_after(5), pytest.raises(ConnectionClosedError, match="stopped reading"):
+        await session.write(b"x" * 100)
+    assert socket.closed
+    with trio.fail_after(1):  # the write lock is free again: others fail fast too
+        await session._write_lock.acquire()
