@@ -71,6 +71,10 @@ class ChaosNode(cluster.Node):
         self.address = f"/ip4/{host.ip}/tcp/{PORT}/p2p/{self.peer_id}"
         self.state = "down"  # up, killed, paused, stopped
         self.snapshot: tuple[Path, float] | None = None  # an old copy of its ledger, taken when
+        # Bumped when the disk is replaced by a copy: a snapshot taken of an
+        # earlier disk is no old copy of this one (restoring it would bring back
+        # a branch the network never saw: a second signer, not a restore).
+        self.disk_generation = 0
 
     def launch(self, bootstrap: str | None) -> None:
         self.start(bootstrap, {}, self.log_level, listen=f"/ip4/{self.host.ip}/tcp/{PORT}",
@@ -226,6 +230,7 @@ class Campaign:
         copy, taken = node.snapshot
         shutil.copyfile(copy, ledger)
         node.snapshot = None
+        node.disk_generation += 1
         with self.tally.lock:
             self.tally.restores.setdefault(node.index, []).append((taken, time.monotonic()))
         self.later(self.rng.uniform(0.5, 2.0), lambda: self.restart(node))
@@ -296,20 +301,27 @@ class Campaign:
         while not self.stop.wait(SNAPSHOT_EVERY):
             with self.lock:
                 node = rng.choice([n for n in self.nodes if n.state == "up"] or [None])
+                generation = node.disk_generation if node is not None else 0
             if node is None:
                 continue
             target = node.data_dir.parent / f"snapshot-{node.index}.sqlite"
+            partial = target.with_suffix(".partial")
+            partial.unlink(missing_ok=True)
             taken = time.monotonic()
             try:
                 source = sqlite3.connect(f"file:{node.data_dir / 'ledger.sqlite'}?mode=ro",
                                          uri=True, timeout=5)
-                with source, sqlite3.connect(target) as copy:
+                with source, sqlite3.connect(partial) as copy:
                     source.backup(copy)
                 source.close()
             except sqlite3.Error:
                 continue  # the node was killed meanwhile: try another later
             with self.lock:
-                node.snapshot = (target, taken)
+                # A restore may have replaced the disk during the backup; and a
+                # restore may be copying the previous snapshot: replace it whole.
+                if node.disk_generation == generation:
+                    partial.replace(target)
+                    node.snapshot = (target, taken)
 
     def heal_all(self) -> None:
         """Undo every fault still on, now, and wait for the restarts."""
@@ -468,12 +480,17 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                 timeout=CALL_TIMEOUT).proposal.id
             campaign = Campaign(args, nodes, bed, proposal)
             threads = [threading.Thread(target=campaign.client, args=(args.seed * 1000 + i,),
-                                        daemon=True) for i in range(args.clients)]
-            threads.append(threading.Thread(target=campaign.snapshots, daemon=True))
+                                        name=f"client {i}", daemon=True)
+                       for i in range(args.clients)]
+            threads.append(threading.Thread(target=campaign.snapshots, name="snapshots",
+                                            daemon=True))
             for thread in threads:
                 thread.start()
             started = time.monotonic()
             campaign.inject()
+            # A thread that died (its traceback is above) left the campaign
+            # without its workload or its restores: the run proves less.
+            died = [thread.name for thread in threads if not thread.is_alive()]
             campaign.stop.set()
             for thread in threads:
                 thread.join(CALL_TIMEOUT + 5)
@@ -493,6 +510,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                     except grpc.RpcError as error:
                         epochs[node.index] = error.code().name
                 problems.append(f"final epochs per node: {epochs}")
+            problems += [f"the campaign's {name} thread died" for name in died]
         finally:
             for node in nodes:
                 if node.alive:
