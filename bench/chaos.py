@@ -3,8 +3,9 @@
 Starts ``--nodes`` meshd processes, each on a host of its own (a network
 namespace with its own IP, bench/netns.py), ``--validators`` of them genesis
 validators. Client threads write transfers, stakes, unstakes and governance
-votes (``--rate`` per second in all) through random nodes' gRPC APIs and
-remember every write that was acknowledged. For ``--duration`` seconds a
+votes and submit storage tasks (``--rate`` per second in all) through random
+nodes' gRPC APIs and remember every write that was acknowledged (for a task:
+its requester's receipt). For ``--duration`` seconds a
 fault thread applies random faults, each undone after a random while:
 SIGKILL and restart; SIGSTOP and SIGCONT; a partition of the hosts into two
 groups and its heal; a validator stopped for several epochs; a node killed
@@ -50,11 +51,15 @@ import netns
 
 from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
 from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
 PORT = 4001
 ALLOCATION = 10**12
 PROPOSAL_STAKE = 10**8  # also the least bonded stake of a validator candidate
 CALL_TIMEOUT = 10.0
+TASK_PAYLOAD = 1024  # bytes of a STORE_FILE task
+TASK_TIMEOUT_MS = 10_000  # per attempt; two attempts
+TASK_CALL_TIMEOUT = 30.0
 READY_TIMEOUT = 60.0
 SNAPSHOT_EVERY = 3.0  # s: a copy of some node's ledger, for "restored from an old copy"
 HEAL_TIMEOUT = 120.0
@@ -86,6 +91,10 @@ class ChaosNode(cluster.Node):
         return self.stub(service_pb2_grpc.LedgerServiceStub)
 
 
+class NoEntry(Exception):
+    """A write that ended without a ledger entry to check (a task without a receipt)."""
+
+
 @dataclass
 class Tally:
     # (node, entry hash, when acknowledged: time.monotonic())
@@ -94,6 +103,7 @@ class Tally:
     restores: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     refused: Counter[str] = field(default_factory=Counter)  # by status code
     faults: Counter[str] = field(default_factory=Counter)
+    tasks: Counter[str] = field(default_factory=Counter)  # by outcome
     lost_with_disk: int = 0  # see check()
     slow_stops: list[int] = field(default_factory=list)  # not gone STOP_TIMEOUT after SIGTERM
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -132,12 +142,16 @@ class Campaign:
                 with self.tally.lock:
                     self.tally.refused[exc.code().name] += 1
                 continue
+            except NoEntry:
+                continue
             with self.tally.lock:
                 self.tally.acknowledged.append((node.index, entry, time.monotonic()))
 
     def write(self, node: ChaosNode, rng: random.Random) -> str:
         ledger = node.ledger()
         roll = rng.random()
+        if roll < 0.10:
+            return self.task(node, rng)
         if roll < 0.70:
             to = rng.choice([n for n in self.nodes if n is not node]).peer_id
             r = ledger.Transfer(service_pb2.TransferRequest(
@@ -156,6 +170,20 @@ class Campaign:
             proposal_id=self.proposal, option=rng.choice(["yes", "no", "abstain"])),
             timeout=CALL_TIMEOUT)
         return str(v.entry)
+
+    def task(self, node: ChaosNode, rng: random.Random) -> str:
+        """Store a small chunk on one provider; the requester's receipt is the entry."""
+        tasks = node.stub(tasks_pb2_grpc.TasksServiceStub)
+        task = tasks.SubmitTask(tasks_pb2.SubmitTaskRequest(
+            plugin="storage", kind="STORE_FILE", payload=rng.randbytes(TASK_PAYLOAD),
+            redundancy=1, timeout_ms=TASK_TIMEOUT_MS, attempts=2, wait=True),
+            timeout=TASK_CALL_TIMEOUT).task
+        receipts = [a.receipt for a in task.attempts if a.receipt]
+        with self.tally.lock:
+            self.tally.tasks[task.state + (" with a receipt" if receipts else "")] += 1
+        if not receipts:  # failed, or done while its requester was behind (no receipt)
+            raise NoEntry
+        return str(receipts[0])
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -450,6 +478,7 @@ def check(nodes: list[ChaosNode], tally: Tally, allocations: int) -> list[str]:
 def genesis(workdir: Path, nodes: list[str], validators: int, epoch_seconds: int) -> Path:
     args = [a for peer in nodes for a in ("--allocate", f"{peer}:{ALLOCATION}")]
     args += [a for peer in nodes[:validators] for a in ("--validator", peer)]
+    args += ["--plugin", "storage"]  # the task workload stores chunks
     args += ["--epoch-seconds", str(epoch_seconds), "--emission", "1000000",
              "--proposal-stake", str(PROPOSAL_STAKE), "--voting-period", str(10**6)]
     return cluster.make_genesis(workdir / "net", READY_TIMEOUT, args)
@@ -520,7 +549,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     tally = campaign.tally
     faults = sum(tally.faults.values())
     print(f"faults: {dict(sorted(tally.faults.items()))}; refused writes: "
-          f"{dict(sorted(tally.refused.items()))}; first epoch after the heal: {epoch}; "
+          f"{dict(sorted(tally.refused.items()))}; tasks: {dict(sorted(tally.tasks.items()))}; "
+          f"first epoch after the heal: {epoch}; "
           f"acknowledged but destroyed with a restored disk before leaving its node: "
           f"{tally.lost_with_disk}")
     elapsed = healed - started

@@ -1,4 +1,5 @@
-"""Old settlements on disk, so a node's memory does not grow with every epoch.
+"""Old settlements on disk, so a node's memory does not grow with every epoch,
+and a restart does not settle its whole history again.
 
 docs/ledger.md §9 "Settled states". :class:`meshd.ledger.settlements.Settlements`
 keeps the newest settled states in memory; what it needs of older epochs
@@ -12,28 +13,61 @@ lives here, in ``settlements.sqlite`` next to the ledger:
 * ``checkpoints``: every CHECKPOINT_EVERY-th settled state, pickled.
 
 With these an old state is recomputed from the checkpoint below it: the same
-``settle`` over the same cuts gives the same state. Everything here is a
-function of the stored entries: the file is deleted and rebuilt at every start
-(the settlements are replayed from the certificates anyway), so it needs no
-durability (no journal, no fsync) and no migrations. Pickle is safe here for
-that reason: the file is written by this process since it started.
+``settle`` over the same cuts gives the same state; and a start resumes from
+the newest decision instead of settling every epoch since genesis again.
+
+Everything here is a function of the stored entries, so it can always be
+rebuilt: the file is deleted when it was written by other code (``meta``
+holds the version and a fingerprint of the pickled classes' fields, and the
+network ID) or is not readable. Each decision is one transaction (WAL, synchronous=NORMAL: a
+crash keeps it whole; a power cut may lose the last ones, which the start
+settles again). A decision is recorded while its certificate is judged,
+before the store commits it, so after a crash the archive may be ahead of
+the store: :meth:`SettlementArchive.truncate_after` drops what the store does
+not hold. Pickle is safe for the same reason the file may be deleted: only
+this node's own code writes it, in its own data directory.
 
 Not thread-safe: Settlements calls it under its lock.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import logging
 import pickle
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from meshcore import genesis as genesis_module
+from meshcore import version
+from meshcore.ledger import governance, record, state
 from meshcore.ledger.state import Settled
+
+log = logging.getLogger(__name__)
 
 ARCHIVE_FILE = "settlements.sqlite"
 CHECKPOINT_EVERY = 64  # epochs between states kept on disk: at most 63 settles to recompute one
 
+def code_fingerprint() -> str:
+    """What the pickled checkpoints depend on: the version, and the fields of
+    every dataclass of the modules whose classes they hold. A change of either
+    rebuilds the archive (old checkpoints would unpickle into wrong objects)."""
+    digest = hashlib.sha256(version.__version__.encode())
+    for module in (state, record, governance, genesis_module):
+        for name, value in sorted(vars(module).items()):
+            if dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
+                fields = [(f.name, str(f.type)) for f in dataclasses.fields(value)]
+                digest.update(repr((name, fields)).encode())
+    return digest.hexdigest()
+
+
 SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE decisions (
     epoch  INTEGER PRIMARY KEY,
     round  INTEGER NOT NULL,
@@ -64,19 +98,39 @@ DecisionRow = tuple[int, int, bytes, bytes, bytes, bytes]
 class SettlementArchive:
     """See the module docstring. ``path`` None: in memory (tests)."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, network_id: str, path: Path | None = None) -> None:
+        meta = {"code": code_fingerprint(), "network_id": network_id}
+        self._db = self._open(path, meta)
+
+    @staticmethod
+    def _open(path: Path | None, meta: dict[str, str]) -> sqlite3.Connection:
         if path is not None:
-            for stale in (path, path.with_name(path.name + "-journal")):
+            try:
+                db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                found = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                if found == meta:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")
+                    return db
+                db.close()
+                log.info("settlement archive written by other code: rebuilding it",
+                         extra={"path": str(path)})
+            except sqlite3.Error as exc:
+                log.info("settlement archive missing or unreadable: rebuilding it",
+                         extra={"path": str(path), "error": str(exc)})
+            for stale in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
                 stale.unlink(missing_ok=True)
-        self._db = sqlite3.connect(":memory:" if path is None else path,
-                                   isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.executescript(SCHEMA)
+        db = sqlite3.connect(":memory:" if path is None else path, isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+        return db
 
     @classmethod
-    def in_dir(cls, data_dir: Path) -> SettlementArchive:
-        return cls(data_dir / ARCHIVE_FILE)
+    def in_dir(cls, data_dir: Path, network_id: str) -> SettlementArchive:
+        return cls(network_id, data_dir / ARCHIVE_FILE)
 
     def close(self) -> None:
         self._db.close()
@@ -105,7 +159,23 @@ class SettlementArchive:
             self._db.execute("ROLLBACK")
             raise
 
+    def truncate_after(self, epoch: int) -> None:
+        """Forget every decision after ``epoch`` (-1: all), with its cut and checkpoint."""
+        self._db.execute("BEGIN")
+        try:
+            for table in ("decisions", "cut_epochs", "ahead", "checkpoints"):
+                self._db.execute(f"DELETE FROM {table} WHERE epoch > ?", (epoch,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     # --- reads ----------------------------------------------------------------------
+
+    def newest_epoch(self) -> int:
+        """The newest decided epoch recorded (-1: none)."""
+        row = self._db.execute("SELECT max(epoch) FROM decisions").fetchone()
+        return -1 if row[0] is None else int(row[0])
 
     def decision(self, epoch: int) -> DecisionRow | None:
         row = self._db.execute("SELECT * FROM decisions WHERE epoch = ?", (epoch,)).fetchone()
@@ -130,9 +200,9 @@ class SettlementArchive:
                                "ORDER BY epoch DESC LIMIT 1", (epoch,)).fetchone()
         if row is None:
             return None
-        state = pickle.loads(row[0])
-        assert isinstance(state, Settled)
-        return state
+        found = pickle.loads(row[0])
+        assert isinstance(found, Settled)
+        return found
 
     def checkpoint_epoch_at_or_before(self, epoch: int) -> int | None:
         row = self._db.execute("SELECT max(epoch) FROM checkpoints WHERE epoch <= ?",

@@ -478,11 +478,13 @@ async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis, *,
     """Open the store in ``data_dir``, run its committer, load this node's chain.
     ``check_own_chain``: see :class:`Ledger`; ``clock``: what dates own entries
     (a faster one in soaks)."""
-    archive = await trio.to_thread.run_sync(SettlementArchive.in_dir, data_dir)
+    archive = await trio.to_thread.run_sync(SettlementArchive.in_dir, data_dir,
+                                            genesis.network_id)
     settlements = Settlements(genesis, archive)
     store = await trio.to_thread.run_sync(LedgerStore.in_dir, data_dir, genesis.network_id,
                                           settlements)
     try:
+        await trio.to_thread.run_sync(settlements.resume)
         await trio.to_thread.run_sync(lambda: settlements.replay(store.certificates()))
         committer = GroupCommitter(store)
         async with trio.open_nursery() as nursery:

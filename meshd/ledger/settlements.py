@@ -102,7 +102,7 @@ class Settlements:
         self.genesis = genesis
         self.plugins = frozenset(p.name for p in genesis.plugins)
         self._lock = threading.RLock()
-        self._archive = archive or SettlementArchive()
+        self._archive = archive or SettlementArchive(genesis.network_id)
         self._genesis_state = genesis_state(genesis)
         self._final = -1
         self._states: dict[int, Settled] = {-1: self._genesis_state}  # the newest ones
@@ -177,17 +177,8 @@ class Settlements:
             assert state is not None and state.epoch == checkpoint
         else:
             state = self._states.get(base_epoch) or self._old[base_epoch]
-        reader = self._reader()
         for step in range(base_epoch + 1, epoch + 1):
-            decision = self.decision(step)
-            assert decision is not None, "final epochs have a decision"
-            cut = []
-            for entry_hash in self._archive.cut_of(step):
-                item = reader.get(entry_hash)
-                if item is None:
-                    raise SettlementUnknown(f"an entry of the cut of epoch {step} is missing")
-                cut.append(item)
-            state = settle(state, step, decision.round, decision.value, cut).settled
+            state = self._settle_decided(state, step)
         log.debug("old settled state recomputed", extra={"epoch": epoch, "from": base_epoch})
         self._old[epoch] = state
         while len(self._old) > OLD_STATES_CACHED:
@@ -205,6 +196,63 @@ class Settlements:
                 self.decide(item, batch)
             return derived
         return judge_entry
+
+    def _settle_decided(self, prev: Settled, epoch: int) -> Settled:
+        """``Settled(epoch)`` again, from ``prev`` and the recorded decision and cut."""
+        decision = self.decision(epoch)
+        assert decision is not None, "final epochs have a decision"
+        reader = self._reader()
+        cut = []
+        for entry_hash in self._archive.cut_of(epoch):
+            item = reader.get(entry_hash)
+            if item is None:
+                raise SettlementUnknown(f"an entry of the cut of epoch {epoch} is missing")
+            cut.append(item)
+        return settle(prev, epoch, decision.round, decision.value, cut).settled
+
+    def resume(self) -> int:
+        """At start, before :meth:`replay`: take up the archive's newest decision
+        whose certificate the store holds, rebuilding the newest states from the
+        checkpoint below it, so that replay settles only what came after. The
+        archive is truncated to it; if the state rebuilt does not have the
+        recorded root, the archive is dropped and replay settles everything.
+        Returns the epoch taken up (-1: none)."""
+        reader = self._reader()
+        with self._lock:
+            newest = self._archive.newest_epoch()
+            while newest >= 0:
+                row = self._archive.decision(newest)
+                if row is not None and reader.get(row[4]) is not None:
+                    break
+                newest -= 1  # decided while judging, but its certificate was not committed
+            self._archive.truncate_after(newest)
+            if newest < 0:
+                return -1
+            self._final = newest
+            first = max(0, newest - RECENT_STATES)
+            try:
+                state = self._recompute(first)
+                self._states[first] = state
+                for epoch in range(first + 1, newest + 1):
+                    state = self._settle_decided(state, epoch)
+                    self._states[epoch] = state
+                decisions = {e: self.decision(e) for e in range(first, newest + 1)}
+                recorded = decisions[newest]
+                if recorded is None or state_root(state) != recorded.root:
+                    raise SettlementUnknown(f"epoch {newest} rebuilt with another state root")
+            except SettlementUnknown as exc:
+                log.warning("settlement archive does not match the ledger: settling every "
+                            "epoch again", extra={"error": str(exc)})
+                self._archive.truncate_after(-1)
+                self._states = {-1: self._genesis_state}
+                self._decisions.clear()
+                self._old.clear()
+                self._final = -1
+                return -1
+            self._decisions.update({e: d for e, d in decisions.items() if d is not None})
+            self._old.clear()
+        log.info("settlements taken up from the archive", extra={"epoch": newest})
+        return newest
 
     def replay(self, certificates: list[Verified]) -> None:
         """Decide again what the stored certificates decided (at start)."""

@@ -18,11 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
+from mesh.ledger.v1 import service_pb2, service_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
+
+T = TypeVar("T")
 
 BIN = Path(sys.executable).parent
 MESHD = str(BIN / "meshd")
@@ -40,6 +43,7 @@ class Meshd:
 
     def __init__(self, workdir: Path, name: str, genesis: Path | None,
                  *args: str, command: str = "run", env: dict[str, str] | None = None) -> None:
+        self.name = name
         self.data_dir = workdir / name
         self.socket = self.data_dir / "meshd.sock"
         self.log_path = workdir / f"{name}.log"
@@ -116,6 +120,43 @@ class Meshd:
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.ctl("status", "--json").stdout)  # type: ignore[no-any-return]
+
+    def wait_final(self, epoch: int, timeout: float = 30) -> int:
+        """Follow WatchSettlements until ``epoch`` is final on this node (no polling)."""
+        with grpc.insecure_channel(f"unix:{self.socket}") as channel:
+            stream = service_pb2_grpc.LedgerServiceStub(channel).WatchSettlements(
+                service_pb2.WatchSettlementsRequest(from_epoch=epoch), timeout=timeout)
+            try:
+                for settled in stream:
+                    stream.cancel()
+                    return int(settled.epoch)
+            except grpc.RpcError as error:
+                if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise AssertionError(f"epoch {epoch} not final on {self.name} within "
+                                         f"{timeout:g} s") from None
+                raise
+        raise AssertionError("WatchSettlements ended")
+
+    def until_settled(self, probe: Callable[[], T], until: Callable[[T], object] = bool, *,
+                      timeout: float = 60, what: str = "the condition") -> T:
+        """``probe()`` now and again each time an epoch becomes final on this node
+        (its settlement stream: what depends on the settled state changes only
+        then), until ``until`` holds of its result; that result. Bounded."""
+        last: T | None = None
+        with grpc.insecure_channel(f"unix:{self.socket}") as channel:
+            stream = service_pb2_grpc.LedgerServiceStub(channel).WatchSettlements(
+                service_pb2.WatchSettlementsRequest(), timeout=timeout)
+            try:
+                for _ in stream:  # the newest final epoch at once, then each new one
+                    last = probe()
+                    if until(last):
+                        stream.cancel()
+                        return last
+            except grpc.RpcError as error:
+                if error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise
+        raise AssertionError(f"{what} did not hold on {self.name} within {timeout:g} s of "
+                             f"settlements; last: {last!r}")
 
     def watch_until(self, condition: Callable[[Any], bool], timeout: float = 20) -> Any:
         """Follow WatchStatus until ``condition(status)`` holds; return that status."""

@@ -99,9 +99,9 @@ def propose_param(node: Meshd, title: str, *settings: str) -> str:
 
 def open_on(nodes: list[Meshd], proposal_id: str) -> dict[str, Any]:
     """Wait until ``proposal_id`` is open (settled) on every node; its view on the first."""
-    eventually_blocking(lambda: all(is_open(n, proposal_id[:12]) for n in nodes),
-                        timeout=60, interval=0.3,
-                        what=f"proposal {proposal_id[:16]} to open everywhere")
+    for node in nodes:  # it opens with the settlement that makes it canonical
+        node.until_settled(lambda node=node: is_open(node, proposal_id[:12]),  # type: ignore[misc]
+                           what=f"proposal {proposal_id[:16]} to open")
     return proposal(nodes[0], proposal_id)
 
 
@@ -166,9 +166,9 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
     restarted = voters[3]
     assert restarted.stop()[0] == 0
     restarted.start()
-    eventually_blocking(lambda: proposal(restarted, emission)["status"] == "open",
-                        timeout=60, interval=0.3,
-                        what="the restarted node to see the proposal open again")
+    restarted.until_settled(lambda: proposal(restarted, emission)["status"],
+                            lambda status: status == "open",
+                            what="the restarted node to see the proposal open again")
     # Its replayed state is as old as its stop; it votes as soon as it can. A
     # vote is dated by the clock, never back into an epoch the network has
     # settled (where it would count nothing); until the node has caught up

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from meshd.testing import eventually_blocking
 from tests.e2e.harness import Meshd, meshctl
 from tests.e2e.test_ledger import funded_genesis, identity, start
 
@@ -87,14 +86,12 @@ def test_before_any_settlement(tmp_path: Path) -> None:
 
 
 def wait_final(node: Meshd, epoch: int, timeout: float = 30) -> dict[str, Any]:
-    """Poll state-root until ``epoch`` is final, bounded; the state-root then."""
+    """Until ``epoch`` is final (the settlement stream), bounded; the state-root then."""
     try:
-        root: dict[str, Any] = eventually_blocking(
-            lambda: json.loads(node.ctl("ledger", "state-root", "--json").stdout),
-            lambda root: root["epoch"] >= epoch, timeout=timeout, interval=0.2,
-            what=f"epoch {epoch} to be final")
+        node.wait_final(epoch, timeout)
     except AssertionError as late:
         raise AssertionError(f"{late}\n{node.log()[-2000:]}") from None
+    root: dict[str, Any] = json.loads(node.ctl("ledger", "state-root", "--json").stdout)
     return root
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from meshd.testing import eventually_blocking
 from tests.e2e.conftest import LOOPBACK
 from tests.e2e.harness import Meshd, meshctl, run_meshd
 
@@ -65,10 +64,11 @@ def final_epoch(node: Meshd) -> int:
 
 
 def wait_final(nodes: list[Meshd], epoch: int, timeout: float = 90) -> None:
+    """Until ``epoch`` is final on every node (their settlement streams), bounded."""
+    deadline = time.monotonic() + timeout
     try:
-        eventually_blocking(lambda: all(final_epoch(n) >= epoch for n in nodes),
-                            timeout=timeout, interval=0.5,
-                            what=f"epoch {epoch} to be final on every node")
+        for node in nodes:
+            node.wait_final(epoch, max(0.1, deadline - time.monotonic()))
     except AssertionError as late:
         raise AssertionError(f"{late}: final epochs {[final_epoch(n) for n in nodes]}") from None
 

@@ -76,8 +76,8 @@ def test_receipts_earn_the_tasks_pool_and_a_lying_provider_is_slashed(
     eventually_blocking(lambda: all(n.status()["peer_count"] == 3 for n in network),
                         timeout=60, interval=0.3, what="every node to see the other three")
     t3.ctl("ledger", "stake", str(STAKE))
-    eventually_blocking(lambda: bonded(t0, ids[3]) == STAKE, timeout=60, interval=0.3,
-                        what="t3's stake to be bonded")
+    t0.until_settled(lambda: bonded(t0, ids[3]), lambda stake: stake == STAKE,
+                     what="t3's stake to be bonded")
 
     # Both plugins run everywhere, with their task kinds.
     plugins = {p["name"]: p for p in ctl_json(t1, "plugins", "ls")}
@@ -128,13 +128,12 @@ def test_receipts_earn_the_tasks_pool_and_a_lying_provider_is_slashed(
                 earned[account] = earned.get(account, 0) + points
         return earned.get(ids[1], 0) >= 309 and earned.get(ids[2], 0) >= 309
 
-    eventually_blocking(receipts_settled, timeout=60, interval=0.3,
-                        what="the receipts to be settled")
+    t0.until_settled(receipts_settled, what="the receipts to be settled")
     assert earned == {ids[1]: 309, ids[2]: 309}, earned  # nothing for the liar
 
     # Two eligible verdicts: the liar loses 10 % of its stake, seen alike everywhere.
-    eventually_blocking(lambda: bonded(t0, ids[3]) == STAKE * 9 // 10, timeout=60,
-                        interval=0.3, what="t3 to be slashed")
+    t0.until_settled(lambda: bonded(t0, ids[3]), lambda stake: stake == STAKE * 9 // 10,
+                     what="t3 to be slashed")
     final = int(ctl_json(t0, "ledger", "state-root")["epoch"])
     wait_final(network, final)
     assert {bonded(n, ids[3]) for n in network} == {STAKE * 9 // 10}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,7 +57,7 @@ async def lone_validator(data_dir: Path, seed: bytes, genesis: Genesis,
 
 
 async def test_old_states_leave_memory_and_are_recomputed_alike_also_after_a_restart(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     seed, other = os.urandom(32), os.urandom(32)
     genesis = make_genesis([seed], dt.datetime.now(dt.UTC).replace(microsecond=0), [other])
     other_key = entry.public_key(other)
@@ -98,12 +100,39 @@ async def test_old_states_leave_memory_and_are_recomputed_alike_also_after_a_res
             assert decision is not None
             roots[epoch] = decision.root
 
-    # A restart replays the certificates and rebuilds the archive: the same states.
+    # A restart takes up the archive (no settling since genesis): the same states.
+    caplog.set_level(logging.INFO, logger="meshd.ledger")
     async with open_ledger(tmp_path, seed, genesis) as again:
         assert again.final_epoch == final
+        assert taken_up(caplog) == [final]
         for epoch in range(final + 1):
             assert state_root(again.settled_at(epoch)) == roots[epoch], epoch  # type: ignore[arg-type]
         assert len(again.settlements.epochs_in_memory()) == RECENT + 2
+
+    # An archive ahead of the store (a decision recorded while its certificate
+    # was judged, then a crash before the store committed it) is cut back.
+    with sqlite3.connect(tmp_path / archive.ARCHIVE_FILE) as db:
+        db.execute("INSERT INTO decisions VALUES (?, 1, ?, ?, ?, ?)",
+                   (final + 1, os.urandom(32), os.urandom(32), os.urandom(32), other_key))
+    caplog.clear()
+    async with open_ledger(tmp_path, seed, genesis) as again:
+        assert taken_up(caplog) == [final]
+        assert again.final_epoch == final and again.settlements.decision(final + 1) is None
+
+    # An archive written by other code (another version) is rebuilt by replay.
+    with sqlite3.connect(tmp_path / archive.ARCHIVE_FILE) as db:
+        db.execute("UPDATE meta SET value = 'older code' WHERE key = 'code'")
+    caplog.clear()
+    async with open_ledger(tmp_path, seed, genesis) as again:
+        assert taken_up(caplog) == []
+        assert any("written by other code" in r.getMessage() for r in caplog.records)
+        assert again.final_epoch == final
+        assert state_root(again.settled_at(final // 2)) == roots[final // 2]  # type: ignore[arg-type]
+
+
+def taken_up(caplog: pytest.LogCaptureFixture) -> list[int]:
+    return [r.epoch for r in caplog.records  # type: ignore[attr-defined]
+            if r.getMessage() == "settlements taken up from the archive"]
 
 
 async def test_an_entry_on_an_epoch_no_one_settled_is_still_refused(tmp_path: Path) -> None:
