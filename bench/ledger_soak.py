@@ -12,10 +12,12 @@ history grows.
 After ``--warmup`` epochs (caches full, windows filled) the RSS is sampled every
 ``--every`` epochs after a garbage collection. Printed: epochs per second, RSS at
 the end of the warm-up and at the end, the growth in per cent and its slope in
-KiB per epoch (least squares over the samples), and the disk the data dir gained
+KiB per epoch (least squares over the samples), the disk the data dir gained
 per epoch (the ledger, and the settlement archive of meshd/ledger/archive.py).
-Baseline, in the same run: the RSS of this process before the
-ledger opened (the interpreter and the imports).
+Then the time a restart takes to open the ledger, taking up
+the settlement archive. Baselines, in the same run: the RSS of this process
+before the ledger opened (the interpreter and the imports); the same restart
+without the archive, settling every epoch again.
 
 Target (docs/reliability.md): RSS within 5 % from the end of the warm-up to
 5,000 epochs.
@@ -33,6 +35,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,15 @@ async def write_transfers(ledger: Ledger, recipients: list[str], per_epoch: int,
             await ledger.transfer(rng.choice(recipients), rng.randint(1, 1000))
 
 
+async def timed_open(data_dir: Path, seed: bytes, genesis: Genesis,
+                     clock: Callable[[], float]) -> float:
+    """Seconds to open the ledger of ``data_dir`` (the settlements ready) and close it."""
+    began = time.monotonic()
+    async with open_ledger(data_dir, seed, genesis, clock=clock):
+        opened = time.monotonic() - began
+    return opened
+
+
 async def soak(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
     seed = rng.randbytes(32)
@@ -142,6 +154,11 @@ async def soak(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         end_disk = {f: disk_bytes(data_dir, f) for f in FILES}
         stored = ledger.store.count()
         nursery.cancel_scope.cancel()
+    # A restart: takes up the archive, then (baseline) with no archive, settling
+    # every epoch again as a start did before the archive persisted.
+    restart = await timed_open(data_dir, seed, genesis, clock)
+    (data_dir / ARCHIVE_FILE).unlink()
+    replay = await timed_open(data_dir, seed, genesis, clock)
     first, last = samples[0], samples[-1]
     epochs_after_warmup = last[0] - first[0]
     return {
@@ -155,6 +172,7 @@ async def soak(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "disk_bytes_per_epoch": {
             f: round((end_disk[f] - warm_disk[f]) / max(1, epochs_after_warmup)) for f in FILES},
         "disk_mib": {f: round(end_disk[f] / 2**20, 1) for f in FILES},
+        "restart_seconds": round(restart, 2), "replay_seconds": round(replay, 2),
     }
 
 
@@ -189,6 +207,9 @@ def main() -> None:
           f"{result['warm_rss_mib']} MiB at epoch {result['warmup']}, "
           f"{result['end_rss_mib']} MiB at epoch {result['epochs']}: "
           f"{result['growth_percent']:+.2f} % ({result['slope_kib_per_epoch']:+.3f} KiB/epoch)")
+    print(f"restart: {result['restart_seconds']} s taking up the archive; "
+          f"{result['replay_seconds']} s settling every epoch again (baseline), "
+          f"ratio {result['restart_seconds'] / max(result['replay_seconds'], 0.001):.3f}")
     for name in FILES:
         print(f"disk, {name}: {result['disk_bytes_per_epoch'][name]} bytes per epoch, "
               f"{result['disk_mib'][name]} MiB at the end")

@@ -37,7 +37,7 @@ import hashlib
 import logging
 import pickle
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from meshcore import genesis as genesis_module
@@ -48,6 +48,7 @@ from meshcore.ledger.state import Settled
 log = logging.getLogger(__name__)
 
 ARCHIVE_FILE = "settlements.sqlite"
+SCHEMA_VERSION = "2"  # in meta: another one rebuilds the file
 CHECKPOINT_EVERY = 64  # epochs between states kept on disk: at most 63 settles to recompute one
 
 def code_fingerprint() -> str:
@@ -78,9 +79,11 @@ CREATE TABLE decisions (
 );
 CREATE TABLE cut_epochs (
     hash  BLOB PRIMARY KEY,
-    epoch INTEGER NOT NULL
+    epoch INTEGER NOT NULL,
+    dated INTEGER NOT NULL  -- the entry's own epoch (body.epoch)
 ) WITHOUT ROWID;
 CREATE INDEX cut_epochs_by_epoch ON cut_epochs (epoch);
+CREATE INDEX cut_epochs_by_dated ON cut_epochs (dated);
 CREATE TABLE ahead (
     epoch INTEGER NOT NULL,
     hash  BLOB NOT NULL,
@@ -99,7 +102,8 @@ class SettlementArchive:
     """See the module docstring. ``path`` None: in memory (tests)."""
 
     def __init__(self, network_id: str, path: Path | None = None) -> None:
-        meta = {"code": code_fingerprint(), "network_id": network_id}
+        meta = {"code": code_fingerprint(), "network_id": network_id,
+                "schema": SCHEMA_VERSION}
         self._db = self._open(path, meta)
 
     @staticmethod
@@ -137,18 +141,18 @@ class SettlementArchive:
 
     # --- a decided epoch ------------------------------------------------------------
 
-    def add(self, decision: DecisionRow, new: Iterable[bytes], ahead: Iterable[bytes],
+    def add(self, decision: DecisionRow, new: Mapping[bytes, int], ahead: Iterable[bytes],
             state: Settled) -> None:
         """Record the decision of epoch ``decision[0]``, its cut (``new``: entries no
-        earlier cut held; ``ahead``: entries of earlier cuts settled again) and,
-        every CHECKPOINT_EVERY epochs, its state."""
+        earlier cut held, with their own epochs; ``ahead``: entries of earlier cuts
+        settled again) and, every CHECKPOINT_EVERY epochs, its state."""
         epoch = decision[0]
         self._db.execute("BEGIN")
         try:
             self._db.execute("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
                              decision)
-            self._db.executemany("INSERT OR IGNORE INTO cut_epochs VALUES (?, ?)",
-                                 ((h, epoch) for h in new))
+            self._db.executemany("INSERT OR IGNORE INTO cut_epochs VALUES (?, ?, ?)",
+                                 ((h, epoch, dated) for h, dated in new.items()))
             self._db.executemany("INSERT OR IGNORE INTO ahead VALUES (?, ?)",
                                  ((epoch, h) for h in ahead))
             if epoch % CHECKPOINT_EVERY == 0:
@@ -188,6 +192,11 @@ class SettlementArchive:
         row = self._db.execute("SELECT epoch FROM cut_epochs WHERE hash = ?",
                                (entry_hash,)).fetchone()
         return int(row[0]) if row else None
+
+    def cut_before_dated_from(self, epoch: int) -> list[bytes]:
+        """Entries of cuts decided before ``epoch`` dated ``epoch`` or later."""
+        return [r[0] for r in self._db.execute(
+            "SELECT hash FROM cut_epochs WHERE dated >= ? AND epoch < ?", (epoch, epoch))]
 
     def cut_of(self, epoch: int) -> list[bytes]:
         """The reduced cut ``epoch`` was settled with: its new part and its ahead part."""

@@ -223,11 +223,6 @@ class LedgerStore:
                 "WHERE v.epoch = ? ORDER BY e.rowid", (epoch,)).fetchall()
         return [entries.decode_stored(r[0]) for r in rows]
 
-    def with_epoch_at_least(self, epoch: int) -> list[bytes]:
-        with self._lock:
-            return [r[0] for r in self._db.execute(
-                "SELECT hash FROM entries WHERE epoch >= ?", (epoch,))]
-
     def certificates(self) -> list[Verified]:
         """Every stored certificate, in insertion (so causal) order."""
         with self._lock:
