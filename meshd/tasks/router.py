@@ -338,7 +338,9 @@ class TaskRouter:
                 at_epoch=record.epoch,  # the claim's: claim_problem checked it
                 task_receipt=ledger_pb2.TaskReceipt(
                     claim=response.claim, provider_signature=response.provider_signature))
-        except errors.FailedPrecondition as exc:
+        except (errors.FailedPrecondition, errors.Unavailable) as exc:
+            # Unavailable: the own-chain check is pending (after a restart).
+            # The work was done and its result accepted: the task stays done.
             attempt.error = f"receipt not recorded: {exc}"
             log.warning("task receipt not recorded", extra={
                 "task_id": record.task_id, "provider": attempt.provider, "error": str(exc)})

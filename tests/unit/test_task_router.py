@@ -205,6 +205,7 @@ class FakeLedger:
         self._seed = seed(name)
         self.key = public_key(self._seed)
         self.unavailable = ""  # why a receipt written now would not count, if so
+        self.refuse_writes = ""  # why a write is refused now (UNAVAILABLE), if so
         self.written: list[tuple[int | None, dict[str, Any]]] = []
 
     def entry_epoch(self, *, strict: bool = True) -> int:
@@ -217,6 +218,8 @@ class FakeLedger:
 
     async def write(self, deps: tuple[bytes, ...] = (), at_epoch: int | None = None,
                     **kind: Any) -> SimpleNamespace:
+        if self.refuse_writes:
+            raise errors.Unavailable(self.refuse_writes)
         self.written.append((at_epoch, kind))
         return SimpleNamespace(hash=hashlib.sha256(self.key + bytes([len(self.written)]))
                                .digest())
@@ -478,6 +481,21 @@ async def test_a_receipt_is_written_only_when_it_can_count(
     assert record.no_receipt == "epoch 7 is settled already"
     assert record.attempts[0].error == "no receipt: epoch 7 is settled already"
     assert not a.ledger.written and not late.ledger.written
+
+
+async def test_a_receipt_refused_by_the_ledger_leaves_the_task_done(
+        cluster: Cluster, autojump_clock: trio.testing.MockClock) -> None:
+    # After a restart, own writes wait for the own-chain check and are then
+    # refused with UNAVAILABLE: the work was done, so the task is not failed.
+    a = cluster.add("a", square_plugin())
+    cluster.add("b", square_plugin())
+    a.ledger.refuse_writes = "this node's own chain is not checked yet"
+    async with running(a) as tasks:
+        record = await tasks.submit(PLUGIN, "square", b"4", TaskOptions())
+    assert record.state == DONE and record.result == b"16"
+    assert record.attempts[0].error == ("receipt not recorded: this node's own chain is "
+                                        "not checked yet")
+    assert not a.ledger.written
 
 
 async def test_a_task_is_found_by_a_unique_prefix_and_cancelled_once(
