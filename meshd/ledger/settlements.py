@@ -14,10 +14,11 @@ settled states and decisions are kept in memory, everything older in the
 decided cut first held each entry, and a checkpoint state every
 CHECKPOINT_EVERY epochs). An older state (an entry built on an old final
 epoch, ``rewards explain`` of an old epoch) is recomputed from the checkpoint
-below it and a few are cached. Certificates are in the store, so a restarted
-node replays the decisions (:meth:`Settlements.replay`) and rebuilds the
-archive. Everything here is called from the store's writer thread (while
-judging) and from trio (through threads): one lock guards it.
+below it and a few are cached. A restarted node takes up the archive
+(:meth:`Settlements.resume`), then decides again only what the store's
+certificates decided after it (:meth:`Settlements.replay`). Everything here
+is called from the store's writer thread (while judging) and from trio
+(through threads): one lock guards it.
 """
 
 from __future__ import annotations
