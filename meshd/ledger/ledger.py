@@ -45,7 +45,7 @@ EPOCH_BOUND_KINDS = {"attestation": "uptime attestation", "task_receipt": "task 
 # with a random member every 10 s (meshd/ledger/replication.py SYNC_INTERVAL).
 CATCH_UP_SECONDS = 10
 # How long an own write waits for the start-up check of this node's chain
-# against a peer's (see Ledger.own_chain_checked) before it is refused.
+# against its peers' (see Ledger.own_chain_checked) before it is refused.
 OWN_CHAIN_WAIT = 15.0
 
 
@@ -114,16 +114,17 @@ class Ledger:
 
     # --- the start-up check of the own chain ------------------------------------
 
-    def own_chain_checked(self) -> None:
-        """Let own writes go on: this node holds the newest own entry a peer knows.
+    def own_chain_checked(self, peers: int = 0) -> None:
+        """Let own writes go on: this node holds the newest own entry that the
+        ``peers`` who answered know (meshd/ledger/own_chain.py says who must).
 
         A data directory restored from an old copy lacks the node's newest
         entries; writing before fetching them back would sign a second entry
         for a seq its peers hold already: an equivocation, slashed 50 % and
         jailed for ever (docs/ledger.md §7, §9)."""
         if not self._own_chain.is_set():
-            log.info("own chain checked against a peer: writing", extra={
-                "seq": self._head[0].seq if self._head else 0})
+            log.info("own chain checked against peers: writing", extra={
+                "seq": self._head[0].seq if self._head else 0, "peers": peers})
         self._own_chain_problem = ""
         self._own_chain.set()
 
@@ -134,6 +135,11 @@ class Ledger:
             self._own_chain_problem = problem
 
     @property
+    def own_chain_problem(self) -> str:
+        """Why own writes are still refused ("" once they go on)."""
+        return self._own_chain_problem
+
+    @property
     def writing_allowed(self) -> bool:
         return self._own_chain.is_set()
 
@@ -142,7 +148,7 @@ class Ledger:
             await self._own_chain.wait()
         if not self._own_chain.is_set():
             raise errors.Unavailable(
-                "this node has not yet checked its own chain against a peer's "
+                "this node has not yet checked its own chain against its peers' "
                 f"({self._own_chain_problem or 'no peer has answered since it started'}); "
                 "writing before that could fork its chain if this data directory was "
                 f"restored from an old copy; retry in {CATCH_UP_SECONDS} s")

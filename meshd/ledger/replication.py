@@ -19,11 +19,14 @@ ranges of the chains the peer is ahead on and the missing deps by hash, then
 append everything in causal order. Entries whose past is still missing wait
 in the :class:`WaitingRoom` and are retried when it is stored.
 
-The first sync is also the start-up check of this node's own chain
-(docs/ledger.md §9): until a peer has shown its heads and this node stores
-every own entry that peer knows, the ledger writes nothing
-(``Ledger.own_chain_checked``). A node with nobody to ask (``own_chain_grace``
-seconds without a member, 0 for a lone founder's node) writes after a warning.
+Syncs after a start are also the start-up check of this node's own chain
+(docs/ledger.md §9): until peers holding a quorum of validator weight have
+shown their heads and this node stores every own entry they know, the ledger
+writes nothing (``Ledger.own_chain_checked``; who must answer is
+meshd/ledger/own_chain.py). While it waits, it syncs with every validator
+member that has not answered yet. A node with nobody to ask
+(``own_chain_grace`` seconds without a member, 0 for a lone founder's node)
+writes after a warning.
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ from mesh.ledger.v1 import ledger_pb2, sync_pb2
 from meshcore.ledger import entry as entries
 from meshcore.ledger.entry import HASH_BYTES, KEY_BYTES, EntryError, Verified
 from meshcore.ledger.rules import Unsupported
+from meshcore.ledger.state import ValidatorSet
 from meshd import errors
 from meshd.ledger.ledger import Ledger
+from meshd.ledger.own_chain import OwnChainCheck
 from meshd.ledger.scores import (
     BLOCK_SECONDS,
     INVALID_ENTRY_COST,
@@ -74,6 +79,7 @@ GOSSIP_BATCH_ENTRIES = 64  # entries per gossip message ...
 GOSSIP_BATCH_BYTES = 256 << 10  # ... and bytes (the gossip limit is 1 MiB)
 SYNC_INTERVAL = 10.0  # with a random member, +-20 %
 OWN_CHAIN_GRACE = 10.0  # without any member to ask, own writes start after this
+OWN_CHAIN_ASK_EVERY = 2.0  # while the own-chain check waits: sync with unanswered validators
 SYNC_MAX_ENTRIES = 50_000  # fetched per sync; the rest comes with the next one
 SYNC_GET_ROUNDS = 16  # rounds of fetching missing deps by hash per sync
 APPEND_CHUNK = 2048  # entries handed to the committer at once during a sync
@@ -116,6 +122,7 @@ class Replicator:
         self._sync_interval = sync_interval
         self._gossip = gossip
         self._own_chain_grace = own_chain_grace
+        self._own_chain = OwnChainCheck(ledger.key)
         self.scores = LedgerScores()
         self.waiting = WaitingRoom()
         self.counters = ReplicationCounters()
@@ -171,7 +178,7 @@ class Replicator:
                 nursery.start_soon(self._publisher)
             nursery.start_soon(self._sync_worker)
             nursery.start_soon(self._sync_timer)
-            nursery.start_soon(self._own_chain_alone)
+            nursery.start_soon(self._own_chain_watch)
             with membership.admission_listener(self.request_sync):
                 for peer in membership.peers():
                     self.request_sync(peer.peer_id)
@@ -358,15 +365,23 @@ class Replicator:
             self.waiting.expire(self._clock())
             self.scores.forget_recovered(self._clock())
 
-    async def _own_chain_alone(self) -> None:
-        """Let a node with no member to ask write, once the grace period is over.
+    async def _own_chain_watch(self) -> None:
+        """Until own writes go on: ask the validators that have not answered, and
+        let a node with no member to ask write once the grace period is over.
 
-        With members, their syncs decide (a failed one is retried with another
-        member or at the timer); a node whose members all left while it was
-        checking is alone again, and is let go at the next look."""
-        await trio.sleep(self._own_chain_grace)
-        while not self._ledger.writing_allowed and self._p2p.membership.peers():
-            await self._p2p.membership.next_change()
+        With members, their syncs decide; a node whose members all left while
+        it was checking is alone again, and is let go at the next look."""
+        deadline = trio.current_time() + self._own_chain_grace
+        while not self._ledger.writing_allowed:
+            members = {p.peer_id for p in self._p2p.membership.peers()}
+            if not members and trio.current_time() >= deadline:
+                break
+            for peer_id in self._own_chain.validators_to_ask(self._validators()):
+                if peer_id in members:
+                    self.request_sync(peer_id)
+            await self._judge_own_chain()  # the non-validator wait may have passed
+            with trio.move_on_after(OWN_CHAIN_ASK_EVERY):
+                await self._p2p.membership.next_change()
         if self._ledger.writing_allowed:
             return
         if self._own_chain_grace:
@@ -377,21 +392,34 @@ class Replicator:
                         self._own_chain_grace)
         self._ledger.own_chain_checked()
 
+    def _validators(self) -> ValidatorSet:
+        """V of the first epoch not final, as far as this node knows by now."""
+        settled = self._ledger.settled
+        return settled.validators_of(settled.epoch + 1)
+
     async def _check_own_chain(self, peer_id: str, theirs: list[Head] | None) -> None:
-        """After a sync: does this node now store every own entry ``peer_id`` knows?"""
+        """After a sync: record whether this node now stores every own entry
+        ``peer_id`` knows, and let writes go on once enough peers said so."""
         if self._ledger.writing_allowed:
             return
         own = [h for h in theirs or () if h.author == self._ledger.key]
         stored = await trio.to_thread.run_sync(self._store.known, [h.hash for h in own])
-        missing = [h for h in own if h.hash not in stored]
-        if not missing:
-            self._ledger.own_chain_checked()
+        newest_missing = max((h.seq for h in own if h.hash not in stored), default=0)
+        if newest_missing:
+            log.error("own chain behind a peer's copy: not writing until it is fetched",
+                      extra={"peer_id": peer_id, "seq": newest_missing})
+        self._own_chain.answer(peer_id, newest_missing, trio.current_time())
+        await self._judge_own_chain()
+
+    async def _judge_own_chain(self) -> None:
+        if self._ledger.writing_allowed:
             return
-        newest = max(h.seq for h in missing)
-        problem = (f"peer {peer_id} knows this node's own entries up to seq {newest}, which "
-                   "it could not fetch yet")
-        log.error("own chain behind a peer's copy: not writing until it is fetched",
-                  extra={"peer_id": peer_id, "seq": newest})
+        problem = self._own_chain.verdict(self._validators(), trio.current_time())
+        if problem is None:
+            self._ledger.own_chain_checked(len(self._own_chain.answered))
+            return
+        if problem != self._ledger.own_chain_problem:
+            log.info("own chain check: not writing yet", extra={"reason": problem})
         self._ledger.own_chain_behind(problem)
 
     async def _sync_worker(self) -> None:

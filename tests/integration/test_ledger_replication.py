@@ -283,6 +283,71 @@ async def test_a_node_restored_from_an_old_copy_fetches_its_chain_before_writing
                 assert [store.count_at(alice.ledger.key, s) for s in range(1, 7)] == [1] * 6
 
 
+def genesis_with_validators(validators: list[bytes], others: list[bytes]) -> Genesis:
+    accounts = [host_peer_id(s) for s in validators + others]
+    allocations = ", ".join(f'{{ account = "{a}", amount = {ALLOCATION} }}' for a in accounts)
+    listed = "\n".join(f'[[validators]]\npeer_id = "{host_peer_id(s)}"\n' for s in validators)
+    return genesis_module.loads(f"""
+name = "Replication"
+genesis_time = 2026-01-01T00:00:00Z
+[token]
+name = "Test"
+symbol = "TST"
+allocations = [{allocations}]
+{listed}
+""")
+
+
+async def test_a_restored_validator_waits_for_a_quorum_of_validators_not_one_peer(
+        tmp_path: Path) -> None:
+    """docs/reliability.md §4: restored validators that asked one peer, the wrong
+    side of a partition from their newest entries, signed second votes and split
+    the network. Here alice (one of four validators) is restored; carol, the
+    first to answer, never saw alice's newest entries, bob did. One answer
+    (carol's) is 2 of 4 weight with alice's own: alice keeps waiting, and writes
+    after bob's, on top of her newest entry."""
+    alice_seed, bob_seed, carol_seed, dave_seed = (os.urandom(32) for _ in range(4))
+    genesis = genesis_with_validators([alice_seed, bob_seed, carol_seed, dave_seed], [])
+    alice_dir = tmp_path / "alice"
+    with trio.fail_after(40):
+        async with open_node(tmp_path / "bob", bob_seed, genesis) as bob, \
+                open_node(tmp_path / "carol", carol_seed, genesis) as carol:
+            async with open_node(alice_dir, alice_seed, genesis) as alice:
+                await alice.host.connect(bob.host.listen_addrs()[0])
+                await alice.ledger.transfer(bob.account, 1)
+                await wait_converged([alice, bob])
+            shutil.copytree(alice_dir, tmp_path / "backup")
+            async with open_node(alice_dir, alice_seed, genesis) as alice:
+                await alice.host.connect(bob.host.listen_addrs()[0])
+                newest = [await alice.ledger.transfer(bob.account, 1) for _ in range(2)]
+                await wait_converged([alice, bob])
+            shutil.rmtree(alice_dir)
+            shutil.copytree(tmp_path / "backup", alice_dir)
+
+            async with open_node(alice_dir, alice_seed, genesis, check_own_chain=True) as alice, \
+                    trio.open_nursery() as nursery:
+                written: list[entry.Verified] = []
+
+                async def pay() -> None:
+                    written.append(await alice.ledger.transfer(carol.account, 1))
+
+                nursery.start_soon(pay)
+                await alice.host.connect(carol.host.listen_addrs()[0])
+                await eventually(lambda: alice.ledger.own_chain_problem,
+                                 lambda problem: "2 of 4 weight" in problem, timeout=10,
+                                 interval=0.02, what="carol's answer to count 2 of 4")
+                await trio.sleep(1.0)  # more syncs with carol change nothing
+                assert written == [] and not alice.ledger.writing_allowed
+                assert host_peer_id(bob_seed) in alice.ledger.own_chain_problem
+                await alice.host.connect(bob.host.listen_addrs()[0])
+                await eventually(lambda: bool(written), timeout=10, interval=0.02,
+                                 what="the waiting transfer to be written")
+                assert (written[0].seq, written[0].body.prev) == (4, newest[-1].hash)
+                await wait_converged([alice, bob, carol])
+                store = carol.ledger.store
+                assert [store.count_at(alice.ledger.key, s) for s in range(1, 5)] == [1] * 4
+
+
 async def test_a_node_with_no_one_to_ask_writes_after_the_grace(tmp_path: Path) -> None:
     seed = os.urandom(32)
     with trio.fail_after(10):

@@ -1,0 +1,66 @@
+"""Who must have answered before a restarted node writes again (meshd/ledger/own_chain.py)."""
+
+from __future__ import annotations
+
+from meshcore.ledger.accounts import peer_id_of
+from meshd.ledger.own_chain import NON_VALIDATOR_WAIT, OwnChainCheck
+
+KEYS = [bytes([i]) * 32 for i in range(1, 6)]
+A, B, C, D, E = KEYS  # E is never a validator here
+PEER = {key: peer_id_of(key) for key in KEYS}
+FOUR = tuple((key, 1) for key in (A, B, C, D))
+
+
+def test_a_validator_needs_a_quorum_of_weight_with_its_own() -> None:
+    check = OwnChainCheck(A)
+    assert check.verdict(FOUR, 0) == "no peer has answered since it started"
+    check.answer(PEER[B], 0, 0)
+    problem = check.verdict(FOUR, 0)
+    assert problem is not None and "2 of 4 weight" in problem and "needs 3" in problem
+    assert check.validators_to_ask(FOUR) == [PEER[C], PEER[D]]
+    check.answer(PEER[E], 0, 0)  # not a validator: no weight
+    assert check.verdict(FOUR, 10_000) is not None  # a validator never writes on time alone
+    check.answer(PEER[C], 0, 1)
+    assert check.verdict(FOUR, 1) is None
+
+
+def test_weights_count_not_heads() -> None:
+    heavy = ((A, 1), (B, 1), (C, 5))
+    check = OwnChainCheck(A)
+    check.answer(PEER[B], 0, 0)
+    assert check.verdict(heavy, 0) is not None  # 2 of 7
+    check.answer(PEER[C], 0, 0)
+    assert check.verdict(heavy, 0) is None  # 7 of 7
+
+
+def test_a_peer_that_knows_newer_own_entries_holds_writes_until_they_are_fetched() -> None:
+    check = OwnChainCheck(A)
+    for key in (B, C, D):
+        check.answer(PEER[key], 0, 0)
+    check.answer(PEER[B], 7, 1)
+    problem = check.verdict(FOUR, 1)
+    assert problem is not None and f"peer {PEER[B]}" in problem and "seq 7" in problem
+    check.answer(PEER[B], 0, 2)  # the next sync fetched them
+    assert check.verdict(FOUR, 2) is None
+
+
+def test_a_node_that_is_not_a_validator_writes_after_a_wait_with_one_answer() -> None:
+    check = OwnChainCheck(E)
+    check.answer(PEER[B], 0, 100)
+    assert check.verdict(FOUR, 100 + NON_VALIDATOR_WAIT - 1) is not None
+    assert check.verdict(FOUR, 100 + NON_VALIDATOR_WAIT) is None
+
+
+def test_without_validators_one_answer_is_enough() -> None:
+    check = OwnChainCheck(A)
+    assert check.verdict((), 0) is not None
+    check.answer(PEER[B], 0, 0)
+    assert check.verdict((), 0) is None
+
+
+def test_a_sole_validator_still_waits_for_one_answer() -> None:
+    """Its own weight is a quorum, but its data directory is what may be old."""
+    check = OwnChainCheck(A)
+    assert check.verdict(((A, 1),), 0) is not None
+    check.answer(PEER[E], 0, 0)
+    assert check.verdict(((A, 1),), 0) is None
