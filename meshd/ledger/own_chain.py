@@ -9,24 +9,37 @@ on the other side of a partition from their newest entries, and three of four
 signed second votes, which broke the network's safety (two certificates for
 one epoch).
 
-So the check waits for answers from peers holding, with this node's own
-weight, a quorum of the validators' weight (3·w ≥ 2·total, as a certificate).
-Such a set shares validators with every quorum that certified anything, and
-validators are the nodes that hold every consensus entry soonest; it is not
-a proof that no copy of an own entry hides elsewhere (nothing short of
-asking every node is), but it turns "one peer, maybe the wrong side of a
-partition" into "most of the network's weight". This is the same
-idea as CometBFT's `double_sign_check_height` and Ethereum clients'
-doppelganger protection: look at the network before signing again. Peers
-that are not validators answer too (their own entries are fetched from them),
-but carry no weight.
+Own writes go on when one of these holds, checked in this order:
 
-A network without validators settles nothing, so one peer's answer is
-enough there. A node that is not a validator risks only its own chain; when
-no quorum of validators answers (they are not its members) it writes after
-NON_VALIDATOR_WAIT with one peer's answer, saying so in the log. A validator
-never does: its votes are the network's safety, and without a quorum of
-validators online the network cannot settle anyway.
+1. No peer that answered knows an own entry this node still lacks (always
+   required; a sync fetches such entries first).
+2. An epoch that ended after this start is final here. Its cut holds closes
+   from a quorum of V(E), and a close names every head its author stores
+   (docs/ledger.md §5.1), so the cut holds every own entry that reached any
+   of those validators before they closed, after this node started; having
+   settled it, this node stores them. This needs no direct connection to the
+   validators, and is what a restarted validator usually waits for: two
+   epochs at most. (E is the epoch after the start's: a closer's clock ahead
+   by up to an epoch still closes after the start.)
+3. Peers holding, with this node's own weight, a quorum of V's weight
+   (3·w ≥ 2·total, as a certificate) have answered. The same quorum of
+   validators, asked directly: this lets a validator whose weight the
+   others need for a quorum write again (rule 2 would wait for ever).
+4. A peer answered, and this node has never stored an own entry (a new node:
+   nothing to fork), or the network has no validators (nothing settles, so
+   nothing is slashed), or this node is not a validator and
+   NON_VALIDATOR_WAIT has passed since the first answer (it risks only its
+   own chain, and would otherwise wait up to two epochs, an hour or more on
+   some networks).
+
+Rules 2 and 3 are CometBFT's `double_sign_check_height` and Ethereum
+clients' doppelganger protection in this ledger's terms: look at what the
+network holds of one's own signatures before signing again. Neither proves
+that no copy of an own entry hides elsewhere (nothing short of asking every
+node does), but they turn "one peer, maybe on the wrong side of a partition"
+into "most of the validators' weight". A validator never writes on rule 4's
+wait: its votes are the network's safety. A copy restored from before the
+node's first entry is not protected (it looks new).
 """
 
 from __future__ import annotations
@@ -44,9 +57,14 @@ NON_VALIDATOR_WAIT = 30.0
 
 @dataclass
 class OwnChainCheck:
-    """The answers so far since start; :meth:`verdict` says whether they suffice."""
+    """The answers so far since start; :meth:`verdict` says whether they suffice.
+
+    ``start_epoch``: the clock's epoch at start; ``fresh``: no own entry was
+    stored at start."""
 
     own_key: bytes
+    start_epoch: int
+    fresh: bool
     answered: set[str] = field(default_factory=set)  # peers whose own heads are all stored
     behind: dict[str, int] = field(default_factory=dict)  # peer -> newest own seq not fetched
     first_answer_at: float | None = None
@@ -63,27 +81,31 @@ class OwnChainCheck:
             self.answered.add(peer_id)
             self.behind.pop(peer_id, None)
 
-    def verdict(self, validators: ValidatorSet, now: float) -> str | None:
+    def verdict(self, validators: ValidatorSet, final_epoch: int, now: float) -> str | None:
         """None when own writes may go on, else what is still awaited (for the
-        log and the error a refused write gets)."""
+        log and the error a refused write gets). ``validators``: V of the first
+        epoch not final; ``final_epoch``: the newest final epoch here."""
         if self.behind:
             peer, seq = max(self.behind.items(), key=lambda item: item[1])
             return (f"peer {peer} knows this node's own entries up to seq {seq}, which it "
                     "could not fetch yet")
+        if final_epoch > self.start_epoch:
+            return None
         if not self.answered:
             return "no peer has answered since it started"
         weights = dict(validators)
         total = sum(weights.values())
         weight = weights.get(self.own_key, 0) + sum(
             w for key, w in weights.items() if accounts.peer_id_of(key) in self.answered)
-        if not total or is_quorum(weight, total):
-            return None  # with no validators nothing settles, so nothing is slashed
+        if self.fresh or not total or is_quorum(weight, total):
+            return None
         if self.own_key not in weights and self.first_answer_at is not None and \
                 now - self.first_answer_at >= NON_VALIDATOR_WAIT:
             return None
         waiting = self.validators_to_ask(validators)
         return (f"validators with {weight} of {total} weight have answered, a quorum needs "
-                f"{-(-2 * total // 3)}; waiting for {len(waiting)} more: "
+                f"{-(-2 * total // 3)}; waiting for epoch {self.start_epoch + 1} to be final "
+                f"here or for {len(waiting)} more validators to answer: "
                 + ", ".join(waiting[:4]) + (" …" if len(waiting) > 4 else ""))
 
     def validators_to_ask(self, validators: ValidatorSet) -> list[str]:

@@ -20,10 +20,11 @@ append everything in causal order. Entries whose past is still missing wait
 in the :class:`WaitingRoom` and are retried when it is stored.
 
 Syncs after a start are also the start-up check of this node's own chain
-(docs/ledger.md §9): until peers holding a quorum of validator weight have
-shown their heads and this node stores every own entry they know, the ledger
-writes nothing (``Ledger.own_chain_checked``; who must answer is
-meshd/ledger/own_chain.py). While it waits, it syncs with every validator
+(docs/ledger.md §9): until the peers that answered hold no own entry this
+node lacks and either an epoch that ended after the start is final here or
+peers holding a quorum of validator weight have answered (the rules are in
+meshd/ledger/own_chain.py), the ledger writes nothing
+(``Ledger.own_chain_checked``). While it waits, it syncs with every validator
 member that has not answered yet. A node with nobody to ask
 (``own_chain_grace`` seconds without a member, 0 for a lone founder's node)
 writes after a warning.
@@ -122,7 +123,8 @@ class Replicator:
         self._sync_interval = sync_interval
         self._gossip = gossip
         self._own_chain_grace = own_chain_grace
-        self._own_chain = OwnChainCheck(ledger.key)
+        self._own_chain = OwnChainCheck(ledger.key, start_epoch=ledger.clock_epoch(),
+                                        fresh=ledger.own_seq == 0)
         self.scores = LedgerScores()
         self.waiting = WaitingRoom()
         self.counters = ReplicationCounters()
@@ -414,7 +416,8 @@ class Replicator:
     async def _judge_own_chain(self) -> None:
         if self._ledger.writing_allowed:
             return
-        problem = self._own_chain.verdict(self._validators(), trio.current_time())
+        problem = self._own_chain.verdict(self._validators(), self._ledger.final_epoch,
+                                          trio.current_time())
         if problem is None:
             self._ledger.own_chain_checked(len(self._own_chain.answered))
             return

@@ -9,58 +9,82 @@ KEYS = [bytes([i]) * 32 for i in range(1, 6)]
 A, B, C, D, E = KEYS  # E is never a validator here
 PEER = {key: peer_id_of(key) for key in KEYS}
 FOUR = tuple((key, 1) for key in (A, B, C, D))
+START = 10  # the clock's epoch at start
+NOT_FINAL = START  # epochs up to the start's may be final: they prove nothing
+
+
+def restarted(key: bytes) -> OwnChainCheck:
+    return OwnChainCheck(key, start_epoch=START, fresh=False)
 
 
 def test_a_validator_needs_a_quorum_of_weight_with_its_own() -> None:
-    check = OwnChainCheck(A)
-    assert check.verdict(FOUR, 0) == "no peer has answered since it started"
+    check = restarted(A)
+    assert check.verdict(FOUR, NOT_FINAL, 0) == "no peer has answered since it started"
     check.answer(PEER[B], 0, 0)
-    problem = check.verdict(FOUR, 0)
+    problem = check.verdict(FOUR, NOT_FINAL, 0)
     assert problem is not None and "2 of 4 weight" in problem and "needs 3" in problem
+    assert f"epoch {START + 1} to be final" in problem
     assert check.validators_to_ask(FOUR) == [PEER[C], PEER[D]]
     check.answer(PEER[E], 0, 0)  # not a validator: no weight
-    assert check.verdict(FOUR, 10_000) is not None  # a validator never writes on time alone
+    assert check.verdict(FOUR, NOT_FINAL, 10_000) is not None  # never on time alone
     check.answer(PEER[C], 0, 1)
-    assert check.verdict(FOUR, 1) is None
+    assert check.verdict(FOUR, NOT_FINAL, 1) is None
 
 
 def test_weights_count_not_heads() -> None:
     heavy = ((A, 1), (B, 1), (C, 5))
-    check = OwnChainCheck(A)
+    check = restarted(A)
     check.answer(PEER[B], 0, 0)
-    assert check.verdict(heavy, 0) is not None  # 2 of 7
+    assert check.verdict(heavy, NOT_FINAL, 0) is not None  # 2 of 7
     check.answer(PEER[C], 0, 0)
-    assert check.verdict(heavy, 0) is None  # 7 of 7
+    assert check.verdict(heavy, NOT_FINAL, 0) is None  # 7 of 7
+
+
+def test_an_epoch_settled_from_closes_after_the_start_is_enough() -> None:
+    """Its cut holds closes of a quorum of validators written after the start."""
+    check = restarted(A)
+    assert check.verdict(FOUR, START, 0) is not None
+    assert check.verdict(FOUR, START + 1, 0) is None  # no answer needed: it came by sync
 
 
 def test_a_peer_that_knows_newer_own_entries_holds_writes_until_they_are_fetched() -> None:
-    check = OwnChainCheck(A)
+    check = restarted(A)
     for key in (B, C, D):
         check.answer(PEER[key], 0, 0)
     check.answer(PEER[B], 7, 1)
-    problem = check.verdict(FOUR, 1)
-    assert problem is not None and f"peer {PEER[B]}" in problem and "seq 7" in problem
+    for final in (NOT_FINAL, START + 5):
+        problem = check.verdict(FOUR, final, 1)
+        assert problem is not None and f"peer {PEER[B]}" in problem and "seq 7" in problem
     check.answer(PEER[B], 0, 2)  # the next sync fetched them
-    assert check.verdict(FOUR, 2) is None
+    assert check.verdict(FOUR, NOT_FINAL, 2) is None
 
 
 def test_a_node_that_is_not_a_validator_writes_after_a_wait_with_one_answer() -> None:
-    check = OwnChainCheck(E)
+    check = restarted(E)
     check.answer(PEER[B], 0, 100)
-    assert check.verdict(FOUR, 100 + NON_VALIDATOR_WAIT - 1) is not None
-    assert check.verdict(FOUR, 100 + NON_VALIDATOR_WAIT) is None
+    assert check.verdict(FOUR, NOT_FINAL, 100 + NON_VALIDATOR_WAIT - 1) is not None
+    assert check.verdict(FOUR, NOT_FINAL, 100 + NON_VALIDATOR_WAIT) is None
 
 
 def test_without_validators_one_answer_is_enough() -> None:
-    check = OwnChainCheck(A)
-    assert check.verdict((), 0) is not None
+    check = restarted(A)
+    assert check.verdict((), NOT_FINAL, 0) is not None
     check.answer(PEER[B], 0, 0)
-    assert check.verdict((), 0) is None
+    assert check.verdict((), NOT_FINAL, 0) is None
+
+
+def test_a_new_node_needs_one_answer() -> None:
+    """No own entry stored: nothing to fork (a fresh network's validators would
+    otherwise wait for each other before their first close)."""
+    check = OwnChainCheck(A, start_epoch=START, fresh=True)
+    assert check.verdict(FOUR, NOT_FINAL, 0) is not None
+    check.answer(PEER[B], 0, 0)
+    assert check.verdict(FOUR, NOT_FINAL, 0) is None
 
 
 def test_a_sole_validator_still_waits_for_one_answer() -> None:
     """Its own weight is a quorum, but its data directory is what may be old."""
-    check = OwnChainCheck(A)
-    assert check.verdict(((A, 1),), 0) is not None
+    check = restarted(A)
+    assert check.verdict(((A, 1),), NOT_FINAL, 0) is not None
     check.answer(PEER[E], 0, 0)
-    assert check.verdict(((A, 1),), 0) is None
+    assert check.verdict(((A, 1),), NOT_FINAL, 0) is None
