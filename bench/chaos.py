@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -91,6 +92,13 @@ class ChaosNode(cluster.Node):
         return self.stub(service_pb2_grpc.LedgerServiceStub)
 
 
+def error_kind(state: str, error: str) -> str:
+    """An attempt's outcome with what varies (numbers, peer ids, hashes) masked,
+    so that errors of one kind count together."""
+    masked = re.sub(r"12D3KooW\w+|\b[0-9a-f]{16,}\b|\d+(\.\d+)?", "#", error)
+    return f"{state}: {masked[:120]}" if masked else state
+
+
 class NoEntry(Exception):
     """A write that ended without a ledger entry to check (a task without a receipt)."""
 
@@ -104,6 +112,8 @@ class Tally:
     refused: Counter[str] = field(default_factory=Counter)  # by status code
     faults: Counter[str] = field(default_factory=Counter)
     tasks: Counter[str] = field(default_factory=Counter)  # by outcome
+    # why an attempt had no receipt: its error, digits and ids masked, by count
+    task_errors: Counter[str] = field(default_factory=Counter)
     lost_with_disk: int = 0  # see check()
     slow_stops: list[int] = field(default_factory=list)  # not gone STOP_TIMEOUT after SIGTERM
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -181,6 +191,9 @@ class Campaign:
         receipts = [a.receipt for a in task.attempts if a.receipt]
         with self.tally.lock:
             self.tally.tasks[task.state + (" with a receipt" if receipts else "")] += 1
+            for attempt in task.attempts:
+                if not attempt.receipt:
+                    self.tally.task_errors[error_kind(attempt.state, attempt.error)] += 1
         if not receipts:  # failed, or done while its requester was behind (no receipt)
             raise NoEntry
         return str(receipts[0])
@@ -553,6 +566,10 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
           f"first epoch after the heal: {epoch}; "
           f"acknowledged but destroyed with a restored disk before leaving its node: "
           f"{tally.lost_with_disk}")
+    if tally.task_errors:
+        print("task attempts without a receipt, by outcome:")
+        for kind, count in tally.task_errors.most_common(8):
+            print(f"  {count:5d}  {kind}")
     elapsed = healed - started
     if problems:
         for problem in problems:

@@ -26,7 +26,7 @@ from tests.e2e.harness import Meshd, meshctl
 from tests.e2e.test_ledger_network import final_epoch, identity, wait_final
 
 EPOCH_SECONDS = 3
-VOTING_EPOCHS = 9
+VOTING_EPOCHS = 11
 EMISSION = 1_000_000
 ALLOCATION = 10_000_000
 PROPOSAL_STAKE = 1_000
