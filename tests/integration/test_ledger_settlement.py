@@ -64,6 +64,33 @@ epoch_seconds = {EPOCH_SECONDS}
 
 
 @contextlib.asynccontextmanager
+async def open_validator(data_dir: Path, seed: bytes, genesis: Genesis, *,
+                         check_own_chain: bool = False) -> AsyncIterator[Validator]:
+    """One validator wired as the daemon wires it."""
+    await trio.Path(data_dir).mkdir(exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        host = await stack.enter_async_context(
+            open_p2p_host(seed, LOOPBACK, genesis.network_id))
+        ledger = await stack.enter_async_context(
+            open_ledger(data_dir, seed, genesis, check_own_chain=check_own_chain))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        await nursery.start(Replicator(ledger, host, sync_interval=2.0).run)
+        driver = EpochDriver(ledger, close_wait=0.5)
+        await nursery.start(driver.run)
+        await nursery.start(UptimeAttester(ledger, host).run)
+        await nursery.start(ForkReporter(ledger).run)
+        yield Validator(host, ledger, driver)
+
+
+async def connect_all(nodes: list[Validator]) -> None:
+    for a in nodes:
+        for b in nodes:
+            if a is not b and not a.host.membership.is_admitted(b.host.peer_id):
+                await a.host.connect(b.host.listen_addrs()[0])
+
+
+@contextlib.asynccontextmanager
 async def open_validators(tmp_path: Path, count: int, others: list[bytes] | None = None,
                           ) -> AsyncIterator[list[Validator]]:
     """``count`` validators (each with an allocation; ``others`` get one too)."""
@@ -71,25 +98,9 @@ async def open_validators(tmp_path: Path, count: int, others: list[bytes] | None
     start = dt.datetime.now(dt.UTC).replace(microsecond=0)
     genesis = make_genesis(seeds, start, others or [])
     async with contextlib.AsyncExitStack() as stack:
-        nodes = []
-        for index, seed in enumerate(seeds):
-            data_dir = tmp_path / f"v{index}"
-            data_dir.mkdir()
-            host = await stack.enter_async_context(
-                open_p2p_host(seed, LOOPBACK, genesis.network_id))
-            ledger = await stack.enter_async_context(open_ledger(data_dir, seed, genesis))
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            stack.callback(nursery.cancel_scope.cancel)
-            await nursery.start(Replicator(ledger, host, sync_interval=2.0).run)
-            driver = EpochDriver(ledger, close_wait=0.5)
-            await nursery.start(driver.run)
-            await nursery.start(UptimeAttester(ledger, host).run)
-            await nursery.start(ForkReporter(ledger).run)
-            nodes.append(Validator(host, ledger, driver))
-        for a in nodes:
-            for b in nodes:
-                if a is not b and not a.host.membership.is_admitted(b.host.peer_id):
-                    await a.host.connect(b.host.listen_addrs()[0])
+        nodes = [await stack.enter_async_context(open_validator(tmp_path / f"v{i}", seed, genesis))
+                 for i, seed in enumerate(seeds)]
+        await connect_all(nodes)
         yield nodes
 
 
@@ -203,3 +214,41 @@ async def test_a_node_storing_everything_in_one_batch_settles_alike(tmp_path: Pa
         assert state_root(settlements.at(epoch)) == state_root(  # type: ignore[arg-type]
             source.settlements.at(epoch))  # type: ignore[arg-type]
     fresh.close()
+
+
+async def test_a_restarted_validator_that_meets_one_validator_writes_once_an_epoch_settles(
+        tmp_path: Path) -> None:
+    """docs/ledger.md §11 "Writing", rule 2 of meshd/ledger/own_chain.py: one
+    validator's answer is not a quorum (2 of 4 with its own), but an epoch
+    that ended after the start and is final holds closes of a quorum written
+    since, so the restarted validator writes then, on top of its chain."""
+    seeds = [os.urandom(32) for _ in range(4)]
+    genesis = make_genesis(seeds, dt.datetime.now(dt.UTC).replace(microsecond=0), [])
+    dirs = [tmp_path / f"v{i}" for i in range(4)]
+    with trio.fail_after(90):
+        async with contextlib.AsyncExitStack() as stack:
+            others = [await stack.enter_async_context(open_validator(d, s, genesis))
+                      for d, s in zip(dirs[:3], seeds[:3], strict=True)]
+            async with open_validator(dirs[3], seeds[3], genesis) as dave:
+                await connect_all([*others, dave])
+                await dave.ledger.transfer(others[0].account, 5)
+                await eventually(lambda: all(n.ledger.final_epoch >= 1 for n in others),
+                                 timeout=30, interval=0.1, what="epoch 1 to be final")
+                before = dave.ledger.own_seq
+            async with open_validator(dirs[3], seeds[3], genesis, check_own_chain=True) as dave:
+                started_in = dave.ledger.clock_epoch()
+                await dave.host.connect(others[0].host.listen_addrs()[0])
+                await eventually(lambda: dave.ledger.own_chain_problem,
+                                 lambda problem: "2 of 4 weight" in problem, timeout=10,
+                                 interval=0.05, what="one validator's answer to count 2 of 4")
+                assert not dave.ledger.writing_allowed
+                # Up to two epochs, and a round whose leader is dave times out.
+                await eventually(lambda: dave.ledger.writing_allowed, timeout=40,
+                                 interval=0.05, what="dave to write again")
+                assert dave.ledger.final_epoch > started_in
+                assert dave.host.membership.count() == 1  # no other validator answered
+                paid = await dave.ledger.transfer(others[1].account, 7)
+                assert paid.seq > before
+                await eventually(lambda: others[1].ledger.store.known([paid.hash]),
+                                 lambda known: bool(known), timeout=20, interval=0.1,
+                                 what="the transfer to reach the others")
