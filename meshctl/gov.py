@@ -12,7 +12,7 @@ from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
 from meshcore.genesis import GenesisError, parse_split
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_INVALID, fail, json_option, with_client
-from meshctl.output import emit, fields, table
+from meshctl.output import emit, emit_line, fields, table
 
 OPTIONS = ("yes", "no", "abstain", "veto")
 EVIDENCE_MAX_BYTES = 60_000  # an entry, evidence included, stays within 64 KiB
@@ -138,6 +138,32 @@ def show(client: MeshClient, proposal_id: str, as_json: bool) -> None:
     emit({"proposal": proposal_to_dict(r.proposal),
           "shadow": shadow_to_dict(r.shadow) if r.HasField("shadow") else None},
          as_json, _show_text)
+
+
+@gov.command()
+@click.option("-n", "--count", type=click.IntRange(min=1),
+              help="Stop after this many lines (default: until interrupted).")
+@json_option
+@with_client
+def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
+    """Print every proposal, then each one again when a settlement changes it.
+
+    One line per change (--json: one object per line, the proposal as in 'gov
+    ls --json' plus "final_epoch"): opened, each new tally, passed, rejected.
+    """
+    shown = 0
+    try:
+        for r in client.stream(_stub(client).WatchProposals,
+                               governance_pb2.WatchProposalsRequest()):
+            data = proposal_to_dict(r.proposal) | {"final_epoch": r.final_epoch}
+            emit_line(data, as_json, lambda d: (
+                f"epoch {d['final_epoch']}: {d['id'][:12]} {d['title']!r} {d['status']}; "
+                f"tally {_tally_text(d['tally'])}"))
+            shown += 1
+            if count is not None and shown >= count:
+                return
+    except KeyboardInterrupt:
+        pass
 
 
 @gov.command()

@@ -12,7 +12,7 @@ import click
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_ERROR, EXIT_INVALID, fail, json_option, with_client
-from meshctl.output import emit, fields, table, timestamp_text
+from meshctl.output import emit, emit_line, fields, table, timestamp_text
 
 MAX_TIMEOUT = 300.0
 
@@ -130,6 +130,36 @@ def submit(client: MeshClient, plugin: str, kind: str, payload: str | None,
     emit(task_to_dict(task), as_json, _details)
     if task.state not in ("done", "running"):
         sys.exit(EXIT_ERROR)
+
+
+@tasks.command()
+@click.option("-n", "--count", type=click.IntRange(min=1),
+              help="Stop after this many lines (default: until interrupted).")
+@json_option
+@with_client
+def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
+    """Print every task this node keeps, then each task again when it changes.
+
+    One line per change (--json: one object per line, as 'tasks show --json'):
+    submitted, an attempt started or ended, finished. A slow reader sees a
+    task's newest state, not every step.
+    """
+    shown = 0
+    try:
+        for r in client.stream(_stub(client).WatchTasks, tasks_pb2.WatchTasksRequest()):
+            emit_line(task_to_dict(r.task), as_json, _change_line)
+            shown += 1
+            if count is not None and shown >= count:
+                return
+    except KeyboardInterrupt:
+        pass
+
+
+def _change_line(t: dict[str, Any]) -> str:
+    attempts = ", ".join(f"{a['provider'][-8:]} {a['state']}" for a in t["attempts"])
+    return (f"{t['task_id'][:16]} {t['plugin']}/{t['kind']} {t['state']}"
+            + (f": {t['error']}" if t["error"] else "")
+            + (f" (attempts: {attempts})" if attempts else ""))
 
 
 @tasks.command("ls")

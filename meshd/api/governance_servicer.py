@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -14,7 +16,7 @@ from meshcore.ledger.entry import HASH_BYTES
 from meshd import errors
 from meshd.api.bridge import TrioBridge
 from meshd.api.ledger_servicer import base_units
-from meshd.api.status import unary
+from meshd.api.status import server_stream, unary
 from meshd.ledger.governance import Governance, ProposalView, Shadow
 from meshd.ledger.queries import account_key
 
@@ -52,6 +54,18 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         if shadow is not None:
             response.shadow.CopyFrom(shadow_pb(shadow))
         return response
+
+    async def WatchProposals(self, request: governance_pb2.WatchProposalsRequest,
+                             context: Context,
+                             ) -> AsyncIterator[governance_pb2.WatchProposalsResponse]:
+        async def changes() -> AsyncIterator[governance_pb2.WatchProposalsResponse]:
+            async with contextlib.aclosing(self._governance.watch()) as views:
+                async for view, final_epoch in views:
+                    yield governance_pb2.WatchProposalsResponse(
+                        proposal=proposal_pb(view), final_epoch=final_epoch)
+
+        async for change in server_stream(context, self._bridge, changes):
+            yield change
 
     async def _propose(self, request: governance_pb2.ProposeRequest) -> ProposalView:
         deposit = base_units(request.deposit) if request.deposit else None

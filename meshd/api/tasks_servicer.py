@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -9,7 +10,7 @@ import grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshd.api.bridge import TrioBridge
 from meshd.api.convert import timestamp
-from meshd.api.status import unary
+from meshd.api.status import server_stream, unary
 from meshd.plugin.api import TaskOptions
 from meshd.tasks.router import TaskRecord, TaskRouter
 
@@ -46,6 +47,16 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
                          context: Context) -> tasks_pb2.CancelTaskResponse:
         record = await unary(context, self._bridge, self._router.cancel, request.task_id)
         return tasks_pb2.CancelTaskResponse(task=task_pb(record))
+
+    async def WatchTasks(self, request: tasks_pb2.WatchTasksRequest,
+                         context: Context) -> AsyncIterator[tasks_pb2.WatchTasksResponse]:
+        async def changes() -> AsyncIterator[tasks_pb2.WatchTasksResponse]:
+            # Converted on the trio loop: the router changes records there.
+            async for record in self._router.watch():
+                yield tasks_pb2.WatchTasksResponse(task=task_pb(record, with_result=True))
+
+        async for change in server_stream(context, self._bridge, changes):
+            yield change
 
 
 def task_pb(record: TaskRecord, with_result: bool = False) -> tasks_pb2.Task:

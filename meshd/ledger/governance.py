@@ -8,8 +8,10 @@ the newest final settlement, plus this node's own proposals not settled yet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +99,20 @@ class Governance:
                  for key, p in settled.proposals.items() if p.is_open or not open_only]
         views.sort(key=lambda v: (-(v.start or 0), v.id))
         return [_pending(item) for item in await self._own_pending(settled)] + views
+
+    async def watch(self) -> AsyncGenerator[tuple[ProposalView, int], None]:
+        """Every proposal :meth:`proposals` shows (oldest first), then each one
+        again when a settlement changed it, with the newest final epoch; forever."""
+        last: dict[bytes, ProposalView] = {}
+        final = self._ledger.final_epoch
+        async with contextlib.aclosing(
+                self._ledger.watch_settlements(max(0, final + 1))) as settlements:
+            while True:
+                for view in reversed(await self.proposals()):
+                    if last.get(view.id) != view:
+                        last[view.id] = view
+                        yield view, final
+                final = (await anext(settlements)).epoch
 
     async def proposal(self, proposal_id: str) -> tuple[ProposalView, Shadow | None]:
         """One proposal, and the shadow epoch of an open parameter change."""

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -427,7 +427,7 @@ class Ledger:
         return item, canonical, settled.epoch
 
     async def watch_settlements(self, from_epoch: int | None = None,
-                                ) -> AsyncIterator[queries.FinalSettlement]:
+                                ) -> AsyncGenerator[queries.FinalSettlement, None]:
         """Every final settlement from ``from_epoch`` (None: the newest final
         one; before any, epoch 0) in epoch order, then each new one as this
         node learns it; forever. A slow reader gets every epoch, late."""

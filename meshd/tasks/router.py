@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -99,6 +99,7 @@ class TaskRecord:
     attempts: list[Attempt] = field(default_factory=list)
     done: trio.Event = field(default_factory=trio.Event)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    version: int = 0  # the router's change counter when this record last changed
 
     def finish(self, state: str, error: str = "") -> None:
         if self.done.is_set():
@@ -129,6 +130,8 @@ class TaskRouter:
         self._caps: dict[str, _Caps] = {}
         self._tasks: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
         self._nursery: trio.Nursery | None = None
+        self._version = 0  # counts changes to any task, for watch()
+        self._changed = trio.Event()  # set, and replaced, on each change
         self.last_done_at = 0.0  # trio.current_time() when a task last succeeded
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -150,6 +153,7 @@ class TaskRouter:
         base = claims.base_id(self._ledger.key, plugin, kind, payload, nonce)
         record = TaskRecord(base.hex(), plugin, kind, len(payload), options)
         self._tasks[record.task_id] = record
+        self._touch(record)
         self._forget_old()
         self._nursery.start_soon(self._execute, record, payload, nonce,
                                  name=f"task {record.task_id[:12]}")
@@ -178,6 +182,27 @@ class TaskRouter:
     async def recent(self) -> list[TaskRecord]:
         return list(reversed(self._tasks.values()))
 
+    async def watch(self) -> AsyncIterator[TaskRecord]:
+        """Every kept task in the order they last changed, then each task again
+        when it changes; forever. A slow reader gets a changed task's newest
+        state once, however often it changed in the meantime."""
+        seen = 0
+        while True:
+            changed = self._changed
+            fresh = sorted((r for r in self._tasks.values() if r.version > seen),
+                           key=lambda r: r.version)
+            for record in fresh:
+                seen = max(seen, record.version)  # read before the yield: it may move
+                yield record
+            if not fresh:
+                await changed.wait()
+
+    def _touch(self, record: TaskRecord) -> None:
+        self._version += 1
+        record.version = self._version
+        self._changed.set()
+        self._changed = trio.Event()
+
     async def cancel(self, task_id: str) -> TaskRecord:
         record = await self.get(task_id)
         if record.done.is_set():
@@ -185,6 +210,7 @@ class TaskRouter:
                                             f"({record.state})")
         record.cancel_scope.cancel()
         record.finish(CANCELLED, "cancelled by the operator")
+        self._touch(record)
         return record
 
     def _forget_old(self) -> None:
@@ -227,6 +253,7 @@ class TaskRouter:
                 record.finish(FAILED, f"internal error ({type(exc).__name__}); see meshd's log")
         if record.cancel_scope.cancelled_caught:
             record.finish(CANCELLED, "cancelled")
+        self._touch(record)
 
     async def _slot(self, record: TaskRecord, request: wire_pb2.TaskRequest,
                     pool: list[str], accepted: list[Attempt]) -> None:
@@ -236,9 +263,13 @@ class TaskRouter:
                 return
             attempt = Attempt(pool.pop(0))
             record.attempts.append(attempt)
-            if await self._attempt(record, request, attempt):
-                accepted.append(attempt)
-                return
+            self._touch(record)
+            try:
+                if await self._attempt(record, request, attempt):
+                    accepted.append(attempt)
+                    return
+            finally:
+                self._touch(record)
 
     async def _attempt(self, record: TaskRecord, request: wire_pb2.TaskRequest,
                        attempt: Attempt) -> bool:

@@ -158,6 +158,11 @@ class Meshd:
         raise AssertionError(f"{what} did not hold on {self.name} within {timeout:g} s of "
                              f"settlements; last: {last!r}")
 
+    def follow(self, *args: str) -> Follower:
+        """Start ``meshctl ARGS --json`` (a watch command) on this node; its
+        lines are read as they come (see :class:`Follower`)."""
+        return Follower([MESHCTL, "--socket", str(self.socket), *args, "--json"])
+
     def watch_until(self, condition: Callable[[Any], bool], timeout: float = 20) -> Any:
         """Follow WatchStatus until ``condition(status)`` holds; return that status."""
         with grpc.insecure_channel(f"unix:{self.socket}") as channel:
@@ -168,6 +173,52 @@ class Meshd:
                     stream.cancel()
                     return update.status
         raise AssertionError("WatchStatus ended")
+
+
+class Follower:
+    """A streaming ``meshctl … --json`` subprocess; :meth:`until` reads its JSON
+    lines as they arrive, bounded in time. Use as a context manager."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.lines: list[Any] = []
+        self._process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         stdin=subprocess.DEVNULL, text=True)
+        self._buffer = ""
+
+    def until(self, condition: Callable[[Any], bool], timeout: float = 30,
+              what: str = "the line") -> Any:
+        """The first line not read before for which ``condition`` holds."""
+        assert self._process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            while "\n" in self._buffer:
+                line, self._buffer = self._buffer.split("\n", 1)
+                data = json.loads(line)
+                self.lines.append(data)
+                if condition(data):
+                    return data
+            left = deadline - time.monotonic()
+            if left <= 0 or self._process.poll() is not None:
+                stderr = "" if self._process.poll() is None else self._process.stderr.read() \
+                    if self._process.stderr else ""
+                raise AssertionError(f"{what} did not come within {timeout:g} s; lines: "
+                                     f"{self.lines[-5:]!r} {stderr}")
+            ready, _, _ = select.select([self._process.stdout], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(self._process.stdout.fileno(), 65536).decode()
+                if not chunk:
+                    continue  # closed: poll() says so next round
+                self._buffer += chunk
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.kill()
+        self._process.wait()
+        for stream in (self._process.stdout, self._process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def meshctl(*args: str, check: bool = True, timeout: float = 30,

@@ -197,6 +197,14 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
         result = voters[0].ctl("gov", *args, check=False)
         assert result.returncode == code and reason in result.stderr, (args, result.stderr)
 
+    # A watcher subscribed while the votes are open sees the outcome when the
+    # settlement of the period's end lands.
+    with poor.follow("gov", "watch") as watcher:
+        watcher.until(lambda p: p["id"] == split and p["status"] == "open",
+                      what="the open split change in the watch's first listing")
+        outcome = watcher.until(lambda p: p["id"] == split and p["status"] != "open",
+                                timeout=90, what="the split change's outcome")
+    assert outcome["status"] == "passed" and outcome["final_epoch"] >= end
     wait_final(nodes, end + 2)
     tallies = [ctl_json(n, "gov", "tally", split) for n in nodes]
     assert all(t == tallies[0] for t in tallies), tallies

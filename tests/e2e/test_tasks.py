@@ -94,8 +94,15 @@ def test_receipts_earn_the_tasks_pool_and_a_lying_provider_is_slashed(
     assert all(a["units"] == 300 and len(a["receipt"]) == 64 for a in stored["attempts"])
 
     # A digest on three providers, one of them the liar: outvoted, two verdicts.
-    outvoted = ctl_json(t0, "tasks", "submit", "square", "digest", "some data", "-k", "3",
-                        "-c", "x")
+    # A watcher subscribed before it was submitted sees it change, then end.
+    with t0.follow("tasks", "watch") as watcher:
+        watcher.until(lambda t: t["task_id"] == stored["task_id"] and t["state"] == "done",
+                      what="the stored task in the watch's first listing")
+        outvoted = ctl_json(t0, "tasks", "submit", "square", "digest", "some data", "-k", "3",
+                            "-c", "x")
+        watched = watcher.until(lambda t: t["task_id"] == outvoted["task_id"]
+                                and t["state"] == "done", what="the digest task done")
+    assert watched["attempts"] == outvoted["attempts"]
     assert outvoted["state"] == "done", outvoted
     liar = next(a for a in outvoted["attempts"] if a["provider"] == ids[3])
     assert liar["state"] == "wrong" and len(liar["verdicts"]) == 2

@@ -556,6 +556,41 @@ async def test_a_running_task_is_never_forgotten(
         assert await tasks.recent() == [last, done[1]]
 
 
+async def test_a_watcher_sees_kept_tasks_then_each_change_of_a_new_one(
+        cluster: Cluster, autojump_clock: trio.testing.MockClock) -> None:
+    a = cluster.add("a", square_plugin())
+    cluster.add("_e", square_plugin(slow=True), "slow", "y")  # first by name
+    cluster.add("b", square_plugin(), "fast", "y")
+    seen: list[tuple[str, str, list[tuple[str, str]]]] = []
+    async with running(a) as tasks, trio.open_nursery() as nursery:
+        first = await tasks.submit(PLUGIN, "square", b"2", TaskOptions(capabilities=("fast",)))
+
+        async def watch() -> None:
+            async for record in tasks.watch():
+                seen.append((record.task_id, record.state, cluster.attempts(record)))
+
+        nursery.start_soon(watch)
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == [(first.task_id, DONE, [("b", DONE)])]  # what it keeps, at once
+        # The slow provider times out, then the fast one answers. Steps with no
+        # checkpoint between them reach the watcher as one (here: b started, b done).
+        second = await tasks.submit(PLUGIN, "square", b"3", TaskOptions(
+            capabilities=("y",), timeout=1.0))
+        await trio.testing.wait_all_tasks_blocked()
+        assert second.state == DONE
+        steps = [(state, attempts) for task_id, state, attempts in seen[1:]
+                 if task_id == second.task_id]
+        assert steps[0] == ("running", [])
+        assert ("running", [("_e", "running")]) in steps
+        assert steps[-1] == (DONE, [("_e", "timed_out"), ("b", DONE)])
+        cancelled = await tasks.submit(PLUGIN, "square", b"4", TaskOptions(
+            capabilities=("slow",), timeout=100), wait=False)
+        await tasks.cancel(cancelled.task_id)
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen[-1][:2] == (cancelled.task_id, CANCELLED)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_router_that_is_not_running_refuses_tasks(cluster: Cluster) -> None:
     a = cluster.add("a", square_plugin())
     with pytest.raises(errors.Unavailable, match="the task router is not running yet"):

@@ -54,6 +54,11 @@ class GovernanceServiceStub:
                 request_serializer=mesh_dot_governance_dot_v1_dot_governance__pb2.GetProposalRequest.SerializeToString,
                 response_deserializer=mesh_dot_governance_dot_v1_dot_governance__pb2.GetProposalResponse.FromString,
                 _registered_method=True)
+        self.WatchProposals = channel.unary_stream(
+                '/mesh.governance.v1.GovernanceService/WatchProposals',
+                request_serializer=mesh_dot_governance_dot_v1_dot_governance__pb2.WatchProposalsRequest.SerializeToString,
+                response_deserializer=mesh_dot_governance_dot_v1_dot_governance__pb2.WatchProposalsResponse.FromString,
+                _registered_method=True)
 
 
 class GovernanceServiceServicer:
@@ -94,6 +99,17 @@ class GovernanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchProposals(self, request, context):
+        """WatchProposals: every proposal ListProposals shows, then a proposal again
+        each time a settlement (or this node's own proposing) changes it: opened,
+        its tally, passed, rejected, applied. Each message is the proposal as
+        GetProposal shows it, without the shadow epoch, and the newest final
+        epoch when it was read. The stream does not end while the daemon runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +132,11 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
                     servicer.GetProposal,
                     request_deserializer=mesh_dot_governance_dot_v1_dot_governance__pb2.GetProposalRequest.FromString,
                     response_serializer=mesh_dot_governance_dot_v1_dot_governance__pb2.GetProposalResponse.SerializeToString,
+            ),
+            'WatchProposals': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchProposals,
+                    request_deserializer=mesh_dot_governance_dot_v1_dot_governance__pb2.WatchProposalsRequest.FromString,
+                    response_serializer=mesh_dot_governance_dot_v1_dot_governance__pb2.WatchProposalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +247,33 @@ class GovernanceService:
             '/mesh.governance.v1.GovernanceService/GetProposal',
             mesh_dot_governance_dot_v1_dot_governance__pb2.GetProposalRequest.SerializeToString,
             mesh_dot_governance_dot_v1_dot_governance__pb2.GetProposalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchProposals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mesh.governance.v1.GovernanceService/WatchProposals',
+            mesh_dot_governance_dot_v1_dot_governance__pb2.WatchProposalsRequest.SerializeToString,
+            mesh_dot_governance_dot_v1_dot_governance__pb2.WatchProposalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,13 @@ class GovernanceServiceStub:
     open parameter change the shadow epoch: the newest settled epoch's
     rewards recomputed under the proposed parameters.
     """
+    WatchProposals: _grpc.UnaryStreamMultiCallable[_governance_pb2.WatchProposalsRequest, _governance_pb2.WatchProposalsResponse]
+    """WatchProposals: every proposal ListProposals shows, then a proposal again
+    each time a settlement (or this node's own proposing) changes it: opened,
+    its tally, passed, rejected, applied. Each message is the proposal as
+    GetProposal shows it, without the shadow epoch, and the newest final
+    epoch when it was read. The stream does not end while the daemon runs.
+    """
 
 @_typing.type_check_only
 class GovernanceServiceAsyncStub(GovernanceServiceStub):
@@ -75,6 +82,13 @@ class GovernanceServiceAsyncStub(GovernanceServiceStub):
     """GetProposal: one proposal with its tally (running while open), and for an
     open parameter change the shadow epoch: the newest settled epoch's
     rewards recomputed under the proposed parameters.
+    """
+    WatchProposals: _aio.UnaryStreamMultiCallable[_governance_pb2.WatchProposalsRequest, _governance_pb2.WatchProposalsResponse]  # type: ignore[assignment]
+    """WatchProposals: every proposal ListProposals shows, then a proposal again
+    each time a settlement (or this node's own proposing) changes it: opened,
+    its tally, passed, rejected, applied. Each message is the proposal as
+    GetProposal shows it, without the shadow epoch, and the newest final
+    epoch when it was read. The stream does not end while the daemon runs.
     """
 
 class GovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -118,6 +132,19 @@ class GovernanceServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetProposal: one proposal with its tally (running while open), and for an
         open parameter change the shadow epoch: the newest settled epoch's
         rewards recomputed under the proposed parameters.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchProposals(
+        self,
+        request: _governance_pb2.WatchProposalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_governance_pb2.WatchProposalsResponse], _abc.AsyncIterator[_governance_pb2.WatchProposalsResponse]]:
+        """WatchProposals: every proposal ListProposals shows, then a proposal again
+        each time a settlement (or this node's own proposing) changes it: opened,
+        its tally, passed, rejected, applied. Each message is the proposal as
+        GetProposal shows it, without the shadow epoch, and the newest final
+        epoch when it was read. The stream does not end while the daemon runs.
         """
 
 def add_GovernanceServiceServicer_to_server(servicer: GovernanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -54,6 +54,11 @@ class TasksServiceStub:
                 request_serializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.CancelTaskResponse.FromString,
                 _registered_method=True)
+        self.WatchTasks = channel.unary_stream(
+                '/mesh.tasks.v1.TasksService/WatchTasks',
+                request_serializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
+                response_deserializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.FromString,
+                _registered_method=True)
 
 
 class TasksServiceServicer:
@@ -90,6 +95,18 @@ class TasksServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTasks(self, request, context):
+        """WatchTasks: every task this node keeps (oldest first), then a task again
+        each time it changes: submitted, an attempt started or ended, a receipt
+        or verdict recorded, finished. Each message is the whole task as GetTask
+        shows it (with its result once done). A slow reader gets each changed
+        task's newest state, not every step. The stream does not end while the
+        daemon runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TasksServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +129,11 @@ def add_TasksServiceServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.CancelTaskRequest.FromString,
                     response_serializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'WatchTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTasks,
+                    request_deserializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.FromString,
+                    response_serializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +244,33 @@ class TasksService:
             '/mesh.tasks.v1.TasksService/CancelTask',
             mesh_dot_tasks_dot_v1_dot_tasks__pb2.CancelTaskRequest.SerializeToString,
             mesh_dot_tasks_dot_v1_dot_tasks__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mesh.tasks.v1.TasksService/WatchTasks',
+            mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
+            mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,14 @@ class TasksServiceStub:
     """GetTask: one task with its attempts; NOT_FOUND if unknown."""
     CancelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]
     """CancelTask: stop a running task; FAILED_PRECONDITION if it already finished."""
+    WatchTasks: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.WatchTasksResponse]
+    """WatchTasks: every task this node keeps (oldest first), then a task again
+    each time it changes: submitted, an attempt started or ended, a receipt
+    or verdict recorded, finished. Each message is the whole task as GetTask
+    shows it (with its result once done). A slow reader gets each changed
+    task's newest state, not every step. The stream does not end while the
+    daemon runs.
+    """
 
 @_typing.type_check_only
 class TasksServiceAsyncStub(TasksServiceStub):
@@ -62,6 +70,14 @@ class TasksServiceAsyncStub(TasksServiceStub):
     """GetTask: one task with its attempts; NOT_FOUND if unknown."""
     CancelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """CancelTask: stop a running task; FAILED_PRECONDITION if it already finished."""
+    WatchTasks: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTasksRequest, _tasks_pb2.WatchTasksResponse]  # type: ignore[assignment]
+    """WatchTasks: every task this node keeps (oldest first), then a task again
+    each time it changes: submitted, an attempt started or ended, a receipt
+    or verdict recorded, finished. Each message is the whole task as GetTask
+    shows it (with its result once done). A slow reader gets each changed
+    task's newest state, not every step. The stream does not end while the
+    daemon runs.
+    """
 
 class TasksServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,5 +115,19 @@ class TasksServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tasks_pb2.CancelTaskResponse, _abc.Awaitable[_tasks_pb2.CancelTaskResponse]]:
         """CancelTask: stop a running task; FAILED_PRECONDITION if it already finished."""
+
+    @_abc_1.abstractmethod
+    def WatchTasks(
+        self,
+        request: _tasks_pb2.WatchTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tasks_pb2.WatchTasksResponse], _abc.AsyncIterator[_tasks_pb2.WatchTasksResponse]]:
+        """WatchTasks: every task this node keeps (oldest first), then a task again
+        each time it changes: submitted, an attempt started or ended, a receipt
+        or verdict recorded, finished. Each message is the whole task as GetTask
+        shows it (with its result once done). A slow reader gets each changed
+        task's newest state, not every step. The stream does not end while the
+        daemon runs.
+        """
 
 def add_TasksServiceServicer_to_server(servicer: TasksServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
