@@ -25,12 +25,13 @@ Own writes go on when one of these holds, checked in this order:
    (3·w ≥ 2·total, as a certificate) have answered. The same quorum of
    validators, asked directly: this lets a validator whose weight the
    others need for a quorum write again (rule 2 would wait for ever).
-4. A peer answered, and this node has never stored an own entry (a new node:
-   nothing to fork), or the network has no validators (nothing settles, so
-   nothing is slashed), or this node is not a validator and
-   NON_VALIDATOR_WAIT has passed since the first answer (it risks only its
-   own chain, and would otherwise wait up to two epochs, an hour or more on
-   some networks).
+4. A peer answered, and: this node stores no entry at all (a new node, no
+   own entry to fork; one that stored other entries has run before, and a
+   copy of it may predate its first own entry); or the network has no
+   validators (nothing settles, so nothing is slashed); or this node is not
+   a validator and NON_VALIDATOR_WAIT has passed since the first answer (it
+   risks only its own chain, and would otherwise wait up to two epochs, an
+   hour or more on some networks).
 
 Rules 2 and 3 are CometBFT's `double_sign_check_height` and Ethereum
 clients' doppelganger protection in this ledger's terms: look at what the
@@ -39,7 +40,7 @@ that no copy of an own entry hides elsewhere (nothing short of asking every
 node does), but they turn "one peer, maybe on the wrong side of a partition"
 into "most of the validators' weight". A validator never writes on rule 4's
 wait: its votes are the network's safety. A copy restored from before the
-node's first entry is not protected (it looks new).
+node stored anything is not protected (it looks new).
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ NON_VALIDATOR_WAIT = 30.0
 class OwnChainCheck:
     """The answers so far since start; :meth:`verdict` says whether they suffice.
 
-    ``start_epoch``: the clock's epoch at start; ``fresh``: no own entry was
-    stored at start."""
+    ``start_epoch``: the clock's epoch at start; ``fresh``: the store held no
+    entry at all at start."""
 
     own_key: bytes
     start_epoch: int

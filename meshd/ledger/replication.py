@@ -124,7 +124,7 @@ class Replicator:
         self._gossip = gossip
         self._own_chain_grace = own_chain_grace
         self._own_chain = OwnChainCheck(ledger.key, start_epoch=ledger.clock_epoch(),
-                                        fresh=ledger.own_seq == 0)
+                                        fresh=not ledger.store.heads(limit=1))
         self.scores = LedgerScores()
         self.waiting = WaitingRoom()
         self.counters = ReplicationCounters()

@@ -74,7 +74,7 @@ def test_without_validators_one_answer_is_enough() -> None:
 
 
 def test_a_new_node_needs_one_answer() -> None:
-    """No own entry stored: nothing to fork (a fresh network's validators would
+    """Nothing stored at all: no own entry to fork (a fresh network's validators would
     otherwise wait for each other before their first close)."""
     check = OwnChainCheck(A, start_epoch=START, fresh=True)
     assert check.verdict(FOUR, NOT_FINAL, 0) is not None
