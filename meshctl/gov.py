@@ -12,7 +12,7 @@ from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
 from meshcore.genesis import GenesisError, parse_split
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_INVALID, fail, json_option, with_client
-from meshctl.output import emit, emit_line, fields, table
+from meshctl.output import emit, emit_stream, fields, table
 
 OPTIONS = ("yes", "no", "abstain", "veto")
 EVIDENCE_MAX_BYTES = 60_000  # an entry, evidence included, stays within 64 KiB
@@ -151,19 +151,11 @@ def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
     One line per change (--json: one object per line, the proposal as in 'gov
     ls --json' plus "final_epoch"): opened, each new tally, passed, rejected.
     """
-    shown = 0
-    try:
-        for r in client.stream(_stub(client).WatchProposals,
-                               governance_pb2.WatchProposalsRequest()):
-            data = proposal_to_dict(r.proposal) | {"final_epoch": r.final_epoch}
-            emit_line(data, as_json, lambda d: (
-                f"epoch {d['final_epoch']}: {d['id'][:12]} {d['title']!r} {d['status']}; "
-                f"tally {_tally_text(d['tally'])}"))
-            shown += 1
-            if count is not None and shown >= count:
-                return
-    except KeyboardInterrupt:
-        pass
+    stream = client.stream(_stub(client).WatchProposals, governance_pb2.WatchProposalsRequest())
+    emit_stream((proposal_to_dict(r.proposal) | {"final_epoch": r.final_epoch} for r in stream),
+                count, as_json, lambda d: (
+                    f"epoch {d['final_epoch']}: {d['id'][:12]} {d['title']!r} {d['status']}; "
+                    f"tally {_tally_text(d['tally'])}"))
 
 
 @gov.command()

@@ -9,7 +9,7 @@ import click
 from mesh.ledger.v1 import service_pb2, service_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import json_option, with_client
-from meshctl.output import emit, emit_line, fields, token_amount
+from meshctl.output import emit, emit_stream, fields, token_amount
 
 
 def _stub(client: MeshClient) -> service_pb2_grpc.LedgerServiceStub:
@@ -203,19 +203,12 @@ def watch(client: MeshClient, from_epoch: int | None, count: int | None,
     request = service_pb2.WatchSettlementsRequest()
     if from_epoch is not None:
         request.from_epoch = from_epoch
-    shown = 0
-    try:
-        for r in client.stream(_stub(client).WatchSettlements, request):
-            data = {"epoch": r.epoch, "root": r.root, "supply": r.supply, "round": r.round,
-                    "value": r.value, "minted": r.minted, "slashed": r.slashed}
-            emit_line(data, as_json, lambda d: (
-                f"epoch {d['epoch']} final (round {d['round']}): root {d['root'][:16]}, "
-                f"minted {d['minted']}, slashed {d['slashed']}, supply {d['supply']}"))
-            shown += 1
-            if count is not None and shown >= count:
-                return
-    except KeyboardInterrupt:
-        pass
+    emit_stream(({"epoch": r.epoch, "root": r.root, "supply": r.supply, "round": r.round,
+                  "value": r.value, "minted": r.minted, "slashed": r.slashed}
+                 for r in client.stream(_stub(client).WatchSettlements, request)),
+                count, as_json, lambda d: (
+                    f"epoch {d['epoch']} final (round {d['round']}): root {d['root'][:16]}, "
+                    f"minted {d['minted']}, slashed {d['slashed']}, supply {d['supply']}"))
 
 
 @ledger.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
@@ -24,6 +24,21 @@ def emit_line(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
         click.echo(json.dumps(data, sort_keys=True))
     else:
         click.echo(human(data) + "\n")
+
+
+def emit_stream(items: Iterable[Any], count: int | None, as_json: bool,
+                human: Callable[[Any], str]) -> None:
+    """Each data item of a server stream as :func:`emit_line` prints it, until
+    ``count`` were shown (None: until the stream ends or Ctrl-C)."""
+    shown = 0
+    try:
+        for data in items:
+            emit_line(data, as_json, human)
+            shown += 1
+            if count is not None and shown >= count:
+                return
+    except KeyboardInterrupt:
+        pass
 
 
 def fields(rows: Sequence[tuple[str, Any]]) -> str:

@@ -12,7 +12,7 @@ import click
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_ERROR, EXIT_INVALID, fail, json_option, with_client
-from meshctl.output import emit, emit_line, fields, table, timestamp_text
+from meshctl.output import emit, emit_stream, fields, table, timestamp_text
 
 MAX_TIMEOUT = 300.0
 
@@ -144,15 +144,8 @@ def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
     submitted, an attempt started or ended, finished. A slow reader sees a
     task's newest state, not every step.
     """
-    shown = 0
-    try:
-        for r in client.stream(_stub(client).WatchTasks, tasks_pb2.WatchTasksRequest()):
-            emit_line(task_to_dict(r.task), as_json, _change_line)
-            shown += 1
-            if count is not None and shown >= count:
-                return
-    except KeyboardInterrupt:
-        pass
+    stream = client.stream(_stub(client).WatchTasks, tasks_pb2.WatchTasksRequest())
+    emit_stream((task_to_dict(r.task) for r in stream), count, as_json, _change_line)
 
 
 def _change_line(t: dict[str, Any]) -> str:

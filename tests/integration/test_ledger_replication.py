@@ -46,9 +46,12 @@ class Node:
         return self.ledger.store.heads()
 
 
-def make_genesis(seeds: list[bytes]) -> Genesis:
+def make_genesis(seeds: list[bytes], validators: int = 0) -> Genesis:
+    """Each seed's node with an allocation; the first ``validators`` validate."""
     allocations = ", ".join(f'{{ account = "{host_peer_id(s)}", amount = {ALLOCATION} }}'
                             for s in seeds)
+    listed = "\n".join(f'[[validators]]\npeer_id = "{host_peer_id(s)}"\n'
+                       for s in seeds[:validators])
     return genesis_module.loads(f"""
 name = "Replication"
 genesis_time = 2026-01-01T00:00:00Z
@@ -56,6 +59,7 @@ genesis_time = 2026-01-01T00:00:00Z
 name = "Test"
 symbol = "TST"
 allocations = [{allocations}]
+{listed}
 """)
 
 
@@ -283,21 +287,6 @@ async def test_a_node_restored_from_an_old_copy_fetches_its_chain_before_writing
                 assert [store.count_at(alice.ledger.key, s) for s in range(1, 7)] == [1] * 6
 
 
-def genesis_with_validators(validators: list[bytes], others: list[bytes]) -> Genesis:
-    accounts = [host_peer_id(s) for s in validators + others]
-    allocations = ", ".join(f'{{ account = "{a}", amount = {ALLOCATION} }}' for a in accounts)
-    listed = "\n".join(f'[[validators]]\npeer_id = "{host_peer_id(s)}"\n' for s in validators)
-    return genesis_module.loads(f"""
-name = "Replication"
-genesis_time = 2026-01-01T00:00:00Z
-[token]
-name = "Test"
-symbol = "TST"
-allocations = [{allocations}]
-{listed}
-""")
-
-
 async def test_a_restored_validator_waits_for_a_quorum_of_validators_not_one_peer(
         tmp_path: Path) -> None:
     """docs/reliability.md §4: restored validators that asked one peer, the wrong
@@ -306,8 +295,9 @@ async def test_a_restored_validator_waits_for_a_quorum_of_validators_not_one_pee
     first to answer, never saw alice's newest entries, bob did. One answer
     (carol's) is 2 of 4 weight with alice's own: alice keeps waiting, and writes
     after bob's, on top of her newest entry."""
-    alice_seed, bob_seed, carol_seed, dave_seed = (os.urandom(32) for _ in range(4))
-    genesis = genesis_with_validators([alice_seed, bob_seed, carol_seed, dave_seed], [])
+    seeds = [os.urandom(32) for _ in range(4)]  # dave, the fourth, never starts
+    alice_seed, bob_seed, carol_seed = seeds[:3]
+    genesis = make_genesis(seeds, validators=4)
     alice_dir = tmp_path / "alice"
     with trio.fail_after(40):
         async with open_node(tmp_path / "bob", bob_seed, genesis) as bob, \
