@@ -20,12 +20,12 @@ append everything in causal order. Entries whose past is still missing wait
 in the :class:`WaitingRoom` and are retried when it is stored.
 
 Syncs after a start are also the start-up check of this node's own chain
-(docs/ledger.md §9): until the peers that answered hold no own entry this
-node lacks and either an epoch that ended after the start is final here or
-peers holding a quorum of validator weight have answered (the rules are in
-meshd/ledger/own_chain.py), the ledger writes nothing
-(``Ledger.own_chain_checked``). While it waits, it syncs with every validator
-member that has not answered yet. A node with nobody to ask
+(docs/ledger.md §9): until every connected peer has answered (or failed to),
+none knows an own entry this node lacks, and either an epoch that ended
+after the start is final here or peers holding a quorum of validator weight
+have answered (the rules are in meshd/ledger/own_chain.py), the ledger writes
+nothing (``Ledger.own_chain_checked``). While it waits, it syncs with every
+member that has not answered yet, validators first. A node with nobody to ask
 (``own_chain_grace`` seconds without a member, 0 for a lone founder's node)
 writes after a warning.
 """
@@ -378,9 +378,8 @@ class Replicator:
             members = {p.peer_id for p in self._p2p.membership.peers()}
             if not members and trio.current_time() >= deadline:
                 break
-            for peer_id in self._own_chain.validators_to_ask(self._validators()):
-                if peer_id in members:
-                    self.request_sync(peer_id)
+            for peer_id in self._own_chain.to_ask(self._validators(), members):
+                self.request_sync(peer_id)
             await self._judge_own_chain()  # the non-validator wait may have passed
             with trio.move_on_after(OWN_CHAIN_ASK_EVERY):
                 await self._p2p.membership.next_change()
@@ -416,8 +415,9 @@ class Replicator:
     async def _judge_own_chain(self) -> None:
         if self._ledger.writing_allowed:
             return
+        members = {p.peer_id for p in self._p2p.membership.peers()}
         problem = self._own_chain.verdict(self._validators(), self._ledger.final_epoch,
-                                          trio.current_time())
+                                          trio.current_time(), members)
         if problem is None:
             self._ledger.own_chain_checked(len(self._own_chain.answered))
             return
@@ -436,9 +436,11 @@ class Replicator:
                     await self.sync_with(peer_id)
             except SyncBreach as exc:
                 self.counters.syncs_failed += 1
+                self._own_chain.failed(peer_id)
                 await self._penalise(peer_id, PROTOCOL_BREACH_COST, str(exc))
             except (errors.MeshError, trio.TooSlowError) as exc:
                 self.counters.syncs_failed += 1
+                self._own_chain.failed(peer_id)
                 log.info("ledger sync failed", extra={"peer_id": peer_id, "error": str(exc)})
                 self._sync_another(peer_id)
 
