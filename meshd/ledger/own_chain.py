@@ -17,11 +17,13 @@ Own writes go on when these hold, checked in this order:
    start needs no more: it is new, with no own entry to fork (one that
    stored other entries has run before, and a copy of it may predate its
    first own entry).
-3. Every peer connected now has answered, or its sync failed (it is asked
-   again). A restored node's newest entries are most likely on the peers it
-   was talking to before; with rule 4 alone, a chaos run still saw
-   restored validators sign second votes for a round: the quorum that
-   answered first need not include the peers that saw the newest entries.
+3. CONNECT_SETTLE has passed since the first answer, and every peer
+   connected now has answered, or its sync failed (it is asked again). A
+   restored node's newest entries are most likely on the peers it was
+   talking to before; with rule 4 alone, a chaos run still saw restored
+   validators sign second votes for a round: the quorum that answered first
+   need not include the peers that saw the newest entries, and those may
+   connect a moment later.
 4. And one of: an epoch that ended after this start is final here (its cut
    holds closes from a quorum of V(E), and a close names every head its
    author stores, docs/ledger.md §5.1, so the cut holds every own entry that
@@ -60,6 +62,10 @@ from meshcore.ledger.state import ValidatorSet
 # A node that is not a validator and has heard from a peer, but from no
 # quorum of validators, writes after this long (three anti-entropy rounds).
 NON_VALIDATOR_WAIT = 30.0
+# Peers that connect this long after the first answer are waited for too: the
+# connection manager dials known peers in rounds of MAINTAIN_INTERVAL (2 s),
+# and the ones a restored node talked to before are likely among them.
+CONNECT_SETTLE = 5.0
 
 
 @dataclass
@@ -109,6 +115,10 @@ class OwnChainCheck:
             return "no peer has answered since it started"
         if self.fresh:
             return None
+        assert self.first_answer_at is not None
+        settling = self.first_answer_at + CONNECT_SETTLE - now
+        if settling > 0:
+            return f"waiting {settling:.1f} s more for peers to connect and answer"
         unasked = sorted(members - self.answered - self.unanswering)
         if unasked:
             return (f"waiting for {len(unasked)} connected peers to answer: "

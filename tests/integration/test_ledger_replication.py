@@ -20,7 +20,8 @@ from meshcore.ledger import entry
 from meshcore.ledger.accounts import peer_id_of
 from meshd import errors
 from meshd.ledger.ledger import Ledger, open_ledger
-from meshd.ledger.replication import TOPIC, Replicator
+from meshd.ledger.own_chain import CONNECT_SETTLE
+from meshd.ledger.replication import HEADS, MAX_REQUEST, TOPIC, Replicator
 from meshd.ledger.store import Head
 from meshd.p2p.direct import Code, DirectRequestFailed
 from meshd.p2p.host import P2PHost, open_p2p_host
@@ -336,6 +337,59 @@ async def test_a_restored_validator_waits_for_a_quorum_of_validators_not_one_pee
                 await wait_converged([alice, bob, carol])
                 store = carol.ledger.store
                 assert [store.count_at(alice.ledger.key, s) for s in range(1, 5)] == [1] * 4
+
+
+async def test_a_restored_node_waits_for_every_connected_peer_not_only_a_quorum(
+        tmp_path: Path) -> None:
+    """Carol and dave answer first: with alice's own weight, 3 of 4, a quorum.
+    Bob, connected too, saw alice's newest entries and answers late (after
+    CONNECT_SETTLE): alice waits for him, and writes on top of them."""
+    seeds = [os.urandom(32) for _ in range(4)]
+    genesis = make_genesis(seeds, validators=4)
+    names = ["alice", "bob", "carol", "dave"]
+    with trio.fail_after(50):
+        async with contextlib.AsyncExitStack() as stack:
+            bob, carol, dave = [await stack.enter_async_context(
+                open_node(tmp_path / name, seed, genesis))
+                for name, seed in zip(names[1:], seeds[1:], strict=True)]
+            async with open_node(tmp_path / "alice", seeds[0], genesis) as alice:
+                await connect_all([alice, bob, carol, dave])
+                await alice.ledger.transfer(bob.account, 1)
+                await wait_converged([alice, bob, carol, dave])
+            shutil.copytree(tmp_path / "alice", tmp_path / "backup")
+            for other in (carol, dave):  # they will not see alice's next entries
+                await other.host.membership.disconnect(bob.host.peer_id)
+            async with open_node(tmp_path / "alice", seeds[0], genesis) as alice:
+                await alice.host.connect(bob.host.listen_addrs()[0])
+                newest = [await alice.ledger.transfer(bob.account, 1) for _ in range(2)]
+                await wait_converged([alice, bob])
+            shutil.rmtree(tmp_path / "alice")
+            shutil.copytree(tmp_path / "backup", tmp_path / "alice")
+
+            async def slow_heads(peer_id: str, payload: bytes) -> bytes:
+                await trio.sleep(CONNECT_SETTLE + 2)  # after the others, and the settle
+                return await bob.replicator._serve_heads(peer_id, payload)
+
+            bob.host.direct.handle(HEADS, slow_heads, max_request=MAX_REQUEST)
+            async with open_node(tmp_path / "alice", seeds[0], genesis,
+                                 check_own_chain=True) as alice, \
+                    trio.open_nursery() as nursery:
+                written: list[entry.Verified] = []
+
+                async def pay() -> None:
+                    written.append(await alice.ledger.transfer(carol.account, 1))
+
+                nursery.start_soon(pay)
+                for other in (carol, dave, bob):
+                    await alice.host.connect(other.host.listen_addrs()[0])
+                await eventually(lambda: alice.ledger.own_chain_problem,
+                                 lambda problem: "waiting for 1 connected peers" in problem,
+                                 timeout=10, interval=0.02,
+                                 what="carol's and dave's answers, not bob's")
+                assert written == []
+                await eventually(lambda: bool(written), timeout=10, interval=0.02,
+                                 what="the waiting transfer to be written")
+                assert (written[0].seq, written[0].body.prev) == (4, newest[-1].hash)
 
 
 async def test_a_node_with_no_one_to_ask_writes_after_the_grace(tmp_path: Path) -> None:
