@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -52,8 +53,9 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
                          context: Context) -> AsyncIterator[tasks_pb2.WatchTasksResponse]:
         async def changes() -> AsyncIterator[tasks_pb2.WatchTasksResponse]:
             # Converted on the trio loop: the router changes records there.
-            async for record in self._router.watch():
-                yield tasks_pb2.WatchTasksResponse(task=task_pb(record, with_result=True))
+            async with contextlib.aclosing(self._router.watch()) as records:
+                async for record in records:
+                    yield tasks_pb2.WatchTasksResponse(task=task_pb(record, with_result=True))
 
         async for change in server_stream(context, self._bridge, changes):
             yield change

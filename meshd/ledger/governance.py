@@ -8,7 +8,6 @@ the newest final settlement, plus this node's own proposals not settled yet.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import string
 from collections.abc import AsyncGenerator
@@ -104,15 +103,15 @@ class Governance:
         """Every proposal :meth:`proposals` shows (oldest first), then each one
         again when a settlement changed it, with the newest final epoch; forever."""
         last: dict[bytes, ProposalView] = {}
-        final = self._ledger.final_epoch
-        async with contextlib.aclosing(
-                self._ledger.watch_settlements(max(0, final + 1))) as settlements:
-            while True:
-                for view in reversed(await self.proposals()):
-                    if last.get(view.id) != view:
-                        last[view.id] = view
-                        yield view, final
-                final = (await anext(settlements)).epoch
+        while True:
+            final = self._ledger.final_epoch
+            # proposals() reads the settled state before its first await: final's.
+            views = await self.proposals()
+            for view in reversed(views):
+                if last.get(view.id) != view:
+                    last[view.id] = view
+                    yield view, final
+            await self._ledger.next_final(final)
 
     async def proposal(self, proposal_id: str) -> tuple[ProposalView, Shadow | None]:
         """One proposal, and the shadow epoch of an open parameter change."""

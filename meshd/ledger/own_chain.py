@@ -11,12 +11,15 @@ one epoch).
 
 Own writes go on when these hold, checked in this order:
 
-1. No peer that answered knows an own entry this node still lacks (a sync
-   fetches such entries first; one it cannot fetch keeps writes held).
-2. At least one peer answered. A node whose store held no entry at all at
-   start needs no more: it is new, with no own entry to fork (one that
-   stored other entries has run before, and a copy of it may predate its
-   first own entry).
+1. No peer that answered knows an own entry this node still lacks. It is
+   recorded as soon as the peer's heads arrive, so a sync that fails while
+   fetching keeps writes held; it is cleared when this node stores that
+   entry, from whichever peer.
+2. At least one peer answered (a node with no member at all writes after a
+   grace period, unless a peer has answered or held writes up before). A
+   node whose store held no entry at all at start needs no more: it is new,
+   with no own entry to fork (one that stored other entries has run
+   before, and a copy of it may predate its first own entry).
 3. CONNECT_SETTLE has passed since the first answer, and every peer
    connected now has answered, or its sync failed (it is asked again). A
    restored node's newest entries are most likely on the peers it was
@@ -30,7 +33,10 @@ Own writes go on when these hold, checked in this order:
    reached any of those validators before they closed, after this node
    started; having settled it, this node stores them; this needs no direct
    connection to the validators; E is the epoch after the start's, so a
-   closer's clock ahead by up to an epoch still closes after the start);
+   closer's clock ahead by up to an epoch still closes after the start;
+   the start's epoch is raised to the newest epoch of any entry stored
+   until CONNECT_SETTLE after the first answer, so a clock that lags the
+   network's cannot make an old settlement pass for a new one);
    peers holding, with this node's own weight, a quorum of V's weight
    (3·w ≥ 2·total, as a certificate) have answered (this lets a validator
    whose weight the others need for a quorum write again: the epoch would
@@ -66,6 +72,8 @@ NON_VALIDATOR_WAIT = 30.0
 # connection manager dials known peers in rounds of MAINTAIN_INTERVAL (2 s),
 # and the ones a restored node talked to before are likely among them.
 CONNECT_SETTLE = 5.0
+# A peer whose sync failed is asked again after this long, not at every look.
+RETRY_FAILED = 10.0
 
 
 @dataclass
@@ -73,33 +81,67 @@ class OwnChainCheck:
     """The answers so far since start; :meth:`verdict` says whether they suffice.
 
     ``start_epoch``: the clock's epoch at start; ``fresh``: the store held no
-    entry at all at start."""
+    entry at all at start; ``started_at``: trio time of the start."""
 
     own_key: bytes
     start_epoch: int
     fresh: bool
+    started_at: float = 0.0
     answered: set[str] = field(default_factory=set)  # peers whose own heads are all stored
-    behind: dict[str, int] = field(default_factory=dict)  # peer -> newest own seq not fetched
-    unanswering: set[str] = field(default_factory=set)  # peers whose sync failed
+    # peer -> (seq, hash) of the newest own entry it knows and this node lacks
+    behind: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    failed_at: dict[str, float] = field(default_factory=dict)  # peers whose sync failed
     first_answer_at: float | None = None
+    alone_since: float | None = None  # trio time since which no member was connected
 
-    def answer(self, peer_id: str, missing_newest_seq: int, now: float) -> None:
-        """``peer_id`` showed its heads; ``missing_newest_seq`` is the newest own
-        seq it knows that this node still lacks (0: none)."""
+    def answer(self, peer_id: str, missing: tuple[int, bytes] | None, now: float) -> None:
+        """``peer_id`` showed its heads; ``missing``: (seq, hash) of the newest
+        own entry among them that this node lacks, or None."""
         if self.first_answer_at is None:
             self.first_answer_at = now
-        self.unanswering.discard(peer_id)
-        if missing_newest_seq:
+        self.failed_at.pop(peer_id, None)
+        if missing is not None:
             self.answered.discard(peer_id)
-            self.behind[peer_id] = missing_newest_seq
+            self.behind[peer_id] = missing
         else:
             self.answered.add(peer_id)
             self.behind.pop(peer_id, None)
 
-    def failed(self, peer_id: str) -> None:
-        """A sync with ``peer_id`` failed: it was asked, and does not hold writes
-        up (it is asked again; an answer that shows missing entries would)."""
-        self.unanswering.add(peer_id)
+    def failed(self, peer_id: str, now: float) -> None:
+        """A sync with ``peer_id`` failed: it does not hold writes up (unless its
+        heads showed a missing own entry first) and is asked again later."""
+        self.failed_at[peer_id] = now
+
+    def missing_hashes(self) -> list[bytes]:
+        return [entry_hash for _, entry_hash in self.behind.values()]
+
+    def stored(self, hashes: set[bytes]) -> None:
+        """These own entries are stored now: peers that were ahead only by them
+        are answered."""
+        for peer_id, (_, entry_hash) in list(self.behind.items()):
+            if entry_hash in hashes:
+                del self.behind[peer_id]
+                self.answered.add(peer_id)
+
+    def saw_epoch(self, epoch: int, now: float) -> None:
+        """An entry of ``epoch`` was stored: the network's clock was at least
+        there at the start. Counted until CONNECT_SETTLE after the first
+        answer (the catch-up), not after: new entries carry new epochs, and
+        the start's epoch would then move on for ever."""
+        if self.first_answer_at is None or now - self.first_answer_at < CONNECT_SETTLE:
+            self.start_epoch = max(self.start_epoch, epoch)
+
+    def members_now(self, count: int, now: float) -> None:
+        if count:
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = now
+
+    def may_write_alone(self, now: float, grace: float) -> bool:
+        """No member for ``grace`` seconds, and none ever answered or held
+        writes up: nobody to ask (a lone founder's node, a network not there yet)."""
+        return (self.alone_since is not None and now - self.alone_since >= grace
+                and self.first_answer_at is None and not self.behind)
 
     def verdict(self, validators: ValidatorSet, final_epoch: int, now: float,
                 members: set[str]) -> str | None:
@@ -108,18 +150,17 @@ class OwnChainCheck:
         epoch not final; ``final_epoch``: the newest final epoch here;
         ``members``: the peers connected now."""
         if self.behind:
-            peer, seq = max(self.behind.items(), key=lambda item: item[1])
+            peer, (seq, _) = max(self.behind.items(), key=lambda item: item[1][0])
             return (f"peer {peer} knows this node's own entries up to seq {seq}, which it "
                     "could not fetch yet")
-        if not self.answered:
+        if self.first_answer_at is None:
             return "no peer has answered since it started"
         if self.fresh:
             return None
-        assert self.first_answer_at is not None
         settling = self.first_answer_at + CONNECT_SETTLE - now
         if settling > 0:
-            return f"waiting {settling:.1f} s more for peers to connect and answer"
-        unasked = sorted(members - self.answered - self.unanswering)
+            return f"waiting {settling:.0f} s more for peers to connect and answer"
+        unasked = sorted(members - self.answered - set(self.failed_at))
         if unasked:
             return (f"waiting for {len(unasked)} connected peers to answer: "
                     + ", ".join(unasked[:4]) + (" …" if len(unasked) > 4 else ""))
@@ -129,8 +170,7 @@ class OwnChainCheck:
             w for key, w in weights.items() if accounts.peer_id_of(key) in self.answered)
         if final_epoch > self.start_epoch or not total or is_quorum(weight, total):
             return None
-        if self.own_key not in weights and self.first_answer_at is not None and \
-                now - self.first_answer_at >= NON_VALIDATOR_WAIT:
+        if self.own_key not in weights and now - self.first_answer_at >= NON_VALIDATOR_WAIT:
             return None
         waiting = self.validators_to_ask(validators)
         return (f"validators with {weight} of {total} weight have answered, a quorum needs "
@@ -138,11 +178,13 @@ class OwnChainCheck:
                 f"here or for {len(waiting)} more validators to answer: "
                 + ", ".join(waiting[:4]) + (" …" if len(waiting) > 4 else ""))
 
-    def to_ask(self, validators: ValidatorSet, members: set[str]) -> list[str]:
-        """The connected peers to sync with: those that have not answered, the
-        validators among them first."""
-        first = [p for p in self.validators_to_ask(validators) if p in members]
-        return first + sorted(members - self.answered - set(first))
+    def to_ask(self, validators: ValidatorSet, members: set[str], now: float) -> list[str]:
+        """The connected peers to sync with: those that have not answered (a
+        failed one RETRY_FAILED after its failure), the validators first."""
+        due = {p for p in members - self.answered
+               if now - self.failed_at.get(p, -RETRY_FAILED) >= RETRY_FAILED}
+        first = [p for p in self.validators_to_ask(validators) if p in due]
+        return first + sorted(due - set(first))
 
     def validators_to_ask(self, validators: ValidatorSet) -> list[str]:
         """Peer ids of the validators (not this node) that have not answered."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import sqlite3
 import time
 from collections import OrderedDict
@@ -125,6 +126,7 @@ class Replicator:
         self._own_chain_grace = own_chain_grace
         self._own_chain = OwnChainCheck(ledger.key, start_epoch=ledger.clock_epoch(),
                                         fresh=not ledger.store.heads(limit=1))
+        self._own_chain_said = ""  # the last reason logged, numbers masked
         self.scores = LedgerScores()
         self.waiting = WaitingRoom()
         self.counters = ReplicationCounters()
@@ -269,6 +271,9 @@ class Replicator:
     def _on_stored(self, stored: list[Verified]) -> None:
         """Committer listener: publish what is new, retry what waited for it."""
         self.counters.stored += len(stored)
+        if not self._ledger.writing_allowed and stored:
+            self._own_chain.saw_epoch(max(item.body.epoch for item in stored),
+                                      trio.current_time())
         retry: list[tuple[Verified, str]] = []
         for item in stored:
             self._remember(item.hash)
@@ -368,19 +373,20 @@ class Replicator:
             self.scores.forget_recovered(self._clock())
 
     async def _own_chain_watch(self) -> None:
-        """Until own writes go on: ask the validators that have not answered, and
-        let a node with no member to ask write once the grace period is over.
-
-        With members, their syncs decide; a node whose members all left while
-        it was checking is alone again, and is let go at the next look."""
-        deadline = trio.current_time() + self._own_chain_grace
+        """Until own writes go on: sync with the members that have not answered
+        (validators first), judge again (waits may have passed), and let a node
+        that has had no member to ask for the grace period write."""
+        check = self._own_chain
+        check.started_at = trio.current_time()
         while not self._ledger.writing_allowed:
+            now = trio.current_time()
             members = {p.peer_id for p in self._p2p.membership.peers()}
-            if not members and trio.current_time() >= deadline:
+            check.members_now(len(members), now)
+            if check.may_write_alone(now, self._own_chain_grace):
                 break
-            for peer_id in self._own_chain.to_ask(self._validators(), members):
+            for peer_id in check.to_ask(self._validators(), members, now):
                 self.request_sync(peer_id)
-            await self._judge_own_chain()  # the non-validator wait may have passed
+            await self._judge_own_chain()
             with trio.move_on_after(OWN_CHAIN_ASK_EVERY):
                 await self._p2p.membership.next_change()
         if self._ledger.writing_allowed:
@@ -399,29 +405,35 @@ class Replicator:
         return settled.validators_of(settled.epoch + 1)
 
     async def _check_own_chain(self, peer_id: str, theirs: list[Head] | None) -> None:
-        """After a sync: record whether this node now stores every own entry
-        ``peer_id`` knows, and let writes go on once enough peers said so."""
+        """``peer_id`` showed its heads (None: the same as this node's): record
+        whether this node stores every own entry among them, and judge."""
         if self._ledger.writing_allowed:
             return
         own = [h for h in theirs or () if h.author == self._ledger.key]
         stored = await trio.to_thread.run_sync(self._store.known, [h.hash for h in own])
-        newest_missing = max((h.seq for h in own if h.hash not in stored), default=0)
-        if newest_missing:
+        missing = max(((h.seq, h.hash) for h in own if h.hash not in stored), default=None)
+        if missing is not None and self._own_chain.behind.get(peer_id) != missing:
             log.error("own chain behind a peer's copy: not writing until it is fetched",
-                      extra={"peer_id": peer_id, "seq": newest_missing})
-        self._own_chain.answer(peer_id, newest_missing, trio.current_time())
+                      extra={"peer_id": peer_id, "seq": missing[0]})
+        self._own_chain.answer(peer_id, missing, trio.current_time())
         await self._judge_own_chain()
 
     async def _judge_own_chain(self) -> None:
         if self._ledger.writing_allowed:
             return
+        check = self._own_chain
+        if check.behind:  # fetched since, from this peer or another?
+            stored = await trio.to_thread.run_sync(self._store.known, check.missing_hashes())
+            check.stored(stored)
         members = {p.peer_id for p in self._p2p.membership.peers()}
-        problem = self._own_chain.verdict(self._validators(), self._ledger.final_epoch,
-                                          trio.current_time(), members)
+        problem = check.verdict(self._validators(), self._ledger.final_epoch,
+                                trio.current_time(), members)
         if problem is None:
-            self._ledger.own_chain_checked(len(self._own_chain.answered))
+            self._ledger.own_chain_checked(len(check.answered))
             return
-        if problem != self._ledger.own_chain_problem:
+        said = re.sub(r"\d+(\.\d+)?", "#", problem)
+        if said != self._own_chain_said:
+            self._own_chain_said = said
             log.info("own chain check: not writing yet", extra={"reason": problem})
         self._ledger.own_chain_behind(problem)
 
@@ -436,11 +448,11 @@ class Replicator:
                     await self.sync_with(peer_id)
             except SyncBreach as exc:
                 self.counters.syncs_failed += 1
-                self._own_chain.failed(peer_id)
+                self._own_chain.failed(peer_id, trio.current_time())
                 await self._penalise(peer_id, PROTOCOL_BREACH_COST, str(exc))
             except (errors.MeshError, trio.TooSlowError) as exc:
                 self.counters.syncs_failed += 1
-                self._own_chain.failed(peer_id)
+                self._own_chain.failed(peer_id, trio.current_time())
                 log.info("ledger sync failed", extra={"peer_id": peer_id, "error": str(exc)})
                 self._sync_another(peer_id)
 
@@ -463,6 +475,9 @@ class Replicator:
         if theirs is None:
             await self._check_own_chain(peer_id, None)
             return 0
+        # Recorded before fetching: a sync that fails while fetching this node's
+        # own newest entries must keep its writes held.
+        await self._check_own_chain(peer_id, theirs)
         known = await trio.to_thread.run_sync(self._store.known, [h.hash for h in theirs])
         fetched: dict[bytes, Verified] = {}
         for head in theirs:

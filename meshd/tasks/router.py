@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -182,18 +182,18 @@ class TaskRouter:
     async def recent(self) -> list[TaskRecord]:
         return list(reversed(self._tasks.values()))
 
-    async def watch(self) -> AsyncIterator[TaskRecord]:
+    async def watch(self) -> AsyncGenerator[TaskRecord, None]:
         """Every kept task in the order they last changed, then each task again
         when it changes; forever. A slow reader gets a changed task's newest
         state once, however often it changed in the meantime."""
         seen = 0
         while True:
-            changed = self._changed
+            changed, top = self._changed, self._version
             fresh = sorted((r for r in self._tasks.values() if r.version > seen),
                            key=lambda r: r.version)
             for record in fresh:
-                seen = max(seen, record.version)  # read before the yield: it may move
-                yield record
+                yield record  # a checkpoint: records may change meanwhile
+            seen = top  # what changed during the yields is newer: sent next round
             if not fresh:
                 await changed.wait()
 

@@ -214,6 +214,9 @@ class Follower:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._process.kill()
         self._process.wait()
         for stream in (self._process.stdout, self._process.stderr):

@@ -117,7 +117,7 @@ def vote_when_caught_up(node: Meshd, proposal_id: str, option: str) -> dict[str,
 
 
 def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_nothing(
-        network: GovNet) -> None:
+        network: GovNet, request: pytest.FixtureRequest) -> None:
     voters, poor = network.voters, network.poor
     wait_final(voters, 0)
     split = propose_param(voters[0], "More for uptime",
@@ -131,6 +131,10 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
     opened = open_on(voters, split)
     emission_end = open_on(voters, emission)["end_epoch"]
     open_on(voters, upgrade)
+    watcher = voters[1].follow("gov", "watch")  # gov watch: every change from here on
+    request.addfinalizer(watcher.close)
+    watcher.until(lambda p: p["id"] == split and p["status"] == "open",
+                  what="the open split change in the watch's first listing")
     poor.start()
     nodes = network.nodes
     open_on([poor], upgrade)
@@ -197,13 +201,10 @@ def test_a_passed_split_change_applies_everywhere_and_a_rejected_change_does_not
         result = voters[0].ctl("gov", *args, check=False)
         assert result.returncode == code and reason in result.stderr, (args, result.stderr)
 
-    # A watcher subscribed while the votes are open sees the outcome when the
-    # settlement of the period's end lands.
-    with poor.follow("gov", "watch") as watcher:
-        watcher.until(lambda p: p["id"] == split and p["status"] == "open",
-                      what="the open split change in the watch's first listing")
-        outcome = watcher.until(lambda p: p["id"] == split and p["status"] != "open",
-                                timeout=90, what="the split change's outcome")
+    # The watcher subscribed while the votes were open sees the outcome when
+    # the settlement of the period's end lands.
+    outcome = watcher.until(lambda p: p["id"] == split and p["status"] != "open",
+                            timeout=90, what="the split change's outcome")
     assert outcome["status"] == "passed" and outcome["final_epoch"] >= end
     wait_final(nodes, end + 2)
     tallies = [ctl_json(n, "gov", "tally", split) for n in nodes]

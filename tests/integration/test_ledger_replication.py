@@ -21,7 +21,7 @@ from meshcore.ledger.accounts import peer_id_of
 from meshd import errors
 from meshd.ledger.ledger import Ledger, open_ledger
 from meshd.ledger.own_chain import CONNECT_SETTLE
-from meshd.ledger.replication import HEADS, MAX_REQUEST, TOPIC, Replicator
+from meshd.ledger.replication import HEADS, MAX_REQUEST, RANGE, TOPIC, Replicator
 from meshd.ledger.store import Head
 from meshd.p2p.direct import Code, DirectRequestFailed
 from meshd.p2p.host import P2PHost, open_p2p_host
@@ -339,39 +339,51 @@ async def test_a_restored_validator_waits_for_a_quorum_of_validators_not_one_pee
                 assert [store.count_at(alice.ledger.key, s) for s in range(1, 5)] == [1] * 4
 
 
-async def test_a_restored_node_waits_for_every_connected_peer_not_only_a_quorum(
-        tmp_path: Path) -> None:
-    """Carol and dave answer first: with alice's own weight, 3 of 4, a quorum.
-    Bob, connected too, saw alice's newest entries and answers late (after
-    CONNECT_SETTLE): alice waits for him, and writes on top of them."""
+@contextlib.asynccontextmanager
+async def restored_alice(tmp_path: Path,
+                         ) -> AsyncIterator[tuple[list[Node], list[entry.Verified], bytes]]:
+    """Four validators; alice wrote two entries only bob saw, then her data
+    directory (tmp_path/alice) was restored from a copy older than them.
+    Yields bob, carol, dave (running, not connected to alice), alice's two
+    lost entries and her seed."""
     seeds = [os.urandom(32) for _ in range(4)]
     genesis = make_genesis(seeds, validators=4)
     names = ["alice", "bob", "carol", "dave"]
-    with trio.fail_after(50):
-        async with contextlib.AsyncExitStack() as stack:
-            bob, carol, dave = [await stack.enter_async_context(
-                open_node(tmp_path / name, seed, genesis))
-                for name, seed in zip(names[1:], seeds[1:], strict=True)]
-            async with open_node(tmp_path / "alice", seeds[0], genesis) as alice:
-                await connect_all([alice, bob, carol, dave])
-                await alice.ledger.transfer(bob.account, 1)
-                await wait_converged([alice, bob, carol, dave])
-            shutil.copytree(tmp_path / "alice", tmp_path / "backup")
-            for other in (carol, dave):  # they will not see alice's next entries
-                await other.host.membership.disconnect(bob.host.peer_id)
-            async with open_node(tmp_path / "alice", seeds[0], genesis) as alice:
-                await alice.host.connect(bob.host.listen_addrs()[0])
-                newest = [await alice.ledger.transfer(bob.account, 1) for _ in range(2)]
-                await wait_converged([alice, bob])
-            shutil.rmtree(tmp_path / "alice")
-            shutil.copytree(tmp_path / "backup", tmp_path / "alice")
+    async with contextlib.AsyncExitStack() as stack:
+        bob, carol, dave = [await stack.enter_async_context(
+            open_node(tmp_path / name, seed, genesis))
+            for name, seed in zip(names[1:], seeds[1:], strict=True)]
+        async with open_node(tmp_path / "alice", seeds[0], genesis) as alice:
+            await connect_all([alice, bob, carol, dave])
+            await alice.ledger.transfer(bob.account, 1)
+            await wait_converged([alice, bob, carol, dave])
+        shutil.copytree(tmp_path / "alice", tmp_path / "backup")
+        for other in (carol, dave):  # they will not see alice's next entries
+            await other.host.membership.disconnect(bob.host.peer_id)
+        async with open_node(tmp_path / "alice", seeds[0], genesis) as alice:
+            await alice.host.connect(bob.host.listen_addrs()[0])
+            newest = [await alice.ledger.transfer(bob.account, 1) for _ in range(2)]
+            await wait_converged([alice, bob])
+        shutil.rmtree(tmp_path / "alice")
+        shutil.copytree(tmp_path / "backup", tmp_path / "alice")
+        yield [bob, carol, dave], newest, seeds[0]
 
+
+async def test_a_restored_node_waits_for_peers_that_connect_late_and_answer_late(
+        tmp_path: Path) -> None:
+    """Carol and dave answer first: with alice's own weight, 3 of 4, a quorum.
+    Bob, who saw alice's newest entries, connects a moment later (within
+    CONNECT_SETTLE) and answers later still: alice waits for him, and writes
+    on top of his copy of her chain."""
+    with trio.fail_after(50):
+        async with restored_alice(tmp_path) as ([bob, carol, dave], newest, seed):
             async def slow_heads(peer_id: str, payload: bytes) -> bytes:
-                await trio.sleep(CONNECT_SETTLE + 2)  # after the others, and the settle
+                await trio.sleep(CONNECT_SETTLE + 1)  # answers after the settle
                 return await bob.replicator._serve_heads(peer_id, payload)
 
             bob.host.direct.handle(HEADS, slow_heads, max_request=MAX_REQUEST)
-            async with open_node(tmp_path / "alice", seeds[0], genesis,
+            genesis = bob.ledger.genesis
+            async with open_node(tmp_path / "alice", seed, genesis,
                                  check_own_chain=True) as alice, \
                     trio.open_nursery() as nursery:
                 written: list[entry.Verified] = []
@@ -380,16 +392,48 @@ async def test_a_restored_node_waits_for_every_connected_peer_not_only_a_quorum(
                     written.append(await alice.ledger.transfer(carol.account, 1))
 
                 nursery.start_soon(pay)
+                for other in (carol, dave):
+                    await alice.host.connect(other.host.listen_addrs()[0])
+                await eventually(lambda: alice.ledger.own_chain_problem,
+                                 lambda problem: "for peers to connect" in problem,
+                                 timeout=10, interval=0.02, what="carol's or dave's answer")
+                await alice.host.connect(bob.host.listen_addrs()[0])
+                await eventually(lambda: alice.ledger.own_chain_problem,
+                                 lambda problem: "waiting for 1 connected peers" in problem,
+                                 timeout=15, interval=0.02, what="the settle to end before "
+                                 "bob's answer")
+                assert written == []
+                await eventually(lambda: bool(written), timeout=15, interval=0.02,
+                                 what="the waiting transfer to be written")
+                assert (written[0].seq, written[0].body.prev) == (4, newest[-1].hash)
+
+
+async def test_a_sync_that_fails_while_fetching_own_entries_keeps_writes_held(
+        tmp_path: Path) -> None:
+    """Bob shows alice's heads, then fails to send the range: his answer still
+    says alice lacks her seq 3, whatever a quorum says, until she has it."""
+    with trio.fail_after(60):
+        async with restored_alice(tmp_path) as ([bob, carol, dave], newest, seed):
+            async def broken_range(peer_id: str, payload: bytes) -> bytes:
+                raise errors.Unavailable("not now")
+
+            bob.host.direct.handle(RANGE, broken_range, max_request=MAX_REQUEST)
+            async with open_node(tmp_path / "alice", seed,
+                                 bob.ledger.genesis, check_own_chain=True) as alice:
                 for other in (carol, dave, bob):
                     await alice.host.connect(other.host.listen_addrs()[0])
                 await eventually(lambda: alice.ledger.own_chain_problem,
-                                 lambda problem: "waiting for 1 connected peers" in problem,
-                                 timeout=10, interval=0.02,
-                                 what="carol's and dave's answers, not bob's")
-                assert written == []
-                await eventually(lambda: bool(written), timeout=10, interval=0.02,
-                                 what="the waiting transfer to be written")
-                assert (written[0].seq, written[0].body.prev) == (4, newest[-1].hash)
+                                 lambda problem: "up to seq 3" in problem, timeout=10,
+                                 interval=0.02, what="bob's heads to show seq 3")
+                await trio.sleep(CONNECT_SETTLE + 1)  # the settle ends; bob's sync failed
+                assert not alice.ledger.writing_allowed
+                assert "up to seq 3" in alice.ledger.own_chain_problem
+                bob.host.direct.handle(RANGE, bob.replicator._serve_range,
+                                       max_request=MAX_REQUEST)
+                await eventually(lambda: alice.ledger.writing_allowed, timeout=30,
+                                 interval=0.05, what="bob's range to come on a retry")
+                made = await alice.ledger.transfer(carol.account, 1)
+                assert (made.seq, made.body.prev) == (4, newest[-1].hash)
 
 
 async def test_a_node_with_no_one_to_ask_writes_after_the_grace(tmp_path: Path) -> None:

@@ -591,6 +591,30 @@ async def test_a_watcher_sees_kept_tasks_then_each_change_of_a_new_one(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_watcher_that_reads_slowly_misses_no_change(cluster: Cluster) -> None:
+    """Records that change while the watcher is between two items come again,
+    with their newest state (the reader is slow: the bridge's credits)."""
+    tasks = cluster.add("a", square_plugin()).router
+    first, second = (TaskRecord(f"{n:064x}", PLUGIN, "square", 1, TaskOptions()) for n in (1, 2))
+    for record in (first, second):
+        tasks._tasks[record.task_id] = record
+        tasks._touch(record)
+    watcher = tasks.watch()
+    assert await anext(watcher) is first
+    first.finish(DONE)
+    tasks._touch(first)  # both change while the watcher waits to send `second`
+    second.finish(FAILED, "no provider")
+    tasks._touch(second)
+    third = TaskRecord(f"{3:064x}", PLUGIN, "square", 1, TaskOptions())
+    tasks._tasks[third.task_id] = third
+    tasks._touch(third)
+    with trio.fail_after(5):  # a lost change would leave the watcher waiting
+        sent = [await anext(watcher) for _ in range(4)]
+    assert sent == [second, first, second, third]
+    assert [r.state for r in sent[1:]] == [DONE, FAILED, "running"]
+    await watcher.aclose()
+
+
 async def test_a_router_that_is_not_running_refuses_tasks(cluster: Cluster) -> None:
     a = cluster.add("a", square_plugin())
     with pytest.raises(errors.Unavailable, match="the task router is not running yet"):
