@@ -70,6 +70,10 @@ class EpochDriver:
                   ) -> None:
         self._ledger.committer.add_listener(self._on_stored)
         task_status.started()
+        # A restarted validator takes part once peers have vouched for its
+        # chain (meshd/ledger/own_chain.py): a vote before that could be its
+        # second in a round. Meanwhile it learns finality from certificates.
+        await self._ledger.own_chain_ready()
         while True:
             target = self._ledger.final_epoch + 1
             await self._wait_until_closable(target)
@@ -286,7 +290,11 @@ class _Run:
 
     async def _write_close(self) -> None:
         deps = await self._heads_and_closes()
-        await self.ledger.write(_limited(deps), close=ledger_pb2.EpochClose(epoch=self.epoch))
+        try:
+            await self.ledger.write(_limited(deps),
+                                    close=ledger_pb2.EpochClose(epoch=self.epoch))
+        except errors.MeshError as exc:  # the others' closes may make a quorum
+            log.warning("close not written", extra={"epoch": self.epoch, "error": str(exc)})
 
 
 def _limited(deps: set[bytes]) -> list[bytes]:

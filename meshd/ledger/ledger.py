@@ -148,6 +148,10 @@ class Ledger:
     def writing_allowed(self) -> bool:
         return self._own_chain.is_set()
 
+    async def own_chain_ready(self) -> None:
+        """Return once own writes go on (the start-up check passed)."""
+        await self._own_chain.wait()
+
     async def _wait_own_chain(self) -> None:
         with trio.move_on_after(OWN_CHAIN_WAIT):
             await self._own_chain.wait()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import trio
 
 from mesh.ledger.v1 import ledger_pb2
@@ -18,6 +19,7 @@ from meshcore.ledger import entry
 from meshcore.ledger.accounts import peer_id_of
 from meshcore.ledger.entry import Verified
 from meshcore.ledger.stateroot import state_root
+from meshd.ledger import ledger as ledger_module
 from meshd.ledger.driver import EpochDriver
 from meshd.ledger.forks import ForkReporter
 from meshd.ledger.ledger import Ledger, open_ledger
@@ -219,11 +221,14 @@ async def test_a_node_storing_everything_in_one_batch_settles_alike(tmp_path: Pa
 
 
 async def test_a_restarted_validator_that_meets_one_validator_writes_once_an_epoch_settles(
-        tmp_path: Path) -> None:
-    """docs/ledger.md §11 "Writing", rule 2 of meshd/ledger/own_chain.py: one
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/ledger.md §11 "Writing", rule 4 of meshd/ledger/own_chain.py: one
     validator's answer is not a quorum (2 of 4 with its own), but an epoch
     that ended after the start and is final holds closes of a quorum written
-    since, so the restarted validator writes then, on top of its chain."""
+    since, so the restarted validator writes then, on top of its chain. Its
+    settlement driver waits meanwhile: a close refused after OWN_CHAIN_WAIT
+    used to end the daemon (the chaos campaign found it)."""
+    monkeypatch.setattr(ledger_module, "OWN_CHAIN_WAIT", 0.5)
     seeds = [os.urandom(32) for _ in range(4)]
     genesis = make_genesis(seeds, dt.datetime.now(dt.UTC).replace(microsecond=0), [])
     dirs = [tmp_path / f"v{i}" for i in range(4)]
