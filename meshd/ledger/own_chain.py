@@ -81,12 +81,11 @@ class OwnChainCheck:
     """The answers so far since start; :meth:`verdict` says whether they suffice.
 
     ``start_epoch``: the clock's epoch at start; ``fresh``: the store held no
-    entry at all at start; ``started_at``: trio time of the start."""
+    entry at all at start."""
 
     own_key: bytes
     start_epoch: int
     fresh: bool
-    started_at: float = 0.0
     answered: set[str] = field(default_factory=set)  # peers whose own heads are all stored
     # peer -> (seq, hash) of the newest own entry it knows and this node lacks
     behind: dict[str, tuple[int, bytes]] = field(default_factory=dict)

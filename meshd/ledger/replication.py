@@ -26,8 +26,8 @@ after the start is final here or peers holding a quorum of validator weight
 have answered (the rules are in meshd/ledger/own_chain.py), the ledger writes
 nothing (``Ledger.own_chain_checked``). While it waits, it syncs with every
 member that has not answered yet, validators first. A node with nobody to ask
-(``own_chain_grace`` seconds without a member, 0 for a lone founder's node)
-writes after a warning.
+(``own_chain_grace`` seconds without a member, and no answer ever; 0 for a
+lone founder's node) writes after a warning.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ GOSSIP_BATCH_ENTRIES = 64  # entries per gossip message ...
 GOSSIP_BATCH_BYTES = 256 << 10  # ... and bytes (the gossip limit is 1 MiB)
 SYNC_INTERVAL = 10.0  # with a random member, +-20 %
 OWN_CHAIN_GRACE = 10.0  # without any member to ask, own writes start after this
-OWN_CHAIN_ASK_EVERY = 2.0  # while the own-chain check waits: sync with unanswered validators
+OWN_CHAIN_ASK_EVERY = 2.0  # while the own-chain check waits: sync with unanswered members
 SYNC_MAX_ENTRIES = 50_000  # fetched per sync; the rest comes with the next one
 SYNC_GET_ROUNDS = 16  # rounds of fetching missing deps by hash per sync
 APPEND_CHUNK = 2048  # entries handed to the committer at once during a sync
@@ -377,7 +377,6 @@ class Replicator:
         (validators first), judge again (waits may have passed), and let a node
         that has had no member to ask for the grace period write."""
         check = self._own_chain
-        check.started_at = trio.current_time()
         while not self._ledger.writing_allowed:
             now = trio.current_time()
             members = {p.peer_id for p in self._p2p.membership.peers()}
