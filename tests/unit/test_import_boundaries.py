@@ -31,10 +31,35 @@ def test_meshctl_imports_neither_meshd_trio_nor_libp2p() -> None:
     assert not loaded & {"meshd", "trio", "libp2p"}
 
 
+MESHCORE = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts)
+                  for p in (ROOT / "meshcore").rglob("*.py") if p.stem != "__init__")
+# What makes code impure: time and randomness make two nodes disagree on a
+# settlement; I/O and frameworks belong to the daemon (DESIGN §1).
+CLOCKS_AND_CHANCE = {"time.time", "time.monotonic", "time.perf_counter", "datetime.now",
+                     "datetime.utcnow", "date.today", "random", "secrets", "os.urandom"}
+
+
 def test_meshcore_is_pure() -> None:
-    loaded = top_level(modules_loaded_by("meshcore.genesis", "meshcore.paths",
-                                         "meshcore.version", "meshcore.errors"))
-    assert not loaded & {"meshd", "meshctl", "trio", "libp2p", "grpc"}
+    assert "meshcore.ledger.settle" in MESHCORE  # the check itself sees the ledger core
+    loaded = top_level(modules_loaded_by(*MESHCORE))
+    assert not loaded & {"meshd", "meshctl", "trio", "libp2p", "grpc", "sqlite3", "anyio"}
+
+
+def test_meshcore_reads_no_clock_and_draws_no_chance() -> None:
+    offenders = []
+    for path in (ROOT / "meshcore").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                name = f"{node.value.id}.{node.attr}"
+            elif isinstance(node, ast.Import):
+                name = next((a.name for a in node.names if a.name in CLOCKS_AND_CHANCE), "")
+            elif isinstance(node, ast.ImportFrom):
+                name = node.module or ""
+            else:
+                continue
+            if name in CLOCKS_AND_CHANCE:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert offenders == []
 
 
 def test_only_meshd_p2p_imports_libp2p() -> None:
