@@ -377,8 +377,10 @@ async def test_a_restored_node_waits_for_peers_that_connect_late_and_answer_late
     on top of his copy of her chain."""
     with trio.fail_after(50):
         async with restored_alice(tmp_path) as ([bob, carol, dave], newest, seed):
+            answer_now = trio.Event()
+
             async def slow_heads(peer_id: str, payload: bytes) -> bytes:
-                await trio.sleep(CONNECT_SETTLE + 1)  # answers after the settle
+                await answer_now.wait()  # bob answers when the test says so
                 return await bob.replicator._serve_heads(peer_id, payload)
 
             bob.host.direct.handle(HEADS, slow_heads, max_request=MAX_REQUEST)
@@ -400,9 +402,10 @@ async def test_a_restored_node_waits_for_peers_that_connect_late_and_answer_late
                 await alice.host.connect(bob.host.listen_addrs()[0])
                 await eventually(lambda: alice.ledger.own_chain_problem,
                                  lambda problem: "waiting for 1 connected peers" in problem,
-                                 timeout=15, interval=0.02, what="the settle to end before "
-                                 "bob's answer")
+                                 timeout=15, interval=0.02, what="the settle to end, bob "
+                                 "connected and not answering")
                 assert written == []
+                answer_now.set()
                 await eventually(lambda: bool(written), timeout=15, interval=0.02,
                                  what="the waiting transfer to be written")
                 assert (written[0].seq, written[0].body.prev) == (4, newest[-1].hash)
