@@ -178,7 +178,11 @@ async def test_a_writer_is_held_back_by_a_peer_that_does_not_read(sender_fast: b
                 buffered = len(receiving.conn.stream_buffers[receiving.stream_id])
                 assert not done.is_set(), "the writer was not held back"
                 assert window - CHUNK <= accepted <= window, accepted
-                assert window - CHUNK <= buffered <= window, buffered
+                # The buffer may also hold the protocol line of the multistream
+                # negotiation ("/mesh-test/bulk/1.0.0\n", 22 bytes) when it sits
+                # unread behind the handler's dispatch: seen once in ~20 runs.
+                negotiation = len(BULK) + 1
+                assert window - CHUNK <= buffered <= window + negotiation, buffered
                 # Reading resumes: the writer finishes, and nothing was lost.
                 received = bytearray()
                 while len(received) < total:
