@@ -135,11 +135,6 @@ class Ledger:
             self._own_chain_problem = problem
 
     @property
-    def own_seq(self) -> int:
-        """The seq of this node's newest own entry it knows of (0: none)."""
-        return self._head[0].seq if self._head else 0
-
-    @property
     def own_chain_problem(self) -> str:
         """Why own writes are still refused ("" once they go on)."""
         return self._own_chain_problem

@@ -327,7 +327,6 @@ async def test_a_restored_validator_waits_for_a_quorum_of_validators_not_one_pee
                 await eventually(lambda: alice.ledger.own_chain_problem,
                                  lambda problem: "2 of 4 weight" in problem, timeout=10,
                                  interval=0.02, what="carol's answer to count 2 of 4")
-                await trio.sleep(1.0)  # more syncs with carol change nothing
                 assert written == [] and not alice.ledger.writing_allowed
                 assert host_peer_id(bob_seed) in alice.ledger.own_chain_problem
                 await alice.host.connect(bob.host.listen_addrs()[0])
@@ -430,7 +429,12 @@ async def test_a_sync_that_fails_while_fetching_own_entries_keeps_writes_held(
                 await eventually(lambda: alice.ledger.own_chain_problem,
                                  lambda problem: "up to seq 3" in problem, timeout=10,
                                  interval=0.02, what="bob's heads to show seq 3")
-                await trio.sleep(CONNECT_SETTLE + 1)  # the settle ends; bob's sync failed
+                check = alice.replicator._own_chain
+                await eventually(lambda: bob.host.peer_id in check.failed_at
+                                 and check.first_answer_at is not None
+                                 and trio.current_time() >= check.first_answer_at
+                                 + CONNECT_SETTLE, timeout=20, interval=0.05,
+                                 what="the settle to end with bob's sync failed")
                 assert not alice.ledger.writing_allowed
                 assert "up to seq 3" in alice.ledger.own_chain_problem
                 bob.host.direct.handle(RANGE, bob.replicator._serve_range,

@@ -241,7 +241,7 @@ async def test_a_restarted_validator_that_meets_one_validator_writes_once_an_epo
                 await dave.ledger.transfer(others[0].account, 5)
                 await eventually(lambda: all(n.ledger.final_epoch >= 1 for n in others),
                                  timeout=30, interval=0.1, what="epoch 1 to be final")
-                before = dave.ledger.own_seq
+                before = dave.ledger.store.last_seq(dave.ledger.key)
             async with open_validator(dirs[3], seeds[3], genesis, check_own_chain=True) as dave:
                 await dave.host.connect(others[0].host.listen_addrs()[0])
                 assert not dave.ledger.writing_allowed
