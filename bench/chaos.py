@@ -51,7 +51,7 @@ import grpc
 import netns
 
 from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
 PORT = 4001
@@ -88,8 +88,8 @@ class ChaosNode(cluster.Node):
         self.wait_ready(time.monotonic() + READY_TIMEOUT)
         self.state = "up"
 
-    def ledger(self) -> service_pb2_grpc.LedgerServiceStub:
-        return self.stub(service_pb2_grpc.LedgerServiceStub)
+    def ledger(self) -> ledger_pb2_grpc.LedgerServiceStub:
+        return self.stub(ledger_pb2_grpc.LedgerServiceStub)
 
 
 def error_kind(state: str, error: str) -> str:
@@ -164,15 +164,15 @@ class Campaign:
             return self.task(node, rng)
         if roll < 0.70:
             to = rng.choice([n for n in self.nodes if n is not node]).peer_id
-            r = ledger.Transfer(service_pb2.TransferRequest(
+            r = ledger.Transfer(ledger_pb2.TransferRequest(
                 to=to, amount=str(rng.randint(1, 1000))), timeout=CALL_TIMEOUT)
             return str(r.entry.hash)
         if roll < 0.80:
-            r = ledger.Stake(service_pb2.StakeRequest(amount=str(rng.randint(1, 1000))),
+            r = ledger.Stake(ledger_pb2.StakeRequest(amount=str(rng.randint(1, 1000))),
                              timeout=CALL_TIMEOUT)
             return str(r.entry.hash)
         if roll < 0.85:
-            r = ledger.Unstake(service_pb2.UnstakeRequest(amount=str(rng.randint(1, 100))),
+            r = ledger.Unstake(ledger_pb2.UnstakeRequest(amount=str(rng.randint(1, 100))),
                                timeout=CALL_TIMEOUT)
             return str(r.entry.hash)
         gov = node.stub(governance_pb2_grpc.GovernanceServiceStub)
@@ -380,12 +380,12 @@ class Campaign:
 # --- checks --------------------------------------------------------------------------------
 
 def final_epoch(node: ChaosNode) -> int:
-    r = node.ledger().GetStateRoot(service_pb2.GetStateRootRequest(), timeout=CALL_TIMEOUT)
+    r = node.ledger().GetStateRoot(ledger_pb2.GetStateRootRequest(), timeout=CALL_TIMEOUT)
     return int(r.epoch)
 
 
 def root_at(node: ChaosNode, epoch: int) -> str:
-    r = node.ledger().GetStateRoot(service_pb2.GetStateRootRequest(epoch=epoch),
+    r = node.ledger().GetStateRoot(ledger_pb2.GetStateRootRequest(epoch=epoch),
                                    timeout=CALL_TIMEOUT)
     return str(r.root)
 
@@ -411,7 +411,7 @@ def settle_after_heal(nodes: list[ChaosNode], healed: float) -> tuple[int, float
 
 def _stores_not(node: ChaosNode, entry: str) -> bool:
     try:
-        node.ledger().GetEntry(service_pb2.GetEntryRequest(hash=entry), timeout=CALL_TIMEOUT)
+        node.ledger().GetEntry(ledger_pb2.GetEntryRequest(hash=entry), timeout=CALL_TIMEOUT)
     except grpc.RpcError as exc:
         return bool(exc.code() == grpc.StatusCode.NOT_FOUND)
     return False
@@ -430,7 +430,7 @@ def check(nodes: list[ChaosNode], tally: Tally, allocations: int) -> list[str]:
     witness, lost, settled_by = nodes[0], {}, last
     for _, entry, _ in tally.acknowledged:
         try:
-            r = witness.ledger().GetEntry(service_pb2.GetEntryRequest(hash=entry),
+            r = witness.ledger().GetEntry(ledger_pb2.GetEntryRequest(hash=entry),
                                           timeout=CALL_TIMEOUT)
             settled_by = max(settled_by, int(r.final_epoch))
             if not r.canonical:
@@ -462,10 +462,10 @@ def check(nodes: list[ChaosNode], tally: Tally, allocations: int) -> list[str]:
         problems.append(f"node {index} did not stop within {cluster.STOP_TIMEOUT:g} s of "
                         "SIGTERM (killed)")
     for node in nodes:
-        verified = node.ledger().VerifyLedger(service_pb2.VerifyLedgerRequest(), timeout=300)
+        verified = node.ledger().VerifyLedger(ledger_pb2.VerifyLedgerRequest(), timeout=300)
         if verified.first_bad:
             problems.append(f"node {node.index}: ledger verify: {verified.first_bad}")
-        info = node.ledger().GetTokenInfo(service_pb2.GetTokenInfoRequest(),
+        info = node.ledger().GetTokenInfo(ledger_pb2.GetTokenInfoRequest(),
                                           timeout=CALL_TIMEOUT)
         expected = allocations + int(info.minted_total) - int(info.slashed_total)
         if int(info.supply) != expected:
@@ -476,7 +476,7 @@ def check(nodes: list[ChaosNode], tally: Tally, allocations: int) -> list[str]:
             problems.append(f"node {node.index}: {info.slashed_total} slashed, yet every "
                             "node is honest")
         for other in nodes:
-            b = node.ledger().GetBalance(service_pb2.GetBalanceRequest(account=other.peer_id),
+            b = node.ledger().GetBalance(ledger_pb2.GetBalanceRequest(account=other.peer_id),
                                          timeout=CALL_TIMEOUT)
             if int(b.settled) < 0 or int(b.available) < 0:
                 problems.append(f"node {node.index}: account {other.index} settled "

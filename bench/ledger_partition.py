@@ -75,7 +75,7 @@ from typing import Any
 import grpc
 from cluster import CALL_TIMEOUT, Node, running_nodes, wait_until
 
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
 
 NODES = 5
@@ -98,8 +98,8 @@ def progress(message: str) -> None:
           flush=True)
 
 
-def ledger(node: Node) -> service_pb2_grpc.LedgerServiceStub:
-    return node.stub(service_pb2_grpc.LedgerServiceStub)
+def ledger(node: Node) -> ledger_pb2_grpc.LedgerServiceStub:
+    return node.stub(ledger_pb2_grpc.LedgerServiceStub)
 
 
 def peers(node: Node) -> peers_pb2_grpc.PeersServiceStub:
@@ -107,7 +107,7 @@ def peers(node: Node) -> peers_pb2_grpc.PeersServiceStub:
 
 
 def state(node: Node, account: str = "", epoch: int | None = None) -> Any:
-    request = service_pb2.GetStateRootRequest(account=account)
+    request = ledger_pb2.GetStateRootRequest(account=account)
     if epoch is not None:
         request.epoch = epoch
     return ledger(node).GetStateRoot(request, timeout=CALL_TIMEOUT)
@@ -179,7 +179,7 @@ def write_all(nodes: list[Node], ids: list[str], total: int, writers: int,
         stub = ledger(node)
         others = [x for x in ids if x != ids[node.index]]
         while time.monotonic() < deadline and take(node.index):
-            request = service_pb2.TransferRequest(to=rng.choice(others), amount="1")
+            request = ledger_pb2.TransferRequest(to=rng.choice(others), amount="1")
             try:
                 entry = stub.Transfer(request, timeout=WRITE_TIMEOUT).entry
             except grpc.RpcError as exc:

@@ -46,8 +46,8 @@ from meshcore.genesis import Genesis
 from meshcore.ledger.accounts import peer_id_of
 from meshcore.ledger.entry import public_key
 from meshd.ledger.archive import ARCHIVE_FILE
-from meshd.ledger.driver import EpochDriver
 from meshd.ledger.ledger import Ledger, open_ledger
+from meshd.ledger.settlement_driver import SettlementDriver
 from meshd.ledger.store import LEDGER_FILE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,7 +133,7 @@ async def soak(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     data_dir.mkdir()
     async with open_ledger(data_dir, seed, genesis, clock=clock) as ledger, \
             trio.open_nursery() as nursery:
-        await nursery.start(EpochDriver(ledger, clock=clock, close_wait=0.0).run)
+        await nursery.start(SettlementDriver(ledger, clock=clock, close_wait=0.0).run)
         nursery.start_soon(write_transfers, ledger, recipients, args.transfers, rng)
         began = time.monotonic()
         warm_disk: dict[str, int] = {}

@@ -79,7 +79,8 @@ SETTLE = 0.05  # after closing a connection, so that the server has cleaned up
 def quiet_libp2p() -> None:
     """py-libp2p logs expected events (closed streams, refused redials) as warnings and
     errors; with no handler they reach stderr. Only CRITICAL, unless --verbose."""
-    import libp2p  # noqa: F401  (its import resets the "libp2p" logger: trap 15)
+    # its import resets the "libp2p" logger: docs/py-libp2p.md#trap-15
+    import libp2p  # noqa: F401
 
     if "--verbose" not in sys.argv:
         logging.getLogger("libp2p").setLevel(logging.CRITICAL)

@@ -6,17 +6,17 @@ from typing import Any
 
 import click
 
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import json_option, with_client
 from meshctl.output import emit, emit_stream, fields, token_amount
 
 
-def _stub(client: MeshClient) -> service_pb2_grpc.LedgerServiceStub:
-    return service_pb2_grpc.LedgerServiceStub(client.channel())
+def _stub(client: MeshClient) -> ledger_pb2_grpc.LedgerServiceStub:
+    return ledger_pb2_grpc.LedgerServiceStub(client.channel())
 
 
-def entry_to_dict(entry: service_pb2.HistoryEntry) -> dict[str, Any]:
+def entry_to_dict(entry: ledger_pb2.HistoryEntry) -> dict[str, Any]:
     """The stable JSON shape of a ledger entry (amounts: strings of base units)."""
     data: dict[str, Any] = {"hash": entry.hash, "author": entry.author, "seq": entry.seq,
                             "epoch": entry.epoch, "kind": entry.kind}
@@ -52,7 +52,7 @@ def ledger() -> None:
 @with_client
 def balance(client: MeshClient, account: str, as_json: bool) -> None:
     """Show ACCOUNT's balance (a peer ID; default: this node's)."""
-    r = client.unary(_stub(client).GetBalance, service_pb2.GetBalanceRequest(account=account))
+    r = client.unary(_stub(client).GetBalance, ledger_pb2.GetBalanceRequest(account=account))
     data = {"account": r.account, "settled": r.settled, "pending_out": r.pending_out,
             "pending_in": r.pending_in, "available": r.available, "bonded": r.bonded,
             "symbol": r.symbol, "decimals": r.decimals, "pending_stake": r.pending_stake,
@@ -79,7 +79,7 @@ def balance(client: MeshClient, account: str, as_json: bool) -> None:
 def history(client: MeshClient, account: str, limit: int, as_json: bool) -> None:
     """List ACCOUNT's entries and the transfers it received (default: this node's)."""
     r = client.unary(_stub(client).ListHistory,
-                     service_pb2.ListHistoryRequest(account=account, limit=limit))
+                     ledger_pb2.ListHistoryRequest(account=account, limit=limit))
     emit([entry_to_dict(e) for e in r.entries], as_json, _history_table)
 
 
@@ -95,7 +95,7 @@ def transfer(client: MeshClient, to: str, amount: str, memo: str, as_json: bool)
     Returns once the signed entry is durably stored.
     """
     r = client.unary(_stub(client).Transfer,
-                     service_pb2.TransferRequest(to=to, amount=amount, memo=memo))
+                     ledger_pb2.TransferRequest(to=to, amount=amount, memo=memo))
     data = entry_to_dict(r.entry)
     emit(data, as_json, lambda d: f"sent {d['amount']} to {d['to']} (entry {d['hash'][:16]}, "
                                   f"seq {d['seq']})")
@@ -111,7 +111,7 @@ def stake(client: MeshClient, amount: str, as_json: bool) -> None:
     The stake counts as bonded once the epoch settles; until then 'ledger
     balance' shows it as pending stake.
     """
-    r = client.unary(_stub(client).Stake, service_pb2.StakeRequest(amount=amount))
+    r = client.unary(_stub(client).Stake, ledger_pb2.StakeRequest(amount=amount))
     emit(entry_to_dict(r.entry), as_json, lambda d: _written("staked", d,
                                                              "bonded once settled"))
 
@@ -126,7 +126,7 @@ def unstake(client: MeshClient, amount: str, as_json: bool) -> None:
     The lot matures 24 epochs after the settlement that applies the unstake;
     then 'ledger withdraw' makes it available.
     """
-    r = client.unary(_stub(client).Unstake, service_pb2.UnstakeRequest(amount=amount))
+    r = client.unary(_stub(client).Unstake, ledger_pb2.UnstakeRequest(amount=amount))
     emit(entry_to_dict(r.entry), as_json, lambda d: _written(
         "unstaked", d, "withdrawable 24 epochs after it settles"))
 
@@ -137,7 +137,7 @@ def unstake(client: MeshClient, amount: str, as_json: bool) -> None:
 @with_client
 def withdraw(client: MeshClient, amount: str, as_json: bool) -> None:
     """Move AMOUNT base units of matured unbonded stake to the available balance."""
-    r = client.unary(_stub(client).Withdraw, service_pb2.WithdrawRequest(amount=amount))
+    r = client.unary(_stub(client).Withdraw, ledger_pb2.WithdrawRequest(amount=amount))
     emit(entry_to_dict(r.entry), as_json, lambda d: _written("withdrew", d, "available now"))
 
 
@@ -156,7 +156,7 @@ def state_root(client: MeshClient, epoch: int | None, as_json: bool) -> None:
     Two nodes that show the same root for an epoch computed the same settlement
     (docs/ledger.md §4.3). Before any epoch is final: epoch -1 and no root.
     """
-    request = service_pb2.GetStateRootRequest()
+    request = ledger_pb2.GetStateRootRequest()
     if epoch is not None:
         request.epoch = epoch
     r = client.unary(_stub(client).GetStateRoot, request)
@@ -177,7 +177,7 @@ def show(client: MeshClient, entry_hash: str, as_json: bool) -> None:
     HASH is the entry's hash as transfer, stake, history and gov vote print it
     (64 hex digits). Exit 1 when this node does not store it.
     """
-    r = client.unary(_stub(client).GetEntry, service_pb2.GetEntryRequest(hash=entry_hash))
+    r = client.unary(_stub(client).GetEntry, ledger_pb2.GetEntryRequest(hash=entry_hash))
     data = {**entry_to_dict(r.entry), "canonical": r.canonical, "final_epoch": r.final_epoch}
     emit(data, as_json, lambda d: fields([
         *[(key.replace("_", " ").capitalize(), value) for key, value in d.items()
@@ -200,7 +200,7 @@ def watch(client: MeshClient, from_epoch: int | None, count: int | None,
     Epochs come in order: from --from (or the newest final one) up to the
     newest, then each new one. A node catching up shows every epoch it settles.
     """
-    request = service_pb2.WatchSettlementsRequest()
+    request = ledger_pb2.WatchSettlementsRequest()
     if from_epoch is not None:
         request.from_epoch = from_epoch
     emit_stream(({"epoch": r.epoch, "root": r.root, "supply": r.supply, "round": r.round,
@@ -219,7 +219,7 @@ def verify(client: MeshClient, as_json: bool) -> None:
 
     Exits 1 and names the first bad entry if there is one.
     """
-    r = client.unary(_stub(client).VerifyLedger, service_pb2.VerifyLedgerRequest())
+    r = client.unary(_stub(client).VerifyLedger, ledger_pb2.VerifyLedgerRequest())
     data = {"checked": r.checked, "ok": not r.first_bad, "first_bad": r.first_bad or None}
     emit(data, as_json, lambda d: f"{d['checked']} entries verified" if d["ok"]
          else f"{d['checked']} entries good, then: {d['first_bad']}")

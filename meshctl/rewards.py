@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import json_option, with_client
 from meshctl.output import emit, table
@@ -15,8 +15,8 @@ from meshctl.output import emit, table
 POOLS = ("uptime", "tasks", "governance")
 
 
-def _stub(client: MeshClient) -> service_pb2_grpc.LedgerServiceStub:
-    return service_pb2_grpc.LedgerServiceStub(client.channel())
+def _stub(client: MeshClient) -> ledger_pb2_grpc.LedgerServiceStub:
+    return ledger_pb2_grpc.LedgerServiceStub(client.channel())
 
 
 @click.group()
@@ -27,7 +27,7 @@ def rewards() -> None:
     """
 
 
-def rewards_to_dict(r: service_pb2.ListRewardsResponse) -> dict[str, Any]:
+def rewards_to_dict(r: ledger_pb2.ListRewardsResponse) -> dict[str, Any]:
     """The stable JSON shape of one epoch's rewards (amounts: strings of base units)."""
     return {
         "epoch": r.epoch, "emission": r.emission, "minted": r.minted,
@@ -64,7 +64,7 @@ def _rewards_text(d: dict[str, Any]) -> str:
 @with_client
 def ls(client: MeshClient, epoch: int | None, as_json: bool) -> None:
     """List what each account was minted, per pool, in a final epoch."""
-    request = service_pb2.ListRewardsRequest()
+    request = ledger_pb2.ListRewardsRequest()
     if epoch is not None:
         request.epoch = epoch
     r = client.unary(_stub(client).ListRewards, request)
@@ -85,7 +85,7 @@ def explain(client: MeshClient, epoch: int, peer: str, full: bool, as_json: bool
     amounts (docs/ledger.md §6.5).
     """
     r = client.unary(_stub(client).ExplainRewards,
-                     service_pb2.ExplainRewardsRequest(epoch=epoch, account=peer, full=full))
+                     ledger_pb2.ExplainRewardsRequest(epoch=epoch, account=peer, full=full))
     if as_json:
         emit(json.loads(r.record_json), True, str)
     else:

@@ -6,14 +6,14 @@ from typing import Any
 
 import click
 
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import json_option, with_client
 from meshctl.output import emit, fields, table, token_amount
 
 
-def _stub(client: MeshClient) -> service_pb2_grpc.LedgerServiceStub:
-    return service_pb2_grpc.LedgerServiceStub(client.channel())
+def _stub(client: MeshClient) -> ledger_pb2_grpc.LedgerServiceStub:
+    return ledger_pb2_grpc.LedgerServiceStub(client.channel())
 
 
 @click.group()
@@ -21,7 +21,7 @@ def token() -> None:
     """The network's token (from genesis) and its supply."""
 
 
-def token_to_dict(r: service_pb2.GetTokenInfoResponse) -> dict[str, Any]:
+def token_to_dict(r: ledger_pb2.GetTokenInfoResponse) -> dict[str, Any]:
     """The stable JSON shape of ``token info`` (amounts: strings of base units)."""
     return {
         "name": r.name, "symbol": r.symbol, "decimals": r.decimals,
@@ -77,5 +77,5 @@ def info(client: MeshClient, as_json: bool) -> None:
 
     As of the newest final settlement (before the first: the genesis state).
     """
-    r = client.unary(_stub(client).GetTokenInfo, service_pb2.GetTokenInfoRequest())
+    r = client.unary(_stub(client).GetTokenInfo, ledger_pb2.GetTokenInfoRequest())
     emit(token_to_dict(r), as_json, _token_text)

@@ -20,24 +20,24 @@ from meshd.api.bridge import open_trio_bridge
 from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_answers, serve_api
 from meshd.config import Config
 from meshd.datadir import DataDirError
+from meshd.genesis_view import GenesisView
+from meshd.governance.status_watch import GovernanceWatch
 from meshd.identity import IdentityError, load_or_create_identity
-from meshd.ledger.driver import EpochDriver
-from meshd.ledger.forks import ForkReporter
-from meshd.ledger.governance_watch import GovernanceWatch
+from meshd.ledger.equivocation import EquivocationReporter
 from meshd.ledger.ledger import open_ledger
 from meshd.ledger.replication import OWN_CHAIN_GRACE, Replicator
+from meshd.ledger.settlement_driver import SettlementDriver
 from meshd.ledger.uptime import UptimeAttester
 from meshd.metrics import MetricsSetupError, open_metrics_endpoint
-from meshd.network import Network
-from meshd.node import StatusBoard
+from meshd.node_status import StatusBoard
 from meshd.p2p import peerbook
 from meshd.p2p.connmgr import ConnectionManager, Degree
 from meshd.p2p.host import P2PHost, open_p2p_host
-from meshd.plugin import loader
-from meshd.plugin.external import select_external
-from meshd.plugin.loader import PluginSetupError
-from meshd.plugin.runtime import PluginRuntime
-from meshd.plugin.supervisor import Backoff
+from meshd.plugin_host import loader
+from meshd.plugin_host.external import select_external
+from meshd.plugin_host.loader import PluginSetupError
+from meshd.plugin_host.runtime import PluginRuntime
+from meshd.plugin_host.supervisor import Backoff
 from meshd.tasks.participation import ParticipationWatch
 from meshd.tasks.provider import TaskProvider
 from meshd.tasks.reports import TaskReports
@@ -92,7 +92,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                                  peers_changed, routing_changed) as host:
             board.update(peer_id=host.peer_id, listen_addrs=host.listen_addrs(),
                          listening=True, peer_count=host.peer_count())
-            network = Network(genesis, genesis_toml, host.peer_count,
+            network = GenesisView(genesis, genesis_toml, host.peer_count,
                               host.dht.routing_table_size)
             known_peers = peerbook.load(data_dir)
             bootstrap = [*genesis.bootstrap, *config.p2p.bootstrap]
@@ -118,9 +118,9 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 await nursery.start(Replicator(
                     ledger, host, own_chain_grace=0 if nobody_to_ask else OWN_CHAIN_GRACE).run)
-                await nursery.start(EpochDriver(ledger).run)
+                await nursery.start(SettlementDriver(ledger).run)
                 await nursery.start(UptimeAttester(ledger, host).run)
-                await nursery.start(ForkReporter(ledger).run)
+                await nursery.start(EquivocationReporter(ledger).run)
                 await nursery.start(GovernanceWatch(ledger, board).run)
                 connections = ConnectionManager(
                     host, known_peers, data_dir,

@@ -1,9 +1,9 @@
 """Logging for meshd: text for people, JSON lines for log collectors.
 
 Configured once, in the entry point. py-libp2p detaches its logger at import
-(handlers cleared, ``propagate=False``; PY-LIBP2P-NOTES trap 15), so this
+(handlers cleared, ``propagate=False``; docs/py-libp2p.md#trap-15), so this
 re-attaches it after libp2p has been imported, and drops the messages that
-py-libp2p logs as errors for normal events (trap 18).
+py-libp2p logs as errors for normal events (docs/py-libp2p.md#trap-18).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from meshd.p2p import import_libp2p
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message", "asctime", "taskName"}
 
-# Messages py-libp2p 0.8.1 logs for normal events (trap 18): a clean EOF at the
-# end of every DHT RPC, and identify racing a closing connection at shutdown.
+# Messages py-libp2p 0.8.1 logs for normal events (docs/py-libp2p.md#trap-18):
+# a clean EOF at the end of every DHT RPC, and identify racing a closing
+# connection at shutdown.
 _LIBP2P_NOISE = ("Failed to read DHT message", "Error in identify", "Error handling identify")
 
 
@@ -68,8 +69,8 @@ class _DropLibp2pNoise(logging.Filter):
 
 def configure(level: str, fmt: str, stream: TextIO = sys.stderr) -> None:
     """Send all logs (ours and py-libp2p's) to ``stream`` in ``fmt``."""
-    # Importing libp2p detaches its logger (trap 15): import it first, so that
-    # the re-attachment below is not undone by a later import.
+    # Importing libp2p detaches its logger (docs/py-libp2p.md#trap-15): import it
+    # first, so that the re-attachment below is not undone by a later import.
     import_libp2p()
 
     handler = logging.StreamHandler(stream)

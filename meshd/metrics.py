@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from meshd.node import NodeState, StatusBoard
+from meshd.node_status import NodeState, StatusBoard
 from meshd.p2p.host import P2PHost
 
 log = logging.getLogger(__name__)

@@ -47,8 +47,7 @@ import grpc
 import tomli_w
 import trio
 
-from mesh.ledger.v1 import service_pb2 as ledger_service_pb2
-from mesh.ledger.v1 import service_pb2_grpc as ledger_service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -57,7 +56,7 @@ from meshcore.genesis import Genesis, RewardPolicy, Token
 from meshd.config import Config
 from meshd.daemon import run_daemon
 from meshd.plugin.api import Plugin
-from meshd.plugin.loader import Available, available
+from meshd.plugin_host.loader import Available, available
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 START_TIMEOUT = 30.0  # for a node to answer its API, and for the nodes to connect
@@ -158,11 +157,11 @@ class Node:
         status: node_pb2.NodeStatus = response.status
         return status
 
-    async def history(self, limit: int = 50) -> list[ledger_service_pb2.HistoryEntry]:
+    async def history(self, limit: int = 50) -> list[ledger_pb2.HistoryEntry]:
         """``meshctl ledger history``: this node's newest entries first (receipts
         it countersigned show as kind ``task_receipt``)."""
-        response = await self._rpc(ledger_service_pb2_grpc.LedgerServiceStub, "ListHistory",
-                                   ledger_service_pb2.ListHistoryRequest(limit=limit))
+        response = await self._rpc(ledger_pb2_grpc.LedgerServiceStub, "ListHistory",
+                                   ledger_pb2.ListHistoryRequest(limit=limit))
         return list(response.entries)
 
     async def _rpc(self, stub: Any, method: str, request: Any,

@@ -7,7 +7,7 @@ causal past is fixed by the hashes.
 
 Every kind of ledger-v1 is judged here: the fund kinds by this module, the
 evidence kinds by meshcore/ledger/evidence_rules.py, the governance kinds by
-meshcore/ledger/governance_rules.py and the consensus kinds by
+meshcore/governance/rules.py and the consensus kinds by
 meshcore/ledger/consensus_rules.py (which looks up the past through a
 :class:`ConsensusPast`). A kind this version does not know is refused as
 :class:`Unsupported`: a node never stores what it cannot judge.
@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshcore.governance.rules import proposal_problem, vote_problem
 from meshcore.ledger.consensus_rules import ConsensusPast, consensus_problem
 from meshcore.ledger.entry import KEY_BYTES, EntryError, Verified
 from meshcore.ledger.evidence_rules import EVIDENCE_KINDS, evidence_problem
-from meshcore.ledger.governance_rules import proposal_problem, vote_problem
 from meshcore.ledger.state import Settled
 
 MAX_EPOCH_AHEAD = 3

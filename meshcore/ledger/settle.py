@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from meshcore.ledger import accounts, canon, proposals
+from meshcore.governance import settle as governance_settle
+from meshcore.ledger import accounts, canon
 from meshcore.ledger.constants import UNBONDING_EPOCHS
 from meshcore.ledger.entry import HASH_BYTES, Verified
 from meshcore.ledger.evidence_rules import EVIDENCE_KINDS, evidence_problem
@@ -82,13 +83,13 @@ def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
     for item in newly:
         _own_effect(state, item, epoch)
         if item.kind == "gov_proposal":
-            proposals.open_proposal(state, item, epoch, prev.params)
+            governance_settle.open_proposal(state, item, epoch, prev.params)
             _never_negative(state.accounts[item.author], item)
-    proposals.record_votes(state, (e for e in newly if e.kind == "gov_vote"), epoch)
-    closed = proposals.close_due(state, epoch)
+    governance_settle.record_votes(state, (e for e in newly if e.kind == "gov_vote"), epoch)
+    closed = governance_settle.close_due(state, epoch)
 
     # 3. Penalties, passed disputes among them.
-    slashes = apply_penalties(state, prev, epoch, newly, proposals.passed_disputes(closed))
+    slashes = apply_penalties(state, prev, epoch, newly, governance_settle.passed_disputes(closed))
 
     # 4. Rewards. Entries canonical before this settlement count as evidence
     # only when the reduced cut is sure to carry them too (epoch >= E).
@@ -104,8 +105,8 @@ def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
     # 5. Governance: Params(E+2) is Params(E+1) with the passed changes.
     state.params = prev.params_after
     state.params_after = prev.params_after
-    proposals.apply_effects(state, closed)
-    proposals.take_snapshots(state, epoch)
+    governance_settle.apply_effects(state, closed)
+    governance_settle.take_snapshots(state, epoch)
 
     # 6. Validator set.
     state.validators = prev.validators_after

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 
 from meshcore.genesis import Genesis, GovernanceParams, RewardPolicy
+from meshcore.governance.tally import Tally
 from meshcore.ledger import accounts
-from meshcore.ledger.governance import Tally
 from meshcore.ledger.record import Record
 
 ValidatorSet = tuple[tuple[bytes, int], ...]  # (account, weight >= 1), ascending account

@@ -6,8 +6,8 @@ two implementations) compare it to know they computed the same settlement.
 
 from __future__ import annotations
 
+from meshcore.governance.tally import Outcome
 from meshcore.ledger.encoding import length_prefixed, listed, tagged_hash, uvarint
-from meshcore.ledger.governance import Outcome
 from meshcore.ledger.record import reward_record_digest
 from meshcore.ledger.state import Account, Proposal, Settled, UpgradeNotice, ValidatorSet
 

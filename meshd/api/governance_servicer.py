@@ -17,7 +17,7 @@ from meshd import errors
 from meshd.api.bridge import TrioBridge
 from meshd.api.ledger_servicer import base_units
 from meshd.api.status import server_stream, unary
-from meshd.ledger.governance import Governance, ProposalView, Shadow
+from meshd.governance.service import Governance, ProposalView, Shadow
 from meshd.ledger.queries import account_key
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]

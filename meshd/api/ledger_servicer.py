@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshcore.ledger import accounts
 from meshcore.ledger.entry import Verified
 from meshd import errors
@@ -23,111 +23,111 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_HISTORY = 50
 
 
-class LedgerServicer(service_pb2_grpc.LedgerServiceServicer):
+class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, bridge: TrioBridge, ledger: Ledger) -> None:
         self._bridge = bridge
         self._ledger = ledger
         self._token = ledger.genesis.token
 
-    async def GetBalance(self, request: service_pb2.GetBalanceRequest,
-                         context: Context) -> service_pb2.GetBalanceResponse:
+    async def GetBalance(self, request: ledger_pb2.GetBalanceRequest,
+                         context: Context) -> ledger_pb2.GetBalanceResponse:
         b = await unary(context, self._bridge, self._ledger.balance, request.account)
         s = await unary(context, self._bridge, self._ledger.stake_balance, request.account)
-        return service_pb2.GetBalanceResponse(
+        return ledger_pb2.GetBalanceResponse(
             account=b.account, settled=str(b.settled), pending_out=str(b.pending_out),
             pending_in=str(b.pending_in), available=str(b.available), bonded=str(b.bonded),
             symbol=self._token.symbol, decimals=self._token.decimals,
             pending_stake=str(s.pending_stake), pending_unstake=str(s.pending_unstake),
             unbonding=str(s.unbonding), withdrawable=str(s.withdrawable))
 
-    async def ListHistory(self, request: service_pb2.ListHistoryRequest,
-                          context: Context) -> service_pb2.ListHistoryResponse:
+    async def ListHistory(self, request: ledger_pb2.ListHistoryRequest,
+                          context: Context) -> ledger_pb2.ListHistoryResponse:
         found = await unary(context, self._bridge, self._ledger.history, request.account,
                             request.limit or DEFAULT_HISTORY)
-        return service_pb2.ListHistoryResponse(entries=[history_entry(e) for e in found])
+        return ledger_pb2.ListHistoryResponse(entries=[history_entry(e) for e in found])
 
-    async def Transfer(self, request: service_pb2.TransferRequest,
-                       context: Context) -> service_pb2.TransferResponse:
+    async def Transfer(self, request: ledger_pb2.TransferRequest,
+                       context: Context) -> ledger_pb2.TransferResponse:
         stored = await unary(context, self._bridge, self._transfer, request)
-        return service_pb2.TransferResponse(entry=history_entry(stored), stored_at=_now())
+        return ledger_pb2.TransferResponse(entry=history_entry(stored), stored_at=_now())
 
-    async def VerifyLedger(self, request: service_pb2.VerifyLedgerRequest,
-                           context: Context) -> service_pb2.VerifyLedgerResponse:
+    async def VerifyLedger(self, request: ledger_pb2.VerifyLedgerRequest,
+                           context: Context) -> ledger_pb2.VerifyLedgerResponse:
         checked, bad = await unary(context, self._bridge, self._ledger.verify)
         first_bad = ""
         if bad is not None:
             author = accounts.peer_id_of(bad.author) if len(bad.author) == 32 else "?"
             first_bad = (f"entry #{bad.rowid} {bad.hash.hex()[:16]} (author {author}, "
                          f"seq {bad.seq}): {bad.reason}")
-        return service_pb2.VerifyLedgerResponse(checked=checked, first_bad=first_bad)
+        return ledger_pb2.VerifyLedgerResponse(checked=checked, first_bad=first_bad)
 
-    async def Stake(self, request: service_pb2.StakeRequest,
-                    context: Context) -> service_pb2.StakeResponse:
+    async def Stake(self, request: ledger_pb2.StakeRequest,
+                    context: Context) -> ledger_pb2.StakeResponse:
         stored = await unary(context, self._bridge, _with_amount, self._ledger.stake,
                              request.amount)
-        return service_pb2.StakeResponse(entry=history_entry(stored), stored_at=_now())
+        return ledger_pb2.StakeResponse(entry=history_entry(stored), stored_at=_now())
 
-    async def Unstake(self, request: service_pb2.UnstakeRequest,
-                      context: Context) -> service_pb2.UnstakeResponse:
+    async def Unstake(self, request: ledger_pb2.UnstakeRequest,
+                      context: Context) -> ledger_pb2.UnstakeResponse:
         stored = await unary(context, self._bridge, _with_amount, self._ledger.unstake,
                              request.amount)
-        return service_pb2.UnstakeResponse(entry=history_entry(stored), stored_at=_now())
+        return ledger_pb2.UnstakeResponse(entry=history_entry(stored), stored_at=_now())
 
-    async def Withdraw(self, request: service_pb2.WithdrawRequest,
-                       context: Context) -> service_pb2.WithdrawResponse:
+    async def Withdraw(self, request: ledger_pb2.WithdrawRequest,
+                       context: Context) -> ledger_pb2.WithdrawResponse:
         stored = await unary(context, self._bridge, _with_amount, self._ledger.withdraw,
                              request.amount)
-        return service_pb2.WithdrawResponse(entry=history_entry(stored), stored_at=_now())
+        return ledger_pb2.WithdrawResponse(entry=history_entry(stored), stored_at=_now())
 
-    async def GetStateRoot(self, request: service_pb2.GetStateRootRequest,
-                           context: Context) -> service_pb2.GetStateRootResponse:
+    async def GetStateRoot(self, request: ledger_pb2.GetStateRootRequest,
+                           context: Context) -> ledger_pb2.GetStateRootResponse:
         info = await unary(context, self._bridge, self._ledger.state_root,
                            request.epoch if request.HasField("epoch") else None,
                            request.account)
-        return service_pb2.GetStateRootResponse(
+        return ledger_pb2.GetStateRootResponse(
             epoch=info.epoch, root=info.root.hex(), supply=str(info.supply),
             canonical_seq=info.canonical_seq, stored_seq=info.stored_seq,
             heads_digest=info.heads_digest.hex())
 
-    async def GetEntry(self, request: service_pb2.GetEntryRequest,
-                       context: Context) -> service_pb2.GetEntryResponse:
+    async def GetEntry(self, request: ledger_pb2.GetEntryRequest,
+                       context: Context) -> ledger_pb2.GetEntryResponse:
         item, canonical, epoch = await unary(context, self._bridge, self._ledger.entry,
                                              request.hash)
-        return service_pb2.GetEntryResponse(entry=history_entry(item), canonical=canonical,
+        return ledger_pb2.GetEntryResponse(entry=history_entry(item), canonical=canonical,
                                             final_epoch=epoch)
 
-    async def WatchSettlements(self, request: service_pb2.WatchSettlementsRequest,
+    async def WatchSettlements(self, request: ledger_pb2.WatchSettlementsRequest,
                                context: Context,
-                               ) -> AsyncIterator[service_pb2.WatchSettlementsResponse]:
+                               ) -> AsyncIterator[ledger_pb2.WatchSettlementsResponse]:
         def settlements() -> AsyncIterator[queries.FinalSettlement]:
             return self._ledger.watch_settlements(
                 request.from_epoch if request.HasField("from_epoch") else None)
 
         async for final in server_stream(context, self._bridge, settlements):
-            yield service_pb2.WatchSettlementsResponse(
+            yield ledger_pb2.WatchSettlementsResponse(
                 epoch=final.epoch, root=final.root.hex(), supply=str(final.supply),
                 round=final.round, value=final.value.hex(), minted=str(final.minted),
                 slashed=str(final.slashed))
 
-    async def ListRewards(self, request: service_pb2.ListRewardsRequest,
-                          context: Context) -> service_pb2.ListRewardsResponse:
+    async def ListRewards(self, request: ledger_pb2.ListRewardsRequest,
+                          context: Context) -> ledger_pb2.ListRewardsResponse:
         found = await unary(context, self._bridge, self._ledger.rewards,
                             request.epoch if request.HasField("epoch") else None)
         return rewards_pb(found)
 
-    async def ExplainRewards(self, request: service_pb2.ExplainRewardsRequest,
-                             context: Context) -> service_pb2.ExplainRewardsResponse:
+    async def ExplainRewards(self, request: ledger_pb2.ExplainRewardsRequest,
+                             context: Context) -> ledger_pb2.ExplainRewardsResponse:
         found = await unary(context, self._bridge, self._ledger.explain_rewards, request.epoch,
                             request.account, not request.full)
-        return service_pb2.ExplainRewardsResponse(
+        return ledger_pb2.ExplainRewardsResponse(
             epoch=found.epoch, lines=found.lines,
             record_json=json.dumps(found.record, sort_keys=True, separators=(",", ":")))
 
-    async def GetTokenInfo(self, request: service_pb2.GetTokenInfoRequest,
-                           context: Context) -> service_pb2.GetTokenInfoResponse:
+    async def GetTokenInfo(self, request: ledger_pb2.GetTokenInfoRequest,
+                           context: Context) -> ledger_pb2.GetTokenInfoResponse:
         return token_info_pb(await unary(context, self._bridge, self._ledger.token_info))
 
-    async def _transfer(self, request: service_pb2.TransferRequest) -> Verified:
+    async def _transfer(self, request: ledger_pb2.TransferRequest) -> Verified:
         return await self._ledger.transfer(request.to, base_units(request.amount), request.memo)
 
 
@@ -150,41 +150,41 @@ def _now() -> Timestamp:
     return stamp
 
 
-def rewards_pb(found: queries.Rewards) -> service_pb2.ListRewardsResponse:
-    return service_pb2.ListRewardsResponse(
+def rewards_pb(found: queries.Rewards) -> ledger_pb2.ListRewardsResponse:
+    return ledger_pb2.ListRewardsResponse(
         epoch=found.epoch, emission=str(found.emission), minted=str(found.minted),
-        pools=[service_pb2.PoolTotal(pool=p.pool, size=str(p.size), points=p.points,
+        pools=[ledger_pb2.PoolTotal(pool=p.pool, size=str(p.size), points=p.points,
                                      minted=str(p.minted), not_minted=str(p.not_minted))
                for p in found.pools],
-        accounts=[service_pb2.AccountRewards(
+        accounts=[ledger_pb2.AccountRewards(
             account=accounts.peer_id_of(a.account), total=str(a.total),
-            pools=[service_pb2.PoolReward(pool=pool, points=points, amount=str(amount))
+            pools=[ledger_pb2.PoolReward(pool=pool, points=points, amount=str(amount))
                    for pool, points, amount in a.pools]) for a in found.accounts])
 
 
-def token_info_pb(info: queries.TokenInfo) -> service_pb2.GetTokenInfoResponse:
+def token_info_pb(info: queries.TokenInfo) -> ledger_pb2.GetTokenInfoResponse:
     split = dict(info.split)
-    return service_pb2.GetTokenInfoResponse(
+    return ledger_pb2.GetTokenInfoResponse(
         name=info.name, symbol=info.symbol, decimals=info.decimals,
         final_epoch=info.final_epoch, supply=str(info.supply),
         minted_total=str(info.minted_total),
         emission_burned_total=str(info.emission_burned_total),
         slashed_total=str(info.slashed_total),
-        genesis_allocations=[service_pb2.TokenAllocation(account=account, amount=str(amount))
+        genesis_allocations=[ledger_pb2.TokenAllocation(account=account, amount=str(amount))
                              for account, amount in info.allocations],
-        top_accounts=[service_pb2.TokenHolder(
+        top_accounts=[ledger_pb2.TokenHolder(
             account=accounts.peer_id_of(h.account), liquid=str(h.liquid), bonded=str(h.bonded),
             unbonding=str(h.unbonding), total=str(h.total),
             share_percent=queries.share_percent(h.total, info.supply)) for h in info.top],
         holders=info.holders, emission_per_epoch=str(info.emission_per_epoch),
         epoch_seconds=info.epoch_seconds,
-        split=service_pb2.RewardSplit(uptime=split["uptime"], tasks=split["tasks"],
+        split=ledger_pb2.RewardSplit(uptime=split["uptime"], tasks=split["tasks"],
                                       governance=split["governance"]))
 
 
 
-def history_entry(item: Verified) -> service_pb2.HistoryEntry:
-    entry = service_pb2.HistoryEntry(hash=item.hash.hex(), author=accounts.peer_id_of(item.author),
+def history_entry(item: Verified) -> ledger_pb2.HistoryEntry:
+    entry = ledger_pb2.HistoryEntry(hash=item.hash.hex(), author=accounts.peer_id_of(item.author),
                                      seq=item.seq, epoch=item.body.epoch, kind=item.kind)
     if item.kind == "transfer":
         transfer = item.body.transfer

@@ -1,4 +1,4 @@
-"""mesh.network.v1.NetworkService: forwards to the node's Network."""
+"""mesh.network.v1.NetworkService: forwards to the node's GenesisView."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from mesh.network.v1 import network_pb2, network_pb2_grpc
 from meshcore.genesis import Genesis
 from meshd.api.bridge import TrioBridge
 from meshd.api.status import unary
-from meshd.network import Network
+from meshd.genesis_view import GenesisView
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
-    def __init__(self, bridge: TrioBridge, network: Network) -> None:
+    def __init__(self, bridge: TrioBridge, network: GenesisView) -> None:
         self._bridge = bridge
         self._network = network
 

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from meshd.api.bridge import TrioBridge
 from meshd.api.status import server_stream, unary
-from meshd.node import NodeStatus, StatusBoard
+from meshd.node_status import NodeStatus, StatusBoard
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

@@ -1,10 +1,10 @@
-"""mesh.plugin.v1.PluginHost: one external plugin's stream, bridged to its trio session.
+"""mesh.pluginhost.v1.PluginHost: one external plugin's stream, bridged to its trio session.
 
 Each start of an external plugin gets a server of its own on a Unix socket
 (:func:`serve_plugin_host`), so a stream is the plugin's by where it arrives;
 the socket's file mode (0600) keeps other users out, as for the API socket.
 The servicer only moves messages: the first one must be a Register, which the
-trio side (:class:`meshd.plugin.external.Hub`) accepts or refuses; after that
+trio side (:class:`meshd.plugin_host.external.Hub`) accepts or refuses; after that
 every message goes to the session, and the session's outbox comes back.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeAlias
 import grpc
 import trio
 
-from mesh.plugin.v1 import host_pb2, host_pb2_grpc
+from mesh.pluginhost.v1 import pluginhost_pb2, pluginhost_pb2_grpc
 from meshcore.paths import MAX_SOCKET_PATH
 from meshd.api.bridge import TrioBridge, open_trio_bridge, serve_in_thread
 from meshd.api.status import status_for
@@ -32,28 +32,28 @@ REGISTER_TIMEOUT = 10.0  # a connected plugin must register within this
 
 
 class Session(Protocol):
-    """The trio side of one accepted stream (meshd.plugin.external.Session)."""
+    """The trio side of one accepted stream (meshd.plugin_host.external.Session)."""
 
-    async def deliver(self, message: host_pb2.PluginMessage) -> None: ...
+    async def deliver(self, message: pluginhost_pb2.PluginMessage) -> None: ...
 
     async def close(self, reason: str) -> None: ...
 
-    def outgoing(self) -> AsyncIterator[host_pb2.HostMessage]: ...
+    def outgoing(self) -> AsyncIterator[pluginhost_pb2.HostMessage]: ...
 
 
 class Hub(Protocol):
-    """The trio side of one start's socket (meshd.plugin.external.Hub)."""
+    """The trio side of one start's socket (meshd.plugin_host.external.Hub)."""
 
-    async def open_session(self, register: host_pb2.Register) -> Session: ...
+    async def open_session(self, register: pluginhost_pb2.Register) -> Session: ...
 
 
-class PluginHostServicer(host_pb2_grpc.PluginHostServicer):
+class PluginHostServicer(pluginhost_pb2_grpc.PluginHostServicer):
     def __init__(self, bridge: TrioBridge, hub: Hub) -> None:
         self._bridge = bridge
         self._hub = hub
 
-    async def Connect(self, request_iterator: AsyncIterator[host_pb2.PluginMessage],
-                      context: Context) -> AsyncIterator[host_pb2.HostMessage]:
+    async def Connect(self, request_iterator: AsyncIterator[pluginhost_pb2.PluginMessage],
+                      context: Context) -> AsyncIterator[pluginhost_pb2.HostMessage]:
         try:
             first = await asyncio.wait_for(anext(request_iterator), REGISTER_TIMEOUT)
         except (StopAsyncIteration, TimeoutError):
@@ -80,7 +80,7 @@ class PluginHostServicer(host_pb2_grpc.PluginHostServicer):
         finally:
             reader.cancel()
 
-    async def _read(self, messages: AsyncIterator[host_pb2.PluginMessage],
+    async def _read(self, messages: AsyncIterator[pluginhost_pb2.PluginMessage],
                     session: Session) -> None:
         reason = "the plugin closed its stream"
         try:
@@ -107,7 +107,7 @@ async def serve_plugin_host(socket_path: Path, hub: Hub, *,
 
         async def start() -> tuple[None, Any]:
             server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-            host_pb2_grpc.add_PluginHostServicer_to_server(PluginHostServicer(bridge, hub),
+            pluginhost_pb2_grpc.add_PluginHostServicer_to_server(PluginHostServicer(bridge, hub),
                                                            server)
             try:
                 server.add_insecure_port(f"unix:{socket_path}")

@@ -10,7 +10,7 @@ from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from meshd.api.bridge import TrioBridge
 from meshd.api.convert import timestamp
 from meshd.api.status import unary
-from meshd.plugin.runtime import PluginInfo, PluginRuntime
+from meshd.plugin_host.runtime import PluginInfo, PluginRuntime
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh.dht.v1 import dht_pb2, dht_pb2_grpc
 from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
@@ -42,12 +42,12 @@ from meshd.api.plugins_servicer import PluginsServicer
 from meshd.api.pubsub_servicer import PubsubServicer
 from meshd.api.tasks_servicer import TasksServicer
 from meshd.config import Config
-from meshd.ledger.governance import Governance
+from meshd.genesis_view import GenesisView
+from meshd.governance.service import Governance
 from meshd.ledger.ledger import Ledger
-from meshd.network import Network
-from meshd.node import StatusBoard
+from meshd.node_status import StatusBoard
 from meshd.p2p.host import P2PHost
-from meshd.plugin.runtime import PluginRuntime
+from meshd.plugin_host.runtime import PluginRuntime
 from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ SERVICE_NAMES = (
     peers_pb2.DESCRIPTOR.services_by_name["PeersService"].full_name,
     dht_pb2.DESCRIPTOR.services_by_name["DhtService"].full_name,
     pubsub_pb2.DESCRIPTOR.services_by_name["PubsubService"].full_name,
-    service_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
+    ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
     governance_pb2.DESCRIPTOR.services_by_name["GovernanceService"].full_name,
     plugins_pb2.DESCRIPTOR.services_by_name["PluginsService"].full_name,
     tasks_pb2.DESCRIPTOR.services_by_name["TasksService"].full_name,
@@ -81,7 +81,7 @@ class Services:
     """The domain objects the servicers forward to."""
 
     board: StatusBoard
-    network: Network
+    network: GenesisView
     host: P2PHost
     ledger: Ledger
     plugins: PluginRuntime
@@ -122,7 +122,7 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
                 DhtServicer(bridge, services.host.dht), server)
             pubsub_pb2_grpc.add_PubsubServiceServicer_to_server(
                 PubsubServicer(bridge, services.host.broadcast), server)
-            service_pb2_grpc.add_LedgerServiceServicer_to_server(
+            ledger_pb2_grpc.add_LedgerServiceServicer_to_server(
                 LedgerServicer(bridge, services.ledger), server)
             governance_pb2_grpc.add_GovernanceServiceServicer_to_server(
                 GovernanceServicer(bridge, Governance(services.ledger)), server)

@@ -42,7 +42,8 @@ from pathlib import Path
 
 from meshcore import genesis as genesis_module
 from meshcore import version
-from meshcore.ledger import governance, record, state
+from meshcore.governance import tally
+from meshcore.ledger import record, state
 from meshcore.ledger.state import Settled
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,16 @@ SCHEMA_VERSION = "2"  # in meta: another one rebuilds the file
 CHECKPOINT_EVERY = 64  # epochs between states kept on disk: at most 63 settles to recompute one
 
 def code_fingerprint() -> str:
-    """What the pickled checkpoints depend on: the version, and the fields of
-    every dataclass of the modules whose classes they hold. A change of either
-    rebuilds the archive (old checkpoints would unpickle into wrong objects)."""
+    """What the pickled checkpoints depend on: the version, and the module,
+    name and fields of every dataclass of the modules whose classes they hold.
+    A change of any rebuilds the archive (old checkpoints would unpickle into
+    wrong objects, or not at all once a module has moved)."""
     digest = hashlib.sha256(version.__version__.encode())
-    for module in (state, record, governance, genesis_module):
+    for module in (state, record, tally, genesis_module):
         for name, value in sorted(vars(module).items()):
             if dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
                 fields = [(f.name, str(f.type)) for f in dataclasses.fields(value)]
-                digest.update(repr((name, fields)).encode())
+                digest.update(repr((module.__name__, name, fields)).encode())
     return digest.hexdigest()
 
 

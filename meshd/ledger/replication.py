@@ -4,7 +4,7 @@ Gossip is store-then-forward: an entry another node sends is verified and
 judged against the stored past, stored durably, and only then published by
 this node (in batches, on ``ledger/entries/1``). So this node never forwards
 an invalid entry, and the peer that sent one is scored down (meshd/ledger/
-scores.py). What this node writes or stores from gossip is published once;
+sender_scores.py). What this node writes or stores from gossip is published once;
 what it fetched by sync is not. Republishing fetched entries turned every
 catch-up into a flood: after a partition, each node pushed the other side's
 entries to peers that were fetching the same entries by their own sync, and
@@ -52,17 +52,17 @@ from meshcore.ledger.entry import HASH_BYTES, KEY_BYTES, EntryError, Verified
 from meshcore.ledger.rules import Unsupported
 from meshcore.ledger.state import ValidatorSet
 from meshd import errors
+from meshd.ledger.awaiting_past import WaitingRoom
 from meshd.ledger.ledger import Ledger
 from meshd.ledger.own_chain import OwnChainCheck
-from meshd.ledger.scores import (
+from meshd.ledger.sender_scores import (
     BLOCK_SECONDS,
     INVALID_ENTRY_COST,
     PROTOCOL_BREACH_COST,
-    LedgerScores,
+    SenderScores,
 )
 from meshd.ledger.settlements import SettlementUnknown
 from meshd.ledger.store import Head, PastMissing, heads_digest
-from meshd.ledger.waiting import WaitingRoom
 from meshd.p2p.host import P2PHost
 from meshd.p2p.pubsub import Subscription
 
@@ -127,7 +127,7 @@ class Replicator:
         self._own_chain = OwnChainCheck(ledger.key, start_epoch=ledger.clock_epoch(),
                                         fresh=not ledger.store.heads(limit=1))
         self._own_chain_said = ""  # the last reason logged, numbers masked
-        self.scores = LedgerScores()
+        self.scores = SenderScores()
         self.waiting = WaitingRoom()
         self.counters = ReplicationCounters()
         self._recent: OrderedDict[bytes, None] = OrderedDict()

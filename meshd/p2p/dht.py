@@ -1,20 +1,23 @@
 """The network's Kademlia DHT: peer routing, provider records, values.
 
-Works around these py-libp2p 0.8.1 behaviours (PY-LIBP2P-NOTES, tested in
+Works around these py-libp2p 0.8.1 behaviours (docs/py-libp2p.md, tested in
 tests/integration/test_dht.py):
 
-* trap 2: ``KadDHT(protocol_prefix=...)`` is stored but ignored: the five DHT
-  modules speak ``/ipfs/kad/1.0.0``, imported by value. Rather than patch those
-  modules (process-wide: two networks in one process would share a protocol),
-  the DHT gets a view of the host (meshd/p2p/hostview.py) that renames the
-  protocol to ``/mesh/<network id>/kad/1.0.0`` when it opens streams and
-  registers its handler, and serves admitted members only;
-* trap 3: server mode, so that queriers are answered and nodes route;
-* trap 4: the DHT does not learn about connections by itself, and ``add_peer``
-  fails until the peer's addresses are in the peerstore (identify): meshd adds
-  each admitted peer, retrying briefly. The routing table's own server-mode
-  check looks for ``/ipfs/kad`` in identify's protocol list, which a namespaced
-  peer never has; admission is our check, so it is skipped.
+* docs/py-libp2p.md#trap-2: ``KadDHT(protocol_prefix=...)`` is stored but
+  ignored: the five DHT modules speak ``/ipfs/kad/1.0.0``, imported by value.
+  Rather than patch those modules (process-wide: two networks in one process
+  would share a protocol), the DHT gets a view of the host
+  (meshd/p2p/upstream/hostview.py) that renames the protocol to
+  ``/mesh/<network id>/kad/1.0.0`` when it opens streams and registers its
+  handler, and serves admitted members only;
+* docs/py-libp2p.md#trap-3: server mode, so that queriers are answered and
+  nodes route;
+* docs/py-libp2p.md#trap-4: the DHT does not learn about connections by itself,
+  and ``add_peer`` fails until the peer's addresses are in the peerstore
+  (identify): meshd adds each admitted peer, retrying briefly. The routing
+  table's own server-mode check looks for ``/ipfs/kad`` in identify's protocol
+  list, which a namespaced peer never has; admission is our check, so it is
+  skipped.
 
 py-libp2p reports no hop count. ``get`` measures one (see ``LookupTrace``)
 through a subclass of ``KadDHT`` whose peer routing and value store note, for
@@ -42,8 +45,8 @@ from libp2p.peer.id import ID
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshd import errors
-from meshd.p2p.hostview import MembersOnlyHost
 from meshd.p2p.membership import Membership, parse_peer_id, protocol_id
+from meshd.p2p.upstream.hostview import MembersOnlyHost
 
 log = logging.getLogger(__name__)
 

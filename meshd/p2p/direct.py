@@ -122,7 +122,8 @@ class DirectMessenger:
     async def ping(self, peer_id: str, timeout: float = DEFAULT_TIMEOUT) -> float:
         """Round-trip time in seconds of one PING (a new stream each time).
 
-        Timed here: py-libp2p's own ping reports whole milliseconds (trap 14).
+        Timed here: py-libp2p's own ping reports whole milliseconds
+        (docs/py-libp2p.md#trap-14).
         """
         nonce = os.urandom(PING_SIZE)
         started = time.perf_counter()

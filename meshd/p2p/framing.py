@@ -51,7 +51,8 @@ async def read_frame(stream: INetStream, max_size: int) -> bytes:
 
     Raises:
         FrameTooLarge: the announced length exceeds ``max_size``.
-        StreamEnded: the stream ended first (py-libp2p raises StreamEOF, trap 13).
+        StreamEnded: the stream ended first (py-libp2p raises StreamEOF:
+            docs/py-libp2p.md#trap-13).
     """
     size = await _read_uvarint(stream)
     if size > max_size:

@@ -8,7 +8,8 @@ Without it, a node restarted within the prune backoff (60 s) is refused every
 GRAFT ("GRAFT: ignoring request ... back off until"), has an empty mesh, and
 publishes to no one for a minute: a restarted validator's closes and votes
 reached the others only by anti-entropy sync, too late to count (issue 14).
-Forwarded messages still go to mesh peers only, as the spec says.
+Forwarded messages still go to mesh peers only, as the spec says
+(docs/py-libp2p.md#found-no-flood-publish).
 """
 
 from __future__ import annotations

@@ -1,33 +1,36 @@
 """The libp2p host of a node: TCP + Noise + Yamux, with the identity key.
 
-Works around these py-libp2p 0.8.1 behaviours (PY-LIBP2P-NOTES, tested in
+Works around these py-libp2p 0.8.1 behaviours (docs/py-libp2p.md, tested in
 tests/integration/test_p2p_host.py):
 
-* trap 1: every dial waits ~250 ms unless ``max_connections_per_peer`` is
-  reached, so it is 1;
-* trap 10: the AutoConnector (on by default) dials every peer the DHT puts in
-  the peerstore, towards the midpoint of its watermarks, even with a low
-  watermark of 0; and it redials a peer right after an explicit disconnect.
-  meshd stops it as soon as the swarm has started it (``stop()`` makes every
-  later ``maybe_connect()`` return), and keeps the pruning ceiling high,
-  until meshd's own connection manager keeps the degree;
-* trap 12: the default security options also offer plaintext, secio and TLS,
-  so Noise is the only one offered;
-* trap 16: listen addresses go both to ``new_host`` and ``host.run``;
+* docs/py-libp2p.md#trap-1: every dial waits ~250 ms unless
+  ``max_connections_per_peer`` is reached, so it is 1;
+* docs/py-libp2p.md#trap-10: the AutoConnector (on by default) dials every peer
+  the DHT puts in the peerstore, towards the midpoint of its watermarks, even
+  with a low watermark of 0; and it redials a peer right after an explicit
+  disconnect. meshd stops it as soon as the swarm has started it (``stop()``
+  makes every later ``maybe_connect()`` return), and keeps the pruning ceiling
+  high, until meshd's own connection manager keeps the degree;
+* docs/py-libp2p.md#trap-12: the default security options also offer plaintext,
+  secio and TLS, so Noise is the only one offered;
+* docs/py-libp2p.md#trap-16: listen addresses go both to ``new_host`` and
+  ``host.run``;
 * leaving ``host.run()`` only cancels the swarm's tasks: ``Swarm.close()`` is
   never called. And when the daemon is cancelled, each ``SwarmConn`` cleanup
   removes its connection from the swarm and is then cancelled before it sends
   GO_AWAY and closes the socket: the socket leaks open and the peer never
   learns that we left. So the host runs in a task shielded from outside
   cancellation, and is stopped in order: ``Swarm.close()`` first (GO_AWAY,
-  sockets closed), then ``host.run()`` is left, all within STOP_TIMEOUT.
+  sockets closed), then ``host.run()`` is left, all within STOP_TIMEOUT
+  (docs/py-libp2p.md#found-swarm-not-closed).
 * one stream carries about a tenth of what the same cipher does over plain
   TCP: the Noise session reads each message with two socket reads and several
   copies, and Yamux sends a window update per read, splits 64 KiB writes in
   two frames, polls a full send window every 10 ms and formats debug messages
   per frame. Noise sessions are taken over after the handshake by
-  ``meshd/p2p/noise.py`` and Yamux connections are ``meshd/p2p/yamux.py``'s:
-  the wire format is unchanged (tested in tests/integration/test_p2p_throughput.py).
+  ``meshd/p2p/upstream/noise.py`` and Yamux connections are ``meshd/p2p/upstream/yamux.py``'s:
+  the wire format is unchanged (tested in tests/integration/test_p2p_throughput.py;
+  docs/py-libp2p.md#found-noise-throughput and the Yamux sections after it).
 """
 
 from __future__ import annotations
@@ -54,15 +57,15 @@ from meshd import errors
 from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
-from meshd.p2p.noise import BulkNoiseTransport
 from meshd.p2p.pubsub import Broadcast, open_broadcast, open_broadcast_services
-from meshd.p2p.yamux import MeshMuxerMultistream
+from meshd.p2p.upstream.noise import BulkNoiseTransport
+from meshd.p2p.upstream.yamux import MeshMuxerMultistream
 
 log = logging.getLogger(__name__)
 
 AGENT = f"meshd/{__version__}"
-# py-libp2p's connection manager limits (trap 10): its AutoConnector is stopped,
-# and it prunes only far above any degree meshd aims for.
+# py-libp2p's connection manager limits (docs/py-libp2p.md#trap-10): its
+# AutoConnector is stopped, and it prunes only far above any degree meshd aims for.
 MIN_CONNECTIONS, LOW_WATERMARK, HIGH_WATERMARK, MAX_CONNECTIONS = 0, 0, 200, 256
 MAX_PINGS = 100
 # Stopping the host (closing every connection, then its tasks) at shutdown;
@@ -196,7 +199,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
             max_connections=MAX_CONNECTIONS),
     )
     network = host.get_network()
-    if fast_streams and isinstance(network, Swarm):  # see meshd/p2p/yamux.py
+    if fast_streams and isinstance(network, Swarm):  # see meshd/p2p/upstream/yamux.py
         upgrader = network.upgrader
         upgrader.muxer_multistream = MeshMuxerMultistream.replacing(upgrader.muxer_multistream)
     membership = Membership(host, network_id, AGENT, on_peers_changed)
@@ -208,11 +211,13 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
                        ) -> None:
         with trio.CancelScope(shield=True) as shield:
             # Gossipsub before host.run(): the other order makes host.run()
-            # raise "Nursery is closed to new arrivals" at shutdown (trap 17).
+            # raise "Nursery is closed to new arrivals" at shutdown
+            # (docs/py-libp2p.md#trap-17).
             async with open_broadcast_services(host, membership, network_id) as pubsub, \
                     host.run(addresses):
                 network = host.get_network()
-                if isinstance(network, Swarm):  # started by host.run(): stop it (trap 10)
+                # started by host.run(): stop it (docs/py-libp2p.md#trap-10)
+                if isinstance(network, Swarm):
                     await network.auto_connector.stop()
                 task_status.started(pubsub)
                 await stop.wait()

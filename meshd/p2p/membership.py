@@ -133,7 +133,8 @@ class Membership:
         """Call ``listener(peer_id)`` each time a peer is admitted, inside the block.
 
         A listener that outlived its owner would be called at shutdown with its
-        nursery closed or its channel gone (a peer admitted while the node stops).
+        nursery closed or its channel gone (a peer admitted while the node stops;
+        docs/py-libp2p.md#found-admission-listener-after-close).
         """
         self._admission_listeners.append(listener)
         try:
@@ -195,7 +196,7 @@ class Membership:
         self._cooldown_until.pop(peer_id, None)  # the operator changed their mind
         verdict = self._verdict(peer_id)
         # After a peer restarts, py-libp2p refuses to redial it for 60 s
-        # (negative dial cache, PY-LIBP2P-NOTES trap 9): an explicit connect
+        # (negative dial cache, docs/py-libp2p.md#trap-9): an explicit connect
         # is a request to try now.
         network = self._host.get_network()
         if isinstance(network, Swarm):
@@ -244,7 +245,7 @@ class Membership:
         connection table first, so a connection the peer opens meanwhile (it
         redials within py-libp2p's 0.1 s cleanup) is dropped from the table
         without being closed: a leaked socket, and a peer meshd would count
-        as connected with no connection.
+        as connected with no connection (docs/py-libp2p.md#found-redial-race).
         """
         await _close(list(self._host.get_network().get_connections(peer)))
 
@@ -268,7 +269,8 @@ class Membership:
         if self._nursery is None:
             return
         # Every connection is verified, even one to a peer already admitted: it
-        # may be a redial racing the close of the old one, during a cooldown.
+        # may be a redial racing the close of the old one, during a cooldown
+        # (docs/py-libp2p.md#found-redial-race).
         if peer_id not in self._admitted:
             self._verdict(peer_id)
         self._nursery.start_soon(self._verify, conn)

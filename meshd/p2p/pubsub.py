@@ -7,24 +7,27 @@ holds anyway: pubsub sees the host through a view that serves and dials
 admitted members only, so a peer of another network never enters its peer
 table or a mesh (docs/protocol.md).
 
-Works around these py-libp2p 0.8.1 behaviours (PY-LIBP2P-NOTES, tested in
+Works around these py-libp2p 0.8.1 behaviours (docs/py-libp2p.md, tested in
 tests/integration/test_pubsub.py):
 
-* trap 5: ``heartbeat_interval`` defaults to 120 s and the degrees have no
-  defaults: D=6, D_lo=4, D_hi=12, heartbeat 1 s;
-* trap 6: spam protection counts the node's own publishes (10/s per topic) and
-  drops silently: off (rate limiting and scoring are meshd's own business);
-* trap 7: meshsub v1.2 sends IDONTWANT for every message, doubling CPU: v1.1;
-* trap 8: ``publish()`` never blocks, and per-peer outbound queues (32 RPCs)
-  and subscription channels (32) drop when full. meshd makes the outbound
-  queues roomy (meshd/p2p/outbound.py) so that forwarders absorb bursts,
-  publishes only while its own queues have room (back-pressure, then an
-  explicit error), replaces the subscription channel by a synchronous
-  hand-off into bounded per-subscriber buffers, ends a subscriber that falls
-  behind with an explicit error, and counts every drop, including
+* docs/py-libp2p.md#trap-5: ``heartbeat_interval`` defaults to 120 s and the
+  degrees have no defaults: D=6, D_lo=4, D_hi=12, heartbeat 1 s;
+* docs/py-libp2p.md#trap-6: spam protection counts the node's own publishes
+  (10/s per topic) and drops silently: off (rate limiting and scoring are
+  meshd's own business);
+* docs/py-libp2p.md#trap-7: meshsub v1.2 sends IDONTWANT for every message,
+  doubling CPU: v1.1;
+* docs/py-libp2p.md#trap-8: ``publish()`` never blocks, and per-peer outbound
+  queues (32 RPCs) and subscription channels (32) drop when full. meshd makes
+  the outbound queues roomy (meshd/p2p/upstream/gossip_queues.py) so that
+  forwarders absorb bursts, publishes only while its own queues have room
+  (back-pressure, then an explicit error), replaces the subscription channel by
+  a synchronous hand-off into bounded per-subscriber buffers, ends a subscriber
+  that falls behind with an explicit error, and counts every drop, including
   py-libp2p's own (``drop_rpc`` only logs);
-* eclipse protection (on by default) wants 3 distinct IPs in a mesh: off,
-  meshd's connection manager owns peer diversity.
+* docs/py-libp2p.md#eclipse-protection: eclipse protection (on by default)
+  wants 3 distinct IPs in a mesh: off, meshd's connection manager owns peer
+  diversity.
 """
 
 from __future__ import annotations
@@ -45,11 +48,11 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshd import errors
-from meshd.p2p import outbound, records
 from meshd.p2p.gossip_router import FloodPublishGossipSub
-from meshd.p2p.hostview import MembersOnlyHost
 from meshd.p2p.membership import Membership
-from meshd.p2p.relay import Relays
+from meshd.p2p.store_forward import StoreForwardTopics
+from meshd.p2p.upstream import gossip_queues, peer_records
+from meshd.p2p.upstream.hostview import MembersOnlyHost
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ MAX_MESSAGE_BYTES = 1 << 20  # gossipsub's default RPC limit is 1 MiB
 MAX_TOPIC_CHARS = 200
 SUBSCRIBER_BUFFER = 1024  # messages a local subscriber may fall behind
 # Publish waits while a peer's outbound queue holds this many RPCs (the queues are
-# roomy, meshd/p2p/outbound.py, but the publisher keeps its own short) ...
+# roomy, meshd/p2p/upstream/gossip_queues.py, but the publisher keeps its own short) ...
 QUEUE_HIGH_WATER = 24
 # ... for at most this long, then refuses with an explicit error.
 PUBLISH_BACKPRESSURE_TIMEOUT = 5.0
@@ -165,7 +168,7 @@ class Broadcast:
         self._network_id = network_id
         self._nursery = nursery
         self._topics: dict[str, _Topic] = {}
-        self._relays = Relays(pubsub)  # topics whose messages an owner relays
+        self._relays = StoreForwardTopics(pubsub)  # topics whose messages an owner relays
         self.counters = counters
 
     def _wire(self, topic: str) -> str:
@@ -198,7 +201,8 @@ class Broadcast:
         self.counters.published += 1
 
     async def _wait_for_queue_room(self, topic: str) -> None:
-        # py-libp2p's queues expose no event; poll briefly, bounded (trap 8).
+        # py-libp2p's queues expose no event; poll briefly, bounded
+        # (docs/py-libp2p.md#trap-8).
         for _ in range(math.ceil(PUBLISH_BACKPRESSURE_TIMEOUT / _BACKPRESSURE_POLL)):
             if self.max_queue_depth() < QUEUE_HIGH_WATER:
                 return
@@ -224,9 +228,10 @@ class Broadcast:
             entry = self._topics[wire] = _Topic()
             await self._pubsub.subscribe(wire)
             # py-libp2p hands messages to a 32-message channel and drops them
-            # when it is full (trap 8), which a burst did even with a task
-            # draining it at once: the reading task runs ahead of that task.
-            # The sink delivers synchronously into the subscribers' buffers.
+            # when it is full (docs/py-libp2p.md#trap-8), which a burst did even
+            # with a task draining it at once: the reading task runs ahead of
+            # that task. The sink delivers synchronously into the subscribers'
+            # buffers (docs/py-libp2p.md#found-subscription-channel).
             upstream = self._pubsub.subscribed_topics_send[wire]
             sink: Any = _TopicSink(self, topic, entry)  # duck-types the channel
             self._pubsub.subscribed_topics_send[wire] = sink
@@ -294,7 +299,7 @@ class Broadcast:
         owner checks and stores a message, then publishes it itself, so this
         node never forwards what it has not judged. ``take`` must not block;
         one that raises is logged. How, and why not with a topic validator:
-        meshd/p2p/relay.py.
+        meshd/p2p/store_forward.py.
         """
         self._relays.add(self._wire(topic), take)
 
@@ -312,7 +317,7 @@ class Broadcast:
 @contextlib.asynccontextmanager
 async def open_broadcast_services(host: IHost, membership: Membership,
                                   network_id: str) -> AsyncIterator[Pubsub]:
-    """Start gossipsub (enter this before ``host.run()``: trap 17)."""
+    """Start gossipsub (enter this before ``host.run()``: docs/py-libp2p.md#trap-17)."""
     router = FloodPublishGossipSub(
         protocols=[PROTOCOL_ID_V11], degree=DEGREE, degree_low=DEGREE_LOW,
         degree_high=DEGREE_HIGH, heartbeat_interval=HEARTBEAT_SECONDS,
@@ -325,10 +330,11 @@ async def open_broadcast_services(host: IHost, membership: Membership,
     # 120 s. A node that published more messages than seconds passed before its
     # restart re-used seqnos, and its peers silently dropped everything it
     # published for up to two minutes (its votes and closes arrived by sync,
-    # too late to count). Nanoseconds, as go-libp2p starts it, cannot repeat.
+    # too late to count). Nanoseconds, as go-libp2p starts it, cannot repeat
+    # (docs/py-libp2p.md#found-seqno-restart).
     pubsub.counter = time.time_ns()
-    outbound.install(pubsub)
-    records.install()
+    gossip_queues.install(pubsub)
+    peer_records.install()
     async with background_trio_service(pubsub), background_trio_service(router):
         yield pubsub
 

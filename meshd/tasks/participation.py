@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from meshd.node import StatusBoard
+from meshd.node_status import StatusBoard
 from meshd.tasks.provider import TaskProvider
 from meshd.tasks.router import TaskRouter
 

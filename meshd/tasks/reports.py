@@ -26,12 +26,12 @@ from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts
 from meshcore.ledger.evidence_rules import parse_claim
+from meshcore.tasks import claims
 from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.p2p.host import P2PHost
 from meshd.plugin.api import MAX_REPORT_DETAIL, ReportRule, TaskReport, check_name
-from meshd.plugin.runtime import PluginRuntime
-from meshd.tasks import claims
+from meshd.plugin_host.runtime import PluginRuntime
 
 log = logging.getLogger(__name__)
 

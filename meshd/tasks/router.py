@@ -29,13 +29,13 @@ from google.protobuf.message import DecodeError
 from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts
+from meshcore.tasks import claims
 from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.p2p.direct import DEFAULT_MAX_RESPONSE
 from meshd.p2p.host import P2PHost
 from meshd.plugin.api import TaskOptions, TaskOutcome, TaskRequest, TaskResult, check_name
-from meshd.plugin.runtime import PluginRuntime
-from meshd.tasks import claims
+from meshd.plugin_host.runtime import PluginRuntime
 from meshd.tasks.provider import (
     CAPS_PROTOCOL,
     MAX_PAYLOAD,

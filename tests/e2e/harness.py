@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 
 T = TypeVar("T")
@@ -124,8 +124,8 @@ class Meshd:
     def wait_final(self, epoch: int, timeout: float = 30) -> int:
         """Follow WatchSettlements until ``epoch`` is final on this node (no polling)."""
         with grpc.insecure_channel(f"unix:{self.socket}") as channel:
-            stream = service_pb2_grpc.LedgerServiceStub(channel).WatchSettlements(
-                service_pb2.WatchSettlementsRequest(from_epoch=epoch), timeout=timeout)
+            stream = ledger_pb2_grpc.LedgerServiceStub(channel).WatchSettlements(
+                ledger_pb2.WatchSettlementsRequest(from_epoch=epoch), timeout=timeout)
             try:
                 for settled in stream:
                     stream.cancel()
@@ -144,8 +144,8 @@ class Meshd:
         then), until ``until`` holds of its result; that result. Bounded."""
         last: T | None = None
         with grpc.insecure_channel(f"unix:{self.socket}") as channel:
-            stream = service_pb2_grpc.LedgerServiceStub(channel).WatchSettlements(
-                service_pb2.WatchSettlementsRequest(), timeout=timeout)
+            stream = ledger_pb2_grpc.LedgerServiceStub(channel).WatchSettlements(
+                ledger_pb2.WatchSettlementsRequest(), timeout=timeout)
             try:
                 for _ in stream:  # the newest final epoch at once, then each new one
                     last = probe()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from mesh.ledger.v1 import service_pb2, service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.e2e.conftest import LOOPBACK
 from tests.e2e.harness import Meshd, meshctl, run_meshd
 
@@ -74,10 +74,10 @@ def test_acknowledged_transfers_survive_sigkill(tmp_path: Path) -> None:
 
     def send_until_killed() -> None:
         with grpc.insecure_channel(f"unix:{alice.socket}") as channel:
-            stub = service_pb2_grpc.LedgerServiceStub(channel)
+            stub = ledger_pb2_grpc.LedgerServiceStub(channel)
             for _ in range(5000):  # bounded; the daemon dies long before
                 try:
-                    reply = stub.Transfer(service_pb2.TransferRequest(to=bob_id, amount="1"),
+                    reply = stub.Transfer(ledger_pb2.TransferRequest(to=bob_id, amount="1"),
                                           timeout=10)
                 except grpc.RpcError:
                     return  # the daemon is gone

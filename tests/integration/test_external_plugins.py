@@ -20,9 +20,8 @@ import grpc
 import pytest
 import trio
 
-from mesh.ledger.v1 import service_pb2 as ledger_service_pb2
-from mesh.ledger.v1 import service_pb2_grpc as ledger_service_pb2_grpc
-from mesh.plugin.v1 import host_pb2, host_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from mesh.pluginhost.v1 import pluginhost_pb2, pluginhost_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshd.testing import eventually
@@ -112,8 +111,8 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
                                         not_yet=(), what="a to countersign b's report")
             (receipt,) = reported["receipts"]
             history = (await trio.to_thread.run_sync(
-                rpc, a.api.socket, ledger_service_pb2_grpc.LedgerServiceStub, "ListHistory",
-                ledger_service_pb2.ListHistoryRequest(limit=100))).entries
+                rpc, a.api.socket, ledger_pb2_grpc.LedgerServiceStub, "ListHistory",
+                ledger_pb2.ListHistoryRequest(limit=100))).entries
             assert (receipt, "task_receipt") in {(e.hash, e.kind) for e in history}
             # Work a did not ask its plugin for (HASH sent directly) is refused.
             await call_plugin(a.api.socket, "HASH", b"unasked", b.peer_id)
@@ -130,9 +129,9 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             sock = tmp_path / "a" / "plugins" / "js-hash.sock"
             assert sock.stat().st_mode & 0o777 == 0o600
             for first, code, text in (
-                    (host_pb2.PluginMessage(pong=host_pb2.Pong(nonce=1)),
+                    (pluginhost_pb2.PluginMessage(pong=pluginhost_pb2.Pong(nonce=1)),
                      grpc.StatusCode.INVALID_ARGUMENT, "must be Register"),
-                    (host_pb2.PluginMessage(register=host_pb2.Register(
+                    (pluginhost_pb2.PluginMessage(register=pluginhost_pb2.Register(
                         name="js-hash", version="1.0.0")),
                      grpc.StatusCode.FAILED_PRECONDITION, "already has a stream open")):
                 error = await trio.to_thread.run_sync(connect_once, sock, first)
@@ -178,10 +177,10 @@ async def test_a_plugin_the_network_cannot_accept_is_refused_and_retried(
                                   ": not found" in p.last_error, "the start error to be shown")
 
 
-def connect_once(socket: Path, first: host_pb2.PluginMessage) -> grpc.RpcError:
+def connect_once(socket: Path, first: pluginhost_pb2.PluginMessage) -> grpc.RpcError:
     """Open a PluginHost stream, send ``first``, and return the error that ends it."""
     with grpc.insecure_channel(f"unix:{socket}") as channel:
-        stream = host_pb2_grpc.PluginHostStub(channel).Connect(iter([first]), timeout=10)
+        stream = pluginhost_pb2_grpc.PluginHostStub(channel).Connect(iter([first]), timeout=10)
         try:
             for _ in stream:
                 pass

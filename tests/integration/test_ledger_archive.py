@@ -25,8 +25,8 @@ from meshcore.ledger import entry
 from meshcore.ledger.accounts import peer_id_of
 from meshcore.ledger.stateroot import state_root
 from meshd.ledger import archive, settlements
-from meshd.ledger.driver import EpochDriver
 from meshd.ledger.ledger import Ledger, open_ledger
+from meshd.ledger.settlement_driver import SettlementDriver
 from meshd.testing import eventually
 from tests.integration.test_ledger_settlement import ALLOCATION, make_genesis
 
@@ -51,7 +51,7 @@ async def lone_validator(data_dir: Path, seed: bytes, genesis: Genesis,
 
     async with open_ledger(data_dir, seed, genesis, clock=clock) as ledger, \
             trio.open_nursery() as nursery:
-        await nursery.start(EpochDriver(ledger, clock=clock, close_wait=0.0).run)
+        await nursery.start(SettlementDriver(ledger, clock=clock, close_wait=0.0).run)
         yield ledger
         nursery.cancel_scope.cancel()
 

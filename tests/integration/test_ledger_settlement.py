@@ -20,10 +20,10 @@ from meshcore.ledger.accounts import peer_id_of
 from meshcore.ledger.entry import Verified
 from meshcore.ledger.stateroot import state_root
 from meshd.ledger import ledger as ledger_module
-from meshd.ledger.driver import EpochDriver
-from meshd.ledger.forks import ForkReporter
+from meshd.ledger.equivocation import EquivocationReporter
 from meshd.ledger.ledger import Ledger, open_ledger
 from meshd.ledger.replication import Replicator
+from meshd.ledger.settlement_driver import SettlementDriver
 from meshd.ledger.settlements import Settlements
 from meshd.ledger.store import LedgerStore
 from meshd.ledger.uptime import UptimeAttester
@@ -40,7 +40,7 @@ EPOCH_SECONDS = 2
 class Validator:
     host: P2PHost
     ledger: Ledger
-    driver: EpochDriver
+    driver: SettlementDriver
     replicator: Replicator
 
     @property
@@ -80,10 +80,10 @@ async def open_validator(data_dir: Path, seed: bytes, genesis: Genesis, *,
         stack.callback(nursery.cancel_scope.cancel)
         replicator = Replicator(ledger, host, sync_interval=2.0)
         await nursery.start(replicator.run)
-        driver = EpochDriver(ledger, close_wait=0.5)
+        driver = SettlementDriver(ledger, close_wait=0.5)
         await nursery.start(driver.run)
         await nursery.start(UptimeAttester(ledger, host).run)
-        await nursery.start(ForkReporter(ledger).run)
+        await nursery.start(EquivocationReporter(ledger).run)
         yield Validator(host, ledger, driver, replicator)
 
 

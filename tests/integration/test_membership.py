@@ -225,7 +225,7 @@ async def test_a_connection_opened_after_an_unblock_survives_the_old_refusal(
 
 async def test_a_restarted_peer_can_be_redialled_at_once() -> None:
     # py-libp2p refuses to redial a peer for 60 s after a failed dial (negative
-    # dial cache, PY-LIBP2P-NOTES trap 9): without `unblock_peer` in
+    # dial cache, docs/py-libp2p.md#trap-9): without `unblock_peer` in
     # Membership.connect, the last connect below fails with "cannot reach".
     seed = os.urandom(32)
     with trio.fail_after(30):

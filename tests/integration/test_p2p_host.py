@@ -21,7 +21,8 @@ NET = "net_testtesttesttesttesttesttest"
 
 
 async def test_dial_is_fast_with_one_connection_per_peer() -> None:
-    # Trap 1: with the default max_connections_per_peer=3 every dial waits ~250 ms.
+    # docs/py-libp2p.md#trap-1: with the default max_connections_per_peer=3 every
+    # dial waits ~250 ms.
     # (connect includes the Mesh handshake: a few ms more.)
     with trio.fail_after(20):
         async with open_p2p_host(os.urandom(32), LOOPBACK, NET) as a, \
@@ -36,7 +37,7 @@ async def test_dial_is_fast_with_one_connection_per_peer() -> None:
 
 
 async def test_only_noise_is_offered() -> None:
-    # Trap 12: by default py-libp2p also offers plaintext, secio and TLS.
+    # docs/py-libp2p.md#trap-12: by default py-libp2p also offers plaintext, secio and TLS.
     key_pair = create_new_key_pair(os.urandom(32))
     plaintext_only = new_host(
         key_pair=key_pair,
@@ -98,7 +99,8 @@ async def test_a_stopped_host_is_seen_leaving() -> None:
 
 
 async def test_the_auto_connector_is_stopped() -> None:
-    # Trap 10: it dials every peer the DHT learns of (and redials disconnected ones).
+    # docs/py-libp2p.md#trap-10: it dials every peer the DHT learns of (and
+    # redials disconnected ones).
     with trio.fail_after(20):
         async with open_p2p_host(os.urandom(32), LOOPBACK, NET) as a:
             connector = a._host.get_network().auto_connector

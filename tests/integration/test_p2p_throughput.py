@@ -1,4 +1,4 @@
-"""Regression tests for meshd's stream data path (meshd/p2p/noise.py, meshd/p2p/yamux.py).
+"""Regression tests for meshd's stream data path (meshd/p2p/upstream: noise.py, yamux.py).
 
 py-libp2p 0.8.1's Noise session and Yamux carry one stream at about a tenth of
 what the same cipher does over plain TCP (docs/py-libp2p.md). meshd replaces
@@ -37,10 +37,10 @@ from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 from noise.connection import NoiseConnection  # type: ignore[import-untyped]
 
-from meshd.p2p import noise, yamux
 from meshd.p2p.host import P2PHost, open_p2p_host
-from meshd.p2p.noise import BulkNoiseSession, NoiseCipher
-from meshd.p2p.yamux import RECEIVE_WINDOW, MeshYamux
+from meshd.p2p.upstream import noise, yamux
+from meshd.p2p.upstream.noise import BulkNoiseSession, NoiseCipher
+from meshd.p2p.upstream.yamux import RECEIVE_WINDOW, MeshYamux
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 NET = "net_testtesttesttesttesttesttest"

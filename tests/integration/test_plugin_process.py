@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshd.plugin.process import PluginExited, PluginProcess
+from meshd.plugin_host.process import PluginExited, PluginProcess
 from meshd.testing import eventually, eventually_blocking
 from tests.integration.test_external_plugins import _alive
 
 # A parent that runs `sleep` as a plugin and prints its pid, then waits to be killed.
 PARENT = textwrap.dedent("""
     import os, sys, trio
-    from meshd.plugin.process import PluginProcess
+    from meshd.plugin_host.process import PluginProcess
 
     async def main():
         process = PluginProcess("sleeper", ["sleep", "1000"], dict(os.environ), None)

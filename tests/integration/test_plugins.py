@@ -20,7 +20,7 @@ from meshd import errors
 from meshd.config import Config
 from meshd.daemon import DaemonInfo, run_daemon
 from meshd.plugin import Plugin
-from meshd.plugin.loader import Available, PluginSetupError, available
+from meshd.plugin_host.loader import Available, PluginSetupError, available
 from meshd.testing import eventually
 from tests.plugin_fixtures import (
     CrashingPlugin,

@@ -69,8 +69,9 @@ async def test_gossip_reaches_every_member_through_the_hub_and_no_stranger() -> 
 
 
 async def test_a_burst_is_delivered_whole() -> None:
-    # py-libp2p's spam protection (trap 6) delivered ~5 % of a 200-message burst;
-    # its full outbound queues (trap 8) drop silently. meshd: all of it, in order.
+    # py-libp2p's spam protection (docs/py-libp2p.md#trap-6) delivered ~5 % of a
+    # 200-message burst; its full outbound queues (docs/py-libp2p.md#trap-8) drop
+    # silently. meshd: all of it, in order.
     burst = 200
     with trio.fail_after(60):
         async with open_hosts(NET_A, NET_A, NET_A) as (a, b, c):
@@ -149,7 +150,7 @@ async def test_a_topic_validator_filters_and_a_raising_one_rejects() -> None:
 async def test_a_garbage_gossip_rpc_costs_the_sender_its_connection_not_the_node() -> None:
     # py-libp2p's pubsub raises DecodeError out of its stream handler on an RPC
     # that is not protobuf, and the swarm lets it end the process: without the
-    # guard in meshd/p2p/hostview.py this test dies with that DecodeError.
+    # guard in meshd/p2p/upstream/hostview.py this test dies with that DecodeError.
     with trio.fail_after(30):
         async with open_hosts(NET_A, NET_A, NET_A) as (node, rogue, friend):
             await join_star(node, rogue, friend)
@@ -166,9 +167,10 @@ async def test_a_garbage_gossip_rpc_costs_the_sender_its_connection_not_the_node
 
 async def test_messages_arriving_faster_than_the_loop_turns_are_all_delivered() -> None:
     # py-libp2p's reader hands each message to a 32-message channel with
-    # send_nowait and drops it when full (trap 8). A 1,000-message burst over 8
-    # processes lost 4-10 % there even with a task draining the channel: the
-    # reader runs many messages before that task is scheduled. This calls the
+    # send_nowait and drops it when full (docs/py-libp2p.md#trap-8). A
+    # 1,000-message burst over 8 processes lost 4-10 % there even with a task
+    # draining the channel: the reader runs many messages before that task is
+    # scheduled (docs/py-libp2p.md#found-subscription-channel). This calls the
     # hand-off 1,000 times without a checkpoint, as such a reader does.
     burst = 1000
     got: list[bytes] = []

@@ -14,11 +14,11 @@ import trio
 from mesh_storage.chunks import storage_proof
 from mesh_storage.plugin import MAX_CHUNK, StoragePlugin, units_of
 
-from mesh.ledger.v1 import service_pb2 as ledger_service_pb2
-from mesh.ledger.v1 import service_pb2_grpc as ledger_service_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2 as ledger_pb2
+from mesh.ledger.v1 import ledger_pb2_grpc as ledger_pb2_grpc
 from meshd import errors
 from meshd.plugin import Event, TaskReport
-from meshd.plugin.loader import installed
+from meshd.plugin_host.loader import installed
 from meshd.testing import eventually
 from tests.integration.test_plugins import Instances, open_node, write_genesis
 
@@ -83,7 +83,7 @@ async def test_a_chunk_stored_on_one_node_is_retrieved_and_proven(tmp_path: Path
 
 def task_receipts(socket: Path) -> list[str]:
     with grpc.insecure_channel(f"unix:{socket}") as channel:
-        history = ledger_service_pb2_grpc.LedgerServiceStub(channel).ListHistory(
-            ledger_service_pb2.ListHistoryRequest(limit=100), timeout=10)
+        history = ledger_pb2_grpc.LedgerServiceStub(channel).ListHistory(
+            ledger_pb2.ListHistoryRequest(limit=100), timeout=10)
     return [e.hash for e in history.entries if e.kind == "task_receipt"]
 

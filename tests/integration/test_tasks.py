@@ -20,7 +20,7 @@ import trio
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshd.daemon import DaemonInfo
 from meshd.plugin import Event
-from meshd.plugin.loader import available
+from meshd.plugin_host.loader import available
 from meshd.tasks import router
 from meshd.testing import eventually
 from tests.integration.test_plugins import Instances, open_node, write_genesis

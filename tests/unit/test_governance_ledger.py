@@ -9,9 +9,9 @@ import pytest
 
 from mesh.ledger.v1 import ledger_pb2
 from meshcore.genesis import GovernanceParams, RewardSplit
+from meshcore.governance.tally import Option, Outcome
 from meshcore.ledger import entry, rules
 from meshcore.ledger.entry import EntryError, Verified
-from meshcore.ledger.governance import Option, Outcome
 from meshcore.ledger.settle import settle
 from meshcore.ledger.state import Account, Params, Settled
 from meshcore.ledger.stateroot import state_root

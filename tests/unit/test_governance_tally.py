@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshcore.genesis import GovernanceParams
-from meshcore.ledger.governance import Option, Outcome, Vote, tally, voting_epochs
+from meshcore.governance.tally import Option, Outcome, Vote, tally, voting_epochs
 
 RULES = GovernanceParams(quorum_percent=33, threshold_percent=50, veto_percent=33)
 A, B, C, D, E = (bytes([i]) * 32 for i in range(1, 6))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from mesh.ledger.v1 import ledger_pb2
 from meshcore.ledger import entry
 from meshcore.ledger.entry import Verified
-from meshd.ledger.scores import BLOCK_SECONDS, INVALID_ENTRY_COST, LedgerScores
-from meshd.ledger.waiting import WaitingRoom
+from meshd.ledger.awaiting_past import WaitingRoom
+from meshd.ledger.sender_scores import BLOCK_SECONDS, INVALID_ENTRY_COST, SenderScores
 
 NET = "net_pbveuy5e75bdsw3e25x4g2rviy"
 SEED = bytes(range(1, 33))
@@ -47,7 +47,7 @@ def test_the_room_is_bounded_per_sender_in_total_and_in_time() -> None:
 
 
 def test_a_score_falls_with_each_invalid_entry_and_recovers_with_time() -> None:
-    scores = LedgerScores()
+    scores = SenderScores()
     assert not scores.penalise("p", 50, now=0)
     assert scores.score("p", now=0) == -50
     assert scores.score("p", now=60) == -40  # 10 points a minute

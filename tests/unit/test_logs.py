@@ -8,7 +8,8 @@ import sys
 
 # A fresh interpreter: in this one libp2p is already imported by other tests,
 # which would hide the bug (configure ran, then `import libp2p` detached its
-# logger again: trap 15, and its lines went to stderr bare, unfiltered).
+# logger again: docs/py-libp2p.md#trap-15, and its lines went to stderr bare,
+# unfiltered).
 SCRIPT = """
 import io, logging, sys
 from meshd import logs
@@ -26,5 +27,6 @@ def test_libp2p_records_go_through_meshd_handler_and_filter() -> None:
                             timeout=60, check=True)
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["logger"], r["msg"]) for r in records] == [
-        ("libp2p.network.swarm", "from libp2p")]  # the DHT noise is filtered (trap 18)
+        # the DHT noise is filtered (docs/py-libp2p.md#trap-18)
+        ("libp2p.network.swarm", "from libp2p")]
     assert "from libp2p" not in result.stderr

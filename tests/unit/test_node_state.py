@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from meshd.node import NodeState, StatusBoard, derive_state
+from meshd.node_status import NodeState, StatusBoard, derive_state
 
 
 @pytest.mark.parametrize(("listening", "peers", "ever", "routing", "state"), [

@@ -10,7 +10,7 @@ import pytest
 
 from meshcore.genesis import RequiredPlugin
 from meshd.plugin import Plugin
-from meshd.plugin.loader import PluginSetupError, installed, select
+from meshd.plugin_host.loader import PluginSetupError, installed, select
 from tests.plugin_dist import write_dist
 
 MODULE = '''

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshd.plugin.supervisor import describe
+from meshd.plugin_host.supervisor import describe
 
 
 def test_a_single_error_is_unwrapped_from_its_nursery_groups() -> None:

@@ -24,11 +24,12 @@ from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts, evidence_rules
 from meshcore.ledger.entry import public_key
+from meshcore.tasks import claims
 from meshd import errors
 from meshd.p2p.direct import Code, DirectRequestFailed
 from meshd.plugin.api import TaskOptions, TaskRequest, TaskResult
-from meshd.plugin.context import TaskKind
-from meshd.tasks import claims, provider, router
+from meshd.plugin_host.context import TaskKind
+from meshd.tasks import provider, router
 from meshd.tasks.participation import ParticipationWatch
 from meshd.tasks.provider import MAX_PAYLOAD, MAX_RESULT, NONCE_BYTES, TASK_PROTOCOL
 from meshd.tasks.router import CANCELLED, DONE, FAILED, TaskRecord, TaskRouter

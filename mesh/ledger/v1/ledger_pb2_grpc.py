@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from mesh.ledger.v1 import ledger_pb2 as mesh_dot_ledger_dot_v1_dot_ledger__pb2
 
 GRPC_GENERATED_VERSION = '1.81.0'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,631 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class LedgerServiceStub:
+    """---------------------------------------------------------------------------
+    The ledger service: this node's view of the token ledger (docs/ledger.md).
+    Amounts are decimal strings of base units (10^-decimals of a token): they
+    can exceed what JSON numbers carry exactly.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetBalance = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/GetBalance',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetBalanceRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetBalanceResponse.FromString,
+                _registered_method=True)
+        self.ListHistory = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/ListHistory',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListHistoryRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListHistoryResponse.FromString,
+                _registered_method=True)
+        self.Transfer = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/Transfer',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.TransferRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.TransferResponse.FromString,
+                _registered_method=True)
+        self.VerifyLedger = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/VerifyLedger',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.VerifyLedgerRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.VerifyLedgerResponse.FromString,
+                _registered_method=True)
+        self.Stake = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/Stake',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.StakeRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.StakeResponse.FromString,
+                _registered_method=True)
+        self.Unstake = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/Unstake',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.UnstakeRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.UnstakeResponse.FromString,
+                _registered_method=True)
+        self.Withdraw = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/Withdraw',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.WithdrawRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.WithdrawResponse.FromString,
+                _registered_method=True)
+        self.GetStateRoot = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/GetStateRoot',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStateRootRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStateRootResponse.FromString,
+                _registered_method=True)
+        self.ListRewards = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/ListRewards',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListRewardsRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListRewardsResponse.FromString,
+                _registered_method=True)
+        self.ExplainRewards = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/ExplainRewards',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ExplainRewardsRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ExplainRewardsResponse.FromString,
+                _registered_method=True)
+        self.GetTokenInfo = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/GetTokenInfo',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoResponse.FromString,
+                _registered_method=True)
+        self.GetEntry = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/GetEntry',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetEntryRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetEntryResponse.FromString,
+                _registered_method=True)
+        self.WatchSettlements = channel.unary_stream(
+                '/mesh.ledger.v1.LedgerService/WatchSettlements',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.WatchSettlementsRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.WatchSettlementsResponse.FromString,
+                _registered_method=True)
+
+
+class LedgerServiceServicer:
+    """---------------------------------------------------------------------------
+    The ledger service: this node's view of the token ledger (docs/ledger.md).
+    Amounts are decimal strings of base units (10^-decimals of a token): they
+    can exceed what JSON numbers carry exactly.
+    """
+
+    def GetBalance(self, request, context):
+        """GetBalance: an account's settled balance and what is pending on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHistory(self, request, context):
+        """ListHistory: an account's entries and the transfers it received, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Transfer(self, request, context):
+        """Transfer: sign a transfer from this node's account and append it. Returns
+        once the entry is durably stored. FAILED_PRECONDITION when the balance is
+        short, INVALID_ARGUMENT for a bad recipient or amount.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyLedger(self, request, context):
+        """VerifyLedger re-checks every stored entry (encoding, hash, signature,
+        links) in storage order and names the first bad one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stake(self, request, context):
+        """Stake: bond part of this node's available balance (a stake entry). It
+        counts as bonded once settled; until then it shows as pending_stake.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unstake(self, request, context):
+        """Unstake: start unbonding stake (bonded, or staked and not settled yet);
+        the lot matures 24 epochs after the settlement that applies it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Withdraw(self, request, context):
+        """Withdraw: move matured unbonded stake back to the available balance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStateRoot(self, request, context):
+        """GetStateRoot: the state root of a final epoch (docs/ledger.md §4.3).
+        NOT_FOUND when the requested epoch is not final on this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRewards(self, request, context):
+        """ListRewards: what each account was minted, per pool, by one final
+        settlement. NOT_FOUND when the epoch is not final on this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainRewards(self, request, context):
+        """ExplainRewards: the evidence and the rule behind each amount of one final
+        settlement (docs/ledger.md §6.5), from the settlement's own record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTokenInfo(self, request, context):
+        """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
+        distributed, as of the newest final settlement.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntry(self, request, context):
+        """GetEntry: one stored entry by the hex of its hash, and whether it has
+        taken effect (is canonical in the newest final settlement). NOT_FOUND when
+        this node does not store it; INVALID_ARGUMENT when it is not 64 hex digits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSettlements(self, request, context):
+        """WatchSettlements: the settlements this node knows to be final, in epoch
+        order, from `from_epoch` (unset: the newest final one; before any, epoch
+        0) up to the newest, then each one as it becomes final here. A node
+        catching up sends every epoch it settles; the stream does not end while
+        the daemon runs. INVALID_ARGUMENT for a negative `from_epoch`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LedgerServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalance,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetBalanceRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetBalanceResponse.SerializeToString,
+            ),
+            'ListHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHistory,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListHistoryRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListHistoryResponse.SerializeToString,
+            ),
+            'Transfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transfer,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.TransferRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.TransferResponse.SerializeToString,
+            ),
+            'VerifyLedger': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyLedger,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.VerifyLedgerRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.VerifyLedgerResponse.SerializeToString,
+            ),
+            'Stake': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stake,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.StakeRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.StakeResponse.SerializeToString,
+            ),
+            'Unstake': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unstake,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.UnstakeRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.UnstakeResponse.SerializeToString,
+            ),
+            'Withdraw': grpc.unary_unary_rpc_method_handler(
+                    servicer.Withdraw,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.WithdrawRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.WithdrawResponse.SerializeToString,
+            ),
+            'GetStateRoot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStateRoot,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStateRootRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStateRootResponse.SerializeToString,
+            ),
+            'ListRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRewards,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListRewardsRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListRewardsResponse.SerializeToString,
+            ),
+            'ExplainRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainRewards,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ExplainRewardsRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ExplainRewardsResponse.SerializeToString,
+            ),
+            'GetTokenInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTokenInfo,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoResponse.SerializeToString,
+            ),
+            'GetEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntry,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetEntryRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetEntryResponse.SerializeToString,
+            ),
+            'WatchSettlements': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSettlements,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.WatchSettlementsRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.WatchSettlementsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mesh.ledger.v1.LedgerService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mesh.ledger.v1.LedgerService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LedgerService:
+    """---------------------------------------------------------------------------
+    The ledger service: this node's view of the token ledger (docs/ledger.md).
+    Amounts are decimal strings of base units (10^-decimals of a token): they
+    can exceed what JSON numbers carry exactly.
+    """
+
+    @staticmethod
+    def GetBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/GetBalance',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetBalanceRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/ListHistory',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListHistoryRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/Transfer',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.TransferRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.TransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/VerifyLedger',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.VerifyLedgerRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.VerifyLedgerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/Stake',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.StakeRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.StakeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unstake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/Unstake',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.UnstakeRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.UnstakeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Withdraw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/Withdraw',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.WithdrawRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.WithdrawResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStateRoot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/GetStateRoot',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStateRootRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStateRootResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/ListRewards',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListRewardsRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListRewardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/ExplainRewards',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.ExplainRewardsRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.ExplainRewardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTokenInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/GetTokenInfo',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/GetEntry',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetEntryRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSettlements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/WatchSettlements',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.WatchSettlementsRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.WatchSettlementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -32,7 +32,7 @@ class _PluginKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PluginKind
     PLUGIN_KIND_IN_PROCESS: _PluginKind.ValueType  # 1
     """A Python package loaded from the entry-point group "mesh.plugins"."""
     PLUGIN_KIND_EXTERNAL: _PluginKind.ValueType  # 2
-    """A process meshd launches that speaks mesh.plugin.v1.PluginHost."""
+    """A process meshd launches that speaks mesh.pluginhost.v1.PluginHost."""
 
 class PluginKind(_PluginKind, metaclass=_PluginKindEnumTypeWrapper): ...
 
@@ -40,7 +40,7 @@ PLUGIN_KIND_UNSPECIFIED: PluginKind.ValueType  # 0
 PLUGIN_KIND_IN_PROCESS: PluginKind.ValueType  # 1
 """A Python package loaded from the entry-point group "mesh.plugins"."""
 PLUGIN_KIND_EXTERNAL: PluginKind.ValueType  # 2
-"""A process meshd launches that speaks mesh.plugin.v1.PluginHost."""
+"""A process meshd launches that speaks mesh.pluginhost.v1.PluginHost."""
 Global___PluginKind: _TypeAlias = PluginKind  # noqa: Y015
 
 @_typing.final

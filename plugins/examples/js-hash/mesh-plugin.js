@@ -1,4 +1,4 @@
-// A small client of mesh.plugin.v1.PluginHost for Node: what an external Mesh
+// A small client of mesh.pluginhost.v1.PluginHost for Node: what an external Mesh
 // plugin needs, built at run time from proto/ (no generated code).
 //
 //   const { MeshPlugin } = require("./mesh-plugin");
@@ -19,14 +19,14 @@ const protoLoader = require("@grpc/proto-loader");
 const PROTO_DIR = process.env.MESH_PROTO_DIR || path.join(__dirname, "..", "..", "..", "proto");
 
 function loadHost() {
-  const definition = protoLoader.loadSync("mesh/plugin/v1/host.proto", {
+  const definition = protoLoader.loadSync("mesh/pluginhost/v1/pluginhost.proto", {
     includeDirs: [PROTO_DIR],
     keepCase: true,
     longs: String,
     defaults: true,
     oneofs: true,
   });
-  return grpc.loadPackageDefinition(definition).mesh.plugin.v1;
+  return grpc.loadPackageDefinition(definition).mesh.pluginhost.v1;
 }
 
 class CallError extends Error {
