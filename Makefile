@@ -73,6 +73,8 @@ proto-check: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	@# The layering contracts of pyproject.toml [tool.importlinter] (docs/architecture.md).
+	$(BIN)/lint-imports --no-cache
 
 bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/grpc_bridge.py

@@ -4,7 +4,7 @@ Two echo servers listen on Unix sockets in a temporary directory, each in a
 process of its own, both behind the same generic handler (raw bytes, no .proto):
 
 * ``bare``: a grpc.aio server whose handler returns the request (asyncio only);
-* ``bridge``: the same server started by ``meshd.api.bridge.serve_in_thread`` from
+* ``bridge``: the same server started by ``meshd.rpc.bridge.serve_in_thread`` from
   ``trio.run``; its handler does ``await bridge.call(echo, request, timeout=...)``
   with ``echo`` running on trio, as meshd's API handlers do.
 
@@ -83,14 +83,14 @@ async def _serve_bare(address: str) -> None:
 async def _serve_bridge(address: str) -> None:
     import trio
 
-    from meshd.api.bridge import open_trio_bridge, serve_in_thread
+    from meshd.rpc.bridge import open_trio_bridge, serve_in_thread
 
     async def echo(request: bytes) -> bytes:
         return request
 
     async with open_trio_bridge() as bridge, trio.open_nursery() as nursery:
         async def handler(request: bytes, context: Any) -> bytes:
-            # As meshd/api/status.py does: the call's deadline also bounds the trio task.
+            # As meshd/rpc/status.py does: the call's deadline also bounds the trio task.
             return await bridge.call(echo, request, timeout=context.time_remaining())
 
         async def start() -> tuple[None, Callable[[], Awaitable[None]]]:

@@ -1,2 +1,2 @@
-"""meshd: the Mesh daemon (one trio process: p2p host, API, and later ledger,
-governance, tasks and plugins)."""
+"""meshd: the Mesh daemon, one trio process: p2p host, ledger, governance, tasks,
+plugins and the gRPC API. docs/architecture.md maps its packages."""

@@ -16,11 +16,11 @@ import trio
 from meshcore.version import __version__
 from meshd import datadir
 from meshd.api.auth import AuthSetupError
-from meshd.api.bridge import open_trio_bridge
 from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_answers, serve_api
 from meshd.config import Config
 from meshd.datadir import DataDirError
 from meshd.genesis_view import GenesisView
+from meshd.governance.service import Governance
 from meshd.governance.status_watch import GovernanceWatch
 from meshd.identity import IdentityError, load_or_create_identity
 from meshd.ledger.equivocation import EquivocationReporter
@@ -34,10 +34,12 @@ from meshd.p2p import peerbook
 from meshd.p2p.connmgr import ConnectionManager, Degree
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.plugin_host import loader
+from meshd.plugin_host.context import TaskServices
 from meshd.plugin_host.external import select_external
 from meshd.plugin_host.loader import PluginSetupError
 from meshd.plugin_host.runtime import PluginRuntime
 from meshd.plugin_host.supervisor import Backoff
+from meshd.rpc.bridge import open_trio_bridge
 from meshd.tasks.participation import ParticipationWatch
 from meshd.tasks.provider import TaskProvider
 from meshd.tasks.reports import TaskReports
@@ -109,12 +111,12 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 provider = TaskProvider(host, ledger, runtime, config.tasks.capabilities,
                                         config.tasks.max_concurrent)
                 router = TaskRouter(host, ledger, runtime, (p.name for p in genesis.plugins))
-                runtime.submit = router.submit_for_plugin
                 reports = TaskReports(host, ledger, runtime, (p.name for p in genesis.plugins))
-                runtime.report = reports.report
+                await nursery.start(provider.run)
+                await nursery.start(reports.run)
                 endpoints = await nursery.start(
                     serve_api, config, bridge,
-                    Services(board, network, host, ledger, runtime, router))
+                    Services(board, network, host, ledger, Governance(ledger), runtime, router))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 await nursery.start(Replicator(
                     ledger, host, own_chain_grace=0 if nobody_to_ask else OWN_CHAIN_GRACE).run)
@@ -130,7 +132,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await nursery.start(connections.run)
                 await nursery.start(router.run)
                 await nursery.start(ParticipationWatch(provider, router, board).run)
-                await nursery.start(runtime.run)
+                await nursery.start(runtime.run, TaskServices(submit=router.submit_for_plugin,
+                                                              report=reports.report))
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host)
                 log.info("meshd ready", extra={

@@ -1,7 +1,7 @@
 """Errors of the domain layer that an API client may see.
 
 The message is written for a person (what happened, what to do). The API maps
-each class to one gRPC status code in meshd/api/status.py; nothing else in the
+each class to one gRPC status code in meshd/rpc/status.py; nothing else in the
 daemon knows about gRPC.
 """
 

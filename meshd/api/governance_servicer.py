@@ -14,11 +14,11 @@ from mesh.ledger.v1 import ledger_pb2
 from meshcore.ledger import accounts
 from meshcore.ledger.entry import HASH_BYTES
 from meshd import errors
-from meshd.api.bridge import TrioBridge
 from meshd.api.ledger_servicer import base_units
-from meshd.api.status import server_stream, unary
 from meshd.governance.service import Governance, ProposalView, Shadow
 from meshd.ledger.queries import account_key
+from meshd.rpc.bridge import TrioBridge
+from meshd.rpc.status import server_stream, unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

@@ -14,10 +14,10 @@ from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshcore.ledger import accounts
 from meshcore.ledger.entry import Verified
 from meshd import errors
-from meshd.api.bridge import TrioBridge
-from meshd.api.status import server_stream, unary
 from meshd.ledger import queries
 from meshd.ledger.ledger import Ledger
+from meshd.rpc.bridge import TrioBridge
+from meshd.rpc.status import server_stream, unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_HISTORY = 50

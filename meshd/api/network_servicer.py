@@ -9,9 +9,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from meshcore.genesis import Genesis
-from meshd.api.bridge import TrioBridge
-from meshd.api.status import unary
 from meshd.genesis_view import GenesisView
+from meshd.rpc.bridge import TrioBridge
+from meshd.rpc.status import unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

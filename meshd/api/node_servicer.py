@@ -10,9 +10,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.node.v1 import node_pb2, node_pb2_grpc
-from meshd.api.bridge import TrioBridge
-from meshd.api.status import server_stream, unary
 from meshd.node_status import NodeStatus, StatusBoard
+from meshd.rpc.bridge import TrioBridge
+from meshd.rpc.status import server_stream, unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

@@ -9,10 +9,10 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
-from meshd.api.bridge import TrioBridge
-from meshd.api.status import unary
 from meshd.p2p.host import P2PHost
 from meshd.p2p.membership import PeerRecord
+from meshd.rpc.bridge import TrioBridge
+from meshd.rpc.status import unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

@@ -7,10 +7,10 @@ from typing import Any, TypeAlias
 import grpc
 
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
-from meshd.api.bridge import TrioBridge
 from meshd.api.convert import timestamp
-from meshd.api.status import unary
 from meshd.plugin_host.runtime import PluginInfo, PluginRuntime
+from meshd.rpc.bridge import TrioBridge
+from meshd.rpc.status import unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

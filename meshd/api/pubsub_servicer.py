@@ -11,9 +11,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
-from meshd.api.bridge import TrioBridge
-from meshd.api.status import server_stream, unary
 from meshd.p2p.pubsub import Broadcast, Message
+from meshd.rpc.bridge import TrioBridge
+from meshd.rpc.status import server_stream, unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

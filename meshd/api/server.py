@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import trio
@@ -31,7 +32,6 @@ from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
-from meshd.api.bridge import StopAll, TrioBridge, serve_in_thread
 from meshd.api.dht_servicer import DhtServicer
 from meshd.api.governance_servicer import GovernanceServicer
 from meshd.api.ledger_servicer import LedgerServicer
@@ -48,23 +48,13 @@ from meshd.ledger.ledger import Ledger
 from meshd.node_status import StatusBoard
 from meshd.p2p.host import P2PHost
 from meshd.plugin_host.runtime import PluginRuntime
+from meshd.rpc.bridge import StopAll, TrioBridge, serve_in_thread
 from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
 
 # In-flight calls get this long to finish when meshd stops.
 SHUTDOWN_GRACE = 1.0
-SERVICE_NAMES = (
-    node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
-    network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
-    peers_pb2.DESCRIPTOR.services_by_name["PeersService"].full_name,
-    dht_pb2.DESCRIPTOR.services_by_name["DhtService"].full_name,
-    pubsub_pb2.DESCRIPTOR.services_by_name["PubsubService"].full_name,
-    ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
-    governance_pb2.DESCRIPTOR.services_by_name["GovernanceService"].full_name,
-    plugins_pb2.DESCRIPTOR.services_by_name["PluginsService"].full_name,
-    tasks_pb2.DESCRIPTOR.services_by_name["TasksService"].full_name,
-)
 _SERVER_OPTIONS = [
     # grpcio sets SO_REUSEPORT by default: two daemons could then share a TCP
     # port without an error. One port, one daemon.
@@ -78,14 +68,56 @@ class ApiSetupError(Exception):
 
 @dataclass(frozen=True)
 class Services:
-    """The domain objects the servicers forward to."""
+    """The domain objects the servicers forward to (built in meshd/daemon.py)."""
 
     board: StatusBoard
     network: GenesisView
     host: P2PHost
     ledger: Ledger
+    governance: Governance
     plugins: PluginRuntime
     tasks: TaskRouter
+
+
+@dataclass(frozen=True)
+class _Api:
+    """One service of the API: its full name, how a servicer joins a server,
+    and the servicer over the domain objects."""
+
+    name: str
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Callable[[TrioBridge, Services], object]
+
+
+def _name(file: Any, service: str) -> str:
+    return str(file.DESCRIPTOR.services_by_name[service].full_name)
+
+
+# Every service of proto/ on the API listeners, with what it serves.
+API = (
+    _Api(_name(node_pb2, "NodeService"), node_pb2_grpc.add_NodeServiceServicer_to_server,
+         lambda bridge, s: NodeServicer(bridge, s.board)),
+    _Api(_name(network_pb2, "NetworkService"),
+         network_pb2_grpc.add_NetworkServiceServicer_to_server,
+         lambda bridge, s: NetworkServicer(bridge, s.network)),
+    _Api(_name(peers_pb2, "PeersService"), peers_pb2_grpc.add_PeersServiceServicer_to_server,
+         lambda bridge, s: PeersServicer(bridge, s.host)),
+    _Api(_name(dht_pb2, "DhtService"), dht_pb2_grpc.add_DhtServiceServicer_to_server,
+         lambda bridge, s: DhtServicer(bridge, s.host.dht)),
+    _Api(_name(pubsub_pb2, "PubsubService"), pubsub_pb2_grpc.add_PubsubServiceServicer_to_server,
+         lambda bridge, s: PubsubServicer(bridge, s.host.broadcast)),
+    _Api(_name(ledger_pb2, "LedgerService"), ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
+         lambda bridge, s: LedgerServicer(bridge, s.ledger)),
+    _Api(_name(governance_pb2, "GovernanceService"),
+         governance_pb2_grpc.add_GovernanceServiceServicer_to_server,
+         lambda bridge, s: GovernanceServicer(bridge, s.governance)),
+    _Api(_name(plugins_pb2, "PluginsService"),
+         plugins_pb2_grpc.add_PluginsServiceServicer_to_server,
+         lambda bridge, s: PluginsServicer(bridge, s.plugins)),
+    _Api(_name(tasks_pb2, "TasksService"), tasks_pb2_grpc.add_TasksServiceServicer_to_server,
+         lambda bridge, s: TasksServicer(bridge, s.tasks)),
+)
+SERVICE_NAMES = tuple(api.name for api in API)
 
 
 @dataclass(frozen=True)
@@ -110,26 +142,12 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
         health_servicer = health.aio.HealthServicer()
         servers: list[grpc.aio.Server] = []
 
+        servicers = [(api.add_to_server, api.servicer(bridge, services)) for api in API]
+
         def new_server(interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
             server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
-            node_pb2_grpc.add_NodeServiceServicer_to_server(
-                NodeServicer(bridge, services.board), server)
-            network_pb2_grpc.add_NetworkServiceServicer_to_server(
-                NetworkServicer(bridge, services.network), server)
-            peers_pb2_grpc.add_PeersServiceServicer_to_server(
-                PeersServicer(bridge, services.host), server)
-            dht_pb2_grpc.add_DhtServiceServicer_to_server(
-                DhtServicer(bridge, services.host.dht), server)
-            pubsub_pb2_grpc.add_PubsubServiceServicer_to_server(
-                PubsubServicer(bridge, services.host.broadcast), server)
-            ledger_pb2_grpc.add_LedgerServiceServicer_to_server(
-                LedgerServicer(bridge, services.ledger), server)
-            governance_pb2_grpc.add_GovernanceServiceServicer_to_server(
-                GovernanceServicer(bridge, Governance(services.ledger)), server)
-            plugins_pb2_grpc.add_PluginsServiceServicer_to_server(
-                PluginsServicer(bridge, services.plugins), server)
-            tasks_pb2_grpc.add_TasksServiceServicer_to_server(
-                TasksServicer(bridge, services.tasks), server)
+            for add_to_server, servicer in servicers:
+                add_to_server(servicer, server)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

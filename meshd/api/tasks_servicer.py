@@ -9,10 +9,10 @@ from typing import Any, TypeAlias
 import grpc
 
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from meshd.api.bridge import TrioBridge
 from meshd.api.convert import timestamp
-from meshd.api.status import server_stream, unary
 from meshd.plugin.api import TaskOptions
+from meshd.rpc.bridge import TrioBridge
+from meshd.rpc.status import server_stream, unary
 from meshd.tasks.router import TaskRecord, TaskRouter
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]

@@ -37,21 +37,21 @@ class EquivocationReporter:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
-        self._ledger.committer.add_listener(self._on_stored)
-        task_status.started()
-        async for batch in self._receive:
-            while True:  # whatever else is waiting: under load, one hop for many commits
-                try:
-                    batch = batch + self._receive.receive_nowait()
-                except trio.WouldBlock:
-                    break
-            forked = await trio.to_thread.run_sync(self._forked, batch)
-            for item in forked:
-                try:
-                    await self._check(item)
-                except errors.MeshError as exc:
-                    log.warning("equivocation evidence not written",
-                                extra={"error": str(exc)})
+        with self._ledger.committer.listening(self._on_stored):
+            task_status.started()
+            async for batch in self._receive:
+                while True:  # whatever else is waiting: under load, one hop for many commits
+                    try:
+                        batch = batch + self._receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                forked = await trio.to_thread.run_sync(self._forked, batch)
+                for item in forked:
+                    try:
+                        await self._check(item)
+                    except errors.MeshError as exc:
+                        log.warning("equivocation evidence not written",
+                                    extra={"error": str(exc)})
 
     def _on_stored(self, stored: list[Verified]) -> None:
         batch = [item for item in stored if item.kind != "penalty"]

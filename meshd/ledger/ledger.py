@@ -1,9 +1,10 @@
-"""This node's ledger: its own chain, the store, and balances.
+"""This node's ledger: its own chain, the store, settled states and balances.
 
-Before replication and settlements land (docs/ledger.md status), a node holds
-its own entries and judges them against the genesis state, ``Settled(-1)``.
 Own entries are written one at a time (an author's chain is linear), judged
-before they are stored, and acknowledged only once durable (GroupCommitter).
+against their causal past before they are stored, and acknowledged only once
+durable (GroupCommitter). After a restart, writes wait for the own-chain check
+(meshd/ledger/own_chain.py). Replication (replication.py) and settlement
+(settlement_driver.py) are services of their own, started by meshd/daemon.py.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ class Ledger:
         self._own_chain_problem = ""
         if not check_own_chain:
             self._own_chain.set()
-        committer.add_listener(self._on_stored)
 
-    def _on_stored(self, stored: list[Verified]) -> None:
+    def on_stored(self, stored: list[Verified]) -> None:
+        """The committer's listener (open_ledger): what a commit newly stored."""
         if self.settlements.final_epoch != self._announced_final:
             self._announced_final = self.settlements.final_epoch
             self._finality.set()
@@ -501,8 +502,9 @@ async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis, *,
             await nursery.start(committer.run)
             ledger = Ledger(store, committer, seed, genesis, settlements, clock,
                             check_own_chain=check_own_chain)
-            await ledger.load_own_chain()
-            yield ledger
+            with committer.listening(ledger.on_stored):
+                await ledger.load_own_chain()
+                yield ledger
             nursery.cancel_scope.cancel()
     finally:
         store.close()

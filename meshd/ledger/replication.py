@@ -145,14 +145,16 @@ class Replicator:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
         direct = self._p2p.direct
-        direct.handle(HEADS, self._guarded(self._serve_heads), max_request=MAX_REQUEST)
-        direct.handle(RANGE, self._guarded(self._serve_range), max_request=MAX_REQUEST)
-        direct.handle(GET, self._guarded(self._serve_get), max_request=MAX_REQUEST)
         try:
-            await self._run(task_status)
+            with direct.serving(HEADS, self._guarded(self._serve_heads), max_request=MAX_REQUEST), \
+                    direct.serving(RANGE, self._guarded(self._serve_range),
+                                   max_request=MAX_REQUEST), \
+                    direct.serving(GET, self._guarded(self._serve_get), max_request=MAX_REQUEST), \
+                    self._ledger.committer.listening(self._on_stored):
+                await self._run(task_status)
         finally:
             # The host outlives the ledger: answer "unavailable", not a failure
-            # on a closed store, to requests that come in the meantime.
+            # on a closed store, to requests already being served.
             self._serving = False
 
     def _guarded(self, handler: Callable[[str, bytes], Awaitable[bytes]],
@@ -172,7 +174,6 @@ class Replicator:
         broadcast, membership = self._p2p.broadcast, self._p2p.membership
         async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
             self._nursery = nursery
-            self._ledger.committer.add_listener(self._on_stored)
             if self._gossip:
                 own_echoes = await stack.enter_async_context(
                     broadcast.open_subscription(TOPIC))

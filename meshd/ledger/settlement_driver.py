@@ -68,18 +68,18 @@ class SettlementDriver:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
-        self._ledger.committer.add_listener(self._on_stored)
-        task_status.started()
-        # A restarted validator takes part once peers have vouched for its
-        # chain (meshd/ledger/own_chain.py): a vote before that could be its
-        # second in a round. Meanwhile it learns finality from certificates.
-        await self._ledger.own_chain_ready()
-        while True:
-            target = self._ledger.final_epoch + 1
-            await self._wait_until_closable(target)
-            if self._ledger.final_epoch >= target:
-                continue  # a certificate came while waiting
-            await self._settle(target)
+        with self._ledger.committer.listening(self._on_stored):
+            task_status.started()
+            # A restarted validator takes part once peers have vouched for its
+            # chain (meshd/ledger/own_chain.py): a vote before that could be its
+            # second in a round. Meanwhile it learns finality from certificates.
+            await self._ledger.own_chain_ready()
+            while True:
+                target = self._ledger.final_epoch + 1
+                await self._wait_until_closable(target)
+                if self._ledger.final_epoch >= target:
+                    continue  # a certificate came while waiting
+                await self._settle(target)
 
     def _on_stored(self, stored: list[Verified]) -> None:
         """Committer listener (on trio): consensus entries, and certificates

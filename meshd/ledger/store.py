@@ -19,6 +19,7 @@ causal graph, which ``verify`` relies on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -594,12 +595,18 @@ class GroupCommitter:
         self.batches = 0
         self.appended = 0
 
-    def add_listener(self, listener: StoredListener) -> None:
-        """Call ``listener`` with what each commit newly stored, once durable.
+    @contextlib.contextmanager
+    def listening(self, listener: StoredListener) -> Iterator[None]:
+        """Call ``listener`` with what each commit newly stored, once durable,
+        while the block runs.
 
         A listener must not block; one that raises is logged and kept.
         """
         self._listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._listeners.remove(listener)
 
     async def append(self, item: Verified) -> None:
         """Return once ``item`` is durably stored (or was already).

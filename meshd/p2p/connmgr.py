@@ -84,9 +84,9 @@ class ConnectionManager:
                   ) -> None:
         send, receive = trio.open_memory_channel[str](64)
         self._exchange_now = send
-        self._host.direct.handle(PEER_EXCHANGE, self._answer_exchange, max_request=64)
         try:
-            with self._host.membership.admission_listener(self._admitted):
+            with self._host.direct.serving(PEER_EXCHANGE, self._answer_exchange, max_request=64), \
+                    self._host.membership.admission_listener(self._admitted):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._maintain_loop)
                     nursery.start_soon(self._exchange_loop, receive)

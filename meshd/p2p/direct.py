@@ -3,8 +3,10 @@
 A request opens a new stream on ``/mesh/<network id>/<name>/<version>``, writes
 one frame (the payload), half-closes, and reads one frame: a DirectResponse
 holding the response payload or an error (docs/protocol.md). Both sides
-enforce size caps and deadlines; only admitted peers are served. PING is the
-first user; tasks and plugins come later.
+enforce size caps and deadlines; only admitted peers are served. Each service
+serves its protocols for its own lifetime (:meth:`DirectMessenger.serving`,
+entered in its ``run``): the messenger's own PING, peer exchange, ledger sync,
+tasks, reports and plugin events.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -65,20 +67,40 @@ class DirectMessenger:
         self._host = host
         self._membership = membership
         self._network_id = network_id
-        self.handle(PING, _echo, max_request=PING_SIZE)
 
-    def handle(self, name: str, handler: Handler, *, version: str = "1.0.0",
-               max_request: int = DEFAULT_MAX_REQUEST,
-               timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Serve requests for ``name``: ``handler(peer_id, payload)`` returns the answer.
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Answer PING until cancelled."""
+        with self.serving(PING, _echo, max_request=PING_SIZE):
+            task_status.started()
+            await trio.sleep_forever()
+
+    @contextlib.contextmanager
+    def serving(self, name: str, handler: Handler, *, version: str = "1.0.0",
+                max_request: int = DEFAULT_MAX_REQUEST,
+                timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
+        """Serve requests for ``name`` while the block runs: ``handler(peer_id,
+        payload)`` returns the answer.
 
         A handler raising errors.InvalidArgument answers CODE_INVALID with its
         message, errors.Unavailable CODE_UNAVAILABLE; any other exception
-        answers CODE_INTERNAL (and is logged).
+        answers CODE_INTERNAL (and is logged). On exit the protocol is served
+        as before the block: by the handler it replaced, or not at all (a
+        request then fails to negotiate, as to a node without the service).
         """
         protocol = protocol_id(self._network_id, name, version)
         serve = functools.partial(self._serve, handler, _Limits(max_request, timeout))
+        handlers = self._host.get_mux().handlers
+        replaced = handlers.get(protocol)
         self._host.set_stream_handler(protocol, serve)
+        try:
+            yield
+        finally:
+            if handlers.get(protocol) is serve:  # not replaced by a block still open
+                if replaced is None:
+                    self._host.remove_stream_handler(protocol)
+                else:
+                    self._host.set_stream_handler(protocol, replaced)
 
     async def request(self, peer_id: str, name: str, payload: bytes, *,
                       version: str = "1.0.0", timeout: float = DEFAULT_TIMEOUT,

@@ -58,6 +58,7 @@ from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
 from meshd.p2p.pubsub import Broadcast, open_broadcast, open_broadcast_services
+from meshd.p2p.upstream import protocol_table
 from meshd.p2p.upstream.noise import BulkNoiseTransport
 from meshd.p2p.upstream.yamux import MeshMuxerMultistream
 
@@ -202,6 +203,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     if fast_streams and isinstance(network, Swarm):  # see meshd/p2p/upstream/yamux.py
         upgrader = network.upgrader
         upgrader.muxer_multistream = MeshMuxerMultistream.replacing(upgrader.muxer_multistream)
+    protocol_table.install(host)  # services add and remove their handlers as they run
     membership = Membership(host, network_id, AGENT, on_peers_changed)
     direct = DirectMessenger(host, membership, network_id)
     host.get_network().register_notifee(_ConnectionWatcher(membership))
@@ -225,7 +227,9 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
                 await host.get_network().close()
 
     async with trio.open_nursery() as nursery:
+        # Hello and PING are served before the host listens.
         await nursery.start(membership.run)
+        await nursery.start(direct.run)
         pubsub = await nursery.start(run_host)
         log.info("p2p host listening", extra={"peer_id": str(host.get_id()),
                                                "addrs": [str(a) for a in host.get_addrs()]})

@@ -102,16 +102,18 @@ class Membership:
         self._blocked: set[str] = set()  # until unblocked (not kept across restarts)
         self.counters = MembershipCounters()
         self._nursery: trio.Nursery | None = None
-        host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
+        """Answer hellos and run handshakes until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._host.set_stream_handler(HELLO_PROTOCOL, self._answer_hello)
             try:
                 task_status.started()
                 await trio.sleep_forever()
             finally:
+                self._host.remove_stream_handler(HELLO_PROTOCOL)
                 # Stopping: the nursery takes no new handshake tasks now. A
                 # connection opened meanwhile is left to the closing swarm (it
                 # raised "Nursery is closed to new arrivals" in the notifee).

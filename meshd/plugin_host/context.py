@@ -104,6 +104,20 @@ SubmitTask = Callable[[str, str, bytes, TaskOptions], Awaitable[TaskOutcome]]
 ReportTask = Callable[[str, str, str, bytes, int], Awaitable[str]]
 
 
+@dataclass(frozen=True)
+class TaskServices:
+    """What plugins reach of the task layer: ``ctx.submit_task`` (the task
+    router) and ``ctx.report_task`` (task reports); ``None``: not on this node.
+
+    The daemon hands it to :meth:`PluginRuntime.run`. The task layer is built
+    on the plugin host (it runs the plugins' handlers), so the host takes it
+    as this interface rather than importing it.
+    """
+
+    submit: SubmitTask | None = None
+    report: ReportTask | None = None
+
+
 class _Bucket:
     """A token bucket on trio's clock."""
 

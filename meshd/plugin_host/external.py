@@ -35,8 +35,6 @@ import trio
 from mesh.pluginhost.v1 import pluginhost_pb2
 from meshcore.genesis import RequiredPlugin
 from meshd import errors
-from meshd.api.plugin_host_servicer import serve_plugin_host
-from meshd.api.status import status_for
 from meshd.config import ExternalCommand
 from meshd.plugin.api import (
     Context,
@@ -51,8 +49,10 @@ from meshd.plugin.api import (
     check_name,
 )
 from meshd.plugin_host.context import MAX_EVENT_TIMEOUT, PluginContext
+from meshd.plugin_host.grpc_server import serve_plugin_host
 from meshd.plugin_host.loader import Selected, version_in_range
 from meshd.plugin_host.process import PluginProcess
+from meshd.rpc.status import status_for
 
 log = logging.getLogger(__name__)
 

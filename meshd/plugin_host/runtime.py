@@ -32,9 +32,8 @@ from meshd.plugin_host.context import (
     MAX_EVENT_TIMEOUT,
     Counters,
     PluginContext,
-    ReportTask,
-    SubmitTask,
     TaskKind,
+    TaskServices,
 )
 from meshd.plugin_host.loader import Selected
 from meshd.plugin_host.supervisor import BACKOFF, RUNNING, Backoff, Health, supervise
@@ -93,14 +92,22 @@ class PluginRuntime:
         self._settings = settings
         self._backoff = backoff or Backoff()
         self._init_timeout = init_timeout
-        self.submit: SubmitTask | None = None  # set by the task router
-        self.report: ReportTask | None = None  # set by the task reports service
-        host.direct.handle(EVENT_PROTOCOL, self._serve_event, max_request=MAX_EVENT_BYTES,
-                           timeout=MAX_EVENT_TIMEOUT + 1)
+        self._tasks = TaskServices()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                  ) -> None:
-        """Start every plugin; started once each has finished its first init (or failed it)."""
+    async def run(self, tasks: TaskServices | None = None, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every plugin and serve plugin events until cancelled; started
+        once each plugin has finished its first init (or failed it).
+
+        ``tasks``: what the plugins' ``submit_task`` and ``report_task`` reach.
+        """
+        self._tasks = tasks or TaskServices()
+        with self._host.direct.serving(EVENT_PROTOCOL, self._serve_event,
+                                       max_request=MAX_EVENT_BYTES,
+                                       timeout=MAX_EVENT_TIMEOUT + 1):
+            await self._run_plugins(task_status)
+
+    async def _run_plugins(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             for hosted in self._plugins.values():
                 nursery.start_soon(supervise, hosted.selected.name,
@@ -111,6 +118,8 @@ class PluginRuntime:
                     while hosted.health.state not in (RUNNING, BACKOFF):
                         await hosted.health.changed.wait()
             task_status.started()
+            # Events keep being answered ("does not run plugin …") with no plugin left.
+            await trio.sleep_forever()
 
     async def _start(self, hosted: HostedPlugin, health: Health) -> None:
         name = hosted.selected.name
@@ -124,8 +133,8 @@ class PluginRuntime:
                     name=name, version=hosted.selected.version, host=self._host,
                     ledger=self._ledger, network_id=self._network_id, data_dir=data_dir,
                     config=self._settings.get(name, {}), counters=hosted.counters,
-                    nursery=nursery, submit=self.submit,
-                    report=self.report)
+                    nursery=nursery, submit=self._tasks.submit,
+                    report=self._tasks.report)
                 try:
                     with trio.fail_after(self._init_timeout):
                         await plugin.init(ctx)

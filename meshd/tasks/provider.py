@@ -51,12 +51,18 @@ class TaskProvider:
         self.last_executed_at = 0.0  # trio.current_time()
         # base_id -> digest of the result this node gave (its executions, newest last).
         self._executed: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
-        direct = host.direct
-        direct.handle(CAPS_PROTOCOL, self._serve_caps, max_request=16)
-        direct.handle(TASK_PROTOCOL, self._serve_task, max_request=MAX_PAYLOAD + 4096,
-                      timeout=MAX_TASK_TIMEOUT + 5)
-        direct.handle(VERDICT_PROTOCOL, self._serve_verdict,
-                      max_request=MAX_PAYLOAD + MAX_RESULT + 8192, timeout=60)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Serve capability queries, tasks and verdicts until cancelled."""
+        direct = self._host.direct
+        with direct.serving(CAPS_PROTOCOL, self._serve_caps, max_request=16), \
+                direct.serving(TASK_PROTOCOL, self._serve_task, max_request=MAX_PAYLOAD + 4096,
+                               timeout=MAX_TASK_TIMEOUT + 5), \
+                direct.serving(VERDICT_PROTOCOL, self._serve_verdict,
+                               max_request=MAX_PAYLOAD + MAX_RESULT + 8192, timeout=60):
+            task_status.started()
+            await trio.sleep_forever()
 
     def advertised(self) -> wire_pb2.TaskCapabilities:
         return wire_pb2.TaskCapabilities(

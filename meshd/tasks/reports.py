@@ -56,8 +56,15 @@ class TaskReports:
         self._in_hand: set[bytes] = set()  # task_ids being judged now
         self.countersigned_total = 0
         self.refused_total = 0
-        host.direct.handle(REPORT_PROTOCOL, self._serve, max_request=MAX_REPORT_DETAIL + 2048,
-                           timeout=RULE_TIMEOUT + 10)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Judge the reports peers send this node until cancelled."""
+        with self._host.direct.serving(REPORT_PROTOCOL, self._serve,
+                                       max_request=MAX_REPORT_DETAIL + 2048,
+                                       timeout=RULE_TIMEOUT + 10):
+            task_status.started()
+            await trio.sleep_forever()
 
     # --- the provider's side ------------------------------------------------------
 

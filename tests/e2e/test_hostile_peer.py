@@ -55,57 +55,57 @@ async def attack(address: str, network_id: str, admitted_by_target: Callable[[st
         # Answer meshd's peer-exchange and ping requests with garbage.
         async def junk(peer_id: str, payload: bytes) -> bytes:
             return GARBAGE
-        rogue.direct.handle(PEER_EXCHANGE, junk)
-        rogue.direct.handle(PING, junk)
-        target = await rogue.connect(address)
-        await eventually(functools.partial(trio.to_thread.run_sync, admitted_by_target,
-                                           rogue.peer_id),
-                         timeout=10, interval=0.05, what="the target to admit the rogue")
-        protocols = [PROTOCOL_ID_V11, HELLO_PROTOCOL, protocol_id(network_id, PING),
-                     protocol_id(network_id, PEER_EXCHANGE), protocol_id(network_id, "kad")]
-        raw_host = rogue._host  # the libp2p host under meshd's wrapper
-        target_id = ID.from_base58(target.peer_id)
+        with rogue.direct.serving(PEER_EXCHANGE, junk), \
+                rogue.direct.serving(PING, junk):
+            target = await rogue.connect(address)
+            await eventually(functools.partial(trio.to_thread.run_sync, admitted_by_target,
+                                               rogue.peer_id),
+                             timeout=10, interval=0.05, what="the target to admit the rogue")
+            protocols = [PROTOCOL_ID_V11, HELLO_PROTOCOL, protocol_id(network_id, PING),
+                         protocol_id(network_id, PEER_EXCHANGE), protocol_id(network_id, "kad")]
+            raw_host = rogue._host  # the libp2p host under meshd's wrapper
+            target_id = ID.from_base58(target.peer_id)
 
-        async def ensure_connected() -> None:
-            # Garbage gets the connection closed (a hello after a short linger):
-            # wait for that, then come back for the next payload. Connections
-            # are counted to the target only: the DHT may connect us to others.
-            with trio.fail_after(10):
-                rogue.membership.reconcile()
-                while not rogue.membership.is_admitted(target.peer_id):
-                    if not raw_host.get_network().get_connections(target_id):
-                        await rogue.connect(address)
-                    else:
-                        await rogue.membership.next_change()
-                        rogue.membership.reconcile()
+            async def ensure_connected() -> None:
+                # Garbage gets the connection closed (a hello after a short linger):
+                # wait for that, then come back for the next payload. Connections
+                # are counted to the target only: the DHT may connect us to others.
+                with trio.fail_after(10):
+                    rogue.membership.reconcile()
+                    while not rogue.membership.is_admitted(target.peer_id):
+                        if not raw_host.get_network().get_connections(target_id):
+                            await rogue.connect(address)
+                        else:
+                            await rogue.membership.next_change()
+                            rogue.membership.reconcile()
 
-        async def send(protocol: TProtocol, payload: bytes) -> None:
-            with trio.fail_after(5):
-                stream = await raw_host.new_stream(target_id, [protocol])
-                await stream.write(payload)
-                await stream.close()
+            async def send(protocol: TProtocol, payload: bytes) -> None:
+                with trio.fail_after(5):
+                    stream = await raw_host.new_stream(target_id, [protocol])
+                    await stream.write(payload)
+                    await stream.close()
 
-        for protocol in protocols:
-            for payload in payloads():
-                for attempt in range(3):
-                    await ensure_connected()
-                    try:
-                        await send(protocol, payload)
-                    except Exception as exc:  # meshd may reset or drop us: its right
-                        if attempt < 2:
-                            # closed by meshd, not yet noticed here: wait, come back
-                            with trio.move_on_after(2):
-                                await rogue.membership.next_change()
-                            continue
-                        unsent.append(f"{protocol}: {type(exc).__name__} {exc}"[:300])
-                    else:
-                        delivered.append(protocol)
-                    break
-        # A gossip message over the size limit, published the ordinary way, is refused here.
-        try:
-            await rogue.broadcast.publish("churn", b"z" * (2 << 20))
-        except Exception as exc:
-            unsent.append(f"publish: {type(exc).__name__}")
+            for protocol in protocols:
+                for payload in payloads():
+                    for attempt in range(3):
+                        await ensure_connected()
+                        try:
+                            await send(protocol, payload)
+                        except Exception as exc:  # meshd may reset or drop us: its right
+                            if attempt < 2:
+                                # closed by meshd, not yet noticed here: wait, come back
+                                with trio.move_on_after(2):
+                                    await rogue.membership.next_change()
+                                continue
+                            unsent.append(f"{protocol}: {type(exc).__name__} {exc}"[:300])
+                        else:
+                            delivered.append(protocol)
+                        break
+            # A gossip message over the size limit, published the ordinary way, is refused here.
+            try:
+                await rogue.broadcast.publish("churn", b"z" * (2 << 20))
+            except Exception as exc:
+                unsent.append(f"publish: {type(exc).__name__}")
     return delivered, unsent
 
 

@@ -1,7 +1,7 @@
 """The trio ↔ grpc.aio bridge, through a real gRPC server and client.
 
 The server runs grpc.aio on its own thread (serve_in_thread); handlers use the
-same helpers as the real servicers (meshd.api.status.unary / server_stream).
+same helpers as the real servicers (meshd.rpc.status.unary / server_stream).
 The client is grpcio's sync client, run in worker threads so trio keeps going.
 """
 
@@ -21,8 +21,8 @@ import trio
 
 from meshcore.version import __version__
 from meshd import errors
-from meshd.api.bridge import StopAll, TrioBridge, open_trio_bridge, serve_in_thread
-from meshd.api.status import VERSION_KEY, server_stream, unary
+from meshd.rpc.bridge import StopAll, TrioBridge, open_trio_bridge, serve_in_thread
+from meshd.rpc.status import VERSION_KEY, server_stream, unary
 
 SERVICE = "test.Bridge"
 

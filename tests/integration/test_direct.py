@@ -22,25 +22,25 @@ async def test_request_response_and_handler_errors() -> None:
 
     with trio.fail_after(30):
         async with open_hosts(NET_A, NET_A) as (a, b):
-            a.direct.handle("shout", shout, max_request=100, timeout=0.5)
-            await b.connect(a.listen_addrs()[0])
-            answer = await b.direct.request(a.peer_id, "shout", b"hello")
-            assert answer == f"{b.peer_id}:HELLO".encode()
-            with pytest.raises(DirectRequestFailed, match="no 'bad' please") as invalid:
-                await b.direct.request(a.peer_id, "shout", b"bad")
-            assert invalid.value.code == Code.CODE_INVALID
-            with pytest.raises(DirectRequestFailed, match="handler failed") as bug:
-                await b.direct.request(a.peer_id, "shout", b"bug")
-            assert bug.value.code == Code.CODE_INTERNAL
-            with pytest.raises(DirectRequestFailed) as slow:
-                await b.direct.request(a.peer_id, "shout", b"slow")
-            assert slow.value.code == Code.CODE_TIMEOUT
-            with pytest.raises(DirectRequestFailed, match="too large") as big:
-                await b.direct.request(a.peer_id, "shout", b"x" * 101)
-            assert big.value.code == Code.CODE_TOO_LARGE
-            # the serving side is unharmed
-            assert await b.direct.request(a.peer_id, "shout", b"again") == \
-                f"{b.peer_id}:AGAIN".encode()
+            with a.direct.serving("shout", shout, max_request=100, timeout=0.5):
+                await b.connect(a.listen_addrs()[0])
+                answer = await b.direct.request(a.peer_id, "shout", b"hello")
+                assert answer == f"{b.peer_id}:HELLO".encode()
+                with pytest.raises(DirectRequestFailed, match="no 'bad' please") as invalid:
+                    await b.direct.request(a.peer_id, "shout", b"bad")
+                assert invalid.value.code == Code.CODE_INVALID
+                with pytest.raises(DirectRequestFailed, match="handler failed") as bug:
+                    await b.direct.request(a.peer_id, "shout", b"bug")
+                assert bug.value.code == Code.CODE_INTERNAL
+                with pytest.raises(DirectRequestFailed) as slow:
+                    await b.direct.request(a.peer_id, "shout", b"slow")
+                assert slow.value.code == Code.CODE_TIMEOUT
+                with pytest.raises(DirectRequestFailed, match="too large") as big:
+                    await b.direct.request(a.peer_id, "shout", b"x" * 101)
+                assert big.value.code == Code.CODE_TOO_LARGE
+                # the serving side is unharmed
+                assert await b.direct.request(a.peer_id, "shout", b"again") == \
+                    f"{b.peer_id}:AGAIN".encode()
 
 
 async def test_response_cap_and_deadline_on_the_requesting_side() -> None:
@@ -53,13 +53,13 @@ async def test_response_cap_and_deadline_on_the_requesting_side() -> None:
 
     with trio.fail_after(30):
         async with open_hosts(NET_A, NET_A) as (a, b):
-            a.direct.handle("big", big)
-            a.direct.handle("never", never, timeout=60)
-            await b.connect(a.listen_addrs()[0])
-            with pytest.raises(DirectRequestFailed, match="too large"):
-                await b.direct.request(a.peer_id, "big", b"", max_response=1000)
-            with pytest.raises(errors.DeadlineExceeded, match=r"within 0\.3 s"):
-                await b.direct.request(a.peer_id, "never", b"", timeout=0.3)
+            with a.direct.serving("big", big), \
+                    a.direct.serving("never", never, timeout=60):
+                await b.connect(a.listen_addrs()[0])
+                with pytest.raises(DirectRequestFailed, match="too large"):
+                    await b.direct.request(a.peer_id, "big", b"", max_response=1000)
+                with pytest.raises(errors.DeadlineExceeded, match=r"within 0\.3 s"):
+                    await b.direct.request(a.peer_id, "never", b"", timeout=0.3)
 
 
 async def test_unknown_protocol_and_non_member() -> None:
@@ -78,3 +78,22 @@ async def test_ping_measures_rtt() -> None:
             await b.connect(a.listen_addrs()[0])
             rtts = [await b.direct.ping(a.peer_id) for _ in range(5)]
     assert all(0 < rtt < 1 for rtt in rtts)
+
+
+async def test_a_protocol_is_served_for_the_block_only_and_an_override_is_undone() -> None:
+    async def first(peer_id: str, payload: bytes) -> bytes:
+        return b"first"
+
+    async def second(peer_id: str, payload: bytes) -> bytes:
+        return b"second"
+
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            await b.connect(a.listen_addrs()[0])
+            with a.direct.serving("echo", first):
+                assert await b.direct.request(a.peer_id, "echo", b"") == b"first"
+                with a.direct.serving("echo", second):
+                    assert await b.direct.request(a.peer_id, "echo", b"") == b"second"
+                assert await b.direct.request(a.peer_id, "echo", b"") == b"first"
+            with pytest.raises(errors.Unavailable):
+                await b.direct.request(a.peer_id, "echo", b"")

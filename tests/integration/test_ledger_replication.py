@@ -382,32 +382,32 @@ async def test_a_restored_node_waits_for_peers_that_connect_late_and_answer_late
                 await answer_now.wait()  # bob answers when the test says so
                 return await bob.replicator._serve_heads(peer_id, payload)
 
-            bob.host.direct.handle(HEADS, slow_heads, max_request=MAX_REQUEST)
-            genesis = bob.ledger.genesis
-            async with open_node(tmp_path / "alice", seed, genesis,
-                                 check_own_chain=True) as alice, \
-                    trio.open_nursery() as nursery:
-                written: list[entry.Verified] = []
+            with bob.host.direct.serving(HEADS, slow_heads, max_request=MAX_REQUEST):
+                genesis = bob.ledger.genesis
+                async with open_node(tmp_path / "alice", seed, genesis,
+                                     check_own_chain=True) as alice, \
+                        trio.open_nursery() as nursery:
+                    written: list[entry.Verified] = []
 
-                async def pay() -> None:
-                    written.append(await alice.ledger.transfer(carol.account, 1))
+                    async def pay() -> None:
+                        written.append(await alice.ledger.transfer(carol.account, 1))
 
-                nursery.start_soon(pay)
-                for other in (carol, dave):
-                    await alice.host.connect(other.host.listen_addrs()[0])
-                await eventually(lambda: alice.ledger.own_chain_problem,
-                                 lambda problem: "for peers to connect" in problem,
-                                 timeout=10, interval=0.02, what="carol's or dave's answer")
-                await alice.host.connect(bob.host.listen_addrs()[0])
-                await eventually(lambda: alice.ledger.own_chain_problem,
-                                 lambda problem: "waiting for 1 connected peers" in problem,
-                                 timeout=15, interval=0.02, what="the settle to end, bob "
-                                 "connected and not answering")
-                assert written == []
-                answer_now.set()
-                await eventually(lambda: bool(written), timeout=15, interval=0.02,
-                                 what="the waiting transfer to be written")
-                assert (written[0].seq, written[0].body.prev) == (4, newest[-1].hash)
+                    nursery.start_soon(pay)
+                    for other in (carol, dave):
+                        await alice.host.connect(other.host.listen_addrs()[0])
+                    await eventually(lambda: alice.ledger.own_chain_problem,
+                                     lambda problem: "for peers to connect" in problem,
+                                     timeout=10, interval=0.02, what="carol's or dave's answer")
+                    await alice.host.connect(bob.host.listen_addrs()[0])
+                    await eventually(lambda: alice.ledger.own_chain_problem,
+                                     lambda problem: "waiting for 1 connected peers" in problem,
+                                     timeout=15, interval=0.02, what="the settle to end, bob "
+                                     "connected and not answering")
+                    assert written == []
+                    answer_now.set()
+                    await eventually(lambda: bool(written), timeout=15, interval=0.02,
+                                     what="the waiting transfer to be written")
+                    assert (written[0].seq, written[0].body.prev) == (4, newest[-1].hash)
 
 
 async def test_a_sync_that_fails_while_fetching_own_entries_keeps_writes_held(
@@ -419,30 +419,30 @@ async def test_a_sync_that_fails_while_fetching_own_entries_keeps_writes_held(
             async def broken_range(peer_id: str, payload: bytes) -> bytes:
                 raise errors.Unavailable("not now")
 
-            bob.host.direct.handle(RANGE, broken_range, max_request=MAX_REQUEST)
-            # No gossip: bob's gossipsub would offer alice's recent entries
-            # from its message cache, and the sync's failure would not matter.
-            async with open_node(tmp_path / "alice", seed, bob.ledger.genesis,
-                                 check_own_chain=True, gossip=False) as alice:
-                for other in (carol, dave, bob):
-                    await alice.host.connect(other.host.listen_addrs()[0])
-                await eventually(lambda: alice.ledger.own_chain_problem,
-                                 lambda problem: "up to seq 3" in problem, timeout=10,
-                                 interval=0.02, what="bob's heads to show seq 3")
-                check = alice.replicator._own_chain
-                await eventually(lambda: bob.host.peer_id in check.failed_at
-                                 and check.first_answer_at is not None
-                                 and trio.current_time() >= check.first_answer_at
-                                 + CONNECT_SETTLE, timeout=20, interval=0.05,
-                                 what="the settle to end with bob's sync failed")
-                assert not alice.ledger.writing_allowed
-                assert "up to seq 3" in alice.ledger.own_chain_problem
-                bob.host.direct.handle(RANGE, bob.replicator._serve_range,
-                                       max_request=MAX_REQUEST)
-                await eventually(lambda: alice.ledger.writing_allowed, timeout=30,
-                                 interval=0.05, what="bob's range to come on a retry")
-                made = await alice.ledger.transfer(carol.account, 1)
-                assert (made.seq, made.body.prev) == (4, newest[-1].hash)
+            with bob.host.direct.serving(RANGE, broken_range, max_request=MAX_REQUEST):
+                # No gossip: bob's gossipsub would offer alice's recent entries
+                # from its message cache, and the sync's failure would not matter.
+                async with open_node(tmp_path / "alice", seed, bob.ledger.genesis,
+                                     check_own_chain=True, gossip=False) as alice:
+                    for other in (carol, dave, bob):
+                        await alice.host.connect(other.host.listen_addrs()[0])
+                    await eventually(lambda: alice.ledger.own_chain_problem,
+                                     lambda problem: "up to seq 3" in problem, timeout=10,
+                                     interval=0.02, what="bob's heads to show seq 3")
+                    check = alice.replicator._own_chain
+                    await eventually(lambda: bob.host.peer_id in check.failed_at
+                                     and check.first_answer_at is not None
+                                     and trio.current_time() >= check.first_answer_at
+                                     + CONNECT_SETTLE, timeout=20, interval=0.05,
+                                     what="the settle to end with bob's sync failed")
+                    assert not alice.ledger.writing_allowed
+                    assert "up to seq 3" in alice.ledger.own_chain_problem
+                    with bob.host.direct.serving(RANGE, bob.replicator._serve_range,
+                                                 max_request=MAX_REQUEST):
+                        await eventually(lambda: alice.ledger.writing_allowed, timeout=30,
+                                         interval=0.05, what="bob's range to come on a retry")
+                        made = await alice.ledger.transfer(carol.account, 1)
+                        assert (made.seq, made.body.prev) == (4, newest[-1].hash)
 
 
 async def test_a_node_with_no_one_to_ask_writes_after_the_grace(tmp_path: Path) -> None:

@@ -250,6 +250,9 @@ async def test_a_connection_opened_while_the_node_stops_is_left_alone() -> None:
         def set_stream_handler(self, *args: object) -> None:
             pass
 
+        def remove_stream_handler(self, *args: object) -> None:
+            pass
+
     membership = membership_module.Membership(Host(), NET_A, "test")  # type: ignore[arg-type]
     with trio.CancelScope() as stopping:
         async with trio.open_nursery() as nursery:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -179,8 +179,13 @@ class FakeDirect:
     def __init__(self, network: FakeNetwork, peer_id: str) -> None:
         self._network, self._peer_id = network, peer_id
 
-    def handle(self, name: str, handler: Handler, **limits: Any) -> None:
+    @contextlib.contextmanager
+    def serving(self, name: str, handler: Handler, **limits: Any) -> Iterator[None]:
         self._network.handlers[(self._peer_id, name)] = handler
+        try:
+            yield
+        finally:
+            del self._network.handlers[(self._peer_id, name)]
 
     async def request(self, peer_id: str, name: str, payload: bytes, *, timeout: float,
                       max_response: int = 0) -> bytes:
@@ -265,6 +270,7 @@ class Node:
     ledger: FakeLedger
     host: SimpleNamespace
     provider: provider.TaskProvider
+    cluster: dict[str, Node]  # every node of the test, this one too
     router: TaskRouter = field(init=False)
 
     @property
@@ -291,7 +297,7 @@ class Cluster:
         plugins = FakePlugins(kinds)
         node = Node(name, ledger, host,
                     provider.TaskProvider(host, ledger, plugins, capabilities,  # type: ignore[arg-type]
-                                          max_running))
+                                          max_running), self.nodes)
         node.router = TaskRouter(host, ledger, plugins, rewarded)  # type: ignore[arg-type]
         self.nodes[name] = node
         return node
@@ -312,7 +318,10 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
 
 @contextlib.asynccontextmanager
 async def running(node: Node) -> AsyncIterator[TaskRouter]:
+    """``node``'s router, with every node of the test serving tasks."""
     async with trio.open_nursery() as nursery:
+        for each in node.cluster.values():
+            await nursery.start(each.provider.run)
         await nursery.start(node.router.run)
         yield node.router
         nursery.cancel_scope.cancel()
@@ -638,32 +647,33 @@ async def test_a_provider_refuses_what_it_cannot_serve(
     a = cluster.add("a", {})
     b = cluster.add("b", square_plugin(), max_running=0)
     c = cluster.add("c", square_plugin(), "gpu")
-    serve_b = cluster.network.handlers[(b.peer_id, TASK_PROTOCOL)]
-    serve_c = cluster.network.handlers[(c.peer_id, TASK_PROTOCOL)]
-    for serve, payload, refusal, message in [
-            (serve_c, b"\xff", errors.InvalidArgument, "not a TaskRequest"),
-            (serve_c, task_request(nonce=b"short"), errors.InvalidArgument,
-             f"a task nonce is {NONCE_BYTES} bytes"),
-            (serve_c, task_request(kind="no spaces"), errors.InvalidArgument, "is not a name"),
-            (serve_c, task_request(kind="cube"), errors.Unavailable,
-             "this node does not execute square/cube now"),
-            (serve_b, task_request(), errors.Unavailable, "busy: executing 0 tasks already")]:
-        with pytest.raises(refusal) as refused:
-            await serve(a.peer_id, payload)
-        assert message in str(refused.value)
-    answer = wire_pb2.TaskResponse.FromString(await serve_c(a.peer_id, task_request()))
-    assert (answer.result, answer.proof, answer.units) == (b"36", b"p", 3)
-    base = claims.base_id(a.ledger.key, PLUGIN, "square", b"6", NONCE)
-    assert claims.claim_problem(
-        answer.claim, answer.provider_signature, network_id=NETWORK,
-        task_id=claims.execution_id(base, c.ledger.key), plugin=PLUGIN,
-        requester=a.ledger.key, provider=c.ledger.key, epoch=EPOCH, units=3,
-        result=b"36") is None
-    advertised = c.provider.advertised()
-    assert [(k.plugin, k.kind) for k in advertised.kinds] == [(PLUGIN, "digest"),
-                                                              (PLUGIN, "square")]
-    assert list(advertised.capabilities) == ["gpu"] and advertised.max_running == 4
-    assert (c.provider.running, c.provider.executed_total) == (0, 1)
+    async with running(a):  # every node serves tasks while a's router runs
+        serve_b = cluster.network.handlers[(b.peer_id, TASK_PROTOCOL)]
+        serve_c = cluster.network.handlers[(c.peer_id, TASK_PROTOCOL)]
+        for serve, payload, refusal, message in [
+                (serve_c, b"\xff", errors.InvalidArgument, "not a TaskRequest"),
+                (serve_c, task_request(nonce=b"short"), errors.InvalidArgument,
+                 f"a task nonce is {NONCE_BYTES} bytes"),
+                (serve_c, task_request(kind="no spaces"), errors.InvalidArgument, "is not a name"),
+                (serve_c, task_request(kind="cube"), errors.Unavailable,
+                 "this node does not execute square/cube now"),
+                (serve_b, task_request(), errors.Unavailable, "busy: executing 0 tasks already")]:
+            with pytest.raises(refusal) as refused:
+                await serve(a.peer_id, payload)
+            assert message in str(refused.value)
+        answer = wire_pb2.TaskResponse.FromString(await serve_c(a.peer_id, task_request()))
+        assert (answer.result, answer.proof, answer.units) == (b"36", b"p", 3)
+        base = claims.base_id(a.ledger.key, PLUGIN, "square", b"6", NONCE)
+        assert claims.claim_problem(
+            answer.claim, answer.provider_signature, network_id=NETWORK,
+            task_id=claims.execution_id(base, c.ledger.key), plugin=PLUGIN,
+            requester=a.ledger.key, provider=c.ledger.key, epoch=EPOCH, units=3,
+            result=b"36") is None
+        advertised = c.provider.advertised()
+        assert [(k.plugin, k.kind) for k in advertised.kinds] == [(PLUGIN, "digest"),
+                                                                  (PLUGIN, "square")]
+        assert list(advertised.capabilities) == ["gpu"] and advertised.max_running == 4
+        assert (c.provider.running, c.provider.executed_total) == (0, 1)
 
 
 @pytest.mark.parametrize(("answer", "message"), [
@@ -701,18 +711,19 @@ async def test_a_verdict_is_confirmed_only_on_a_result_this_node_finds_wrong(
             task=request, requester=a.ledger.key, result=result, proof=b"p", claim=claim,
             provider_signature=by.ledger.sign_claim(claim)).SerializeToString()
 
-    confirm = cluster.network.handlers[(b.peer_id, provider.VERDICT_PROTOCOL)]
-    for payload, message in [
-            (asked(b"36", c), "this node does not find the result wrong"),
-            (asked(b"37", b), "this node is the provider of that claim")]:
-        with pytest.raises(errors.InvalidArgument, match=message):
-            await confirm(a.peer_id, payload)
-    assert not b.ledger.written
-    answer = wire_pb2.TaskVerdictAnswer.FromString(await confirm(a.peer_id, asked(b"37", c)))
-    (verdict,) = b.ledger.kinds("task_verdict")
-    assert answer.verdict_entry == hashlib.sha256(b.ledger.key + b"\x01").digest()
-    assert verdict.expected_digest == claims.rejected_digest(verdict.claim)
-    assert isinstance(verdict, ledger_pb2.TaskVerdict)
+    async with running(a):  # every node serves tasks while its router runs
+        confirm = cluster.network.handlers[(b.peer_id, provider.VERDICT_PROTOCOL)]
+        for payload, message in [
+                (asked(b"36", c), "this node does not find the result wrong"),
+                (asked(b"37", b), "this node is the provider of that claim")]:
+            with pytest.raises(errors.InvalidArgument, match=message):
+                await confirm(a.peer_id, payload)
+        assert not b.ledger.written
+        answer = wire_pb2.TaskVerdictAnswer.FromString(await confirm(a.peer_id, asked(b"37", c)))
+        (verdict,) = b.ledger.kinds("task_verdict")
+        assert answer.verdict_entry == hashlib.sha256(b.ledger.key + b"\x01").digest()
+        assert verdict.expected_digest == claims.rejected_digest(verdict.claim)
+        assert isinstance(verdict, ledger_pb2.TaskVerdict)
 
 
 # --- participation ---------------------------------------------------------------------------

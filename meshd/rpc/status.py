@@ -15,7 +15,7 @@ import grpc
 
 from meshcore.version import __version__
 from meshd import errors
-from meshd.api.bridge import BridgeClosed, CallTimedOut, TrioBridge
+from meshd.rpc.bridge import BridgeClosed, CallTimedOut, TrioBridge
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

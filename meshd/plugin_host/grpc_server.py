@@ -23,8 +23,8 @@ import trio
 
 from mesh.pluginhost.v1 import pluginhost_pb2, pluginhost_pb2_grpc
 from meshcore.paths import MAX_SOCKET_PATH
-from meshd.api.bridge import TrioBridge, open_trio_bridge, serve_in_thread
-from meshd.api.status import status_for
+from meshd.rpc.bridge import TrioBridge, open_trio_bridge, serve_in_thread
+from meshd.rpc.status import status_for
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
