@@ -58,15 +58,16 @@ from mesh.ledger.v1 import ledger_pb2
 from meshcore.ledger import entry, rules
 from meshcore.ledger.entry import EntryError, Verified
 from meshcore.ledger.state import Account, Settled
-from meshd.ledger import store as store_module
-from meshd.ledger.store import BATCH_ENTRIES, GroupCommitter, LedgerStore
+from meshd.ledger import committer as committer_module
+from meshd.ledger.committer import BATCH_ENTRIES, GroupCommitter
+from meshd.ledger.store import LedgerStore
 
 NET = "net_pbveuy5e75bdsw3e25x4g2rviy"
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"one per commit": 1000.0, "group commit": 8000.0, "replay verify": 15000.0}
 MAX_DEPS = 3
 PAGE = 1000  # rows per SELECT in the replay baseline, as LedgerStore.rows reads them
-DEFAULT_BATCH_WAIT = store_module.BATCH_WAIT
+DEFAULT_BATCH_WAIT = committer_module.BATCH_WAIT
 
 BASE_SCHEMA = "CREATE TABLE raw (id INTEGER PRIMARY KEY, key BLOB, msg BLOB, sig BLOB)"
 BASE_INSERT = "INSERT INTO raw (key, msg, sig) VALUES (?, ?, ?)"
@@ -324,12 +325,12 @@ def run_all(count: int, authors: int, appenders: int, parent: Path, seed: int,
                 "count": len(sizes), "mean": statistics.fmean(sizes),
                 "median": statistics.median(sizes), "max": max(sizes),
                 "insert_share": run.in_insert / run.seconds,
-                "wait_seconds": store_module.BATCH_WAIT}
+                "wait_seconds": committer_module.BATCH_WAIT}
         directory = str(work.parent)
     return {"entries": count, "authors": authors, "appenders": appenders,
             "deps_per_entry": workload.deps / count, "directory": directory,
             "filesystem": filesystem_of(Path(directory)), "loadavg_before": loadavg,
-            "batch_wait_overridden": store_module.BATCH_WAIT != DEFAULT_BATCH_WAIT,
+            "batch_wait_overridden": committer_module.BATCH_WAIT != DEFAULT_BATCH_WAIT,
             "make_seconds": made, "total_seconds": time.perf_counter() - started,
             "results": results}
 
@@ -389,7 +390,7 @@ def main() -> None:
     if args.batch_wait is not None:
         if args.batch_wait < 0:
             parser.error("--batch-wait must not be negative")
-        store_module.BATCH_WAIT = args.batch_wait
+        committer_module.BATCH_WAIT = args.batch_wait
     if not args.dir.is_dir():
         parser.error(f"--dir {args.dir} is not a directory")
     results = run_all(args.entries, args.authors, args.appenders, args.dir, args.seed)

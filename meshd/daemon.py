@@ -27,6 +27,7 @@ from meshd.ledger.equivocation import EquivocationReporter
 from meshd.ledger.ledger import open_ledger
 from meshd.ledger.replication import OWN_CHAIN_GRACE, Replicator
 from meshd.ledger.settlement_driver import SettlementDriver
+from meshd.ledger.sync_server import SyncServer
 from meshd.ledger.uptime import UptimeAttester
 from meshd.metrics import MetricsSetupError, open_metrics_endpoint
 from meshd.node_status import StatusBoard
@@ -120,6 +121,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 await nursery.start(Replicator(
                     ledger, host, own_chain_grace=0 if nobody_to_ask else OWN_CHAIN_GRACE).run)
+                await nursery.start(SyncServer(ledger, host).run)
                 await nursery.start(SettlementDriver(ledger).run)
                 await nursery.start(UptimeAttester(ledger, host).run)
                 await nursery.start(EquivocationReporter(ledger).run)

@@ -29,8 +29,9 @@ from meshcore.ledger.state import Settled
 from meshd import errors
 from meshd.ledger import queries
 from meshd.ledger.archive import SettlementArchive
+from meshd.ledger.committer import GroupCommitter
 from meshd.ledger.settlements import Decision, Settlements
-from meshd.ledger.store import BadEntry, GroupCommitter, LedgerStore, heads_digest
+from meshd.ledger.store import BadEntry, LedgerStore, heads_digest
 
 log = logging.getLogger(__name__)
 

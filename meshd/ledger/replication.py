@@ -1,5 +1,8 @@
 """Ledger replication: gossip of new entries and anti-entropy sync (docs/ledger.md §8).
 
+This is the asking side; meshd/ledger/sync_server.py answers other nodes'
+syncs.
+
 Gossip is store-then-forward: an entry another node sends is verified and
 judged against the stored past, stored durably, and only then published by
 this node (in batches, on ``ledger/entries/1``). So this node never forwards
@@ -36,10 +39,9 @@ import contextlib
 import logging
 import random
 import re
-import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -63,20 +65,15 @@ from meshd.ledger.sender_scores import (
 )
 from meshd.ledger.settlements import SettlementUnknown
 from meshd.ledger.store import Head, PastMissing, heads_digest
+from meshd.ledger.sync_server import GET, GET_HASHES, HEADS, HEADS_PAGE, RANGE
 from meshd.p2p.host import P2PHost
 from meshd.p2p.pubsub import Subscription
 
 log = logging.getLogger(__name__)
 
 TOPIC = "ledger/entries/1"
-HEADS, RANGE, GET = "ledger-heads", "ledger-range", "ledger-get"
-MAX_REQUEST = 64 << 10
 MAX_RESPONSE = 4 << 20
 REQUEST_TIMEOUT = 10.0
-HEADS_PAGE = 8192
-RANGE_ENTRIES = 512
-RANGE_BYTES = 1 << 20
-GET_HASHES = 256
 GOSSIP_BATCH_ENTRIES = 64  # entries per gossip message ...
 GOSSIP_BATCH_BYTES = 256 << 10  # ... and bytes (the gossip limit is 1 MiB)
 SYNC_INTERVAL = 10.0  # with a random member, +-20 %
@@ -140,35 +137,11 @@ class Replicator:
         self._fetched: set[bytes] = set()  # being appended by a sync: not to publish
         self._network_id = ledger.genesis.network_id  # a property that hashes the genesis
         self._nursery: trio.Nursery | None = None
-        self._serving = True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
-        direct = self._p2p.direct
-        try:
-            with direct.serving(HEADS, self._guarded(self._serve_heads), max_request=MAX_REQUEST), \
-                    direct.serving(RANGE, self._guarded(self._serve_range),
-                                   max_request=MAX_REQUEST), \
-                    direct.serving(GET, self._guarded(self._serve_get), max_request=MAX_REQUEST), \
-                    self._ledger.committer.listening(self._on_stored):
-                await self._run(task_status)
-        finally:
-            # The host outlives the ledger: answer "unavailable", not a failure
-            # on a closed store, to requests already being served.
-            self._serving = False
-
-    def _guarded(self, handler: Callable[[str, bytes], Awaitable[bytes]],
-                 ) -> Callable[[str, bytes], Awaitable[bytes]]:
-        async def serve(peer_id: str, payload: bytes) -> bytes:
-            if not self._serving:
-                raise errors.Unavailable("this node's ledger is stopping")
-            try:
-                return await handler(peer_id, payload)
-            except sqlite3.ProgrammingError:  # the store closed under a request
-                if self._serving:
-                    raise
-                raise errors.Unavailable("this node's ledger is stopping") from None
-        return serve
+        with self._ledger.committer.listening(self._on_stored):
+            await self._run(task_status)
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         broadcast, membership = self._p2p.broadcast, self._p2p.membership
@@ -284,7 +257,7 @@ class Replicator:
                 except trio.WouldBlock:
                     self.counters.publish_dropped += 1
             retry.extend(self.waiting.ready(item.hash))
-        if retry and self._nursery is not None and self._serving:
+        if retry and self._nursery is not None:
             by_sender: dict[str, list[Verified]] = {}
             for item, sender in retry:
                 by_sender.setdefault(sender, []).append(item)
@@ -329,38 +302,6 @@ class Replicator:
         # delivered here are this node's own publishes.
         async for _ in subscription:
             pass
-
-    # --- anti-entropy: serving ----------------------------------------------
-
-    async def _serve_heads(self, peer_id: str, payload: bytes) -> bytes:
-        request = _parse(sync_pb2.LedgerHeadsRequest, payload)
-        limit = min(request.limit or HEADS_PAGE, HEADS_PAGE)
-        if request.digest:
-            heads = await trio.to_thread.run_sync(self._store.heads)
-            if heads_digest(heads) == request.digest:
-                return sync_pb2.LedgerHeads(same=True).SerializeToString()
-        page = await trio.to_thread.run_sync(self._store.heads, request.after_author,
-                                             limit + 1)
-        answer = sync_pb2.LedgerHeads(
-            heads=[sync_pb2.Head(author=h.author, seq=h.seq, hash=h.hash)
-                   for h in page[:limit]], more=len(page) > limit)
-        return answer.SerializeToString()
-
-    async def _serve_range(self, peer_id: str, payload: bytes) -> bytes:
-        request = _parse(sync_pb2.LedgerRangeRequest, payload)
-        if len(request.head) != HASH_BYTES:
-            raise errors.InvalidArgument("head is not a 32-byte hash")
-        found, more = await trio.to_thread.run_sync(
-            self._store.chain, request.head, max(request.from_seq, 1), RANGE_ENTRIES,
-            RANGE_BYTES)
-        return sync_pb2.LedgerEntries(entries=found, more=more).SerializeToString()
-
-    async def _serve_get(self, peer_id: str, payload: bytes) -> bytes:
-        request = _parse(sync_pb2.LedgerGetRequest, payload)
-        if len(request.hashes) > GET_HASHES:
-            raise errors.InvalidArgument(f"at most {GET_HASHES} hashes per request")
-        found = await trio.to_thread.run_sync(self._store.get_raw, list(request.hashes))
-        return sync_pb2.LedgerEntries(entries=found).SerializeToString()
 
     # --- anti-entropy: asking -----------------------------------------------
 
@@ -642,18 +583,7 @@ def _causal_order(fetched: dict[bytes, Verified]) -> list[Verified]:
     return order
 
 
-Request = TypeVar("Request", sync_pb2.LedgerHeadsRequest, sync_pb2.LedgerRangeRequest,
-                  sync_pb2.LedgerGetRequest)
 Answer = TypeVar("Answer", sync_pb2.LedgerHeads, sync_pb2.LedgerEntries)
-
-
-def _parse(kind: type[Request], payload: bytes) -> Request:
-    message = kind()
-    try:
-        message.ParseFromString(payload)
-    except DecodeError:
-        raise errors.InvalidArgument(f"not a {kind.__name__}") from None
-    return message
 
 
 def _parse_answer(kind: type[Answer], payload: bytes, name: str) -> Answer:

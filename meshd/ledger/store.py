@@ -1,4 +1,4 @@
-"""The append-only entry store: SQLite in WAL mode, synchronous=FULL, group commit.
+"""The append-only entry store: SQLite in WAL mode, synchronous=FULL.
 
 docs/ledger.md §9. An entry is stored only once its prev and deps are stored
 and it is valid against them: the store judges each entry (``rules.Judge``)
@@ -7,10 +7,9 @@ next to it, so the next entry is judged in O(1).
 
 ``synchronous=FULL`` because in WAL mode ``NORMAL`` does not sync the WAL at
 commit: a committed transaction would survive SIGKILL but not a power cut, and
-an acknowledged append must survive both. Group commit makes the fsync cheap
-per entry: :class:`GroupCommitter` takes every pending append, up to
-BATCH_ENTRIES or BATCH_WAIT, judges them in order and commits them in one
-transaction, and only then answers the callers.
+an acknowledged append must survive both. The store is blocking and
+thread-safe; trio reaches it through meshd/ledger/committer.py, whose group
+commit makes the fsync cheap per entry.
 
 Append-only is enforced by the schema as well: triggers abort any UPDATE or
 DELETE of an entry. Insertion order (rowid) is a topological order of the
@@ -19,19 +18,16 @@ causal graph, which ``verify`` relies on.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import trio
 
 from meshcore.ledger import entry as entries
 from meshcore.ledger import links
@@ -42,13 +38,6 @@ from meshd.ledger.settlements import Batch, Settlements, _vote_key
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
-BATCH_ENTRIES = 512
-# Seconds a batch waits for more appends once it has one. 0: a batch is what
-# arrived while the previous commit ran, which adapts to the load by itself.
-# A fixed 5 ms capped 64 appenders at 6,300/s (each waits for its own append,
-# so no 65th entry could come); with 0, 14,700/s (bench/ledger.py).
-BATCH_WAIT = 0.0
-QUEUE_SIZE = 4096  # appends waiting for the writer; beyond it, append() waits
 LOOKUP_CHUNK = 500  # hashes per SELECT ... IN (...), well under SQLite's variable limit
 
 SCHEMA = """
@@ -571,99 +560,3 @@ class _Seen:
     author: bytes
     seq: int
     derived: Derived
-
-
-@dataclass
-class _Append:
-    entry: Verified
-    done: trio.Event
-    error: EntryError | None = None
-
-
-# Called on the trio loop with the entries each commit newly stored, in order.
-StoredListener = Callable[[list[Verified]], None]
-
-
-class GroupCommitter:
-    """Batches appends from trio into durable transactions; see the module docstring."""
-
-    def __init__(self, store: LedgerStore) -> None:
-        self.store = store
-        self._send, self._receive = trio.open_memory_channel[_Append](QUEUE_SIZE)
-        self._limiter = trio.CapacityLimiter(1)
-        self._listeners: list[StoredListener] = []
-        self.batches = 0
-        self.appended = 0
-
-    @contextlib.contextmanager
-    def listening(self, listener: StoredListener) -> Iterator[None]:
-        """Call ``listener`` with what each commit newly stored, once durable,
-        while the block runs.
-
-        A listener must not block; one that raises is logged and kept.
-        """
-        self._listeners.append(listener)
-        try:
-            yield
-        finally:
-            self._listeners.remove(listener)
-
-    async def append(self, item: Verified) -> None:
-        """Return once ``item`` is durably stored (or was already).
-
-        Raises:
-            PastMissing: its prev or deps are not stored.
-            EntryError: its links are wrong or it breaks a rule.
-        """
-        error = (await self.append_many([item]))[0]
-        if error is not None:
-            raise error
-
-    async def append_many(self, items: list[Verified]) -> list[EntryError | None]:
-        """Append ``items`` in this order (an entry may depend on one before it);
-        return once all are decided: per entry None (stored) or why not."""
-        requests = [_Append(item, trio.Event()) for item in items]
-        for request in requests:  # one task sends them all: the channel keeps the order
-            await self._send.send(request)
-        for request in requests:
-            await request.done.wait()
-        return [r.error for r in requests]
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                  ) -> None:
-        task_status.started()
-        async with self._receive:
-            while True:
-                batch = [await self._receive.receive()]
-                with trio.move_on_after(BATCH_WAIT):
-                    while len(batch) < BATCH_ENTRIES:
-                        batch.append(await self._receive.receive())
-                while len(batch) < BATCH_ENTRIES:  # whatever else is already waiting
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                try:
-                    results, stored = await trio.to_thread.run_sync(
-                        self.store.insert_batch, [a.entry for a in batch],
-                        limiter=self._limiter)
-                except BaseException:
-                    for request in batch:  # nobody may take the batch for durable
-                        request.error = EntryError("the store failed; not appended",
-                                                   request.entry.hash)
-                        request.done.set()
-                    raise
-                self.batches += 1
-                for request, error in zip(batch, results, strict=True):
-                    request.error = error
-                    self.appended += error is None
-                    request.done.set()
-                if stored:
-                    self._tell(stored)
-
-    def _tell(self, stored: list[Verified]) -> None:
-        for listener in self._listeners:
-            try:
-                listener(stored)
-            except Exception:
-                log.exception("a ledger listener failed")

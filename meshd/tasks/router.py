@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts
-from meshcore.tasks import claims
+from meshcore.tasks import claims, matching, verdicts
 from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.p2p.direct import DEFAULT_MAX_RESPONSE
@@ -323,22 +323,17 @@ class TaskRouter:
                         accepted: list[Attempt]) -> None:
         """Compare redundant results, record receipts and verdicts, finish the task."""
         need = record.options.redundancy
-        winners: list[Attempt] = []
-        majority = b""
-        if len(accepted) == need:
-            by_digest = collections.Counter(a.result_digest for a in accepted)
-            digest, votes = by_digest.most_common(1)[0]
-            if votes * 2 > need:
-                majority = bytes.fromhex(digest)
-                winners = [a for a in accepted if a.result_digest == digest]
-                for attempt in accepted:
-                    if attempt.result_digest != digest:
-                        attempt.end(WRONG, f"its result differs from the majority's "
-                                           f"({votes} of {need})")
+        winner = verdicts.majority([bytes.fromhex(a.result_digest) for a in accepted], need)
+        winners = [a for a in accepted if winner is not None and a.result_digest == winner.hex()]
+        if winner is not None:
+            for attempt in accepted:
+                if attempt.result_digest != winner.hex():
+                    attempt.end(WRONG, f"its result differs from the majority's "
+                                       f"({len(winners)} of {need})")
         agreeing = [a.provider for a in winners]
         for attempt in record.attempts:
             if attempt.state == WRONG:  # wrong results are recorded even if the task fails
-                await self._record_wrong(record, request, attempt, majority, agreeing)
+                await self._record_wrong(record, request, attempt, winner, agreeing)
         if len(accepted) < need:
             reasons = "; ".join(f"{a.provider[-8:]}: {a.state} ({a.error})"
                                 for a in record.attempts if a.state != DONE)
@@ -379,15 +374,14 @@ class TaskRouter:
         attempt.receipt = item.hash.hex()
 
     async def _record_wrong(self, record: TaskRecord, request: wire_pb2.TaskRequest,
-                            attempt: Attempt, majority: bytes, agreeing: list[str]) -> None:
+                            attempt: Attempt, winner: bytes | None,
+                            agreeing: list[str]) -> None:
         """Write this node's verdict, then have another node confirm it."""
         response = attempt.response
         if response is None or record.plugin not in self._rewarded:
             return
-        # Outvoted: the majority's result is the expected one; rejected by the rule:
-        # no correct result is known, the verdict names the rejection.
-        expected = majority if majority and attempt.result_digest != majority.hex() \
-            else claims.rejected_digest(response.claim)
+        expected = verdicts.expected_digest(winner, bytes.fromhex(attempt.result_digest),
+                                            response.claim)
         try:
             item = await self._ledger.write(task_verdict=ledger_pb2.TaskVerdict(
                 claim=response.claim, provider_signature=response.provider_signature,
@@ -429,22 +423,11 @@ class TaskRouter:
         async with trio.open_nursery() as nursery:
             for peer in stale:
                 nursery.start_soon(self._fetch_caps, peer)
-        wanted = set(required)
-        able: list[tuple[float, str]] = []
         order = list(peers)
-        shuffle_providers(order)
-        for peer in order:
-            caps = self._caps.get(peer)
-            if caps is None:
-                continue
-            advertised = caps.advertised
-            if not any(k.plugin == plugin and k.kind == kind for k in advertised.kinds):
-                continue
-            if not wanted <= set(advertised.capabilities):
-                continue
-            able.append((advertised.running / max(advertised.max_running, 1), peer))
-        able.sort(key=lambda item: item[0])  # stable: random among equals
-        return [peer for _, peer in able]
+        shuffle_providers(order)  # equally loaded providers in random order
+        return matching.rank_providers(
+            ((peer, self._caps[peer].advertised) for peer in order if peer in self._caps),
+            plugin, kind, required)
 
     async def _fetch_caps(self, peer: str) -> None:
         with contextlib.suppress(errors.MeshError, DecodeError):

@@ -21,8 +21,9 @@ from meshcore.ledger.accounts import peer_id_of
 from meshd import errors
 from meshd.ledger.ledger import Ledger, open_ledger
 from meshd.ledger.own_chain import CONNECT_SETTLE
-from meshd.ledger.replication import HEADS, MAX_REQUEST, RANGE, TOPIC, Replicator
+from meshd.ledger.replication import TOPIC, Replicator
 from meshd.ledger.store import Head
+from meshd.ledger.sync_server import HEADS, MAX_REQUEST, RANGE, SyncServer
 from meshd.p2p.direct import Code, DirectRequestFailed
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.host import peer_id_of as host_peer_id
@@ -38,6 +39,7 @@ class Node:
     ledger: Ledger
     replicator: Replicator
     seed: bytes
+    sync_server: SyncServer
 
     @property
     def account(self) -> str:
@@ -88,7 +90,9 @@ async def open_nodes(tmp_path: Path, count: int, *, sync_interval: float = 3600.
             replicator = Replicator(ledger, host, sync_interval=sync_interval,
                                     gossip=index not in sync_only)
             await nursery.start(replicator.run)
-            nodes.append(Node(host, ledger, replicator, seed))
+            sync_server = SyncServer(ledger, host)
+            await nursery.start(sync_server.run)
+            nodes.append(Node(host, ledger, replicator, seed, sync_server))
         yield nodes
 
 
@@ -240,7 +244,9 @@ async def open_node(data_dir: Path, seed: bytes, genesis: Genesis, *,
         replicator = Replicator(ledger, host, sync_interval=0.5,
                                 own_chain_grace=own_chain_grace, gossip=gossip)
         await nursery.start(replicator.run)
-        yield Node(host, ledger, replicator, seed)
+        sync_server = SyncServer(ledger, host)
+        await nursery.start(sync_server.run)
+        yield Node(host, ledger, replicator, seed, sync_server)
         nursery.cancel_scope.cancel()
 
 
@@ -380,7 +386,7 @@ async def test_a_restored_node_waits_for_peers_that_connect_late_and_answer_late
 
             async def slow_heads(peer_id: str, payload: bytes) -> bytes:
                 await answer_now.wait()  # bob answers when the test says so
-                return await bob.replicator._serve_heads(peer_id, payload)
+                return await bob.sync_server.serve_heads(peer_id, payload)
 
             with bob.host.direct.serving(HEADS, slow_heads, max_request=MAX_REQUEST):
                 genesis = bob.ledger.genesis
@@ -437,7 +443,7 @@ async def test_a_sync_that_fails_while_fetching_own_entries_keeps_writes_held(
                                      what="the settle to end with bob's sync failed")
                     assert not alice.ledger.writing_allowed
                     assert "up to seq 3" in alice.ledger.own_chain_problem
-                    with bob.host.direct.serving(RANGE, bob.replicator._serve_range,
+                    with bob.host.direct.serving(RANGE, bob.sync_server.serve_range,
                                                  max_request=MAX_REQUEST):
                         await eventually(lambda: alice.ledger.writing_allowed, timeout=30,
                                          interval=0.05, what="bob's range to come on a retry")

@@ -26,6 +26,7 @@ from meshd.ledger.replication import Replicator
 from meshd.ledger.settlement_driver import SettlementDriver
 from meshd.ledger.settlements import Settlements
 from meshd.ledger.store import LedgerStore
+from meshd.ledger.sync_server import SyncServer
 from meshd.ledger.uptime import UptimeAttester
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.host import peer_id_of as host_peer_id
@@ -80,6 +81,7 @@ async def open_validator(data_dir: Path, seed: bytes, genesis: Genesis, *,
         stack.callback(nursery.cancel_scope.cancel)
         replicator = Replicator(ledger, host, sync_interval=2.0)
         await nursery.start(replicator.run)
+        await nursery.start(SyncServer(ledger, host).run)
         driver = SettlementDriver(ledger, close_wait=0.5)
         await nursery.start(driver.run)
         await nursery.start(UptimeAttester(ledger, host).run)

@@ -15,7 +15,8 @@ from mesh.ledger.v1 import ledger_pb2
 from meshcore.ledger import entry, rules
 from meshcore.ledger.entry import EntryError, Verified
 from meshcore.ledger.state import Account, Settled
-from meshd.ledger.store import GroupCommitter, Head, LedgerStore, PastMissing, heads_digest
+from meshd.ledger.committer import GroupCommitter
+from meshd.ledger.store import Head, LedgerStore, PastMissing, heads_digest
 from tests.properties import examples
 
 NET = "net_pbveuy5e75bdsw3e25x4g2rviy"
