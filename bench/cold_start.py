@@ -22,7 +22,6 @@ Run from the repository root: ``.venv/bin/python bench/cold_start.py [--runs N] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import signal
@@ -34,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import output
 
 BIN = Path(sys.executable).parent  # the venv's bin: meshd and meshctl live next to python
 TIMEOUT = 20.0  # for READY and for exit: a stuck meshd fails the run instead of hanging it
@@ -189,10 +190,7 @@ def main() -> None:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     results = run_all(args.runs)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
+    output.emit(results, args.json, print_table)
 
 
 if __name__ == "__main__":

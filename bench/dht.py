@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import queue
 import random
@@ -78,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import output
 from cluster import (
     CALL_TIMEOUT,
     Node,
@@ -530,10 +530,7 @@ def main() -> None:
     results = run_all(args.nodes, args.pairs, args.kill, args.clients, args.size,
                       args.baseline, args.seed, args.phase_timeout, args.high_watermark,
                       args.workdir)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
+    output.emit(results, args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ Run from the repository root: ``.venv/bin/python bench/gossip.py [--nodes N] [--
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import output
 from cluster import (
     CALL_TIMEOUT,
     CpuWindow,
@@ -389,10 +389,7 @@ def main() -> None:
         parser.error("need --nodes >= 3, --messages >= 1, --rate > 0, "
                      f"--size >= {HEADER.size}, --drain >= 0")
     results = run_all(args.nodes, args.messages, args.rate, args.size, args.drain)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
+    output.emit(results, args.json, print_table)
 
 
 if __name__ == "__main__":

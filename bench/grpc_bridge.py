@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
+import output
 
 SERVICE = "bench.Echo"
 METHOD = f"/{SERVICE}/Echo"
@@ -268,10 +269,7 @@ def main() -> None:
         print(json.dumps(run_client(args.client, args.concurrency, args.seconds, args.payload)))
     else:
         results = run_all(args.seconds, args.payload, args.rounds)
-        if args.json:
-            print(json.dumps(results, indent=2))
-        else:
-            print_table(results)
+        output.emit(results, args.json, print_table)
 
 
 if __name__ == "__main__":

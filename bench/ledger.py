@@ -39,7 +39,6 @@ Run from the repository root: ``.venv/bin/python bench/ledger.py [--entries N] [
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sqlite3
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import nacl.signing
+import output
 import trio
 
 from mesh.ledger.v1 import ledger_pb2
@@ -394,10 +394,7 @@ def main() -> None:
     if not args.dir.is_dir():
         parser.error(f"--dir {args.dir} is not a directory")
     results = run_all(args.entries, args.authors, args.appenders, args.dir, args.seed)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
+    output.emit(results, args.json, print_table)
 
 
 if __name__ == "__main__":

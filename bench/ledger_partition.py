@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import signal
@@ -73,6 +72,7 @@ from types import FrameType
 from typing import Any
 
 import grpc
+import output
 from cluster import CALL_TIMEOUT, Node, running_nodes, wait_until
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -516,10 +516,7 @@ def main() -> None:
         results = run_all(args)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
+    output.emit(results, args.json, print_table)
 
 
 if __name__ == "__main__":

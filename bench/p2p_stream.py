@@ -53,6 +53,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import output
 import trio
 
 NETWORK_ID = "net_benchbenchbenchbenchbenchbe"
@@ -547,10 +548,7 @@ def main() -> None:
     if args.mib < 1 or args.rounds < 1 or args.connections < 1:
         parser.error("--mib, --rounds and --connections must be at least 1")
     results = run_all(args.mib, args.rounds, args.connections, args.same_host)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
+    output.emit(results, args.json, print_table)
 
 
 if __name__ == "__main__":

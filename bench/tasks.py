@@ -33,11 +33,9 @@ About 1 minute with the defaults.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -48,6 +46,7 @@ from typing import Any
 
 import cluster
 import grpc
+import output
 
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -265,11 +264,7 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="mesh-bench-tasks-") as tmp:
             result = run(args, Path(tmp))
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        print()
-    else:
-        print_table(result)
+    output.emit(result, args.json, print_table)
 
 
 if __name__ == "__main__":

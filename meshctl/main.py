@@ -19,12 +19,24 @@ from meshctl import (
     plugins,
     pubsub,
     rewards,
-    storage,
     tasks,
     token,
 )
 from meshctl.client import DEFAULT_TIMEOUT, MeshClient, Target
-from meshctl.context import Session, json_option
+from meshctl.context import Session, fail, json_option
+
+try:  # the storage template's commands need its package (plugins/storage)
+    from meshctl.storage import storage as storage_commands
+except ImportError as missing:
+    _why = str(missing)
+
+    @click.command("storage", context_settings={"ignore_unknown_options": True},
+                   add_help_option=False)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def storage_commands(args: tuple[str, ...]) -> None:
+        """Store files on the network's storage plugin (its package is not installed)."""
+        fail(f"meshctl storage needs the storage plugin's package beside meshctl "
+             f"(pip install ./plugins/storage, or `make setup`): {_why}")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -80,7 +92,7 @@ cli.add_command(dht.dht)
 cli.add_command(pubsub.pubsub)
 cli.add_command(plugins.plugins)
 cli.add_command(tasks.tasks)
-cli.add_command(storage.storage)
+cli.add_command(storage_commands)
 cli.add_command(completion.completion)
 
 

@@ -19,13 +19,15 @@ def _stub(client: MeshClient) -> pubsub_pb2_grpc.PubsubServiceStub:
 
 
 def message_to_dict(message: pubsub_pb2.Message) -> dict[str, Any]:
-    """The stable JSON shape of a message (data as text when it is UTF-8)."""
+    """The stable JSON shape of a message (data as text when it is UTF-8; the
+    seqno as a decimal string, which JSON numbers cannot carry exactly)."""
     try:
         data, encoding = message.data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         data, encoding = base64.b64encode(message.data).decode(), "base64"
     return {"topic": message.topic, "data": data, "encoding": encoding,
-            "sender": message.sender, "seqno": message.seqno,
+            # a decimal string: seqnos start at the clock in nanoseconds (> 2^53)
+            "sender": message.sender, "seqno": str(message.seqno),
             "received_at": message.received_at.ToJsonString()}
 
 

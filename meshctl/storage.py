@@ -1,8 +1,9 @@
 """meshctl storage: files on the network's storage plugin (plugins/storage).
 
-A file is stored as chunks of at most CHUNK_SIZE bytes, each named by its
-SHA-256, and a manifest chunk (JSON) that lists them; the manifest's name is
-the file's hash, which ``get`` takes. The storage plugin's PUT_CHUNK and
+A file is stored as chunks, each named by its SHA-256, and a manifest chunk
+that lists them (plugins/storage/mesh_storage/manifest.py, the template's own
+format, imported from its package); the manifest's name is the
+file's hash, which ``get`` takes. The storage plugin's PUT_CHUNK and
 GET_CHUNK events (reached through PluginsService.CallPlugin) do the storing,
 the replication and the finding of chunks on other nodes.
 """
@@ -10,15 +11,22 @@ the replication and the finding of chunks on other nodes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
+from mesh_storage.manifest import (
+    CHUNK_NAME,
+    MAX_CHUNK,
+    MAX_REPLICAS,
+    Manifest,
+    ManifestError,
+    NotAManifest,
+    parse_manifest,
+)
 
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from meshctl.client import MeshClient
@@ -26,11 +34,7 @@ from meshctl.context import EXIT_INVALID, fail, json_option, with_client
 from meshctl.output import emit, fields
 
 PLUGIN = "storage"
-CHUNK_SIZE = 512 * 1024  # the storage plugin's largest chunk
-MANIFEST_FORMAT = "mesh-storage-manifest/1"
-MAX_REPLICAS = 8
 CALL_TIMEOUT = 60.0  # a chunk's store with its replicas, or its search over peers
-_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def _call(client: MeshClient, event: str, data: bytes) -> bytes:
@@ -47,7 +51,7 @@ def _progress(length: int, label: str, quiet: bool) -> Any:
 
 
 def _chunks(file: BinaryIO) -> Iterator[bytes]:
-    while chunk := file.read(CHUNK_SIZE):
+    while chunk := file.read(MAX_CHUNK):
         yield chunk
 
 
@@ -79,12 +83,10 @@ def put(client: MeshClient, file: Path, replicas: int, as_json: bool) -> None:
             whole.update(chunk)
             names.append(_call(client, "PUT_CHUNK", bytes([replicas]) + chunk).decode())
             bar.update(len(chunk))
-    manifest = json.dumps({"format": MANIFEST_FORMAT, "name": file.name, "size": size,
-                           "sha256": whole.hexdigest(), "chunk_size": CHUNK_SIZE,
-                           "chunks": names}, separators=(",", ":")).encode()
-    if len(manifest) > CHUNK_SIZE:
-        fail(f"{file} needs {len(names)} chunks: too many for one manifest "
-             f"(files up to about 3.5 GiB fit)")
+    try:
+        manifest = Manifest(file.name, size, whole.hexdigest(), tuple(names)).encode()
+    except ManifestError as exc:
+        fail(f"{file}: {exc}")
     file_hash = _call(client, "PUT_CHUNK", bytes([replicas]) + manifest).decode()
     emit({"hash": file_hash, "name": file.name, "size": size, "chunks": len(names),
           "replicas": replicas}, as_json, lambda r: r["hash"])
@@ -103,15 +105,15 @@ def get(client: MeshClient, file_hash: str, output: Path, as_json: bool) -> None
     every chunk and the whole file are checked against their hashes.
     """
     file_hash = file_hash.strip().lower()
-    if not _HASH.fullmatch(file_hash):
+    if not CHUNK_NAME.fullmatch(file_hash):
         fail(f"{file_hash!r} is not a file hash (64 hex characters)", EXIT_INVALID)
     manifest = _manifest(_call(client, "GET_CHUNK", file_hash.encode()), file_hash)
     partial = output.with_name(f".{output.name}.part")
     whole = hashlib.sha256()
     try:
         with partial.open("wb") as sink, \
-                _progress(manifest["size"], f"getting {manifest['name']}", as_json) as bar:
-            for name in manifest["chunks"]:
+                _progress(manifest.size, f"getting {manifest.name}", as_json) as bar:
+            for name in manifest.chunks:
                 chunk = _call(client, "GET_CHUNK", name.encode())
                 if hashlib.sha256(chunk).hexdigest() != name:
                     fail(f"chunk {name} came back damaged; try again")
@@ -120,28 +122,21 @@ def get(client: MeshClient, file_hash: str, output: Path, as_json: bool) -> None
                 bar.update(len(chunk))
             sink.flush()
             os.fsync(sink.fileno())
-        if whole.hexdigest() != manifest["sha256"] or partial.stat().st_size != manifest["size"]:
+        if whole.hexdigest() != manifest.sha256 or partial.stat().st_size != manifest.size:
             fail(f"the chunks of {file_hash} do not add up to the file its manifest describes")
         partial.replace(output)
     finally:
         partial.unlink(missing_ok=True)
-    emit({"hash": file_hash, "name": manifest["name"], "size": manifest["size"],
+    emit({"hash": file_hash, "name": manifest.name, "size": manifest.size,
           "output": str(output)}, as_json,
          lambda r: fields([("Got", r["name"]), ("Size", f"{r['size']} bytes"),
                            ("Written to", r["output"])]))
 
 
-def _manifest(data: bytes, file_hash: str) -> dict[str, Any]:
+def _manifest(data: bytes, file_hash: str) -> Manifest:
     try:
-        manifest = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
-        manifest = None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return parse_manifest(data)
+    except NotAManifest:
         fail(f"{file_hash} is a chunk, not a file stored with `meshctl storage put`")
-    chunks, size = manifest.get("chunks"), manifest.get("size")
-    if not isinstance(chunks, list) or not all(isinstance(c, str) and _HASH.fullmatch(c)
-                                               for c in chunks) \
-            or not isinstance(size, int) or not isinstance(manifest.get("sha256"), str) \
-            or not isinstance(manifest.get("name"), str):
+    except ManifestError:
         fail(f"the manifest of {file_hash} is malformed")
-    return manifest

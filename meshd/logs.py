@@ -24,6 +24,10 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 # a clean EOF at the end of every DHT RPC, and identify racing a closing
 # connection at shutdown.
 _LIBP2P_NOISE = ("Failed to read DHT message", "Error in identify", "Error handling identify")
+# And an ERROR for every stream to a peer that does not serve the protocol
+# (a member without the plugin, a node stopping a service): the caller gets
+# that as an error of its own (DirectMessenger: "failed to open a stream").
+_LIBP2P_UNSERVED = ("Failed to open stream to peer", "protocols not supported")
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,6 +68,8 @@ class _DropLibp2pNoise(logging.Filter):
         if not record.name.startswith("libp2p"):
             return True
         message = record.getMessage()
+        if message.startswith(_LIBP2P_UNSERVED[0]) and _LIBP2P_UNSERVED[1] in message:
+            return False
         return not any(message.startswith(noise) for noise in _LIBP2P_NOISE)
 
 

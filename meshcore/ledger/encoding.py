@@ -10,29 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from meshcore.varint import uvarint as uvarint  # the ledger's encodings use it
+
 
 def tagged_hash(tag: str, data: bytes) -> bytes:
     """``H(tag, data)`` = SHA-256(tag ‖ 0x00 ‖ data)."""
     return hashlib.sha256(tag.encode("ascii") + b"\x00" + data).digest()
-
-
-def uvarint(value: int) -> bytes:
-    """Unsigned LEB128, minimal length.
-
-    Raises:
-        ValueError: ``value`` is negative.
-    """
-    if value < 0:
-        raise ValueError(f"uvarint of a negative number ({value})")
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
 
 
 def length_prefixed(data: bytes) -> bytes:

@@ -41,7 +41,8 @@ def genesis_to_pb(genesis: Genesis) -> network_pb2.Genesis:
         token=network_pb2.Token(
             name=token.name, symbol=token.symbol, decimals=token.decimals,
             allocations=[network_pb2.Allocation(account=a.account, amount=str(a.amount))
-                         for a in token.allocations]),
+                         for a in token.allocations],
+            community_pool=str(token.community_pool)),
         rewards=network_pb2.RewardPolicy(
             epoch_seconds=rewards.epoch_seconds,
             emission_per_epoch=str(rewards.emission_per_epoch),

@@ -220,7 +220,7 @@ class Dht:
             info = await self._dht.find_peer(pid)
         if info is None or not info.addrs:
             raise errors.NotFound(f"peer {peer_id} was not found in the DHT")
-        return PeerAddrs(str(info.peer_id), tuple(str(a) for a in info.addrs))
+        return _peer_addrs(str(info.peer_id), info.addrs)
 
     async def provide(self, key: str) -> None:
         _check_key(key)
@@ -236,7 +236,7 @@ class Dht:
             raise errors.InvalidArgument(f"count must be between 1 and {MAX_PROVIDERS}")
         with _bounded(f"find-providers {key}", self.queries):
             found = await self._dht.find_providers(key, count)
-        return [PeerAddrs(str(p.peer_id), tuple(str(a) for a in p.addrs)) for p in found]
+        return [_peer_addrs(str(p.peer_id), p.addrs) for p in found]
 
     async def put(self, key: str, value: bytes) -> None:
         _check_key(key)
@@ -283,6 +283,15 @@ class Dht:
             await trio.sleep(delay)
             delay = min(delay * 2, longest)
         log.warning("peer not added to the DHT routing table", extra={"peer_id": peer_id})
+
+
+def _peer_addrs(peer_id: str, addrs: Iterable[object]) -> PeerAddrs:
+    """A peer and its addresses, each without a trailing ``/p2p/<peer_id>``
+    (provider records carry it, routing-table entries do not): the peer ID is
+    its own field, so every answer has the same shape."""
+    suffix = f"/p2p/{peer_id}"
+    bare = (str(a).removesuffix(suffix) for a in addrs)
+    return PeerAddrs(peer_id, tuple(dict.fromkeys(bare)))
 
 
 def _check_key(key: str) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 
+from meshcore.varint import uvarint
+
 MAX_VARINT_BYTES = 10  # enough for 2**64
 
 
@@ -28,22 +30,8 @@ class StreamEnded(FrameError):
     """The stream ended before a whole frame arrived."""
 
 
-def encode_uvarint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("uvarint must be non-negative")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 async def write_frame(stream: INetStream, payload: bytes) -> None:
-    await stream.write(encode_uvarint(len(payload)) + payload)
+    await stream.write(uvarint(len(payload)) + payload)
 
 
 async def read_frame(stream: INetStream, max_size: int) -> bytes:

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Meshd, meshctl
-
-LOOPBACK = ("--listen", "/ip4/127.0.0.1/tcp/0")
+from tests.e2e.harness import LOOPBACK, Meshd, meshctl
 
 
 @pytest.fixture

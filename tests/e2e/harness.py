@@ -7,6 +7,8 @@ answers. No polling, no sleeps.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import select
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -315,3 +317,73 @@ def gossip_delivers_all(publisher: Meshd, subscriptions: list[Subscription], tag
         if not subscription.wait_for(lambda got: set(sent) <= set(got), timeout):
             missing = sorted(set(sent) - set(subscription.received()))
             raise AssertionError(f"{subscription.node.data_dir.name} missed {missing}")
+
+
+# --- networks of validators --------------------------------------------------
+
+LOOPBACK = ("--listen", "/ip4/127.0.0.1/tcp/0")
+
+
+def identity(data_dir: Path) -> str:
+    """The peer ID of the node whose data directory is ``data_dir`` (created if new)."""
+    result = run_meshd("identity", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def ctl_json(node: Meshd, *args: str) -> Any:
+    return json.loads(node.ctl(*args, "--json").stdout)
+
+
+def final_epoch(node: Meshd) -> int:
+    return int(ctl_json(node, "ledger", "state-root")["epoch"])
+
+
+def wait_final(nodes: list[Meshd], epoch: int, timeout: float = 90) -> None:
+    """Until ``epoch`` is final on every node (their settlement streams), bounded."""
+    deadline = time.monotonic() + timeout
+    try:
+        for node in nodes:
+            node.wait_final(epoch, max(0.1, deadline - time.monotonic()))
+    except AssertionError as late:
+        raise AssertionError(f"{late}: final epochs {[final_epoch(n) for n in nodes]}") from None
+
+
+def validator_genesis(workdir: Path, validators: Sequence[str], *, allocation: int,
+                      epoch_seconds: int, options: Sequence[str]) -> tuple[Path, float]:
+    """``meshctl network init`` into ``workdir/net``: each node named in
+    ``validators`` (its identity made in ``workdir/<name>``) is a genesis
+    validator holding ``allocation``; the genesis time is now, in whole
+    seconds. ``options``: further init options (name, token, emission …).
+    Returns the genesis file and the genesis time (Unix seconds)."""
+    ids = [identity(workdir / name) for name in validators]
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    args = [a for peer in ids for a in ("--allocate", f"{peer}:{allocation}",
+                                        "--validator", peer)]
+    meshctl("network", "init", "--epoch-seconds", str(epoch_seconds), *options,
+            "--genesis-time", start.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+            "--out", str(workdir / "net"), *args)
+    return workdir / "net" / "genesis.toml", start.timestamp()
+
+
+@contextlib.contextmanager
+def start_network(workdir: Path, genesis: Path, names: Sequence[str], *,
+                  started: int | None = None,
+                  env: Callable[[int], dict[str, str] | None] = lambda index: None,
+                  ) -> Iterator[list[Meshd]]:
+    """A meshd per name on loopback: the first starts alone, the others
+    bootstrap from it. Only the first ``started`` (all by default) are
+    started; the rest are returned ready to start. ``env(i)``: node i's
+    environment. Every node is killed when the block exits."""
+    nodes: list[Meshd] = []
+    try:
+        for index, name in enumerate(names):
+            bootstrap = ("--bootstrap", nodes[0].status()["listen_addrs"][0]) if nodes else ()
+            node = Meshd(workdir, name, genesis, *LOOPBACK, *bootstrap, env=env(index))
+            nodes.append(node)
+            if started is None or index < started:
+                node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meshd.testing import eventually_blocking
-from tests.e2e.harness import Meshd, meshctl
-from tests.e2e.test_governance import ctl_json
+from tests.e2e.harness import Meshd, ctl_json, meshctl
 from tests.integration.test_external_plugins import JS_COMMAND, _alive
 
 

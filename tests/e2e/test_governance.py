@@ -9,7 +9,6 @@ a test.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import time
@@ -21,9 +20,14 @@ from typing import Any
 import pytest
 
 from meshd.testing import eventually_blocking
-from tests.e2e.conftest import LOOPBACK
-from tests.e2e.harness import Meshd, meshctl
-from tests.e2e.test_ledger_network import final_epoch, identity, wait_final
+from tests.e2e.harness import (
+    Meshd,
+    ctl_json,
+    final_epoch,
+    start_network,
+    validator_genesis,
+    wait_final,
+)
 
 EPOCH_SECONDS = 3
 VOTING_EPOCHS = 11
@@ -49,32 +53,13 @@ class GovNet:
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[GovNet]:
     names = [f"g{i}" for i in range(5)]
-    ids = [identity(tmp_path / name) for name in names[:4]]
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    args = [a for peer in ids for a in ("--allocate", f"{peer}:{ALLOCATION}",
-                                        "--validator", peer)]
-    meshctl("network", "init", "--name", "GovNet", "--token-name", "VOTE", "--token-symbol",
-            "VT", "--epoch-seconds", str(EPOCH_SECONDS), "--emission", str(EMISSION),
-            "--proposal-stake", str(PROPOSAL_STAKE),
-            "--voting-period", str(VOTING_EPOCHS * EPOCH_SECONDS),
-            "--genesis-time", start.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-            "--out", str(tmp_path / "net"), *args)
-    genesis = tmp_path / "net" / "genesis.toml"
-    nodes = [Meshd(tmp_path, names[0], genesis, *LOOPBACK).start()]
-    hub = nodes[0].status()["listen_addrs"][0]
-    nodes += [Meshd(tmp_path, name, genesis, *LOOPBACK, "--bootstrap", hub)
-              for name in names[1:]]
-    for node in nodes[1:4]:
-        node.start()
-    try:
-        yield GovNet(nodes[:4], nodes[4], start.timestamp())
-    finally:
-        for node in nodes:
-            node.kill()
-
-
-def ctl_json(node: Meshd, *args: str) -> Any:
-    return json.loads(node.ctl(*args, "--json").stdout)
+    genesis, start = validator_genesis(
+        tmp_path, names[:4], allocation=ALLOCATION, epoch_seconds=EPOCH_SECONDS,
+        options=["--name", "GovNet", "--token-name", "VOTE", "--token-symbol", "VT",
+                 "--emission", str(EMISSION), "--proposal-stake", str(PROPOSAL_STAKE),
+                 "--voting-period", str(VOTING_EPOCHS * EPOCH_SECONDS)])
+    with start_network(tmp_path, genesis, names, started=4) as nodes:
+        yield GovNet(nodes[:4], nodes[4], start)
 
 
 def proposal(node: Meshd, proposal_id: str) -> dict[str, Any]:

@@ -19,24 +19,24 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
+from meshcore.varint import uvarint
 from meshd.p2p.connmgr import PEER_EXCHANGE
 from meshd.p2p.direct import PING
-from meshd.p2p.framing import encode_uvarint
 from meshd.p2p.host import open_p2p_host
 from meshd.p2p.membership import HELLO_PROTOCOL, protocol_id
 from meshd.testing import eventually
 from tests.e2e.harness import Meshd, Subscription, gossip_delivers_all, gossip_reaches
 
-HUGE = encode_uvarint(1 << 40)  # a frame length of 1 TiB
+HUGE = uvarint(1 << 40)  # a frame length of 1 TiB
 GARBAGE = os.urandom(4096)
 
 
 def payloads() -> list[bytes]:
     return [
         HUGE + b"x" * 100,                       # oversized frame announced
-        encode_uvarint(8 << 20) + b"y" * (1 << 16),  # 8 MiB announced, 64 KiB sent, then EOF
+        uvarint(8 << 20) + b"y" * (1 << 16),  # 8 MiB announced, 64 KiB sent, then EOF
         b"\xff" * 11,                            # a varint longer than 10 bytes
-        encode_uvarint(len(GARBAGE)) + GARBAGE,  # a whole frame of random bytes
+        uvarint(len(GARBAGE)) + GARBAGE,  # a whole frame of random bytes
         GARBAGE,                                 # no framing at all
     ]
 

@@ -6,7 +6,6 @@ allocation; epochs last EPOCH_SECONDS, so several settle within a test.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import random
 import threading
@@ -17,8 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LOOPBACK
-from tests.e2e.harness import Meshd, meshctl, run_meshd
+from tests.e2e.harness import (
+    Meshd,
+    ctl_json,
+    final_epoch,
+    start_network,
+    validator_genesis,
+    wait_final,
+)
 
 EPOCH_SECONDS = 3
 EMISSION = 1_000_000
@@ -26,51 +31,15 @@ ALLOCATION = 10_000_000
 NODES = 5
 
 
-def identity(data_dir: Path) -> str:
-    result = run_meshd("identity", "--data-dir", str(data_dir))
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[list[Meshd]]:
     names = [f"v{i}" for i in range(NODES)]
-    ids = [identity(tmp_path / name) for name in names]
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    args = [a for peer in ids for a in ("--allocate", f"{peer}:{ALLOCATION}",
-                                        "--validator", peer)]
-    meshctl("network", "init", "--name", "BankNet", "--token-name", "COIN", "--token-symbol",
-            "CN", "--epoch-seconds", str(EPOCH_SECONDS), "--emission", str(EMISSION),
-            "--genesis-time", start.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-            "--out", str(tmp_path / "net"), *args)
-    genesis = tmp_path / "net" / "genesis.toml"
-    nodes = [Meshd(tmp_path, names[0], genesis, *LOOPBACK).start()]
-    hub = nodes[0].status()["listen_addrs"][0]
-    nodes += [Meshd(tmp_path, name, genesis, *LOOPBACK, "--bootstrap", hub).start()
-              for name in names[1:]]
-    try:
+    genesis, _ = validator_genesis(
+        tmp_path, names, allocation=ALLOCATION, epoch_seconds=EPOCH_SECONDS,
+        options=["--name", "BankNet", "--token-name", "COIN", "--token-symbol", "CN",
+                 "--emission", str(EMISSION)])
+    with start_network(tmp_path, genesis, names) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.kill()
-
-
-def ctl_json(node: Meshd, *args: str) -> Any:
-    return json.loads(node.ctl(*args, "--json").stdout)
-
-
-def final_epoch(node: Meshd) -> int:
-    return int(ctl_json(node, "ledger", "state-root")["epoch"])
-
-
-def wait_final(nodes: list[Meshd], epoch: int, timeout: float = 90) -> None:
-    """Until ``epoch`` is final on every node (their settlement streams), bounded."""
-    deadline = time.monotonic() + timeout
-    try:
-        for node in nodes:
-            node.wait_final(epoch, max(0.1, deadline - time.monotonic()))
-    except AssertionError as late:
-        raise AssertionError(f"{late}: final epochs {[final_epoch(n) for n in nodes]}") from None
 
 
 def roots_at(nodes: list[Meshd], epoch: int) -> set[str]:

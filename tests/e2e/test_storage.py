@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from meshd.testing import eventually_blocking
-from tests.e2e.harness import Meshd
-from tests.e2e.test_governance import ctl_json
+from tests.e2e.harness import Meshd, ctl_json
 
 SIZE = 5 * 1000 * 1000 + 12345  # 10 chunks, the last one partial
 

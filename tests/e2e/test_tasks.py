@@ -7,7 +7,6 @@ count), epochs last EPOCH_SECONDS, and t3 stakes so that its penalty shows.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,7 @@ from typing import Any
 import pytest
 
 from meshd.testing import eventually_blocking
-from tests.e2e.conftest import LOOPBACK
-from tests.e2e.harness import Meshd, meshctl
-from tests.e2e.test_governance import ctl_json
-from tests.e2e.test_ledger_network import identity, wait_final
+from tests.e2e.harness import Meshd, ctl_json, start_network, validator_genesis, wait_final
 from tests.plugin_dist import plugin_env
 
 EPOCH_SECONDS = 3
@@ -31,32 +27,21 @@ CAPABILITIES = ["", "honest,x", "honest,x", "x"]
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[list[Meshd]]:
     names = [f"t{i}" for i in range(4)]
-    ids = [identity(tmp_path / name) for name in names]
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    args = [a for peer in ids for a in ("--allocate", f"{peer}:{ALLOCATION}",
-                                        "--validator", peer)]
-    meshctl("network", "init", "--name", "TaskNet", "--token-name", "WORK", "--token-symbol",
-            "WK", "--epoch-seconds", str(EPOCH_SECONDS), "--emission", "1000000",
-            "--plugin", "storage", "--plugin", "square",
-            "--genesis-time", start.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-            "--out", str(tmp_path / "net"), *args)
-    genesis = tmp_path / "net" / "genesis.toml"
+    genesis, _ = validator_genesis(
+        tmp_path, names, allocation=ALLOCATION, epoch_seconds=EPOCH_SECONDS,
+        options=["--name", "TaskNet", "--token-name", "WORK", "--token-symbol", "WK",
+                 "--emission", "1000000", "--plugin", "storage", "--plugin", "square"])
     honest = plugin_env(tmp_path / "site-honest",
                         {"square": "tests.plugin_fixtures:SquarePlugin"})
     lying = plugin_env(tmp_path / "site-lying",
                        {"square": "tests.plugin_fixtures:LyingSquarePlugin"})
-    nodes: list[Meshd] = []
-    try:
-        for i, name in enumerate(names):
-            env = {**(lying if i == 3 else honest),
-                   "MESHD_TASKS_CAPABILITIES": CAPABILITIES[i]}
-            bootstrap = ("--bootstrap", nodes[0].status()["listen_addrs"][0]) if nodes else ()
-            nodes.append(Meshd(tmp_path, name, genesis, *LOOPBACK, *bootstrap,
-                               env=env).start())
+
+    def env(index: int) -> dict[str, str]:
+        return {**(lying if index == 3 else honest),
+                "MESHD_TASKS_CAPABILITIES": CAPABILITIES[index]}
+
+    with start_network(tmp_path, genesis, names, env=env) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.kill()
 
 
 def task_points(node: Meshd, epoch: int) -> dict[str, int]:

@@ -10,8 +10,8 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 
+from meshcore.varint import uvarint
 from meshd import errors
-from meshd.p2p.framing import encode_uvarint
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.p2p.pubsub import SUBSCRIBER_BUFFER, Message, SubscriberTooSlow, wire_topic
 from meshd.testing import eventually
@@ -158,7 +158,7 @@ async def test_a_garbage_gossip_rpc_costs_the_sender_its_connection_not_the_node
             garbage = bytes(range(7, 250)) * 4  # not a protobuf RPC
             stream = await rogue._host.new_stream(ID.from_base58(node.peer_id),
                                                   [PROTOCOL_ID_V11])
-            await stream.write(encode_uvarint(len(garbage)) + garbage)
+            await stream.write(uvarint(len(garbage)) + garbage)
             await wait_until(node, lambda: node.membership.counters.protocol_errors == 1)
             await wait_until(node, lambda: not node.membership.is_admitted(rogue.peer_id))
             assert node.membership.is_admitted(friend.peer_id)

@@ -18,6 +18,9 @@ logs.configure("info", "json", buffer)
 import libp2p.network.swarm  # what the daemon imports later
 logging.getLogger("libp2p.network.swarm").warning("from libp2p")
 logging.getLogger("libp2p.kad_dht").error("Failed to read DHT message from stream: x")
+logging.getLogger("libp2p.host.basic_host").error(
+    "Failed to open stream to peer 12D3KooWx:\\n  Error: protocols not supported: tried x")
+logging.getLogger("libp2p.host.basic_host").error("Failed to open stream to peer 12D3KooWy: eof")
 sys.stdout.write(buffer.getvalue())
 """
 
@@ -27,6 +30,7 @@ def test_libp2p_records_go_through_meshd_handler_and_filter() -> None:
                             timeout=60, check=True)
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["logger"], r["msg"]) for r in records] == [
-        # the DHT noise is filtered (docs/py-libp2p.md#trap-18)
-        ("libp2p.network.swarm", "from libp2p")]
+        # the DHT noise and unserved protocols are filtered (docs/py-libp2p.md#trap-18)
+        ("libp2p.network.swarm", "from libp2p"),
+        ("libp2p.host.basic_host", "Failed to open stream to peer 12D3KooWy: eof")]
     assert "from libp2p" not in result.stderr

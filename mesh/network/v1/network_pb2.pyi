@@ -29,9 +29,15 @@ class Token(_message.Message):
     SYMBOL_FIELD_NUMBER: _builtins.int
     DECIMALS_FIELD_NUMBER: _builtins.int
     ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    COMMUNITY_POOL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     symbol: _builtins.str
     decimals: _builtins.int
+    community_pool: _builtins.str
+    """Base units held by no account at genesis, spent only by passed spend
+    proposals (docs/genesis.md, docs/governance.md); a decimal string, "0"
+    when the genesis has none.
+    """
     @_builtins.property
     def allocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Allocation]: ...
     def __init__(
@@ -41,10 +47,11 @@ class Token(_message.Message):
         symbol: _builtins.str = ...,
         decimals: _builtins.int = ...,
         allocations: _abc.Iterable[Global___Allocation] | None = ...,
+        community_pool: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "decimals", b"decimals", "name", b"name", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "community_pool", b"community_pool", "decimals", b"decimals", "name", b"name", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

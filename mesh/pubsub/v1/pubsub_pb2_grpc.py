@@ -69,8 +69,11 @@ class PubsubServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Subscribe streams the topic's messages from now on until the client
-        cancels. A client that falls 1024 messages behind gets RESOURCE_EXHAUSTED.
+        """Subscribe streams the topic's messages until the client cancels: those
+        published from now on, and possibly some published in the last few
+        seconds (gossipsub offers peers its recent messages, 5 heartbeats of
+        1 s, and a new subscriber receives them). A client that falls 1024
+        messages behind gets RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,8 +40,11 @@ class PubsubServiceStub:
     if they stay full (overload): a publish is never dropped silently.
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_pubsub_pb2.SubscribeRequest, _pubsub_pb2.SubscribeResponse]
-    """Subscribe streams the topic's messages from now on until the client
-    cancels. A client that falls 1024 messages behind gets RESOURCE_EXHAUSTED.
+    """Subscribe streams the topic's messages until the client cancels: those
+    published from now on, and possibly some published in the last few
+    seconds (gossipsub offers peers its recent messages, 5 heartbeats of
+    1 s, and a new subscriber receives them). A client that falls 1024
+    messages behind gets RESOURCE_EXHAUSTED.
     """
     ListTopics: _grpc.UnaryUnaryMultiCallable[_pubsub_pb2.ListTopicsRequest, _pubsub_pb2.ListTopicsResponse]
     """ListTopics returns the topics this node subscribes to."""
@@ -57,8 +60,11 @@ class PubsubServiceAsyncStub(PubsubServiceStub):
     if they stay full (overload): a publish is never dropped silently.
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_pubsub_pb2.SubscribeRequest, _pubsub_pb2.SubscribeResponse]  # type: ignore[assignment]
-    """Subscribe streams the topic's messages from now on until the client
-    cancels. A client that falls 1024 messages behind gets RESOURCE_EXHAUSTED.
+    """Subscribe streams the topic's messages until the client cancels: those
+    published from now on, and possibly some published in the last few
+    seconds (gossipsub offers peers its recent messages, 5 heartbeats of
+    1 s, and a new subscriber receives them). A client that falls 1024
+    messages behind gets RESOURCE_EXHAUSTED.
     """
     ListTopics: _aio.UnaryUnaryMultiCallable[_pubsub_pb2.ListTopicsRequest, _pubsub_pb2.ListTopicsResponse]  # type: ignore[assignment]
     """ListTopics returns the topics this node subscribes to."""
@@ -83,8 +89,11 @@ class PubsubServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _pubsub_pb2.SubscribeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_pubsub_pb2.SubscribeResponse], _abc.AsyncIterator[_pubsub_pb2.SubscribeResponse]]:
-        """Subscribe streams the topic's messages from now on until the client
-        cancels. A client that falls 1024 messages behind gets RESOURCE_EXHAUSTED.
+        """Subscribe streams the topic's messages until the client cancels: those
+        published from now on, and possibly some published in the last few
+        seconds (gossipsub offers peers its recent messages, 5 heartbeats of
+        1 s, and a new subscriber receives them). A client that falls 1024
+        messages behind gets RESOURCE_EXHAUSTED.
         """
 
     @_abc_1.abstractmethod

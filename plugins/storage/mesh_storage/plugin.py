@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import trio
 
 from mesh_storage.chunks import ChunkStore, StorageFull, check_hash, chunk_hash, storage_proof
+from mesh_storage.manifest import MAX_CHUNK, MAX_REPLICAS
 from meshd.plugin import (
     Context,
     Event,
@@ -53,10 +54,8 @@ from meshd.plugin import (
     TaskResult,
 )
 
-MAX_CHUNK = 512 * 1024
 DEFAULT_CAPACITY = 1 << 30
 MIN_NONCE, MAX_NONCE = 16, 64
-MAX_REPLICAS = 8
 REPLICA_TIMEOUT = 20.0  # seconds per attempt of a replica's store
 MAX_EVENT_TIMEOUT = 60.0  # meshd's ceiling for a handler
 FETCH_NONCE = 16
