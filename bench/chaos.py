@@ -1,7 +1,7 @@
 """Perturbation campaign: the ledger under faults, checked like a bank (docs/reliability.md).
 
 Starts ``--nodes`` meshd processes, each on a host of its own (a network
-namespace with its own IP, bench/netns.py), ``--validators`` of them genesis
+namespace with its own IP, meshd/testing/netns.py), ``--validators`` of them genesis
 validators. Client threads write transfers, stakes, unstakes and governance
 votes and submit storage tasks (``--rate`` per second in all) through random
 nodes' gRPC APIs and remember every write that was acknowledged (for a task:
@@ -48,11 +48,11 @@ from pathlib import Path
 
 import cluster
 import grpc
-import netns
 
 from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshd.testing import netns
 
 PORT = 4001
 ALLOCATION = 10**12

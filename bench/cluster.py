@@ -82,7 +82,7 @@ class Node:
               log_level: str = "warning", *, listen: str = "/ip4/127.0.0.1/tcp/0",
               wrap: Callable[[list[str]], list[str]] | None = None) -> None:
         """Start ``meshd run``; ``wrap`` turns its argv into the command to run
-        (e.g. inside a network namespace: bench/netns.py ``Host.command``)."""
+        (e.g. inside a network namespace: meshd/testing/netns.py ``Host.command``)."""
         argv = [str(BIN / "meshd"), "run", "--genesis", str(self.genesis),
                 "--data-dir", str(self.data_dir), "--listen", listen,
                 "--log-level", log_level]

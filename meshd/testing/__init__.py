@@ -25,6 +25,9 @@ through a plugin's tests with it.
 What a test waits for is polled, bounded, with :func:`eventually` (in trio) or
 :func:`eventually_blocking` (in a plain thread or process), the one polling
 helper of Mesh's own tests and benchmarks too.
+
+Real hosts in network namespaces, some behind NAT routers, are
+:mod:`meshd.testing.netns` (root only).
 """
 
 from __future__ import annotations
