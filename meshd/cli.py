@@ -168,27 +168,31 @@ def serve(config: Config) -> int:
         log.exception("meshd failed")
         return EXIT_FAILURE
     if refusal is not None:  # one line on stderr (journald keeps it too), no traceback
-        print(f"meshd: {refusal}", file=sys.stderr)
-        return EXIT_FAILURE
+        message, code = refusal
+        print(f"meshd: {message}", file=sys.stderr)
+        return code
     log.info("meshd stopped")
     return 0
 
 
-async def _serve(config: Config) -> str | None:
-    """Run until a signal; return why the node could not start, if it could not."""
+async def _serve(config: Config) -> tuple[str, int] | None:
+    """Run until a signal; return why the node could not start, and the exit
+    status that says so, if it could not."""
     from meshd import daemon
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(daemon.run_daemon, config)
+            except ConfigError as exc:  # found once the node knows itself (its own address)
+                return f"invalid configuration: {exc}", EXIT_CONFIG
             except daemon.STARTUP_ERRORS as exc:  # a reason the operator can fix
-                return str(exc)
+                return str(exc), EXIT_FAILURE
             except BaseExceptionGroup as group:  # raised from inside the daemon's nurseries
                 refusals = group.subgroup(lambda e: isinstance(e, daemon.STARTUP_ERRORS))
                 if refusals is None:
                     raise
-                return "; ".join(str(e) for e in _leaves(refusals))
+                return "; ".join(str(e) for e in _leaves(refusals)), EXIT_FAILURE
             sdnotify.notify("READY=1")
             async for signum in signals:
                 log.info("shutting down", extra={"signal": signal.Signals(signum).name})

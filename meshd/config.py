@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from meshcore.addresses import AddressError, parse_peer_address
 from meshcore.errors import FieldError
 from meshcore.paths import MAX_SOCKET_PATH, SOCKET_NAME, default_data_dir
 
@@ -220,9 +221,10 @@ class Config:
         if not self.p2p.listen:
             raise ConfigError("p2p.listen", "needs at least one address")
         for i, address in enumerate(self.p2p.bootstrap):
-            if "/p2p/" not in address or not address.startswith("/"):
-                raise ConfigError(f"p2p.bootstrap[{i}]", f"{address!r} is not a multiaddr "
-                                  "ending in /p2p/<peer id>")
+            try:
+                parse_peer_address(address)
+            except AddressError as exc:
+                raise ConfigError(f"p2p.bootstrap[{i}]", str(exc)) from None
         p2p = self.p2p
         if not 0 <= p2p.low_watermark <= p2p.target_peers <= p2p.high_watermark <= 1000 \
                 or p2p.high_watermark < 1:

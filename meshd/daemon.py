@@ -13,11 +13,14 @@ from dataclasses import dataclass
 
 import trio
 
+from meshcore.addresses import parse_peer_address
+from meshcore.ledger.accounts import peer_id_of
+from meshcore.ledger.entry import public_key
 from meshcore.version import __version__
 from meshd import datadir
 from meshd.api.auth import AuthSetupError
 from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_answers, serve_api
-from meshd.config import Config
+from meshd.config import Config, ConfigError
 from meshd.datadir import DataDirError
 from meshd.genesis_view import GenesisView
 from meshd.governance.service import Governance
@@ -74,6 +77,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
     with datadir.lock(data_dir):
         genesis, genesis_toml = datadir.bind_genesis(data_dir, config.node.genesis)
         seed = load_or_create_identity(data_dir)
+        _refuse_own_bootstrap(config, peer_id_of(public_key(seed)))
         # Before joining: a node that cannot run the network's plugins must not join.
         external = config.plugins.external_commands()
         selected = loader.select(loader.installed() if plugins is None else plugins,
@@ -145,6 +149,15 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 task_status.started(DaemonInfo(host.peer_id, genesis.network_id,
                                                host.listen_addrs(), endpoints))
                 await trio.sleep_forever()
+
+
+def _refuse_own_bootstrap(config: Config, peer_id: str) -> None:
+    """A node told to bootstrap from itself was given the wrong address (the
+    genesis may list it: the founder's node is a bootstrap node of its network)."""
+    for i, address in enumerate(config.p2p.bootstrap):
+        if parse_peer_address(address).peer_id == peer_id:
+            raise ConfigError(f"p2p.bootstrap[{i}]", f"{address!r} is this node's own "
+                              "address; give another node's")
 
 
 async def _serve_metrics(address: str, board: StatusBoard, host: P2PHost, *,

@@ -95,6 +95,22 @@ def test_bad_config_is_refused_with_exit_2(tmp_path: Path, genesis: Path) -> Non
     assert result.returncode == 2 and "node.colour: unknown key" in result.stderr
 
 
+def test_a_bootstrap_address_nobody_can_dial_is_refused_with_exit_2(
+        tmp_path: Path, genesis: Path) -> None:
+    data_dir = tmp_path / "d"
+    own = run_meshd("identity", "--data-dir", str(data_dir)).stdout.strip()
+    for address, why in [
+            ("/ip4/127.0.0.1/tcp/4001/p2p/0", "bad peer ID"),
+            ("tcp://203.0.113.7:4001", "give a multiaddr"),
+            (f"/ip4/0.0.0.0/tcp/4001/p2p/{own}", "listen-on-everything"),
+            (f"/ip4/127.0.0.1/tcp/70000/p2p/{own}", "port 70000"),
+            (f"/ip4/127.0.0.1/tcp/4001/p2p/{own}", "this node's own address")]:
+        result = run_meshd("run", "--genesis", str(genesis), "--data-dir", str(data_dir),
+                           "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", address)
+        assert result.returncode == 2, (address, result.stderr)
+        assert "p2p.bootstrap[0]" in result.stderr and why in result.stderr, result.stderr
+
+
 def test_bad_genesis_is_refused_naming_the_field(tmp_path: Path, genesis: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(genesis.read_text().replace('symbol = "STR"', 'symbol = "s!"'))
