@@ -44,6 +44,9 @@ def _node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "/var/lib/mesh for root, else ~/.local/share/mesh."),
         click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
                      help="Peer to join through, /ip4/.../tcp/PORT/p2p/ID (repeatable)."),
+        click.option("--announce", multiple=True, metavar="MULTIADDR",
+                     help="Address to tell peers instead of the listeners' own, e.g. a port "
+                          "forward: /ip4/203.0.113.5/tcp/4001 (repeatable)."),
         click.option("--socket", type=click.Path(path_type=Path),
                      help="Unix socket of the API. Default: <data-dir>/meshd.sock."),
         click.option("--metrics-addr", metavar="HOST:PORT",
@@ -143,6 +146,7 @@ def _load_config(options: dict[str, Any], role: str, listen: tuple[str, ...]) ->
         "node.role": role,
         "p2p.listen": listen,
         "p2p.bootstrap": options.get("bootstrap"),
+        "p2p.announce": options.get("announce"),
         "api.socket": options.get("socket"),
         "metrics.listen": options.get("metrics_addr"),
         "log.level": options.get("log_level"),

@@ -35,6 +35,8 @@ ROLES = ("node", "bootstrap")
 DEFAULT_P2P_PORT = 4001
 
 _LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}")
+_ANNOUNCE_MULTIADDR = re.compile(r"/(ip4|ip6|dns|dns4|dns6)/[A-Za-z0-9.:-]+/tcp/\d{1,5}")
+_IPCIDR = re.compile(r"/(ip4/[0-9.]+/ipcidr/\d{1,2}|ip6/[0-9A-Fa-f:]+/ipcidr/\d{1,3})")
 _CAPABILITY = re.compile(r"[A-Za-z0-9_.=:-]{1,64}")
 _PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
@@ -55,6 +57,11 @@ class NodeSection:
 class P2PSection:
     listen: tuple[str, ...] = (f"/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}",)
     bootstrap: tuple[str, ...] = ()
+    # What this node tells peers its addresses are (meshd/p2p/addresses.py):
+    # announce replaces the listeners' addresses (e.g. a port forward, a DNS
+    # name); no_announce removes some (an address, or /ip4/10.0.0.0/ipcidr/8).
+    announce: tuple[str, ...] = ()
+    no_announce: tuple[str, ...] = ()
     # Admitted peers: dial below low_watermark up to target_peers; prune above
     # high_watermark down to target_peers.
     low_watermark: int = 4
@@ -225,6 +232,14 @@ class Config:
                 parse_peer_address(address)
             except AddressError as exc:
                 raise ConfigError(f"p2p.bootstrap[{i}]", str(exc)) from None
+        for i, address in enumerate(self.p2p.announce):
+            if not _ANNOUNCE_MULTIADDR.fullmatch(address):
+                raise ConfigError(f"p2p.announce[{i}]", f"{address!r} is not a TCP multiaddr "
+                                  "without /p2p/ (e.g. /dns4/node.example.com/tcp/4001)")
+        for i, address in enumerate(self.p2p.no_announce):
+            if not (_ANNOUNCE_MULTIADDR.fullmatch(address) or _IPCIDR.fullmatch(address)):
+                raise ConfigError(f"p2p.no_announce[{i}]", f"{address!r} is neither a TCP "
+                                  "multiaddr nor a network (e.g. /ip4/10.0.0.0/ipcidr/8)")
         p2p = self.p2p
         if not 0 <= p2p.low_watermark <= p2p.target_peers <= p2p.high_watermark <= 1000 \
                 or p2p.high_watermark < 1:

@@ -36,7 +36,9 @@ from google.protobuf.message import DecodeError
 from mesh.wire.v1 import wire_pb2
 from meshd import errors
 from meshd.p2p import peerbook
+from meshd.p2p.addresses import IPAddress, ip_of, usable_by
 from meshd.p2p.host import P2PHost
+from meshd.p2p.membership import PeerRecord
 from meshd.p2p.peerbook import KnownPeer, PeerBook
 
 log = logging.getLogger(__name__)
@@ -106,10 +108,13 @@ class ConnectionManager:
     async def maintain(self) -> None:
         """One round: remember members' addresses, then dial or prune as needed."""
         self._host.membership.reconcile()
-        members = {p.peer_id for p in self._host.membership.peers()}
+        records = self._host.membership.peers()
+        members = {p.peer_id for p in records}
         now_wall = time.time()
-        for peer_id in members:
-            self._book.learn(peer_id, self._host.member_addrs(peer_id), now_wall)
+        for record in records:  # what identify says, as far as this node can dial it
+            viewer = _seen_at(record)
+            self._book.learn(record.peer_id, [a for a in self._host.member_addrs(record.peer_id)
+                                              if usable_by(a, viewer)], now_wall)
         count = len(members)
         if count < self._degree.low:
             await self._dial(self._pick(self._degree.target - count, members))
@@ -207,10 +212,16 @@ class ConnectionManager:
                          MAX_EXCHANGE)
         except DecodeError:
             raise errors.InvalidArgument("not a RequestPeers message") from None
-        peers = [p for p in self._book.sample(wanted + 1, self._rng) if p.peer_id != peer_id]
-        return wire_pb2.KnownPeers(peers=[
-            wire_pb2.KnownPeer(peer_id=p.peer_id, addrs=p.addrs) for p in peers[:wanted]
-        ]).SerializeToString()
+        # Only addresses the requester can dial: no loopback to another machine,
+        # no private address to a peer that came from a public one.
+        asker = self._host.membership.record(peer_id)
+        viewer = _seen_at(asker) if asker is not None else None
+        answer = []
+        for known in self._book.sample(wanted + 1, self._rng):
+            addrs = [a for a in known.addrs if usable_by(a, viewer)]
+            if known.peer_id != peer_id and addrs:
+                answer.append(wire_pb2.KnownPeer(peer_id=known.peer_id, addrs=addrs))
+        return wire_pb2.KnownPeers(peers=answer[:wanted]).SerializeToString()
 
     # --- persistence ------------------------------------------------------------------
 
@@ -236,3 +247,8 @@ def _network_of(address: str) -> str:
             prefix = 24 if parts[1] == "ip4" else 48
             return str(ipaddress.ip_network(f"{parts[2]}/{prefix}", strict=False))
     return parts[2] if len(parts) > 2 else address
+
+
+def _seen_at(record: PeerRecord) -> IPAddress | None:
+    """The IP a member's connection comes from, as this node sees it."""
+    return ip_of(record.addrs[0]) if record.addrs else None

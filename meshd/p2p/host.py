@@ -54,6 +54,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from meshcore.version import __version__
 from meshd import errors
+from meshd.p2p.addresses import AddressPolicy
 from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
@@ -177,7 +178,8 @@ class _ConnectionWatcher(INotifee):
 async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
                         on_peers_changed: Callable[[int], None] = lambda count: None,
                         on_routing_changed: Callable[[int], None] = lambda size: None,
-                        *, fast_streams: bool = True) -> AsyncIterator[P2PHost]:
+                        *, fast_streams: bool = True,
+                        advertise: AddressPolicy | None = None) -> AsyncIterator[P2PHost]:
     """Start a host of network ``network_id`` listening on ``listen``.
 
     It stops when the block exits. ``on_peers_changed(count)`` is called each
@@ -185,6 +187,8 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     ``on_routing_changed(size)`` each time a member enters the DHT routing table.
     ``fast_streams=False`` keeps py-libp2p's own Noise session and Yamux (as
     meshd before they were replaced): for comparisons and compatibility tests.
+    ``advertise`` decides what the host advertises (default: its listeners,
+    wildcards expanded to the interfaces' addresses; meshd/p2p/addresses.py).
     """
     key_pair = create_new_key_pair(seed)
     noise_class = BulkNoiseTransport if fast_streams else NoiseTransport
@@ -194,6 +198,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         listen_addrs=addresses,
+        addrs_factory=advertise or AddressPolicy(),
         connection_config=ConnectionConfig(
             max_connections_per_peer=1, min_connections=MIN_CONNECTIONS,
             low_watermark=LOW_WATERMARK, high_watermark=HIGH_WATERMARK,

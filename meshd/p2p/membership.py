@@ -124,6 +124,10 @@ class Membership:
     def is_admitted(self, peer_id: str) -> bool:
         return peer_id in self._admitted
 
+    def record(self, peer_id: str) -> PeerRecord | None:
+        """The admitted peer ``peer_id``, or None."""
+        return self._admitted.get(peer_id)
+
     def peers(self) -> list[PeerRecord]:
         return sorted(self._admitted.values(), key=lambda p: p.peer_id)
 

@@ -26,6 +26,7 @@ import grpc
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
+from meshd.testing import netns
 
 T = TypeVar("T")
 
@@ -44,7 +45,9 @@ class Meshd:
     """One meshd process with its own data dir, logs and readiness socket."""
 
     def __init__(self, workdir: Path, name: str, genesis: Path | None,
-                 *args: str, command: str = "run", env: dict[str, str] | None = None) -> None:
+                 *args: str, command: str = "run", env: dict[str, str] | None = None,
+                 host: netns.Host | None = None) -> None:
+        """``host``: run it inside that test-bed host's network namespace."""
         self.name = name
         self.data_dir = workdir / name
         self.socket = self.data_dir / "meshd.sock"
@@ -53,6 +56,8 @@ class Meshd:
         self._argv = [MESHD, command, "--data-dir", str(self.data_dir), *args]
         if genesis is not None:
             self._argv += ["--genesis", str(genesis)]
+        if host is not None:
+            self._argv = host.command(self._argv)
         self._env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.notifications: list[str] = []
