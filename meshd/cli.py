@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -78,8 +78,34 @@ def cli() -> None:
 @click.option("--listen", multiple=True, metavar="MULTIADDR",
               help="p2p listen address (repeatable). "
                    f"Default: /ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}.")
+@click.option("--network-id", metavar="NET_ID",
+              help="Join this network: with no genesis given or stored, fetch it from a "
+                   "--bootstrap peer and keep it only if it hashes to this ID.")
 def run(listen: tuple[str, ...], **options: Any) -> None:
     """Run a node until SIGTERM or SIGINT."""
+    sys.exit(serve(_load_config(options, role="node", listen=listen)))
+
+
+@cli.command()
+@_node_options
+@click.option("--listen", multiple=True, metavar="MULTIADDR",
+              help="p2p listen address (repeatable). "
+                   f"Default: /ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}.")
+@click.option("--network-id", metavar="NET_ID", required=True,
+              help="The network to join, as its founder gave it (net_...).")
+def join(listen: tuple[str, ...], **options: Any) -> None:
+    """Join a network by its ID: fetch and check its genesis, then run.
+
+    \b
+      meshd join --network-id net_... --bootstrap /ip4/203.0.113.5/tcp/4001/p2p/12D3KooW...
+
+    The genesis comes from the first --bootstrap peer that gives one hashing
+    to the ID (others are refused, and the reason logged); it is kept in the
+    data dir, so later starts need neither flag. Then the node runs as 'meshd
+    run' does, until SIGTERM or SIGINT.
+    """
+    if not options.get("bootstrap"):
+        _fail("meshd join needs a --bootstrap peer to fetch the genesis from", EXIT_CONFIG)
     sys.exit(serve(_load_config(options, role="node", listen=listen)))
 
 
@@ -144,6 +170,7 @@ def _load_config(options: dict[str, Any], role: str, listen: tuple[str, ...]) ->
         "node.genesis": options.get("genesis"),
         "node.data_dir": options.get("data_dir"),
         "node.role": role,
+        "node.network_id": options.get("network_id"),
         "p2p.listen": listen,
         "p2p.bootstrap": options.get("bootstrap"),
         "p2p.announce": options.get("announce"),
@@ -181,29 +208,46 @@ def serve(config: Config) -> int:
 
 async def _serve(config: Config) -> tuple[str, int] | None:
     """Run until a signal; return why the node could not start, and the exit
-    status that says so, if it could not."""
+    status that says so, if it could not. A signal also stops a node that is
+    still starting (e.g. waiting for a genesis to fetch)."""
     from meshd import daemon
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(daemon.run_daemon, config)
-            except ConfigError as exc:  # found once the node knows itself (its own address)
-                return f"invalid configuration: {exc}", EXIT_CONFIG
-            except daemon.STARTUP_ERRORS as exc:  # a reason the operator can fix
-                return str(exc), EXIT_FAILURE
-            except BaseExceptionGroup as group:  # raised from inside the daemon's nurseries
-                refusals = group.subgroup(lambda e: isinstance(e, daemon.STARTUP_ERRORS))
-                if refusals is None:
-                    raise
-                return "; ".join(str(e) for e in _leaves(refusals)), EXIT_FAILURE
-            sdnotify.notify("READY=1")
-            async for signum in signals:
-                log.info("shutting down", extra={"signal": signal.Signals(signum).name})
-                sdnotify.notify("STOPPING=1")
-                trio.lowlevel.spawn_system_task(stopwatch.report_slow_stop)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+                    sdnotify.notify("STOPPING=1")
+                    trio.lowlevel.spawn_system_task(stopwatch.report_slow_stop)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            refusal = await _start(nursery, daemon.run_daemon, config)
+            if refusal is not None:
                 nursery.cancel_scope.cancel()
-                break
+                return refusal
+            sdnotify.notify("READY=1")
+    return None
+
+
+async def _start(nursery: trio.Nursery, run_daemon: Callable[..., Awaitable[object]],
+                 config: Config) -> tuple[str, int] | None:
+    """Start the daemon in ``nursery``; why it could not start, if it could not."""
+    from meshd import daemon
+
+    try:
+        await nursery.start(run_daemon, config)
+    except ConfigError as exc:  # found once the node knows itself (its own address)
+        return f"invalid configuration: {exc}", EXIT_CONFIG
+    except daemon.STARTUP_ERRORS as exc:  # a reason the operator can fix
+        return str(exc), EXIT_FAILURE
+    except BaseExceptionGroup as group:  # raised from inside the daemon's nurseries
+        refusals = group.subgroup(lambda e: isinstance(e, daemon.STARTUP_ERRORS))
+        if refusals is None:
+            raise
+        return "; ".join(str(e) for e in _leaves(refusals)), EXIT_FAILURE
     return None
 
 

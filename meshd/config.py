@@ -35,6 +35,7 @@ ROLES = ("node", "bootstrap")
 DEFAULT_P2P_PORT = 4001
 
 _LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}")
+_NETWORK_ID = re.compile(r"net_[a-z2-7]{26}")
 _ANNOUNCE_MULTIADDR = re.compile(r"/(ip4|ip6|dns|dns4|dns6)/[A-Za-z0-9.:-]+/tcp/\d{1,5}")
 _IPCIDR = re.compile(r"/(ip4/[0-9.]+/ipcidr/\d{1,2}|ip6/[0-9A-Fa-f:]+/ipcidr/\d{1,3})")
 _CAPABILITY = re.compile(r"[A-Za-z0-9_.=:-]{1,64}")
@@ -51,6 +52,9 @@ class NodeSection:
     data_dir: Path = field(default_factory=default_data_dir)
     genesis: Path | None = None
     role: str = "node"
+    # Join by Network ID: with no genesis given or stored, fetch it from a
+    # bootstrap peer and keep it only if it hashes to this ID.
+    network_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,10 @@ class Config:
         """Check values that depend on each other or on their form."""
         if self.node.role not in ROLES:
             raise ConfigError("node.role", f"{self.node.role!r} is not one of {', '.join(ROLES)}")
+        if self.node.network_id and not _NETWORK_ID.fullmatch(self.node.network_id):
+            raise ConfigError("node.network_id", f"{self.node.network_id!r} is not a Network ID "
+                              "(net_ and 26 base32 characters, as 'meshctl network init' "
+                              "prints it)")
         if self.log.level not in LOG_LEVELS:
             raise ConfigError("log.level", f"{self.log.level!r} is not one of "
                               f"{', '.join(LOG_LEVELS)}")

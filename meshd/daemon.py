@@ -37,6 +37,7 @@ from meshd.node_status import StatusBoard
 from meshd.p2p import peerbook
 from meshd.p2p.addresses import AddressPolicy
 from meshd.p2p.connmgr import ConnectionManager, Degree
+from meshd.p2p.genesis_exchange import GenesisServer, fetch_genesis
 from meshd.p2p.host import P2PHost, open_p2p_host
 from meshd.plugin_host import loader
 from meshd.plugin_host.context import TaskServices
@@ -76,9 +77,20 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
     """
     data_dir = datadir.prepare(config.node.data_dir)
     with datadir.lock(data_dir):
-        genesis, genesis_toml = datadir.bind_genesis(data_dir, config.node.genesis)
         seed = load_or_create_identity(data_dir)
         _refuse_own_bootstrap(config, peer_id_of(public_key(seed)))
+        wanted = config.node.network_id
+        if wanted and config.node.genesis is None and not datadir.has_genesis(data_dir):
+            if not config.p2p.bootstrap:
+                raise ConfigError("p2p.bootstrap", "joining by Network ID needs a bootstrap "
+                                  "peer to fetch the genesis from (--bootstrap)")
+            _, fetched = await fetch_genesis(seed, wanted, config.p2p.bootstrap)
+            datadir.store_genesis(data_dir, fetched)
+        genesis, genesis_toml = datadir.bind_genesis(data_dir, config.node.genesis)
+        if wanted and genesis.network_id != wanted:
+            raise DataDirError(f"this node's genesis is network {genesis.network_id} "
+                               f"({genesis.name}), not {wanted}; use another --data-dir "
+                               "for another network")
         # Before joining: a node that cannot run the network's plugins must not join.
         external = config.plugins.external_commands()
         selected = loader.select(loader.installed() if plugins is None else plugins,
@@ -128,6 +140,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await nursery.start(Replicator(
                     ledger, host, own_chain_grace=0 if nobody_to_ask else OWN_CHAIN_GRACE).run)
                 await nursery.start(SyncServer(ledger, host).run)
+                await nursery.start(GenesisServer(host, genesis_toml).run)
                 await nursery.start(SettlementDriver(ledger).run)
                 await nursery.start(UptimeAttester(ledger, host).run)
                 await nursery.start(EquivocationReporter(ledger).run)

@@ -67,7 +67,8 @@ def bind_genesis(data_dir: Path, given: Path | None) -> tuple[Genesis, str]:
     if given is None:
         if stored is None:
             raise DataDirError(f"no genesis for {data_dir}: pass --genesis FILE "
-                               "(written by 'meshctl network init')")
+                               "(written by 'meshctl network init'), or join by ID: "
+                               "--network-id NET_ID --bootstrap ADDRESS")
         return stored
     chosen = _load(given, "genesis")
     if stored is not None and stored[0].network_id != chosen[0].network_id:
@@ -76,10 +77,20 @@ def bind_genesis(data_dir: Path, given: Path | None) -> tuple[Genesis, str]:
             f"({stored[0].name}), but {given} is network {chosen[0].network_id} "
             f"({chosen[0].name}); use another --data-dir for another network")
     if stored is None:
-        tmp = stored_path.with_suffix(".tmp")
-        tmp.write_text(chosen[1], encoding="utf-8")
-        os.replace(tmp, stored_path)
+        store_genesis(data_dir, chosen[1])
     return chosen
+
+
+def has_genesis(data_dir: Path) -> bool:
+    return (data_dir / GENESIS_FILE).exists()
+
+
+def store_genesis(data_dir: Path, text: str) -> None:
+    """Keep ``text`` as this data directory's genesis (atomically)."""
+    stored_path = data_dir / GENESIS_FILE
+    tmp = stored_path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, stored_path)
 
 
 def _load(path: Path, what: str) -> tuple[Genesis, str]:

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from meshd.testing import eventually_blocking
 from meshd.testing.netns import Testbed, open_testbed
-from tests.e2e.harness import Meshd, identity
+from tests.e2e.harness import Meshd, identity, run_meshd
 
 NODES = 8
 PORT = 4001
 CONVERGE_SECONDS = 30
 MIN_PEERS = 4
+PEER = "12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS"
 
 
 @pytest.fixture
@@ -68,3 +70,48 @@ def test_nodes_on_wildcard_listeners_meet_each_other_not_only_the_bootstrap(
         learned = [a for entry in book for a in entry["addrs"]]
         assert learned and not any(unspecified(a) for a in learned)
         assert all(a.startswith("/ip4/10.231.") for a in learned), learned
+
+
+def test_a_node_joins_by_network_id_and_refuses_another_networks_genesis(
+        tmp_path: Path, genesis: Path) -> None:
+    founder = Meshd(tmp_path, "founder", genesis, "--listen", "/ip4/127.0.0.1/tcp/0").start()
+    try:
+        network_id = founder.status()["network_id"]
+        address = founder.status()["listen_addrs"][0]
+        joiner = Meshd(tmp_path, "joiner", None, "--listen", "/ip4/127.0.0.1/tcp/0",
+                       "--network-id", network_id, "--bootstrap", address, command="join")
+        joiner.start()
+        assert joiner.status()["network_id"] == network_id
+        stored = (joiner.data_dir / "genesis.toml").read_text()
+        assert stored == (founder.data_dir / "genesis.toml").read_text()
+        joiner.stop()
+        # Later starts need neither flag: the genesis is the data dir's.
+        again = Meshd(tmp_path, "joiner", None, "--listen", "/ip4/127.0.0.1/tcp/0").start()
+        assert again.status()["network_id"] == network_id
+        again.stop()
+
+        # Asked for another network, the founder's node is not a member of it:
+        # nothing is stored, the joiner keeps asking and says why.
+        other = "net_" + "a" * 26
+        stray = Meshd(tmp_path, "stray", None, "--listen", "/ip4/127.0.0.1/tcp/0",
+                      "--network-id", other, "--bootstrap", address, command="join")
+        stray.start(wait=False)
+        try:
+            eventually_blocking(lambda: "no genesis from a bootstrap peer" in stray.log(),
+                                timeout=20, what="the joiner to say why it has no genesis")
+            assert stray.process is not None and stray.process.poll() is None
+            assert not (stray.data_dir / "genesis.toml").exists()
+            assert network_id in stray.log()  # the founder's node named its network
+        finally:
+            stray.stop()
+    finally:
+        founder.stop()
+
+
+def test_join_needs_a_network_id_that_is_one_and_a_bootstrap_peer(tmp_path: Path) -> None:
+    bad = run_meshd("join", "--data-dir", str(tmp_path / "a"), "--network-id", "net_nope",
+                    "--bootstrap", f"/ip4/127.0.0.1/tcp/1/p2p/{PEER}")
+    assert bad.returncode == 2 and "node.network_id" in bad.stderr
+    alone = run_meshd("join", "--data-dir", str(tmp_path / "b"), "--network-id",
+                      "net_" + "a" * 26)
+    assert alone.returncode == 2 and "--bootstrap" in alone.stderr

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def small_window(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @contextlib.asynccontextmanager
 async def lone_validator(data_dir: Path, seed: bytes, genesis: Genesis,
-                         ) -> AsyncIterator[Ledger]:
+                         ) -> AsyncIterator[LoneValidator]:
     started, wall = genesis.genesis_time.timestamp(), time.monotonic()
 
     def clock() -> float:
@@ -51,9 +52,30 @@ async def lone_validator(data_dir: Path, seed: bytes, genesis: Genesis,
 
     async with open_ledger(data_dir, seed, genesis, clock=clock) as ledger, \
             trio.open_nursery() as nursery:
-        await nursery.start(SettlementDriver(ledger, clock=clock, close_wait=0.0).run)
-        yield ledger
+        node = LoneValidator(ledger)
+
+        async def settle() -> None:
+            with node.settling:
+                await SettlementDriver(ledger, clock=clock, close_wait=0.0).run()
+            node.stopped.set()
+
+        nursery.start_soon(settle)
+        yield node
         nursery.cancel_scope.cancel()
+
+
+@dataclass
+class LoneValidator:
+    ledger: Ledger
+    settling: trio.CancelScope = field(default_factory=trio.CancelScope)
+    stopped: trio.Event = field(default_factory=trio.Event)
+
+    async def stop_settling(self, stored: entry.Verified) -> None:
+        """Stop the driver, then wait until what it handed the committer is
+        stored: re-appending an entry already stored queues behind it."""
+        self.settling.cancel()
+        await self.stopped.wait()
+        await self.ledger.committer.append(stored)
 
 
 async def test_old_states_leave_memory_and_are_recomputed_alike_also_after_a_restart(
@@ -61,7 +83,8 @@ async def test_old_states_leave_memory_and_are_recomputed_alike_also_after_a_res
     seed, other = os.urandom(32), os.urandom(32)
     genesis = make_genesis([seed], dt.datetime.now(dt.UTC).replace(microsecond=0), [other])
     other_key = entry.public_key(other)
-    async with lone_validator(tmp_path, seed, genesis) as ledger:
+    async with lone_validator(tmp_path, seed, genesis) as node:
+        ledger = node.ledger
         paid = 0
         while ledger.final_epoch < 40:
             await ledger.transfer(peer_id_of(other_key), 7)
@@ -94,6 +117,8 @@ async def test_old_states_leave_memory_and_are_recomputed_alike_also_after_a_res
         await eventually(lambda: ledger.settled.account(other_key).canon_seq == 1,
                          timeout=30, interval=0.05, what="the late transfer to settle")
         assert ledger.settled.account(other_key).liquid == ALLOCATION + paid - ALLOCATION // 2
+        # No epoch may settle between reading the final one and the restart.
+        await node.stop_settling(late)
         final = ledger.final_epoch
         for epoch in range(final + 1):
             decision = ledger.settlements.decision(epoch)
@@ -140,7 +165,8 @@ async def test_an_entry_on_an_epoch_no_one_settled_is_still_refused(tmp_path: Pa
     a settlement this node never made is refused as before, not recomputed."""
     seed = os.urandom(32)
     genesis = make_genesis([seed], dt.datetime.now(dt.UTC).replace(microsecond=0), [])
-    async with lone_validator(tmp_path, seed, genesis) as ledger:
+    async with lone_validator(tmp_path, seed, genesis) as node:
+        ledger = node.ledger
         await ledger.next_final(8)
         with pytest.raises(settlements.SettlementUnknown):
             ledger.settlements.settled(ledger.final_epoch + 5)
