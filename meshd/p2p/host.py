@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import multiaddr
@@ -190,6 +192,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     ``advertise`` decides what the host advertises (default: its listeners,
     wildcards expanded to the interfaces' addresses; meshd/p2p/addresses.py).
     """
+    _refuse_ports_in_use(listen)
     key_pair = create_new_key_pair(seed)
     noise_class = BulkNoiseTransport if fast_streams else NoiseTransport
     noise = noise_class(key_pair, noise_privkey=create_x25519_key_pair().private_key)
@@ -245,3 +248,29 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
         finally:
             stop.set()  # the shielded host closes in order, whatever happens next
             nursery.cancel_scope.cancel()
+
+
+def _refuse_ports_in_use(listen: Sequence[str]) -> None:
+    """Refuse a listen address another process holds.
+
+    py-libp2p 0.8.1 sets SO_REUSEPORT on its TCP listeners (for hole punching:
+    ``libp2p/transport/tcp/tcp.py``), so a second daemon binds the same port
+    without an error and the kernel shares incoming connections between the
+    two (docs/py-libp2p.md#found-reuseport-shares-the-port). A socket without
+    SO_REUSEPORT cannot bind a port a listener holds that way: try one first.
+    """
+    for address in listen:
+        match = re.fullmatch(r"/(ip4|ip6)/([^/]+)/tcp/([0-9]+)", address)
+        if match is None or match[3] == "0":
+            continue
+        family = socket.AF_INET if match[1] == "ip4" else socket.AF_INET6
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # SO_REUSEADDR: connections of a previous run in TIME_WAIT do not
+            # count; a listening socket still does (Linux).
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((match[2], int(match[3])))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror} "
+                                         "(another meshd, or another program, uses the "
+                                         "port; choose another with --listen)") from None

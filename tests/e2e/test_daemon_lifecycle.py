@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Meshd, meshctl, run_meshd
+from tests.e2e.harness import Meshd, free_port, meshctl, run_meshd
 
 
 def test_status_json_after_ready(node: Callable[..., Meshd], network_id: str) -> None:
@@ -81,6 +81,26 @@ def test_another_network_on_the_data_dir_is_refused(node: Callable[..., Meshd],
     other.start(wait=False)
     assert other.wait_exit() == 1
     assert "belongs to network net_" in other.log()
+
+
+def test_a_second_meshd_on_the_same_p2p_port_is_refused(tmp_path: Path,
+                                                         genesis: Path) -> None:
+    # py-libp2p's listeners set SO_REUSEPORT: without meshd's check the second
+    # would bind too, and the kernel would share the first one's connections.
+    port = free_port()
+    listen = ("--listen", f"/ip4/127.0.0.1/tcp/{port}")
+    first = Meshd(tmp_path, "a", genesis, *listen).start()
+    try:
+        second = Meshd(tmp_path, "b", genesis, *listen)
+        second.start(wait=False)
+        assert second.wait_exit() == 1
+        assert f"cannot listen on /ip4/127.0.0.1/tcp/{port}: Address already in use" \
+            in second.log()
+        assert first.status()["listen_addrs"][0].startswith(f"/ip4/127.0.0.1/tcp/{port}/")
+    finally:
+        first.stop()
+    # Once the first has stopped, the port is free again at once (TIME_WAIT is no bar).
+    Meshd(tmp_path, "b", genesis, *listen).start().stop()
 
 
 def test_bad_config_is_refused_with_exit_2(tmp_path: Path, genesis: Path) -> None:
