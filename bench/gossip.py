@@ -5,8 +5,11 @@ with a fresh data dir, ``NOTIFY_SOCKET`` bound here (started = ``READY=1``) and
 the genesis made by ``meshctl network init``: node 0 first, then the others with
 ``--bootstrap`` node 0's first listen address, so that they find each other by
 peer exchange (meshd's connection manager: degree low 4 / target 8). Once every
-node has a peer, a 5 s idle window measures each daemon's RSS (VmRSS) and CPU
-(utime + stime, /proc) and lets the connection manager settle.
+node has a peer, a 5 s window without traffic measures each daemon's RSS
+(VmRSS) and CPU (utime + stime, /proc) and lets the connection manager settle.
+That window comes right after the start, while discovery still runs: it is
+not the steady idle cost (about 0.2 % of a core per daemon a minute later,
+docs/performance.md "Idle cost").
 
 * **Gossip.** Every node but the publisher (node 1) subscribes to ``bench``
   through its gRPC API (``PubsubService.Subscribe``, one thread per stream in
@@ -363,7 +366,7 @@ def print_table(results: dict[str, Any]) -> None:
               + (f"; {extra}" if extra else ""))
     idle = results["idle"]
     rss, cpu, busy = idle["rss_mib"], idle["cpu_percent"], g["cpu_percent_during"]
-    print(f"per daemon, idle ({idle['window_seconds']:g} s window, before traffic): RSS MiB "
+    print(f"per daemon, just started ({idle['window_seconds']:g} s window, before traffic): RSS MiB "
           f"min {rss['min']:.1f} / median {rss['median']:.1f} / max {rss['max']:.1f}; CPU % "
           f"min {cpu['min']:.1f} / median {cpu['median']:.1f} / max {cpu['max']:.1f}")
     print(f"per daemon, during gossip: CPU % min {busy['min']:.1f} / median "
