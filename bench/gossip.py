@@ -366,9 +366,9 @@ def print_table(results: dict[str, Any]) -> None:
               + (f"; {extra}" if extra else ""))
     idle = results["idle"]
     rss, cpu, busy = idle["rss_mib"], idle["cpu_percent"], g["cpu_percent_during"]
-    print(f"per daemon, just started ({idle['window_seconds']:g} s window, before traffic): RSS MiB "
-          f"min {rss['min']:.1f} / median {rss['median']:.1f} / max {rss['max']:.1f}; CPU % "
-          f"min {cpu['min']:.1f} / median {cpu['median']:.1f} / max {cpu['max']:.1f}")
+    print(f"per daemon, just started ({idle['window_seconds']:g} s window, before traffic): "
+          f"RSS MiB min {rss['min']:.1f} / median {rss['median']:.1f} / max {rss['max']:.1f}; "
+          f"CPU % min {cpu['min']:.1f} / median {cpu['median']:.1f} / max {cpu['max']:.1f}")
     print(f"per daemon, during gossip: CPU % min {busy['min']:.1f} / median "
           f"{busy['median']:.1f} / max {busy['max']:.1f}")
     stop = results["stop"]
