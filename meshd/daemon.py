@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
 from meshcore.addresses import parse_peer_address
+from meshcore.genesis import Genesis
 from meshcore.ledger.accounts import peer_id_of
 from meshcore.ledger.entry import public_key
 from meshcore.version import __version__
@@ -79,18 +81,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
     with datadir.lock(data_dir):
         seed = load_or_create_identity(data_dir)
         _refuse_own_bootstrap(config, peer_id_of(public_key(seed)))
-        wanted = config.node.network_id
-        if wanted and config.node.genesis is None and not datadir.has_genesis(data_dir):
-            if not config.p2p.bootstrap:
-                raise ConfigError("p2p.bootstrap", "joining by Network ID needs a bootstrap "
-                                  "peer to fetch the genesis from (--bootstrap)")
-            _, fetched = await fetch_genesis(seed, wanted, config.p2p.bootstrap)
-            datadir.store_genesis(data_dir, fetched)
-        genesis, genesis_toml = datadir.bind_genesis(data_dir, config.node.genesis)
-        if wanted and genesis.network_id != wanted:
-            raise DataDirError(f"this node's genesis is network {genesis.network_id} "
-                               f"({genesis.name}), not {wanted}; use another --data-dir "
-                               "for another network")
+        genesis, genesis_toml = await _network_genesis(config, data_dir, seed)
         # Before joining: a node that cannot run the network's plugins must not join.
         external = config.plugins.external_commands()
         selected = loader.select(loader.installed() if plugins is None else plugins,
@@ -164,6 +155,24 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 task_status.started(DaemonInfo(host.peer_id, genesis.network_id,
                                                host.listen_addrs(), endpoints))
                 await trio.sleep_forever()
+
+
+async def _network_genesis(config: Config, data_dir: Path, seed: bytes) -> tuple[Genesis, str]:
+    """The genesis this node runs: given, stored, or (joining by Network ID)
+    fetched from a bootstrap peer and checked against the ID."""
+    wanted = config.node.network_id
+    if wanted and config.node.genesis is None and not datadir.has_genesis(data_dir):
+        if not config.p2p.bootstrap:
+            raise ConfigError("p2p.bootstrap", "joining by Network ID needs a bootstrap "
+                              "peer to fetch the genesis from (--bootstrap)")
+        _, fetched = await fetch_genesis(seed, wanted, config.p2p.bootstrap)
+        datadir.store_genesis(data_dir, fetched)
+    genesis, genesis_toml = datadir.bind_genesis(data_dir, config.node.genesis)
+    if wanted and genesis.network_id != wanted:
+        raise DataDirError(f"this node's genesis is network {genesis.network_id} "
+                           f"({genesis.name}), not {wanted}; use another --data-dir "
+                           "for another network")
+    return genesis, genesis_toml
 
 
 def _refuse_own_bootstrap(config: Config, peer_id: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,16 +46,10 @@ def test_nodes_on_wildcard_listeners_meet_each_other_not_only_the_bootstrap(
     try:
         for node in nodes:
             node.start()
-        started = time.monotonic()
-        while True:
-            statuses = [node.status() for node in nodes]
-            counts = [s["peer_count"] for s in statuses]
-            if min(counts) >= MIN_PEERS:
-                print(f"converged after {time.monotonic() - started:.1f} s: {counts}")
-                break
-            assert time.monotonic() - started < CONVERGE_SECONDS, \
-                f"peers per node after {CONVERGE_SECONDS} s: {counts}"
-            time.sleep(0.5)
+        eventually_blocking(lambda: [node.status()["peer_count"] for node in nodes],
+                            lambda counts: min(counts) >= MIN_PEERS, timeout=CONVERGE_SECONDS,
+                            interval=0.5, what=f"every node to have {MIN_PEERS} peers")
+        statuses = [node.status() for node in nodes]
         for host, status in zip(bed.hosts, statuses, strict=True):
             addrs = status["listen_addrs"]
             assert addrs[0] == f"/ip4/{host.ip}/tcp/{PORT}/p2p/{status['peer_id']}", addrs
