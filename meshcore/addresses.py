@@ -66,3 +66,42 @@ def parse_peer_address(address: str) -> PeerAddress:
     except ValueError as exc:
         raise AddressError(f"{address!r}: bad peer ID: {exc}") from None
     return PeerAddress(address.strip(), host, port, match["peer_id"])
+
+
+_OWN_MULTIADDR = re.compile(r"/(?P<proto>ip4|ip6|dns|dns4|dns6)/(?P<host>[A-Za-z0-9.:-]+)"
+                            r"/tcp/(?P<port>[0-9]{1,5})")
+_IPCIDR = re.compile(r"/(ip4|ip6)/([0-9A-Fa-f.:]+)/ipcidr/([0-9]{1,3})")
+
+
+def parse_announce(address: str) -> str:
+    """An address this node gives out (``p2p.announce``): a TCP multiaddr without /p2p/.
+
+    Raises:
+        AddressError: not of that form.
+    """
+    if not _OWN_MULTIADDR.fullmatch(address):
+        raise AddressError(f"{address!r} is not a TCP multiaddr without /p2p/ "
+                           "(e.g. /dns4/node.example.com/tcp/4001)")
+    return address
+
+
+def parse_no_announce(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
+    """What ``p2p.no_announce`` hides: a network (``/ip4/10.0.0.0/ipcidr/8``), or
+    one address (returned as given).
+
+    Raises:
+        AddressError: neither.
+    """
+    match = _IPCIDR.fullmatch(entry)
+    if match is None:
+        if _OWN_MULTIADDR.fullmatch(entry):
+            return entry
+        raise AddressError(f"{entry!r} is neither a TCP multiaddr nor a network "
+                           "(e.g. /ip4/10.0.0.0/ipcidr/8)")
+    try:
+        network = ipaddress.ip_network(f"{match[2]}/{match[3]}", strict=False)
+    except ValueError as exc:
+        raise AddressError(f"{entry!r}: {exc}") from None
+    if network.version != int(match[1][-1]):
+        raise AddressError(f"{entry!r}: {match[2]} is not an {match[1]} network")
+    return network

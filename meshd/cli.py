@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -59,6 +59,11 @@ def _node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+_listen_option = click.option(
+    "--listen", multiple=True, metavar="MULTIADDR",
+    help=f"p2p listen address (repeatable). Default: /ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="meshd")
 def cli() -> None:
@@ -75,9 +80,7 @@ def cli() -> None:
 
 @cli.command()
 @_node_options
-@click.option("--listen", multiple=True, metavar="MULTIADDR",
-              help="p2p listen address (repeatable). "
-                   f"Default: /ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}.")
+@_listen_option
 @click.option("--network-id", metavar="NET_ID",
               help="Join this network: with no genesis given or stored, fetch it from a "
                    "--bootstrap peer and keep it only if it hashes to this ID.")
@@ -88,9 +91,7 @@ def run(listen: tuple[str, ...], **options: Any) -> None:
 
 @cli.command()
 @_node_options
-@click.option("--listen", multiple=True, metavar="MULTIADDR",
-              help="p2p listen address (repeatable). "
-                   f"Default: /ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}.")
+@_listen_option
 @click.option("--network-id", metavar="NET_ID", required=True,
               help="The network to join, as its founder gave it (net_...).")
 def join(listen: tuple[str, ...], **options: Any) -> None:
@@ -210,7 +211,6 @@ async def _serve(config: Config) -> tuple[str, int] | None:
     """Run until a signal; return why the node could not start, and the exit
     status that says so, if it could not. A signal also stops a node that is
     still starting (e.g. waiting for a genesis to fetch)."""
-    from meshd import daemon
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -224,7 +224,7 @@ async def _serve(config: Config) -> tuple[str, int] | None:
                     return
 
             nursery.start_soon(stop_on_signal)
-            refusal = await _start(nursery, daemon.run_daemon, config)
+            refusal = await _start(nursery, config)
             if refusal is not None:
                 nursery.cancel_scope.cancel()
                 return refusal
@@ -232,13 +232,12 @@ async def _serve(config: Config) -> tuple[str, int] | None:
     return None
 
 
-async def _start(nursery: trio.Nursery, run_daemon: Callable[..., Awaitable[object]],
-                 config: Config) -> tuple[str, int] | None:
+async def _start(nursery: trio.Nursery, config: Config) -> tuple[str, int] | None:
     """Start the daemon in ``nursery``; why it could not start, if it could not."""
     from meshd import daemon
 
     try:
-        await nursery.start(run_daemon, config)
+        await nursery.start(daemon.run_daemon, config)
     except ConfigError as exc:  # found once the node knows itself (its own address)
         return f"invalid configuration: {exc}", EXIT_CONFIG
     except daemon.STARTUP_ERRORS as exc:  # a reason the operator can fix

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from meshcore.addresses import AddressError, parse_peer_address
+from meshcore.addresses import (
+    AddressError,
+    parse_announce,
+    parse_no_announce,
+    parse_peer_address,
+)
 from meshcore.errors import FieldError
 from meshcore.paths import MAX_SOCKET_PATH, SOCKET_NAME, default_data_dir
 
@@ -36,8 +41,6 @@ DEFAULT_P2P_PORT = 4001
 
 _LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}")
 _NETWORK_ID = re.compile(r"net_[a-z2-7]{26}")
-_ANNOUNCE_MULTIADDR = re.compile(r"/(ip4|ip6|dns|dns4|dns6)/[A-Za-z0-9.:-]+/tcp/\d{1,5}")
-_IPCIDR = re.compile(r"/(ip4/[0-9.]+/ipcidr/\d{1,2}|ip6/[0-9A-Fa-f:]+/ipcidr/\d{1,3})")
 _CAPABILITY = re.compile(r"[A-Za-z0-9_.=:-]{1,64}")
 _PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
@@ -240,14 +243,14 @@ class Config:
                 parse_peer_address(address)
             except AddressError as exc:
                 raise ConfigError(f"p2p.bootstrap[{i}]", str(exc)) from None
-        for i, address in enumerate(self.p2p.announce):
-            if not _ANNOUNCE_MULTIADDR.fullmatch(address):
-                raise ConfigError(f"p2p.announce[{i}]", f"{address!r} is not a TCP multiaddr "
-                                  "without /p2p/ (e.g. /dns4/node.example.com/tcp/4001)")
-        for i, address in enumerate(self.p2p.no_announce):
-            if not (_ANNOUNCE_MULTIADDR.fullmatch(address) or _IPCIDR.fullmatch(address)):
-                raise ConfigError(f"p2p.no_announce[{i}]", f"{address!r} is neither a TCP "
-                                  "multiaddr nor a network (e.g. /ip4/10.0.0.0/ipcidr/8)")
+        for key, entries, parse in (("p2p.announce", self.p2p.announce, parse_announce),
+                                    ("p2p.no_announce", self.p2p.no_announce,
+                                     parse_no_announce)):
+            for i, entry in enumerate(entries):
+                try:
+                    parse(entry)
+                except AddressError as exc:
+                    raise ConfigError(f"{key}[{i}]", str(exc)) from None
         p2p = self.p2p
         if not 0 <= p2p.low_watermark <= p2p.target_peers <= p2p.high_watermark <= 1000 \
                 or p2p.high_watermark < 1:

@@ -31,12 +31,13 @@ from typing import TypeAlias
 import ifaddr
 import multiaddr
 
+from meshcore.addresses import parse_no_announce
+
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 INTERFACES_TTL = 30.0  # seconds the interface addresses are reused before a new look
 _IP_TCP = re.compile(r"/(?P<family>ip4|ip6)/(?P<ip>[^/]+)(?P<rest>/tcp/[0-9]+.*)?")
-_IPCIDR = re.compile(r"/(ip4|ip6)/([^/]+)/ipcidr/([0-9]{1,3})")
 # Carrier-grade NAT space: not "private" to ipaddress, but not reachable from outside.
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 
@@ -63,6 +64,15 @@ def ip_of(address: str) -> IPAddress | None:
         return ipaddress.ip_address(match["ip"])
     except ValueError:
         return None
+
+
+def tcp_endpoint(address: str) -> tuple[IPAddress, int] | None:
+    """The IP and TCP port of an ``/ip4|ip6/<ip>/tcp/<port>`` multiaddr; None for any other."""
+    match = _IP_TCP.fullmatch(address)
+    ip = ip_of(address)
+    if match is None or ip is None or not match["rest"]:
+        return None
+    return ip, int(match["rest"].split("/")[2])
 
 
 def is_private(ip: IPAddress) -> bool:
@@ -94,13 +104,12 @@ class AddressPolicy:
         self._announce = [multiaddr.Multiaddr(a) for a in announce]
         self._exact: set[str] = set()
         self._networks: list[IPNetwork] = []
-        for entry in no_announce:
-            match = _IPCIDR.fullmatch(entry)
-            if match:
-                self._networks.append(ipaddress.ip_network(f"{match[2]}/{match[3]}",
-                                                           strict=False))
+        for entry in no_announce:  # checked by the config (meshcore/addresses.py)
+            hidden = parse_no_announce(entry)
+            if isinstance(hidden, str):
+                self._exact.add(hidden)
             else:
-                self._exact.add(entry)
+                self._networks.append(hidden)
         self._interfaces = interfaces
         self._clock = clock
         self._cached: tuple[float, list[IPAddress]] | None = None
@@ -108,8 +117,7 @@ class AddressPolicy:
     def __call__(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
         if self._announce:
             return list(self._announce)
-        chosen = [multiaddr.Multiaddr(a) for a in self.advertised(str(c) for c in candidates)]
-        return chosen
+        return [multiaddr.Multiaddr(a) for a in self.advertised(str(c) for c in candidates)]
 
     def advertised(self, candidates: Iterable[str]) -> list[str]:
         """The addresses to advertise for ``candidates`` (without /p2p/)."""

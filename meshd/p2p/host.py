@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -56,7 +55,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from meshcore.version import __version__
 from meshd import errors
-from meshd.p2p.addresses import AddressPolicy
+from meshd.p2p.addresses import AddressPolicy, tcp_endpoint
 from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
@@ -260,16 +259,17 @@ def _refuse_ports_in_use(listen: Sequence[str]) -> None:
     SO_REUSEPORT cannot bind a port a listener holds that way: try one first.
     """
     for address in listen:
-        match = re.fullmatch(r"/(ip4|ip6)/([^/]+)/tcp/([0-9]+)", address)
-        if match is None or match[3] == "0":
+        endpoint = tcp_endpoint(address)
+        if endpoint is None or endpoint[1] == 0:
             continue
-        family = socket.AF_INET if match[1] == "ip4" else socket.AF_INET6
+        ip, port = endpoint
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             # SO_REUSEADDR: connections of a previous run in TIME_WAIT do not
             # count; a listening socket still does (Linux).
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((match[2], int(match[3])))
+                probe.bind((str(ip), port))
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror} "
                                          "(another meshd, or another program, uses the "
