@@ -23,6 +23,7 @@ def status_to_dict(status: node_pb2.NodeStatus) -> dict[str, Any]:
         "role": status.role,
         "peer_count": status.peer_count,
         "listen_addrs": list(status.listen_addrs),
+        "reachability": status.reachability or "unknown",
         "started_at": status.started_at.ToJsonString(),
         "uptime_seconds": round(status.uptime.ToNanoseconds() / 1e9, 3),
         "version": status.version,
@@ -38,7 +39,8 @@ def _human(data: dict[str, Any]) -> str:
         ("State", data["state"]),
         ("Role", data["role"]),
         ("Peers", data["peer_count"]),
-        ("Listening on", data["listen_addrs"]),
+        ("Reachable", data["reachability"]),
+        ("Addresses", data["listen_addrs"]),
         ("Uptime", duration(data["uptime_seconds"])),
         ("Version", data["version"]),
     ])])

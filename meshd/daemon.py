@@ -38,6 +38,7 @@ from meshd.metrics import MetricsSetupError, open_metrics_endpoint
 from meshd.node_status import StatusBoard
 from meshd.p2p import peerbook
 from meshd.p2p.addresses import AddressPolicy
+from meshd.p2p.autonat import Reachability
 from meshd.p2p.connmgr import ConnectionManager, Degree
 from meshd.p2p.genesis_exchange import GenesisServer, fetch_genesis
 from meshd.p2p.host import P2PHost, open_p2p_host
@@ -99,9 +100,13 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
         def routing_changed(size: int) -> None:
             board.update(routing_table_size=size)
 
+        def addresses_changed(reachability: Reachability, addrs: tuple[str, ...]) -> None:
+            board.update(reachability=reachability.value, listen_addrs=addrs)
+
         addresses = AddressPolicy(config.p2p.announce, config.p2p.no_announce)
         async with open_p2p_host(seed, config.p2p.listen, genesis.network_id,
-                                 peers_changed, routing_changed, advertise=addresses) as host:
+                                 peers_changed, routing_changed, addresses_changed,
+                                 advertise=addresses) as host:
             board.update(peer_id=host.peer_id, listen_addrs=host.listen_addrs(),
                          listening=True, peer_count=host.peer_count())
             network = GenesisView(genesis, genesis_toml, host.peer_count,

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from meshd.node_status import NodeState, StatusBoard
+from meshd.p2p.autonat import Reachability
 from meshd.p2p.host import P2PHost
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Snapshot:
     routing_table_peers: int = 0
     dht_queries: Mapping[tuple[str, str], int] = field(default_factory=dict)
     upgrade_required: bool = False
+    reachability: str = Reachability.UNKNOWN.value
 
 
 def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
@@ -59,6 +61,7 @@ def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
     return Snapshot(
         state=status.state.value,
         upgrade_required=status.upgrade_required,
+        reachability=host.reachability.value,
         admitted_peers=host.peer_count(),
         open_connections=host.connection_count(),
         opened=dict(counters.opened),
@@ -113,6 +116,13 @@ class SnapshotCollector(Collector):
         for known in NodeState:
             state.add_metric([known.value], 1.0 if known.value == s.state else 0.0)
         yield state
+        reachable = GaugeMetricFamily("mesh_reachability", "1 for AutoNAT's current verdict "
+                                      "on whether members can dial this node.",
+                                      labels=["reachability"])
+        for known_reachability in Reachability:
+            reachable.add_metric([known_reachability.value],
+                                 1.0 if known_reachability.value == s.reachability else 0.0)
+        yield reachable
         yield GaugeMetricFamily("mesh_upgrade_required",
                                 "1 once a passed upgrade to a newer version is active.",
                                 value=int(s.upgrade_required))

@@ -57,6 +57,8 @@ class NodeFacts:
 
     peer_id: str = ""
     listen_addrs: tuple[str, ...] = ()
+    # AutoNAT's verdict (meshd/p2p/autonat.py): public, private or unknown.
+    reachability: str = "unknown"
     listening: bool = False
     peer_count: int = 0
     ever_connected: bool = False
@@ -82,6 +84,7 @@ class NodeStatus:
     peer_count: int
     role: str
     warnings: tuple[str, ...] = ()  # what the operator must act on
+    reachability: str = "unknown"
 
     @property
     def upgrade_required(self) -> bool:
@@ -132,6 +135,7 @@ class StatusBoard:
             role=self._role,
             warnings=(f"{UPGRADE_WARNING}: {facts.upgrade_required}",)
             if facts.upgrade_required else (),
+            reachability=facts.reachability,
         )
 
     async def status(self) -> NodeStatus:

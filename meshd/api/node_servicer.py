@@ -50,4 +50,5 @@ def status_to_pb(status: NodeStatus) -> node_pb2.NodeStatus:
         peer_count=status.peer_count,
         role=status.role,
         warnings=status.warnings,
+        reachability=status.reachability,
     )

@@ -113,6 +113,17 @@ class AddressPolicy:
         self._interfaces = interfaces
         self._clock = clock
         self._cached: tuple[float, list[IPAddress]] | None = None
+        self._confirmed: tuple[str, ...] = ()
+        self._relayed: tuple[str, ...] = ()
+
+    def confirm(self, addresses: Sequence[str]) -> None:
+        """Addresses members reached this node at (AutoNAT): advertised too."""
+        self._confirmed = tuple(addresses)
+
+    def relay_through(self, addresses: Sequence[str]) -> None:
+        """``/p2p-circuit`` addresses of the relays this node holds a slot
+        with: advertised after every direct address."""
+        self._relayed = tuple(addresses)
 
     def __call__(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
         if self._announce:
@@ -122,7 +133,7 @@ class AddressPolicy:
     def advertised(self, candidates: Iterable[str]) -> list[str]:
         """The addresses to advertise for ``candidates`` (without /p2p/)."""
         expanded: list[str] = []
-        for address in candidates:
+        for address in (*self._confirmed, *candidates, *self._relayed):
             expanded += self._expand(address)
         kept = [a for a in dict.fromkeys(expanded) if not self._excluded(a)]
         if any(not _loopback(a) for a in kept):
@@ -160,7 +171,10 @@ def _loopback(address: str) -> bool:
 
 
 def _preference(address: str) -> int:
-    """Public addresses first, then private ones, then loopback; DNS names first of all."""
+    """Public addresses first, then private ones, then loopback; DNS names first
+    of all, relay addresses last."""
+    if "/p2p-circuit" in address:
+        return 4
     ip = ip_of(address)
     if ip is None:
         return 0

@@ -56,6 +56,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from meshcore.version import __version__
 from meshd import errors
 from meshd.p2p.addresses import AddressPolicy, tcp_endpoint
+from meshd.p2p.autonat import AutoNat, Reachability, Verdict
 from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
@@ -71,6 +72,8 @@ AGENT = f"meshd/{__version__}"
 # AutoConnector is stopped, and it prunes only far above any degree meshd aims for.
 MIN_CONNECTIONS, LOW_WATERMARK, HIGH_WATERMARK, MAX_CONNECTIONS = 0, 0, 200, 256
 MAX_PINGS = 100
+# (reachability, advertised addresses) -> None
+AddressesChanged = Callable[[Reachability, tuple[str, ...]], None]
 # Stopping the host (closing every connection, then its tasks) at shutdown;
 # bounded so that a stuck peer or task cannot hold the daemon.
 STOP_TIMEOUT = 3.0
@@ -87,12 +90,18 @@ class P2PHost:
     """A running libp2p host and the Mesh protocols on it; see :func:`open_p2p_host`."""
 
     def __init__(self, host: IHost, membership: Membership, direct: DirectMessenger,
-                 dht: Dht, broadcast: Broadcast) -> None:
+                 dht: Dht, broadcast: Broadcast, autonat: AutoNat) -> None:
         self._host = host
         self.membership = membership
         self.direct = direct
         self.dht = dht
         self.broadcast = broadcast
+        self.autonat = autonat
+
+    @property
+    def reachability(self) -> Reachability:
+        """Whether members can dial this node (AutoNAT's verdict)."""
+        return self.autonat.verdict.reachability
 
     @property
     def peer_id(self) -> str:
@@ -179,13 +188,16 @@ class _ConnectionWatcher(INotifee):
 async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
                         on_peers_changed: Callable[[int], None] = lambda count: None,
                         on_routing_changed: Callable[[int], None] = lambda size: None,
+                        on_addresses_changed: AddressesChanged = lambda r, addrs: None,
                         *, fast_streams: bool = True,
                         advertise: AddressPolicy | None = None) -> AsyncIterator[P2PHost]:
     """Start a host of network ``network_id`` listening on ``listen``.
 
     It stops when the block exits. ``on_peers_changed(count)`` is called each
     time a peer is admitted (handshake passed) or leaves;
-    ``on_routing_changed(size)`` each time a member enters the DHT routing table.
+    ``on_routing_changed(size)`` each time a member enters the DHT routing table;
+    ``on_addresses_changed(reachability, addrs)`` each time AutoNAT's verdict
+    or the advertised addresses (confirmed, relayed) change.
     ``fast_streams=False`` keeps py-libp2p's own Noise session and Yamux (as
     meshd before they were replaced): for comparisons and compatibility tests.
     ``advertise`` decides what the host advertises (default: its listeners,
@@ -196,11 +208,12 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     noise_class = BulkNoiseTransport if fast_streams else NoiseTransport
     noise = noise_class(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     addresses = [multiaddr.Multiaddr(a) for a in listen]
+    policy = advertise or AddressPolicy()
     host = new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         listen_addrs=addresses,
-        addrs_factory=advertise or AddressPolicy(),
+        addrs_factory=policy,
         connection_config=ConnectionConfig(
             max_connections_per_peer=1, min_connections=MIN_CONNECTIONS,
             low_watermark=LOW_WATERMARK, high_watermark=HIGH_WATERMARK,
@@ -213,6 +226,11 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     protocol_table.install(host)  # services add and remove their handlers as they run
     membership = Membership(host, network_id, AGENT, on_peers_changed)
     direct = DirectMessenger(host, membership, network_id)
+
+    def addresses_changed(verdict: Verdict) -> None:
+        on_addresses_changed(verdict.reachability, tuple(str(a) for a in host.get_addrs()))
+
+    autonat = AutoNat(host, membership, policy, addresses_changed)
     host.get_network().register_notifee(_ConnectionWatcher(membership))
     stop = trio.Event()
 
@@ -238,12 +256,13 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
         await nursery.start(membership.run)
         await nursery.start(direct.run)
         pubsub = await nursery.start(run_host)
+        await nursery.start(autonat.run)
         log.info("p2p host listening", extra={"peer_id": str(host.get_id()),
                                                "addrs": [str(a) for a in host.get_addrs()]})
         try:
             async with open_dht(host, membership, network_id, on_routing_changed) as dht, \
                     open_broadcast(pubsub, network_id) as broadcast:
-                yield P2PHost(host, membership, direct, dht, broadcast)
+                yield P2PHost(host, membership, direct, dht, broadcast, autonat)
         finally:
             stop.set()  # the shielded host closes in order, whatever happens next
             nursery.cancel_scope.cancel()

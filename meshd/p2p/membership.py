@@ -313,6 +313,12 @@ class Membership:
         except _BadHello as exc:
             reason = str(exc)
         except Exception as exc:  # negotiation refused, stream reset, connection lost
+            if getattr(conn, "is_closed", False):
+                # It hung up first: an AutoNAT dial-back (meshd/p2p/autonat.py)
+                # proves its point with the security handshake and leaves.
+                log.debug("peer left during the handshake", extra={"peer_id": str(peer)})
+                self._decide(str(peer), "it closed the connection during the handshake")
+                return
             reason = f"does not speak the Mesh handshake ({type(exc).__name__}: {exc})"
         if reason is None:
             self._admit(conn, reply.agent)

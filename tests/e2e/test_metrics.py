@@ -28,6 +28,7 @@ def test_metrics_endpoint(node: Callable[..., Meshd]) -> None:
     text = scrape(port)
     assert value(text, 'mesh_node_state{state="connecting"}') == 1.0
     assert value(text, "mesh_peers_admitted") == 0.0
+    assert value(text, 'mesh_reachability{reachability="unknown"}') == 1.0
     b = node("b", "--bootstrap", a.status()["listen_addrs"][0])
     b.ctl("pubsub", "pub", "news", "hello")  # no subscriber: published all the same
     a.watch_until(lambda s: s.peer_count == 1)
@@ -41,6 +42,10 @@ def test_metrics_endpoint(node: Callable[..., Meshd]) -> None:
     assert value(text, "mesh_streams_opened_total") >= 2  # at least the two hellos
     assert "mesh_dht_routing_table_peers" in text
     assert "mesh_gossip_outbound_queue_depth_max" in text
+    # b dialled a back (AutoNAT): a is reachable, and says so.
+    a.watch_until(lambda s: s.reachability == "public")
+    while value(scrape(port), 'mesh_reachability{reachability="public"}') != 1.0:
+        assert time.monotonic() < deadline + 10
 
 
 def test_metrics_are_off_by_default_and_a_busy_port_is_refused(

@@ -80,6 +80,7 @@ class NodeStatus(_message.Message):
     PEER_COUNT_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    REACHABILITY_FIELD_NUMBER: _builtins.int
     peer_id: _builtins.str
     """libp2p peer ID, derived from the node's Ed25519 identity key."""
     network_id: _builtins.str
@@ -92,9 +93,16 @@ class NodeStatus(_message.Message):
     """Number of peers currently connected."""
     role: _builtins.str
     """"node" or "bootstrap"."""
+    reachability: _builtins.str
+    """Whether other members can dial this node: "public", "private" (behind
+    NAT or a firewall: reached through relays) or "unknown" (not yet asked).
+    AutoNAT's verdict (docs/protocol.md).
+    """
     @_builtins.property
     def listen_addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Multiaddrs the p2p host listens on, each ending in /p2p/<peer_id>."""
+        """Multiaddrs others can dial this node at (listeners expanded, confirmed and
+        relay addresses), each ending in /p2p/<peer_id>; best first.
+        """
 
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -120,10 +128,11 @@ class NodeStatus(_message.Message):
         peer_count: _builtins.int = ...,
         role: _builtins.str = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        reachability: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["listen_addrs", b"listen_addrs", "network_id", b"network_id", "network_name", b"network_name", "peer_count", b"peer_count", "peer_id", b"peer_id", "role", b"role", "started_at", b"started_at", "state", b"state", "uptime", b"uptime", "version", b"version", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["listen_addrs", b"listen_addrs", "network_id", b"network_id", "network_name", b"network_name", "peer_count", b"peer_count", "peer_id", b"peer_id", "reachability", b"reachability", "role", b"role", "started_at", b"started_at", "state", b"state", "uptime", b"uptime", "version", b"version", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
