@@ -166,6 +166,19 @@ class TasksSection:
 
 
 @dataclass(frozen=True)
+class RelaySection:
+    # Relay for members behind NAT while AutoNAT finds this node publicly
+    # reachable (meshd/p2p/relay_server.py); false: never.
+    serve: bool = True
+    max_reservations: int = 128
+    max_circuits: int = 64
+    # A circuit ends after this many seconds or MiB each way (the two
+    # nodes then reconnect): a bound on what one relayed pair costs.
+    circuit_seconds: int = 1800
+    circuit_mib: int = 64
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one meshd."""
 
@@ -176,6 +189,7 @@ class Config:
     log: LogSection = field(default_factory=LogSection)
     plugins: PluginsSection = field(default_factory=PluginsSection)
     tasks: TasksSection = field(default_factory=TasksSection)
+    relay: RelaySection = field(default_factory=RelaySection)
 
     @property
     def socket_path(self) -> Path:
@@ -252,6 +266,12 @@ class Config:
                 except AddressError as exc:
                     raise ConfigError(f"{key}[{i}]", str(exc)) from None
         p2p = self.p2p
+        for key, value, top in (("max_reservations", self.relay.max_reservations, 100_000),
+                                ("max_circuits", self.relay.max_circuits, 100_000),
+                                ("circuit_seconds", self.relay.circuit_seconds, 86_400),
+                                ("circuit_mib", self.relay.circuit_mib, 1 << 20)):
+            if not 1 <= value <= top:
+                raise ConfigError(f"relay.{key}", f"must be between 1 and {top}, got {value}")
         if not 0 <= p2p.low_watermark <= p2p.target_peers <= p2p.high_watermark <= 1000 \
                 or p2p.high_watermark < 1:
             raise ConfigError("p2p.target_peers", "need 0 <= low_watermark <= target_peers "

@@ -42,6 +42,7 @@ from meshd.p2p.autonat import Reachability
 from meshd.p2p.connmgr import ConnectionManager, Degree
 from meshd.p2p.genesis_exchange import GenesisServer, fetch_genesis
 from meshd.p2p.host import P2PHost, open_p2p_host
+from meshd.p2p.relay_server import RelayLimits
 from meshd.plugin_host import loader
 from meshd.plugin_host.context import TaskServices
 from meshd.plugin_host.external import select_external
@@ -106,7 +107,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
         addresses = AddressPolicy(config.p2p.announce, config.p2p.no_announce)
         async with open_p2p_host(seed, config.p2p.listen, genesis.network_id,
                                  peers_changed, routing_changed, addresses_changed,
-                                 advertise=addresses) as host:
+                                 advertise=addresses, relay=_relay_limits(config)) as host:
             board.update(peer_id=host.peer_id, listen_addrs=host.listen_addrs(),
                          listening=True, peer_count=host.peer_count())
             network = GenesisView(genesis, genesis_toml, host.peer_count,
@@ -178,6 +179,17 @@ async def _network_genesis(config: Config, data_dir: Path, seed: bytes) -> tuple
                            f"({genesis.name}), not {wanted}; use another --data-dir "
                            "for another network")
     return genesis, genesis_toml
+
+
+def _relay_limits(config: Config) -> RelayLimits | None:
+    """What this node relays with while it is public (None: it never relays)."""
+    relay = config.relay
+    if not relay.serve:
+        return None
+    return RelayLimits(max_reservations=relay.max_reservations,
+                       max_circuits=relay.max_circuits,
+                       circuit_duration=float(relay.circuit_seconds),
+                       circuit_bytes=relay.circuit_mib << 20)
 
 
 def _refuse_own_bootstrap(config: Config, peer_id: str) -> None:

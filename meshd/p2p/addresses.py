@@ -126,12 +126,12 @@ class AddressPolicy:
         self._relayed = tuple(addresses)
 
     def __call__(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
-        if self._announce:
-            return list(self._announce)
         return [multiaddr.Multiaddr(a) for a in self.advertised(str(c) for c in candidates)]
 
     def advertised(self, candidates: Iterable[str]) -> list[str]:
-        """The addresses to advertise for ``candidates`` (without /p2p/)."""
+        """The addresses to advertise for ``candidates`` (listeners, without /p2p/<us>)."""
+        if self._announce:
+            return [str(a) for a in self._announce]
         expanded: list[str] = []
         for address in (*self._confirmed, *candidates, *self._relayed):
             expanded += self._expand(address)

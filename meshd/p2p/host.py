@@ -61,7 +61,9 @@ from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
 from meshd.p2p.pubsub import Broadcast, open_broadcast, open_broadcast_services
-from meshd.p2p.upstream import protocol_table
+from meshd.p2p.relay_client import RelayClient
+from meshd.p2p.relay_server import RelayLimits, RelayServer
+from meshd.p2p.upstream import advertised, protocol_table
 from meshd.p2p.upstream.noise import BulkNoiseTransport
 from meshd.p2p.upstream.yamux import MeshMuxerMultistream
 
@@ -72,6 +74,7 @@ AGENT = f"meshd/{__version__}"
 # AutoConnector is stopped, and it prunes only far above any degree meshd aims for.
 MIN_CONNECTIONS, LOW_WATERMARK, HIGH_WATERMARK, MAX_CONNECTIONS = 0, 0, 200, 256
 MAX_PINGS = 100
+DEFAULT_RELAY_LIMITS = RelayLimits()
 # (reachability, advertised addresses) -> None
 AddressesChanged = Callable[[Reachability, tuple[str, ...]], None]
 # Stopping the host (closing every connection, then its tasks) at shutdown;
@@ -90,13 +93,16 @@ class P2PHost:
     """A running libp2p host and the Mesh protocols on it; see :func:`open_p2p_host`."""
 
     def __init__(self, host: IHost, membership: Membership, direct: DirectMessenger,
-                 dht: Dht, broadcast: Broadcast, autonat: AutoNat) -> None:
+                 dht: Dht, broadcast: Broadcast, autonat: AutoNat, relay_server: RelayServer,
+                 relay_client: RelayClient) -> None:
         self._host = host
         self.membership = membership
         self.direct = direct
         self.dht = dht
         self.broadcast = broadcast
         self.autonat = autonat
+        self.relay_server = relay_server
+        self.relay_client = relay_client
 
     @property
     def reachability(self) -> Reachability:
@@ -190,7 +196,9 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
                         on_routing_changed: Callable[[int], None] = lambda size: None,
                         on_addresses_changed: AddressesChanged = lambda r, addrs: None,
                         *, fast_streams: bool = True,
-                        advertise: AddressPolicy | None = None) -> AsyncIterator[P2PHost]:
+                        advertise: AddressPolicy | None = None,
+                        relay: RelayLimits | None = DEFAULT_RELAY_LIMITS,
+                        ) -> AsyncIterator[P2PHost]:
     """Start a host of network ``network_id`` listening on ``listen``.
 
     It stops when the block exits. ``on_peers_changed(count)`` is called each
@@ -202,6 +210,9 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     meshd before they were replaced): for comparisons and compatibility tests.
     ``advertise`` decides what the host advertises (default: its listeners,
     wildcards expanded to the interfaces' addresses; meshd/p2p/addresses.py).
+    ``relay``: the limits this node relays with while AutoNAT finds it public
+    (None: it never relays). While AutoNAT finds it private, it holds
+    reservations with relays and advertises relay addresses.
     """
     _refuse_ports_in_use(listen)
     key_pair = create_new_key_pair(seed)
@@ -223,14 +234,25 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     if fast_streams and isinstance(network, Swarm):  # see meshd/p2p/upstream/yamux.py
         upgrader = network.upgrader
         upgrader.muxer_multistream = MeshMuxerMultistream.replacing(upgrader.muxer_multistream)
+    advertised.install(host, policy)  # relay addresses intact
     protocol_table.install(host)  # services add and remove their handlers as they run
     membership = Membership(host, network_id, AGENT, on_peers_changed)
     direct = DirectMessenger(host, membership, network_id)
+    relay_server = RelayServer(host, membership, relay or RelayLimits())
 
-    def addresses_changed(verdict: Verdict) -> None:
-        on_addresses_changed(verdict.reachability, tuple(str(a) for a in host.get_addrs()))
+    def addresses_changed() -> None:
+        on_addresses_changed(autonat.verdict.reachability,
+                             tuple(str(a) for a in host.get_addrs()))
 
-    autonat = AutoNat(host, membership, policy, addresses_changed)
+    relay_client = RelayClient(host, membership, policy, addresses_changed)
+
+    def reachability_changed(verdict: Verdict) -> None:
+        public = verdict.reachability is Reachability.PUBLIC
+        relay_server.set_active(public and relay is not None)
+        relay_client.set_wanted(verdict.reachability is Reachability.PRIVATE)
+        addresses_changed()
+
+    autonat = AutoNat(host, membership, policy, reachability_changed)
     host.get_network().register_notifee(_ConnectionWatcher(membership))
     stop = trio.Event()
 
@@ -256,13 +278,15 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
         await nursery.start(membership.run)
         await nursery.start(direct.run)
         pubsub = await nursery.start(run_host)
+        await nursery.start(relay_client.run)
         await nursery.start(autonat.run)
         log.info("p2p host listening", extra={"peer_id": str(host.get_id()),
                                                "addrs": [str(a) for a in host.get_addrs()]})
         try:
             async with open_dht(host, membership, network_id, on_routing_changed) as dht, \
                     open_broadcast(pubsub, network_id) as broadcast:
-                yield P2PHost(host, membership, direct, dht, broadcast, autonat)
+                yield P2PHost(host, membership, direct, dht, broadcast, autonat, relay_server,
+                              relay_client)
         finally:
             stop.set()  # the shielded host closes in order, whatever happens next
             nursery.cancel_scope.cancel()
