@@ -36,6 +36,7 @@ ENV_PREFIX = "MESHD_"
 ENV_NOT_KEYS = frozenset({"MESHD_CONFIG"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+REACHABILITY = ("auto", "public", "private")
 ROLES = ("node", "bootstrap")
 DEFAULT_P2P_PORT = 4001
 
@@ -74,6 +75,9 @@ class P2PSection:
     low_watermark: int = 4
     target_peers: int = 8
     high_watermark: int = 16
+    # Whether peers can dial this node: "auto" asks them (AutoNAT); "public"
+    # or "private" when the operator knows (a firewall AutoNAT cannot see).
+    reachability: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,9 @@ class Config:
                 except AddressError as exc:
                     raise ConfigError(f"{key}[{i}]", str(exc)) from None
         p2p = self.p2p
+        if p2p.reachability not in REACHABILITY:
+            raise ConfigError("p2p.reachability", f"{p2p.reachability!r} is not one of "
+                              f"{', '.join(REACHABILITY)}")
         for key, value, top in (("max_reservations", self.relay.max_reservations, 100_000),
                                 ("max_circuits", self.relay.max_circuits, 100_000),
                                 ("circuit_seconds", self.relay.circuit_seconds, 86_400),

@@ -107,7 +107,9 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
         addresses = AddressPolicy(config.p2p.announce, config.p2p.no_announce)
         async with open_p2p_host(seed, config.p2p.listen, genesis.network_id,
                                  peers_changed, routing_changed, addresses_changed,
-                                 advertise=addresses, relay=_relay_limits(config)) as host:
+                                 advertise=addresses, relay=_relay_limits(config),
+                                 reachability=None if config.p2p.reachability == "auto"
+                                 else Reachability(config.p2p.reachability)) as host:
             board.update(peer_id=host.peer_id, listen_addrs=host.listen_addrs(),
                          listening=True, peer_count=host.peer_count())
             network = GenesisView(genesis, genesis_toml, host.peer_count,

@@ -17,6 +17,8 @@ connection, so every node is judged public; and it has no rate limit
   (a relayed one tells nothing of the requester's address), from admitted
   members only, one request per peer per PEER_INTERVAL and at most
   MAX_CONCURRENT_DIAL_BACKS at once;
+* an operator who knows may set it (``p2p.reachability``, as go-libp2p's
+  ForceReachability options); the node still serves dial-backs;
 * the client's verdict is ``public`` when a member reached it (the address
   that worked is confirmed and advertised: a home router's port forward, say),
   ``private`` when members tried and none could, ``unknown`` before, or once
@@ -91,7 +93,8 @@ class AutoNat:
     """
 
     def __init__(self, host: IHost, membership: Membership, policy: AddressPolicy,
-                 on_change: Callable[[Verdict], None] = lambda verdict: None) -> None:
+                 on_change: Callable[[Verdict], None] = lambda verdict: None,
+                 forced: Reachability | None = None) -> None:
         self._host = host
         self._membership = membership
         self._policy = policy
@@ -102,6 +105,7 @@ class AutoNat:
         self._dial_backs = trio.Semaphore(MAX_CONCURRENT_DIAL_BACKS)
         self._peers_arrived = trio.Event()
         self.served = {"ok": 0, "dial_error": 0, "refused": 0}
+        self._forced = forced
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -109,6 +113,9 @@ class AutoNat:
         try:
             with self._membership.admission_listener(lambda peer: self._peers_arrived.set()):
                 task_status.started()
+                if self._forced is not None:  # the operator knows (p2p.reachability)
+                    self._decide(Verdict(self._forced, (), trio.current_time()))
+                    await trio.sleep_forever()
                 await self._keep_asking()
         finally:
             self._host.remove_stream_handler(AUTONAT_PROTOCOL)

@@ -198,6 +198,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
                         *, fast_streams: bool = True,
                         advertise: AddressPolicy | None = None,
                         relay: RelayLimits | None = DEFAULT_RELAY_LIMITS,
+                        reachability: Reachability | None = None,
                         ) -> AsyncIterator[P2PHost]:
     """Start a host of network ``network_id`` listening on ``listen``.
 
@@ -212,7 +213,8 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     wildcards expanded to the interfaces' addresses; meshd/p2p/addresses.py).
     ``relay``: the limits this node relays with while AutoNAT finds it public
     (None: it never relays). While AutoNAT finds it private, it holds
-    reservations with relays and advertises relay addresses.
+    reservations with relays and advertises relay addresses. ``reachability``
+    pins the verdict instead of asking AutoNAT (``p2p.reachability``).
     """
     _refuse_ports_in_use(listen)
     key_pair = create_new_key_pair(seed)
@@ -252,7 +254,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
         relay_client.set_wanted(verdict.reachability is Reachability.PRIVATE)
         addresses_changed()
 
-    autonat = AutoNat(host, membership, policy, reachability_changed)
+    autonat = AutoNat(host, membership, policy, reachability_changed, forced=reachability)
     host.get_network().register_notifee(_ConnectionWatcher(membership))
     stop = trio.Event()
 

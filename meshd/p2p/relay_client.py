@@ -123,7 +123,7 @@ class RelayClient:
                                 waiting.cancel_scope.cancel()
 
                             waiting.start_soon(woken)
-                            if self._wanted and len(self._held) < RELAYS_WANTED:
+                            if self._wanted:  # a relay left, or a candidate came
                                 waiting.start_soon(members_changed)
         finally:
             self._nursery = None

@@ -58,7 +58,12 @@ def test_public_nodes_are_public_and_nodes_behind_nat_are_private(
             # The address members reached it at is the one it advertises first.
             assert node.status()["listen_addrs"][0].startswith(f"/ip4/{host.ip}/tcp/{PORT}/")
     finally:
-        for node in nodes:
+        stop_all(nodes)
+
+
+def stop_all(nodes: list[Meshd]) -> None:
+    for node in nodes:
+        if node.process is not None and node.process.poll() is None:
             node.stop()
 
 
@@ -94,6 +99,17 @@ def test_a_node_behind_nat_is_reached_through_a_relay(
         file_hash = nat1.ctl("storage", "put", str(original), "--replicas", "0").stdout.strip()
         pub1.ctl("storage", "get", file_hash, "-o", str(tmp_path / "copy.bin"))
         assert (tmp_path / "copy.bin").read_bytes() == original.read_bytes()
+
+        # The relay dies: the NAT'd node finds another public member, reserves
+        # there, and is reached through it.
+        boot.stop()
+        addrs = eventually_blocking(
+            lambda: relay_addresses(nat1), lambda found: found and boot_id not in found[0],
+            timeout=60, interval=0.5, what="a relay address through another relay")
+        nat1_id = nat1.status()["peer_id"]
+        eventually_blocking(lambda: pub1.ctl("peers", "connect", addrs[0], check=False),
+                            lambda done: done.returncode == 0, timeout=30, interval=1,
+                            what="pub1 to reach nat1 through the new relay")
+        pub1.ctl("peers", "ping", nat1_id, "-c", "1")
     finally:
-        for node in nodes:
-            node.stop()
+        stop_all(nodes)
