@@ -23,7 +23,7 @@ from meshd.p2p.circuit import (
     read_message,
     write_message,
 )
-from meshd.p2p.host import P2PHost, open_p2p_host
+from meshd.p2p.host import DEFAULT_RELAY_LIMITS, P2PHost, open_p2p_host
 from meshd.p2p.relay_server import RelayLimits
 from meshd.testing import eventually
 from tests.integration.p2p_helpers import LOOPBACK, NET_A, wait_until
@@ -33,7 +33,7 @@ PUBLIC, PRIVATE = Reachability.PUBLIC, Reachability.PRIVATE
 
 @contextlib.asynccontextmanager
 async def node(reachability: Reachability,
-               relay: RelayLimits | None = RelayLimits()) -> AsyncIterator[P2PHost]:
+               relay: RelayLimits | None = DEFAULT_RELAY_LIMITS) -> AsyncIterator[P2PHost]:
     async with open_p2p_host(os.urandom(32), LOOPBACK, NET_A, relay=relay,
                              reachability=reachability) as host:
         yield host
