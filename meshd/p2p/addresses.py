@@ -7,7 +7,10 @@ host's ``addrs_factory`` (py-libp2p's go-style hook, so identify, the DHT and
 ``meshctl status`` all see the same list). Like Kubo's ``Addresses``:
 
 * ``announce`` (``p2p.announce``, ``--announce``), when given, replaces
-  everything else: the operator knows the address (a port forward, a DNS name);
+  every direct address: the operator knows it (a port forward, a DNS name);
+* addresses members reached the node at (AutoNAT, meshd/p2p/autonat.py) are
+  added, and relay addresses (``…/p2p-circuit``, meshd/p2p/relay_client.py)
+  come after every direct one;
 * otherwise each wildcard listener becomes one address per interface address
   of its family; loopback addresses are left out when there is any other
   (a remote peer that dials 127.0.0.1 reaches itself); link-local ones always;
@@ -130,8 +133,8 @@ class AddressPolicy:
 
     def advertised(self, candidates: Iterable[str]) -> list[str]:
         """The addresses to advertise for ``candidates`` (listeners, without /p2p/<us>)."""
-        if self._announce:
-            return [str(a) for a in self._announce]
+        if self._announce:  # the operator knows; relay addresses still follow
+            return [*(str(a) for a in self._announce), *self._relayed]
         expanded: list[str] = []
         for address in (*self._confirmed, *candidates, *self._relayed):
             expanded += self._expand(address)

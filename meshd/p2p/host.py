@@ -59,6 +59,7 @@ from meshd.p2p.addresses import AddressPolicy, tcp_endpoint
 from meshd.p2p.autonat import AutoNat, Reachability, Verdict
 from meshd.p2p.dht import Dht, open_dht
 from meshd.p2p.direct import DirectMessenger
+from meshd.p2p.hole_punch import HolePuncher
 from meshd.p2p.membership import Membership, PeerRecord, parse_peer_id
 from meshd.p2p.pubsub import Broadcast, open_broadcast, open_broadcast_services
 from meshd.p2p.relay_client import RelayClient
@@ -94,7 +95,7 @@ class P2PHost:
 
     def __init__(self, host: IHost, membership: Membership, direct: DirectMessenger,
                  dht: Dht, broadcast: Broadcast, autonat: AutoNat, relay_server: RelayServer,
-                 relay_client: RelayClient) -> None:
+                 relay_client: RelayClient, hole_punch: HolePuncher) -> None:
         self._host = host
         self.membership = membership
         self.direct = direct
@@ -103,6 +104,7 @@ class P2PHost:
         self.autonat = autonat
         self.relay_server = relay_server
         self.relay_client = relay_client
+        self.hole_punch = hole_punch
 
     @property
     def reachability(self) -> Reachability:
@@ -247,6 +249,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
                              tuple(str(a) for a in host.get_addrs()))
 
     relay_client = RelayClient(host, membership, policy, addresses_changed)
+    hole_punch = HolePuncher(host, membership, listen)
 
     def reachability_changed(verdict: Verdict) -> None:
         public = verdict.reachability is Reachability.PUBLIC
@@ -281,6 +284,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
         await nursery.start(direct.run)
         pubsub = await nursery.start(run_host)
         await nursery.start(relay_client.run)
+        await nursery.start(hole_punch.run)
         await nursery.start(autonat.run)
         log.info("p2p host listening", extra={"peer_id": str(host.get_id()),
                                                "addrs": [str(a) for a in host.get_addrs()]})
@@ -288,7 +292,7 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
             async with open_dht(host, membership, network_id, on_routing_changed) as dht, \
                     open_broadcast(pubsub, network_id) as broadcast:
                 yield P2PHost(host, membership, direct, dht, broadcast, autonat, relay_server,
-                              relay_client)
+                              relay_client, hole_punch)
         finally:
             stop.set()  # the shielded host closes in order, whatever happens next
             nursery.cancel_scope.cancel()

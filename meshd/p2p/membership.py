@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from libp2p.rcmgr import Direction
 
 from mesh.wire.v1 import wire_pb2
 from meshd import errors
+from meshd.p2p.circuit import is_relayed
 from meshd.p2p.framing import FrameError, read_frame, write_frame
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,7 @@ class Membership:
         self._admission_listeners: list[Callable[[str], None]] = []
         self._cooldown_until: dict[str, float] = {}  # peer ID -> trio time
         self._blocked: set[str] = set()  # until unblocked (not kept across restarts)
+        self._observed: dict[str, str] = {}  # peer ID -> /ip4/<ip> it sees us at (hello)
         self.counters = MembershipCounters()
         self._nursery: trio.Nursery | None = None
 
@@ -287,6 +290,7 @@ class Membership:
         self._notify()
         if self._host.get_network().get_connections(peer):
             return  # another connection to the peer remains
+        self._observed.pop(str(peer), None)
         if self._admitted.pop(str(peer), None) is not None:
             log.info("peer left", extra={"peer_id": str(peer)})
             self._on_change(len(self._admitted))
@@ -299,8 +303,9 @@ class Membership:
             with trio.fail_after(HELLO_TIMEOUT):
                 stream = await self._host.new_stream(peer, [HELLO_PROTOCOL])
                 try:
-                    await write_frame(stream, self._hello_for(str(peer)))
+                    await write_frame(stream, self._hello_for(str(peer), stream))
                     reply = await self._read_hello(stream)
+                    self._note_observed(str(peer), reply, stream)
                 finally:
                     with contextlib.suppress(Exception):  # already reset by the peer
                         await stream.close()
@@ -330,8 +335,9 @@ class Membership:
         try:
             with trio.fail_after(HELLO_TIMEOUT):
                 hello = await self._read_hello(stream)
+                self._note_observed(str(peer), hello, stream)
                 # Answer even a stranger, so that it learns why it is dropped.
-                await write_frame(stream, self._hello_for(str(peer)))
+                await write_frame(stream, self._hello_for(str(peer), stream))
                 await stream.close()
         except Exception as exc:  # too slow, malformed, or the stream broke
             with contextlib.suppress(Exception):
@@ -348,11 +354,29 @@ class Membership:
         except (FrameError, DecodeError) as exc:
             raise _BadHello(f"sent an invalid handshake: {exc}") from None
 
-    def _hello_for(self, peer_id: str) -> bytes:
+    def _hello_for(self, peer_id: str, stream: INetStream) -> bytes:
         hello = wire_pb2.Hello()
         hello.CopyFrom(self._hello)
         hello.refused = self._refusal(peer_id) or ""
+        remote = _direct_remote(stream)
+        if remote is not None:
+            hello.observed_addr = remote.to_bytes()
         return hello.SerializeToString()
+
+    def _note_observed(self, peer_id: str, hello: wire_pb2.Hello, stream: INetStream) -> None:
+        """Remember the IP a peer sees us at (from a direct connection only)."""
+        if not hello.observed_addr or _direct_remote(stream) is None:
+            return
+        with contextlib.suppress(Exception):
+            address = str(multiaddr.Multiaddr(hello.observed_addr))
+            parts = address.split("/")
+            if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+                self._observed[peer_id] = f"/{parts[1]}/{parts[2]}"
+
+    def observed_ips(self) -> list[str]:
+        """``/ip4/<ip>`` (or ip6) admitted peers see this node at, most seen first."""
+        seen = Counter(ip for peer, ip in self._observed.items() if peer in self._admitted)
+        return [ip for ip, _ in seen.most_common()]
 
     def _refusal(self, peer_id: str) -> str | None:
         """Why we refuse a peer of our own network, if we do."""
@@ -432,6 +456,18 @@ class MembershipCounters:
     streams_opened: int = 0
     streams_closed: int = 0
     protocol_errors: int = 0  # a service's handler failed on a peer's stream
+
+
+def _direct_remote(stream: INetStream) -> multiaddr.Multiaddr | None:
+    """The remote address of the stream's connection; None when relayed or unknown."""
+    conn = getattr(stream, "swarm_conn", None)
+    if conn is None or is_relayed(conn):
+        return None
+    with contextlib.suppress(Exception):
+        addresses = conn.get_transport_addresses()
+        if addresses:
+            return multiaddr.Multiaddr(str(addresses[0]).split("/p2p/")[0])
+    return None
 
 
 def _direction(conn: INetConn) -> str:

@@ -12,9 +12,10 @@ Dialling: py-libp2p 0.8.1's ``Swarm.dial_peer`` drops every ``/p2p-circuit``
 address (``network/swarm.py:824``: "this node has no relay transport"), and
 its ``CircuitV2Transport`` is not one meshd can use
 (docs/py-libp2p.md#found-relay-trusts-the-message). So this host's
-``dial_peer`` is wrapped: when the direct addresses fail (or there are none),
-the relay addresses in the peerstore are tried, each by a CONNECT through the
-relay and the swarm's own outbound upgrade. Every dial (``peers connect``,
+``dial_peer`` is wrapped: for a peer with relay addresses in the peerstore,
+they are tried RELAY_DIAL_DELAY after its direct ones, each by a CONNECT
+through the relay and the swarm's own outbound upgrade; the first connection
+wins. Every dial (``peers connect``,
 the connection manager, a direct request) gets it.
 """
 
@@ -62,6 +63,7 @@ DIAL_TIMEOUT = 15.0
 NOT_A_RELAY_FOR = 300.0  # seconds before a member that refused is asked again
 CHECK_EVERY = 30.0
 ADDRESSES_PER_RELAY = 2
+RELAY_DIAL_DELAY = 0.5  # seconds the direct addresses go first
 
 
 @dataclass(frozen=True)
@@ -247,19 +249,44 @@ class RelayClient:
 
     def _install_dial(self, network: Any, original: Callable[..., Any]) -> None:
         async def dial_peer(peer_id: ID) -> list[INetConn]:
-            try:
+            circuits = self._relay_addresses_of(peer_id)
+            if not circuits:
                 connections: list[INetConn] = await original(peer_id)
                 return connections
-            except SwarmException as direct_failure:
-                circuits = self._relay_addresses_of(peer_id)
-                if not circuits:
-                    raise
-                try:
-                    return [await self.dial_through(peer_id, circuits)]
-                except Exception as exc:
-                    raise SwarmException(f"{direct_failure}; through relays: {exc}") from None
+            return await self._dial_both(peer_id, original, circuits)
 
         setattr(network, "dial_peer", dial_peer)  # noqa: B010
+
+    async def _dial_both(self, peer_id: ID, original: Callable[..., Any],
+                         circuits: list[str]) -> list[INetConn]:
+        """The peer's direct addresses, and RELAY_DIAL_DELAY later its relay
+        addresses, at once (as go-libp2p): the first connection wins. A node
+        with relay addresses is behind NAT; its direct ones (a LAN address, a
+        port nobody forwards) often time out, and a relayed connection now
+        beats a direct one in a minute (hole punching upgrades it)."""
+        won: list[INetConn] = []
+        failures: list[str] = []
+
+        async def attempt(dial: Callable[[], Any], delay: float, how: str,
+                          attempts: trio.CancelScope) -> None:
+            await trio.sleep(delay)
+            try:
+                result = await dial()
+            except Exception as exc:
+                failures.append(f"{how}: {exc or type(exc).__name__}")
+                return
+            if not won:
+                won.extend(result if isinstance(result, list) else [result])
+            attempts.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt, lambda: original(peer_id), 0.0, "direct",
+                               nursery.cancel_scope)
+            nursery.start_soon(attempt, lambda: self.dial_through(peer_id, circuits),
+                               RELAY_DIAL_DELAY, "through relays", nursery.cancel_scope)
+        if not won:
+            raise SwarmException("; ".join(failures) or f"could not dial {peer_id}")
+        return won
 
     def _relay_addresses_of(self, peer_id: ID) -> list[str]:
         try:

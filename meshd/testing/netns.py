@@ -171,7 +171,8 @@ class Testbed:
             _ip("-n", host.name, "link", "set", "eth0", "up")
             _ip("-n", host.name, "route", "add", "default", "via", site.lan_ip)
         _run("ip", "netns", "exec", router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        # Masquerade what leaves by the WAN; let in only replies to what went out.
+        # Masquerade what leaves by the WAN; let in only replies to what went out,
+        # and drop (as home routers do; no RST) a connection begun from outside.
         # "fully-random" gives each connection a random public port (symmetric);
         # plain masquerade keeps the source port where it is free (endpoint-
         # independent mapping, which TCP hole punching relies on).
@@ -186,6 +187,10 @@ table ip mesh_nat {{
         type filter hook forward priority filter; policy drop;
         iifname "lan" oifname "wan" accept
         iifname "wan" oifname "lan" ct state established,related accept
+    }}
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname "wan" ct state new drop
     }}
 }}
 """

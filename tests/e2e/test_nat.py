@@ -1,7 +1,7 @@
 """Reachability and NAT traversal on real hosts (network namespaces): issue 16.
 
-Three public hosts on the test bed's switch (one runs the bootstrap node), one
-host behind an endpoint-independent NAT (a home router) and one behind a
+Three public hosts on the test bed's switch (one runs the bootstrap node), two
+hosts each behind an endpoint-independent NAT (a home router) and one behind a
 symmetric NAT (carrier-grade). Every node listens on the default wildcard
 address.
 """
@@ -25,7 +25,8 @@ PUBLIC = 3
 
 @pytest.fixture
 def bed() -> Iterator[Testbed]:
-    with open_testbed(PUBLIC, nat=[Nat.ENDPOINT_INDEPENDENT, Nat.SYMMETRIC]) as testbed:
+    with open_testbed(PUBLIC, nat=[Nat.ENDPOINT_INDEPENDENT, Nat.ENDPOINT_INDEPENDENT,
+                                   Nat.SYMMETRIC]) as testbed:
         yield testbed
 
 
@@ -46,21 +47,6 @@ def start_network(bed: Testbed, tmp_path: Path, genesis: Path,
     return nodes
 
 
-def test_public_nodes_are_public_and_nodes_behind_nat_are_private(
-        bed: Testbed, tmp_path: Path, genesis: Path) -> None:
-    nodes = start_network(bed, tmp_path, genesis)
-    try:
-        expected = ["public"] * PUBLIC + ["private"] * len(bed.sites)
-        eventually_blocking(lambda: [node.status()["reachability"] for node in nodes],
-                            lambda seen: seen == expected, timeout=60, interval=0.5,
-                            what="every node's AutoNAT verdict")
-        for node, host in zip(nodes, bed.hosts, strict=False):
-            # The address members reached it at is the one it advertises first.
-            assert node.status()["listen_addrs"][0].startswith(f"/ip4/{host.ip}/tcp/{PORT}/")
-    finally:
-        stop_all(nodes)
-
-
 def stop_all(nodes: list[Meshd]) -> None:
     for node in nodes:
         if node.process is not None and node.process.poll() is None:
@@ -71,45 +57,85 @@ def relay_addresses(node: Meshd) -> list[str]:
     return [a for a in node.status()["listen_addrs"] if "/p2p-circuit/" in a]
 
 
-def test_a_node_behind_nat_is_reached_through_a_relay(
+def peer_addrs(node: Meshd, peer_id: str) -> list[str]:
+    """The addresses of ``node``'s connection to ``peer_id`` ([] when none)."""
+    for peer in json.loads(node.ctl("peers", "ls", "--json").stdout):
+        if peer["peer_id"] == peer_id:
+            return list(peer["addrs"])
+    return []
+
+
+def direct(node: Meshd, peer_id: str, timeout: float = 30) -> None:
+    eventually_blocking(lambda: peer_addrs(node, peer_id),
+                        lambda addrs: addrs and "/p2p-circuit" not in addrs[0],
+                        timeout=timeout, interval=0.5, what="a direct connection")
+
+
+def test_nodes_behind_nat_are_reached_through_a_relay_then_directly(
         bed: Testbed, tmp_path: Path, genesis: Path) -> None:
-    """The NAT'd nodes keep one peer of their own (the bootstrap node, which
-    relays): the public node pub1 reaches them only through the relay."""
+    """AutoNAT tells public from private; the NAT'd nodes keep one peer of
+    their own (the bootstrap node, which relays): others reach them through it
+    first, then directly where a NAT lets them."""
     lonely = tmp_path / "lonely.toml"
     lonely.write_text("[p2p]\nlow_watermark = 1\ntarget_peers = 1\n")
     nodes = start_network(bed, tmp_path, genesis, nat_args=("--config", str(lonely)))
-    boot, pub1, nat0, nat1 = nodes[0], nodes[1], nodes[3], nodes[4]
+    boot, pub1 = nodes[0], nodes[1]
+    home, home2, carrier = nodes[PUBLIC:]  # EIM, EIM, symmetric NAT
     boot_id = boot.status()["peer_id"]
+    ids = {node: node.status()["peer_id"] for node in nodes}
     try:
-        for behind in (nat0, nat1):
+        expected = ["public"] * PUBLIC + ["private"] * len(bed.sites)
+        eventually_blocking(lambda: [node.status()["reachability"] for node in nodes],
+                            lambda seen: seen == expected, timeout=60, interval=0.5,
+                            what="every node's AutoNAT verdict")
+        for node, host in zip(nodes, bed.hosts, strict=False):
+            # The address members reached it at is the one it advertises first.
+            assert node.status()["listen_addrs"][0].startswith(f"/ip4/{host.ip}/tcp/{PORT}/")
+
+        circuits = {}
+        for behind in (home, home2, carrier):
             addrs = eventually_blocking(lambda b=behind: relay_addresses(b), timeout=60,
                                         interval=0.5, what="a relay address")
             assert addrs[0].startswith(f"/ip4/{bed.hosts[0].ip}/tcp/{PORT}/p2p/{boot_id}"
                                        "/p2p-circuit/p2p/"), addrs
-            pub1.ctl("peers", "connect", addrs[0])
-            peer_id = behind.status()["peer_id"]
-            seen = {p["peer_id"]: p for p in json.loads(pub1.ctl("peers", "ls", "--json").stdout)}
-            assert "/p2p-circuit" in seen[peer_id]["addrs"][0], seen[peer_id]
-            pub1.ctl("peers", "ping", peer_id, "-c", "3")
+            circuits[behind] = addrs[0]
+
+        # A public node reaches each through the relay; the NAT'd node then
+        # dials it back, and the connection is direct.
+        for behind in (home, carrier):
+            pub1.ctl("peers", "connect", circuits[behind])
+            direct(pub1, ids[behind])
+            pub1.ctl("peers", "ping", ids[behind], "-c", "2")
+
+        # Two home routers: the relayed connection is upgraded by a hole punch.
+        home2.ctl("peers", "connect", circuits[home])
+        direct(home2, ids[home])
+        assert "hole punched" in home.log() + home2.log()
+        # Behind a symmetric NAT, no punch gets through: the connection stays
+        # relayed, and works.
+        home.ctl("peers", "connect", circuits[carrier])
+        eventually_blocking(lambda: "connection stays relayed" in carrier.log(), timeout=60,
+                            interval=0.5, what="the punch to give up")
+        assert "/p2p-circuit" in peer_addrs(home, ids[carrier])[0]
+        home.ctl("peers", "ping", ids[carrier], "-c", "2")
 
         # A file kept by the node behind the symmetric NAT alone is fetched from
-        # it by the public node, through the relay.
+        # it by the node behind the home router, through the relay.
         original = tmp_path / "kept.bin"
         original.write_bytes(os.urandom(300_000))
-        file_hash = nat1.ctl("storage", "put", str(original), "--replicas", "0").stdout.strip()
-        pub1.ctl("storage", "get", file_hash, "-o", str(tmp_path / "copy.bin"))
+        file_hash = carrier.ctl("storage", "put", str(original), "--replicas", "0").stdout.strip()
+        home.ctl("storage", "get", file_hash, "-o", str(tmp_path / "copy.bin"))
         assert (tmp_path / "copy.bin").read_bytes() == original.read_bytes()
 
         # The relay dies: the NAT'd node finds another public member, reserves
         # there, and is reached through it.
         boot.stop()
         addrs = eventually_blocking(
-            lambda: relay_addresses(nat1), lambda found: found and boot_id not in found[0],
+            lambda: relay_addresses(carrier), lambda found: found and boot_id not in found[0],
             timeout=60, interval=0.5, what="a relay address through another relay")
-        nat1_id = nat1.status()["peer_id"]
-        eventually_blocking(lambda: pub1.ctl("peers", "connect", addrs[0], check=False),
+        eventually_blocking(lambda: home.ctl("peers", "connect", addrs[0], check=False),
                             lambda done: done.returncode == 0, timeout=30, interval=1,
-                            what="pub1 to reach nat1 through the new relay")
-        pub1.ctl("peers", "ping", nat1_id, "-c", "1")
+                            what="home to reach carrier through the new relay")
+        home.ctl("peers", "ping", ids[carrier], "-c", "1")
     finally:
         stop_all(nodes)

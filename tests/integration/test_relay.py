@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import trio
 from libp2p.peer.id import ID
 
+from meshd.p2p.addresses import AddressPolicy
 from meshd.p2p.autonat import Reachability
 from meshd.p2p.circuit import (
     HOP_PROTOCOL,
@@ -32,10 +33,13 @@ PUBLIC, PRIVATE = Reachability.PUBLIC, Reachability.PRIVATE
 
 
 @contextlib.asynccontextmanager
-async def node(reachability: Reachability,
-               relay: RelayLimits | None = DEFAULT_RELAY_LIMITS) -> AsyncIterator[P2PHost]:
+async def node(reachability: Reachability, relay: RelayLimits | None = DEFAULT_RELAY_LIMITS,
+               *, unreachable: bool = False) -> AsyncIterator[P2PHost]:
+    """``unreachable``: it advertises an address where nobody listens (and
+    relay addresses), so that a relayed connection to it cannot become direct."""
+    policy = AddressPolicy(announce=["/ip4/127.0.0.1/tcp/1"]) if unreachable else None
     async with open_p2p_host(os.urandom(32), LOOPBACK, NET_A, relay=relay,
-                             reachability=reachability) as host:
+                             reachability=reachability, advertise=policy) as host:
         yield host
 
 
@@ -49,7 +53,8 @@ def relay_addresses(host: P2PHost) -> list[str]:
 
 
 async def test_a_private_node_is_reached_through_its_relay() -> None:
-    async with node(PUBLIC) as relay, node(PRIVATE) as private, node(PUBLIC) as dialer:
+    async with node(PUBLIC) as relay, node(PRIVATE, unreachable=True) as private, \
+            node(PUBLIC, unreachable=True) as dialer:
         await private.connect(relay.listen_addrs()[0])
         addrs = await eventually(lambda: relay_addresses(private), what="a relay address")
         parsed = RelayAddress.parse(addrs[0])
@@ -67,6 +72,23 @@ async def test_a_private_node_is_reached_through_its_relay() -> None:
         assert await private.ping(dialer.peer_id, 1)  # both ways over the circuit
         assert relay.relay_server.counters.circuits_opened == 1
         assert relay.relay_server.counters.bytes_relayed > 0
+        # Neither can dial the other: the circuit stays.
+        await eventually(lambda: private.hole_punch.counters.failed == 1)
+        assert dialer.membership.is_admitted(private.peer_id)
+
+
+async def test_a_relayed_connection_to_a_reachable_peer_becomes_direct() -> None:
+    async with node(PUBLIC) as relay, node(PRIVATE) as private, node(PUBLIC) as dialer:
+        await private.connect(relay.listen_addrs()[0])
+        addrs = await eventually(lambda: relay_addresses(private), what="a relay address")
+        await dialer.connect(addrs[0])
+        # The private node dials the dialer back and drops the circuit.
+        await eventually(lambda: private.hole_punch.counters.reversed == 1)
+        record = await eventually(lambda: dialer.membership.record(private.peer_id),
+                                  lambda r: r is not None and "/p2p-circuit" not in r.addrs[0],
+                                  what="a direct connection")
+        assert record is not None
+        assert await dialer.ping(private.peer_id, 1)
 
 
 async def test_a_relay_that_leaves_is_replaced() -> None:
@@ -102,7 +124,7 @@ async def test_a_circuit_ends_at_its_byte_limit() -> None:
 
     limit = 64 << 10
     async with node(PUBLIC, RelayLimits(circuit_bytes=limit)) as relay, \
-            node(PRIVATE) as private, node(PUBLIC) as dialer:
+            node(PRIVATE, unreachable=True) as private, node(PUBLIC, unreachable=True) as dialer:
         await private.connect(relay.listen_addrs()[0])
         addrs = await eventually(lambda: relay_addresses(private))
         await dialer.connect(addrs[0])

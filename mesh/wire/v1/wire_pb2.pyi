@@ -37,6 +37,7 @@ class Hello(_message.Message):
     HELLO_VERSION_FIELD_NUMBER: _builtins.int
     AGENT_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
+    OBSERVED_ADDR_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     """"net_" + digest of the genesis (docs/genesis.md)."""
     hello_version: _builtins.int
@@ -47,6 +48,11 @@ class Hello(_message.Message):
     """Non-empty when the sender refuses this connection although the network
     matches (e.g. an operator disconnected the peer moments ago), and why.
     """
+    observed_addr: _builtins.bytes
+    """The address (binary multiaddr, /ip4|ip6/…/tcp/…) the sender sees this
+    connection come from, as identify's observedAddr; empty over a relay.
+    How a node behind NAT learns its public IP (for hole punching).
+    """
     def __init__(
         self,
         *,
@@ -54,10 +60,11 @@ class Hello(_message.Message):
         hello_version: _builtins.int = ...,
         agent: _builtins.str = ...,
         refused: _builtins.str = ...,
+        observed_addr: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "hello_version", b"hello_version", "network_id", b"network_id", "refused", b"refused"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "hello_version", b"hello_version", "network_id", b"network_id", "observed_addr", b"observed_addr", "refused", b"refused"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
