@@ -51,6 +51,9 @@ class Snapshot:
     dht_queries: Mapping[tuple[str, str], int] = field(default_factory=dict)
     upgrade_required: bool = False
     reachability: str = Reachability.UNKNOWN.value
+    relay: Mapping[str, int] = field(default_factory=dict)
+    relays_held: int = 0
+    upgrades: Mapping[str, int] = field(default_factory=dict)
 
 
 def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
@@ -62,6 +65,11 @@ def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
         state=status.state.value,
         upgrade_required=status.upgrade_required,
         reachability=host.reachability.value,
+        relay={"reservations": host.relay_server.reservations() if host.relay_server.active
+               else 0,
+               **vars(host.relay_server.counters)},
+        relays_held=len(host.relay_client.relays),
+        upgrades=dict(vars(host.hole_punch.counters)),
         admitted_peers=host.peer_count(),
         open_connections=host.connection_count(),
         opened=dict(counters.opened),
@@ -123,6 +131,24 @@ class SnapshotCollector(Collector):
             reachable.add_metric([known_reachability.value],
                                  1.0 if known_reachability.value == s.reachability else 0.0)
         yield reachable
+        yield GaugeMetricFamily("mesh_relay_reservations", "Reservations this node holds "
+                                "for NAT'd members, as a relay.",
+                                value=s.relay.get("reservations", 0))
+        yield _by_label(CounterMetricFamily, "mesh_relay_reservation_requests",
+                        "Reservation requests this relay answered, by outcome.", "result",
+                        {"accepted": s.relay.get("reservations_accepted", 0),
+                         "refused": s.relay.get("reservations_refused", 0)})
+        yield _by_label(CounterMetricFamily, "mesh_relay_circuits",
+                        "Circuits this relay was asked for, by outcome.", "result",
+                        {"opened": s.relay.get("circuits_opened", 0),
+                         "refused": s.relay.get("circuits_refused", 0)})
+        yield CounterMetricFamily("mesh_relay_bytes", "Bytes this relay carried, both ways.",
+                                  value=s.relay.get("bytes_relayed", 0))
+        yield GaugeMetricFamily("mesh_relays_held", "Relays this node holds a reservation "
+                                "with (while private).", value=s.relays_held)
+        yield _by_label(CounterMetricFamily, "mesh_relayed_connection_upgrades",
+                        "Relayed connections this node tried to make direct, by outcome.",
+                        "how", s.upgrades)
         yield GaugeMetricFamily("mesh_upgrade_required",
                                 "1 once a passed upgrade to a newer version is active.",
                                 value=int(s.upgrade_required))

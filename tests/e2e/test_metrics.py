@@ -46,6 +46,11 @@ def test_metrics_endpoint(node: Callable[..., Meshd]) -> None:
     a.watch_until(lambda s: s.reachability == "public")
     while value(scrape(port), 'mesh_reachability{reachability="public"}') != 1.0:
         assert time.monotonic() < deadline + 10
+    text = scrape(port)
+    assert value(text, "mesh_relay_reservations") == 0  # nobody behind NAT here
+    assert value(text, 'mesh_relay_circuits_total{result="opened"}') == 0
+    assert value(text, "mesh_relays_held") == 0
+    assert value(text, 'mesh_relayed_connection_upgrades_total{how="punched"}') == 0
 
 
 def test_metrics_are_off_by_default_and_a_busy_port_is_refused(
