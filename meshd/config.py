@@ -78,6 +78,9 @@ class P2PSection:
     # Whether peers can dial this node: "auto" asks them (AutoNAT); "public"
     # or "private" when the operator knows (a firewall AutoNAT cannot see).
     reachability: str = "auto"
+    # Find members on the LAN by mDNS (multicast on the node's private LAN
+    # interfaces only; meshd/p2p/mdns.py).
+    mdns: bool = True
 
 
 @dataclass(frozen=True)
@@ -374,6 +377,10 @@ def _build(section_type: type, values: Mapping[str, Any], section: str) -> Any:
     return section_type(**kwargs)
 
 
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False,
+             "on": True, "off": False}
+
+
 def _convert(value: Any, hint: Any, name: str) -> Any:
     """Coerce a TOML value, an environment string or a flag value to ``hint``."""
     origin = typing.get_origin(hint)
@@ -384,6 +391,12 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
         if not isinstance(value, str | Path):
             raise ConfigError(name, f"must be a path string, not {type(value).__name__}")
         return Path(value).expanduser()
+    if hint is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+            value = _BOOLEANS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"must be true or false, not {value!r}")
+        return value
     if hint is int:
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)

@@ -42,6 +42,7 @@ from meshd.p2p.autonat import Reachability
 from meshd.p2p.connmgr import ConnectionManager, Degree
 from meshd.p2p.genesis_exchange import GenesisServer, fetch_genesis
 from meshd.p2p.host import P2PHost, open_p2p_host
+from meshd.p2p.mdns import LanDiscovery
 from meshd.p2p.relay_server import RelayLimits
 from meshd.plugin_host import loader
 from meshd.plugin_host.context import TaskServices
@@ -150,6 +151,10 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                            config.p2p.high_watermark),
                     bootstrap=bootstrap)
                 await nursery.start(connections.run)
+                if config.p2p.mdns:
+                    await nursery.start(LanDiscovery(
+                        host.peer_id, genesis.network_id, lambda: list(host.listen_addrs()),
+                        connections.discovered).run)
                 await nursery.start(router.run)
                 await nursery.start(ParticipationWatch(provider, router, board).run)
                 await nursery.start(runtime.run, TaskServices(submit=router.submit_for_plugin,

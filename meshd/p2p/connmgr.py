@@ -3,7 +3,7 @@
 * **Degree.** Below ``low`` admitted peers, dial known peers until ``target``;
   above ``high``, close random unprotected connections down to ``target``.
 * **Choice.** Candidates come from the peer book (bootstrap addresses,
-  admitted peers' listen addresses, peer exchange); each round takes them at
+  admitted peers' listen addresses, peer exchange, mDNS on the LAN); each round takes them at
   random, at most one per /24 (IPv4) or /48 (IPv6) network while others remain,
   so that one operator's block of addresses cannot surround a node (eclipse).
 * **Reconnection.** A failed dial backs off exponentially with jitter (1 s up
@@ -96,6 +96,12 @@ class ConnectionManager:
                     task_status.started()
         finally:
             self._save()  # synchronous: runs even while cancelled
+
+    def discovered(self, peer_id: str, addrs: list[str]) -> None:
+        """A member heard of on the LAN (meshd/p2p/mdns.py): into the book, dialled
+        by the next round while the node is below its low watermark."""
+        if peer_id != self._host.peer_id:
+            self._book.learn(peer_id, addrs, time.time())
 
     # --- degree ---------------------------------------------------------------
 

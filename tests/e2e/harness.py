@@ -58,7 +58,10 @@ class Meshd:
             self._argv += ["--genesis", str(genesis)]
         if host is not None:
             self._argv = host.command(self._argv)
-        self._env = {**os.environ, **(env or {})}
+        # Only loopback and the test bed's namespaces may carry test traffic:
+        # no mDNS multicast from this machine's own interfaces.
+        lan = {} if host is not None else {"MESHD_P2P_MDNS": "false"}
+        self._env = {**os.environ, **lan, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.notifications: list[str] = []
 

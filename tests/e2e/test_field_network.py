@@ -108,3 +108,31 @@ def test_join_needs_a_network_id_that_is_one_and_a_bootstrap_peer(tmp_path: Path
     alone = run_meshd("join", "--data-dir", str(tmp_path / "b"), "--network-id",
                       "net_" + "a" * 26)
     assert alone.returncode == 2 and "--bootstrap" in alone.stderr
+
+
+def test_two_nodes_on_one_lan_find_each_other_by_mdns_alone(
+        tmp_path: Path, genesis: Path) -> None:
+    """No bootstrap node, no address given: two hosts on one switch (a home
+    LAN) meet by mDNS; a third whose operator turned mDNS off stays alone."""
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text("[p2p]\nmdns = false\n")
+    with open_testbed(3) as lan:
+        nodes = [Meshd(tmp_path, f"pi{i}", genesis, host=host)
+                 for i, host in enumerate(lan.hosts[:2])]
+        nodes.append(Meshd(tmp_path, "pi-quiet", genesis, "--config", str(quiet),
+                           host=lan.hosts[2]))
+        try:
+            for node in nodes:
+                node.start()
+            ids = [node.status()["peer_id"] for node in nodes]
+            eventually_blocking(lambda: [node.status()["peer_count"] for node in nodes[:2]],
+                                lambda counts: counts == [1, 1], timeout=30, interval=0.5,
+                                what="the two nodes to meet by mDNS")
+            for node, other in ((nodes[0], ids[1]), (nodes[1], ids[0])):
+                peers = json.loads(node.ctl("peers", "ls", "--json").stdout)
+                assert [p["peer_id"] for p in peers] == [other]
+            assert "mDNS announcing" in nodes[0].log()
+            assert "mDNS" not in nodes[2].log() and nodes[2].status()["peer_count"] == 0
+        finally:
+            for node in nodes:
+                node.stop()

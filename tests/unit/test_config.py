@@ -65,12 +65,30 @@ def test_unrelated_environment_is_ignored_and_meshd_config_is_allowed() -> None:
     ("[p2p]\nlow_watermark = 9\ntarget_peers = 8\n", "p2p.target_peers"),
     ('[p2p]\nlow_watermark = "many"\n', "p2p.low_watermark"),
     ("[node\n", "config"),
+    ('[p2p]\nmdns = "sometimes"\n', "p2p.mdns"),
+    ("[p2p]\nmdns = 1\n", "p2p.mdns"),
+    ('[p2p]\nreachability = "maybe"\n', "p2p.reachability"),
+    ("[relay]\nmax_circuits = 0\n", "relay.max_circuits"),
+    ("[relay]\ncircuit_mib = -1\n", "relay.circuit_mib"),
+    ('[relay]\nserve = "yes please"\n', "relay.serve"),
 ])
 def test_invalid_files_are_refused_naming_the_key(tmp_path: Path, text: str,
                                                   field: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Config.load(write(tmp_path, text))
     assert caught.value.field == field
+
+
+def test_switches_are_booleans_from_a_file_or_words_from_the_environment(
+        tmp_path: Path) -> None:
+    config = Config.load(write(tmp_path, "[p2p]\nmdns = false\n[relay]\nserve = false\n"))
+    assert config.p2p.mdns is False and config.relay.serve is False
+    assert Config().p2p.mdns is True and Config().relay.serve is True
+    for word, meaning in (("off", False), ("0", False), ("Yes", True), ("true", True)):
+        loaded = Config.load(env={"MESHD_P2P_MDNS": word, "MESHD_RELAY_SERVE": word})
+        assert loaded.p2p.mdns is meaning and loaded.relay.serve is meaning
+    pinned = Config.load(write(tmp_path, '[p2p]\nreachability = "private"\n'))
+    assert pinned.p2p.reachability == "private"
 
 
 def test_a_string_is_read_as_a_comma_separated_list(tmp_path: Path) -> None:
