@@ -152,6 +152,9 @@ class ConnectionManager:
             address = peer.address()
             if address is None:
                 return
+            # All of them: a peer behind NAT is dialled through its relays when
+            # its own address does not answer (meshd/p2p/relay_client.py).
+            self._host.remember(peer.peer_id, peer.addrs)
             try:
                 await self._host.connect(address)
             except errors.MeshError as exc:

@@ -4,9 +4,10 @@ When a peer reaches this node through a relay (meshd/p2p/relay_client.py),
 this node, the one behind NAT, tries to replace the circuit by a direct
 connection, and closes the circuit once it has one:
 
-1. **Reversal.** It dials the peer's own addresses. A peer that is publicly
-   reachable answers at once: no punching needed (libp2p's "connection
-   reversal").
+1. **Reversal.** It dials the peer's own addresses (from identify, or from
+   the peer's DCUtR CONNECT when identify has not run yet). A peer that is
+   publicly reachable answers at once: no punching needed (libp2p's
+   "connection reversal").
 2. **Hole punching** (DCUtR, ``/libp2p/dcutr``, the spec's messages from
    py-libp2p's ``libp2p.relay.circuit_v2.pb.dcutr_pb2``; docs/protocol.md).
    Over the relayed connection this node (B) sends CONNECT with the
@@ -50,9 +51,9 @@ from meshd.p2p.membership import Membership
 log = logging.getLogger(__name__)
 
 DCUTR_PROTOCOL = TProtocol("/libp2p/dcutr")
-REVERSAL_TIMEOUT = 5.0
+REVERSAL_TIMEOUT = 3.0
 MESSAGE_TIMEOUT = 10.0
-DIAL_TIMEOUT = 5.0
+DIAL_TIMEOUT = 3.0  # a dropped SYN is sent again after 1 s: two tries
 PUNCH_ATTEMPTS = 3
 MAX_ADDRS = 8
 
@@ -109,35 +110,29 @@ class HolePuncher:
     async def _upgrade(self, peer_id: str, relayed: INetConn) -> None:
         peer = ID.from_base58(peer_id)
         try:
-            if await self._reverse(peer):
-                self.counters.reversed += 1
-                outcome = "dialled directly"
-            elif await self._punch(peer):
-                self.counters.punched += 1
-                outcome = "hole punched"
-            else:
+            outcome = await self._punch(peer)
+            if outcome is None:
                 self.counters.failed += 1
                 log.info("connection stays relayed", extra={"peer_id": peer_id})
                 return
-            log.info("relayed connection upgraded", extra={"peer_id": peer_id,
-                                                           "how": outcome})
+            if outcome == "reversed":
+                self.counters.reversed += 1
+            else:
+                self.counters.punched += 1
+            log.info("relayed connection upgraded", extra={
+                "peer_id": peer_id,
+                "how": "dialled directly" if outcome == "reversed" else "hole punched"})
             with contextlib.suppress(Exception):
                 await relayed.close()  # the direct one carries on; the relay is freed
         finally:
             self._busy.discard(peer_id)
 
-    async def _reverse(self, peer: ID) -> bool:
-        seen_at = self._membership.observed_ips()
-        viewer_ip = ip_of(seen_at[0]) if seen_at else None
-        try:
-            known = [str(a) for a in self._host.get_peerstore().addrs(peer)]
-        except Exception:
-            known = []
-        direct = [a for a in known if tcp_endpoint(a.split("/p2p/")[0]) is not None
-                  and usable_by(a, viewer_ip)][:MAX_ADDRS]
-        return await self._dial_any(peer, direct, REVERSAL_TIMEOUT, role=None)
-
-    async def _punch(self, peer: ID) -> bool:
+    async def _punch(self, peer: ID) -> str | None:
+        """"reversed", "punched", or None (still relayed)."""
+        # The peer's own addresses: from identify, when it has run already.
+        if await self._dial_any(peer, self._known_direct(peer), REVERSAL_TIMEOUT, role=None):
+            return "reversed"
+        tried_reversal = False
         for attempt in range(1, PUNCH_ATTEMPTS + 1):
             try:
                 with trio.fail_after(MESSAGE_TIMEOUT):
@@ -149,18 +144,40 @@ class HolePuncher:
                     rtt = trio.current_time() - started
                     if answer.type != HolePunch.CONNECT:
                         raise BadMessage("expected CONNECT")
+                theirs = _decode(answer.ObsAddrs)
+                # Identify may not have run when the first attempt came: a peer
+                # that is reachable is dialled at the addresses it just gave.
+                # (The peer waits for SYNC meanwhile; a punch toward a listening
+                # peer would give both sides the responder's role.)
+                if not tried_reversal:
+                    tried_reversal = True
+                    if await self._dial_any(peer, theirs, REVERSAL_TIMEOUT, role=None):
+                        with contextlib.suppress(Exception):
+                            await stream.reset()
+                        return "reversed"
+                with trio.fail_after(MESSAGE_TIMEOUT):
                     await write_message(stream, HolePunch(type=HolePunch.SYNC))
                     with contextlib.suppress(Exception):
                         await stream.close()
             except Exception as exc:  # the peer does not punch, or the relay went
                 log.debug("no hole punch", extra={"peer_id": str(peer), "error": repr(exc)})
-                return False
+                return None
             await trio.sleep(rtt / 2)
-            if await self._dial_any(peer, _decode(answer.ObsAddrs), DIAL_TIMEOUT,
-                                    role="responder"):
-                return True
+            if await self._dial_any(peer, theirs, DIAL_TIMEOUT, role="responder"):
+                return "punched"
             log.debug("hole punch failed", extra={"peer_id": str(peer), "attempt": attempt})
-        return False
+        return None
+
+    def _known_direct(self, peer: ID) -> list[str]:
+        """The peer's direct addresses in the peerstore that this node can use."""
+        seen_at = self._membership.observed_ips()
+        viewer_ip = ip_of(seen_at[0]) if seen_at else None
+        try:
+            known = [str(a) for a in self._host.get_peerstore().addrs(peer)]
+        except Exception:
+            known = []
+        return [a for a in known if tcp_endpoint(a.split("/p2p/")[0]) is not None
+                and usable_by(a, viewer_ip)][:MAX_ADDRS]
 
     # --- A: the node that dialled through the relay ----------------------------------
 

@@ -140,6 +140,16 @@ class P2PHost:
         suffix = f"/p2p/{peer_id}"
         return [str(a).removesuffix(suffix) for a in addrs]
 
+    def remember(self, peer_id: str, addrs: list[str], ttl: float = 600.0) -> None:
+        """Tell the dialler where ``peer_id`` may be (without /p2p/<id>), e.g. its
+        relay addresses from the peer book, before a dial."""
+        known = []
+        for address in addrs:
+            with contextlib.suppress(Exception):  # the book holds only valid ones
+                known.append(multiaddr.Multiaddr(address))
+        if known:
+            self._host.get_peerstore().add_addrs(ID.from_base58(peer_id), known, int(ttl))
+
     async def close_connection(self, peer_id: str) -> None:
         """Close a connection without the operator's cooldown (pruning)."""
         await self.membership.close_connections(parse_peer_id(peer_id))

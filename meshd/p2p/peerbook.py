@@ -17,6 +17,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshd.p2p.circuit import RelayAddress
+
 log = logging.getLogger(__name__)
 
 PEERS_FILE = "peers.json"
@@ -90,7 +92,11 @@ class PeerBook:
 
 
 def _dialable(addr: str) -> bool:
-    """A TCP multiaddr without /p2p/ that is not a wildcard address."""
+    """A TCP multiaddr without /p2p/ that is not a wildcard address, or a relay
+    address (``<relay address>/p2p/<relay>/p2p-circuit``: meshd/p2p/circuit.py)."""
+    relayed = RelayAddress.parse(addr)
+    if relayed is not None:
+        return not relayed.target_id and _dialable(relayed.relay.rsplit("/p2p/", 1)[0])
     return (addr.startswith(("/ip4/", "/ip6/", "/dns4/", "/dns6/", "/dns/"))
             and "/tcp/" in addr and "/p2p/" not in addr
             and not addr.startswith(("/ip4/0.0.0.0/", "/ip6/::/")))

@@ -100,6 +100,14 @@ def test_nodes_behind_nat_are_reached_through_a_relay_then_directly(
                                        "/p2p-circuit/p2p/"), addrs
             circuits[behind] = addrs[0]
 
+        # Nobody tells pub2 about them: peer exchange gives it their relay
+        # addresses, and its connection manager reaches them through the relay.
+        pub2 = nodes[2]
+        eventually_blocking(lambda: {p["peer_id"] for p in json.loads(
+                                pub2.ctl("peers", "ls", "--json").stdout)},
+                            lambda seen: {ids[home], ids[home2], ids[carrier]} <= seen,
+                            timeout=60, interval=1, what="pub2 to reach every NAT'd node")
+
         # A public node reaches each through the relay; the NAT'd node then
         # dials it back, and the connection is direct.
         for behind in (home, carrier):

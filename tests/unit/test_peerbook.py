@@ -23,6 +23,17 @@ def test_learns_only_dialable_addresses_and_merges() -> None:
     assert book.peers["p1"].address() == "/ip4/10.0.0.9/tcp/2/p2p/p1"
 
 
+def test_relay_addresses_are_kept_to_reach_a_node_behind_nat() -> None:
+    relay = "12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS"
+    circuit = f"{A}/p2p/{relay}/p2p-circuit"
+    book = PeerBook()
+    book.learn("p1", ["/ip4/192.168.1.10/tcp/4001", circuit,
+                      f"{circuit}/p2p/p1",  # names the target: not an address of p1's to keep
+                      f"/ip4/0.0.0.0/tcp/1/p2p/{relay}/p2p-circuit",  # no relay to dial
+                      "/p2p-circuit"], 5.0)
+    assert book.peers["p1"].addrs == ["/ip4/192.168.1.10/tcp/4001", circuit]
+
+
 def test_backoff_doubles_with_jitter_and_resets_on_success() -> None:
     book, rng = PeerBook(), random.Random(7)
     book.learn("p1", [A], 1.0)
