@@ -2,6 +2,10 @@
 
 Checked where they are written (``--bootstrap``, ``p2p.bootstrap``), so that a
 typo is a clear error at start, not a node redialling an address forever.
+The seed's URL form is accepted too: ``tcp://host:port`` and ``ws://host:port``
+(the bootstrap node's WebSocket listener), optionally pinned to a peer ID as
+``tcp://host:port/p2p/12D3KooW...``; without one, the node trusts whoever
+answers there on first contact (meshd/p2p/upstream/first_contact.py).
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ from dataclasses import dataclass
 from meshcore.ledger import accounts
 
 _PEER_MULTIADDR = re.compile(
-    r"/(?P<proto>ip4|ip6|dns|dns4|dns6)/(?P<host>[^/]+)/tcp/(?P<port>[0-9]{1,5})"
+    r"/(?P<proto>ip4|ip6|dns|dns4|dns6)/(?P<host>[^/]+)/tcp/(?P<port>[0-9]{1,5})(?P<ws>/ws)?"
     r"/p2p/(?P<peer_id>[^/]+)")
+_PEER_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<host>[^/:]+))"
+    r":(?P<port>[0-9]{1,5})(?:/p2p/(?P<peer_id>[^/]+))?/?")
+URL_SCHEMES = ("tcp", "ws")
 _DNS_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
@@ -27,25 +35,60 @@ class PeerAddress:
     address: str  # as given
     host: str
     port: int
-    peer_id: str
+    peer_id: str  # "" when a URL does not name it: learnt on first contact
+    # What a node dials: the address as a multiaddr, without /p2p/.
+    dial: str = ""
 
 
 def parse_peer_address(address: str) -> PeerAddress:
-    """A dialable TCP multiaddr of a Mesh node, ending in its peer ID.
+    """A dialable TCP (or WebSocket) multiaddr of a Mesh node, ending in its
+    peer ID; or a ``tcp://`` / ``ws://`` URL (see the module docstring).
 
     Raises:
-        AddressError: not of that form, an unspecified or invalid IP, a port
-            out of range, or a peer ID that is not an Ed25519 key's.
+        AddressError: not of that form, an unknown URL scheme, an unspecified or
+            invalid IP, a port out of range, or a peer ID that is not an Ed25519 key's.
     """
-    match = _PEER_MULTIADDR.fullmatch(address.strip())
+    text = address.strip()
+    if "://" in text:
+        return _parse_url(text)
+    match = _PEER_MULTIADDR.fullmatch(text)
     if match is None:
-        if "://" in address:
-            raise AddressError(f"{address!r}: give a multiaddr, e.g. "
-                               "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW... (URLs are not "
-                               "accepted here)")
         raise AddressError(f"{address!r} is not a TCP multiaddr ending in /p2p/<peer id> "
-                           "(e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...)")
+                           "(e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...) or a "
+                           "tcp:// or ws:// URL")
     proto, host = match["proto"], match["host"]
+    _check_host(address, proto, host)
+    port = _check_port(address, match["port"])
+    _check_peer_id(address, match["peer_id"])
+    dial = text.rsplit("/p2p/", 1)[0]
+    return PeerAddress(text, host, port, match["peer_id"], dial)
+
+
+def _parse_url(address: str) -> PeerAddress:
+    match = _PEER_URL.fullmatch(address)
+    if match is None:
+        raise AddressError(f"{address!r} is not a URL like tcp://HOST:PORT or ws://HOST:PORT")
+    scheme = match["scheme"].lower()
+    if scheme not in URL_SCHEMES:
+        raise AddressError(f"{address!r}: unknown URL scheme {scheme!r}; give tcp://HOST:PORT, "
+                           "ws://HOST:PORT or a multiaddr")
+    host = match["ip6"] or match["host"]
+    try:
+        ip = ipaddress.ip_address(host)
+        proto = f"ip{ip.version}"
+    except ValueError:
+        proto = "dns"
+    _check_host(address, proto, host)
+    port = _check_port(address, match["port"])
+    peer_id = match["peer_id"] or ""
+    if peer_id:
+        _check_peer_id(address, peer_id)
+    dial = f"/{proto}/{host}/tcp/{port}" + ("/ws" if scheme == "ws" else "")
+    full = f"{dial}/p2p/{peer_id}" if peer_id else address
+    return PeerAddress(full, host, port, peer_id, dial)
+
+
+def _check_host(address: str, proto: str, host: str) -> None:
     if proto in ("ip4", "ip6"):
         try:
             ip = ipaddress.ip_address(host)
@@ -58,14 +101,20 @@ def parse_peer_address(address: str) -> PeerAddress:
                                "one a node can dial; give the host's own address")
     elif not _DNS_NAME.fullmatch(host):
         raise AddressError(f"{address!r}: {host!r} is not a DNS name")
-    port = int(match["port"])
+
+
+def _check_port(address: str, text: str) -> int:
+    port = int(text)
     if not 1 <= port <= 65535:
         raise AddressError(f"{address!r}: port {port} is not 1 to 65535")
+    return port
+
+
+def _check_peer_id(address: str, peer_id: str) -> None:
     try:
-        accounts.key_of(match["peer_id"])
+        accounts.key_of(peer_id)
     except ValueError as exc:
         raise AddressError(f"{address!r}: bad peer ID: {exc}") from None
-    return PeerAddress(address.strip(), host, port, match["peer_id"])
 
 
 _OWN_MULTIADDR = re.compile(r"/(?P<proto>ip4|ip6|dns|dns4|dns6)/(?P<host>[A-Za-z0-9.:-]+)"

@@ -52,7 +52,8 @@ def list_peers(client: MeshClient, as_json: bool) -> None:
 @json_option
 @with_client
 def connect(client: MeshClient, address: str, as_json: bool) -> None:
-    """Connect to the peer at ADDRESS (/ip4/HOST/tcp/PORT/p2p/PEER_ID).
+    """Connect to the peer at ADDRESS (/ip4/HOST/tcp/PORT/p2p/PEER_ID, or a
+    URL tcp://HOST:PORT or ws://HOST:PORT, whose peer ID is learnt on contact).
 
     Succeeds once the peer has shown it belongs to this network; a peer of
     another network is refused and disconnected.

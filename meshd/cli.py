@@ -42,8 +42,10 @@ def _node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Data directory (identity, genesis copy, socket). Default: "
                           "/var/lib/mesh for root, else ~/.local/share/mesh."),
-        click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
-                     help="Peer to join through, /ip4/.../tcp/PORT/p2p/ID (repeatable)."),
+        click.option("--bootstrap", multiple=True, metavar="ADDRESS",
+                     help="Peer to join through: /ip4/.../tcp/PORT/p2p/ID, or a URL "
+                          "tcp://HOST:PORT or ws://HOST:PORT (its peer ID is learnt on "
+                          "first contact) (repeatable)."),
         click.option("--announce", multiple=True, metavar="MULTIADDR",
                      help="Address to tell peers instead of the listeners' own, e.g. a port "
                           "forward: /ip4/203.0.113.5/tcp/4001 (repeatable)."),
@@ -113,18 +115,19 @@ def join(listen: tuple[str, ...], **options: Any) -> None:
 @cli.command()
 @_node_options
 @click.option("--port", type=click.IntRange(1, 65535),
-              help="TCP port to listen on (all interfaces). Default: the genesis' "
-                   "bootstrap_port.")
+              help="Port to listen on (all interfaces), for libp2p over TCP and over "
+                   "WebSocket (ws://HOST:PORT). Default: the genesis' bootstrap_port.")
 def bootstrap(port: int | None, **options: Any) -> None:
     """Run a bootstrap node: a well-known entry point that others join through.
 
-    It listens on all interfaces on PORT and logs its full addresses; put them
-    in the genesis' ``bootstrap`` list or give them to joiners as --bootstrap.
+    It listens on all interfaces on PORT, for TCP and WebSocket, and logs its
+    full addresses; put them in the genesis' ``bootstrap`` list or give them to
+    joiners as --bootstrap (or tcp://HOST:PORT, ws://HOST:PORT).
     """
     config = _load_config(options, role="bootstrap", listen=())
     if port is None:
         port = _genesis_port(config)
-    listen = (f"/ip4/0.0.0.0/tcp/{port}",)
+    listen = (f"/ip4/0.0.0.0/tcp/{port}", f"/ip4/0.0.0.0/tcp/{port}/ws")
     sys.exit(serve(dataclasses.replace(config, p2p=dataclasses.replace(config.p2p,
                                                                       listen=listen))))
 

@@ -40,7 +40,7 @@ REACHABILITY = ("auto", "public", "private")
 ROLES = ("node", "bootstrap")
 DEFAULT_P2P_PORT = 4001
 
-_LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}")
+_LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}(/ws)?")
 _NETWORK_ID = re.compile(r"net_[a-z2-7]{26}")
 _CAPABILITY = re.compile(r"[A-Za-z0-9_.=:-]{1,64}")
 _PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -256,7 +256,8 @@ class Config:
         for i, address in enumerate(self.p2p.listen):
             if not _LISTEN_MULTIADDR.fullmatch(address):
                 raise ConfigError(f"p2p.listen[{i}]", f"{address!r} is not a TCP listen "
-                                  "multiaddr (e.g. /ip4/0.0.0.0/tcp/4001)")
+                                  "multiaddr (e.g. /ip4/0.0.0.0/tcp/4001, or "
+                                  "/ip4/0.0.0.0/tcp/8080/ws for WebSocket)")
         if not self.p2p.listen:
             raise ConfigError("p2p.listen", "needs at least one address")
         for i, address in enumerate(self.p2p.bootstrap):

@@ -173,12 +173,13 @@ def _loopback(address: str) -> bool:
     return ip is not None and ip.is_loopback
 
 
-def _preference(address: str) -> int:
+def _preference(address: str) -> tuple[int, bool]:
     """Public addresses first, then private ones, then loopback; DNS names first
-    of all, relay addresses last."""
+    of all, relay addresses last; plain TCP before WebSocket on each."""
+    websocket = "/ws" in address
     if "/p2p-circuit" in address:
-        return 4
+        return 4, websocket
     ip = ip_of(address)
     if ip is None:
-        return 0
-    return 3 if ip.is_loopback else 2 if is_private(ip) else 1
+        return 0, websocket
+    return (3 if ip.is_loopback else 2 if is_private(ip) else 1), websocket

@@ -34,12 +34,13 @@ import trio
 from google.protobuf.message import DecodeError
 
 from mesh.wire.v1 import wire_pb2
+from meshcore.addresses import AddressError, parse_peer_address
 from meshd import errors
 from meshd.p2p import peerbook
 from meshd.p2p.addresses import IPAddress, ip_of, usable_by
 from meshd.p2p.host import P2PHost
 from meshd.p2p.membership import PeerRecord
-from meshd.p2p.peerbook import KnownPeer, PeerBook
+from meshd.p2p.peerbook import BACKOFF_MAX, KnownPeer, PeerBook
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,21 @@ class ConnectionManager:
         self._protected: set[str] = set()
         self._prune_grace = prune_grace
         self._admitted_at: dict[str, float] = {}  # peer ID -> clock()
+        # Bootstrap URLs without a peer ID (tcp://, ws://): dialled until someone
+        # answers, then known by the ID it proved (meshd/p2p/upstream/first_contact.py).
+        self._urls: dict[str, float] = {}  # dial address -> clock() of the next try
+        self._url_backoff: dict[str, float] = {}
         for address in bootstrap:
-            head, _, peer_id = address.rpartition("/p2p/")
-            if peer_id and peer_id != host.peer_id:
-                book.learn(peer_id, [head], seen_at=0.0)
-                self._protected.add(peer_id)
+            try:
+                parsed = parse_peer_address(address)
+            except AddressError as exc:  # the config's are checked; a genesis' may not be
+                log.warning("bootstrap address skipped", extra={"error": str(exc)})
+                continue
+            if not parsed.peer_id:
+                self._urls[parsed.dial] = 0.0
+            elif parsed.peer_id != host.peer_id:
+                book.learn(parsed.peer_id, [parsed.dial], seen_at=0.0)
+                self._protected.add(parsed.peer_id)
         self._exchange_now: trio.MemorySendChannel[str] | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -123,6 +134,7 @@ class ConnectionManager:
                                               if usable_by(a, viewer)], now_wall)
         count = len(members)
         if count < self._degree.low:
+            await self._dial_urls()
             await self._dial(self._pick(self._degree.target - count, members))
         elif count > self._degree.high:
             await self._prune(members, count - self._degree.target)
@@ -167,6 +179,28 @@ class ConnectionManager:
         async with trio.open_nursery() as nursery:
             for peer in peers:
                 nursery.start_soon(dial, peer)
+
+    async def _dial_urls(self) -> None:
+        """Each bootstrap URL not answered yet, with backoff (1 s, doubling to 5 min)."""
+        now = self._clock()
+        for address, due in list(self._urls.items()):
+            if due > now:
+                continue
+            try:
+                record = await self._host.membership.connect_unknown(address)
+            except errors.MeshError as exc:
+                pause = min(self._url_backoff.get(address, 0.5) * 2, BACKOFF_MAX)
+                self._url_backoff[address] = pause
+                self._urls[address] = now + pause * self._rng.uniform(0.8, 1.2)
+                log.info("bootstrap URL did not answer", extra={
+                    "address": address, "error": str(exc), "retry_in_seconds": round(pause)})
+                continue
+            del self._urls[address]
+            self._protected.add(record.peer_id)
+            self._book.learn(record.peer_id, [address], time.time())
+            log.info("bootstrap URL answered", extra={
+                "address": address, "peer_id": record.peer_id,
+                "hint": f"pin it: {address}/p2p/{record.peer_id}"})
 
     async def _prune(self, members: set[str], excess: int) -> None:
         now = self._clock()

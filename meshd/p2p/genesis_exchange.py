@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import trio
 
 from meshcore import genesis as genesis_doc
-from meshcore.addresses import parse_peer_address
 from meshcore.errors import FieldError
 from meshcore.genesis import Genesis
 from meshd import errors
@@ -100,9 +99,8 @@ async def fetch_genesis(seed: bytes, network_id: str, bootstrap: Sequence[str], 
 
 
 async def _ask(host: P2PHost, address: str, network_id: str) -> tuple[Genesis, str]:
-    peer_id = parse_peer_address(address).peer_id
     with trio.fail_after(FETCH_TIMEOUT):
-        await host.connect(address)
+        peer_id = (await host.connect(address)).peer_id  # a URL: whoever answers there
         offered = await host.direct.request(peer_id, GENESIS, b"", timeout=FETCH_TIMEOUT,
                                             max_response=MAX_GENESIS_BYTES)
     genesis, text = check_offered(offered, network_id, peer_id)

@@ -52,7 +52,9 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.transport.websocket.transport import WebsocketTransport
 
+from meshcore.addresses import AddressError, parse_peer_address
 from meshcore.version import __version__
 from meshd import errors
 from meshd.p2p.addresses import AddressPolicy, tcp_endpoint
@@ -128,7 +130,17 @@ class P2PHost:
         return len(self._host.get_network().connections)
 
     async def connect(self, address: str) -> PeerRecord:
-        """Dial ``address`` (a multiaddr ending in /p2p/<id>) and wait for admission."""
+        """Dial ``address`` and wait for admission: a multiaddr ending in
+        /p2p/<id>, or a ``tcp://`` / ``ws://`` URL (meshcore/addresses.py), whose
+        peer is learnt on first contact when the URL does not name it."""
+        if "://" in address:
+            try:
+                parsed = parse_peer_address(address)
+            except AddressError as exc:
+                raise errors.InvalidArgument(str(exc)) from None
+            if not parsed.peer_id:
+                return await self.membership.connect_unknown(parsed.dial)
+            address = parsed.address
         return await self.membership.connect(address)
 
     def member_addrs(self, peer_id: str) -> list[str]:
@@ -248,6 +260,11 @@ async def open_p2p_host(seed: bytes, listen: Sequence[str], network_id: str,
     if fast_streams and isinstance(network, Swarm):  # see meshd/p2p/upstream/yamux.py
         upgrader = network.upgrader
         upgrader.muxer_multistream = MeshMuxerMultistream.replacing(upgrader.muxer_multistream)
+    # Every node dials /ws too (a bootstrap node's WebSocket listener), not only
+    # one that listens on it (docs/py-libp2p.md#found-websocket-dial-and-write).
+    if isinstance(network, Swarm) and not any(
+            isinstance(t, WebsocketTransport) for t in network.transport_manager.get_transports()):
+        network.transport_manager.add_transport(WebsocketTransport(network.upgrader))
     advertised.install(host, policy)  # relay addresses intact
     protocol_table.install(host)  # services add and remove their handlers as they run
     membership = Membership(host, network_id, AGENT, on_peers_changed)

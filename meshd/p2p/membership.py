@@ -32,6 +32,7 @@ from mesh.wire.v1 import wire_pb2
 from meshd import errors
 from meshd.p2p.circuit import is_relayed
 from meshd.p2p.framing import FrameError, read_frame, write_frame
+from meshd.p2p.upstream.first_contact import dial_unknown
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,26 @@ class Membership:
             return self._admitted[peer_id]
         reason = verdict.reason or "the handshake did not finish"
         raise errors.FailedPrecondition(f"peer {peer_id} was refused: {reason}")
+
+    async def connect_unknown(self, address: str) -> PeerRecord:
+        """Dial ``address`` (no /p2p/: a bootstrap URL), learn who answers, and
+        wait for the handshake's verdict; errors as :meth:`connect`."""
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                peer = await dial_unknown(self._host, address)
+        except Exception as exc:
+            raise errors.Unavailable(f"cannot reach {address}: {exc or type(exc).__name__}"
+                                     ) from None
+        peer_id = str(peer)
+        verdict = None
+        if peer_id not in self._admitted:
+            verdict = self._verdict(peer_id)
+            with trio.move_on_after(HELLO_TIMEOUT + 1):
+                await verdict.decided.wait()
+        if peer_id in self._admitted:
+            return self._admitted[peer_id]
+        reason = (verdict.reason if verdict else None) or "the handshake did not finish"
+        raise errors.FailedPrecondition(f"peer {peer_id} at {address} was refused: {reason}")
 
     async def disconnect(self, peer_id: str) -> None:
         """Close every connection to ``peer_id`` and refuse it for DISCONNECT_COOLDOWN."""

@@ -108,6 +108,9 @@ def test_join_needs_a_network_id_that_is_one_and_a_bootstrap_peer(tmp_path: Path
     alone = run_meshd("join", "--data-dir", str(tmp_path / "b"), "--network-id",
                       "net_" + "a" * 26)
     assert alone.returncode == 2 and "--bootstrap" in alone.stderr
+    scheme = run_meshd("join", "--data-dir", str(tmp_path / "c"), "--network-id",
+                       "net_" + "a" * 26, "--bootstrap", "http://boot.example.com:8080")
+    assert scheme.returncode == 2 and "unknown URL scheme 'http'" in scheme.stderr
 
 
 def test_two_nodes_on_one_lan_find_each_other_by_mdns_alone(
@@ -136,3 +139,32 @@ def test_two_nodes_on_one_lan_find_each_other_by_mdns_alone(
         finally:
             for node in nodes:
                 node.stop()
+
+
+def test_a_node_joins_by_network_id_and_a_websocket_url(tmp_path: Path, genesis: Path) -> None:
+    """The seed's join: a Network ID and ws://HOST:PORT, no peer ID. The
+    bootstrap node serves libp2p over TCP and WebSocket on one port."""
+    with open_testbed(2) as bed:
+        boot = Meshd(tmp_path, "boot", genesis, "--port", "8080", command="bootstrap",
+                     host=bed.hosts[0]).start()
+        try:
+            status = boot.status()
+            assert f"/ip4/{bed.hosts[0].ip}/tcp/8080/ws/p2p/{status['peer_id']}" \
+                in status["listen_addrs"]
+            joiner = Meshd(tmp_path, "joiner", None, "--network-id", status["network_id"],
+                           "--bootstrap", f"ws://{bed.hosts[0].ip}:8080", command="join",
+                           host=bed.hosts[1]).start()
+            try:
+                assert joiner.status()["network_id"] == status["network_id"]
+                eventually_blocking(lambda: joiner.status()["peer_count"], lambda n: n == 1,
+                                    timeout=30, interval=0.5, what="the joiner to connect")
+                assert "bootstrap URL answered" in joiner.log()
+                assert status["peer_id"] in joiner.log()  # the ID it learnt, to pin
+                # The same port over plain TCP, by URL, from the CLI.
+                again = json.loads(joiner.ctl("peers", "connect", f"tcp://{bed.hosts[0].ip}:8080",
+                                              "--json").stdout)
+                assert again["peer_id"] == status["peer_id"]
+            finally:
+                joiner.stop()
+        finally:
+            boot.stop()

@@ -48,6 +48,7 @@ from libp2p.peer.id import ID
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH, NoiseTransportReadWriter
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.security.secure_session import SecureSession
+from libp2p.transport.websocket.connection import P2PWebSocketConnection
 from noise.backends.default.ciphers import ChaCha20Cipher  # type: ignore[import-untyped]
 from noise.state import CipherState  # type: ignore[import-untyped]
 
@@ -113,6 +114,9 @@ class BulkNoiseSession(SecureSession):
                          remote_permanent_pubkey=handshaken.remote_permanent_pubkey,
                          is_initiator=handshaken.is_initiator, conn=handshaken.conn)
         self._raw = raw
+        # A WebSocket message must be bytes (trio-websocket refuses a
+        # bytearray); a socket takes any buffer, without the copy.
+        self._bytes_only = isinstance(getattr(raw, "stream", raw), P2PWebSocketConnection)
         self._send, self._receive = send, receive
         self._write_lock = trio.Lock()
         self._partial = bytearray()  # the start of a Noise message not wholly received
@@ -158,7 +162,8 @@ class BulkNoiseSession(SecureSession):
                 self._send.seal_into(chunk, out[at:at + sealed])
                 at += sealed
             with trio.move_on_after(WRITE_TIMEOUT) as stalled:
-                await self._raw.write(cast(bytes, wire))  # typed bytes; any buffer works
+                await self._raw.write(bytes(wire) if self._bytes_only
+                                      else cast(bytes, wire))  # typed bytes; any buffer works
             if stalled.cancelled_caught:
                 # Part of a Noise message may be on the wire: nothing more can
                 # follow it. Closing the socket fails every reader and writer.
