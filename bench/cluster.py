@@ -39,6 +39,7 @@ from meshd.testing import eventually_blocking
 BIN = Path(sys.executable).parent  # the venv's bin: meshd and meshctl live next to python
 CALL_TIMEOUT = 5.0  # per gRPC call
 STOP_TIMEOUT = 10.0  # SIGTERM, then kill
+WILDCARD = "/ip4/0.0.0.0/tcp/4001"  # a node in its own network namespace listens as operators do
 
 _Stub = TypeVar("_Stub")
 
@@ -165,12 +166,15 @@ class Node:
 def running_nodes(workdir: Path, count: int, ready_timeout: float,
                   env: Mapping[str, str] | None = None,
                   genesis_args: Callable[[list[str]], Sequence[str]] | None = None,
-                  log_level: str = "warning") -> Iterator[list[Node]]:
+                  log_level: str = "warning",
+                  hosts: Sequence[Any] | None = None) -> Iterator[list[Node]]:
     """``count`` nodes, all READY within ``ready_timeout`` s (node 0, then the others).
 
     ``env`` is added to each daemon's environment. ``genesis_args``, given the
     nodes' peer IDs (in node order), returns extra ``meshctl network init``
-    arguments. ``log_level`` is meshd's ``--log-level``. On the way out, every
+    arguments. ``log_level`` is meshd's ``--log-level``. ``hosts`` (test-bed
+    hosts of meshd/testing/netns.py, one per node) puts each node in its own
+    network namespace, on the default wildcard listener. On the way out, every
     node still running gets SIGTERM; those not gone within ``STOP_TIMEOUT`` are
     killed.
     """
@@ -181,12 +185,20 @@ def running_nodes(workdir: Path, count: int, ready_timeout: float,
         init_args = genesis_args(peer_ids)
     genesis = make_genesis(workdir / "net", ready_timeout, init_args)
     nodes = [Node(workdir, i, genesis) for i in range(count)]
+
+    def start(node: Node, bootstrap: str | None) -> None:
+        if hosts is None:
+            node.start(bootstrap, extra_env, log_level)
+        else:
+            node.start(bootstrap, extra_env, log_level, listen=WILDCARD,
+                       wrap=hosts[node.index].command)
+
     try:
-        nodes[0].start(None, extra_env, log_level)
+        start(nodes[0], None)
         nodes[0].wait_ready(time.monotonic() + ready_timeout)
         bootstrap = nodes[0].status().listen_addrs[0]
         for node in nodes[1:]:
-            node.start(bootstrap, extra_env, log_level)
+            start(node, bootstrap)
         deadline = time.monotonic() + ready_timeout
         for node in nodes[1:]:
             node.wait_ready(deadline)

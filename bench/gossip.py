@@ -32,12 +32,19 @@ Also reported: peers per node, and each daemon's CPU during the gossip phase.
 All waits are bounded; daemons are stopped with SIGTERM (killed after 10 s) in a
 ``finally``. About 45 s with the defaults.
 
-Run from the repository root: ``.venv/bin/python bench/gossip.py [--nodes N] [--json]``.
+With ``--netns`` (root), each node runs in its own network namespace on the
+default wildcard listener, and ``--behind-nat K`` puts K of them behind NAT
+routers (endpoint-independent and symmetric in turn): they are reached through
+relays or hole punching (meshd/testing/netns.py). The baseline stays on loopback.
+
+Run from the repository root: ``.venv/bin/python bench/gossip.py [--nodes N] [--json]``,
+``sudo .venv/bin/python bench/gossip.py --nodes 50 --netns --behind-nat 10``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -62,11 +69,12 @@ from cluster import (
 )
 
 from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
+from meshd.testing import netns
 
 TOPIC = "bench"
 PUBLISHER = 1
 HEADER = struct.Struct(">QQ")  # sequence number, send time in ns
-READY_TIMEOUT = 30.0  # per node, for READY=1
+READY_TIMEOUT = 30.0  # for READY=1 of all (1.5 s a node beyond 20: 50 take ~30 s on 2 cores)
 PEER_TIMEOUT = 20.0  # for every node to have a peer
 SUBSCRIBE_TIMEOUT = 20.0  # for subscriptions to be registered and known
 HEARTBEATS = 2.0  # after that: two gossipsub heartbeats (1 s) to fill the meshes
@@ -284,12 +292,28 @@ def gossip(nodes: list[Node], count: int, rate: float, size: int,
 
 # --- orchestration ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def placement(node_count: int, behind_nat: int) -> Iterator[list[netns.Host] | None]:
+    """None (every node on loopback), or one test-bed host per node: the first
+    ``node_count - behind_nat`` on the switch, then one per NAT router,
+    endpoint-independent and symmetric in turn."""
+    if behind_nat < 0:
+        yield None
+        return
+    kinds = [netns.Nat.ENDPOINT_INDEPENDENT, netns.Nat.SYMMETRIC]
+    with netns.open_testbed(node_count - behind_nat,
+                            nat=[kinds[i % 2] for i in range(behind_nat)]) as bed:
+        yield [*bed.hosts, *(site.hosts[0] for site in bed.sites)]
+
+
 def run_all(node_count: int, count: int, rate: float, size: int,
-            drain_timeout: float) -> dict[str, Any]:
+            drain_timeout: float, behind_nat: int = -1) -> dict[str, Any]:
     loadavg = os.getloadavg()[0]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mesh-gossip-") as tmp, \
-            running_nodes(Path(tmp), node_count, READY_TIMEOUT) as nodes:
+            placement(node_count, behind_nat) as hosts, \
+            running_nodes(Path(tmp), node_count, max(READY_TIMEOUT, 1.5 * node_count),
+                          hosts=hosts) as nodes:
         stopped = nodes
         start_seconds = time.monotonic() - started
         connected = wait_until(lambda: all(n.status().peer_count >= 1 for n in nodes),
@@ -312,7 +336,8 @@ def run_all(node_count: int, count: int, rate: float, size: int,
     ratios = {}
     if subject["latency_ms"] and baseline["latency_ms"]:
         ratios = {q: subject["latency_ms"][q] / baseline["latency_ms"][q] for q in ("p50", "p99")}
-    return {"nodes": node_count, "messages": count, "rate": rate, "size": size,
+    return {"nodes": node_count, "behind_nat": max(behind_nat, 0),
+            "namespaces": behind_nat >= 0, "messages": count, "rate": rate, "size": size,
             "drain_timeout": drain_timeout, "topic": TOPIC, "publisher": PUBLISHER,
             "start_seconds": start_seconds, "peers_per_node": spread([float(p) for p in peers]),
             "peers_by_node": peers,
@@ -327,7 +352,9 @@ def run_all(node_count: int, count: int, rate: float, size: int,
 def print_table(results: dict[str, Any]) -> None:
     g, b = results["gossip"], results["baseline_tcp_fanout"]
     receivers = results["nodes"] - 1
-    print(f"gossip over {results['nodes']} meshd processes on loopback: {results['messages']} "
+    where = "on loopback" if not results.get("namespaces") else (
+        f"in network namespaces, {results['behind_nat']} behind NAT")
+    print(f"gossip over {results['nodes']} meshd processes {where}: {results['messages']} "
           f"messages of {results['size']} B at {results['rate']:g}/s from node "
           f"{results['publisher']} to {receivers} subscribers "
           f"(load average before: {results['loadavg_before']:.2f})")
@@ -385,13 +412,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="message size in bytes (>= 16)")
     parser.add_argument("--drain", type=float, default=5.0,
                         help="seconds to wait for late messages after the last publish")
+    parser.add_argument("--netns", action="store_true",
+                        help="each node in its own network namespace (root)")
+    parser.add_argument("--behind-nat", type=int, default=0,
+                        help="with --netns: this many nodes behind NAT routers (endpoint-"
+                             "independent and symmetric in turn); the publisher stays public")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
+    if args.behind_nat and (not args.netns or args.behind_nat > args.nodes - 2):
+        parser.error("--behind-nat needs --netns and leaves nodes 0 and 1 public")
     if args.nodes < 3 or args.messages < 1 or args.rate <= 0 or args.size < HEADER.size \
             or args.drain < 0:
         parser.error("need --nodes >= 3, --messages >= 1, --rate > 0, "
                      f"--size >= {HEADER.size}, --drain >= 0")
-    results = run_all(args.nodes, args.messages, args.rate, args.size, args.drain)
+    results = run_all(args.nodes, args.messages, args.rate, args.size, args.drain,
+                      args.behind_nat if args.netns else -1)
     output.emit(results, args.json, print_table)
 
 
