@@ -206,8 +206,7 @@ class AutoNat:
     async def _serve(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         try:
-            if not await self._membership.wait_admitted(str(peer)):
-                await stream.reset()
+            if not await self._membership.admits(stream):
                 return
             with trio.fail_after(REQUEST_TIMEOUT):
                 request = Message.FromString(await read_frame(stream, MAX_MESSAGE))

@@ -161,8 +161,7 @@ class DirectMessenger:
         peer_id = str(stream.muxed_conn.peer_id)
         protocol = str(stream.get_protocol())
         # A request may arrive before our side of the handshake has finished.
-        if not await self._membership.wait_admitted(peer_id):
-            await _reset(stream)
+        if not await self._membership.admits(stream):
             return
         try:
             with trio.fail_after(limits.timeout):

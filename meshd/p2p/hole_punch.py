@@ -184,8 +184,7 @@ class HolePuncher:
     async def _answer(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         try:
-            if not await self._membership.wait_admitted(str(peer)):
-                await stream.reset()
+            if not await self._membership.admits(stream):
                 return
             while True:
                 with trio.fail_after(MESSAGE_TIMEOUT):

@@ -181,6 +181,16 @@ class Membership:
                 await verdict.decided.wait()
         return peer_id in self._admitted
 
+    async def admits(self, stream: INetStream) -> bool:
+        """Whether the peer of an incoming stream is a member (waiting for a
+        handshake in progress); the stream is reset when it is not: every
+        protocol Mesh serves is for members only."""
+        if await self.wait_admitted(str(stream.muxed_conn.peer_id)):
+            return True
+        with contextlib.suppress(Exception):  # it may be gone already
+            await stream.reset()
+        return False
+
     async def connect(self, address: str) -> PeerRecord:
         """Dial ``address`` and wait for the handshake's verdict.
 

@@ -228,11 +228,8 @@ class RelayClient:
                 source = ID(request.peer.id)
                 await _stop_answer(stream, Status.OK)
             address = multiaddr.Multiaddr(f"{held.addrs[0]}/p2p/{source.to_base58()}")
-            raw = RawConnection(stream, initiator=False, connection_type=ConnectionType.RELAYED,
-                                addresses=[address])
-            network = self._host.get_network()
-            assert isinstance(network, Swarm)
-            muxed = await network.upgrade_inbound_raw_conn(raw, address)
+            muxed = await self._swarm().upgrade_inbound_raw_conn(
+                _relayed(stream, False, address), address)
             log.info("relayed connection", extra={"peer_id": source.to_base58(),
                                                   "relay": relay_id, "direction": "inbound"})
             # The stream is the connection: this handler holds it until it ends.
@@ -246,6 +243,11 @@ class RelayClient:
                 await stream.reset()
 
     # --- reaching others ---------------------------------------------------------------
+
+    def _swarm(self) -> Swarm:
+        network = self._host.get_network()
+        assert isinstance(network, Swarm)  # open_p2p_host's host
+        return network
 
     def _install_dial(self, network: Any, original: Callable[..., Any]) -> None:
         async def dial_peer(peer_id: ID) -> list[INetConn]:
@@ -323,11 +325,8 @@ class RelayClient:
             if answer.status != Status.OK:
                 raise SwarmException(f"the relay answered {Status.Name(answer.status)}")
             address = multiaddr.Multiaddr(f"{relay.without_target()}/p2p/{peer_id}")
-            raw = RawConnection(stream, initiator=True, connection_type=ConnectionType.RELAYED,
-                                addresses=[address])
-            network = self._host.get_network()
-            assert isinstance(network, Swarm)
-            conn = await network.upgrade_outbound_raw_conn(raw, peer_id)
+            conn = await self._swarm().upgrade_outbound_raw_conn(
+                _relayed(stream, True, address), peer_id)
         except BaseException:
             with contextlib.suppress(Exception):
                 await stream.reset()
@@ -335,6 +334,13 @@ class RelayClient:
         log.info("relayed connection", extra={"peer_id": str(peer_id),
                                               "relay": relay.relay_id, "direction": "outbound"})
         return conn
+
+
+def _relayed(stream: INetStream, initiator: bool,
+             address: multiaddr.Multiaddr) -> RawConnection:
+    """A relayed stream as a raw connection, for the swarm's own upgrade."""
+    return RawConnection(stream, initiator=initiator, connection_type=ConnectionType.RELAYED,
+                         addresses=[address])
 
 
 async def _stop_answer(stream: INetStream, status: Status.ValueType) -> None:

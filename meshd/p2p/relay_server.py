@@ -126,8 +126,7 @@ class RelayServer:
     async def _serve(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         try:
-            if not await self._membership.wait_admitted(str(peer)):
-                await stream.reset()
+            if not await self._membership.admits(stream):
                 return
             with trio.fail_after(MESSAGE_TIMEOUT):
                 request = await read_message(stream, HopMessage)

@@ -121,7 +121,7 @@ def test_a_bootstrap_address_nobody_can_dial_is_refused_with_exit_2(
     own = run_meshd("identity", "--data-dir", str(data_dir)).stdout.strip()
     for address, why in [
             ("/ip4/127.0.0.1/tcp/4001/p2p/0", "bad peer ID"),
-            ("tcp://203.0.113.7:4001", "give a multiaddr"),
+            ("http://203.0.113.7:4001", "unknown URL scheme"),
             (f"/ip4/0.0.0.0/tcp/4001/p2p/{own}", "listen-on-everything"),
             (f"/ip4/127.0.0.1/tcp/70000/p2p/{own}", "port 70000"),
             (f"/ip4/127.0.0.1/tcp/4001/p2p/{own}", "this node's own address")]:

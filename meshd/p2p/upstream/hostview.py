@@ -71,9 +71,7 @@ class MembersOnlyHost:
                            handler: Callable[[INetStream], Awaitable[None]]) -> None:
         async def members_only(stream: INetStream) -> None:
             peer = stream.muxed_conn.peer_id
-            if not await self._membership.wait_admitted(str(peer)):
-                with contextlib.suppress(Exception):
-                    await stream.reset()
+            if not await self._membership.admits(stream):
                 return
             try:
                 await handler(stream)
