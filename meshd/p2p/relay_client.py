@@ -135,7 +135,7 @@ class RelayClient:
     # --- reservations ------------------------------------------------------------------
 
     async def _keep(self) -> None:
-        before = dict(self._held)
+        before = self._addresses()
         if not self._wanted:
             self._held.clear()
         now = self._clock()
@@ -150,8 +150,11 @@ class RelayClient:
                 if len(self._held) >= RELAYS_WANTED:
                     break
                 await self._reserve(peer_id)
-        if self._held != before:
+        if self._addresses() != before:  # not on a mere refresh
             self._publish()
+
+    def _addresses(self) -> dict[str, tuple[str, ...]]:
+        return {relay_id: held.addrs for relay_id, held in self._held.items()}
 
     def _candidates(self) -> list[str]:
         now = trio.current_time()
