@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 QUERY_TIMEOUT_MS = 3000
 MAX_ADDRS = 8
 MAX_PEERS_QUEUED = 256
+STOP_TIMEOUT = 0.5  # seconds the stop waits for zeroconf's goodbye
 
 
 def service_type(network_id: str) -> str:
@@ -118,6 +119,10 @@ class LanDiscovery:
                 with contextlib.suppress(trio.WouldBlock, trio.RunFinishedError):
                     trio.from_thread.run_sync(heard_send.send_nowait, name, trio_token=token)
 
+        # Probing the name and announcing it takes zeroconf ~1.5 s (RFC 6762
+        # §8): the node does not wait for it to be ready, nor for the goodbye
+        # packets at the stop (bounded, then the thread is left to finish).
+        task_status.started()
         zc = await trio.to_thread.run_sync(
             lambda: Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only))
         try:
@@ -126,17 +131,16 @@ class LanDiscovery:
             browser = await trio.to_thread.run_sync(
                 lambda: ServiceBrowser(zc, self._type, handlers=[state_changed]))
             log.info("mDNS announcing", extra={"service": self._type, "interfaces": interfaces})
-            task_status.started()
             try:
                 async for name in heard:
                     await self._resolve(zc, name)
             finally:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(browser.cancel)
-                    await trio.to_thread.run_sync(zc.unregister_service, info)
+                with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
+                    await trio.to_thread.run_sync(browser.cancel, abandon_on_cancel=True)
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(zc.close)
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
+                # close() unregisters the service (goodbye) and stops the threads
+                await trio.to_thread.run_sync(zc.close, abandon_on_cancel=True)
 
     def _service_info(self, advertised: list[str], interfaces: list[str]) -> ServiceInfo:
         own = f"/p2p/{self._peer_id}"
