@@ -10,7 +10,9 @@
   to 5 min), per peer. A node that lost every peer starts again from its book,
   which survives restarts: it rejoins even when every bootstrap node is down.
 * **Peer exchange** (REQUEST_PEERS / KNOWN_PEERS, docs/protocol.md): every
-  new member, and a random member every EXCHANGE_INTERVAL, is asked for peers.
+  new member, and a random member every EXCHANGE_INTERVAL, is asked for peers;
+  a node below its low watermark with no one left to dial asks a member at
+  once (at most every HUNGRY_EXCHANGE_INTERVAL).
 * **Protected peers** (bootstrap nodes, later validators) are never pruned.
 * **Grace.** A peer admitted less than PRUNE_GRACE ago is not pruned (as
   go-libp2p's connection manager): DHT lookups connect to many peers at once,
@@ -49,6 +51,7 @@ MAX_EXCHANGE = 50
 MAINTAIN_INTERVAL = 2.0
 PRUNE_GRACE = 30.0
 EXCHANGE_INTERVAL = 30.0
+HUNGRY_EXCHANGE_INTERVAL = 5.0
 SAVE_INTERVAL = 10.0
 
 
@@ -92,6 +95,7 @@ class ConnectionManager:
                 book.learn(parsed.peer_id, [parsed.dial], seen_at=0.0)
                 self._protected.add(parsed.peer_id)
         self._exchange_now: trio.MemorySendChannel[str] | None = None
+        self._asked_early_at = float("-inf")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -106,7 +110,10 @@ class ConnectionManager:
                     nursery.start_soon(self._save_loop)
                     task_status.started()
         finally:
-            self._save()  # synchronous: runs even while cancelled
+            # synchronous: runs even while cancelled; members connected moments
+            # ago are remembered too
+            self._learn_members()
+            self._save()
 
     def discovered(self, peer_id: str, addrs: list[str]) -> None:
         """A member heard of on the LAN (meshd/p2p/mdns.py): into the book, dialled
@@ -125,19 +132,39 @@ class ConnectionManager:
     async def maintain(self) -> None:
         """One round: remember members' addresses, then dial or prune as needed."""
         self._host.membership.reconcile()
-        records = self._host.membership.peers()
-        members = {p.peer_id for p in records}
-        now_wall = time.time()
-        for record in records:  # what identify says, as far as this node can dial it
-            viewer = _seen_at(record)
-            self._book.learn(record.peer_id, [a for a in self._host.member_addrs(record.peer_id)
-                                              if usable_by(a, viewer)], now_wall)
+        members = self._learn_members()
         count = len(members)
         if count < self._degree.low:
             await self._dial_urls()
-            await self._dial(self._pick(self._degree.target - count, members))
+            picked = self._pick(self._degree.target - count, members)
+            if len(picked) < self._degree.target - count:
+                self._ask_early(members)
+            await self._dial(picked)
         elif count > self._degree.high:
             await self._prune(members, count - self._degree.target)
+
+    def _learn_members(self) -> set[str]:
+        """Remember what identify says of each member, as far as this node can
+        dial it; the members' peer IDs."""
+        records = self._host.membership.peers()
+        now_wall = time.time()
+        for record in records:
+            viewer = _seen_at(record)
+            self._book.learn(record.peer_id, [a for a in self._host.member_addrs(record.peer_id)
+                                              if usable_by(a, viewer)], now_wall)
+        return {p.peer_id for p in records}
+
+    def _ask_early(self, members: set[str]) -> None:
+        """Short of peers to dial: ask a member for more now, not at the next
+        EXCHANGE_INTERVAL (at most every HUNGRY_EXCHANGE_INTERVAL). A node
+        behind NAT, say, gets its relay address known only after it joined."""
+        now = self._clock()
+        if not members or self._exchange_now is None \
+                or now - self._asked_early_at < HUNGRY_EXCHANGE_INTERVAL:
+            return
+        self._asked_early_at = now
+        with contextlib.suppress(trio.WouldBlock):
+            self._exchange_now.send_nowait(self._rng.choice(sorted(members)))
 
     def _pick(self, wanted: int, members: set[str]) -> list[KnownPeer]:
         exclude = members | {self._host.peer_id}

@@ -31,13 +31,15 @@ def bed() -> Iterator[Testbed]:
 
 
 def start_network(bed: Testbed, tmp_path: Path, genesis: Path,
-                  nat_args: tuple[str, ...] = ()) -> list[Meshd]:
-    """The bootstrap node, the other public nodes, then the two NAT'd ones."""
+                  nat_args: tuple[str, ...] = (),
+                  pub2_args: tuple[str, ...] = ()) -> list[Meshd]:
+    """The bootstrap node, the other public nodes, then the NAT'd ones."""
     boot_id = identity(tmp_path / "boot")
     boot = f"/ip4/{bed.hosts[0].ip}/tcp/{PORT}/p2p/{boot_id}"
     nodes = [Meshd(tmp_path, "boot", genesis, "--port", str(PORT), command="bootstrap",
                    host=bed.hosts[0])]
-    nodes += [Meshd(tmp_path, f"pub{i}", genesis, "--bootstrap", boot, host=host)
+    nodes += [Meshd(tmp_path, f"pub{i}", genesis, "--bootstrap", boot,
+                    *(pub2_args if i == 2 else ()), host=host)
               for i, host in enumerate(bed.hosts[1:], start=1)]
     nodes += [Meshd(tmp_path, f"nat{i}", genesis, "--bootstrap", boot, *nat_args,
                     host=site.hosts[0])
@@ -78,7 +80,11 @@ def test_nodes_behind_nat_are_reached_through_a_relay_then_directly(
     first, then directly where a NAT lets them."""
     lonely = tmp_path / "lonely.toml"
     lonely.write_text("[p2p]\nlow_watermark = 1\ntarget_peers = 1\n")
-    nodes = start_network(bed, tmp_path, genesis, nat_args=("--config", str(lonely)))
+    # pub2 wants every member as a peer (it dials while below its low watermark).
+    hungry = tmp_path / "hungry.toml"
+    hungry.write_text("[p2p]\nlow_watermark = 8\ntarget_peers = 8\n")
+    nodes = start_network(bed, tmp_path, genesis, nat_args=("--config", str(lonely)),
+                          pub2_args=("--config", str(hungry)))
     boot, pub1 = nodes[0], nodes[1]
     home, home2, carrier = nodes[PUBLIC:]  # EIM, EIM, symmetric NAT
     boot_id = boot.status()["peer_id"]
