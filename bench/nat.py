@@ -65,10 +65,8 @@ def connection(node: cluster.Node, peer_id: str) -> str:
 
 def settle(node: cluster.Node, peer_id: str, timeout: float) -> str:
     """Wait until the punch on a relayed connection is decided."""
-    seen = ["none"]
-    cluster.wait_until(lambda: (seen.__setitem__(0, connection(node, peer_id))
-                                or seen[0] == "direct"), timeout, interval=0.5)
-    return seen[0]
+    cluster.wait_until(lambda: connection(node, peer_id) == "direct", timeout, interval=0.5)
+    return connection(node, peer_id)
 
 
 def pings(node: cluster.Node, peer_id: str, count: int) -> dict[str, float]:

@@ -49,7 +49,8 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 from libp2p.transport.upgrader import TransportUpgrader
 
-from meshd.p2p.addresses import AddressPolicy, IPAddress, ip_of, tcp_endpoint
+from meshd.p2p.addresses import AddressPolicy, ip_of, tcp_endpoint
+from meshd.p2p.circuit import direct_remote
 from meshd.p2p.framing import read_frame, write_frame
 from meshd.p2p.membership import Membership
 
@@ -239,7 +240,8 @@ class AutoNat:
         if len(self._last_request) > 4096:
             self._last_request = {p: t for p, t in self._last_request.items()
                                   if now - t < self.peer_interval}
-        observed = _observed_ip(stream)
+        remote = direct_remote(stream)
+        observed = ip_of(str(remote)) if remote is not None else None
         if observed is None:
             return Status.E_DIAL_REFUSED, "the request came over a relayed connection", ""
         ports: list[int] = []
@@ -287,12 +289,3 @@ async def dial_back(address: str, peer: ID, timeout: float = DIAL_BACK_TIMEOUT) 
             with contextlib.suppress(Exception):
                 await raw.close()
     return False
-
-
-def _observed_ip(stream: INetStream) -> IPAddress | None:
-    """The IP the stream's connection comes from; None when it is relayed."""
-    conn = getattr(stream, "swarm_conn", None)
-    addresses = [str(a) for a in conn.get_transport_addresses()] if conn is not None else []
-    if not addresses or any("/p2p-circuit" in a for a in addresses):
-        return None
-    return ip_of(addresses[0])

@@ -13,9 +13,11 @@ after that to name the node reached through it.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TypeVar
 
+import multiaddr
 from google.protobuf.message import DecodeError, Message
 from libp2p.abc import INetConn, INetStream
 from libp2p.custom_types import TProtocol
@@ -107,3 +109,16 @@ def is_relayed(conn: INetConn | None) -> bool:
 def relayed_connection(stream: INetStream) -> bool:
     """Whether ``stream`` arrived over a relayed connection."""
     return is_relayed(getattr(stream, "swarm_conn", None))
+
+
+def direct_remote(stream: INetStream) -> multiaddr.Multiaddr | None:
+    """Where the stream's connection comes from (``/ip4|ip6/…/tcp/…``); None
+    when it is relayed (that would be the relay) or unknown."""
+    conn = getattr(stream, "swarm_conn", None)
+    if conn is None or is_relayed(conn):
+        return None
+    with contextlib.suppress(Exception):
+        addresses = conn.get_transport_addresses()
+        if addresses:
+            return multiaddr.Multiaddr(str(addresses[0]).split("/p2p/")[0])
+    return None

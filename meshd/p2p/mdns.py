@@ -22,7 +22,6 @@ listens on loopback only, or only on public addresses, does not run mDNS.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -46,7 +45,8 @@ def service_type(network_id: str) -> str:
 
 
 def lan_ips(addresses: list[str]) -> list[str]:
-    """The private LAN IPv4 addresses among the node's advertised ones."""
+    """The private LAN IPv4 addresses among ``addresses`` (the node's own to
+    announce on, or those another node announced)."""
     found = []
     for address in addresses:
         ip = ip_of(address)
@@ -161,12 +161,8 @@ class LanDiscovery:
         if found is None:
             return
         peer_id, addrs = found
-        usable = [a for a in addrs if _on_a_lan(a)]
+        usable = [a for a in addrs if lan_ips([a])]
         if usable:
             log.debug("mDNS found a member", extra={"peer_id": peer_id, "addrs": usable})
             self._on_found(peer_id, usable)
 
-
-def _on_a_lan(address: str) -> bool:
-    ip = ip_of(address)
-    return ip is not None and isinstance(ip, ipaddress.IPv4Address) and is_private(ip)

@@ -30,7 +30,7 @@ from libp2p.rcmgr import Direction
 
 from mesh.wire.v1 import wire_pb2
 from meshd import errors
-from meshd.p2p.circuit import is_relayed
+from meshd.p2p.circuit import direct_remote
 from meshd.p2p.framing import FrameError, read_frame, write_frame
 from meshd.p2p.upstream.first_contact import dial_unknown
 
@@ -389,14 +389,14 @@ class Membership:
         hello = wire_pb2.Hello()
         hello.CopyFrom(self._hello)
         hello.refused = self._refusal(peer_id) or ""
-        remote = _direct_remote(stream)
+        remote = direct_remote(stream)
         if remote is not None:
             hello.observed_addr = remote.to_bytes()
         return hello.SerializeToString()
 
     def _note_observed(self, peer_id: str, hello: wire_pb2.Hello, stream: INetStream) -> None:
         """Remember the IP a peer sees us at (from a direct connection only)."""
-        if not hello.observed_addr or _direct_remote(stream) is None:
+        if not hello.observed_addr or direct_remote(stream) is None:
             return
         with contextlib.suppress(Exception):
             address = str(multiaddr.Multiaddr(hello.observed_addr))
@@ -487,18 +487,6 @@ class MembershipCounters:
     streams_opened: int = 0
     streams_closed: int = 0
     protocol_errors: int = 0  # a service's handler failed on a peer's stream
-
-
-def _direct_remote(stream: INetStream) -> multiaddr.Multiaddr | None:
-    """The remote address of the stream's connection; None when relayed or unknown."""
-    conn = getattr(stream, "swarm_conn", None)
-    if conn is None or is_relayed(conn):
-        return None
-    with contextlib.suppress(Exception):
-        addresses = conn.get_transport_addresses()
-        if addresses:
-            return multiaddr.Multiaddr(str(addresses[0]).split("/p2p/")[0])
-    return None
 
 
 def _direction(conn: INetConn) -> str:
