@@ -1,5 +1,11 @@
 """The p2p layer: the only package of Mesh that imports libp2p."""
 
+from meshd.p2p.upstream import autotls_standin
+
+# Before anything below imports libp2p: py-libp2p's AutoTLS client is 10 MiB
+# of RSS per daemon that meshd never runs (upstream/autotls_standin.py).
+autotls_standin.install()
+
 
 def import_libp2p() -> None:
     """Import py-libp2p now.
