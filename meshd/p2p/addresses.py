@@ -21,14 +21,22 @@ Addresses go to peers that may not be able to use them. :func:`usable_by`
 says which a peer can: a loopback address only on the same machine, a private
 one (RFC 1918, CGNAT, ULA) only from a private or loopback address, never an
 unspecified one. The peer book keeps, and peer exchange sends, only those.
+What the node says of itself follows the same rule: while it answers a peer
+(the handler of a stream on a direct connection runs :func:`shown_to` the
+peer's IP, meshd/p2p/upstream/protocol_table.py), :func:`for_the_viewer` trims its
+advertised addresses, so identify and the signed peer record in it show a
+peer on the internet no LAN or loopback address. The node's own reads
+(``meshctl status``, its AutoNAT and relay requests) see every address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import TypeAlias
 
 import ifaddr
@@ -95,6 +103,30 @@ def usable_by(address: str, viewer: IPAddress | None) -> bool:
     if is_private(ip):
         return viewer is None or viewer.is_loopback or is_private(viewer)
     return True
+
+
+# The IP of the peer being answered in this task. Unset: no one in
+# particular (the node itself, or a peer behind a relay, which may be anywhere).
+_VIEWER: ContextVar[IPAddress] = ContextVar("mesh_address_viewer")
+
+
+@contextlib.contextmanager
+def shown_to(viewer: IPAddress) -> Iterator[None]:
+    """Within this block, :func:`for_the_viewer` trims addresses for ``viewer``."""
+    token = _VIEWER.set(viewer)
+    try:
+        yield
+    finally:
+        _VIEWER.reset(token)
+
+
+def for_the_viewer(addresses: Iterable[str]) -> list[str]:
+    """``addresses`` the peer being answered can use; all when no one is."""
+    try:
+        viewer = _VIEWER.get()
+    except LookupError:
+        return list(addresses)
+    return [a for a in addresses if usable_by(a, viewer)]
 
 
 class AddressPolicy:

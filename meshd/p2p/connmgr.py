@@ -39,9 +39,8 @@ from mesh.wire.v1 import wire_pb2
 from meshcore.addresses import AddressError, parse_peer_address
 from meshd import errors
 from meshd.p2p import peerbook
-from meshd.p2p.addresses import IPAddress, ip_of, usable_by
+from meshd.p2p.addresses import usable_by
 from meshd.p2p.host import P2PHost
-from meshd.p2p.membership import PeerRecord
 from meshd.p2p.peerbook import BACKOFF_MAX, KnownPeer, PeerBook
 
 log = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ class ConnectionManager:
         records = self._host.membership.peers()
         now_wall = time.time()
         for record in records:
-            viewer = _seen_at(record)
+            viewer = record.seen_at()
             self._book.learn(record.peer_id, [a for a in self._host.member_addrs(record.peer_id)
                                               if usable_by(a, viewer)], now_wall)
         return {p.peer_id for p in records}
@@ -285,7 +284,7 @@ class ConnectionManager:
         # Only addresses the requester can dial: no loopback to another machine,
         # no private address to a peer that came from a public one.
         asker = self._host.membership.record(peer_id)
-        viewer = _seen_at(asker) if asker is not None else None
+        viewer = asker.seen_at() if asker is not None else None
         answer = []
         for known in self._book.sample(wanted + 1, self._rng):
             addrs = [a for a in known.addrs if usable_by(a, viewer)]
@@ -319,6 +318,3 @@ def _network_of(address: str) -> str:
     return parts[2] if len(parts) > 2 else address
 
 
-def _seen_at(record: PeerRecord) -> IPAddress | None:
-    """The IP a member's connection comes from, as this node sees it."""
-    return ip_of(record.addrs[0]) if record.addrs else None

@@ -30,6 +30,7 @@ from libp2p.rcmgr import Direction
 
 from mesh.wire.v1 import wire_pb2
 from meshd import errors
+from meshd.p2p.addresses import IPAddress, ip_of
 from meshd.p2p.circuit import direct_remote
 from meshd.p2p.framing import FrameError, read_frame, write_frame
 from meshd.p2p.upstream.first_contact import dial_unknown
@@ -80,6 +81,12 @@ class PeerRecord:
     direction: str  # "inbound" or "outbound"
     connected_at: dt.datetime
     agent: str
+
+    def seen_at(self) -> IPAddress | None:
+        """The IP its connection comes from; None when that is a relay's."""
+        if not self.addrs or "/p2p-circuit" in self.addrs[0]:
+            return None
+        return ip_of(self.addrs[0])
 
 
 class Membership:

@@ -33,14 +33,14 @@ import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.connection_types import ConnectionType
-from libp2p.identity.identify_push.identify_push import push_identify_to_peers
+from libp2p.identity.identify_push.identify_push import push_identify_to_peer
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.exceptions import SwarmException
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from meshd.p2p.addresses import AddressPolicy
+from meshd.p2p.addresses import AddressPolicy, shown_to
 from meshd.p2p.circuit import (
     HOP_PROTOCOL,
     STOP_PROTOCOL,
@@ -53,7 +53,7 @@ from meshd.p2p.circuit import (
     read_message,
     write_message,
 )
-from meshd.p2p.membership import Membership
+from meshd.p2p.membership import Membership, PeerRecord
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class RelayClient:
     def _publish(self) -> None:
         self._policy.relay_through([a for held in self._held.values() for a in held.addrs])
         self._on_change()
-        members = {ID.from_base58(p.peer_id) for p in self._membership.peers()}
+        members = self._membership.peers()
         if self._nursery is not None and members:
             self._nursery.start_soon(_push_identify, self._host, members)
 
@@ -350,7 +350,15 @@ async def _stop_answer(stream: INetStream, status: Status.ValueType) -> None:
     await write_message(stream, StopMessage(type=StopMessage.STATUS, status=status))
 
 
-async def _push_identify(host: IHost, members: set[ID]) -> None:
-    """Tell the members our new addresses (identify push), best effort."""
+async def _push_identify(host: IHost, members: list[PeerRecord]) -> None:
+    """Tell the members our new addresses (identify push), each those it can
+    use (addresses.shown_to), best effort."""
+    async def push(member: PeerRecord) -> None:
+        viewer = member.seen_at()
+        with shown_to(viewer) if viewer is not None else contextlib.nullcontext():
+            await push_identify_to_peer(host, ID.from_base58(member.peer_id))
+
     with trio.move_on_after(MESSAGE_TIMEOUT), contextlib.suppress(Exception):
-        await push_identify_to_peers(host, members)
+        async with trio.open_nursery() as nursery:
+            for member in members:
+                nursery.start_soon(push, member)

@@ -68,3 +68,80 @@ def test_a_peer_gets_only_addresses_it_can_dial(address: str, viewer: str | None
                                                 usable: bool) -> None:
     seen = ipaddress.ip_address(viewer) if viewer else None
     assert usable_by(address, seen) is usable
+
+
+PEER = "12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS"
+RELAY = "12D3KooWRR5eKAzy45xvZeJXJUZtZxocBkzoa7HodmPyNrDRt8eY"
+
+
+class _Host:
+    """What advertised.install and protocol_table.install touch of a host."""
+
+    def __init__(self, listeners: list[str]) -> None:
+        self._listeners = [multiaddr.Multiaddr(a) for a in listeners]
+        self.mux = type("Mux", (), {"handlers": {}})()
+
+    def get_id(self) -> str:
+        return PEER
+
+    def get_transport_addrs(self) -> list[multiaddr.Multiaddr]:
+        return self._listeners
+
+    def get_mux(self) -> object:
+        return self.mux
+
+
+class _Stream:
+    def __init__(self, remote: str) -> None:
+        conn = type("Conn", (), {"get_transport_addresses": lambda _self: [remote]})()
+        self.swarm_conn = conn
+
+
+def _answering_host() -> tuple[_Host, list[list[str]]]:
+    """A host on a LAN address and a public one, relayed too, whose one
+    protocol handler records the addresses it would tell the peer."""
+    from meshd.p2p.upstream import advertised, protocol_table
+
+    host = _Host(["/ip4/0.0.0.0/tcp/4001"])
+    own = policy()
+    own.relay_through([f"/ip4/8.8.4.4/tcp/4001/p2p/{RELAY}/p2p-circuit"])
+    advertised.install(host, own)  # type: ignore[arg-type]
+    told: list[list[str]] = []
+
+    async def handler(stream: object) -> None:
+        told.append([str(a) for a in host.get_addrs()])  # type: ignore[attr-defined]
+
+    host.mux.handlers["/test/1"] = handler  # type: ignore[attr-defined]
+    protocol_table.install(host)  # type: ignore[arg-type]
+    return host, told
+
+
+@pytest.mark.parametrize(("remote", "expected_ips"), [
+    ("/ip4/203.0.114.9/tcp/5555", ["8.8.8.8", "8.8.4.4"]),             # on the internet
+    ("/ip4/192.168.1.20/tcp/5555", ["8.8.8.8", "192.168.1.10", "8.8.4.4"]),  # on the LAN
+    ("/ip4/127.0.0.1/tcp/5555", ["8.8.8.8", "192.168.1.10", "8.8.4.4"]),     # this machine
+    (f"/ip4/8.8.4.4/tcp/4001/p2p/{RELAY}/p2p-circuit",                  # relayed: anywhere
+     ["8.8.8.8", "192.168.1.10", "8.8.4.4"]),
+])
+def test_a_node_tells_a_peer_only_the_addresses_it_can_use(remote: str,
+                                                           expected_ips: list[str]) -> None:
+    import trio
+
+    host, told = _answering_host()
+    trio.run(host.mux.handlers["/test/1"], _Stream(remote))  # type: ignore[attr-defined]
+    assert [a.split("/")[2] for a in told[0]] == expected_ips
+    assert all(a.startswith("/ip4/") and f"/p2p/{PEER}" in a for a in told[0])
+    # The node itself, outside any answer, sees every address.
+    assert len(host.get_addrs()) == 3  # type: ignore[attr-defined]
+
+
+def test_the_viewer_ends_with_the_answer() -> None:
+    from meshd.p2p.addresses import for_the_viewer, shown_to
+
+    addrs = ["/ip4/192.168.1.10/tcp/1", "/ip4/8.8.8.8/tcp/1", "/ip4/127.0.0.1/tcp/1"]
+    with shown_to(ipaddress.ip_address("9.9.9.9")):
+        assert for_the_viewer(addrs) == ["/ip4/8.8.8.8/tcp/1"]
+        with shown_to(ipaddress.ip_address("10.0.0.2")):
+            assert for_the_viewer(addrs) == addrs[:2]
+        assert for_the_viewer(addrs) == ["/ip4/8.8.8.8/tcp/1"]
+    assert for_the_viewer(addrs) == addrs

@@ -11,7 +11,8 @@ observed addresses identify reports before anything confirms them; meshd's
 AutoNAT confirms addresses first (meshd/p2p/autonat.py). So this host's
 ``get_addrs`` (which identify, signed peer records, the DHT and
 ``meshctl status`` read) is the address policy applied to the transports'
-listen addresses, with ``/p2p/<us>`` appended only where it is not the end.
+listen addresses, with ``/p2p/<us>`` appended only where it is not the end,
+and trimmed for the peer being answered, if any (``addresses.for_the_viewer``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import multiaddr
 from libp2p.abc import IHost
 
-from meshd.p2p.addresses import AddressPolicy
+from meshd.p2p.addresses import AddressPolicy, for_the_viewer
 
 
 def install(host: IHost, policy: AddressPolicy) -> None:
@@ -28,6 +29,6 @@ def install(host: IHost, policy: AddressPolicy) -> None:
     def get_addrs() -> list[multiaddr.Multiaddr]:
         listeners = (str(a) for a in host.get_transport_addrs())
         return [multiaddr.Multiaddr(a if a.endswith(own) else a + own)
-                for a in policy.advertised(listeners)]
+                for a in for_the_viewer(policy.advertised(listeners))]
 
     setattr(host, "get_addrs", get_addrs)  # noqa: B010

@@ -6,6 +6,11 @@ network: incoming streams are served only once the peer is admitted (waiting
 for a handshake in progress), and protocol IDs can be renamed (the DHT's
 ``/ipfs/kad/1.0.0`` → ``/mesh/<net>/kad/1.0.0``, docs/py-libp2p.md#trap-2).
 
+Each peer's addresses it reads from the peerstore are trimmed for the peer
+being answered, if any (``addresses.for_the_viewer``): the DHT's answers give
+a peer on the internet no one's LAN or loopback addresses. (The signed peer
+records beside them are each peer's own and cannot be trimmed.)
+
 It also contains the services' failures. In py-libp2p 0.8.1 an exception
 raised by a stream handler is not caught: it leaves
 ``SwarmConn._handle_muxed_stream`` through the swarm's task group and ends the
@@ -29,6 +34,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from meshd import errors
+from meshd.p2p.addresses import for_the_viewer
 from meshd.p2p.membership import Membership
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,9 @@ class MembersOnlyHost:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._host, name)
+
+    def get_peerstore(self) -> Any:
+        return _AddressesForTheViewer(self._host.get_peerstore())
 
     def _map(self, protocol: TProtocol) -> TProtocol:
         return self._rename.get(protocol, protocol)
@@ -88,3 +97,18 @@ class MembersOnlyHost:
 
     def remove_stream_handler(self, protocol_id: TProtocol) -> None:
         self._host.remove_stream_handler(self._map(protocol_id))
+
+
+class _AddressesForTheViewer:
+    """The host's peerstore, each peer's addresses trimmed for the peer being answered."""
+
+    def __init__(self, peerstore: Any) -> None:
+        self._peerstore = peerstore
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._peerstore, name)
+
+    def addrs(self, peer_id: ID) -> list[Any]:
+        found = self._peerstore.addrs(peer_id)
+        usable = set(for_the_viewer(str(a) for a in found))
+        return [a for a in found if str(a) in usable]
