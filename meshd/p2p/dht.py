@@ -17,7 +17,15 @@ tests/integration/test_dht.py):
   (identify): meshd adds each admitted peer, retrying briefly. The routing
   table's own server-mode check looks for ``/ipfs/kad`` in identify's protocol
   list, which a namespaced peer never has; admission is our check, so it is
-  skipped.
+  skipped;
+* docs/py-libp2p.md#found-random-walk-every-two-minutes: the random walk that
+  keeps the routing table fresh runs every 120 s on every node, and each walk
+  connects to peers outside the node's degree (gossipsub takes each one on as
+  a peer, the connection manager prunes them 30 s later). On 30 daemons
+  started together that was a burst of ~140 connections every two minutes,
+  both cores saturated and the gossip p99 tripled. meshd walks every
+  RANDOM_WALK_INTERVAL (Kubo refreshes its routing table every 10 min), each
+  node at its own jittered pace.
 
 py-libp2p reports no hop count. ``get`` measures one (see ``LookupTrace``)
 through a subclass of ``KadDHT`` whose peer routing and value store note, for
@@ -31,6 +39,7 @@ import collections
 import contextlib
 import contextvars
 import logging
+import random
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +63,7 @@ log = logging.getLogger(__name__)
 ADD_PEER_ATTEMPTS = 20
 ADD_PEER_BACKOFF = (0.05, 1.0)  # first delay, longest delay (doubling)
 QUERY_TIMEOUT = 30.0
+RANDOM_WALK_INTERVAL = 600.0  # seconds, +-20 % per node (upstream: 120 s for all)
 MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 64 * 1024
 MAX_PROVIDERS = 100
@@ -327,6 +337,9 @@ async def open_dht(host: IHost, membership: Membership, network_id: str,
     view = MembersOnlyHost(host, membership,
                            rename={UPSTREAM_KAD_PROTOCOL: protocol_id(network_id, "kad")})
     kad = _TracedKadDHT(view, DHTMode.SERVER, enable_random_walk=True)  # type: ignore[arg-type]
+    if kad.rt_refresh_manager is not None:  # read by its periodic task (see the docstring)
+        kad.rt_refresh_manager.refresh_interval = \
+            RANDOM_WALK_INTERVAL * random.uniform(0.8, 1.2)
     dht = Dht(kad, host, on_change)
     async with trio.open_nursery() as nursery, background_trio_service(kad):
         with membership.admission_listener(
