@@ -1,11 +1,11 @@
 # Mesh: two commands on a fresh clone.
-#   make run    set up, then run a single-node development network (Ctrl-C stops it)
+#   make run    set up, then run a local 4-node network that mints (Ctrl-C stops it)
 #   make test   set up, then check the generated stubs, lint, type-check and run every test
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEV_DIR := .mesh/dev
+DEV_DIR := .mesh/testnet
 
 .PHONY: setup run test soak chaos proto proto-check lint unit integration e2e bench clean
 

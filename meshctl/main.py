@@ -20,6 +20,7 @@ from meshctl import (
     pubsub,
     rewards,
     tasks,
+    testnet,
     token,
 )
 from meshctl.client import DEFAULT_TIMEOUT, MeshClient, Target
@@ -92,6 +93,7 @@ cli.add_command(dht.dht)
 cli.add_command(pubsub.pubsub)
 cli.add_command(plugins.plugins)
 cli.add_command(tasks.tasks)
+cli.add_command(testnet.testnet)
 cli.add_command(storage_commands)
 cli.add_command(completion.completion)
 

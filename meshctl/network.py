@@ -92,31 +92,19 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     try:
-        split = genesis_doc.parse_split(token_distribution)
-        data: dict[str, Any] = genesis_doc.to_dict(Genesis(
+        genesis = build_genesis(Genesis(
             name=name, genesis_time=moment,
             token=Token(token_name, token_symbol, token_decimals),
-            rewards=RewardPolicy(epoch_seconds, emission, split),
+            rewards=RewardPolicy(epoch_seconds, emission,
+                                 genesis_doc.parse_split(token_distribution)),
             governance=GovernanceParams(quorum, threshold, veto, voting_period, proposal_stake),
             plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
             validators=tuple(_validator(v) for v in validators),
-            bootstrap=bootstrap_addrs, bootstrap_port=bootstrap_port))
-        data["token"]["allocations"] = [
-            {"account": a.account, "amount": a.amount} for a in map(_allocation, allocations)]
-        if community_pool:
-            data["token"]["community_pool"] = community_pool
-        genesis = genesis_doc.from_dict(data)  # validates every field
+            bootstrap=bootstrap_addrs, bootstrap_port=bootstrap_port),
+            tuple(map(_allocation, allocations)), community_pool)
     except GenesisError as exc:
         fail(f"invalid {_option_for(exc.field)}: {exc}", EXIT_INVALID)
-    path = out / GENESIS_FILE
-    if path.exists() and not force:
-        fail(f"{path} exists; pass --force to overwrite it or --out for another directory",
-             EXIT_INVALID)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(genesis_doc.dumps(genesis), encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror}")
+    path = write_genesis(genesis, out, force)
     result = {"network_id": genesis.network_id, "name": genesis.name, "genesis": str(path)}
     emit(result, as_json, lambda r: fields([("Network ID", r["network_id"]),
                                             ("Genesis", r["genesis"])])
@@ -175,6 +163,36 @@ def _human_genesis(result: dict[str, Any]) -> str:
         rows.append(("Connected peers", result["peer_count"]))
         rows.append(("DHT routing table", f"{result['routing_table_size']} peers"))
     return fields(rows)
+
+
+def build_genesis(draft: Genesis, allocations: tuple[Allocation, ...] = (),
+                  community_pool: int = 0) -> Genesis:
+    """``draft`` with its allocations and community pool, every field validated.
+
+    Raises:
+        GenesisError: a field is invalid (``exc.field`` names it).
+    """
+    data: dict[str, Any] = genesis_doc.to_dict(draft)
+    data["token"]["allocations"] = [{"account": a.account, "amount": a.amount}
+                                    for a in allocations]
+    if community_pool:
+        data["token"]["community_pool"] = community_pool
+    return genesis_doc.from_dict(data)
+
+
+def write_genesis(genesis: Genesis, out: Path, force: bool) -> Path:
+    """Write ``genesis`` as ``out``/genesis.toml (not over an existing one unless
+    ``force``); its path. Exits with a message when it cannot."""
+    path = out / GENESIS_FILE
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it or --out for another directory",
+             EXIT_INVALID)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(genesis_doc.dumps(genesis), encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+    return path
 
 
 def _validator(text: str) -> Validator:

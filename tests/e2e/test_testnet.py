@@ -1,0 +1,87 @@
+"""meshctl testnet: a local network that mints, started, restarted and stopped by one command."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from meshd.testing import eventually_blocking
+from tests.e2e.harness import meshctl
+
+
+def _status(directory: Path) -> dict[str, Any]:
+    result = meshctl("--json", "testnet", "status", "--dir", str(directory), check=False)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def test_a_testnet_mints_within_a_minute_restarts_with_its_data_and_stops(
+        tmp_path: Path) -> None:
+    directory = tmp_path / "testnet"
+    up = meshctl("--json", "testnet", "up", "-n", "4", "--dir", str(directory),
+                 "--epoch-seconds", "5", timeout=90)
+    started = json.loads(up.stdout)
+    assert len(started["nodes"]) == 4
+    pids = [n["pid"] for n in started["nodes"]]
+    try:
+        # A second `up` while it runs is refused, saying how to stop it.
+        again = meshctl("testnet", "up", "--dir", str(directory), check=False)
+        assert again.returncode == 2 and "testnet down" in again.stderr
+
+        data = eventually_blocking(
+            lambda: _status(directory),
+            lambda d: all(int(n.get("minted_total", "0")) > 0 for n in d["nodes"]),
+            timeout=60, what="every node to see rewards minted")
+        assert all(n["running"] and n["peer_count"] >= 1 for n in data["nodes"])
+        # Every node is a validator with tokens: the genesis says so.
+        genesis = json.loads(meshctl("--json", "network", "inspect",
+                                     started["genesis"]).stdout)
+        assert sorted(v["peer_id"] for v in genesis["genesis"]["validators"]) == \
+            sorted(n["peer_id"] for n in started["nodes"])
+        epoch_before = min(n["final_epoch"] for n in data["nodes"])
+    finally:
+        down = json.loads(meshctl("--json", "testnet", "down", "--dir", str(directory),
+                                  timeout=60).stdout)
+    assert down["stopped"] == {f"node-{i}": "exited" for i in range(4)}
+    assert not any(_running(pid) for pid in pids)
+    assert _status(directory)["nodes"][0]["running"] is False
+
+    # `up` again: the same network, its ledger kept, settling on.
+    restarted = json.loads(meshctl("--json", "testnet", "up", "-n", "4", "--dir",
+                                   str(directory), "--epoch-seconds", "5", timeout=90).stdout)
+    try:
+        assert restarted["network_id"] == started["network_id"]
+
+        eventually_blocking(
+            lambda: _status(directory)["nodes"],
+            lambda nodes: min(n.get("final_epoch", -1) for n in nodes) > epoch_before,
+            timeout=60, what="epochs to settle on after the restart")
+    finally:
+        meshctl("testnet", "down", "--dir", str(directory), "--purge", timeout=60)
+    assert not directory.exists()
+
+
+def test_testnet_commands_explain_bad_input(tmp_path: Path) -> None:
+    missing = meshctl("testnet", "status", "--dir", str(tmp_path / "none"), check=False)
+    assert missing.returncode == 2 and "testnet up" in missing.stderr
+    too_many = meshctl("testnet", "up", "-n", "51", "--dir", str(tmp_path / "t"), check=False)
+    assert too_many.returncode == 2 and "51" in too_many.stderr
+    assert meshctl("testnet", "down", "--dir", str(tmp_path / "none")).stdout.startswith(
+        "Nothing was running")
+    # A directory that holds something else is never deleted.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    refused = meshctl("testnet", "down", "--dir", str(other), "--purge", check=False)
+    assert refused.returncode == 2 and (other / "keep.txt").exists()
