@@ -48,7 +48,8 @@ _Stub = TypeVar("_Stub")
 
 def make_genesis(directory: Path, timeout: float, extra_args: Sequence[str] = ()) -> Path:
     """A network's genesis by ``meshctl network init`` in ``directory``; its path."""
-    subprocess.run([str(BIN / "meshctl"), "network", "init", "--name", "Bench",
+    subprocess.run([str(BIN / "meshctl"), "network", "init", "--allow-no-validators",
+                                          "--name", "Bench",
                     "--token-name", "Bench", "--token-symbol", "BEN", "--out", str(directory),
                     *extra_args], check=True, capture_output=True, timeout=timeout)
     return directory / "genesis.toml"

@@ -45,7 +45,8 @@ SHORT = {"python -c pass": "pass", "python -c 'import libp2p'": "libp2p"}  # col
 
 
 def make_genesis(directory: Path) -> Path:
-    subprocess.run([str(BIN / "meshctl"), "network", "init", "--name", "Bench",
+    subprocess.run([str(BIN / "meshctl"), "network", "init", "--allow-no-validators",
+                                          "--name", "Bench",
                     "--token-name", "Bench", "--token-symbol", "BEN", "--out", str(directory)],
                    check=True, capture_output=True, timeout=TIMEOUT)
     return directory / "genesis.toml"

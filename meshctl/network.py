@@ -19,8 +19,10 @@ from meshcore.genesis import (
     Token,
     Validator,
 )
+from meshcore.paths import default_data_dir
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_INVALID, fail, json_option, with_client
+from meshctl.local import LocalError, node_identity
 from meshctl.output import emit, fields
 
 GENESIS_FILE = "genesis.toml"
@@ -73,6 +75,20 @@ def network() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help=f"Directory to write {GENESIS_FILE} into.")
 @click.option("--force", is_flag=True, help=f"Overwrite an existing {GENESIS_FILE}.")
+@click.option("--founder/--no-founder", default=True, show_default=True,
+              help="Without --validator: make this machine's node (its identity in "
+                   "--data-dir) the first validator and, without --allocate, give it "
+                   "--founder-allocation tokens.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The founder node's data directory (its identity key is created if "
+                   "missing). Default: meshd's, /var/lib/mesh for root, else "
+                   "~/.local/share/mesh.")
+@click.option("--founder-allocation", type=click.IntRange(min=1), default=1_000_000,
+              show_default=True, metavar="TOKENS",
+              help="Whole tokens allocated to the founder's node (times 10^decimals).")
+@click.option("--allow-no-validators", is_flag=True,
+              help="Write a genesis without validators. It never settles: no rewards, "
+                   "no stake, no governance; only the allocations are ever spendable.")
 @json_option
 def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
          token_distribution: str, plugins: tuple[str, ...], bootstrap_port: int,
@@ -80,14 +96,31 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
          allocations: tuple[str, ...], epoch_seconds: int, emission: int,
          community_pool: int, proposal_stake: int, voting_period: int, quorum: int,
          threshold: int, veto: int, genesis_time: dt.datetime | None, out: Path, force: bool,
-         as_json: bool) -> None:
+         founder: bool, data_dir: Path | None, founder_allocation: int,
+         allow_no_validators: bool, as_json: bool) -> None:
     """Create a network: write its genesis and print its Network ID.
+
+    Without --validator, this machine's node (meshd identity) becomes the first
+    validator and holds --founder-allocation tokens, so that epochs settle and
+    rewards are minted from the start; add the others' peer IDs with
+    --validator and --allocate (each runs `meshd identity`).
 
     \b
     meshctl network init --name StorageNet --token-name STORE --token-symbol STR \\
         --token-distribution uptime:40,tasks:40,governance:20 --plugin storage \\
         --bootstrap-port 8080
     """
+    founder_id = None
+    if not validators and founder and not allow_no_validators:
+        founder_id = _founder(data_dir or default_data_dir())
+        validators = (founder_id,)
+        if not allocations:
+            allocations = (f"{founder_id}:{founder_allocation * 10 ** token_decimals}",)
+    if not validators and not allow_no_validators:
+        fail("a network without validators never settles an epoch: no rewards are minted, "
+             "nothing can be staked, no proposal is ever decided. Name them with "
+             "--validator PEER_ID (each node's `meshd identity`), or pass "
+             "--allow-no-validators if that is what you want", EXIT_INVALID)
     moment = genesis_time or dt.datetime.now(dt.UTC)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
@@ -105,9 +138,13 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
     except GenesisError as exc:
         fail(f"invalid {_option_for(exc.field)}: {exc}", EXIT_INVALID)
     path = write_genesis(genesis, out, force)
-    result = {"network_id": genesis.network_id, "name": genesis.name, "genesis": str(path)}
+    result = {"network_id": genesis.network_id, "name": genesis.name, "genesis": str(path),
+              "founder": founder_id}
     emit(result, as_json, lambda r: fields([("Network ID", r["network_id"]),
-                                            ("Genesis", r["genesis"])])
+                                            ("Genesis", r["genesis"])]
+                                           + ([("Founder node", f"{r['founder']} (first "
+                                                "validator; meshd identity)")]
+                                              if r["founder"] else []))
          + f"\n\nStart a bootstrap node:  meshd bootstrap --genesis {path}"
          + f"\nJoin as a peer:          meshd run --genesis {path} --bootstrap <its address>")
 
@@ -163,6 +200,16 @@ def _human_genesis(result: dict[str, Any]) -> str:
         rows.append(("Connected peers", result["peer_count"]))
         rows.append(("DHT routing table", f"{result['routing_table_size']} peers"))
     return fields(rows)
+
+
+def _founder(data_dir: Path) -> str:
+    """The peer ID of this machine's node, whose data dir is ``data_dir``."""
+    try:
+        return node_identity(data_dir)
+    except LocalError as exc:
+        fail(f"cannot read this machine's node identity to make it the first validator "
+             f"({exc}). Pass --data-dir, or --validator PEER_ID, or --no-founder "
+             "--allow-no-validators", EXIT_INVALID)
 
 
 def build_genesis(draft: Genesis, allocations: tuple[Allocation, ...] = (),

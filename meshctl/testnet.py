@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from meshcore.genesis import (
 )
 from meshctl.client import ClientError, MeshClient, Target
 from meshctl.context import EXIT_INVALID, fail, json_option
+from meshctl.local import LocalError, finish_identity, meshd_binary, start_identity
 from meshctl.network import GENESIS_FILE, build_genesis, write_genesis
 from meshctl.output import emit
 
@@ -127,7 +127,10 @@ def up(count: int, directory: Path, plugins: tuple[str, ...], epoch_seconds: int
     meshctl testnet status
     meshctl testnet down
     """
-    meshd = _meshd_binary()
+    try:
+        meshd = meshd_binary()
+    except LocalError as exc:
+        fail(str(exc))
     state = TestnetState.load(directory)
     if state is not None:
         running = [n.name for n in state.nodes if _alive(n.pid)]
@@ -140,7 +143,7 @@ def up(count: int, directory: Path, plugins: tuple[str, ...], epoch_seconds: int
                            f"({len(state.nodes)} nodes); -n, --plugin and --epoch-seconds "
                            "apply to a new one (meshctl testnet down --purge first)")
     else:
-        state = _create(directory, count, plugins, epoch_seconds, meshd)
+        state = _create(directory, count, plugins, epoch_seconds)
     _start_all(state, directory, meshd)
     summary = _summary(state, directory)
     emit(summary, as_json, _human_summary)
@@ -182,14 +185,14 @@ def down(directory: Path, purge: bool, as_json: bool) -> None:
 
 # --- creating and starting ----------------------------------------------------------------
 
-def _create(directory: Path, count: int, plugins: tuple[str, ...], epoch_seconds: int,
-            meshd: str) -> TestnetState:
+def _create(directory: Path, count: int, plugins: tuple[str, ...],
+            epoch_seconds: int) -> TestnetState:
     if directory.exists() and (directory / GENESIS_FILE).exists():
         fail(f"{directory} has a genesis but no {STATE_FILE}: not a testnet directory; "
              "choose another --dir", EXIT_INVALID)
     _note(f"creating {count} node identities in {directory}")
     nodes = [_entry(directory, i) for i in range(count)]
-    for node, peer_id in zip(nodes, _identities(meshd, [Path(n.data_dir) for n in nodes]),
+    for node, peer_id in zip(nodes, _identities([Path(n.data_dir) for n in nodes]),
                              strict=True):
         node.peer_id = peer_id
     unit = 10 ** DECIMALS
@@ -219,19 +222,16 @@ def _entry(directory: Path, index: int) -> NodeEntry:
                      str(data_dir / "meshd.log"))
 
 
-def _identities(meshd: str, data_dirs: list[Path]) -> list[str]:
+def _identities(data_dirs: list[Path]) -> list[str]:
     """Each data dir's peer ID, its identity key created by ``meshd identity``."""
     width = max(2, (os.cpu_count() or 2) * 2)
     peer_ids: list[str] = []
-    for first in range(0, len(data_dirs), width):
-        batch = [subprocess.Popen([meshd, "identity", "--data-dir", str(d)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for d in data_dirs[first:first + width]]
-        for process in batch:
-            out, err = process.communicate(timeout=START_TIMEOUT)
-            if process.returncode != 0:
-                fail(f"meshd identity failed: {err.strip() or out.strip()}")
-            peer_ids.append(out.strip())
+    try:
+        for first in range(0, len(data_dirs), width):
+            batch = [start_identity(d) for d in data_dirs[first:first + width]]
+            peer_ids += [finish_identity(process) for process in batch]
+    except LocalError as exc:
+        fail(str(exc))
     return peer_ids
 
 
@@ -478,12 +478,3 @@ def _require(directory: Path) -> TestnetState:
         fail(f"no testnet in {directory}; start one: meshctl testnet up --dir {directory}",
              EXIT_INVALID)
     return state
-
-
-def _meshd_binary() -> str:
-    """meshd beside this Python (a venv), else on PATH."""
-    beside = Path(sys.executable).parent / "meshd"
-    found = str(beside) if beside.exists() else shutil.which("meshd")
-    if found is None:
-        fail("meshd is not installed beside meshctl nor on PATH")
-    return found

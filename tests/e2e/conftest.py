@@ -12,7 +12,8 @@ from tests.e2e.harness import LOOPBACK, Meshd, meshctl
 @pytest.fixture
 def genesis(tmp_path: Path) -> Path:
     """A genesis made the way a founder makes one."""
-    meshctl("network", "init", "--name", "StorageNet", "--token-name", "STORE",
+    meshctl("network", "init", "--allow-no-validators",
+            "--name", "StorageNet", "--token-name", "STORE",
             "--token-symbol", "STR", "--token-distribution", "uptime:40,tasks:40,governance:20",
             "--plugin", "storage", "--bootstrap-port", "8080", "--out", str(tmp_path / "net"))
     return tmp_path / "net" / "genesis.toml"

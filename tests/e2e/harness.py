@@ -368,7 +368,8 @@ def validator_genesis(workdir: Path, validators: Sequence[str], *, allocation: i
     start = dt.datetime.now(dt.UTC).replace(microsecond=0)
     args = [a for peer in ids for a in ("--allocate", f"{peer}:{allocation}",
                                         "--validator", peer)]
-    meshctl("network", "init", "--epoch-seconds", str(epoch_seconds), *options,
+    meshctl("network", "init", "--allow-no-validators",
+            "--epoch-seconds", str(epoch_seconds), *options,
             "--genesis-time", start.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
             "--out", str(workdir / "net"), *args)
     return workdir / "net" / "genesis.toml", start.timestamp()

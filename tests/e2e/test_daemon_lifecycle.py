@@ -75,7 +75,8 @@ def test_second_meshd_on_same_data_dir_is_refused(node: Callable[..., Meshd]) ->
 def test_another_network_on_the_data_dir_is_refused(node: Callable[..., Meshd],
                                                     tmp_path: Path) -> None:
     assert node().stop()[0] == 0
-    meshctl("network", "init", "--name", "Other", "--token-name", "O", "--token-symbol", "OT",
+    meshctl("network", "init", "--allow-no-validators",
+            "--name", "Other", "--token-name", "O", "--token-symbol", "OT",
             "--out", str(tmp_path / "other"))
     other = node("n1", genesis_file=tmp_path / "other" / "genesis.toml", start=False)
     other.start(wait=False)

@@ -31,7 +31,8 @@ def js_hash(node: Meshd) -> dict[str, object]:
 
 def test_the_javascript_plugin_serves_a_task_and_dies_with_its_meshd(
         node: Callable[..., Meshd], tmp_path: Path) -> None:
-    meshctl("network", "init", "--name", "HashNet", "--token-name", "H", "--token-symbol",
+    meshctl("network", "init", "--allow-no-validators",
+            "--name", "HashNet", "--token-name", "H", "--token-symbol",
             "HS", "--plugin", "js-hash>=1,<2", "--out", str(tmp_path / "hashnet"))
     genesis = tmp_path / "hashnet" / "genesis.toml"
     config = write_config(tmp_path / "meshd.toml")

@@ -23,7 +23,8 @@ def identity(data_dir: Path) -> str:
 def funded_genesis(tmp_path: Path, allocations: dict[str, int]) -> Path:
     allocate = [arg for peer, amount in allocations.items()
                 for arg in ("--allocate", f"{peer}:{amount}")]
-    meshctl("network", "init", "--name", "LedgerNet", "--token-name", "COIN",
+    meshctl("network", "init", "--allow-no-validators",
+            "--name", "LedgerNet", "--token-name", "COIN",
             "--token-symbol", "CN", "--out", str(tmp_path / "net"), *allocate)
     return tmp_path / "net" / "genesis.toml"
 

@@ -42,7 +42,8 @@ def test_bootstrap_node_and_joiner(node: Callable[..., Meshd], network_id: str) 
 def test_bootstrap_defaults_to_the_genesis_port(node: Callable[..., Meshd],
                                                 tmp_path: Path) -> None:
     port = free_port()
-    meshctl("network", "init", "--name", "PortNet", "--token-name", "P", "--token-symbol", "PN",
+    meshctl("network", "init", "--allow-no-validators",
+            "--name", "PortNet", "--token-name", "P", "--token-symbol", "PN",
             "--bootstrap-port", str(port), "--out", str(tmp_path / "portnet"))
     # Given through the environment, not --genesis: the port must still come from it.
     boot = node("boot", genesis_file=None, command="bootstrap", loopback=False,

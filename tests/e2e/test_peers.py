@@ -36,7 +36,8 @@ def test_connect_list_ping_disconnect(node: Callable[..., Meshd]) -> None:
 
 def test_a_node_of_another_network_is_refused(node: Callable[..., Meshd],
                                                tmp_path: Path) -> None:
-    meshctl("network", "init", "--name", "Other", "--token-name", "O", "--token-symbol", "OT",
+    meshctl("network", "init", "--allow-no-validators",
+            "--name", "Other", "--token-name", "O", "--token-symbol", "OT",
             "--out", str(tmp_path / "other"))
     ours = node("ours")
     foreign = node("foreign", genesis_file=tmp_path / "other" / "genesis.toml")

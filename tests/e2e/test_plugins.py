@@ -32,7 +32,8 @@ def test_the_required_storage_plugin_runs_and_is_listed(node: Callable[..., Mesh
 
 def test_a_node_missing_a_required_plugin_refuses_to_start(
         node: Callable[..., Meshd], tmp_path: Path) -> None:
-    meshctl("network", "init", "--name", "NeedsMore", "--token-name", "N", "--token-symbol",
+    meshctl("network", "init", "--allow-no-validators",
+            "--name", "NeedsMore", "--token-name", "N", "--token-symbol",
             "NM", "--plugin", "storage>=1.0", "--plugin", "vision>=2", "--out",
             str(tmp_path / "needs"))
     n1 = node("n1", genesis_file=tmp_path / "needs" / "genesis.toml", start=False)
@@ -45,7 +46,8 @@ def test_a_node_missing_a_required_plugin_refuses_to_start(
 
 def test_a_plugin_out_of_the_genesis_range_refuses_to_start(
         node: Callable[..., Meshd], tmp_path: Path) -> None:
-    meshctl("network", "init", "--name", "NewStore", "--token-name", "N", "--token-symbol",
+    meshctl("network", "init", "--allow-no-validators",
+            "--name", "NewStore", "--token-name", "N", "--token-symbol",
             "NS", "--plugin", "storage>=2", "--out", str(tmp_path / "new"))
     n1 = node("n1", genesis_file=tmp_path / "new" / "genesis.toml", start=False)
     n1.start(wait=False)

@@ -83,7 +83,7 @@ def test_version_mismatch_warns_once(capsys: object) -> None:
 def test_init_and_inspect(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, [
-        "network", "init", "--name", "StorageNet", "--token-name", "STORE",
+        "network", "init", "--allow-no-validators", "--name", "StorageNet", "--token-name", "STORE",
         "--token-symbol", "STR", "--token-distribution", "uptime:40,tasks:40,governance:20",
         "--plugin", "storage", "--bootstrap-port", "8080", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
@@ -95,13 +95,15 @@ def test_init_and_inspect(tmp_path: Path) -> None:
     assert shown["genesis"]["bootstrap_port"] == 8080
     assert shown["genesis"]["plugins"] == [{"name": "storage", "version": ""}]
     # no silent overwrite
-    again = runner.invoke(cli, ["network", "init", "--name", "X", "--token-name", "X",
+    again = runner.invoke(cli, ["network", "init", "--allow-no-validators",
+                                "--name", "X", "--token-name", "X",
                                 "--token-symbol", "XX", "--out", str(tmp_path)])
     assert again.exit_code == 2 and "--force" in again.output
 
 
 def test_init_refuses_bad_values_naming_the_option(tmp_path: Path) -> None:
-    base = ["network", "init", "--name", "N", "--token-name", "T", "--out", str(tmp_path)]
+    base = ["network", "init", "--allow-no-validators",
+            "--name", "N", "--token-name", "T", "--out", str(tmp_path)]
     cases = [
         (["--token-symbol", "ab"], "--token-symbol"),
         (["--token-symbol", "AB", "--token-distribution", "uptime:50,tasks:60"],
@@ -116,7 +118,8 @@ def test_init_refuses_bad_values_naming_the_option(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, base + extra)
         assert result.exit_code == 2, (extra, result.output)
         assert option in result.output, (extra, result.output)
-    empty = CliRunner().invoke(cli, ["network", "init", "--name", "", "--token-name", "T",
+    empty = CliRunner().invoke(cli, ["network", "init", "--allow-no-validators",
+                                     "--name", "", "--token-name", "T",
                                      "--token-symbol", "AB", "--out", str(tmp_path)])
     assert empty.exit_code == 2 and "--name" in empty.output
     assert not (tmp_path / "genesis.toml").exists()
@@ -145,3 +148,43 @@ def test_epochs_are_checked_before_calling_meshd(tmp_path: Path) -> None:
                  ["rewards", "explain", "x"], ["rewards", "explain"]):
         result = CliRunner().invoke(cli, ["--socket", socket_path, *args])
         assert result.exit_code == 2, (args, result.output)
+
+
+INIT = ["network", "init", "--name", "N", "--token-name", "T", "--token-symbol", "TT"]
+
+
+def test_init_refuses_a_network_that_can_never_settle(tmp_path: Path) -> None:
+    refused = CliRunner().invoke(cli, [*INIT, "--no-founder", "--out", str(tmp_path)])
+    assert refused.exit_code == 2
+    assert "never settles" in refused.output and "--allow-no-validators" in refused.output
+    assert not (tmp_path / "genesis.toml").exists()
+    allowed = CliRunner().invoke(cli, [*INIT, "--no-founder", "--allow-no-validators",
+                                       "--out", str(tmp_path), "--json"])
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.output)["founder"] is None
+
+
+def test_init_makes_the_founders_node_the_first_validator_with_tokens(tmp_path: Path) -> None:
+    from meshctl.local import node_identity
+
+    node_dir = tmp_path / "node"
+    created = CliRunner().invoke(cli, [*INIT, "--token-decimals", "2", "--founder-allocation",
+                                       "500", "--data-dir", str(node_dir),
+                                       "--out", str(tmp_path / "net"), "--json"])
+    assert created.exit_code == 0, created.output
+    founder = json.loads(created.output)["founder"]
+    assert founder == node_identity(node_dir)  # the key it created, read again
+    shown = json.loads(CliRunner().invoke(
+        cli, ["network", "inspect", str(tmp_path / "net" / "genesis.toml"), "--json"]).output)
+    assert shown["genesis"]["validators"] == [{"peer_id": founder, "weight": 1}]
+    assert shown["genesis"]["token"]["allocations"] == [{"account": founder, "amount": 50_000}]
+
+
+def test_init_with_validators_leaves_the_founders_node_alone(tmp_path: Path) -> None:
+    validator = "12D3KooWKCWSgyLv9QfiTbHNxqgmdaoEQwKdf5snKrvxQL9rTBVS"
+    created = CliRunner().invoke(cli, [*INIT, "--validator", validator,
+                                       "--data-dir", str(tmp_path / "node"),
+                                       "--out", str(tmp_path), "--json"])
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.output)["founder"] is None
+    assert not (tmp_path / "node").exists()
