@@ -35,6 +35,7 @@ from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_
 from meshd.api.dht_servicer import DhtServicer
 from meshd.api.governance_servicer import GovernanceServicer
 from meshd.api.ledger_servicer import LedgerServicer
+from meshd.api.malformed import MalformedRequestInterceptor
 from meshd.api.network_servicer import NetworkServicer
 from meshd.api.node_servicer import NodeServicer
 from meshd.api.peers_servicer import PeersServicer
@@ -158,13 +159,16 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
             await health_servicer.enter_graceful_shutdown()
             await asyncio.gather(*(s.stop(SHUTDOWN_GRACE) for s in servers))
 
-        unix = new_server([])
+        # Bytes that are not the method's request message: INVALID_ARGUMENT and
+        # one rate-limited log line, not a traceback each (meshd/api/malformed.py).
+        malformed = MalformedRequestInterceptor()
+        unix = new_server([malformed])
         _bind(unix.add_insecure_port, f"unix:{socket_path}", "API socket")
         await unix.start()
         os.chmod(socket_path, 0o600)
         tcp_port = None
         if credentials is not None and interceptor is not None:
-            tcp = new_server([interceptor])
+            tcp = new_server([interceptor, malformed])
             tcp_port = _bind(lambda a: tcp.add_secure_port(a, credentials),
                              config.api.tcp_listen, "API TCP listener")
             await tcp.start()

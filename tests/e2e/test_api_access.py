@@ -106,3 +106,36 @@ def test_health_and_reflection_are_served(node: Callable[..., Meshd]) -> None:
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"mesh.node.v1.NodeService", "mesh.network.v1.NetworkService",
             "grpc.health.v1.Health"} <= names
+
+
+def test_requests_that_do_not_decode_are_refused_with_one_log_line(
+        node: Callable[..., Meshd]) -> None:
+    import os
+
+    daemon = node()
+    channel = grpc.insecure_channel(f"unix:{daemon.socket}")
+    raw = lambda data: data  # noqa: E731 (bytes through as they are)
+    methods = [("/mesh.node.v1.NodeService/GetStatus", False),
+               ("/mesh.ledger.v1.LedgerService/Transfer", False),
+               ("/mesh.governance.v1.GovernanceService/Vote", False),
+               ("/mesh.node.v1.NodeService/WatchStatus", True)]
+    try:
+        for method, streaming in methods:
+            for _ in range(25):
+                junk = b"\xff" + os.urandom(40)  # a field with wire type 7: never decodes
+                with pytest.raises(grpc.RpcError) as refused:
+                    if streaming:
+                        list(channel.unary_stream(method, request_serializer=raw,
+                                                  response_deserializer=raw)(junk, timeout=5))
+                    else:
+                        channel.unary_unary(method, request_serializer=raw,
+                                            response_deserializer=raw)(junk, timeout=5)
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "malformed request" in (refused.value.details() or "")
+        # Still serving, and a well-formed request still works.
+        assert daemon.status()["peer_id"].startswith("12D3KooW")
+    finally:
+        channel.close()
+    log = daemon.log()
+    assert "Traceback" not in log and "DecodeError] raised" not in log
+    assert 1 <= log.count("malformed API requests refused") <= 2  # 100 refused, one line per 10 s
