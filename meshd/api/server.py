@@ -35,7 +35,7 @@ from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_
 from meshd.api.dht_servicer import DhtServicer
 from meshd.api.governance_servicer import GovernanceServicer
 from meshd.api.ledger_servicer import LedgerServicer
-from meshd.api.malformed import MalformedRequestInterceptor
+from meshd.api.malformed import RefusalLog, add_refusing_malformed
 from meshd.api.network_servicer import NetworkServicer
 from meshd.api.node_servicer import NodeServicer
 from meshd.api.peers_servicer import PeersServicer
@@ -144,11 +144,14 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
         servers: list[grpc.aio.Server] = []
 
         servicers = [(api.add_to_server, api.servicer(bridge, services)) for api in API]
+        refusals = RefusalLog()
 
         def new_server(interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
             server = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
             for add_to_server, servicer in servicers:
-                add_to_server(servicer, server)
+                # Bytes that are not the method's request message: INVALID_ARGUMENT
+                # and one rate-limited log line, not a traceback each.
+                add_refusing_malformed(add_to_server, servicer, server, refusals)
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -159,16 +162,13 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
             await health_servicer.enter_graceful_shutdown()
             await asyncio.gather(*(s.stop(SHUTDOWN_GRACE) for s in servers))
 
-        # Bytes that are not the method's request message: INVALID_ARGUMENT and
-        # one rate-limited log line, not a traceback each (meshd/api/malformed.py).
-        malformed = MalformedRequestInterceptor()
-        unix = new_server([malformed])
+        unix = new_server([])
         _bind(unix.add_insecure_port, f"unix:{socket_path}", "API socket")
         await unix.start()
         os.chmod(socket_path, 0o600)
         tcp_port = None
         if credentials is not None and interceptor is not None:
-            tcp = new_server([interceptor, malformed])
+            tcp = new_server([interceptor])
             tcp_port = _bind(lambda a: tcp.add_secure_port(a, credentials),
                              config.api.tcp_listen, "API TCP listener")
             await tcp.start()
