@@ -33,6 +33,8 @@ $(JS_STAMP): $(JS_EXAMPLE)/package.json $(JS_EXAMPLE)/package-lock.json
 setup: $(STAMP) $(JS_STAMP)
 	@# NAT routers of the namespace test bed (meshd/testing/netns.py) need Debian's nftables.
 	@command -v nft >/dev/null || (apt-get update -q && apt-get install -y -q nftables)
+	@# The unit file's test checks it with systemd-analyze (Debian's systemd).
+	@command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
 
 run: setup
 	@DEV_DIR=$(DEV_DIR) BIN=$(BIN) scripts/dev-run.sh

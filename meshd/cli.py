@@ -28,8 +28,11 @@ from meshd.datadir import GENESIS_FILE, DataDirError
 
 log = logging.getLogger("meshd")
 
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
+# Exit statuses (docs/operations.md): a service manager restarts after a crash,
+# not after what only the operator can fix (deploy/systemd/meshd.service).
+EXIT_FAILURE = 1  # cannot start: data dir in use, another network's genesis, port in use
+EXIT_CONFIG = 2  # invalid configuration or options
+EXIT_CRASH = 70  # failed while running (sysexits' EX_SOFTWARE): worth a restart
 
 
 def _node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -201,7 +204,7 @@ def serve(config: Config) -> int:
         refusal = trio.run(functools.partial(_serve, config))
     except Exception:
         log.exception("meshd failed")
-        return EXIT_FAILURE
+        return EXIT_CRASH
     if refusal is not None:  # one line on stderr (journald keeps it too), no traceback
         message, code = refusal
         print(f"meshd: {message}", file=sys.stderr)
@@ -232,6 +235,9 @@ async def _serve(config: Config) -> tuple[str, int] | None:
                 nursery.cancel_scope.cancel()
                 return refusal
             sdnotify.notify("READY=1")
+            interval = sdnotify.watchdog_interval()
+            if interval is not None:  # WatchdogSec= in the unit: prove trio runs
+                nursery.start_soon(sdnotify.feed_watchdog, interval)
     return None
 
 

@@ -2,7 +2,10 @@
 
 With ``Type=notify`` systemd passes a datagram socket in ``NOTIFY_SOCKET``;
 meshd sends ``READY=1`` once its API answers and ``STOPPING=1`` on shutdown.
-Outside systemd the variable is unset and this does nothing.
+With ``WatchdogSec=`` it also passes ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``),
+and meshd sends ``WATCHDOG=1`` at half that interval from a trio task: a
+daemon whose event loop hangs stops sending, and systemd restarts it.
+Outside systemd the variables are unset and this does nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+
+import trio
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +39,24 @@ def notify(state: str) -> bool:
             "state": state, "notify_socket": address, "error": str(exc)})
         return False
     return True
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between two ``WATCHDOG=1`` (half of ``WATCHDOG_USEC``), or None
+    when systemd asks for none (as sd_watchdog_enabled(3): not set, not a
+    positive number, or meant for another process)."""
+    pid = os.environ.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2e6 if usec > 0 else None
+
+
+async def feed_watchdog(interval: float) -> None:
+    """Send ``WATCHDOG=1`` every ``interval`` seconds, for as long as trio runs it."""
+    while True:
+        notify("WATCHDOG=1")
+        await trio.sleep(interval)

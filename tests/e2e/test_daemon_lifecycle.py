@@ -159,3 +159,13 @@ def test_help_is_useful() -> None:
     for option in ("--genesis", "--config", "--data-dir", "--listen", "--bootstrap", "--socket"):
         assert option in result.stdout
     assert "bootstrap" in run_meshd("--help").stdout
+
+
+def test_the_watchdog_is_fed_from_the_running_daemon(node: Callable[..., Meshd]) -> None:
+    # As systemd passes it with WatchdogSec=0.2s: WATCHDOG=1 every 0.1 s.
+    daemon = node(env={"WATCHDOG_USEC": "200000"})
+    for _ in range(3):
+        daemon.notifications.clear()
+        daemon.wait_for_notification("WATCHDOG=1", timeout=5)
+    code, _ = daemon.stop()
+    assert code == 0 and "STOPPING=1" in daemon.notifications
