@@ -120,14 +120,23 @@ def join(listen: tuple[str, ...], **options: Any) -> None:
 @click.option("--port", type=click.IntRange(1, 65535),
               help="Port to listen on (all interfaces), for libp2p over TCP and over "
                    "WebSocket (ws://HOST:PORT). Default: the genesis' bootstrap_port.")
-def bootstrap(port: int | None, **options: Any) -> None:
+@click.option("--listen", multiple=True, metavar="MULTIADDR",
+              help="Listen here instead (repeatable), e.g. one interface: "
+                   "/ip4/192.168.1.5/tcp/8080 and /ip4/192.168.1.5/tcp/8080/ws.")
+def bootstrap(port: int | None, listen: tuple[str, ...], **options: Any) -> None:
     """Run a bootstrap node: a well-known entry point that others join through.
 
-    It listens on all interfaces on PORT, for TCP and WebSocket, and logs its
-    full addresses; put them in the genesis' ``bootstrap`` list or give them to
-    joiners as --bootstrap (or tcp://HOST:PORT, ws://HOST:PORT).
+    It listens on all interfaces on PORT, for TCP and WebSocket (or on the
+    --listen addresses), and logs its full addresses; put them in the
+    genesis' ``bootstrap`` list or give them to joiners as --bootstrap (or
+    tcp://HOST:PORT, ws://HOST:PORT).
     """
-    config = _load_config(options, role="bootstrap", listen=())
+    if listen and port is not None:
+        _fail("give --port or --listen, not both (--listen names the port itself)",
+              EXIT_CONFIG)
+    config = _load_config(options, role="bootstrap", listen=listen)
+    if listen:
+        sys.exit(serve(config))
     if port is None:
         port = _genesis_port(config)
     listen = (f"/ip4/0.0.0.0/tcp/{port}", f"/ip4/0.0.0.0/tcp/{port}/ws")

@@ -90,3 +90,9 @@ def configure(level: str, fmt: str, stream: TextIO = sys.stderr) -> None:
     libp2p_logger.propagate = True
     # py-libp2p is chatty at INFO; its warnings and errors are what operators need.
     libp2p_logger.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # Some of its modules set their own level (0.8.1's auto_connector: INFO, so
+    # "initiating 100 new dials" on every start, from a component meshd stops,
+    # docs/py-libp2p.md#trap-10): they follow the libp2p logger instead.
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if name.startswith("libp2p.") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.NOTSET)

@@ -49,3 +49,17 @@ def test_bootstrap_defaults_to_the_genesis_port(node: Callable[..., Meshd],
     boot = node("boot", genesis_file=None, command="bootstrap", loopback=False,
                 env={"MESHD_NODE_GENESIS": str(tmp_path / "portnet" / "genesis.toml")})
     assert any(f"/tcp/{port}/p2p/" in a for a in boot.status()["listen_addrs"])
+
+
+def test_a_bootstrap_node_can_be_kept_on_one_interface(node: Callable[..., Meshd]) -> None:
+    port = free_port()
+    boot = node("boot", "--listen", f"/ip4/127.0.0.1/tcp/{port}",
+                "--listen", f"/ip4/127.0.0.1/tcp/{port}/ws", command="bootstrap", loopback=False)
+    addrs = boot.status()["listen_addrs"]
+    assert addrs and all(a.startswith("/ip4/127.0.0.1/") for a in addrs), addrs
+    assert any(f"/tcp/{port}/ws/p2p/" in a for a in addrs), addrs
+    both = node("both", "--port", str(port), "--listen", f"/ip4/127.0.0.1/tcp/{port}",
+                command="bootstrap", loopback=False, start=False)
+    both.start(wait=False)
+    assert both.wait_exit() == 2
+    assert "--port or --listen" in both.log()

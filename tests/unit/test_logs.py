@@ -21,6 +21,8 @@ logging.getLogger("libp2p.kad_dht").error("Failed to read DHT message from strea
 logging.getLogger("libp2p.host.basic_host").error(
     "Failed to open stream to peer 12D3KooWx:\\n  Error: protocols not supported: tried x")
 logging.getLogger("libp2p.host.basic_host").error("Failed to open stream to peer 12D3KooWy: eof")
+# A module that sets its own level (auto_connector: INFO) follows libp2p's WARNING.
+logging.getLogger("libp2p.network.auto_connector").info("initiating 100 new dials")
 sys.stdout.write(buffer.getvalue())
 """
 
