@@ -11,6 +11,7 @@ from meshcore.version import __version__
 from meshctl import (
     completion,
     dht,
+    doctor,
     gov,
     ledger,
     network,
@@ -83,6 +84,7 @@ def version(as_json: bool) -> None:
 
 
 cli.add_command(node.status)
+cli.add_command(doctor.doctor)
 cli.add_command(network.network)
 cli.add_command(peers.peers)
 cli.add_command(ledger.ledger)

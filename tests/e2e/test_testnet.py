@@ -85,3 +85,46 @@ def test_testnet_commands_explain_bad_input(tmp_path: Path) -> None:
     (other / "keep.txt").write_text("mine")
     refused = meshctl("testnet", "down", "--dir", str(other), "--purge", check=False)
     assert refused.returncode == 2 and (other / "keep.txt").exists()
+
+
+def _doctor(socket: str) -> tuple[int, dict[str, str]]:
+    result = meshctl("--json", "--socket", socket, "doctor", check=False)
+    data = json.loads(result.stdout)
+    return result.returncode, {c["name"]: c["status"] for c in data["checks"]}
+
+
+def test_doctor_passes_on_a_healthy_testnet_and_names_what_broke(tmp_path: Path) -> None:
+    directory = tmp_path / "testnet"
+    started = json.loads(meshctl("--json", "testnet", "up", "-n", "4", "--dir", str(directory),
+                                 "--epoch-seconds", "3", "--plugin", "storage",
+                                 timeout=90).stdout)
+    nodes = started["nodes"]
+    try:
+        # Healthy once the first epochs settled: every check passes, exit 0.
+        code, checks = eventually_blocking(
+            lambda: _doctor(nodes[0]["socket"]), lambda r: r[0] == 0, timeout=60,
+            what="doctor to pass on a settling testnet")
+        assert set(checks.values()) == {"pass"}, checks
+        assert {"daemon", "files", "peers", "settlement", "validators", "plugins"} <= set(checks)
+
+        # Half the validators stop: reachable weight below 2/3 at once, and
+        # epochs stop settling a few epochs later.
+        for node in nodes[2:]:
+            os.kill(node["pid"], 15)
+        code, checks = eventually_blocking(
+            lambda: _doctor(nodes[0]["socket"]), lambda r: r[1].get("settlement") == "fail",
+            timeout=60, what="doctor to see that epochs stopped settling")
+        assert code == 2 and checks["validators"] == "fail", checks
+        human = meshctl("--socket", nodes[0]["socket"], "doctor", check=False).stdout
+        assert "start the missing validators" in human
+
+        # A socket others can use.
+        Path(nodes[1]["socket"]).chmod(0o666)
+        code, checks = _doctor(nodes[1]["socket"])
+        assert code == 2 and checks["files"] == "fail"
+    finally:
+        meshctl("testnet", "down", "--dir", str(directory), timeout=60)
+    # A stopped daemon: one failing check, with what to do.
+    stopped = meshctl("--socket", nodes[0]["socket"], "doctor", check=False)
+    assert stopped.returncode == 2 and "FAIL  daemon" in stopped.stdout
+    assert "start it" in stopped.stdout
