@@ -34,7 +34,7 @@ from meshd.ledger.replication import OWN_CHAIN_GRACE, Replicator
 from meshd.ledger.settlement_driver import SettlementDriver
 from meshd.ledger.sync_server import SyncServer
 from meshd.ledger.uptime import UptimeAttester
-from meshd.metrics import MetricsSetupError, open_metrics_endpoint
+from meshd.metrics import MetricsSetupError, NodeParts, open_metrics_endpoint
 from meshd.node_status import StatusBoard
 from meshd.p2p import peerbook
 from meshd.p2p.addresses import AddressPolicy
@@ -160,7 +160,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await nursery.start(runtime.run, TaskServices(submit=router.submit_for_plugin,
                                                               report=reports.report))
                 if config.metrics.listen:
-                    await nursery.start(_serve_metrics, config.metrics.listen, board, host)
+                    await nursery.start(_serve_metrics, config.metrics.listen, board, host,
+                                        NodeParts(ledger, router, runtime))
                 log.info("meshd ready", extra={
                     "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
                     "api_tcp_port": endpoints.tcp_port,
@@ -208,9 +209,9 @@ def _refuse_own_bootstrap(config: Config, peer_id: str) -> None:
                               "address; give another node's")
 
 
-async def _serve_metrics(address: str, board: StatusBoard, host: P2PHost, *,
-                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+async def _serve_metrics(address: str, board: StatusBoard, host: P2PHost, parts: NodeParts,
+                         *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                          ) -> None:
-    async with open_metrics_endpoint(address, board, host):
+    async with open_metrics_endpoint(address, board, host, parts):
         task_status.started()
         await trio.sleep_forever()

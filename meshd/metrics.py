@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +21,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from meshd.ledger.ledger import Ledger
 from meshd.node_status import NodeState, StatusBoard
 from meshd.p2p.autonat import Reachability
 from meshd.p2p.host import P2PHost
+from meshd.plugin_host.runtime import PluginRuntime
+from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +58,53 @@ class Snapshot:
     relay: Mapping[str, int] = field(default_factory=dict)
     relays_held: int = 0
     upgrades: Mapping[str, int] = field(default_factory=dict)
+    node: NodeSnapshot | None = None
 
 
-def sample(board: StatusBoard, host: P2PHost) -> Snapshot:
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """The node beyond p2p: ledger, settlement, tasks, plugins."""
+
+    final_epoch: int = -1
+    clock_epoch: int = 0
+    entries_stored: int = 0
+    settlement_latency: float | None = None  # seconds from the end of the newest final epoch
+    tasks: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    plugins: tuple[tuple[str, str, int, bool], ...] = ()
+
+
+@dataclass
+class NodeParts:
+    """What the metrics read beyond the p2p host (None in p2p-only uses)."""
+
+    ledger: Ledger
+    router: TaskRouter
+    runtime: PluginRuntime
+    latency: list[float | None] = field(default_factory=lambda: [None, -1])  # latency, epoch
+
+
+def sample_node(parts: NodeParts, now: float) -> NodeSnapshot:
+    """The node part of a snapshot. The settlement latency is measured when the
+    sampler first sees an epoch final: at most SAMPLE_INTERVAL late."""
+    ledger = parts.ledger
+    final = ledger.final_epoch
+    if final >= 0 and final != parts.latency[1]:
+        rewards = ledger.genesis.rewards
+        ended = ledger.genesis.genesis_time.timestamp() + (final + 1) * rewards.epoch_seconds
+        parts.latency = [max(0.0, now - ended) if parts.latency[1] != -1 else None, final]
+    return NodeSnapshot(final_epoch=final, clock_epoch=ledger.clock_epoch(),
+                        entries_stored=ledger.entries_stored,
+                        settlement_latency=parts.latency[0],
+                        tasks=parts.router.counts(), plugins=tuple(parts.runtime.health()))
+
+
+def sample(board: StatusBoard, host: P2PHost, parts: NodeParts | None = None) -> Snapshot:
     """Read everything on the trio loop, into plain immutable data."""
     counters = host.membership.counters
     gossip = host.broadcast.counters
     status = board.snapshot()
     return Snapshot(
+        node=sample_node(parts, time.time()) if parts is not None else None,
         state=status.state.value,
         upgrade_required=status.upgrade_required,
         reachability=host.reachability.value,
@@ -178,6 +221,40 @@ class SnapshotCollector(Collector):
         for (op, result), count in sorted(s.dht_queries.items()):
             queries.add_metric([op, result], count)
         yield queries
+        if s.node is not None:
+            yield from _node_families(s.node)
+
+
+def _node_families(n: NodeSnapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily("mesh_ledger_final_epoch", "The newest epoch this node knows "
+                            "as final (-1: none yet).", value=n.final_epoch)
+    yield GaugeMetricFamily("mesh_ledger_clock_epoch", "The epoch the clock is in.",
+                            value=n.clock_epoch)
+    yield GaugeMetricFamily("mesh_ledger_settlement_lag_epochs", "Epochs ended but not final "
+                            "here (0 or 1 when settling keeps up).",
+                            value=max(0, n.clock_epoch - 1 - n.final_epoch))
+    yield CounterMetricFamily("mesh_ledger_entries_stored", "Ledger entries newly stored "
+                              "since start (own and peers').", value=n.entries_stored)
+    if n.settlement_latency is not None:
+        yield GaugeMetricFamily("mesh_ledger_settlement_latency_seconds", "From the end of "
+                                "the newest final epoch to when this node saw it final.",
+                                value=n.settlement_latency)
+    tasks = GaugeMetricFamily("mesh_tasks", "Tasks this node submitted since start, by "
+                              "plugin, kind and state.", labels=["plugin", "kind", "state"])
+    for (plugin, kind, state), count in sorted(n.tasks.items()):
+        tasks.add_metric([plugin, kind, state], count)
+    yield tasks
+    states = GaugeMetricFamily("mesh_plugin_up", "1 while the plugin runs (0: starting or in "
+                               "backoff after a failure), by plugin and kind.",
+                               labels=["plugin", "kind"])
+    restarts = CounterMetricFamily("mesh_plugin_restarts", "Plugin restarts after a failure.",
+                                   labels=["plugin"])
+    for name, state, count, external in n.plugins:
+        states.add_metric([name, "external" if external else "in-process"],
+                          1.0 if state == "running" else 0.0)
+        restarts.add_metric([name], count)
+    yield states
+    yield restarts
 
 
 def _by_label(kind: Any, name: str, help_text: str, label: str,
@@ -194,10 +271,10 @@ def parse_listen(address: str) -> tuple[str, int]:
 
 
 @contextlib.asynccontextmanager
-async def open_metrics_endpoint(address: str, board: StatusBoard,
-                                host: P2PHost) -> AsyncIterator[int]:
+async def open_metrics_endpoint(address: str, board: StatusBoard, host: P2PHost,
+                                parts: NodeParts | None = None) -> AsyncIterator[int]:
     """Serve /metrics on ``address`` (HOST:PORT) while the block runs; yields the port."""
-    snapshot = [sample(board, host)]
+    snapshot = [sample(board, host, parts)]
     registry = CollectorRegistry(auto_describe=True)
     registry.register(SnapshotCollector(lambda: snapshot[-1]))
     bind_host, port = parse_listen(address)
@@ -214,7 +291,7 @@ async def open_metrics_endpoint(address: str, board: StatusBoard,
             async def keep_sampling() -> None:
                 while True:
                     await trio.sleep(SAMPLE_INTERVAL)
-                    snapshot.append(sample(board, host))
+                    snapshot.append(sample(board, host, parts))
                     del snapshot[:-1]
 
             nursery.start_soon(keep_sampling)

@@ -87,6 +87,7 @@ class Ledger:
         self._writing = trio.Lock()
         self._finality = trio.Event()  # set, and replaced, when an epoch becomes final
         self._announced_final = settlements.final_epoch
+        self.entries_stored = 0  # entries newly stored since start (own and peers'): metrics
         self._own_chain = trio.Event()
         self._own_chain_problem = ""
         if not check_own_chain:
@@ -94,6 +95,7 @@ class Ledger:
 
     def on_stored(self, stored: list[Verified]) -> None:
         """The committer's listener (open_ledger): what a commit newly stored."""
+        self.entries_stored += len(stored)
         if self.settlements.final_epoch != self._announced_final:
             self._announced_final = self.settlements.final_epoch
             self._finality.set()

@@ -249,6 +249,12 @@ class PluginRuntime:
 
     # --- views -----------------------------------------------------------------
 
+    def health(self) -> list[tuple[str, str, int, bool]]:
+        """(name, state, restarts, external) of each plugin (metrics)."""
+        return [(name, hosted.health.state, hosted.health.restarts,
+                 hosted.selected.kind == "external")
+                for name, hosted in sorted(self._plugins.items())]
+
     def task_kind(self, plugin: str, kind: str) -> TaskKind | None:
         """The running handler of ``plugin``'s task ``kind`` on this node."""
         hosted = self._plugins.get(plugin)

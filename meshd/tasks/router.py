@@ -179,6 +179,14 @@ class TaskRouter:
                                          "give more characters")
         return found[0]
 
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """(plugin, kind, state) -> tasks this node submitted since start (metrics)."""
+        found: dict[tuple[str, str, str], int] = {}
+        for record in self._tasks.values():
+            key = (record.plugin, record.kind, record.state)
+            found[key] = found.get(key, 0) + 1
+        return found
+
     async def recent(self) -> list[TaskRecord]:
         return list(reversed(self._tasks.values()))
 

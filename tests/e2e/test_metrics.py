@@ -6,6 +6,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.e2e.harness import Meshd, free_port
 
@@ -66,3 +67,34 @@ def test_metrics_are_off_by_default_and_a_busy_port_is_refused(
         assert refused.wait_exit() == 1
     assert f"cannot serve metrics on 127.0.0.1:{port}" in refused.log()
     assert "Traceback" not in refused.log()
+
+
+def test_the_node_beyond_p2p_ledger_settlement_tasks_plugins(tmp_path: Path) -> None:
+    from meshd.testing import eventually_blocking
+    from tests.e2e.harness import start_network, validator_genesis
+
+    genesis, _ = validator_genesis(tmp_path, ["v1", "v2"], allocation=10**9, epoch_seconds=2,
+                                   options=["--name", "M", "--token-name", "M",
+                                            "--token-symbol", "MM", "--plugin", "storage"])
+    port = free_port()
+    with start_network(tmp_path, genesis, ["v1", "v2"],
+                       env=lambda i: {"MESHD_METRICS_LISTEN": f"127.0.0.1:{port}"} if i == 0
+                       else None) as (v1, _v2):
+        # Settled twice while sampled: the latency of the second is measured.
+        text = eventually_blocking(
+            lambda: scrape(port),
+            lambda t: "mesh_ledger_settlement_latency_seconds " in t
+            and value(t, "mesh_ledger_final_epoch") >= 1, timeout=60,
+            what="two settlements seen by the metrics")
+        assert 0 <= value(text, "mesh_ledger_settlement_latency_seconds") < 30
+        assert value(text, "mesh_ledger_settlement_lag_epochs") <= 2
+        assert value(text, "mesh_ledger_clock_epoch") >= value(text, "mesh_ledger_final_epoch")
+        assert value(text, "mesh_ledger_entries_stored_total") >= 1
+        assert value(text, 'mesh_plugin_up{kind="in-process",plugin="storage"}') == 1.0
+        assert value(text, 'mesh_plugin_restarts_total{plugin="storage"}') == 0
+        (tmp_path / "f.txt").write_text("metrics")
+        v1.ctl("storage", "put", str(tmp_path / "f.txt"))  # a STORE_FILE task to v2
+        text = eventually_blocking(
+            lambda: scrape(port), lambda t: 'mesh_tasks{kind="STORE_FILE"' in t, timeout=30,
+            what="the storage task in the metrics")
+        assert value(text, 'mesh_tasks{kind="STORE_FILE",plugin="storage",state="done"}') >= 1
