@@ -153,9 +153,12 @@ def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
     """
     stream = client.stream(_stub(client).WatchProposals, governance_pb2.WatchProposalsRequest())
     emit_stream((proposal_to_dict(r.proposal) | {"final_epoch": r.final_epoch} for r in stream),
-                count, as_json, lambda d: (
-                    f"epoch {d['final_epoch']}: {d['id'][:12]} {d['title']!r} {d['status']}; "
-                    f"tally {_tally_text(d['tally'])}"))
+                count, as_json, proposal_change_line)
+
+
+def proposal_change_line(d: dict[str, Any]) -> str:
+    return (f"epoch {d['final_epoch']}: {d['id'][:12]} {d['title']!r} {d['status']}; "
+            f"tally {_tally_text(d['tally'])}")
 
 
 @gov.command()

@@ -203,12 +203,19 @@ def watch(client: MeshClient, from_epoch: int | None, count: int | None,
     request = ledger_pb2.WatchSettlementsRequest()
     if from_epoch is not None:
         request.from_epoch = from_epoch
-    emit_stream(({"epoch": r.epoch, "root": r.root, "supply": r.supply, "round": r.round,
-                  "value": r.value, "minted": r.minted, "slashed": r.slashed}
+    emit_stream((settlement_to_dict(r)
                  for r in client.stream(_stub(client).WatchSettlements, request)),
-                count, as_json, lambda d: (
-                    f"epoch {d['epoch']} final (round {d['round']}): root {d['root'][:16]}, "
-                    f"minted {d['minted']}, slashed {d['slashed']}, supply {d['supply']}"))
+                count, as_json, settlement_line)
+
+
+def settlement_to_dict(r: ledger_pb2.WatchSettlementsResponse) -> dict[str, Any]:
+    return {"epoch": r.epoch, "root": r.root, "supply": r.supply, "round": r.round,
+            "value": r.value, "minted": r.minted, "slashed": r.slashed}
+
+
+def settlement_line(d: dict[str, Any]) -> str:
+    return (f"epoch {d['epoch']} final (round {d['round']}): root {d['root'][:16]}, "
+            f"minted {d['minted']}, slashed {d['slashed']}, supply {d['supply']}")
 
 
 @ledger.command()

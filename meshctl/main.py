@@ -12,6 +12,7 @@ from meshctl import (
     completion,
     dht,
     doctor,
+    events,
     gov,
     ledger,
     network,
@@ -85,6 +86,7 @@ def version(as_json: bool) -> None:
 
 cli.add_command(node.status)
 cli.add_command(doctor.doctor)
+cli.add_command(events.events)
 cli.add_command(network.network)
 cli.add_command(peers.peers)
 cli.add_command(ledger.ledger)

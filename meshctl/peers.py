@@ -9,7 +9,7 @@ import click
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import json_option, with_client
-from meshctl.output import emit, fields
+from meshctl.output import emit, emit_stream, fields
 
 
 def peer_to_dict(peer: peers_pb2.Peer) -> dict[str, Any]:
@@ -123,3 +123,40 @@ def list_blocked(client: MeshClient, as_json: bool) -> None:
     response = client.unary(_stub(client).ListPeers, peers_pb2.ListPeersRequest())
     emit(list(response.blocked), as_json,
          lambda ids: "\n".join(ids) if ids else "no peers blocked")
+
+
+@peers.command("watch")
+@click.option("-n", "--count", type=click.IntRange(min=1), help="Stop after N events.")
+@json_option
+@with_client
+def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
+    """Print the peers connected now, then each peer joining or leaving.
+
+    One line per event (--json: one object per line: kind (joined, left),
+    peer_id, at, present (connected before the watch began), and for a join
+    its addrs, direction and agent; missed: events lost because this reader
+    was too slow).
+    """
+    stub = peers_pb2_grpc.PeersServiceStub(client.channel())
+    stream = client.stream(stub.WatchPeers, peers_pb2.WatchPeersRequest())
+    emit_stream((peer_event_to_dict(e) for e in stream), count, as_json, peer_event_line)
+
+
+def peer_event_to_dict(event: peers_pb2.WatchPeersResponse) -> dict[str, Any]:
+    kind = peers_pb2.WatchPeersResponse.Kind.Name(event.kind).removeprefix("KIND_").lower()
+    data: dict[str, Any] = {"kind": kind, "peer_id": event.peer_id,
+                            "at": event.at.ToJsonString(), "missed": event.missed,
+                            "present": event.present}
+    if kind == "joined":  # present ones too
+        data.update(addrs=list(event.addrs), agent=event.agent,
+                    direction=peers_pb2.Direction.Name(event.direction)
+                    .removeprefix("DIRECTION_").lower())
+    return data
+
+
+def peer_event_line(e: dict[str, Any]) -> str:
+    lost = f" ({e['missed']} events missed before)" if e["missed"] else ""
+    where = f" {e['direction']} {e['addrs'][0] if e['addrs'] else ''} {e['agent']}" \
+        if e["kind"] == "joined" else ""
+    kind = "present" if e["present"] else e["kind"]
+    return f"{e['at']} {kind:<7} {e['peer_id']}{where}{lost}"

@@ -145,10 +145,10 @@ def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
     task's newest state, not every step.
     """
     stream = client.stream(_stub(client).WatchTasks, tasks_pb2.WatchTasksRequest())
-    emit_stream((task_to_dict(r.task) for r in stream), count, as_json, _change_line)
+    emit_stream((task_to_dict(r.task) for r in stream), count, as_json, task_change_line)
 
 
-def _change_line(t: dict[str, Any]) -> str:
+def task_change_line(t: dict[str, Any]) -> str:
     attempts = ", ".join(f"{a['provider'][-8:]} {a['state']}" for a in t["attempts"])
     return (f"{t['task_id'][:16]} {t['plugin']}/{t['kind']} {t['state']}"
             + (f": {t['error']}" if t["error"] else "")

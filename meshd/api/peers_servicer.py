@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -10,9 +11,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
 from meshd.p2p.host import P2PHost
-from meshd.p2p.membership import PeerRecord
+from meshd.p2p.membership import PeerEvent, PeerRecord
 from meshd.rpc.bridge import TrioBridge
-from meshd.rpc.status import unary
+from meshd.rpc.status import server_stream, unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -23,6 +24,12 @@ class PeersServicer(peers_pb2_grpc.PeersServiceServicer):
     def __init__(self, bridge: TrioBridge, host: P2PHost) -> None:
         self._bridge = bridge
         self._host = host
+
+    async def WatchPeers(self, request: peers_pb2.WatchPeersRequest,
+                         context: Context) -> AsyncIterator[peers_pb2.WatchPeersResponse]:
+        async for event, missed in server_stream(context, self._bridge,
+                                                 self._host.membership.watch_events):
+            yield peer_event_to_pb(event, missed)
 
     async def ListPeers(self, request: peers_pb2.ListPeersRequest,
                         context: Context) -> peers_pb2.ListPeersResponse:
@@ -70,3 +77,18 @@ def _duration(seconds: float) -> Duration:
     duration = Duration()
     duration.FromNanoseconds(round(seconds * 1e9))
     return duration
+
+
+def peer_event_to_pb(event: PeerEvent, missed: int) -> peers_pb2.WatchPeersResponse:
+    at = Timestamp()
+    at.FromDatetime(event.at)
+    response = peers_pb2.WatchPeersResponse(
+        kind=peers_pb2.WatchPeersResponse.KIND_JOINED if event.kind == "joined"
+        else peers_pb2.WatchPeersResponse.KIND_LEFT,
+        peer_id=event.peer_id, at=at, missed=missed, present=event.present)
+    if event.record is not None:
+        response.addrs.extend(event.record.addrs)
+        response.direction = _DIRECTIONS.get(event.record.direction,
+                                             peers_pb2.DIRECTION_UNSPECIFIED)
+        response.agent = event.record.agent
+    return response

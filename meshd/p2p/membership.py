@@ -11,11 +11,12 @@ logged and remembered for ``connect``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import multiaddr
@@ -89,6 +90,21 @@ class PeerRecord:
         return ip_of(self.addrs[0])
 
 
+@dataclass(frozen=True)
+class PeerEvent:
+    """A member joined (admitted) or left; ``seq`` counts them from the start."""
+
+    seq: int
+    kind: str  # "joined" or "left"
+    peer_id: str
+    at: dt.datetime
+    record: PeerRecord | None = None  # joined: the admitted peer
+    present: bool = False  # a member already there when the watch began
+
+
+PEER_EVENTS_KEPT = 1024  # for watchers that read slowly
+
+
 class Membership:
     """Admits peers of our network, disconnects the others.
 
@@ -108,6 +124,9 @@ class Membership:
         self._pending: dict[str, _Verdict] = {}
         self._changed = trio.Event()
         self._admission_listeners: list[Callable[[str], None]] = []
+        self._events: collections.deque[PeerEvent] = collections.deque(maxlen=PEER_EVENTS_KEPT)
+        self._events_seq = 0
+        self._event_added = trio.Event()
         self._cooldown_until: dict[str, float] = {}  # peer ID -> trio time
         self._blocked: set[str] = set()  # until unblocked (not kept across restarts)
         self._observed: dict[str, str] = {}  # peer ID -> /ip4/<ip> it sees us at (hello)
@@ -144,6 +163,31 @@ class Membership:
 
     def count(self) -> int:
         return len(self._admitted)
+
+    async def watch_events(self) -> AsyncIterator[tuple[PeerEvent, int]]:
+        """The members now (as ``present`` joins), then each member joining or
+        leaving, with how many events this reader lost before it (more than
+        PEER_EVENTS_KEPT behind); forever."""
+        seen = self._events_seq
+        for record in self.peers():
+            yield PeerEvent(0, "joined", record.peer_id, record.connected_at, record,
+                            present=True), 0
+        while True:
+            added = self._event_added
+            fresh = [e for e in self._events if e.seq > seen]
+            if not fresh:
+                await added.wait()
+                continue
+            for event in fresh:
+                yield event, event.seq - seen - 1
+                seen = event.seq
+
+    def _record_event(self, kind: str, peer_id: str, record: PeerRecord | None = None) -> None:
+        self._events_seq += 1
+        self._events.append(PeerEvent(self._events_seq, kind, peer_id,
+                                      dt.datetime.now(dt.UTC), record))
+        self._event_added.set()
+        self._event_added = trio.Event()
 
     @contextlib.contextmanager
     def admission_listener(self, listener: Callable[[str], None]) -> Iterator[None]:
@@ -303,6 +347,7 @@ class Membership:
         for peer_id in gone:
             del self._admitted[peer_id]
             log.info("peer left", extra={"peer_id": peer_id})
+            self._record_event("left", peer_id)
         if gone:
             self._on_change(len(self._admitted))
             self._notify()
@@ -331,6 +376,7 @@ class Membership:
         self._observed.pop(str(peer), None)
         if self._admitted.pop(str(peer), None) is not None:
             log.info("peer left", extra={"peer_id": str(peer)})
+            self._record_event("left", str(peer))
             self._on_change(len(self._admitted))
 
     # --- the handshake ----------------------------------------------------------
@@ -447,6 +493,7 @@ class Membership:
         )
         self.counters.admitted += 1
         log.info("peer admitted", extra={"peer_id": peer_id, "agent": agent[:128]})
+        self._record_event("joined", peer_id, self._admitted[peer_id])
         self._on_change(len(self._admitted))
         for listener in self._admission_listeners:
             listener(peer_id)
@@ -460,6 +507,7 @@ class Membership:
         log.warning("peer refused", extra={"peer_id": peer_id, "reason": reason})
         self._decide(peer_id, reason)
         if was_admitted:
+            self._record_event("left", peer_id)
             self._on_change(len(self._admitted))
         self._notify()
         # Only the connections refused now: one the peer opens during the

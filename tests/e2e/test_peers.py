@@ -61,3 +61,51 @@ def test_bad_peer_input(node: Callable[..., Meshd]) -> None:
     assert stranger.returncode == 1 and "not connected" in stranger.stderr
     garbage = n1.ctl("peers", "disconnect", "xyz", check=False)
     assert garbage.returncode == 1 and "not a peer ID" in garbage.stderr
+
+
+def test_peers_watch_and_events_show_joins_and_leaves_as_they_happen(
+        node: Callable[..., Meshd]) -> None:
+    import subprocess
+
+    from tests.e2e.harness import MESHCTL
+
+    n1, n2, n3 = node("n1"), node("n2"), node("n3")
+    address = n1.status()["listen_addrs"][0]
+    n2.ctl("peers", "connect", address)
+    n1.watch_until(lambda s: s.peer_count == 1)
+    id2, id3 = n2.status()["peer_id"], n3.status()["peer_id"]
+
+    def watcher(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([MESHCTL, "--socket", str(n1.socket), "--json", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def next_event(process: subprocess.Popen[str]) -> dict[str, object]:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line, process.stderr.read() if process.stderr else ""
+        event: dict[str, object] = json.loads(line)
+        return event
+
+    watch = watcher("peers", "watch", "-n", "4")
+    merged = watcher("events", "--kind", "peer", "-n", "2")
+    try:
+        # The member already there comes first: both streams are live from here.
+        first = next_event(watch)
+        assert (first["kind"], first["peer_id"], first["present"]) == ("joined", id2, True)
+        assert next_event(merged) == {"kind": "peer", "event": first}
+        # Then what happens after the client subscribed, in order.
+        n3.ctl("peers", "connect", address)
+        joined = next_event(watch)
+        assert (joined["kind"], joined["peer_id"], joined["present"]) == ("joined", id3, False)
+        assert joined["direction"] == "inbound" and str(joined["agent"]).startswith("meshd/")
+        assert next_event(merged)["event"] == joined
+        n2.ctl("peers", "disconnect", n1.status()["peer_id"])
+        left = next_event(watch)
+        assert (left["kind"], left["peer_id"], left["missed"]) == ("left", id2, 0)
+        n3.stop()
+        assert next_event(watch)["kind"] == "left"
+        assert watch.wait(timeout=10) == 0 and merged.wait(timeout=10) == 0  # -n reached
+    finally:
+        for process in (watch, merged):
+            process.kill()
+            process.wait()

@@ -303,3 +303,81 @@ class PingPeerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PingPeerResponse: _TypeAlias = PingPeerResponse  # noqa: Y015
+
+@_typing.final
+class WatchPeersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPeersRequest: _TypeAlias = WatchPeersRequest  # noqa: Y015
+
+@_typing.final
+class WatchPeersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[WatchPeersResponse._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: WatchPeersResponse._Kind.ValueType  # 0
+        KIND_JOINED: WatchPeersResponse._Kind.ValueType  # 1
+        KIND_LEFT: WatchPeersResponse._Kind.ValueType  # 2
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: WatchPeersResponse.Kind.ValueType  # 0
+    KIND_JOINED: WatchPeersResponse.Kind.ValueType  # 1
+    KIND_LEFT: WatchPeersResponse.Kind.ValueType  # 2
+
+    KIND_FIELD_NUMBER: _builtins.int
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ADDRS_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    MISSED_FIELD_NUMBER: _builtins.int
+    PRESENT_FIELD_NUMBER: _builtins.int
+    kind: Global___WatchPeersResponse.Kind.ValueType
+    peer_id: _builtins.str
+    direction: Global___Direction.ValueType
+    agent: _builtins.str
+    missed: _builtins.int
+    """Events this stream lost before this one: the client read too slowly and
+    the node keeps the last 1024 only.
+    """
+    present: _builtins.bool
+    """A member already connected when the stream began (`at`: since when)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Joined: the connection's address, the direction and the peer's agent."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___WatchPeersResponse.Kind.ValueType = ...,
+        peer_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        addrs: _abc.Iterable[_builtins.str] | None = ...,
+        direction: Global___Direction.ValueType = ...,
+        agent: _builtins.str = ...,
+        missed: _builtins.int = ...,
+        present: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addrs", b"addrs", "agent", b"agent", "at", b"at", "direction", b"direction", "kind", b"kind", "missed", b"missed", "peer_id", b"peer_id", "present", b"present"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPeersResponse: _TypeAlias = WatchPeersResponse  # noqa: Y015

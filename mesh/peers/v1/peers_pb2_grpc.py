@@ -64,6 +64,11 @@ class PeersServiceStub:
                 request_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.PingPeerRequest.SerializeToString,
                 response_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.PingPeerResponse.FromString,
                 _registered_method=True)
+        self.WatchPeers = channel.unary_stream(
+                '/mesh.peers.v1.PeersService/WatchPeers',
+                request_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.WatchPeersRequest.SerializeToString,
+                response_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.WatchPeersResponse.FromString,
+                _registered_method=True)
 
 
 class PeersServiceServicer:
@@ -116,6 +121,15 @@ class PeersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPeers(self, request, context):
+        """WatchPeers streams the members connected now (joined, `present`), then
+        each member joining (admitted by the handshake) or leaving (its last
+        connection closed, or refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +162,11 @@ def add_PeersServiceServicer_to_server(servicer, server):
                     servicer.PingPeer,
                     request_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.PingPeerRequest.FromString,
                     response_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.PingPeerResponse.SerializeToString,
+            ),
+            'WatchPeers': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPeers,
+                    request_deserializer=mesh_dot_peers_dot_v1_dot_peers__pb2.WatchPeersRequest.FromString,
+                    response_serializer=mesh_dot_peers_dot_v1_dot_peers__pb2.WatchPeersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +331,33 @@ class PeersService:
             '/mesh.peers.v1.PeersService/PingPeer',
             mesh_dot_peers_dot_v1_dot_peers__pb2.PingPeerRequest.SerializeToString,
             mesh_dot_peers_dot_v1_dot_peers__pb2.PingPeerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPeers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mesh.peers.v1.PeersService/WatchPeers',
+            mesh_dot_peers_dot_v1_dot_peers__pb2.WatchPeersRequest.SerializeToString,
+            mesh_dot_peers_dot_v1_dot_peers__pb2.WatchPeersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,11 @@ class PeersServiceStub:
     """PingPeer sends `count` pings over direct requests and reports each
     round-trip time (a new stream per ping, so RTTs include stream setup).
     """
+    WatchPeers: _grpc.UnaryStreamMultiCallable[_peers_pb2.WatchPeersRequest, _peers_pb2.WatchPeersResponse]
+    """WatchPeers streams the members connected now (joined, `present`), then
+    each member joining (admitted by the handshake) or leaving (its last
+    connection closed, or refused).
+    """
 
 @_typing.type_check_only
 class PeersServiceAsyncStub(PeersServiceStub):
@@ -74,6 +79,11 @@ class PeersServiceAsyncStub(PeersServiceStub):
     PingPeer: _aio.UnaryUnaryMultiCallable[_peers_pb2.PingPeerRequest, _peers_pb2.PingPeerResponse]  # type: ignore[assignment]
     """PingPeer sends `count` pings over direct requests and reports each
     round-trip time (a new stream per ping, so RTTs include stream setup).
+    """
+    WatchPeers: _aio.UnaryStreamMultiCallable[_peers_pb2.WatchPeersRequest, _peers_pb2.WatchPeersResponse]  # type: ignore[assignment]
+    """WatchPeers streams the members connected now (joined, `present`), then
+    each member joining (admitted by the handshake) or leaving (its last
+    connection closed, or refused).
     """
 
 class PeersServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +141,17 @@ class PeersServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_peers_pb2.PingPeerResponse, _abc.Awaitable[_peers_pb2.PingPeerResponse]]:
         """PingPeer sends `count` pings over direct requests and reports each
         round-trip time (a new stream per ping, so RTTs include stream setup).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchPeers(
+        self,
+        request: _peers_pb2.WatchPeersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_peers_pb2.WatchPeersResponse], _abc.AsyncIterator[_peers_pb2.WatchPeersResponse]]:
+        """WatchPeers streams the members connected now (joined, `present`), then
+        each member joining (admitted by the handshake) or leaving (its last
+        connection closed, or refused).
         """
 
 def add_PeersServiceServicer_to_server(servicer: PeersServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

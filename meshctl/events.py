@@ -1,0 +1,103 @@
+"""meshctl events: the node's event streams in one, as they happen.
+
+Each kind is the server stream its own command watches (``ledger watch``,
+``gov watch``, ``tasks watch``, ``peers watch``), read on its own thread;
+lines are printed in the order they arrive, tagged with their kind.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import click
+
+from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshctl.client import ClientError, MeshClient
+from meshctl.context import fail, json_option, with_client
+from meshctl.gov import proposal_change_line, proposal_to_dict
+from meshctl.ledger import settlement_line, settlement_to_dict
+from meshctl.output import emit_stream
+from meshctl.peers import peer_event_line, peer_event_to_dict
+from meshctl.tasks import task_change_line, task_to_dict
+
+Source = Callable[[MeshClient], Iterable[dict[str, Any]]]
+
+
+def _settlements(client: MeshClient) -> Iterable[dict[str, Any]]:
+    stub = ledger_pb2_grpc.LedgerServiceStub(client.channel())
+    return (settlement_to_dict(r)
+            for r in client.stream(stub.WatchSettlements, ledger_pb2.WatchSettlementsRequest()))
+
+
+def _proposals(client: MeshClient) -> Iterable[dict[str, Any]]:
+    stub = governance_pb2_grpc.GovernanceServiceStub(client.channel())
+    return (proposal_to_dict(r.proposal) | {"final_epoch": r.final_epoch}
+            for r in client.stream(stub.WatchProposals, governance_pb2.WatchProposalsRequest()))
+
+
+def _tasks(client: MeshClient) -> Iterable[dict[str, Any]]:
+    stub = tasks_pb2_grpc.TasksServiceStub(client.channel())
+    return (task_to_dict(r.task)
+            for r in client.stream(stub.WatchTasks, tasks_pb2.WatchTasksRequest()))
+
+
+def _peers(client: MeshClient) -> Iterable[dict[str, Any]]:
+    stub = peers_pb2_grpc.PeersServiceStub(client.channel())
+    return (peer_event_to_dict(e)
+            for e in client.stream(stub.WatchPeers, peers_pb2.WatchPeersRequest()))
+
+
+SOURCES: dict[str, tuple[Source, Callable[[dict[str, Any]], str]]] = {
+    "settlement": (_settlements, settlement_line),
+    "proposal": (_proposals, proposal_change_line),
+    "task": (_tasks, task_change_line),
+    "peer": (_peers, peer_event_line),
+}
+
+
+@click.command()
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(SOURCES)),
+              help="Only these kinds (repeatable). Default: all.")
+@click.option("-n", "--count", type=click.IntRange(min=1), help="Stop after N events.")
+@json_option
+@with_client
+def events(client: MeshClient, kinds: tuple[str, ...], count: int | None,
+           as_json: bool) -> None:
+    """Print the node's events as they happen: settlements, proposals, tasks, peers.
+
+    Each kind starts as its own watch command does: the newest final
+    settlement, every proposal and kept task, then each change; peers from
+    now on. One line per event, tagged with its kind (--json: one object per
+    line, {"kind": ..., "event": {...}}, the event as the kind's watch command
+    prints it). Until Ctrl-C, or N events.
+    """
+    chosen = kinds or tuple(SOURCES)
+    emit_stream(_merged(client, chosen), count, as_json,
+                lambda d: f"[{d['kind']}] {SOURCES[d['kind']][1](d['event'])}")
+
+
+def _merged(client: MeshClient, kinds: Iterable[str]) -> Iterator[dict[str, Any]]:
+    arrived: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1024)
+
+    def read(kind: str) -> None:
+        try:
+            for event in SOURCES[kind][0](client):
+                arrived.put((kind, event))
+        except ClientError as exc:
+            arrived.put(("error", f"{kind} stream: {exc}"))
+        except Exception as exc:  # reported on the main thread, not lost with the thread
+            arrived.put(("error", f"{kind} stream: {type(exc).__name__}: {exc}"))
+
+    for kind in kinds:
+        threading.Thread(target=read, args=(kind,), daemon=True, name=f"events-{kind}").start()
+    while True:
+        kind, event = arrived.get()
+        if kind == "error":
+            fail(event)
+        yield {"kind": kind, "event": event}
