@@ -57,7 +57,8 @@ class ProtocolTable(dict[Any, Any]):
     each handler run for the peer it answers."""
 
     def __getitem__(self, protocol: Any) -> Any:
-        return _for_the_peer(super().__getitem__(protocol))
+        handler = super().__getitem__(protocol)
+        return handler if handler is reset_stream else _for_the_peer(handler)
 
     def __missing__(self, protocol: Any) -> Any:
         return reset_stream
