@@ -90,6 +90,7 @@ bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/ledger_partition.py
 	$(BIN)/python bench/ledger_soak.py
 	$(BIN)/python bench/tasks.py
+	$(BIN)/python bench/testnet.py
 
 clean:
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache
