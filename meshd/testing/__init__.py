@@ -55,9 +55,12 @@ from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshcore import genesis as genesis_doc
-from meshcore.genesis import Genesis, RewardPolicy, Token
+from meshcore.genesis import Allocation, Genesis, RewardPolicy, Token, Validator
+from meshd import datadir
 from meshd.config import Config
 from meshd.daemon import run_daemon
+from meshd.identity import load_or_create_identity
+from meshd.p2p.host import peer_id_of
 from meshd.plugin.api import Plugin
 from meshd.plugin_host.loader import Available, available
 
@@ -73,6 +76,11 @@ def plugin_under_test(name: str, plugin: Callable[[], Plugin], version: str = "1
                       ) -> Available:
     """A plugin class (or factory) to run as if installed under ``name``."""
     return available(name, plugin, version)
+
+
+def _identity(data_dir: Path) -> str:
+    """The peer ID of the node whose data dir this is, its key created if missing."""
+    return peer_id_of(load_or_create_identity(datadir.prepare(data_dir)))
 
 
 def write_dist(site: Path, dist: str, version: str, points: Mapping[str, str]) -> None:
@@ -98,13 +106,23 @@ def install_plugins(site: Path, points: Mapping[str, str], *, dist: str = "mesh-
     return {"PYTHONPATH": os.pathsep.join(entries)}
 
 
+VALIDATOR_ALLOCATION = 1_000_000 * 10**6  # base units each validator holds (1,000,000 TST)
+
+
 def write_genesis(directory: Path, *, plugins: Sequence[str] = (), name: str = "TestNet",
-                  epoch_seconds: int = 60) -> Path:
-    """A genesis requiring ``plugins`` (``"name"`` or ``"name>=1,<2"``); returns its path."""
+                  epoch_seconds: int = 60, validators: Sequence[str] = ()) -> Path:
+    """A genesis requiring ``plugins`` (``"name"`` or ``"name>=1,<2"``); returns its path.
+
+    ``validators`` (peer IDs) are its validators, each holding
+    VALIDATOR_ALLOCATION: epochs settle and rewards are minted. Without any,
+    nothing is ever minted (docs/ledger.md §4.4).
+    """
     genesis = Genesis(name=name, genesis_time=dt.datetime.now(dt.UTC).replace(microsecond=0),
-                      token=Token("Test", "TST"),
+                      token=Token("Test", "TST", allocations=tuple(
+                          Allocation(v, VALIDATOR_ALLOCATION) for v in validators)),
                       rewards=RewardPolicy(epoch_seconds=epoch_seconds),
-                      plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins))
+                      plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
+                      validators=tuple(Validator(v) for v in validators))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "genesis.toml"
     path.write_text(genesis_doc.dumps(genesis), encoding="utf-8")
@@ -166,6 +184,22 @@ class Node:
         response = await self._rpc(ledger_pb2_grpc.LedgerServiceStub, "ListHistory",
                                    ledger_pb2.ListHistoryRequest(limit=limit))
         return list(response.entries)
+
+    async def token_info(self) -> ledger_pb2.GetTokenInfoResponse:
+        """``meshctl token info``: the newest final epoch, supply and what was minted."""
+        response: ledger_pb2.GetTokenInfoResponse = await self._rpc(
+            ledger_pb2_grpc.LedgerServiceStub, "GetTokenInfo", ledger_pb2.GetTokenInfoRequest())
+        return response
+
+    async def rewards(self, epoch: int | None = None) -> ledger_pb2.ListRewardsResponse:
+        """``meshctl rewards ls``: what each account earned in a final epoch
+        (default: the newest); raises grpc.RpcError while none is final."""
+        request = ledger_pb2.ListRewardsRequest()
+        if epoch is not None:
+            request.epoch = epoch
+        response: ledger_pb2.ListRewardsResponse = await self._rpc(
+            ledger_pb2_grpc.LedgerServiceStub, "ListRewards", request)
+        return response
 
     async def _rpc(self, stub: Any, method: str, request: Any,
                    timeout: float = CALL_TIMEOUT) -> Any:
@@ -341,8 +375,13 @@ async def open_network(directory: Path, size: int = 3, *,
                        plugins: Sequence[Available] | None = None,
                        genesis: Path | None = None, required: Sequence[str] | None = None,
                        config: Mapping[str, Any] | None = None, processes: bool = False,
+                       epoch_seconds: int = 60,
                        ) -> AsyncIterator[Network]:
     """Start ``size`` connected nodes under ``directory``; stop them on exit.
+
+    Without ``genesis``, the network mints: every node is a validator holding
+    VALIDATOR_ALLOCATION, with epochs of ``epoch_seconds`` (rewards from the
+    end of the first epoch on; pass a few seconds to see them in a test).
 
     Args:
         plugins: in-process mode only: the plugins installed, as far as the
@@ -358,7 +397,9 @@ async def open_network(directory: Path, size: int = 3, *,
                          "(pip install -e .) or test it in-process")
     if genesis is None:
         names = required if required is not None else [p.name for p in plugins or ()]
-        genesis = write_genesis(directory, plugins=names)
+        genesis = write_genesis(directory, plugins=names, epoch_seconds=epoch_seconds,
+                                validators=[_identity(directory / f"node{i}")
+                                            for i in range(size)])
     network = Network(genesis=genesis)
     async with trio.open_nursery() as nursery:
         try:

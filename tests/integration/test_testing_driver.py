@@ -49,3 +49,16 @@ async def test_processes_take_installed_plugins_only(tmp_path: Path) -> None:
         async with open_network(tmp_path, 1, processes=True,
                                 plugins=[plugin_under_test("echo", EchoPlugin)]):
             pass
+
+
+async def test_the_default_network_mints(tmp_path: Path) -> None:
+    from meshd.testing import eventually
+
+    with trio.fail_after(90):
+        async with open_network(tmp_path, 2, plugins=[], epoch_seconds=2) as net:
+            info = await eventually(net[0].token_info,
+                                    lambda i: int(i.minted_total) > 0, timeout=60,
+                                    what="a reward minted")
+            assert info.final_epoch >= 0
+            rewards = await net[1].rewards()
+            assert {r.account for r in rewards.accounts} == {n.peer_id for n in net.nodes}
