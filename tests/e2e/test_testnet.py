@@ -128,3 +128,34 @@ def test_doctor_passes_on_a_healthy_testnet_and_names_what_broke(tmp_path: Path)
     stopped = meshctl("--socket", nodes[0]["socket"], "doctor", check=False)
     assert stopped.returncode == 2 and "FAIL  daemon" in stopped.stdout
     assert "start it" in stopped.stdout
+
+
+def test_make_run_mints_within_a_minute_and_ctrl_c_stops_every_node(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[2]
+    directory = tmp_path / "dev"
+    # What `make run` runs once the venv exists, in its own process group as a
+    # terminal would: Ctrl-C reaches the whole group.
+    run = subprocess.Popen([str(repo / "scripts" / "dev-run.sh")], cwd=repo,
+                           env={**os.environ, "DEV_DIR": str(directory),
+                                "BIN": str(Path(sys.executable).parent)},
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    try:
+        data = eventually_blocking(
+            lambda: _status(directory) if (directory / "testnet.json").exists() else {},
+            lambda d: bool(d) and len(d["nodes"]) == 4
+            and all(int(n.get("minted_total", "0")) > 0 for n in d["nodes"]),
+            timeout=60, what="make run's network to mint")
+        pids = [n["pid"] for n in data["nodes"]]
+        os.killpg(run.pid, signal.SIGINT)
+        out, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert "stopped: node-0 (exited), node-1 (exited), node-2 (exited), node-3 (exited)" in out
+    assert not any(_running(pid) for pid in pids)
