@@ -137,8 +137,9 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     serve_api, config, bridge,
                     Services(board, network, host, ledger, Governance(ledger), runtime, router))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
-                await nursery.start(Replicator(
-                    ledger, host, own_chain_grace=0 if nobody_to_ask else OWN_CHAIN_GRACE).run)
+                replicator = Replicator(
+                    ledger, host, own_chain_grace=0 if nobody_to_ask else OWN_CHAIN_GRACE)
+                await nursery.start(replicator.run)
                 await nursery.start(SyncServer(ledger, host).run)
                 await nursery.start(GenesisServer(host, genesis_toml).run)
                 await nursery.start(SettlementDriver(ledger).run)
@@ -161,7 +162,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                                                               report=reports.report))
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host,
-                                        NodeParts(ledger, router, runtime))
+                                        NodeParts(ledger, router, runtime,
+                                                  replicator.counters))
                 log.info("meshd ready", extra={
                     "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
                     "api_tcp_port": endpoints.tcp_port,

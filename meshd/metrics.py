@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from meshd.ledger.ledger import Ledger
+from meshd.ledger.replication import ReplicationCounters
 from meshd.node_status import NodeState, StatusBoard
 from meshd.p2p.autonat import Reachability
 from meshd.p2p.host import P2PHost
@@ -71,6 +72,7 @@ class NodeSnapshot:
     settlement_latency: float | None = None  # seconds from the end of the newest final epoch
     tasks: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     plugins: tuple[tuple[str, str, int, bool], ...] = ()
+    refused: Mapping[str, int] = field(default_factory=dict)  # entries not stored, by reason
 
 
 @dataclass
@@ -80,6 +82,7 @@ class NodeParts:
     ledger: Ledger
     router: TaskRouter
     runtime: PluginRuntime
+    replication: ReplicationCounters | None = None
     latency: list[float | None] = field(default_factory=lambda: [None, -1])  # latency, epoch
 
 
@@ -95,7 +98,16 @@ def sample_node(parts: NodeParts, now: float) -> NodeSnapshot:
     return NodeSnapshot(final_epoch=final, clock_epoch=ledger.clock_epoch(),
                         entries_stored=ledger.entries_stored,
                         settlement_latency=parts.latency[0],
-                        tasks=parts.router.counts(), plugins=tuple(parts.runtime.health()))
+                        tasks=parts.router.counts(), plugins=tuple(parts.runtime.health()),
+                        refused=_refused(parts.replication))
+
+
+def _refused(counters: ReplicationCounters | None) -> dict[str, int]:
+    """Entries from peers that were not stored, by reason (docs/operations.md)."""
+    if counters is None:
+        return {}
+    return {"invalid": counters.invalid, "unsupported": counters.unsupported,
+            "intake_full": counters.intake_dropped, "waiting_for_past": counters.waiting}
 
 
 def sample(board: StatusBoard, host: P2PHost, parts: NodeParts | None = None) -> Snapshot:
@@ -239,6 +251,10 @@ def _node_families(n: NodeSnapshot) -> Iterator[Metric]:
         yield GaugeMetricFamily("mesh_ledger_settlement_latency_seconds", "From the end of "
                                 "the newest final epoch to when this node saw it final.",
                                 value=n.settlement_latency)
+    yield _by_label(CounterMetricFamily, "mesh_ledger_entries_refused", "Entries from peers "
+                    "not stored, by reason (invalid: the sender is penalised; unsupported: a "
+                    "newer kind or an unknown settlement; intake_full: gossip dropped; "
+                    "waiting_for_past: held until their past arrives).", "reason", n.refused)
     tasks = GaugeMetricFamily("mesh_tasks", "Tasks this node submitted since start, by "
                               "plugin, kind and state.", labels=["plugin", "kind", "state"])
     for (plugin, kind, state), count in sorted(n.tasks.items()):

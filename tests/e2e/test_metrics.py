@@ -90,6 +90,7 @@ def test_the_node_beyond_p2p_ledger_settlement_tasks_plugins(tmp_path: Path) -> 
         assert value(text, "mesh_ledger_settlement_lag_epochs") <= 2
         assert value(text, "mesh_ledger_clock_epoch") >= value(text, "mesh_ledger_final_epoch")
         assert value(text, "mesh_ledger_entries_stored_total") >= 1
+        assert value(text, 'mesh_ledger_entries_refused_total{reason="invalid"}') == 0
         assert value(text, 'mesh_plugin_up{kind="in-process",plugin="storage"}') == 1.0
         assert value(text, 'mesh_plugin_restarts_total{plugin="storage"}') == 0
         (tmp_path / "f.txt").write_text("metrics")
