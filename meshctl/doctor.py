@@ -124,14 +124,24 @@ def check_addresses(facts: Facts) -> Check:
 def check_peers(facts: Facts) -> Check:
     assert facts.status is not None
     count = facts.status["peer_count"]
+    low = facts.status.get("low_watermark", 0)
+    target = facts.status.get("target_peers", 0)
+    degree = f"watermarks {low} / {target} / {facts.status.get('high_watermark', 0)}"
     if count == 0:
-        return Check("peers", FAIL, "no peer",
+        return Check("peers", FAIL, f"no peer ({degree})",
                      "check --bootstrap / the genesis' bootstrap list, and that this machine "
                      "reaches them (meshctl peers connect ADDRESS says why not)")
+    # Fewer than the low watermark is all a small network has: a concern only
+    # when the node knows more peers (its DHT routing table) than it holds.
+    if count < low and facts.routing_table_size > count:
+        return Check("peers", WARN, f"{count} peers, below the low watermark ({degree}), "
+                                    f"with {facts.routing_table_size} known",
+                     "the connection manager is dialling; if it stays so, see 'dial "
+                     "failed' in the log (firewall, NAT)")
     if count == 1:
-        return Check("peers", WARN, "1 peer: the node depends on it alone",
+        return Check("peers", WARN, f"1 peer: the node depends on it alone ({degree})",
                      "give it more bootstrap peers, or wait for peer exchange")
-    return Check("peers", PASS, f"{count} peers")
+    return Check("peers", PASS, f"{count} peers ({degree})")
 
 
 def check_dht(facts: Facts) -> Check:

@@ -28,6 +28,9 @@ def status_to_dict(status: node_pb2.NodeStatus) -> dict[str, Any]:
         "uptime_seconds": round(status.uptime.ToNanoseconds() / 1e9, 3),
         "version": status.version,
         "warnings": list(status.warnings),
+        "low_watermark": status.low_watermark,
+        "target_peers": status.target_peers,
+        "high_watermark": status.high_watermark,
     }
 
 

@@ -92,7 +92,9 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                                  external=[c.name for c in external])
         selected += select_external(external, genesis.plugins, data_dir,
                                     config.plugins.health_timeout)
-        board = StatusBoard(genesis.network_id, genesis.name, config.node.role)
+        board = StatusBoard(genesis.network_id, genesis.name, config.node.role,
+                            watermarks=(config.p2p.low_watermark, config.p2p.target_peers,
+                                        config.p2p.high_watermark))
         log.info("starting meshd", extra={"version": __version__, "data_dir": str(data_dir),
                                            "network_id": genesis.network_id})
 

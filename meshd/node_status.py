@@ -85,6 +85,7 @@ class NodeStatus:
     role: str
     warnings: tuple[str, ...] = ()  # what the operator must act on
     reachability: str = "unknown"
+    watermarks: tuple[int, int, int] = (0, 0, 0)  # low, target, high (p2p.*)
 
     @property
     def upgrade_required(self) -> bool:
@@ -98,7 +99,9 @@ class StatusBoard:
     """
 
     def __init__(self, network_id: str, network_name: str, role: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 watermarks: tuple[int, int, int] = (0, 0, 0)) -> None:
+        self._watermarks = watermarks
         self._network_id = network_id
         self._network_name = network_name
         self._role = role
@@ -136,6 +139,7 @@ class StatusBoard:
             warnings=(f"{UPGRADE_WARNING}: {facts.upgrade_required}",)
             if facts.upgrade_required else (),
             reachability=facts.reachability,
+            watermarks=self._watermarks,
         )
 
     async def status(self) -> NodeStatus:

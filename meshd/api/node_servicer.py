@@ -51,4 +51,7 @@ def status_to_pb(status: NodeStatus) -> node_pb2.NodeStatus:
         role=status.role,
         warnings=status.warnings,
         reachability=status.reachability,
+        low_watermark=status.watermarks[0],
+        target_peers=status.watermarks[1],
+        high_watermark=status.watermarks[2],
     )

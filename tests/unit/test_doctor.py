@@ -72,6 +72,14 @@ def test_peers_and_dht() -> None:
     assert doctor.check_peers(Facts(status=status(peer_count=0))).status == FAIL
     assert doctor.check_peers(Facts(status=status(peer_count=1))).status == WARN
     assert doctor.check_peers(Facts(status=status(peer_count=5))).status == PASS
+    degree = {"low_watermark": 4, "target_peers": 8, "high_watermark": 16}
+    # Below the low watermark: all a 4-node network has, or short of known peers.
+    small = Facts(status=status(peer_count=3, **degree), routing_table_size=3)
+    assert doctor.check_peers(small).status == PASS and "4 / 8 / 16" in \
+        doctor.check_peers(small).detail
+    short = Facts(status=status(peer_count=3, **degree), routing_table_size=12)
+    assert doctor.check_peers(short).status == WARN
+    assert "below the low watermark" in doctor.check_peers(short).detail
     assert doctor.check_dht(Facts(status=status(), routing_table_size=0)).status == WARN
     assert doctor.check_dht(Facts(status=status(), routing_table_size=3)).status == PASS
 

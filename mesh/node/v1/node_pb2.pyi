@@ -81,6 +81,9 @@ class NodeStatus(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
     REACHABILITY_FIELD_NUMBER: _builtins.int
+    LOW_WATERMARK_FIELD_NUMBER: _builtins.int
+    TARGET_PEERS_FIELD_NUMBER: _builtins.int
+    HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
     peer_id: _builtins.str
     """libp2p peer ID, derived from the node's Ed25519 identity key."""
     network_id: _builtins.str
@@ -98,6 +101,12 @@ class NodeStatus(_message.Message):
     NAT or a firewall: reached through relays) or "unknown" (not yet asked).
     AutoNAT's verdict (docs/protocol.md).
     """
+    low_watermark: _builtins.int
+    """The connection manager's degree (p2p.low_watermark, target_peers,
+    high_watermark): below low it dials, above high it prunes.
+    """
+    target_peers: _builtins.int
+    high_watermark: _builtins.int
     @_builtins.property
     def listen_addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Multiaddrs others can dial this node at (listeners expanded, confirmed and
@@ -129,10 +138,13 @@ class NodeStatus(_message.Message):
         role: _builtins.str = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
         reachability: _builtins.str = ...,
+        low_watermark: _builtins.int = ...,
+        target_peers: _builtins.int = ...,
+        high_watermark: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["listen_addrs", b"listen_addrs", "network_id", b"network_id", "network_name", b"network_name", "peer_count", b"peer_count", "peer_id", b"peer_id", "reachability", b"reachability", "role", b"role", "started_at", b"started_at", "state", b"state", "uptime", b"uptime", "version", b"version", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high_watermark", b"high_watermark", "listen_addrs", b"listen_addrs", "low_watermark", b"low_watermark", "network_id", b"network_id", "network_name", b"network_name", "peer_count", b"peer_count", "peer_id", b"peer_id", "reachability", b"reachability", "role", b"role", "started_at", b"started_at", "state", b"state", "target_peers", b"target_peers", "uptime", b"uptime", "version", b"version", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
