@@ -37,6 +37,8 @@ _RANK = {PASS: 0, SKIP: 0, WARN: 1, FAIL: 2}
 SETTLE_LAG_WARN = 2  # epochs behind the clock before a warning
 SETTLE_LAG_FAIL = 3  # ... and before a failure (writes are refused past 3, docs/ledger.md §11)
 QUORUM = 2 / 3  # of validator weight, for a settlement
+CLOCK_WARN = 2.0  # seconds of skew against the peers' median
+CLOCK_FAIL = 10.0
 DISK_WARN = 1 << 30
 DISK_FAIL = 100 << 20
 UNSPECIFIED = ("/ip4/0.0.0.0/", "/ip6/::/")
@@ -61,6 +63,7 @@ class Facts:
     routing_table_size: int = 0
     peers: list[str] | None = None
     peer_addrs: list[str] | None = None  # where the connections come from
+    clock_offsets_ms: list[int] | None = None  # peers' clocks minus ours, from the handshakes
     final_epoch: int | None = None
     plugins: list[dict[str, Any]] | None = None
     socket: Path | None = None  # the local API socket, when reached through one
@@ -183,8 +186,20 @@ def check_clock(facts: Facts, now: dt.datetime) -> Check:
         return Check("clock", FAIL, f"this machine's clock ({now:%Y-%m-%d %H:%M:%S}Z) is "
                                     "before the genesis time",
                      "set the clock (NTP: timedatectl set-ntp true)")
-    return Check("clock", PASS, f"epoch {clock_epoch(facts.genesis, now)} by this machine's "
-                                "clock (skew against peers is not measured yet)")
+    epoch = f"epoch {clock_epoch(facts.genesis, now)} by this machine's clock"
+    offsets = facts.clock_offsets_ms or []
+    if not offsets:
+        return Check("clock", PASS, f"{epoch} (no peer to compare with)")
+    # Median of the peers: this node's own skew, not one peer's.
+    ordered = sorted(offsets)
+    skew = ordered[len(ordered) // 2] / 1000
+    detail = f"{epoch}; peers' clocks are {skew:+.1f} s from it (median of {len(offsets)})"
+    hint = "synchronise the clock (NTP: timedatectl set-ntp true); epochs are counted on it"
+    if abs(skew) >= CLOCK_FAIL:
+        return Check("clock", FAIL, detail, hint)
+    if abs(skew) >= CLOCK_WARN:
+        return Check("clock", WARN, detail, hint)
+    return Check("clock", PASS, detail)
 
 
 def check_settlement(facts: Facts, now: dt.datetime) -> Check:
@@ -300,6 +315,8 @@ def gather(client: MeshClient) -> Facts:
                               peers_pb2.ListPeersRequest())
         facts.peers = [p.peer_id for p in listed.peers]
         facts.peer_addrs = [a for p in listed.peers for a in p.addrs]
+        facts.clock_offsets_ms = [p.clock_offset_ms for p in listed.peers
+                                  if p.HasField("clock_offset_ms")]
     except ClientError:
         pass
     try:

@@ -16,7 +16,9 @@ def peer_to_dict(peer: peers_pb2.Peer) -> dict[str, Any]:
     """The stable JSON shape of a peer."""
     direction = peers_pb2.Direction.Name(peer.direction).removeprefix("DIRECTION_").lower()
     return {"peer_id": peer.peer_id, "addrs": list(peer.addrs), "direction": direction,
-            "connected_at": peer.connected_at.ToJsonString(), "agent": peer.agent}
+            "connected_at": peer.connected_at.ToJsonString(), "agent": peer.agent,
+            "clock_offset_ms": peer.clock_offset_ms if peer.HasField("clock_offset_ms")
+            else None}
 
 
 def _table(peers: list[dict[str, Any]]) -> str:

@@ -67,10 +67,13 @@ class PeersServicer(peers_pb2_grpc.PeersServiceServicer):
 def peer_to_pb(peer: PeerRecord) -> peers_pb2.Peer:
     connected_at = Timestamp()
     connected_at.FromDatetime(peer.connected_at)
-    return peers_pb2.Peer(peer_id=peer.peer_id, addrs=peer.addrs,
-                          direction=_DIRECTIONS.get(peer.direction,
-                                                    peers_pb2.DIRECTION_UNSPECIFIED),
-                          connected_at=connected_at, agent=peer.agent)
+    message = peers_pb2.Peer(peer_id=peer.peer_id, addrs=peer.addrs,
+                             direction=_DIRECTIONS.get(peer.direction,
+                                                       peers_pb2.DIRECTION_UNSPECIFIED),
+                             connected_at=connected_at, agent=peer.agent)
+    if peer.clock_offset_ms is not None:
+        message.clock_offset_ms = peer.clock_offset_ms
+    return message
 
 
 def _duration(seconds: float) -> Duration:

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class PeerRecord:
     direction: str  # "inbound" or "outbound"
     connected_at: dt.datetime
     agent: str
+    # Its clock minus ours, from its hello (ms; None: it did not say).
+    clock_offset_ms: int | None = None
 
     def seen_at(self) -> IPAddress | None:
         """The IP its connection comes from; None when that is a relay's."""
@@ -126,6 +129,7 @@ class Membership:
         self._admission_listeners: list[Callable[[str], None]] = []
         self._events: collections.deque[PeerEvent] = collections.deque(maxlen=PEER_EVENTS_KEPT)
         self._events_seq = 0
+        self._clock_offsets: dict[str, int] = {}  # peer -> its clock minus ours (ms)
         self._event_added = trio.Event()
         self._cooldown_until: dict[str, float] = {}  # peer ID -> trio time
         self._blocked: set[str] = set()  # until unblocked (not kept across restarts)
@@ -374,6 +378,7 @@ class Membership:
         if self._host.get_network().get_connections(peer):
             return  # another connection to the peer remains
         self._observed.pop(str(peer), None)
+        self._clock_offsets.pop(str(peer), None)
         if self._admitted.pop(str(peer), None) is not None:
             log.info("peer left", extra={"peer_id": str(peer)})
             self._record_event("left", str(peer))
@@ -442,13 +447,17 @@ class Membership:
         hello = wire_pb2.Hello()
         hello.CopyFrom(self._hello)
         hello.refused = self._refusal(peer_id) or ""
+        hello.sent_at_ms = int(time.time() * 1000)
         remote = direct_remote(stream)
         if remote is not None:
             hello.observed_addr = remote.to_bytes()
         return hello.SerializeToString()
 
     def _note_observed(self, peer_id: str, hello: wire_pb2.Hello, stream: INetStream) -> None:
-        """Remember the IP a peer sees us at (from a direct connection only)."""
+        """Remember the IP a peer sees us at (from a direct connection only), and
+        how far its clock is from ours."""
+        if hello.sent_at_ms:
+            self._clock_offsets[peer_id] = hello.sent_at_ms - int(time.time() * 1000)
         if not hello.observed_addr or direct_remote(stream) is None:
             return
         with contextlib.suppress(Exception):
@@ -490,6 +499,7 @@ class Membership:
             direction=_direction(conn),
             connected_at=dt.datetime.now(dt.UTC),
             agent=agent[:128],
+            clock_offset_ms=self._clock_offsets.get(peer_id),
         )
         self.counters.admitted += 1
         log.info("peer admitted", extra={"peer_id": peer_id, "agent": agent[:128]})

@@ -19,6 +19,7 @@ def test_connect_list_ping_disconnect(node: Callable[..., Meshd]) -> None:
     connected = json.loads(n2.ctl("peers", "connect", address, "--json").stdout)
     assert connected["peer_id"] == n1.status()["peer_id"]
     assert connected["direction"] == "outbound" and connected["agent"].startswith("meshd/")
+    assert abs(connected["clock_offset_ms"]) < 2000  # one machine: one clock, plus the delay
     n1.watch_until(lambda s: s.peer_count == 1)
     assert peers_of(n1) == [n2.status()["peer_id"]]
     assert n1.status()["state"] in ("connected", "active")

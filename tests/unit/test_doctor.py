@@ -96,6 +96,13 @@ def test_settlement_follows_the_clock() -> None:
     assert doctor.check_settlement(Facts(genesis=genesis(), final_epoch=-1), at(5)).status \
         == PASS  # the first epoch has not ended
     assert doctor.check_clock(Facts(genesis=genesis()), at(-60)).status == FAIL
+    assert doctor.check_clock(Facts(genesis=genesis(), clock_offsets_ms=[40, -20, 15]),
+                              at(100)).status == PASS
+    behind = doctor.check_clock(Facts(genesis=genesis(), clock_offsets_ms=[4000, 3900, 9]),
+                                at(100))
+    assert behind.status == WARN and "+3.9 s" in behind.detail and "NTP" in behind.hint
+    assert doctor.check_clock(Facts(genesis=genesis(), clock_offsets_ms=[-60000, -59000]),
+                              at(100)).status == FAIL
 
 
 def test_validators_need_two_thirds_of_the_weight_reachable() -> None:

@@ -26,47 +26,47 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/peers/v1/peers.proto\x12\rmesh.peers.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x04Peer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\x12+\n\tdirection\x18\x03 \x01(\x0e\x32\x18.mesh.peers.v1.Direction\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61gent\x18\x05 \x01(\t\"\x12\n\x10ListPeersRequest\"H\n\x11ListPeersResponse\x12\"\n\x05peers\x18\x01 \x03(\x0b\x32\x13.mesh.peers.v1.Peer\x12\x0f\n\x07\x62locked\x18\x02 \x03(\t\"%\n\x12\x43onnectPeerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"8\n\x13\x43onnectPeerResponse\x12!\n\x04peer\x18\x01 \x01(\x0b\x32\x13.mesh.peers.v1.Peer\"(\n\x15\x44isconnectPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x18\n\x16\x44isconnectPeerResponse\"#\n\x10\x42lockPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x13\n\x11\x42lockPeerResponse\"%\n\x12UnblockPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x15\n\x13UnblockPeerResponse\"1\n\x0fPingPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\";\n\x10PingPeerResponse\x12\'\n\x04rtts\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration\"\x13\n\x11WatchPeersRequest\"\xad\x02\n\x12WatchPeersResponse\x12\x34\n\x04kind\x18\x01 \x01(\x0e\x32&.mesh.peers.v1.WatchPeersResponse.Kind\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x64\x64rs\x18\x04 \x03(\t\x12+\n\tdirection\x18\x05 \x01(\x0e\x32\x18.mesh.peers.v1.Direction\x12\r\n\x05\x61gent\x18\x06 \x01(\t\x12\x0e\n\x06missed\x18\x07 \x01(\x04\x12\x0f\n\x07present\x18\x08 \x01(\x08\"<\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_JOINED\x10\x01\x12\r\n\tKIND_LEFT\x10\x02*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02\x32\xdb\x04\n\x0cPeersService\x12N\n\tListPeers\x12\x1f.mesh.peers.v1.ListPeersRequest\x1a .mesh.peers.v1.ListPeersResponse\x12T\n\x0b\x43onnectPeer\x12!.mesh.peers.v1.ConnectPeerRequest\x1a\".mesh.peers.v1.ConnectPeerResponse\x12]\n\x0e\x44isconnectPeer\x12$.mesh.peers.v1.DisconnectPeerRequest\x1a%.mesh.peers.v1.DisconnectPeerResponse\x12N\n\tBlockPeer\x12\x1f.mesh.peers.v1.BlockPeerRequest\x1a .mesh.peers.v1.BlockPeerResponse\x12T\n\x0bUnblockPeer\x12!.mesh.peers.v1.UnblockPeerRequest\x1a\".mesh.peers.v1.UnblockPeerResponse\x12K\n\x08PingPeer\x12\x1e.mesh.peers.v1.PingPeerRequest\x1a\x1f.mesh.peers.v1.PingPeerResponse\x12S\n\nWatchPeers\x12 .mesh.peers.v1.WatchPeersRequest\x1a!.mesh.peers.v1.WatchPeersResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/peers/v1/peers.proto\x12\rmesh.peers.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\x04Peer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\x12+\n\tdirection\x18\x03 \x01(\x0e\x32\x18.mesh.peers.v1.Direction\x12\x30\n\x0c\x63onnected_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x1c\n\x0f\x63lock_offset_ms\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x12\n\x10_clock_offset_ms\"\x12\n\x10ListPeersRequest\"H\n\x11ListPeersResponse\x12\"\n\x05peers\x18\x01 \x03(\x0b\x32\x13.mesh.peers.v1.Peer\x12\x0f\n\x07\x62locked\x18\x02 \x03(\t\"%\n\x12\x43onnectPeerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"8\n\x13\x43onnectPeerResponse\x12!\n\x04peer\x18\x01 \x01(\x0b\x32\x13.mesh.peers.v1.Peer\"(\n\x15\x44isconnectPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x18\n\x16\x44isconnectPeerResponse\"#\n\x10\x42lockPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x13\n\x11\x42lockPeerResponse\"%\n\x12UnblockPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"\x15\n\x13UnblockPeerResponse\"1\n\x0fPingPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\";\n\x10PingPeerResponse\x12\'\n\x04rtts\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration\"\x13\n\x11WatchPeersRequest\"\xad\x02\n\x12WatchPeersResponse\x12\x34\n\x04kind\x18\x01 \x01(\x0e\x32&.mesh.peers.v1.WatchPeersResponse.Kind\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x64\x64rs\x18\x04 \x03(\t\x12+\n\tdirection\x18\x05 \x01(\x0e\x32\x18.mesh.peers.v1.Direction\x12\r\n\x05\x61gent\x18\x06 \x01(\t\x12\x0e\n\x06missed\x18\x07 \x01(\x04\x12\x0f\n\x07present\x18\x08 \x01(\x08\"<\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_JOINED\x10\x01\x12\r\n\tKIND_LEFT\x10\x02*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x01\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x02\x32\xdb\x04\n\x0cPeersService\x12N\n\tListPeers\x12\x1f.mesh.peers.v1.ListPeersRequest\x1a .mesh.peers.v1.ListPeersResponse\x12T\n\x0b\x43onnectPeer\x12!.mesh.peers.v1.ConnectPeerRequest\x1a\".mesh.peers.v1.ConnectPeerResponse\x12]\n\x0e\x44isconnectPeer\x12$.mesh.peers.v1.DisconnectPeerRequest\x1a%.mesh.peers.v1.DisconnectPeerResponse\x12N\n\tBlockPeer\x12\x1f.mesh.peers.v1.BlockPeerRequest\x1a .mesh.peers.v1.BlockPeerResponse\x12T\n\x0bUnblockPeer\x12!.mesh.peers.v1.UnblockPeerRequest\x1a\".mesh.peers.v1.UnblockPeerResponse\x12K\n\x08PingPeer\x12\x1e.mesh.peers.v1.PingPeerRequest\x1a\x1f.mesh.peers.v1.PingPeerResponse\x12S\n\nWatchPeers\x12 .mesh.peers.v1.WatchPeersRequest\x1a!.mesh.peers.v1.WatchPeersResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.peers.v1.peers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=1076
-  _globals['_DIRECTION']._serialized_end=1161
+  _globals['_DIRECTION']._serialized_start=1126
+  _globals['_DIRECTION']._serialized_end=1211
   _globals['_PEER']._serialized_start=110
-  _globals['_PEER']._serialized_end=258
-  _globals['_LISTPEERSREQUEST']._serialized_start=260
-  _globals['_LISTPEERSREQUEST']._serialized_end=278
-  _globals['_LISTPEERSRESPONSE']._serialized_start=280
-  _globals['_LISTPEERSRESPONSE']._serialized_end=352
-  _globals['_CONNECTPEERREQUEST']._serialized_start=354
-  _globals['_CONNECTPEERREQUEST']._serialized_end=391
-  _globals['_CONNECTPEERRESPONSE']._serialized_start=393
-  _globals['_CONNECTPEERRESPONSE']._serialized_end=449
-  _globals['_DISCONNECTPEERREQUEST']._serialized_start=451
-  _globals['_DISCONNECTPEERREQUEST']._serialized_end=491
-  _globals['_DISCONNECTPEERRESPONSE']._serialized_start=493
-  _globals['_DISCONNECTPEERRESPONSE']._serialized_end=517
-  _globals['_BLOCKPEERREQUEST']._serialized_start=519
-  _globals['_BLOCKPEERREQUEST']._serialized_end=554
-  _globals['_BLOCKPEERRESPONSE']._serialized_start=556
-  _globals['_BLOCKPEERRESPONSE']._serialized_end=575
-  _globals['_UNBLOCKPEERREQUEST']._serialized_start=577
-  _globals['_UNBLOCKPEERREQUEST']._serialized_end=614
-  _globals['_UNBLOCKPEERRESPONSE']._serialized_start=616
-  _globals['_UNBLOCKPEERRESPONSE']._serialized_end=637
-  _globals['_PINGPEERREQUEST']._serialized_start=639
-  _globals['_PINGPEERREQUEST']._serialized_end=688
-  _globals['_PINGPEERRESPONSE']._serialized_start=690
-  _globals['_PINGPEERRESPONSE']._serialized_end=749
-  _globals['_WATCHPEERSREQUEST']._serialized_start=751
-  _globals['_WATCHPEERSREQUEST']._serialized_end=770
-  _globals['_WATCHPEERSRESPONSE']._serialized_start=773
-  _globals['_WATCHPEERSRESPONSE']._serialized_end=1074
-  _globals['_WATCHPEERSRESPONSE_KIND']._serialized_start=1014
-  _globals['_WATCHPEERSRESPONSE_KIND']._serialized_end=1074
-  _globals['_PEERSSERVICE']._serialized_start=1164
-  _globals['_PEERSSERVICE']._serialized_end=1767
+  _globals['_PEER']._serialized_end=308
+  _globals['_LISTPEERSREQUEST']._serialized_start=310
+  _globals['_LISTPEERSREQUEST']._serialized_end=328
+  _globals['_LISTPEERSRESPONSE']._serialized_start=330
+  _globals['_LISTPEERSRESPONSE']._serialized_end=402
+  _globals['_CONNECTPEERREQUEST']._serialized_start=404
+  _globals['_CONNECTPEERREQUEST']._serialized_end=441
+  _globals['_CONNECTPEERRESPONSE']._serialized_start=443
+  _globals['_CONNECTPEERRESPONSE']._serialized_end=499
+  _globals['_DISCONNECTPEERREQUEST']._serialized_start=501
+  _globals['_DISCONNECTPEERREQUEST']._serialized_end=541
+  _globals['_DISCONNECTPEERRESPONSE']._serialized_start=543
+  _globals['_DISCONNECTPEERRESPONSE']._serialized_end=567
+  _globals['_BLOCKPEERREQUEST']._serialized_start=569
+  _globals['_BLOCKPEERREQUEST']._serialized_end=604
+  _globals['_BLOCKPEERRESPONSE']._serialized_start=606
+  _globals['_BLOCKPEERRESPONSE']._serialized_end=625
+  _globals['_UNBLOCKPEERREQUEST']._serialized_start=627
+  _globals['_UNBLOCKPEERREQUEST']._serialized_end=664
+  _globals['_UNBLOCKPEERRESPONSE']._serialized_start=666
+  _globals['_UNBLOCKPEERRESPONSE']._serialized_end=687
+  _globals['_PINGPEERREQUEST']._serialized_start=689
+  _globals['_PINGPEERREQUEST']._serialized_end=738
+  _globals['_PINGPEERRESPONSE']._serialized_start=740
+  _globals['_PINGPEERRESPONSE']._serialized_end=799
+  _globals['_WATCHPEERSREQUEST']._serialized_start=801
+  _globals['_WATCHPEERSREQUEST']._serialized_end=820
+  _globals['_WATCHPEERSRESPONSE']._serialized_start=823
+  _globals['_WATCHPEERSRESPONSE']._serialized_end=1124
+  _globals['_WATCHPEERSRESPONSE_KIND']._serialized_start=1064
+  _globals['_WATCHPEERSRESPONSE_KIND']._serialized_end=1124
+  _globals['_PEERSSERVICE']._serialized_start=1214
+  _globals['_PEERSSERVICE']._serialized_end=1817
 # @@protoc_insertion_point(module_scope)

@@ -51,10 +51,15 @@ class Peer(_message.Message):
     DIRECTION_FIELD_NUMBER: _builtins.int
     CONNECTED_AT_FIELD_NUMBER: _builtins.int
     AGENT_FIELD_NUMBER: _builtins.int
+    CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
     peer_id: _builtins.str
     direction: Global___Direction.ValueType
     agent: _builtins.str
     """The peer's software, from its handshake."""
+    clock_offset_ms: _builtins.int
+    """The peer's clock minus this node's, in milliseconds, from the handshake
+    (one-way network delay included); unset when the peer did not say.
+    """
     @_builtins.property
     def addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The address of the connection (remote side)."""
@@ -69,12 +74,15 @@ class Peer(_message.Message):
         direction: Global___Direction.ValueType = ...,
         connected_at: _timestamp_pb2.Timestamp | None = ...,
         agent: _builtins.str = ...,
+        clock_offset_ms: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["connected_at", b"connected_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms", "connected_at", b"connected_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["addrs", b"addrs", "agent", b"agent", "connected_at", b"connected_at", "direction", b"direction", "peer_id", b"peer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "addrs", b"addrs", "agent", b"agent", "clock_offset_ms", b"clock_offset_ms", "connected_at", b"connected_at", "direction", b"direction", "peer_id", b"peer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__clock_offset_ms: _TypeAlias = _typing.Literal["clock_offset_ms"]  # noqa: Y015
+    _WhichOneofArgType__clock_offset_ms: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__clock_offset_ms) -> _WhichOneofReturnType__clock_offset_ms | None: ...
 
 Global___Peer: _TypeAlias = Peer  # noqa: Y015
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/wire/v1/wire.proto\x12\x0cmesh.wire.v1\"i\n\x05Hello\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x15\n\rhello_version\x18\x02 \x01(\r\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t\x12\x15\n\robserved_addr\x18\x05 \x01(\x0c\"Y\n\x0e\x44irectResponse\x12\x11\n\x07payload\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.mesh.wire.v1.DirectErrorH\x00\x42\x08\n\x06result\"\xcb\x01\n\x0b\x44irectError\x12,\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1e.mesh.wire.v1.DirectError.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"}\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43ODE_INVALID\x10\x01\x12\x12\n\x0e\x43ODE_TOO_LARGE\x10\x02\x12\x11\n\rCODE_INTERNAL\x10\x03\x12\x10\n\x0c\x43ODE_TIMEOUT\x10\x04\x12\x14\n\x10\x43ODE_UNAVAILABLE\x10\x05\"\x1b\n\x0cRequestPeers\x12\x0b\n\x03max\x18\x01 \x01(\r\"4\n\nKnownPeers\x12&\n\x05peers\x18\x01 \x03(\x0b\x32\x17.mesh.wire.v1.KnownPeer\"+\n\tKnownPeer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\":\n\x0bPluginEvent\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"x\n\x10TaskCapabilities\x12(\n\x05kinds\x18\x01 \x03(\x0b\x32\x19.mesh.wire.v1.TaskKindRef\x12\x14\n\x0c\x63\x61pabilities\x18\x02 \x03(\t\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x13\n\x0bmax_running\x18\x04 \x01(\r\"+\n\x0bTaskKindRef\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\"n\n\x0bTaskRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x06 \x01(\r\"g\n\x0cTaskResponse\x12\x0e\n\x06result\x18\x01 \x01(\x0c\x12\r\n\x05proof\x18\x02 \x01(\x0c\x12\r\n\x05units\x18\x03 \x01(\x04\x12\r\n\x05\x63laim\x18\x04 \x01(\x0c\x12\x1a\n\x12provider_signature\x18\x05 \x01(\x0c\"\x9a\x01\n\x12TaskVerdictRequest\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.mesh.wire.v1.TaskRequest\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12\x0e\n\x06result\x18\x03 \x01(\x0c\x12\r\n\x05proof\x18\x04 \x01(\x0c\x12\r\n\x05\x63laim\x18\x05 \x01(\x0c\x12\x1a\n\x12provider_signature\x18\x06 \x01(\x0c\"*\n\x11TaskVerdictAnswer\x12\x15\n\rverdict_entry\x18\x01 \x01(\x0c\"e\n\nTaskReport\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\x0c\x12\r\n\x05\x63laim\x18\x04 \x01(\x0c\x12\x1a\n\x12provider_signature\x18\x05 \x01(\x0c\"8\n\x10TaskReportAnswer\x12\x15\n\rreceipt_entry\x18\x01 \x01(\x0c\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/wire/v1/wire.proto\x12\x0cmesh.wire.v1\"}\n\x05Hello\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x15\n\rhello_version\x18\x02 \x01(\r\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t\x12\x15\n\robserved_addr\x18\x05 \x01(\x0c\x12\x12\n\nsent_at_ms\x18\x06 \x01(\x04\"Y\n\x0e\x44irectResponse\x12\x11\n\x07payload\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.mesh.wire.v1.DirectErrorH\x00\x42\x08\n\x06result\"\xcb\x01\n\x0b\x44irectError\x12,\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1e.mesh.wire.v1.DirectError.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"}\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43ODE_INVALID\x10\x01\x12\x12\n\x0e\x43ODE_TOO_LARGE\x10\x02\x12\x11\n\rCODE_INTERNAL\x10\x03\x12\x10\n\x0c\x43ODE_TIMEOUT\x10\x04\x12\x14\n\x10\x43ODE_UNAVAILABLE\x10\x05\"\x1b\n\x0cRequestPeers\x12\x0b\n\x03max\x18\x01 \x01(\r\"4\n\nKnownPeers\x12&\n\x05peers\x18\x01 \x03(\x0b\x32\x17.mesh.wire.v1.KnownPeer\"+\n\tKnownPeer\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\":\n\x0bPluginEvent\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"x\n\x10TaskCapabilities\x12(\n\x05kinds\x18\x01 \x03(\x0b\x32\x19.mesh.wire.v1.TaskKindRef\x12\x14\n\x0c\x63\x61pabilities\x18\x02 \x03(\t\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x13\n\x0bmax_running\x18\x04 \x01(\r\"+\n\x0bTaskKindRef\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\"n\n\x0bTaskRequest\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x06 \x01(\r\"g\n\x0cTaskResponse\x12\x0e\n\x06result\x18\x01 \x01(\x0c\x12\r\n\x05proof\x18\x02 \x01(\x0c\x12\r\n\x05units\x18\x03 \x01(\x04\x12\r\n\x05\x63laim\x18\x04 \x01(\x0c\x12\x1a\n\x12provider_signature\x18\x05 \x01(\x0c\"\x9a\x01\n\x12TaskVerdictRequest\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.mesh.wire.v1.TaskRequest\x12\x11\n\trequester\x18\x02 \x01(\x0c\x12\x0e\n\x06result\x18\x03 \x01(\x0c\x12\r\n\x05proof\x18\x04 \x01(\x0c\x12\r\n\x05\x63laim\x18\x05 \x01(\x0c\x12\x1a\n\x12provider_signature\x18\x06 \x01(\x0c\"*\n\x11TaskVerdictAnswer\x12\x15\n\rverdict_entry\x18\x01 \x01(\x0c\"e\n\nTaskReport\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\x0c\x12\r\n\x05\x63laim\x18\x04 \x01(\x0c\x12\x1a\n\x12provider_signature\x18\x05 \x01(\x0c\"8\n\x10TaskReportAnswer\x12\x15\n\rreceipt_entry\x18\x01 \x01(\x0c\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,35 +32,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.wire.v1.wire_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO']._serialized_start=41
-  _globals['_HELLO']._serialized_end=146
-  _globals['_DIRECTRESPONSE']._serialized_start=148
-  _globals['_DIRECTRESPONSE']._serialized_end=237
-  _globals['_DIRECTERROR']._serialized_start=240
-  _globals['_DIRECTERROR']._serialized_end=443
-  _globals['_DIRECTERROR_CODE']._serialized_start=318
-  _globals['_DIRECTERROR_CODE']._serialized_end=443
-  _globals['_REQUESTPEERS']._serialized_start=445
-  _globals['_REQUESTPEERS']._serialized_end=472
-  _globals['_KNOWNPEERS']._serialized_start=474
-  _globals['_KNOWNPEERS']._serialized_end=526
-  _globals['_KNOWNPEER']._serialized_start=528
-  _globals['_KNOWNPEER']._serialized_end=571
-  _globals['_PLUGINEVENT']._serialized_start=573
-  _globals['_PLUGINEVENT']._serialized_end=631
-  _globals['_TASKCAPABILITIES']._serialized_start=633
-  _globals['_TASKCAPABILITIES']._serialized_end=753
-  _globals['_TASKKINDREF']._serialized_start=755
-  _globals['_TASKKINDREF']._serialized_end=798
-  _globals['_TASKREQUEST']._serialized_start=800
-  _globals['_TASKREQUEST']._serialized_end=910
-  _globals['_TASKRESPONSE']._serialized_start=912
-  _globals['_TASKRESPONSE']._serialized_end=1015
-  _globals['_TASKVERDICTREQUEST']._serialized_start=1018
-  _globals['_TASKVERDICTREQUEST']._serialized_end=1172
-  _globals['_TASKVERDICTANSWER']._serialized_start=1174
-  _globals['_TASKVERDICTANSWER']._serialized_end=1216
-  _globals['_TASKREPORT']._serialized_start=1218
-  _globals['_TASKREPORT']._serialized_end=1319
-  _globals['_TASKREPORTANSWER']._serialized_start=1321
-  _globals['_TASKREPORTANSWER']._serialized_end=1377
+  _globals['_HELLO']._serialized_end=166
+  _globals['_DIRECTRESPONSE']._serialized_start=168
+  _globals['_DIRECTRESPONSE']._serialized_end=257
+  _globals['_DIRECTERROR']._serialized_start=260
+  _globals['_DIRECTERROR']._serialized_end=463
+  _globals['_DIRECTERROR_CODE']._serialized_start=338
+  _globals['_DIRECTERROR_CODE']._serialized_end=463
+  _globals['_REQUESTPEERS']._serialized_start=465
+  _globals['_REQUESTPEERS']._serialized_end=492
+  _globals['_KNOWNPEERS']._serialized_start=494
+  _globals['_KNOWNPEERS']._serialized_end=546
+  _globals['_KNOWNPEER']._serialized_start=548
+  _globals['_KNOWNPEER']._serialized_end=591
+  _globals['_PLUGINEVENT']._serialized_start=593
+  _globals['_PLUGINEVENT']._serialized_end=651
+  _globals['_TASKCAPABILITIES']._serialized_start=653
+  _globals['_TASKCAPABILITIES']._serialized_end=773
+  _globals['_TASKKINDREF']._serialized_start=775
+  _globals['_TASKKINDREF']._serialized_end=818
+  _globals['_TASKREQUEST']._serialized_start=820
+  _globals['_TASKREQUEST']._serialized_end=930
+  _globals['_TASKRESPONSE']._serialized_start=932
+  _globals['_TASKRESPONSE']._serialized_end=1035
+  _globals['_TASKVERDICTREQUEST']._serialized_start=1038
+  _globals['_TASKVERDICTREQUEST']._serialized_end=1192
+  _globals['_TASKVERDICTANSWER']._serialized_start=1194
+  _globals['_TASKVERDICTANSWER']._serialized_end=1236
+  _globals['_TASKREPORT']._serialized_start=1238
+  _globals['_TASKREPORT']._serialized_end=1339
+  _globals['_TASKREPORTANSWER']._serialized_start=1341
+  _globals['_TASKREPORTANSWER']._serialized_end=1397
 # @@protoc_insertion_point(module_scope)

@@ -38,6 +38,7 @@ class Hello(_message.Message):
     AGENT_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
     OBSERVED_ADDR_FIELD_NUMBER: _builtins.int
+    SENT_AT_MS_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     """"net_" + digest of the genesis (docs/genesis.md)."""
     hello_version: _builtins.int
@@ -53,6 +54,11 @@ class Hello(_message.Message):
     connection come from, as identify's observedAddr; empty over a relay.
     How a node behind NAT learns its public IP (for hole punching).
     """
+    sent_at_ms: _builtins.int
+    """The sender's clock when it sent this message, in Unix milliseconds (0:
+    not given). The receiver compares it with its own: clock skew between
+    nodes shows (meshctl doctor), since epochs are counted on each clock.
+    """
     def __init__(
         self,
         *,
@@ -61,10 +67,11 @@ class Hello(_message.Message):
         agent: _builtins.str = ...,
         refused: _builtins.str = ...,
         observed_addr: _builtins.bytes = ...,
+        sent_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "hello_version", b"hello_version", "network_id", b"network_id", "observed_addr", b"observed_addr", "refused", b"refused"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "hello_version", b"hello_version", "network_id", b"network_id", "observed_addr", b"observed_addr", "refused", b"refused", "sent_at_ms", b"sent_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
