@@ -64,6 +64,7 @@ class Facts:
     peers: list[str] | None = None
     peer_addrs: list[str] | None = None  # where the connections come from
     clock_offsets_ms: list[int] | None = None  # peers' clocks minus ours, from the handshakes
+    validators: list[tuple[str, int]] | None = None  # V(final + 1), from the ledger
     final_epoch: int | None = None
     plugins: list[dict[str, Any]] | None = None
     socket: Path | None = None  # the local API socket, when reached through one
@@ -225,18 +226,23 @@ def check_settlement(facts: Facts, now: dt.datetime) -> Check:
 
 
 def check_validators(facts: Facts) -> Check:
-    if facts.genesis is None or facts.peers is None or facts.status is None:
-        return Check("validators", SKIP, "the genesis or the peers could not be read")
-    validators = facts.genesis.validators
+    if facts.peers is None or facts.status is None:
+        return Check("validators", SKIP, "the peers could not be read")
+    if facts.validators is not None:
+        validators, source = facts.validators, "validators of the next epoch"
+    elif facts.genesis is not None:
+        validators = [(v.peer_id, v.weight) for v in facts.genesis.validators]
+        source = "genesis validators"
+    else:
+        return Check("validators", SKIP, "neither the validator set nor the genesis was read")
     if not validators:
-        return Check("validators", FAIL, "none in the genesis")
+        return Check("validators", FAIL, f"no {source}: no epoch settles")
     reachable = set(facts.peers) | {facts.status["peer_id"]}
-    total = sum(v.weight for v in validators)
-    online = sum(v.weight for v in validators if v.peer_id in reachable)
+    total = sum(weight for _, weight in validators)
+    online = sum(weight for peer, weight in validators if peer in reachable)
     share = online / total
-    detail = (f"{sum(v.peer_id in reachable for v in validators)} of {len(validators)} "
-              f"genesis validators reachable from here ({share:.0%} of the weight; the set "
-              "elected by stake later is not in the API yet)")
+    detail = (f"{sum(peer in reachable for peer, _ in validators)} of {len(validators)} "
+              f"{source} reachable from here ({share:.0%} of the weight)")
     if share + 1e-9 >= QUORUM:
         return Check("validators", PASS, detail)
     return Check("validators", FAIL, detail,
@@ -323,6 +329,13 @@ def gather(client: MeshClient) -> Facts:
         token = client.unary(ledger_pb2_grpc.LedgerServiceStub(channel).GetTokenInfo,
                              ledger_pb2.GetTokenInfoRequest())
         facts.final_epoch = token.final_epoch
+    except ClientError:
+        pass
+    try:
+        listed_validators = client.unary(
+            ledger_pb2_grpc.LedgerServiceStub(channel).ListValidators,
+            ledger_pb2.ListValidatorsRequest())
+        facts.validators = [(v.account, int(v.weight)) for v in listed_validators.validators]
     except ClientError:
         pass
     try:

@@ -232,3 +232,33 @@ def verify(client: MeshClient, as_json: bool) -> None:
          else f"{d['checked']} entries good, then: {d['first_bad']}")
     if r.first_bad:
         raise SystemExit(1)
+
+
+@ledger.command()
+@json_option
+@with_client
+def validators(client: MeshClient, as_json: bool) -> None:
+    """The validators that settle the next epoch, and the epoch after, with weights.
+
+    From the genesis at first, then elected by bonded stake (docs/ledger.md
+    §4.4). A settlement needs 2/3 of the weight.
+    """
+    r = client.unary(_stub(client).ListValidators, ledger_pb2.ListValidatorsRequest())
+
+    def rows(items: Any) -> list[dict[str, Any]]:
+        return [{"account": v.account, "weight": v.weight} for v in items]
+
+    data = {"final_epoch": r.final_epoch, "validators": rows(r.validators),
+            "next_validators": rows(r.next_validators)}
+
+    def human(d: dict[str, Any]) -> str:
+        total = sum(int(v["weight"]) for v in d["validators"]) or 1
+        lines = [f"Validators of epoch {d['final_epoch'] + 1} (the next to settle):"]
+        lines += [f"  {v['account']}  weight {v['weight']} ({int(v['weight']) / total:.0%})"
+                  for v in d["validators"]] or ["  none: no epoch will settle"]
+        if d["next_validators"] != d["validators"]:
+            lines.append(f"Epoch {d['final_epoch'] + 2}:")
+            lines += [f"  {v['account']}  weight {v['weight']}" for v in d["next_validators"]]
+        return "\n".join(lines)
+
+    emit(data, as_json, human)

@@ -127,6 +127,15 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                            context: Context) -> ledger_pb2.GetTokenInfoResponse:
         return token_info_pb(await unary(context, self._bridge, self._ledger.token_info))
 
+    async def ListValidators(self, request: ledger_pb2.ListValidatorsRequest,
+                             context: Context) -> ledger_pb2.ListValidatorsResponse:
+        epoch, current, following = await unary(context, self._bridge, self._ledger.validators)
+        return ledger_pb2.ListValidatorsResponse(
+            final_epoch=epoch,
+            validators=[ledger_pb2.ValidatorWeight(account=a, weight=str(w)) for a, w in current],
+            next_validators=[ledger_pb2.ValidatorWeight(account=a, weight=str(w))
+                             for a, w in following])
+
     async def _transfer(self, request: ledger_pb2.TransferRequest) -> Verified:
         return await self._ledger.transfer(request.to, base_units(request.amount), request.memo)
 

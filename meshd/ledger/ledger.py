@@ -462,6 +462,15 @@ class Ledger:
         return queries.explanation(await self._final_settled(epoch, "rewards to explain"),
                                    account, short=short)
 
+    async def validators(self) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+        """The newest final epoch E, V(E + 1) and V(E + 2): (peer ID, weight) each."""
+        settled = self.settled
+
+        def named(validators: tuple[tuple[bytes, int], ...]) -> list[tuple[str, int]]:
+            return [(accounts.peer_id_of(key), weight) for key, weight in validators]
+
+        return settled.epoch, named(settled.validators), named(settled.validators_after)
+
     async def token_info(self) -> queries.TokenInfo:
         """The token as of the newest final settlement (before the first: genesis)."""
         return queries.token_info(self.genesis, self.settled)

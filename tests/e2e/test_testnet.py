@@ -50,6 +50,12 @@ def test_a_testnet_mints_within_a_minute_restarts_with_its_data_and_stops(
         assert sorted(v["peer_id"] for v in genesis["genesis"]["validators"]) == \
             sorted(n["peer_id"] for n in started["nodes"])
         epoch_before = min(n["final_epoch"] for n in data["nodes"])
+        # The set that settles next: the four, as the genesis made them.
+        validators = json.loads(meshctl("--json", "--socket", started["nodes"][1]["socket"],
+                                        "ledger", "validators").stdout)
+        assert sorted(v["account"] for v in validators["validators"]) == \
+            sorted(n["peer_id"] for n in started["nodes"])
+        assert {v["weight"] for v in validators["validators"]} == {"1"}
     finally:
         down = json.loads(meshctl("--json", "testnet", "down", "--dir", str(directory),
                                   timeout=60).stdout)

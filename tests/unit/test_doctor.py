@@ -114,6 +114,12 @@ def test_validators_need_two_thirds_of_the_weight_reachable() -> None:
     weighted = genesis(validators=(Validator(A, 1), Validator(B, 5)))
     assert doctor.check_validators(Facts(status=status(), genesis=weighted, peers=[])) \
         .status == FAIL
+    # The set the ledger elected wins over the genesis.
+    elected = Facts(status=status(), genesis=three, peers=[], validators=[(A, 10), (C, 2)])
+    check = doctor.check_validators(elected)
+    assert check.status == PASS and "validators of the next epoch" in check.detail
+    assert doctor.check_validators(Facts(status=status(), genesis=three, peers=[],
+                                         validators=[])).status == FAIL
 
 
 def test_plugins_and_bootstrap() -> None:

@@ -1574,6 +1574,77 @@ class GetTokenInfoRequest(_message.Message):
 Global___GetTokenInfoRequest: _TypeAlias = GetTokenInfoRequest  # noqa: Y015
 
 @_typing.final
+class ListValidatorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListValidatorsRequest: _TypeAlias = ListValidatorsRequest  # noqa: Y015
+
+@_typing.final
+class ValidatorWeight(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    """Peer ID of the validator's account."""
+    weight: _builtins.str
+    """Its weight in votes: bonded stake in base units (genesis validators: as
+    the genesis says, until a set is elected).
+    """
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+        weight: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidatorWeight: _TypeAlias = ValidatorWeight  # noqa: Y015
+
+@_typing.final
+class ListValidatorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINAL_EPOCH_FIELD_NUMBER: _builtins.int
+    VALIDATORS_FIELD_NUMBER: _builtins.int
+    NEXT_VALIDATORS_FIELD_NUMBER: _builtins.int
+    final_epoch: _builtins.int
+    """The newest final epoch (-1: none yet); `validators` are V(final_epoch + 1),
+    `next_validators` V(final_epoch + 2). Ascending by account key.
+    """
+    @_builtins.property
+    def validators(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValidatorWeight]: ...
+    @_builtins.property
+    def next_validators(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValidatorWeight]: ...
+    def __init__(
+        self,
+        *,
+        final_epoch: _builtins.int = ...,
+        validators: _abc.Iterable[Global___ValidatorWeight] | None = ...,
+        next_validators: _abc.Iterable[Global___ValidatorWeight] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final_epoch", b"final_epoch", "next_validators", b"next_validators", "validators", b"validators"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListValidatorsResponse: _TypeAlias = ListValidatorsResponse  # noqa: Y015
+
+@_typing.final
 class TokenAllocation(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -93,6 +93,11 @@ class LedgerServiceStub:
                 request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoRequest.SerializeToString,
                 response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoResponse.FromString,
                 _registered_method=True)
+        self.ListValidators = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/ListValidators',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsResponse.FromString,
+                _registered_method=True)
         self.GetEntry = channel.unary_unary(
                 '/mesh.ledger.v1.LedgerService/GetEntry',
                 request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetEntryRequest.SerializeToString,
@@ -198,6 +203,15 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListValidators(self, request, context):
+        """ListValidators: the validator set of the epoch after the newest final one
+        (the one that settles next), and of the one after it, with their weights
+        (docs/ledger.md §4.4: from genesis, then elected by bonded stake).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetEntry(self, request, context):
         """GetEntry: one stored entry by the hex of its hash, and whether it has
         taken effect (is canonical in the newest final settlement). NOT_FOUND when
@@ -275,6 +289,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.GetTokenInfo,
                     request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoRequest.FromString,
                     response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoResponse.SerializeToString,
+            ),
+            'ListValidators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListValidators,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsResponse.SerializeToString,
             ),
             'GetEntry': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEntry,
@@ -588,6 +607,33 @@ class LedgerService:
             '/mesh.ledger.v1.LedgerService/GetTokenInfo',
             mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoRequest.SerializeToString,
             mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetTokenInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListValidators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/ListValidators',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

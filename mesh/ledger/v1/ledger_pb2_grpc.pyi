@@ -82,6 +82,11 @@ class LedgerServiceStub:
     """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
     distributed, as of the newest final settlement.
     """
+    ListValidators: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.ListValidatorsRequest, _ledger_pb2.ListValidatorsResponse]
+    """ListValidators: the validator set of the epoch after the newest final one
+    (the one that settles next), and of the one after it, with their weights
+    (docs/ledger.md §4.4: from genesis, then elected by bonded stake).
+    """
     GetEntry: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetEntryRequest, _ledger_pb2.GetEntryResponse]
     """GetEntry: one stored entry by the hex of its hash, and whether it has
     taken effect (is canonical in the newest final settlement). NOT_FOUND when
@@ -142,6 +147,11 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     GetTokenInfo: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetTokenInfoRequest, _ledger_pb2.GetTokenInfoResponse]  # type: ignore[assignment]
     """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
     distributed, as of the newest final settlement.
+    """
+    ListValidators: _aio.UnaryUnaryMultiCallable[_ledger_pb2.ListValidatorsRequest, _ledger_pb2.ListValidatorsResponse]  # type: ignore[assignment]
+    """ListValidators: the validator set of the epoch after the newest final one
+    (the one that settles next), and of the one after it, with their weights
+    (docs/ledger.md §4.4: from genesis, then elected by bonded stake).
     """
     GetEntry: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetEntryRequest, _ledger_pb2.GetEntryResponse]  # type: ignore[assignment]
     """GetEntry: one stored entry by the hex of its hash, and whether it has
@@ -266,6 +276,17 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ledger_pb2.GetTokenInfoResponse, _abc.Awaitable[_ledger_pb2.GetTokenInfoResponse]]:
         """GetTokenInfo: the token (name, symbol, decimals), its supply and how it is
         distributed, as of the newest final settlement.
+        """
+
+    @_abc_1.abstractmethod
+    def ListValidators(
+        self,
+        request: _ledger_pb2.ListValidatorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.ListValidatorsResponse, _abc.Awaitable[_ledger_pb2.ListValidatorsResponse]]:
+        """ListValidators: the validator set of the epoch after the newest final one
+        (the one that settles next), and of the one after it, with their weights
+        (docs/ledger.md §4.4: from genesis, then elected by bonded stake).
         """
 
     @_abc_1.abstractmethod
