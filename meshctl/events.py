@@ -14,50 +14,21 @@ from typing import Any
 
 import click
 
-from mesh.governance.v1 import governance_pb2, governance_pb2_grpc
-from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
-from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshctl.client import ClientError, MeshClient
 from meshctl.context import fail, json_option, with_client
-from meshctl.gov import proposal_change_line, proposal_to_dict
-from meshctl.ledger import settlement_line, settlement_to_dict
+from meshctl.gov import proposal_change_line, proposal_stream
+from meshctl.ledger import settlement_line, settlement_stream
 from meshctl.output import emit_stream
-from meshctl.peers import peer_event_line, peer_event_to_dict
-from meshctl.tasks import task_change_line, task_to_dict
+from meshctl.peers import peer_event_line, peer_event_stream
+from meshctl.tasks import task_change_line, task_stream
 
 Source = Callable[[MeshClient], Iterable[dict[str, Any]]]
 
-
-def _settlements(client: MeshClient) -> Iterable[dict[str, Any]]:
-    stub = ledger_pb2_grpc.LedgerServiceStub(client.channel())
-    return (settlement_to_dict(r)
-            for r in client.stream(stub.WatchSettlements, ledger_pb2.WatchSettlementsRequest()))
-
-
-def _proposals(client: MeshClient) -> Iterable[dict[str, Any]]:
-    stub = governance_pb2_grpc.GovernanceServiceStub(client.channel())
-    return (proposal_to_dict(r.proposal) | {"final_epoch": r.final_epoch}
-            for r in client.stream(stub.WatchProposals, governance_pb2.WatchProposalsRequest()))
-
-
-def _tasks(client: MeshClient) -> Iterable[dict[str, Any]]:
-    stub = tasks_pb2_grpc.TasksServiceStub(client.channel())
-    return (task_to_dict(r.task)
-            for r in client.stream(stub.WatchTasks, tasks_pb2.WatchTasksRequest()))
-
-
-def _peers(client: MeshClient) -> Iterable[dict[str, Any]]:
-    stub = peers_pb2_grpc.PeersServiceStub(client.channel())
-    return (peer_event_to_dict(e)
-            for e in client.stream(stub.WatchPeers, peers_pb2.WatchPeersRequest()))
-
-
 SOURCES: dict[str, tuple[Source, Callable[[dict[str, Any]], str]]] = {
-    "settlement": (_settlements, settlement_line),
-    "proposal": (_proposals, proposal_change_line),
-    "task": (_tasks, task_change_line),
-    "peer": (_peers, peer_event_line),
+    "settlement": (settlement_stream, settlement_line),
+    "proposal": (proposal_stream, proposal_change_line),
+    "task": (task_stream, task_change_line),
+    "peer": (peer_event_stream, peer_event_line),
 }
 
 

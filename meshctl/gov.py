@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +152,13 @@ def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
     One line per change (--json: one object per line, the proposal as in 'gov
     ls --json' plus "final_epoch"): opened, each new tally, passed, rejected.
     """
+    emit_stream(proposal_stream(client), count, as_json, proposal_change_line)
+
+
+def proposal_stream(client: MeshClient) -> Iterator[dict[str, Any]]:
+    """``WatchProposals`` as the JSON shape ``gov watch`` prints (also ``events``)."""
     stream = client.stream(_stub(client).WatchProposals, governance_pb2.WatchProposalsRequest())
-    emit_stream((proposal_to_dict(r.proposal) | {"final_epoch": r.final_epoch} for r in stream),
-                count, as_json, proposal_change_line)
+    return (proposal_to_dict(r.proposal) | {"final_epoch": r.final_epoch} for r in stream)
 
 
 def proposal_change_line(d: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -200,12 +201,17 @@ def watch(client: MeshClient, from_epoch: int | None, count: int | None,
     Epochs come in order: from --from (or the newest final one) up to the
     newest, then each new one. A node catching up shows every epoch it settles.
     """
+    emit_stream(settlement_stream(client, from_epoch), count, as_json, settlement_line)
+
+
+def settlement_stream(client: MeshClient, from_epoch: int | None = None,
+                      ) -> Iterator[dict[str, Any]]:
+    """``WatchSettlements`` as the JSON shape ``ledger watch`` prints (also ``events``)."""
     request = ledger_pb2.WatchSettlementsRequest()
     if from_epoch is not None:
         request.from_epoch = from_epoch
-    emit_stream((settlement_to_dict(r)
-                 for r in client.stream(_stub(client).WatchSettlements, request)),
-                count, as_json, settlement_line)
+    return (settlement_to_dict(r)
+            for r in client.stream(_stub(client).WatchSettlements, request))
 
 
 def settlement_to_dict(r: ledger_pb2.WatchSettlementsResponse) -> dict[str, Any]:

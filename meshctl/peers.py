@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -139,9 +140,14 @@ def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
     its addrs, direction and agent; missed: events lost because this reader
     was too slow).
     """
+    emit_stream(peer_event_stream(client), count, as_json, peer_event_line)
+
+
+def peer_event_stream(client: MeshClient) -> Iterator[dict[str, Any]]:
+    """``WatchPeers`` as the JSON shape ``peers watch`` prints (also ``events``)."""
     stub = peers_pb2_grpc.PeersServiceStub(client.channel())
-    stream = client.stream(stub.WatchPeers, peers_pb2.WatchPeersRequest())
-    emit_stream((peer_event_to_dict(e) for e in stream), count, as_json, peer_event_line)
+    return (peer_event_to_dict(e) for e in client.stream(stub.WatchPeers,
+                                                         peers_pb2.WatchPeersRequest()))
 
 
 def peer_event_to_dict(event: peers_pb2.WatchPeersResponse) -> dict[str, Any]:

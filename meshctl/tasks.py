@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +145,13 @@ def watch(client: MeshClient, count: int | None, as_json: bool) -> None:
     submitted, an attempt started or ended, finished. A slow reader sees a
     task's newest state, not every step.
     """
+    emit_stream(task_stream(client), count, as_json, task_change_line)
+
+
+def task_stream(client: MeshClient) -> Iterator[dict[str, Any]]:
+    """``WatchTasks`` as the JSON shape ``tasks watch`` prints (also ``events``)."""
     stream = client.stream(_stub(client).WatchTasks, tasks_pb2.WatchTasksRequest())
-    emit_stream((task_to_dict(r.task) for r in stream), count, as_json, task_change_line)
+    return (task_to_dict(r.task) for r in stream)
 
 
 def task_change_line(t: dict[str, Any]) -> str:

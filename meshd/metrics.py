@@ -83,7 +83,10 @@ class NodeParts:
     router: TaskRouter
     runtime: PluginRuntime
     replication: ReplicationCounters | None = None
-    latency: list[float | None] = field(default_factory=lambda: [None, -1])  # latency, epoch
+    # The newest final epoch the sampler saw (-2: none yet), and how long after
+    # its end it saw it final (None until one became final while sampled).
+    seen_final: int = -2
+    latency: float | None = None
 
 
 def sample_node(parts: NodeParts, now: float) -> NodeSnapshot:
@@ -91,13 +94,15 @@ def sample_node(parts: NodeParts, now: float) -> NodeSnapshot:
     sampler first sees an epoch final: at most SAMPLE_INTERVAL late."""
     ledger = parts.ledger
     final = ledger.final_epoch
-    if final >= 0 and final != parts.latency[1]:
-        rewards = ledger.genesis.rewards
-        ended = ledger.genesis.genesis_time.timestamp() + (final + 1) * rewards.epoch_seconds
-        parts.latency = [max(0.0, now - ended) if parts.latency[1] != -1 else None, final]
+    if final != parts.seen_final:
+        if parts.seen_final != -2 and final >= 0:  # became final while sampled
+            rewards = ledger.genesis.rewards
+            ended = ledger.genesis.genesis_time.timestamp() + (final + 1) * rewards.epoch_seconds
+            parts.latency = max(0.0, now - ended)
+        parts.seen_final = final
     return NodeSnapshot(final_epoch=final, clock_epoch=ledger.clock_epoch(),
                         entries_stored=ledger.entries_stored,
-                        settlement_latency=parts.latency[0],
+                        settlement_latency=parts.latency,
                         tasks=parts.router.counts(), plugins=tuple(parts.runtime.health()),
                         refused=_refused(parts.replication))
 
