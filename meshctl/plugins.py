@@ -156,9 +156,9 @@ def call(client: MeshClient, plugin: str, event: str, data: str | None, data_fil
 @click.argument("name")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write the package. Default: ./NAME.")
-@click.option("--lang", type=click.Choice(["python"]), default="python", show_default=True,
-              help="The plugin's language (external plugins in other languages: "
-                   "plugins/examples/js-hash).")
+@click.option("--lang", type=click.Choice(["python", "js"]), default="python", show_default=True,
+              help="python: an entry-point plugin in meshd's process; js: an external "
+                   "plugin in JavaScript (Node 18+), which meshd runs as a process.")
 @json_option
 def new(name: str, directory: Path | None, lang: str, as_json: bool) -> None:
     """Write a plugin package to start from, with a test that its work earns.
@@ -166,27 +166,34 @@ def new(name: str, directory: Path | None, lang: str, as_json: bool) -> None:
     \b
     meshctl plugins new weather
     cd weather && pip install -e . && python -m pytest tests
+    meshctl plugins new weather --lang js
+    cd weather && npm ci && python -m pytest tests
 
     The plugin has an event handler, a task kind with its verify rule, and a
     report/accept pair; its test starts a minting local network (meshd.testing)
     and checks that a task earns its provider a share of the tasks pool.
     """
-    from meshctl import scaffold
+    from meshctl import scaffold, scaffold_javascript
 
     if not scaffold.NAME.fullmatch(name):
         fail(f"{name!r} is not a plugin name: a lowercase letter, then up to 40 lowercase "
              "letters, digits or '-'", EXIT_INVALID)
+    if lang == "js" and (missing := scaffold_javascript.kit_missing()):
+        fail("--lang js copies Mesh's JavaScript plugin client from its source tree, and "
+             f"{', '.join(map(str, missing))} is missing: run meshctl from a clone of Mesh "
+             "(make setup)")
     target = directory or Path(name)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         fail(f"{target} exists and is not an empty directory; choose another --dir",
              EXIT_INVALID)
     try:
-        written = scaffold.write(name, target)
+        written = scaffold.write(name, target, lang)
     except OSError as exc:
         fail(f"cannot write {target}: {exc.strerror}")
+    install = "npm ci" if lang == "js" else "pip install -e ."
     emit({"name": name, "directory": str(target), "files": [str(p) for p in written],
           "language": lang}, as_json,
          lambda r: "\n".join([f"Wrote the {name} plugin in {r['directory']}:",
                               *(f"  {p}" for p in r["files"]), "",
-                              f"Next: cd {r['directory']} && pip install -e . && "
+                              f"Next: cd {r['directory']} && {install} && "
                               "python -m pytest tests"]))

@@ -199,10 +199,16 @@ def files(name: str) -> dict[str, str]:
     }
 
 
-def write(name: str, directory: Path) -> list[Path]:
+def write(name: str, directory: Path, lang: str = "python") -> list[Path]:
     """Write the package into ``directory`` (which must not exist or be empty)."""
+    if lang == "js":
+        from meshctl import scaffold_javascript
+
+        contents = scaffold_javascript.files(name, module_name(name))
+    else:
+        contents = files(name)
     written = []
-    for relative, content in files(name).items():
+    for relative, content in contents.items():
         path = directory / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")

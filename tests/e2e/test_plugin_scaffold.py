@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,27 @@ def test_a_new_plugin_passes_its_generated_tests(tmp_path: Path) -> None:
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
          "tests"], cwd=package, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(package)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+
+
+def test_a_new_javascript_plugin_passes_its_generated_tests(tmp_path: Path) -> None:
+    package = tmp_path / "sensor"
+    out = meshctl("plugins", "new", "sensor", "--lang", "js", "--dir", str(package)).stdout
+    assert "npm ci" in out
+    index = (package / "index.js").read_text()
+    assert "handleTask(" in index and "reportTask(" in index and "acceptReports(" in index
+    # Self-contained: its own copy of the client and the proto, the example's pinned tree.
+    assert (package / "proto" / "mesh" / "pluginhost" / "v1" / "pluginhost.proto").is_file()
+    lock = json.loads((package / "package-lock.json").read_text())
+    assert lock["packages"][""]["name"] == "mesh-plugin-sensor"
+    # `make setup` ran npm ci for plugins/examples/js-hash: the same packages are in
+    # npm's cache, so this installs offline when the registry is unreachable.
+    subprocess.run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund",
+                    "--loglevel=error"], cwd=package, check=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "tests"], cwd=package, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
 

@@ -12,11 +12,16 @@
 // meshd starts a fresh one if it still wants the plugin.
 "use strict";
 
+const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
-const PROTO_DIR = process.env.MESH_PROTO_DIR || path.join(__dirname, "..", "..", "..", "proto");
+// The proto files: MESH_PROTO_DIR, else a copy next to this file (a package made
+// by `meshctl plugins new --lang js`), else Mesh's source tree (the example).
+const PROTO_DIR = process.env.MESH_PROTO_DIR
+  || [path.join(__dirname, "proto"), path.join(__dirname, "..", "..", "..", "proto")]
+    .find((dir) => fs.existsSync(dir));
 
 function loadHost() {
   const definition = protoLoader.loadSync("mesh/pluginhost/v1/pluginhost.proto", {

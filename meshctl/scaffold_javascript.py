@@ -1,0 +1,208 @@
+"""meshctl plugins new --lang js: an external plugin package in JavaScript.
+
+The package is self-contained, as an author ships it: ``mesh-plugin.js`` (the
+PluginHost client of plugins/examples/js-hash), the ``pluginhost.proto`` it is
+built from at run time, and a package-lock.json with the example's pinned
+dependencies. Its test is Python (``meshd.testing``): meshd runs the plugin as
+an external process, and the test checks that its task earns from the tasks pool
+of a minting local network, as the Python template's does.
+
+The client and the proto are copied from Mesh's source tree, which is where
+``make setup`` installs meshctl from; elsewhere ``kit_missing`` says what is
+missing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SOURCE = Path(__file__).resolve().parents[1]
+EXAMPLE = SOURCE / "plugins" / "examples" / "js-hash"
+PROTO = Path("proto") / "mesh" / "pluginhost" / "v1" / "pluginhost.proto"
+KIT = {"mesh-plugin.js": EXAMPLE / "mesh-plugin.js", str(PROTO): SOURCE / PROTO}
+
+INDEX = '''\
+// The {name} plugin: an event, a task kind with its rule, and reported work.
+// An external Mesh plugin: meshd starts it (docs/plugins.md, "External plugins").
+"use strict";
+
+const {{ MeshPlugin }} = require("./mesh-plugin");
+
+const MAX_INPUT = 1024; // bytes
+const plugin = new MeshPlugin({{ version: "0.1.0", summary: "The {name} plugin" }});
+
+// Peers can call it; a thrown error is what the caller sees.
+plugin.on("ECHO", async (event) => {{
+  if (event.data.length > MAX_INPUT) throw new Error(`at most ${{MAX_INPUT}} bytes`);
+  return event.data;
+}});
+
+// A task: providers run it, the requester checks each result with the rule;
+// an accepted result earns the provider a receipt (docs/tasks.md).
+const reverse = (data) => Buffer.from(data).reverse();
+plugin.handleTask("REVERSE", async (task) => ({{
+  result: reverse(task.payload), units: Math.max(1, task.payload.length),
+}}), {{ verify: async (task, result) => result.result.equals(reverse(task.payload)) }});
+
+// Work done in an event handler is reported, and the requester countersigns.
+const asked = new Set(); // "<peer>/<job>" this node asked peers for, not yet reported
+
+plugin.on("SERVE", async (event) => {{
+  plugin.reportTask(event.peer, "SERVED", event.data, {{ units: 1 }})
+    .catch((error) => console.error(`report refused: ${{error.message}}`));
+  return Buffer.from(event.data.toString().toUpperCase());
+}});
+
+plugin.acceptReports("SERVED", async (report) =>
+  asked.delete(`${{report.provider}}/${{report.detail.toString()}}`)); // each job earns once
+
+// "<peer>\\n<job>": have a peer SERVE a job (this node's operator only).
+plugin.on("ASK", async (event) => {{
+  if (event.peer !== plugin.welcome.peer_id) throw new Error("ASK is for this node's operator");
+  const text = event.data.toString();
+  const newline = text.indexOf("\\n");
+  if (newline < 0) throw new Error("ASK takes '<peer ID>\\\\n<job>'");
+  const [peer, job] = [text.slice(0, newline), text.slice(newline + 1)];
+  asked.add(`${{peer}}/${{job}}`);
+  return plugin.request(peer, "SERVE", Buffer.from(job));
+}});
+
+plugin.start().then((welcome) => {{
+  console.log(`{name} ${{plugin.version}} registered on node ${{welcome.peer_id}}`);
+}});
+'''
+
+TEST = '''\
+"""The {name} plugin (JavaScript) on a local network of real nodes (meshd.testing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from meshd.testing import eventually, open_network
+
+PACKAGE = Path(__file__).resolve().parents[1]
+EXTERNAL = {{"plugins.external": {{"{name}": {{"command": ["node", str(PACKAGE / "index.js")]}}}}}}
+
+
+def network(directory, **options):
+    """Two nodes that require the plugin and run index.js as an external plugin."""
+    return open_network(directory, 2, required=["{name}"], config=EXTERNAL, **options)
+
+
+async def running(net):
+    for node in net.nodes:
+        await eventually(node.plugins, lambda plugins: "{name}" in plugins
+                         and plugins["{name}"].state == "running",
+                         what=f"{name} to run on {{node.name}} (see its log)")
+
+
+async def test_echo_between_nodes(tmp_path):
+    with trio.fail_after(60):
+        async with network(tmp_path) as net:
+            await running(net)
+            a, b = net.nodes
+            assert await a.call("{name}", "ECHO", b"hi", peer=b) == b"hi"
+
+
+async def test_reported_work_is_countersigned_by_the_requester(tmp_path):
+    with trio.fail_after(60):
+        async with network(tmp_path) as net:
+            await running(net)
+            a, b = net.nodes
+            asked = f"{{b.peer_id}}\\n".encode() + b"job-1"
+            assert await a.call("{name}", "ASK", asked) == b"JOB-1"
+
+            async def receipts():
+                return [e for e in await a.history() if e.kind == "task_receipt"]
+
+            assert len(await eventually(receipts, what="a receipt signed by both")) == 1
+
+
+async def test_a_task_earns_its_provider_a_share_of_the_tasks_pool(tmp_path):
+    with trio.fail_after(120):
+        # open_network's genesis mints: every node is a validator with tokens.
+        async with network(tmp_path, epoch_seconds=2) as net:
+            await running(net)
+            a, b = net.nodes
+            task = await a.submit_task("{name}", "REVERSE", b"mesh")
+            assert task.result == b"hsem"
+
+            async def tasks_rewards():
+                info = await a.token_info()
+                earned = {{}}
+                for epoch in range(max(0, info.final_epoch - 30), info.final_epoch + 1):
+                    for account in (await a.rewards(epoch)).accounts:
+                        for pool in account.pools:
+                            if pool.pool == "tasks" and int(pool.amount) > 0:
+                                earned[account.account] = int(pool.amount)
+                return earned
+
+            earned = await eventually(tasks_rewards, timeout=90,
+                                      what="the task's receipt to earn from the tasks pool")
+            assert set(earned) <= {{a.peer_id, b.peer_id}}
+'''
+
+README = '''\
+# The {name} plugin (JavaScript)
+
+A Mesh external plugin made by `meshctl plugins new {name} --lang js`.
+`index.js` is the plugin (docs/plugins.md explains each part); `mesh-plugin.js`
+is Mesh's PluginHost client, built at run time from `proto/`.
+`tests/test_{module}.py` runs it on a local network of real nodes and checks
+that its work earns.
+
+```sh
+npm ci                       # Node 18+: @grpc/grpc-js, @grpc/proto-loader
+python -m pytest tests       # in the venv meshd runs from (pytest, pytest-trio)
+```
+
+A node runs it when its meshd.toml says so, and networks that need it require it:
+
+```toml
+[plugins.external.{name}]
+command = ["node", "/path/to/{name}/index.js"]
+```
+'''
+
+
+def kit_missing() -> list[Path]:
+    """The files of Mesh's source tree the package copies that are not here."""
+    return [source for source in KIT.values() if not source.is_file()]
+
+
+def package_json(name: str) -> dict[str, object]:
+    example = json.loads((EXAMPLE / "package.json").read_text(encoding="utf-8"))
+    return {"name": f"mesh-plugin-{name}", "version": "0.1.0",
+            "description": f"The {name} plugin of a Mesh network (an external plugin)",
+            "private": True, "license": example["license"], "main": "index.js",
+            "engines": example["engines"], "scripts": {"start": "node index.js"},
+            "dependencies": example["dependencies"]}
+
+
+def package_lock(name: str, package: dict[str, object]) -> dict[str, object]:
+    """The example's lock with this package as its root: the same pinned tree."""
+    lock = json.loads((EXAMPLE / "package-lock.json").read_text(encoding="utf-8"))
+    lock["name"], lock["version"] = package["name"], package["version"]
+    lock["packages"][""] = {key: package[key] for key in
+                            ("name", "version", "license", "dependencies", "engines")}
+    return dict(lock)
+
+
+def files(name: str, module: str) -> dict[str, str]:
+    """Relative path -> content of the JavaScript package for plugin ``name``."""
+    names = {"name": name, "module": module}
+    package = package_json(name)
+    return {
+        "package.json": json.dumps(package, indent=2) + "\n",
+        "package-lock.json": json.dumps(package_lock(name, package), indent=2) + "\n",
+        "README.md": README.format(**names),
+        "index.js": INDEX.format(**names),
+        "pytest.ini": "[pytest]\ntrio_mode = true\n",
+        f"tests/test_{module}.py": TEST.format(**names),
+        ".gitignore": "node_modules/\n",
+        **{relative: source.read_text(encoding="utf-8") for relative, source in KIT.items()},
+    }
