@@ -154,3 +154,14 @@ def parse_no_announce(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Netwo
     if network.version != int(match[1][-1]):
         raise AddressError(f"{entry!r}: {match[2]} is not an {match[1]} network")
     return network
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listener's host (an IP, ``[::1]`` or ``localhost``) is this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -31,6 +31,7 @@ def status_to_dict(status: node_pb2.NodeStatus) -> dict[str, Any]:
         "low_watermark": status.low_watermark,
         "target_peers": status.target_peers,
         "high_watermark": status.high_watermark,
+        "http_url": status.http_url,
     }
 
 
@@ -46,6 +47,7 @@ def _human(data: dict[str, Any]) -> str:
         ("Addresses", data["listen_addrs"]),
         ("Uptime", duration(data["uptime_seconds"])),
         ("Version", data["version"]),
+        *([("Dashboard", data["http_url"])] if data["http_url"] else []),
     ])])
 
 

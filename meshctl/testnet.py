@@ -65,6 +65,7 @@ class NodeEntry:
     log: str
     port: int = 0  # its TCP port on 127.0.0.1, kept across restarts (peers remember it)
     pid: int = 0
+    http_port: int = 0  # its REST gateway and dashboard on 127.0.0.1, kept too
 
 
 @dataclass
@@ -260,8 +261,11 @@ def _start(node: NodeEntry, state: TestnetState, meshd: str, bootstrap: str | No
         Path(node.socket).unlink()  # left by a node that was killed
     if not _port_free(node.port):
         node.port = _free_port()
+    if not _port_free(node.http_port):
+        node.http_port = _free_port()
     argv = [meshd, "run", "--genesis", state.genesis, "--data-dir", node.data_dir,
-            "--socket", node.socket, "--listen", f"/ip4/127.0.0.1/tcp/{node.port}"]
+            "--socket", node.socket, "--listen", f"/ip4/127.0.0.1/tcp/{node.port}",
+            "--http-listen", f"127.0.0.1:{node.http_port}"]
     if bootstrap is not None:
         argv += ["--bootstrap", bootstrap]
     with open(node.log, "ab") as log:
@@ -396,7 +400,7 @@ def _status(node: NodeEntry) -> dict[str, Any]:
 
 def _node_status(node: NodeEntry) -> dict[str, Any]:
     row: dict[str, Any] = {"name": node.name, "peer_id": node.peer_id, "pid": node.pid,
-                           "socket": node.socket, "log": node.log,
+                           "socket": node.socket, "log": node.log, "dashboard": _dashboard(node),
                            "running": _alive(node.pid)}
     if not row["running"]:
         return row
@@ -419,7 +423,11 @@ def _summary(state: TestnetState, directory: Path) -> dict[str, Any]:
     return {"network_id": state.network_id, "directory": str(directory),
             "genesis": state.genesis,
             "nodes": [{"name": n.name, "peer_id": n.peer_id, "pid": n.pid, "socket": n.socket,
-                       "log": n.log} for n in state.nodes]}
+                       "log": n.log, "dashboard": _dashboard(n)} for n in state.nodes]}
+
+
+def _dashboard(node: NodeEntry) -> str:
+    return f"http://127.0.0.1:{node.http_port}/"
 
 
 def _human_summary(summary: dict[str, Any]) -> str:
@@ -430,6 +438,7 @@ def _human_summary(summary: dict[str, Any]) -> str:
              "validator with 1,000,000 TEST", ""]
     lines += [f"  {n['name']:<8} {n['peer_id']}  meshctl --socket {n['socket']} status"
               for n in nodes]
+    lines += ["", f"Dashboard: {nodes[0]['dashboard']} (node-0; REST API: /openapi.json)"]
     lines += ["", "Try (rewards are minted from the first settled epoch, within a minute):",
               f"  export MESH_SOCKET={first['socket']}",
               "  meshctl status",

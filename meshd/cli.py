@@ -56,6 +56,9 @@ def _node_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Unix socket of the API. Default: <data-dir>/meshd.sock."),
         click.option("--metrics-addr", metavar="HOST:PORT",
                      help="Serve Prometheus metrics on http://HOST:PORT/metrics (default: off)."),
+        click.option("--http-listen", metavar="HOST:PORT",
+                     help="Serve the REST/JSON gateway and the dashboard on http://HOST:PORT/ "
+                          "(default: off; not loopback: TLS from api.tls_cert/tls_key)."),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
         click.option("--log-format", type=click.Choice(["text", "json"])),
     ]
@@ -192,6 +195,7 @@ def _load_config(options: dict[str, Any], role: str, listen: tuple[str, ...]) ->
         "p2p.announce": options.get("announce"),
         "api.socket": options.get("socket"),
         "metrics.listen": options.get("metrics_addr"),
+        "http.listen": options.get("http_listen"),
         "log.level": options.get("log_level"),
         "log.format": options.get("log_format"),
     }

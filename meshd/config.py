@@ -24,6 +24,7 @@ from typing import Any, Union
 
 from meshcore.addresses import (
     AddressError,
+    is_loopback_host,
     parse_announce,
     parse_no_announce,
     parse_peer_address,
@@ -44,6 +45,7 @@ _LISTEN_MULTIADDR = re.compile(r"/(ip4|ip6)/[0-9A-Fa-f.:]+/tcp/\d{1,5}(/ws)?")
 _NETWORK_ID = re.compile(r"net_[a-z2-7]{26}")
 _CAPABILITY = re.compile(r"[A-Za-z0-9_.=:-]{1,64}")
 _PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:]+\](:\d{1,5})?")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
 
@@ -94,6 +96,20 @@ class ApiSection:
     # File holding the bearer token for TCP clients; empty: <data_dir>/api.token,
     # created with a random token on first start.
     token_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class HttpSection:
+    # HOST:PORT of the REST/JSON gateway and the dashboard (docs/http.md); empty:
+    # off. Loopback is plain HTTP; any other address needs api.tls_cert and
+    # api.tls_key, and the API token on every call, like api.tcp_listen.
+    listen: str = ""
+    # On loopback, serve calls that change anything without the token too.
+    writes_without_token: bool = False
+    # Web origins (https://app.example) whose pages may call the gateway (CORS).
+    cors_origins: tuple[str, ...] = ()
+    # Largest request body, in bytes.
+    max_body: int = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -192,6 +208,7 @@ class Config:
     node: NodeSection = field(default_factory=NodeSection)
     p2p: P2PSection = field(default_factory=P2PSection)
     api: ApiSection = field(default_factory=ApiSection)
+    http: HttpSection = field(default_factory=HttpSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     plugins: PluginsSection = field(default_factory=PluginsSection)
@@ -320,6 +337,26 @@ class Config:
             if self.api.tls_cert is None or self.api.tls_key is None:
                 raise ConfigError("api.tcp_listen", "the TCP API is served only over TLS: "
                                   "set api.tls_cert and api.tls_key too")
+        self._validate_http()
+
+    def _validate_http(self) -> None:
+        http = self.http
+        if http.listen:
+            match = _HOST_PORT.fullmatch(http.listen)
+            if not match or not 0 <= int(match[2]) <= 65535:
+                raise ConfigError("http.listen", f"{http.listen!r} is not HOST:PORT "
+                                  "(e.g. 127.0.0.1:8080)")
+            if not is_loopback_host(match[1]) and (self.api.tls_cert is None
+                                                   or self.api.tls_key is None):
+                raise ConfigError("http.listen", f"{http.listen} is not a loopback address: "
+                                  "the gateway is served there only over TLS; set "
+                                  "api.tls_cert and api.tls_key, or listen on 127.0.0.1")
+        for i, origin in enumerate(http.cors_origins):
+            if not _ORIGIN.fullmatch(origin):
+                raise ConfigError(f"http.cors_origins[{i}]", f"{origin!r} is not a web origin "
+                                  "(scheme://host[:port], e.g. https://app.example)")
+        if not 1024 <= http.max_body <= 1 << 30:
+            raise ConfigError("http.max_body", "must be 1024 bytes to 1 GiB")
 
 
 def _sections() -> dict[str, type]:

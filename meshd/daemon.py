@@ -21,7 +21,14 @@ from meshcore.ledger.entry import public_key
 from meshcore.version import __version__
 from meshd import datadir
 from meshd.api.auth import AuthSetupError
-from meshd.api.server import ApiEndpoints, ApiSetupError, Services, check_api_answers, serve_api
+from meshd.api.server import (
+    ApiEndpoints,
+    ApiSetupError,
+    Services,
+    check_api_answers,
+    http_url,
+    serve_api,
+)
 from meshd.config import Config, ConfigError
 from meshd.datadir import DataDirError
 from meshd.genesis_view import GenesisView
@@ -139,6 +146,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     serve_api, config, bridge,
                     Services(board, network, host, ledger, Governance(ledger), runtime, router))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
+                if endpoints.http_port is not None:
+                    board.update(http_url=http_url(config.http.listen, endpoints.http_port))
                 replicator = Replicator(
                     ledger, host, own_chain_grace=0 if nobody_to_ask else OWN_CHAIN_GRACE)
                 await nursery.start(replicator.run)
@@ -168,7 +177,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                                                   replicator.counters))
                 log.info("meshd ready", extra={
                     "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
-                    "api_tcp_port": endpoints.tcp_port,
+                    "api_tcp_port": endpoints.tcp_port, "http_port": endpoints.http_port,
                     "hint": f"meshctl --socket {endpoints.socket} status"})
                 task_status.started(DaemonInfo(host.peer_id, genesis.network_id,
                                                host.listen_addrs(), endpoints))

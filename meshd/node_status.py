@@ -69,6 +69,8 @@ class NodeFacts:
     participating: bool = False
     # Set once a passed upgrade to a newer version is active: what to install.
     upgrade_required: str = ""
+    # The REST/JSON gateway and dashboard, once listening (meshd/http/).
+    http_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class NodeStatus:
     warnings: tuple[str, ...] = ()  # what the operator must act on
     reachability: str = "unknown"
     watermarks: tuple[int, int, int] = (0, 0, 0)  # low, target, high (p2p.*)
+    http_url: str = ""
 
     @property
     def upgrade_required(self) -> bool:
@@ -140,6 +143,7 @@ class StatusBoard:
             if facts.upgrade_required else (),
             reachability=facts.reachability,
             watermarks=self._watermarks,
+            http_url=facts.http_url,
         )
 
     async def status(self) -> NodeStatus:

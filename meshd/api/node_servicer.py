@@ -54,4 +54,5 @@ def status_to_pb(status: NodeStatus) -> node_pb2.NodeStatus:
         low_watermark=status.watermarks[0],
         target_peers=status.watermarks[1],
         high_watermark=status.watermarks[2],
+        http_url=status.http_url,
     )

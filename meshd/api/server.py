@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import trio
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -31,7 +32,13 @@ from mesh.peers.v1 import peers_pb2, peers_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from meshd.api.auth import BearerTokenInterceptor, load_or_create_token, server_credentials
+from meshcore.addresses import is_loopback_host
+from meshd.api.auth import (
+    AuthSetupError,
+    BearerTokenInterceptor,
+    load_or_create_token,
+    server_credentials,
+)
 from meshd.api.dht_servicer import DhtServicer
 from meshd.api.governance_servicer import GovernanceServicer
 from meshd.api.ledger_servicer import LedgerServicer
@@ -45,6 +52,11 @@ from meshd.api.tasks_servicer import TasksServicer
 from meshd.config import Config
 from meshd.genesis_view import GenesisView
 from meshd.governance.service import Governance
+from meshd.http import openapi
+from meshd.http.access import Access
+from meshd.http.app import Asgi, Gateway, build_app
+from meshd.http.methods import method_table
+from meshd.http.server import DASHBOARD, HttpSetupError, Tls, bind, serve_http
 from meshd.ledger.ledger import Ledger
 from meshd.node_status import StatusBoard
 from meshd.p2p.host import P2PHost
@@ -85,46 +97,48 @@ class _Api:
     """One service of the API: its full name, how a servicer joins a server,
     and the servicer over the domain objects."""
 
-    name: str
+    descriptor: ServiceDescriptor
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: Callable[[TrioBridge, Services], object]
 
 
-def _name(file: Any, service: str) -> str:
-    return str(file.DESCRIPTOR.services_by_name[service].full_name)
+def _service(file: Any, name: str) -> ServiceDescriptor:
+    service: ServiceDescriptor = file.DESCRIPTOR.services_by_name[name]
+    return service
 
 
 # Every service of proto/ on the API listeners, with what it serves.
 API = (
-    _Api(_name(node_pb2, "NodeService"), node_pb2_grpc.add_NodeServiceServicer_to_server,
+    _Api(_service(node_pb2, "NodeService"), node_pb2_grpc.add_NodeServiceServicer_to_server,
          lambda bridge, s: NodeServicer(bridge, s.board)),
-    _Api(_name(network_pb2, "NetworkService"),
+    _Api(_service(network_pb2, "NetworkService"),
          network_pb2_grpc.add_NetworkServiceServicer_to_server,
          lambda bridge, s: NetworkServicer(bridge, s.network)),
-    _Api(_name(peers_pb2, "PeersService"), peers_pb2_grpc.add_PeersServiceServicer_to_server,
+    _Api(_service(peers_pb2, "PeersService"), peers_pb2_grpc.add_PeersServiceServicer_to_server,
          lambda bridge, s: PeersServicer(bridge, s.host)),
-    _Api(_name(dht_pb2, "DhtService"), dht_pb2_grpc.add_DhtServiceServicer_to_server,
+    _Api(_service(dht_pb2, "DhtService"), dht_pb2_grpc.add_DhtServiceServicer_to_server,
          lambda bridge, s: DhtServicer(bridge, s.host.dht)),
-    _Api(_name(pubsub_pb2, "PubsubService"), pubsub_pb2_grpc.add_PubsubServiceServicer_to_server,
+    _Api(_service(pubsub_pb2, "PubsubService"), pubsub_pb2_grpc.add_PubsubServiceServicer_to_server,
          lambda bridge, s: PubsubServicer(bridge, s.host.broadcast)),
-    _Api(_name(ledger_pb2, "LedgerService"), ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
+    _Api(_service(ledger_pb2, "LedgerService"), ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
          lambda bridge, s: LedgerServicer(bridge, s.ledger)),
-    _Api(_name(governance_pb2, "GovernanceService"),
+    _Api(_service(governance_pb2, "GovernanceService"),
          governance_pb2_grpc.add_GovernanceServiceServicer_to_server,
          lambda bridge, s: GovernanceServicer(bridge, s.governance)),
-    _Api(_name(plugins_pb2, "PluginsService"),
+    _Api(_service(plugins_pb2, "PluginsService"),
          plugins_pb2_grpc.add_PluginsServiceServicer_to_server,
          lambda bridge, s: PluginsServicer(bridge, s.plugins)),
-    _Api(_name(tasks_pb2, "TasksService"), tasks_pb2_grpc.add_TasksServiceServicer_to_server,
+    _Api(_service(tasks_pb2, "TasksService"), tasks_pb2_grpc.add_TasksServiceServicer_to_server,
          lambda bridge, s: TasksServicer(bridge, s.tasks)),
 )
-SERVICE_NAMES = tuple(api.name for api in API)
+SERVICE_NAMES = tuple(api.descriptor.full_name for api in API)
 
 
 @dataclass(frozen=True)
 class ApiEndpoints:
     socket: Path
     tcp_port: int | None
+    http_port: int | None = None  # the REST/JSON gateway and dashboard (meshd/http/)
 
 
 async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
@@ -144,6 +158,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
         servers: list[grpc.aio.Server] = []
 
         servicers = [(api.add_to_server, api.servicer(bridge, services)) for api in API]
+        http = _open_http(config, {api.descriptor: servicer
+                                   for api, (_, servicer) in zip(API, servicers, strict=True)})
         refusals = RefusalLog()
 
         def new_server(interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
@@ -160,6 +176,8 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
 
         async def stop() -> None:
             await health_servicer.enter_graceful_shutdown()
+            if http is not None:
+                await http.stop()
             await asyncio.gather(*(s.stop(SHUTDOWN_GRACE) for s in servers))
 
         unix = new_server([])
@@ -174,9 +192,48 @@ async def serve_api(config: Config, bridge: TrioBridge, services: Services, *,
             await tcp.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return ApiEndpoints(socket_path, tcp_port), stop
+        return ApiEndpoints(socket_path, tcp_port, http.port if http else None), stop
 
     await serve_in_thread(start, task_status=task_status)
+
+
+def http_url(listen: str, port: int) -> str:
+    """Where the gateway answers: the configured host and the bound port."""
+    host = listen.rpartition(":")[0]
+    scheme = "http" if is_loopback_host(host) else "https"
+    return f"{scheme}://{host}:{port}/"
+
+
+class _HttpListener:
+    """The gateway (meshd/http/) served on this loop, beside the gRPC servers."""
+
+    def __init__(self, app: Asgi, sock: socket.socket, tls: Tls | None) -> None:
+        self.port = int(sock.getsockname()[1])
+        self._stopped = asyncio.Event()
+        self._task = asyncio.create_task(serve_http(app, sock, tls, self._stopped))
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        await self._task
+
+
+def _open_http(config: Config, servicers: dict[ServiceDescriptor, object]) -> _HttpListener | None:
+    if not config.http.listen:
+        return None
+    host = config.http.listen.rpartition(":")[0]
+    loopback = is_loopback_host(host)
+    tls = None if loopback else Tls(config.api.tls_cert, config.api.tls_key)  # type: ignore[arg-type]
+    try:
+        token = load_or_create_token(config.token_path)
+        sock = bind(config.http.listen)
+    except (HttpSetupError, AuthSetupError) as exc:
+        raise ApiSetupError(str(exc)) from None
+    methods = method_table(servicers)
+    access = Access(token, loopback, "http" if tls is None else "https",
+                    config.http.writes_without_token, config.http.cors_origins)
+    app = build_app(Gateway(methods, access, openapi.document(methods), config.http.max_body,
+                            static=DASHBOARD if DASHBOARD.is_dir() else None))
+    return _HttpListener(app, sock, tls)
 
 
 def _bind(add_port: Callable[[str], int], address: str, what: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,11 +19,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mesh.node.v1 import node_pb2, node_pb2_grpc
+from meshd.testing import netns
 from tests.e2e.harness import Meshd, free_port, meshctl
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as an operator would make with openssl."""
+def self_signed(directory: Path, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``ip`` and its key, as an operator would make with openssl."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "meshd test")])
     now = dt.datetime.now(dt.UTC)
@@ -31,7 +33,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
             .not_valid_before(now - dt.timedelta(minutes=1))
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                [x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     cert_path, key_path = directory / "api.crt", directory / "api.key"
@@ -139,3 +141,47 @@ def test_requests_that_do_not_decode_are_refused_with_one_log_line(
     log = daemon.log()
     assert "Traceback" not in log and "DecodeError] raised" not in log
     assert 1 <= log.count("malformed API requests refused") <= 2  # 100 refused, one line per 10 s
+
+
+# The client side of the HTTP gateway test, run in another host's namespace.
+HTTPS_CLIENT = """
+import json, ssl, sys, urllib.error, urllib.request
+url, ca, token = sys.argv[1:4]
+context = ssl.create_default_context(cafile=ca)
+def get(scheme, headers):
+    request = urllib.request.Request(scheme + url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except (urllib.error.URLError, ConnectionError) as error:
+        return 0, str(error)
+print(json.dumps({"none": get("https://", {}),
+                  "wrong": get("https://", {"Authorization": "Bearer " + "x" * 43}),
+                  "token": get("https://", {"Authorization": "Bearer " + token}),
+                  "plain": get("http://", {})}))
+"""
+
+
+def test_the_http_gateway_off_loopback_is_tls_and_token_only(
+        node: Callable[..., Meshd], tmp_path: Path) -> None:
+    with netns.open_testbed(2) as bed:
+        server, client = bed.hosts
+        cert, key = self_signed(tmp_path, server.ip)
+        config = tmp_path / "meshd.toml"
+        config.write_text(f'[api]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+        daemon = node("n1", "--config", str(config), "--listen", f"/ip4/{server.ip}/tcp/4001",
+                      "--http-listen", f"{server.ip}:8443", loopback=False, host=server)
+        assert daemon.status()["http_url"] == f"https://{server.ip}:8443/"
+        token = (daemon.data_dir / "api.token").read_text().strip()
+        path = f"{server.ip}:8443/mesh.node.v1.NodeService/GetStatus"
+        answer = client.run([sys.executable, "-c", HTTPS_CLIENT, path, str(cert), token])
+        assert answer.returncode == 0, answer.stderr
+        results = json.loads(answer.stdout)
+        # Reads too need the token off loopback; plain HTTP is not served at all.
+        assert results["none"][0] == 401 and "every call" in results["none"][1]["message"]
+        assert results["wrong"][0] == 401 and "wrong API token" in results["wrong"][1]["message"]
+        assert results["token"][0] == 200
+        assert results["token"][1]["status"]["peerId"] == daemon.status()["peer_id"]
+        assert results["plain"][0] in (0, 400), results["plain"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,11 @@ def test_a_testnet_mints_within_a_minute_restarts_with_its_data_and_stops(
         assert sorted(v["account"] for v in validators["validators"]) == \
             sorted(n["peer_id"] for n in started["nodes"])
         assert {v["weight"] for v in validators["validators"]} == {"1"}
+        # Each node serves its REST gateway and dashboard on loopback.
+        for node in data["nodes"]:
+            url = f"{node['dashboard']}mesh.node.v1.NodeService/GetStatus"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                assert json.loads(answer.read())["status"]["peerId"] == node["peer_id"]
     finally:
         down = json.loads(meshctl("--json", "testnet", "down", "--dir", str(directory),
                                   timeout=60).stdout)

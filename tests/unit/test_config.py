@@ -71,6 +71,11 @@ def test_unrelated_environment_is_ignored_and_meshd_config_is_allowed() -> None:
     ("[relay]\nmax_circuits = 0\n", "relay.max_circuits"),
     ("[relay]\ncircuit_mib = -1\n", "relay.circuit_mib"),
     ('[relay]\nserve = "yes please"\n', "relay.serve"),
+    ('[http]\nlisten = "8080"\n', "http.listen"),
+    ('[http]\nlisten = "0.0.0.0:8080"\n', "http.listen"),  # not loopback: TLS needed
+    ('[http]\nlisten = "127.0.0.1:8080"\ncors_origins = ["*"]\n', "http.cors_origins[0]"),
+    ('[http]\ncors_origins = ["https://a.example/path"]\n', "http.cors_origins[0]"),
+    ("[http]\nmax_body = 10\n", "http.max_body"),
 ])
 def test_invalid_files_are_refused_naming_the_key(tmp_path: Path, text: str,
                                                   field: str) -> None:
@@ -109,6 +114,17 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_socket_path_longer_than_sun_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="longer than 107 bytes"):
         Config.load(overrides={"api.socket": tmp_path / ("x" * 120)})
+
+
+def test_http_gateway_on_loopback_or_with_tls(tmp_path: Path) -> None:
+    loopback = Config.load(write(tmp_path, '[http]\nlisten = "[::1]:8080"\n'),
+                           overrides={"node.data_dir": tmp_path})
+    assert loopback.http.listen == "[::1]:8080" and not loopback.http.writes_without_token
+    public = Config.load(write(tmp_path, '[http]\nlisten = "0.0.0.0:8443"\n'
+                                         'cors_origins = ["https://ops.example:8443"]\n'
+                               '[api]\ntls_cert = "c.pem"\ntls_key = "k.pem"\n'),
+                         overrides={"node.data_dir": tmp_path})
+    assert public.http.cors_origins == ("https://ops.example:8443",)
 
 
 def test_tcp_listener_with_tls(tmp_path: Path) -> None:

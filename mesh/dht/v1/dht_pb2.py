@@ -24,13 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mesh/dht/v1/dht.proto\x12\x0bmesh.dht.v1\"/\n\rPeerAddresses\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\"\"\n\x0f\x46indPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"<\n\x10\x46indPeerResponse\x12(\n\x04peer\x18\x01 \x01(\x0b\x32\x1a.mesh.dht.v1.PeerAddresses\"\x1d\n\x0eProvideRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x11\n\x0fProvideResponse\"2\n\x14\x46indProvidersRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"F\n\x15\x46indProvidersResponse\x12-\n\tproviders\x18\x01 \x03(\x0b\x32\x1a.mesh.dht.v1.PeerAddresses\"-\n\x0fPutValueRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x12\n\x10PutValueResponse\"\x1e\n\x0fGetValueRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"`\n\x10GetValueResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x0c\n\x04hops\x18\x02 \x01(\r\x12\x15\n\rqueried_peers\x18\x03 \x01(\r\x12\x18\n\x10peers_with_value\x18\x04 \x01(\r2\x85\x03\n\nDhtService\x12G\n\x08\x46indPeer\x12\x1c.mesh.dht.v1.FindPeerRequest\x1a\x1d.mesh.dht.v1.FindPeerResponse\x12\x44\n\x07Provide\x12\x1b.mesh.dht.v1.ProvideRequest\x1a\x1c.mesh.dht.v1.ProvideResponse\x12V\n\rFindProviders\x12!.mesh.dht.v1.FindProvidersRequest\x1a\".mesh.dht.v1.FindProvidersResponse\x12G\n\x08PutValue\x12\x1c.mesh.dht.v1.PutValueRequest\x1a\x1d.mesh.dht.v1.PutValueResponse\x12G\n\x08GetValue\x12\x1c.mesh.dht.v1.GetValueRequest\x1a\x1d.mesh.dht.v1.GetValueResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mesh/dht/v1/dht.proto\x12\x0bmesh.dht.v1\"/\n\rPeerAddresses\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\t\"\"\n\x0f\x46indPeerRequest\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\"<\n\x10\x46indPeerResponse\x12(\n\x04peer\x18\x01 \x01(\x0b\x32\x1a.mesh.dht.v1.PeerAddresses\"\x1d\n\x0eProvideRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x11\n\x0fProvideResponse\"2\n\x14\x46indProvidersRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"F\n\x15\x46indProvidersResponse\x12-\n\tproviders\x18\x01 \x03(\x0b\x32\x1a.mesh.dht.v1.PeerAddresses\"-\n\x0fPutValueRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x12\n\x10PutValueResponse\"\x1e\n\x0fGetValueRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"`\n\x10GetValueResponse\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x0c\n\x04hops\x18\x02 \x01(\r\x12\x15\n\rqueried_peers\x18\x03 \x01(\r\x12\x18\n\x10peers_with_value\x18\x04 \x01(\r2\x94\x03\n\nDhtService\x12L\n\x08\x46indPeer\x12\x1c.mesh.dht.v1.FindPeerRequest\x1a\x1d.mesh.dht.v1.FindPeerResponse\"\x03\x90\x02\x01\x12\x44\n\x07Provide\x12\x1b.mesh.dht.v1.ProvideRequest\x1a\x1c.mesh.dht.v1.ProvideResponse\x12[\n\rFindProviders\x12!.mesh.dht.v1.FindProvidersRequest\x1a\".mesh.dht.v1.FindProvidersResponse\"\x03\x90\x02\x01\x12G\n\x08PutValue\x12\x1c.mesh.dht.v1.PutValueRequest\x1a\x1d.mesh.dht.v1.PutValueResponse\x12L\n\x08GetValue\x12\x1c.mesh.dht.v1.GetValueRequest\x1a\x1d.mesh.dht.v1.GetValueResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.dht.v1.dht_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DHTSERVICE'].methods_by_name['FindPeer']._loaded_options = None
+  _globals['_DHTSERVICE'].methods_by_name['FindPeer']._serialized_options = b'\220\002\001'
+  _globals['_DHTSERVICE'].methods_by_name['FindProviders']._loaded_options = None
+  _globals['_DHTSERVICE'].methods_by_name['FindProviders']._serialized_options = b'\220\002\001'
+  _globals['_DHTSERVICE'].methods_by_name['GetValue']._loaded_options = None
+  _globals['_DHTSERVICE'].methods_by_name['GetValue']._serialized_options = b'\220\002\001'
   _globals['_PEERADDRESSES']._serialized_start=38
   _globals['_PEERADDRESSES']._serialized_end=85
   _globals['_FINDPEERREQUEST']._serialized_start=87
@@ -54,5 +60,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETVALUERESPONSE']._serialized_start=458
   _globals['_GETVALUERESPONSE']._serialized_end=554
   _globals['_DHTSERVICE']._serialized_start=557
-  _globals['_DHTSERVICE']._serialized_end=946
+  _globals['_DHTSERVICE']._serialized_end=961
 # @@protoc_insertion_point(module_scope)

@@ -26,25 +26,29 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/node/v1/node.proto\x12\x0cmesh.node.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x03\n\nNodeStatus\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x14\n\x0cnetwork_name\x18\x03 \x01(\t\x12\x14\n\x0clisten_addrs\x18\x04 \x03(\t\x12&\n\x05state\x18\x05 \x01(\x0e\x32\x17.mesh.node.v1.NodeState\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x12\n\npeer_count\x18\t \x01(\r\x12\x0c\n\x04role\x18\n \x01(\t\x12\x10\n\x08warnings\x18\x0b \x03(\t\x12\x14\n\x0creachability\x18\x0c \x01(\t\x12\x15\n\rlow_watermark\x18\r \x01(\r\x12\x14\n\x0ctarget_peers\x18\x0e \x01(\r\x12\x16\n\x0ehigh_watermark\x18\x0f \x01(\r\"\x12\n\x10GetStatusRequest\"=\n\x11GetStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.mesh.node.v1.NodeStatus\"\x14\n\x12WatchStatusRequest\"?\n\x13WatchStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.mesh.node.v1.NodeStatus*\xfd\x01\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17NODE_STATE_INITIALIZING\x10\x01\x12\x19\n\x15NODE_STATE_CONNECTING\x10\x02\x12\x18\n\x14NODE_STATE_CONNECTED\x10\x03\x12\x15\n\x11NODE_STATE_ACTIVE\x10\x04\x12\x1c\n\x18NODE_STATE_PARTICIPATING\x10\x05\x12\x19\n\x15NODE_STATE_VALIDATING\x10\x06\x12\x15\n\x11NODE_STATE_VOTING\x10\x07\x12\x1b\n\x17NODE_STATE_DISCONNECTED\x10\x08\x32\xb1\x01\n\x0bNodeService\x12L\n\tGetStatus\x12\x1e.mesh.node.v1.GetStatusRequest\x1a\x1f.mesh.node.v1.GetStatusResponse\x12T\n\x0bWatchStatus\x12 .mesh.node.v1.WatchStatusRequest\x1a!.mesh.node.v1.WatchStatusResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mesh/node/v1/node.proto\x12\x0cmesh.node.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x03\n\nNodeStatus\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x14\n\x0cnetwork_name\x18\x03 \x01(\t\x12\x14\n\x0clisten_addrs\x18\x04 \x03(\t\x12&\n\x05state\x18\x05 \x01(\x0e\x32\x17.mesh.node.v1.NodeState\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x12\n\npeer_count\x18\t \x01(\r\x12\x0c\n\x04role\x18\n \x01(\t\x12\x10\n\x08warnings\x18\x0b \x03(\t\x12\x14\n\x0creachability\x18\x0c \x01(\t\x12\x15\n\rlow_watermark\x18\r \x01(\r\x12\x14\n\x0ctarget_peers\x18\x0e \x01(\r\x12\x16\n\x0ehigh_watermark\x18\x0f \x01(\r\x12\x10\n\x08http_url\x18\x10 \x01(\t\"\x12\n\x10GetStatusRequest\"=\n\x11GetStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.mesh.node.v1.NodeStatus\"\x14\n\x12WatchStatusRequest\"?\n\x13WatchStatusResponse\x12(\n\x06status\x18\x01 \x01(\x0b\x32\x18.mesh.node.v1.NodeStatus*\xfd\x01\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17NODE_STATE_INITIALIZING\x10\x01\x12\x19\n\x15NODE_STATE_CONNECTING\x10\x02\x12\x18\n\x14NODE_STATE_CONNECTED\x10\x03\x12\x15\n\x11NODE_STATE_ACTIVE\x10\x04\x12\x1c\n\x18NODE_STATE_PARTICIPATING\x10\x05\x12\x19\n\x15NODE_STATE_VALIDATING\x10\x06\x12\x15\n\x11NODE_STATE_VOTING\x10\x07\x12\x1b\n\x17NODE_STATE_DISCONNECTED\x10\x08\x32\xbb\x01\n\x0bNodeService\x12Q\n\tGetStatus\x12\x1e.mesh.node.v1.GetStatusRequest\x1a\x1f.mesh.node.v1.GetStatusResponse\"\x03\x90\x02\x01\x12Y\n\x0bWatchStatus\x12 .mesh.node.v1.WatchStatusRequest\x1a!.mesh.node.v1.WatchStatusResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.node.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODESTATE']._serialized_start=664
-  _globals['_NODESTATE']._serialized_end=917
+  _globals['_NODESERVICE'].methods_by_name['GetStatus']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['GetStatus']._serialized_options = b'\220\002\001'
+  _globals['_NODESERVICE'].methods_by_name['WatchStatus']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['WatchStatus']._serialized_options = b'\220\002\001'
+  _globals['_NODESTATE']._serialized_start=682
+  _globals['_NODESTATE']._serialized_end=935
   _globals['_NODESTATUS']._serialized_start=107
-  _globals['_NODESTATUS']._serialized_end=491
-  _globals['_GETSTATUSREQUEST']._serialized_start=493
-  _globals['_GETSTATUSREQUEST']._serialized_end=511
-  _globals['_GETSTATUSRESPONSE']._serialized_start=513
-  _globals['_GETSTATUSRESPONSE']._serialized_end=574
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=576
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=596
-  _globals['_WATCHSTATUSRESPONSE']._serialized_start=598
-  _globals['_WATCHSTATUSRESPONSE']._serialized_end=661
-  _globals['_NODESERVICE']._serialized_start=920
-  _globals['_NODESERVICE']._serialized_end=1097
+  _globals['_NODESTATUS']._serialized_end=509
+  _globals['_GETSTATUSREQUEST']._serialized_start=511
+  _globals['_GETSTATUSREQUEST']._serialized_end=529
+  _globals['_GETSTATUSRESPONSE']._serialized_start=531
+  _globals['_GETSTATUSRESPONSE']._serialized_end=592
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=594
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=614
+  _globals['_WATCHSTATUSRESPONSE']._serialized_start=616
+  _globals['_WATCHSTATUSRESPONSE']._serialized_end=679
+  _globals['_NODESERVICE']._serialized_start=938
+  _globals['_NODESERVICE']._serialized_end=1125
 # @@protoc_insertion_point(module_scope)

@@ -84,6 +84,7 @@ class NodeStatus(_message.Message):
     LOW_WATERMARK_FIELD_NUMBER: _builtins.int
     TARGET_PEERS_FIELD_NUMBER: _builtins.int
     HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
+    HTTP_URL_FIELD_NUMBER: _builtins.int
     peer_id: _builtins.str
     """libp2p peer ID, derived from the node's Ed25519 identity key."""
     network_id: _builtins.str
@@ -107,6 +108,10 @@ class NodeStatus(_message.Message):
     """
     target_peers: _builtins.int
     high_watermark: _builtins.int
+    http_url: _builtins.str
+    """The REST/JSON gateway and dashboard (http.listen), e.g.
+    "http://127.0.0.1:8080/"; empty when not served.
+    """
     @_builtins.property
     def listen_addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Multiaddrs others can dial this node at (listeners expanded, confirmed and
@@ -141,10 +146,11 @@ class NodeStatus(_message.Message):
         low_watermark: _builtins.int = ...,
         target_peers: _builtins.int = ...,
         high_watermark: _builtins.int = ...,
+        http_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["high_watermark", b"high_watermark", "listen_addrs", b"listen_addrs", "low_watermark", b"low_watermark", "network_id", b"network_id", "network_name", b"network_name", "peer_count", b"peer_count", "peer_id", b"peer_id", "reachability", b"reachability", "role", b"role", "started_at", b"started_at", "state", b"state", "target_peers", b"target_peers", "uptime", b"uptime", "version", b"version", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high_watermark", b"high_watermark", "http_url", b"http_url", "listen_addrs", b"listen_addrs", "low_watermark", b"low_watermark", "network_id", b"network_id", "network_name", b"network_name", "peer_count", b"peer_count", "peer_id", b"peer_id", "reachability", b"reachability", "role", b"role", "started_at", b"started_at", "state", b"state", "target_peers", b"target_peers", "uptime", b"uptime", "version", b"version", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmesh/pubsub/v1/pubsub.proto\x12\x0emesh.pubsub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x11\n\x0fPublishResponse\"!\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"v\n\x07Message\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\r\n\x05seqno\x18\x04 \x01(\x04\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x11SubscribeResponse\x12(\n\x07message\x18\x01 \x01(\x0b\x32\x17.mesh.pubsub.v1.Message\"\x13\n\x11ListTopicsRequest\"0\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11local_subscribers\x18\x02 \x01(\r\";\n\x12ListTopicsResponse\x12%\n\x06topics\x18\x01 \x03(\x0b\x32\x15.mesh.pubsub.v1.Topic\"&\n\x15ListTopicPeersRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"*\n\x16ListTopicPeersResponse\x12\x10\n\x08peer_ids\x18\x01 \x03(\t2\xe5\x02\n\rPubsubService\x12J\n\x07Publish\x12\x1e.mesh.pubsub.v1.PublishRequest\x1a\x1f.mesh.pubsub.v1.PublishResponse\x12R\n\tSubscribe\x12 .mesh.pubsub.v1.SubscribeRequest\x1a!.mesh.pubsub.v1.SubscribeResponse0\x01\x12S\n\nListTopics\x12!.mesh.pubsub.v1.ListTopicsRequest\x1a\".mesh.pubsub.v1.ListTopicsResponse\x12_\n\x0eListTopicPeers\x12%.mesh.pubsub.v1.ListTopicPeersRequest\x1a&.mesh.pubsub.v1.ListTopicPeersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmesh/pubsub/v1/pubsub.proto\x12\x0emesh.pubsub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x11\n\x0fPublishResponse\"!\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"v\n\x07Message\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\r\n\x05seqno\x18\x04 \x01(\x04\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x11SubscribeResponse\x12(\n\x07message\x18\x01 \x01(\x0b\x32\x17.mesh.pubsub.v1.Message\"\x13\n\x11ListTopicsRequest\"0\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11local_subscribers\x18\x02 \x01(\r\";\n\x12ListTopicsResponse\x12%\n\x06topics\x18\x01 \x03(\x0b\x32\x15.mesh.pubsub.v1.Topic\"&\n\x15ListTopicPeersRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"*\n\x16ListTopicPeersResponse\x12\x10\n\x08peer_ids\x18\x01 \x03(\t2\xef\x02\n\rPubsubService\x12J\n\x07Publish\x12\x1e.mesh.pubsub.v1.PublishRequest\x1a\x1f.mesh.pubsub.v1.PublishResponse\x12R\n\tSubscribe\x12 .mesh.pubsub.v1.SubscribeRequest\x1a!.mesh.pubsub.v1.SubscribeResponse0\x01\x12X\n\nListTopics\x12!.mesh.pubsub.v1.ListTopicsRequest\x1a\".mesh.pubsub.v1.ListTopicsResponse\"\x03\x90\x02\x01\x12\x64\n\x0eListTopicPeers\x12%.mesh.pubsub.v1.ListTopicPeersRequest\x1a&.mesh.pubsub.v1.ListTopicPeersResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.pubsub.v1.pubsub_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PUBSUBSERVICE'].methods_by_name['ListTopics']._loaded_options = None
+  _globals['_PUBSUBSERVICE'].methods_by_name['ListTopics']._serialized_options = b'\220\002\001'
+  _globals['_PUBSUBSERVICE'].methods_by_name['ListTopicPeers']._loaded_options = None
+  _globals['_PUBSUBSERVICE'].methods_by_name['ListTopicPeers']._serialized_options = b'\220\002\001'
   _globals['_PUBLISHREQUEST']._serialized_start=80
   _globals['_PUBLISHREQUEST']._serialized_end=125
   _globals['_PUBLISHRESPONSE']._serialized_start=127
@@ -53,5 +57,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTOPICPEERSRESPONSE']._serialized_start=536
   _globals['_LISTTOPICPEERSRESPONSE']._serialized_end=578
   _globals['_PUBSUBSERVICE']._serialized_start=581
-  _globals['_PUBSUBSERVICE']._serialized_end=938
+  _globals['_PUBSUBSERVICE']._serialized_end=948
 # @@protoc_insertion_point(module_scope)
