@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,27 @@ def bind(address: str) -> socket.socket:
     return sock
 
 
+class _TlsCloseNoise(logging.Filter):
+    """Drops the traceback of a TLS connection that closed untidily.
+
+    Hypercorn 0.18 on asyncio (Python 3.11): when a client sends data after its
+    close_notify (a client that closes a kept-alive connection while a request
+    is in flight), ``TCPServer._close`` awaits ``writer.wait_closed()``, whose
+    ``SSLObject.unwrap()`` raises ``ssl.SSLError: APPLICATION_DATA_AFTER_CLOSE_NOTIFY``.
+    Hypercorn logs it as "Error in ASGI Framework" and asyncio as "Unhandled
+    exception in client_connected_cb", both with a traceback, for a connection
+    that is simply gone. Found by tests/e2e/test_http_fuzz.py.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, ssl.SSLError)
+                    and "APPLICATION_DATA_AFTER_CLOSE_NOTIFY" in str(error))
+
+
+_TLS_CLOSE_NOISE = _TlsCloseNoise()
+
+
 async def serve_http(app: Asgi, sock: socket.socket, tls: Tls | None,
                      stop: asyncio.Event) -> None:
     """Serve ``app`` on ``sock`` until ``stop`` is set."""
@@ -58,6 +80,9 @@ async def serve_http(app: Asgi, sock: socket.socket, tls: Tls | None,
     config.bind = [f"fd://{sock.detach()}"]
     if tls is not None:
         config.certfile, config.keyfile = str(tls.cert), str(tls.key)
+        for logger in (log, logging.getLogger("asyncio")):
+            if _TLS_CLOSE_NOISE not in logger.filters:
+                logger.addFilter(_TLS_CLOSE_NOISE)
     config.accesslog = None
     config.errorlog = log
     config.include_server_header = False

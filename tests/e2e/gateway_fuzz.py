@@ -1,0 +1,105 @@
+"""Fuzz a node's REST/JSON gateway from its own OpenAPI document (schemathesis).
+
+    python -m tests.e2e.gateway_fuzz URL CA_FILE TOKEN_FILE EXAMPLES
+
+Every operation gets EXAMPLES requests generated from its schema and EXAMPLES
+that break it (the same ones each run, random ones under ``make soak``) (schemathesis' positive and negative modes), with the token, and
+a deadline (``Connect-Timeout-Ms``) so that a call which waits by design (a task
+with a long timeout) is bounded. Prints one JSON object: cases per operation,
+status codes seen, and every failure: a 5xx other than a deadline the client
+set, an error body that is not ``{"code", "message"}``, or no answer at all.
+Run by tests/e2e/test_http_fuzz.py in a network namespace of its own.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+from typing import Any
+
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+
+DEADLINE_MS = 3000
+PROFILE = os.environ.get("MESH_HYPOTHESIS_PROFILE", "ci")  # soak: random cases
+
+
+def main(url: str, ca: str, token_file: str, examples: int) -> dict[str, Any]:
+    token = open(token_file, encoding="utf-8").read().strip()
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override the test's CA
+    session.verify = ca
+    document = session.get(f"{url}openapi.json", timeout=30).json()
+    schema = schemathesis.openapi.from_dict(document)
+    headers = {"authorization": f"Bearer {token}", "connect-timeout-ms": str(DEADLINE_MS)}
+    cases: collections.Counter[str] = collections.Counter()
+    statuses: collections.Counter[int] = collections.Counter()
+    failures: list[dict[str, Any]] = []
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        streaming = "text/event-stream" in json.dumps(operation.definition.raw["responses"])
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=examples, deadline=None, database=None,
+                      phases=[Phase.generate], derandomize=PROFILE != "soak",
+                      suppress_health_check=list(HealthCheck))
+            def run(case: Any) -> None:
+                label = f"{case.method} {case.path}"
+                cases[label] += 1
+                request = case.as_transport_kwargs(base_url=url.rstrip("/"), headers=headers)
+                try:
+                    # stream=True: a stream's status and headers, without waiting for its end.
+                    response = session.request(**request, timeout=30, stream=True)
+                except requests.RequestException as exc:
+                    failures.append({"operation": label, "error": repr(exc),
+                                     "curl": case.as_curl_command()})
+                    return
+                with response:
+                    statuses[response.status_code] += 1
+                    problem = _problem(response, streaming)  # reads no stream's body
+                if problem:
+                    failures.append({"operation": label, "status": response.status_code,
+                                     "problem": problem, "curl": case.as_curl_command()})
+
+            run()
+    operations = [f"{method.upper()} {path}" for path, methods in document["paths"].items()
+                  for method in methods]
+    return {"operations": operations, "cases": dict(cases),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "failures": failures[:50], "failure_count": len(failures)}
+
+
+def _problem(response: requests.Response, streaming: bool) -> str:
+    status = response.status_code
+    if status == 200:
+        expected = "text/event-stream" if streaming else "application/json"
+        kind = response.headers.get("content-type", "")
+        if not kind.startswith(expected):
+            return f"200 with content-type {kind!r}"
+        return "" if streaming else _json_object(response.content)
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return f"an error body that is not JSON: {response.content[:200]!r}"
+    if not isinstance(body, dict) or set(body) != {"code", "message"}:
+        return f"an error body that is not {{code, message}}: {body!r}"
+    if status >= 500 and not (status == 504 and body["code"] == "deadline_exceeded"):
+        return f"server error: {body}"
+    return ""
+
+
+def _json_object(content: bytes) -> str:
+    try:
+        return "" if isinstance(json.loads(content), dict) else "a body that is not an object"
+    except ValueError:
+        return f"a 200 body that is not JSON: {content[:200]!r}"
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))
