@@ -3,7 +3,8 @@
     python -m tests.e2e.gateway_fuzz URL CA_FILE TOKEN_FILE EXAMPLES
 
 Every operation gets EXAMPLES requests generated from its schema and EXAMPLES
-that break it (the same ones each run, random ones under ``make soak``) (schemathesis' positive and negative modes), with the token, and
+that break it (schemathesis' positive and negative modes; the same ones each
+run, random ones under ``make soak``), with the token, and
 a deadline (``Connect-Timeout-Ms``) so that a call which waits by design (a task
 with a long timeout) is bounded. Prints one JSON object: cases per operation,
 status codes seen, and every failure: a 5xx other than a deadline the client
@@ -17,6 +18,7 @@ import collections
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -29,7 +31,7 @@ PROFILE = os.environ.get("MESH_HYPOTHESIS_PROFILE", "ci")  # soak: random cases
 
 
 def main(url: str, ca: str, token_file: str, examples: int) -> dict[str, Any]:
-    token = open(token_file, encoding="utf-8").read().strip()
+    token = Path(token_file).read_text(encoding="utf-8").strip()
     session = requests.Session()
     session.trust_env = False  # REQUESTS_CA_BUNDLE would override the test's CA
     session.verify = ca
@@ -49,7 +51,7 @@ def main(url: str, ca: str, token_file: str, examples: int) -> dict[str, Any]:
             @settings(max_examples=examples, deadline=None, database=None,
                       phases=[Phase.generate], derandomize=PROFILE != "soak",
                       suppress_health_check=list(HealthCheck))
-            def run(case: Any) -> None:
+            def run(case: Any, streams: bool = streaming) -> None:
                 label = f"{case.method} {case.path}"
                 cases[label] += 1
                 request = case.as_transport_kwargs(base_url=url.rstrip("/"), headers=headers)
@@ -62,7 +64,7 @@ def main(url: str, ca: str, token_file: str, examples: int) -> dict[str, Any]:
                     return
                 with response:
                     statuses[response.status_code] += 1
-                    problem = _problem(response, streaming)  # reads no stream's body
+                    problem = _problem(response, streams)  # reads no stream's body
                 if problem:
                     failures.append({"operation": label, "status": response.status_code,
                                      "problem": problem, "curl": case.as_curl_command()})
