@@ -18,6 +18,7 @@ import collections
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,47 @@ DEADLINE_MS = 3000
 PROFILE = os.environ.get("MESH_HYPOTHESIS_PROFILE", "ci")  # soak: random cases
 
 
+@dataclass
+class Fuzzer:
+    url: str
+    session: requests.Session
+    headers: dict[str, str]
+    examples: int
+    cases: collections.Counter[str] = field(default_factory=collections.Counter)
+    statuses: collections.Counter[int] = field(default_factory=collections.Counter)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def fuzz(self, operation: Any, mode: GenerationMode) -> None:
+        streams = "text/event-stream" in json.dumps(operation.definition.raw["responses"])
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=self.examples, deadline=None, database=None,
+                  phases=[Phase.generate], derandomize=PROFILE != "soak",
+                  suppress_health_check=list(HealthCheck))
+        def run(case: Any) -> None:
+            self.send(case, streams)
+
+        run()
+
+    def send(self, case: Any, streams: bool) -> None:
+        label = f"{case.method} {case.path}"
+        self.cases[label] += 1
+        request = case.as_transport_kwargs(base_url=self.url.rstrip("/"), headers=self.headers)
+        try:
+            # stream=True: a stream's status and headers, without waiting for its end.
+            response = self.session.request(**request, timeout=30, stream=True)
+        except requests.RequestException as exc:
+            self.failures.append({"operation": label, "error": repr(exc),
+                                  "curl": case.as_curl_command()})
+            return
+        with response:
+            self.statuses[response.status_code] += 1
+            problem = _problem(response, streams)  # reads no stream's body
+        if problem:
+            self.failures.append({"operation": label, "status": response.status_code,
+                                  "problem": problem, "curl": case.as_curl_command()})
+
+
 def main(url: str, ca: str, token_file: str, examples: int) -> dict[str, Any]:
     token = Path(token_file).read_text(encoding="utf-8").strip()
     session = requests.Session()
@@ -37,44 +79,16 @@ def main(url: str, ca: str, token_file: str, examples: int) -> dict[str, Any]:
     session.verify = ca
     document = session.get(f"{url}openapi.json", timeout=30).json()
     schema = schemathesis.openapi.from_dict(document)
-    headers = {"authorization": f"Bearer {token}", "connect-timeout-ms": str(DEADLINE_MS)}
-    cases: collections.Counter[str] = collections.Counter()
-    statuses: collections.Counter[int] = collections.Counter()
-    failures: list[dict[str, Any]] = []
-
+    fuzzer = Fuzzer(url, session, {"authorization": f"Bearer {token}",
+                                   "connect-timeout-ms": str(DEADLINE_MS)}, examples)
     for result in schema.get_all_operations():
-        operation = result.ok()
-        streaming = "text/event-stream" in json.dumps(operation.definition.raw["responses"])
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=examples, deadline=None, database=None,
-                      phases=[Phase.generate], derandomize=PROFILE != "soak",
-                      suppress_health_check=list(HealthCheck))
-            def run(case: Any, streams: bool = streaming) -> None:
-                label = f"{case.method} {case.path}"
-                cases[label] += 1
-                request = case.as_transport_kwargs(base_url=url.rstrip("/"), headers=headers)
-                try:
-                    # stream=True: a stream's status and headers, without waiting for its end.
-                    response = session.request(**request, timeout=30, stream=True)
-                except requests.RequestException as exc:
-                    failures.append({"operation": label, "error": repr(exc),
-                                     "curl": case.as_curl_command()})
-                    return
-                with response:
-                    statuses[response.status_code] += 1
-                    problem = _problem(response, streams)  # reads no stream's body
-                if problem:
-                    failures.append({"operation": label, "status": response.status_code,
-                                     "problem": problem, "curl": case.as_curl_command()})
-
-            run()
+            fuzzer.fuzz(result.ok(), mode)
     operations = [f"{method.upper()} {path}" for path, methods in document["paths"].items()
                   for method in methods]
-    return {"operations": operations, "cases": dict(cases),
-            "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "failures": failures[:50], "failure_count": len(failures)}
+    return {"operations": operations, "cases": dict(fuzzer.cases),
+            "statuses": {str(k): v for k, v in sorted(fuzzer.statuses.items())},
+            "failures": fuzzer.failures[:50], "failure_count": len(fuzzer.failures)}
 
 
 def _problem(response: requests.Response, streaming: bool) -> str:
