@@ -35,6 +35,8 @@ setup: $(STAMP) $(JS_STAMP)
 	@command -v nft >/dev/null || (apt-get update -q && apt-get install -y -q nftables)
 	@# The unit file's test checks it with systemd-analyze (Debian's systemd).
 	@command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
+	@# The dashboard's browser tests drive Debian's chromium with Playwright (no download).
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
 run: setup
 	@DEV_DIR=$(DEV_DIR) BIN=$(BIN) scripts/dev-run.sh

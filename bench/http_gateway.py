@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import cluster
-import grpc
 import output
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -95,7 +94,7 @@ def latency(node: cluster.Node, url: str, calls: int, rounds: int) -> dict[str, 
     results: dict[str, Any] = {}
     for name, ways in methods.items():
         samples: dict[str, list[float]] = {"grpc": [], "rest": []}
-        for way, call in ways.items():
+        for call in ways.values():
             timed(call, 200)  # warm-up: connections, first-call costs
         for _ in range(rounds):
             for way, call in ways.items():
