@@ -96,6 +96,8 @@ bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/ledger_soak.py
 	$(BIN)/python bench/tasks.py
 	$(BIN)/python bench/testnet.py
+	$(BIN)/python bench/http_gateway.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache

@@ -98,6 +98,7 @@ def test_the_dashboard_shows_the_network_live_and_votes(
     node_panel_matches_meshctl(page, testnet)
     ledger_and_rewards_match_meshctl(page, testnet)
     plugins_match_meshctl(page, testnet)
+    stored_files_and_tasks_match_meshctl(page, testnet, tmp_path)
     a_transfer_appears_without_a_reload(page, testnet)
     a_vote_in_the_browser_is_counted(page, testnet)
     shoot(page, "dashboard.png", tmp_path)
@@ -166,6 +167,23 @@ def plugins_match_meshctl(page: Any, net: FourNodes) -> None:
                 for r in rows.all()}
 
     until(shown, lambda s: s == plugins, "the plugins table to be meshctl's")
+
+
+def stored_files_and_tasks_match_meshctl(page: Any, net: FourNodes, tmp_path: Path) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_bytes(b"kept by the network\n" * 1000)
+    meshctl("--socket", net.nodes[0]["socket"], "storage", "put", str(file), "--replicas", "2")
+    tasks = {t["task_id"]: t["state"] for t in net.ctl(0, "tasks", "ls")}
+    stores = {t["task_id"] for t in net.ctl(0, "tasks", "ls") if t["kind"] == "STORE_FILE"}
+    assert stores and set(tasks.values()) == {"done"}
+
+    def shown(table: str) -> dict[str, str]:
+        rows = page.locator(f'[data-testid="{table}"] tr').all()
+        return {str(r.get_attribute("data-task-id")):
+                str(r.locator("td[data-value]").get_attribute("data-value")) for r in rows}
+
+    until(lambda: shown("tasks"), lambda s: s == tasks, "the tasks table to be meshctl's")
+    assert shown("storage") == {task: "done" for task in stores}
 
 
 def a_transfer_appears_without_a_reload(page: Any, net: FourNodes) -> None:

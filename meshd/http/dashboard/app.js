@@ -335,11 +335,13 @@ function renderTasks() {
     .localeCompare(a.submittedAt || ""));
   $("tasks").replaceChildren(...list.slice(0, 20).map((t) => el("tr", { "data-task-id": t.taskId },
     el("td", { class: "mono" }, short(t.taskId)), el("td", {}, `${t.plugin}/${t.kind}`),
-    el("td", {}, t.state), el("td", {}, t.providers.length))));
+    el("td", { "data-value": t.state }, t.state), el("td", {}, t.providers.length))));
   const stored = list.filter((t) => t.plugin === "storage" && t.kind === "STORE_FILE");
   $("storage").replaceChildren(...stored.map((t) => el("tr", { "data-task-id": t.taskId },
-    el("td", { class: "mono" }, short(t.taskId)), el("td", {}, t.payloadSize),
-    el("td", {}, `${t.providers.length}/${t.redundancy}`), el("td", {}, t.state))));
+    el("td", { class: "mono" }, short(t.taskId)),
+    el("td", { class: "small" }, t.finishedAt ? new Date(t.finishedAt).toLocaleString() : ""),
+    el("td", {}, `${t.providers.length}/${t.redundancy}`),
+    el("td", { "data-value": t.state }, t.state))));
 }
 
 async function refreshPlugins() {
