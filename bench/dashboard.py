@@ -74,7 +74,8 @@ def table(results: dict[str, Any]) -> None:
     for key, label in (("first_paint_ms", "first contentful paint"),
                        ("data_ready_ms", "every panel with data")):
         figures = results[key]
-        print(f"{label:<24} {figures['median']:>7.0f} ms ({figures['min']:.0f}-{figures['max']:.0f})")
+        print(f"{label:<24} {figures['median']:>7.0f} ms "
+              f"({figures['min']:.0f}-{figures['max']:.0f})")
     print(f"{'baseline: a blank page':<24} {results['baseline_first_paint_ms']:>7.0f} ms "
           f"(first paint ratio dashboard/blank {results['first_paint_ratio']})")
 
