@@ -89,7 +89,8 @@ def main() -> None:
         directory = Path(tmp) / "testnet"
         up = subprocess.run([str(BIN / "meshctl"), "--json", "testnet", "up", "-n", "4",
                              "--plugin", "storage", "--epoch-seconds", "3",
-                             "--dir", str(directory)], capture_output=True, text=True, timeout=180, check=True)
+                             "--dir", str(directory)],
+                            capture_output=True, text=True, timeout=180, check=True)
         url = json.loads(up.stdout)["nodes"][0]["dashboard"]
         try:
             with sync_playwright() as driver:
