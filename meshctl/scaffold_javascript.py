@@ -131,17 +131,7 @@ async def test_a_task_earns_its_provider_a_share_of_the_tasks_pool(tmp_path):
             task = await a.submit_task("{name}", "REVERSE", b"mesh")
             assert task.result == b"hsem"
 
-            async def tasks_rewards():
-                info = await a.token_info()
-                earned = {{}}
-                for epoch in range(max(0, info.final_epoch - 30), info.final_epoch + 1):
-                    for account in (await a.rewards(epoch)).accounts:
-                        for pool in account.pools:
-                            if pool.pool == "tasks" and int(pool.amount) > 0:
-                                earned[account.account] = int(pool.amount)
-                return earned
-
-            earned = await eventually(tasks_rewards, timeout=90,
+            earned = await eventually(lambda: a.earned("tasks"), timeout=90,
                                       what="the task's receipt to earn from the tasks pool")
             assert set(earned) <= {{a.peer_id, b.peer_id}}
 '''

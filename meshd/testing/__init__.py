@@ -201,6 +201,24 @@ class Node:
             ledger_pb2_grpc.LedgerServiceStub, "ListRewards", request)
         return response
 
+    async def earned(self, pool: str, epochs: int = 30) -> dict[str, int]:
+        """What each account earned from ``pool`` (uptime, tasks or governance)
+        over the last ``epochs`` final epochs, in base units; accounts that
+        earned nothing are left out. For "does my plugin's work pay?"::
+
+            earned = await eventually(lambda: node.earned("tasks"), timeout=90,
+                                      what="the task to earn from the tasks pool")
+        """
+        final = (await self.token_info()).final_epoch
+        earned: dict[str, int] = {}
+        for epoch in range(max(0, final - epochs + 1), final + 1):
+            for account in (await self.rewards(epoch)).accounts:
+                for share in account.pools:
+                    if share.pool == pool and int(share.amount) > 0:
+                        earned[account.account] = earned.get(account.account, 0) + \
+                            int(share.amount)
+        return earned
+
     async def _rpc(self, stub: Any, method: str, request: Any,
                    timeout: float = CALL_TIMEOUT) -> Any:
         def call() -> Any:
