@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.pubsub.v1 import pubsub_pb2, pubsub_pb2_grpc
-from meshd.p2p.pubsub import Broadcast, Message
+from meshd.p2p.pubsub import Broadcast, Counters, Message
 from meshd.rpc.bridge import TrioBridge
 from meshd.rpc.status import server_stream, unary
 
@@ -36,9 +37,18 @@ class PubsubServicer(pubsub_pb2_grpc.PubsubServiceServicer):
 
     async def ListTopics(self, request: pubsub_pb2.ListTopicsRequest,
                          context: Context) -> pubsub_pb2.ListTopicsResponse:
-        topics = await unary(context, self._bridge, _call, self._broadcast.topics)
-        return pubsub_pb2.ListTopicsResponse(topics=[
-            pubsub_pb2.Topic(name=name, local_subscribers=count) for name, count in topics])
+        topics, counters = await unary(context, self._bridge, _call, self._topics_and_counters)
+        return pubsub_pb2.ListTopicsResponse(
+            topics=[pubsub_pb2.Topic(name=name, local_subscribers=count)
+                    for name, count in topics],
+            gossip=pubsub_pb2.GossipCounters(
+                published=counters.published, delivered=counters.delivered,
+                dropped=counters.dropped_slow_subscriber + counters.dropped_outbound,
+                publish_refused=counters.publish_refused, rejected=counters.rejected))
+
+    def _topics_and_counters(self) -> tuple[list[tuple[str, int]], Counters]:
+        """Both read at once, on trio (the counters copied: trio goes on counting)."""
+        return self._broadcast.topics(), dataclasses.replace(self._broadcast.counters)
 
     async def ListTopicPeers(self, request: pubsub_pb2.ListTopicPeersRequest,
                              context: Context) -> pubsub_pb2.ListTopicPeersResponse:

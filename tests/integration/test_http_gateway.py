@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from meshd.http.errors import HTTP_STATUS
-from meshd.testing import Network, Node, open_network
+from meshd.testing import Network, Node, eventually, open_network
 
 JSON = {"content-type": "application/json"}
 
@@ -115,6 +115,21 @@ async def test_reads_and_their_errors_are_the_same_as_over_grpc(gateway: Gateway
             else:
                 assert answer.json()["message"] == expected
                 assert answer.headers["content-type"] == "application/json"
+
+
+async def test_gossip_counters_are_served_with_the_topics(gateway: Gateway) -> None:
+    # The ledger's own gossip: entries delivered to the ledger's subscription.
+    def delivered(answer: Answer) -> int:
+        return int(answer.json()["gossip"]["delivered"])
+
+    path = "/mesh.pubsub.v1.PubsubService/ListTopics"
+    first = await call(gateway.url, "GET", path)
+    assert first.status == 200 and set(first.json()["gossip"]) == {
+        "published", "delivered", "dropped", "publishRefused", "rejected"}
+    assert any(t["name"].startswith("ledger/") for t in first.json()["topics"])
+    await eventually(lambda: call(gateway.url, "GET", path),
+                     lambda answer: delivered(answer) > delivered(first),
+                     what="gossip to be delivered")
 
 
 async def test_every_read_answers_a_get_without_a_body(gateway: Gateway) -> None:

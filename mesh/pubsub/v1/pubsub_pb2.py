@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmesh/pubsub/v1/pubsub.proto\x12\x0emesh.pubsub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x11\n\x0fPublishResponse\"!\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"v\n\x07Message\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\r\n\x05seqno\x18\x04 \x01(\x04\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x11SubscribeResponse\x12(\n\x07message\x18\x01 \x01(\x0b\x32\x17.mesh.pubsub.v1.Message\"\x13\n\x11ListTopicsRequest\"0\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11local_subscribers\x18\x02 \x01(\r\";\n\x12ListTopicsResponse\x12%\n\x06topics\x18\x01 \x03(\x0b\x32\x15.mesh.pubsub.v1.Topic\"&\n\x15ListTopicPeersRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"*\n\x16ListTopicPeersResponse\x12\x10\n\x08peer_ids\x18\x01 \x03(\t2\xef\x02\n\rPubsubService\x12J\n\x07Publish\x12\x1e.mesh.pubsub.v1.PublishRequest\x1a\x1f.mesh.pubsub.v1.PublishResponse\x12R\n\tSubscribe\x12 .mesh.pubsub.v1.SubscribeRequest\x1a!.mesh.pubsub.v1.SubscribeResponse0\x01\x12X\n\nListTopics\x12!.mesh.pubsub.v1.ListTopicsRequest\x1a\".mesh.pubsub.v1.ListTopicsResponse\"\x03\x90\x02\x01\x12\x64\n\x0eListTopicPeers\x12%.mesh.pubsub.v1.ListTopicPeersRequest\x1a&.mesh.pubsub.v1.ListTopicPeersResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmesh/pubsub/v1/pubsub.proto\x12\x0emesh.pubsub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x11\n\x0fPublishResponse\"!\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"v\n\x07Message\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\r\n\x05seqno\x18\x04 \x01(\x04\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x11SubscribeResponse\x12(\n\x07message\x18\x01 \x01(\x0b\x32\x17.mesh.pubsub.v1.Message\"\x13\n\x11ListTopicsRequest\"0\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11local_subscribers\x18\x02 \x01(\r\"k\n\x12ListTopicsResponse\x12%\n\x06topics\x18\x01 \x03(\x0b\x32\x15.mesh.pubsub.v1.Topic\x12.\n\x06gossip\x18\x02 \x01(\x0b\x32\x1e.mesh.pubsub.v1.GossipCounters\"r\n\x0eGossipCounters\x12\x11\n\tpublished\x18\x01 \x01(\x04\x12\x11\n\tdelivered\x18\x02 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x04\x12\x17\n\x0fpublish_refused\x18\x04 \x01(\x04\x12\x10\n\x08rejected\x18\x05 \x01(\x04\"&\n\x15ListTopicPeersRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"*\n\x16ListTopicPeersResponse\x12\x10\n\x08peer_ids\x18\x01 \x03(\t2\xef\x02\n\rPubsubService\x12J\n\x07Publish\x12\x1e.mesh.pubsub.v1.PublishRequest\x1a\x1f.mesh.pubsub.v1.PublishResponse\x12R\n\tSubscribe\x12 .mesh.pubsub.v1.SubscribeRequest\x1a!.mesh.pubsub.v1.SubscribeResponse0\x01\x12X\n\nListTopics\x12!.mesh.pubsub.v1.ListTopicsRequest\x1a\".mesh.pubsub.v1.ListTopicsResponse\"\x03\x90\x02\x01\x12\x64\n\x0eListTopicPeers\x12%.mesh.pubsub.v1.ListTopicPeersRequest\x1a&.mesh.pubsub.v1.ListTopicPeersResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,11 +51,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPIC']._serialized_start=385
   _globals['_TOPIC']._serialized_end=433
   _globals['_LISTTOPICSRESPONSE']._serialized_start=435
-  _globals['_LISTTOPICSRESPONSE']._serialized_end=494
-  _globals['_LISTTOPICPEERSREQUEST']._serialized_start=496
-  _globals['_LISTTOPICPEERSREQUEST']._serialized_end=534
-  _globals['_LISTTOPICPEERSRESPONSE']._serialized_start=536
-  _globals['_LISTTOPICPEERSRESPONSE']._serialized_end=578
-  _globals['_PUBSUBSERVICE']._serialized_start=581
-  _globals['_PUBSUBSERVICE']._serialized_end=948
+  _globals['_LISTTOPICSRESPONSE']._serialized_end=542
+  _globals['_GOSSIPCOUNTERS']._serialized_start=544
+  _globals['_GOSSIPCOUNTERS']._serialized_end=658
+  _globals['_LISTTOPICPEERSREQUEST']._serialized_start=660
+  _globals['_LISTTOPICPEERSREQUEST']._serialized_end=698
+  _globals['_LISTTOPICPEERSRESPONSE']._serialized_start=700
+  _globals['_LISTTOPICPEERSRESPONSE']._serialized_end=742
+  _globals['_PUBSUBSERVICE']._serialized_start=745
+  _globals['_PUBSUBSERVICE']._serialized_end=1112
 # @@protoc_insertion_point(module_scope)

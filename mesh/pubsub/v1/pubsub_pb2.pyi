@@ -174,20 +174,64 @@ class ListTopicsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOPICS_FIELD_NUMBER: _builtins.int
+    GOSSIP_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def topics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Topic]: ...
+    @_builtins.property
+    def gossip(self) -> Global___GossipCounters:
+        """This node's gossip since it started, all topics together."""
+
     def __init__(
         self,
         *,
         topics: _abc.Iterable[Global___Topic] | None = ...,
+        gossip: Global___GossipCounters | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gossip", b"gossip"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gossip", b"gossip", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTopicsResponse: _TypeAlias = ListTopicsResponse  # noqa: Y015
+
+@_typing.final
+class GossipCounters(_message.Message):
+    """Counts since the node started (as mesh_gossip_* metrics, docs/operations.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    PUBLISH_REFUSED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    published: _builtins.int
+    """Messages this node published."""
+    delivered: _builtins.int
+    """Messages delivered to local subscribers (API streams, plugins, the ledger)."""
+    dropped: _builtins.int
+    """Messages dropped: a local subscriber too slow, or a peer's outbound queue full."""
+    publish_refused: _builtins.int
+    """Publishes refused by back-pressure."""
+    rejected: _builtins.int
+    """Messages refused by a topic's validator (not delivered, not forwarded)."""
+    def __init__(
+        self,
+        *,
+        published: _builtins.int = ...,
+        delivered: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+        publish_refused: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "dropped", b"dropped", "publish_refused", b"publish_refused", "published", b"published", "rejected", b"rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GossipCounters: _TypeAlias = GossipCounters  # noqa: Y015
 
 @_typing.final
 class ListTopicPeersRequest(_message.Message):

@@ -38,7 +38,8 @@ const state = {
   peers: new Map(), // peer ID -> {peerId, direction, agent, latencyMs, gone}
   account: "", // the ledger panel's account ("" = this node)
   settlements: [], // newest last
-  activity: [[], [], []], // time, peers, routing table size
+  activity: [[], [], [], []], // time, peers, routing table size, gossip delivered per second
+  lastGossip: null, // {at, delivered}
 };
 
 function amount(base) {
@@ -165,10 +166,17 @@ async function refreshNetwork() {
   setValue("dht-routing-table", network.routingTableSize, network.routingTableSize);
   $("topics").replaceChildren(...topics.topics.map((t) => el("li", {},
     `${t.name} (${t.localSubscribers} local)`)));
-  const [times, peers, routing] = state.activity;
-  times.push(Date.now() / 1000);
+  const g = topics.gossip;
+  setValue("gossip-counters", `${g.published} published, ${g.delivered} delivered, `
+    + `${g.dropped} dropped, ${g.rejected} rejected`, g.delivered);
+  const now = Date.now() / 1000;
+  const [times, peers, routing, rate] = state.activity;
+  const last = state.lastGossip;
+  times.push(now);
   peers.push(network.peerCount);
   routing.push(network.routingTableSize);
+  rate.push(last ? (Number(g.delivered) - last.delivered) / Math.max(1, now - last.at) : null);
+  state.lastGossip = { at: now, delivered: Number(g.delivered) };
   if (times.length > 120) state.activity.forEach((series) => series.shift());
   const box = document.getElementById("activity-chart");
   if (!activityChart) {
@@ -176,7 +184,8 @@ async function refreshNetwork() {
       // At least the last minute, not uPlot's years around a first lone point.
       scales: { x: { range: (u, min, max) => [Math.min(min, max - 60), max + 1] } },
       series: [{}, { label: "peers", stroke: "#3559e0" },
-        { label: "DHT routing table", stroke: "#12805c" }] }, state.activity, box);
+        { label: "DHT routing table", stroke: "#12805c" },
+        { label: "gossip delivered/s", stroke: "#b54708" }] }, state.activity, box);
   } else {
     activityChart.setData(state.activity);
   }
