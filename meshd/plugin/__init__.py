@@ -10,6 +10,7 @@ from meshd.errors import DeadlineExceeded as DeadlineExceeded
 from meshd.errors import FailedPrecondition as FailedPrecondition
 from meshd.errors import InvalidArgument as InvalidArgument
 from meshd.errors import MeshError as MeshError
+from meshd.errors import NotFound as NotFound
 from meshd.errors import PeerError as PeerError
 from meshd.errors import ResourceExhausted as ResourceExhausted
 from meshd.errors import Unavailable as Unavailable
@@ -20,6 +21,8 @@ from meshd.plugin.api import EventHandler as EventHandler
 from meshd.plugin.api import LedgerReader as LedgerReader
 from meshd.plugin.api import Message as Message
 from meshd.plugin.api import Plugin as Plugin
+from meshd.plugin.api import PluginDht as PluginDht
+from meshd.plugin.api import Provider as Provider
 from meshd.plugin.api import ReportRule as ReportRule
 from meshd.plugin.api import TaskHandler as TaskHandler
 from meshd.plugin.api import TaskOptions as TaskOptions

@@ -147,6 +147,39 @@ class LedgerReader(Protocol):
         """Staked (bonded) base units of an account as of the newest final settlement."""
 
 
+@dataclass(frozen=True)
+class Provider:
+    """A peer that announced a key (``ctx.dht.provide``), and where to dial it."""
+
+    peer_id: str
+    addrs: tuple[str, ...]
+
+
+class PluginDht(Protocol):
+    """The network's Kademlia DHT, in the plugin's own key space.
+
+    Keys are text (1 to 184 bytes), stored as ``plugin/<name>/<key>``: one
+    plugin cannot read, overwrite or announce another's records. Every call is
+    bounded in time. Errors: InvalidArgument (a bad key, a value over 64 KiB),
+    NotFound (``get``: nobody holds a value), Unavailable (no peer took the
+    record: is the node connected?), DeadlineExceeded.
+    """
+
+    async def provide(self, key: str) -> None:
+        """Announce that this node holds ``key`` (a provider record, as IPFS does)."""
+
+    async def find_providers(self, key: str, count: int = 20) -> list[Provider]:
+        """Up to ``count`` (1-100) peers that announced ``key``, anywhere in the network."""
+        ...
+
+    async def put(self, key: str, value: bytes) -> None:
+        """Store ``value`` (at most 64 KiB) under ``key`` on the closest peers."""
+
+    async def get(self, key: str) -> bytes:
+        """The value stored under ``key``."""
+        ...
+
+
 class Context(Protocol):
     """What a plugin can do; one per start of the plugin.
 
@@ -162,6 +195,7 @@ class Context(Protocol):
     config: Mapping[str, Any]  # [plugins.settings.<name>] of meshd's config
     log: logging.Logger
     ledger: LedgerReader
+    dht: PluginDht  # the network's DHT, in this plugin's own key space
 
     def on(self, event: str, handler: EventHandler, *, timeout: float = 10.0) -> None:
         """Answer direct requests named ``event`` from peers (see :meth:`request`)."""

@@ -29,6 +29,7 @@ from meshd.plugin.api import (
     EventHandler,
     LedgerReader,
     Message,
+    PluginDht,
     ReportRule,
     TaskHandler,
     TaskOptions,
@@ -36,6 +37,7 @@ from meshd.plugin.api import (
     TaskVerifier,
     check_name,
 )
+from meshd.plugin_host.plugin_dht import PluginDhtView
 
 EVENT_PROTOCOL = "plugin-event"
 MAX_EVENT_BYTES = 1 << 20  # a request; answers may be up to 4 MiB (direct.DEFAULT_MAX_RESPONSE)
@@ -159,6 +161,7 @@ class PluginContext:
         self.config: Mapping[str, Any] = types.MappingProxyType(dict(config))
         self.log = logging.getLogger(f"mesh.plugin.{name}")
         self.ledger: LedgerReader = PluginLedger(ledger)
+        self.dht: PluginDht = PluginDhtView(host.dht, name)
         self.registered = Registrations()
         self.counters = counters
         self._host = host

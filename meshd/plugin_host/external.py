@@ -60,6 +60,7 @@ OUTBOX = 256  # messages to the plugin not yet written to its stream
 MAX_CALLS_IN_FLIGHT = 64  # the plugin's own calls served at once; more wait
 DEFAULT_EVENT_TIMEOUT_MS = 10_000
 DEFAULT_TASK_TIMEOUT_MS, DEFAULT_ATTEMPTS = 30_000, 3
+DEFAULT_PROVIDERS = 20  # dht_find_providers with count 0
 PINGS_PER_TIMEOUT = 3  # health checks sent within one plugins.health_timeout
 EXIT_REPORT_WAIT = 1.0  # after the stream ends, wait this long to report the exit status
 
@@ -241,6 +242,17 @@ class Session:
                 final_epoch=ctx.ledger.final_epoch(), clock_epoch=ctx.ledger.clock_epoch(),
                 balance=await ctx.ledger.balance(peer_id),
                 bonded=await ctx.ledger.bonded(peer_id)))
+        elif kind == "dht_provide":
+            await ctx.dht.provide(call.dht_provide.key)
+        elif kind == "dht_find_providers":
+            find = call.dht_find_providers
+            found = await ctx.dht.find_providers(find.key, find.count or DEFAULT_PROVIDERS)
+            result.providers.providers.extend(
+                pluginhost_pb2.Provider(peer_id=p.peer_id, addrs=p.addrs) for p in found)
+        elif kind == "dht_put":
+            await ctx.dht.put(call.dht_put.key, call.dht_put.value)
+        elif kind == "dht_get":
+            result.data = await ctx.dht.get(call.dht_get.key)
         else:
             raise errors.InvalidArgument(f"unknown call {kind or '(empty)'}")
 

@@ -84,7 +84,8 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert info.kind == plugins_pb2.PLUGIN_KIND_EXTERNAL
             assert (info.version, info.required) == ("1.0.0", True)
             assert info.summary == "SHA-256 tasks and an ECHO event, in JavaScript"
-            assert list(info.events) == ["ASK_HASH", "ECHO", "HASH", "PEERS", "REPORTED"]
+            assert list(info.events) == ["ASK_HASH", "DHT_GET", "DHT_PUT", "ECHO", "HASH",
+                                         "PEERS", "REPORTED"]
             assert list(info.task_kinds) == ["SHA256"]
             assert info.pid > 0
             # An event to b's plugin, and one to a's own that calls back into meshd.
@@ -121,6 +122,16 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
                                     not_yet=(), what="a to refuse b's unasked report")
             assert "does not accept the report of HASH" in done["refused"][0], done
             assert len(done["receipts"]) == 1
+            # The DHT, in the plugin's key space: a's plugin stores and announces,
+            # b's reads the value and finds a as a provider.
+            assert await call_plugin(a.api.socket, "DHT_PUT", b"hello-key\nhello value") \
+                == b"stored"
+            value, *providers = (await call_plugin(b.api.socket, "DHT_GET",
+                                                   b"hello-key")).split(b"\n")
+            assert value == b"hello value" and a.peer_id.encode() in providers
+            with pytest.raises(grpc.RpcError) as missing:  # meshd's NOT_FOUND, via the plugin
+                await call_plugin(b.api.socket, "DHT_GET", b"nobody-put-this")
+            assert "NOT_FOUND" in str(missing.value.details())
             # A refusal by the plugin reaches the caller with its message.
             with pytest.raises(grpc.RpcError) as refused:
                 await call_plugin(a.api.socket, "NOPE", b"", b.peer_id)

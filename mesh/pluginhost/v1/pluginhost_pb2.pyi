@@ -311,6 +311,10 @@ class Call(_message.Message):
     LIST_PEERS_FIELD_NUMBER: _builtins.int
     READ_LEDGER_FIELD_NUMBER: _builtins.int
     REPORT_TASK_FIELD_NUMBER: _builtins.int
+    DHT_PROVIDE_FIELD_NUMBER: _builtins.int
+    DHT_FIND_PROVIDERS_FIELD_NUMBER: _builtins.int
+    DHT_PUT_FIELD_NUMBER: _builtins.int
+    DHT_GET_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """Chosen by the plugin, unique among its calls in flight."""
     @_builtins.property
@@ -343,6 +347,25 @@ class Call(_message.Message):
         countersigns a receipt; Result.data is the receipt entry's hash.
         """
 
+    @_builtins.property
+    def dht_provide(self) -> Global___DhtProvide:
+        """The network's DHT, in the plugin's own key space (stored as
+        plugin/<name>/<key>; docs/plugins.md, "The DHT"):
+        announce that this node holds a key
+        """
+
+    @_builtins.property
+    def dht_find_providers(self) -> Global___DhtFindProviders:
+        """Result.providers"""
+
+    @_builtins.property
+    def dht_put(self) -> Global___DhtPut:
+        """store a value on the closest peers"""
+
+    @_builtins.property
+    def dht_get(self) -> Global___DhtGet:
+        """Result.data; NOT_FOUND when nobody holds one"""
+
     def __init__(
         self,
         *,
@@ -354,12 +377,16 @@ class Call(_message.Message):
         list_peers: Global___ListPeers | None = ...,
         read_ledger: Global___ReadLedger | None = ...,
         report_task: Global___ReportTask | None = ...,
+        dht_provide: Global___DhtProvide | None = ...,
+        dht_find_providers: Global___DhtFindProviders | None = ...,
+        dht_put: Global___DhtPut | None = ...,
+        dht_get: Global___DhtGet | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -519,6 +546,91 @@ class ListPeers(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPeers: _TypeAlias = ListPeers  # noqa: Y015
+
+@_typing.final
+class DhtProvide(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """1 to 184 bytes of UTF-8"""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DhtProvide: _TypeAlias = DhtProvide  # noqa: Y015
+
+@_typing.final
+class DhtFindProviders(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    count: _builtins.int
+    """0 = 20; at most 100"""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DhtFindProviders: _TypeAlias = DhtFindProviders  # noqa: Y015
+
+@_typing.final
+class DhtPut(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    value: _builtins.bytes
+    """at most 64 KiB"""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DhtPut: _TypeAlias = DhtPut  # noqa: Y015
+
+@_typing.final
+class DhtGet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DhtGet: _TypeAlias = DhtGet  # noqa: Y015
 
 @_typing.final
 class ReadLedger(_message.Message):
@@ -802,6 +914,7 @@ class Result(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     PEERS_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     data: _builtins.bytes
     @_builtins.property
@@ -814,6 +927,8 @@ class Result(_message.Message):
     def peers(self) -> Global___PeerList: ...
     @_builtins.property
     def ledger(self) -> Global___LedgerState: ...
+    @_builtins.property
+    def providers(self) -> Global___ProviderList: ...
     def __init__(
         self,
         *,
@@ -823,16 +938,62 @@ class Result(_message.Message):
         outcome: Global___TaskOutcome | None = ...,
         peers: Global___PeerList | None = ...,
         ledger: Global___LedgerState | None = ...,
+        providers: Global___ProviderList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["data", "outcome", "peers", "ledger"]  # noqa: Y015
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["data", "outcome", "peers", "ledger", "providers"]  # noqa: Y015
     _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
 
 Global___Result: _TypeAlias = Result  # noqa: Y015
+
+@_typing.final
+class ProviderList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Provider]: ...
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[Global___Provider] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderList: _TypeAlias = ProviderList  # noqa: Y015
+
+@_typing.final
+class Provider(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    ADDRS_FIELD_NUMBER: _builtins.int
+    peer_id: _builtins.str
+    @_builtins.property
+    def addrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """multiaddrs without /p2p/<peer_id>"""
+
+    def __init__(
+        self,
+        *,
+        peer_id: _builtins.str = ...,
+        addrs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addrs", b"addrs", "peer_id", b"peer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Provider: _TypeAlias = Provider  # noqa: Y015
 
 @_typing.final
 class Error(_message.Message):

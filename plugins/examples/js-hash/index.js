@@ -10,7 +10,11 @@
 // * event ASK_HASH (this node's operator only): "<peer ID>\n<data>" has the
 //   peer HASH the data;
 // * event REPORTED: what became of this node's reports, as JSON
-//   {"receipts": [hex hashes], "refused": [messages]}.
+//   {"receipts": [hex hashes], "refused": [messages]};
+// * events DHT_PUT ("<key>\n<value>", stores the value and announces this node
+//   as a provider of the key) and DHT_GET (key: the value, and the providers as
+//   "\n<peer ID>" lines after it), over the network's DHT in the plugin's own
+//   key space.
 //
 // Configure it in meshd.toml (docs/plugins.md, "External plugins"):
 //   [plugins.external.js-hash]
@@ -74,6 +78,21 @@ plugin.on("ASK_HASH", async (event) => {
     throw error;
   }
 });
+
+plugin.on("DHT_PUT", async (event) => {
+  const newline = event.data.indexOf(10);
+  if (newline < 1) throw new Error("DHT_PUT takes '<key>\\n<value>'");
+  const key = event.data.subarray(0, newline).toString();
+  await plugin.dht.put(key, event.data.subarray(newline + 1));
+  await plugin.dht.provide(key);
+  return Buffer.from("stored");
+}, { timeoutMs: 40000 });
+
+plugin.on("DHT_GET", async (event) => {
+  const key = event.data.toString();
+  const [value, providers] = await Promise.all([plugin.dht.get(key), plugin.dht.findProviders(key)]);
+  return Buffer.concat([value, Buffer.from(providers.map((p) => `\n${p.peerId}`).join(""))]);
+}, { timeoutMs: 40000 });
 
 plugin.on("REPORTED", async () => Buffer.from(JSON.stringify({ receipts, refused })));
 

@@ -55,6 +55,14 @@ class MeshPlugin {
     this.pending = new Map(); // call_id -> { resolve, reject }
     this.nextCallId = 1;
     this.welcome = null;
+    // The network's DHT, in this plugin's own key space (plugin/<name>/<key>).
+    this.dht = {
+      provide: (key) => this.call({ dht_provide: { key } }).then(() => undefined),
+      findProviders: (key, count = 20) => this.call({ dht_find_providers: { key, count } })
+        .then((r) => r.providers.providers.map((p) => ({ peerId: p.peer_id, addrs: p.addrs }))),
+      put: (key, value) => this.call({ dht_put: { key, value } }).then(() => undefined),
+      get: (key) => this.call({ dht_get: { key } }).then((r) => r.data),
+    };
   }
 
   // Answer peers' requests named `event`: handler({peer, name, data}) -> Buffer.

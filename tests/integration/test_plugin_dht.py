@@ -1,0 +1,74 @@
+"""ctx.dht: plugins use the network's DHT, each in its own key space (real nodes, in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+import trio
+
+from meshd.plugin import Context, Event, InvalidArgument, NotFound, Plugin
+from meshd.testing import open_network, plugin_under_test
+
+
+class DhtPlugin(Plugin):
+    """Events over ctx.dht: PROVIDE key, FIND key (JSON of providers), PUT key\\nvalue, GET key."""
+
+    async def init(self, ctx: Context) -> None:
+        self.ctx = ctx
+        ctx.on("PROVIDE", self.provide, timeout=40)
+        ctx.on("FIND", self.find, timeout=40)
+        ctx.on("PUT", self.put, timeout=40)
+        ctx.on("GET", self.get, timeout=40)
+
+    async def provide(self, event: Event) -> bytes:
+        await self.ctx.dht.provide(event.data.decode())
+        return b"ok"
+
+    async def find(self, event: Event) -> bytes:
+        found = await self.ctx.dht.find_providers(event.data.decode(), count=10)
+        return json.dumps([{"peer_id": p.peer_id, "addrs": list(p.addrs)}
+                           for p in found]).encode()
+
+    async def put(self, event: Event) -> bytes:
+        key, _, value = event.data.partition(b"\n")
+        await self.ctx.dht.put(key.decode(), value)
+        return b"ok"
+
+    async def get(self, event: Event) -> bytes:
+        try:
+            return await self.ctx.dht.get(event.data.decode())
+        except NotFound as exc:  # an event handler refuses with InvalidArgument
+            raise InvalidArgument(str(exc)) from None
+
+
+async def test_plugins_provide_find_put_and_get_across_the_network(tmp_path: Path) -> None:
+    plugins = [plugin_under_test("maps", DhtPlugin), plugin_under_test("other", DhtPlugin)]
+    with trio.fail_after(90):
+        async with open_network(tmp_path, 3, plugins=plugins) as net:
+            a, b, c = net.nodes
+            # A provider record announced by one node is found from another.
+            assert await a.call("maps", "PROVIDE", b"tile/12/2048/1361") == b"ok"
+            found = json.loads(await c.call("maps", "FIND", b"tile/12/2048/1361"))
+            assert a.peer_id in {p["peer_id"] for p in found}
+            assert all(p["addrs"] for p in found if p["peer_id"] == a.peer_id)
+            # A value put by one node is read by another.
+            assert await b.call("maps", "PUT", b"index\n" + b"v1" * 100) == b"ok"
+            assert await c.call("maps", "GET", b"index") == b"v1" * 100
+
+            # Another plugin's key space: the same key is not there.
+            with pytest.raises(grpc.RpcError) as missing:
+                await c.call("other", "GET", b"index", timeout=40)
+            assert "no value" in (missing.value.details() or "")
+            assert json.loads(await c.call("other", "FIND", b"tile/12/2048/1361")) == []
+
+            # Bad input is refused with the reason, and the plugin goes on.
+            for event, data, reason in (("GET", b"", "1 to 184 bytes"),
+                                        ("GET", b"k" * 185, "1 to 184 bytes"),
+                                        ("PUT", b"big\n" + b"x" * (64 * 1024 + 1), "limit")):
+                with pytest.raises(grpc.RpcError) as refused:
+                    await a.call("maps", event, data)
+                assert reason in (refused.value.details() or ""), refused.value.details()
+            assert await a.call("maps", "GET", b"index") == b"v1" * 100
