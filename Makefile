@@ -15,6 +15,9 @@ PLUGINS := plugins/storage
 # The external plugin example in JavaScript (Node 18+, npm): its packages, from the lock file.
 JS_EXAMPLE := plugins/examples/js-hash
 JS_STAMP := $(JS_EXAMPLE)/node_modules/.installed-stamp
+# npm's UnixFS importer, the reference the storage plugin's CIDs are checked against.
+UNIXFS_REFERENCE := tests/reference/unixfs
+UNIXFS_STAMP := $(UNIXFS_REFERENCE)/node_modules/.installed-stamp
 
 $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +33,11 @@ $(JS_STAMP): $(JS_EXAMPLE)/package.json $(JS_EXAMPLE)/package-lock.json
 	cd $(JS_EXAMPLE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(JS_STAMP)
+$(UNIXFS_STAMP): $(UNIXFS_REFERENCE)/package.json $(UNIXFS_REFERENCE)/package-lock.json $(JS_STAMP)
+	cd $(UNIXFS_REFERENCE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP) $(JS_STAMP) $(UNIXFS_STAMP)
 	@# NAT routers of the namespace test bed (meshd/testing/netns.py) need Debian's nftables.
 	@command -v nft >/dev/null || (apt-get update -q && apt-get install -y -q nftables)
 	@# The unit file's test checks it with systemd-analyze (Debian's systemd).
