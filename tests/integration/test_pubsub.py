@@ -115,6 +115,21 @@ async def test_a_slow_subscriber_is_ended_with_an_error_not_silently() -> None:
             assert b.broadcast.counters.dropped_slow_subscriber == 1
 
 
+async def test_a_publish_to_a_subscriber_that_is_leaving_harms_no_one() -> None:
+    # A subscription's receiving end is closed (its reader left) just before it
+    # is unregistered; a publish in between must skip it, not raise into the
+    # publisher (it took a node's ledger down: reliability.md §4).
+    with trio.fail_after(30):
+        async with open_hosts(NET_A) as (a,):
+            kept: list[Message] = []
+            async with trio.open_nursery() as nursery:
+                await nursery.start(collect, a, "news", kept, 1)
+                async with a.broadcast.open_subscription("news") as leaving:
+                    leaving._receive.close()  # as the context's exit does, first
+                    await a.broadcast.publish("news", b"still delivered")
+            assert [m.data for m in kept] == [b"still delivered"]
+
+
 async def test_topics_are_namespaced_and_checked() -> None:
     assert wire_topic(NET_A, "news") == f"/mesh/{NET_A}/news"
     with trio.fail_after(20):
