@@ -106,29 +106,20 @@ class {cls}(Plugin):
         return True
 '''
 
-TEST = '''\
-"""The {name} plugin on a local network of real nodes (meshd.testing)."""
-
-from __future__ import annotations
-
-import trio
-
-from meshd.testing import eventually, open_network, plugin_under_test
-
-from {module}.plugin import {cls}
-
+# The tests of every template: the same plugin, whatever its language. ``nodes``
+# (two connected nodes running it) is what each language's test file defines.
+TESTS = '''
 
 async def test_echo_between_nodes(tmp_path):
-    plugin = plugin_under_test("{name}", {cls})
-    async with open_network(tmp_path, 2, plugins=[plugin]) as net:
-        a, b = net.nodes
-        assert await a.call("{name}", "ECHO", b"hi", peer=b) == b"hi"
+    with trio.fail_after(60):
+        async with nodes(tmp_path) as net:
+            a, b = net.nodes
+            assert await a.call("{name}", "ECHO", b"hi", peer=b) == b"hi"
 
 
 async def test_reported_work_is_countersigned_by_the_requester(tmp_path):
-    plugin = plugin_under_test("{name}", {cls})
     with trio.fail_after(60):
-        async with open_network(tmp_path, 2, plugins=[plugin]) as net:
+        async with nodes(tmp_path) as net:
             a, b = net.nodes
             asked = f"{{b.peer_id}}\\n".encode() + b"job-1"
             assert await a.call("{name}", "ASK", asked) == b"JOB-1"
@@ -140,10 +131,9 @@ async def test_reported_work_is_countersigned_by_the_requester(tmp_path):
 
 
 async def test_a_task_earns_its_provider_a_share_of_the_tasks_pool(tmp_path):
-    plugin = plugin_under_test("{name}", {cls})
     with trio.fail_after(120):
         # open_network's genesis mints: every node is a validator with tokens.
-        async with open_network(tmp_path, 2, plugins=[plugin], epoch_seconds=2) as net:
+        async with nodes(tmp_path, epoch_seconds=2) as net:
             a, b = net.nodes
             task = await a.submit_task("{name}", "REVERSE", b"mesh")
             assert task.result == b"hsem"
@@ -152,6 +142,28 @@ async def test_a_task_earns_its_provider_a_share_of_the_tasks_pool(tmp_path):
                                       what="the task's receipt to earn from the tasks pool")
             assert set(earned) <= {{a.peer_id, b.peer_id}}
 '''
+
+TEST = '''\
+"""The {name} plugin on a local network of real nodes (meshd.testing)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import trio
+
+from meshd.testing import eventually, open_network, plugin_under_test
+
+from {module}.plugin import {cls}
+
+
+@contextlib.asynccontextmanager
+async def nodes(directory, **options):
+    """Two connected nodes running the plugin in-process."""
+    plugin = plugin_under_test("{name}", {cls})
+    async with open_network(directory, 2, plugins=[plugin], **options) as net:
+        yield net
+''' + TESTS
 
 README = '''\
 # The {name} plugin

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from meshctl.scaffold import TESTS
+
 SOURCE = Path(__file__).resolve().parents[1]
 EXAMPLE = SOURCE / "plugins" / "examples" / "js-hash"
 PROTO = Path("proto") / "mesh" / "pluginhost" / "v1" / "pluginhost.proto"
@@ -78,6 +80,7 @@ TEST = '''\
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import trio
@@ -88,53 +91,17 @@ PACKAGE = Path(__file__).resolve().parents[1]
 EXTERNAL = {{"plugins.external": {{"{name}": {{"command": ["node", str(PACKAGE / "index.js")]}}}}}}
 
 
-def network(directory, **options):
-    """Two nodes that require the plugin and run index.js as an external plugin."""
-    return open_network(directory, 2, required=["{name}"], config=EXTERNAL, **options)
-
-
-async def running(net):
-    for node in net.nodes:
-        await eventually(node.plugins, lambda plugins: "{name}" in plugins
-                         and plugins["{name}"].state == "running",
-                         what=f"{name} to run on {{node.name}} (see its log)")
-
-
-async def test_echo_between_nodes(tmp_path):
-    with trio.fail_after(60):
-        async with network(tmp_path) as net:
-            await running(net)
-            a, b = net.nodes
-            assert await a.call("{name}", "ECHO", b"hi", peer=b) == b"hi"
-
-
-async def test_reported_work_is_countersigned_by_the_requester(tmp_path):
-    with trio.fail_after(60):
-        async with network(tmp_path) as net:
-            await running(net)
-            a, b = net.nodes
-            asked = f"{{b.peer_id}}\\n".encode() + b"job-1"
-            assert await a.call("{name}", "ASK", asked) == b"JOB-1"
-
-            async def receipts():
-                return [e for e in await a.history() if e.kind == "task_receipt"]
-
-            assert len(await eventually(receipts, what="a receipt signed by both")) == 1
-
-
-async def test_a_task_earns_its_provider_a_share_of_the_tasks_pool(tmp_path):
-    with trio.fail_after(120):
-        # open_network's genesis mints: every node is a validator with tokens.
-        async with network(tmp_path, epoch_seconds=2) as net:
-            await running(net)
-            a, b = net.nodes
-            task = await a.submit_task("{name}", "REVERSE", b"mesh")
-            assert task.result == b"hsem"
-
-            earned = await eventually(lambda: a.earned("tasks"), timeout=90,
-                                      what="the task's receipt to earn from the tasks pool")
-            assert set(earned) <= {{a.peer_id, b.peer_id}}
-'''
+@contextlib.asynccontextmanager
+async def nodes(directory, **options):
+    """Two connected nodes that require the plugin and run index.js as an external plugin."""
+    async with open_network(directory, 2, required=["{name}"], config=EXTERNAL,
+                            **options) as net:
+        for node in net.nodes:
+            await eventually(node.plugins, lambda plugins: "{name}" in plugins
+                             and plugins["{name}"].state == "running",
+                             what=f"{name} to run on {{node.name}} (see its log)")
+        yield net
+''' + TESTS
 
 README = '''\
 # The {name} plugin (JavaScript)

@@ -23,7 +23,10 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 # Messages py-libp2p 0.8.1 logs for normal events (docs/py-libp2p.md#trap-18):
 # a clean EOF at the end of every DHT RPC, and identify racing a closing
 # connection at shutdown.
-_LIBP2P_NOISE = ("Failed to read DHT message", "Error in identify", "Error handling identify")
+_LIBP2P_NOISE = ("Failed to read DHT message", "Error in identify", "Error handling identify",
+                 # A WARNING for every DHT get that finds nothing (the key, as
+                 # given): the caller gets NotFound ("no value for ...").
+                 "Value not found for key")
 # And an ERROR for every stream to a peer that does not serve the protocol
 # (a member without the plugin, a node stopping a service): the caller gets
 # that as an error of its own (DirectMessenger: "failed to open a stream").

@@ -18,6 +18,7 @@ logs.configure("info", "json", buffer)
 import libp2p.network.swarm  # what the daemon imports later
 logging.getLogger("libp2p.network.swarm").warning("from libp2p")
 logging.getLogger("libp2p.kad_dht").error("Failed to read DHT message from stream: x")
+logging.getLogger("libp2p.kad_dht.kad_dht").warning("Value not found for key plugin/maps/x")
 logging.getLogger("libp2p.host.basic_host").error(
     "Failed to open stream to peer 12D3KooWx:\\n  Error: protocols not supported: tried x")
 logging.getLogger("libp2p.host.basic_host").error("Failed to open stream to peer 12D3KooWy: eof")
