@@ -1,10 +1,11 @@
 """Fuzz a node's REST/JSON gateway from its own OpenAPI document (schemathesis).
 
-    python -m tests.e2e.gateway_fuzz URL CA_FILE TOKEN_FILE EXAMPLES
+    python -m tests.e2e.gateway_fuzz URL CA_FILE TOKEN_FILE VALID BROKEN
 
-Every operation gets EXAMPLES requests generated from its schema and EXAMPLES
+Every operation gets up to VALID requests generated from its schema and BROKEN
 that break it (schemathesis' positive and negative modes; the same ones each
-run, random ones under ``make soak``), with the token, and
+run, random ones under ``make soak``; a request with no fields has few valid
+forms, so hypothesis stops early there), with the token, and
 a deadline (``Connect-Timeout-Ms``) so that a call which waits by design (a task
 with a long timeout) is bounded. Prints one JSON object: cases per operation,
 status codes seen, and every failure: a 5xx other than a deadline the client
@@ -36,7 +37,7 @@ class Fuzzer:
     url: str
     session: requests.Session
     headers: dict[str, str]
-    examples: int
+    examples: dict[GenerationMode, int]
     cases: collections.Counter[str] = field(default_factory=collections.Counter)
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -45,7 +46,7 @@ class Fuzzer:
         streams = "text/event-stream" in json.dumps(operation.definition.raw["responses"])
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=self.examples, deadline=None, database=None,
+        @settings(max_examples=self.examples[mode], deadline=None, database=None,
                   phases=[Phase.generate], derandomize=PROFILE != "soak",
                   suppress_health_check=list(HealthCheck))
         def run(case: Any) -> None:
@@ -72,7 +73,7 @@ class Fuzzer:
                                   "problem": problem, "curl": case.as_curl_command()})
 
 
-def main(url: str, ca: str, token_file: str, examples: int) -> dict[str, Any]:
+def main(url: str, ca: str, token_file: str, valid: int, broken: int) -> dict[str, Any]:
     token = Path(token_file).read_text(encoding="utf-8").strip()
     session = requests.Session()
     session.trust_env = False  # REQUESTS_CA_BUNDLE would override the test's CA
@@ -80,7 +81,8 @@ def main(url: str, ca: str, token_file: str, examples: int) -> dict[str, Any]:
     document = session.get(f"{url}openapi.json", timeout=30).json()
     schema = schemathesis.openapi.from_dict(document)
     fuzzer = Fuzzer(url, session, {"authorization": f"Bearer {token}",
-                                   "connect-timeout-ms": str(DEADLINE_MS)}, examples)
+                                   "connect-timeout-ms": str(DEADLINE_MS)},
+                    {GenerationMode.POSITIVE: valid, GenerationMode.NEGATIVE: broken})
     for result in schema.get_all_operations():
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzzer.fuzz(result.ok(), mode)
@@ -118,4 +120,5 @@ def _json_object(content: bytes) -> str:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+    print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
+                          int(sys.argv[5]))))
