@@ -7,12 +7,11 @@ from typing import Any, TypeAlias
 import grpc
 
 from mesh.dht.v1 import dht_pb2, dht_pb2_grpc
-from meshd.p2p.dht import Dht, PeerAddrs
+from meshd.p2p.dht import DEFAULT_PROVIDERS, Dht, PeerAddrs
 from meshd.rpc.bridge import TrioBridge
 from meshd.rpc.status import unary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-DEFAULT_PROVIDERS = 20
 
 
 class DhtServicer(dht_pb2_grpc.DhtServiceServicer):

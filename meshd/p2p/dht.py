@@ -67,6 +67,7 @@ RANDOM_WALK_INTERVAL = 600.0  # seconds, +-20 % per node (upstream: 120 s for al
 MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 64 * 1024
 MAX_PROVIDERS = 100
+DEFAULT_PROVIDERS = 20  # a find-providers that names no count
 
 
 @dataclass(frozen=True)

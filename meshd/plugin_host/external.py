@@ -36,6 +36,7 @@ from mesh.pluginhost.v1 import pluginhost_pb2
 from meshcore.genesis import RequiredPlugin
 from meshd import errors
 from meshd.config import ExternalCommand
+from meshd.p2p.dht import DEFAULT_PROVIDERS
 from meshd.plugin.api import (
     Context,
     Event,
@@ -60,7 +61,6 @@ OUTBOX = 256  # messages to the plugin not yet written to its stream
 MAX_CALLS_IN_FLIGHT = 64  # the plugin's own calls served at once; more wait
 DEFAULT_EVENT_TIMEOUT_MS = 10_000
 DEFAULT_TASK_TIMEOUT_MS, DEFAULT_ATTEMPTS = 30_000, 3
-DEFAULT_PROVIDERS = 20  # dht_find_providers with count 0
 PINGS_PER_TIMEOUT = 3  # health checks sent within one plugins.health_timeout
 EXIT_REPORT_WAIT = 1.0  # after the stream ends, wait this long to report the exit status
 

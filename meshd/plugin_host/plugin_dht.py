@@ -10,7 +10,7 @@ bounded in time.
 from __future__ import annotations
 
 from meshd import errors
-from meshd.p2p.dht import MAX_KEY_BYTES, MAX_PROVIDERS, Dht
+from meshd.p2p.dht import DEFAULT_PROVIDERS, MAX_KEY_BYTES, Dht
 from meshd.plugin.api import Provider
 
 PREFIX = "plugin/{name}/"
@@ -34,9 +34,7 @@ class PluginDhtView:
     async def provide(self, key: str) -> None:
         await self._dht.provide(self._key(key))
 
-    async def find_providers(self, key: str, count: int = 20) -> list[Provider]:
-        if not 1 <= count <= MAX_PROVIDERS:
-            raise errors.InvalidArgument(f"count must be between 1 and {MAX_PROVIDERS}")
+    async def find_providers(self, key: str, count: int = DEFAULT_PROVIDERS) -> list[Provider]:
         found = await self._dht.find_providers(self._key(key), count)
         return [Provider(p.peer_id, p.addrs) for p in found]
 

@@ -263,6 +263,7 @@ const refreshAccount = newestOnly(async (current) => {
 // --- rewards ---------------------------------------------------------------------------------
 
 let explained = null;
+const rewardsByEpoch = new Map(); // epoch -> Promise of its ListRewards answer
 
 const refreshRewards = newestOnly(async (current) => {
   const latest = state.settlements.length
@@ -272,7 +273,20 @@ const refreshRewards = newestOnly(async (current) => {
   for (let epoch = latest; epoch >= Math.max(0, latest - REWARD_EPOCHS + 1); epoch -= 1) {
     epochs.push(epoch);
   }
-  const answers = await Promise.all(epochs.map((epoch) => call(M.rewards, { epoch })));
+  // A final epoch's rewards never change: each is asked for once, and
+  // forgotten once it leaves the table.
+  for (const epoch of rewardsByEpoch.keys()) {
+    if (epoch < epochs[epochs.length - 1]) rewardsByEpoch.delete(epoch);
+  }
+  const answers = await Promise.all(epochs.map((epoch) => {
+    if (!rewardsByEpoch.has(epoch)) {
+      rewardsByEpoch.set(epoch, call(M.rewards, { epoch }).catch((error) => {
+        rewardsByEpoch.delete(epoch); // asked again at the next settlement
+        throw error;
+      }));
+    }
+    return rewardsByEpoch.get(epoch);
+  }));
   if (!current()) return;
   $("rewards").replaceChildren(...answers.map((r) => el("tr", {
     class: `selectable${explained === Number(r.epoch) ? " selected" : ""}`,
