@@ -23,6 +23,7 @@ Needs root (network namespaces) and nftables. About 3 minutes.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -39,6 +40,7 @@ import output
 from meshd.testing import netns
 
 PORT = 4001
+CHUNK = 512 * 1024  # the storage plugin's largest chunk (STORE_FILE)
 LONELY = {"MESHD_P2P_LOW_WATERMARK": "1", "MESHD_P2P_TARGET_PEERS": "1"}
 
 
@@ -76,14 +78,28 @@ def pings(node: cluster.Node, peer_id: str, count: int) -> dict[str, float]:
 
 
 def fetch(node: cluster.Node, holder: cluster.Node, path: Path) -> float:
-    """MiB/s of ``node`` fetching ``path``, kept by ``holder`` alone."""
-    stored = ctl(holder, "storage", "put", str(path), "--replicas", "0")
+    """MiB/s of ``node`` fetching ``path``, kept by ``holder`` alone: chunk by chunk
+    (the storage plugin's STORE_FILE and RETRIEVE_FILE), over whatever path
+    connects the two (direct, punched or relayed)."""
+    data = path.read_bytes()
+    names = []
+    for start in range(0, len(data), CHUNK):
+        chunk = path.with_suffix(".chunk")
+        chunk.write_bytes(data[start:start + CHUNK])
+        answer = ctl(holder, "plugins", "call", "storage", "STORE_FILE", "--file", str(chunk))
+        names.append(base64.b64decode(answer["answer_base64"]).decode())
+    holder_id = holder.status().peer_id
     out = path.with_suffix(f".from-{holder.index}")
     started = time.monotonic()
-    ctl(node, "storage", "get", stored["hash"], "-o", str(out))
+    with out.open("wb") as sink:
+        for name in names:
+            part = path.with_suffix(".part")
+            ctl(node, "plugins", "call", "storage", "RETRIEVE_FILE", name, "--peer", holder_id,
+                "--call-timeout", "60", "-o", str(part))
+            sink.write(part.read_bytes())
     elapsed = time.monotonic() - started
-    assert out.read_bytes() == path.read_bytes()
-    return round(path.stat().st_size / elapsed / (1 << 20), 2)
+    assert out.read_bytes() == data
+    return round(len(data) / elapsed / (1 << 20), 2)
 
 
 def run(tries: int, file_mib: int, pings_count: int, workdir: Path) -> dict[str, Any]:

@@ -1,40 +1,47 @@
-"""meshctl storage: files on the network's storage plugin (plugins/storage).
+"""meshctl storage: files erasure coded over the network's storage nodes (plugins/storage).
 
-A file is stored as chunks, each named by its SHA-256, and a manifest chunk
-that lists them (plugins/storage/mesh_storage/manifest.py, the template's own
-format, imported from its package); the manifest's name is the
-file's hash, which ``get`` takes. The storage plugin's PUT_CHUNK and
-GET_CHUNK events (reached through PluginsService.CallPlugin) do the storing,
-the replication and the finding of chunks on other nodes.
+``put`` reads a file stripe by stripe (k * 256 KiB); its node codes each
+stripe into n pieces and places them on n holders (PUT_STRIPE). meshctl builds
+the manifest (plugins/storage/mesh_storage/manifest.py, imported from the
+template's package) from the answers and the file's IPFS root CID, which names
+the file. ``get`` reads the manifest and has its node rebuild each stripe from
+any k pieces (GET_STRIPE), then checks the whole file against its CID and
+SHA-256. Several stripes are in flight at once, written in order. The
+events are reached through PluginsService.CallPlugin (docs/storage.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
+from mesh_storage import unixfs
 from mesh_storage.manifest import (
-    CHUNK_NAME,
-    MAX_CHUNK,
-    MAX_REPLICAS,
+    FILE_CID,
+    PIECE,
     Manifest,
     ManifestError,
-    NotAManifest,
+    Stripe,
     parse_manifest,
 )
 
+from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_INVALID, fail, json_option, with_client
-from meshctl.output import emit, fields
+from meshctl.output import emit, fields, table
 
 PLUGIN = "storage"
-CALL_TIMEOUT = 60.0  # a chunk's store with its replicas, or its search over peers
+CALL_TIMEOUT = 60.0  # a stripe's placement or rebuilding; meshd's ceiling for a handler
+IN_FLIGHT = 3  # stripes sent or asked for at once
 
 
 def _call(client: MeshClient, event: str, data: bytes) -> bytes:
@@ -44,99 +51,225 @@ def _call(client: MeshClient, event: str, data: bytes) -> bytes:
     return bytes(client.unary(stub.CallPlugin, request, timeout=CALL_TIMEOUT + 5).data)
 
 
+def _call_json(client: MeshClient, event: str, header: Any, data: bytes = b"") -> Any:
+    return json.loads(_call(client, event, json.dumps(header).encode() + b"\n" + data))
+
+
 def _progress(length: int, label: str, quiet: bool) -> Any:
     # Drawn on stderr, and only on a terminal: stdout stays clean for scripts.
     return click.progressbar(length=length, label=label, file=sys.stderr, show_percent=True,
                              width=30, hidden=quiet)
 
 
-def _chunks(file: BinaryIO) -> Iterator[bytes]:
-    while chunk := file.read(MAX_CHUNK):
-        yield chunk
+def _pipelined(jobs: Iterator[Callable[[], Any]]) -> Iterator[Any]:
+    """Run ``jobs`` IN_FLIGHT at a time; yield their results in order."""
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:
+        running: deque[Future[Any]] = deque()
+        for job in jobs:
+            running.append(pool.submit(job))
+            if len(running) >= IN_FLIGHT:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
+
+
+def _file_cid(text: str) -> str:
+    text = text.strip()
+    if not FILE_CID.fullmatch(text):
+        fail(f"{text[:80]!r} is not a file CID (bafy…/bafk…, as `meshctl storage put` "
+             "prints)", EXIT_INVALID)
+    return text
 
 
 @click.group()
 def storage() -> None:
-    """Store files on the network's storage plugin and get them back by hash."""
+    """Store files on the network: erasure coded, content addressed, found through the DHT."""
 
 
 @storage.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-r", "--replicas", type=click.IntRange(0, MAX_REPLICAS), default=1,
-              show_default=True,
-              help="Other nodes that keep a copy of every chunk (each earns a receipt).")
+@click.option("-k", "k", type=click.IntRange(1), default=None,
+              help="Pieces any stripe is rebuilt from (default: the node's, 4).")
+@click.option("-n", "n", type=click.IntRange(1), default=None,
+              help="Pieces per stripe, each on its own holder; any n-k holders may be lost "
+                   "(default: the node's, 8).")
 @json_option
 @with_client
-def put(client: MeshClient, file: Path, replicas: int, as_json: bool) -> None:
-    """Store FILE: this node keeps it, REPLICAS other nodes keep copies.
+def put(client: MeshClient, file: Path, k: int | None, n: int | None, as_json: bool) -> None:
+    """Store FILE: each stripe is coded into n pieces on n other nodes.
 
-    Prints the file's hash; `meshctl storage get HASH -o FILE` on any node of
-    the network gets it back.
+    Prints the file's CID, the one `ipfs add --cid-version=1` gives the same
+    bytes; `meshctl storage get CID -o FILE` on any node gets it back.
     """
+    layout = json.loads(_call(client, "LAYOUT", b""))
+    k, n = k or layout["k"], n or layout["n"]
+    if not 1 <= k <= n or k > layout["max_k"] or n > layout["max_n"]:
+        fail(f"need 1 <= k <= n, k <= {layout['max_k']} and n <= {layout['max_n']}; "
+             f"got k={k}, n={n}", EXIT_INVALID)
     size = file.stat().st_size
     if size == 0:
         fail(f"{file} is empty: there is nothing to store", EXIT_INVALID)
-    names: list[str] = []
-    whole = hashlib.sha256()
+    owner = _peer_id(client)
+    whole, leaves = hashlib.sha256(), list[unixfs.Node]()
+    stripes: list[Stripe] = []
+    holders: list[str] = []
+    subnets = n
+
+    def stripe_job(data: bytes) -> Callable[[], Any]:
+        return lambda: _call_json(client, "PUT_STRIPE", {"k": k, "n": n, "holders": holders},
+                                  data)
+
+    def jobs(source: BinaryIO) -> Iterator[Callable[[], Any]]:
+        while data := source.read(k * PIECE):
+            whole.update(data)
+            leaves.extend(unixfs.leaf(data[i:i + PIECE]) for i in range(0, len(data), PIECE))
+            yield stripe_job(data)
+
     with file.open("rb") as source, _progress(size, f"storing {file.name}", as_json) as bar:
-        for chunk in _chunks(source):
-            whole.update(chunk)
-            names.append(_call(client, "PUT_CHUNK", bytes([replicas]) + chunk).decode())
-            bar.update(len(chunk))
+        first = source.read(k * PIECE)  # placed alone: the others follow its holders
+        whole.update(first)
+        leaves.extend(unixfs.leaf(first[i:i + PIECE]) for i in range(0, len(first), PIECE))
+        for length, answer in zip(_lengths(size, k * PIECE),
+                                  _chain(stripe_job(first)(), _pipelined(jobs(source))),
+                                  strict=True):
+            if not holders:
+                holders.extend(answer["holders"])
+            subnets = min(subnets, answer["subnets"])
+            stripes.append(Stripe(length, tuple(answer["pieces"]), tuple(answer["roots"])))
+            bar.update(length)
+    cid = str(unixfs.tree(leaves).cid)
     try:
-        manifest = Manifest(file.name, size, whole.hexdigest(), tuple(names)).encode()
+        manifest = Manifest(file.name, size, cid, whole.hexdigest(), k, n, owner,
+                            tuple(stripes)).encode()
     except ManifestError as exc:
         fail(f"{file}: {exc}")
-    file_hash = _call(client, "PUT_CHUNK", bytes([replicas]) + manifest).decode()
-    emit({"hash": file_hash, "name": file.name, "size": size, "chunks": len(names),
-          "replicas": replicas}, as_json, lambda r: r["hash"])
+    stored = json.loads(_call(client, "PUT_MANIFEST", manifest))
+    if subnets < n and not as_json:
+        click.echo(f"warning: the pieces of a stripe share subnets ({subnets} distinct for "
+                   f"{n} pieces): one site's failure may cost several", err=True)
+    emit({"cid": cid, "name": file.name, "size": size, "k": k, "n": n,
+          "stripes": len(stripes), "manifest_copies": stored["copies"], "subnets": subnets},
+         as_json, lambda r: r["cid"])
+
+
+def _lengths(size: int, stripe: int) -> Iterator[int]:
+    for start in range(0, size, stripe):
+        yield min(stripe, size - start)
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def _peer_id(client: MeshClient) -> str:
+    stub = node_pb2_grpc.NodeServiceStub(client.channel())
+    return str(client.unary(stub.GetStatus, node_pb2.GetStatusRequest()).status.peer_id)
 
 
 @storage.command()
-@click.argument("file_hash", metavar="HASH")
+@click.argument("cid", metavar="CID")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Write the file here (written whole, or not at all).")
 @json_option
 @with_client
-def get(client: MeshClient, file_hash: str, output: Path, as_json: bool) -> None:
-    """Get the file stored under HASH (from `storage put`) into --output.
+def get(client: MeshClient, cid: str, output: Path, as_json: bool) -> None:
+    """Get the file named CID (from `storage put`) into --output.
 
-    Chunks come from this node or from any connected node that holds them;
-    every chunk and the whole file are checked against their hashes.
+    Each stripe is rebuilt from the first k of its pieces that arrive intact,
+    fetched in parallel from their holders anywhere in the network; the whole
+    file is checked against its CID and SHA-256.
     """
-    file_hash = file_hash.strip().lower()
-    if not CHUNK_NAME.fullmatch(file_hash):
-        fail(f"{file_hash!r} is not a file hash (64 hex characters)", EXIT_INVALID)
-    manifest = _manifest(_call(client, "GET_CHUNK", file_hash.encode()), file_hash)
+    cid = _file_cid(cid)
+    manifest = _manifest(_call(client, "GET_MANIFEST", cid.encode()), cid)
     partial = output.with_name(f".{output.name}.part")
-    whole = hashlib.sha256()
+    whole, leaves = hashlib.sha256(), list[unixfs.Node]()
+
+    def job(stripe: Stripe) -> Callable[[], bytes]:
+        header = {"file": cid, "k": manifest.k, "n": manifest.n, "length": stripe.length,
+                  "pieces": list(stripe.pieces)}
+        return lambda: _call(client, "GET_STRIPE", json.dumps(header).encode() + b"\n")
+
     try:
         with partial.open("wb") as sink, \
                 _progress(manifest.size, f"getting {manifest.name}", as_json) as bar:
-            for name in manifest.chunks:
-                chunk = _call(client, "GET_CHUNK", name.encode())
-                if hashlib.sha256(chunk).hexdigest() != name:
-                    fail(f"chunk {name} came back damaged; try again")
-                sink.write(chunk)
-                whole.update(chunk)
-                bar.update(len(chunk))
+            for stripe, data in zip(manifest.stripes,
+                                    _pipelined(job(s) for s in manifest.stripes), strict=True):
+                if len(data) != stripe.length:
+                    fail(f"a stripe of {cid} came back {len(data)} bytes, not "
+                         f"{stripe.length}; try again")
+                sink.write(data)
+                whole.update(data)
+                leaves.extend(unixfs.leaf(data[i:i + PIECE]) for i in range(0, len(data),
+                                                                             PIECE))
+                bar.update(len(data))
             sink.flush()
             os.fsync(sink.fileno())
-        if whole.hexdigest() != manifest.sha256 or partial.stat().st_size != manifest.size:
-            fail(f"the chunks of {file_hash} do not add up to the file its manifest describes")
+        if str(unixfs.tree(leaves).cid) != cid or whole.hexdigest() != manifest.sha256:
+            fail(f"the pieces of {cid} do not add up to the file its CID names: its manifest "
+                 "is wrong")
         partial.replace(output)
     finally:
         partial.unlink(missing_ok=True)
-    emit({"hash": file_hash, "name": manifest.name, "size": manifest.size,
-          "output": str(output)}, as_json,
-         lambda r: fields([("Got", r["name"]), ("Size", f"{r['size']} bytes"),
-                           ("Written to", r["output"])]))
+    emit({"cid": cid, "name": manifest.name, "size": manifest.size, "output": str(output)},
+         as_json, lambda r: fields([("Got", r["name"]), ("Size", f"{r['size']} bytes"),
+                                    ("Written to", r["output"])]))
 
 
-def _manifest(data: bytes, file_hash: str) -> Manifest:
+def _manifest(data: bytes, cid: str) -> Manifest:
     try:
-        return parse_manifest(data)
-    except NotAManifest:
-        fail(f"{file_hash} is a chunk, not a file stored with `meshctl storage put`")
-    except ManifestError:
-        fail(f"the manifest of {file_hash} is malformed")
+        manifest = parse_manifest(data)
+    except ManifestError as exc:
+        fail(f"the manifest of {cid} is malformed: {exc}")
+    if manifest.cid != cid:
+        fail(f"the node answered the manifest of {manifest.cid}, not {cid}")
+    return manifest
+
+
+@storage.command("ls")
+@click.option("--all", "everything", is_flag=True,
+              help="Every manifest this node keeps, not only its own files.")
+@json_option
+@with_client
+def ls(client: MeshClient, everything: bool, as_json: bool) -> None:
+    """The files this node stored (with --all: every manifest it keeps)."""
+    files = json.loads(_call(client, "FILES", b"all" if everything else b""))
+    emit(files, as_json, lambda rows: table(
+        [("CID", "NAME", "SIZE", "K-OF-N", "STRIPES")]
+        + [(f["cid"], f["name"], str(f["size"]), f"{f['k']}-of-{f['n']}", str(f["stripes"]))
+           for f in rows]) if rows else "no files")
+
+
+@storage.command()
+@click.argument("cid", metavar="CID")
+@json_option
+@with_client
+def status(client: MeshClient, cid: str, as_json: bool) -> None:
+    """How healthy file CID is: each stripe's pieces with a reachable holder."""
+    report = json.loads(_call(client, "STATUS", _file_cid(cid).encode()))
+
+    def human(r: dict[str, Any]) -> str:
+        worst = min(s["healthy"] for s in r["stripes"])
+        head = fields([("File", f"{r['name']} ({r['cid']})"), ("Size", f"{r['size']} bytes"),
+                       ("Coding", f"{r['k']}-of-{r['n']}"),
+                       ("Health", f"{'readable' if worst >= r['k'] else 'NOT READABLE'}: the "
+                                  f"weakest stripe has {worst} of {r['n']} pieces")])
+        rows = [("STRIPE", "HEALTHY", "HOLDERS")] + [
+            (str(i), f"{s['healthy']}/{r['n']}",
+             " ".join(str(len(p["holders"])) for p in s["pieces"]))
+            for i, s in enumerate(r["stripes"])]
+        return head + "\n\n" + table(rows)
+    emit(report, as_json, human)
+
+
+@storage.command()
+@json_option
+@with_client
+def holders(client: MeshClient, as_json: bool) -> None:
+    """The storage nodes this node finds in the DHT, with the subnet each is in."""
+    found = json.loads(_call(client, "HOLDERS", b""))
+    emit(found, as_json, lambda rows: table(
+        [("PEER", "SUBNET", "CONNECTED", "LATENCY")]
+        + [(h["peer_id"], h["subnet"], "yes" if h["connected"] else "no",
+            "-" if h["latency_ms"] is None else f"{h['latency_ms']} ms") for h in rows])
+        if rows else "no storage nodes found in the DHT yet")

@@ -47,7 +47,11 @@ from typing import Any
 import trio
 from libp2p.abc import IHost
 from libp2p.kad_dht.common import PROTOCOL_ID as UPSTREAM_KAD_PROTOCOL
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.kad_dht import (
+    DHTMode,
+    KadDHT,
+    _encode_key,  # the same key bytes provide() uses
+)
 from libp2p.kad_dht.peer_routing import PeerRouting
 from libp2p.kad_dht.value_store import ValueStore
 from libp2p.peer.id import ID
@@ -55,6 +59,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from meshd import errors
 from meshd.p2p.membership import Membership, parse_peer_id, protocol_id
+from meshd.p2p.upstream import providers as upstream_providers
 from meshd.p2p.upstream.hostview import MembersOnlyHost
 
 log = logging.getLogger(__name__)
@@ -246,7 +251,9 @@ class Dht:
         if not 1 <= count <= MAX_PROVIDERS:
             raise errors.InvalidArgument(f"count must be between 1 and {MAX_PROVIDERS}")
         with _bounded(f"find-providers {key}", self.queries):
-            found = await self._dht.find_providers(key, count)
+            # Not KadDHT.find_providers: it stops at any local record
+            # (docs/py-libp2p.md#found-find-providers-stops-at-local-records).
+            found = await upstream_providers.find_providers(self._dht, _encode_key(key), count)
         return [_peer_addrs(str(p.peer_id), p.addrs) for p in found]
 
     async def put(self, key: str, value: bytes) -> None:

@@ -165,9 +165,13 @@ class RelayClient:
                 continue
             connections = network.get_connections(ID.from_base58(record.peer_id))
             if connections and not any(is_relayed(c) for c in connections):
-                found.append(record.peer_id)
+                found.append(record)
+        # The members kept longest first: a connection a DHT lookup opened
+        # (beyond the node's degree) is pruned within a minute, and a
+        # reservation on it would go with it. Ties are broken at random.
         random.shuffle(found)
-        return found
+        found.sort(key=lambda record: record.connected_at)
+        return [record.peer_id for record in found]
 
     async def _reserve(self, relay_id: str) -> None:
         stream: INetStream | None = None

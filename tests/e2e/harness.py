@@ -125,8 +125,9 @@ class Meshd:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return meshctl("--socket", str(self.socket), *args, check=check)
+    def ctl(self, *args: str, check: bool = True, timeout: float = 30
+            ) -> subprocess.CompletedProcess[str]:
+        return meshctl("--socket", str(self.socket), *args, check=check, timeout=timeout)
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.ctl("status", "--json").stdout)  # type: ignore[no-any-return]

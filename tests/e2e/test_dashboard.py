@@ -177,7 +177,8 @@ def plugins_match_meshctl(page: Any, net: FourNodes) -> None:
 def stored_files_and_tasks_match_meshctl(page: Any, net: FourNodes, tmp_path: Path) -> None:
     file = tmp_path / "notes.txt"
     file.write_bytes(b"kept by the network\n" * 1000)
-    meshctl("--socket", net.nodes[0]["socket"], "storage", "put", str(file), "--replicas", "2")
+    meshctl("--socket", net.nodes[0]["socket"], "tasks", "submit", "storage", "STORE_FILE",
+            "--file", str(file), "--redundancy", "2")
     tasks = {t["task_id"]: t["state"] for t in net.ctl(0, "tasks", "ls")}
     stores = {t["task_id"] for t in net.ctl(0, "tasks", "ls") if t["kind"] == "STORE_FILE"}
     assert stores and set(tasks.values()) == {"done"}

@@ -93,8 +93,7 @@ def test_the_node_beyond_p2p_ledger_settlement_tasks_plugins(tmp_path: Path) -> 
         assert value(text, 'mesh_ledger_entries_refused_total{reason="invalid"}') == 0
         assert value(text, 'mesh_plugin_up{kind="in-process",plugin="storage"}') == 1.0
         assert value(text, 'mesh_plugin_restarts_total{plugin="storage"}') == 0
-        (tmp_path / "f.txt").write_text("metrics")
-        v1.ctl("storage", "put", str(tmp_path / "f.txt"))  # a STORE_FILE task to v2
+        v1.ctl("tasks", "submit", "storage", "STORE_FILE", "metrics")  # a task to v2
         text = eventually_blocking(
             lambda: scrape(port), lambda t: 'mesh_tasks{kind="STORE_FILE"' in t, timeout=30,
             what="the storage task in the metrics")

@@ -133,12 +133,14 @@ def test_nodes_behind_nat_are_reached_through_a_relay_then_directly(
         assert "/p2p-circuit" in peer_addrs(home, ids[carrier])[0]
         home.ctl("peers", "ping", ids[carrier], "-c", "2")
 
-        # A file kept by the node behind the symmetric NAT alone is fetched from
+        # A chunk kept by the node behind the symmetric NAT alone is fetched from
         # it by the node behind the home router, through the relay.
         original = tmp_path / "kept.bin"
         original.write_bytes(os.urandom(300_000))
-        file_hash = carrier.ctl("storage", "put", str(original), "--replicas", "0").stdout.strip()
-        home.ctl("storage", "get", file_hash, "-o", str(tmp_path / "copy.bin"))
+        name = carrier.ctl("plugins", "call", "storage", "STORE_FILE", "--file",
+                           str(original)).stdout.strip()
+        home.ctl("plugins", "call", "storage", "RETRIEVE_FILE", name, "--peer", ids[carrier],
+                 "-o", str(tmp_path / "copy.bin"))
         assert (tmp_path / "copy.bin").read_bytes() == original.read_bytes()
 
         # The relay dies: the NAT'd node finds another public member, reserves

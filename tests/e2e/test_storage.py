@@ -1,80 +1,98 @@
-"""meshctl storage put|get across meshd processes: 5 MB out of one node, back from another."""
+"""meshctl storage across 9 meshd processes: a 50 MB file coded 4-of-8 outlives 4 holders."""
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
 from meshd.testing import eventually_blocking
 from tests.e2e.harness import Meshd, ctl_json
 
-SIZE = 5 * 1000 * 1000 + 12345  # 10 chunks, the last one partial
+SIZE = 50 * 1000 * 1000  # 48 stripes of 1 MiB (k=4 pieces of 256 KiB), the last partial
+K, N = 4, 8
+BULK = 180  # seconds for meshctl to put or get the 50 MB (9 daemons on 2 cores: 20-60 s)
 
 
 def connected(nodes: list[Meshd]) -> None:
     for n in nodes:
         eventually_blocking(lambda n=n: n.status()["peer_count"] >= len(nodes) - 1,
-                            timeout=30, interval=0.3, what="the nodes to connect")
+                            timeout=60, interval=0.3, what="the nodes to connect")
 
 
-def receipts(node: Meshd) -> list[dict[str, object]]:
-    """The task_receipt entries the node wrote (it countersigned work done for it)."""
-    history = ctl_json(node, "ledger", "history", "-n", "1000")
-    return [e for e in history if e["kind"] == "task_receipt"]
+def weakest(node: Meshd, cid: str) -> int:
+    """Pieces with a live holder in the file's weakest stripe, as `storage status` says."""
+    return min(s["healthy"] for s in ctl_json(node, "storage", "status", cid)["stripes"])
 
 
-def test_a_file_stored_on_one_node_is_retrieved_byte_identical_from_another(
+def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
         node: Callable[..., Meshd], tmp_path: Path) -> None:
-    n1 = node("n1")
-    bootstrap = ("--bootstrap", n1.status()["listen_addrs"][0])
-    n2, n3 = node("n2", *bootstrap), node("n3", *bootstrap)
-    connected([n1, n2, n3])
-    original = tmp_path / "photo.bin"
+    uploader = node("up")
+    bootstrap = ("--bootstrap", uploader.status()["listen_addrs"][0])
+    holders = [node(f"h{i}", *bootstrap) for i in range(N)]
+    connected([uploader, *holders])
+    eventually_blocking(lambda: len(ctl_json(uploader, "storage", "holders")) == N,
+                        timeout=60, interval=0.5, what="every holder to announce itself")
+    original = tmp_path / "dataset.bin"
     original.write_bytes(os.urandom(SIZE))
 
-    # Kept by n1 alone: n2 gets every chunk from n1 over the network.
-    put = n1.ctl("storage", "put", str(original), "--replicas", "0")
-    file_hash = put.stdout.strip()
-    assert len(file_hash) == 64, put.stdout
-    assert "storing photo.bin" in put.stderr  # the progress bar's label, on stderr
-    got = n2.ctl("storage", "get", file_hash, "-o", str(tmp_path / "copy.bin"))
-    assert (tmp_path / "copy.bin").read_bytes() == original.read_bytes()
-    assert "Size:" in got.stdout and str(SIZE) in got.stdout
-    assert not list(tmp_path.glob(".copy.bin.part"))
-    # n1 reported each delivery (10 chunks and the manifest); n2 countersigned.
-    eventually_blocking(lambda: len(receipts(n2)) == 11, timeout=30, interval=0.3,
-                        what="n2 to countersign n1's 11 deliveries")
+    put = uploader.ctl("storage", "put", str(original), "-k", str(K), "-n", str(N),
+                       timeout=BULK)
+    cid = put.stdout.strip()
+    assert cid.startswith("bafybei"), put.stdout  # a UnixFS root: the CID IPFS gives it
+    assert "storing dataset.bin" in put.stderr  # the progress bar's label, on stderr
+    listed = ctl_json(uploader, "storage", "ls")
+    assert [(f["cid"], f["size"], f["k"], f["n"], f["stripes"]) for f in listed] == \
+        [(cid, SIZE, K, N, 48)]
+    # Every piece of every stripe is on its own holder, never the uploader.
+    status = ctl_json(uploader, "storage", "status", cid)
+    for stripe in status["stripes"]:
+        owners = [p["holders"] for p in stripe["pieces"]]
+        assert all(len(o) == 1 for o in owners) and len({o[0] for o in owners}) == N
+        assert uploader.status()["peer_id"] not in {o[0] for o in owners}
+    # Stored coded, not copied: the holders keep n/k times the file, no more.
+    kept = sum(p.stat().st_size for h in holders
+               for p in (h.data_dir / "plugins" / "storage" / "chunks").glob("??/*"))
+    assert SIZE * N / K <= kept <= SIZE * N / K + N * 48 * K
 
-    # With two replicas, n2 and n3 each keep a copy (as receipted tasks): the
-    # file outlives n1.
-    second = tmp_path / "notes.bin"
-    second.write_bytes(os.urandom(700_000))
-    stored = ctl_json(n1, "storage", "put", str(second), "--replicas", "2")
-    assert (stored["chunks"], stored["replicas"], stored["size"]) == (2, 2, 700_000)
-    tasks = ctl_json(n1, "tasks", "ls")
-    assert len(tasks) == 3 and {t["state"] for t in tasks} == {"done"}
-    n1.kill()
-    out = tmp_path / "notes-copy.bin"
-    result = json.loads(n3.ctl("storage", "get", stored["hash"], "-o", str(out),
-                               "--json").stdout)
-    assert result["name"] == "notes.bin" and out.read_bytes() == second.read_bytes()
+    # SIGKILL any 4 holders: a fifth node still reads the file, byte for byte.
+    random.shuffle(holders)
+    dead, alive = holders[:N - K], holders[N - K:]
+    for h in dead:
+        h.kill()
+    reader = alive[0]
+    out = tmp_path / "copy.bin"
+    got = json.loads(reader.ctl("storage", "get", cid, "-o", str(out), "--json",
+                                timeout=BULK).stdout)
+    assert got["size"] == SIZE and got["name"] == "dataset.bin"
+    assert hashlib.sha256(out.read_bytes()).digest() == \
+        hashlib.sha256(original.read_bytes()).digest()
+    assert weakest(reader, cid) == K  # what is left is exactly enough
+
+    # A piece that does not match its CID is refused, with the reason.
+    piece = os.urandom(1000)
+    claimed = "bafkreigks6arfsq3xxfpvqrrwonchxcnu6do76auprhhfomao6c273sixm"  # of b"a"
+    (tmp_path / "forged").write_bytes(claimed.encode() + b"\n" + piece)
+    refused = uploader.ctl("plugins", "call", "storage", "HOLD_PIECE", "--file",
+                           str(tmp_path / "forged"), "--peer", reader.status()["peer_id"],
+                           check=False)
+    assert refused.returncode == 1
+    assert "do not match its CID " + claimed in refused.stderr, refused.stderr
 
     # Wrong input gets a clear error, and nothing is written.
-    missing = n3.ctl("storage", "get", "ab" * 32, "-o", str(tmp_path / "x"), check=False)
-    assert missing.returncode == 1 and "holds chunk " + "ab" * 32 in missing.stderr
+    bad = reader.ctl("storage", "get", "not-a-cid", "-o", str(tmp_path / "x"), check=False)
+    assert bad.returncode == 2 and "is not a file CID" in bad.stderr
+    unknown = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+    missing = reader.ctl("storage", "get", unknown, "-o", str(tmp_path / "x"), check=False)
+    assert missing.returncode == 1 and "no node the DHT knows holds file" in missing.stderr
     assert not (tmp_path / "x").exists()
-    bad = n3.ctl("storage", "get", "not-a-hash", "-o", str(tmp_path / "x"), check=False)
-    assert bad.returncode == 2 and "is not a file hash" in bad.stderr
-    chunk_name = json.loads(n3.ctl("plugins", "call", "storage", "STORE_FILE", "raw",
-                                   "--json").stdout)["answer_base64"]
-    plain = n3.ctl("storage", "get", base64.b64decode(chunk_name).decode(), "-o",
-                   str(tmp_path / "x"), check=False)
-    assert plain.returncode == 1 and "is a chunk, not a file" in plain.stderr
+    too_many = uploader.ctl("storage", "put", str(original), "-k", "2", "-n", "9", check=False)
+    assert too_many.returncode == 1 and "9 holders are needed" in too_many.stderr, \
+        too_many.stderr
     # Peers cannot make a node store or fetch on their behalf.
-    n2_id = n2.status()["peer_id"]
-    refused = n3.ctl("plugins", "call", "storage", "GET_CHUNK", "ab" * 32, "--peer", n2_id,
-                     check=False)
+    refused = reader.ctl("plugins", "call", "storage", "GET_MANIFEST", cid, "--peer",
+                         alive[1].status()["peer_id"], check=False)
     assert refused.returncode == 1 and "is for this node's operator" in refused.stderr

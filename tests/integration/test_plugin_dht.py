@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 import trio
+from libp2p.kad_dht.kad_dht import _encode_key
 
 from meshd.plugin import Context, Event, InvalidArgument, NotFound, Plugin
 from meshd.testing import open_network, plugin_under_test
@@ -72,3 +73,27 @@ async def test_plugins_provide_find_put_and_get_across_the_network(tmp_path: Pat
                     await a.call("maps", event, data)
                 assert reason in (refused.value.details() or ""), refused.value.details()
             assert await a.call("maps", "GET", b"index") == b"v1" * 100
+
+
+async def test_find_providers_asks_the_network_even_with_a_local_record(tmp_path: Path) -> None:
+    # docs/py-libp2p.md#found-find-providers-stops-at-local-records
+    made: list[DhtPlugin] = []
+
+    def factory() -> DhtPlugin:
+        made.append(DhtPlugin())
+        return made[-1]
+
+    with trio.fail_after(90):
+        async with open_network(tmp_path, 3, plugins=[plugin_under_test("maps", factory)]) as net:
+            a, b, _ = net.nodes
+            for node in (a, b):
+                assert await node.call("maps", "PROVIDE", b"holders") == b"ok"
+            plugin_a = next(p for p in made if p.ctx.peer_id == a.peer_id)
+            kad = plugin_a.ctx.dht._dht._dht  # type: ignore[attr-defined]
+            key = "plugin/maps/holders"
+            # a keeps its own record; b's is only on the other nodes now.
+            kad.provider_store.providers[_encode_key(key)].pop(b.peer_id, None)
+            upstream = await kad.find_providers(key, 10)
+            assert {str(p.peer_id) for p in upstream} == {a.peer_id}  # the trap
+            found = json.loads(await a.call("maps", "FIND", b"holders"))
+            assert {p["peer_id"] for p in found} == {a.peer_id, b.peer_id}

@@ -1,47 +1,130 @@
-"""The storage template's manifest: what `meshctl storage put` writes and `get` reads."""
+"""The storage template's manifest, piece CIDs and placement (pure parts, no meshd)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mesh_storage import erasure
 from mesh_storage.manifest import (
-    MAX_CHUNK,
+    MAX_MANIFEST,
+    PIECE,
     Manifest,
     ManifestError,
-    NotAManifest,
+    Stripe,
     parse_manifest,
 )
+from mesh_storage.pieces import CidError, check_piece, cid_of_digest, digest_hex, piece_cid
+from mesh_storage.placement import Candidate, NotEnoughHolders, place, subnet
 
-NAME = "ab" * 32
+FILE = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+PIECES = tuple(piece_cid(bytes([i])) for i in range(8))
+ROOTS = ("ab" * 32,) * 8
+
+
+def manifest(**change: object) -> Manifest:
+    fields: dict[str, object] = dict(
+        name="f.bin", size=4 * PIECE + 10, cid=FILE, sha256="cd" * 32, k=4, n=8,
+        owner="12D3KooWowner", stripes=(Stripe(4 * PIECE, PIECES, ROOTS),
+                                        Stripe(10, PIECES, ROOTS)))
+    return Manifest(**(fields | change))  # type: ignore[arg-type]
 
 
 def test_a_manifest_reads_back_as_written() -> None:
-    manifest = Manifest("photo.jpg", 1234, "cd" * 32, (NAME, NAME))
-    assert parse_manifest(manifest.encode()) == manifest
+    assert parse_manifest(manifest().encode()) == manifest()
+    assert manifest().coding == erasure.Coding(4, 8) and manifest().stripe_size == 4 * PIECE
 
 
-@pytest.mark.parametrize("data", [b"\xff\xfe", b"plain chunk bytes", b"[1, 2]",
-                                  json.dumps({"format": "other/1"}).encode()])
-def test_a_chunk_is_not_a_manifest(data: bytes) -> None:
-    with pytest.raises(NotAManifest):
-        parse_manifest(data)
-
-
-@pytest.mark.parametrize("change", [{"chunks": ["not-a-hash"]}, {"chunks": "x"},
-                                    {"size": -1}, {"size": True}, {"size": "12"},
-                                    {"sha256": 7}, {"name": None}, {"chunk_size": "big"}])
-def test_a_malformed_manifest_is_refused(change: dict[str, object]) -> None:
-    fields = json.loads(Manifest("f", 1, "cd" * 32, (NAME,)).encode()) | change
-    with pytest.raises(ManifestError, match="malformed"):
+@pytest.mark.parametrize("change", [
+    {"format": "mesh-storage-manifest/1"}, {"k": 9}, {"k": 0}, {"n": True}, {"size": 7},
+    {"cid": "Qm" + "a" * 44}, {"cid": "../../x"}, {"sha256": "x"}, {"segment": 0},
+    {"owner": 5}, {"encrypted": "no"}, {"stripes": "x"}, {"stripes": [{"length": 1}]},
+    {"stripes": [{"length": 4 * PIECE + 10, "pieces": list(PIECES), "roots": list(ROOTS)}]},
+    {"stripes": [{"length": 10, "pieces": list(PIECES), "roots": list(ROOTS)},
+                 {"length": 4 * PIECE, "pieces": list(PIECES), "roots": list(ROOTS)}]},
+    {"stripes": [{"length": 4 * PIECE + 10, "pieces": ["bafynot"] * 8,
+                  "roots": list(ROOTS)}]},
+])
+def test_a_malformed_manifest_is_refused_naming_what_is_wrong(change: dict[str, object]
+                                                                ) -> None:
+    fields = json.loads(manifest().encode()) | change
+    with pytest.raises(ManifestError, match="manifest"):
         parse_manifest(json.dumps(fields).encode())
 
 
-def test_a_manifest_must_fit_in_one_chunk() -> None:
-    with pytest.raises(ManifestError, match="too many"):
-        Manifest("huge", 1, "cd" * 32, (NAME,) * (MAX_CHUNK // 64)).encode()
+@pytest.mark.parametrize("data", [b"\xff\xfe", b"plain bytes", b"[1, 2]",
+                                  b"x" * (MAX_MANIFEST + 1)])
+def test_bytes_that_are_not_a_manifest_are_refused(data: bytes) -> None:
+    with pytest.raises(ManifestError):
+        parse_manifest(data)
+
+
+def test_a_manifest_must_fit_in_one_request() -> None:
+    stripes = (Stripe(4 * PIECE, PIECES, ROOTS),) * 3000
+    with pytest.raises(ManifestError, match="larger k"):
+        manifest(size=3000 * 4 * PIECE, stripes=stripes).encode()
+
+
+@given(st.binary(max_size=2000))
+def test_a_piece_cid_names_the_sha256_chunks_are_filed_under(data: bytes) -> None:
+    cid = piece_cid(data)
+    assert cid.startswith("bafkrei") and digest_hex(cid) == hashlib.sha256(data).hexdigest()
+    assert cid_of_digest(digest_hex(cid)) == cid
+    check_piece(cid, data)
+    with pytest.raises(CidError, match="do not match its CID"):
+        check_piece(cid, data + b"!")
+
+
+@given(st.text(max_size=120))
+def test_text_that_is_not_a_piece_cid_is_refused(text: str) -> None:
+    try:
+        digest = digest_hex(text)
+    except CidError:
+        return
+    assert cid_of_digest(digest) == text
+
+
+@pytest.mark.parametrize("text", [FILE, "Qm" + "a" * 44, "", "bafk", "b" * 200])
+def test_other_cids_and_junk_are_not_piece_cids(text: str) -> None:
+    with pytest.raises(CidError):
+        digest_hex(text)
+
+
+def candidates(*subnets: str) -> list[Candidate]:
+    return [Candidate(f"peer{i}", (f"/ip4/{net}.{i + 1}/tcp/4001",))
+            for i, net in enumerate(subnets)]
+
+
+def test_holders_are_spread_over_subnets_before_any_shares_one() -> None:
+    pool = candidates("10.0.1", "10.0.1", "10.0.1", "10.0.2", "10.0.3", "10.0.2")
+    for seed in range(20):
+        plan = place(pool, 3, uploader="me", rng=random.Random(seed))
+        assert plan.subnets == 3 and len(set(plan.holders)) == 3
+    plan = place(pool, 5, uploader="me", rng=random.Random(1))
+    assert plan.subnets == 3 and len(set(plan.holders)) == 5  # then shared, never repeated
+
+
+def test_the_uploader_and_failed_holders_are_never_chosen_and_preferred_keep_their_slot(
+        ) -> None:
+    pool = [*candidates("10.0.1", "10.0.2", "10.0.3", "10.0.4"), Candidate("me", ())]
+    plan = place(pool, 3, uploader="me", preferred=["", "peer2", "peer0"], avoid={"peer0"})
+    assert plan.holders[1] == "peer2" and "me" not in plan.holders
+    assert "peer0" not in plan.holders
+    with pytest.raises(NotEnoughHolders, match="3 holders are needed and 2 other"):
+        place(pool, 3, uploader="me", avoid={"peer0", "peer1"})
+
+
+def test_a_node_s_subnet_comes_from_its_first_routable_ip() -> None:
+    assert subnet(["/dns4/x/tcp/1", "/ip4/0.0.0.0/tcp/1", "/ip4/192.0.2.77/tcp/1"], "p") == \
+        "192.0.2.0/24"
+    assert subnet(["/ip6/2001:db8:1:2::5/tcp/1"], "p") == "2001:db8:1::/48"
+    assert subnet(["/ip4/not-an-ip/tcp/1"], "p") == "p"  # unknown: its own
 
 
 def test_meshctl_without_the_storage_package_says_what_to_install() -> None:
@@ -49,7 +132,7 @@ def test_meshctl_without_the_storage_package_says_what_to_install() -> None:
     hide = ("import sys; sys.modules['mesh_storage'] = None; "
             "sys.modules['mesh_storage.manifest'] = None; from meshctl.main import main; "
             "sys.argv = ['meshctl'] + sys.argv[1:]; main()")
-    storage = subprocess.run([sys.executable, "-c", hide, "storage", "get", NAME, "-o", "x"],
+    storage = subprocess.run([sys.executable, "-c", hide, "storage", "get", FILE, "-o", "x"],
                              capture_output=True, text=True, timeout=60)
     assert storage.returncode == 1
     assert "needs the storage plugin's package" in storage.stderr

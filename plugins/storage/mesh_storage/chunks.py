@@ -55,6 +55,12 @@ class ChunkStore:
     def has(self, name: str) -> bool:
         return self._path(check_hash(name)).is_file()
 
+    def names(self) -> list[str]:
+        """The names of every chunk kept (read from disk)."""
+        if not self._root.exists():
+            return []
+        return [p.name for p in self._root.glob("??/*") if HASH_HEX.fullmatch(p.name)]
+
     def put(self, data: bytes) -> str:
         """Store ``data`` (idempotent) and return its name."""
         name = chunk_hash(data)

@@ -44,7 +44,17 @@ def file_cid(data: bytes) -> str:
 
 def root(chunks: Iterable[bytes]) -> Node:
     """The root of a file given as its chunks, in order (each CHUNK bytes but the last)."""
-    level = [_raw(chunk) for chunk in chunks] or [_raw(b"")]
+    return tree([leaf(chunk) for chunk in chunks])
+
+
+def leaf(chunk: bytes) -> Node:
+    """One chunk's raw block: a file read piece by piece keeps these, not its bytes."""
+    return _raw(chunk)
+
+
+def tree(leaves: list[Node]) -> Node:
+    """The root over a file's leaves, in order."""
+    level = leaves or [_raw(b"")]
     if len(level) == 1:
         return level[0]
     while len(level) > 1:

@@ -1,0 +1,454 @@
+"""The operator's side of stored files: what ``meshctl storage`` calls on its own node.
+
+Events for this node's operator only (through ``meshctl plugins call``;
+peers are refused). docs/storage.md gives their JSON:
+
+* ``LAYOUT``: this node's default k and n.
+* ``PUT_STRIPE``: a JSON header line and one stripe. The node codes the
+  stripe into n pieces, places them on n holders (placement.py) with
+  HOLD_PIECE, and answers each piece's CID, Merkle root and holder.
+* ``PUT_MANIFEST``: the file's manifest, built by meshctl from the stripes'
+  answers. The node keeps it and has up to n holders keep copies.
+* ``GET_MANIFEST``: a file CID; the manifest, from this node or any holder
+  the DHT names.
+* ``GET_STRIPE``: a JSON description of one stripe; the stripe, rebuilt
+  from the first k pieces that arrive intact, asked of their holders in
+  parallel, the holder that served a file's piece before first.
+* ``STATUS``: a file CID; which live storage nodes hold each piece (HAVE).
+* ``FILES``: the manifests this node keeps (its own files, or all).
+* ``HOLDERS``: the storage nodes the DHT knows, with their subnets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from mesh_storage import erasure, merkle
+from mesh_storage.chunks import ChunkStore
+from mesh_storage.deliveries import Deliveries
+from mesh_storage.erasure import Coding, ErasureError
+from mesh_storage.holding import (
+    FETCH_NONCE,
+    HOLDERS_KEY,
+    Holding,
+    file_cid,
+    file_key,
+    piece_key,
+)
+from mesh_storage.manifest import PIECE, SEGMENT, Manifest, ManifestError, parse_manifest
+from mesh_storage.pieces import CidError, check_piece, digest_hex, piece_cid
+from mesh_storage.placement import Candidate, NotEnoughHolders, place, subnet
+from meshd.plugin import Context, Event, InvalidArgument, MeshError
+
+MAX_EVENT_TIMEOUT = 60.0  # meshd's ceiling for a handler
+MAX_K, MAX_N = 12, 64  # a stripe (k pieces) must fit in one 4 MiB answer
+DEFAULT_K, DEFAULT_N = 4, 8
+PIECE_TIMEOUT = 20.0  # seconds for one piece to reach or come back from a holder
+PLACE_ROUNDS = 3  # placements tried for a stripe's pieces before the put fails
+FETCH_ROUNDS = 2  # passes over a stripe's missing pieces before a get fails
+FETCH_RETRY = 1.0  # seconds between them
+CANDIDATES_FRESH = 30.0  # seconds a DHT answer of holders is reused
+MAX_PROVIDERS = 100
+LOOKUPS_AT_ONCE = 16  # DHT lookups in flight for one STATUS
+LATENCY_WEIGHT = 0.3  # of a new sample in a holder's moving average
+HINTS_KEPT = 4096
+FAILED_FOR = 30.0  # seconds a holder that failed a fetch is not asked again
+
+
+class Files:
+    def __init__(self, ctx: Context, chunks: ChunkStore, holding: Holding,
+                 deliveries: Deliveries, k: int, n: int) -> None:
+        self.ctx = ctx
+        self.chunks = chunks
+        self.holding = holding
+        self.deliveries = deliveries
+        self.default = Coding(k, n)
+        self._candidates: tuple[float, list[Candidate]] = (0.0, [])
+        self.latency: dict[str, float] = {}  # seconds, a moving average per holder
+        self.hints: dict[tuple[str, int], str] = {}  # (file, piece index) -> who served it
+        self.failed: dict[str, float] = {}  # holder -> when a fetch from it last failed
+        for name, handler in (("LAYOUT", self.layout), ("PUT_STRIPE", self.put_stripe),
+                              ("PUT_MANIFEST", self.put_manifest),
+                              ("GET_MANIFEST", self.get_manifest),
+                              ("GET_STRIPE", self.get_stripe), ("STATUS", self.status),
+                              ("FILES", self.files), ("HOLDERS", self.holders)):
+            ctx.on(name, self._operator_only(handler), timeout=MAX_EVENT_TIMEOUT)
+
+    def _operator_only(self, handler: Callable[[Event], Awaitable[bytes]]
+                       ) -> Callable[[Event], Awaitable[bytes]]:
+        async def checked(event: Event) -> bytes:
+            if event.peer != self.ctx.peer_id:
+                raise InvalidArgument(f"{event.name} is for this node's operator "
+                                      "(meshctl storage), not for peers")
+            return await handler(event)
+        return checked
+
+    # --- layout and holders -------------------------------------------------
+
+    async def layout(self, event: Event) -> bytes:
+        return _json({"k": self.default.k, "n": self.default.n, "piece": PIECE,
+                      "segment": SEGMENT, "max_k": MAX_K, "max_n": MAX_N})
+
+    async def candidates(self, fresh: bool = False) -> list[Candidate]:
+        """Storage nodes other than this one, from the DHT (cached briefly)."""
+        at, known = self._candidates
+        if fresh or not known or trio.current_time() - at > CANDIDATES_FRESH:
+            found = await self.ctx.dht.find_providers(HOLDERS_KEY, MAX_PROVIDERS)
+            known = [Candidate(p.peer_id, p.addrs) for p in found
+                     if p.peer_id != self.ctx.peer_id]
+            self._candidates = (trio.current_time(), known)
+        return known
+
+    async def holders(self, event: Event) -> bytes:
+        connected = set(self.ctx.peers())
+        return _json([{"peer_id": c.peer_id, "addrs": list(c.addrs),
+                       "subnet": subnet(c.addrs, c.peer_id), "connected": c.peer_id in connected,
+                       "latency_ms": round(self.latency[c.peer_id] * 1000, 2)
+                       if c.peer_id in self.latency else None}
+                      for c in await self.candidates(fresh=True)])
+
+    # --- put ----------------------------------------------------------------
+
+    async def put_stripe(self, event: Event) -> bytes:
+        header, stripe = _header(event.data)
+        coding = _coding(header)
+        preferred = header.get("holders", [])
+        if not isinstance(preferred, list) or not all(isinstance(p, str) for p in preferred):
+            raise InvalidArgument("PUT_STRIPE: holders is a list of peer IDs")
+        if not 0 < len(stripe) <= coding.k * PIECE:
+            raise InvalidArgument(f"a stripe of k={coding.k} is 1 to {coding.k * PIECE} bytes, "
+                                  f"not {len(stripe)}")
+        pieces, cids, roots = await trio.to_thread.run_sync(_code, stripe, coding)
+        holders = await self._place(pieces, cids, preferred)
+        candidates = {c.peer_id: c for c in await self.candidates()}
+        subnets = {subnet(candidates[h].addrs, h) if h in candidates else h for h in holders}
+        return _json({"pieces": cids, "roots": roots, "holders": holders,
+                      "subnets": len(subnets)})
+
+    async def _place(self, pieces: list[bytes], cids: list[str],
+                     preferred: list[str]) -> list[str]:
+        """Each piece on its own holder; holders that fail are replaced, up to PLACE_ROUNDS."""
+        placed: list[str] = [""] * len(pieces)
+        failed: dict[str, str] = {}  # holder -> why
+        for round_ in range(PLACE_ROUNDS):
+            try:
+                plan = place(await self.candidates(fresh=round_ > 0), len(pieces),
+                             uploader=self.ctx.peer_id,
+                             preferred=[p or (preferred[i] if i < len(preferred) else "")
+                                        for i, p in enumerate(placed)],
+                             avoid=failed)
+            except NotEnoughHolders as exc:
+                raise InvalidArgument(f"cannot place {len(pieces)} pieces: {exc}; store "
+                                      "with a smaller -n") from None
+            except MeshError as exc:
+                raise InvalidArgument(f"cannot find storage nodes in the DHT: {exc}") from None
+
+            async def send(index: int, holder: str) -> None:
+                data = cids[index].encode() + b"\n" + pieces[index]
+                try:
+                    await self.ctx.request(holder, "HOLD_PIECE", data, timeout=PIECE_TIMEOUT)
+                except MeshError as exc:
+                    failed[holder] = str(exc)
+                    self.ctx.log.info("a holder refused a piece", extra={
+                        "peer_id": holder, "error": str(exc)})
+                    return
+                placed[index] = holder
+
+            async with trio.open_nursery() as nursery:
+                for index, holder in enumerate(plan.holders):
+                    if not placed[index]:
+                        nursery.start_soon(send, index, holder)
+            if all(placed):
+                return placed
+        missing = sum(1 for p in placed if not p)
+        reasons = "; ".join(f"{h[:16]}…: {why}" for h, why in list(failed.items())[:3])
+        raise InvalidArgument(f"{missing} of {len(pieces)} pieces found no holder after "
+                              f"{PLACE_ROUNDS} rounds ({reasons})")
+
+    async def put_manifest(self, event: Event) -> bytes:
+        try:
+            manifest = parse_manifest(event.data)
+        except ManifestError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if manifest.owner != self.ctx.peer_id:
+            raise InvalidArgument(f"the manifest's owner is {manifest.owner}, not this node")
+        await trio.to_thread.run_sync(self.holding.manifests.put, manifest.cid, event.data)
+        copies = 0
+        candidates = await self.candidates()
+        targets = place(candidates, min(manifest.n, len(candidates)),
+                        uploader=self.ctx.peer_id).holders
+
+        async def send(holder: str) -> None:
+            nonlocal copies
+            try:
+                await self.ctx.request(holder, "HOLD_MANIFEST", event.data,
+                                       timeout=PIECE_TIMEOUT)
+                copies += 1
+            except MeshError as exc:
+                self.ctx.log.info("a holder refused a manifest", extra={
+                    "peer_id": holder, "error": str(exc)})
+
+        async with trio.open_nursery() as nursery:
+            for holder in targets:
+                nursery.start_soon(send, holder)
+        if copies == 0 and targets:
+            raise InvalidArgument(f"no holder of {len(targets)} took the manifest of "
+                                  f"{manifest.cid}; it is kept on this node only")
+        try:
+            await self.ctx.dht.provide(file_key(manifest.cid))
+        except MeshError as exc:
+            self.ctx.log.info("could not announce a file", extra={"error": str(exc)})
+        return _json({"cid": manifest.cid, "copies": copies})
+
+    # --- get ----------------------------------------------------------------
+
+    async def get_manifest(self, event: Event) -> bytes:
+        return (await self.manifest(file_cid(event.data)))[1]
+
+    async def manifest(self, cid: str) -> tuple[Manifest, bytes]:
+        """The manifest of file ``cid``: this node's copy, or the first good one a holder has."""
+        local = await trio.to_thread.run_sync(self.holding.manifests.get, cid)
+        if local is not None:
+            return parse_manifest(local), local
+        try:
+            providers = await self.ctx.dht.find_providers(file_key(cid), MAX_PROVIDERS)
+        except MeshError as exc:
+            raise InvalidArgument(f"cannot look up file {cid} in the DHT: {exc}") from None
+        refusals: list[str] = []
+        for provider in providers:
+            try:
+                data = await self.ctx.request(provider.peer_id, "FETCH_MANIFEST", cid.encode(),
+                                              timeout=PIECE_TIMEOUT)
+                manifest = parse_manifest(data)
+            except (MeshError, ManifestError) as exc:
+                refusals.append(str(exc))
+                continue
+            if manifest.cid == cid:
+                return manifest, data
+            refusals.append(f"{provider.peer_id} answered the manifest of {manifest.cid}")
+        detail = f" ({len(refusals)} holder(s) failed: {refusals[0]})" if refusals else ""
+        raise InvalidArgument(f"no node the DHT knows holds file {cid}{detail}")
+
+    async def get_stripe(self, event: Event) -> bytes:
+        header, _ = _header(event.data)
+        coding = _coding(header)
+        file, length, cids = header.get("file"), header.get("length"), header.get("pieces")
+        if not isinstance(file, str) or not isinstance(length, int) \
+                or not 0 < length <= coding.k * PIECE \
+                or not isinstance(cids, list) or len(cids) != coding.n:
+            raise InvalidArgument(f"GET_STRIPE takes file, k, n, length (1 to k*{PIECE}) and "
+                                  "n piece CIDs")
+        try:
+            for cid in cids:
+                digest_hex(cid)
+        except CidError as exc:
+            raise InvalidArgument(str(exc)) from None
+        got: dict[int, bytes] = {}
+        errors: list[str] = []
+        for round_ in range(FETCH_ROUNDS):
+            if round_:  # a connection being replaced fails a stream now and then,
+                await trio.sleep(FETCH_RETRY)  # and a provider record may not be out yet
+                await self._sweep(file, cids, skip=got)
+            # Data pieces first: decoding them is a copy.
+            queue = [i for i in range(coding.n) if i not in got]
+
+            async def worker(cancel: trio.CancelScope, queue: list[int] = queue,
+                             look_up: bool = round_ > 0) -> None:
+                while queue and len(got) < coding.k:
+                    index = queue.pop(0)
+                    piece = await self._piece(file, index, cids[index], errors,
+                                              look_up=look_up)
+                    if piece is not None:
+                        got[index] = piece
+                        if len(got) >= coding.k:
+                            cancel.cancel()
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(coding.k - len(got)):
+                    nursery.start_soon(worker, nursery.cancel_scope)
+            if len(got) >= coding.k:
+                break
+        try:
+            return await trio.to_thread.run_sync(erasure.decode, got, coding, length)
+        except erasure.NotEnoughPieces:
+            detail = f": {errors[0]}" if errors else ""
+            raise InvalidArgument(f"only {len(got)} of the {coding.k} pieces needed could be "
+                                  f"fetched ({len(errors)} failures{detail})") from None
+        except ErasureError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    async def _sweep(self, file: str, cids: list[str], skip: dict[int, bytes]) -> None:
+        """Remember where the pieces not yet fetched are, as their holders say now."""
+        for index, peers in enumerate(await self.who_has(cids)):
+            if peers and index not in skip:
+                self.hints[(file, index)] = peers[0]
+                for peer in peers:  # it answered just now
+                    self.failed.pop(peer, None)
+
+    async def who_has(self, cids: list[str]) -> list[list[str]]:
+        """For each piece, the other storage nodes that answer HAVE for it now.
+
+        Every storage node the DHT names, and every connected peer, is asked
+        (LOOKUPS_AT_ONCE at a time): a provider record outlives its holder by
+        up to 48 h, and may not be out yet for a piece just stored.
+        """
+        try:
+            peers = {c.peer_id for c in await self.candidates(fresh=True)}
+        except MeshError:
+            peers = set()
+        holders: list[list[str]] = [[] for _ in cids]
+        limit = trio.CapacityLimiter(LOOKUPS_AT_ONCE)
+        question = "\n".join(cids).encode()
+
+        async def ask(peer: str) -> None:
+            async with limit:
+                try:
+                    answer = await self.ctx.request(peer, "HAVE", question,
+                                                    timeout=PIECE_TIMEOUT)
+                except MeshError:
+                    return  # gone, or not a storage node: it holds nothing to count
+            for index, held in enumerate(answer[:len(cids)]):
+                if held == 1:
+                    holders[index].append(peer)
+
+        async with trio.open_nursery() as nursery:
+            for peer in (peers | set(self.ctx.peers())) - {self.ctx.peer_id}:
+                nursery.start_soon(ask, peer)
+        return holders
+
+    async def _piece(self, file: str, index: int, cid: str, errors: list[str], *,
+                     look_up: bool) -> bytes | None:
+        """Piece ``index`` from this node, the holder that served it last, or (with
+        ``look_up``, or when no holder is known) the holders the DHT names.
+        Holders that failed a moment ago are not asked again."""
+        local = await trio.to_thread.run_sync(self.chunks.get, digest_hex(cid))
+        if local is not None:
+            return local
+        hint = self.hints.get((file, index))
+        sources = [hint] if hint and not self._failed_lately(hint) else []
+        looked_up = not look_up and hint is not None
+        tried: set[str] = set()
+        while True:
+            sources = [p for p in sources if p not in tried]
+            if not sources and not looked_up:
+                looked_up = True
+                sources = [p for p in await self._providers(cid, errors)
+                           if p not in tried and not self._failed_lately(p)]
+            if not sources:
+                errors.append(f"piece {index}: no holder answered" if tried
+                              else f"piece {index}: no live node announces {cid}")
+                return None
+            peer = sources.pop(0)
+            tried.add(peer)
+            piece = await self._fetch(peer, cid, errors)
+            if piece is not None:
+                self.hints[(file, index)] = peer
+                while len(self.hints) > HINTS_KEPT:
+                    del self.hints[next(iter(self.hints))]
+                return piece
+
+    def _failed_lately(self, peer: str) -> bool:
+        failed = self.failed.get(peer)
+        return failed is not None and trio.current_time() - failed < FAILED_FOR
+
+    async def _providers(self, cid: str, errors: list[str]) -> list[str]:
+        try:
+            found = await self.ctx.dht.find_providers(piece_key(cid), MAX_PROVIDERS)
+        except MeshError as exc:
+            errors.append(f"DHT lookup of {cid}: {exc}")
+            return []
+        peers = [p.peer_id for p in found if p.peer_id != self.ctx.peer_id]
+        return sorted(peers, key=lambda p: self.latency.get(p, float("inf")))
+
+    async def _fetch(self, peer: str, cid: str, errors: list[str]) -> bytes | None:
+        ask = cid.encode() + b" " + os.urandom(FETCH_NONCE)
+        fetch = self.deliveries.expect(peer, ask)
+        started = time.monotonic()
+        piece = None
+        try:
+            data = await self.ctx.request(peer, "FETCH_PIECE", ask, timeout=PIECE_TIMEOUT)
+            check_piece(cid, data)
+            piece = data
+        except (MeshError, CidError) as exc:
+            errors.append(f"{peer}: {exc}")
+            self.failed[peer] = trio.current_time()
+            if isinstance(exc, CidError):
+                self.ctx.log.warning("a holder answered a piece that does not match its CID",
+                                     extra={"peer_id": peer, "cid": cid})
+        finally:
+            self.deliveries.answered(peer, ask, fetch, len(piece) if piece else 0)
+        if piece is not None:
+            elapsed = time.monotonic() - started
+            before = self.latency.get(peer, elapsed)
+            self.latency[peer] = before + LATENCY_WEIGHT * (elapsed - before)
+        return piece
+
+    # --- status and listing -------------------------------------------------
+
+    async def status(self, event: Event) -> bytes:
+        """Which pieces have a live holder: what holders answer now, not what the DHT says."""
+        manifest, _ = await self.manifest(file_cid(event.data))
+        cids = [cid for stripe in manifest.stripes for cid in stripe.pieces]
+        mine = await trio.to_thread.run_sync(
+            lambda: [self.chunks.has(digest_hex(cid)) for cid in cids])
+        holders = {cid: sorted(others + [self.ctx.peer_id] * held) for cid, others, held
+                   in zip(cids, await self.who_has(cids), mine, strict=True)}
+        stripes = [{"length": s.length, "healthy": sum(1 for c in s.pieces if holders[c]),
+                    "pieces": [{"cid": c, "holders": holders[c]} for c in s.pieces]}
+                   for s in manifest.stripes]
+        return _json({**_summary(manifest), "stripes": stripes})
+
+    async def files(self, event: Event) -> bytes:
+        everything = event.data == b"all"
+        listed = []
+        for cid in await trio.to_thread.run_sync(self.holding.manifests.cids):
+            data = await trio.to_thread.run_sync(self.holding.manifests.get, cid)
+            try:
+                manifest = parse_manifest(data or b"")
+            except ManifestError:
+                continue
+            if everything or manifest.owner == self.ctx.peer_id:
+                listed.append(_summary(manifest))
+        return _json(listed)
+
+
+def _summary(manifest: Manifest) -> dict[str, Any]:
+    return {"cid": manifest.cid, "name": manifest.name, "size": manifest.size,
+            "k": manifest.k, "n": manifest.n, "stripes": len(manifest.stripes),
+            "owner": manifest.owner, "encrypted": manifest.encrypted}
+
+
+def _code(stripe: bytes, coding: Coding) -> tuple[list[bytes], list[str], list[str]]:
+    pieces = erasure.encode(stripe, coding)
+    return (pieces, [piece_cid(p) for p in pieces],
+            [merkle.root(p, SEGMENT).hex() for p in pieces])
+
+
+def _header(data: bytes) -> tuple[dict[str, Any], bytes]:
+    line, _, rest = data.partition(b"\n")
+    try:
+        header = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        header = None
+    if not isinstance(header, dict):
+        raise InvalidArgument("the event starts with a JSON object on one line")
+    return header, rest
+
+
+def _coding(header: dict[str, Any]) -> Coding:
+    k, n = header.get("k"), header.get("n")
+    if not isinstance(k, int) or not isinstance(n, int) or isinstance(k, bool) \
+            or isinstance(n, bool) or not 1 <= k <= min(n, MAX_K) or n > MAX_N:
+        raise InvalidArgument(f"k and n need 1 <= k <= n, k <= {MAX_K}, n <= {MAX_N}; "
+                              f"got k={k!r}, n={n!r}")
+    return Coding(k, n)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

@@ -1,0 +1,212 @@
+"""What a node keeps for others: pieces and manifests, announced in the DHT.
+
+Peer events (docs/storage.md gives the wire shapes):
+
+* ``HOLD_PIECE``: a piece's CID, a newline, the piece. The holder checks the
+  bytes against the CID, keeps them and announces ``piece/<cid>``.
+* ``FETCH_PIECE``: a piece's CID, optionally a space and a 16-byte fetch
+  nonce; the answer is the piece. With a nonce, the holder reports the
+  delivery (kind RETRIEVE_FILE) for the asker to countersign.
+* ``HOLD_MANIFEST``: a manifest; the holder checks and keeps it, and
+  announces ``file/<cid>``.
+* ``FETCH_MANIFEST``: a file's CID; the answer is its manifest.
+* ``HAVE``: piece CIDs, one per line (at most MAX_HAVE); the answer is one
+  byte per CID, 1 where this node holds that piece.
+
+Every storage node announces ``holders`` in the DHT, so an uploader anywhere
+finds nodes to place pieces on (with their addresses, for placement.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from mesh_storage.chunks import ChunkStore, StorageFull
+from mesh_storage.manifest import FILE_CID, PIECE, ManifestError, parse_manifest
+from mesh_storage.pieces import CidError, check_piece, cid_of_digest, digest_hex
+from meshd.plugin import Context, Event, InvalidArgument, MeshError
+
+FETCH_NONCE = 16
+ANNOUNCE_EVERY = 600.0  # seconds between re-announcements of this node as a holder
+# Provider records live 48 h in the DHT (and only in memory: a restarted node
+# forgets those it kept for others), so every held piece and manifest is
+# announced again at start and then twice a day.
+REANNOUNCE_HELD_EVERY = 12 * 3600.0
+ANNOUNCE_RETRY = 2.0  # seconds between attempts while no DHT peer accepts it
+ANNOUNCES_AT_ONCE = 4  # DHT provides in flight for newly held pieces
+HOLDERS_KEY = "holders"
+MAX_HAVE = 8192  # piece CIDs in one HAVE
+
+
+def piece_key(cid: str) -> str:
+    return f"piece/{cid}"
+
+
+def file_key(cid: str) -> str:
+    return f"file/{cid}"
+
+
+class Holding:
+    """The holder's side: HOLD_PIECE, FETCH_PIECE, HOLD_MANIFEST, FETCH_MANIFEST."""
+
+    def __init__(self, ctx: Context, chunks: ChunkStore,
+                 report: Callable[[Event, int], Awaitable[None]]) -> None:
+        self.ctx = ctx
+        self.chunks = chunks
+        self.manifests = ManifestStore(ctx.data_dir / "manifests")
+        self._report = report
+        self._announcing = trio.CapacityLimiter(ANNOUNCES_AT_ONCE)
+        self.announced = trio.Event()  # set once this node is findable as a holder
+        ctx.on("HOLD_PIECE", self.hold_piece)
+        ctx.on("FETCH_PIECE", self.fetch_piece)
+        ctx.on("HOLD_MANIFEST", self.hold_manifest)
+        ctx.on("FETCH_MANIFEST", self.fetch_manifest)
+        ctx.on("HAVE", self.have)
+
+    async def announce_forever(self) -> None:
+        """Keep this node findable as a holder, and what it holds findable too."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    await self.ctx.dht.provide(HOLDERS_KEY)
+                except MeshError as exc:  # not connected yet, or the DHT is busy
+                    self.ctx.log.debug("holder announcement failed", extra={"error": str(exc)})
+                    await trio.sleep(ANNOUNCE_RETRY)
+                    continue
+                if not self.announced.is_set():
+                    self.announced.set()
+                    nursery.start_soon(self._announce_held_forever)
+                await trio.sleep(ANNOUNCE_EVERY)
+
+    async def _announce_held_forever(self) -> None:
+        while True:
+            keys = [piece_key(cid_of_digest(name))
+                    for name in await trio.to_thread.run_sync(self.chunks.names)]
+            keys += [file_key(cid) for cid in
+                     await trio.to_thread.run_sync(self.manifests.cids)]
+            async with trio.open_nursery() as nursery:
+                for key in keys:
+                    nursery.start_soon(self._announce, key)
+            self.ctx.log.info("announced what this node holds", extra={"keys": len(keys)})
+            await trio.sleep(REANNOUNCE_HELD_EVERY)
+
+    async def hold_piece(self, event: Event) -> bytes:
+        cid_text, newline, piece = event.data.partition(b"\n")
+        cid = _cid(cid_text)
+        if not newline or not 0 < len(piece) <= PIECE:
+            raise InvalidArgument(f"HOLD_PIECE takes a CID, a newline and a piece of 1 to "
+                                  f"{PIECE} bytes")
+        try:
+            check_piece(cid, piece)
+            await trio.to_thread.run_sync(self.chunks.put, piece)
+        except CidError as exc:
+            raise InvalidArgument(f"piece refused: {exc}") from None
+        except StorageFull as exc:
+            raise InvalidArgument(str(exc)) from None
+        self.ctx.spawn(lambda: self._announce(piece_key(cid)), name="storage piece announce")
+        return b""
+
+    async def fetch_piece(self, event: Event) -> bytes:
+        cid_text, _, nonce = event.data.partition(b" ")
+        cid = _cid(cid_text)
+        if len(nonce) not in (0, FETCH_NONCE):
+            raise InvalidArgument(f"FETCH_PIECE takes a CID and an optional {FETCH_NONCE}-byte "
+                                  "nonce after a space")
+        data = await trio.to_thread.run_sync(self.chunks.get, digest_hex(cid))
+        if data is None:
+            raise InvalidArgument(f"this node holds no piece {cid}")
+        if nonce and event.peer != self.ctx.peer_id:
+            self.ctx.spawn(lambda: self._report(event, len(data)),
+                           name="storage delivery report")
+        return data
+
+    async def hold_manifest(self, event: Event) -> bytes:
+        try:
+            manifest = parse_manifest(event.data)
+        except ManifestError as exc:
+            raise InvalidArgument(f"manifest refused: {exc}") from None
+        await trio.to_thread.run_sync(self.manifests.put, manifest.cid, event.data)
+        self.ctx.spawn(lambda: self._announce(file_key(manifest.cid)),
+                       name="storage manifest announce")
+        return b""
+
+    async def fetch_manifest(self, event: Event) -> bytes:
+        cid = file_cid(event.data)
+        data = await trio.to_thread.run_sync(self.manifests.get, cid)
+        if data is None:
+            raise InvalidArgument(f"this node holds no manifest of {cid}")
+        return data
+
+    async def have(self, event: Event) -> bytes:
+        lines = event.data.split(b"\n") if event.data else []
+        if len(lines) > MAX_HAVE:
+            raise InvalidArgument(f"HAVE takes at most {MAX_HAVE} piece CIDs, not {len(lines)}")
+        names = [digest_hex(_cid(line)) for line in lines]
+        return await trio.to_thread.run_sync(
+            lambda: bytes(self.chunks.has(name) for name in names))
+
+    async def _announce(self, key: str) -> None:
+        async with self._announcing:
+            try:
+                await self.ctx.dht.provide(key)
+            except MeshError as exc:
+                self.ctx.log.info("could not announce a held piece", extra={
+                    "key": key, "error": str(exc)})
+
+
+class ManifestStore:
+    """Manifests under ``root``/<file CID>: the first one kept for a CID stays."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def put(self, cid: str, data: bytes) -> None:
+        path = self._root / cid
+        if path.exists():
+            return
+        self._root.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".tmp{os.getpid()}")
+        with open(temporary, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+
+    def get(self, cid: str) -> bytes | None:
+        try:
+            return (self._root / cid).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def remove(self, cid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self._root / cid).unlink()
+
+    def cids(self) -> list[str]:
+        if not self._root.exists():
+            return []
+        return sorted(p.name for p in self._root.iterdir() if FILE_CID.fullmatch(p.name))
+
+
+def file_cid(data: bytes) -> str:
+    """The file CID in ``data``, checked (it names a file under the manifest store)."""
+    text = data.decode("ascii", "replace")
+    if not FILE_CID.fullmatch(text):
+        raise InvalidArgument(f"{text[:80]!r} is not a file CID (bafy…/bafk…, from "
+                              "`meshctl storage put`)")
+    return text
+
+
+def _cid(data: bytes) -> str:
+    try:
+        text = data.decode("ascii")
+        digest_hex(text)
+    except (UnicodeDecodeError, CidError) as exc:
+        raise InvalidArgument(str(exc) if isinstance(exc, CidError)
+                              else "a piece CID is ASCII text") from None
+    return text

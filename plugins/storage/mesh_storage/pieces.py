@@ -1,0 +1,51 @@
+"""Piece CIDs: a piece is a raw IPFS block, named CIDv1(raw, sha2-256).
+
+Pure (no meshd). The CID's digest is the SHA-256 that ChunkStore files the
+bytes under, so a holder keeps pieces beside STORE_FILE chunks and an IPFS
+tool reads the same name for the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from multiformats import CID, multihash
+
+MAX_CID = 100  # characters; a raw sha2-256 CIDv1 in base32 is 59
+
+
+class CidError(ValueError):
+    """Text that is not a piece CID, or bytes that do not match one."""
+
+
+def piece_cid(data: bytes) -> str:
+    """The CID of ``data`` as a raw block: ``bafkrei…``."""
+    return cid_of_digest(hashlib.sha256(data).hexdigest())
+
+
+def cid_of_digest(digest: str) -> str:
+    """The piece CID of the bytes whose SHA-256 is ``digest`` (hex), as ChunkStore names them."""
+    return str(CID("base32", 1, "raw", multihash.wrap(bytes.fromhex(digest), "sha2-256")))
+
+
+def digest_hex(cid: str) -> str:
+    """The SHA-256 (hex) a piece CID names; CidError for anything else."""
+    if not isinstance(cid, str) or not 0 < len(cid) <= MAX_CID:
+        raise CidError(f"{str(cid)[:80]!r} is not a piece CID")
+    try:
+        parsed = CID.decode(cid)
+    except (ValueError, KeyError) as exc:
+        raise CidError(f"{cid[:80]!r} is not a CID: {exc}") from None
+    if parsed.version != 1 or parsed.codec.name != "raw" \
+            or parsed.hashfun.name != "sha2-256" or len(parsed.raw_digest) != 32:
+        raise CidError(f"{cid} is not a piece CID (CIDv1, raw, sha2-256)")
+    return bytes(parsed.raw_digest).hex()
+
+
+def check_piece(cid: str, data: bytes) -> None:
+    """CidError unless ``data`` is the piece ``cid`` names."""
+    want = digest_hex(cid)
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise CidError(f"the piece's bytes do not match its CID {cid}: they hash to "
+                       f"{piece_cid(data)}")
