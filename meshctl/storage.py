@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
-from mesh_storage import unixfs
+from mesh_storage import sealing, unixfs
 from mesh_storage.manifest import (
     FILE_CID,
     PIECE,
@@ -93,13 +93,19 @@ def storage() -> None:
 @click.option("-n", "n", type=click.IntRange(1), default=None,
               help="Pieces per stripe, each on its own holder; any n-k holders may be lost "
                    "(default: the node's, 8).")
+@click.option("--encrypt", is_flag=True,
+              help="Seal the file here first (AES-256-GCM, a new key for this file): holders "
+                   "keep ciphertext only. Prints a capability, CID#key: keep it, it is the "
+                   "only way to read the file.")
 @json_option
 @with_client
-def put(client: MeshClient, file: Path, k: int | None, n: int | None, as_json: bool) -> None:
+def put(client: MeshClient, file: Path, k: int | None, n: int | None, encrypt: bool,
+        as_json: bool) -> None:
     """Store FILE: each stripe is coded into n pieces on n other nodes.
 
     Prints the file's CID, the one `ipfs add --cid-version=1` gives the same
-    bytes; `meshctl storage get CID -o FILE` on any node gets it back.
+    bytes (with --encrypt: the sealed bytes, and a capability CID#key);
+    `meshctl storage get CID -o FILE` on any node gets it back.
     """
     layout = json.loads(_call(client, "LAYOUT", b""))
     k, n = k or layout["k"], n or layout["n"]
@@ -110,51 +116,53 @@ def put(client: MeshClient, file: Path, k: int | None, n: int | None, as_json: b
     if size == 0:
         fail(f"{file} is empty: there is nothing to store", EXIT_INVALID)
     owner = _peer_id(client)
+    key = sealing.new_key() if encrypt else None
+    step = sealing.plain_stripe_size(k * PIECE) if key else k * PIECE
     whole, leaves = hashlib.sha256(), list[unixfs.Node]()
-    stripes: list[Stripe] = []
+    lengths: list[int] = []
     holders: list[str] = []
-    subnets = n
 
-    def stripe_job(data: bytes) -> Callable[[], Any]:
+    def stored_stripes(source: BinaryIO) -> Iterator[bytes]:
+        """The file's stripes as holders will keep them (sealed, with --encrypt)."""
+        while data := source.read(step):
+            if key:
+                data = sealing.seal(key, len(lengths), data)
+            lengths.append(len(data))
+            whole.update(data)
+            leaves.extend(unixfs.leaf(data[i:i + PIECE]) for i in range(0, len(data), PIECE))
+            yield data
+
+    def job(data: bytes) -> Callable[[], Any]:
         return lambda: _call_json(client, "PUT_STRIPE", {"k": k, "n": n, "holders": holders},
                                   data)
 
-    def jobs(source: BinaryIO) -> Iterator[Callable[[], Any]]:
-        while data := source.read(k * PIECE):
-            whole.update(data)
-            leaves.extend(unixfs.leaf(data[i:i + PIECE]) for i in range(0, len(data), PIECE))
-            yield stripe_job(data)
-
+    stripes: list[Stripe] = []
+    subnets = n
     with file.open("rb") as source, _progress(size, f"storing {file.name}", as_json) as bar:
-        first = source.read(k * PIECE)  # placed alone: the others follow its holders
-        whole.update(first)
-        leaves.extend(unixfs.leaf(first[i:i + PIECE]) for i in range(0, len(first), PIECE))
-        for length, answer in zip(_lengths(size, k * PIECE),
-                                  _chain(stripe_job(first)(), _pipelined(jobs(source))),
-                                  strict=True):
-            if not holders:
-                holders.extend(answer["holders"])
+        data = stored_stripes(source)
+        first = job(next(data))()  # placed alone: the other stripes follow its holders
+        holders.extend(first["holders"])
+        for index, answer in enumerate(_chain(first, _pipelined(job(d) for d in data))):
             subnets = min(subnets, answer["subnets"])
-            stripes.append(Stripe(length, tuple(answer["pieces"]), tuple(answer["roots"])))
-            bar.update(length)
+            stripes.append(Stripe(lengths[index], tuple(answer["pieces"]),
+                                  tuple(answer["roots"])))
+            bar.update(min(step, size - index * step))
     cid = str(unixfs.tree(leaves).cid)
     try:
-        manifest = Manifest(file.name, size, cid, whole.hexdigest(), k, n, owner,
-                            tuple(stripes)).encode()
+        manifest = Manifest(file.name, sum(lengths), cid, whole.hexdigest(), k, n, owner,
+                            tuple(stripes), encrypted=key is not None).encode()
     except ManifestError as exc:
         fail(f"{file}: {exc}")
     stored = json.loads(_call(client, "PUT_MANIFEST", manifest))
     if subnets < n and not as_json:
         click.echo(f"warning: the pieces of a stripe share subnets ({subnets} distinct for "
                    f"{n} pieces): one site's failure may cost several", err=True)
-    emit({"cid": cid, "name": file.name, "size": size, "k": k, "n": n,
-          "stripes": len(stripes), "manifest_copies": stored["copies"], "subnets": subnets},
-         as_json, lambda r: r["cid"])
-
-
-def _lengths(size: int, stripe: int) -> Iterator[int]:
-    for start in range(0, size, stripe):
-        yield min(stripe, size - start)
+    result = {"cid": cid, "name": file.name, "size": size, "k": k, "n": n,
+              "stripes": len(stripes), "manifest_copies": stored["copies"], "subnets": subnets,
+              "encrypted": key is not None}
+    if key:
+        result["capability"] = sealing.capability(cid, key)
+    emit(result, as_json, lambda r: r.get("capability", r["cid"]))
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -176,14 +184,25 @@ def _peer_id(client: MeshClient) -> str:
 def get(client: MeshClient, cid: str, output: Path, as_json: bool) -> None:
     """Get the file named CID (from `storage put`) into --output.
 
-    Each stripe is rebuilt from the first k of its pieces that arrive intact,
+    CID may be a capability, CID#key, for a file stored with --encrypt. Each
+    stripe is rebuilt from the first k of its pieces that arrive intact,
     fetched in parallel from their holders anywhere in the network; the whole
     file is checked against its CID and SHA-256.
     """
+    try:
+        cid, key = sealing.parse_capability(cid)
+    except sealing.SealError as exc:
+        fail(f"not a capability: {exc}", EXIT_INVALID)
     cid = _file_cid(cid)
     manifest = _manifest(_call(client, "GET_MANIFEST", cid.encode()), cid)
+    if manifest.encrypted and key is None:
+        fail(f"{cid} is encrypted: give its capability, CID#key, as `storage put --encrypt` "
+             "printed it", EXIT_INVALID)
+    if key is not None and not manifest.encrypted:
+        fail(f"{cid} is not encrypted: give its CID alone", EXIT_INVALID)
     partial = output.with_name(f".{output.name}.part")
     whole, leaves = hashlib.sha256(), list[unixfs.Node]()
+    written = 0
 
     def job(stripe: Stripe) -> Callable[[], bytes]:
         header = {"file": cid, "k": manifest.k, "n": manifest.n, "length": stripe.length,
@@ -193,16 +212,23 @@ def get(client: MeshClient, cid: str, output: Path, as_json: bool) -> None:
     try:
         with partial.open("wb") as sink, \
                 _progress(manifest.size, f"getting {manifest.name}", as_json) as bar:
-            for stripe, data in zip(manifest.stripes,
-                                    _pipelined(job(s) for s in manifest.stripes), strict=True):
+            for index, (stripe, data) in enumerate(zip(
+                    manifest.stripes, _pipelined(job(s) for s in manifest.stripes),
+                    strict=True)):
                 if len(data) != stripe.length:
                     fail(f"a stripe of {cid} came back {len(data)} bytes, not "
                          f"{stripe.length}; try again")
-                sink.write(data)
                 whole.update(data)
                 leaves.extend(unixfs.leaf(data[i:i + PIECE]) for i in range(0, len(data),
                                                                              PIECE))
-                bar.update(len(data))
+                if key is not None:
+                    try:
+                        data = sealing.open_sealed(key, index, data)
+                    except sealing.SealError as exc:
+                        fail(str(exc))
+                sink.write(data)
+                written += len(data)
+                bar.update(stripe.length)
             sink.flush()
             os.fsync(sink.fileno())
         if str(unixfs.tree(leaves).cid) != cid or whole.hexdigest() != manifest.sha256:
@@ -211,9 +237,10 @@ def get(client: MeshClient, cid: str, output: Path, as_json: bool) -> None:
         partial.replace(output)
     finally:
         partial.unlink(missing_ok=True)
-    emit({"cid": cid, "name": manifest.name, "size": manifest.size, "output": str(output)},
-         as_json, lambda r: fields([("Got", r["name"]), ("Size", f"{r['size']} bytes"),
-                                    ("Written to", r["output"])]))
+    emit({"cid": cid, "name": manifest.name, "size": written, "output": str(output),
+          "encrypted": manifest.encrypted}, as_json,
+         lambda r: fields([("Got", r["name"]), ("Size", f"{r['size']} bytes"),
+                           ("Written to", r["output"])]))
 
 
 def _manifest(data: bytes, cid: str) -> Manifest:

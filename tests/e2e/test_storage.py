@@ -45,8 +45,8 @@ def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
     assert cid.startswith("bafybei"), put.stdout  # a UnixFS root: the CID IPFS gives it
     assert "storing dataset.bin" in put.stderr  # the progress bar's label, on stderr
     listed = ctl_json(uploader, "storage", "ls")
-    assert [(f["cid"], f["size"], f["k"], f["n"], f["stripes"]) for f in listed] == \
-        [(cid, SIZE, K, N, 48)]
+    assert [(f["cid"], f["size"], f["k"], f["n"], f["stripes"], f["encrypted"])
+            for f in listed] == [(cid, SIZE, K, N, 48, False)]
     # Every piece of every stripe is on its own holder, never the uploader.
     status = ctl_json(uploader, "storage", "status", cid)
     for stripe in status["stripes"]:
@@ -57,6 +57,16 @@ def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
     kept = sum(p.stat().st_size for h in holders
                for p in (h.data_dir / "plugins" / "storage" / "chunks").glob("??/*"))
     assert SIZE * N / K <= kept <= SIZE * N / K + N * 48 * K
+
+    # Sealed before it leaves meshctl: holders keep ciphertext only.
+    secret = tmp_path / "diary.txt"
+    secret.write_bytes(b"dear diary, the launch code is 0000\n" * 60_000)  # 2.2 MB
+    sealed = json.loads(uploader.ctl("storage", "put", str(secret), "--encrypt", "--json",
+                                     timeout=BULK).stdout)
+    assert sealed["encrypted"] and sealed["capability"].startswith(sealed["cid"] + "#")
+    for h in holders:
+        for chunk in (h.data_dir / "plugins" / "storage" / "chunks").glob("??/*"):
+            assert b"launch code" not in chunk.read_bytes()
 
     # SIGKILL any 4 holders: a fifth node still reads the file, byte for byte.
     random.shuffle(holders)
@@ -71,6 +81,15 @@ def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
     assert hashlib.sha256(out.read_bytes()).digest() == \
         hashlib.sha256(original.read_bytes()).digest()
     assert weakest(reader, cid) == K  # what is left is exactly enough
+    # The sealed file: identical for whoever has the capability, and only for them.
+    opened = tmp_path / "diary-copy.txt"
+    reader.ctl("storage", "get", sealed["capability"], "-o", str(opened), timeout=BULK)
+    assert opened.read_bytes() == secret.read_bytes()
+    bare = reader.ctl("storage", "get", sealed["cid"], "-o", str(tmp_path / "x"), check=False)
+    assert bare.returncode == 2 and "is encrypted: give its capability" in bare.stderr
+    other_key = sealed["cid"] + "#" + "A" * 43
+    wrong = reader.ctl("storage", "get", other_key, "-o", str(tmp_path / "x"), check=False)
+    assert wrong.returncode == 1 and "does not open with this key" in wrong.stderr
 
     # A piece that does not match its CID is refused, with the reason.
     piece = os.urandom(1000)

@@ -11,7 +11,7 @@ import sys
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mesh_storage import erasure
+from mesh_storage import erasure, sealing
 from mesh_storage.manifest import (
     MAX_MANIFEST,
     PIECE,
@@ -139,3 +139,26 @@ def test_meshctl_without_the_storage_package_says_what_to_install() -> None:
     version = subprocess.run([sys.executable, "-c", hide, "version"], capture_output=True,
                              text=True, timeout=60)
     assert version.returncode == 0 and "meshctl" in version.stdout
+
+
+@given(st.binary(max_size=3000), st.integers(0, 1 << 40))
+def test_a_sealed_stripe_opens_with_its_key_and_index_only(plain: bytes, index: int) -> None:
+    key = sealing.new_key()
+    sealed = sealing.seal(key, index, plain)
+    assert len(sealed) == len(plain) + sealing.TAG_BYTES
+    assert sealing.open_sealed(key, index, sealed) == plain
+    with pytest.raises(sealing.SealError, match="does not open"):
+        sealing.open_sealed(sealing.new_key(), index, sealed)
+    with pytest.raises(sealing.SealError, match="does not open"):
+        sealing.open_sealed(key, index + 1, sealed)  # stripes cannot be swapped
+    with pytest.raises(sealing.SealError, match="does not open"):
+        sealing.open_sealed(key, index, bytes([sealed[0] ^ 1]) + sealed[1:])
+
+
+def test_a_capability_carries_the_cid_and_the_key() -> None:
+    key = sealing.new_key()
+    assert sealing.parse_capability(sealing.capability(FILE, key)) == (FILE, key)
+    assert sealing.parse_capability(f" {FILE} ") == (FILE, None)
+    for bad in (f"{FILE}#", f"{FILE}#short", f"{FILE}#{'A' * 50}", f"{FILE}#!!!"):
+        with pytest.raises(sealing.SealError, match="32-byte key"):
+            sealing.parse_capability(bad)

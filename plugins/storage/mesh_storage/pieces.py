@@ -34,7 +34,7 @@ def digest_hex(cid: str) -> str:
         raise CidError(f"{str(cid)[:80]!r} is not a piece CID")
     try:
         parsed = CID.decode(cid)
-    except (ValueError, KeyError) as exc:
+    except Exception as exc:  # multiformats raises ValueError, KeyError or IndexError on junk
         raise CidError(f"{cid[:80]!r} is not a CID: {exc}") from None
     if parsed.version != 1 or parsed.codec.name != "raw" \
             or parsed.hashfun.name != "sha2-256" or len(parsed.raw_digest) != 32:
