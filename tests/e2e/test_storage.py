@@ -115,3 +115,41 @@ def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
     refused = reader.ctl("plugins", "call", "storage", "GET_MANIFEST", cid, "--peer",
                          alive[1].status()["peer_id"], check=False)
     assert refused.returncode == 1 and "is for this node's operator" in refused.stderr
+
+
+def test_a_holder_that_dies_is_repaired_after_the_grace_without_the_owner(
+        node: Callable[..., Meshd], tmp_path: Path) -> None:
+    config = tmp_path / "repair.toml"
+    config.write_text("[plugins.settings.storage]\nrepair_every = 1\nrepair_grace = 4\n")
+    owner = node("owner", "--config", str(config))
+    bootstrap = ("--bootstrap", owner.status()["listen_addrs"][0])
+    others = [node(f"r{i}", *bootstrap, "--config", str(config)) for i in range(5)]
+    connected([owner, *others])
+    eventually_blocking(lambda: len(ctl_json(owner, "storage", "holders")) == 5,
+                        timeout=60, interval=0.5, what="every node to announce itself")
+    original = tmp_path / "album.bin"
+    original.write_bytes(os.urandom(1_500_000))  # 3 stripes of 2 pieces (k=2, n=3)
+    cid = ctl_json(owner, "storage", "put", str(original), "-k", "2", "-n", "3")["cid"]
+    by_id = {o.status()["peer_id"]: o for o in others}
+    first = ctl_json(others[0], "storage", "status", cid)
+    holding = {h for s in first["stripes"] for p in s["pieces"] for h in p["holders"]}
+    victim_id = sorted(holding)[0]
+    victim = by_id[victim_id]
+
+    # The owner goes offline, and a holder dies: the others notice, wait out
+    # the grace, and put its pieces back on nodes that hold none of the stripe.
+    owner.kill()
+    victim.kill()
+    witness = next(o for o in others if o is not victim)
+    healed = eventually_blocking(
+        lambda: ctl_json(witness, "storage", "status", cid),
+        lambda st: all(s["healthy"] == 3 for s in st["stripes"]), timeout=90, interval=1,
+        what=f"the pieces {victim.name} held to be repaired")
+    for stripe in healed["stripes"]:
+        holders = [p["holders"] for p in stripe["pieces"]]
+        assert len({h for hs in holders for h in hs}) >= 3  # still one holder per piece
+        assert all(victim_id not in hs for hs in holders)
+    assert any("repaired a stripe" in o.log() for o in others if o is not victim)
+    out = tmp_path / "copy.bin"
+    ctl_json(witness, "storage", "get", cid, "-o", str(out))
+    assert out.read_bytes() == original.read_bytes()

@@ -249,6 +249,11 @@ class Files:
                 digest_hex(cid)
         except CidError as exc:
             raise InvalidArgument(str(exc)) from None
+        return await self.rebuild(file, coding, length, cids)
+
+    async def rebuild(self, file: str, coding: Coding, length: int, cids: list[str]) -> bytes:
+        """A stripe from the first k of its pieces that arrive intact; InvalidArgument
+        saying how many came when fewer than k do."""
         got: dict[int, bytes] = {}
         errors: list[str] = []
         for round_ in range(FETCH_ROUNDS):

@@ -6,7 +6,8 @@ Wiring only; each part is its own module:
   HOLD_MANIFEST, FETCH_MANIFEST), announced in the DHT;
 * files.py: what ``meshctl storage`` asks of its own node (PUT_STRIPE,
   GET_STRIPE, PUT_MANIFEST, GET_MANIFEST, STATUS, FILES, HOLDERS, LAYOUT);
-* deliveries.py: receipts for pieces and chunks served.
+* deliveries.py: receipts for pieces and chunks served;
+* repair.py: pieces whose holders are gone, rebuilt and placed again.
 
 Chunk events, the seed's example handler (docs/plugins.md §7 gives the wire shapes):
 
@@ -25,7 +26,9 @@ applies checks both.
 
 Configuration (``[plugins.settings.storage]`` in meshd's config):
 ``capacity_bytes`` (default 1 GiB); ``k`` and ``n``, the coding of files
-this node stores when ``meshctl storage put`` names none (default 4 of 8).
+this node stores when ``meshctl storage put`` names none (default 4 of 8);
+``repair_every`` and ``repair_grace``, seconds between repair checks
+(default 600) and before a missing piece is rebuilt (default 3600).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from mesh_storage.erasure import Coding, ErasureError
 from mesh_storage.files import DEFAULT_K, DEFAULT_N, MAX_K, MAX_N, Files
 from mesh_storage.holding import FETCH_NONCE, Holding
 from mesh_storage.manifest import MAX_CHUNK
+from mesh_storage.repair import DEFAULT_EVERY, DEFAULT_GRACE, Repairer
 from meshd.plugin import (
     Context,
     Event,
@@ -72,13 +76,18 @@ class StoragePlugin(Plugin):
         self.deliveries = Deliveries(ctx)
         self.holding = Holding(ctx, self.chunks, self.deliveries.report)
         self.files = Files(ctx, self.chunks, self.holding, self.deliveries, k, n)
+        self.repairer = Repairer(ctx, self.files, self.holding,
+                                 every=_whole(ctx.config, "repair_every", DEFAULT_EVERY, 1),
+                                 grace=_whole(ctx.config, "repair_grace", DEFAULT_GRACE))
         ctx.on("STORE_FILE", self.store_file)
         ctx.on("RETRIEVE_FILE", self.retrieve_file)
         ctx.on("VERIFY_STORAGE", self.verify_storage)
         ctx.handle_task("STORE_FILE", self.store_task, verify=self.check_stored)
 
     async def run(self, ctx: Context) -> None:
-        await self.holding.announce_forever()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.holding.announce_forever)
+            nursery.start_soon(self.repairer.run_forever)
 
     async def store_task(self, task: TaskRequest) -> TaskResult:
         name = await self.store_file(Event(task.requester, "STORE_FILE", task.payload))
@@ -123,11 +132,11 @@ class StoragePlugin(Plugin):
         return storage_proof(nonce, data)
 
 
-def _whole(config: Any, key: str, default: int) -> int:
+def _whole(config: Any, key: str, default: int, least: int = 0) -> int:
     value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"plugins.settings.storage.{key} must be a whole number, "
-                         f"not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"plugins.settings.storage.{key} must be a whole number of at least "
+                         f"{least}, not {value!r}")
     return value
 
 

@@ -1,0 +1,141 @@
+"""Repair: pieces whose holders are gone are rebuilt and placed again, owner or not.
+
+Every node that keeps a file's manifest checks the file each ``every``
+seconds: which of its pieces have a live holder (``Files.who_has``, asked of
+the holders now, not of the DHT). A piece missing for longer than ``grace``
+seconds in a stripe with fewer than ``threshold`` live pieces is rebuilt:
+the node fetches any k pieces of the stripe, decodes it, codes it again
+(zfec is deterministic, so the rebuilt piece has the manifest's CID, which is
+checked) and places it on a node that holds no piece of that stripe
+(placement.py). The manifest does not change: the new holder announces the
+piece in the DHT.
+
+So that the nodes keeping a manifest do not all repair the same stripe, the
+one whose hash with the file's CID is lowest among the stripe's live
+holders and itself goes first; the others step in after twice the grace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import trio
+
+from mesh_storage import erasure
+from mesh_storage.files import PIECE_TIMEOUT, Files
+from mesh_storage.holding import Holding
+from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
+from mesh_storage.pieces import digest_hex, piece_cid
+from mesh_storage.placement import NotEnoughHolders, place
+from meshd.plugin import Context, MeshError
+
+DEFAULT_EVERY = 600  # seconds between checks of the files this node keeps a manifest of
+DEFAULT_GRACE = 3600  # seconds a piece may be missing before it is rebuilt elsewhere
+
+
+def threshold(manifest: Manifest) -> int:
+    """Live pieces below which a stripe is repaired: k plus half the spares, rounded up."""
+    return manifest.k + -(-(manifest.n - manifest.k) // 2)
+
+
+@dataclass
+class Repaired:
+    """What this node has repaired since it started (for logs and STATUS)."""
+
+    pieces: int = 0
+    last_at: float = 0.0  # trio clock
+
+
+class Repairer:
+    def __init__(self, ctx: Context, files: Files, holding: Holding, every: float,
+                 grace: float) -> None:
+        self.ctx = ctx
+        self.files = files
+        self.holding = holding
+        self.every = every
+        self.grace = grace
+        self.missing_since: dict[tuple[str, int, int], float] = {}  # (file, stripe, piece)
+        self.repaired = Repaired()
+
+    async def run_forever(self) -> None:
+        while True:
+            await trio.sleep(self.every)
+            for cid in await trio.to_thread.run_sync(self.holding.manifests.cids):
+                data = await trio.to_thread.run_sync(self.holding.manifests.get, cid)
+                try:
+                    manifest = parse_manifest(data or b"")
+                except ManifestError:
+                    continue
+                try:
+                    await self.check(manifest)
+                except MeshError as exc:  # the network is busy or split: next time
+                    self.ctx.log.info("repair check failed", extra={"file": cid,
+                                                                    "error": str(exc)})
+
+    async def check(self, manifest: Manifest) -> None:
+        cids = [cid for stripe in manifest.stripes for cid in stripe.pieces]
+        others = await self.files.who_has(cids)
+        mine = await trio.to_thread.run_sync(
+            lambda: [self.files.chunks.has(digest_hex(cid)) for cid in cids])
+        now = trio.current_time()
+        for s in range(len(manifest.stripes)):
+            base = s * manifest.n
+            holders = [set(others[base + i]) | ({self.ctx.peer_id} if mine[base + i] else set())
+                       for i in range(manifest.n)]
+            missing = [i for i in range(manifest.n) if not holders[i]]
+            for i in range(manifest.n):
+                if holders[i]:
+                    self.missing_since.pop((manifest.cid, s, i), None)
+                else:
+                    self.missing_since.setdefault((manifest.cid, s, i), now)
+            if not missing or manifest.n - len(missing) >= threshold(manifest):
+                continue
+            since = min(self.missing_since[(manifest.cid, s, i)] for i in missing)
+            live = set().union(*holders) | {self.ctx.peer_id}
+            first = min(live, key=lambda p: hashlib.sha256(
+                (manifest.cid + p).encode()).digest())
+            wait = self.grace if first == self.ctx.peer_id else 2 * self.grace
+            if now - since < wait:
+                continue
+            await self.repair(manifest, s, missing, set().union(*holders))
+
+    async def repair(self, manifest: Manifest, s: int, missing: list[int],
+                     holding_stripe: set[str]) -> None:
+        stripe = manifest.stripes[s]
+        data = await self.files.rebuild(manifest.cid, manifest.coding, stripe.length,
+                                        list(stripe.pieces))
+        pieces = await trio.to_thread.run_sync(erasure.encode, data, manifest.coding)
+        for i in missing:
+            if piece_cid(pieces[i]) != stripe.pieces[i]:
+                self.ctx.log.error("a rebuilt piece does not match the manifest's CID", extra={
+                    "file": manifest.cid, "stripe": s, "piece": i})
+                return
+        try:
+            plan = place(await self.files.candidates(fresh=True), len(missing),
+                         uploader=manifest.owner, avoid=holding_stripe)
+        except NotEnoughHolders as exc:
+            self.ctx.log.warning("cannot repair: not enough nodes", extra={
+                "file": manifest.cid, "stripe": s, "error": str(exc)})
+            return
+        placed = 0
+
+        async def send(i: int, holder: str) -> None:
+            nonlocal placed
+            data = stripe.pieces[i].encode() + b"\n" + pieces[i]
+            try:
+                await self.ctx.request(holder, "HOLD_PIECE", data, timeout=PIECE_TIMEOUT)
+            except MeshError as exc:
+                self.ctx.log.info("a new holder refused a repaired piece", extra={
+                    "peer_id": holder, "error": str(exc)})
+                return
+            placed += 1
+            self.missing_since.pop((manifest.cid, s, i), None)
+
+        async with trio.open_nursery() as nursery:
+            for i, holder in zip(missing, plan.holders, strict=True):
+                nursery.start_soon(send, i, holder)
+        self.repaired.pieces += placed
+        self.repaired.last_at = trio.current_time()
+        self.ctx.log.info("repaired a stripe", extra={
+            "file": manifest.cid, "stripe": s, "pieces": placed, "missing": len(missing)})
