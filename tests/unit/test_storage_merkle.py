@@ -7,6 +7,8 @@ import hashlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mesh_storage import merkle
+from mesh_storage.audit import AuditError, answer, check
 from mesh_storage.merkle import ProofError, audit_path, root, segments, verify
 
 from tests.properties import examples
@@ -55,3 +57,19 @@ def test_malformed_questions_are_false_not_errors(index: int, count: int,
 def test_an_index_outside_the_piece_has_no_path() -> None:
     with pytest.raises(ProofError, match="not one of the piece's 2"):
         audit_path(b"y" * (SIZE + 1), 2, SIZE)
+
+
+def test_a_forged_answer_or_a_wrong_path_is_refused_with_the_reason() -> None:
+    piece = bytes(range(256)) * 320 + b"tail"
+    root = merkle.root(piece, 16384)
+    good = answer(piece, 3, 16384)
+    check(good, root, 3, 6)
+    for forged, reason in ((good[:-1] + bytes([good[-1] ^ 1]), "do not lead to the piece's"),
+                           (good[:1 + 32] + bytes(32) + good[1 + 64:], "do not lead"),
+                           (good[:20], "cut short"), (b"", "empty")):
+        try:
+            check(forged, root, 3, 6)
+        except AuditError as exc:
+            assert reason in str(exc)
+        else:
+            raise AssertionError(f"{forged[:8]!r} passed")

@@ -1,9 +1,11 @@
-"""Receipts for deliveries: a holder that serves a piece or chunk is countersigned for it.
+"""Receipts for answers: a holder that served a piece or passed an audit is countersigned.
 
-The asker adds a fresh nonce to its fetch; the holder, having answered,
-reports the delivery (``ctx.report_task``, kind ``RETRIEVE_FILE``, units the
-KiB served). The asker countersigns only a report of a fetch it made, whose
-answer arrived intact, and only once: a holder cannot invent deliveries.
+The asker makes each request unique (a fetch nonce; an audit's segment and
+epoch); the holder, having answered, reports it (``ctx.report_task``: kind
+``RETRIEVE_FILE`` for deliveries, units the KiB served; kind ``KEEP`` for
+audits passed, units the KiB of the file it holds). The asker countersigns
+only a report of a request it made, whose answer checked, and only once: a
+holder cannot invent deliveries or audits.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from meshd.plugin import Context, Event, MeshError, TaskReport
 
 FETCHES_KEPT = 1024  # this node's recent fetches from peers, awaiting their reports
 REPORT_WAIT = 10.0  # a report that overtakes its fetch's answer waits this long for it
-KIND = "RETRIEVE_FILE"
 
 
 def units_of(size: int) -> int:
@@ -33,11 +34,12 @@ class Fetch:
 
 
 class Deliveries:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, kind: str = "RETRIEVE_FILE") -> None:
         self.ctx = ctx
+        self.kind = kind
         # (provider, the fetch's event data) -> the fetch, oldest first.
         self.fetches: dict[tuple[str, bytes], Fetch] = {}
-        ctx.accept_reports(KIND, self.check)
+        ctx.accept_reports(kind, self.check)
 
     def expect(self, peer: str, ask: bytes) -> Fetch:
         """Record a fetch about to be sent to ``peer``."""
@@ -66,9 +68,9 @@ class Deliveries:
         return fetch.units > 0 and report.units == fetch.units
 
     async def report(self, event: Event, size: int) -> None:
-        """As the holder: report that ``event`` was answered with ``size`` bytes."""
+        """As the holder: report that ``event`` was answered, for ``size`` bytes."""
         try:
-            receipt = await self.ctx.report_task(event.peer, KIND, event.data,
+            receipt = await self.ctx.report_task(event.peer, self.kind, event.data,
                                                  units=units_of(size))
         except MeshError as exc:
             self.ctx.log.info("delivery not countersigned", extra={

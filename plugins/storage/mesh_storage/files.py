@@ -25,6 +25,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -61,6 +62,17 @@ HINTS_KEPT = 4096
 FAILED_FOR = 30.0  # seconds a holder that failed a fetch is not asked again
 
 
+@dataclass(frozen=True)
+class Audit:
+    """The last audit of one piece by this node (audit.py)."""
+
+    epoch: int
+    holder: str
+    ok: bool
+    reason: str = ""  # why it failed
+    at: float = 0.0  # trio clock
+
+
 class Files:
     def __init__(self, ctx: Context, chunks: ChunkStore, holding: Holding,
                  deliveries: Deliveries, k: int, n: int) -> None:
@@ -73,6 +85,7 @@ class Files:
         self.latency: dict[str, float] = {}  # seconds, a moving average per holder
         self.hints: dict[tuple[str, int], str] = {}  # (file, piece index) -> who served it
         self.failed: dict[str, float] = {}  # holder -> when a fetch from it last failed
+        self.audits: dict[str, Audit] = {}  # piece CID -> this node's last audit of it
         for name, handler in (("LAYOUT", self.layout), ("PUT_STRIPE", self.put_stripe),
                               ("PUT_MANIFEST", self.put_manifest),
                               ("GET_MANIFEST", self.get_manifest),
@@ -405,9 +418,18 @@ class Files:
         holders = {cid: sorted(others + [self.ctx.peer_id] * held) for cid, others, held
                    in zip(cids, await self.who_has(cids), mine, strict=True)}
         stripes = [{"length": s.length, "healthy": sum(1 for c in s.pieces if holders[c]),
-                    "pieces": [{"cid": c, "holders": holders[c]} for c in s.pieces]}
+                    "pieces": [{"cid": c, "holders": holders[c], "audit": self._audit(c)}
+                               for c in s.pieces]}
                    for s in manifest.stripes]
         return _json({**_summary(manifest), "stripes": stripes})
+
+    def _audit(self, cid: str) -> dict[str, Any] | None:
+        audit = self.audits.get(cid)
+        if audit is None:
+            return None
+        return {"epoch": audit.epoch, "holder": audit.holder, "ok": audit.ok,
+                "reason": audit.reason,
+                "seconds_ago": round(trio.current_time() - audit.at, 1)}
 
     async def files(self, event: Event) -> bytes:
         everything = event.data == b"all"

@@ -7,6 +7,7 @@ Wiring only; each part is its own module:
 * files.py: what ``meshctl storage`` asks of its own node (PUT_STRIPE,
   GET_STRIPE, PUT_MANIFEST, GET_MANIFEST, STATUS, FILES, HOLDERS, LAYOUT);
 * deliveries.py: receipts for pieces and chunks served;
+* audit.py: proofs of storage, each epoch, paid for when they pass;
 * repair.py: pieces whose holders are gone, rebuilt and placed again.
 
 Chunk events, the seed's example handler (docs/plugins.md §7 gives the wire shapes):
@@ -28,7 +29,8 @@ Configuration (``[plugins.settings.storage]`` in meshd's config):
 ``capacity_bytes`` (default 1 GiB); ``k`` and ``n``, the coding of files
 this node stores when ``meshctl storage put`` names none (default 4 of 8);
 ``repair_every`` and ``repair_grace``, seconds between repair checks
-(default 600) and before a missing piece is rebuilt (default 3600).
+(default 600) and before a missing piece is rebuilt (default 3600);
+``audit_every``, seconds between audit rounds (default 0: once per epoch).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 import trio
 
+from mesh_storage.audit import Auditor
 from mesh_storage.chunks import ChunkStore, StorageFull, check_hash, chunk_hash, storage_proof
 from mesh_storage.deliveries import Deliveries, units_of
 from mesh_storage.erasure import Coding, ErasureError
@@ -76,6 +79,8 @@ class StoragePlugin(Plugin):
         self.deliveries = Deliveries(ctx)
         self.holding = Holding(ctx, self.chunks, self.deliveries.report)
         self.files = Files(ctx, self.chunks, self.holding, self.deliveries, k, n)
+        self.auditor = Auditor(ctx, self.files, self.holding,
+                               every=_whole(ctx.config, "audit_every", 0))
         self.repairer = Repairer(ctx, self.files, self.holding,
                                  every=_whole(ctx.config, "repair_every", DEFAULT_EVERY, 1),
                                  grace=_whole(ctx.config, "repair_grace", DEFAULT_GRACE))
@@ -88,6 +93,7 @@ class StoragePlugin(Plugin):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.holding.announce_forever)
             nursery.start_soon(self.repairer.run_forever)
+            nursery.start_soon(self.auditor.run_forever)
 
     async def store_task(self, task: TaskRequest) -> TaskResult:
         name = await self.store_file(Event(task.requester, "STORE_FILE", task.payload))

@@ -2,7 +2,8 @@
 
 Every node that keeps a file's manifest checks the file each ``every``
 seconds: which of its pieces have a live holder (``Files.who_has``, asked of
-the holders now, not of the DHT). A piece missing for longer than ``grace``
+the holders now, not of the DHT) that did not fail this node's last audit
+of it (audit.py). A piece missing for longer than ``grace``
 seconds in a stripe with fewer than ``threshold`` live pieces is rebuilt:
 the node fetches any k pieces of the stripe, decodes it, codes it again
 (zfec is deterministic, so the rebuilt piece has the manifest's CID, which is
@@ -83,6 +84,14 @@ class Repairer:
             base = s * manifest.n
             holders = [set(others[base + i]) | ({self.ctx.peer_id} if mine[base + i] else set())
                        for i in range(manifest.n)]
+            # A holder that failed this node's last audit of a piece does not count
+            # as holding it, and is not given it back.
+            failed = set()
+            for i, cid in enumerate(manifest.stripes[s].pieces):
+                audit = self.files.audits.get(cid)
+                if audit is not None and not audit.ok:
+                    holders[i].discard(audit.holder)
+                    failed.add(audit.holder)
             missing = [i for i in range(manifest.n) if not holders[i]]
             for i in range(manifest.n):
                 if holders[i]:
@@ -98,7 +107,7 @@ class Repairer:
             wait = self.grace if first == self.ctx.peer_id else 2 * self.grace
             if now - since < wait:
                 continue
-            await self.repair(manifest, s, missing, set().union(*holders))
+            await self.repair(manifest, s, missing, set().union(*holders) | failed)
 
     async def repair(self, manifest: Manifest, s: int, missing: list[int],
                      holding_stripe: set[str]) -> None:

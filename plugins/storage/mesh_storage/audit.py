@@ -1,0 +1,176 @@
+"""Proofs of storage: holders are challenged for random segments of their pieces.
+
+Each audit round (once per epoch, or every ``audit_every`` seconds when the
+node's config says so), a node audits the files it keeps a manifest of: for
+each holder of the file, one random piece it holds and one random segment of
+it. The holder answers ``AUDIT`` with the segment and its Merkle path; the
+auditor checks them against the root in the manifest (merkle.py), which
+only a node holding that segment can pass. A random segment of a random
+piece each round catches a holder missing a fraction p of its segments
+within N rounds with probability 1 - (1 - p)^N.
+
+* A pass is paid for keeping: the holder reports ``KEEP`` (detail: the
+  AUDIT request, which names the epoch and the piece), for the KiB of the
+  file's pieces it holds, and the auditor countersigns it once per epoch and
+  piece (deliveries.py): a receipt in the ledger, counted in the tasks pool
+  like any other.
+* A failure (no answer, no piece, a segment or path that does not check) is
+  recorded with its reason; STATUS shows each piece's last audit, and
+  repair treats a piece whose last audit failed as missing.
+
+``AUDIT``: a piece CID, a segment index, the segment size, the epoch and
+the bytes of the file the holder is audited for, separated by spaces; the
+answer is a byte (the number of path hashes), the path (32 bytes each,
+bottom first) and the segment.
+"""
+
+from __future__ import annotations
+
+import random
+
+import trio
+
+from mesh_storage import merkle
+from mesh_storage.deliveries import Deliveries
+from mesh_storage.erasure import piece_size
+from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
+from mesh_storage.holding import Holding
+from mesh_storage.manifest import PIECE, Manifest, ManifestError, parse_manifest
+from mesh_storage.pieces import CidError, digest_hex
+from meshd.plugin import Context, Event, InvalidArgument, MeshError
+
+KEEP = "KEEP"
+POLL = 1.0  # seconds between looks at the epoch clock
+HASH = 32
+
+
+class AuditError(Exception):
+    """An answer that does not prove the segment; the message says why."""
+
+
+def answer(piece: bytes, index: int, segment: int) -> bytes:
+    """The holder's answer: path length, path, segment."""
+    path = merkle.audit_path(piece, index, segment)
+    return bytes([len(path)]) + b"".join(path) + merkle.segments(piece, segment)[index]
+
+
+def check(answer_: bytes, root: bytes, index: int, count: int) -> None:
+    """AuditError unless ``answer_`` proves segment ``index`` of ``count`` under ``root``."""
+    if not answer_:
+        raise AuditError("the answer is empty")
+    hashes = answer_[0]
+    path_end = 1 + hashes * HASH
+    if hashes > merkle.MAX_PATH or len(answer_) < path_end:
+        raise AuditError(f"the answer is cut short: {hashes} path hashes announced, "
+                         f"{max(0, len(answer_) - 1) // HASH} sent")
+    path = [answer_[1 + i * HASH:1 + (i + 1) * HASH] for i in range(hashes)]
+    if not merkle.verify(root, index, count, answer_[path_end:], path):
+        raise AuditError(f"segment {index} and its Merkle path do not lead to the piece's root")
+
+
+class Auditor:
+    def __init__(self, ctx: Context, files: Files, holding: Holding, every: int) -> None:
+        self.ctx = ctx
+        self.files = files
+        self.holding = holding
+        self.every = every  # seconds; 0: once per epoch
+        self.last = files.audits  # piece CID -> its last audit by this node (STATUS shows it)
+        self.keeps = Deliveries(ctx, KEEP)
+        self._paid: set[tuple[int, str, str]] = set()  # (epoch, holder, piece) countersigned
+        ctx.on("AUDIT", self.answer)
+
+    # --- the holder's side --------------------------------------------------
+
+    async def answer(self, event: Event) -> bytes:
+        try:
+            cid, index, segment, _epoch, held = _audit_request(event.data)
+        except (UnicodeDecodeError, ValueError, CidError):
+            raise InvalidArgument("AUDIT takes a piece CID, a segment index, a segment size, "
+                                  "an epoch and the bytes held, separated by spaces") from None
+        piece = await trio.to_thread.run_sync(self.files.chunks.get, digest_hex(cid))
+        if piece is None:
+            raise InvalidArgument(f"this node holds no piece {cid}")
+        try:
+            proof = await trio.to_thread.run_sync(answer, piece, index, segment)
+        except merkle.ProofError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if event.peer != self.ctx.peer_id:
+            self.ctx.spawn(lambda: self.keeps.report(event, held), name="storage keep report")
+        return proof
+
+    # --- the auditor's side -------------------------------------------------
+
+    async def run_forever(self) -> None:
+        last_epoch = -1
+        while True:
+            epoch = self.ctx.ledger.clock_epoch()
+            if self.every or epoch != last_epoch:
+                last_epoch = epoch
+                await self.round(epoch)
+            await trio.sleep(self.every or POLL)
+
+    async def round(self, epoch: int) -> None:
+        for cid in await trio.to_thread.run_sync(self.holding.manifests.cids):
+            data = await trio.to_thread.run_sync(self.holding.manifests.get, cid)
+            try:
+                manifest = parse_manifest(data or b"")
+            except ManifestError:
+                continue
+            try:
+                await self.audit_file(manifest, epoch)
+            except MeshError as exc:
+                self.ctx.log.info("audit round failed", extra={"file": cid, "error": str(exc)})
+
+    async def audit_file(self, manifest: Manifest, epoch: int) -> None:
+        """One random piece of each holder of the file, one random segment of it."""
+        pieces = [(s, i, cid) for s, stripe in enumerate(manifest.stripes)
+                  for i, cid in enumerate(stripe.pieces)]
+        held: dict[str, list[int]] = {}  # holder -> indices into pieces
+        for at, peers in enumerate(await self.files.who_has([c for _, _, c in pieces])):
+            for peer in peers:
+                held.setdefault(peer, []).append(at)
+
+        async def one(holder: str, indices: list[int]) -> None:
+            s, i, cid = pieces[random.choice(indices)]
+            held_bytes = sum(piece_size(manifest.stripes[pieces[j][0]].length, manifest.k)
+                             for j in indices)
+            await self.audit(holder, cid, bytes.fromhex(manifest.stripes[s].roots[i]),
+                             piece_size(manifest.stripes[s].length, manifest.k),
+                             manifest.segment, epoch, held_bytes)
+
+        async with trio.open_nursery() as nursery:
+            for holder, indices in held.items():
+                if holder != self.ctx.peer_id:
+                    nursery.start_soon(one, holder, indices)
+
+    async def audit(self, holder: str, cid: str, root: bytes, size: int, segment: int,
+                    epoch: int, held_bytes: int) -> Audit:
+        """Challenge ``holder`` for a random segment of piece ``cid``; record the result."""
+        count = max(1, -(-size // segment))
+        index = random.randrange(count)
+        ask = f"{cid} {index} {segment} {epoch} {held_bytes}".encode()
+        expected = self.keeps.expect(holder, ask)
+        try:
+            got = await self.ctx.request(holder, "AUDIT", ask, timeout=PIECE_TIMEOUT)
+            check(got, root, index, count)
+            result = Audit(epoch, holder, True, at=trio.current_time())
+        except (MeshError, AuditError) as exc:
+            result = Audit(epoch, holder, False, str(exc), trio.current_time())
+            self.ctx.log.warning("a holder failed an audit", extra={
+                "peer_id": holder, "piece": cid, "segment": index, "error": str(exc)})
+        first_pass = result.ok and (epoch, holder, cid) not in self._paid
+        if first_pass:  # paid once per epoch and piece, however often audited
+            self._paid.add((epoch, holder, cid))
+            self._paid = {p for p in self._paid if p[0] >= epoch - 1}
+        self.keeps.answered(holder, ask, expected, held_bytes if first_pass else 0)
+        self.last[cid] = result
+        return result
+
+
+def _audit_request(data: bytes) -> tuple[str, int, int, int, int]:
+    cid, index, segment, epoch, held = data.decode("ascii").split(" ")
+    digest_hex(cid)
+    numbers = int(index), int(segment), int(epoch), int(held)
+    if not 0 < numbers[1] <= PIECE or min(numbers) < 0 or numbers[3] < 1:
+        raise ValueError("out of range")
+    return cid, *numbers

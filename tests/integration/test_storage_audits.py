@@ -1,0 +1,132 @@
+"""Proofs of storage between real daemons: audits are paid, a liar is caught, repair follows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import grpc
+import trio
+from mesh_storage import unixfs
+from mesh_storage.holding import Holding
+from mesh_storage.manifest import PIECE, Manifest, Stripe
+from mesh_storage.pieces import digest_hex
+from mesh_storage.plugin import StoragePlugin
+
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from meshd.plugin import Event
+from meshd.testing import Node, eventually, open_network, plugin_under_test
+
+K, N = 2, 3
+STRIPES = 20
+
+
+async def store(owner: Node, data: bytes) -> Manifest:
+    """What `meshctl storage put` does, through the owner's operator events."""
+    stripes, holders = [], []
+    for start in range(0, len(data), K * PIECE):
+        stripe = data[start:start + K * PIECE]
+        header = json.dumps({"k": K, "n": N, "holders": holders}).encode()
+        answer = json.loads(await owner.call("storage", "PUT_STRIPE", header + b"\n" + stripe,
+                                             timeout=60))
+        holders = answer["holders"]
+        stripes.append(Stripe(len(stripe), tuple(answer["pieces"]), tuple(answer["roots"])))
+    cid = str(unixfs.root(data[i:i + PIECE] for i in range(0, len(data), PIECE)).cid)
+    manifest = Manifest("f.bin", len(data), cid, hashlib.sha256(data).hexdigest(), K, N,
+                        owner.peer_id, tuple(stripes))
+    await owner.call("storage", "PUT_MANIFEST", manifest.encode(), timeout=60)
+    return manifest
+
+
+def keep_receipts(socket: Path) -> int:
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        history = ledger_pb2_grpc.LedgerServiceStub(channel).ListHistory(
+            ledger_pb2.ListHistoryRequest(limit=1000), timeout=10)
+    return sum(1 for e in history.entries if e.kind == "task_receipt")
+
+
+async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
+        tmp_path: Path) -> None:
+    made: list[StoragePlugin] = []
+
+    def factory() -> StoragePlugin:
+        made.append(StoragePlugin())
+        return made[-1]
+
+    settings = {"plugins.settings": {"storage": {"repair_every": 3600}}}  # driven by hand
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
+                                config=settings) as net:
+            plugin = {p.ctx.peer_id: p for p in made}
+            owner = net.nodes[0]
+            auditor = plugin[owner.peer_id]
+            await eventually(lambda: len(auditor.ctx.peers()) == 4, timeout=30,
+                             what="the owner to see every node")
+            await eventually(_all_announced(auditor), timeout=60, what="every holder announced")
+            manifest = await store(owner, os.urandom(STRIPES * K * PIECE - 1000))
+            holders = sorted({h for h in await auditor.files.who_has(
+                [c for s in manifest.stripes for c in s.pieces]) for h in h})
+            assert len(holders) == N and owner.peer_id not in holders
+
+            # An honest round: every holder passes, and is paid for keeping.
+            receipts_before = await trio.to_thread.run_sync(keep_receipts, owner.socket)
+            await auditor.auditor.audit_file(manifest, epoch=1)
+            assert sorted(a.holder for a in auditor.files.audits.values() if a.ok) == holders
+            await eventually(lambda: _receipts(owner, receipts_before + N), timeout=30,
+                             what="the owner to countersign a KEEP for each holder")
+
+            # One holder deletes 10% of its pieces and goes on saying it has them.
+            liar = plugin[holders[0]]
+            mine = [c for s in manifest.stripes for c in s.pieces
+                    if liar.chunks.has(digest_hex(c))]
+            deleted = mine[:len(mine) // 10]
+            for cid in deleted:
+                name = digest_hex(cid)
+                (liar.ctx.data_dir / "chunks" / name[:2] / name).unlink()
+            claim_still_holding(liar.holding, mine)
+
+            rounds = 0
+            while not any(not a.ok for a in auditor.files.audits.values()):
+                rounds += 1
+                assert rounds <= 200, "200 rounds at p=0.1 miss with probability 7e-10"
+                await auditor.auditor.audit_file(manifest, epoch=1 + rounds)
+            failed = next(a for a in auditor.files.audits.values() if not a.ok)
+            assert failed.holder == liar.ctx.peer_id and "holds no piece" in failed.reason
+            status = json.loads(await owner.call("storage", "STATUS", manifest.cid.encode(),
+                                                 timeout=60))
+            shown = [p["audit"] for s in status["stripes"] for p in s["pieces"]
+                     if p["audit"] and not p["audit"]["ok"]]
+            assert shown and shown[0]["holder"] == liar.ctx.peer_id
+
+            # Repair treats the piece as missing and places it on the node that
+            # held nothing of that stripe.
+            auditor.repairer.grace = 0
+            await auditor.repairer.check(manifest)
+            assert auditor.repairer.repaired.pieces >= 1
+            spare = next(p for p in plugin.values()
+                         if p.ctx.peer_id not in holders and p is not auditor)
+            repaired = [c for c in deleted if c in auditor.files.audits
+                        and not auditor.files.audits[c].ok]
+            assert all(spare.chunks.has(digest_hex(c)) for c in repaired)
+
+
+def claim_still_holding(holding: Holding, pieces: list[str]) -> None:
+    """HAVE goes on answering yes for every piece it was given: only an audit can tell."""
+    claimed = {cid.encode() for cid in pieces}
+
+    async def have(event: Event) -> bytes:
+        return bytes(cid in claimed for cid in event.data.split(b"\n"))
+    holding.ctx.on("HAVE", have)  # replaces the honest handler
+
+
+def _all_announced(plugin: StoragePlugin) -> Any:
+    async def probe() -> bool:
+        return len(await plugin.files.candidates(fresh=True)) == 4
+    return probe
+
+
+async def _receipts(node: Node, at_least: int) -> bool:
+    return await trio.to_thread.run_sync(keep_receipts, node.socket) >= at_least
