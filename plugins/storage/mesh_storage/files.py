@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,8 @@ class Files:
         self.hints: dict[tuple[str, int], str] = {}  # (file, piece index) -> who served it
         self.failed: dict[str, float] = {}  # holder -> when a fetch from it last failed
         self.audits: dict[str, Audit] = {}  # piece CID -> this node's last audit of it
+        self.answered: dict[str, float] = {}  # holder -> when it last answered HAVE
+        self._last_refusals = ""
         for name, handler in (("LAYOUT", self.layout), ("PUT_STRIPE", self.put_stripe),
                               ("PUT_MANIFEST", self.put_manifest),
                               ("GET_MANIFEST", self.get_manifest),
@@ -146,21 +148,53 @@ class Files:
 
     async def _place(self, pieces: list[bytes], cids: list[str],
                      preferred: list[str]) -> list[str]:
-        """Each piece on its own holder; holders that fail are replaced, up to PLACE_ROUNDS."""
-        placed: list[str] = [""] * len(pieces)
+        """Each piece of a new stripe on its own holder (piece i on ``preferred[i]`` when it
+        can); InvalidArgument when some found none."""
+        try:
+            placed = await self.place_pieces(dict(enumerate(pieces)), cids,
+                                             owner=self.ctx.peer_id, preferred=preferred)
+        except NotEnoughHolders as exc:
+            raise InvalidArgument(f"cannot place {len(pieces)} pieces: {exc}; store "
+                                  "with a smaller -n") from None
+        except MeshError as exc:
+            raise InvalidArgument(f"cannot find storage nodes in the DHT: {exc}") from None
+        if len(placed) < len(pieces):
+            raise InvalidArgument(f"{len(pieces) - len(placed)} of {len(pieces)} pieces found "
+                                  f"no holder after {PLACE_ROUNDS} rounds "
+                                  f"({self._last_refusals})")
+        return [placed[i] for i in range(len(pieces))]
+
+    async def place_pieces(self, pieces: dict[int, bytes], cids: list[str], *, owner: str,
+                           preferred: Sequence[str] = (), avoid: Collection[str] = (),
+                           partial: bool = False, answered_lately: bool = False
+                           ) -> dict[int, str]:
+        """Pieces (by index) each on a holder of its own, never ``owner`` nor ``avoid``
+        nor a node that failed a moment ago; holders that refuse are replaced, up to
+        PLACE_ROUNDS. Returns the holder of each piece placed.
+
+        With ``answered_lately``, only nodes that answered a HAVE in the last
+        FAILED_FOR seconds are chosen (a dead node's provider record outlives it).
+
+        Raises NotEnoughHolders (fewer nodes than pieces; with ``partial``, as many
+        as there are nodes are placed) or MeshError (no DHT).
+        """
+        placed: dict[int, str] = {}
         failed: dict[str, str] = {}  # holder -> why
         for round_ in range(PLACE_ROUNDS):
-            try:
-                plan = place(await self.candidates(fresh=round_ > 0), len(pieces),
-                             uploader=self.ctx.peer_id,
-                             preferred=[p or (preferred[i] if i < len(preferred) else "")
-                                        for i, p in enumerate(placed)],
-                             avoid=failed)
-            except NotEnoughHolders as exc:
-                raise InvalidArgument(f"cannot place {len(pieces)} pieces: {exc}; store "
-                                      "with a smaller -n") from None
-            except MeshError as exc:
-                raise InvalidArgument(f"cannot find storage nodes in the DHT: {exc}") from None
+            todo = [i for i in pieces if i not in placed]
+            recently = {p for p in self.failed if self._failed_lately(p)}
+            excluded = set(avoid) | set(failed) | set(placed.values()) | recently | {owner}
+            candidates = await self.candidates(fresh=round_ > 0)
+            if answered_lately:
+                now = trio.current_time()
+                candidates = [c for c in candidates
+                              if now - self.answered.get(c.peer_id, -FAILED_FOR) < FAILED_FOR]
+            if partial:
+                todo = todo[:len([c for c in candidates if c.peer_id not in excluded])]
+                if not todo:
+                    break
+            plan = place(candidates, len(todo), uploader=owner, avoid=excluded,
+                         preferred=[preferred[i] if i < len(preferred) else "" for i in todo])
 
             async def send(index: int, holder: str) -> None:
                 data = cids[index].encode() + b"\n" + pieces[index]
@@ -168,21 +202,20 @@ class Files:
                     await self.ctx.request(holder, "HOLD_PIECE", data, timeout=PIECE_TIMEOUT)
                 except MeshError as exc:
                     failed[holder] = str(exc)
+                    self.failed[holder] = trio.current_time()
                     self.ctx.log.info("a holder refused a piece", extra={
                         "peer_id": holder, "error": str(exc)})
                     return
                 placed[index] = holder
 
             async with trio.open_nursery() as nursery:
-                for index, holder in enumerate(plan.holders):
-                    if not placed[index]:
-                        nursery.start_soon(send, index, holder)
-            if all(placed):
-                return placed
-        missing = sum(1 for p in placed if not p)
-        reasons = "; ".join(f"{h[:16]}…: {why}" for h, why in list(failed.items())[:3])
-        raise InvalidArgument(f"{missing} of {len(pieces)} pieces found no holder after "
-                              f"{PLACE_ROUNDS} rounds ({reasons})")
+                for index, holder in zip(todo, plan.holders, strict=True):
+                    nursery.start_soon(send, index, holder)
+            if len(placed) == len(pieces):
+                break
+        self._last_refusals = "; ".join(f"{h[:16]}…: {why}"
+                                        for h, why in list(failed.items())[:3])
+        return placed
 
     async def put_manifest(self, event: Event) -> bytes:
         try:
@@ -331,6 +364,8 @@ class Files:
                                                     timeout=PIECE_TIMEOUT)
                 except MeshError:
                     return  # gone, or not a storage node: it holds nothing to count
+            self.failed.pop(peer, None)
+            self.answered[peer] = trio.current_time()
             for index, held in enumerate(answer[:len(cids)]):
                 if held == 1:
                     holders[index].append(peer)

@@ -11,9 +11,10 @@ checked) and places it on a node that holds no piece of that stripe
 (placement.py). The manifest does not change: the new holder announces the
 piece in the DHT.
 
-So that the nodes keeping a manifest do not all repair the same stripe, the
-one whose hash with the file's CID is lowest among the stripe's live
-holders and itself goes first; the others step in after twice the grace.
+So that the nodes keeping a manifest do not all repair the same stripe, they
+take turns: ranked by the hash of the file's CID and their peer ID among the
+stripe's live holders and themselves, the r-th waits r grace periods (the
+first one, one); the next steps in only if the stripe is still short then.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from dataclasses import dataclass
 import trio
 
 from mesh_storage import erasure
-from mesh_storage.files import PIECE_TIMEOUT, Files
+from mesh_storage.files import Files
 from mesh_storage.holding import Holding
 from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
 from mesh_storage.pieces import digest_hex, piece_cid
-from mesh_storage.placement import NotEnoughHolders, place
+from mesh_storage.placement import NotEnoughHolders
 from meshd.plugin import Context, MeshError
 
 DEFAULT_EVERY = 600  # seconds between checks of the files this node keeps a manifest of
@@ -102,9 +103,9 @@ class Repairer:
                 continue
             since = min(self.missing_since[(manifest.cid, s, i)] for i in missing)
             live = set().union(*holders) | {self.ctx.peer_id}
-            first = min(live, key=lambda p: hashlib.sha256(
+            order = sorted(live, key=lambda p: hashlib.sha256(
                 (manifest.cid + p).encode()).digest())
-            wait = self.grace if first == self.ctx.peer_id else 2 * self.grace
+            wait = self.grace * (1 + order.index(self.ctx.peer_id))
             if now - since < wait:
                 continue
             await self.repair(manifest, s, missing, set().union(*holders) | failed)
@@ -121,29 +122,15 @@ class Repairer:
                     "file": manifest.cid, "stripe": s, "piece": i})
                 return
         try:
-            plan = place(await self.files.candidates(fresh=True), len(missing),
-                         uploader=manifest.owner, avoid=holding_stripe)
-        except NotEnoughHolders as exc:
+            placed = len(await self.files.place_pieces(
+                {i: pieces[i] for i in missing}, list(stripe.pieces), owner=manifest.owner,
+                avoid=holding_stripe, partial=True, answered_lately=True))
+        except (NotEnoughHolders, MeshError) as exc:
             self.ctx.log.warning("cannot repair: not enough nodes", extra={
                 "file": manifest.cid, "stripe": s, "error": str(exc)})
             return
-        placed = 0
-
-        async def send(i: int, holder: str) -> None:
-            nonlocal placed
-            data = stripe.pieces[i].encode() + b"\n" + pieces[i]
-            try:
-                await self.ctx.request(holder, "HOLD_PIECE", data, timeout=PIECE_TIMEOUT)
-            except MeshError as exc:
-                self.ctx.log.info("a new holder refused a repaired piece", extra={
-                    "peer_id": holder, "error": str(exc)})
-                return
-            placed += 1
+        for i in missing:
             self.missing_since.pop((manifest.cid, s, i), None)
-
-        async with trio.open_nursery() as nursery:
-            for i, holder in zip(missing, plan.holders, strict=True):
-                nursery.start_soon(send, i, holder)
         self.repaired.pieces += placed
         self.repaired.last_at = trio.current_time()
         self.ctx.log.info("repaired a stripe", extra={
