@@ -35,7 +35,7 @@ from mesh_storage.deliveries import Deliveries
 from mesh_storage.erasure import piece_size
 from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
 from mesh_storage.holding import Holding
-from mesh_storage.manifest import PIECE, Manifest, ManifestError, parse_manifest
+from mesh_storage.manifest import PIECE, Manifest
 from mesh_storage.pieces import CidError, digest_hex
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
@@ -110,16 +110,12 @@ class Auditor:
             await trio.sleep(self.every or POLL)
 
     async def round(self, epoch: int) -> None:
-        for cid in await trio.to_thread.run_sync(self.holding.manifests.cids):
-            data = await trio.to_thread.run_sync(self.holding.manifests.get, cid)
-            try:
-                manifest = parse_manifest(data or b"")
-            except ManifestError:
-                continue
+        for manifest in await trio.to_thread.run_sync(self.holding.manifests.manifests):
             try:
                 await self.audit_file(manifest, epoch)
             except MeshError as exc:
-                self.ctx.log.info("audit round failed", extra={"file": cid, "error": str(exc)})
+                self.ctx.log.info("audit round failed", extra={"file": manifest.cid,
+                                                               "error": str(exc)})
 
     async def audit_file(self, manifest: Manifest, epoch: int) -> None:
         """One random piece of each holder of the file, one random segment of it."""

@@ -36,6 +36,17 @@ def storage_proof(nonce: bytes, data: bytes) -> bytes:
     return hashlib.sha256(b"mesh/storage-proof/v1\x00" + nonce + data).digest()
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` at ``path`` whole or not at all: a temporary file, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    with open(temporary, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
 class ChunkStore:
     """Chunks under ``root``/<first two hex characters>/<hash>."""
 
@@ -70,13 +81,7 @@ class ChunkStore:
         if self._used + len(data) > self._capacity:
             raise StorageFull(f"storing {len(data)} bytes would exceed this node's capacity "
                               f"({self._used} of {self._capacity} bytes used)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        with open(temporary, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        write_atomically(path, data)
         self._used += len(data)
         return name
 

@@ -468,16 +468,9 @@ class Files:
 
     async def files(self, event: Event) -> bytes:
         everything = event.data == b"all"
-        listed = []
-        for cid in await trio.to_thread.run_sync(self.holding.manifests.cids):
-            data = await trio.to_thread.run_sync(self.holding.manifests.get, cid)
-            try:
-                manifest = parse_manifest(data or b"")
-            except ManifestError:
-                continue
-            if everything or manifest.owner == self.ctx.peer_id:
-                listed.append(_summary(manifest))
-        return _json(listed)
+        return _json([_summary(m)
+                      for m in await trio.to_thread.run_sync(self.holding.manifests.manifests)
+                      if everything or m.owner == self.ctx.peer_id])
 
 
 def _summary(manifest: Manifest) -> dict[str, Any]:

@@ -20,14 +20,13 @@ finds nodes to place pieces on (with their addresses, for placement.py).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
-from mesh_storage.chunks import ChunkStore, StorageFull
-from mesh_storage.manifest import FILE_CID, PIECE, ManifestError, parse_manifest
+from mesh_storage.chunks import ChunkStore, StorageFull, write_atomically
+from mesh_storage.manifest import FILE_CID, PIECE, Manifest, ManifestError, parse_manifest
 from mesh_storage.pieces import CidError, check_piece, cid_of_digest, digest_hex
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
@@ -167,15 +166,8 @@ class ManifestStore:
 
     def put(self, cid: str, data: bytes) -> None:
         path = self._root / cid
-        if path.exists():
-            return
-        self._root.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        with open(temporary, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
+        if not path.exists():
+            write_atomically(path, data)
 
     def get(self, cid: str) -> bytes | None:
         try:
@@ -191,6 +183,16 @@ class ManifestStore:
         if not self._root.exists():
             return []
         return sorted(p.name for p in self._root.iterdir() if FILE_CID.fullmatch(p.name))
+
+    def manifests(self) -> list[Manifest]:
+        """Every manifest kept, read from disk (one damaged on disk is left out)."""
+        kept = []
+        for cid in self.cids():
+            try:
+                kept.append(parse_manifest(self.get(cid) or b""))
+            except ManifestError:
+                continue
+        return kept
 
 
 def file_cid(data: bytes) -> str:

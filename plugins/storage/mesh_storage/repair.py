@@ -27,7 +27,7 @@ import trio
 from mesh_storage import erasure
 from mesh_storage.files import Files
 from mesh_storage.holding import Holding
-from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
+from mesh_storage.manifest import Manifest
 from mesh_storage.pieces import digest_hex, piece_cid
 from mesh_storage.placement import NotEnoughHolders
 from meshd.plugin import Context, MeshError
@@ -63,16 +63,11 @@ class Repairer:
     async def run_forever(self) -> None:
         while True:
             await trio.sleep(self.every)
-            for cid in await trio.to_thread.run_sync(self.holding.manifests.cids):
-                data = await trio.to_thread.run_sync(self.holding.manifests.get, cid)
-                try:
-                    manifest = parse_manifest(data or b"")
-                except ManifestError:
-                    continue
+            for manifest in await trio.to_thread.run_sync(self.holding.manifests.manifests):
                 try:
                     await self.check(manifest)
                 except MeshError as exc:  # the network is busy or split: next time
-                    self.ctx.log.info("repair check failed", extra={"file": cid,
+                    self.ctx.log.info("repair check failed", extra={"file": manifest.cid,
                                                                     "error": str(exc)})
 
     async def check(self, manifest: Manifest) -> None:
