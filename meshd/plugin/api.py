@@ -204,8 +204,12 @@ class Context(Protocol):
                       timeout: float = 10.0) -> bytes:
         """Send ``event`` to the same plugin on ``peer_id`` and return its answer.
 
+        A member this node is not connected to is dialled first, at the
+        addresses the DHT has for it (a provider record's holder, say).
+
         Raises:
-            errors.FailedPrecondition: not connected to the peer.
+            errors.FailedPrecondition: not connected to the peer, and it could
+                not be reached.
             errors.DeadlineExceeded: no answer in time.
             errors.PeerError: the peer's plugin refused or failed (message says why).
         """
