@@ -207,6 +207,9 @@ class PluginContext:
         """Connect to a member this node is not connected to, at the addresses the
         DHT gives: a plugin reaches any node of the network (a holder a provider
         record named, say), not only its current peers."""
+        if self._host.membership.holds_off(peer_id):
+            raise errors.FailedPrecondition(f"not connected to peer {peer_id}: this node's "
+                                            "operator blocked or disconnected it")
         with trio.move_on_after(timeout) as scope:
             try:
                 found = await self._host.dht.find_peer(peer_id)

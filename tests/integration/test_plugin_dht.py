@@ -9,9 +9,10 @@ import grpc
 import pytest
 import trio
 from libp2p.kad_dht.kad_dht import _encode_key
+from libp2p.peer.id import ID
 
-from meshd.plugin import Context, Event, InvalidArgument, NotFound, Plugin
-from meshd.testing import open_network, plugin_under_test
+from meshd.plugin import Context, Event, FailedPrecondition, InvalidArgument, NotFound, Plugin
+from meshd.testing import eventually, open_network, plugin_under_test
 
 
 class DhtPlugin(Plugin):
@@ -97,3 +98,28 @@ async def test_find_providers_asks_the_network_even_with_a_local_record(tmp_path
             assert {str(p.peer_id) for p in upstream} == {a.peer_id}  # the trap
             found = json.loads(await a.call("maps", "FIND", b"holders"))
             assert {p["peer_id"] for p in found} == {a.peer_id, b.peer_id}
+
+
+async def test_a_plugin_reaches_a_member_it_is_not_connected_to(tmp_path: Path) -> None:
+    made: list[DhtPlugin] = []
+
+    def factory() -> DhtPlugin:
+        made.append(DhtPlugin())
+        return made[-1]
+
+    # Nodes dial only below two peers: with four, a connection closed stays closed.
+    with trio.fail_after(90):
+        async with open_network(tmp_path, 4, plugins=[plugin_under_test("maps", factory)],
+                                config={"p2p.low_watermark": 2}) as net:
+            assert await net.nodes[2].call("maps", "PUT", b"index\nhere") == b"ok"
+            a, c = made[0], next(p for p in made if p.ctx.peer_id == net.nodes[2].peer_id)
+            host = a.ctx._host  # type: ignore[attr-defined]  # the node a's plugin runs on
+            await host.membership.close_connections(ID.from_base58(c.ctx.peer_id))
+            await eventually(lambda: c.ctx.peer_id not in a.ctx.peers(), timeout=10,
+                             what="a and c to be apart")
+            assert await a.ctx.request(c.ctx.peer_id, "GET", b"index", timeout=30) == b"here"
+            assert c.ctx.peer_id in a.ctx.peers()  # dialled at the DHT's address, admitted
+            # A peer the operator disconnected is not dialled behind their back.
+            await host.membership.disconnect(c.ctx.peer_id)
+            with pytest.raises(FailedPrecondition, match="operator blocked or disconnected"):
+                await a.ctx.request(c.ctx.peer_id, "GET", b"index", timeout=30)
