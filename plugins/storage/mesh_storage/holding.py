@@ -36,7 +36,7 @@ ANNOUNCE_EVERY = 600.0  # seconds between re-announcements of this node as a hol
 # forgets those it kept for others), so every held piece and manifest is
 # announced again at start and then twice a day.
 REANNOUNCE_HELD_EVERY = 12 * 3600.0
-ANNOUNCE_RETRY = 2.0  # seconds between attempts while no DHT peer accepts it
+ANNOUNCE_RETRY = 2.0  # seconds before the second attempt while no DHT peer accepts it
 ANNOUNCES_AT_ONCE = 4  # DHT provides in flight for newly held pieces
 HOLDERS_KEY = "holders"
 MAX_HAVE = 8192  # piece CIDs in one HAVE
@@ -70,13 +70,16 @@ class Holding:
     async def announce_forever(self) -> None:
         """Keep this node findable as a holder, and what it holds findable too."""
         async with trio.open_nursery() as nursery:
+            retry = ANNOUNCE_RETRY
             while True:
                 try:
                     await self.ctx.dht.provide(HOLDERS_KEY)
                 except MeshError as exc:  # not connected yet, or the DHT is busy
                     self.ctx.log.debug("holder announcement failed", extra={"error": str(exc)})
-                    await trio.sleep(ANNOUNCE_RETRY)
+                    await trio.sleep(retry)  # each try walks the DHT: back off
+                    retry = min(2 * retry, ANNOUNCE_EVERY)
                     continue
+                retry = ANNOUNCE_RETRY
                 if not self.announced.is_set():
                     self.announced.set()
                     nursery.start_soon(self._announce_held_forever)
