@@ -13,6 +13,7 @@ from libp2p.peer.id import ID
 
 from meshd.plugin import Context, Event, FailedPrecondition, InvalidArgument, NotFound, Plugin
 from meshd.testing import eventually, open_network, plugin_under_test
+from tests.integration.test_plugins import Instances
 
 
 class DhtPlugin(Plugin):
@@ -78,11 +79,8 @@ async def test_plugins_provide_find_put_and_get_across_the_network(tmp_path: Pat
 
 async def test_find_providers_asks_the_network_even_with_a_local_record(tmp_path: Path) -> None:
     # docs/py-libp2p.md#found-find-providers-stops-at-local-records
-    made: list[DhtPlugin] = []
-
-    def factory() -> DhtPlugin:
-        made.append(DhtPlugin())
-        return made[-1]
+    factory = Instances(DhtPlugin)
+    made = factory.made
 
     with trio.fail_after(90):
         async with open_network(tmp_path, 3, plugins=[plugin_under_test("maps", factory)]) as net:
@@ -90,7 +88,7 @@ async def test_find_providers_asks_the_network_even_with_a_local_record(tmp_path
             for node in (a, b):
                 assert await node.call("maps", "PROVIDE", b"holders") == b"ok"
             plugin_a = next(p for p in made if p.ctx.peer_id == a.peer_id)
-            kad = plugin_a.ctx.dht._dht._dht  # type: ignore[attr-defined]
+            kad = plugin_a.ctx.dht._dht._dht
             key = "plugin/maps/holders"
             # a keeps its own record; b's is only on the other nodes now.
             kad.provider_store.providers[_encode_key(key)].pop(b.peer_id, None)
@@ -101,11 +99,8 @@ async def test_find_providers_asks_the_network_even_with_a_local_record(tmp_path
 
 
 async def test_a_plugin_reaches_a_member_it_is_not_connected_to(tmp_path: Path) -> None:
-    made: list[DhtPlugin] = []
-
-    def factory() -> DhtPlugin:
-        made.append(DhtPlugin())
-        return made[-1]
+    factory = Instances(DhtPlugin)
+    made = factory.made
 
     # Nodes dial only below two peers: with four, a connection closed stays closed.
     with trio.fail_after(90):
@@ -113,7 +108,7 @@ async def test_a_plugin_reaches_a_member_it_is_not_connected_to(tmp_path: Path) 
                                 config={"p2p.low_watermark": 2}) as net:
             assert await net.nodes[2].call("maps", "PUT", b"index\nhere") == b"ok"
             a, c = made[0], next(p for p in made if p.ctx.peer_id == net.nodes[2].peer_id)
-            host = a.ctx._host  # type: ignore[attr-defined]  # the node a's plugin runs on
+            host = a.ctx._host  # the node a's plugin runs on
             await host.membership.close_connections(ID.from_base58(c.ctx.peer_id))
             await eventually(lambda: c.ctx.peer_id not in a.ctx.peers(), timeout=10,
                              what="a and c to be apart")

@@ -19,6 +19,7 @@ from mesh_storage.plugin import StoragePlugin
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshd.plugin import Event
 from meshd.testing import Node, eventually, open_network, plugin_under_test
+from tests.integration.test_plugins import Instances
 
 K, N = 2, 3
 STRIPES = 20
@@ -50,11 +51,8 @@ def keep_receipts(socket: Path) -> int:
 
 async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
         tmp_path: Path) -> None:
-    made: list[StoragePlugin] = []
-
-    def factory() -> StoragePlugin:
-        made.append(StoragePlugin())
-        return made[-1]
+    factory = Instances(StoragePlugin)
+    made = factory.made
 
     settings = {"plugins.settings": {"storage": {"repair_every": 3600}}}  # driven by hand
     with trio.fail_after(240):

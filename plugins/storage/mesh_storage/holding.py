@@ -60,7 +60,6 @@ class Holding:
         self.manifests = ManifestStore(ctx.data_dir / "manifests")
         self._report = report
         self._announcing = trio.CapacityLimiter(ANNOUNCES_AT_ONCE)
-        self.announced = trio.Event()  # set once this node is findable as a holder
         ctx.on("HOLD_PIECE", self.hold_piece)
         ctx.on("FETCH_PIECE", self.fetch_piece)
         ctx.on("HOLD_MANIFEST", self.hold_manifest)
@@ -69,6 +68,7 @@ class Holding:
 
     async def announce_forever(self) -> None:
         """Keep this node findable as a holder, and what it holds findable too."""
+        announced = False
         async with trio.open_nursery() as nursery:
             retry = ANNOUNCE_RETRY
             while True:
@@ -80,8 +80,8 @@ class Holding:
                     retry = min(2 * retry, ANNOUNCE_EVERY)
                     continue
                 retry = ANNOUNCE_RETRY
-                if not self.announced.is_set():
-                    self.announced.set()
+                if not announced:  # the first time: what it holds too
+                    announced = True
                     nursery.start_soon(self._announce_held_forever)
                 await trio.sleep(ANNOUNCE_EVERY)
 

@@ -43,10 +43,9 @@ def threshold(manifest: Manifest) -> int:
 
 @dataclass
 class Repaired:
-    """What this node has repaired since it started (for logs and STATUS)."""
+    """What this node has repaired since it started."""
 
     pieces: int = 0
-    last_at: float = 0.0  # trio clock
 
 
 class Repairer:
@@ -127,6 +126,5 @@ class Repairer:
         for i in missing:
             self.missing_since.pop((manifest.cid, s, i), None)
         self.repaired.pieces += placed
-        self.repaired.last_at = trio.current_time()
         self.ctx.log.info("repaired a stripe", extra={
             "file": manifest.cid, "stripe": s, "pieces": placed, "missing": len(missing)})
