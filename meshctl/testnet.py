@@ -259,10 +259,7 @@ def _start(node: NodeEntry, state: TestnetState, meshd: str, bootstrap: str | No
     data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         Path(node.socket).unlink()  # left by a node that was killed
-    if not _port_free(node.port):
-        node.port = _free_port()
-    if not _port_free(node.http_port):
-        node.http_port = _free_port()
+    _assign_ports(node, state)
     argv = [meshd, "run", "--genesis", state.genesis, "--data-dir", node.data_dir,
             "--socket", node.socket, "--listen", f"/ip4/127.0.0.1/tcp/{node.port}",
             "--http-listen", f"127.0.0.1:{node.http_port}"]
@@ -277,6 +274,22 @@ def _start(node: NodeEntry, state: TestnetState, meshd: str, bootstrap: str | No
     _CHILDREN[process.pid] = process
 
 
+def _assign_ports(node: NodeEntry, state: TestnetState) -> None:
+    """Keeps the node's ports where they are free, else picks new ones.
+
+    A port is never one another node of the testnet was given, nor the node's
+    other port: two probes of port 0 in a row may get the same port back, and
+    a node whose gateway asks for its own p2p port exits at start.
+    """
+    taken = {port for other in state.nodes if other is not node
+             for port in (other.port, other.http_port)}
+    if node.port in taken or not _port_free(node.port):
+        node.port = _free_port(taken)
+    taken.add(node.port)
+    if node.http_port in taken or not _port_free(node.http_port):
+        node.http_port = _free_port(taken)
+
+
 def _port_free(port: int) -> bool:
     if port <= 0:
         return False
@@ -288,11 +301,13 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+def _free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in taken:
+            return port
 
 
 def _wait_api(node: NodeEntry) -> dict[str, Any]:
