@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from google.protobuf.json_format import MessageToDict
 
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.e2e.harness import (
     Meshd,
     ctl_json,
@@ -52,13 +55,27 @@ def account(node: Meshd) -> str:
 
 def books(node: Meshd, ids: list[str]) -> tuple[Any, list[Any]]:
     """Token info and every balance, read within one final epoch (a settlement
-    that lands between the reads would mix two epochs: read again)."""
-    for _ in range(10):
-        before = ctl_json(node, "token", "info")
-        balances = [ctl_json(node, "ledger", "balance", i) for i in ids]
-        if ctl_json(node, "token", "info")["final_epoch"] == before["final_epoch"]:
-            return before, balances
-    raise AssertionError("settlements kept landing between the reads")
+    that lands between the reads would mix two epochs: read again).
+
+    Over one gRPC channel: seven meshctl processes take longer than a 3 s epoch
+    on a loaded 2-core machine, so their reads straddled a settlement nearly
+    every time (CI runs 40 and 42).
+    """
+    with grpc.insecure_channel(f"unix:{node.socket}") as channel:
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+
+        def read(call: Any, request: Any) -> dict[str, Any]:
+            return MessageToDict(call(request, timeout=10), preserving_proto_field_name=True,
+                                 always_print_fields_with_no_presence=True)
+
+        for _ in range(10):
+            before = read(ledger.GetTokenInfo, ledger_pb2.GetTokenInfoRequest())
+            balances = [read(ledger.GetBalance, ledger_pb2.GetBalanceRequest(account=i))
+                        for i in ids]
+            after = read(ledger.GetTokenInfo, ledger_pb2.GetTokenInfoRequest())
+            if after["final_epoch"] == before["final_epoch"]:
+                return before, balances
+        raise AssertionError("settlements kept landing between the reads")
 
 
 def test_five_nodes_settle_alike_and_rewards_follow_the_evidence(
