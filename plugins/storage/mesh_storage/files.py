@@ -21,6 +21,7 @@ peers are refused). docs/storage.md gives their JSON:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -52,8 +53,9 @@ MAX_K, MAX_N = 12, 64  # a stripe (k pieces) must fit in one 4 MiB answer
 DEFAULT_K, DEFAULT_N = 4, 8
 PIECE_TIMEOUT = 20.0  # seconds for one piece to reach or come back from a holder
 PLACE_ROUNDS = 3  # placements tried for a stripe's pieces before the put fails
-FETCH_ROUNDS = 2  # passes over a stripe's missing pieces before a get fails
-FETCH_RETRY = 1.0  # seconds between them
+FETCH_PATIENCE = 50.0  # seconds a stripe's rebuild goes on while k pieces have live holders
+FETCH_RETRY = 1.0  # seconds before the second pass over missing pieces; doubles, up to
+FETCH_RETRY_MAX = 8.0  # this
 CANDIDATES_FRESH = 30.0  # seconds a DHT answer of holders is reused
 MAX_PROVIDERS = 100
 LOOKUPS_AT_ONCE = 16  # DHT lookups in flight for one STATUS
@@ -299,48 +301,74 @@ class Files:
 
     async def rebuild(self, file: str, coding: Coding, length: int, cids: list[str]) -> bytes:
         """A stripe from the first k of its pieces that arrive intact; InvalidArgument
-        saying how many came when fewer than k do."""
+        saying how many came when fewer than k do.
+
+        Passes over the missing pieces go on for FETCH_PATIENCE seconds while
+        the holders asked say at least k pieces are still out there: a holder
+        whose connection is being replaced, or whose provider records went to
+        nodes that died since, fails one pass and serves the next.
+        """
         got: dict[int, bytes] = {}
         errors: list[str] = []
-        for round_ in range(FETCH_ROUNDS):
-            if round_:  # a connection being replaced fails a stream now and then,
-                await trio.sleep(FETCH_RETRY)  # and a provider record may not be out yet
-                await self._sweep(file, cids, skip=got)
-            # Data pieces first: decoding them is a copy.
-            queue = [i for i in range(coding.n) if i not in got]
-
-            async def worker(cancel: trio.CancelScope, queue: list[int] = queue,
-                             look_up: bool = round_ > 0) -> None:
-                while queue and len(got) < coding.k:
-                    index = queue.pop(0)
-                    piece = await self._piece(file, index, cids[index], errors,
-                                              look_up=look_up)
-                    if piece is not None:
-                        got[index] = piece
-                        if len(got) >= coding.k:
-                            cancel.cancel()
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(coding.k - len(got)):
-                    nursery.start_soon(worker, nursery.cancel_scope)
-            if len(got) >= coding.k:
-                break
+        live: set[int] = set(range(coding.n))  # pieces with a live holder, as last swept
+        with trio.move_on_after(FETCH_PATIENCE):
+            for round_ in itertools.count():
+                if round_:
+                    await trio.sleep(min(FETCH_RETRY * 2 ** (round_ - 1), FETCH_RETRY_MAX))
+                    live = set(got) | await self._sweep(file, cids, skip=got)
+                    if len(live) < coding.k:
+                        break  # no pass can find what no live node holds
+                await self._fetch_round(file, coding, cids, got, errors, live,
+                                        look_up=round_ > 0)
+                if len(got) >= coding.k:
+                    break
+                self.ctx.log.info("a stripe is still short of pieces: trying again", extra={
+                    "file": file, "got": len(got), "k": coding.k, "pass": round_ + 1,
+                    "error": errors[-1] if errors else ""})
         try:
             return await trio.to_thread.run_sync(erasure.decode, got, coding, length)
         except erasure.NotEnoughPieces:
-            detail = f": {errors[0]}" if errors else ""
+            where = (f"only {len(live)} have a live holder" if len(live) < coding.k
+                     else f"gave up after {FETCH_PATIENCE:g} s")
+            detail = "; ".join(dict.fromkeys(errors[-3:]))  # the latest, once each
             raise InvalidArgument(f"only {len(got)} of the {coding.k} pieces needed could be "
-                                  f"fetched ({len(errors)} failures{detail})") from None
+                                  f"fetched ({where}; {len(errors)} failures: {detail})"
+                                  ) from None
         except ErasureError as exc:
             raise InvalidArgument(str(exc)) from None
 
-    async def _sweep(self, file: str, cids: list[str], skip: dict[int, bytes]) -> None:
-        """Remember where the pieces not yet fetched are, as their holders say now."""
+    async def _fetch_round(self, file: str, coding: Coding, cids: list[str],
+                           got: dict[int, bytes], errors: list[str], live: set[int], *,
+                           look_up: bool) -> None:
+        """One pass over the missing pieces, k - len(got) at a time: those a live
+        holder has first, then data pieces before parity (decoding them is a copy)."""
+        queue = sorted((i for i in range(coding.n) if i not in got),
+                       key=lambda i: (i not in live, i))
+
+        async def worker(cancel: trio.CancelScope) -> None:
+            while queue and len(got) < coding.k:
+                index = queue.pop(0)
+                piece = await self._piece(file, index, cids[index], errors, look_up=look_up)
+                if piece is not None:
+                    got[index] = piece
+                    if len(got) >= coding.k:
+                        cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(coding.k - len(got)):
+                nursery.start_soon(worker, nursery.cancel_scope)
+
+    async def _sweep(self, file: str, cids: list[str], skip: dict[int, bytes]) -> set[int]:
+        """Remember where the pieces not yet fetched are, as their holders say now;
+        which of them have a live holder."""
+        live: set[int] = set()
         for index, peers in enumerate(await self.who_has(cids)):
             if peers and index not in skip:
+                live.add(index)
                 self.hints[(file, index)] = peers[0]
                 for peer in peers:  # it answered just now
                     self.failed.pop(peer, None)
+        return live
 
     async def who_has(self, cids: list[str]) -> list[list[str]]:
         """For each piece, the other storage nodes that answer HAVE for it now.

@@ -1,0 +1,82 @@
+"""A get between real daemons rides out holders that fail a pass, and gives up
+at once when fewer than k pieces have a live holder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import trio
+from mesh_storage.files import FETCH_PATIENCE
+from mesh_storage.plugin import StoragePlugin
+
+from meshd.plugin import Event, EventHandler, Unavailable
+from meshd.testing import eventually, open_network, plugin_under_test
+from tests.integration.test_plugins import Instances
+from tests.integration.test_storage_audits import K, N, store
+
+
+async def test_a_get_asks_again_a_holder_that_failed_and_stops_when_too_few_are_left(
+        tmp_path: Path) -> None:
+    factory = Instances(StoragePlugin)
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 4, plugins=[plugin_under_test("storage", factory)]
+                                ) as net:
+            plugin = {p.ctx.peer_id: p for p in factory.made}
+            owner = net.nodes[0]
+            reader = plugin[owner.peer_id]  # the uploader holds no piece: all come from afar
+
+            async def all_announced() -> bool:
+                return len(await reader.files.candidates(fresh=True)) == 3
+            await eventually(all_announced, timeout=60, what="every holder announced")
+            data = os.urandom(K * 256 * 1024)
+            manifest = await store(owner, data)
+            stripe = manifest.stripes[0]
+            request = json.dumps({"file": manifest.cid, "k": K, "n": N, "length": stripe.length,
+                                  "pieces": list(stripe.pieces)}).encode() + b"\n"
+            holders = [plugin[h] for h in sorted({h for found in await reader.files.who_has(
+                list(stripe.pieces)) for h in found})]
+            assert len(holders) == N
+
+            # Every holder fails its first two fetches (a connection being replaced,
+            # say): a later pass reads the stripe all the same.
+            asked: Counter[str] = Counter()
+            for holder in holders:
+                holder.ctx.on("FETCH_PIECE", failing_twice(holder, asked))
+            assert await owner.call("storage", "GET_STRIPE", request, timeout=60) == data
+            assert max(asked.values()) >= 3
+
+            # Two of three holders gone (they hold nothing now): one pass, one
+            # sweep, and the get says why at once rather than after FETCH_PATIENCE.
+            for holder in holders[:2]:
+                async def gone(event: Event) -> bytes:
+                    raise Unavailable("gone")
+
+                async def nothing(event: Event) -> bytes:
+                    return bytes(len(event.data.split(b"\n")))
+                holder.ctx.on("FETCH_PIECE", gone)
+                holder.ctx.on("HAVE", nothing)
+            reader.files.hints.clear()
+            started = trio.current_time()
+            try:
+                await owner.call("storage", "GET_STRIPE", request, timeout=60)
+            except grpc.RpcError as exc:
+                message = str(exc.details())
+            else:
+                raise AssertionError("a stripe with one live piece of two needed was read")
+            assert "only 1 have a live holder" in message, message
+            assert trio.current_time() - started < FETCH_PATIENCE / 2
+
+
+def failing_twice(holder: StoragePlugin, asked: Counter[str]) -> EventHandler:
+    honest, peer = holder.holding.fetch_piece, holder.ctx.peer_id
+
+    async def flaky(event: Event) -> bytes:
+        asked[peer] += 1
+        if asked[peer] <= 2:
+            raise Unavailable("this holder's connection is being replaced")
+        return await honest(event)
+    return flaky
