@@ -170,7 +170,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await nursery.start(router.run)
                 await nursery.start(ParticipationWatch(provider, router, board).run)
                 await nursery.start(runtime.run, TaskServices(submit=router.submit_for_plugin,
-                                                              report=reports.report))
+                                                              report=reports.report,
+                                                              fail=reports.fail))
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host,
                                         NodeParts(ledger, router, runtime,

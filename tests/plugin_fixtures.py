@@ -7,6 +7,7 @@ real entry points (tests/e2e/plugin_dist.py writes a dist-info for them).
 from __future__ import annotations
 
 import hashlib
+import json
 
 import trio
 
@@ -189,10 +190,14 @@ class ReporterPlugin(Plugin):
     ``REPORT`` ("<peer>\\n<kind>\\n<units>\\n<detail>"): report work to the
     peer, answering the receipt's hash or the error. Reports of ``SERVED`` are
     accepted for jobs this node asked that peer for, once; ``BROKEN`` rules raise.
+    ``FAIL`` (a report as JSON, see :func:`report_json`, then "\\n<reason>"):
+    ``ctx.report_failure`` on it, answering the verdict's hash or the error;
+    ``ACCEPTED``: the reports this node accepted, as JSON.
     """
 
     def __init__(self) -> None:
         self.asked: set[tuple[str, bytes]] = set()
+        self.accepted: list[TaskReport] = []
 
     async def init(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -201,6 +206,8 @@ class ReporterPlugin(Plugin):
         ctx.on("REPORT", self.report, timeout=60)
         ctx.accept_reports("SERVED", self.check_served)
         ctx.accept_reports("BROKEN", self.broken)
+        ctx.on("FAIL", self.fail, timeout=30)
+        ctx.on("ACCEPTED", self.list_accepted)
 
     async def ask(self, event: Event) -> bytes:
         peer, job = event.data.split(b"\n", 1)
@@ -223,7 +230,28 @@ class ReporterPlugin(Plugin):
         if (report.provider, report.detail) not in self.asked:
             return False
         self.asked.discard((report.provider, report.detail))
+        self.accepted.append(report)
         return True
+
+    async def fail(self, event: Event) -> bytes:
+        shown, reason = event.data.rsplit(b"\n", 1)
+        fields = json.loads(shown)
+        report = TaskReport(fields["provider"], fields["kind"], bytes.fromhex(fields["detail"]),
+                            fields["units"], bytes.fromhex(fields["claim"]),
+                            bytes.fromhex(fields["signature"]))
+        try:
+            return (await self.ctx.report_failure(report, reason.decode())).encode()
+        except MeshError as exc:
+            return f"error: {type(exc).__name__}: {exc}".encode()
+
+    async def list_accepted(self, event: Event) -> bytes:
+        return json.dumps([report_json(r) for r in self.accepted]).encode()
 
     async def broken(self, report: TaskReport) -> bool:
         raise RuntimeError("the rule is broken")
+
+
+def report_json(report: TaskReport) -> dict[str, object]:
+    return {"provider": report.provider, "kind": report.kind, "detail": report.detail.hex(),
+            "units": report.units, "claim": report.claim.hex(),
+            "signature": report.signature.hex()}

@@ -101,6 +101,10 @@ class TaskReport:
     kind: str
     detail: bytes  # what the work was, in the plugin's terms
     units: int  # what the receipt would credit
+    # The provider's signed TaskClaim for it, opaque to the plugin: keep it
+    # with the report to call ``ctx.report_failure`` should the work prove false.
+    claim: bytes = b""
+    signature: bytes = b""
 
 
 # (report) -> countersign it? Runs on the node the work was for.
@@ -248,6 +252,26 @@ class Context(Protocol):
 
     def accept_reports(self, kind: str, rule: ReportRule) -> None:
         """Countersign peers' reports of ``kind`` when ``rule`` accepts them."""
+
+    async def report_failure(self, report: TaskReport, reason: str) -> str:
+        """Record that work a peer reported has proved false: a failure verdict
+        on the report's signed claim (``report`` as a rule of this plugin saw
+        it, on this node or another). A storage node that said it keeps a
+        piece and then fails an audit of it is the use.
+
+        Verdicts of VERIFY_QUORUM (2) distinct eligible nodes on one claim
+        slash the provider SLASH_FAILED_TASK_BPS of its stake, once per claim,
+        and its receipt of that claim earns nothing (docs/ledger.md §7). So a
+        plugin has a second node check for itself before it reports too.
+        Returns the verdict entry's hash (hex); the same one when this node
+        already reported that claim.
+
+        Raises:
+            errors.InvalidArgument: the claim is not the provider's signed claim
+                of this plugin, kind and detail; this node is its provider; a
+                reason empty or over 200 characters.
+            errors.FailedPrecondition: the plugin earns no receipts here.
+        """
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
         """Run ``fn`` in the background for as long as this start of the plugin lives."""

@@ -34,6 +34,7 @@ from meshd.plugin.api import (
     TaskHandler,
     TaskOptions,
     TaskOutcome,
+    TaskReport,
     TaskVerifier,
     check_name,
 )
@@ -104,6 +105,8 @@ class PluginLedger:
 SubmitTask = Callable[[str, str, bytes, TaskOptions], Awaitable[TaskOutcome]]
 # (plugin, peer, kind, detail, units) -> receipt hash (hex): task reports, once they run.
 ReportTask = Callable[[str, str, str, bytes, int], Awaitable[str]]
+# (plugin, report, reason) -> verdict hash (hex): a reported task that proved false.
+ReportFailure = Callable[[str, TaskReport, str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class TaskServices:
 
     submit: SubmitTask | None = None
     report: ReportTask | None = None
+    fail: ReportFailure | None = None
 
 
 class _Bucket:
@@ -150,7 +154,8 @@ class PluginContext:
     def __init__(self, *, name: str, version: str, host: P2PHost, ledger: Ledger,
                  network_id: str, data_dir: Path, config: Mapping[str, Any],
                  counters: Counters, nursery: trio.Nursery,
-                 submit: SubmitTask | None, report: ReportTask | None = None) -> None:
+                 submit: SubmitTask | None, report: ReportTask | None = None,
+                 fail: ReportFailure | None = None) -> None:
         self.name = name
         self.version = version  # an external plugin's is the one it registers
         self.summary = ""  # likewise
@@ -168,6 +173,7 @@ class PluginContext:
         self.nursery = nursery  # this start's: what runs in it dies with the start
         self._submit = submit
         self._report = report
+        self._fail = fail
         self._requests = trio.CapacityLimiter(MAX_REQUESTS_IN_FLIGHT)
         self.serving = trio.CapacityLimiter(MAX_CONCURRENT_EVENTS)
         self._publish_bucket = _Bucket(PUBLISH_RATE, PUBLISH_BURST)
@@ -291,6 +297,13 @@ class PluginContext:
         if not callable(rule):
             raise errors.InvalidArgument(f"the report rule of {kind!r} must be callable")
         self.registered.reports[kind] = rule
+
+    async def report_failure(self, report: TaskReport, reason: str) -> str:
+        if not isinstance(report, TaskReport):
+            raise errors.InvalidArgument("report_failure takes the TaskReport a rule was given")
+        if self._fail is None:
+            raise errors.FailedPrecondition("this node does not run the task router")
+        return await self._fail(self.name, report, reason)
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
         self.nursery.start_soon(fn, name=name or f"plugin {self.name}")

@@ -187,7 +187,8 @@ class Session:
         answer = (await self.call(lambda call_id: pluginhost_pb2.HostMessage(
             report=pluginhost_pb2.ReportCall(
                 call_id=call_id, provider=report.provider, kind=report.kind,
-                detail=report.detail, units=report.units)))).report_answer
+                detail=report.detail, units=report.units, claim=report.claim,
+                signature=report.signature)))).report_answer
         return answer.accept
 
     # --- plugin → meshd ----------------------------------------------------
@@ -234,6 +235,12 @@ class Session:
             receipt = await ctx.report_task(report.peer_id, report.kind, report.detail,
                                             units=report.units or 1)
             result.data = bytes.fromhex(receipt)
+        elif kind == "report_failure":
+            failure = call.report_failure
+            verdict = await ctx.report_failure(TaskReport(
+                failure.provider, failure.kind, failure.detail, failure.units, failure.claim,
+                failure.signature), failure.reason)
+            result.data = bytes.fromhex(verdict)
         elif kind == "list_peers":
             result.peers.peer_ids.extend(ctx.peers())
         elif kind == "read_ledger":

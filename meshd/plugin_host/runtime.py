@@ -134,7 +134,7 @@ class PluginRuntime:
                     ledger=self._ledger, network_id=self._network_id, data_dir=data_dir,
                     config=self._settings.get(name, {}), counters=hosted.counters,
                     nursery=nursery, submit=self._tasks.submit,
-                    report=self._tasks.report)
+                    report=self._tasks.report, fail=self._tasks.fail)
                 try:
                     with trio.fail_after(self._init_timeout):
                         await plugin.init(ctx)

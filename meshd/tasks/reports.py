@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts
-from meshcore.ledger.evidence_rules import parse_claim
+from meshcore.ledger.evidence_rules import claim_hash, parse_claim
 from meshcore.tasks import claims
 from meshd import errors
 from meshd.ledger.ledger import Ledger
@@ -39,6 +39,7 @@ REPORT_PROTOCOL = "task-report"
 RULE_TIMEOUT = 30.0  # a plugin's rule answers within this, or the report is refused
 MAX_JUDGING = 32  # reports judged at once on this node; more are refused as busy
 REMEMBERED = 4096  # countersigned reports kept, so a repeated one gets the same receipt
+MAX_REASON = 200  # characters of a failure report's reason (logged, not in the ledger)
 
 
 class TaskReports:
@@ -53,6 +54,8 @@ class TaskReports:
         self._judging = trio.CapacityLimiter(MAX_JUDGING)
         # task_id -> the receipt entry's hash, for reports this node countersigned.
         self._receipts: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        # claim hash -> this node's verdict entry, for reports it found false.
+        self._verdicts: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
         self._in_hand: set[bytes] = set()  # task_ids being judged now
         self.countersigned_total = 0
         self.refused_total = 0
@@ -110,6 +113,52 @@ class TaskReports:
             raise errors.PeerError(f"{peer_id} answered something other than a "
                                    "TaskReportAnswer") from None
 
+    async def fail(self, plugin: str, report: TaskReport, reason: str) -> str:
+        """``ctx.report_failure``: a failure verdict on a reported task's claim.
+
+        The claim must be the provider's signature over exactly this plugin,
+        kind and detail (for whichever requester it was): a plugin cannot
+        blame a provider for work the provider never claimed.
+        """
+        if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON:
+            raise errors.InvalidArgument(f"a failure's reason is 1 to {MAX_REASON} characters")
+        if plugin not in self._rewarded:
+            raise errors.FailedPrecondition(f"plugin {plugin!r} earns no receipts: the genesis "
+                                            "does not require it")
+        check_name(report.kind, "task kind")
+        _check_report(report.detail, report.units)
+        try:
+            provider = accounts.key_of(report.provider)
+        except ValueError:
+            raise errors.InvalidArgument(f"{report.provider!r} is not a peer ID") from None
+        if provider == self._ledger.key:
+            raise errors.InvalidArgument("this node is the provider of that report")
+        claim = parse_claim(report.claim)
+        if claim is None:
+            raise errors.InvalidArgument("the report's claim is not a canonical TaskClaim")
+        problem = claims.claim_problem(
+            report.claim, report.signature, network_id=self._ledger.network_id,
+            task_id=claims.report_id(claim.requester, provider, plugin, report.kind,
+                                     report.detail),
+            plugin=plugin, requester=claim.requester, provider=provider, epoch=claim.epoch,
+            units=report.units, result=report.detail)
+        if problem is not None:
+            raise errors.InvalidArgument(f"not the provider's claim of this report: {problem}")
+        digest = claim_hash(report.claim)
+        known = self._verdicts.get(digest)
+        if known is not None:
+            return known.hex()
+        item = await self._ledger.write(task_verdict=ledger_pb2.TaskVerdict(
+            claim=report.claim, provider_signature=report.signature,
+            expected_digest=claims.rejected_digest(report.claim)))
+        self._verdicts[digest] = item.hash
+        while len(self._verdicts) > REMEMBERED:
+            self._verdicts.popitem(last=False)
+        log.info("recorded a failed report", extra={
+            "plugin": plugin, "kind": report.kind, "provider": report.provider,
+            "reason": reason, "entry": item.hash.hex()})
+        return item.hash.hex()
+
     # --- the side the work was for ------------------------------------------------
 
     async def _serve(self, peer_id: str, payload: bytes) -> bytes:
@@ -138,7 +187,8 @@ class TaskReports:
         try:
             async with self._judging:
                 accepted = await self._judge(rule, TaskReport(
-                    peer_id, report.kind, report.detail, claim.units), report.plugin)
+                    peer_id, report.kind, report.detail, claim.units, report.claim,
+                    report.provider_signature), report.plugin)
             if not accepted:
                 self.refused_total += 1
                 raise errors.InvalidArgument(f"{report.plugin} on this node does not accept "

@@ -84,8 +84,8 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert info.kind == plugins_pb2.PLUGIN_KIND_EXTERNAL
             assert (info.version, info.required) == ("1.0.0", True)
             assert info.summary == "SHA-256 tasks and an ECHO event, in JavaScript"
-            assert list(info.events) == ["ASK_HASH", "DHT_GET", "DHT_PUT", "ECHO", "HASH",
-                                         "PEERS", "REPORTED"]
+            assert list(info.events) == ["ASK_HASH", "DHT_GET", "DHT_PUT", "ECHO",
+                                         "FAIL_HASH", "HASH", "PEERS", "REPORTED"]
             assert list(info.task_kinds) == ["SHA256"]
             assert info.pid > 0
             # An event to b's plugin, and one to a's own that calls back into meshd.
@@ -115,6 +115,13 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
                 rpc, a.api.socket, ledger_pb2_grpc.LedgerServiceStub, "ListHistory",
                 ledger_pb2.ListHistoryRequest(limit=100))).entries
             assert (receipt, "task_receipt") in {(e.hash, e.kind) for e in history}
+            # The work proves false after all: a's plugin reports a failure
+            # verdict on the claim it kept (Call.report_failure).
+            verdict = (await call_plugin(a.api.socket, "FAIL_HASH")).decode()
+            history = (await trio.to_thread.run_sync(
+                rpc, a.api.socket, ledger_pb2_grpc.LedgerServiceStub, "ListHistory",
+                ledger_pb2.ListHistoryRequest(limit=100))).entries
+            assert (verdict, "task_verdict") in {(e.hash, e.kind) for e in history}
             # Work a did not ask its plugin for (HASH sent directly) is refused.
             await call_plugin(a.api.socket, "HASH", b"unasked", b.peer_id)
             done = await eventually(functools.partial(reports, b.api.socket),

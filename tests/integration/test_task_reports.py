@@ -8,14 +8,17 @@ reporter sees; nothing is recorded for them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import grpc
 import pytest
 import trio
 
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshcore.ledger import accounts
 from meshd.ledger.ledger import Ledger
-from meshd.testing import Node, open_network, plugin_under_test
+from meshd.testing import Node, eventually, open_network, plugin_under_test
 from tests.plugin_fixtures import ReporterPlugin
 
 
@@ -82,3 +85,63 @@ async def test_reports_are_countersigned_only_when_the_peer_agrees(
             assert len(second) == 64 and second != receipt, second
             assert skewed, "the provider's epoch was not skewed"
             assert (await receipts(a))[second] <= skewed[0]
+
+
+async def test_work_reported_then_found_false_slashes_its_provider_on_two_verdicts(
+        tmp_path: Path) -> None:
+    with trio.fail_after(180):
+        async with open_network(tmp_path, 3, epoch_seconds=3,
+                                plugins=[plugin_under_test("reporter", ReporterPlugin)]) as net:
+            a, b, c = net.nodes
+            await trio.to_thread.run_sync(_stake, b, STAKE)
+            await eventually(lambda: _bonded(a, b, STAKE), timeout=60, what="b's stake bonded")
+            await a.call("reporter", "ASK", f"{b.peer_id}\n".encode() + b"job-1")
+            await report(b, a, "SERVED", b"job-1", units=5)
+            (accepted,) = json.loads(await a.call("reporter", "ACCEPTED"))
+            assert accepted["provider"] == b.peer_id and accepted["claim"]
+
+            # Bad failure reports are refused with why; nothing is written.
+            forged = {**accepted, "detail": b"job-2".hex()}
+            assert "not the provider's claim of this report" in await fail(a, forged, "wrong")
+            assert "1 to 200 characters" in await fail(a, accepted, "")
+            assert "this node is the provider" in await fail(b, accepted, "wrong")
+            assert not await verdicts(a)
+
+            # a finds the work false, and once is enough: the same verdict again.
+            first = await fail(a, accepted, "the job's answer was wrong")
+            assert len(first) == 64, first
+            assert await fail(a, accepted, "still wrong") == first
+            assert list(await verdicts(a)) == [first]
+            # One verdict is not a quorum; c, shown the report, checks and agrees.
+            second = await fail(c, accepted, "checked it: wrong")
+            assert len(second) == 64 and second != first, second
+            await eventually(lambda: _bonded(a, b, STAKE * 9 // 10), timeout=60,
+                             what="b slashed 10 % on two verdicts")
+            assert int((await a.token_info()).slashed_total) == STAKE // 10
+
+
+STAKE = 1_000_000
+
+
+async def fail(node: Node, shown: dict[str, object], reason: str) -> str:
+    answer = await node.call("reporter", "FAIL",
+                             json.dumps(shown).encode() + b"\n" + reason.encode(), timeout=30)
+    return answer.decode()
+
+
+async def verdicts(node: Node) -> dict[str, int]:
+    return {e.hash: e.epoch for e in await node.history(200) if e.kind == "task_verdict"}
+
+
+def _stake(node: Node, amount: int) -> None:
+    with grpc.insecure_channel(f"unix:{node.socket}") as channel:
+        ledger_pb2_grpc.LedgerServiceStub(channel).Stake(ledger_pb2.StakeRequest(amount=str(amount)),
+                                                         timeout=10)
+
+
+async def _bonded(reader: Node, account: Node, amount: int) -> bool:
+    def read() -> int:
+        with grpc.insecure_channel(f"unix:{reader.socket}") as channel:
+            return int(ledger_pb2_grpc.LedgerServiceStub(channel).GetBalance(
+                ledger_pb2.GetBalanceRequest(account=account.peer_id), timeout=10).bonded)
+    return await trio.to_thread.run_sync(read) == amount

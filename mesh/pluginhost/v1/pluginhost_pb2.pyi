@@ -315,6 +315,7 @@ class Call(_message.Message):
     DHT_FIND_PROVIDERS_FIELD_NUMBER: _builtins.int
     DHT_PUT_FIELD_NUMBER: _builtins.int
     DHT_GET_FIELD_NUMBER: _builtins.int
+    REPORT_FAILURE_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """Chosen by the plugin, unique among its calls in flight."""
     @_builtins.property
@@ -366,6 +367,12 @@ class Call(_message.Message):
     def dht_get(self) -> Global___DhtGet:
         """Result.data; NOT_FOUND when nobody holds one"""
 
+    @_builtins.property
+    def report_failure(self) -> Global___ReportFailure:
+        """Work a peer reported has proved false: a failure verdict on its claim
+        (docs/plugins.md, "Receipts"); Result.data is the verdict entry's hash.
+        """
+
     def __init__(
         self,
         *,
@@ -381,12 +388,13 @@ class Call(_message.Message):
         dht_find_providers: Global___DhtFindProviders | None = ...,
         dht_put: Global___DhtPut | None = ...,
         dht_get: Global___DhtGet | None = ...,
+        report_failure: Global___ReportFailure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get", "report_failure"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -531,6 +539,45 @@ class ReportTask(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportTask: _TypeAlias = ReportTask  # noqa: Y015
+
+@_typing.final
+class ReportFailure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    CLAIM_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The report as a ReportCall gave it (on this node or another)."""
+    kind: _builtins.str
+    detail: _builtins.bytes
+    units: _builtins.int
+    claim: _builtins.bytes
+    signature: _builtins.bytes
+    reason: _builtins.str
+    """1-200 characters, for the log"""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        detail: _builtins.bytes = ...,
+        units: _builtins.int = ...,
+        claim: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim", "detail", b"detail", "kind", b"kind", "provider", b"provider", "reason", b"reason", "signature", b"signature", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportFailure: _TypeAlias = ReportFailure  # noqa: Y015
 
 @_typing.final
 class ListPeers(_message.Message):
@@ -862,12 +909,19 @@ class ReportCall(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
+    CLAIM_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     provider: _builtins.str
     """the reporting peer (authenticated by the connection)"""
     kind: _builtins.str
     detail: _builtins.bytes
     units: _builtins.int
+    claim: _builtins.bytes
+    """The provider's signed TaskClaim for it: keep both to send ReportFailure
+    should the work prove false.
+    """
+    signature: _builtins.bytes
     def __init__(
         self,
         *,
@@ -876,10 +930,12 @@ class ReportCall(_message.Message):
         kind: _builtins.str = ...,
         detail: _builtins.bytes = ...,
         units: _builtins.int = ...,
+        claim: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "detail", b"detail", "kind", b"kind", "provider", b"provider", "units", b"units"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "claim", b"claim", "detail", b"detail", "kind", b"kind", "provider", b"provider", "signature", b"signature", "units", b"units"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,9 @@
 //   peer HASH the data;
 // * event REPORTED: what became of this node's reports, as JSON
 //   {"receipts": [hex hashes], "refused": [messages]};
+// * event FAIL_HASH (this node's operator only): the last report this node
+//   accepted proved false after all: a failure verdict on it (reportFailure),
+//   answered as the verdict entry's hash (hex);
 // * events DHT_PUT ("<key>\n<value>", stores the value and announces this node
 //   as a provider of the key) and DHT_GET (key: the value, and the providers as
 //   "\n<peer ID>" lines after it), over the network's DHT in the plugin's own
@@ -42,6 +45,7 @@ plugin.on("ECHO", async (event) => event.data);
 plugin.on("PEERS", async () => Buffer.from((await plugin.peers()).join("\n")));
 
 const asked = new Set(); // "<peer>/<digest>" this node had peers hash, not yet reported
+const accepted = []; // the reports this node countersigned, kept as evidence
 const receipts = [];
 const refused = [];
 
@@ -58,7 +62,15 @@ plugin.on("HASH", async (event) => {
 
 plugin.acceptReports("HASH", async (report) => {
   const key = `${report.provider}/${report.detail.toString()}`;
-  return report.units === 1 && asked.delete(key); // each request earns once
+  const accept = report.units === 1 && asked.delete(key); // each request earns once
+  if (accept) accepted.push(report);
+  return accept;
+});
+
+plugin.on("FAIL_HASH", async (event) => {
+  if (event.peer !== plugin.welcome.peer_id) throw new Error("FAIL_HASH is for this node's operator");
+  if (!accepted.length) throw new Error("no report accepted yet");
+  return Buffer.from(await plugin.reportFailure(accepted[accepted.length - 1], "a wrong digest"));
 });
 
 plugin.on("ASK_HASH", async (event) => {

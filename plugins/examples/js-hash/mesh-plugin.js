@@ -115,10 +115,21 @@ class MeshPlugin {
       .then((result) => result.data.toString("hex"));
   }
 
-  // Countersign peers' reports of `kind` when rule({provider, kind, detail, units})
-  // resolves to true. Accept each piece of work once.
+  // Countersign peers' reports of `kind` when rule({provider, kind, detail, units,
+  // claim, signature}) resolves to true. Accept each piece of work once; keep the
+  // report if the work could later prove false (reportFailure).
   acceptReports(kind, rule) {
     this.reportRules.set(kind, rule);
+  }
+
+  // Work a peer reported has proved false: a failure verdict on the report's
+  // signed claim (the object a rule was given, here or on another node).
+  // Verdicts of two eligible nodes slash the provider (docs/tasks.md §5b).
+  // Resolves to the verdict's hash (hex).
+  reportFailure(report, reason) {
+    const { provider, kind, detail, units, claim, signature } = report;
+    return this.call({ report_failure: { provider, kind, detail, units, claim, signature, reason } })
+      .then((result) => result.data.toString("hex"));
   }
 
   peers() {
@@ -241,6 +252,7 @@ class MeshPlugin {
     try {
       accept = !!(await this.reportRules.get(call.kind)({
         provider: call.provider, kind: call.kind, detail: call.detail, units: Number(call.units),
+        claim: call.claim, signature: call.signature,
       }));
     } catch (error) {
       console.error(`report rule of ${call.kind} failed: ${error.message || error}`);
