@@ -20,9 +20,12 @@ from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshd.plugin import Event
 from meshd.testing import Node, eventually, open_network, plugin_under_test
 from tests.integration.test_plugins import Instances
+from tests.integration.test_task_reports import bonded, stake
 
 K, N = 2, 3
 STRIPES = 20
+EPOCH_SECONDS = 5
+STAKE = 1_000_000
 
 
 async def store(owner: Node, data: bytes) -> Manifest:
@@ -54,10 +57,11 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
     factory = Instances(StoragePlugin)
     made = factory.made
 
-    settings = {"plugins.settings": {"storage": {"repair_every": 3600}}}  # driven by hand
+    settings = {"plugins.settings": {"storage": {  # driven by hand
+        "repair_every": 3600, "audit_every": 3600}}}
     with trio.fail_after(240):
         async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
-                                config=settings) as net:
+                                config=settings, epoch_seconds=EPOCH_SECONDS) as net:
             plugin = {p.ctx.peer_id: p for p in made}
             owner = net.nodes[0]
             auditor = plugin[owner.peer_id]
@@ -78,6 +82,10 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
 
             # One holder deletes 10% of its pieces and goes on saying it has them.
             liar = plugin[holders[0]]
+            liar_node = next(n for n in net.nodes if n.peer_id == liar.ctx.peer_id)
+            await trio.to_thread.run_sync(stake, liar_node, STAKE)
+            await eventually(lambda: bonded(owner, liar_node, STAKE), timeout=60,
+                             what="the liar's stake bonded")
             mine = [c for s in manifest.stripes for c in s.pieces
                     if liar.chunks.has(digest_hex(c))]
             deleted = mine[:len(mine) // 10]
@@ -93,11 +101,18 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
                 await auditor.auditor.audit_file(manifest, epoch=1 + rounds)
             failed = next(a for a in auditor.files.audits.values() if not a.ok)
             assert failed.holder == liar.ctx.peer_id and "holds no piece" in failed.reason
+            # It had promised to keep its pieces of the file (KEEP, above): the
+            # auditor's verdict and a second keeper's (which audited the liar
+            # itself) slash it 10 % of its stake.
+            assert failed.provable and len(failed.verdicts) == 2, failed
+            await eventually(lambda: bonded(owner, liar_node, STAKE * 9 // 10), timeout=60,
+                             what="the liar slashed on two verdicts")
             status = json.loads(await owner.call("storage", "STATUS", manifest.cid.encode(),
                                                  timeout=60))
             shown = [p["audit"] for s in status["stripes"] for p in s["pieces"]
                      if p["audit"] and not p["audit"]["ok"]]
             assert shown and shown[0]["holder"] == liar.ctx.peer_id
+            assert shown[0]["verdicts"] == list(failed.verdicts)
 
             # Repair treats the piece as missing and places it on the node that
             # held nothing of that stripe.

@@ -93,8 +93,8 @@ async def test_work_reported_then_found_false_slashes_its_provider_on_two_verdic
         async with open_network(tmp_path, 3, epoch_seconds=3,
                                 plugins=[plugin_under_test("reporter", ReporterPlugin)]) as net:
             a, b, c = net.nodes
-            await trio.to_thread.run_sync(_stake, b, STAKE)
-            await eventually(lambda: _bonded(a, b, STAKE), timeout=60, what="b's stake bonded")
+            await trio.to_thread.run_sync(stake, b, STAKE)
+            await eventually(lambda: bonded(a, b, STAKE), timeout=60, what="b's stake bonded")
             await a.call("reporter", "ASK", f"{b.peer_id}\n".encode() + b"job-1")
             await report(b, a, "SERVED", b"job-1", units=5)
             (accepted,) = json.loads(await a.call("reporter", "ACCEPTED"))
@@ -115,7 +115,7 @@ async def test_work_reported_then_found_false_slashes_its_provider_on_two_verdic
             # One verdict is not a quorum; c, shown the report, checks and agrees.
             second = await fail(c, accepted, "checked it: wrong")
             assert len(second) == 64 and second != first, second
-            await eventually(lambda: _bonded(a, b, STAKE * 9 // 10), timeout=60,
+            await eventually(lambda: bonded(a, b, STAKE * 9 // 10), timeout=60,
                              what="b slashed 10 % on two verdicts")
             assert int((await a.token_info()).slashed_total) == STAKE // 10
 
@@ -133,13 +133,13 @@ async def verdicts(node: Node) -> dict[str, int]:
     return {e.hash: e.epoch for e in await node.history(200) if e.kind == "task_verdict"}
 
 
-def _stake(node: Node, amount: int) -> None:
+def stake(node: Node, amount: int) -> None:
     with grpc.insecure_channel(f"unix:{node.socket}") as channel:
         ledger_pb2_grpc.LedgerServiceStub(channel).Stake(ledger_pb2.StakeRequest(amount=str(amount)),
                                                          timeout=10)
 
 
-async def _bonded(reader: Node, account: Node, amount: int) -> bool:
+async def bonded(reader: Node, account: Node, amount: int) -> bool:
     def read() -> int:
         with grpc.insecure_channel(f"unix:{reader.socket}") as channel:
             return int(ledger_pb2_grpc.LedgerServiceStub(channel).GetBalance(

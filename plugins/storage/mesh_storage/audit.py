@@ -17,29 +17,35 @@ within N rounds with probability 1 - (1 - p)^N.
 * A failure (no answer, no piece, a segment or path that does not check) is
   recorded with its reason; STATUS shows each piece's last audit, and
   repair treats a piece whose last audit failed as missing.
+* A failure the holder itself shows, of a piece it had been paid to keep,
+  is a failure verdict in the ledger, confirmed by a second auditor: the
+  holder is slashed (verdicts.py).
 
-``AUDIT``: a piece CID, a segment index, the segment size, the epoch and
-the bytes of the file the holder is audited for, separated by spaces; the
+``AUDIT``: a piece CID, a segment index, the segment size, the epoch, the
+bytes of the file the holder is audited for and the file's CID, separated
+by spaces; the
 answer is a byte (the number of path hashes), the path (32 bytes each,
 bottom first) and the segment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import trio
 
 from mesh_storage import merkle
-from mesh_storage.deliveries import Deliveries
+from mesh_storage.deliveries import KEEP, Deliveries
 from mesh_storage.erasure import piece_size
 from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
 from mesh_storage.holding import Holding
-from mesh_storage.manifest import PIECE, Manifest
+from mesh_storage.manifest import FILE_CID, PIECE, Manifest
 from mesh_storage.pieces import CidError, digest_hex
-from meshd.plugin import Context, Event, InvalidArgument, MeshError
+from mesh_storage.verdicts import Verdicts
+from meshd.plugin import Context, Event, InvalidArgument, MeshError, PeerError
 
-KEEP = "KEEP"
+NO_PIECE = "holds no piece"  # the holder's own refusal (answer, below): provable
 POLL = 1.0  # seconds between looks at the epoch clock
 HASH = 32
 
@@ -75,7 +81,8 @@ class Auditor:
         self.holding = holding
         self.every = every  # seconds; 0: once per epoch
         self.last = files.audits  # piece CID -> its last audit by this node (STATUS shows it)
-        self.keeps = Deliveries(ctx, KEEP)
+        self.verdicts = Verdicts(ctx, holding, self.audit_piece)
+        self.keeps = Deliveries(ctx, KEEP, accepted=self.verdicts.kept)
         self._paid: set[tuple[int, str, str]] = set()  # (epoch, holder, piece) countersigned
         ctx.on("AUDIT", self.answer)
 
@@ -86,10 +93,11 @@ class Auditor:
             cid, index, segment, _epoch, held = _audit_request(event.data)
         except (UnicodeDecodeError, ValueError, CidError):
             raise InvalidArgument("AUDIT takes a piece CID, a segment index, a segment size, "
-                                  "an epoch and the bytes held, separated by spaces") from None
+                                  "an epoch, the bytes held and the file CID, separated by "
+                                  "spaces") from None
         piece = await trio.to_thread.run_sync(self.files.chunks.get, digest_hex(cid))
         if piece is None:
-            raise InvalidArgument(f"this node holds no piece {cid}")
+            raise InvalidArgument(f"this node {NO_PIECE} {cid}")
         try:
             proof = await trio.to_thread.run_sync(answer, piece, index, segment)
         except merkle.ProofError as exc:
@@ -130,28 +138,46 @@ class Auditor:
             s, i, cid = pieces[random.choice(indices)]
             held_bytes = sum(piece_size(manifest.stripes[pieces[j][0]].length, manifest.k)
                              for j in indices)
-            await self.audit(holder, cid, bytes.fromhex(manifest.stripes[s].roots[i]),
-                             piece_size(manifest.stripes[s].length, manifest.k),
-                             manifest.segment, epoch, held_bytes)
+            result = await self.audit(manifest.cid, holder, cid,
+                                      bytes.fromhex(manifest.stripes[s].roots[i]),
+                                      piece_size(manifest.stripes[s].length, manifest.k),
+                                      manifest.segment, epoch, held_bytes)
+            if result.provable:  # it said HAVE yes a moment ago
+                verdicts = await self.verdicts.failed(manifest, result, cid)
+                self.last[cid] = dataclasses.replace(result, verdicts=verdicts)
 
         async with trio.open_nursery() as nursery:
             for holder, indices in held.items():
                 if holder != self.ctx.peer_id:
                     nursery.start_soon(one, holder, indices)
 
-    async def audit(self, holder: str, cid: str, root: bytes, size: int, segment: int,
-                    epoch: int, held_bytes: int) -> Audit:
-        """Challenge ``holder`` for a random segment of piece ``cid``; record the result."""
+    async def audit_piece(self, manifest: Manifest, holder: str, cid: str,
+                          epoch: int) -> Audit:
+        """Challenge ``holder`` for a random segment of piece ``cid`` of ``manifest``."""
+        stripe, index = next((s, s.pieces.index(cid)) for s in manifest.stripes
+                             if cid in s.pieces)
+        size = piece_size(stripe.length, manifest.k)
+        return await self.audit(manifest.cid, holder, cid, bytes.fromhex(stripe.roots[index]),
+                                size, manifest.segment, epoch, size)
+
+    async def audit(self, file: str, holder: str, cid: str, root: bytes, size: int,
+                    segment: int, epoch: int, held_bytes: int) -> Audit:
+        """Challenge ``holder`` for a random segment of piece ``cid`` of ``file``;
+        record the result."""
         count = max(1, -(-size // segment))
         index = random.randrange(count)
-        ask = f"{cid} {index} {segment} {epoch} {held_bytes}".encode()
+        ask = f"{cid} {index} {segment} {epoch} {held_bytes} {file}".encode()
         expected = self.keeps.expect(holder, ask)
         try:
             got = await self.ctx.request(holder, "AUDIT", ask, timeout=PIECE_TIMEOUT)
             check(got, root, index, count)
             result = Audit(epoch, holder, True, at=trio.current_time())
         except (MeshError, AuditError) as exc:
-            result = Audit(epoch, holder, False, str(exc), trio.current_time())
+            # Silence (a timeout, no connection) proves nothing; a refusal
+            # saying the piece is gone, or a proof that does not check, does.
+            provable = isinstance(exc, AuditError) or (
+                isinstance(exc, PeerError) and NO_PIECE in str(exc))
+            result = Audit(epoch, holder, False, str(exc), trio.current_time(), provable)
             self.ctx.log.warning("a holder failed an audit", extra={
                 "peer_id": holder, "piece": cid, "segment": index, "error": str(exc)})
         first_pass = result.ok and (epoch, holder, cid) not in self._paid
@@ -164,8 +190,10 @@ class Auditor:
 
 
 def _audit_request(data: bytes) -> tuple[str, int, int, int, int]:
-    cid, index, segment, epoch, held = data.decode("ascii").split(" ")
+    cid, index, segment, epoch, held, file = data.decode("ascii").split(" ")
     digest_hex(cid)
+    if not FILE_CID.fullmatch(file):
+        raise ValueError("not a file CID")
     numbers = int(index), int(segment), int(epoch), int(held)
     if not 0 < numbers[1] <= PIECE or min(numbers) < 0 or numbers[3] < 1:
         raise ValueError("out of range")

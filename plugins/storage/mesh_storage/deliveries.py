@@ -10,12 +10,14 @@ holder cannot invent deliveries or audits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from meshd.plugin import Context, Event, MeshError, TaskReport
 
+RETRIEVE_FILE, KEEP = "RETRIEVE_FILE", "KEEP"  # the kinds reported
 FETCHES_KEPT = 1024  # this node's recent fetches from peers, awaiting their reports
 REPORT_WAIT = 10.0  # a report that overtakes its fetch's answer waits this long for it
 
@@ -34,9 +36,11 @@ class Fetch:
 
 
 class Deliveries:
-    def __init__(self, ctx: Context, kind: str = "RETRIEVE_FILE") -> None:
+    def __init__(self, ctx: Context, kind: str = RETRIEVE_FILE,
+                 accepted: Callable[[TaskReport], None] | None = None) -> None:
         self.ctx = ctx
         self.kind = kind
+        self._accepted = accepted  # told of each report countersigned (its claim is evidence)
         # (provider, the fetch's event data) -> the fetch, oldest first.
         self.fetches: dict[tuple[str, bytes], Fetch] = {}
         ctx.accept_reports(kind, self.check)
@@ -65,7 +69,10 @@ class Deliveries:
             await fetch.answered.wait()
         if self.fetches.pop((report.provider, report.detail), None) is not fetch:
             return False  # another report of the same fetch got there first
-        return fetch.units > 0 and report.units == fetch.units
+        accept = fetch.units > 0 and report.units == fetch.units
+        if accept and self._accepted is not None:
+            self._accepted(report)
+        return accept
 
     async def report(self, event: Event, size: int) -> None:
         """As the holder: report that ``event`` was answered, for ``size`` bytes."""

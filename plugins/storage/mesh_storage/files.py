@@ -73,6 +73,10 @@ class Audit:
     ok: bool
     reason: str = ""  # why it failed
     at: float = 0.0  # trio clock
+    # A failure the holder itself showed (it said it holds no such piece, or
+    # its proof did not check), not silence: evidence for a verdict.
+    provable: bool = False
+    verdicts: tuple[str, ...] = ()  # failure verdict entries recorded for it (hex)
 
 
 class Files:
@@ -491,7 +495,7 @@ class Files:
         if audit is None:
             return None
         return {"epoch": audit.epoch, "holder": audit.holder, "ok": audit.ok,
-                "reason": audit.reason,
+                "reason": audit.reason, "verdicts": list(audit.verdicts),
                 "seconds_ago": round(trio.current_time() - audit.at, 1)}
 
     async def files(self, event: Event) -> bytes:

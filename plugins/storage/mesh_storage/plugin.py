@@ -8,6 +8,7 @@ Wiring only; each part is its own module:
   GET_STRIPE, PUT_MANIFEST, GET_MANIFEST, STATUS, FILES, HOLDERS, LAYOUT);
 * deliveries.py: receipts for pieces and chunks served;
 * audit.py: proofs of storage, each epoch, paid for when they pass;
+* verdicts.py: failed audits of promised pieces, slashed in the ledger;
 * repair.py: pieces whose holders are gone, rebuilt and placed again.
 
 Chunk events, the seed's example handler (docs/plugins.md §7 gives the wire shapes):

@@ -1,0 +1,164 @@
+"""Failed audits as ledger evidence: a holder that said it keeps a piece and
+then shows it does not is slashed.
+
+A KEEP receipt (audit.py) rests on the holder's signed claim, whose detail
+is the AUDIT request it passed: it names the file and the bytes of it the
+holder keeps, so it is the holder's promise to keep its pieces of that
+file. The auditor keeps the last such report per (holder, file)
+(:meth:`Verdicts.kept`). When a later audit of a piece of that file fails
+the way only a holder that lost it fails (it answered HAVE yes, then said
+it holds no such piece, or sent a segment or Merkle path that does not
+check), the auditor records a failure verdict on that claim
+(``ctx.report_failure``) and asks the other nodes that keep the file's
+manifest, one after another, to ``CONFIRM_AUDIT``: each audits the holder
+for that piece itself and, if it fails too, records its own verdict.
+Verdicts of two eligible nodes are the failed-task offence (docs/ledger.md
+§7): the holder loses 10 % of its stake, once per claim; a holder that
+passes again later makes a new promise, which a new failure breaks.
+
+Silence is not evidence: a holder that does not answer may be offline
+(uptime rewards and repair deal with that), so it is repaired around, not
+slashed. A holder never audited since it took its pieces of a file has
+made no promise to judge yet; nor has an auditor that restarted since
+(claims are kept in memory).
+
+``CONFIRM_AUDIT``: JSON ``{"piece": CID, "report": {provider, kind, detail,
+units, claim, signature}}``, bytes in hex; the answer is the confirmer's
+verdict entry hash (hex), or an error saying why not (the holder passed).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from mesh_storage.deliveries import KEEP
+from mesh_storage.files import PIECE_TIMEOUT, Audit
+from mesh_storage.holding import Holding, file_cid, file_key
+from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
+from mesh_storage.pieces import CidError, digest_hex
+from meshd.plugin import Context, Event, InvalidArgument, MeshError, TaskReport
+
+CONFIRM = "CONFIRM_AUDIT"
+CONFIRM_TIMEOUT = 2 * PIECE_TIMEOUT + 10  # the confirmer's own audit, then its verdict
+CONFIRMERS = 3  # keepers of the manifest asked, one after another, until one confirms
+CLAIMS_KEPT = 65536  # (holder, piece) claims kept; the oldest go first
+MAX_KEEPERS = 20
+
+# (manifest, holder, piece CID, epoch) -> the audit's result
+AuditPiece = Callable[[Manifest, str, str, int], Awaitable[Audit]]
+
+
+class Verdicts:
+    def __init__(self, ctx: Context, holding: Holding, audit: AuditPiece) -> None:
+        self.ctx = ctx
+        self.holding = holding
+        self._audit = audit
+        self.claims: collections.OrderedDict[tuple[str, str], TaskReport] = \
+            collections.OrderedDict()
+        ctx.on(CONFIRM, self.confirm, timeout=CONFIRM_TIMEOUT + 5)
+
+    def kept(self, report: TaskReport) -> None:
+        """A KEEP report this node countersigned: the holder's latest promise."""
+        try:
+            key = (report.provider, _file_of(report))
+        except (IndexError, UnicodeDecodeError):  # not an AUDIT this node asked
+            return
+        self.claims[key] = report
+        self.claims.move_to_end(key)
+        while len(self.claims) > CLAIMS_KEPT:
+            self.claims.popitem(last=False)
+
+    async def failed(self, manifest: Manifest, audit: Audit, cid: str) -> tuple[str, ...]:
+        """The verdicts recorded for ``audit``, a provable failure of piece ``cid``:
+        this node's and a confirmer's; () when there is no claim to judge."""
+        report = self.claims.pop((audit.holder, manifest.cid), None)
+        if report is None:
+            return ()
+        try:
+            verdicts = [await self.ctx.report_failure(report, _reason(audit.reason))]
+        except MeshError as exc:
+            self.ctx.log.warning("could not record a failed audit", extra={
+                "peer_id": audit.holder, "piece": cid, "error": str(exc)})
+            return ()
+        ask = json.dumps({"piece": cid, "report": _shown(report)}).encode()
+        for keeper in (await self._keepers(manifest, audit.holder))[:CONFIRMERS]:
+            try:
+                answer = await self.ctx.request(keeper, CONFIRM, ask, timeout=CONFIRM_TIMEOUT)
+            except MeshError as exc:
+                self.ctx.log.info("a keeper did not confirm a failed audit", extra={
+                    "peer_id": keeper, "holder": audit.holder, "error": str(exc)})
+                continue
+            verdicts.append(answer.decode("ascii", "replace"))
+            break
+        self.ctx.log.warning("a holder failed the audit of a piece it had promised to keep",
+                             extra={"peer_id": audit.holder, "piece": cid,
+                                    "verdicts": verdicts})
+        return tuple(verdicts)
+
+    async def _keepers(self, manifest: Manifest, holder: str) -> list[str]:
+        try:
+            found = await self.ctx.dht.find_providers(file_key(manifest.cid), MAX_KEEPERS)
+        except MeshError:
+            return []
+        return [p for p in dict.fromkeys(f.peer_id for f in found)
+                if p not in (self.ctx.peer_id, holder)]
+
+    async def confirm(self, event: Event) -> bytes:
+        """Another auditor's failed audit: audit the holder for that piece here."""
+        try:
+            asked = json.loads(event.data)
+            cid, report = str(asked["piece"]), _report_of(asked["report"])
+            digest_hex(cid)
+            file = file_cid(_file_of(report).encode())
+        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, CidError,
+                InvalidArgument):
+            raise InvalidArgument(f"{CONFIRM} takes JSON {{piece, report}}, the report a "
+                                  "KEEP one") from None
+        if report.kind != KEEP or report.provider in (event.peer, self.ctx.peer_id):
+            raise InvalidArgument(f"{CONFIRM} confirms another holder's KEEP report")
+        raw = await trio.to_thread.run_sync(self.holding.manifests.get, file)
+        if raw is None:
+            raise InvalidArgument(f"this node keeps no manifest of {file}")
+        try:
+            manifest = parse_manifest(raw)
+        except ManifestError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if not any(cid in stripe.pieces for stripe in manifest.stripes):
+            raise InvalidArgument(f"piece {cid} is not part of file {file}")
+        audit = await self._audit(manifest, report.provider, cid,
+                                  self.ctx.ledger.clock_epoch())
+        if audit.ok:
+            raise InvalidArgument(f"{report.provider} passed this node's audit of {cid}")
+        if not audit.provable:
+            raise InvalidArgument(f"this node's audit of {cid} proved nothing: {audit.reason}")
+        return (await self.ctx.report_failure(report, _reason(f"confirmed: {audit.reason}"))
+                ).encode("ascii")
+
+
+def _file_of(report: TaskReport) -> str:
+    """The file a KEEP report's detail (the AUDIT request) names."""
+    return report.detail.split(b" ")[5].decode("ascii")
+
+
+def _reason(text: str) -> str:
+    return text[:200] or "failed an audit"
+
+
+def _shown(report: TaskReport) -> dict[str, Any]:
+    return {"provider": report.provider, "kind": report.kind, "detail": report.detail.hex(),
+            "units": report.units, "claim": report.claim.hex(),
+            "signature": report.signature.hex()}
+
+
+def _report_of(shown: dict[str, Any]) -> TaskReport:
+    units = shown["units"]
+    if not isinstance(units, int) or isinstance(units, bool):
+        raise TypeError("units")
+    return TaskReport(str(shown["provider"]), str(shown["kind"]),
+                      bytes.fromhex(shown["detail"]), units, bytes.fromhex(shown["claim"]),
+                      bytes.fromhex(shown["signature"]))
