@@ -23,6 +23,7 @@ from typing import TypeAlias
 import trio
 from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from mesh.wire.v1 import wire_pb2
@@ -118,7 +119,7 @@ class DirectMessenger:
         protocol = protocol_id(self._network_id, name, version)
         try:
             with trio.fail_after(timeout):
-                stream = await self._host.new_stream(ID.from_base58(peer_id), [protocol])
+                stream = await self._open(ID.from_base58(peer_id), protocol)
                 try:
                     await write_frame(stream, payload)
                     frame = await read_frame(stream, max_response + _RESPONSE_OVERHEAD)
@@ -140,6 +141,21 @@ class DirectMessenger:
             raise errors.Unavailable(f"request {name!r} to {peer_id} failed: "
                                      f"{exc or type(exc).__name__}") from None
         return _unwrap(frame, peer_id, name)
+
+    async def _open(self, peer: ID, protocol: TProtocol) -> INetStream:
+        """A stream to ``peer``, dialling first when no open connection is left.
+
+        py-libp2p 0.8.1's ``Swarm.new_stream`` dials only when its connection
+        table has no entry for the peer: when every entry is closed (a
+        connection that dropped, not yet cleaned up, or one being replaced)
+        it raises "No valid connections available" instead, while
+        ``dial_peer`` skips closed entries and dials
+        (docs/py-libp2p.md#found-new-stream-does-not-redial).
+        """
+        network = self._host.get_network()
+        if not any(not conn.is_closed for conn in network.get_connections(peer)):
+            await network.dial_peer(peer)
+        return await self._host.new_stream(peer, [protocol])
 
     async def ping(self, peer_id: str, timeout: float = DEFAULT_TIMEOUT) -> float:
         """Round-trip time in seconds of one PING (a new stream each time).

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import trio
+from libp2p.peer.id import ID
 
 from meshd import errors
 from meshd.p2p.direct import Code, DirectRequestFailed
+from meshd.p2p.membership import protocol_id
+from meshd.testing import eventually
 from tests.integration.p2p_helpers import NET_A, open_hosts
 
 
@@ -97,3 +100,28 @@ async def test_a_protocol_is_served_for_the_block_only_and_an_override_is_undone
                 assert await b.direct.request(a.peer_id, "echo", b"") == b"first"
             with pytest.raises(errors.Unavailable):
                 await b.direct.request(a.peer_id, "echo", b"")
+
+
+
+async def test_a_stream_is_dialled_when_only_closed_connections_are_left() -> None:
+    async def echo(peer_id: str, payload: bytes) -> bytes:
+        return payload
+
+    with trio.fail_after(30):
+        async with open_hosts(NET_A, NET_A) as (a, b):
+            with a.direct.serving("echo", echo):
+                await b.connect(a.listen_addrs()[0])
+                swarm = b.direct._host.get_network()
+                peer, back = ID.from_base58(a.peer_id), ID.from_base58(b.peer_id)
+                (dropped,) = swarm.connections[peer]
+                await dropped.close()
+                await eventually(lambda: not a.direct._host.get_network().get_connections(back),
+                                 timeout=10, what="a to drop its side")
+                # The window before py-libp2p's cleanup: only a closed entry is left.
+                swarm.connections[peer] = [dropped]
+                protocol = protocol_id(NET_A, "echo")
+                with pytest.raises(Exception, match="No valid connections available"):
+                    await b.direct._host.new_stream(peer, [protocol])  # the upstream trap
+                stream = await b.direct._open(peer, protocol)  # meshd's way: dial first
+                await stream.close()
+                assert any(not c.is_closed for c in swarm.get_connections(peer))
