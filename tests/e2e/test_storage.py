@@ -6,15 +6,20 @@ import hashlib
 import json
 import os
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from meshd.testing import eventually_blocking
-from tests.e2e.harness import Meshd, ctl_json
+from tests.e2e.harness import Meshd, ctl_json, start_network, validator_genesis
 
 SIZE = 50 * 1000 * 1000  # 48 stripes of 1 MiB (k=4 pieces of 256 KiB), the last partial
 K, N = 4, 8
 BULK = 180  # seconds for meshctl to put or get the 50 MB (9 daemons on 2 cores: 20-60 s)
+STAKE = 1_000_000
+EPOCH_SECONDS = 5
 
 
 def connected(nodes: list[Meshd]) -> None:
@@ -153,3 +158,69 @@ def test_a_holder_that_dies_is_repaired_after_the_grace_without_the_owner(
     out = tmp_path / "copy.bin"
     ctl_json(witness, "storage", "get", cid, "-o", str(out))
     assert out.read_bytes() == original.read_bytes()
+
+
+@pytest.mark.timeout(300)  # 8 validators start, settle a stake, audit, slash and repair
+def test_a_holder_that_damages_its_pieces_is_caught_slashed_and_repaired(
+        tmp_path: Path) -> None:
+    names = [f"v{i}" for i in range(8)]  # validators all: every auditor's verdict counts
+    genesis, _ = validator_genesis(
+        tmp_path, names, allocation=10 * STAKE, epoch_seconds=EPOCH_SECONDS,
+        options=["--name", "AuditNet", "--token-name", "AUDIT", "--token-symbol", "AUD",
+                 "--plugin", "storage"])
+    config = tmp_path / "audits.toml"
+    config.write_text("[plugins.settings.storage]\naudit_every = 2\nrepair_every = 1\n"
+                      "repair_grace = 4\n")
+    with start_network(tmp_path, genesis, names, args=("--config", str(config))) as nodes:
+        connected(nodes)
+        owner, *others = nodes
+        eventually_blocking(lambda: len(ctl_json(owner, "storage", "holders")) == 7,
+                            timeout=60, interval=0.5, what="every node to announce itself")
+        original = tmp_path / "ledger.bin"
+        original.write_bytes(os.urandom(20 * 2 * 256 * 1024))  # 20 stripes, 2-of-3
+        cid = json.loads(owner.ctl("storage", "put", str(original), "-k", "2", "-n", "3",
+                                   "--json", timeout=BULK).stdout)["cid"]
+        by_id = {str(o.status()["peer_id"]): o for o in others}
+        status = ctl_json(owner, "storage", "status", cid)
+        holds: dict[str, int] = {}
+        for stripe in status["stripes"]:
+            for piece in stripe["pieces"]:
+                for holder in piece["holders"]:
+                    holds[holder] = holds.get(holder, 0) + 1
+        liar_id = max(holds, key=lambda h: (holds[h], h))
+        liar = by_id[liar_id]
+        liar.ctl("ledger", "stake", str(STAKE))
+        owner.until_settled(lambda: int(ctl_json(owner, "ledger", "balance", liar_id)["bonded"]),
+                            lambda bonded: bonded == STAKE, what="the liar's stake bonded")
+        # Its promise: an audit it passed, paid for as KEEP (audits run every 2 s).
+        eventually_blocking(lambda: ctl_json(owner, "storage", "status", cid),
+                            lambda st: any(p["audit"] and p["audit"]["ok"]
+                                           and p["audit"]["holder"] == liar_id
+                                           for s in st["stripes"] for p in s["pieces"]),
+                            timeout=60, interval=1, what="the liar to pass an audit")
+
+        # It damages 10 % of its pieces in place (a disk that lies, a node that
+        # truncates to save space) and goes on answering HAVE yes for them.
+        pieces = sorted((liar.data_dir / "plugins" / "storage" / "chunks").glob("??/*"))
+        for piece in pieces[:max(1, len(pieces) // 10)]:
+            piece.write_bytes(bytes(piece.stat().st_size))
+        started = time.monotonic()
+        owner.until_settled(lambda: int(ctl_json(owner, "ledger", "balance", liar_id)["bonded"]),
+                            lambda bonded: bonded < STAKE, timeout=180,
+                            what="the liar to be slashed")
+        caught_in = time.monotonic() - started
+        bonded = int(ctl_json(owner, "ledger", "balance", liar_id)["bonded"])
+        slashed = int(ctl_json(owner, "token", "info")["slashed_total"])
+        assert slashed == STAKE - bonded >= STAKE // 10, (slashed, bonded)  # 10 % a claim
+        assert any("a holder failed the audit of a piece it had promised to keep" in o.log()
+                   for o in nodes)
+        # Its damaged pieces are rebuilt elsewhere; the file reads back whole.
+        healed = eventually_blocking(
+            lambda: ctl_json(owner, "storage", "status", cid),
+            lambda st: all(s["healthy"] == 3 for s in st["stripes"]), timeout=120,
+            interval=1, what="the damaged pieces to be repaired")
+        assert healed["stripes"]
+        out = tmp_path / "copy.bin"
+        owner.ctl("storage", "get", cid, "-o", str(out), timeout=BULK)
+        assert out.read_bytes() == original.read_bytes()
+        assert caught_in < 120, caught_in

@@ -102,13 +102,22 @@ class Repairer:
             wait = self.grace * (1 + order.index(self.ctx.peer_id))
             if now - since < wait:
                 continue
-            await self.repair(manifest, s, missing, set().union(*holders) | failed)
+            await self.repair(manifest, s, missing, set().union(*holders) | failed, failed)
 
     async def repair(self, manifest: Manifest, s: int, missing: list[int],
-                     holding_stripe: set[str]) -> None:
+                     holding_stripe: set[str], failed: set[str]) -> None:
         stripe = manifest.stripes[s]
         data = await self.files.rebuild(manifest.cid, manifest.coding, stripe.length,
                                         list(stripe.pieces))
+        # Another keeper whose turn came first may have placed the pieces while
+        # this one looked and rebuilt (seconds, under load): ask again.
+        held = await self.files.who_has([stripe.pieces[i] for i in missing])
+        here = await trio.to_thread.run_sync(
+            lambda: [self.files.chunks.has(digest_hex(stripe.pieces[i])) for i in missing])
+        missing = [i for i, peers, mine in zip(missing, held, here, strict=True)
+                   if not mine and not set(peers) - failed]
+        if not missing:
+            return
         pieces = await trio.to_thread.run_sync(erasure.encode, data, manifest.coding)
         for i in missing:
             if piece_cid(pieces[i]) != stripe.pieces[i]:
