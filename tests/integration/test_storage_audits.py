@@ -15,9 +15,10 @@ from mesh_storage.holding import Holding
 from mesh_storage.manifest import PIECE, Manifest, Stripe
 from mesh_storage.pieces import digest_hex
 from mesh_storage.plugin import StoragePlugin
+from mesh_storage.verdicts import CONFIRM, _shown
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from meshd.plugin import Event
+from meshd.plugin import Event, MeshError
 from meshd.testing import Node, eventually, open_network, plugin_under_test
 from tests.integration.test_plugins import Instances
 from tests.integration.test_task_reports import bonded, stake
@@ -79,6 +80,26 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             assert sorted(a.holder for a in auditor.files.audits.values() if a.ok) == holders
             await eventually(lambda: _receipts(owner, receipts_before + N), timeout=30,
                              what="the owner to countersign a KEEP for each holder")
+
+            # Asked to confirm a failure that is none, or asked nonsense, the
+            # owner (a keeper of the manifest) says why and writes nothing.
+            promise = auditor.auditor.verdicts.claims[(holders[0], manifest.cid)]
+            asker = plugin[holders[1]]
+            piece = next(c for s in manifest.stripes for c in s.pieces
+                         if plugin[holders[0]].chunks.has(digest_hex(c)))
+            for asked, why in [
+                    ({"piece": piece, "report": _shown(promise)}, "passed this node's audit"),
+                    ({"piece": piece}, "takes JSON {piece, report}"),
+                    ({"piece": "nope", "report": _shown(promise)}, "takes JSON"),
+                    ({"piece": piece, "report": {**_shown(promise), "kind": "RETRIEVE_FILE"}},
+                     "confirms another holder's KEEP report")]:
+                try:
+                    await asker.ctx.request(owner.peer_id, CONFIRM, json.dumps(asked).encode(),
+                                            timeout=60)
+                except MeshError as exc:
+                    assert why in str(exc), (asked, exc)
+                else:
+                    raise AssertionError(f"CONFIRM_AUDIT accepted {asked}")
 
             # One holder deletes 10% of its pieces and goes on saying it has them.
             liar = plugin[holders[0]]
