@@ -290,6 +290,29 @@ def status(client: MeshClient, cid: str, as_json: bool) -> None:
 
 
 @storage.command()
+@click.argument("cid", metavar="CID")
+@json_option
+@with_client
+def rm(client: MeshClient, cid: str, as_json: bool) -> None:
+    """Remove file CID from the network (only the node that put it can).
+
+    Every node holding a piece of it drops its pieces (a piece another owner
+    stored too stays for them) and every keeper of its manifest drops that,
+    so audits and repairs of it stop. When a node cannot be reached, the
+    file stays listed here: run rm again to finish.
+    """
+    report = json.loads(_call(client, "REMOVE", _file_cid(cid).encode()))
+    emit(report, as_json, lambda r: (
+        f"removed {r['cid']}: {r['pieces']} pieces and {r['manifests']} manifest copies "
+        f"dropped by {r['answered']} nodes"))
+    if not report["removed"]:
+        fail(f"{len(report['unreachable'])} of {report['asked']} nodes did not answer "
+             f"({', '.join(report['unreachable'][:3])}); they keep what they hold of "
+             f"{report['cid']}, and this node keeps its manifest: run `meshctl storage rm "
+             f"{report['cid']}` again later")
+
+
+@storage.command()
 @json_option
 @with_client
 def holders(client: MeshClient, as_json: bool) -> None:

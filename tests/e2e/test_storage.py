@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mesh_storage.pieces import digest_hex
 
 from meshd.testing import eventually_blocking
 from tests.e2e.harness import Meshd, ctl_json, start_network, validator_genesis
@@ -76,6 +77,7 @@ def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
     # SIGKILL any 4 holders: a fifth node still reads the file, byte for byte.
     random.shuffle(holders)
     dead, alive = holders[:N - K], holders[N - K:]
+    dead_ids = {str(h.status()["peer_id"]) for h in dead}
     for h in dead:
         h.kill()
     reader = alive[0]
@@ -120,6 +122,26 @@ def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
     refused = reader.ctl("plugins", "call", "storage", "GET_MANIFEST", cid, "--peer",
                          alive[1].status()["peer_id"], check=False)
     assert refused.returncode == 1 and "is for this node's operator" in refused.stderr
+
+    # rm: every live holder drops the file's pieces. A keeper of its manifest
+    # among the dead ones cannot answer: then the file stays listed, and rm
+    # says so and how to finish.
+    shown = ctl_json(uploader, "storage", "status", cid)["stripes"]
+    pieces = {p["cid"] for s in shown for p in s["pieces"]}
+    assert reader.ctl("storage", "rm", cid, check=False).returncode == 1  # not its file
+    removal = uploader.ctl("storage", "rm", cid, "--json", check=False)
+    report = json.loads(removal.stdout)
+    assert report["pieces"] == K * len(shown), report  # the live holders: one a stripe each
+    listed = [f["cid"] for f in ctl_json(uploader, "storage", "ls")]
+    if report["removed"]:
+        assert removal.returncode == 0 and cid not in listed
+    else:
+        assert removal.returncode == 1 and "again later" in removal.stderr, removal.stderr
+        assert set(report["unreachable"]) <= dead_ids
+        assert cid in listed
+    for h in alive:
+        left = {p.name for p in (h.data_dir / "plugins" / "storage" / "chunks").glob("??/*")}
+        assert not {digest_hex(c) for c in pieces} & left, h.name
 
 
 def test_a_holder_that_dies_is_repaired_after_the_grace_without_the_owner(

@@ -9,8 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
+import pytest
 import trio
 from mesh_storage.files import FETCH_PATIENCE
+from mesh_storage.pieces import digest_hex
 from mesh_storage.plugin import StoragePlugin
 
 from meshd.plugin import Event, EventHandler, Unavailable
@@ -80,3 +82,69 @@ def failing_twice(holder: StoragePlugin, asked: Counter[str]) -> EventHandler:
             raise Unavailable("this holder's connection is being replaced")
         return await honest(event)
     return flaky
+
+
+async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
+        tmp_path: Path) -> None:
+    factory = Instances(StoragePlugin)
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 4, plugins=[plugin_under_test("storage", factory)]
+                                ) as net:
+            plugin = {p.ctx.peer_id: p for p in factory.made}
+            owner = net.nodes[0]
+            mine = plugin[owner.peer_id]
+
+            async def all_announced() -> bool:
+                return len(await mine.files.candidates(fresh=True)) == 3
+            await eventually(all_announced, timeout=60, what="every holder announced")
+            manifest = await store(owner, os.urandom(3 * K * 256 * 1024))
+            pieces = [c for s in manifest.stripes for c in s.pieces]
+            holders = {h for found in await mine.files.who_has(pieces) for h in found}
+
+            # Another owner stored one of those pieces on a holder too.
+            shared, holder = next((c, h) for c in pieces for h in holders
+                                  if plugin[h].chunks.has(digest_hex(c)))
+            piece = plugin[holder].chunks.get(digest_hex(shared))
+            assert piece is not None
+            other, stranger_node = [n for n in net.nodes[1:] if n.peer_id != holder][:2]
+            await plugin[other.peer_id].ctx.request(
+                holder, "HOLD_PIECE", shared.encode() + b"\n" + piece, timeout=30)
+
+            # Refused: a peer asking the owner's node, a node that does not own it,
+            # and a stranger's DROP_FILE (it drops nothing).
+            for node, peer, why in [(other, owner.peer_id, "is for this node's operator"),
+                                    (other, None, "can remove it")]:
+                with pytest.raises(grpc.RpcError) as refused:
+                    await node.call("storage", "REMOVE", manifest.cid.encode(),
+                                    peer=peer, timeout=60)
+                assert why in str(refused.value.details())
+            ask = json.dumps({"file": manifest.cid, "pieces": pieces}).encode()
+            stranger = plugin[stranger_node.peer_id]
+            assert json.loads(await stranger.ctx.request(holder, "DROP_FILE", ask)) == \
+                {"pieces": 0, "manifest": False}
+            assert plugin[holder].chunks.has(digest_hex(shared))
+
+            # A holder that cannot answer keeps what it has; so does the owner's
+            # node (its manifest says what is left), and rm again finishes.
+            async def unreachable(event: Event) -> bytes:
+                raise Unavailable("down for maintenance")
+            plugin[holder].ctx.on("DROP_FILE", unreachable)
+            first = json.loads(await owner.call("storage", "REMOVE", manifest.cid.encode(),
+                                                timeout=60))
+            assert not first["removed"] and first["unreachable"] == [holder], first
+            assert [f["cid"] for f in json.loads(await owner.call("storage", "FILES", b""))] \
+                == [manifest.cid]
+            plugin[holder].ctx.on("DROP_FILE", plugin[holder].holding.drop_file)
+            removed = json.loads(await owner.call("storage", "REMOVE", manifest.cid.encode(),
+                                                  timeout=60))
+            assert removed["removed"] and not removed["unreachable"], removed
+            # Every piece went but the shared one.
+            assert first["pieces"] + removed["pieces"] == len(pieces) - 1
+            assert first["manifests"] + removed["manifests"] >= 1
+            left = {c for c in pieces for h in holders if plugin[h].chunks.has(digest_hex(c))}
+            assert left == {shared}
+            assert plugin[holder].holding.owners.of(digest_hex(shared)) == {other.peer_id}
+            assert not [p for p in plugin.values() if p.holding.manifests.get(manifest.cid)]
+            assert json.loads(await owner.call("storage", "FILES", b"")) == []
+            with pytest.raises(grpc.RpcError):  # no one has its manifest any more
+                await owner.call("storage", "GET_MANIFEST", manifest.cid.encode(), timeout=60)

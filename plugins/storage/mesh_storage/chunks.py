@@ -72,6 +72,16 @@ class ChunkStore:
             return []
         return [p.name for p in self._root.glob("??/*") if HASH_HEX.fullmatch(p.name)]
 
+    def remove(self, name: str) -> None:
+        """Delete chunk ``name`` if it is here."""
+        path = self._path(check_hash(name))
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        self._used -= size
+
     def put(self, data: bytes) -> str:
         """Store ``data`` (idempotent) and return its name."""
         name = chunk_hash(data)

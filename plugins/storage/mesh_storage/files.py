@@ -17,6 +17,8 @@ peers are refused). docs/storage.md gives their JSON:
 * ``STATUS``: a file CID; which live storage nodes hold each piece (HAVE).
 * ``FILES``: the manifests this node keeps (its own files, or all).
 * ``HOLDERS``: the storage nodes the DHT knows, with their subnets.
+
+``REMOVE`` (removal.py) is an operator event too.
 """
 
 from __future__ import annotations
@@ -99,16 +101,7 @@ class Files:
                               ("GET_MANIFEST", self.get_manifest),
                               ("GET_STRIPE", self.get_stripe), ("STATUS", self.status),
                               ("FILES", self.files), ("HOLDERS", self.holders)):
-            ctx.on(name, self._operator_only(handler), timeout=MAX_EVENT_TIMEOUT)
-
-    def _operator_only(self, handler: Callable[[Event], Awaitable[bytes]]
-                       ) -> Callable[[Event], Awaitable[bytes]]:
-        async def checked(event: Event) -> bytes:
-            if event.peer != self.ctx.peer_id:
-                raise InvalidArgument(f"{event.name} is for this node's operator "
-                                      "(meshctl storage), not for peers")
-            return await handler(event)
-        return checked
+            ctx.on(name, operator_only(ctx, handler), timeout=MAX_EVENT_TIMEOUT)
 
     # --- layout and holders -------------------------------------------------
 
@@ -203,7 +196,7 @@ class Files:
                          preferred=[preferred[i] if i < len(preferred) else "" for i in todo])
 
             async def send(index: int, holder: str) -> None:
-                data = cids[index].encode() + b"\n" + pieces[index]
+                data = f"{cids[index]} {owner}\n".encode() + pieces[index]
                 try:
                     await self.ctx.request(holder, "HOLD_PIECE", data, timeout=PIECE_TIMEOUT)
                 except MeshError as exc:
@@ -503,6 +496,17 @@ class Files:
         return _json([_summary(m)
                       for m in await trio.to_thread.run_sync(self.holding.manifests.manifests)
                       if everything or m.owner == self.ctx.peer_id])
+
+
+def operator_only(ctx: Context, handler: Callable[[Event], Awaitable[bytes]]
+                  ) -> Callable[[Event], Awaitable[bytes]]:
+    """``handler`` for this node's operator only: a peer's event is refused."""
+    async def checked(event: Event) -> bytes:
+        if event.peer != ctx.peer_id:
+            raise InvalidArgument(f"{event.name} is for this node's operator "
+                                  "(meshctl storage), not for peers")
+        return await handler(event)
+    return checked
 
 
 def _summary(manifest: Manifest) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Peer events (docs/storage.md gives the wire shapes):
 
-* ``HOLD_PIECE``: a piece's CID, a newline, the piece. The holder checks the
-  bytes against the CID, keeps them and announces ``piece/<cid>``.
+* ``HOLD_PIECE``: a piece's CID, optionally a space and the peer ID of the
+  owner it is kept for (default: the sender), a newline, the piece. The
+  holder checks the bytes against the CID, keeps them, records the owner
+  (owners.py) and announces ``piece/<cid>``.
 * ``FETCH_PIECE``: a piece's CID, optionally a space and a 16-byte fetch
   nonce; the answer is the piece. With a nonce, the holder reports the
   delivery (kind RETRIEVE_FILE) for the asker to countersign.
@@ -12,6 +14,11 @@ Peer events (docs/storage.md gives the wire shapes):
 * ``FETCH_MANIFEST``: a file's CID; the answer is its manifest.
 * ``HAVE``: piece CIDs, one per line (at most MAX_HAVE); the answer is one
   byte per CID, 1 where this node holds that piece.
+* ``DROP_FILE``: JSON ``{"file": CID, "pieces": [CIDs]}`` (at most MAX_HAVE
+  pieces), from the file's owner: the holder takes the sender off each
+  piece's owners and deletes the pieces no owner is left for, and deletes its
+  copy of the manifest if the sender owns it. The answer is JSON
+  ``{"pieces": dropped, "manifest": true|false}``.
 
 Every storage node announces ``holders`` in the DHT, so an uploader anywhere
 finds nodes to place pieces on (with their addresses, for placement.py).
@@ -20,6 +27,7 @@ finds nodes to place pieces on (with their addresses, for placement.py).
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,6 +35,7 @@ import trio
 
 from mesh_storage.chunks import ChunkStore, StorageFull, write_atomically
 from mesh_storage.manifest import FILE_CID, PIECE, Manifest, ManifestError, parse_manifest
+from mesh_storage.owners import PEER_ID, PieceOwners
 from mesh_storage.pieces import CidError, check_piece, cid_of_digest, digest_hex
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
@@ -51,13 +60,15 @@ def file_key(cid: str) -> str:
 
 
 class Holding:
-    """The holder's side: HOLD_PIECE, FETCH_PIECE, HOLD_MANIFEST, FETCH_MANIFEST."""
+    """The holder's side: HOLD_PIECE, FETCH_PIECE, HOLD_MANIFEST, FETCH_MANIFEST,
+    HAVE, DROP_FILE."""
 
     def __init__(self, ctx: Context, chunks: ChunkStore,
                  report: Callable[[Event, int], Awaitable[None]]) -> None:
         self.ctx = ctx
         self.chunks = chunks
         self.manifests = ManifestStore(ctx.data_dir / "manifests")
+        self.owners = PieceOwners(ctx.data_dir / "owners")
         self._report = report
         self._announcing = trio.CapacityLimiter(ANNOUNCES_AT_ONCE)
         ctx.on("HOLD_PIECE", self.hold_piece)
@@ -65,6 +76,7 @@ class Holding:
         ctx.on("HOLD_MANIFEST", self.hold_manifest)
         ctx.on("FETCH_MANIFEST", self.fetch_manifest)
         ctx.on("HAVE", self.have)
+        ctx.on("DROP_FILE", self.drop_file)
 
     async def announce_forever(self) -> None:
         """Keep this node findable as a holder, and what it holds findable too."""
@@ -98,20 +110,59 @@ class Holding:
             await trio.sleep(REANNOUNCE_HELD_EVERY)
 
     async def hold_piece(self, event: Event) -> bytes:
-        cid_text, newline, piece = event.data.partition(b"\n")
+        head, newline, piece = event.data.partition(b"\n")
+        cid_text, _, owner_text = head.partition(b" ")
         cid = _cid(cid_text)
-        if not newline or not 0 < len(piece) <= PIECE:
-            raise InvalidArgument(f"HOLD_PIECE takes a CID, a newline and a piece of 1 to "
-                                  f"{PIECE} bytes")
+        owner = owner_text.decode("ascii", "replace") or event.peer
+        if not newline or not 0 < len(piece) <= PIECE or not PEER_ID.fullmatch(owner):
+            raise InvalidArgument(f"HOLD_PIECE takes a CID, optionally a space and the owner's "
+                                  f"peer ID, a newline and a piece of 1 to {PIECE} bytes")
         try:
             check_piece(cid, piece)
-            await trio.to_thread.run_sync(self.chunks.put, piece)
+            await trio.to_thread.run_sync(self._keep, piece, owner)
         except CidError as exc:
             raise InvalidArgument(f"piece refused: {exc}") from None
         except StorageFull as exc:
             raise InvalidArgument(str(exc)) from None
         self.ctx.spawn(lambda: self._announce(piece_key(cid)), name="storage piece announce")
         return b""
+
+    def _keep(self, piece: bytes, owner: str) -> None:
+        self.owners.add(self.chunks.put(piece), owner)
+
+    async def drop_file(self, event: Event) -> bytes:
+        try:
+            asked = json.loads(event.data)
+            file = file_cid(str(asked["file"]).encode())
+            pieces = [_cid(str(c).encode()) for c in asked["pieces"]]
+        except (ValueError, KeyError, TypeError, InvalidArgument):
+            raise InvalidArgument('DROP_FILE takes JSON {"file": CID, "pieces": [CIDs]}'
+                                  ) from None
+        if len(pieces) > MAX_HAVE:
+            raise InvalidArgument(f"DROP_FILE takes at most {MAX_HAVE} pieces, not "
+                                  f"{len(pieces)}")
+
+        def drop() -> tuple[int, bool]:
+            dropped = 0
+            for cid in pieces:
+                name = digest_hex(cid)
+                if self.owners.remove(name, event.peer):
+                    self.chunks.remove(name)
+                    dropped += 1
+            kept = self.manifests.get(file)
+            try:
+                mine = kept is not None and parse_manifest(kept).owner == event.peer
+            except ManifestError:
+                mine = False
+            if mine:
+                self.manifests.remove(file)
+            return dropped, mine
+
+        dropped, manifest = await trio.to_thread.run_sync(drop)
+        if dropped or manifest:
+            self.ctx.log.info("dropped a file for its owner", extra={
+                "file": file, "peer_id": event.peer, "pieces": dropped, "manifest": manifest})
+        return json.dumps({"pieces": dropped, "manifest": manifest}).encode()
 
     async def fetch_piece(self, event: Event) -> bytes:
         cid_text, _, nonce = event.data.partition(b" ")

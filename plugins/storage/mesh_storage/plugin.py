@@ -9,7 +9,9 @@ Wiring only; each part is its own module:
 * deliveries.py: receipts for pieces and chunks served;
 * audit.py: proofs of storage, each epoch, paid for when they pass;
 * verdicts.py: failed audits of promised pieces, slashed in the ledger;
-* repair.py: pieces whose holders are gone, rebuilt and placed again.
+* repair.py: pieces whose holders are gone, rebuilt and placed again;
+* removal.py: an owner's file taken out of the network (REMOVE);
+* owners.py: whom a holder keeps each piece for.
 
 Chunk events, the seed's example handler (docs/plugins.md §7 gives the wire shapes):
 
@@ -47,6 +49,7 @@ from mesh_storage.erasure import Coding, ErasureError
 from mesh_storage.files import DEFAULT_K, DEFAULT_N, MAX_K, MAX_N, Files
 from mesh_storage.holding import FETCH_NONCE, Holding
 from mesh_storage.manifest import MAX_CHUNK
+from mesh_storage.removal import Removal
 from mesh_storage.repair import DEFAULT_EVERY, DEFAULT_GRACE, Repairer
 from meshd.plugin import (
     Context,
@@ -82,6 +85,7 @@ class StoragePlugin(Plugin):
         self.files = Files(ctx, self.chunks, self.holding, self.deliveries, k, n)
         self.auditor = Auditor(ctx, self.files, self.holding,
                                every=_whole(ctx.config, "audit_every", 0))
+        self.removal = Removal(ctx, self.files, self.holding)
         self.repairer = Repairer(ctx, self.files, self.holding,
                                  every=_whole(ctx.config, "repair_every", DEFAULT_EVERY, 1),
                                  grace=_whole(ctx.config, "repair_grace", DEFAULT_GRACE))
