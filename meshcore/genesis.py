@@ -37,16 +37,22 @@ _ID_DIGEST_BYTES = 16
 
 SPLIT_KEYS = ("uptime", "tasks", "governance")
 MAX_AMOUNT = 2**63 - 1  # TOML integers are signed 64-bit.
-MUTABLE_PATHS = (
+MUTABLE_PATHS = (  # the parameters a genesis may let governance change
     "governance.proposal_stake",
     "governance.quorum_percent",
     "governance.threshold_percent",
     "governance.veto_percent",
     "governance.voting_period_seconds",
+    "penalties.failed_task_bps",
     "rewards.emission_per_epoch",
     "rewards.epoch_seconds",
     "rewards.split",
 )
+# What ``governance.mutable`` means when a document leaves it out: the list as
+# it was when networks were first named by such documents. A path added later
+# is left out of it, so that those documents keep their ID; `meshctl network
+# init` writes MUTABLE_PATHS out in full.
+DEFAULT_MUTABLE = tuple(p for p in MUTABLE_PATHS if p != "penalties.failed_task_bps")
 
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9]{1,9}")
 _PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -97,7 +103,16 @@ class GovernanceParams:
     veto_percent: int = 33
     voting_period_seconds: int = 7 * 24 * 3600
     proposal_stake: int = 100_000_000
-    mutable: tuple[str, ...] = MUTABLE_PATHS
+    mutable: tuple[str, ...] = DEFAULT_MUTABLE
+
+
+@dataclass(frozen=True)
+class PenaltyPolicy:
+    """What offences cost (docs/ledger.md §7.2), in basis points of the stake at risk."""
+
+    # A failed task: a result two eligible nodes found wrong, or a storage
+    # holder that failed the audit of a piece it had promised to keep.
+    failed_task_bps: int = 1000
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,7 @@ class Genesis:
     token: Token
     rewards: RewardPolicy = field(default_factory=RewardPolicy)
     governance: GovernanceParams = field(default_factory=GovernanceParams)
+    penalties: PenaltyPolicy = field(default_factory=PenaltyPolicy)
     plugins: tuple[RequiredPlugin, ...] = ()
     validators: tuple[Validator, ...] = ()
     bootstrap: tuple[str, ...] = ()
@@ -275,13 +291,15 @@ def from_dict(data: Mapping[str, Any]) -> Genesis:
     token = _token(top.table("token"))
     rewards = _rewards(top.table("rewards"))
     governance = _governance(top.table("governance"))
+    penalties = _penalties(top.table("penalties"))
     plugins = _plugins(top.tables("plugins"))
     validators = _validators(top.tables("validators"))
     bootstrap = _bootstrap(top.strings("bootstrap"))
     bootstrap_port = top.integer("bootstrap_port", 4001, 1, 65535)
     top.done()
     return Genesis(name=name, genesis_time=genesis_time, token=token, rewards=rewards,
-                   governance=governance, plugins=plugins, validators=validators,
+                   governance=governance, penalties=penalties, plugins=plugins,
+                   validators=validators,
                    bootstrap=bootstrap, bootstrap_port=bootstrap_port, format=fmt)
 
 
@@ -319,6 +337,20 @@ def _rewards(reader: _Reader) -> RewardPolicy:
     return RewardPolicy(epoch, emission, split)
 
 
+def _penalties(reader: _Reader) -> PenaltyPolicy:
+    defaults = PenaltyPolicy()
+    policy = PenaltyPolicy(
+        failed_task_bps=reader.integer("failed_task_bps", defaults.failed_task_bps, 0, 10_000))
+    reader.done()
+    return policy
+
+
+def penalties_table(policy: PenaltyPolicy) -> dict[str, Any]:
+    """The ``penalties`` table, empty when every value is the default: the
+    encodings of networks made before the table existed stay as they were."""
+    return {} if policy == PenaltyPolicy() else {"failed_task_bps": policy.failed_task_bps}
+
+
 def _governance(reader: _Reader) -> GovernanceParams:
     d = GovernanceParams()
     params = GovernanceParams(
@@ -339,8 +371,9 @@ def _governance(reader: _Reader) -> GovernanceParams:
 
 
 def changed_params(rewards: RewardPolicy, governance: GovernanceParams,
-                   changes: Mapping[str, Any]) -> tuple[RewardPolicy, GovernanceParams]:
-    """The two tables with ``changes`` (path -> parsed JSON value) applied.
+                   penalties: PenaltyPolicy, changes: Mapping[str, Any]
+                   ) -> tuple[RewardPolicy, GovernanceParams, PenaltyPolicy]:
+    """The three tables with ``changes`` (path -> parsed JSON value) applied.
 
     Each value is read by the same rules as in a genesis document, so a
     governance change can never produce tables a genesis could not hold.
@@ -356,6 +389,7 @@ def changed_params(rewards: RewardPolicy, governance: GovernanceParams,
         "governance": {k: getattr(governance, k) for k in (
             "quorum_percent", "threshold_percent", "veto_percent", "voting_period_seconds",
             "proposal_stake")} | {"mutable": list(governance.mutable)},
+        "penalties": {"failed_task_bps": penalties.failed_task_bps},
     }
     for path, value in changes.items():
         if path not in MUTABLE_PATHS:
@@ -364,7 +398,8 @@ def changed_params(rewards: RewardPolicy, governance: GovernanceParams,
         section, key = path.split(".")
         tables[section][key] = value
     return (_rewards(_Reader(tables["rewards"], "rewards")),
-            _governance(_Reader(tables["governance"], "governance")))
+            _governance(_Reader(tables["governance"], "governance")),
+            _penalties(_Reader(tables["penalties"], "penalties")))
 
 
 def _plugins(readers: list[_Reader]) -> tuple[RequiredPlugin, ...]:
@@ -452,6 +487,9 @@ def to_dict(genesis: Genesis) -> dict[str, Any]:
             "proposal_stake": genesis.governance.proposal_stake,
             "mutable": list(genesis.governance.mutable),
         },
+        # Present only when not the defaults, so networks made before it keep their ID.
+        **({"penalties": penalties_table(genesis.penalties)}
+           if penalties_table(genesis.penalties) else {}),
         "plugins": [{"name": p.name, "version": p.version} for p in genesis.plugins],
         "validators": [{"peer_id": v.peer_id, "weight": v.weight} for v in genesis.validators],
     }

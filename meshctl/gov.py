@@ -250,7 +250,15 @@ def propose_param(client: MeshClient, settings: tuple[str, ...], title: str,
                   description: str, deposit: str, as_json: bool) -> None:
     """Change mutable genesis parameters (VALUE is JSON; rewards.split also
     takes uptime:50,tasks:30,governance:20). A passed change applies from the
-    second epoch after the tally, on every node alike."""
+    second epoch after the tally, on every node alike.
+
+    \b
+    Paths (where the genesis lists them in governance.mutable):
+      governance.quorum_percent, governance.threshold_percent,
+      governance.veto_percent, governance.voting_period_seconds,
+      governance.proposal_stake, rewards.emission_per_epoch, rewards.split,
+      penalties.failed_task_bps (what a failed task or storage audit costs)
+    """
     try:
         parsed = [_setting(s) for s in settings]
     except click.BadParameter as exc:

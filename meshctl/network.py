@@ -11,10 +11,12 @@ import click
 from mesh.network.v1 import network_pb2, network_pb2_grpc
 from meshcore import genesis as genesis_doc
 from meshcore.genesis import (
+    MUTABLE_PATHS,
     Allocation,
     Genesis,
     GenesisError,
     GovernanceParams,
+    PenaltyPolicy,
     RewardPolicy,
     Token,
     Validator,
@@ -70,6 +72,10 @@ def network() -> None:
               help="Share of yes among yes/no/veto a proposal needs, strictly more.")
 @click.option("--veto", type=int, default=GovernanceParams().veto_percent, show_default=True,
               metavar="PERCENT", help="Share of veto among all votes that vetoes a proposal.")
+@click.option("--failed-task-slash", type=int, default=PenaltyPolicy().failed_task_bps,
+              show_default=True, metavar="BPS",
+              help="Basis points of its stake a provider loses for a failed task or a failed "
+                   "storage audit (governance can change it: penalties.failed_task_bps).")
 @click.option("--genesis-time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
               help="Genesis time (UTC if no offset). Default: now.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
@@ -95,7 +101,8 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
          bootstrap_addrs: tuple[str, ...], validators: tuple[str, ...],
          allocations: tuple[str, ...], epoch_seconds: int, emission: int,
          community_pool: int, proposal_stake: int, voting_period: int, quorum: int,
-         threshold: int, veto: int, genesis_time: dt.datetime | None, out: Path, force: bool,
+         threshold: int, veto: int, failed_task_slash: int, genesis_time: dt.datetime | None,
+         out: Path, force: bool,
          founder: bool, data_dir: Path | None, founder_allocation: int,
          allow_no_validators: bool, as_json: bool) -> None:
     """Create a network: write its genesis and print its Network ID.
@@ -130,7 +137,9 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
             token=Token(token_name, token_symbol, token_decimals),
             rewards=RewardPolicy(epoch_seconds, emission,
                                  genesis_doc.parse_split(token_distribution)),
-            governance=GovernanceParams(quorum, threshold, veto, voting_period, proposal_stake),
+            governance=GovernanceParams(quorum, threshold, veto, voting_period, proposal_stake,
+                                        mutable=MUTABLE_PATHS),
+            penalties=PenaltyPolicy(failed_task_slash),
             plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
             validators=tuple(_validator(v) for v in validators),
             bootstrap=bootstrap_addrs, bootstrap_port=bootstrap_port),
@@ -181,6 +190,7 @@ def info(client: MeshClient, as_json: bool) -> None:
 def _human_genesis(result: dict[str, Any]) -> str:
     g = result["genesis"]
     token, rewards, gov = g["token"], g["rewards"], g["governance"]
+    slash_bps = g.get("penalties", {}).get("failed_task_bps", PenaltyPolicy().failed_task_bps)
     rows: list[tuple[str, Any]] = [
         ("Network ID", result["network_id"]),
         ("Name", g["name"]),
@@ -192,6 +202,7 @@ def _human_genesis(result: dict[str, Any]) -> str:
         ("Governance", f"quorum {gov['quorum_percent']}%, threshold "
                        f"{gov['threshold_percent']}%, veto {gov['veto_percent']}%, voting "
                        f"period {gov['voting_period_seconds']} s"),
+        ("Slashing", f"{slash_bps / 100:g}% of stake for a failed task or storage audit"),
         ("Plugins", [f"{p['name']}{p['version']}" for p in g["plugins"]]),
         ("Validators", [f"{v['peer_id']} (weight {v['weight']})" for v in g["validators"]]),
         ("Bootstrap", [*g["bootstrap"], f"(bootstrap port {g['bootstrap_port']})"]),
@@ -265,7 +276,7 @@ _OPTIONS = {"name": "--name", "token.name": "--token-name", "token.symbol": "--t
             "governance.proposal_stake": "--proposal-stake",
             "governance.voting_period_seconds": "--voting-period",
             "governance.quorum_percent": "--quorum", "governance.threshold_percent": "--threshold",
-            "governance.veto_percent": "--veto"}
+            "governance.veto_percent": "--veto", "penalties.failed_task_bps": "--failed-task-slash"}
 
 
 def _option_for(field: str) -> str:

@@ -29,6 +29,7 @@ from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from meshcore import genesis as genesis_doc
 from meshcore.genesis import (
+    MUTABLE_PATHS,
     Allocation,
     Genesis,
     GenesisError,
@@ -204,7 +205,7 @@ def _create(directory: Path, count: int, plugins: tuple[str, ...],
             rewards=RewardPolicy(epoch_seconds=epoch_seconds),
             # Proposals decided within minutes, for a stake each node can afford.
             governance=GovernanceParams(voting_period_seconds=max(60, 6 * epoch_seconds),
-                                        proposal_stake=1_000 * unit),
+                                        proposal_stake=1_000 * unit, mutable=MUTABLE_PATHS),
             plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
             validators=tuple(Validator(n.peer_id) for n in nodes)),
             tuple(Allocation(n.peer_id, TOKENS_PER_NODE * unit) for n in nodes))

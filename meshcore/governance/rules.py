@@ -122,8 +122,8 @@ def apply_changes(params: Params, changes: dict[str, Any]) -> Params:
     Raises:
         GenesisError: a value breaks its rule.
     """
-    rewards, governance = changed_params(params.rewards, params.governance, changes)
-    return Params(rewards, governance)
+    return Params(*changed_params(params.rewards, params.governance, params.penalties,
+                                  changes))
 
 
 def _upgrade_problem(upgrade: Any) -> str | None:

@@ -4,7 +4,8 @@ Three offences exist in v1. Equivocation (two signed bodies for one seq) is
 proved by one canonical penalty entry and costs SLASH_EQUIVOCATION_BPS of the
 stake at risk plus permanent jail. A failed task is proved by canonical
 failure verdicts from VERIFY_QUORUM distinct eligible verifiers, gathered over
-any number of settlements, and costs the provider SLASH_FAILED_TASK_BPS. A
+any number of settlements, and costs the provider ``penalties.failed_task_bps``
+of Params(E) (genesis, changed by governance; 1000 by default). A
 passed dispute proposal (docs/governance.md §5) costs its account the share
 the proposal names. Each offence key is applied once ever; slashed tokens are
 burned.
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from meshcore.ledger.constants import (
     BPS,
     SLASH_EQUIVOCATION_BPS,
-    SLASH_FAILED_TASK_BPS,
     VERIFY_QUORUM,
 )
 from meshcore.ledger.eligibility import ineligibility
@@ -87,7 +87,8 @@ def apply_penalties(state: Settled, prev: Settled, epoch: int,
             found[key] = _Found(key, "failed_task", pending.provider,
                                 tuple(sorted(entry for _, entry in voters)),
                                 f"claim {claim.hex()} failed by "
-                                f"{len({v for v, _ in voters})} verifiers", SLASH_FAILED_TASK_BPS)
+                                f"{len({v for v, _ in voters})} verifiers",
+                                prev.params.penalties.failed_task_bps)
     for dispute in disputes:
         key = DISPUTE + dispute.proposal
         if key not in state.offences:

@@ -11,7 +11,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from meshcore.genesis import Genesis, GovernanceParams, RewardPolicy
+from meshcore.genesis import (
+    Genesis,
+    GovernanceParams,
+    PenaltyPolicy,
+    RewardPolicy,
+    penalties_table,
+)
 from meshcore.governance.tally import Tally
 from meshcore.ledger import accounts
 from meshcore.ledger.record import Record
@@ -36,14 +42,16 @@ class Account:
 
 @dataclass(frozen=True)
 class Params:
-    """The rules of one epoch: the genesis ``rewards`` and ``governance`` tables."""
+    """The rules of one epoch: the genesis ``rewards``, ``governance`` and ``penalties``
+    tables."""
 
     rewards: RewardPolicy = field(default_factory=RewardPolicy)
     governance: GovernanceParams = field(default_factory=GovernanceParams)
+    penalties: PenaltyPolicy = field(default_factory=PenaltyPolicy)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis) -> Params:
-        return cls(genesis.rewards, genesis.governance)
+        return cls(genesis.rewards, genesis.governance, genesis.penalties)
 
     def canonical_json(self) -> bytes:
         """``{"governance": {...}, "rewards": {...}}`` by the rules of docs/genesis.md.
@@ -54,6 +62,8 @@ class Params:
         tables = {"rewards": dataclasses.asdict(self.rewards),
                   "governance": dataclasses.asdict(self.governance)}
         tables["governance"]["mutable"] = list(self.governance.mutable)
+        if penalties_table(self.penalties):  # absent at the defaults: roots made before stay
+            tables["penalties"] = penalties_table(self.penalties)
         return json.dumps(tables, sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False).encode("utf-8")
 

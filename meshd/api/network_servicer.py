@@ -58,4 +58,6 @@ def genesis_to_pb(genesis: Genesis) -> network_pb2.Genesis:
                     for v in genesis.validators],
         bootstrap=genesis.bootstrap,
         bootstrap_port=genesis.bootstrap_port,
+        penalties=network_pb2.PenaltyPolicy(
+            failed_task_bps=genesis.penalties.failed_task_bps),
     )

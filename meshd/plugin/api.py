@@ -260,7 +260,8 @@ class Context(Protocol):
         piece and then fails an audit of it is the use.
 
         Verdicts of VERIFY_QUORUM (2) distinct eligible nodes on one claim
-        slash the provider SLASH_FAILED_TASK_BPS of its stake, once per claim,
+        slash the provider ``penalties.failed_task_bps`` of its stake (a
+        genesis parameter governance can change; 10 % by default), once per claim,
         and its receipt of that claim earns nothing (docs/ledger.md §7). So a
         plugin has a second node check for itself before it reports too.
         Returns the verdict entry's hash (hex); the same one when this node

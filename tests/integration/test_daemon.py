@@ -88,3 +88,4 @@ async def test_network_service_returns_the_genesis(tmp_path: Path) -> None:
     assert response.genesis.rewards.uptime_percent == 40
     assert [p.name for p in response.genesis.plugins] == ["storage"]
     assert response.genesis.token.allocations[0].amount == "500"
+    assert response.genesis.penalties.failed_task_bps == 1000  # the default

@@ -74,6 +74,24 @@ def test_network_id_is_stable_across_runs_and_versions() -> None:
     assert g.loads(DOC).network_id == expected == "net_pbveuy5e75bdsw3e25x4g2rviy"
 
 
+def test_a_penalties_table_at_its_defaults_changes_nothing_and_other_values_do() -> None:
+    assert g.loads(DOC + "\n[penalties]\nfailed_task_bps = 1000\n").network_id \
+        == g.loads(DOC).network_id  # networks made before the table keep their ID
+    harsh = g.loads(DOC + "\n[penalties]\nfailed_task_bps = 2500\n")
+    assert harsh.penalties == g.PenaltyPolicy(failed_task_bps=2500)
+    assert b',"penalties":{"failed_task_bps":2500},"plugins":' in g.canonical_bytes(harsh)
+    assert harsh.network_id != g.loads(DOC).network_id
+    assert g.loads(g.dumps(harsh)) == harsh
+    for table, why in [("failed_task_bps = 10001", r"^penalties\.failed_task_bps: must be"),
+                       ("failed_task_bps = -1", r"^penalties\.failed_task_bps: must be"),
+                       ("equivocation_bps = 1", r"^penalties\.equivocation_bps")]:
+        with pytest.raises(GenesisError, match=why):
+            g.loads(DOC + f"\n[penalties]\n{table}\n")
+    # Governance may change it where the genesis says so; `network init` says so.
+    assert "penalties.failed_task_bps" in g.MUTABLE_PATHS
+    assert "penalties.failed_task_bps" not in g.loads(DOC).governance.mutable
+
+
 def test_network_id_has_documented_shape() -> None:
     network_id = g.loads(DOC).network_id
     assert network_id.startswith("net_")
@@ -205,16 +223,19 @@ def test_a_community_pool_counts_in_the_id_only_when_there_is_one() -> None:
 
 
 def test_changed_params_reads_each_value_by_the_genesis_rules() -> None:
-    rewards, governance = g.RewardPolicy(), g.GovernanceParams()
-    new_rewards, new_governance = g.changed_params(rewards, governance, {
+    rewards, governance, penalties = g.RewardPolicy(), g.GovernanceParams(), g.PenaltyPolicy()
+    new_rewards, new_governance, new_penalties = g.changed_params(rewards, governance, penalties, {
         "rewards.split": {"uptime": 50, "tasks": 30, "governance": 20},
-        "governance.quorum_percent": 40})
+        "governance.quorum_percent": 40, "penalties.failed_task_bps": 2500})
     assert (new_rewards.split, new_governance.quorum_percent) == (g.RewardSplit(50, 30, 20), 40)
+    assert new_penalties == g.PenaltyPolicy(failed_task_bps=2500)
     assert new_rewards.emission_per_epoch == rewards.emission_per_epoch
     with pytest.raises(GenesisError, match=r"^governance\.quorum_percent: must be between"):
-        g.changed_params(rewards, governance, {"governance.quorum_percent": 101})
+        g.changed_params(rewards, governance, penalties, {"governance.quorum_percent": 101})
+    with pytest.raises(GenesisError, match=r"^penalties\.failed_task_bps: must be between"):
+        g.changed_params(rewards, governance, penalties, {"penalties.failed_task_bps": 10_001})
     with pytest.raises(GenesisError, match=r"^token\.symbol: is not a parameter governance"):
-        g.changed_params(rewards, governance, {"token.symbol": "X"})
+        g.changed_params(rewards, governance, penalties, {"token.symbol": "X"})
 
 
 def test_invalid_toml_is_refused() -> None:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mesh.ledger.v1 import ledger_pb2
-from meshcore.genesis import GovernanceParams, RewardSplit
+from meshcore.genesis import MUTABLE_PATHS, GovernanceParams, RewardSplit
 from meshcore.governance.tally import Option, Outcome
 from meshcore.ledger import entry, rules
 from meshcore.ledger.entry import EntryError, Verified
@@ -89,6 +89,23 @@ def test_a_passed_param_change_applies_from_the_second_epoch_after_the_tally() -
     assert s2.params_after.rewards.split == RewardSplit(50, 30, 20)  # Params(4)
     assert s3.params.rewards.split == RewardSplit(50, 30, 20)
     assert all(held_with_pool(s) == s.supply for s in (s0, s1, s2, s3))
+
+
+def test_the_failed_task_slash_changes_by_governance_where_the_genesis_lets_it() -> None:
+    state = genesis_state(a=5000, b=3000, c=2000)
+    change = {"params": ledger_pb2.ParamChange(values=[
+        ledger_pb2.ParamValue(path="penalties.failed_task_bps", json="2500")])}
+    assert "not mutable in this network" in refusal(proposal_entry(**change), state)
+    everything = dataclasses.replace(state.params.governance, mutable=MUTABLE_PATHS)
+    state.params = state.params_after = dataclasses.replace(state.params, governance=everything)
+    too_much = {"params": ledger_pb2.ParamChange(values=[
+        ledger_pb2.ParamValue(path="penalties.failed_task_bps", json="10001")])}
+    assert "between 0 and 10000" in refusal(proposal_entry(**too_much), state)
+    proposal = propose(A, 0, **change)
+    *_, s3 = run(state, [proposal], [vote(A, 1, proposal, Option.YES),
+                                     vote(B, 1, proposal, Option.YES)], [], [])
+    assert s3.params.penalties.failed_task_bps == 2500  # Params(4), as any change
+    assert state.params.penalties.failed_task_bps == 1000
 
 
 def test_a_rejected_proposal_changes_nothing_and_returns_the_deposit() -> None:

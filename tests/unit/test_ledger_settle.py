@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mesh.ledger.v1 import ledger_pb2
+from meshcore.genesis import PenaltyPolicy
 from meshcore.ledger import accounts
 from meshcore.ledger.constants import UNBONDING_EPOCHS, VALIDATOR_SET_SIZE
 from meshcore.ledger.entry import Verified
@@ -144,6 +147,17 @@ def test_a_failed_task_slashes_the_provider_once_verdicts_reach_quorum() -> None
     assert not second.account(provider.key).jailed and not second.verdicts
     third = run(second, v2.verdict(2, claim, provider), idle.verdict(2, claim, provider))
     assert third.settled.account(provider.key).bonded == 900
+
+
+def test_the_failed_task_slash_is_the_epochs_parameter() -> None:
+    requester, provider, v1, v2 = (Author(n) for n in range(11, 15))
+    prev = start({requester.key: Account(bonded=100), provider.key: Account(bonded=1000),
+                  v1.key: Account(bonded=100), v2.key: Account(bonded=100)})
+    harsh = dataclasses.replace(prev.params, penalties=PenaltyPolicy(failed_task_bps=2500))
+    prev.params = prev.params_after = harsh  # as a passed governance change leaves them
+    claim = task_claim(requester, provider, task=1, units=5, epoch=0)
+    settled = run(prev, v1.verdict(0, claim, provider), v2.verdict(0, claim, provider)).settled
+    assert settled.account(provider.key).bonded == 750  # 25 %, not the default 10 %
 
 
 def test_validator_set_is_the_top_stakes_by_key_with_carry_over() -> None:

@@ -44,7 +44,7 @@ def h(tag: bytes, data: bytes) -> bytes:
 
 def test_the_encoding_follows_the_documented_rules() -> None:
     params = (b'{"governance":{"mutable":[' + b",".join(
-        b'"' + p.encode() + b'"' for p in sorted(genesis.MUTABLE_PATHS))
+        b'"' + p.encode() + b'"' for p in sorted(genesis.DEFAULT_MUTABLE))
         + b'],"proposal_stake":100000000,"quorum_percent":33,"threshold_percent":50,'
         b'"veto_percent":33,"voting_period_seconds":604800},"rewards":{"emission_per_epoch":'
         b'1000000000,"epoch_seconds":3600,"split":{"governance":20,"tasks":40,"uptime":40}}}')
@@ -114,3 +114,11 @@ def test_copy_is_independent() -> None:
     other.accounts[K1].lots[30] = 99
     other.accounts[K1].liquid = 0
     assert state.accounts[K1].lots[30] == 4 and state.accounts[K1].liquid == 5
+
+
+def test_params_carry_the_penalties_table_only_away_from_its_defaults() -> None:
+    # At the defaults the encoding (and so every state root) is what it was
+    # before the table existed; another rate is in the root.
+    assert b"penalties" not in Params().canonical_json()
+    harsh = Params(penalties=genesis.PenaltyPolicy(failed_task_bps=2500)).canonical_json()
+    assert b'"penalties":{"failed_task_bps":2500}' in harsh

@@ -94,6 +94,10 @@ def test_init_and_inspect(tmp_path: Path) -> None:
     assert shown["network_id"] == created["network_id"]
     assert shown["genesis"]["bootstrap_port"] == 8080
     assert shown["genesis"]["plugins"] == [{"name": "storage", "version": ""}]
+    # Every parameter governance can change is made mutable, the slash rate too.
+    assert "penalties.failed_task_bps" in shown["genesis"]["governance"]["mutable"]
+    human = runner.invoke(cli, ["network", "inspect", str(tmp_path / "genesis.toml")])
+    assert "10% of stake for a failed task or storage audit" in human.output
     # no silent overwrite
     again = runner.invoke(cli, ["network", "init", "--allow-no-validators",
                                 "--name", "X", "--token-name", "X",
@@ -113,6 +117,7 @@ def test_init_refuses_bad_values_naming_the_option(tmp_path: Path) -> None:
         (["--token-symbol", "AB", "--plugin", "Bad Plugin"], "--plugin"),
         (["--token-symbol", "AB", "--validator", "nope"], "--validator"),
         (["--token-symbol", "AB", "--bootstrap-port", "70000"], "--bootstrap-port"),
+        (["--token-symbol", "AB", "--failed-task-slash", "10001"], "--failed-task-slash"),
     ]
     for extra, option in cases:
         result = CliRunner().invoke(cli, base + extra)

@@ -154,6 +154,28 @@ class GovernanceParams(_message.Message):
 Global___GovernanceParams: _TypeAlias = GovernanceParams  # noqa: Y015
 
 @_typing.final
+class PenaltyPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAILED_TASK_BPS_FIELD_NUMBER: _builtins.int
+    failed_task_bps: _builtins.int
+    """Basis points of its stake at risk a provider loses for a failed task
+    (which includes a failed storage audit); genesis, governance may change it.
+    """
+    def __init__(
+        self,
+        *,
+        failed_task_bps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_task_bps", b"failed_task_bps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PenaltyPolicy: _TypeAlias = PenaltyPolicy  # noqa: Y015
+
+@_typing.final
 class RequiredPlugin(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -212,6 +234,7 @@ class Genesis(_message.Message):
     VALIDATORS_FIELD_NUMBER: _builtins.int
     BOOTSTRAP_FIELD_NUMBER: _builtins.int
     BOOTSTRAP_PORT_FIELD_NUMBER: _builtins.int
+    PENALTIES_FIELD_NUMBER: _builtins.int
     format: _builtins.int
     name: _builtins.str
     bootstrap_port: _builtins.int
@@ -229,6 +252,8 @@ class Genesis(_message.Message):
     def validators(self) -> _containers.RepeatedCompositeFieldContainer[Global___Validator]: ...
     @_builtins.property
     def bootstrap(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def penalties(self) -> Global___PenaltyPolicy: ...
     def __init__(
         self,
         *,
@@ -242,10 +267,11 @@ class Genesis(_message.Message):
         validators: _abc.Iterable[Global___Validator] | None = ...,
         bootstrap: _abc.Iterable[_builtins.str] | None = ...,
         bootstrap_port: _builtins.int = ...,
+        penalties: Global___PenaltyPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["genesis_time", b"genesis_time", "governance", b"governance", "rewards", b"rewards", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["genesis_time", b"genesis_time", "governance", b"governance", "penalties", b"penalties", "rewards", b"rewards", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bootstrap", b"bootstrap", "bootstrap_port", b"bootstrap_port", "format", b"format", "genesis_time", b"genesis_time", "governance", b"governance", "name", b"name", "plugins", b"plugins", "rewards", b"rewards", "token", b"token", "validators", b"validators"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bootstrap", b"bootstrap", "bootstrap_port", b"bootstrap_port", "format", b"format", "genesis_time", b"genesis_time", "governance", b"governance", "name", b"name", "penalties", b"penalties", "plugins", b"plugins", "rewards", b"rewards", "token", b"token", "validators", b"validators"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
