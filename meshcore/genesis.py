@@ -119,6 +119,14 @@ class PenaltyPolicy:
 class RequiredPlugin:
     name: str
     version: str = ""
+    # The plugin's network-wide settings ([plugins.settings] under its entry),
+    # as canonical JSON ("" for none): a node's own [plugins.settings.NAME]
+    # overrides them key by key (docs/plugins.md, "Configuration").
+    settings_json: str = ""
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(json.loads(self.settings_json)) if self.settings_json else {}
 
 
 @dataclass(frozen=True)
@@ -410,11 +418,53 @@ def _plugins(readers: list[_Reader]) -> tuple[RequiredPlugin, ...]:
             raise GenesisError(item.name("name"), f"{name!r} is not a plugin name "
                                "(lowercase letters, digits, '-' and '_', starting with a letter)")
         version = _specifier(item.text("version", ""), item.name("version"))
+        settings = _plugin_settings(item.raw("settings", {}), item.name("settings"))
         item.done()
         if name in plugins:
             raise GenesisError(item.name("name"), f"plugin {name!r} is listed twice")
-        plugins[name] = RequiredPlugin(name, version)
+        plugins[name] = RequiredPlugin(name, version, settings)
     return tuple(sorted(plugins.values(), key=lambda p: p.name))
+
+
+MAX_PLUGIN_SETTINGS = 4096  # bytes of a plugin's settings as canonical JSON
+_SETTING_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _plugin_settings(value: Any, path: str) -> str:
+    """A plugin's genesis settings as canonical JSON ("" when empty).
+
+    Tables with lowercase keys of integers, strings, booleans, arrays and
+    tables: no floats or times, whose spellings would not be canonical.
+    """
+    if not isinstance(value, Mapping):
+        raise GenesisError(path, f"must be a table, not {_kind(value)}")
+
+    def check(item: Any, where: str) -> None:
+        if isinstance(item, Mapping):
+            for key, inner in item.items():
+                if not isinstance(key, str) or not _SETTING_KEY.fullmatch(key):
+                    raise GenesisError(where, f"{key!r} is not a setting name (lowercase "
+                                       "letters, digits and '_', starting with a letter)")
+                check(inner, f"{where}.{key}")
+        elif isinstance(item, list):
+            for index, inner in enumerate(item):
+                check(inner, f"{where}[{index}]")
+        elif isinstance(item, bool | str):
+            return
+        elif isinstance(item, int):
+            if not -2**63 <= item < 2**63:
+                raise GenesisError(where, "is out of the 64-bit integer range")
+        else:
+            raise GenesisError(where, f"must be an integer, string, boolean, array or table, "
+                               f"not {_kind(item)}")
+
+    check(value, path)
+    if not value:
+        return ""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if len(text.encode("utf-8")) > MAX_PLUGIN_SETTINGS:
+        raise GenesisError(path, f"is over {MAX_PLUGIN_SETTINGS} bytes as JSON")
+    return text
 
 
 def _specifier(text: str, path: str) -> str:
@@ -490,7 +540,10 @@ def to_dict(genesis: Genesis) -> dict[str, Any]:
         # Present only when not the defaults, so networks made before it keep their ID.
         **({"penalties": penalties_table(genesis.penalties)}
            if penalties_table(genesis.penalties) else {}),
-        "plugins": [{"name": p.name, "version": p.version} for p in genesis.plugins],
+        # A plugin's settings are present only when it has some (IDs made before stay).
+        "plugins": [{"name": p.name, "version": p.version,
+                     **({"settings": p.settings} if p.settings_json else {})}
+                    for p in genesis.plugins],
         "validators": [{"peer_id": v.peer_id, "weight": v.weight} for v in genesis.validators],
     }
 

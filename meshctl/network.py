@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ def network() -> None:
               show_default=True, help="Split of each epoch's rewards, in percent (sum 100).")
 @click.option("--plugin", "plugins", multiple=True, metavar="NAME[RANGE]",
               help="Plugin every node must run, e.g. storage or 'storage>=1.0' (repeatable).")
+@click.option("--plugin-setting", "plugin_settings", multiple=True, metavar="NAME.KEY=VALUE",
+              help="A network-wide setting of a --plugin, e.g. storage.k=4 (VALUE is JSON, "
+                   "else text; repeatable). A node's own config overrides it.")
 @click.option("--bootstrap-port", type=int, default=4001, show_default=True,
               help="Port 'meshd bootstrap' listens on.")
 @click.option("--bootstrap", "bootstrap_addrs", multiple=True, metavar="MULTIADDR",
@@ -97,7 +101,8 @@ def network() -> None:
                    "no stake, no governance; only the allocations are ever spendable.")
 @json_option
 def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
-         token_distribution: str, plugins: tuple[str, ...], bootstrap_port: int,
+         token_distribution: str, plugins: tuple[str, ...], plugin_settings: tuple[str, ...],
+         bootstrap_port: int,
          bootstrap_addrs: tuple[str, ...], validators: tuple[str, ...],
          allocations: tuple[str, ...], epoch_seconds: int, emission: int,
          community_pool: int, proposal_stake: int, voting_period: int, quorum: int,
@@ -143,7 +148,8 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
             plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
             validators=tuple(_validator(v) for v in validators),
             bootstrap=bootstrap_addrs, bootstrap_port=bootstrap_port),
-            tuple(map(_allocation, allocations)), community_pool)
+            tuple(map(_allocation, allocations)), community_pool,
+            _plugin_settings(plugin_settings))
     except GenesisError as exc:
         fail(f"invalid {_option_for(exc.field)}: {exc}", EXIT_INVALID)
     path = write_genesis(genesis, out, force)
@@ -203,7 +209,7 @@ def _human_genesis(result: dict[str, Any]) -> str:
                        f"{gov['threshold_percent']}%, veto {gov['veto_percent']}%, voting "
                        f"period {gov['voting_period_seconds']} s"),
         ("Slashing", f"{slash_bps / 100:g}% of stake for a failed task or storage audit"),
-        ("Plugins", [f"{p['name']}{p['version']}" for p in g["plugins"]]),
+        ("Plugins", [f"{p['name']}{p['version']}" + _settings_shown(p) for p in g["plugins"]]),
         ("Validators", [f"{v['peer_id']} (weight {v['weight']})" for v in g["validators"]]),
         ("Bootstrap", [*g["bootstrap"], f"(bootstrap port {g['bootstrap_port']})"]),
     ]
@@ -224,8 +230,10 @@ def _founder(data_dir: Path) -> str:
 
 
 def build_genesis(draft: Genesis, allocations: tuple[Allocation, ...] = (),
-                  community_pool: int = 0) -> Genesis:
-    """``draft`` with its allocations and community pool, every field validated.
+                  community_pool: int = 0,
+                  plugin_settings: dict[str, dict[str, Any]] | None = None) -> Genesis:
+    """``draft`` with its allocations, community pool and plugins' settings, every
+    field validated.
 
     Raises:
         GenesisError: a field is invalid (``exc.field`` names it).
@@ -235,7 +243,36 @@ def build_genesis(draft: Genesis, allocations: tuple[Allocation, ...] = (),
                                     for a in allocations]
     if community_pool:
         data["token"]["community_pool"] = community_pool
+    settings = dict(plugin_settings or {})
+    for plugin in data["plugins"]:
+        if plugin["name"] in settings:
+            plugin["settings"] = settings.pop(plugin["name"])
+    if settings:
+        raise GenesisError("plugins.settings", f"{', '.join(sorted(settings))} is not a "
+                           "required plugin: add it with --plugin")
     return genesis_doc.from_dict(data)
+
+
+def _settings_shown(plugin: dict[str, Any]) -> str:
+    settings = plugin.get("settings")
+    return f" {json.dumps(settings, sort_keys=True)}" if settings else ""
+
+
+def _plugin_settings(texts: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``NAME.KEY=VALUE`` options as NAME -> {KEY: VALUE}; VALUE is JSON, else text."""
+    settings: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        target, equals, raw = text.partition("=")
+        name, dot, key = target.partition(".")
+        if not equals or not dot or not name or not key:
+            raise GenesisError("plugins.settings", f"{text!r} is not NAME.KEY=VALUE "
+                               "(e.g. storage.k=4)")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        settings.setdefault(name, {})[key] = value
+    return settings
 
 
 def write_genesis(genesis: Genesis, out: Path, force: bool) -> Path:
@@ -281,5 +318,7 @@ _OPTIONS = {"name": "--name", "token.name": "--token-name", "token.symbol": "--t
 
 def _option_for(field: str) -> str:
     """The init option that sets a genesis field (for error messages)."""
+    if field.startswith("plugins") and ".settings" in field:
+        return "--plugin-setting"
     base = field.split("[")[0]
     return _OPTIONS.get(base, _OPTIONS.get(base.rsplit(".", 1)[0], field))

@@ -55,7 +55,7 @@ from meshd.plugin_host import loader
 from meshd.plugin_host.context import TaskServices
 from meshd.plugin_host.external import select_external
 from meshd.plugin_host.loader import PluginSetupError
-from meshd.plugin_host.runtime import PluginRuntime
+from meshd.plugin_host.runtime import PluginRuntime, plugin_settings
 from meshd.plugin_host.supervisor import Backoff
 from meshd.rpc.bridge import open_trio_bridge
 from meshd.tasks.participation import ParticipationWatch
@@ -133,7 +133,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     open_trio_bridge() as bridge, trio.open_nursery() as nursery:
                 runtime = PluginRuntime(
                     selected, host, ledger, genesis.network_id, data_dir,
-                    config.plugins.settings,
+                    plugin_settings(genesis.plugins, config.plugins.settings),
                     Backoff(maximum=config.plugins.restart_backoff_max),
                     init_timeout=config.plugins.init_timeout)
                 provider = TaskProvider(host, ledger, runtime, config.tasks.capabilities,

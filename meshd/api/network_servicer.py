@@ -52,7 +52,8 @@ def genesis_to_pb(genesis: Genesis) -> network_pb2.Genesis:
             quorum_percent=gov.quorum_percent, threshold_percent=gov.threshold_percent,
             veto_percent=gov.veto_percent, voting_period_seconds=gov.voting_period_seconds,
             proposal_stake=str(gov.proposal_stake), mutable=gov.mutable),
-        plugins=[network_pb2.RequiredPlugin(name=p.name, version=p.version)
+        plugins=[network_pb2.RequiredPlugin(name=p.name, version=p.version,
+                                            settings_json=p.settings_json)
                  for p in genesis.plugins],
         validators=[network_pb2.Validator(peer_id=v.peer_id, weight=v.weight)
                     for v in genesis.validators],

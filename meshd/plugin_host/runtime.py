@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import trio
 from google.protobuf.message import DecodeError
 
 from mesh.wire.v1 import wire_pb2
+from meshcore.genesis import RequiredPlugin
 from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.p2p.direct import DirectRequestFailed
@@ -76,6 +77,17 @@ class HostedPlugin:
     version: str = ""
     summary: str = ""
     pid: int = 0  # an external plugin's process, while it runs
+
+
+def plugin_settings(required: Iterable[RequiredPlugin],
+                    node: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each plugin's ``ctx.config``: the genesis settings of a required plugin
+    (the network's), overridden key by key by the node's own
+    ``[plugins.settings.NAME]``."""
+    merged = {p.name: p.settings for p in required}
+    for name, own in node.items():
+        merged[name] = {**merged.get(name, {}), **own}
+    return merged
 
 
 class PluginRuntime:

@@ -3,6 +3,7 @@ at once when fewer than k pieces have a live holder."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -15,8 +16,10 @@ from mesh_storage.files import FETCH_PATIENCE
 from mesh_storage.pieces import digest_hex
 from mesh_storage.plugin import StoragePlugin
 
+from meshcore.genesis import RequiredPlugin, dumps, loads
 from meshd.plugin import Event, EventHandler, Unavailable
-from meshd.testing import eventually, open_network, plugin_under_test
+from meshd.plugin_host.runtime import plugin_settings
+from meshd.testing import eventually, open_network, plugin_under_test, write_genesis
 from tests.integration.test_plugins import Instances
 from tests.integration.test_storage_audits import K, N, store
 
@@ -148,3 +151,19 @@ async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
             assert json.loads(await owner.call("storage", "FILES", b"")) == []
             with pytest.raises(grpc.RpcError):  # no one has its manifest any more
                 await owner.call("storage", "GET_MANIFEST", manifest.cid.encode(), timeout=60)
+
+
+async def test_the_coding_comes_from_the_genesis_unless_the_node_says_otherwise(
+        tmp_path: Path) -> None:
+    genesis = write_genesis(tmp_path / "net", plugins=["storage"])
+    tuned = dataclasses.replace(loads(genesis.read_text()), plugins=(
+        RequiredPlugin("storage", "", '{"k":2,"n":3}'),))
+    genesis.write_text(dumps(tuned))
+    with trio.fail_after(60):
+        async with open_network(tmp_path, 1, genesis=genesis,
+                                plugins=[plugin_under_test("storage", StoragePlugin)]) as net:
+            layout = json.loads(await net.nodes[0].call("storage", "LAYOUT"))
+    assert (layout["k"], layout["n"]) == (2, 3)  # the network's, not the built-in 4 of 8
+    # A node's own [plugins.settings.storage] overrides the genesis key by key.
+    merged = plugin_settings(tuned.plugins, {"storage": {"n": 5}, "other": {"x": 1}})
+    assert merged == {"storage": {"k": 2, "n": 5}, "other": {"x": 1}}

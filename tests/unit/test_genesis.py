@@ -92,6 +92,26 @@ def test_a_penalties_table_at_its_defaults_changes_nothing_and_other_values_do()
     assert "penalties.failed_task_bps" not in g.loads(DOC).governance.mutable
 
 
+def test_a_plugins_settings_are_canonical_and_named_in_errors() -> None:
+    plain = g.loads(DOC)
+    assert g.loads(DOC.replace('name = "storage"', 'name = "storage"\nsettings = {}')) == plain
+    tuned = g.loads(DOC + '\n[plugins.settings]\nn = 8\nk = 4\nlabel = "cold"\n'
+                          'tiers = [{ name = "hot", copies = 3 }]\n')
+    (storage,) = tuned.plugins
+    assert storage.settings == {"k": 4, "n": 8, "label": "cold",
+                                "tiers": [{"name": "hot", "copies": 3}]}
+    assert b'"plugins":[{"name":"storage","settings":{"k":4,"label":"cold","n":8,' \
+        in g.canonical_bytes(tuned)
+    assert tuned.network_id != plain.network_id
+    assert g.loads(g.dumps(tuned)) == tuned
+    for table, why in [("k = 1.5", r"^plugins\[0\]\.settings\.k: must be an integer, string"),
+                       ("K = 4", r"^plugins\[0\]\.settings: 'K' is not a setting name"),
+                       ("at = 2026-01-01T00:00:00Z", r"settings\.at: must be an integer"),
+                       (f"blob = \"{'x' * 5000}\"", r"^plugins\[0\]\.settings: is over 4096")]:
+        with pytest.raises(GenesisError, match=why):
+            g.loads(DOC + f"\n[plugins.settings]\n{table}\n")
+
+
 def test_network_id_has_documented_shape() -> None:
     network_id = g.loads(DOC).network_id
     assert network_id.startswith("net_")

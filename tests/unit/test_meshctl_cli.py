@@ -98,6 +98,18 @@ def test_init_and_inspect(tmp_path: Path) -> None:
     assert "penalties.failed_task_bps" in shown["genesis"]["governance"]["mutable"]
     human = runner.invoke(cli, ["network", "inspect", str(tmp_path / "genesis.toml")])
     assert "10% of stake for a failed task or storage audit" in human.output
+    # A plugin's network-wide settings: VALUE is JSON, else text.
+    tuned = runner.invoke(cli, [
+        "network", "init", "--allow-no-validators", "--name", "Tuned", "--token-name", "T",
+        "--token-symbol", "TT", "--plugin", "storage", "--plugin-setting", "storage.k=2",
+        "--plugin-setting", "storage.n=3", "--plugin-setting", "storage.label=cold",
+        "--out", str(tmp_path / "tuned"), "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    shown = json.loads(runner.invoke(cli, ["network", "inspect",
+                                           str(tmp_path / "tuned" / "genesis.toml"),
+                                           "--json"]).output)
+    assert shown["genesis"]["plugins"] == [
+        {"name": "storage", "version": "", "settings": {"k": 2, "n": 3, "label": "cold"}}]
     # no silent overwrite
     again = runner.invoke(cli, ["network", "init", "--allow-no-validators",
                                 "--name", "X", "--token-name", "X",
@@ -118,6 +130,11 @@ def test_init_refuses_bad_values_naming_the_option(tmp_path: Path) -> None:
         (["--token-symbol", "AB", "--validator", "nope"], "--validator"),
         (["--token-symbol", "AB", "--bootstrap-port", "70000"], "--bootstrap-port"),
         (["--token-symbol", "AB", "--failed-task-slash", "10001"], "--failed-task-slash"),
+        (["--token-symbol", "AB", "--plugin-setting", "storage.k=4"], "add it with --plugin"),
+        (["--token-symbol", "AB", "--plugin", "storage", "--plugin-setting", "storage.k"],
+         "--plugin-setting"),
+        (["--token-symbol", "AB", "--plugin", "storage", "--plugin-setting", "storage.k=1.5"],
+         "--plugin-setting"),
     ]
     for extra, option in cases:
         result = CliRunner().invoke(cli, base + extra)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmesh/network/v1/network.proto\x12\x0fmesh.network.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63imals\x18\x03 \x01(\r\x12\x30\n\x0b\x61llocations\x18\x04 \x03(\x0b\x32\x1b.mesh.network.v1.Allocation\x12\x16\n\x0e\x63ommunity_pool\x18\x05 \x01(\t\"-\n\nAllocation\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"\x8c\x01\n\x0cRewardPolicy\x12\x15\n\repoch_seconds\x18\x01 \x01(\x04\x12\x1a\n\x12\x65mission_per_epoch\x18\x02 \x01(\t\x12\x16\n\x0euptime_percent\x18\x03 \x01(\r\x12\x15\n\rtasks_percent\x18\x04 \x01(\r\x12\x1a\n\x12governance_percent\x18\x05 \x01(\r\"\xa3\x01\n\x10GovernanceParams\x12\x16\n\x0equorum_percent\x18\x01 \x01(\r\x12\x19\n\x11threshold_percent\x18\x02 \x01(\r\x12\x14\n\x0cveto_percent\x18\x03 \x01(\r\x12\x1d\n\x15voting_period_seconds\x18\x04 \x01(\x04\x12\x16\n\x0eproposal_stake\x18\x05 \x01(\t\x12\x0f\n\x07mutable\x18\x06 \x03(\t\"(\n\rPenaltyPolicy\x12\x17\n\x0f\x66\x61iled_task_bps\x18\x01 \x01(\r\"/\n\x0eRequiredPlugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\",\n\tValidator\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x04\"\xa7\x03\n\x07Genesis\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x0cgenesis_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05token\x18\x04 \x01(\x0b\x32\x16.mesh.network.v1.Token\x12.\n\x07rewards\x18\x05 \x01(\x0b\x32\x1d.mesh.network.v1.RewardPolicy\x12\x35\n\ngovernance\x18\x06 \x01(\x0b\x32!.mesh.network.v1.GovernanceParams\x12\x30\n\x07plugins\x18\x07 \x03(\x0b\x32\x1f.mesh.network.v1.RequiredPlugin\x12.\n\nvalidators\x18\x08 \x03(\x0b\x32\x1a.mesh.network.v1.Validator\x12\x11\n\tbootstrap\x18\t \x03(\t\x12\x16\n\x0e\x62ootstrap_port\x18\n \x01(\r\x12\x31\n\tpenalties\x18\x0b \x01(\x0b\x32\x1e.mesh.network.v1.PenaltyPolicy\"\x13\n\x11GetNetworkRequest\"\x99\x01\n\x12GetNetworkResponse\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12)\n\x07genesis\x18\x02 \x01(\x0b\x32\x18.mesh.network.v1.Genesis\x12\x14\n\x0cgenesis_toml\x18\x03 \x01(\t\x12\x12\n\npeer_count\x18\x04 \x01(\r\x12\x1a\n\x12routing_table_size\x18\x05 \x01(\r2l\n\x0eNetworkService\x12Z\n\nGetNetwork\x12\".mesh.network.v1.GetNetworkRequest\x1a#.mesh.network.v1.GetNetworkResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmesh/network/v1/network.proto\x12\x0fmesh.network.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65\x63imals\x18\x03 \x01(\r\x12\x30\n\x0b\x61llocations\x18\x04 \x03(\x0b\x32\x1b.mesh.network.v1.Allocation\x12\x16\n\x0e\x63ommunity_pool\x18\x05 \x01(\t\"-\n\nAllocation\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\"\x8c\x01\n\x0cRewardPolicy\x12\x15\n\repoch_seconds\x18\x01 \x01(\x04\x12\x1a\n\x12\x65mission_per_epoch\x18\x02 \x01(\t\x12\x16\n\x0euptime_percent\x18\x03 \x01(\r\x12\x15\n\rtasks_percent\x18\x04 \x01(\r\x12\x1a\n\x12governance_percent\x18\x05 \x01(\r\"\xa3\x01\n\x10GovernanceParams\x12\x16\n\x0equorum_percent\x18\x01 \x01(\r\x12\x19\n\x11threshold_percent\x18\x02 \x01(\r\x12\x14\n\x0cveto_percent\x18\x03 \x01(\r\x12\x1d\n\x15voting_period_seconds\x18\x04 \x01(\x04\x12\x16\n\x0eproposal_stake\x18\x05 \x01(\t\x12\x0f\n\x07mutable\x18\x06 \x03(\t\"(\n\rPenaltyPolicy\x12\x17\n\x0f\x66\x61iled_task_bps\x18\x01 \x01(\r\"F\n\x0eRequiredPlugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rsettings_json\x18\x03 \x01(\t\",\n\tValidator\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x04\"\xa7\x03\n\x07Genesis\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x0cgenesis_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05token\x18\x04 \x01(\x0b\x32\x16.mesh.network.v1.Token\x12.\n\x07rewards\x18\x05 \x01(\x0b\x32\x1d.mesh.network.v1.RewardPolicy\x12\x35\n\ngovernance\x18\x06 \x01(\x0b\x32!.mesh.network.v1.GovernanceParams\x12\x30\n\x07plugins\x18\x07 \x03(\x0b\x32\x1f.mesh.network.v1.RequiredPlugin\x12.\n\nvalidators\x18\x08 \x03(\x0b\x32\x1a.mesh.network.v1.Validator\x12\x11\n\tbootstrap\x18\t \x03(\t\x12\x16\n\x0e\x62ootstrap_port\x18\n \x01(\r\x12\x31\n\tpenalties\x18\x0b \x01(\x0b\x32\x1e.mesh.network.v1.PenaltyPolicy\"\x13\n\x11GetNetworkRequest\"\x99\x01\n\x12GetNetworkResponse\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12)\n\x07genesis\x18\x02 \x01(\x0b\x32\x18.mesh.network.v1.Genesis\x12\x14\n\x0cgenesis_toml\x18\x03 \x01(\t\x12\x12\n\npeer_count\x18\x04 \x01(\r\x12\x1a\n\x12routing_table_size\x18\x05 \x01(\r2l\n\x0eNetworkService\x12Z\n\nGetNetwork\x12\".mesh.network.v1.GetNetworkRequest\x1a#.mesh.network.v1.GetNetworkResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,15 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PENALTYPOLICY']._serialized_start=571
   _globals['_PENALTYPOLICY']._serialized_end=611
   _globals['_REQUIREDPLUGIN']._serialized_start=613
-  _globals['_REQUIREDPLUGIN']._serialized_end=660
-  _globals['_VALIDATOR']._serialized_start=662
-  _globals['_VALIDATOR']._serialized_end=706
-  _globals['_GENESIS']._serialized_start=709
-  _globals['_GENESIS']._serialized_end=1132
-  _globals['_GETNETWORKREQUEST']._serialized_start=1134
-  _globals['_GETNETWORKREQUEST']._serialized_end=1153
-  _globals['_GETNETWORKRESPONSE']._serialized_start=1156
-  _globals['_GETNETWORKRESPONSE']._serialized_end=1309
-  _globals['_NETWORKSERVICE']._serialized_start=1311
-  _globals['_NETWORKSERVICE']._serialized_end=1419
+  _globals['_REQUIREDPLUGIN']._serialized_end=683
+  _globals['_VALIDATOR']._serialized_start=685
+  _globals['_VALIDATOR']._serialized_end=729
+  _globals['_GENESIS']._serialized_start=732
+  _globals['_GENESIS']._serialized_end=1155
+  _globals['_GETNETWORKREQUEST']._serialized_start=1157
+  _globals['_GETNETWORKREQUEST']._serialized_end=1176
+  _globals['_GETNETWORKRESPONSE']._serialized_start=1179
+  _globals['_GETNETWORKRESPONSE']._serialized_end=1332
+  _globals['_NETWORKSERVICE']._serialized_start=1334
+  _globals['_NETWORKSERVICE']._serialized_end=1442
 # @@protoc_insertion_point(module_scope)

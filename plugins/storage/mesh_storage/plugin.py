@@ -28,7 +28,9 @@ Task kind ``STORE_FILE`` (docs/tasks.md): the payload is one chunk; the
 result is its name, the units are the KiB stored, and the rule a requester
 applies checks both.
 
-Configuration (``[plugins.settings.storage]`` in meshd's config):
+Configuration (``ctx.config``: the genesis's settings of the plugin, for the
+whole network, overridden key by key by ``[plugins.settings.storage]`` in
+meshd's config):
 ``capacity_bytes`` (default 1 GiB); ``k`` and ``n``, the coding of files
 this node stores when ``meshctl storage put`` names none (default 4 of 8);
 ``repair_every`` and ``repair_grace``, seconds between repair checks
