@@ -28,6 +28,7 @@ from libp2p.peer.id import ID
 
 from mesh.wire.v1 import wire_pb2
 from meshd import errors
+from meshd.p2p.circuit import is_relayed
 from meshd.p2p.framing import FrameError, FrameTooLarge, read_frame, write_frame
 from meshd.p2p.membership import Membership, protocol_id
 
@@ -151,9 +152,16 @@ class DirectMessenger:
         it raises "No valid connections available" instead, while
         ``dial_peer`` skips closed entries and dials
         (docs/py-libp2p.md#found-new-stream-does-not-redial).
+
+        Not when the closed connection ran through a relay: a circuit that
+        closed most likely hit its relay's limits, and opening another is the
+        relay client's call (each costs the relay), not a request's
+        (test_relay.py::test_a_circuit_ends_at_its_byte_limit).
         """
         network = self._host.get_network()
-        if not any(not conn.is_closed for conn in network.get_connections(peer)):
+        entries = network.get_connections(peer)
+        if entries and all(c.is_closed for c in entries) \
+                and not any(is_relayed(c) for c in entries):
             await network.dial_peer(peer)
         return await self._host.new_stream(peer, [protocol])
 
