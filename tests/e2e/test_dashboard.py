@@ -101,9 +101,10 @@ def test_the_dashboard_shows_the_network_live_and_votes(
     node_panel_matches_meshctl(page, testnet)
     ledger_and_rewards_match_meshctl(page, testnet)
     plugins_match_meshctl(page, testnet)
-    stored_files_and_tasks_match_meshctl(page, testnet, tmp_path)
+    tasks_match_meshctl(page, testnet, tmp_path)
     a_transfer_appears_without_a_reload(page, testnet)
     a_vote_in_the_browser_is_counted(page, testnet)
+    stored_files_match_meshctl(page, testnet, tmp_path)
     shoot(page, "dashboard.png", tmp_path)
     every_peer_in_the_graph_and_a_stopped_node_gone(page, testnet)
 
@@ -174,22 +175,43 @@ def plugins_match_meshctl(page: Any, net: FourNodes) -> None:
     until(shown, lambda s: s == plugins, "the plugins table to be meshctl's")
 
 
-def stored_files_and_tasks_match_meshctl(page: Any, net: FourNodes, tmp_path: Path) -> None:
+def tasks_match_meshctl(page: Any, net: FourNodes, tmp_path: Path) -> None:
     file = tmp_path / "notes.txt"
     file.write_bytes(b"kept by the network\n" * 1000)
     meshctl("--socket", net.nodes[0]["socket"], "tasks", "submit", "storage", "STORE_FILE",
             "--file", str(file), "--redundancy", "2")
     tasks = {t["task_id"]: t["state"] for t in net.ctl(0, "tasks", "ls")}
-    stores = {t["task_id"] for t in net.ctl(0, "tasks", "ls") if t["kind"] == "STORE_FILE"}
-    assert stores and set(tasks.values()) == {"done"}
+    assert tasks and set(tasks.values()) == {"done"}
 
-    def shown(table: str) -> dict[str, str]:
-        rows = page.locator(f'[data-testid="{table}"] tr').all()
+    def shown() -> dict[str, str]:
+        rows = page.locator('[data-testid="tasks"] tr').all()
         return {str(r.get_attribute("data-task-id")):
                 str(r.locator("td[data-value]").get_attribute("data-value")) for r in rows}
 
-    until(lambda: shown("tasks"), lambda s: s == tasks, "the tasks table to be meshctl's")
-    assert shown("storage") == {task: "done" for task in stores}
+    until(shown, lambda s: s == tasks, "the tasks table to be meshctl's")
+    # Listing files is a plugin call: it needs the API token, and says so.
+    assert page.get_by_test_id("storage-needs-token").count() == 1
+
+
+def stored_files_match_meshctl(page: Any, net: FourNodes, tmp_path: Path) -> None:
+    """After the vote step saved the token: the files `storage ls` lists, each healthy."""
+    file = tmp_path / "album.bin"
+    file.write_bytes(os.urandom(700_000))
+    cid = net.ctl(0, "storage", "put", str(file), "-k", "2", "-n", "3")["cid"]
+    listed = {f["cid"]: f for f in net.ctl(0, "storage", "ls")}
+    assert cid in listed
+    token = (Path(net.nodes[0]["socket"]).parent / "api.token").read_text().strip()
+    page.get_by_test_id("token-input").fill(token)
+    page.get_by_test_id("token-save").click()  # saving (again) refreshes the panel
+
+    def shown() -> dict[str, tuple[str, str]]:
+        rows = page.locator('[data-testid="storage"] tr[data-cid]').all()
+        return {str(r.get_attribute("data-cid")):
+                (r.locator("td").nth(0).inner_text(),
+                 str(r.locator("td").nth(4).get_attribute("data-value"))) for r in rows}
+
+    until(shown, lambda s: s == {c: (f["name"], "healthy") for c, f in listed.items()},
+          "the storage panel to list meshctl's files, healthy", timeout=40)
 
 
 def a_transfer_appears_without_a_reload(page: Any, net: FourNodes) -> None:

@@ -110,4 +110,5 @@ export const M = {
   tasks: "mesh.tasks.v1.TasksService/ListTasks",
   watchTasks: "mesh.tasks.v1.TasksService/WatchTasks",
   plugins: "mesh.plugins.v1.PluginsService/ListPlugins",
+  callPlugin: "mesh.plugins.v1.PluginsService/CallPlugin",
 };

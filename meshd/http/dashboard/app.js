@@ -10,6 +10,8 @@ const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const HISTORY_EVERY_MS = 2000;
 const NETWORK_EVERY_MS = 5000;
 const PING_EVERY_MS = 10000;
+const STORAGE_EVERY_MS = 30000; // STATUS asks every holder: not too often
+const FILES_SHOWN = 20;
 const SETTLEMENTS_SHOWN = 10;
 const SETTLEMENTS_BACKFILL = 30; // epochs of the minted chart on a fresh page
 const REWARD_EPOCHS = 8;
@@ -359,12 +361,6 @@ function renderTasks() {
   $("tasks").replaceChildren(...list.slice(0, 20).map((t) => el("tr", { "data-task-id": t.taskId },
     el("td", { class: "mono" }, short(t.taskId)), el("td", {}, `${t.plugin}/${t.kind}`),
     el("td", { "data-value": t.state }, t.state), el("td", {}, t.providers.length))));
-  const stored = list.filter((t) => t.plugin === "storage" && t.kind === "STORE_FILE");
-  $("storage").replaceChildren(...stored.map((t) => el("tr", { "data-task-id": t.taskId },
-    el("td", { class: "mono" }, short(t.taskId)),
-    el("td", { class: "small" }, t.finishedAt ? new Date(t.finishedAt).toLocaleString() : ""),
-    el("td", {}, `${t.providers.length}/${t.redundancy}`),
-    el("td", { "data-value": t.state }, t.state))));
 }
 
 async function refreshPlugins() {
@@ -373,6 +369,62 @@ async function refreshPlugins() {
     el("td", {}, p.name), el("td", {}, p.version),
     el("td", { "data-value": p.state }, p.state),
     el("td", {}, p.kind.replace("PLUGIN_KIND_", "").toLowerCase()))));
+}
+
+// --- stored files: the storage plugin's FILES and STATUS (docs/storage.md §7) ----------------
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const base64 = (text) => btoa(String.fromCharCode(...encoder.encode(text)));
+const unbase64 = (data) => decoder.decode(Uint8Array.from(atob(data || ""), (c) => c.charCodeAt(0)));
+
+async function storageCall(event, data = "") {
+  const answer = await call(M.callPlugin,
+    { plugin: "storage", event, data: base64(data), timeoutMs: 30000 });
+  return JSON.parse(unbase64(answer.data));
+}
+
+// Healthy: every stripe has all n pieces on live holders; degraded: k or more
+// (readable, repair comes after its grace); unreadable: a stripe has fewer than k.
+function health(status) {
+  const weakest = Math.min(...status.stripes.map((s) => s.healthy));
+  const shown = `${weakest}/${status.n}`;
+  if (weakest >= status.n) return ["healthy", shown];
+  return [weakest >= status.k ? "degraded" : "unreadable", shown];
+}
+
+function storageNote(testId, text) {
+  $("storage").replaceChildren(el("tr", { "data-testid": testId },
+    el("td", { colspan: 5, class: "small" }, text)));
+}
+
+async function refreshStorage() {
+  if (!token.get()) {  // CallPlugin is a write to the gateway: it needs the token
+    storageNote("storage-needs-token", "Paste the API token above to list this node's files.");
+    return;
+  }
+  let files;
+  try {
+    files = (await storageCall("FILES")).slice(0, FILES_SHOWN);
+  } catch (error) {
+    storageNote("storage-unavailable", `The storage plugin did not answer: ${error.message}`);
+    return;
+  }
+  const rows = await Promise.all(files.map(async (f) => {
+    let [state, weakest] = ["unknown", ""];
+    try {
+      [state, weakest] = health(await storageCall("STATUS", f.cid));
+    } catch (error) {
+      weakest = error.message;
+    }
+    return el("tr", { "data-cid": f.cid },
+      el("td", {}, f.name), el("td", { class: "mono", title: f.cid }, short(f.cid)),
+      el("td", { "data-value": f.size }, f.size), el("td", {}, `${f.k}-of-${f.n}`),
+      el("td", { "data-value": state, title: "the weakest stripe's live pieces" },
+        `${state} ${weakest}`));
+  }));
+  if (!rows.length) storageNote("storage-empty", "No files yet: meshctl storage put FILE.");
+  else $("storage").replaceChildren(...rows);
 }
 
 // --- start -----------------------------------------------------------------------------------
@@ -390,6 +442,7 @@ function setupToken() {
     token.set(input.value);
     input.value = "";
     shown();
+    guarded(refreshStorage);
   };
   shown();
 }
@@ -440,6 +493,7 @@ async function start() {
   every(NETWORK_EVERY_MS, refreshNetwork);
   every(NETWORK_EVERY_MS, refreshPlugins);
   every(PING_EVERY_MS, pingPeers);
+  every(STORAGE_EVERY_MS, refreshStorage);
   setInterval(() => {
     if (state.startedAt) setValue("node-uptime", uptime(state.startedAt));
   }, 1000);
