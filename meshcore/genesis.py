@@ -461,6 +461,17 @@ def _plugin_settings(value: Any, path: str) -> str:
     check(value, path)
     if not value:
         return ""
+
+    def normalised(item: Any) -> Any:  # text is NFC, as everywhere in a genesis
+        if isinstance(item, str):
+            return unicodedata.normalize("NFC", item)
+        if isinstance(item, list):
+            return [normalised(i) for i in item]
+        if isinstance(item, Mapping):
+            return {k: normalised(v) for k, v in item.items()}
+        return item
+
+    value = normalised(value)
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if len(text.encode("utf-8")) > MAX_PLUGIN_SETTINGS:
         raise GenesisError(path, f"is over {MAX_PLUGIN_SETTINGS} bytes as JSON")

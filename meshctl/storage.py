@@ -263,7 +263,8 @@ def ls(client: MeshClient, everything: bool, as_json: bool) -> None:
     files = json.loads(_call(client, "FILES", b"all" if everything else b""))
     emit(files, as_json, lambda rows: table(
         [("CID", "NAME", "SIZE", "K-OF-N", "STRIPES")]
-        + [(f["cid"], f["name"], str(f["size"]), f"{f['k']}-of-{f['n']}", str(f["stripes"]))
+        + [(f["cid"], f["name"] + (" (being removed: rm again)" if f.get("removing") else ""),
+            str(f["size"]), f"{f['k']}-of-{f['n']}", str(f["stripes"]))
            for f in rows]) if rows else "no files")
 
 

@@ -87,8 +87,14 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             asker = plugin[holders[1]]
             piece = next(c for s in manifest.stripes for c in s.pieces
                          if plugin[holders[0]].chunks.has(digest_hex(c)))
+            foreign = next(c for s in manifest.stripes for c in s.pieces
+                           if not plugin[holders[0]].chunks.has(digest_hex(c)))
             for asked, why in [
                     ({"piece": piece, "report": _shown(promise)}, "passed this node's audit"),
+                    # Claims are public: naming a piece the holder never held frames
+                    # no one (it says HAVE no, and never said yes to this node).
+                    ({"piece": foreign, "report": _shown(promise)},
+                     "has not said it holds"),
                     ({"piece": piece}, "takes JSON {piece, report}"),
                     ({"piece": "nope", "report": _shown(promise)}, "takes JSON"),
                     ({"piece": piece, "report": {**_shown(promise), "kind": "RETRIEVE_FILE"}},

@@ -13,11 +13,11 @@ import grpc
 import pytest
 import trio
 from mesh_storage.files import FETCH_PATIENCE
-from mesh_storage.pieces import digest_hex
+from mesh_storage.pieces import digest_hex, piece_cid
 from mesh_storage.plugin import StoragePlugin
 
 from meshcore.genesis import RequiredPlugin, dumps, loads
-from meshd.plugin import Event, EventHandler, Unavailable
+from meshd.plugin import Event, EventHandler, MeshError, Unavailable
 from meshd.plugin_host.runtime import plugin_settings
 from meshd.testing import eventually, open_network, plugin_under_test, write_genesis
 from tests.integration.test_plugins import Instances
@@ -135,8 +135,11 @@ async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
             first = json.loads(await owner.call("storage", "REMOVE", manifest.cid.encode(),
                                                 timeout=60))
             assert not first["removed"] and first["unreachable"] == [holder], first
-            assert [f["cid"] for f in json.loads(await owner.call("storage", "FILES", b""))] \
-                == [manifest.cid]
+            assert [(f["cid"], f["removing"]) for f in json.loads(
+                await owner.call("storage", "FILES", b""))] == [(manifest.cid, True)]
+            # Out of this node's audits and repairs meanwhile: a dropped piece
+            # would look lost.
+            assert not mine.holding.manifests.manifests()
             plugin[holder].ctx.on("DROP_FILE", plugin[holder].holding.drop_file)
             removed = json.loads(await owner.call("storage", "REMOVE", manifest.cid.encode(),
                                                   timeout=60))
@@ -151,6 +154,48 @@ async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
             assert json.loads(await owner.call("storage", "FILES", b"")) == []
             with pytest.raises(grpc.RpcError):  # no one has its manifest any more
                 await owner.call("storage", "GET_MANIFEST", manifest.cid.encode(), timeout=60)
+            # An audit of a dropped piece is refused as dropped, not as lost.
+            gone = next(c for c in pieces if c != shared)
+            dropped_by = next(h for h in holders if gone in plugin[h].holding.dropped)
+            with pytest.raises(MeshError, match=r"dropped piece .* at its owner's request"):
+                await mine.ctx.request(dropped_by, "AUDIT",
+                                       f"{gone} 0 16384 1 100 {manifest.cid}".encode())
+
+            # A piece kept before owners were recorded (or a STORE_FILE chunk)
+            # cannot be deleted by claiming it first.
+            old = os.urandom(4096)
+            old_cid = piece_cid(old)
+            await trio.to_thread.run_sync(plugin[holder].chunks.put, old)
+            await stranger.ctx.request(holder, "HOLD_PIECE", old_cid.encode() + b"\n" + old)
+            drop = json.dumps({"file": manifest.cid, "pieces": [old_cid]}).encode()
+            assert json.loads(await stranger.ctx.request(holder, "DROP_FILE", drop)) == \
+                {"pieces": 0, "manifest": False}
+            assert plugin[holder].chunks.has(digest_hex(old_cid))
+
+
+async def test_removing_a_file_keeps_the_pieces_another_file_of_the_owner_shares(
+        tmp_path: Path) -> None:
+    factory = Instances(StoragePlugin)
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 4, plugins=[plugin_under_test("storage", factory)]
+                                ) as net:
+            owner = net.nodes[0]
+            mine = next(p for p in factory.made if p.ctx.peer_id == owner.peer_id)
+
+            async def all_announced() -> bool:
+                return len(await mine.files.candidates(fresh=True)) == 3
+            await eventually(all_announced, timeout=60, what="every holder announced")
+            first = os.urandom(K * 256 * 1024)  # one whole stripe, the same in both files
+            a = await store(owner, first + os.urandom(1000))
+            b = await store(owner, first + os.urandom(2000))
+            assert a.stripes[0].pieces == b.stripes[0].pieces
+            removed = json.loads(await owner.call("storage", "REMOVE", a.cid.encode(),
+                                                  timeout=60))
+            assert removed["removed"], removed
+            stripe = b.stripes[0]
+            request = json.dumps({"file": b.cid, "k": K, "n": N, "length": stripe.length,
+                                  "pieces": list(stripe.pieces)}).encode() + b"\n"
+            assert await owner.call("storage", "GET_STRIPE", request, timeout=60) == first
 
 
 async def test_the_coding_comes_from_the_genesis_unless_the_node_says_otherwise(

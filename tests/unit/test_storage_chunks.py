@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
-from mesh_storage.chunks import ChunkStore, StorageFull, check_hash, storage_proof
+from mesh_storage.chunks import (
+    ChunkStore,
+    StorageFull,
+    check_hash,
+    storage_proof,
+    write_atomically,
+)
 
 
 def test_a_chunk_is_named_by_its_hash_and_stored_once(tmp_path: Path) -> None:
@@ -45,3 +53,15 @@ def test_names_that_are_not_hashes_are_refused(bad: str) -> None:
 def test_the_proof_depends_on_nonce_and_content() -> None:
     proofs = {storage_proof(n, d) for n in (b"a" * 16, b"b" * 16) for d in (b"x", b"y")}
     assert len(proofs) == 4
+
+
+def test_writers_of_one_chunk_at_once_never_leave_it_damaged(tmp_path: Path) -> None:
+    # Overlapping repairs store the same piece on one holder: with a shared
+    # temporary name, one writer truncated the other's file before its rename.
+    data = os.urandom(256 * 1024)
+    path = tmp_path / "ab" / "piece"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            list(pool.map(lambda _: write_atomically(path, data), range(32)))
+            assert path.read_bytes() == data
+    assert [p.name for p in path.parent.iterdir()] == ["piece"]  # no temporary left

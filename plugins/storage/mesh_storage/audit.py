@@ -81,7 +81,7 @@ class Auditor:
         self.holding = holding
         self.every = every  # seconds; 0: once per epoch
         self.last = files.audits  # piece CID -> its last audit by this node (STATUS shows it)
-        self.verdicts = Verdicts(ctx, holding, self.audit_piece)
+        self.verdicts = Verdicts(ctx, files, self.audit_piece)
         self.keeps = Deliveries(ctx, KEEP, accepted=self.verdicts.kept)
         self._paid: set[tuple[int, str, str]] = set()  # (epoch, holder, piece) countersigned
         ctx.on("AUDIT", self.answer)
@@ -96,6 +96,8 @@ class Auditor:
                                   "an epoch, the bytes held and the file CID, separated by "
                                   "spaces") from None
         piece = await trio.to_thread.run_sync(self.files.chunks.get, digest_hex(cid))
+        if piece is None and cid in self.holding.dropped:  # not lost: its owner removed it
+            raise InvalidArgument(f"this node dropped piece {cid} at its owner's request")
         if piece is None:
             raise InvalidArgument(f"this node {NO_PIECE} {cid}")
         try:
@@ -190,9 +192,12 @@ class Auditor:
 
 
 def _audit_request(data: bytes) -> tuple[str, int, int, int, int]:
-    cid, index, segment, epoch, held, file = data.decode("ascii").split(" ")
+    fields = data.decode("ascii").split(" ")
+    if len(fields) == 5:  # from a node before the file was named: still answered
+        fields.append("")
+    cid, index, segment, epoch, held, file = fields
     digest_hex(cid)
-    if not FILE_CID.fullmatch(file):
+    if file and not FILE_CID.fullmatch(file):
         raise ValueError("not a file CID")
     numbers = int(index), int(segment), int(epoch), int(held)
     if not 0 < numbers[1] <= PIECE or min(numbers) < 0 or numbers[3] < 1:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import re
+import tempfile
 from pathlib import Path
 
 HASH_HEX = re.compile(r"[0-9a-f]{64}")
@@ -39,12 +40,19 @@ def storage_proof(nonce: bytes, data: bytes) -> bytes:
 def write_atomically(path: Path, data: bytes) -> None:
     """``data`` at ``path`` whole or not at all: a temporary file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    with open(temporary, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    # A name of its own per write: two threads writing the same chunk (overlapping
+    # repairs) must not truncate each other's temporary file.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 class ChunkStore:

@@ -23,6 +23,7 @@ peers are refused). docs/storage.md gives their JSON:
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import os
@@ -64,6 +65,8 @@ LOOKUPS_AT_ONCE = 16  # DHT lookups in flight for one STATUS
 LATENCY_WEIGHT = 0.3  # of a new sample in a holder's moving average
 HINTS_KEPT = 4096
 FAILED_FOR = 30.0  # seconds a holder that failed a fetch is not asked again
+SEEN_KEPT = 1 << 18  # (holder, piece) answers of HAVE remembered
+SEEN_FOR = 48 * 3600.0  # seconds such an answer counts as the holder's word
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,10 @@ class Files:
         self.failed: dict[str, float] = {}  # holder -> when a fetch from it last failed
         self.audits: dict[str, Audit] = {}  # piece CID -> this node's last audit of it
         self.answered: dict[str, float] = {}  # holder -> when it last answered HAVE
+        # (holder, piece CID) -> when it last said it holds the piece, as this node
+        # saw: what a CONFIRM_AUDIT may hold a holder to (verdicts.py).
+        self.seen: collections.OrderedDict[tuple[str, str], float] = \
+            collections.OrderedDict()
         self._last_refusals = ""
         for name, handler in (("LAYOUT", self.layout), ("PUT_STRIPE", self.put_stripe),
                               ("PUT_MANIFEST", self.put_manifest),
@@ -389,16 +396,30 @@ class Files:
                                                     timeout=PIECE_TIMEOUT)
                 except MeshError:
                     return  # gone, or not a storage node: it holds nothing to count
+            now = trio.current_time()
             self.failed.pop(peer, None)
-            self.answered[peer] = trio.current_time()
+            self.answered[peer] = now
             for index, held in enumerate(answer[:len(cids)]):
                 if held == 1:
                     holders[index].append(peer)
+                    self.saw(peer, cids[index], now)
 
         async with trio.open_nursery() as nursery:
             for peer in (peers | set(self.ctx.peers())) - {self.ctx.peer_id}:
                 nursery.start_soon(ask, peer)
         return holders
+
+    def saw(self, holder: str, cid: str, now: float | None = None) -> None:
+        """``holder`` said it holds piece ``cid`` (HAVE)."""
+        self.seen[(holder, cid)] = trio.current_time() if now is None else now
+        self.seen.move_to_end((holder, cid))
+        while len(self.seen) > SEEN_KEPT:
+            self.seen.popitem(last=False)
+
+    def saw_holding(self, holder: str, cid: str) -> bool:
+        """Whether ``holder`` said it holds piece ``cid`` to this node within SEEN_FOR."""
+        at = self.seen.get((holder, cid))
+        return at is not None and trio.current_time() - at < SEEN_FOR
 
     async def _piece(self, file: str, index: int, cid: str, errors: list[str], *,
                      look_up: bool) -> bytes | None:
@@ -493,8 +514,9 @@ class Files:
 
     async def files(self, event: Event) -> bytes:
         everything = event.data == b"all"
-        return _json([_summary(m)
-                      for m in await trio.to_thread.run_sync(self.holding.manifests.manifests)
+        kept, removing = await trio.to_thread.run_sync(
+            lambda: (self.holding.manifests.manifests(), self.holding.removing.manifests()))
+        return _json([_summary(m) | {"removing": m in removing} for m in kept + removing
                       if everything or m.owner == self.ctx.peer_id])
 
 

@@ -26,16 +26,18 @@ finds nodes to place pieces on (with their addresses, for placement.py).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
 
-from mesh_storage.chunks import ChunkStore, StorageFull, write_atomically
+from mesh_storage.chunks import ChunkStore, StorageFull, chunk_hash, write_atomically
 from mesh_storage.manifest import FILE_CID, PIECE, Manifest, ManifestError, parse_manifest
-from mesh_storage.owners import PEER_ID, PieceOwners
+from mesh_storage.owners import LEGACY, PEER_ID, PieceOwners
 from mesh_storage.pieces import CidError, check_piece, cid_of_digest, digest_hex
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
@@ -49,6 +51,7 @@ ANNOUNCE_RETRY = 2.0  # seconds before the second attempt while no DHT peer acce
 ANNOUNCES_AT_ONCE = 4  # DHT provides in flight for newly held pieces
 HOLDERS_KEY = "holders"
 MAX_HAVE = 8192  # piece CIDs in one HAVE
+DROPPED_KEPT = 65536  # pieces dropped at their owners' request, remembered for audits
 
 
 def piece_key(cid: str) -> str:
@@ -68,7 +71,16 @@ class Holding:
         self.ctx = ctx
         self.chunks = chunks
         self.manifests = ManifestStore(ctx.data_dir / "manifests")
+        # The owner's manifests of files being removed (removal.py): out of
+        # audits and repairs, kept until every holder dropped the file.
+        self.removing = ManifestStore(ctx.data_dir / "removing")
         self.owners = PieceOwners(ctx.data_dir / "owners")
+        # A piece's bytes and its owners change together: a HOLD_PIECE racing a
+        # DROP_FILE of the same piece must not leave an owner without the bytes.
+        self._pieces = threading.Lock()
+        # Pieces dropped at their owners' request lately: an audit of one is
+        # refused as such, not as a piece lost (audit.py: only the latter is evidence).
+        self.dropped: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._report = report
         self._announcing = trio.CapacityLimiter(ANNOUNCES_AT_ONCE)
         ctx.on("HOLD_PIECE", self.hold_piece)
@@ -128,7 +140,11 @@ class Holding:
         return b""
 
     def _keep(self, piece: bytes, owner: str) -> None:
-        self.owners.add(self.chunks.put(piece), owner)
+        with self._pieces:
+            name = chunk_hash(piece)
+            if self.chunks.has(name) and not self.owners.of(name):
+                self.owners.add(name, LEGACY)  # kept before owners were recorded
+            self.owners.add(self.chunks.put(piece), owner)
 
     async def drop_file(self, event: Event) -> bytes:
         try:
@@ -142,13 +158,9 @@ class Holding:
             raise InvalidArgument(f"DROP_FILE takes at most {MAX_HAVE} pieces, not "
                                   f"{len(pieces)}")
 
-        def drop() -> tuple[int, bool]:
-            dropped = 0
-            for cid in pieces:
-                name = digest_hex(cid)
-                if self.owners.remove(name, event.peer):
-                    self.chunks.remove(name)
-                    dropped += 1
+        def drop() -> tuple[list[str], bool]:
+            # The manifest first: a keeper that no longer has it stops auditing
+            # and repairing the file before its pieces go.
             kept = self.manifests.get(file)
             try:
                 mine = kept is not None and parse_manifest(kept).owner == event.peer
@@ -156,13 +168,25 @@ class Holding:
                 mine = False
             if mine:
                 self.manifests.remove(file)
+            dropped = []
+            for cid in pieces:
+                name = digest_hex(cid)
+                with self._pieces:
+                    if self.owners.remove(name, event.peer):
+                        self.chunks.remove(name)
+                        dropped.append(cid)
             return dropped, mine
 
         dropped, manifest = await trio.to_thread.run_sync(drop)
+        for cid in dropped:
+            self.dropped[cid] = None
+        while len(self.dropped) > DROPPED_KEPT:
+            self.dropped.popitem(last=False)
         if dropped or manifest:
             self.ctx.log.info("dropped a file for its owner", extra={
-                "file": file, "peer_id": event.peer, "pieces": dropped, "manifest": manifest})
-        return json.dumps({"pieces": dropped, "manifest": manifest}).encode()
+                "file": file, "peer_id": event.peer, "pieces": len(dropped),
+                "manifest": manifest})
+        return json.dumps({"pieces": len(dropped), "manifest": manifest}).encode()
 
     async def fetch_piece(self, event: Event) -> bytes:
         cid_text, _, nonce = event.data.partition(b" ")

@@ -8,7 +8,12 @@ authenticates it), takes that owner off, and the piece is deleted when no
 owner is left. A piece kept before owners were recorded has none: it is
 never deleted by ``DROP_FILE``.
 
-On disk: ``root/<2 hex>/<piece digest>``, one peer ID per line.
+A piece already on disk with no owner recorded (kept before owners were, or
+stored as a STORE_FILE chunk) gets the owner LEGACY when a HOLD_PIECE names
+one: no DROP_FILE can take that one off, so nobody can delete such a piece by
+claiming it first.
+
+On disk: ``root/<2 hex>/<piece digest>``, one peer ID (or LEGACY) per line.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from mesh_storage.chunks import write_atomically
 
 PEER_ID = re.compile(r"[1-9A-HJ-NP-Za-km-z]{40,128}")  # base58, as peer IDs are written
+LEGACY = "*"  # the owner of a piece whose owners were never recorded: never taken off
 
 
 class PieceOwners:
@@ -36,7 +42,7 @@ class PieceOwners:
             text = self._path(name).read_text(encoding="ascii")
         except (FileNotFoundError, UnicodeDecodeError):
             return set()
-        return {line for line in text.split() if PEER_ID.fullmatch(line)}
+        return {line for line in text.split() if line == LEGACY or PEER_ID.fullmatch(line)}
 
     def add(self, name: str, owner: str) -> None:
         with self._lock:

@@ -5,10 +5,12 @@ pieces to drop. The node asks every storage node that holds a piece of the
 file now (HAVE) and every node the DHT names as a keeper of its manifest to
 ``DROP_FILE`` (holding.py): each takes the owner off those pieces, deletes
 the pieces no other owner stored too, and deletes its copy of the manifest
-(keepers then stop auditing and repairing the file). The owner's node
-deletes its own manifest last, and only when every node asked answered: a
-node that was unreachable keeps what it has, so ``rm`` says which, and
-running it again finishes the work.
+(keepers then stop auditing and repairing the file). The owner's node first
+moves its manifest aside (``removing/``), so that it stops auditing and
+repairing the file too, and deletes it last, only when every node asked
+answered: a node that was unreachable keeps what it has, so ``rm`` says
+which, and running it again finishes the work. Pieces the owner's other
+files share are not dropped.
 
 The answer is JSON ``{"cid", "asked", "answered", "pieces", "manifests",
 "unreachable": [peer IDs], "removed": bool}``.
@@ -36,9 +38,14 @@ class Removal:
         self.holding = holding
         ctx.on("REMOVE", operator_only(ctx, self.remove), timeout=MAX_EVENT_TIMEOUT)
 
+    def _retire(self, cid: str, raw: bytes) -> None:
+        self.holding.removing.put(cid, raw)
+        self.holding.manifests.remove(cid)
+
     async def remove(self, event: Event) -> bytes:
         cid = file_cid(event.data)
-        raw = await trio.to_thread.run_sync(self.holding.manifests.get, cid)
+        raw = await trio.to_thread.run_sync(self.holding.manifests.get, cid) \
+            or await trio.to_thread.run_sync(self.holding.removing.get, cid)
         if raw is None:
             raise InvalidArgument(f"this node keeps no manifest of {cid}: only the node that "
                                   "put a file can remove it (`meshctl storage ls`)")
@@ -49,7 +56,14 @@ class Removal:
         if manifest.owner != self.ctx.peer_id:
             raise InvalidArgument(f"file {cid} belongs to {manifest.owner}; only its owner's "
                                   "node can remove it")
-        pieces = [c for stripe in manifest.stripes for c in stripe.pieces]
+        # Being removed from here on: this node stops auditing and repairing it
+        # (an audit of a piece already dropped would look like a lost piece).
+        await trio.to_thread.run_sync(self._retire, cid, raw)
+        # A piece this owner's other files share stays (pieces are named by content).
+        others = {c for m in await trio.to_thread.run_sync(self.holding.manifests.manifests)
+                  if m.owner == self.ctx.peer_id and m.cid != cid
+                  for stripe in m.stripes for c in stripe.pieces}
+        pieces = [c for stripe in manifest.stripes for c in stripe.pieces if c not in others]
         targets = {p for found in await self.files.who_has(pieces) for p in found}
         try:
             targets |= {p.peer_id for p in await self.ctx.dht.find_providers(
@@ -82,7 +96,7 @@ class Removal:
                 nursery.start_soon(drop, peer)
         removed = not unreachable
         if removed:
-            await trio.to_thread.run_sync(self.holding.manifests.remove, cid)
+            await trio.to_thread.run_sync(self.holding.removing.remove, cid)
         self.ctx.log.info("removed a file" if removed else "removed a file in part", extra={
             "file": cid, "asked": len(targets), "pieces": dropped, "manifests": manifests,
             "unreachable": len(unreachable)})

@@ -102,10 +102,15 @@ class Repairer:
             wait = self.grace * (1 + order.index(self.ctx.peer_id))
             if now - since < wait:
                 continue
-            await self.repair(manifest, s, missing, set().union(*holders) | failed, failed)
+            await self.repair(manifest, s, missing, set().union(*holders) | failed)
+
+    def _failed_holder(self, cid: str) -> set[str]:
+        """The holder whose last audit of piece ``cid`` by this node failed, if any."""
+        audit = self.files.audits.get(cid)
+        return {audit.holder} if audit is not None and not audit.ok else set()
 
     async def repair(self, manifest: Manifest, s: int, missing: list[int],
-                     holding_stripe: set[str], failed: set[str]) -> None:
+                     holding_stripe: set[str]) -> None:
         stripe = manifest.stripes[s]
         data = await self.files.rebuild(manifest.cid, manifest.coding, stripe.length,
                                         list(stripe.pieces))
@@ -115,7 +120,7 @@ class Repairer:
         here = await trio.to_thread.run_sync(
             lambda: [self.files.chunks.has(digest_hex(stripe.pieces[i])) for i in missing])
         missing = [i for i, peers, mine in zip(missing, held, here, strict=True)
-                   if not mine and not set(peers) - failed]
+                   if not mine and not set(peers) - self._failed_holder(stripe.pieces[i])]
         if not missing:
             return
         pieces = await trio.to_thread.run_sync(erasure.encode, data, manifest.coding)

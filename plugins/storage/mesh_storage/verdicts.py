@@ -11,7 +11,10 @@ it holds no such piece, or sent a segment or Merkle path that does not
 check), the auditor records a failure verdict on that claim
 (``ctx.report_failure``) and asks the other nodes that keep the file's
 manifest, one after another, to ``CONFIRM_AUDIT``: each audits the holder
-for that piece itself and, if it fails too, records its own verdict.
+for that piece itself, if the holder says it has it (HAVE), and, if it
+fails too, records its own verdict. A node judges a (holder, piece) once,
+whether by its own audit or a confirmation, so a lost piece costs one slash,
+not one per keeper.
 Verdicts of two eligible nodes are the failed-task offence (docs/ledger.md
 §7): the holder loses 10 % of its stake, once per claim; a holder that
 passes again later makes a new promise, which a new failure breaks.
@@ -30,6 +33,7 @@ verdict entry hash (hex), or an error saying why not (the holder passed).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,8 +41,8 @@ from typing import Any
 import trio
 
 from mesh_storage.deliveries import KEEP
-from mesh_storage.files import PIECE_TIMEOUT, Audit
-from mesh_storage.holding import Holding, file_cid, file_key
+from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
+from mesh_storage.holding import file_cid, file_key
 from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
 from mesh_storage.pieces import CidError, digest_hex
 from meshd.plugin import Context, Event, InvalidArgument, MeshError, TaskReport
@@ -46,7 +50,8 @@ from meshd.plugin import Context, Event, InvalidArgument, MeshError, TaskReport
 CONFIRM = "CONFIRM_AUDIT"
 CONFIRM_TIMEOUT = 2 * PIECE_TIMEOUT + 10  # the confirmer's own audit, then its verdict
 CONFIRMERS = 3  # keepers of the manifest asked, one after another, until one confirms
-CLAIMS_KEPT = 65536  # (holder, piece) claims kept; the oldest go first
+CLAIMS_KEPT = 65536  # (holder, file) claims kept, and (holder, piece) judged; oldest go first
+CONFIRMS_AT_ONCE = 4  # CONFIRM_AUDITs judged at once; more are refused as busy
 MAX_KEEPERS = 20
 
 # (manifest, holder, piece CID, epoch) -> the audit's result
@@ -54,12 +59,18 @@ AuditPiece = Callable[[Manifest, str, str, int], Awaitable[Audit]]
 
 
 class Verdicts:
-    def __init__(self, ctx: Context, holding: Holding, audit: AuditPiece) -> None:
+    def __init__(self, ctx: Context, files: Files, audit: AuditPiece) -> None:
         self.ctx = ctx
-        self.holding = holding
+        self.files = files
+        self.holding = files.holding
         self._audit = audit
         self.claims: collections.OrderedDict[tuple[str, str], TaskReport] = \
             collections.OrderedDict()
+        # (holder, piece) this node has judged failed, by its own audit or a
+        # confirmation: one lost piece costs its holder one slash, not one per keeper.
+        self.judged: collections.OrderedDict[tuple[str, str], None] = \
+            collections.OrderedDict()
+        self._confirming = trio.CapacityLimiter(CONFIRMS_AT_ONCE)
         ctx.on(CONFIRM, self.confirm, timeout=CONFIRM_TIMEOUT + 5)
 
     def kept(self, report: TaskReport) -> None:
@@ -76,9 +87,12 @@ class Verdicts:
     async def failed(self, manifest: Manifest, audit: Audit, cid: str) -> tuple[str, ...]:
         """The verdicts recorded for ``audit``, a provable failure of piece ``cid``:
         this node's and a confirmer's; () when there is no claim to judge."""
+        if (audit.holder, cid) in self.judged:
+            return ()
         report = self.claims.pop((audit.holder, manifest.cid), None)
         if report is None:
             return ()
+        self._judged(audit.holder, cid)
         try:
             verdicts = [await self.ctx.report_failure(report, _reason(audit.reason))]
         except MeshError as exc:
@@ -99,6 +113,11 @@ class Verdicts:
                              extra={"peer_id": audit.holder, "piece": cid,
                                     "verdicts": verdicts})
         return tuple(verdicts)
+
+    def _judged(self, holder: str, cid: str) -> None:
+        self.judged[(holder, cid)] = None
+        while len(self.judged) > CLAIMS_KEPT:
+            self.judged.popitem(last=False)
 
     async def _keepers(self, manifest: Manifest, holder: str) -> list[str]:
         try:
@@ -130,14 +149,32 @@ class Verdicts:
             raise InvalidArgument(str(exc)) from None
         if not any(cid in stripe.pieces for stripe in manifest.stripes):
             raise InvalidArgument(f"piece {cid} is not part of file {file}")
-        audit = await self._audit(manifest, report.provider, cid,
-                                  self.ctx.ledger.clock_epoch())
-        if audit.ok:
-            raise InvalidArgument(f"{report.provider} passed this node's audit of {cid}")
-        if not audit.provable:
-            raise InvalidArgument(f"this node's audit of {cid} proved nothing: {audit.reason}")
-        return (await self.ctx.report_failure(report, _reason(f"confirmed: {audit.reason}"))
-                ).encode("ascii")
+        holder = report.provider
+        if (holder, cid) in self.judged:
+            raise InvalidArgument(f"this node has judged {holder}'s failure of {cid} already")
+        if self._confirming.available_tokens == 0:
+            raise InvalidArgument(f"busy: confirming {CONFIRMS_AT_ONCE} audits already")
+        async with self._confirming:
+            # Only a holder that said it has the piece can be caught without it
+            # (now, or to this node lately): anyone can name a piece a holder
+            # never held, as the claims are public.
+            if not self.files.saw_holding(holder, cid):
+                with contextlib.suppress(MeshError):
+                    if (await self.ctx.request(holder, "HAVE", cid.encode(),
+                                               timeout=PIECE_TIMEOUT))[:1] == b"\x01":
+                        self.files.saw(holder, cid)
+            if not self.files.saw_holding(holder, cid):
+                raise InvalidArgument(f"{holder} has not said it holds {cid}: nothing to judge")
+            audit = await self._audit(manifest, holder, cid, self.ctx.ledger.clock_epoch())
+            if audit.ok:
+                raise InvalidArgument(f"{holder} passed this node's audit of {cid}")
+            if not audit.provable:
+                raise InvalidArgument(f"this node's audit of {cid} proved nothing: "
+                                      f"{audit.reason}")
+            self._judged(holder, cid)
+            return (await self.ctx.report_failure(report,
+                                                  _reason(f"confirmed: {audit.reason}"))
+                    ).encode("ascii")
 
 
 def _file_of(report: TaskReport) -> str:
