@@ -15,6 +15,7 @@ from mesh_storage.holding import Holding
 from mesh_storage.manifest import PIECE, Manifest, Stripe
 from mesh_storage.pieces import digest_hex
 from mesh_storage.plugin import StoragePlugin
+from mesh_storage.promises import PromiseStore
 from mesh_storage.verdicts import CONFIRM, _shown
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -83,7 +84,10 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
 
             # Asked to confirm a failure that is none, or asked nonsense, the
             # owner (a keeper of the manifest) says why and writes nothing.
-            promise = auditor.auditor.verdicts.claims[(holders[0], manifest.cid)]
+            promise = auditor.auditor.verdicts.claims.promises[(holders[0], manifest.cid)]
+            # On disk as well: an auditor that restarts still holds each holder to it.
+            reloaded = PromiseStore(auditor.ctx.data_dir / "promises.jsonl", limit=100)
+            assert reloaded.promises[(holders[0], manifest.cid)] == promise
             asker = plugin[holders[1]]
             piece = next(c for s in manifest.stripes for c in s.pieces
                          if plugin[holders[0]].chunks.has(digest_hex(c)))

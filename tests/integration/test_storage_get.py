@@ -3,10 +3,12 @@ at once when fewer than k pieces have a live holder."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -19,24 +21,34 @@ from mesh_storage.plugin import StoragePlugin
 from meshcore.genesis import RequiredPlugin, dumps, loads
 from meshd.plugin import Event, EventHandler, MeshError, Unavailable
 from meshd.plugin_host.runtime import plugin_settings
-from meshd.testing import eventually, open_network, plugin_under_test, write_genesis
+from meshd.testing import Network, eventually, open_network, plugin_under_test, write_genesis
 from tests.integration.test_plugins import Instances
 from tests.integration.test_storage_audits import K, N, store
 
 
+@contextlib.asynccontextmanager
+async def storage_network(tmp_path: Path) -> AsyncIterator[tuple[Network,
+                                                                 dict[str, StoragePlugin]]]:
+    """Four in-process storage nodes, each plugin by peer ID, once node0 finds the
+    three others as holders."""
+    factory = Instances(StoragePlugin)
+    async with open_network(tmp_path, 4, plugins=[plugin_under_test("storage", factory)]
+                            ) as net:
+        plugin = {p.ctx.peer_id: p for p in factory.made}
+        first = plugin[net.nodes[0].peer_id]
+
+        async def all_announced() -> bool:
+            return len(await first.files.candidates(fresh=True)) == 3
+        await eventually(all_announced, timeout=60, what="every holder announced")
+        yield net, plugin
+
+
 async def test_a_get_asks_again_a_holder_that_failed_and_stops_when_too_few_are_left(
         tmp_path: Path) -> None:
-    factory = Instances(StoragePlugin)
     with trio.fail_after(240):
-        async with open_network(tmp_path, 4, plugins=[plugin_under_test("storage", factory)]
-                                ) as net:
-            plugin = {p.ctx.peer_id: p for p in factory.made}
+        async with storage_network(tmp_path) as (net, plugin):
             owner = net.nodes[0]
             reader = plugin[owner.peer_id]  # the uploader holds no piece: all come from afar
-
-            async def all_announced() -> bool:
-                return len(await reader.files.candidates(fresh=True)) == 3
-            await eventually(all_announced, timeout=60, what="every holder announced")
             data = os.urandom(K * 256 * 1024)
             manifest = await store(owner, data)
             stripe = manifest.stripes[0]
@@ -89,17 +101,10 @@ def failing_twice(holder: StoragePlugin, asked: Counter[str]) -> EventHandler:
 
 async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
         tmp_path: Path) -> None:
-    factory = Instances(StoragePlugin)
     with trio.fail_after(240):
-        async with open_network(tmp_path, 4, plugins=[plugin_under_test("storage", factory)]
-                                ) as net:
-            plugin = {p.ctx.peer_id: p for p in factory.made}
+        async with storage_network(tmp_path) as (net, plugin):
             owner = net.nodes[0]
             mine = plugin[owner.peer_id]
-
-            async def all_announced() -> bool:
-                return len(await mine.files.candidates(fresh=True)) == 3
-            await eventually(all_announced, timeout=60, what="every holder announced")
             manifest = await store(owner, os.urandom(3 * K * 256 * 1024))
             pieces = [c for s in manifest.stripes for c in s.pieces]
             holders = {h for found in await mine.files.who_has(pieces) for h in found}
@@ -175,16 +180,9 @@ async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
 
 async def test_removing_a_file_keeps_the_pieces_another_file_of_the_owner_shares(
         tmp_path: Path) -> None:
-    factory = Instances(StoragePlugin)
     with trio.fail_after(240):
-        async with open_network(tmp_path, 4, plugins=[plugin_under_test("storage", factory)]
-                                ) as net:
+        async with storage_network(tmp_path) as (net, _):
             owner = net.nodes[0]
-            mine = next(p for p in factory.made if p.ctx.peer_id == owner.peer_id)
-
-            async def all_announced() -> bool:
-                return len(await mine.files.candidates(fresh=True)) == 3
-            await eventually(all_announced, timeout=60, what="every holder announced")
             first = os.urandom(K * 256 * 1024)  # one whole stripe, the same in both files
             a = await store(owner, first + os.urandom(1000))
             b = await store(owner, first + os.urandom(2000))

@@ -8,7 +8,8 @@ Wiring only; each part is its own module:
   GET_STRIPE, PUT_MANIFEST, GET_MANIFEST, STATUS, FILES, HOLDERS, LAYOUT);
 * deliveries.py: receipts for pieces and chunks served;
 * audit.py: proofs of storage, each epoch, paid for when they pass;
-* verdicts.py: failed audits of promised pieces, slashed in the ledger;
+* verdicts.py: failed audits of promised pieces, slashed in the ledger
+  (promises.py keeps the holders' promises on disk);
 * repair.py: pieces whose holders are gone, rebuilt and placed again;
 * removal.py: an owner's file taken out of the network (REMOVE);
 * owners.py: whom a holder keeps each piece for.

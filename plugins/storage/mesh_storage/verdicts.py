@@ -22,8 +22,8 @@ passes again later makes a new promise, which a new failure breaks.
 Silence is not evidence: a holder that does not answer may be offline
 (uptime rewards and repair deal with that), so it is repaired around, not
 slashed. A holder never audited since it took its pieces of a file has
-made no promise to judge yet; nor has an auditor that restarted since
-(claims are kept in memory).
+made no promise to judge yet. Promises are kept on disk (promises.py), so an
+auditor that restarted still holds each holder to its last one.
 
 ``CONFIRM_AUDIT``: JSON ``{"piece": CID, "report": {provider, kind, detail,
 units, claim, signature}}``, bytes in hex; the answer is the confirmer's
@@ -45,6 +45,7 @@ from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
 from mesh_storage.holding import file_cid, file_key
 from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
 from mesh_storage.pieces import CidError, digest_hex
+from mesh_storage.promises import PromiseStore
 from meshd.plugin import Context, Event, InvalidArgument, MeshError, TaskReport
 
 CONFIRM = "CONFIRM_AUDIT"
@@ -64,8 +65,7 @@ class Verdicts:
         self.files = files
         self.holding = files.holding
         self._audit = audit
-        self.claims: collections.OrderedDict[tuple[str, str], TaskReport] = \
-            collections.OrderedDict()
+        self.claims = PromiseStore(ctx.data_dir / "promises.jsonl", CLAIMS_KEPT)
         # (holder, piece) this node has judged failed, by its own audit or a
         # confirmation: one lost piece costs its holder one slash, not one per keeper.
         self.judged: collections.OrderedDict[tuple[str, str], None] = \
@@ -79,17 +79,14 @@ class Verdicts:
             key = (report.provider, _file_of(report))
         except (IndexError, UnicodeDecodeError):  # not an AUDIT this node asked
             return
-        self.claims[key] = report
-        self.claims.move_to_end(key)
-        while len(self.claims) > CLAIMS_KEPT:
-            self.claims.popitem(last=False)
+        self.claims.add(key, report)
 
     async def failed(self, manifest: Manifest, audit: Audit, cid: str) -> tuple[str, ...]:
         """The verdicts recorded for ``audit``, a provable failure of piece ``cid``:
         this node's and a confirmer's; () when there is no claim to judge."""
         if (audit.holder, cid) in self.judged:
             return ()
-        report = self.claims.pop((audit.holder, manifest.cid), None)
+        report = self.claims.pop((audit.holder, manifest.cid))
         if report is None:
             return ()
         self._judged(audit.holder, cid)
