@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import trio
+from mesh_storage import files, holding
 from mesh_storage.files import FETCH_PATIENCE
 from mesh_storage.pieces import digest_hex, piece_cid
 from mesh_storage.plugin import StoragePlugin
@@ -210,3 +211,22 @@ async def test_the_coding_comes_from_the_genesis_unless_the_node_says_otherwise(
     # A node's own [plugins.settings.storage] overrides the genesis key by key.
     merged = plugin_settings(tuned.plugins, {"storage": {"n": 5}, "other": {"x": 1}})
     assert merged == {"storage": {"k": 2, "n": 5}, "other": {"x": 1}}
+
+
+async def test_a_file_of_more_pieces_than_one_have_names_is_still_seen_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with trio.fail_after(240):
+        async with storage_network(tmp_path) as (net, plugin):
+            owner = net.nodes[0]
+            manifest = await store(owner, os.urandom(3 * K * 256 * 1024))
+            pieces = [c for s in manifest.stripes for c in s.pieces]
+            # As a file of more than 8,192 pieces (over 1 GiB at 4-of-8) meets
+            # the limit of one HAVE: STATUS, audits, repair and rm ask in parts.
+            monkeypatch.setattr(holding, "MAX_HAVE", 4)
+            monkeypatch.setattr(files, "MAX_HAVE", 4)
+            assert len(pieces) > 4
+            found = await plugin[owner.peer_id].files.who_has(pieces)
+            assert all(found), found
+            status = json.loads(await owner.call("storage", "STATUS", manifest.cid.encode(),
+                                                 timeout=60))
+            assert [s["healthy"] for s in status["stripes"]] == [N] * len(manifest.stripes)

@@ -41,6 +41,7 @@ from mesh_storage.erasure import Coding, ErasureError
 from mesh_storage.holding import (
     FETCH_NONCE,
     HOLDERS_KEY,
+    MAX_HAVE,
     Holding,
     file_cid,
     file_key,
@@ -387,13 +388,17 @@ class Files:
             peers = set()
         holders: list[list[str]] = [[] for _ in cids]
         limit = trio.CapacityLimiter(LOOKUPS_AT_ONCE)
-        question = "\n".join(cids).encode()
+        # A HAVE names at most MAX_HAVE pieces: a file over ~1 GiB takes several.
+        questions = ["\n".join(cids[at:at + MAX_HAVE]).encode()
+                     for at in range(0, len(cids), MAX_HAVE)]
 
         async def ask(peer: str) -> None:
+            answer = b""
             async with limit:
                 try:
-                    answer = await self.ctx.request(peer, "HAVE", question,
-                                                    timeout=PIECE_TIMEOUT)
+                    for question in questions:
+                        answer += await self.ctx.request(peer, "HAVE", question,
+                                                         timeout=PIECE_TIMEOUT)
                 except MeshError:
                     return  # gone, or not a storage node: it holds nothing to count
             now = trio.current_time()
