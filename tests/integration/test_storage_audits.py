@@ -15,8 +15,8 @@ from mesh_storage.holding import Holding
 from mesh_storage.manifest import PIECE, Manifest, Stripe
 from mesh_storage.pieces import digest_hex
 from mesh_storage.plugin import StoragePlugin
-from mesh_storage.promises import PromiseStore
-from mesh_storage.verdicts import CONFIRM, _shown
+from mesh_storage.promises import PromiseStore, report_json
+from mesh_storage.verdicts import CONFIRM
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshd.plugin import Event, MeshError
@@ -94,14 +94,14 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             foreign = next(c for s in manifest.stripes for c in s.pieces
                            if not plugin[holders[0]].chunks.has(digest_hex(c)))
             for asked, why in [
-                    ({"piece": piece, "report": _shown(promise)}, "passed this node's audit"),
+                    ({"piece": piece, "report": report_json(promise)}, "passed this node's audit"),
                     # Claims are public: naming a piece the holder never held frames
                     # no one (it says HAVE no, and never said yes to this node).
-                    ({"piece": foreign, "report": _shown(promise)},
+                    ({"piece": foreign, "report": report_json(promise)},
                      "has not said it holds"),
                     ({"piece": piece}, "takes JSON {piece, report}"),
-                    ({"piece": "nope", "report": _shown(promise)}, "takes JSON"),
-                    ({"piece": piece, "report": {**_shown(promise), "kind": "RETRIEVE_FILE"}},
+                    ({"piece": "nope", "report": report_json(promise)}, "takes JSON"),
+                    ({"piece": piece, "report": {**report_json(promise), "kind": "RETRIEVE_FILE"}},
                      "confirms another holder's KEEP report")]:
                 try:
                     await asker.ctx.request(owner.peer_id, CONFIRM, json.dumps(asked).encode(),

@@ -137,13 +137,10 @@ class Auditor:
                 held.setdefault(peer, []).append(at)
 
         async def one(holder: str, indices: list[int]) -> None:
-            s, i, cid = pieces[random.choice(indices)]
+            _, _, cid = pieces[random.choice(indices)]
             held_bytes = sum(piece_size(manifest.stripes[pieces[j][0]].length, manifest.k)
                              for j in indices)
-            result = await self.audit(manifest.cid, holder, cid,
-                                      bytes.fromhex(manifest.stripes[s].roots[i]),
-                                      piece_size(manifest.stripes[s].length, manifest.k),
-                                      manifest.segment, epoch, held_bytes)
+            result = await self.audit_piece(manifest, holder, cid, epoch, held_bytes)
             if result.provable:  # it said HAVE yes a moment ago
                 verdicts = await self.verdicts.failed(manifest, result, cid)
                 self.last[cid] = dataclasses.replace(result, verdicts=verdicts)
@@ -153,14 +150,15 @@ class Auditor:
                 if holder != self.ctx.peer_id:
                     nursery.start_soon(one, holder, indices)
 
-    async def audit_piece(self, manifest: Manifest, holder: str, cid: str,
-                          epoch: int) -> Audit:
-        """Challenge ``holder`` for a random segment of piece ``cid`` of ``manifest``."""
+    async def audit_piece(self, manifest: Manifest, holder: str, cid: str, epoch: int,
+                          held_bytes: int = 0) -> Audit:
+        """Challenge ``holder`` for a random segment of piece ``cid`` of ``manifest``;
+        ``held_bytes`` (what a pass is paid for) defaults to the piece's size."""
         stripe, index = next((s, s.pieces.index(cid)) for s in manifest.stripes
                              if cid in s.pieces)
         size = piece_size(stripe.length, manifest.k)
         return await self.audit(manifest.cid, holder, cid, bytes.fromhex(stripe.roots[index]),
-                                size, manifest.segment, epoch, size)
+                                size, manifest.segment, epoch, held_bytes or size)
 
     async def audit(self, file: str, holder: str, cid: str, root: bytes, size: int,
                     segment: int, epoch: int, held_bytes: int) -> Audit:

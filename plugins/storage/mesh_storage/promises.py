@@ -79,10 +79,24 @@ class PromiseStore:
             self._lines = len(self.promises)
 
 
-def _line(key: Key, report: TaskReport) -> str:
-    return json.dumps({"holder": key[0], "file": key[1], "kind": report.kind,
-                       "detail": report.detail.hex(), "units": report.units,
-                       "claim": report.claim.hex(), "signature": report.signature.hex()},
+def report_json(report: TaskReport) -> dict[str, Any]:
+    """A report as JSON data (bytes in hex): on disk here, and in CONFIRM_AUDIT."""
+    return {"provider": report.provider, "kind": report.kind, "detail": report.detail.hex(),
+            "units": report.units, "claim": report.claim.hex(),
+            "signature": report.signature.hex()}
+
+
+def report_from_json(data: dict[str, Any]) -> TaskReport:
+    """The report :func:`report_json` gave; ValueError, KeyError or TypeError if it is none."""
+    units = data["units"]
+    if not isinstance(units, int) or isinstance(units, bool):
+        raise TypeError("units")
+    return TaskReport(str(data["provider"]), str(data["kind"]), bytes.fromhex(data["detail"]),
+                      units, bytes.fromhex(data["claim"]), bytes.fromhex(data["signature"]))
+
+
+def _line(key: Key, report: TaskReport) -> str:  # the holder is the report's provider
+    return json.dumps({"file": key[1], "report": report_json(report)},
                       separators=(",", ":")) + "\n"
 
 
@@ -91,10 +105,5 @@ def _parse(line: str) -> tuple[Key, TaskReport | None]:
     data: dict[str, Any] = json.loads(line)
     if data.get("spent") is True:
         return (str(data["holder"]), str(data["file"])), None
-    units = data["units"]
-    if not isinstance(units, int) or isinstance(units, bool):
-        raise TypeError("units")
-    holder, file = str(data["holder"]), str(data["file"])
-    return (holder, file), TaskReport(holder, str(data["kind"]), bytes.fromhex(data["detail"]),
-                                      units, bytes.fromhex(data["claim"]),
-                                      bytes.fromhex(data["signature"]))
+    report = report_from_json(data["report"])
+    return (report.provider, str(data["file"])), report

@@ -36,7 +36,6 @@ import collections
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
@@ -45,7 +44,7 @@ from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
 from mesh_storage.holding import file_cid, file_key
 from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
 from mesh_storage.pieces import CidError, digest_hex
-from mesh_storage.promises import PromiseStore
+from mesh_storage.promises import PromiseStore, report_from_json, report_json
 from meshd.plugin import Context, Event, InvalidArgument, MeshError, TaskReport
 
 CONFIRM = "CONFIRM_AUDIT"
@@ -63,7 +62,6 @@ class Verdicts:
     def __init__(self, ctx: Context, files: Files, audit: AuditPiece) -> None:
         self.ctx = ctx
         self.files = files
-        self.holding = files.holding
         self._audit = audit
         self.claims = PromiseStore(ctx.data_dir / "promises.jsonl", CLAIMS_KEPT)
         # (holder, piece) this node has judged failed, by its own audit or a
@@ -96,7 +94,7 @@ class Verdicts:
             self.ctx.log.warning("could not record a failed audit", extra={
                 "peer_id": audit.holder, "piece": cid, "error": str(exc)})
             return ()
-        ask = json.dumps({"piece": cid, "report": _shown(report)}).encode()
+        ask = json.dumps({"piece": cid, "report": report_json(report)}).encode()
         for keeper in (await self._keepers(manifest, audit.holder))[:CONFIRMERS]:
             try:
                 answer = await self.ctx.request(keeper, CONFIRM, ask, timeout=CONFIRM_TIMEOUT)
@@ -128,7 +126,7 @@ class Verdicts:
         """Another auditor's failed audit: audit the holder for that piece here."""
         try:
             asked = json.loads(event.data)
-            cid, report = str(asked["piece"]), _report_of(asked["report"])
+            cid, report = str(asked["piece"]), report_from_json(asked["report"])
             digest_hex(cid)
             file = file_cid(_file_of(report).encode())
         except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, CidError,
@@ -137,7 +135,7 @@ class Verdicts:
                                   "KEEP one") from None
         if report.kind != KEEP or report.provider in (event.peer, self.ctx.peer_id):
             raise InvalidArgument(f"{CONFIRM} confirms another holder's KEEP report")
-        raw = await trio.to_thread.run_sync(self.holding.manifests.get, file)
+        raw = await trio.to_thread.run_sync(self.files.holding.manifests.get, file)
         if raw is None:
             raise InvalidArgument(f"this node keeps no manifest of {file}")
         try:
@@ -181,18 +179,3 @@ def _file_of(report: TaskReport) -> str:
 
 def _reason(text: str) -> str:
     return text[:200] or "failed an audit"
-
-
-def _shown(report: TaskReport) -> dict[str, Any]:
-    return {"provider": report.provider, "kind": report.kind, "detail": report.detail.hex(),
-            "units": report.units, "claim": report.claim.hex(),
-            "signature": report.signature.hex()}
-
-
-def _report_of(shown: dict[str, Any]) -> TaskReport:
-    units = shown["units"]
-    if not isinstance(units, int) or isinstance(units, bool):
-        raise TypeError("units")
-    return TaskReport(str(shown["provider"]), str(shown["kind"]),
-                      bytes.fromhex(shown["detail"]), units, bytes.fromhex(shown["claim"]),
-                      bytes.fromhex(shown["signature"]))
