@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # The dashboard's static files (no build step: served as they are).
 DASHBOARD = Path(__file__).with_name("dashboard")
 GRACE = 1.0  # seconds for open requests when meshd stops
+KEEP_ALIVE = 75.0  # seconds an idle keep-alive connection stays open
 
 
 class HttpSetupError(Exception):
@@ -73,6 +74,7 @@ class _TlsCloseNoise(logging.Filter):
 _TLS_CLOSE_NOISE = _TlsCloseNoise()
 
 
+
 async def serve_http(app: Asgi, sock: socket.socket, tls: Tls | None,
                      stop: asyncio.Event) -> None:
     """Serve ``app`` on ``sock`` until ``stop`` is set."""
@@ -87,4 +89,9 @@ async def serve_http(app: Asgi, sock: socket.socket, tls: Tls | None,
     config.errorlog = log
     config.include_server_header = False
     config.graceful_timeout = GRACE
+    # Hypercorn closes an idle keep-alive connection after 5 s, the period the
+    # dashboard polls at: a request sent as the server closes the connection is
+    # lost ("Remote end closed connection without response", seen by the
+    # gateway fuzz on a loaded machine). 75 s, as nginx: clients close first.
+    config.keep_alive_timeout = KEEP_ALIVE
     await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")  # type: ignore[arg-type]
