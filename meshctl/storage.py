@@ -1,10 +1,11 @@
 """meshctl storage: files erasure coded over the network's storage nodes (plugins/storage).
 
-``put`` reads a file stripe by stripe (k * 256 KiB); its node codes each
-stripe into n pieces and places them on n holders (PUT_STRIPE). meshctl builds
-the manifest (plugins/storage/mesh_storage/manifest.py, imported from the
-template's package) from the answers and the file's IPFS root CID, which names
-the file. ``get`` reads the manifest and has its node rebuild each stripe from
+``put`` reads a file twice: once for its IPFS root CID, which names the file
+(holders announce the file, not each piece), then stripe by stripe (k * 256
+KiB); its node codes each stripe into n pieces and places them on n holders
+(PUT_STRIPE). meshctl builds the manifest
+(plugins/storage/mesh_storage/manifest.py, imported from the template's
+package) from the answers. ``get`` reads the manifest and has its node rebuild each stripe from
 any k pieces (GET_STRIPE), then checks the whole file against its CID and
 SHA-256. Several stripes are in flight at once, written in order. The
 events are reached through PluginsService.CallPlugin (docs/storage.md).
@@ -118,36 +119,51 @@ def put(client: MeshClient, file: Path, k: int | None, n: int | None, encrypt: b
     owner = _peer_id(client)
     key = sealing.new_key() if encrypt else None
     step = sealing.plain_stripe_size(k * PIECE) if key else k * PIECE
-    whole, leaves = hashlib.sha256(), list[unixfs.Node]()
-    lengths: list[int] = []
-    holders: list[str] = []
 
     def stored_stripes(source: BinaryIO) -> Iterator[bytes]:
         """The file's stripes as holders will keep them (sealed, with --encrypt)."""
+        index = 0
         while data := source.read(step):
-            if key:
-                data = sealing.seal(key, len(lengths), data)
+            yield sealing.seal(key, index, data) if key else data
+            index += 1
+
+    # First pass: the CID, named to holders with each piece.
+    whole, leaves = hashlib.sha256(), list[unixfs.Node]()
+    lengths: list[int] = []
+    with file.open("rb") as source, _progress(size, f"hashing {file.name}", as_json) as bar:
+        for data in stored_stripes(source):
             lengths.append(len(data))
             whole.update(data)
             leaves.extend(unixfs.leaf(data[i:i + PIECE]) for i in range(0, len(data), PIECE))
-            yield data
+            bar.update(min(step, size - (len(lengths) - 1) * step))
+    cid = str(unixfs.tree(leaves).cid)
+
+    holders: list[str] = []
+    sent, sent_lengths = hashlib.sha256(), list[int]()
 
     def job(data: bytes) -> Callable[[], Any]:
-        return lambda: _call_json(client, "PUT_STRIPE", {"k": k, "n": n, "holders": holders},
-                                  data)
+        sent.update(data)  # in order: jobs are made as the file is read
+        sent_lengths.append(len(data))
+        return lambda: _call_json(client, "PUT_STRIPE", {"k": k, "n": n, "holders": holders,
+                                                         "file": cid}, data)
 
     stripes: list[Stripe] = []
     subnets = n
     with file.open("rb") as source, _progress(size, f"storing {file.name}", as_json) as bar:
-        data = stored_stripes(source)
-        first = job(next(data))()  # placed alone: the other stripes follow its holders
+        again = stored_stripes(source)
+        head = next(again, b"")
+        if not head:
+            fail(f"{file} is empty now: it changed while it was being stored")
+        first = job(head)()  # placed alone: the other stripes follow its holders
         holders.extend(first["holders"])
-        for index, answer in enumerate(_chain(first, _pipelined(job(d) for d in data))):
+        for index, answer in enumerate(_chain(first, _pipelined(job(d) for d in again))):
             subnets = min(subnets, answer["subnets"])
-            stripes.append(Stripe(lengths[index], tuple(answer["pieces"]),
+            stripes.append(Stripe(sent_lengths[index], tuple(answer["pieces"]),
                                   tuple(answer["roots"])))
             bar.update(min(step, size - index * step))
-    cid = str(unixfs.tree(leaves).cid)
+    if sent.hexdigest() != whole.hexdigest():
+        fail(f"{file} changed while it was being stored: store it again when it is not "
+             "being written")
     try:
         manifest = Manifest(file.name, sum(lengths), cid, whole.hexdigest(), k, n, owner,
                             tuple(stripes), encrypted=key is not None).encode()

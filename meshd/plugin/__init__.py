@@ -15,6 +15,7 @@ from meshd.errors import PeerError as PeerError
 from meshd.errors import ResourceExhausted as ResourceExhausted
 from meshd.errors import Unavailable as Unavailable
 from meshd.plugin.api import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
+from meshd.plugin.api import MAX_REPORT_DETAIL as MAX_REPORT_DETAIL
 from meshd.plugin.api import Context as Context
 from meshd.plugin.api import Event as Event
 from meshd.plugin.api import EventHandler as EventHandler

@@ -30,17 +30,19 @@ EPOCH_SECONDS = 5
 STAKE = 1_000_000
 
 
-async def store(owner: Node, data: bytes) -> Manifest:
-    """What `meshctl storage put` does, through the owner's operator events."""
+async def store(owner: Node, data: bytes, *, name_file: bool = True) -> Manifest:
+    """What `meshctl storage put` does, through the owner's operator events (naming the
+    file to holders, or not, as an older meshctl did)."""
     stripes, holders = [], []
+    cid = str(unixfs.root(data[i:i + PIECE] for i in range(0, len(data), PIECE)).cid)
     for start in range(0, len(data), K * PIECE):
         stripe = data[start:start + K * PIECE]
-        header = json.dumps({"k": K, "n": N, "holders": holders}).encode()
+        header = json.dumps({"k": K, "n": N, "holders": holders,
+                             **({"file": cid} if name_file else {})}).encode()
         answer = json.loads(await owner.call("storage", "PUT_STRIPE", header + b"\n" + stripe,
                                              timeout=60))
         holders = answer["holders"]
         stripes.append(Stripe(len(stripe), tuple(answer["pieces"]), tuple(answer["roots"])))
-    cid = str(unixfs.root(data[i:i + PIECE] for i in range(0, len(data), PIECE)).cid)
     manifest = Manifest("f.bin", len(data), cid, hashlib.sha256(data).hexdigest(), K, N,
                         owner.peer_id, tuple(stripes))
     await owner.call("storage", "PUT_MANIFEST", manifest.encode(), timeout=60)

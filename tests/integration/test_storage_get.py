@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -87,6 +88,69 @@ async def test_a_get_asks_again_a_holder_that_failed_and_stops_when_too_few_are_
                 raise AssertionError("a stripe with one live piece of two needed was read")
             assert "only 1 have a live holder" in message, message
             assert trio.current_time() - started < FETCH_PATIENCE / 2
+
+
+async def test_holders_announce_the_file_not_each_piece_and_a_reader_finds_them_by_it(
+        tmp_path: Path) -> None:
+    with trio.fail_after(240):
+        async with storage_network(tmp_path) as (net, plugin):
+            owner = net.nodes[0]
+            reader = plugin[owner.peer_id]  # holds no piece: every one comes from afar
+            data = os.urandom(2 * K * 256 * 1024)
+            manifest = await store(owner, data)
+            pieces = [c for s in manifest.stripes for c in s.pieces]
+            holders = {h for found in await reader.files.who_has(pieces) for h in found}
+            assert len(holders) == N
+            for holder in holders:
+                assert plugin[holder].holding.held.cids() == [manifest.cid]
+
+            async def announced() -> bool:
+                found = await reader.ctx.dht.find_providers(holding.held_key(manifest.cid), 20)
+                return {p.peer_id for p in found} == holders
+            await eventually(announced, timeout=60, what="the holders to announce the file")
+            assert await reader.files.file_holders(manifest.cid)
+            for cid in pieces:
+                assert not await reader.ctx.dht.find_providers(holding.piece_key(cid), 20)
+
+            # With no hint of where pieces are, the file's record leads to them.
+            reader.files.hints.clear()
+            reader.files._file_holders.clear()
+            stripe = manifest.stripes[1]
+            request = json.dumps({"file": manifest.cid, "k": K, "n": N, "length": stripe.length,
+                                  "pieces": list(stripe.pieces)}).encode() + b"\n"
+            asked_all: list[str] = []  # per-piece lookups and sweeps of every node
+            looks_up, sweeps = reader.files._providers, reader.files.who_has
+
+            async def looking_up(cid: str, errors: list[str]) -> list[str]:
+                asked_all.append(cid)
+                return await looks_up(cid, errors)
+
+            async def sweeping(cids: list[str], among: Any = None) -> list[list[str]]:
+                if among is None:
+                    asked_all.append("every node")
+                return await sweeps(cids, among)
+            reader.files._providers = looking_up  # type: ignore[method-assign]
+            reader.files.who_has = sweeping  # type: ignore[method-assign]
+            assert await owner.call("storage", "GET_STRIPE", request,
+                                    timeout=60) == data[K * 256 * 1024:]
+            assert asked_all == []
+
+            # An uploader that names no file (an older meshctl): each piece is announced.
+            older = await store(owner, os.urandom(K * 256 * 1024), name_file=False)
+
+            async def piece_announced() -> bool:
+                return bool(await reader.ctx.dht.find_providers(
+                    holding.piece_key(older.stripes[0].pieces[0]), 20))
+            await eventually(piece_announced, timeout=60, what="the piece to be announced")
+            assert all(plugin[h].holding.held.cids() == [manifest.cid] for h in holders)
+
+            # A malformed file CID in HOLD_PIECE is refused, naming the shape.
+            holder = next(iter(holders))
+            piece = os.urandom(1000)
+            with pytest.raises(MeshError, match="the file's CID"):
+                await reader.ctx.request(holder, "HOLD_PIECE", f"{piece_cid(piece)} "
+                                         f"{owner.peer_id} not-a-cid\n".encode() + piece,
+                                         timeout=30)
 
 
 def failing_twice(holder: StoragePlugin, asked: Counter[str]) -> EventHandler:

@@ -6,6 +6,17 @@ epoch); the holder, having answered, reports it (``ctx.report_task``: kind
 audits passed, units the KiB of the file it holds). The asker countersigns
 only a report of a request it made, whose answer checked, and only once: a
 holder cannot invent deliveries or audits.
+
+Deliveries to one asker are reported together (``batched``): the first
+waits up to BATCH_WINDOW seconds for others, up to the size a report's
+detail may have, and one report names them all (BATCH_MARK, then each
+request's data after its length in 2 bytes), for their units' sum. A get of
+a 100 MiB file was 400 receipts, each countersigned, gossiped and verified
+by every node: most of the holders' CPU while they served it
+(docs/performance.md). The asker countersigns a batch only if it made every
+request in it and every answer checked; the ledger counts a receipt's units
+whatever it covers (docs/ledger.md §6.3), so a batch earns what its parts
+would.
 """
 
 from __future__ import annotations
@@ -15,16 +26,51 @@ from dataclasses import dataclass, field
 
 import trio
 
-from meshd.plugin import Context, Event, MeshError, TaskReport
+from meshd.plugin import MAX_REPORT_DETAIL, Context, Event, MeshError, TaskReport
 
 RETRIEVE_FILE, KEEP = "RETRIEVE_FILE", "KEEP"  # the kinds reported
 FETCHES_KEPT = 1024  # this node's recent fetches from peers, awaiting their reports
 REPORT_WAIT = 10.0  # a report that overtakes its fetch's answer waits this long for it
+BATCH_WINDOW = 2.0  # seconds the first delivery to an asker waits for others to report with
+BATCH_MARK = b"\x00batch\n"  # a request's data never starts so: a CID or chunk name does
 
 
 def units_of(size: int) -> int:
     """Task units of ``size`` bytes: KiB, rounded up."""
     return max(1, -(-size // 1024))
+
+
+@dataclass
+class _Batch:
+    """Deliveries to one asker not reported yet."""
+
+    asks: list[bytes] = field(default_factory=list)
+    units: int = 0
+    full: trio.Event = field(default_factory=trio.Event)
+
+    def detail(self) -> bytes:
+        if len(self.asks) == 1:  # as one delivery was always reported
+            return self.asks[0]
+        return BATCH_MARK + b"".join(len(a).to_bytes(2, "big") + a for a in self.asks)
+
+    def fits(self, ask: bytes) -> bool:
+        return len(BATCH_MARK) + sum(2 + len(a) for a in [*self.asks, ask]) \
+            <= MAX_REPORT_DETAIL
+
+
+def batch_asks(detail: bytes) -> list[bytes] | None:
+    """The requests a report's detail names (one, or a batch); None if malformed."""
+    if not detail.startswith(BATCH_MARK):
+        return [detail]
+    asks, at = [], len(BATCH_MARK)
+    while at < len(detail):
+        size = int.from_bytes(detail[at:at + 2], "big")
+        ask = detail[at + 2:at + 2 + size]
+        if not size or len(ask) != size:
+            return None
+        asks.append(ask)
+        at += 2 + size
+    return asks if len(asks) > 1 and len(set(asks)) == len(asks) else None
 
 
 @dataclass
@@ -37,12 +83,15 @@ class Fetch:
 
 class Deliveries:
     def __init__(self, ctx: Context, kind: str = RETRIEVE_FILE,
-                 accepted: Callable[[TaskReport], None] | None = None) -> None:
+                 accepted: Callable[[TaskReport], None] | None = None,
+                 batched: bool = False) -> None:
         self.ctx = ctx
         self.kind = kind
         self._accepted = accepted  # told of each report countersigned (its claim is evidence)
+        self.batched = batched
         # (provider, the fetch's event data) -> the fetch, oldest first.
         self.fetches: dict[tuple[str, bytes], Fetch] = {}
+        self._open: dict[str, _Batch] = {}  # asker -> deliveries waiting to be reported
         ctx.accept_reports(kind, self.check)
 
     def expect(self, peer: str, ask: bytes) -> Fetch:
@@ -61,27 +110,54 @@ class Deliveries:
         fetch.answered.set()
 
     async def check(self, report: TaskReport) -> bool:
-        """Countersign a delivery this node asked for and received intact, once."""
-        fetch = self.fetches.get((report.provider, report.detail))
-        if fetch is None:
+        """Countersign deliveries (one, or a batch) this node asked for and received intact,
+        once each."""
+        asks = batch_asks(report.detail)
+        if asks is None or (len(asks) > 1 and not self.batched):
+            return False
+        fetches = [self.fetches.get((report.provider, ask)) for ask in asks]
+        known = [f for f in fetches if f is not None]
+        if len(known) < len(fetches):
             return False
         with trio.move_on_after(REPORT_WAIT):
-            await fetch.answered.wait()
-        if self.fetches.pop((report.provider, report.detail), None) is not fetch:
-            return False  # another report of the same fetch got there first
-        accept = fetch.units > 0 and report.units == fetch.units
+            for fetch in known:
+                await fetch.answered.wait()
+        taken = [self.fetches.pop((report.provider, ask), None) for ask in asks]
+        if any(t is not f for t, f in zip(taken, known, strict=True)):
+            return False  # another report of one of them got there first
+        accept = all(f.units > 0 for f in known) and report.units == sum(f.units for f in known)
         if accept and self._accepted is not None:
             self._accepted(report)
         return accept
 
     async def report(self, event: Event, size: int) -> None:
-        """As the holder: report that ``event`` was answered, for ``size`` bytes."""
+        """As the holder: report that ``event`` was answered, for ``size`` bytes (with
+        others to the same asker, when batched)."""
+        batch = self._open.get(event.peer)
+        if batch is not None and not batch.fits(event.data):
+            batch.full.set()  # sent as it is; this one opens the next
+            del self._open[event.peer]
+            batch = None
+        first = batch is None
+        if batch is None:
+            batch = _Batch()
+            if self.batched:
+                self._open[event.peer] = batch
+        batch.asks.append(event.data)
+        batch.units += units_of(size)
+        if not first:
+            return  # the batch's first report sends it
+        if self.batched:
+            with trio.move_on_after(BATCH_WINDOW):
+                await batch.full.wait()
+            if self._open.get(event.peer) is batch:
+                del self._open[event.peer]
         try:
-            receipt = await self.ctx.report_task(event.peer, self.kind, event.data,
-                                                 units=units_of(size))
+            receipt = await self.ctx.report_task(event.peer, self.kind, batch.detail(),
+                                                 units=batch.units)
         except MeshError as exc:
             self.ctx.log.info("delivery not countersigned", extra={
-                "peer_id": event.peer, "error": str(exc)})
+                "peer_id": event.peer, "error": str(exc), "deliveries": len(batch.asks)})
             return
         self.ctx.log.debug("delivery countersigned", extra={
-            "peer_id": event.peer, "receipt": receipt})
+            "peer_id": event.peer, "receipt": receipt, "deliveries": len(batch.asks)})

@@ -6,14 +6,17 @@ peers are refused). docs/storage.md gives their JSON:
 * ``LAYOUT``: this node's default k and n.
 * ``PUT_STRIPE``: a JSON header line and one stripe. The node codes the
   stripe into n pieces, places them on n holders (placement.py) with
-  HOLD_PIECE, and answers each piece's CID, Merkle root and holder.
+  HOLD_PIECE (naming the file, when the header does, so that holders
+  announce the file rather than each piece), and answers each piece's CID,
+  Merkle root and holder.
 * ``PUT_MANIFEST``: the file's manifest, built by meshctl from the stripes'
   answers. The node keeps it and has up to n holders keep copies.
 * ``GET_MANIFEST``: a file CID; the manifest, from this node or any holder
   the DHT names.
 * ``GET_STRIPE``: a JSON description of one stripe; the stripe, rebuilt
   from the first k pieces that arrive intact, asked of their holders in
-  parallel, the holder that served a file's piece before first.
+  parallel: the holder that served that piece index of the file before, or
+  one of the nodes announcing the file that says it has the piece (HAVE).
 * ``STATUS``: a file CID; which live storage nodes hold each piece (HAVE).
 * ``FILES``: the manifests this node keeps (its own files, or all).
 * ``HOLDERS``: the storage nodes the DHT knows, with their subnets.
@@ -24,6 +27,7 @@ peers are refused). docs/storage.md gives their JSON:
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -45,9 +49,17 @@ from mesh_storage.holding import (
     Holding,
     file_cid,
     file_key,
+    held_key,
     piece_key,
 )
-from mesh_storage.manifest import PIECE, SEGMENT, Manifest, ManifestError, parse_manifest
+from mesh_storage.manifest import (
+    FILE_CID,
+    PIECE,
+    SEGMENT,
+    Manifest,
+    ManifestError,
+    parse_manifest,
+)
 from mesh_storage.pieces import CidError, check_piece, digest_hex, piece_cid
 from mesh_storage.placement import Candidate, NotEnoughHolders, place, subnet
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
@@ -94,6 +106,9 @@ class Files:
         self.deliveries = deliveries
         self.default = Coding(k, n)
         self._candidates: tuple[float, list[Candidate]] = (0.0, [])
+        # file CID -> (when, the nodes announcing they hold pieces of it)
+        self._file_holders: collections.OrderedDict[str, tuple[float, list[str]]] = \
+            collections.OrderedDict()
         self.latency: dict[str, float] = {}  # seconds, a moving average per holder
         self.hints: dict[tuple[str, int], str] = {}  # (file, piece index) -> who served it
         self.failed: dict[str, float] = {}  # holder -> when a fetch from it last failed
@@ -143,22 +158,25 @@ class Files:
         preferred = header.get("holders", [])
         if not isinstance(preferred, list) or not all(isinstance(p, str) for p in preferred):
             raise InvalidArgument("PUT_STRIPE: holders is a list of peer IDs")
+        file = header.get("file", "")
+        if not isinstance(file, str) or (file and not FILE_CID.fullmatch(file)):
+            raise InvalidArgument("PUT_STRIPE: file is the file's CID (bafy…)")
         if not 0 < len(stripe) <= coding.k * PIECE:
             raise InvalidArgument(f"a stripe of k={coding.k} is 1 to {coding.k * PIECE} bytes, "
                                   f"not {len(stripe)}")
         pieces, cids, roots = await trio.to_thread.run_sync(_code, stripe, coding)
-        holders = await self._place(pieces, cids, preferred)
+        holders = await self._place(pieces, cids, preferred, file)
         candidates = {c.peer_id: c for c in await self.candidates()}
         subnets = {subnet(candidates[h].addrs, h) if h in candidates else h for h in holders}
         return _json({"pieces": cids, "roots": roots, "holders": holders,
                       "subnets": len(subnets)})
 
-    async def _place(self, pieces: list[bytes], cids: list[str],
-                     preferred: list[str]) -> list[str]:
+    async def _place(self, pieces: list[bytes], cids: list[str], preferred: list[str],
+                     file: str) -> list[str]:
         """Each piece of a new stripe on its own holder (piece i on ``preferred[i]`` when it
         can); InvalidArgument when some found none."""
         try:
-            placed = await self.place_pieces(dict(enumerate(pieces)), cids,
+            placed = await self.place_pieces(dict(enumerate(pieces)), cids, file=file,
                                              owner=self.ctx.peer_id, preferred=preferred)
         except NotEnoughHolders as exc:
             raise InvalidArgument(f"cannot place {len(pieces)} pieces: {exc}; store "
@@ -172,12 +190,14 @@ class Files:
         return [placed[i] for i in range(len(pieces))]
 
     async def place_pieces(self, pieces: dict[int, bytes], cids: list[str], *, owner: str,
-                           preferred: Sequence[str] = (), avoid: Collection[str] = (),
+                           file: str = "", preferred: Sequence[str] = (),
+                           avoid: Collection[str] = (),
                            partial: bool = False, answered_lately: bool = False
                            ) -> dict[int, str]:
         """Pieces (by index) each on a holder of its own, never ``owner`` nor ``avoid``
         nor a node that failed a moment ago; holders that refuse are replaced, up to
-        PLACE_ROUNDS. Returns the holder of each piece placed.
+        PLACE_ROUNDS. Holders are told the pieces are of ``file`` (when given).
+        Returns the holder of each piece placed.
 
         With ``answered_lately``, only nodes that answered a HAVE in the last
         FAILED_FOR seconds are chosen (a dead node's provider record outlives it).
@@ -204,7 +224,7 @@ class Files:
                          preferred=[preferred[i] if i < len(preferred) else "" for i in todo])
 
             async def send(index: int, holder: str) -> None:
-                data = f"{cids[index]} {owner}\n".encode() + pieces[index]
+                data = f"{cids[index]} {owner} {file}".strip().encode() + b"\n" + pieces[index]
                 try:
                     await self.ctx.request(holder, "HOLD_PIECE", data, timeout=PIECE_TIMEOUT)
                 except MeshError as exc:
@@ -316,6 +336,10 @@ class Files:
         got: dict[int, bytes] = {}
         errors: list[str] = []
         live: set[int] = set(range(coding.n))  # pieces with a live holder, as last swept
+        if any((file, i) not in self.hints for i in range(coding.n)):
+            # A file's first stripes: ask the nodes announcing the file (one DHT
+            # lookup per file) which of these pieces they hold.
+            await self._sweep(file, cids, got, among=await self.file_holders(file))
         with trio.move_on_after(FETCH_PATIENCE):
             for round_ in itertools.count():
                 if round_:
@@ -363,11 +387,12 @@ class Files:
             for _ in range(coding.k - len(got)):
                 nursery.start_soon(worker, nursery.cancel_scope)
 
-    async def _sweep(self, file: str, cids: list[str], skip: dict[int, bytes]) -> set[int]:
-        """Remember where the pieces not yet fetched are, as their holders say now;
-        which of them have a live holder."""
+    async def _sweep(self, file: str, cids: list[str], skip: dict[int, bytes],
+                     among: Collection[str] | None = None) -> set[int]:
+        """Remember where the pieces not yet fetched are, as their holders (every
+        storage node, or those ``among``) say now; which of them have a live holder."""
         live: set[int] = set()
-        for index, peers in enumerate(await self.who_has(cids)):
+        for index, peers in enumerate(await self.who_has(cids, among)):
             if peers and index not in skip:
                 live.add(index)
                 self.hints[(file, index)] = peers[0]
@@ -375,17 +400,20 @@ class Files:
                     self.failed.pop(peer, None)
         return live
 
-    async def who_has(self, cids: list[str]) -> list[list[str]]:
+    async def who_has(self, cids: list[str], among: Collection[str] | None = None
+                      ) -> list[list[str]]:
         """For each piece, the other storage nodes that answer HAVE for it now.
 
         Every storage node the DHT names, and every connected peer, is asked
-        (LOOKUPS_AT_ONCE at a time): a provider record outlives its holder by
-        up to 48 h, and may not be out yet for a piece just stored.
+        (LOOKUPS_AT_ONCE at a time; only those ``among``, when given): a
+        provider record outlives its holder by up to 48 h, and may not be out
+        yet for a piece just stored.
         """
-        try:
-            peers = {c.peer_id for c in await self.candidates(fresh=True)}
-        except MeshError:
-            peers = set()
+        peers: set[str] = set(among or ())
+        if among is None:
+            with contextlib.suppress(MeshError):  # no DHT: the connected peers
+                peers = {c.peer_id for c in await self.candidates(fresh=True)}
+            peers |= set(self.ctx.peers())
         holders: list[list[str]] = [[] for _ in cids]
         limit = trio.CapacityLimiter(LOOKUPS_AT_ONCE)
         # A HAVE names at most MAX_HAVE pieces: a file over ~1 GiB takes several.
@@ -410,9 +438,25 @@ class Files:
                     self.saw(peer, cids[index], now)
 
         async with trio.open_nursery() as nursery:
-            for peer in (peers | set(self.ctx.peers())) - {self.ctx.peer_id}:
+            for peer in peers - {self.ctx.peer_id}:
                 nursery.start_soon(ask, peer)
         return holders
+
+    async def file_holders(self, file: str) -> list[str]:
+        """The nodes announcing that they hold pieces of ``file`` (cached briefly);
+        none when the DHT cannot be asked."""
+        at, known = self._file_holders.get(file, (0.0, []))
+        if not known or trio.current_time() - at > CANDIDATES_FRESH:
+            try:
+                found = await self.ctx.dht.find_providers(held_key(file), MAX_PROVIDERS)
+            except MeshError:
+                return []
+            known = [p.peer_id for p in found if p.peer_id != self.ctx.peer_id]
+            self._file_holders[file] = (trio.current_time(), known)
+            self._file_holders.move_to_end(file)
+            while len(self._file_holders) > HINTS_KEPT:
+                self._file_holders.popitem(last=False)
+        return known
 
     def saw(self, holder: str, cid: str, now: float | None = None) -> None:
         """``holder`` said it holds piece ``cid`` (HAVE)."""

@@ -3,9 +3,11 @@
 Peer events (docs/storage.md gives the wire shapes):
 
 * ``HOLD_PIECE``: a piece's CID, optionally a space and the peer ID of the
-  owner it is kept for (default: the sender), a newline, the piece. The
-  holder checks the bytes against the CID, keeps them, records the owner
-  (owners.py) and announces ``piece/<cid>``.
+  owner it is kept for (default: the sender) and optionally another space
+  and the CID of the file the piece is of, a newline, the piece. The holder
+  checks the bytes against the CID, keeps them, records the owner
+  (owners.py) and announces ``held/<file cid>`` the first time it holds a
+  piece of that file (``piece/<cid>`` when no file is named).
 * ``FETCH_PIECE``: a piece's CID, optionally a space and a 16-byte fetch
   nonce; the answer is the piece. With a nonce, the holder reports the
   delivery (kind RETRIEVE_FILE) for the asker to countersign.
@@ -22,6 +24,13 @@ Peer events (docs/storage.md gives the wire shapes):
 
 Every storage node announces ``holders`` in the DHT, so an uploader anywhere
 finds nodes to place pieces on (with their addresses, for placement.py).
+
+A holder announces the files it holds pieces of, not each piece (as Kubo's
+"roots" reprovider strategy does): a 100 MiB file at 4-of-8 is 800 pieces,
+and each provider record walks the DHT and writes to its 20 closest nodes,
+which took half of every holder's CPU during a put (docs/performance.md). A
+reader finds a file's holders with one lookup and asks them which pieces
+they have (``HAVE``).
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import trio
 from mesh_storage.chunks import ChunkStore, StorageFull, chunk_hash, write_atomically
 from mesh_storage.manifest import FILE_CID, PIECE, Manifest, ManifestError, parse_manifest
 from mesh_storage.owners import LEGACY, PEER_ID, PieceOwners
-from mesh_storage.pieces import CidError, check_piece, cid_of_digest, digest_hex
+from mesh_storage.pieces import CidError, check_piece, digest_hex
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
 FETCH_NONCE = 16
@@ -62,6 +71,11 @@ def file_key(cid: str) -> str:
     return f"file/{cid}"
 
 
+def held_key(cid: str) -> str:
+    """The provider record of the nodes holding pieces of file ``cid``."""
+    return f"held/{cid}"
+
+
 class Holding:
     """The holder's side: HOLD_PIECE, FETCH_PIECE, HOLD_MANIFEST, FETCH_MANIFEST,
     HAVE, DROP_FILE."""
@@ -75,6 +89,7 @@ class Holding:
         # audits and repairs, kept until every holder dropped the file.
         self.removing = ManifestStore(ctx.data_dir / "removing")
         self.owners = PieceOwners(ctx.data_dir / "owners")
+        self.held = HeldFiles(ctx.data_dir / "held-files")
         # A piece's bytes and its owners change together: a HOLD_PIECE racing a
         # DROP_FILE of the same piece must not leave an owner without the bytes.
         self._pieces = threading.Lock()
@@ -111,8 +126,7 @@ class Holding:
 
     async def _announce_held_forever(self) -> None:
         while True:
-            keys = [piece_key(cid_of_digest(name))
-                    for name in await trio.to_thread.run_sync(self.chunks.names)]
+            keys = [held_key(cid) for cid in await trio.to_thread.run_sync(self.held.cids)]
             keys += [file_key(cid) for cid in
                      await trio.to_thread.run_sync(self.manifests.cids)]
             async with trio.open_nursery() as nursery:
@@ -123,20 +137,28 @@ class Holding:
 
     async def hold_piece(self, event: Event) -> bytes:
         head, newline, piece = event.data.partition(b"\n")
-        cid_text, _, owner_text = head.partition(b" ")
+        cid_text, _, rest = head.partition(b" ")
         cid = _cid(cid_text)
-        owner = owner_text.decode("ascii", "replace") or event.peer
-        if not newline or not 0 < len(piece) <= PIECE or not PEER_ID.fullmatch(owner):
+        owner_text, _, file_text = rest.decode("ascii", "replace").partition(" ")
+        owner = owner_text or event.peer
+        if not newline or not 0 < len(piece) <= PIECE or not PEER_ID.fullmatch(owner) \
+                or (file_text and not FILE_CID.fullmatch(file_text)):
             raise InvalidArgument(f"HOLD_PIECE takes a CID, optionally a space and the owner's "
-                                  f"peer ID, a newline and a piece of 1 to {PIECE} bytes")
+                                  f"peer ID and another space and the file's CID, a newline "
+                                  f"and a piece of 1 to {PIECE} bytes")
         try:
             check_piece(cid, piece)
             await trio.to_thread.run_sync(self._keep, piece, owner)
+            first = bool(file_text) and await trio.to_thread.run_sync(self.held.add, file_text)
         except CidError as exc:
             raise InvalidArgument(f"piece refused: {exc}") from None
         except StorageFull as exc:
             raise InvalidArgument(str(exc)) from None
-        self.ctx.spawn(lambda: self._announce(piece_key(cid)), name="storage piece announce")
+        if first:
+            self.ctx.spawn(lambda: self._announce(held_key(file_text)),
+                           name="storage file announce")
+        elif not file_text:  # an uploader that names no file: the piece itself
+            self.ctx.spawn(lambda: self._announce(piece_key(cid)), name="storage piece announce")
         return b""
 
     def _keep(self, piece: bytes, owner: str) -> None:
@@ -175,6 +197,8 @@ class Holding:
                     if self.owners.remove(name, event.peer):
                         self.chunks.remove(name)
                         dropped.append(cid)
+            if not any(self.chunks.has(digest_hex(cid)) for cid in pieces):
+                self.held.remove(file)  # no longer announced as held here
             return dropped, mine
 
         dropped, manifest = await trio.to_thread.run_sync(drop)
@@ -234,6 +258,48 @@ class Holding:
             except MeshError as exc:
                 self.ctx.log.info("could not announce a held piece", extra={
                     "key": key, "error": str(exc)})
+
+
+class HeldFiles:
+    """The files this node holds pieces of (as HOLD_PIECE named them), to announce again
+    after a restart: ``path``, one file CID per line, appended to."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._cids: set[str] | None = None  # read on first use
+
+    def cids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._loaded())
+
+    def add(self, cid: str) -> bool:
+        """Record file ``cid``; whether it is new."""
+        with self._lock:
+            known = self._loaded()
+            if cid in known:
+                return False
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with self._path.open("a", encoding="ascii") as out:
+                out.write(cid + "\n")
+            known.add(cid)
+            return True
+
+    def remove(self, cid: str) -> None:
+        with self._lock:
+            known = self._loaded()
+            if cid in known:
+                known.discard(cid)
+                write_atomically(self._path, "".join(f"{c}\n" for c in sorted(known)).encode())
+
+    def _loaded(self) -> set[str]:
+        if self._cids is None:
+            try:
+                lines = self._path.read_text(encoding="ascii", errors="replace").split()
+            except FileNotFoundError:
+                lines = []
+            self._cids = {line for line in lines if FILE_CID.fullmatch(line)}
+        return self._cids
 
 
 class ManifestStore:

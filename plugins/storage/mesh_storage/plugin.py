@@ -83,7 +83,7 @@ class StoragePlugin(Plugin):
         self.ctx = ctx
         self.chunks = await trio.to_thread.run_sync(ChunkStore, ctx.data_dir / "chunks",
                                                     capacity)
-        self.deliveries = Deliveries(ctx)
+        self.deliveries = Deliveries(ctx, batched=True)
         self.holding = Holding(ctx, self.chunks, self.deliveries.report)
         self.files = Files(ctx, self.chunks, self.holding, self.deliveries, k, n)
         self.auditor = Auditor(ctx, self.files, self.holding,

@@ -8,8 +8,8 @@ seconds in a stripe with fewer than ``threshold`` live pieces is rebuilt:
 the node fetches any k pieces of the stripe, decodes it, codes it again
 (zfec is deterministic, so the rebuilt piece has the manifest's CID, which is
 checked) and places it on a node that holds no piece of that stripe
-(placement.py). The manifest does not change: the new holder announces the
-piece in the DHT.
+(placement.py). The manifest does not change: the new holder announces that
+it holds pieces of the file in the DHT.
 
 So that the nodes keeping a manifest do not all repair the same stripe, they
 take turns: ranked by the hash of the file's CID and their peer ID among the
@@ -132,7 +132,7 @@ class Repairer:
         try:
             placed = len(await self.files.place_pieces(
                 {i: pieces[i] for i in missing}, list(stripe.pieces), owner=manifest.owner,
-                avoid=holding_stripe, partial=True, answered_lately=True))
+                file=manifest.cid, avoid=holding_stripe, partial=True, answered_lately=True))
         except (NotEnoughHolders, MeshError) as exc:
             self.ctx.log.warning("cannot repair: not enough nodes", extra={
                 "file": manifest.cid, "stripe": s, "error": str(exc)})
