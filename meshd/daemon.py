@@ -58,6 +58,7 @@ from meshd.plugin_host.loader import PluginSetupError
 from meshd.plugin_host.runtime import PluginRuntime, plugin_settings
 from meshd.plugin_host.supervisor import Backoff
 from meshd.rpc.bridge import open_trio_bridge
+from meshd.tasks.notes import ReceiptNotes
 from meshd.tasks.participation import ParticipationWatch
 from meshd.tasks.provider import TaskProvider
 from meshd.tasks.reports import TaskReports
@@ -139,12 +140,15 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 provider = TaskProvider(host, ledger, runtime, config.tasks.capabilities,
                                         config.tasks.max_concurrent)
                 router = TaskRouter(host, ledger, runtime, (p.name for p in genesis.plugins))
-                reports = TaskReports(host, ledger, runtime, (p.name for p in genesis.plugins))
+                notes = ReceiptNotes(data_dir / "receipt-notes.jsonl")
+                reports = TaskReports(host, ledger, runtime, (p.name for p in genesis.plugins),
+                                      notes)
                 await nursery.start(provider.run)
                 await nursery.start(reports.run)
                 endpoints = await nursery.start(
                     serve_api, config, bridge,
-                    Services(board, network, host, ledger, Governance(ledger), runtime, router))
+                    Services(board, network, host, ledger, Governance(ledger), runtime, router,
+                             notes))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 if endpoints.http_port is not None:
                     board.update(http_url=http_url(config.http.listen, endpoints.http_port))

@@ -23,10 +23,16 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_HISTORY = 50
 
 
+# receipt entry hash -> (plugin, note) left on it by this node's plugin (meshd/tasks/notes.py)
+NoteOf = Callable[[bytes], tuple[str, str] | None]
+
+
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, bridge: TrioBridge, ledger: Ledger) -> None:
+    def __init__(self, bridge: TrioBridge, ledger: Ledger,
+                 note_of: NoteOf = lambda receipt: None) -> None:
         self._bridge = bridge
         self._ledger = ledger
+        self._note_of = note_of
         self._token = ledger.genesis.token
 
     async def GetBalance(self, request: ledger_pb2.GetBalanceRequest,
@@ -119,9 +125,27 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                              context: Context) -> ledger_pb2.ExplainRewardsResponse:
         found = await unary(context, self._bridge, self._ledger.explain_rewards, request.epoch,
                             request.account, not request.full)
+        notes = self._notes(found.record)
+        lines = list(found.lines)
+        if notes:
+            lines.append("notes of this node's plugins on the receipts above (not evidence):")
+            lines.extend(f"  entry {entry if request.full else entry[:8] + '…'}: {n['note']} "
+                         f"({n['plugin']})" for entry, n in notes.items())
         return ledger_pb2.ExplainRewardsResponse(
-            epoch=found.epoch, lines=found.lines,
-            record_json=json.dumps(found.record, sort_keys=True, separators=(",", ":")))
+            epoch=found.epoch, lines=lines,
+            record_json=json.dumps({**found.record, "notes": notes}, sort_keys=True,
+                                   separators=(",", ":")))
+
+    def _notes(self, record: dict[str, Any]) -> dict[str, dict[str, str]]:
+        """Entry (hex) -> {plugin, note} for the evidence of ``record`` this node has notes
+        on: which pieces a storage receipt was for, say."""
+        notes = {}
+        for line in record["lines"]:
+            for entry in [e["entry"] for e in line["evidence"] + line["ignored"]]:
+                found = self._note_of(bytes.fromhex(entry))
+                if found is not None:
+                    notes[entry] = {"plugin": found[0], "note": found[1]}
+        return notes
 
     async def GetTokenInfo(self, request: ledger_pb2.GetTokenInfoRequest,
                            context: Context) -> ledger_pb2.GetTokenInfoResponse:

@@ -62,6 +62,7 @@ from meshd.node_status import StatusBoard
 from meshd.p2p.host import P2PHost
 from meshd.plugin_host.runtime import PluginRuntime
 from meshd.rpc.bridge import StopAll, TrioBridge, serve_in_thread
+from meshd.tasks.notes import ReceiptNotes
 from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Services:
     governance: Governance
     plugins: PluginRuntime
     tasks: TaskRouter
+    notes: ReceiptNotes  # what plugins said of their receipts (rewards explain)
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ API = (
     _Api(_service(pubsub_pb2, "PubsubService"), pubsub_pb2_grpc.add_PubsubServiceServicer_to_server,
          lambda bridge, s: PubsubServicer(bridge, s.host.broadcast)),
     _Api(_service(ledger_pb2, "LedgerService"), ledger_pb2_grpc.add_LedgerServiceServicer_to_server,
-         lambda bridge, s: LedgerServicer(bridge, s.ledger)),
+         lambda bridge, s: LedgerServicer(bridge, s.ledger, s.notes.get)),
     _Api(_service(governance_pb2, "GovernanceService"),
          governance_pb2_grpc.add_GovernanceServiceServicer_to_server,
          lambda bridge, s: GovernanceServicer(bridge, s.governance)),

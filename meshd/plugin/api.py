@@ -238,14 +238,20 @@ class Context(Protocol):
         """Have the network run a task of ``kind`` and wait for its outcome."""
 
     async def report_task(self, peer_id: str, kind: str, detail: bytes = b"", *,
-                          units: int = 1) -> str:
+                          units: int = 1, note: str = "") -> str:
         """Report work done for ``peer_id`` outside the task router (in an event
         handler, say), for the tasks share of rewards: the peer's plugin judges
         the report with its rule (:meth:`accept_reports`) and, if it agrees,
         records a receipt signed by both. Returns the receipt entry's hash (hex).
 
+        ``note``, one line of text (at most 500 characters), is kept on this
+        node with the receipt and printed under it by ``meshctl rewards
+        explain``: what the work was, in words (the ledger has only the
+        detail's hash).
+
         Raises:
-            errors.InvalidArgument: a bad kind, detail over 4 KiB, units out of range.
+            errors.InvalidArgument: a bad kind, detail over 4 KiB, units out of range,
+                a note of more than one line or 500 characters.
             errors.FailedPrecondition: not connected to the peer.
             errors.PeerError: the peer refused the report (message says why).
         """

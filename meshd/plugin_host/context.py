@@ -103,8 +103,8 @@ class PluginLedger:
 
 # (plugin, kind, payload, options) -> outcome: the task router, once it runs.
 SubmitTask = Callable[[str, str, bytes, TaskOptions], Awaitable[TaskOutcome]]
-# (plugin, peer, kind, detail, units) -> receipt hash (hex): task reports, once they run.
-ReportTask = Callable[[str, str, str, bytes, int], Awaitable[str]]
+# (plugin, peer, kind, detail, units, note) -> receipt hash (hex): task reports, once they run.
+ReportTask = Callable[[str, str, str, bytes, int, str], Awaitable[str]]
 # (plugin, report, reason) -> verdict hash (hex): a reported task that proved false.
 ReportFailure = Callable[[str, TaskReport, str], Awaitable[str]]
 
@@ -286,11 +286,11 @@ class PluginContext:
         return await self._submit(self.name, kind, payload, options or TaskOptions())
 
     async def report_task(self, peer_id: str, kind: str, detail: bytes = b"", *,
-                          units: int = 1) -> str:
+                          units: int = 1, note: str = "") -> str:
         check_name(kind, "task kind")
         if self._report is None:
             raise errors.FailedPrecondition("this node does not run the task router")
-        return await self._report(self.name, peer_id, kind, detail, units)
+        return await self._report(self.name, peer_id, kind, detail, units, note)
 
     def accept_reports(self, kind: str, rule: ReportRule) -> None:
         check_name(kind, "task kind")

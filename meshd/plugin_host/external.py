@@ -233,7 +233,7 @@ class Session:
         elif kind == "report_task":
             report = call.report_task
             receipt = await ctx.report_task(report.peer_id, report.kind, report.detail,
-                                            units=report.units or 1)
+                                            units=report.units or 1, note=report.note)
             result.data = bytes.fromhex(receipt)
         elif kind == "report_failure":
             failure = call.report_failure

@@ -32,6 +32,7 @@ from meshd.ledger.ledger import Ledger
 from meshd.p2p.host import P2PHost
 from meshd.plugin.api import MAX_REPORT_DETAIL, ReportRule, TaskReport, check_name
 from meshd.plugin_host.runtime import PluginRuntime
+from meshd.tasks.notes import ReceiptNotes, check_note
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,10 @@ class TaskReports:
     """Both sides of reported tasks; lives on the trio loop."""
 
     def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime,
-                 rewarded: Iterable[str]) -> None:
+                 rewarded: Iterable[str], notes: ReceiptNotes) -> None:
         self._host = host
         self._ledger = ledger
+        self._notes = notes  # what plugins said of the receipts they reported
         self._plugins = plugins
         self._rewarded = frozenset(rewarded)  # receipts count for genesis plugins only
         self._judging = trio.CapacityLimiter(MAX_JUDGING)
@@ -72,10 +74,12 @@ class TaskReports:
     # --- the provider's side ------------------------------------------------------
 
     async def report(self, plugin: str, peer_id: str, kind: str, detail: bytes,
-                     units: int) -> str:
-        """``ctx.report_task``: the receipt entry's hash (hex) once the peer recorded it."""
+                     units: int, note: str = "") -> str:
+        """``ctx.report_task``: the receipt entry's hash (hex) once the peer recorded it,
+        with ``note`` kept on it (notes.py)."""
         check_name(kind, "task kind")
         _check_report(detail, units)
+        check_note(note)
         try:
             requester = accounts.key_of(peer_id)
         except ValueError:
@@ -89,6 +93,8 @@ class TaskReports:
         for _ in range(2):  # the second time at the epoch the peer asked for
             answer = await self._send(plugin, peer_id, requester, kind, detail, units, epoch)
             if answer.receipt_entry:
+                if note:
+                    self._notes.add(answer.receipt_entry.hex(), plugin, note)
                 return answer.receipt_entry.hex()
             epoch = answer.epoch
         raise errors.Unavailable(f"{peer_id} could not settle on an epoch for the receipt "

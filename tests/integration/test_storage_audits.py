@@ -140,6 +140,16 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             assert failed.provable and len(failed.verdicts) == 2, failed
             await eventually(lambda: bonded(owner, liar_node, STAKE * 9 // 10), timeout=60,
                              what="the liar slashed on two verdicts")
+            # `rewards explain` on an honest holder's node says which piece and
+            # segment each KEEP receipt was for (its plugin's note, off the ledger).
+            honest = next(n for n in net.nodes if n.peer_id == holders[1])
+            notes = await trio.to_thread.run_sync(receipt_notes, honest.socket, holders[1])
+            kept = [n for n in notes if n["plugin"] == "storage"
+                    and n["note"].startswith("passed the audit of segment ")]
+            assert kept, notes
+            assert manifest.cid in kept[0]["note"]
+            assert any(cid in kept[0]["note"] for s in manifest.stripes for cid in s.pieces
+                       if plugin[holders[1]].chunks.has(digest_hex(cid)))
             status = json.loads(await owner.call("storage", "STATUS", manifest.cid.encode(),
                                                  timeout=60))
             shown = [p["audit"] for s in status["stripes"] for p in s["pieces"]
@@ -157,6 +167,22 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             repaired = [c for c in deleted if c in auditor.files.audits
                         and not auditor.files.audits[c].ok]
             assert all(spare.chunks.has(digest_hex(c)) for c in repaired)
+
+
+def receipt_notes(socket: Path, account: str) -> list[dict[str, str]]:
+    """The notes ``rewards explain`` shows for ``account`` in every final epoch."""
+    with grpc.insecure_channel(f"unix:{socket}") as channel:
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        final = stub.GetStateRoot(ledger_pb2.GetStateRootRequest(), timeout=10).epoch
+        notes: list[dict[str, str]] = []
+        for epoch in range(final + 1):
+            explained = stub.ExplainRewards(ledger_pb2.ExplainRewardsRequest(
+                epoch=epoch, account=account), timeout=10)
+            record = json.loads(explained.record_json)
+            notes += record["notes"].values()
+            assert len(record["notes"]) == sum("…: " in line for line in explained.lines
+                                               if line.startswith("  entry "))
+    return notes
 
 
 def claim_still_holding(holding: Holding, pieces: list[str]) -> None:

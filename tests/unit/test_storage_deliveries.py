@@ -9,7 +9,15 @@ from typing import Any
 
 import trio
 import trio.testing
-from mesh_storage.deliveries import BATCH_MARK, BATCH_WINDOW, KEEP, Deliveries, batch_asks
+from mesh_storage.deliveries import (
+    BATCH_MARK,
+    BATCH_WINDOW,
+    KEEP,
+    RETRIEVE_FILE,
+    Deliveries,
+    batch_asks,
+    describe,
+)
 from mesh_storage.pieces import piece_cid
 
 from meshd.plugin import MAX_REPORT_DETAIL, Event, TaskReport
@@ -27,7 +35,9 @@ class FakeContext:
     def accept_reports(self, kind: str, rule: Any) -> None:
         self.rule = rule
 
-    async def report_task(self, peer: str, kind: str, detail: bytes, *, units: int) -> str:
+    async def report_task(self, peer: str, kind: str, detail: bytes, *, units: int,
+                          note: str = "") -> str:
+        assert note.startswith("served ")  # what a receipt was for, in words
         self.reported.append((peer, kind, detail, units))
         return "receipt"
 
@@ -117,3 +127,14 @@ def test_the_asker_countersigns_a_batch_only_of_its_own_intact_fetches_once() ->
         assert not await keeps.check(TaskReport(PEER_A, KEEP, batch(two, 2).detail, 2))
         assert await keeps.check(TaskReport(PEER_A, KEEP, two[0], 1))
     run(main)
+
+
+def test_each_receipt_says_what_it_was_for() -> None:
+    audit = b"bafkreiabc 3 16384 12 2097152 bafybeixyz"
+    assert describe(KEEP, [audit]) == ("passed the audit of segment 3 of piece bafkreiabc of "
+                                       "file bafybeixyz in epoch 12: paid for keeping 2048 "
+                                       "KiB of the file")
+    asks = [ask() for _ in range(5)]
+    note = describe(RETRIEVE_FILE, asks)
+    assert note.startswith("served 5 pieces: " + asks[0].split(b" ")[0].decode())
+    assert note.endswith(" and 2 more") and len(note) < 500

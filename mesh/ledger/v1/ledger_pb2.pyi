@@ -1537,7 +1537,10 @@ class ExplainRewardsResponse(_message.Message):
     record_json: _builtins.str
     """The same record as a JSON object: epoch, decided_round, decided_value,
     emission, minted, not_minted, pools, lines (evidence, ignored), slashes.
-    Amounts are JSON integers there.
+    Amounts are JSON integers there. Also "notes": evidence entry (hex) ->
+    {plugin, note}, what this node's plugins said of their receipts when they
+    reported them (which pieces, which audits); not evidence, and on this
+    node only. The lines end with them.
     """
     @_builtins.property
     def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

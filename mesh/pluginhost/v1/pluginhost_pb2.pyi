@@ -517,6 +517,7 @@ class ReportTask(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
     peer_id: _builtins.str
     """the peer the work was for; it records the receipt"""
     kind: _builtins.str
@@ -524,6 +525,10 @@ class ReportTask(_message.Message):
     """what the work was (at most 4 KiB); the peer's rule reads it"""
     units: _builtins.int
     """0 = 1"""
+    note: _builtins.str
+    """One line (at most 500 characters) kept with the receipt on this node and
+    printed under it by `meshctl rewards explain`: what the work was.
+    """
     def __init__(
         self,
         *,
@@ -531,10 +536,11 @@ class ReportTask(_message.Message):
         kind: _builtins.str = ...,
         detail: _builtins.bytes = ...,
         units: _builtins.int = ...,
+        note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "peer_id", b"peer_id", "units", b"units"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "note", b"note", "peer_id", b"peer_id", "units", b"units"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

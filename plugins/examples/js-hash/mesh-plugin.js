@@ -110,8 +110,10 @@ class MeshPlugin {
   // Report work done for `peerId` outside tasks (in an event handler, say): the
   // peer's copy of the plugin judges it (acceptReports) and, if it agrees, its
   // node records a receipt signed by both. Resolves to the receipt's hash (hex).
-  reportTask(peerId, kind, detail, { units = 1 } = {}) {
-    return this.call({ report_task: { peer_id: peerId, kind, detail, units } })
+  // `note`: one line kept with the receipt on this node, printed under it by
+  // `meshctl rewards explain` (what the work was).
+  reportTask(peerId, kind, detail, { units = 1, note = "" } = {}) {
+    return this.call({ report_task: { peer_id: peerId, kind, detail, units, note } })
       .then((result) => result.data.toString("hex"));
   }
 

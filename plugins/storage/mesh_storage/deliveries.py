@@ -17,6 +17,11 @@ by every node: most of the holders' CPU while they served it
 request in it and every answer checked; the ledger counts a receipt's units
 whatever it covers (docs/ledger.md §6.3), so a batch earns what its parts
 would.
+
+Each report leaves a note with its receipt (``describe``): which pieces were
+served, or which piece and segment an audit asked for. The ledger has only
+the detail's hash; ``meshctl rewards explain`` on the holder's node prints
+the note under the receipt.
 """
 
 from __future__ import annotations
@@ -71,6 +76,21 @@ def batch_asks(detail: bytes) -> list[bytes] | None:
         asks.append(ask)
         at += 2 + size
     return asks if len(asks) > 1 and len(set(asks)) == len(asks) else None
+
+
+def describe(kind: str, asks: list[bytes]) -> str:
+    """A receipt's note: what the requests it reports asked for, in words."""
+    if kind == KEEP:  # an AUDIT: piece, segment, size, epoch, bytes held, file
+        fields = asks[0].decode("ascii", "replace").split(" ")
+        if len(fields) == 6:
+            cid, index, _, epoch, held, file = fields
+            return (f"passed the audit of segment {index} of piece {cid} of file {file} in "
+                    f"epoch {epoch}: paid for keeping {units_of(int(held))} KiB of the file")
+        return "passed an audit"
+    # A delivery: a piece CID or a chunk name, then a nonce.
+    names = [ask.split(b" ", 1)[0][:64].decode("ascii", "replace") for ask in asks]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"served {len(names)} piece{'s' if len(names) > 1 else ''}: {shown}"
 
 
 @dataclass
@@ -154,7 +174,8 @@ class Deliveries:
                 del self._open[event.peer]
         try:
             receipt = await self.ctx.report_task(event.peer, self.kind, batch.detail(),
-                                                 units=batch.units)
+                                                 units=batch.units,
+                                                 note=describe(self.kind, batch.asks))
         except MeshError as exc:
             self.ctx.log.info("delivery not countersigned", extra={
                 "peer_id": event.peer, "error": str(exc), "deliveries": len(batch.asks)})
