@@ -175,7 +175,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await nursery.start(ParticipationWatch(provider, router, board).run)
                 await nursery.start(runtime.run, TaskServices(submit=router.submit_for_plugin,
                                                               report=reports.report,
-                                                              fail=reports.fail))
+                                                              fail=reports.fail,
+                                                              check=reports.check))
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host,
                                         NodeParts(ledger, router, runtime,

@@ -150,6 +150,20 @@ class LedgerReader(Protocol):
     async def bonded(self, peer_id: str = "") -> int:
         """Staked (bonded) base units of an account as of the newest final settlement."""
 
+    def beacon(self, epoch: int) -> bytes | None:
+        """32 bytes every node derives alike from epoch ``epoch``'s decision (its
+        decided value and state root); None while that epoch is not final here.
+
+        Nobody knows it before the epoch is decided, so work assigned by it
+        (which validators audit a file, say) cannot be arranged in advance by
+        whoever it falls on. The leader that proposed the decided value could
+        bias it a little by choosing its cut: use it to spread duties, not as a
+        lottery for large sums.
+        """
+
+    def validators(self) -> list[str]:
+        """Peer IDs of the validators of the epoch after the newest final one."""
+
 
 @dataclass(frozen=True)
 class Provider:
@@ -258,6 +272,13 @@ class Context(Protocol):
 
     def accept_reports(self, kind: str, rule: ReportRule) -> None:
         """Countersign peers' reports of ``kind`` when ``rule`` accepts them."""
+
+    def check_report(self, report: TaskReport) -> None:
+        """Raise errors.InvalidArgument unless ``report``'s claim is its provider's
+        signature over exactly this plugin, its kind and detail (for any
+        requester, any epoch): a report handed over by a third node (a holder's
+        promise, say) can be trusted as the provider's word.
+        """
 
     async def report_failure(self, report: TaskReport, reason: str) -> str:
         """Record that work a peer reported has proved false: a failure verdict

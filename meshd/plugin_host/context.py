@@ -9,6 +9,7 @@ The limits keep a misbehaving plugin from starving the daemon: it can wait
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ from typing import Any
 import trio
 
 from mesh.wire.v1 import wire_pb2
+from meshcore.ledger import accounts
 from meshcore.ledger.state import Account
 from meshd import errors
 from meshd.ledger.ledger import Ledger
@@ -41,6 +43,7 @@ from meshd.plugin.api import (
 from meshd.plugin_host.plugin_dht import PluginDhtView
 
 EVENT_PROTOCOL = "plugin-event"
+BEACON_DOMAIN = b"mesh/beacon/v1\x00"  # ctx.ledger.beacon: H(domain, epoch, value, root)
 MAX_EVENT_BYTES = 1 << 20  # a request; answers may be up to 4 MiB (direct.DEFAULT_MAX_RESPONSE)
 MAX_EVENT_TIMEOUT = 60.0
 # Per plugin: incoming events served at once (more are refused as busy), and
@@ -96,6 +99,16 @@ class PluginLedger:
     async def bonded(self, peer_id: str = "") -> int:
         return self._account(peer_id).bonded
 
+    def beacon(self, epoch: int) -> bytes | None:
+        decision = self._ledger.settlements.decision(epoch) if epoch >= 0 else None
+        if decision is None:
+            return None
+        return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big") + decision.value
+                              + decision.root).digest()
+
+    def validators(self) -> list[str]:
+        return [accounts.peer_id_of(key) for key, _ in self._ledger.settled.validators]
+
     def _account(self, peer_id: str) -> Account:
         key = account_key(peer_id, "account") if peer_id else self._ledger.key
         return self._ledger.settled.account(key)
@@ -107,6 +120,8 @@ SubmitTask = Callable[[str, str, bytes, TaskOptions], Awaitable[TaskOutcome]]
 ReportTask = Callable[[str, str, str, bytes, int, str], Awaitable[str]]
 # (plugin, report, reason) -> verdict hash (hex): a reported task that proved false.
 ReportFailure = Callable[[str, TaskReport, str], Awaitable[str]]
+# (plugin, report) -> None, or InvalidArgument: is the claim the provider's, of this report?
+CheckReport = Callable[[str, TaskReport], None]
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,7 @@ class TaskServices:
     submit: SubmitTask | None = None
     report: ReportTask | None = None
     fail: ReportFailure | None = None
+    check: CheckReport | None = None
 
 
 class _Bucket:
@@ -155,7 +171,7 @@ class PluginContext:
                  network_id: str, data_dir: Path, config: Mapping[str, Any],
                  counters: Counters, nursery: trio.Nursery,
                  submit: SubmitTask | None, report: ReportTask | None = None,
-                 fail: ReportFailure | None = None) -> None:
+                 fail: ReportFailure | None = None, check: CheckReport | None = None) -> None:
         self.name = name
         self.version = version  # an external plugin's is the one it registers
         self.summary = ""  # likewise
@@ -174,6 +190,7 @@ class PluginContext:
         self._submit = submit
         self._report = report
         self._fail = fail
+        self._check = check
         self._requests = trio.CapacityLimiter(MAX_REQUESTS_IN_FLIGHT)
         self.serving = trio.CapacityLimiter(MAX_CONCURRENT_EVENTS)
         self._publish_bucket = _Bucket(PUBLISH_RATE, PUBLISH_BURST)
@@ -304,6 +321,13 @@ class PluginContext:
         if self._fail is None:
             raise errors.FailedPrecondition("this node does not run the task router")
         return await self._fail(self.name, report, reason)
+
+    def check_report(self, report: TaskReport) -> None:
+        if not isinstance(report, TaskReport):
+            raise errors.InvalidArgument("check_report takes a TaskReport")
+        if self._check is None:
+            raise errors.FailedPrecondition("this node does not run the task router")
+        self._check(self.name, report)
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
         self.nursery.start_soon(fn, name=name or f"plugin {self.name}")

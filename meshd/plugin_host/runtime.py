@@ -146,7 +146,7 @@ class PluginRuntime:
                     ledger=self._ledger, network_id=self._network_id, data_dir=data_dir,
                     config=self._settings.get(name, {}), counters=hosted.counters,
                     nursery=nursery, submit=self._tasks.submit,
-                    report=self._tasks.report, fail=self._tasks.fail)
+                    report=self._tasks.report, fail=self._tasks.fail, check=self._tasks.check)
                 try:
                     with trio.fail_after(self._init_timeout):
                         await plugin.init(ctx)

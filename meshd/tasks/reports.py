@@ -128,6 +128,26 @@ class TaskReports:
         """
         if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON:
             raise errors.InvalidArgument(f"a failure's reason is 1 to {MAX_REASON} characters")
+        self.check(plugin, report)
+        digest = claim_hash(report.claim)
+        known = self._verdicts.get(digest)
+        if known is not None:
+            return known.hex()
+        item = await self._ledger.write(task_verdict=ledger_pb2.TaskVerdict(
+            claim=report.claim, provider_signature=report.signature,
+            expected_digest=claims.rejected_digest(report.claim)))
+        self._verdicts[digest] = item.hash
+        while len(self._verdicts) > REMEMBERED:
+            self._verdicts.popitem(last=False)
+        log.info("recorded a failed report", extra={
+            "plugin": plugin, "kind": report.kind, "provider": report.provider,
+            "reason": reason, "entry": item.hash.hex()})
+        return item.hash.hex()
+
+    def check(self, plugin: str, report: TaskReport) -> None:
+        """``ctx.check_report``: InvalidArgument (or FailedPrecondition) unless the
+        report's claim is its provider's signature over exactly this plugin, kind
+        and detail, and the provider is not this node."""
         if plugin not in self._rewarded:
             raise errors.FailedPrecondition(f"plugin {plugin!r} earns no receipts: the genesis "
                                             "does not require it")
@@ -150,20 +170,6 @@ class TaskReports:
             units=report.units, result=report.detail)
         if problem is not None:
             raise errors.InvalidArgument(f"not the provider's claim of this report: {problem}")
-        digest = claim_hash(report.claim)
-        known = self._verdicts.get(digest)
-        if known is not None:
-            return known.hex()
-        item = await self._ledger.write(task_verdict=ledger_pb2.TaskVerdict(
-            claim=report.claim, provider_signature=report.signature,
-            expected_digest=claims.rejected_digest(report.claim)))
-        self._verdicts[digest] = item.hash
-        while len(self._verdicts) > REMEMBERED:
-            self._verdicts.popitem(last=False)
-        log.info("recorded a failed report", extra={
-            "plugin": plugin, "kind": report.kind, "provider": report.provider,
-            "reason": reason, "entry": item.hash.hex()})
-        return item.hash.hex()
 
     # --- the side the work was for ------------------------------------------------
 

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import trio
 from mesh_storage import unixfs
+from mesh_storage.drawn import AUDIT_FILE, PROMISE
 from mesh_storage.holding import Holding
 from mesh_storage.manifest import PIECE, Manifest, Stripe
 from mesh_storage.pieces import digest_hex
@@ -19,6 +21,8 @@ from mesh_storage.promises import PromiseStore, report_json
 from mesh_storage.verdicts import CONFIRM
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from meshcore.ledger import accounts
+from meshcore.ledger.evidence_rules import parse_claim
 from meshd.plugin import Event, MeshError
 from meshd.testing import Node, eventually, open_network, plugin_under_test
 from tests.integration.test_plugins import Instances
@@ -167,6 +171,75 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             repaired = [c for c in deleted if c in auditor.files.audits
                         and not auditor.files.audits[c].ok]
             assert all(spare.chunks.has(digest_hex(c)) for c in repaired)
+
+
+async def test_the_validators_the_beacon_draws_audit_a_file_and_only_they(
+        tmp_path: Path) -> None:
+    factory = Instances(StoragePlugin)
+    settings = {"plugins.settings": {"storage": {"repair_every": 3600, "audit_every": 3600}}}
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
+                                config=settings, epoch_seconds=EPOCH_SECONDS) as net:
+            plugin = {p.ctx.peer_id: p for p in factory.made}
+            owner = net.nodes[0]
+            keeper = plugin[owner.peer_id]  # keeps the manifest: asks the drawn auditors
+            await eventually(_all_announced(keeper), timeout=60, what="every holder announced")
+            manifest = await store(owner, os.urandom(4 * K * PIECE))
+            holders = {h for found in await keeper.files.who_has(
+                [c for s in manifest.stripes for c in s.pieces]) for h in found}
+
+            def drawn_now() -> list[str] | None:
+                return keeper.auditor.drawn.drawn(manifest.cid, keeper.ctx.ledger.clock_epoch())
+            await eventually(lambda: drawn_now() is not None, timeout=60,
+                             what="a final epoch to draw the auditors from")
+            epoch = keeper.ctx.ledger.clock_epoch()
+            drawn = keeper.auditor.drawn.drawn(manifest.cid, epoch)
+            assert drawn is not None and len(drawn) == 2
+            # Every node draws the same two validators, whoever asks.
+            assert all(p.auditor.drawn.drawn(manifest.cid, epoch) == drawn
+                       for p in plugin.values())
+            others = [p for p in plugin.values() if p.ctx.peer_id not in drawn]
+
+            # A node the beacon did not draw, a past epoch or nonsense: refused, saying why.
+            asked = json.dumps({"epoch": epoch, "promises": []}).encode() + b"\n" \
+                + manifest.encode()
+            stale = json.dumps({"epoch": epoch - 3, "promises": []}).encode() + b"\n" \
+                + manifest.encode()
+            for to, data, why in [(others[0].ctx.peer_id, asked, "did not draw this node"),
+                                  (drawn[0], stale, f"epoch {epoch - 3} is not this one"),
+                                  (drawn[0], b"nonsense", "takes a JSON header line")]:
+                sender = next(p for p in plugin.values() if p.ctx.peer_id != to)
+                with pytest.raises(MeshError, match=why):
+                    await sender.ctx.request(to, AUDIT_FILE, data, timeout=30)
+
+            # The keeper's round: the drawn validators audit every holder (but
+            # themselves) and hand the promises they countersigned back to it.
+            await keeper.auditor.round(epoch)
+
+            def audited_by(p: StoragePlugin) -> set[str]:
+                pieces = {c for s in manifest.stripes for c in s.pieces}
+                return {a.holder for c, a in p.files.audits.items() if c in pieces and a.ok}
+
+            for auditor in drawn:
+                await eventually(lambda a=auditor: audited_by(plugin[a]) == holders - {a},
+                                 timeout=60, what=f"{auditor} to audit the file's holders")
+            assert all(not audited_by(p) for p in others)
+
+            def promises() -> dict[str, str]:  # holder -> who countersigned its promise
+                return {holder: accounts.peer_id_of(parse_claim(r.claim).requester)
+                        for (holder, file), r in keeper.auditor.verdicts.claims.promises.items()
+                        if file == manifest.cid and parse_claim(r.claim) is not None}
+            await eventually(lambda: set(promises()) == holders, timeout=60,
+                             what="the keeper to hold every holder to a promise")
+            assert set(promises().values()) <= set(drawn)
+
+            # Promises come back from drawn auditors only.
+            promise = next(iter(keeper.auditor.verdicts.claims.promises.values()))
+            stranger = next(p for p in others if p is not keeper)
+            with pytest.raises(MeshError, match="was not drawn to audit"):
+                await stranger.ctx.request(owner.peer_id, PROMISE,
+                                           json.dumps(report_json(promise)).encode(),
+                                           timeout=30)
 
 
 def receipt_notes(socket: Path, account: str) -> list[dict[str, str]]:

@@ -1,7 +1,9 @@
 """Proofs of storage: holders are challenged for random segments of their pieces.
 
 Each audit round (once per epoch, or every ``audit_every`` seconds when the
-node's config says so), a node audits the files it keeps a manifest of: for
+node's config says so), a file is audited by the validators the epoch's
+beacon draws for it (drawn.py): a node that keeps the file's manifest audits
+it if it was drawn, and otherwise asks those that were. An audit takes, for
 each holder of the file, one random piece it holds and one random segment of
 it. The holder answers ``AUDIT`` with the segment and its Merkle path; the
 auditor checks them against the root in the manifest (merkle.py), which
@@ -37,13 +39,14 @@ import trio
 
 from mesh_storage import merkle
 from mesh_storage.deliveries import KEEP, Deliveries
+from mesh_storage.drawn import DrawnAuditors
 from mesh_storage.erasure import piece_size
 from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
 from mesh_storage.holding import Holding
 from mesh_storage.manifest import FILE_CID, PIECE, Manifest
 from mesh_storage.pieces import CidError, digest_hex
 from mesh_storage.verdicts import Verdicts
-from meshd.plugin import Context, Event, InvalidArgument, MeshError, PeerError
+from meshd.plugin import Context, Event, InvalidArgument, MeshError, PeerError, TaskReport
 
 NO_PIECE = "holds no piece"  # the holder's own refusal (answer, below): provable
 POLL = 1.0  # seconds between looks at the epoch clock
@@ -82,7 +85,8 @@ class Auditor:
         self.every = every  # seconds; 0: once per epoch
         self.last = files.audits  # piece CID -> its last audit by this node (STATUS shows it)
         self.verdicts = Verdicts(ctx, files, self.audit_piece)
-        self.keeps = Deliveries(ctx, KEEP, accepted=self.verdicts.kept)
+        self.drawn = DrawnAuditors(ctx, holding, self.verdicts, self.audit_file)
+        self.keeps = Deliveries(ctx, KEEP, accepted=self._countersigned)
         self._paid: set[tuple[int, str, str]] = set()  # (epoch, holder, piece) countersigned
         ctx.on("AUDIT", self.answer)
 
@@ -120,12 +124,22 @@ class Auditor:
             await trio.sleep(self.every or POLL)
 
     async def round(self, epoch: int) -> None:
+        """The files this node keeps a manifest of: audited here where the beacon drew
+        this node (or where no beacon is known yet), else by the validators it drew."""
         for manifest in await trio.to_thread.run_sync(self.holding.manifests.manifests):
+            drawn = self.drawn.drawn(manifest.cid, epoch)
             try:
-                await self.audit_file(manifest, epoch)
+                if drawn is None or self.ctx.peer_id in drawn:
+                    await self.audit_file(manifest, epoch)
+                if drawn:
+                    await self.drawn.ask(manifest, epoch, drawn)
             except MeshError as exc:
                 self.ctx.log.info("audit round failed", extra={"file": manifest.cid,
                                                                "error": str(exc)})
+
+    def _countersigned(self, report: TaskReport) -> None:
+        self.verdicts.kept(report)
+        self.drawn.countersigned(report)
 
     async def audit_file(self, manifest: Manifest, epoch: int) -> None:
         """One random piece of each holder of the file, one random segment of it."""

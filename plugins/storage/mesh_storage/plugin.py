@@ -7,7 +7,8 @@ Wiring only; each part is its own module:
 * files.py: what ``meshctl storage`` asks of its own node (PUT_STRIPE,
   GET_STRIPE, PUT_MANIFEST, GET_MANIFEST, STATUS, FILES, HOLDERS, LAYOUT);
 * deliveries.py: receipts for pieces and chunks served;
-* audit.py: proofs of storage, each epoch, paid for when they pass;
+* audit.py: proofs of storage, each epoch, paid for when they pass, by
+  the validators the beacon draws (drawn.py, assignment.py);
 * verdicts.py: failed audits of promised pieces, slashed in the ledger
   (promises.py keeps the holders' promises on disk);
 * repair.py: pieces whose holders are gone, rebuilt and placed again;

@@ -71,10 +71,18 @@ class Verdicts:
         self._confirming = trio.CapacityLimiter(CONFIRMS_AT_ONCE)
         ctx.on(CONFIRM, self.confirm, timeout=CONFIRM_TIMEOUT + 5)
 
+    def offer(self, report: TaskReport) -> None:
+        """A KEEP report another auditor countersigned (drawn.py), checked as the
+        holder's: its promise if no newer one is known."""
+        key = (report.provider, file_of(report))
+        known = self.claims.promises.get(key)
+        if known is None or epoch_of(known) < epoch_of(report):
+            self.claims.add(key, report)
+
     def kept(self, report: TaskReport) -> None:
         """A KEEP report this node countersigned: the holder's latest promise."""
         try:
-            key = (report.provider, _file_of(report))
+            key = (report.provider, file_of(report))
         except (IndexError, UnicodeDecodeError):  # not an AUDIT this node asked
             return
         self.claims.add(key, report)
@@ -128,7 +136,7 @@ class Verdicts:
             asked = json.loads(event.data)
             cid, report = str(asked["piece"]), report_from_json(asked["report"])
             digest_hex(cid)
-            file = file_cid(_file_of(report).encode())
+            file = file_cid(file_of(report).encode())
         except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, CidError,
                 InvalidArgument):
             raise InvalidArgument(f"{CONFIRM} takes JSON {{piece, report}}, the report a "
@@ -172,9 +180,17 @@ class Verdicts:
                     ).encode("ascii")
 
 
-def _file_of(report: TaskReport) -> str:
+def file_of(report: TaskReport) -> str:
     """The file a KEEP report's detail (the AUDIT request) names."""
     return report.detail.split(b" ")[5].decode("ascii")
+
+
+def epoch_of(report: TaskReport) -> int:
+    """The epoch a KEEP report's detail (the AUDIT request) names; -1 if none."""
+    try:
+        return int(report.detail.split(b" ")[3])
+    except (IndexError, ValueError):
+        return -1
 
 
 def _reason(text: str) -> str:
