@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -171,6 +172,61 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             repaired = [c for c in deleted if c in auditor.files.audits
                         and not auditor.files.audits[c].ok]
             assert all(spare.chunks.has(digest_hex(c)) for c in repaired)
+
+
+async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: Path) -> None:
+    factory = Instances(StoragePlugin)
+    settings = {"plugins.settings": {"storage": {"repair_every": 3600, "audit_every": 3600}}}
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
+                                config=settings) as net:
+            plugin = {p.ctx.peer_id: p for p in factory.made}
+            owner = net.nodes[0]
+            auditor = plugin[owner.peer_id]
+            await eventually(_all_announced(auditor), timeout=60, what="every holder announced")
+            manifest = await store(owner, os.urandom(2 * K * PIECE))
+            pieces = [c for s in manifest.stripes for c in s.pieces]
+            holder = next(h for h in plugin.values() if h is not auditor
+                          and any(h.chunks.has(digest_hex(c)) for c in pieces))
+            piece = next(c for c in pieces if holder.chunks.has(digest_hex(c)))
+
+            # An honest audit passes, and the holder's KEEP is its promise.
+            passed = await auditor.auditor.audit_piece(manifest, holder.ctx.peer_id, piece, 1)
+            assert passed.ok, passed
+            promises = auditor.auditor.verdicts.claims.promises
+            await eventually(lambda: (holder.ctx.peer_id, manifest.cid) in promises,
+                             timeout=30, what="the holder's promise")
+            promise = promises[(holder.ctx.peer_id, manifest.cid)]
+
+            # A manifest with another root for the piece: the holder refuses the
+            # audit, and the refusal proves nothing.
+            s = next(i for i, st in enumerate(manifest.stripes) if piece in st.pieces)
+            stripe = manifest.stripes[s]
+            at = stripe.pieces.index(piece)
+            roots = list(stripe.roots)
+            roots[at] = "00" * 32
+            forged = dataclasses.replace(manifest, stripes=(
+                *manifest.stripes[:s], dataclasses.replace(stripe, roots=tuple(roots)),
+                *manifest.stripes[s + 1:]))
+            refused = await auditor.auditor.audit_piece(forged, holder.ctx.peer_id, piece, 2)
+            assert not refused.ok and not refused.provable, refused
+            assert "Merkle root of piece" in refused.reason and "is not this piece's" in \
+                refused.reason
+
+            # A keeper holding that forged manifest, asked to confirm a failure by
+            # an accuser, audits the holder itself: nothing to confirm.
+            colluder = next(p for p in plugin.values() if p not in (auditor, holder))
+            colluder.holding.manifests.remove(manifest.cid)
+            colluder.holding.manifests.put(manifest.cid, forged.encode())
+            colluder.files.saw(holder.ctx.peer_id, piece)
+            ask = json.dumps({"piece": piece, "report": report_json(promise)}).encode()
+            with pytest.raises(MeshError, match=r"proved nothing: .*is not this piece's"):
+                await auditor.ctx.request(colluder.ctx.peer_id, CONFIRM, ask, timeout=60)
+
+            # A root that is no root is refused with the request's shape.
+            with pytest.raises(MeshError, match="the piece's Merkle root, separated by"):
+                await auditor.ctx.request(holder.ctx.peer_id, "AUDIT", (
+                    f"{piece} 0 16384 1 100 {manifest.cid} xyz").encode(), timeout=30)
 
 
 async def test_the_validators_the_beacon_draws_audit_a_file_and_only_they(

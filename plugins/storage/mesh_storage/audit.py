@@ -24,10 +24,17 @@ within N rounds with probability 1 - (1 - p)^N.
   holder is slashed (verdicts.py).
 
 ``AUDIT``: a piece CID, a segment index, the segment size, the epoch, the
-bytes of the file the holder is audited for and the file's CID, separated
-by spaces; the
-answer is a byte (the number of path hashes), the path (32 bytes each,
-bottom first) and the segment.
+bytes of the file the holder is audited for, the file's CID and the piece's
+Merkle root (hex) in the auditor's manifest, separated by spaces; the answer
+is a byte (the number of path hashes), the path (32 bytes each, bottom
+first) and the segment. The holder first checks the root against its piece
+and refuses a wrong one, which proves nothing: a failure is then only ever
+judged against the piece's true root, so an owner and keepers who handed
+each other a forged manifest cannot have an honest holder slashed (a
+confirmer audits with its own manifest, verdicts.py). A holder that refuses
+this way escapes no more than one that stays silent (neither is slashed;
+both go unpaid and are repaired around). Requests without the root, or
+without the file, from older nodes are still answered.
 """
 
 from __future__ import annotations
@@ -94,16 +101,19 @@ class Auditor:
 
     async def answer(self, event: Event) -> bytes:
         try:
-            cid, index, segment, _epoch, held = _audit_request(event.data)
+            cid, index, segment, _epoch, held, root = _audit_request(event.data)
         except (UnicodeDecodeError, ValueError, CidError):
             raise InvalidArgument("AUDIT takes a piece CID, a segment index, a segment size, "
-                                  "an epoch, the bytes held and the file CID, separated by "
-                                  "spaces") from None
+                                  "an epoch, the bytes held, the file CID and the piece's "
+                                  "Merkle root, separated by spaces") from None
         piece = await trio.to_thread.run_sync(self.files.chunks.get, digest_hex(cid))
         if piece is None and cid in self.holding.dropped:  # not lost: its owner removed it
             raise InvalidArgument(f"this node dropped piece {cid} at its owner's request")
         if piece is None:
             raise InvalidArgument(f"this node {NO_PIECE} {cid}")
+        if root and root != await trio.to_thread.run_sync(merkle.root, piece, segment):
+            raise InvalidArgument(f"the auditor's Merkle root of piece {cid} is not this "
+                                  "piece's: its manifest is not the file's")
         try:
             proof = await trio.to_thread.run_sync(answer, piece, index, segment)
         except merkle.ProofError as exc:
@@ -180,7 +190,7 @@ class Auditor:
         record the result."""
         count = max(1, -(-size // segment))
         index = random.randrange(count)
-        ask = f"{cid} {index} {segment} {epoch} {held_bytes} {file}".encode()
+        ask = f"{cid} {index} {segment} {epoch} {held_bytes} {file} {root.hex()}".encode()
         expected = self.keeps.expect(holder, ask)
         try:
             got = await self.ctx.request(holder, "AUDIT", ask, timeout=PIECE_TIMEOUT)
@@ -203,15 +213,17 @@ class Auditor:
         return result
 
 
-def _audit_request(data: bytes) -> tuple[str, int, int, int, int]:
+def _audit_request(data: bytes) -> tuple[str, int, int, int, int, bytes]:
     fields = data.decode("ascii").split(" ")
-    if len(fields) == 5:  # from a node before the file was named: still answered
-        fields.append("")
-    cid, index, segment, epoch, held, file = fields
+    if len(fields) in (5, 6):  # from nodes before the file, then the root, was named
+        fields += [""] * (7 - len(fields))
+    cid, index, segment, epoch, held, file, root = fields
     digest_hex(cid)
-    if file and not FILE_CID.fullmatch(file):
+    if (file and not FILE_CID.fullmatch(file)) or (root and not file):
         raise ValueError("not a file CID")
+    if root and (len(root) != 2 * HASH or root != root.lower()):
+        raise ValueError("not a Merkle root")
     numbers = int(index), int(segment), int(epoch), int(held)
     if not 0 < numbers[1] <= PIECE or min(numbers) < 0 or numbers[3] < 1:
         raise ValueError("out of range")
-    return cid, *numbers
+    return cid, *numbers, bytes.fromhex(root)

@@ -80,10 +80,10 @@ def batch_asks(detail: bytes) -> list[bytes] | None:
 
 def describe(kind: str, asks: list[bytes]) -> str:
     """A receipt's note: what the requests it reports asked for, in words."""
-    if kind == KEEP:  # an AUDIT: piece, segment, size, epoch, bytes held, file
+    if kind == KEEP:  # an AUDIT: piece, segment, size, epoch, bytes held, file, root
         fields = asks[0].decode("ascii", "replace").split(" ")
-        if len(fields) == 6:
-            cid, index, _, epoch, held, file = fields
+        if len(fields) >= 6:
+            cid, index, _, epoch, held, file = fields[:6]
             return (f"passed the audit of segment {index} of piece {cid} of file {file} in "
                     f"epoch {epoch}: paid for keeping {units_of(int(held))} KiB of the file")
         return "passed an audit"
