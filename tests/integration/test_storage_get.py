@@ -153,6 +153,45 @@ async def test_holders_announce_the_file_not_each_piece_and_a_reader_finds_them_
                                          timeout=30)
 
 
+async def test_a_holder_down_during_rm_drops_the_files_pieces_once_it_is_back(
+        tmp_path: Path) -> None:
+    with trio.fail_after(240):
+        async with storage_network(tmp_path) as (net, plugin):
+            owner = net.nodes[0]
+            mine = plugin[owner.peer_id]
+            data = os.urandom(2 * K * 256 * 1024)
+            manifest = await store(owner, data)
+            pieces = [c for s in manifest.stripes for c in s.pieces]
+            down = plugin[next(h for found in await mine.files.who_has(pieces) for h in found)]
+
+            async def unreachable(event: Event) -> bytes:
+                raise Unavailable("this node is down")
+            honest = {kind: down.ctx.registered.events[kind][0] for kind in ("HAVE", "DROP_FILE")}
+            for kind in honest:
+                down.ctx.on(kind, unreachable)
+            await owner.call("storage", "REMOVE", manifest.cid.encode(), timeout=60)
+            kept = [c for c in pieces if down.chunks.has(digest_hex(c))]
+            assert kept  # it missed the removal
+            assert all(not p.chunks.has(digest_hex(c)) for p in plugin.values()
+                       if p is not down for c in pieces)
+
+            # Back: the owner's next sweep finds what it still keeps, without the operator.
+            for kind, handler in honest.items():
+                down.ctx.on(kind, handler)
+            await mine.removal.sweep()
+            assert not [c for c in pieces if down.chunks.has(digest_hex(c))]
+            assert mine.holding.removed.get(manifest.cid) is not None
+            assert mine.holding.removing.get(manifest.cid) is None
+            assert json.loads(await owner.call("storage", "FILES", b"")) == []
+
+            # The same file put again is not swept away.
+            again = await store(owner, data)
+            await mine.removal.sweep()
+            assert mine.holding.removed.get(manifest.cid) is None
+            assert sum(p.chunks.has(digest_hex(c)) for p in plugin.values()
+                       for s in again.stripes for c in s.pieces) == len(pieces)
+
+
 def failing_twice(holder: StoragePlugin, asked: Counter[str]) -> EventHandler:
     honest, peer = holder.holding.fetch_piece, holder.ctx.peer_id
 

@@ -88,6 +88,9 @@ class Holding:
         # The owner's manifests of files being removed (removal.py): out of
         # audits and repairs, kept until every holder dropped the file.
         self.removing = ManifestStore(ctx.data_dir / "removing")
+        # ... and of files removed in full, kept a while to drop what holders
+        # that were down during the removal still keep (removal.py).
+        self.removed = ManifestStore(ctx.data_dir / "removed")
         self.owners = PieceOwners(ctx.data_dir / "owners")
         self.held = HeldFiles(ctx.data_dir / "held-files")
         # A piece's bytes and its owners change together: a HOLD_PIECE racing a
@@ -322,6 +325,13 @@ class ManifestStore:
     def remove(self, cid: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self._root / cid).unlink()
+
+    def written_at(self, cid: str) -> float | None:
+        """When the manifest of ``cid`` was kept here (seconds since the epoch)."""
+        try:
+            return (self._root / cid).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def cids(self) -> list[str]:
         if not self._root.exists():

@@ -89,9 +89,9 @@ class StoragePlugin(Plugin):
         self.files = Files(ctx, self.chunks, self.holding, self.deliveries, k, n)
         self.auditor = Auditor(ctx, self.files, self.holding,
                                every=_whole(ctx.config, "audit_every", 0))
-        self.removal = Removal(ctx, self.files, self.holding)
-        self.repairer = Repairer(ctx, self.files, self.holding,
-                                 every=_whole(ctx.config, "repair_every", DEFAULT_EVERY, 1),
+        every = _whole(ctx.config, "repair_every", DEFAULT_EVERY, 1)
+        self.removal = Removal(ctx, self.files, self.holding, every=every)
+        self.repairer = Repairer(ctx, self.files, self.holding, every=every,
                                  grace=_whole(ctx.config, "repair_grace", DEFAULT_GRACE))
         ctx.on("STORE_FILE", self.store_file)
         ctx.on("RETRIEVE_FILE", self.retrieve_file)
@@ -103,6 +103,7 @@ class StoragePlugin(Plugin):
             nursery.start_soon(self.holding.announce_forever)
             nursery.start_soon(self.repairer.run_forever)
             nursery.start_soon(self.auditor.run_forever)
+            nursery.start_soon(self.removal.sweep_forever)
 
     async def store_task(self, task: TaskRequest) -> TaskResult:
         name = await self.store_file(Event(task.requester, "STORE_FILE", task.payload))

@@ -7,10 +7,16 @@ file now (HAVE) and every node the DHT names as a keeper of its manifest to
 the pieces no other owner stored too, and deletes its copy of the manifest
 (keepers then stop auditing and repairing the file). The owner's node first
 moves its manifest aside (``removing/``), so that it stops auditing and
-repairing the file too, and deletes it last, only when every node asked
-answered: a node that was unreachable keeps what it has, so ``rm`` says
-which, and running it again finishes the work. Pieces the owner's other
-files share are not dropped.
+repairing the file too. Pieces the owner's other files share are not
+dropped.
+
+A node asked that did not answer keeps what it has, so ``rm`` says which;
+running it again finishes the work, and so does the node itself: every
+``every`` seconds (the repair period) it asks again for each file being
+removed. A holder that was down during the removal answers no HAVE and is
+not asked at all, so the manifest of a file removed in full is kept
+(``removed/``) for RETAIN seconds, and each sweep drops what such a holder,
+back since, still keeps. A file put again meanwhile is not swept.
 
 The answer is JSON ``{"cid", "asked", "answered", "pieces", "manifests",
 "unreachable": [peer IDs], "removed": bool}``.
@@ -19,28 +25,36 @@ The answer is JSON ``{"cid", "asked", "answered", "pieces", "manifests",
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass, field
 
 import trio
 
 from mesh_storage.files import MAX_EVENT_TIMEOUT, PIECE_TIMEOUT, Files, operator_only
 from mesh_storage.holding import MAX_HAVE, Holding, file_cid, file_key
-from mesh_storage.manifest import ManifestError, parse_manifest
+from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
 MAX_KEEPERS = 100
 DROPS_AT_ONCE = 16
+RETAIN = 7 * 24 * 3600.0  # seconds a file removed in full is swept for holders back since
 
 
 class Removal:
-    def __init__(self, ctx: Context, files: Files, holding: Holding) -> None:
+    def __init__(self, ctx: Context, files: Files, holding: Holding, every: float) -> None:
         self.ctx = ctx
         self.files = files
         self.holding = holding
+        self.every = every
         ctx.on("REMOVE", operator_only(ctx, self.remove), timeout=MAX_EVENT_TIMEOUT)
 
     def _retire(self, cid: str, raw: bytes) -> None:
         self.holding.removing.put(cid, raw)
         self.holding.manifests.remove(cid)
+
+    def _done(self, cid: str, raw: bytes) -> None:
+        self.holding.removed.put(cid, raw)
+        self.holding.removing.remove(cid)
 
     async def remove(self, event: Event) -> bytes:
         cid = file_cid(event.data)
@@ -59,6 +73,53 @@ class Removal:
         # Being removed from here on: this node stops auditing and repairing it
         # (an audit of a piece already dropped would look like a lost piece).
         await trio.to_thread.run_sync(self._retire, cid, raw)
+        outcome = await self._drop_everywhere(manifest)
+        if outcome.removed:
+            await trio.to_thread.run_sync(self._done, cid, raw)
+        self.ctx.log.info("removed a file" if outcome.removed else "removed a file in part",
+                          extra={"file": cid, "asked": outcome.asked,
+                                 "pieces": outcome.pieces, "manifests": outcome.manifests,
+                                 "unreachable": len(outcome.unreachable)})
+        return json.dumps({"cid": cid, "asked": outcome.asked,
+                           "answered": outcome.asked - len(outcome.unreachable),
+                           "pieces": outcome.pieces, "manifests": outcome.manifests,
+                           "unreachable": sorted(outcome.unreachable),
+                           "removed": outcome.removed}).encode()
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await trio.sleep(self.every)
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """Ask again for the files being removed, and for those removed lately."""
+        for store, finished in ((self.holding.removing, False), (self.holding.removed, True)):
+            for manifest in await trio.to_thread.run_sync(store.manifests):
+                cid = manifest.cid
+                if await trio.to_thread.run_sync(self.holding.manifests.get, cid):
+                    await trio.to_thread.run_sync(store.remove, cid)  # put again since
+                    continue
+                at = await trio.to_thread.run_sync(store.written_at, cid)
+                if finished and (at is None or time.time() - at > RETAIN):
+                    await trio.to_thread.run_sync(store.remove, cid)
+                    continue
+                try:
+                    outcome = await self._drop_everywhere(manifest)
+                except MeshError as exc:  # the network is busy or split: next time
+                    self.ctx.log.info("removal sweep failed", extra={"file": cid,
+                                                                     "error": str(exc)})
+                    continue
+                if not finished and outcome.removed:
+                    await trio.to_thread.run_sync(self._done, cid, manifest.encode())
+                if outcome.pieces or outcome.manifests or (outcome.removed and not finished):
+                    self.ctx.log.info("a removal went on", extra={
+                        "file": cid, "pieces": outcome.pieces, "manifests": outcome.manifests,
+                        "removed": outcome.removed})
+
+    async def _drop_everywhere(self, manifest: Manifest) -> Dropped:
+        """DROP_FILE to every node holding a piece of ``manifest``'s file now, and every
+        keeper of its manifest the DHT names."""
+        cid = manifest.cid
         # A piece this owner's other files share stays (pieces are named by content).
         others = {c for m in await trio.to_thread.run_sync(self.holding.manifests.manifests)
                   if m.owner == self.ctx.peer_id and m.cid != cid
@@ -74,33 +135,37 @@ class Removal:
         targets.discard(self.ctx.peer_id)
         asks = [json.dumps({"file": cid, "pieces": pieces[at:at + MAX_HAVE]}).encode()
                 for at in range(0, len(pieces), MAX_HAVE)]
-        dropped, manifests, unreachable = 0, 0, []
+        outcome = Dropped(asked=len(targets))
         limit = trio.CapacityLimiter(DROPS_AT_ONCE)
 
         async def drop(peer: str) -> None:
-            nonlocal dropped, manifests
             async with limit:
                 try:
                     for ask in asks:
                         answer = json.loads(await self.ctx.request(
                             peer, "DROP_FILE", ask, timeout=PIECE_TIMEOUT))
-                        dropped += int(answer.get("pieces", 0))
-                        manifests += bool(answer.get("manifest"))
+                        outcome.pieces += int(answer.get("pieces", 0))
+                        outcome.manifests += bool(answer.get("manifest"))
                 except (MeshError, ValueError, AttributeError) as exc:
-                    unreachable.append(peer)
+                    outcome.unreachable.append(peer)
                     self.ctx.log.info("a node did not drop a removed file", extra={
                         "file": cid, "peer_id": peer, "error": str(exc)})
 
         async with trio.open_nursery() as nursery:
             for peer in sorted(targets):
                 nursery.start_soon(drop, peer)
-        removed = not unreachable
-        if removed:
-            await trio.to_thread.run_sync(self.holding.removing.remove, cid)
-        self.ctx.log.info("removed a file" if removed else "removed a file in part", extra={
-            "file": cid, "asked": len(targets), "pieces": dropped, "manifests": manifests,
-            "unreachable": len(unreachable)})
-        return json.dumps({"cid": cid, "asked": len(targets),
-                           "answered": len(targets) - len(unreachable), "pieces": dropped,
-                           "manifests": manifests, "unreachable": sorted(unreachable),
-                           "removed": removed}).encode()
+        return outcome
+
+
+@dataclass
+class Dropped:
+    """What one round of DROP_FILE asks came to."""
+
+    asked: int
+    pieces: int = 0
+    manifests: int = 0
+    unreachable: list[str] = field(default_factory=list)
+
+    @property
+    def removed(self) -> bool:
+        return not self.unreachable
