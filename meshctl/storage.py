@@ -316,7 +316,8 @@ def rm(client: MeshClient, cid: str, as_json: bool) -> None:
     Every node holding a piece of it drops its pieces (a piece another owner
     stored too stays for them) and every keeper of its manifest drops that,
     so audits and repairs of it stop. When a node cannot be reached, the
-    file stays listed here: run rm again to finish.
+    file stays listed here until it is: this node asks again by itself every
+    repair period, or run rm again to finish now.
     """
     report = json.loads(_call(client, "REMOVE", _file_cid(cid).encode()))
     emit(report, as_json, lambda r: (
@@ -325,8 +326,8 @@ def rm(client: MeshClient, cid: str, as_json: bool) -> None:
     if not report["removed"]:
         fail(f"{len(report['unreachable'])} of {report['asked']} nodes did not answer "
              f"({', '.join(report['unreachable'][:3])}); they keep what they hold of "
-             f"{report['cid']}, and this node keeps its manifest: run `meshctl storage rm "
-             f"{report['cid']}` again later")
+             f"{report['cid']}, and this node keeps its manifest and asks again every repair "
+             f"period; to finish sooner, run `meshctl storage rm {report['cid']}` again later")
 
 
 @storage.command()
