@@ -192,6 +192,30 @@ async def test_a_holder_down_during_rm_drops_the_files_pieces_once_it_is_back(
                        for s in again.stripes for c in s.pieces) == len(pieces)
 
 
+async def test_a_holder_whose_stream_failed_once_is_asked_again_when_there_is_no_spare(
+        tmp_path: Path) -> None:
+    with trio.fail_after(120):
+        async with storage_network(tmp_path) as (net, plugin):
+            owner = net.nodes[0]
+            uploader = plugin[owner.peer_id]
+            flaky = next(p for p in plugin.values() if p is not uploader).ctx.peer_id
+            request = uploader.ctx.request
+            lost: list[str] = []
+
+            async def losing_one_stream(peer: str, event: str, data: bytes = b"",
+                                        **options: Any) -> bytes:
+                if peer == flaky and event == "HOLD_PIECE" and not lost:
+                    lost.append(peer)  # as a stream that failed to open (py-libp2p)
+                    raise Unavailable("request 'HOLD_PIECE' failed: handshake write failed")
+                return await request(peer, event, data, **options)
+            uploader.ctx.request = losing_one_stream  # type: ignore[method-assign]
+            # N holders are needed, and only N other nodes exist: no spare to turn to.
+            manifest = await store(owner, os.urandom(K * 256 * 1024))
+            assert lost == [flaky]
+            assert any(plugin[flaky].chunks.has(digest_hex(c))
+                       for c in manifest.stripes[0].pieces)
+
+
 def failing_twice(holder: StoragePlugin, asked: Counter[str]) -> EventHandler:
     honest, peer = holder.holding.fetch_piece, holder.ctx.peer_id
 

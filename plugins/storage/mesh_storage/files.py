@@ -62,13 +62,21 @@ from mesh_storage.manifest import (
 )
 from mesh_storage.pieces import CidError, check_piece, digest_hex, piece_cid
 from mesh_storage.placement import Candidate, NotEnoughHolders, place, subnet
-from meshd.plugin import Context, Event, InvalidArgument, MeshError
+from meshd.plugin import (
+    Context,
+    DeadlineExceeded,
+    Event,
+    InvalidArgument,
+    MeshError,
+    PeerError,
+)
 
 MAX_EVENT_TIMEOUT = 60.0  # meshd's ceiling for a handler
 MAX_K, MAX_N = 12, 64  # a stripe (k pieces) must fit in one 4 MiB answer
 DEFAULT_K, DEFAULT_N = 4, 8
 PIECE_TIMEOUT = 20.0  # seconds for one piece to reach or come back from a holder
 PLACE_ROUNDS = 3  # placements tried for a stripe's pieces before the put fails
+PLACE_RETRY = 1.0  # seconds before a round that asks again a holder that did not answer
 FETCH_PATIENCE = 50.0  # seconds a stripe's rebuild goes on while k pieces have live holders
 FETCH_RETRY = 1.0  # seconds before the second pass over missing pieces; doubles, up to
 FETCH_RETRY_MAX = 8.0  # this
@@ -196,8 +204,11 @@ class Files:
                            ) -> dict[int, str]:
         """Pieces (by index) each on a holder of its own, never ``owner`` nor ``avoid``
         nor a node that failed a moment ago; holders that refuse are replaced, up to
-        PLACE_ROUNDS. Holders are told the pieces are of ``file`` (when given).
-        Returns the holder of each piece placed.
+        PLACE_ROUNDS. A holder that did not answer (a stream that failed to open, a
+        timeout) may be asked again in the next round, a second later: with no
+        spare node, one lost stream would otherwise fail the put. Holders are
+        told the pieces are of ``file`` (when given). Returns the holder of each
+        piece placed.
 
         With ``answered_lately``, only nodes that answered a HAVE in the last
         FAILED_FOR seconds are chosen (a dead node's provider record outlives it).
@@ -207,10 +218,14 @@ class Files:
         """
         placed: dict[int, str] = {}
         failed: dict[str, str] = {}  # holder -> why
+        refused: set[str] = set()  # said no itself (full, a bad piece): not asked again
         for round_ in range(PLACE_ROUNDS):
             todo = [i for i in pieces if i not in placed]
-            recently = {p for p in self.failed if self._failed_lately(p)}
-            excluded = set(avoid) | set(failed) | set(placed.values()) | recently | {owner}
+            unanswered = set(failed) - refused
+            if round_ and unanswered:
+                await trio.sleep(PLACE_RETRY)
+            recently = {p for p in self.failed if self._failed_lately(p)} - unanswered
+            excluded = set(avoid) | refused | set(placed.values()) | recently | {owner}
             candidates = await self.candidates(fresh=round_ > 0)
             if answered_lately:
                 now = trio.current_time()
@@ -229,6 +244,8 @@ class Files:
                     await self.ctx.request(holder, "HOLD_PIECE", data, timeout=PIECE_TIMEOUT)
                 except MeshError as exc:
                     failed[holder] = str(exc)
+                    if isinstance(exc, PeerError | DeadlineExceeded):
+                        refused.add(holder)  # said no, or too slow to wait for again
                     self.failed[holder] = trio.current_time()
                     self.ctx.log.info("a holder refused a piece", extra={
                         "peer_id": holder, "error": str(exc)})
