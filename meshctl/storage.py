@@ -334,10 +334,17 @@ def rm(client: MeshClient, cid: str, as_json: bool) -> None:
 @json_option
 @with_client
 def holders(client: MeshClient, as_json: bool) -> None:
-    """The storage nodes this node finds in the DHT, with the subnet each is in."""
+    """The storage nodes this node finds in the DHT, with the subnet each is in.
+
+    AUDITS is what this node has seen of each one's audits: passed/failed
+    (failures it proved, not silence); a node that failed lately is SHUNNED:
+    given new pieces only when no other node can take them.
+    """
     found = json.loads(_call(client, "HOLDERS", b""))
     emit(found, as_json, lambda rows: table(
-        [("PEER", "SUBNET", "CONNECTED", "LATENCY")]
+        [("PEER", "SUBNET", "CONNECTED", "LATENCY", "AUDITS")]
         + [(h["peer_id"], h["subnet"], "yes" if h["connected"] else "no",
-            "-" if h["latency_ms"] is None else f"{h['latency_ms']} ms") for h in rows])
+            "-" if h["latency_ms"] is None else f"{h['latency_ms']} ms",
+            f"{h['audits']['passed']}/{h['audits']['failed']}"
+            + (" SHUNNED" if h["audits"]["shunned"] else "")) for h in rows])
         if rows else "no storage nodes found in the DHT yet")

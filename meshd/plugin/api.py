@@ -161,8 +161,11 @@ class LedgerReader(Protocol):
         lottery for large sums.
         """
 
-    def validators(self) -> list[str]:
-        """Peer IDs of the validators of the epoch after the newest final one."""
+    def validators(self, epoch: int | None = None) -> list[str]:
+        """Peer IDs of the validators of the epoch after ``epoch`` (default: the newest
+        final one), as that epoch's settlement made them; [] when ``epoch`` is not
+        final here or too old to be held in memory. Draw from the beacon and the
+        validators of one epoch, and every node draws alike."""
 
 
 @dataclass(frozen=True)

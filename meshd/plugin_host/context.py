@@ -21,7 +21,7 @@ import trio
 
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts
-from meshcore.ledger.state import Account
+from meshcore.ledger.state import Account, Settled
 from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.ledger.queries import account_key
@@ -106,8 +106,17 @@ class PluginLedger:
         return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big") + decision.value
                               + decision.root).digest()
 
-    def validators(self) -> list[str]:
-        return [accounts.peer_id_of(key) for key, _ in self._ledger.settled.validators]
+    def validators(self, epoch: int | None = None) -> list[str]:
+        settlements = self._ledger.settlements
+        settled: Settled | None
+        if epoch is None:
+            settled = self._ledger.settled
+        elif epoch in settlements.epochs_in_memory():  # never recomputed on the loop
+            settled = settlements.at(epoch)
+        else:
+            return []
+        return [] if settled is None else [accounts.peer_id_of(key)
+                                           for key, _ in settled.validators]
 
     def _account(self, peer_id: str) -> Account:
         key = account_key(peer_id, "account") if peer_id else self._ledger.key

@@ -20,11 +20,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
 
 from meshd import errors
+
+log = logging.getLogger(__name__)
 
 MAX_NOTE = 500  # characters
 LIMIT = 100_000  # notes kept (~20 MiB at most); the oldest go first
@@ -61,12 +64,15 @@ class ReceiptNotes:
         row = json.dumps({"receipt": receipt, "plugin": plugin, "note": note}) + "\n"
         with self._lock:
             self._remember(key, plugin, note)
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            with self._path.open("a", encoding="utf-8") as out:
-                out.write(row)
-            self._lines += 1
-            if self._lines > 2 * self._limit:
-                self._rewrite()
+            try:  # a few hundred bytes: not worth a thread
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                with self._path.open("a", encoding="utf-8") as out:
+                    out.write(row)
+                self._lines += 1
+                if self._lines > 2 * self._limit:
+                    self._rewrite()
+            except OSError as exc:  # a full disk loses a note, never the receipt
+                log.warning("could not keep a receipt's note", extra={"error": str(exc)})
 
     def get(self, receipt: bytes) -> tuple[str, str] | None:
         """(plugin, note) left on ``receipt`` (its entry hash), if any."""

@@ -173,6 +173,17 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
                         and not auditor.files.audits[c].ok]
             assert all(spare.chunks.has(digest_hex(c)) for c in repaired)
 
+            # The liar lost standing with the nodes that saw it fail: `storage
+            # holders` says so, and the owner's next file goes to the others.
+            assert auditor.files.reputation.shunned(liar.ctx.peer_id)
+            standing = {h["peer_id"]: h["audits"] for h in json.loads(
+                await owner.call("storage", "HOLDERS", b"", timeout=60))}
+            assert standing[liar.ctx.peer_id]["shunned"]
+            assert standing[liar.ctx.peer_id]["failed"] >= 1
+            assert all(standing[h]["passed"] >= 1 for h in holders if h != liar.ctx.peer_id)
+            later = await store(owner, os.urandom(K * PIECE))
+            assert not any(liar.chunks.has(digest_hex(c)) for c in later.stripes[0].pieces)
+
 
 async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: Path) -> None:
     factory = Instances(StoragePlugin)
@@ -210,8 +221,15 @@ async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: 
                 *manifest.stripes[s + 1:]))
             refused = await auditor.auditor.audit_piece(forged, holder.ctx.peer_id, piece, 2)
             assert not refused.ok and not refused.provable, refused
-            assert "Merkle root of piece" in refused.reason and "is not this piece's" in \
-                refused.reason
+            assert "Merkle root or size of piece" in refused.reason
+            assert "is not this piece's" in refused.reason
+            # The true root with another stripe length (so another segment count,
+            # which an honest path would fail): refused the same way.
+            shorter = dataclasses.replace(manifest, stripes=(
+                *manifest.stripes[:s], dataclasses.replace(stripe, length=stripe.length // 4),
+                *manifest.stripes[s + 1:]))
+            refused = await auditor.auditor.audit_piece(shorter, holder.ctx.peer_id, piece, 2)
+            assert not refused.ok and not refused.provable, refused
 
             # A keeper holding that forged manifest, asked to confirm a failure by
             # an accuser, audits the holder itself: nothing to confirm.
@@ -224,7 +242,7 @@ async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: 
                 await auditor.ctx.request(colluder.ctx.peer_id, CONFIRM, ask, timeout=60)
 
             # A root that is no root is refused with the request's shape.
-            with pytest.raises(MeshError, match="the piece's Merkle root, separated by"):
+            with pytest.raises(MeshError, match="the piece's Merkle root and size, separated"):
                 await auditor.ctx.request(holder.ctx.peer_id, "AUDIT", (
                     f"{piece} 0 16384 1 100 {manifest.cid} xyz").encode(), timeout=30)
 

@@ -20,7 +20,7 @@ from mesh_storage.deliveries import (
 )
 from mesh_storage.pieces import piece_cid
 
-from meshd.plugin import MAX_REPORT_DETAIL, Event, TaskReport
+from meshd.plugin import MAX_REPORT_DETAIL, Event, PeerError, TaskReport
 
 PEER_A, PEER_B = "12D3KooW" + "A" * 44, "12D3KooW" + "B" * 44
 
@@ -111,12 +111,15 @@ def test_the_asker_countersigns_a_batch_only_of_its_own_intact_fetches_once() ->
         assert not await deliveries.check(batch(fresh, 6))  # countersigned once
         assert not any(key[1] in fresh for key in deliveries.fetches)
 
-        # A failed fetch in a batch: nothing in it is countersigned.
+        # A failed fetch in a batch: the batch is refused, and the intact
+        # delivery is left for the holder to report on its own.
         failed = [ask() for _ in range(2)]
         for data, size in zip(failed, (2048, 0), strict=True):
             fetch = deliveries.expect(PEER_A, data)
             deliveries.answered(PEER_A, data, fetch, size)
         assert not await deliveries.check(batch(failed, 2))
+        assert await deliveries.check(TaskReport(PEER_A, "RETRIEVE_FILE", failed[0], 2))
+        assert not await deliveries.check(TaskReport(PEER_A, "RETRIEVE_FILE", failed[1], 2))
 
         # Audits (KEEP) are never batched: each is one holder's promise.
         keeps = Deliveries(FakeContext(), KEEP)  # type: ignore[arg-type]
@@ -126,6 +129,29 @@ def test_the_asker_countersigns_a_batch_only_of_its_own_intact_fetches_once() ->
             keeps.answered(PEER_A, data, fetch, 1024)
         assert not await keeps.check(TaskReport(PEER_A, KEEP, batch(two, 2).detail, 2))
         assert await keeps.check(TaskReport(PEER_A, KEEP, two[0], 1))
+    run(main)
+
+
+def test_a_refused_batch_is_reported_again_one_delivery_at_a_time() -> None:
+    async def main() -> None:
+        ctx = FakeContext()
+        refusing = ctx.report_task
+
+        async def no_batches(peer: str, kind: str, detail: bytes, *, units: int,
+                             note: str = "") -> str:
+            await refusing(peer, kind, detail, units=units, note=note)
+            if detail.startswith(BATCH_MARK):  # an asker from before batches, say
+                raise PeerError("no such fetch")
+            return "receipt"
+        ctx.report_task = no_batches  # type: ignore[method-assign]
+        deliveries = Deliveries(ctx, batched=True)  # type: ignore[arg-type]
+        asks = [ask() for _ in range(3)]
+        async with trio.open_nursery() as nursery:
+            for data in asks:
+                nursery.start_soon(deliveries.report, Event(PEER_A, "FETCH_PIECE", data), 3000)
+        details = [detail for _, _, detail, _ in ctx.reported]
+        assert details[0].startswith(BATCH_MARK) and sorted(details[1:]) == sorted(asks)
+        assert [units for *_, units in ctx.reported] == [9, 3, 3, 3]
     run(main)
 
 

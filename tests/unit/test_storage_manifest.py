@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,7 @@ from mesh_storage.manifest import (
 )
 from mesh_storage.pieces import CidError, check_piece, cid_of_digest, digest_hex, piece_cid
 from mesh_storage.placement import Candidate, NotEnoughHolders, place, subnet
+from mesh_storage.reputation import SHUN_FOR, Reputation
 
 FILE = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 PIECES = tuple(piece_cid(bytes([i])) for i in range(8))
@@ -118,6 +120,36 @@ def test_the_uploader_and_failed_holders_are_never_chosen_and_preferred_keep_the
     assert "peer0" not in plan.holders
     with pytest.raises(NotEnoughHolders, match="3 holders are needed and 2 other"):
         place(pool, 3, uploader="me", avoid={"peer0", "peer1"})
+
+
+def test_shunned_holders_are_chosen_only_when_no_other_node_can_take_a_piece() -> None:
+    pool = candidates("10.0.1", "10.0.2", "10.0.3", "10.0.4")
+    for seed in range(20):
+        plan = place(pool, 3, uploader="me", shunned={"peer1"}, preferred=["peer1"],
+                     rng=random.Random(seed))
+        assert "peer1" not in plan.holders  # not even where it was preferred
+    # Four pieces, four nodes: the shunned one too, and it shares no subnet.
+    plan = place(pool, 4, uploader="me", shunned={"peer1"}, rng=random.Random(3))
+    assert set(plan.holders) == {"peer0", "peer1", "peer2", "peer3"} and plan.subnets == 4
+
+
+def test_a_holder_is_shunned_for_a_while_after_a_proven_failure_and_remembered(
+        tmp_path: Path) -> None:
+    path = tmp_path / "reputation.json"
+    seen = Reputation(path)
+    seen.record("peerA", passed=True, now=1000.0)
+    seen.record("peerB", passed=True, now=1000.0)
+    seen.record("peerB", passed=False, now=2000.0)
+    assert not seen.shunned("peerA", now=2000.0)
+    assert seen.shunned("peerB", now=2000.0 + SHUN_FOR - 1)
+    assert not seen.shunned("peerB", now=2000.0 + SHUN_FOR + 1)
+    again = Reputation(path)  # written after the failure
+    assert again.of("peerB") | {"shunned": None} == {"passed": 1, "failed": 1,
+                                                     "last_failed_at": 2000.0, "shunned": None}
+    assert again.of("never") == {"passed": 0, "failed": 0, "last_failed_at": None,
+                                 "shunned": False}
+    path.write_text("{not json")
+    assert Reputation(path).holders == {}  # a damaged file is a fresh start, not a crash
 
 
 def test_a_node_s_subnet_comes_from_its_first_routable_ip() -> None:

@@ -24,17 +24,18 @@ within N rounds with probability 1 - (1 - p)^N.
   holder is slashed (verdicts.py).
 
 ``AUDIT``: a piece CID, a segment index, the segment size, the epoch, the
-bytes of the file the holder is audited for, the file's CID and the piece's
-Merkle root (hex) in the auditor's manifest, separated by spaces; the answer
-is a byte (the number of path hashes), the path (32 bytes each, bottom
-first) and the segment. The holder first checks the root against its piece
-and refuses a wrong one, which proves nothing: a failure is then only ever
-judged against the piece's true root, so an owner and keepers who handed
-each other a forged manifest cannot have an honest holder slashed (a
-confirmer audits with its own manifest, verdicts.py). A holder that refuses
-this way escapes no more than one that stays silent (neither is slashed;
-both go unpaid and are repaired around). Requests without the root, or
-without the file, from older nodes are still answered.
+bytes of the file the holder is audited for, the file's CID, and the piece's
+Merkle root (hex) and size in bytes as the auditor's manifest has them,
+separated by spaces; the answer is a byte (the number of path hashes), the
+path (32 bytes each, bottom first) and the segment. The holder first checks
+the root and the size against its piece and refuses a wrong one, which
+proves nothing: every number the auditor checks the answer with (root,
+segment size, segment count) is then the piece's own, so a forged manifest
+(from the owner, a keeper, or whoever sent it to a drawn auditor) cannot
+have an honest holder slashed. A holder that refuses this way escapes no
+more than one that stays silent (neither is slashed; both go unpaid and are
+repaired around). Requests without the root and size, or without the file,
+from older nodes are still answered.
 """
 
 from __future__ import annotations
@@ -101,19 +102,20 @@ class Auditor:
 
     async def answer(self, event: Event) -> bytes:
         try:
-            cid, index, segment, _epoch, held, root = _audit_request(event.data)
+            cid, index, segment, _epoch, held, root, size = _audit_request(event.data)
         except (UnicodeDecodeError, ValueError, CidError):
             raise InvalidArgument("AUDIT takes a piece CID, a segment index, a segment size, "
-                                  "an epoch, the bytes held, the file CID and the piece's "
-                                  "Merkle root, separated by spaces") from None
+                                  "an epoch, the bytes held, the file CID, and the piece's "
+                                  "Merkle root and size, separated by spaces") from None
         piece = await trio.to_thread.run_sync(self.files.chunks.get, digest_hex(cid))
         if piece is None and cid in self.holding.dropped:  # not lost: its owner removed it
             raise InvalidArgument(f"this node dropped piece {cid} at its owner's request")
         if piece is None:
             raise InvalidArgument(f"this node {NO_PIECE} {cid}")
-        if root and root != await trio.to_thread.run_sync(merkle.root, piece, segment):
-            raise InvalidArgument(f"the auditor's Merkle root of piece {cid} is not this "
-                                  "piece's: its manifest is not the file's")
+        if root and (size != len(piece)
+                     or root != await trio.to_thread.run_sync(merkle.root, piece, segment)):
+            raise InvalidArgument(f"the auditor's Merkle root or size of piece {cid} is not "
+                                  "this piece's: its manifest is not the file's")
         try:
             proof = await trio.to_thread.run_sync(answer, piece, index, segment)
         except merkle.ProofError as exc:
@@ -162,8 +164,11 @@ class Auditor:
 
         async def one(holder: str, indices: list[int]) -> None:
             _, _, cid = pieces[random.choice(indices)]
+            # Each piece once: a manifest may name one piece many times, and a
+            # holder is paid for the bytes it keeps, not for how often they are named.
+            distinct = {pieces[j][2]: j for j in indices}.values()
             held_bytes = sum(piece_size(manifest.stripes[pieces[j][0]].length, manifest.k)
-                             for j in indices)
+                             for j in distinct)
             result = await self.audit_piece(manifest, holder, cid, epoch, held_bytes)
             if result.provable:  # it said HAVE yes a moment ago
                 verdicts = await self.verdicts.failed(manifest, result, cid)
@@ -190,7 +195,7 @@ class Auditor:
         record the result."""
         count = max(1, -(-size // segment))
         index = random.randrange(count)
-        ask = f"{cid} {index} {segment} {epoch} {held_bytes} {file} {root.hex()}".encode()
+        ask = f"{cid} {index} {segment} {epoch} {held_bytes} {file} {root.hex()} {size}".encode()
         expected = self.keeps.expect(holder, ask)
         try:
             got = await self.ctx.request(holder, "AUDIT", ask, timeout=PIECE_TIMEOUT)
@@ -204,6 +209,8 @@ class Auditor:
             result = Audit(epoch, holder, False, str(exc), trio.current_time(), provable)
             self.ctx.log.warning("a holder failed an audit", extra={
                 "peer_id": holder, "piece": cid, "segment": index, "error": str(exc)})
+        if result.ok or result.provable:  # silence proves nothing either way
+            self.files.reputation.record(holder, passed=result.ok)
         first_pass = result.ok and (epoch, holder, cid) not in self._paid
         if first_pass:  # paid once per epoch and piece, however often audited
             self._paid.add((epoch, holder, cid))
@@ -213,17 +220,17 @@ class Auditor:
         return result
 
 
-def _audit_request(data: bytes) -> tuple[str, int, int, int, int, bytes]:
+def _audit_request(data: bytes) -> tuple[str, int, int, int, int, bytes, int]:
     fields = data.decode("ascii").split(" ")
     if len(fields) in (5, 6):  # from nodes before the file, then the root, was named
-        fields += [""] * (7 - len(fields))
-    cid, index, segment, epoch, held, file, root = fields
+        fields += ["", "", "0"][len(fields) - 5:]
+    cid, index, segment, epoch, held, file, root, size = fields
     digest_hex(cid)
     if (file and not FILE_CID.fullmatch(file)) or (root and not file):
         raise ValueError("not a file CID")
-    if root and (len(root) != 2 * HASH or root != root.lower()):
-        raise ValueError("not a Merkle root")
+    if root and (len(root) != 2 * HASH or root != root.lower() or not 0 < int(size) <= PIECE):
+        raise ValueError("not a Merkle root and piece size")
     numbers = int(index), int(segment), int(epoch), int(held)
     if not 0 < numbers[1] <= PIECE or min(numbers) < 0 or numbers[3] < 1:
         raise ValueError("out of range")
-    return cid, *numbers, bytes.fromhex(root)
+    return cid, *numbers, bytes.fromhex(root), int(size)

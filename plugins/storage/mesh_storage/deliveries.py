@@ -51,6 +51,7 @@ class _Batch:
 
     asks: list[bytes] = field(default_factory=list)
     units: int = 0
+    each: list[int] = field(default_factory=list)  # the units of each ask
     full: trio.Event = field(default_factory=trio.Event)
 
     def detail(self) -> bytes:
@@ -142,13 +143,19 @@ class Deliveries:
         with trio.move_on_after(REPORT_WAIT):
             for fetch in known:
                 await fetch.answered.wait()
-        taken = [self.fetches.pop((report.provider, ask), None) for ask in asks]
-        if any(t is not f for t, f in zip(taken, known, strict=True)):
+        if any(self.fetches.get((report.provider, ask)) is not f
+               for ask, f in zip(asks, known, strict=True)):
             return False  # another report of one of them got there first
-        accept = all(f.units > 0 for f in known) and report.units == sum(f.units for f in known)
-        if accept and self._accepted is not None:
+        if not all(f.units > 0 for f in known) or report.units != sum(f.units for f in known):
+            # A batch with a delivery that did not check (or that this node gave
+            # up on): refused whole, and its intact deliveries are left for the
+            # holder to report one by one.
+            return False
+        for ask in asks:
+            del self.fetches[(report.provider, ask)]
+        if self._accepted is not None:
             self._accepted(report)
-        return accept
+        return True
 
     async def report(self, event: Event, size: int) -> None:
         """As the holder: report that ``event`` was answered, for ``size`` bytes (with
@@ -165,6 +172,7 @@ class Deliveries:
                 self._open[event.peer] = batch
         batch.asks.append(event.data)
         batch.units += units_of(size)
+        batch.each.append(units_of(size))
         if not first:
             return  # the batch's first report sends it
         if self.batched:
@@ -172,13 +180,21 @@ class Deliveries:
                 await batch.full.wait()
             if self._open.get(event.peer) is batch:
                 del self._open[event.peer]
+        if not await self._send(event.peer, batch) and len(batch.asks) > 1:
+            # Refused whole (one delivery the asker gave up on, or an asker from
+            # before batches): each on its own, so the intact ones are paid.
+            for ask, units in zip(batch.asks, batch.each, strict=True):
+                await self._send(event.peer, _Batch([ask], units, [units]))
+
+    async def _send(self, peer: str, batch: _Batch) -> bool:
         try:
-            receipt = await self.ctx.report_task(event.peer, self.kind, batch.detail(),
+            receipt = await self.ctx.report_task(peer, self.kind, batch.detail(),
                                                  units=batch.units,
                                                  note=describe(self.kind, batch.asks))
         except MeshError as exc:
             self.ctx.log.info("delivery not countersigned", extra={
-                "peer_id": event.peer, "error": str(exc), "deliveries": len(batch.asks)})
-            return
+                "peer_id": peer, "error": str(exc), "deliveries": len(batch.asks)})
+            return False
         self.ctx.log.debug("delivery countersigned", extra={
-            "peer_id": event.peer, "receipt": receipt, "deliveries": len(batch.asks)})
+            "peer_id": peer, "receipt": receipt, "deliveries": len(batch.asks)})
+        return True

@@ -43,7 +43,9 @@ from meshd.plugin import Context, Event, InvalidArgument, MeshError, TaskReport
 
 AUDIT_FILE, PROMISE = "AUDIT_FILE", "PROMISE"
 FILES_KEPT = 4096  # files audited for others, with the keepers that asked: newest kept
-MAX_PROMISES = 16  # handed over with one AUDIT_FILE (a holder's is ~1.5 KB)
+MAX_PROMISES = 128  # taken from one AUDIT_FILE (a holder's is ~1.5 KB; n is at most 64)
+MAX_REQUEST = (1 << 20) - 2048  # what one AUDIT_FILE may carry (meshd's request limit)
+AUDITS_AT_ONCE = 4  # drawn audits run at once; more AUDIT_FILEs are refused as busy
 
 
 class DrawnAuditors:
@@ -56,6 +58,7 @@ class DrawnAuditors:
         self.audited: set[tuple[str, int]] = set()  # (file, epoch) audited for keepers
         # file -> the keepers that asked this node to audit it, to hand promises back to
         self.askers: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
+        self._auditing = trio.CapacityLimiter(AUDITS_AT_ONCE)
         ctx.on(AUDIT_FILE, self.asked)
         ctx.on(PROMISE, self.promised)
 
@@ -65,17 +68,24 @@ class DrawnAuditors:
         if epoch < BEACON_LAG:
             return None
         beacon = self.ctx.ledger.beacon(epoch - BEACON_LAG)
-        validators = self.ctx.ledger.validators()
+        validators = self.ctx.ledger.validators(epoch - BEACON_LAG)
         if beacon is None or not validators:
             return None
         return auditors(beacon, file, validators)
 
     async def ask(self, manifest: Manifest, epoch: int, drawn: list[str]) -> None:
         """As a keeper: have the drawn auditors (other than this node) audit ``manifest``."""
-        promises = [report_json(report) for (_, file), report in
-                    self.verdicts.claims.promises.items() if file == manifest.cid]
-        header = {"epoch": epoch, "promises": promises[-MAX_PROMISES:]}
-        data = json.dumps(header).encode() + b"\n" + manifest.encode()
+        raw = manifest.encode()
+        promises: list[dict[str, object]] = []
+        room = MAX_REQUEST - len(raw) - 64
+        for (_, file), report in reversed(self.verdicts.claims.promises.items()):
+            if file == manifest.cid and len(promises) < MAX_PROMISES:
+                promise = report_json(report)
+                room -= len(json.dumps(promise)) + 2
+                if room < 0:
+                    break
+                promises.append(promise)
+        data = json.dumps({"epoch": epoch, "promises": promises}).encode() + b"\n" + raw
 
         async def one(auditor: str) -> None:
             try:
@@ -95,7 +105,7 @@ class DrawnAuditors:
         try:
             header = json.loads(head)
             epoch = header["epoch"]
-            offered = [report_from_json(r) for r in header["promises"]]
+            offered = [report_from_json(r) for r in header["promises"][:MAX_PROMISES]]
             manifest = parse_manifest(raw)
             if not newline or not isinstance(epoch, int) or isinstance(epoch, bool):
                 raise TypeError("epoch")
@@ -124,16 +134,19 @@ class DrawnAuditors:
             self.askers.popitem(last=False)
         if (manifest.cid, epoch) in self.audited:
             return b'{"auditing": false}'
+        if self._auditing.available_tokens == 0:
+            raise InvalidArgument(f"busy: {AUDITS_AT_ONCE} drawn audits are running")
         self.audited = {a for a in self.audited if a[1] >= now - 1} | {(manifest.cid, epoch)}
         self.ctx.spawn(lambda: self._audit(manifest, epoch), name="storage drawn audit")
         return b'{"auditing": true}'
 
     async def _audit(self, manifest: Manifest, epoch: int) -> None:
-        try:
-            await self._audit_file(manifest, epoch)
-        except MeshError as exc:
-            self.ctx.log.info("a drawn audit failed", extra={"file": manifest.cid,
-                                                             "error": str(exc)})
+        async with self._auditing:
+            try:
+                await self._audit_file(manifest, epoch)
+            except MeshError as exc:
+                self.ctx.log.info("a drawn audit failed", extra={"file": manifest.cid,
+                                                                 "error": str(exc)})
 
     def countersigned(self, report: TaskReport) -> None:
         """As a drawn auditor: hand a promise just countersigned to the file's keepers that
@@ -164,17 +177,18 @@ class DrawnAuditors:
         if event.peer not in (self.drawn(file, epoch) or ()):
             raise InvalidArgument(f"{event.peer} was not drawn to audit {file} in epoch "
                                   f"{epoch}")
-        self._offer(report, file)
+        if self._offer(report, file):  # a replayed promise is no second pass
+            self.verdicts.files.reputation.record(report.provider, passed=True)
         return b""
 
-    def _offer(self, report: TaskReport, file: str) -> None:
+    def _offer(self, report: TaskReport, file: str) -> bool:
         """Keep a promise another node countersigned if it is the holder's own word, of
-        ``file``, and newer than the one this node holds it to; InvalidArgument if
-        it is not the holder's word of that file."""
+        ``file``, and newer than the one this node holds it to (whether it was);
+        InvalidArgument if it is not the holder's word of that file."""
         try:
             if report.kind != KEEP or file_of(report) != file:
                 raise InvalidArgument(f"not a KEEP report of {file}")
         except (IndexError, UnicodeDecodeError):
             raise InvalidArgument("not a KEEP report: its detail is no AUDIT") from None
         self.ctx.check_report(report)  # the holder's signature over exactly this
-        self.verdicts.offer(report)
+        return self.verdicts.offer(report)

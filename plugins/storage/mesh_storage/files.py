@@ -19,7 +19,8 @@ peers are refused). docs/storage.md gives their JSON:
   one of the nodes announcing the file that says it has the piece (HAVE).
 * ``STATUS``: a file CID; which live storage nodes hold each piece (HAVE).
 * ``FILES``: the manifests this node keeps (its own files, or all).
-* ``HOLDERS``: the storage nodes the DHT knows, with their subnets.
+* ``HOLDERS``: the storage nodes the DHT knows, with their subnets and what
+  this node has seen of their audits (reputation.py).
 
 ``REMOVE`` (removal.py) is an operator event too.
 """
@@ -62,6 +63,7 @@ from mesh_storage.manifest import (
 )
 from mesh_storage.pieces import CidError, check_piece, digest_hex, piece_cid
 from mesh_storage.placement import Candidate, NotEnoughHolders, place, subnet
+from mesh_storage.reputation import Reputation
 from meshd.plugin import (
     Context,
     DeadlineExceeded,
@@ -113,6 +115,7 @@ class Files:
         self.holding = holding
         self.deliveries = deliveries
         self.default = Coding(k, n)
+        self.reputation = Reputation(ctx.data_dir / "reputation.json")
         self._candidates: tuple[float, list[Candidate]] = (0.0, [])
         # file CID -> (when, the nodes announcing they hold pieces of it)
         self._file_holders: collections.OrderedDict[str, tuple[float, list[str]]] = \
@@ -155,7 +158,8 @@ class Files:
         return _json([{"peer_id": c.peer_id, "addrs": list(c.addrs),
                        "subnet": subnet(c.addrs, c.peer_id), "connected": c.peer_id in connected,
                        "latency_ms": round(self.latency[c.peer_id] * 1000, 2)
-                       if c.peer_id in self.latency else None}
+                       if c.peer_id in self.latency else None,
+                       "audits": self.reputation.of(c.peer_id)}
                       for c in await self.candidates(fresh=True)])
 
     # --- put ----------------------------------------------------------------
@@ -172,12 +176,18 @@ class Files:
         if not 0 < len(stripe) <= coding.k * PIECE:
             raise InvalidArgument(f"a stripe of k={coding.k} is 1 to {coding.k * PIECE} bytes, "
                                   f"not {len(stripe)}")
+        if file:  # put again: no removal sweep may drop its new pieces (removal.py)
+            await trio.to_thread.run_sync(self._unremove, file)
         pieces, cids, roots = await trio.to_thread.run_sync(_code, stripe, coding)
         holders = await self._place(pieces, cids, preferred, file)
         candidates = {c.peer_id: c for c in await self.candidates()}
         subnets = {subnet(candidates[h].addrs, h) if h in candidates else h for h in holders}
         return _json({"pieces": cids, "roots": roots, "holders": holders,
                       "subnets": len(subnets)})
+
+    def _unremove(self, file: str) -> None:
+        self.holding.removing.remove(file)
+        self.holding.removed.remove(file)
 
     async def _place(self, pieces: list[bytes], cids: list[str], preferred: list[str],
                      file: str) -> list[str]:
@@ -219,13 +229,17 @@ class Files:
         placed: dict[int, str] = {}
         failed: dict[str, str] = {}  # holder -> why
         refused: set[str] = set()  # said no itself (full, a bad piece): not asked again
+        # piece -> the holder that did not answer for it: asked again for that piece
+        # only (it may have kept it: never two pieces of a stripe on one node)
+        again: dict[int, str] = {}
         for round_ in range(PLACE_ROUNDS):
             todo = [i for i in pieces if i not in placed]
-            unanswered = set(failed) - refused
-            if round_ and unanswered:
+            if round_ and again:
                 await trio.sleep(PLACE_RETRY)
-            recently = {p for p in self.failed if self._failed_lately(p)} - unanswered
+            recently = {p for p in self.failed if self._failed_lately(p)}
             excluded = set(avoid) | refused | set(placed.values()) | recently | {owner}
+            excluded -= set(again.values())  # offered back through ``preferred`` below
+            retried = set(again.values())
             candidates = await self.candidates(fresh=round_ > 0)
             if answered_lately:
                 now = trio.current_time()
@@ -235,8 +249,14 @@ class Files:
                 todo = todo[:len([c for c in candidates if c.peer_id not in excluded])]
                 if not todo:
                     break
+            wanted = [again.get(i) or (preferred[i] if i < len(preferred) else "")
+                      for i in todo]
+            if retried - set(wanted):  # a holder asked again for its own piece only
+                excluded |= retried - set(wanted)
             plan = place(candidates, len(todo), uploader=owner, avoid=excluded,
-                         preferred=[preferred[i] if i < len(preferred) else "" for i in todo])
+                         preferred=wanted,
+                         shunned=[c.peer_id for c in candidates
+                                  if self.reputation.shunned(c.peer_id)])
 
             async def send(index: int, holder: str) -> None:
                 data = f"{cids[index]} {owner} {file}".strip().encode() + b"\n" + pieces[index]
@@ -244,13 +264,17 @@ class Files:
                     await self.ctx.request(holder, "HOLD_PIECE", data, timeout=PIECE_TIMEOUT)
                 except MeshError as exc:
                     failed[holder] = str(exc)
-                    if isinstance(exc, PeerError | DeadlineExceeded):
-                        refused.add(holder)  # said no, or too slow to wait for again
+                    if isinstance(exc, PeerError | DeadlineExceeded) or index in again:
+                        refused.add(holder)  # said no, too slow, or lost twice
+                        again.pop(index, None)
+                    else:
+                        again[index] = holder
                     self.failed[holder] = trio.current_time()
                     self.ctx.log.info("a holder refused a piece", extra={
                         "peer_id": holder, "error": str(exc)})
                     return
                 placed[index] = holder
+                again.pop(index, None)
 
             async with trio.open_nursery() as nursery:
                 for index, holder in zip(todo, plan.holders, strict=True):

@@ -151,8 +151,11 @@ class Holding:
                                   f"and a piece of 1 to {PIECE} bytes")
         try:
             check_piece(cid, piece)
-            await trio.to_thread.run_sync(self._keep, piece, owner)
-            first = bool(file_text) and await trio.to_thread.run_sync(self.held.add, file_text)
+            new = await trio.to_thread.run_sync(self._keep, piece, owner)
+            # A file is recorded (and announced) with a piece new to this node
+            # only: naming endless files costs a sender a piece each, not nothing.
+            first = new and bool(file_text) \
+                and await trio.to_thread.run_sync(self.held.add, file_text)
         except CidError as exc:
             raise InvalidArgument(f"piece refused: {exc}") from None
         except StorageFull as exc:
@@ -164,12 +167,15 @@ class Holding:
             self.ctx.spawn(lambda: self._announce(piece_key(cid)), name="storage piece announce")
         return b""
 
-    def _keep(self, piece: bytes, owner: str) -> None:
+    def _keep(self, piece: bytes, owner: str) -> bool:
+        """Keep ``piece`` for ``owner``; whether this node did not hold it before."""
         with self._pieces:
             name = chunk_hash(piece)
-            if self.chunks.has(name) and not self.owners.of(name):
+            held = self.chunks.has(name)
+            if held and not self.owners.of(name):
                 self.owners.add(name, LEGACY)  # kept before owners were recorded
             self.owners.add(self.chunks.put(piece), owner)
+            return not held
 
     async def drop_file(self, event: Event) -> bytes:
         try:
@@ -200,7 +206,7 @@ class Holding:
                     if self.owners.remove(name, event.peer):
                         self.chunks.remove(name)
                         dropped.append(cid)
-            if not any(self.chunks.has(digest_hex(cid)) for cid in pieces):
+            if dropped and not any(self.chunks.has(digest_hex(cid)) for cid in pieces):
                 self.held.remove(file)  # no longer announced as held here
             return dropped, mine
 

@@ -5,7 +5,9 @@ one home router, would make one failure cost two pieces. So holders are
 chosen one per subnet (an IPv4 /24 or an IPv6 /48, from the addresses the
 DHT gives for them) while distinct subnets last, and only then from subnets
 already used; the result says how many subnets it spans, so a caller can warn.
-The uploader never holds its own pieces.
+The uploader never holds its own pieces. Holders the caller shuns (a proven
+audit failure lately, reputation.py) come last: chosen only when no other
+node can take a piece.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def subnet(addrs: Iterable[str], peer_id: str) -> str:
 
 def place(candidates: Sequence[Candidate], count: int, *, uploader: str,
           preferred: Sequence[str] = (), avoid: Iterable[str] = (),
-          rng: random.Random | None = None) -> Placement:
+          shunned: Iterable[str] = (), rng: random.Random | None = None) -> Placement:
     """``count`` distinct holders among ``candidates``.
 
     ``preferred[i]``, when it is a candidate and not avoided, holds piece i (a
@@ -72,14 +74,16 @@ def place(candidates: Sequence[Candidate], count: int, *, uploader: str,
         used_subnets.add(subnet(usable[peer_id].addrs, peer_id))
         del usable[peer_id]
 
+    last = set(shunned)
     for slot, peer_id in enumerate(preferred[:count]):
-        if peer_id in usable:
+        if peer_id in usable and peer_id not in last:
             take(slot, peer_id)
     rest = list(usable)
     (rng or random.Random()).shuffle(rest)
-    for slot in range(count):  # new subnets first, then whatever is left
+    rest.sort(key=lambda p: p in last)  # stable: still random within each group
+    for slot in range(count):  # new subnets first, then whatever is left; the shunned last
         if chosen[slot] is None:
-            fresh = next((p for p in rest if p in usable
+            fresh = next((p for p in rest if p in usable and p not in last
                           and subnet(usable[p].addrs, p) not in used_subnets), None)
             take(slot, fresh if fresh is not None else next(p for p in rest if p in usable))
     holders = tuple(p for p in chosen if p is not None)

@@ -10,7 +10,8 @@ Wiring only; each part is its own module:
 * audit.py: proofs of storage, each epoch, paid for when they pass, by
   the validators the beacon draws (drawn.py, assignment.py);
 * verdicts.py: failed audits of promised pieces, slashed in the ledger
-  (promises.py keeps the holders' promises on disk);
+  (promises.py keeps the holders' promises on disk); reputation.py: what
+  this node saw of each holder's audits, which placement heeds;
 * repair.py: pieces whose holders are gone, rebuilt and placed again;
 * removal.py: an owner's file taken out of the network (REMOVE);
 * owners.py: whom a holder keeps each piece for.

@@ -71,13 +71,15 @@ class Verdicts:
         self._confirming = trio.CapacityLimiter(CONFIRMS_AT_ONCE)
         ctx.on(CONFIRM, self.confirm, timeout=CONFIRM_TIMEOUT + 5)
 
-    def offer(self, report: TaskReport) -> None:
+    def offer(self, report: TaskReport) -> bool:
         """A KEEP report another auditor countersigned (drawn.py), checked as the
-        holder's: its promise if no newer one is known."""
+        holder's: its promise if no newer one is known (whether it is now)."""
         key = (report.provider, file_of(report))
         known = self.claims.promises.get(key)
-        if known is None or epoch_of(known) < epoch_of(report):
-            self.claims.add(key, report)
+        if known is not None and epoch_of(known) >= epoch_of(report):
+            return False
+        self.claims.add(key, report)
+        return True
 
     def kept(self, report: TaskReport) -> None:
         """A KEEP report this node countersigned: the holder's latest promise."""

@@ -1,0 +1,90 @@
+"""What this node has seen of each holder's audits: passes, proven failures, the last one.
+
+A holder that fails an audit the way only a holder without the piece fails
+(audit.py: "provable") is slashed once two nodes say so (verdicts.py); it
+also loses standing with every node that saw it fail: for SHUN_FOR seconds
+placement and repair give it new pieces only when no other node can take
+them (placement.py). Passes count from this node's own audits and from the
+promises drawn auditors hand back (drawn.py). Silence counts for nothing
+either way: an offline holder is repaired around, not shunned.
+
+On disk: ``reputation.json`` in the plugin's data directory, rewritten after
+a failure and at most every SAVE_EVERY seconds after passes, so a restart
+forgets at most a few passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mesh_storage.chunks import write_atomically
+
+SHUN_FOR = 30 * 24 * 3600.0  # seconds a proven failure keeps a holder last in line
+SAVE_EVERY = 60.0  # seconds between rewrites for passes alone
+KEPT = 100_000  # holders remembered; the least recently heard of go first
+
+
+@dataclass
+class Standing:
+    passed: int = 0
+    failed: int = 0  # proven failures (not silence)
+    failed_at: float = 0.0  # wall clock of the last one; 0: never
+    heard_at: float = 0.0
+
+
+class Reputation:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._saved_at = 0.0
+        self.holders: dict[str, Standing] = {}
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            for holder, fields in json.loads(path.read_text(encoding="utf-8")).items():
+                with contextlib.suppress(ValueError, TypeError, KeyError):  # skip a bad one
+                    self.holders[str(holder)] = Standing(
+                        int(fields["passed"]), int(fields["failed"]),
+                        float(fields["failed_at"]), float(fields["heard_at"]))
+
+    def record(self, holder: str, *, passed: bool, now: float | None = None) -> None:
+        """A pass, or a proven failure, of ``holder``."""
+        now = time.time() if now is None else now
+        with self._lock:
+            standing = self.holders.setdefault(holder, Standing())
+            standing.heard_at = now
+            if passed:
+                standing.passed += 1
+            else:
+                standing.failed += 1
+                standing.failed_at = now
+            if len(self.holders) > KEPT:
+                oldest = min(self.holders, key=lambda h: self.holders[h].heard_at)
+                del self.holders[oldest]
+            if not passed or now - self._saved_at > SAVE_EVERY:
+                self._save(now)
+
+    def shunned(self, holder: str, now: float | None = None) -> bool:
+        """Whether ``holder`` failed provably within SHUN_FOR, as this node saw."""
+        standing = self.holders.get(holder)
+        now = time.time() if now is None else now
+        return standing is not None and standing.failed_at > 0 \
+            and now - standing.failed_at < SHUN_FOR
+
+    def of(self, holder: str) -> dict[str, Any]:
+        """``holder``'s standing as JSON data (``storage holders``)."""
+        standing = self.holders.get(holder, Standing())
+        return {"passed": standing.passed, "failed": standing.failed,
+                "last_failed_at": standing.failed_at or None,
+                "shunned": self.shunned(holder)}
+
+    def _save(self, now: float) -> None:
+        # On the event loop: a table of a few thousand holders takes milliseconds.
+        data = json.dumps({h: asdict(s) for h, s in self.holders.items()}).encode()
+        with contextlib.suppress(OSError):  # a full disk loses standing, not the audit
+            write_atomically(self._path, data)
+        self._saved_at = now
