@@ -132,7 +132,7 @@ def test_the_asker_countersigns_a_batch_only_of_its_own_intact_fetches_once() ->
     run(main)
 
 
-def test_a_refused_batch_is_reported_again_one_delivery_at_a_time() -> None:
+def test_a_refused_batch_is_reported_again_in_halves_down_to_single_deliveries() -> None:
     async def main() -> None:
         ctx = FakeContext()
         refusing = ctx.report_task
@@ -150,8 +150,35 @@ def test_a_refused_batch_is_reported_again_one_delivery_at_a_time() -> None:
             for data in asks:
                 nursery.start_soon(deliveries.report, Event(PEER_A, "FETCH_PIECE", data), 3000)
         details = [detail for _, _, detail, _ in ctx.reported]
-        assert details[0].startswith(BATCH_MARK) and sorted(details[1:]) == sorted(asks)
-        assert [units for *_, units in ctx.reported] == [9, 3, 3, 3]
+        assert details[0].startswith(BATCH_MARK)  # 3, refused; then 1 and 2, refused
+        singles = [d for d in details if not d.startswith(BATCH_MARK)]
+        assert sorted(singles) == sorted(asks) and len(details) == 5
+        assert sorted(units for *_, units in ctx.reported) == [3, 3, 3, 6, 9]
+    run(main)
+
+
+def test_one_delivery_the_asker_gave_up_on_costs_a_few_receipts_not_one_each() -> None:
+    async def main() -> None:
+        ctx = FakeContext()
+        asks = [ask() for _ in range(16)]
+        bad = asks[5]  # a fetch the asker cancelled once it had enough pieces
+        accepted: list[list[bytes]] = []
+
+        async def asker(peer: str, kind: str, detail: bytes, *, units: int,
+                        note: str = "") -> str:
+            named = batch_asks(detail) or []
+            if bad in named:
+                raise PeerError("refused")
+            accepted.append(named)
+            return "receipt"
+        ctx.report_task = asker  # type: ignore[method-assign]
+        deliveries = Deliveries(ctx, batched=True)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            for data in asks:
+                nursery.start_soon(deliveries.report, Event(PEER_A, "FETCH_PIECE", data), 1024)
+        paid = [a for named in accepted for a in named]
+        assert sorted(paid) == sorted(a for a in asks if a != bad)  # each once
+        assert len(accepted) <= 4  # log2(16) halves: 8, 4, 2, 1
     run(main)
 
 

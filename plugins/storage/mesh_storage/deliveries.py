@@ -10,7 +10,8 @@ holder cannot invent deliveries or audits.
 Deliveries to one asker are reported together (``batched``): the first
 waits up to BATCH_WINDOW seconds for others, up to the size a report's
 detail may have, and one report names them all (BATCH_MARK, then each
-request's data after its length in 2 bytes), for their units' sum. A get of
+request's data after its length in 2 bytes), for their units' sum. A batch
+the asker refuses is reported again in halves, down to single deliveries. A get of
 a 100 MiB file was 400 receipts, each countersigned, gossiped and verified
 by every node: most of the holders' CPU while they served it
 (docs/performance.md). The asker countersigns a batch only if it made every
@@ -180,11 +181,19 @@ class Deliveries:
                 await batch.full.wait()
             if self._open.get(event.peer) is batch:
                 del self._open[event.peer]
-        if not await self._send(event.peer, batch) and len(batch.asks) > 1:
-            # Refused whole (one delivery the asker gave up on, or an asker from
-            # before batches): each on its own, so the intact ones are paid.
-            for ask, units in zip(batch.asks, batch.each, strict=True):
-                await self._send(event.peer, _Batch([ask], units, [units]))
+        await self._send_or_split(event.peer, batch)
+
+    async def _send_or_split(self, peer: str, batch: _Batch) -> None:
+        """Report ``batch``; if the asker refuses it (it gave up on one delivery, a
+        fetch cancelled once it had enough pieces, say; or it is from before
+        batches), report each half, and so on: the intact deliveries are paid,
+        in about 2·log2(n) receipts for one bad delivery in n, not n."""
+        if await self._send(peer, batch) or len(batch.asks) == 1:
+            return
+        half = len(batch.asks) // 2
+        for part in (slice(None, half), slice(half, None)):
+            each = batch.each[part]
+            await self._send_or_split(peer, _Batch(batch.asks[part], sum(each), each))
 
     async def _send(self, peer: str, batch: _Batch) -> bool:
         try:

@@ -377,9 +377,10 @@ class Files:
         got: dict[int, bytes] = {}
         errors: list[str] = []
         live: set[int] = set(range(coding.n))  # pieces with a live holder, as last swept
-        if any((file, i) not in self.hints for i in range(coding.n)):
+        if sum((file, i) in self.hints for i in range(coding.n)) < coding.k:
             # A file's first stripes: ask the nodes announcing the file (one DHT
-            # lookup per file) which of these pieces they hold.
+            # lookup per file) which of these pieces they hold. Later stripes
+            # follow the holders that served the same piece indices.
             await self._sweep(file, cids, got, among=await self.file_holders(file))
         with trio.move_on_after(FETCH_PATIENCE):
             for round_ in itertools.count():
