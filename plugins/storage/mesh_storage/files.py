@@ -214,9 +214,10 @@ class Files:
                            ) -> dict[int, str]:
         """Pieces (by index) each on a holder of its own, never ``owner`` nor ``avoid``
         nor a node that failed a moment ago; holders that refuse are replaced, up to
-        PLACE_ROUNDS. A holder that did not answer (a stream that failed to open, a
-        timeout) may be asked again in the next round, a second later: with no
-        spare node, one lost stream would otherwise fail the put. Holders are
+        PLACE_ROUNDS. A holder that did not answer (a stream that failed to open) is
+        asked again in the next round, a second later, when no other node is left
+        to take its piece: with no spare node, one lost stream would otherwise fail
+        the put. Holders are
         told the pieces are of ``file`` (when given). Returns the holder of each
         piece placed.
 
@@ -234,23 +235,26 @@ class Files:
         again: dict[int, str] = {}
         for round_ in range(PLACE_ROUNDS):
             todo = [i for i in pieces if i not in placed]
-            if round_ and again:
-                await trio.sleep(PLACE_RETRY)
             recently = {p for p in self.failed if self._failed_lately(p)}
             excluded = set(avoid) | refused | set(placed.values()) | recently | {owner}
-            excluded -= set(again.values())  # offered back through ``preferred`` below
-            retried = set(again.values())
             candidates = await self.candidates(fresh=round_ > 0)
             if answered_lately:
                 now = trio.current_time()
                 candidates = [c for c in candidates
                               if now - self.answered.get(c.peer_id, -FAILED_FOR) < FAILED_FOR]
+            # A holder that did not answer is asked again only when no other node
+            # is left to take its piece (then for that piece only).
+            spare = len([c for c in candidates if c.peer_id not in excluded])
+            retried = set(again.values()) if spare < len(todo) else set()
+            excluded -= retried  # offered back through ``preferred`` below
+            if retried:
+                await trio.sleep(PLACE_RETRY)
             if partial:
                 todo = todo[:len([c for c in candidates if c.peer_id not in excluded])]
                 if not todo:
                     break
-            wanted = [again.get(i) or (preferred[i] if i < len(preferred) else "")
-                      for i in todo]
+            wanted = [(again[i] if again.get(i) in retried else "")
+                      or (preferred[i] if i < len(preferred) else "") for i in todo]
             if retried - set(wanted):  # a holder asked again for its own piece only
                 excluded |= retried - set(wanted)
             plan = place(candidates, len(todo), uploader=owner, avoid=excluded,
