@@ -11,7 +11,7 @@ DEV_DIR := .mesh/testnet
 
 # First-party plugins (plugins/*/) are packages of their own, installed beside meshd
 # exactly as an operator installs a third-party plugin.
-PLUGINS := plugins/storage
+PLUGINS := plugins/storage plugins/compute
 # The external plugin example in JavaScript (Node 18+, npm): its packages, from the lock file.
 JS_EXAMPLE := plugins/examples/js-hash
 JS_STAMP := $(JS_EXAMPLE)/node_modules/.installed-stamp

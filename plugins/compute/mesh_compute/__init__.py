@@ -1,0 +1,1 @@
+"""Mesh's edge compute template (docs/compute.md)."""
