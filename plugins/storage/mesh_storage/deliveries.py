@@ -150,7 +150,7 @@ class Deliveries:
         if not all(f.units > 0 for f in known) or report.units != sum(f.units for f in known):
             # A batch with a delivery that did not check (or that this node gave
             # up on): refused whole, and its intact deliveries are left for the
-            # holder to report one by one.
+            # holder to report again, in halves.
             return False
         for ask in asks:
             del self.fetches[(report.provider, ask)]
@@ -187,7 +187,8 @@ class Deliveries:
         """Report ``batch``; if the asker refuses it (it gave up on one delivery, a
         fetch cancelled once it had enough pieces, say; or it is from before
         batches), report each half, and so on: the intact deliveries are paid,
-        in about 2·log2(n) receipts for one bad delivery in n, not n."""
+        in about log2(n) receipts (and as many refusals) for one bad delivery in
+        n, not n."""
         if await self._send(peer, batch) or len(batch.asks) == 1:
             return
         half = len(batch.asks) // 2
