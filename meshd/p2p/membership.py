@@ -408,9 +408,16 @@ class Membership:
             reason = str(exc)
         except Exception as exc:  # negotiation refused, stream reset, connection lost
             if getattr(conn, "is_closed", False):
+                log.debug("peer left during the handshake", extra={"peer_id": str(peer)})
+                if any(other is not conn and not getattr(other, "is_closed", False)
+                       for other in self._host.get_network().get_connections(peer)):
+                    # Replaced while its handshake ran: a hole punch closes the
+                    # relayed connection once the direct one is up (hole_punch.py),
+                    # and the direct one's handshake decides. Deciding here refused
+                    # a `peers connect` that succeeded (fresh-clone run 50, test_nat).
+                    return
                 # It hung up first: an AutoNAT dial-back (meshd/p2p/autonat.py)
                 # proves its point with the security handshake and leaves.
-                log.debug("peer left during the handshake", extra={"peer_id": str(peer)})
                 self._decide(str(peer), "it closed the connection during the handshake")
                 return
             reason = f"does not speak the Mesh handshake ({type(exc).__name__}: {exc})"
