@@ -59,6 +59,9 @@ class DrawnAuditors:
         # file -> the keepers that asked this node to audit it, to hand promises back to
         self.askers: collections.OrderedDict[str, set[str]] = collections.OrderedDict()
         self._auditing = trio.CapacityLimiter(AUDITS_AT_ONCE)
+        # (epoch, file -> its holders' promises, newest last): one pass over the
+        # promises an epoch, however many files this node keeps
+        self._by_file: tuple[int, dict[str, list[TaskReport]]] = (-1, {})
         ctx.on(AUDIT_FILE, self.asked)
         ctx.on(PROMISE, self.promised)
 
@@ -78,13 +81,12 @@ class DrawnAuditors:
         raw = manifest.encode()
         promises: list[dict[str, object]] = []
         room = MAX_REQUEST - len(raw) - 64
-        for (_, file), report in reversed(self.verdicts.claims.promises.items()):
-            if file == manifest.cid and len(promises) < MAX_PROMISES:
-                promise = report_json(report)
-                room -= len(json.dumps(promise)) + 2
-                if room < 0:
-                    break
-                promises.append(promise)
+        for report in reversed(self._promises_of(manifest.cid, epoch)[-MAX_PROMISES:]):
+            promise = report_json(report)
+            room -= len(json.dumps(promise)) + 2
+            if room < 0:
+                break
+            promises.append(promise)
         data = json.dumps({"epoch": epoch, "promises": promises}).encode() + b"\n" + raw
 
         async def one(auditor: str) -> None:
@@ -98,6 +100,15 @@ class DrawnAuditors:
             for auditor in drawn:
                 if auditor != self.ctx.peer_id:
                     nursery.start_soon(one, auditor)
+
+    def _promises_of(self, file: str, epoch: int) -> list[TaskReport]:
+        at, grouped = self._by_file
+        if at != epoch:
+            grouped = {}
+            for (_, of), report in self.verdicts.claims.promises.items():
+                grouped.setdefault(of, []).append(report)
+            self._by_file = (epoch, grouped)
+        return grouped.get(file, [])
 
     async def asked(self, event: Event) -> bytes:
         """As a drawn auditor: audit the file a keeper names, once this epoch."""
