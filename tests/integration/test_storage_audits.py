@@ -85,7 +85,7 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             # An honest round: every holder passes, and is paid for keeping.
             receipts_before = await trio.to_thread.run_sync(keep_receipts, owner.socket)
             await auditor.auditor.audit_file(manifest, epoch=1)
-            assert sorted(a.holder for a in auditor.files.audits.values() if a.ok) == holders
+            assert sorted({a.holder for a in auditor.files.audits.values() if a.ok}) == holders
             await eventually(lambda: _receipts(owner, receipts_before + N), timeout=30,
                              what="the owner to countersign a KEEP for each holder")
 
