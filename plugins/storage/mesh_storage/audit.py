@@ -14,9 +14,9 @@ probability p, so N audits catch it with probability at least
 
 * A pass is paid for keeping: the holder reports ``KEEP`` (detail: the
   AUDIT request, which names the epoch and the piece), for its share of the
-  KiB of the file's pieces it holds (split over the pieces challenged), and the auditor countersigns it once per epoch and
-  piece (deliveries.py): a receipt in the ledger, counted in the tasks pool
-  like any other.
+  KiB of the file's pieces it holds (split over the pieces challenged), and
+  the auditor countersigns it once per epoch and piece (deliveries.py): a
+  receipt in the ledger, counted in the tasks pool like any other.
 * A failure (no answer, no piece, a segment or path that does not check) is
   recorded with its reason; STATUS shows each piece's last audit, and
   repair treats a piece whose last audit failed as missing.
