@@ -41,6 +41,19 @@ except ImportError as missing:
         fail(f"meshctl storage needs the storage plugin's package beside meshctl "
              f"(pip install ./plugins/storage, or `make setup`): {_why}")
 
+try:  # the compute template's commands need its package (plugins/compute)
+    from meshctl.compute import compute as compute_commands
+except ImportError as missing_compute:
+    _why_compute = str(missing_compute)
+
+    @click.command("compute", context_settings={"ignore_unknown_options": True},
+                   add_help_option=False)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def compute_commands(args: tuple[str, ...]) -> None:
+        """Run WebAssembly modules on the network (its plugin's package is not installed)."""
+        fail(f"meshctl compute needs the compute plugin's package beside meshctl "
+             f"(pip install ./plugins/compute, or `make setup`): {_why_compute}")
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -99,6 +112,7 @@ cli.add_command(plugins.plugins)
 cli.add_command(tasks.tasks)
 cli.add_command(testnet.testnet)
 cli.add_command(storage_commands)
+cli.add_command(compute_commands)
 cli.add_command(completion.completion)
 
 

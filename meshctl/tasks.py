@@ -100,6 +100,8 @@ def tasks() -> None:
               show_default=True, help="Seconds per attempt.")
 @click.option("--attempts", type=click.IntRange(1, 16), default=3, show_default=True,
               help="Providers tried in turn per execution.")
+@click.option("-p", "--provider", "providers", multiple=True, metavar="PEER_ID",
+              help="Only this peer (repeatable; tried in the order given).")
 @click.option("--no-wait", is_flag=True, help="Return at once with the task ID.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the result's bytes to FILE.")
@@ -107,8 +109,8 @@ def tasks() -> None:
 @with_client
 def submit(client: MeshClient, plugin: str, kind: str, payload: str | None,
            payload_file: Path | None, redundancy: int, capabilities: tuple[str, ...],
-           task_timeout: float, attempts: int, no_wait: bool, output: Path | None,
-           as_json: bool) -> None:
+           task_timeout: float, attempts: int, providers: tuple[str, ...], no_wait: bool,
+           output: Path | None, as_json: bool) -> None:
     """Run a task of PLUGIN's KIND on the network, with PAYLOAD (text) or --file.
 
     Providers that execute KIND (and advertise every --capability) are chosen
@@ -123,7 +125,7 @@ def submit(client: MeshClient, plugin: str, kind: str, payload: str | None,
     request = tasks_pb2.SubmitTaskRequest(
         plugin=plugin, kind=kind, payload=data, redundancy=redundancy,
         capabilities=capabilities, timeout_ms=int(task_timeout * 1000), attempts=attempts,
-        wait=not no_wait)
+        providers=providers, wait=not no_wait)
     wait_for = None if no_wait else task_timeout * attempts * 2 + 30
     task = client.unary(_stub(client).SubmitTask, request, timeout=wait_for).task
     if output is not None and task.state == "done":

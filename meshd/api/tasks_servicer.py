@@ -29,7 +29,7 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
         options = TaskOptions(
             redundancy=request.redundancy or 1, capabilities=tuple(request.capabilities),
             timeout=(request.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000,
-            attempts=request.attempts or DEFAULT_ATTEMPTS)
+            attempts=request.attempts or DEFAULT_ATTEMPTS, providers=tuple(request.providers))
         record = await unary(context, self._bridge, self._router.submit, request.plugin,
                              request.kind, request.payload, options, request.wait)
         return tasks_pb2.SubmitTaskResponse(task=task_pb(record, with_result=True))

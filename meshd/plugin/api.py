@@ -132,6 +132,9 @@ class TaskOptions:
     capabilities: tuple[str, ...] = ()  # every one must be advertised by a provider
     timeout: float = 30.0  # per attempt
     attempts: int = 3  # providers tried in turn when one fails or times out
+    # Only these peers, in this order (a plugin's own choice: by price, measured
+    # capabilities or reputation); empty: any that advertises the kind.
+    providers: tuple[str, ...] = ()
 
 
 class LedgerReader(Protocol):

@@ -51,6 +51,7 @@ HISTORY = 1000  # finished tasks kept for `meshctl tasks ls|show`
 CAPS_TTL = 10.0  # seconds a peer's advertised capabilities are trusted
 CAPS_TIMEOUT = 3.0
 MAX_REDUNDANCY, MAX_ATTEMPTS = 16, 16
+MAX_NAMED = 64  # providers a submitter may name
 CONFIRMERS = 3  # nodes asked, in turn, to confirm a wrong result
 # Equally loaded providers are tried in random order (tests replace this to fix it).
 shuffle_providers: Callable[[list[str]], None] = random.shuffle
@@ -235,7 +236,9 @@ class TaskRouter:
         with record.cancel_scope:
             try:
                 pool = await self._providers(record.plugin, record.kind, options.capabilities)
-                if len(pool) < options.redundancy:
+                if options.providers:
+                    pool = _named(pool, options.providers, record)
+                elif len(pool) < options.redundancy:
                     raise errors.FailedPrecondition(
                         f"{len(pool)} connected peers execute {record.plugin}/{record.kind}"
                         f"{_with(options.capabilities)}; the task needs {options.redundancy}")
@@ -456,9 +459,23 @@ def _check(plugin: str, kind: str, payload: bytes, options: TaskOptions) -> None
         raise errors.InvalidArgument(f"redundancy must be 1 to {MAX_REDUNDANCY}")
     if not 1 <= options.attempts <= MAX_ATTEMPTS:
         raise errors.InvalidArgument(f"attempts must be 1 to {MAX_ATTEMPTS}")
+    if len(options.providers) > MAX_NAMED:
+        raise errors.InvalidArgument(f"name at most {MAX_NAMED} providers, not "
+                                     f"{len(options.providers)}")
     if not 0 < options.timeout <= MAX_TASK_TIMEOUT:
         raise errors.InvalidArgument(f"timeout must be over 0 and at most "
                                      f"{MAX_TASK_TIMEOUT:g} s")
+
+
+def _named(pool: list[str], named: tuple[str, ...], record: TaskRecord) -> list[str]:
+    """The providers the submitter named that are in ``pool``, in its order."""
+    usable = [p for p in dict.fromkeys(named) if p in pool]
+    if len(usable) < record.options.redundancy:
+        raise errors.FailedPrecondition(
+            f"{len(usable)} of the {len(set(named))} providers named are connected and "
+            f"execute {record.plugin}/{record.kind}{_with(record.options.capabilities)}; "
+            f"the task needs {record.options.redundancy}")
+    return usable
 
 
 def _with(capabilities: Iterable[str]) -> str:

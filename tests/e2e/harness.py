@@ -381,17 +381,20 @@ def start_network(workdir: Path, genesis: Path, names: Sequence[str], *,
                   started: int | None = None,
                   env: Callable[[int], dict[str, str] | None] = lambda index: None,
                   args: Sequence[str] = (),
+                  args_of: Callable[[int], Sequence[str]] = lambda index: (),
                   ) -> Iterator[list[Meshd]]:
     """A meshd per name on loopback: the first starts alone, the others
     bootstrap from it. Only the first ``started`` (all by default) are
     started; the rest are returned ready to start. ``env(i)``: node i's
-    environment; ``args``: further `meshd run` options for every node.
+    environment; ``args``: further `meshd run` options for every node,
+    ``args_of(i)``: for node i.
     Every node is killed when the block exits."""
     nodes: list[Meshd] = []
     try:
         for index, name in enumerate(names):
             bootstrap = ("--bootstrap", nodes[0].status()["listen_addrs"][0]) if nodes else ()
-            node = Meshd(workdir, name, genesis, *LOOPBACK, *bootstrap, *args, env=env(index))
+            node = Meshd(workdir, name, genesis, *LOOPBACK, *bootstrap, *args, *args_of(index),
+                         env=env(index))
             nodes.append(node)
             if started is None or index < started:
                 node.start()

@@ -139,9 +139,12 @@ def stake(node: Node, amount: int) -> None:
                                                          timeout=10)
 
 
+def bonded_of(reader: Node, account: Node) -> int:
+    """``account``'s bonded stake as ``reader`` sees it (blocking)."""
+    with grpc.insecure_channel(f"unix:{reader.socket}") as channel:
+        return int(ledger_pb2_grpc.LedgerServiceStub(channel).GetBalance(
+            ledger_pb2.GetBalanceRequest(account=account.peer_id), timeout=10).bonded)
+
+
 async def bonded(reader: Node, account: Node, amount: int) -> bool:
-    def read() -> int:
-        with grpc.insecure_channel(f"unix:{reader.socket}") as channel:
-            return int(ledger_pb2_grpc.LedgerServiceStub(channel).GetBalance(
-                ledger_pb2.GetBalanceRequest(account=account.peer_id), timeout=10).bonded)
-    return await trio.to_thread.run_sync(read) == amount
+    return await trio.to_thread.run_sync(bonded_of, reader, account) == amount

@@ -137,7 +137,17 @@ async def test_too_few_providers_fail_the_task_and_bad_requests_are_refused(
     task = await cluster.submit("digest", b"z", "x", redundancy=4)
     assert task.state == "failed"
     assert "3 connected peers execute square/digest with x; the task needs 4" in task.error
+    # Providers named by the submitter: only those, in its order; too few usable fails.
+    named = [cluster.nodes[n].peer_id for n in "cb"]
+    task = await cluster.submit("square", b"4", providers=named, attempts=2)
+    assert task.state == "done" and _attempts(cluster, task) == [("c", "done")]
+    task = await cluster.submit("square", b"4", "honest", redundancy=2,
+                                providers=[cluster.nodes[n].peer_id for n in "bd"])
+    assert task.state == "failed"
+    assert "1 of the 2 providers named are connected and execute square/square with " \
+        "honest; the task needs 2" in task.error
     for bad, message in [({"redundancy": 17}, "redundancy must be 1 to 16"),
+                         ({"providers": ["p"] * 65}, "name at most 64 providers"),
                          ({"attempts": 99}, "attempts must be 1 to 16"),
                          ({"timeout_ms": 301_000}, "at most 300 s"),
                          ({"kind": "no spaces"}, "is not a name"),

@@ -481,6 +481,7 @@ class SubmitTask(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     payload: _builtins.bytes
     redundancy: _builtins.int
@@ -491,6 +492,10 @@ class SubmitTask(_message.Message):
     """0 = 3"""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """only these peers, in this order; empty: any"""
+
     def __init__(
         self,
         *,
@@ -500,10 +505,11 @@ class SubmitTask(_message.Message):
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         timeout_ms: _builtins.int = ...,
         attempts: _builtins.int = ...,
+        providers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "kind", b"kind", "payload", b"payload", "redundancy", b"redundancy", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "kind", b"kind", "payload", b"payload", "providers", b"providers", "redundancy", b"redundancy", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

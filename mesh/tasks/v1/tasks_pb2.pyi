@@ -69,6 +69,7 @@ class SubmitTaskRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
     plugin: _builtins.str
     kind: _builtins.str
     payload: _builtins.bytes
@@ -83,6 +84,12 @@ class SubmitTaskRequest(_message.Message):
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Capabilities every provider must advertise (config tasks.capabilities)."""
 
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these peers, tried in this order (at most 64); empty: any that
+        advertises the kind, the least loaded first.
+        """
+
     def __init__(
         self,
         *,
@@ -94,10 +101,11 @@ class SubmitTaskRequest(_message.Message):
         timeout_ms: _builtins.int = ...,
         attempts: _builtins.int = ...,
         wait: _builtins.bool = ...,
+        providers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "kind", b"kind", "payload", b"payload", "plugin", b"plugin", "redundancy", b"redundancy", "timeout_ms", b"timeout_ms", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "kind", b"kind", "payload", b"payload", "plugin", b"plugin", "providers", b"providers", "redundancy", b"redundancy", "timeout_ms", b"timeout_ms", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -34,13 +34,15 @@ from dataclasses import dataclass
 
 import wasmtime
 
+from mesh_compute.runs import DEFAULT_FUEL
+
 PAGE = 65536  # bytes in a Wasm memory page
 ABI = ("memory", "alloc")  # exports every module needs, besides the function run
 
 
 @dataclass(frozen=True)
 class Limits:
-    fuel: int = 100_000_000  # per run, unless a run asks for less
+    fuel: int = DEFAULT_FUEL  # per run, unless a run asks for less
     memory_bytes: int = 64 << 20
     module_bytes: int = 4 << 20
     output_bytes: int = 4 << 20

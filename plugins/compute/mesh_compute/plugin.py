@@ -1,0 +1,230 @@
+"""The compute plugin: WebAssembly modules run for peers, as tasks of kind RUN.
+
+Wiring only; each part is its own module:
+
+* sandbox.py: wasmtime, fuel-metered and without host calls;
+* runs.py: a RUN task's payload and result as bytes;
+* offers.py: what this node offers (measured at start) and the matching of
+  a requester's requirements against peers' offers.
+
+Events:
+
+* ``OFFER`` (from any peer): this node's offer, as JSON (offers.py).
+* ``PLAN`` (from this node only: ``meshctl compute run|providers``): JSON
+  requirements ``{cores, memory_bytes, fuel, arch}``; the answer is the
+  connected peers that meet them, best first, and why each other one does
+  not: ``{"providers": [offer, ...], "excluded": {peer: why}}``. meshctl
+  then submits the task to those providers (TaskOptions.providers).
+
+Task kind ``RUN`` (docs/compute.md): the provider runs the module on the
+input with the fuel asked for; the result says what came out and what fuel
+it spent, units are thousands of fuel. A run that traps or runs out of fuel
+is a result too (paid for its fuel); a module that cannot run is refused.
+The rule a requester applies (``check_run``) checks the result's form and,
+at the network's spot-check rate, runs the module itself and compares; a
+node asked to confirm a verdict always runs it.
+
+Configuration (``ctx.config``: the genesis's settings of the plugin,
+overridden key by key by ``[plugins.settings.compute]`` in meshd's config):
+``max_fuel`` per run (default 100,000,000), ``max_memory_bytes`` of a run's
+linear memory (64 MiB), ``cores``: runs at once (default: the cores this
+process may use), ``spot_check_rate``: the share of results a requester
+re-runs itself (default 0.1; a genesis setting, so the same for every node
+unless an operator raises it).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+import wasmtime
+
+from mesh_compute.offers import Offer, Requirements, measure, offer_from_json, rank
+from mesh_compute.runs import RunFormatError, RunRequest, RunResult, parse_request, parse_result
+from mesh_compute.sandbox import Limits, ModuleRefused, OutOfFuel, Sandbox, Trapped
+from meshd.plugin import (
+    Context,
+    Event,
+    InvalidArgument,
+    MeshError,
+    Plugin,
+    TaskRequest,
+    TaskResult,
+)
+
+RUN = "RUN"
+DEFAULT_SPOT_CHECK_RATE = 0.1
+OFFER_TIMEOUT = 5.0  # seconds a peer has to answer OFFER
+OFFERS_TTL = 5.0  # seconds a peer's offer is trusted
+MODULES_KEPT = 32  # compiled modules kept, by SHA-256
+CHECKS_KEPT = 256  # this node's own results of payloads it checked, by SHA-256
+
+
+class ComputePlugin(Plugin):
+    async def init(self, ctx: Context) -> None:
+        defaults = Limits()
+        self.limits = Limits(fuel=_whole(ctx.config, "max_fuel", defaults.fuel),
+                             memory_bytes=_whole(ctx.config, "max_memory_bytes",
+                                                 defaults.memory_bytes))
+        self.spot_check_rate = _rate(ctx.config, "spot_check_rate", DEFAULT_SPOT_CHECK_RATE)
+        self.ctx = ctx
+        self.sandbox = Sandbox(self.limits)
+        self.offer = await trio.to_thread.run_sync(measure, ctx.config, self.limits)
+        self.slots = trio.CapacityLimiter(self.offer.cores)
+        self.busy = 0
+        self._modules: collections.OrderedDict[str, wasmtime.Module] = \
+            collections.OrderedDict()
+        self._checked: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        self._offers: dict[str, tuple[float, Offer | str]] = {}  # peer -> (at, offer or why)
+        ctx.log.info("compute offer measured", extra={
+            "cores": self.offer.cores, "memory_bytes": self.offer.memory_bytes,
+            "arch": self.offer.arch, "score": self.offer.score})
+        ctx.on("OFFER", self.offered)
+        ctx.on("PLAN", self.plan, timeout=2 * OFFER_TIMEOUT + 5)
+        ctx.handle_task(RUN, self.run_task, verify=self.check_run)
+
+    # --- the provider's side ------------------------------------------------
+
+    async def offered(self, event: Event) -> bytes:
+        offer = self.offer.to_json() | {"peer_id": self.ctx.peer_id, "busy": self.busy}
+        return json.dumps(offer).encode()
+
+    async def run_task(self, task: TaskRequest) -> TaskResult:
+        result = await self.execute(_request(task.payload))
+        return TaskResult(result.encode(), units=result.units)
+
+    async def execute(self, request: RunRequest) -> RunResult:
+        """Run ``request`` here; InvalidArgument if its module cannot run at all."""
+        if request.fuel > self.limits.fuel:
+            raise InvalidArgument(f"this node runs at most {self.limits.fuel} fuel, not "
+                                  f"{request.fuel}")
+        async with self.slots:
+            self.busy += 1
+            try:
+                return await trio.to_thread.run_sync(self._run, request)
+            except ModuleRefused as exc:
+                raise InvalidArgument(f"the module cannot run: {exc}") from None
+            finally:
+                self.busy -= 1
+
+    def _run(self, request: RunRequest) -> RunResult:  # in a worker thread
+        module = self._module(request)
+        try:
+            outcome = self.sandbox.run(module, request.data, fn=request.fn, fuel=request.fuel)
+        except OutOfFuel as exc:
+            return RunResult(exc.fuel_used, error="out_of_fuel", message=str(exc))
+        except Trapped as exc:
+            return RunResult(exc.fuel_used, error="trapped", message=str(exc))
+        return RunResult(outcome.fuel_used, outcome.output)
+
+    def _module(self, request: RunRequest) -> wasmtime.Module:
+        digest = request.module_digest
+        module = self._modules.get(digest)
+        if module is None:
+            module = self.sandbox.compile(request.module)
+            self._modules[digest] = module
+            while len(self._modules) > MODULES_KEPT:
+                self._modules.popitem(last=False)
+        self._modules.move_to_end(digest)
+        return module
+
+    # --- the requester's side -----------------------------------------------
+
+    async def check_run(self, task: TaskRequest, result: TaskResult) -> bool:
+        """A result of the form a RUN has, for at most the fuel asked; and, at the
+        spot-check rate (always when confirming another node's verdict), the
+        result this node gets running the module itself."""
+        request = _request(task.payload)
+        try:
+            run = parse_result(result.result)
+        except RunFormatError:
+            return False
+        if run.fuel > request.fuel or result.units != run.units \
+                or (run.error == "out_of_fuel" and run.fuel != request.fuel):
+            return False
+        confirming = task.requester != self.ctx.peer_id
+        if not confirming and random.random() >= self.spot_check_rate:
+            return True
+        return await self._own_result(task.payload, request) == result.result
+
+    async def _own_result(self, payload: bytes, request: RunRequest) -> bytes:
+        key = hashlib.sha256(payload).digest()
+        own = self._checked.get(key)
+        if own is None:
+            own = (await self.execute(request)).encode()
+            self._checked[key] = own
+            while len(self._checked) > CHECKS_KEPT:
+                self._checked.popitem(last=False)
+        return own
+
+    async def plan(self, event: Event) -> bytes:
+        if event.peer != self.ctx.peer_id:
+            raise InvalidArgument("PLAN is asked by this node's own meshctl")
+        try:
+            asked = json.loads(event.data or b"{}")
+            required = Requirements(**{k: asked.get(k, default) for k, default in
+                                       (("cores", 0), ("memory_bytes", 0), ("fuel", 0),
+                                        ("arch", ""))})
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                       for v in (required.cores, required.memory_bytes, required.fuel)) \
+                    or not isinstance(required.arch, str):
+                raise TypeError
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidArgument("PLAN takes JSON {cores, memory_bytes, fuel, arch}: whole "
+                                  "numbers and text") from None
+        offers, why = await self.offers()
+        fit, left_out = rank(offers, required)
+        return json.dumps({"providers": [o.to_json() for o in fit],
+                           "excluded": why | left_out}).encode()
+
+    async def offers(self) -> tuple[list[Offer], dict[str, str]]:
+        """Connected peers' offers (asked again after OFFERS_TTL), and why a peer has none."""
+        now = trio.current_time()
+        peers = self.ctx.peers()
+        self._offers = {p: v for p, v in self._offers.items() if p in peers}
+
+        async def ask(peer: str) -> None:
+            try:
+                raw = await self.ctx.request(peer, "OFFER", timeout=OFFER_TIMEOUT)
+                self._offers[peer] = (now, offer_from_json(peer, json.loads(raw)))
+            except MeshError as exc:
+                self._offers[peer] = (now, f"made no offer: {exc}")
+            except ValueError as exc:
+                self._offers[peer] = (now, f"made an offer that is not one: {exc}")
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                if peer not in self._offers or now - self._offers[peer][0] > OFFERS_TTL:
+                    nursery.start_soon(ask, peer)
+        offers = [v for _, v in self._offers.values() if isinstance(v, Offer)]
+        why = {p: v for p, (_, v) in self._offers.items() if isinstance(v, str)}
+        return offers, why
+
+
+def _request(payload: bytes) -> RunRequest:
+    try:
+        return parse_request(payload)
+    except RunFormatError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
+def _whole(config: Mapping[str, Any], key: str, default: int) -> int:
+    value = config.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"plugins.settings.compute {key} is a whole number of at least 1, "
+                         f"not {value!r}")
+    return value
+
+
+def _rate(config: Mapping[str, Any], key: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"plugins.settings.compute {key} is a share from 0 to 1, "
+                         f"not {value!r}")
+    return float(value)

@@ -1,0 +1,97 @@
+"""Spot checks on four real daemons in one process: a provider that lies is caught at
+the rate docs/compute.md §4 predicts, and slashed; honest results are never judged wrong."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from pathlib import Path
+
+import trio
+from mesh_compute.plugin import ComputePlugin
+from mesh_compute.runs import RunRequest, RunResult, parse_result
+
+from meshd.plugin import TaskOptions, TaskRequest, TaskResult
+from meshd.testing import eventually, open_network, plugin_under_test
+from tests.integration.test_plugins import Instances
+from tests.integration.test_task_reports import bonded, bonded_of, stake
+
+EXAMPLES = Path(__file__).parents[2] / "plugins" / "compute" / "examples"
+LIE_RATE = 0.2  # q: the share of its results the liar forges
+SPOT_CHECK_RATE = 0.5  # p: the share of results the requester runs itself
+TASKS = 120
+STAKE = 1_000_000
+
+
+class LyingComputePlugin(ComputePlugin):
+    """Runs every module, then forges the output of LIE_RATE of its results."""
+
+    lied: set[bytes] = set()  # SHA-256 of the payloads it lied about
+    rng = random.Random(20)
+
+    async def run_task(self, task: TaskRequest) -> TaskResult:
+        honest = await super().run_task(task)
+        if self.rng.random() >= LIE_RATE:
+            return honest
+        LyingComputePlugin.lied.add(hashlib.sha256(task.payload).digest())
+        run = parse_result(honest.result)
+        forged = RunResult(run.fuel, bytes(b ^ 0xFF for b in run.output))
+        return TaskResult(forged.encode(), units=forged.units)
+
+
+class Factory(Instances):
+    """The second node to start gets the liar."""
+
+    def __call__(self) -> ComputePlugin:
+        plugin = LyingComputePlugin() if len(self.made) == 1 else ComputePlugin()
+        self.made.append(plugin)
+        return plugin
+
+
+async def test_a_liar_is_caught_at_the_spot_check_rate_and_slashed(tmp_path: Path) -> None:
+    factory = Factory(ComputePlugin)
+    settings = {"plugins.settings": {"compute": {"spot_check_rate": SPOT_CHECK_RATE}}}
+    module = (EXAMPLES / "fnv1a.wat").read_bytes()
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 4, plugins=[plugin_under_test("compute", factory)],
+                                config=settings, epoch_seconds=5) as net:
+            requester, liar_node = net.nodes[0], net.nodes[1]
+            plugins = {p.ctx.peer_id: p for p in factory.made}
+            ctx = plugins[requester.peer_id].ctx
+            assert isinstance(plugins[liar_node.peer_id], LyingComputePlugin)
+            await eventually(lambda: len(ctx.peers()) == 3, timeout=30,
+                             what="the requester to see every node")
+            await trio.to_thread.run_sync(stake, liar_node, STAKE)
+            await eventually(lambda: bonded(requester, liar_node, STAKE), timeout=60,
+                             what="the liar's stake bonded")
+
+            caught, accepted_lies, judged_honest = 0, 0, 0
+            for index in range(TASKS):
+                payload = RunRequest(module, index.to_bytes(4, "big")).encode()
+                outcome = await ctx.submit_task("RUN", payload, TaskOptions(
+                    providers=(liar_node.peer_id,), attempts=1))
+                lie = hashlib.sha256(payload).digest() in LyingComputePlugin.lied
+                if outcome.state == "done":
+                    accepted_lies += lie
+                else:
+                    assert "rejected the result" in outcome.error, outcome
+                    caught += lie
+                    judged_honest += not lie
+            lies = len(LyingComputePlugin.lied)
+
+            # Never an honest result judged wrong; each lie caught with probability p.
+            assert judged_honest == 0
+            assert caught + accepted_lies == lies
+            assert lies >= 10, lies  # q = 0.2 of 120: 24 expected
+            spread = 4 * math.sqrt(lies * SPOT_CHECK_RATE * (1 - SPOT_CHECK_RATE))
+            assert abs(caught - lies * SPOT_CHECK_RATE) <= spread, (caught, lies)
+
+            # Two verdicts (the requester's, and an honest provider's that ran it
+            # itself) slash the liar once per caught result: 10 % of its stake at
+            # the settlement each (docs/ledger.md §7.2), so at least 1 - 0.9^caught.
+            most = STAKE * 0.9 ** caught + caught  # whole tokens: rounding per slash
+
+            async def slashed() -> bool:
+                return await trio.to_thread.run_sync(bonded_of, requester, liar_node) <= most
+            await eventually(slashed, timeout=90, what=f"the liar slashed for {caught} lies")

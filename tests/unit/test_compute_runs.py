@@ -1,0 +1,114 @@
+"""RUN payloads and results (mesh_compute/runs.py), offers and requirements (offers.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mesh_compute.offers import Offer, Requirements, measure, offer_from_json, rank
+from mesh_compute.runs import (
+    RunFormatError,
+    RunRequest,
+    RunResult,
+    parse_request,
+    parse_result,
+    units_of,
+)
+from mesh_compute.sandbox import Limits
+
+MODULE = b"\x00asm\x01\x00\x00\x00"
+
+
+def test_a_request_reads_back_as_written() -> None:
+    request = RunRequest(MODULE, b"input \n bytes", fn="main", fuel=1234)
+    assert parse_request(request.encode()) == request
+    assert parse_request(RunRequest(MODULE, b"").encode()).data == b""
+
+
+@pytest.mark.parametrize(("payload", "why"), [
+    (b"", "starts with a JSON header line"),
+    (b"{nope\n", "not JSON"),
+    (b"[1]\n", "not a JSON object"),
+    (b"x" * 5000 + b"\n", "starts with a JSON header line"),
+])
+def test_a_payload_without_a_header_is_refused(payload: bytes, why: str) -> None:
+    with pytest.raises(RunFormatError, match=why):
+        parse_request(payload)
+
+
+def _tampered(**changes: object) -> bytes:
+    head, _, rest = RunRequest(MODULE, b"in").encode().partition(b"\n")
+    header = json.loads(head) | changes
+    return json.dumps(header).encode() + b"\n" + rest
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"v": 2}, "version 2"),
+    ({"fn": "1run"}, "not an export name"),
+    ({"fn": "a" * 65}, "not an export name"),
+    ({"fuel": 0}, "at least 1"),
+    ({"fuel": True}, "at least 1"),
+    ({"fuel": 1.5}, "at least 1"),
+    ({"module_bytes": 0}, "does not fit"),
+    ({"module_bytes": 100}, "does not fit"),
+    ({"module": "00" * 32}, "SHA-256"),
+])
+def test_a_payload_whose_header_lies_is_refused(changes: dict[str, object], why: str) -> None:
+    with pytest.raises(RunFormatError, match=why):
+        parse_request(_tampered(**changes))
+
+
+def test_a_result_reads_back_and_a_failed_run_has_no_output() -> None:
+    for result in (RunResult(117, b"\x01\x02"), RunResult(10, error="trapped", message="x"),
+                   RunResult(5, error="out_of_fuel", message="spent all")):
+        assert parse_result(result.encode()) == result
+    assert RunResult(117, b"out").encode() == RunResult(117, b"out").encode()  # deterministic
+    with pytest.raises(RunFormatError, match="has no output"):
+        parse_result(b'{"error": "trapped", "fuel": 1, "message": ""}\nout')
+    with pytest.raises(RunFormatError, match="not one of"):
+        parse_result(b'{"error": "segfault", "fuel": 1, "message": ""}\n')
+    with pytest.raises(RunFormatError, match="not a whole number"):
+        parse_result(b'{"error": "", "fuel": -1, "message": ""}\n')
+
+
+def test_units_are_thousands_of_fuel_at_least_one() -> None:
+    assert [units_of(f) for f in (0, 1, 1000, 1001, 10**8)] == [1, 1, 1, 2, 100_000]
+
+
+def _offer(peer: str, **fields: object) -> Offer:
+    base: dict[str, object] = {"cores": 4, "memory_bytes": 64 << 20, "max_fuel": 10**8,
+                               "arch": "x86_64", "score": 100, "busy": 0}
+    return Offer(peer, **(base | fields))  # type: ignore[arg-type]
+
+
+def test_requirements_leave_out_providers_with_why_and_rank_the_rest() -> None:
+    offers = [_offer("slow", score=10), _offer("fast", score=500),
+              _offer("busy", score=900, busy=4), _offer("tiny", memory_bytes=16 << 20),
+              _offer("arm", arch="aarch64"), _offer("few", cores=1, max_fuel=1000)]
+    fit, why = rank(offers, Requirements(cores=2, memory_bytes=32 << 20, fuel=10**6,
+                                         arch="x86_64"))
+    assert [o.peer_id for o in fit] == ["fast", "slow", "busy"]
+    assert why == {"tiny": "offers 16 MiB of memory per run, not 32 MiB",
+                   "arm": "is aarch64, not x86_64", "few": "offers 1 cores, not 2"}
+    assert rank(offers, Requirements(fuel=10**6))[1] == {"few": "runs at most 1000 fuel, "
+                                                                "not 1000000"}
+
+
+def test_an_offer_from_a_peer_is_checked() -> None:
+    offer = _offer("p")
+    assert offer_from_json("p", json.loads(json.dumps(offer.to_json()))) == offer
+    for bad in ({}, {"cores": "4"}, offer.to_json() | {"cores": -1},
+                offer.to_json() | {"features": [1]}, offer.to_json() | {"busy": True}, []):
+        with pytest.raises(ValueError, match="offer"):
+            offer_from_json("p", bad)  # type: ignore[arg-type]
+
+
+def test_this_machines_offer_is_measured_and_capped_by_its_operator() -> None:
+    offer = measure({}, Limits())
+    assert offer.cores >= 1 and offer.score > 1_000_000 and offer.max_fuel == Limits().fuel
+    assert measure({"cores": 1}, Limits(memory_bytes=1 << 20)).cores == 1
+    assert measure({}, Limits(memory_bytes=1 << 20)).memory_bytes == 1 << 20
+    assert measure({}, Limits(fuel=1000)).max_fuel == 1000  # the benchmark needs more: its own
+    assert measure({"cores": 4096}, Limits()).cores == offer.cores  # never more than it has
+    with pytest.raises(ValueError, match="cores is a whole number"):
+        measure({"cores": 0}, Limits())
