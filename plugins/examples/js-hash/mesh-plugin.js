@@ -103,6 +103,7 @@ class MeshPlugin {
         capabilities: options.capabilities || [],
         timeout_ms: options.timeoutMs || 0,
         attempts: options.attempts || 0,
+        providers: options.providers || [],
       },
     }).then((result) => result.outcome);
   }
