@@ -35,6 +35,7 @@ from meshctl.tasks import MAX_TIMEOUT, task_to_dict
 
 PLUGIN, KIND = "compute", "RUN"
 PLAN_TIMEOUT = 20.0
+MAX_PRICE = 1 << 62  # what `providers` offers, to list every provider whatever its price
 SIZE = re.compile(r"(\d+)\s*(|k|kib|m|mib|g|gib)", re.IGNORECASE)
 UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30,
          "gib": 1 << 30}
@@ -103,6 +104,9 @@ def compute() -> None:
               help="Only providers that give a run this much memory (e.g. 256MiB).")
 @click.option("--arch", default="", help="Only providers of this architecture (x86_64, "
                                           "aarch64).")
+@click.option("--max-price", type=click.IntRange(0), default=0,
+              help="Pay each provider at most this (base units); K times it is locked from "
+                   "this node's balance first. 0: only providers that run modules for free.")
 @click.option("--task-timeout", type=click.FloatRange(0.001, MAX_TIMEOUT), default=30.0,
               show_default=True, help="Seconds per attempt.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -110,8 +114,8 @@ def compute() -> None:
 @json_option
 @with_client
 def run(client: MeshClient, module: Path, input_file: Any, fn: str, fuel: int,
-        redundancy: int, cores: int, min_memory: int, arch: str, task_timeout: float,
-        output: Path | None, as_json: bool) -> None:
+        redundancy: int, cores: int, min_memory: int, arch: str, max_price: int,
+        task_timeout: float, output: Path | None, as_json: bool) -> None:
     """Run MODULE (.wasm, or WebAssembly text .wat) on --input with the network's providers.
 
     The output goes to standard output (or -o FILE), what ran where and the
@@ -136,7 +140,7 @@ def run(client: MeshClient, module: Path, input_file: Any, fn: str, fuel: int,
         fail(f"the module and its input are {len(payload)} bytes with their header; a task "
              f"carries at most {MAX_PAYLOAD}", EXIT_INVALID)
     plan = _plan(client, {"cores": cores, "memory_bytes": min_memory, "fuel": fuel,
-                          "arch": arch})
+                          "arch": arch, "max_price": max_price})
     providers = [p["peer_id"] for p in plan["providers"]]
     if len(providers) < redundancy:
         why = "; ".join(f"{peer[-8:]} {reason}" for peer, reason in
@@ -145,7 +149,8 @@ def run(client: MeshClient, module: Path, input_file: Any, fn: str, fuel: int,
              f"needed: {why}")
     request = tasks_pb2.SubmitTaskRequest(
         plugin=PLUGIN, kind=KIND, payload=payload, redundancy=redundancy,
-        timeout_ms=int(task_timeout * 1000), providers=providers, wait=True)
+        timeout_ms=int(task_timeout * 1000), providers=providers, wait=True,
+        max_price=str(max_price) if max_price else "")
     task = client.unary(_tasks(client).SubmitTask, request,
                         timeout=task_timeout * 3 * 2 + 30).task
     shown = run_to_dict(task)
@@ -169,26 +174,33 @@ def run(client: MeshClient, module: Path, input_file: Any, fn: str, fuel: int,
 def _summary(t: dict[str, Any]) -> str:
     ran = t["run"]
     where = ", ".join(p[-8:] for p in t["providers"])
+    prices = [int(a["price"]) for a in t["attempts"] if a["state"] == "done"]
+    paid = (f"; paying {' + '.join(map(str, prices))} = {sum(prices)} out of the lock of "
+            f"{int(t['max_price']) * t['redundancy']} when the receipts settle (the rest "
+            f"comes back)" if t["lock"] else "")
     if ran["error"]:
         return (f"task {t['task_id'][:16]}: {ran['message']} on {len(t['providers'])} "
-                f"providers ({where}); {ran['fuel']} fuel spent")
+                f"providers ({where}); {ran['fuel']} fuel spent{paid}")
     return (f"task {t['task_id'][:16]}: {ran['output_bytes']} bytes out, {ran['fuel']} fuel, "
-            f"on {len(t['providers'])} providers ({where})")
+            f"on {len(t['providers'])} providers ({where}){paid}")
 
 
 @compute.command()
 @json_option
 @with_client
 def providers(client: MeshClient, as_json: bool) -> None:
-    """List the connected peers that run modules: what each offers, measured at its start."""
-    plan = _plan(client, {})
+    """List the connected peers that run modules: what each offers, measured at its start,
+    and its price."""
+    plan = _plan(client, {"max_price": MAX_PRICE})
     emit(plan, as_json, _providers_text)
 
 
 def _providers_text(plan: dict[str, Any]) -> str:
-    rows = [("PEER", "CORES", "MEMORY/RUN", "MAX FUEL", "ARCH", "SCORE (Mfuel/s)", "BUSY")]
+    rows = [("PEER", "CORES", "MEMORY/RUN", "MAX FUEL", "ARCH", "SCORE (Mfuel/s)", "BUSY",
+             "PRICE/Mfuel", "START FEE")]
     rows += [(p["peer_id"], str(p["cores"]), f"{p['memory_bytes'] >> 20} MiB",
-              str(p["max_fuel"]), p["arch"], f"{p['score'] / 1e6:.0f}", str(p["busy"]))
+              str(p["max_fuel"]), p["arch"], f"{p['score'] / 1e6:.0f}", str(p["busy"]),
+              str(p["price_per_mfuel"]), str(p["start_fee"]))
              for p in plan["providers"]]
     text = table(rows) if plan["providers"] else "no connected peer runs modules"
     if plan["excluded"]:
@@ -248,14 +260,17 @@ def _run_details(t: dict[str, Any]) -> str:
         ("Task", t["task_id"]), ("State", t["state"] + (f": {t['error']}" if t["error"] else "")),
         ("Redundancy", t["redundancy"]), ("Providers", t["providers"] or "-"),
         ("Submitted", t["submitted_at"]), ("Finished", t["finished_at"] or "-")]
+    if t["lock"]:
+        rows.append(("Paid", f"at most {t['max_price']} per provider, out of lock "
+                             f"{t['lock'][:16]}"))
     if ran is not None:
         rows += [("Fuel", ran["fuel"]), ("Outcome", ran["message"] or
                                          f"{ran['output_bytes']} bytes out")]
     text = fields(rows)
     if t["attempts"]:
-        lines = [("PROVIDER", "STATE", "UNITS", "RECEIPT", "ERROR")]
-        lines += [(a["provider"], a["state"], str(a["units"]), a["receipt"][:16] or "-",
-                   a["error"] or "-") for a in t["attempts"]]
+        lines = [("PROVIDER", "STATE", "UNITS", "PRICE", "RECEIPT", "ERROR")]
+        lines += [(a["provider"], a["state"], str(a["units"]), a["price"],
+                   a["receipt"][:16] or "-", a["error"] or "-") for a in t["attempts"]]
         text += "\n\n" + table(lines)
     return text
 

@@ -29,11 +29,13 @@ def task_to_dict(task: tasks_pb2.Task) -> dict[str, Any]:
         "finished_at": timestamp_text(task.finished_at),
         "result_base64": base64.b64encode(task.result).decode("ascii"),
         "providers": list(task.providers),
+        "max_price": task.max_price or "0", "lock": task.lock,
         "attempts": [{"provider": a.provider, "state": a.state, "error": a.error,
                       "result_digest": a.result_digest, "units": a.units,
                       "started_at": timestamp_text(a.started_at),
                       "finished_at": timestamp_text(a.finished_at),
-                      "receipt": a.receipt, "verdicts": list(a.verdicts)}
+                      "receipt": a.receipt, "verdicts": list(a.verdicts),
+                      "price": a.price or "0"}
                      for a in task.attempts],
     }
 
@@ -56,13 +58,17 @@ def _details(t: dict[str, Any]) -> str:
         ("Submitted", t["submitted_at"]), ("Finished", t["finished_at"] or "-"),
         ("Providers", t["providers"] or "-"),
     ]
+    if t["lock"]:
+        rows.append(("Paid", f"at most {t['max_price']} per execution, out of lock "
+                             f"{t['lock'][:16]}"))
     if t["state"] == "done":
         rows.append(("Result", _result_text(t)))
     text = fields(rows)
     if t["attempts"]:
-        lines = [("PROVIDER", "STATE", "UNITS", "RECEIPT", "VERDICTS", "ERROR")]
-        lines += [(a["provider"], a["state"], str(a["units"]), a["receipt"][:16] or "-",
-                   str(len(a["verdicts"])), a["error"] or "-") for a in t["attempts"]]
+        lines = [("PROVIDER", "STATE", "UNITS", "PRICE", "RECEIPT", "VERDICTS", "ERROR")]
+        lines += [(a["provider"], a["state"], str(a["units"]), a["price"],
+                   a["receipt"][:16] or "-", str(len(a["verdicts"])), a["error"] or "-")
+                  for a in t["attempts"]]
         text += "\n\n" + table(lines)
     return text
 
@@ -102,6 +108,8 @@ def tasks() -> None:
               help="Providers tried in turn per execution.")
 @click.option("-p", "--provider", "providers", multiple=True, metavar="PEER_ID",
               help="Only this peer (repeatable; tried in the order given).")
+@click.option("--max-price", type=click.IntRange(0), default=0,
+              help="A paid task: pay each execution at most this (base units), locked first.")
 @click.option("--no-wait", is_flag=True, help="Return at once with the task ID.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the result's bytes to FILE.")
@@ -109,8 +117,8 @@ def tasks() -> None:
 @with_client
 def submit(client: MeshClient, plugin: str, kind: str, payload: str | None,
            payload_file: Path | None, redundancy: int, capabilities: tuple[str, ...],
-           task_timeout: float, attempts: int, providers: tuple[str, ...], no_wait: bool,
-           output: Path | None, as_json: bool) -> None:
+           task_timeout: float, attempts: int, providers: tuple[str, ...], max_price: int,
+           no_wait: bool, output: Path | None, as_json: bool) -> None:
     """Run a task of PLUGIN's KIND on the network, with PAYLOAD (text) or --file.
 
     Providers that execute KIND (and advertise every --capability) are chosen
@@ -125,7 +133,7 @@ def submit(client: MeshClient, plugin: str, kind: str, payload: str | None,
     request = tasks_pb2.SubmitTaskRequest(
         plugin=plugin, kind=kind, payload=data, redundancy=redundancy,
         capabilities=capabilities, timeout_ms=int(task_timeout * 1000), attempts=attempts,
-        providers=providers, wait=not no_wait)
+        providers=providers, wait=not no_wait, max_price=str(max_price) if max_price else "")
     wait_for = None if no_wait else task_timeout * attempts * 2 + 30
     task = client.unary(_stub(client).SubmitTask, request, timeout=wait_for).task
     if output is not None and task.state == "done":

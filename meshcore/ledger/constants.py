@@ -25,6 +25,7 @@ MAX_UNITS_PER_RECEIPT = 1_000_000
 REQUESTER_UNITS_CAP = 10_000_000
 VERIFY_QUORUM = 2
 SLASH_EQUIVOCATION_BPS = 5000
+ESCROW_MAX_EPOCHS = 8  # a lock returns what is left at most this many epochs after its own
 BPS = 10_000
 
 

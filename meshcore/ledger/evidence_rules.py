@@ -137,6 +137,10 @@ def _claim_problem(item: Verified, raw_claim: bytes, signature: bytes, network_i
         return "claim units must be at least 1"
     if len(claim.result_digest) != HASH_BYTES:
         return "claim result_digest is not 32 bytes"
+    if claim.escrow and len(claim.escrow) != HASH_BYTES:
+        return "claim escrow is not a 32-byte task ID"
+    if bool(claim.escrow) != bool(claim.price):
+        return "a claim names a price and an escrow, or neither"
     if receipt:
         if claim.requester != item.author:
             return "a receipt's claim must name its author as requester"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meshcore.ledger import accounts
-from meshcore.ledger.record import Evidence, Ignored, RewardLine, Slash
+from meshcore.ledger.record import Evidence, Ignored, Payment, Refund, RewardLine, Slash
 from meshcore.ledger.state import Settled
 
 _Show = Callable[[bytes], str]
@@ -46,6 +46,10 @@ def explain_json(settled: Settled, account: bytes | None = None) -> dict[str, An
                   if account is None or line.account == account],
         "slashes": [_slash_json(s) for s in record.slashes
                     if account is None or s.offender == account],
+        "payments": [_payment_json(p) for p in record.payments
+                     if account is None or account in (p.requester, p.provider)],
+        "refunds": [_refund_json(r) for r in record.refunds
+                    if account is None or r.requester == account],
     }
 
 
@@ -92,6 +96,13 @@ def explain_lines(settled: Settled, account: bytes | None = None, *,
     for slash in record.slashes:
         if account is None or slash.offender == account:
             out.append(_slash_text(slash, peer, digest))
+    for payment in record.payments:
+        if account is None or account in (payment.requester, payment.provider):
+            out.append(_payment_text(payment, peer, digest))
+    for refunded in record.refunds:
+        if account is None or refunded.requester == account:
+            out.append(f"refund  {peer(refunded.requester)}  {refunded.amount} left of the "
+                       f"lock of task {digest(refunded.task)}, returned at its end")
     if record.pools:
         out.append("not minted: " + ", ".join(
             f"{p.pool} {p.not_minted}" + (" (no points)" if not p.points else "")
@@ -112,6 +123,24 @@ def _slash_text(slash: Slash, peer: _Show, digest: _Show) -> str:
                          f"{', '.join(digest(h) for h in o.evidence)})" for o in slash.offences)
     return (f"penalty {peer(slash.offender)}  {offences}: slashed {slash.slashed} of "
             f"{slash.stake}" + (", jailed" if slash.jailed else ""))
+
+
+def _payment_text(p: Payment, peer: _Show, digest: _Show) -> str:
+    why = f" ({p.reason})" if p.reason else ""
+    return (f"market  {peer(p.provider)}  paid {p.paid} of its price {p.price}{why} by "
+            f"{peer(p.requester)} from the lock of task {digest(p.task)} "
+            f"(receipt {digest(p.receipt)})")
+
+
+def _payment_json(p: Payment) -> dict[str, Any]:
+    return {"receipt": p.receipt.hex(), "requester": accounts.peer_id_of(p.requester),
+            "task": p.task.hex(), "provider": accounts.peer_id_of(p.provider),
+            "price": p.price, "paid": p.paid, "reason": p.reason}
+
+
+def _refund_json(r: Refund) -> dict[str, Any]:
+    return {"requester": accounts.peer_id_of(r.requester), "task": r.task.hex(),
+            "amount": r.amount}
 
 
 def _line_json(line: RewardLine) -> dict[str, Any]:

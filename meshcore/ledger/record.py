@@ -87,6 +87,28 @@ class Slash:
 
 
 @dataclass(frozen=True)
+class Payment:
+    """A provider paid out of a requester's lock for a receipt (docs/ledger.md §12)."""
+
+    receipt: bytes  # the task_receipt entry's hash
+    requester: bytes
+    task: bytes  # the lock's task (base_id)
+    provider: bytes
+    price: int  # what the claim asked
+    paid: int  # what it got: the price, or what was left of the lock
+    reason: str = ""  # why less than the price, if it was
+
+
+@dataclass(frozen=True)
+class Refund:
+    """What was left of a lock, returned to its requester at the lock's end."""
+
+    requester: bytes
+    task: bytes
+    amount: int
+
+
+@dataclass(frozen=True)
 class Record:
     """Everything Settle(E) minted and slashed, and why."""
 
@@ -95,6 +117,8 @@ class Record:
     pools: tuple[PoolTotal, ...] = ()
     lines: tuple[RewardLine, ...] = ()  # ascending (pool byte, account)
     slashes: tuple[Slash, ...] = ()  # ascending offender
+    payments: tuple[Payment, ...] = ()  # ascending receipt hash (not in the reward digest:
+    refunds: tuple[Refund, ...] = ()  # the accounts they change are in the state root)
 
     @property
     def minted(self) -> int:

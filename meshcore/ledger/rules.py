@@ -21,7 +21,8 @@ from typing import Protocol
 
 from meshcore.governance.rules import proposal_problem, vote_problem
 from meshcore.ledger.consensus_rules import ConsensusPast, consensus_problem
-from meshcore.ledger.entry import KEY_BYTES, EntryError, Verified
+from meshcore.ledger.constants import ESCROW_MAX_EPOCHS
+from meshcore.ledger.entry import HASH_BYTES, KEY_BYTES, EntryError, Verified
 from meshcore.ledger.evidence_rules import EVIDENCE_KINDS, evidence_problem
 from meshcore.ledger.state import Settled
 
@@ -29,7 +30,8 @@ MAX_EPOCH_AHEAD = 3
 MAX_ENTRIES_PER_EPOCH = 10_000
 MEMO_MAX_BYTES = 256
 CONSENSUS_KINDS = frozenset({"close", "proposal", "prevote", "precommit", "certificate"})
-FUND_KINDS = frozenset({"transfer", "stake", "unstake", "withdraw", "anchor"})
+FUND_KINDS = frozenset({"transfer", "stake", "unstake", "withdraw", "anchor", "lock"})
+DEBIT_KINDS = frozenset({"transfer", "stake", "gov_proposal", "lock"})  # liquid they spend
 GOVERNANCE_KINDS = frozenset({"gov_proposal", "gov_vote"})
 SUPPORTED_KINDS = FUND_KINDS | EVIDENCE_KINDS | CONSENSUS_KINDS | GOVERNANCE_KINDS
 NO_ROUND = (-1, 0)  # (epoch, round) of "no such vote yet"
@@ -43,7 +45,7 @@ class Derived:
     epoch: int
     fin: int  # highest certified epoch in the causal past (-1: none)
     epoch_count: int  # the author's entries with this epoch, this one included
-    debit: int  # transfer and stake amounts, proposal deposits
+    debit: int  # transfer, stake and lock amounts, proposal deposits
     withdrawn: int
     staked: int
     unstaked: int
@@ -167,7 +169,7 @@ def judge(item: Verified, prev: Derived | None, deps: list[Derived], settled: Se
         fin = max(fin, body.certificate.epoch)
     derived = Derived(
         seq=item.seq, epoch=body.epoch, fin=fin, epoch_count=count,
-        debit=base.debit + (amount if kind in ("transfer", "stake", "gov_proposal") else 0),
+        debit=base.debit + (amount if kind in DEBIT_KINDS else 0),
         withdrawn=base.withdrawn + (amount if kind == "withdraw" else 0),
         staked=base.staked + (amount if kind == "stake" else 0),
         unstaked=base.unstaked + (amount if kind == "unstake" else 0), **rounds)
@@ -219,7 +221,14 @@ def _kind_problem(item: Verified, derived: Derived, settled: Settled,
             return "a transfer to oneself"
         if len(transfer.memo.encode()) > MEMO_MAX_BYTES:
             return f"memo over {MEMO_MAX_BYTES} bytes"
-    if kind in ("transfer", "stake"):
+    if kind == "lock":
+        lock = body.lock
+        if len(lock.task) != HASH_BYTES:
+            return "a lock's task is not a 32-byte task ID"
+        if not body.epoch < lock.until <= body.epoch + ESCROW_MAX_EPOCHS:
+            return (f"a lock of epoch {body.epoch} lasts until epoch {body.epoch + 1} to "
+                    f"{body.epoch + ESCROW_MAX_EPOCHS}, not {lock.until}")
+    if kind in ("transfer", "stake", "lock"):
         available = account.liquid + withdrawn - debit
         if available < 0:
             return (f"{kind} of {amount} exceeds the author's available balance "

@@ -8,11 +8,12 @@ honest node holding the same cut computes the same state and state root.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meshcore.governance import settle as governance_settle
-from meshcore.ledger import accounts, canon
+from meshcore.ledger import accounts, canon, escrow
 from meshcore.ledger.constants import UNBONDING_EPOCHS
 from meshcore.ledger.entry import HASH_BYTES, Verified
 from meshcore.ledger.evidence_rules import EVIDENCE_KINDS, evidence_problem
@@ -91,6 +92,12 @@ def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
     # 3. Penalties, passed disputes among them.
     slashes = apply_penalties(state, prev, epoch, newly, governance_settle.passed_disputes(closed))
 
+    # 3a. Paid tasks: receipts pay providers out of their requesters' locks
+    # (after penalties: a claim failed in this settlement is not paid); then
+    # what is left of the locks that end now goes back.
+    payments = escrow.pay(state, (e for e in newly if e.kind == "task_receipt"))
+    refunds = escrow.refund(state, epoch)
+
     # 4. Rewards. Entries canonical before this settlement count as evidence
     # only when the reduced cut is sure to carry them too (epoch >= E).
     canonical = newly + [e for e in extension.old if e.body.epoch >= epoch]
@@ -117,7 +124,7 @@ def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
     state.supply += record.minted - record.slashed
     state.epoch = epoch
     state.decided_round, state.decided_value = decided_round, decided_value
-    state.record = record
+    state.record = dataclasses.replace(record, payments=payments, refunds=refunds)
     state.accounts = {key: acc for key, acc in state.accounts.items() if not acc.is_empty()}
     return Settlement(settled=state, newly_canonical=tuple(e.hash for e in newly),
                       frozen=extension.frozen)
@@ -143,6 +150,9 @@ def _own_effect(state: Settled, item: Verified, epoch: int) -> None:
         if moved:
             release = epoch + UNBONDING_EPOCHS
             account.lots[release] = account.lots.get(release, 0) + moved
+    elif kind == "lock":
+        escrow.lock(state, item)
+        _never_negative(account, item)
     elif kind == "withdraw":
         wanted = item.body.withdraw.amount
         for release in sorted(r for r in account.lots if r <= epoch - 1):

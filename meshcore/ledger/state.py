@@ -105,6 +105,15 @@ class Proposal:
 
 
 @dataclass(frozen=True)
+class Escrow:
+    """What is left of a requester's lock for one task, and when it returns
+    (docs/ledger.md §12); keyed by (requester, task)."""
+
+    remaining: int
+    until: int  # the settlement of this epoch refunds what is left
+
+
+@dataclass(frozen=True)
 class UpgradeNotice:
     """The latest passed protocol upgrade (docs/governance.md §5)."""
 
@@ -143,6 +152,7 @@ class Settled:
     deposits_burned_total: int = 0  # stakes of vetoed proposals and those without quorum
     proposals: dict[bytes, Proposal] = field(default_factory=dict)  # by entry hash
     upgrade: UpgradeNotice | None = None
+    escrows: dict[tuple[bytes, bytes], Escrow] = field(default_factory=dict)  # (requester, task)
 
     def account(self, key: bytes) -> Account:
         return self.accounts.get(key) or Account()
@@ -183,7 +193,8 @@ class Settled:
         return dataclasses.replace(
             self, accounts={key: dataclasses.replace(acc, lots=dict(acc.lots))
                             for key, acc in self.accounts.items()},
-            verdicts=dict(self.verdicts), proposals=dict(self.proposals))
+            verdicts=dict(self.verdicts), proposals=dict(self.proposals),
+            escrows=dict(self.escrows))
 
 
 def genesis_state(genesis: Genesis) -> Settled:

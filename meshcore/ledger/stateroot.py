@@ -50,7 +50,17 @@ def encode_state(settled: Settled) -> bytes:
         uvarint(settled.deposits_burned_total),
         listed(_proposal(key, p) for key, p in sorted(settled.proposals.items())),
         _upgrade(settled.upgrade),
+        _escrows(settled),
     ])
+
+
+def _escrows(settled: Settled) -> bytes:
+    """Escrows (docs/ledger.md §12), ascending by (requester, task): none, no bytes at
+    all, so that every root made before paid tasks existed stays the same."""
+    if not settled.escrows:
+        return b""
+    return listed(length_prefixed(requester) + length_prefixed(task) + uvarint(e.remaining)
+                  + uvarint(e.until) for (requester, task), e in sorted(settled.escrows.items()))
 
 
 def _proposal(key: bytes, p: Proposal) -> bytes:

@@ -49,10 +49,14 @@ def rejected_digest(claim: bytes) -> bytes:
 
 
 def make_claim(*, network_id: str, task_id: bytes, plugin: str, requester: bytes,
-               provider: bytes, epoch: int, units: int, result: bytes) -> bytes:
+               provider: bytes, epoch: int, units: int, result: bytes, price: int = 0,
+               escrow: bytes = b"") -> bytes:
+    """The claim a provider signs; ``price`` and ``escrow`` for a paid task (both or
+    neither, docs/ledger.md §12)."""
     return encode_claim(ledger_pb2.TaskClaim(
         network_id=network_id, task_id=task_id, plugin=plugin, requester=requester,
-        provider=provider, epoch=epoch, units=units, result_digest=result_digest(result)))
+        provider=provider, epoch=epoch, units=units, result_digest=result_digest(result),
+        price=price, escrow=escrow))
 
 
 def signature_valid(provider: bytes, claim: bytes, signature: bytes) -> bool:
@@ -66,8 +70,9 @@ def signature_valid(provider: bytes, claim: bytes, signature: bytes) -> bool:
 
 def claim_problem(claim: bytes, signature: bytes, *, network_id: str, task_id: bytes,
                   plugin: str, requester: bytes, provider: bytes, epoch: int, units: int,
-                  result: bytes) -> str | None:
-    """What is wrong with a provider's claim, or None when it says exactly what happened."""
+                  result: bytes, escrow: bytes = b"", max_price: int = 0) -> str | None:
+    """What is wrong with a provider's claim, or None when it says exactly what happened
+    (for a paid task: the requester's ``escrow``, and a price from 1 to ``max_price``)."""
     parsed = parse_claim(claim)
     if parsed is None:
         return "the claim is not a canonical TaskClaim"
@@ -77,6 +82,11 @@ def claim_problem(claim: bytes, signature: bytes, *, network_id: str, task_id: b
     for name, value in expected.items():
         if getattr(parsed, name) != value:
             return f"the claim's {name} does not match the task"
+    if parsed.escrow != escrow:
+        return "the claim's escrow is not the task's lock" if escrow else \
+            "the claim asks for payment for a task that is not paid"
+    if escrow and not 1 <= parsed.price <= max_price:
+        return f"the claim's price {parsed.price} is not 1 to the {max_price} offered"
     if not 1 <= units <= MAX_UNITS:
         return f"units must be 1 to {MAX_UNITS}, not {units}"
     if not signature_valid(provider, claim, signature):

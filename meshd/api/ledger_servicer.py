@@ -224,6 +224,6 @@ def history_entry(item: Verified) -> ledger_pb2.HistoryEntry:
         entry.to = accounts.peer_id_of(transfer.to)
         entry.amount = str(transfer.amount)
         entry.memo = transfer.memo
-    elif item.kind in ("stake", "unstake", "withdraw"):
+    elif item.kind in ("stake", "unstake", "withdraw", "lock"):
         entry.amount = str(getattr(item.body, item.kind).amount)
     return entry

@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshd import errors
 from meshd.api.convert import timestamp
 from meshd.plugin.api import TaskOptions
 from meshd.rpc.bridge import TrioBridge
@@ -26,12 +27,16 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
 
     async def SubmitTask(self, request: tasks_pb2.SubmitTaskRequest,
                          context: Context) -> tasks_pb2.SubmitTaskResponse:
-        options = TaskOptions(
-            redundancy=request.redundancy or 1, capabilities=tuple(request.capabilities),
-            timeout=(request.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000,
-            attempts=request.attempts or DEFAULT_ATTEMPTS, providers=tuple(request.providers))
-        record = await unary(context, self._bridge, self._router.submit, request.plugin,
-                             request.kind, request.payload, options, request.wait)
+        async def submit() -> TaskRecord:
+            options = TaskOptions(
+                redundancy=request.redundancy or 1, capabilities=tuple(request.capabilities),
+                timeout=(request.timeout_ms or DEFAULT_TIMEOUT_MS) / 1000,
+                attempts=request.attempts or DEFAULT_ATTEMPTS,
+                providers=tuple(request.providers),
+                max_price=_amount(request.max_price, "max_price"))
+            return await self._router.submit(request.plugin, request.kind, request.payload,
+                                             options, request.wait)
+        record = await unary(context, self._bridge, submit)
         return tasks_pb2.SubmitTaskResponse(task=task_pb(record, with_result=True))
 
     async def ListTasks(self, request: tasks_pb2.ListTasksRequest,
@@ -72,5 +77,16 @@ def task_pb(record: TaskRecord, with_result: bool = False) -> tasks_pb2.Task:
         attempts=[tasks_pb2.Attempt(
             provider=a.provider, state=a.state, error=a.error, result_digest=a.result_digest,
             units=a.units, started_at=timestamp(a.started_at),
-            finished_at=timestamp(a.finished_at), receipt=a.receipt, verdicts=a.verdicts)
-            for a in record.attempts])
+            finished_at=timestamp(a.finished_at), receipt=a.receipt, verdicts=a.verdicts,
+            price=str(a.price))
+            for a in record.attempts],
+        max_price=str(record.options.max_price), lock=record.lock)
+
+
+def _amount(text: str, what: str) -> int:
+    """A decimal amount of base units from the API ("" is 0)."""
+    if not text:
+        return 0
+    if not text.isascii() or not text.isdigit():
+        raise errors.InvalidArgument(f"{what} is a whole number of base units, not {text!r}")
+    return int(text)

@@ -335,7 +335,7 @@ class Ledger:
         own = await trio.to_thread.run_sync(self.store.by_author, key, mine.canon_seq,
                                             MAX_HISTORY * 100)
         incoming = await trio.to_thread.run_sync(self.store.about, key, MAX_HISTORY * 100)
-        out = sum(_amount(e) for e in own if e.kind in ("transfer", "stake", "gov_proposal"))
+        out = sum(_amount(e) for e in own if e.kind in rules.DEBIT_KINDS)
         withdrawn = sum(_amount(e) for e in own if e.kind == "withdraw")
         pending_in = sum(e.body.transfer.amount for e in incoming
                          if e.kind == "transfer" and e.seq > settled.account(e.author).canon_seq)

@@ -65,6 +65,9 @@ class TaskRequest:
     kind: str
     payload: bytes
     requester: str  # peer ID
+    # A paid task: the most the requester pays this execution (base units;
+    # TaskResult.price asks for what it cost, up to this). 0: unpaid.
+    max_price: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,14 @@ class TaskResult:
 
     ``units`` is the work done, in the plugin's own unit (bytes stored, items
     computed); it is what the receipt credits, so the verification rule
-    should check it.
+    should check it. ``price``: what the provider asks for a paid task, in
+    base units (capped at the request's ``max_price``; 0 works for free).
     """
 
     result: bytes
     proof: bytes = b""
     units: int = 1
+    price: int = 0
 
 
 # (request) -> result. Raise errors.InvalidArgument to refuse the task.
@@ -135,6 +140,9 @@ class TaskOptions:
     # Only these peers, in this order (a plugin's own choice: by price, measured
     # capabilities or reputation); empty: any that advertises the kind.
     providers: tuple[str, ...] = ()
+    # A paid task (docs/ledger.md §12): the most one execution is paid, in base
+    # units; redundancy times this is locked from this node's balance first.
+    max_price: int = 0
 
 
 class LedgerReader(Protocol):

@@ -228,7 +228,8 @@ class Session:
             outcome = await ctx.submit_task(s.kind, s.payload, TaskOptions(
                 redundancy=s.redundancy or 1, capabilities=tuple(s.capabilities),
                 timeout=_seconds(s.timeout_ms, DEFAULT_TASK_TIMEOUT_MS),
-                attempts=s.attempts or DEFAULT_ATTEMPTS, providers=tuple(s.providers)))
+                attempts=s.attempts or DEFAULT_ATTEMPTS, providers=tuple(s.providers),
+                max_price=s.max_price))
             result.outcome.CopyFrom(_outcome_pb(outcome))
         elif kind == "report_task":
             report = call.report_task

@@ -89,13 +89,17 @@ class TaskProvider:
         requester = accounts.key_of(peer_id)
         base = claims.base_id(requester, request.plugin, request.kind, request.payload,
                               request.nonce)
+        if request.escrow and (request.escrow != base or request.max_price < 1):
+            raise errors.InvalidArgument("a paid task's escrow is its own task ID, with a "
+                                         "max_price of at least 1")
         task_id = claims.execution_id(base, self._ledger.key)
         timeout = min(request.timeout_ms / 1000 or MAX_TASK_TIMEOUT, MAX_TASK_TIMEOUT)
         self.running += 1
         try:
             with trio.fail_after(timeout):
-                answer = await kind.handler(TaskRequest(task_id.hex(), request.kind,
-                                                        request.payload, peer_id))
+                answer = await kind.handler(TaskRequest(
+                    task_id.hex(), request.kind, request.payload, peer_id,
+                    max_price=request.max_price if request.escrow else 0))
         except trio.TooSlowError:
             raise errors.Unavailable(f"the task did not finish within {timeout:g} s") from None
         except errors.InvalidArgument:
@@ -108,10 +112,13 @@ class TaskProvider:
         finally:
             self.running -= 1
         result = _checked(answer, request.plugin, request.kind)
+        # A paid task's price, at most what the requester offered; none asked: free.
+        price = min(result.price, request.max_price) if request.escrow else 0
         claim = claims.make_claim(
             network_id=self._ledger.network_id, task_id=task_id, plugin=request.plugin,
             requester=requester, provider=self._ledger.key, epoch=request.epoch,
-            units=result.units, result=result.result)
+            units=result.units, result=result.result, price=price,
+            escrow=request.escrow if price else b"")
         self._remember(base, claims.result_digest(result.result))
         self.executed_total += 1
         self.last_executed_at = trio.current_time()
@@ -185,7 +192,8 @@ def _checked(answer: object, plugin: str, kind: str) -> TaskResult:
     """The handler's answer if it is a well-formed TaskResult, else Unavailable."""
     if not isinstance(answer, TaskResult) or not isinstance(answer.result, bytes) \
             or not isinstance(answer.proof, bytes) or isinstance(answer.units, bool) \
-            or not isinstance(answer.units, int):
+            or not isinstance(answer.units, int) or isinstance(answer.price, bool) \
+            or not isinstance(answer.price, int) or answer.price < 0:
         raise errors.Unavailable(f"{plugin}/{kind} answered something other than a "
                                  "TaskResult (a bug in the plugin)")
     if not 1 <= answer.units <= claims.MAX_UNITS:

@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts
+from meshcore.ledger.evidence_rules import parse_claim
 from meshcore.tasks import claims, matching, verdicts
 from meshd import errors
 from meshd.ledger.ledger import Ledger
@@ -52,6 +53,10 @@ CAPS_TTL = 10.0  # seconds a peer's advertised capabilities are trusted
 CAPS_TIMEOUT = 3.0
 MAX_REDUNDANCY, MAX_ATTEMPTS = 16, 16
 MAX_NAMED = 64  # providers a submitter may name
+MAX_PRICE = 1 << 62  # base units one execution may be offered
+# Epochs after the task's a lock lasts: its receipts (dated the task's epoch)
+# are canonical by then, and what is left goes back (docs/ledger.md §12).
+LOCK_EPOCHS = 3
 CONFIRMERS = 3  # nodes asked, in turn, to confirm a wrong result
 # Equally loaded providers are tried in random order (tests replace this to fix it).
 shuffle_providers: Callable[[list[str]], None] = random.shuffle
@@ -74,6 +79,7 @@ class Attempt:
     finished_at: float = 0.0
     receipt: str = ""  # the task_receipt entry's hash (hex)
     verdicts: list[str] = field(default_factory=list)  # task_verdict entries (hex)
+    price: int = 0  # what its claim asks out of the task's lock (paid tasks)
     response: wire_pb2.TaskResponse | None = None
 
     def end(self, state: str, error: str = "") -> None:
@@ -91,6 +97,7 @@ class TaskRecord:
     options: TaskOptions
     epoch: int = 0  # the epoch the providers' claims name, and the receipts'
     no_receipt: str = ""  # why no receipt can be written for this task, if so
+    lock: str = ""  # a paid task: the lock entry its receipts pay from (hex)
     submitted_at: float = field(default_factory=time.time)
     state: str = RUNNING
     error: str = ""
@@ -249,9 +256,11 @@ class TaskRouter:
                     # nothing, so none is written, and the task says why.
                     record.epoch = self._ledger.entry_epoch(strict=False)
                     record.no_receipt = str(exc)
+                escrow = await self._lock(record) if options.max_price else b""
                 request = wire_pb2.TaskRequest(
                     nonce=nonce, plugin=record.plugin, kind=record.kind, payload=payload,
-                    epoch=record.epoch, timeout_ms=int(options.timeout * 1000))
+                    epoch=record.epoch, timeout_ms=int(options.timeout * 1000),
+                    escrow=escrow, max_price=options.max_price if escrow else 0)
                 accepted: list[Attempt] = []
                 async with trio.open_nursery() as slots:
                     for _ in range(options.redundancy):
@@ -265,6 +274,26 @@ class TaskRouter:
         if record.cancel_scope.cancelled_caught:
             record.finish(CANCELLED, "cancelled")
         self._touch(record)
+
+    async def _lock(self, record: TaskRecord) -> bytes:
+        """Lock what the task may pay (redundancy times the price offered) before
+        anyone works on it; the lock is named by the task's ID."""
+        if record.no_receipt:
+            raise errors.FailedPrecondition(f"a paid task pays through its receipts, and none "
+                                            f"can be written now: {record.no_receipt}")
+        if record.plugin not in self._rewarded:
+            raise errors.FailedPrecondition(f"a paid task needs receipts, and the genesis "
+                                            f"does not require the plugin {record.plugin}")
+        amount = record.options.max_price * record.options.redundancy
+        task = bytes.fromhex(record.task_id)
+        try:
+            item = await self._ledger.write(at_epoch=record.epoch, lock=ledger_pb2.EscrowLock(
+                task=task, amount=amount, until=record.epoch + LOCK_EPOCHS))
+        except errors.FailedPrecondition as exc:
+            raise errors.FailedPrecondition(f"cannot lock {amount} to pay for the task: "
+                                            f"{exc}") from None
+        record.lock = item.hash.hex()
+        return task
 
     async def _slot(self, record: TaskRecord, request: wire_pb2.TaskRequest,
                     pool: list[str], accepted: list[Attempt]) -> None:
@@ -305,19 +334,23 @@ class TaskRouter:
             response.claim, response.provider_signature, network_id=self._ledger.network_id,
             task_id=task_id, plugin=record.plugin,
             requester=self._ledger.key, provider=provider, epoch=request.epoch,
-            units=response.units, result=response.result)
+            units=response.units, result=response.result, escrow=request.escrow,
+            max_price=request.max_price)
         if problem is not None:
             attempt.end(INVALID, problem)
             return False
+        claim = parse_claim(response.claim)
+        attempt.price = claim.price if claim is not None else 0
         attempt.response = response
         attempt.result_digest = claims.result_digest(response.result).hex()
         attempt.units = response.units
         kind = self._plugins.task_kind(record.plugin, record.kind)
         if kind is not None and kind.verify is not None:
-            task = TaskRequest(task_id.hex(), record.kind, request.payload, self._host.peer_id)
+            task = TaskRequest(task_id.hex(), record.kind, request.payload, self._host.peer_id,
+                               max_price=request.max_price)
             try:
                 passed = await kind.verify(task, TaskResult(response.result, response.proof,
-                                                            response.units))
+                                                            response.units, attempt.price))
             except Exception as exc:
                 log.warning("task verification rule failed", exc_info=exc, extra={
                     "plugin": record.plugin, "kind": record.kind})
@@ -462,6 +495,8 @@ def _check(plugin: str, kind: str, payload: bytes, options: TaskOptions) -> None
     if len(options.providers) > MAX_NAMED:
         raise errors.InvalidArgument(f"name at most {MAX_NAMED} providers, not "
                                      f"{len(options.providers)}")
+    if not 0 <= options.max_price <= MAX_PRICE:
+        raise errors.InvalidArgument(f"max_price must be 0 (unpaid) to {MAX_PRICE}")
     if not 0 < options.timeout <= MAX_TASK_TIMEOUT:
         raise errors.InvalidArgument(f"timeout must be over 0 and at most "
                                      f"{MAX_TASK_TIMEOUT:g} s")

@@ -7,12 +7,21 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mesh_compute.runs import units_of
 from mesh_compute.sandbox import Sandbox
 
-from tests.e2e.harness import MESHCTL, Meshd, ctl_json, start_network, validator_genesis
+from meshd.testing import eventually_blocking
+from tests.e2e.harness import (
+    MESHCTL,
+    Meshd,
+    ctl_json,
+    final_epoch,
+    start_network,
+    validator_genesis,
+)
 from tests.e2e.test_storage import connected
 
 EXAMPLES = Path(__file__).parents[2] / "plugins" / "compute" / "examples"
@@ -36,39 +45,61 @@ def run(node: Meshd, *args: str) -> tuple[int, dict[str, object], str]:
     return done.returncode, shown, done.stderr
 
 
-@pytest.mark.timeout(240)  # 5 daemons start; a few runs of small modules
-def test_providers_run_a_module_alike_stop_a_loop_at_its_fuel_and_refuse_with_why(
-        tmp_path: Path) -> None:
+def paid_in(node: Meshd, task: str, since: int) -> tuple[int, list[dict[str, Any]],
+                                                     list[dict[str, Any]]]:
+    """The settlement (from epoch ``since`` on) whose record pays out of task ``task``'s
+    lock: (epoch, payments, refunds), or (-1, [], []) while none has yet."""
+    for epoch in range(since, int(ctl_json(node, "ledger", "state-root")["epoch"]) + 1):
+        record = ctl_json(node, "rewards", "explain", str(epoch))
+        payments = [p for p in record["payments"] if p["task"] == task]
+        if payments:
+            return epoch, payments, [r for r in record["refunds"] if r["task"] == task]
+    return -1, [], []
+
+
+@pytest.mark.timeout(300)  # 5 daemons start; a few runs; payments and a refund settle
+def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Path) -> None:
     names = ["req", "p1", "p2", "p3", "small"]
     genesis, _ = validator_genesis(
         tmp_path, names, allocation=1_000_000, epoch_seconds=5,
         options=["--name", "ComputeNet", "--token-name", "CYCLE", "--token-symbol", "CYC",
                  "--plugin", "compute"])
-    # One provider gives a run 16 MiB and 2,000,000 fuel at most: requirements leave it out.
+    # Three providers ask 3 to start and 100 per million fuel; one runs for free, but
+    # gives a run 16 MiB and 2,000,000 fuel at most: requirements leave it out.
+    priced = tmp_path / "priced.toml"
+    priced.write_text("[plugins.settings.compute]\nprice_per_mfuel = 100\nstart_fee = 3\n")
     small = tmp_path / "small.toml"
     small.write_text("[plugins.settings.compute]\nmax_memory_bytes = 16777216\n"
                      "max_fuel = 2000000\n")
+    configs = {1: priced, 2: priced, 3: priced, 4: small}
     with start_network(tmp_path, genesis, names,
-                       args_of=lambda i: ("--config", str(small)) if i == 4 else ()) as nodes:
+                       args_of=lambda i: ("--config", str(configs[i])) if i in configs
+                       else ()) as nodes:
         connected(nodes)
         requester = nodes[0]
         ids = {n.status()["peer_id"]: n.name for n in nodes}
 
-        # Every other node offers what it measured at start.
+        # Every other node offers what it measured at start, at its price.
         plan = ctl_json(requester, "compute", "providers")
         offers = {ids[p["peer_id"]]: p for p in plan["providers"]}
         assert sorted(offers) == ["p1", "p2", "p3", "small"], plan
         assert all(o["score"] > 0 and o["cores"] >= 1 and o["arch"] == platform.machine()
                    for o in offers.values())
         assert offers["small"]["memory_bytes"] == 16 << 20
-        assert offers["p1"]["memory_bytes"] == 64 << 20
+        assert (offers["p1"]["memory_bytes"], offers["p1"]["price_per_mfuel"],
+                offers["p1"]["start_fee"]) == (64 << 20, 100, 3)
 
-        # A hash on 3 providers: the same output and fuel as wasmtime here.
+        # A hash on the 3 priced providers: the same output and fuel as wasmtime here,
+        # each paid its price out of the requester's lock.
         data = tmp_path / "input.bin"
         data.write_bytes(os.urandom(100_000))
         module = EXAMPLES / "fnv1a.wat"
         local = Sandbox().run(module.read_text(), data.read_bytes())
-        code, shown, err = run(requester, str(module), "--input", str(data), "-k", "3")
+        price = 3 + -(-local.fuel_used * 100 // 1_000_000)
+        since = int(ctl_json(requester, "ledger", "state-root")["epoch"]) + 1
+        code, shown, err = run(requester, str(module), "--input", str(data), "-k", "3",
+                               "--min-memory", "32MiB", "--fuel", "2000000",
+                               "--max-price", "1000")
         assert code == 0, err
         ran = shown["run"]
         assert isinstance(ran, dict)
@@ -76,29 +107,66 @@ def test_providers_run_a_module_alike_stop_a_loop_at_its_fuel_and_refuse_with_wh
         assert ran["fuel"] == local.fuel_used
         attempts = shown["attempts"]
         assert isinstance(attempts, list) and len(attempts) == 3
+        assert {ids[a["provider"]] for a in attempts} == {"p1", "p2", "p3"}
         assert {a["state"] for a in attempts} == {"done"}
         assert len({a["result_digest"] for a in attempts}) == 1  # identical results
         assert {a["units"] for a in attempts} == {units_of(local.fuel_used)}
-        # Plain meshctl prints the output itself (bytes), the summary on stderr.
+        assert {a["price"] for a in attempts} == {str(price)}
+        assert shown["lock"] and shown["max_price"] == "1000"
+
+        # The settlement pays each its price; the rest of the lock comes back at its
+        # end; every node computed the same state.
+        task = str(shown["task_id"])
+        epoch, payments, _ = eventually_blocking(
+            lambda: paid_in(requester, task, since), lambda found: found[0] >= 0,
+            timeout=60, interval=1, what="the receipts' payments to settle")
+        assert sorted((ids[p["provider"]], p["paid"]) for p in payments) == \
+            [("p1", price), ("p2", price), ("p3", price)]
+        roots = set()
+        for n in nodes:
+            eventually_blocking(lambda n=n: final_epoch(n) >= epoch, timeout=30, interval=0.5,
+                                what=f"epoch {epoch} final on {n.name}")
+            roots.add(json.dumps(ctl_json(n, "ledger", "state-root", "--epoch", str(epoch))))
+        assert len(roots) == 1, roots
+        refund_epoch, _, refunds = eventually_blocking(
+            lambda: _refund_in(requester, task, epoch), lambda found: found[0] >= 0,
+            timeout=60, interval=1, what="the rest of the lock to come back")
+        assert refunds == [{"requester": str(requester.status()["peer_id"]), "task": task,
+                            "amount": 3000 - 3 * price}]
+        assert refund_epoch > epoch
+
+        # Without a price, only the free provider is asked; plain meshctl prints the
+        # output itself (bytes), the summary on stderr.
         plain = subprocess.run([MESHCTL, "--socket", str(requester.socket), "compute", "run",
-                                str(module), "--input", str(data)], capture_output=True,
+                                str(module), "--input", str(data), "--fuel", "2000000"],
+                               capture_output=True,
                                timeout=60, check=True)
         assert plain.stdout == local.output
         assert b"8 bytes out, %d fuel, on 1 providers" % local.fuel_used in plain.stderr
 
-        # A loop that never ends stops at its fuel, a result paid for that fuel.
+        # A requester that cannot pay is refused before anyone works.
+        done = requester.ctl("compute", "run", str(module), "--input", str(data),
+                             "--min-memory", "32MiB", "--max-price", str(10**12), "-k", "2",
+                             check=False)
+        assert done.returncode == 1, done.stderr
+        assert "cannot lock 2000000000000 to pay for the task" in done.stderr
+        assert "exceeds the author's available balance" in done.stderr
+
+        # A loop that never ends stops at its fuel: a result, paid for that fuel.
         forever = tmp_path / "forever.wat"
         forever.write_text(FOREVER)
         code, shown, err = run(requester, str(forever), "--input", "-", "--fuel", "1000000",
-                               "-k", "2")
+                               "-k", "2", "--min-memory", "32MiB", "--max-price", "1000")
         assert code == 1, (code, err)
         ran = shown["run"]
         assert isinstance(ran, dict)
         assert ran["error"] == "out_of_fuel" and ran["fuel"] == 1_000_000, ran
         assert "spent all of its 1000000 fuel" in ran["message"]
         assert {a["units"] for a in shown["attempts"]} == {1000}  # type: ignore[union-attr]
+        assert {a["price"] for a in shown["attempts"]} == {"103"}  # type: ignore[union-attr]
         listed = ctl_json(requester, "compute", "ls")
-        assert [r["run"]["error"] for r in listed[:2]] == ["out_of_fuel", ""]
+        assert [r["run"]["error"] if r["run"] else r["error"][:14] for r in listed[:4]] == \
+            ["out_of_fuel", "cannot lock 20", "", ""]
         again = ctl_json(requester, "compute", "show", str(shown["task_id"])[:12])
         assert again["run"] == ran
 
@@ -123,20 +191,36 @@ def test_providers_run_a_module_alike_stop_a_loop_at_its_fuel_and_refuse_with_wh
 
         # Requirements no provider meets: refused with each provider's reason.
         done = requester.ctl("compute", "run", str(module), "--input", str(data),
-                             "--min-memory", "32MiB", "-k", "4", check=False)
+                             "--min-memory", "32MiB", "-k", "4", "--max-price", "1000",
+                             "--fuel", "2000000", check=False)
         assert done.returncode == 1, done.stderr
         assert "3 connected providers can run this and 4 are needed" in done.stderr
         assert "offers 16 MiB of memory per run, not 32 MiB" in done.stderr
         done = requester.ctl("compute", "run", str(module), "--input", str(data),
-                             "--fuel", "5000000", "-k", "4", check=False)
+                             "--fuel", "5000000", "-k", "4", "--max-price", "1000",
+                             check=False)  # 503 each for the priced ones
         assert done.returncode == 1, done.stderr
         assert "runs at most 2000000 fuel, not 5000000" in done.stderr
         done = requester.ctl("compute", "run", str(module), "--input", str(data),
-                             "--cores", "4096", check=False)
+                             "-k", "2", check=False)  # unpaid: the priced ones say so
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("over the 0 offered (--max-price)") == 3, done.stderr
+        done = requester.ctl("compute", "run", str(module), "--input", str(data),
+                             "--fuel", "1000000", "--max-price", "1000", "--cores", "4096",
+                             check=False)
         assert done.returncode == 1, done.stderr
         assert "0 connected providers can run this and 1 are needed" in done.stderr
         assert done.stderr.count("cores, not 4096") == 4, done.stderr
 
-        # The providers ran it; the requester and the plugin-less peers are fine.
         for node in nodes:
             assert node.process is not None and node.process.poll() is None, node.log()
+
+
+def _refund_in(node: Meshd, task: str, after: int) -> tuple[int, list[Any], list[Any]]:
+    """The settlement after epoch ``after`` that returns the rest of ``task``'s lock."""
+    for epoch in range(after + 1, int(ctl_json(node, "ledger", "state-root")["epoch"]) + 1):
+        refunds = [r for r in ctl_json(node, "rewards", "explain", str(epoch))["refunds"]
+                   if r["task"] == task]
+        if refunds:
+            return epoch, [], refunds
+    return -1, [], []

@@ -72,10 +72,16 @@ class Author:
             ledger_pb2.Observation(subject=s.key, probes=p, answered=a)
             for s, p, a in sorted(observed, key=lambda o: o[0].key)]))
 
-    def receipt(self, epoch: int, provider: Author, task: int, units: int) -> Verified:
-        claim = task_claim(self, provider, task, units, epoch)
+    def receipt(self, epoch: int, provider: Author, task: int, units: int, *,
+                price: int = 0, escrow: int | None = None) -> Verified:
+        """A receipt of ``provider``'s claim; ``price`` out of the lock of task ``escrow``."""
+        claim = task_claim(self, provider, task, units, epoch, price=price, escrow=escrow)
         return self.add(epoch, task_receipt=ledger_pb2.TaskReceipt(
             claim=claim, provider_signature=sign_claim(provider.seed, claim)))
+
+    def lock(self, task: int, amount: int, until: int, epoch: int = 0) -> Verified:
+        return self.add(epoch, lock=ledger_pb2.EscrowLock(task=task_id(task), amount=amount,
+                                                          until=until))
 
     def verdict(self, epoch: int, claim: bytes, provider: Author) -> Verified:
         return self.add(epoch, task_verdict=ledger_pb2.TaskVerdict(
@@ -92,12 +98,18 @@ class Author:
             epoch=voted_epoch, round=round_, value=voted, state_root=bytes(32)))
 
 
+def task_id(task: int) -> bytes:
+    return hashlib.sha256(b"task %d" % task).digest()
+
+
 def task_claim(requester: Author, provider: Author, task: int, units: int,
-               epoch: int) -> bytes:
+               epoch: int, *, price: int = 0, escrow: int | None = None) -> bytes:
     return encode_claim(ledger_pb2.TaskClaim(
-        network_id=NET, task_id=hashlib.sha256(b"task %d" % task).digest(), plugin="compute",
+        network_id=NET, task_id=hashlib.sha256(b"task %d exec %s" % (task, provider.key))
+        .digest() if escrow is not None else task_id(task), plugin="compute",
         requester=requester.key, provider=provider.key, epoch=epoch, units=units,
-        result_digest=bytes([0xDD]) * 32))
+        result_digest=bytes([0xDD]) * 32, price=price,
+        escrow=task_id(escrow) if escrow is not None else b""))
 
 
 def start(holdings: dict[bytes, Account], validators: tuple[bytes, ...] = (),
@@ -113,4 +125,6 @@ def start(holdings: dict[bytes, Account], validators: tuple[bytes, ...] = (),
 
 
 def total_held(state: Settled) -> int:
-    return sum(a.liquid + a.bonded + sum(a.lots.values()) for a in state.accounts.values())
+    """Every token an account holds or has locked in an escrow."""
+    return sum(a.liquid + a.bonded + sum(a.lots.values()) for a in state.accounts.values()) \
+        + sum(e.remaining for e in state.escrows.values())

@@ -112,3 +112,19 @@ def test_this_machines_offer_is_measured_and_capped_by_its_operator() -> None:
     assert measure({"cores": 4096}, Limits()).cores == offer.cores  # never more than it has
     with pytest.raises(ValueError, match="cores is a whole number"):
         measure({"cores": 0}, Limits())
+
+
+def test_a_price_is_the_start_fee_plus_the_fuel_rounded_up_and_bounds_who_is_asked() -> None:
+    free, cheap, dear = (_offer("free"), _offer("cheap", price_per_mfuel=10, start_fee=2),
+                         _offer("dear", price_per_mfuel=1000, start_fee=50))
+    assert cheap.quote(0) == 2 and cheap.quote(1) == 3 and cheap.quote(10**6) == 12
+    assert free.quote(10**8) == 0
+    fit, why = rank([dear, cheap, free], Requirements(fuel=10**6, max_price=100))
+    assert [o.peer_id for o in fit] == ["free", "cheap"]  # the cheapest first
+    assert why == {"dear": "asks 1050 for 1000000 fuel (50 to start, 1000 per million fuel), "
+                           "over the 100 offered"}
+    fit, why = rank([dear, cheap, free], Requirements(fuel=10**6))  # unpaid: the free only
+    assert [o.peer_id for o in fit] == ["free"] and "(--max-price)" in why["cheap"]
+    with pytest.raises(ValueError, match="start_fee is a whole number of at least 0"):
+        measure({"start_fee": -1}, Limits())
+    assert measure({"price_per_mfuel": 7}, Limits()).quote(10**6) == 7

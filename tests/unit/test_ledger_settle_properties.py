@@ -28,7 +28,7 @@ from tests.unit.settle_helpers import PLUGINS, PS, Author, start, total_held, va
 
 N_AUTHORS = 5
 KINDS = ["transfer", "stake", "unstake", "withdraw", "attest", "receipt", "verdict", "fork",
-         "accuse", "accuse", "precommit"]
+         "accuse", "accuse", "precommit", "lock", "paid_receipt", "paid_receipt"]
 
 
 @dataclass
@@ -47,6 +47,8 @@ def _sums(items: list[Verified]) -> tuple[int, int, int, int]:
     for e in items:
         if e.kind == "transfer":
             debit += e.body.transfer.amount
+        elif e.kind == "lock":
+            debit += e.body.lock.amount
         elif e.kind == "stake":
             debit += e.body.stake.amount
             staked += e.body.stake.amount
@@ -123,6 +125,9 @@ def _run_model(data: Draws) -> None:
         assert after.supply == allocations + after.minted_total - after.slashed_total
         assert all(a.liquid >= 0 and a.bonded >= 0 and all(v > 0 for v in a.lots.values())
                    for a in after.accounts.values())
+        # Escrows hold something, and last no longer than their lock said.
+        assert all(e.remaining > 0 and e.until > epoch for e in after.escrows.values())
+        assert all(p.paid <= p.price for p in after.record.payments)
         assert 0 <= after.minted_total - state.minted_total <= emission
         assert after.minted_total + after.emission_burned_total == emission * (epoch + 1)
         # At most one branch of a fork ever takes effect.
@@ -170,6 +175,17 @@ def _write(data: Draws, w: Writer, writers: list[Writer], state: Settled, epoch:
         provider = others[data.draw(st.sampled_from(range(len(others))))]
         task, units = data.draw(st.integers(0, 3)), data.draw(st.integers(1, 2_000_000))
         item = me.receipt(ep, provider, task, units)
+        claims.append((item.body.task_receipt.claim, provider))
+    elif kind == "lock" and available >= 1:
+        item = me.lock(task=data.draw(st.integers(100, 103)),
+                       amount=data.draw(st.integers(1, available)),
+                       until=ep + data.draw(st.integers(1, 8)), epoch=ep)
+    elif kind == "paid_receipt":
+        # Out of one of its locks (or one it never made, or one already spent).
+        provider = others[data.draw(st.sampled_from(range(len(others))))]
+        task = data.draw(st.integers(100, 104))
+        item = me.receipt(ep, provider, task, data.draw(st.integers(1, 1000)),
+                          price=data.draw(st.integers(1, 300)), escrow=task)
         claims.append((item.body.task_receipt.claim, provider))
     elif kind == "verdict" and claims:
         claim, provider = claims[data.draw(st.sampled_from(range(len(claims))))]

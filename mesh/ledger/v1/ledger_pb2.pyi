@@ -80,6 +80,7 @@ class EntryBody(_message.Message):
     ANCHOR_FIELD_NUMBER: _builtins.int
     GOV_PROPOSAL_FIELD_NUMBER: _builtins.int
     GOV_VOTE_FIELD_NUMBER: _builtins.int
+    LOCK_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     """The network this entry belongs to: it is never valid on another."""
     author: _builtins.bytes
@@ -124,10 +125,14 @@ class EntryBody(_message.Message):
     def anchor(self) -> Global___Anchor: ...
     @_builtins.property
     def gov_proposal(self) -> Global___GovProposal:
-        """40-59: governance (docs/governance.md). 60-127: later ledger kinds."""
+        """40-59: governance (docs/governance.md)."""
 
     @_builtins.property
     def gov_vote(self) -> Global___GovVote: ...
+    @_builtins.property
+    def lock(self) -> Global___EscrowLock:
+        """60-127: later ledger kinds."""
+
     def __init__(
         self,
         *,
@@ -153,16 +158,48 @@ class EntryBody(_message.Message):
         anchor: Global___Anchor | None = ...,
         gov_proposal: Global___GovProposal | None = ...,
         gov_vote: Global___GovVote | None = ...,
+        lock: Global___EscrowLock | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "attestation", b"attestation", "certificate", b"certificate", "close", b"close", "gov_proposal", b"gov_proposal", "gov_vote", b"gov_vote", "kind", b"kind", "penalty", b"penalty", "precommit", b"precommit", "prevote", b"prevote", "proposal", b"proposal", "stake", b"stake", "task_receipt", b"task_receipt", "task_verdict", b"task_verdict", "transfer", b"transfer", "unstake", b"unstake", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "attestation", b"attestation", "certificate", b"certificate", "close", b"close", "gov_proposal", b"gov_proposal", "gov_vote", b"gov_vote", "kind", b"kind", "lock", b"lock", "penalty", b"penalty", "precommit", b"precommit", "prevote", b"prevote", "proposal", b"proposal", "stake", b"stake", "task_receipt", b"task_receipt", "task_verdict", b"task_verdict", "transfer", b"transfer", "unstake", b"unstake", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "attestation", b"attestation", "author", b"author", "certificate", b"certificate", "close", b"close", "deps", b"deps", "epoch", b"epoch", "gov_proposal", b"gov_proposal", "gov_vote", b"gov_vote", "kind", b"kind", "network_id", b"network_id", "penalty", b"penalty", "precommit", b"precommit", "prev", b"prev", "prevote", b"prevote", "proposal", b"proposal", "seq", b"seq", "stake", b"stake", "task_receipt", b"task_receipt", "task_verdict", b"task_verdict", "transfer", b"transfer", "unstake", b"unstake", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor", b"anchor", "attestation", b"attestation", "author", b"author", "certificate", b"certificate", "close", b"close", "deps", b"deps", "epoch", b"epoch", "gov_proposal", b"gov_proposal", "gov_vote", b"gov_vote", "kind", b"kind", "lock", b"lock", "network_id", b"network_id", "penalty", b"penalty", "precommit", b"precommit", "prev", b"prev", "prevote", b"prevote", "proposal", b"proposal", "seq", b"seq", "stake", b"stake", "task_receipt", b"task_receipt", "task_verdict", b"task_verdict", "transfer", b"transfer", "unstake", b"unstake", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["transfer", "stake", "unstake", "withdraw", "attestation", "task_receipt", "proposal", "precommit", "penalty", "prevote", "close", "certificate", "task_verdict", "anchor", "gov_proposal", "gov_vote"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["transfer", "stake", "unstake", "withdraw", "attestation", "task_receipt", "proposal", "precommit", "penalty", "prevote", "close", "certificate", "task_verdict", "anchor", "gov_proposal", "gov_vote", "lock"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___EntryBody: _TypeAlias = EntryBody  # noqa: Y015
+
+@_typing.final
+class EscrowLock(_message.Message):
+    """Tokens a requester locks for a task before it asks providers to run it
+    (docs/ledger.md §12): receipts naming the task pay providers out of it,
+    and what is left returns to the requester at epoch `until`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    task: _builtins.bytes
+    """The task's base_id (docs/tasks.md §3), 32 bytes."""
+    amount: _builtins.int
+    until: _builtins.int
+    def __init__(
+        self,
+        *,
+        task: _builtins.bytes = ...,
+        amount: _builtins.int = ...,
+        until: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "task", b"task", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EscrowLock: _TypeAlias = EscrowLock  # noqa: Y015
 
 @_typing.final
 class Transfer(_message.Message):
@@ -311,6 +348,8 @@ class TaskClaim(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
     RESULT_DIGEST_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    ESCROW_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     task_id: _builtins.bytes
     plugin: _builtins.str
@@ -319,6 +358,12 @@ class TaskClaim(_message.Message):
     epoch: _builtins.int
     units: _builtins.int
     result_digest: _builtins.bytes
+    price: _builtins.int
+    """A paid task (docs/ledger.md §12): what the provider asks for this
+    execution, in base units, out of the requester's lock of task `escrow`
+    (its base_id). Both empty for an unpaid task.
+    """
+    escrow: _builtins.bytes
     def __init__(
         self,
         *,
@@ -330,10 +375,12 @@ class TaskClaim(_message.Message):
         epoch: _builtins.int = ...,
         units: _builtins.int = ...,
         result_digest: _builtins.bytes = ...,
+        price: _builtins.int = ...,
+        escrow: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "network_id", b"network_id", "plugin", b"plugin", "provider", b"provider", "requester", b"requester", "result_digest", b"result_digest", "task_id", b"task_id", "units", b"units"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "escrow", b"escrow", "network_id", b"network_id", "plugin", b"plugin", "price", b"price", "provider", b"provider", "requester", b"requester", "result_digest", b"result_digest", "task_id", b"task_id", "units", b"units"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1536,7 +1583,8 @@ class ExplainRewardsResponse(_message.Message):
     epoch: _builtins.int
     record_json: _builtins.str
     """The same record as a JSON object: epoch, decided_round, decided_value,
-    emission, minted, not_minted, pools, lines (evidence, ignored), slashes.
+    emission, minted, not_minted, pools, lines (evidence, ignored), slashes,
+    payments and refunds of paid tasks (docs/ledger.md §12).
     Amounts are JSON integers there. Also "notes": evidence entry (hex) ->
     {plugin, note}, what this node's plugins said of their receipts when they
     reported them (which pieces, which audits); not evidence, and on this

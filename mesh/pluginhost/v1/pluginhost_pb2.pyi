@@ -482,6 +482,7 @@ class SubmitTask(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
+    MAX_PRICE_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     payload: _builtins.bytes
     redundancy: _builtins.int
@@ -490,6 +491,8 @@ class SubmitTask(_message.Message):
     """per attempt; 0 = 30 s"""
     attempts: _builtins.int
     """0 = 3"""
+    max_price: _builtins.int
+    """a paid task: the most one execution is paid; 0: unpaid"""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -506,10 +509,11 @@ class SubmitTask(_message.Message):
         timeout_ms: _builtins.int = ...,
         attempts: _builtins.int = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
+        max_price: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "kind", b"kind", "payload", b"payload", "providers", b"providers", "redundancy", b"redundancy", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "kind", b"kind", "max_price", b"max_price", "payload", b"payload", "providers", b"providers", "redundancy", b"redundancy", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -70,6 +70,7 @@ class SubmitTaskRequest(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
+    MAX_PRICE_FIELD_NUMBER: _builtins.int
     plugin: _builtins.str
     kind: _builtins.str
     payload: _builtins.bytes
@@ -80,6 +81,12 @@ class SubmitTaskRequest(_message.Message):
     attempts: _builtins.int
     """Providers tried in turn per execution (1 to 16; 0 = 3)."""
     wait: _builtins.bool
+    max_price: _builtins.str
+    """A paid task (docs/ledger.md §12): the most one execution is paid, in base
+    units (decimal). The requester locks redundancy times this before it asks
+    anyone, and each receipt pays its provider's signed price out of the lock.
+    Empty or "0": unpaid.
+    """
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Capabilities every provider must advertise (config tasks.capabilities)."""
@@ -102,10 +109,11 @@ class SubmitTaskRequest(_message.Message):
         attempts: _builtins.int = ...,
         wait: _builtins.bool = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
+        max_price: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "kind", b"kind", "payload", b"payload", "plugin", b"plugin", "providers", b"providers", "redundancy", b"redundancy", "timeout_ms", b"timeout_ms", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "kind", b"kind", "max_price", b"max_price", "payload", b"payload", "plugin", b"plugin", "providers", b"providers", "redundancy", b"redundancy", "timeout_ms", b"timeout_ms", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -148,6 +156,8 @@ class Task(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    MAX_PRICE_FIELD_NUMBER: _builtins.int
+    LOCK_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     plugin: _builtins.str
     kind: _builtins.str
@@ -158,6 +168,11 @@ class Task(_message.Message):
     redundancy: _builtins.int
     result: _builtins.bytes
     """The accepted result (when done) and the providers that gave it."""
+    max_price: _builtins.str
+    """A paid task: the most an execution is paid (decimal base units), and the
+    lock entry (hash, hex) the receipts pay from.
+    """
+    lock: _builtins.str
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -184,10 +199,12 @@ class Task(_message.Message):
         result: _builtins.bytes = ...,
         providers: _abc.Iterable[_builtins.str] | None = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        max_price: _builtins.str = ...,
+        lock: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "error", b"error", "finished_at", b"finished_at", "kind", b"kind", "payload_size", b"payload_size", "plugin", b"plugin", "providers", b"providers", "redundancy", b"redundancy", "result", b"result", "state", b"state", "submitted_at", b"submitted_at", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities", b"capabilities", "error", b"error", "finished_at", b"finished_at", "kind", b"kind", "lock", b"lock", "max_price", b"max_price", "payload_size", b"payload_size", "plugin", b"plugin", "providers", b"providers", "redundancy", b"redundancy", "result", b"result", "state", b"state", "submitted_at", b"submitted_at", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -206,6 +223,7 @@ class Attempt(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     VERDICTS_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     state: _builtins.str
     """"running", "done", "failed", "timed_out", "invalid" (a claim that does not
@@ -216,6 +234,10 @@ class Attempt(_message.Message):
     units: _builtins.int
     receipt: _builtins.str
     """The task_receipt entry recorded for it (hash, hex), if accepted."""
+    price: _builtins.str
+    """What the provider's claim asks (decimal base units; "0": unpaid), paid out of
+    the task's lock when its receipt settles.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -236,10 +258,11 @@ class Attempt(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         receipt: _builtins.str = ...,
         verdicts: _abc.Iterable[_builtins.str] | None = ...,
+        price: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "provider", b"provider", "receipt", b"receipt", "result_digest", b"result_digest", "started_at", b"started_at", "state", b"state", "units", b"units", "verdicts", b"verdicts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "price", b"price", "provider", b"provider", "receipt", b"receipt", "result_digest", b"result_digest", "started_at", b"started_at", "state", b"state", "units", b"units", "verdicts", b"verdicts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

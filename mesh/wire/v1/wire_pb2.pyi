@@ -339,6 +339,8 @@ class TaskRequest(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    ESCROW_FIELD_NUMBER: _builtins.int
+    MAX_PRICE_FIELD_NUMBER: _builtins.int
     nonce: _builtins.bytes
     """base_id = SHA-256("mesh/task/v1" 0x00 requester plugin 0x00 kind 0x00
     SHA-256(payload) nonce): names the task; every execution of it has its
@@ -352,6 +354,12 @@ class TaskRequest(_message.Message):
     """The epoch the requester will record the receipt in; the provider signs it."""
     timeout_ms: _builtins.int
     """How long the requester waits; the provider gives up after it."""
+    escrow: _builtins.bytes
+    """A paid task: the requester's lock (the task's base_id, docs/ledger.md §12)
+    and the most it pays one execution, in base units; the provider signs a
+    price of at most that. Empty and 0: unpaid.
+    """
+    max_price: _builtins.int
     def __init__(
         self,
         *,
@@ -361,10 +369,12 @@ class TaskRequest(_message.Message):
         payload: _builtins.bytes = ...,
         epoch: _builtins.int = ...,
         timeout_ms: _builtins.int = ...,
+        escrow: _builtins.bytes = ...,
+        max_price: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "kind", b"kind", "nonce", b"nonce", "payload", b"payload", "plugin", b"plugin", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "escrow", b"escrow", "kind", b"kind", "max_price", b"max_price", "nonce", b"nonce", "payload", b"payload", "plugin", b"plugin", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,10 +4,12 @@ A provider's offer is measured, not declared: its cores and memory from the
 operating system, its architecture, and a benchmark score, the fuel per
 second this machine runs a fixed loop at (``measure``). The operator may
 offer less than the machine has (``cores``, ``max_memory_bytes``,
-``max_fuel`` in ``[plugins.settings.compute]``), never more. A requester's
-requirements (``meshctl compute run --cores 2 --min-memory 256MiB``) are
-matched against offers, and the reason each provider is left out is kept,
-so that a task no one can run is refused with why.
+``max_fuel`` in ``[plugins.settings.compute]``), never more; and it sets
+its price (``price_per_mfuel``, ``start_fee``; 0 and 0 by default: free). A
+requester's requirements (``meshctl compute run --cores 2 --min-memory
+256MiB --max-price 50``) are matched against offers, and the reason each
+provider is left out is kept, so that a task no one can run is refused with
+why.
 
 Pure apart from ``measure`` (which runs the benchmark): no meshd.
 """
@@ -49,9 +51,20 @@ class Offer:
     score: int  # fuel per second of the benchmark (measured at start)
     features: tuple[str, ...] = FEATURES
     busy: int = 0  # runs in progress when it answered
+    price_per_mfuel: int = 0  # base units per million fuel (a paid task's)
+    start_fee: int = 0  # base units per run, whatever its fuel
+
+    def quote(self, fuel: int) -> int:
+        """What a run of ``fuel`` fuel costs here: the start fee plus the fuel's price."""
+        return price_of(fuel, self.price_per_mfuel, self.start_fee)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "features": list(self.features)}
+
+
+def price_of(fuel: int, price_per_mfuel: int, start_fee: int) -> int:
+    """The start fee plus ``fuel`` at ``price_per_mfuel`` base units per million, rounded up."""
+    return start_fee + -(-fuel * price_per_mfuel // 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -60,9 +73,15 @@ class Requirements:
     memory_bytes: int = 0
     fuel: int = 0
     arch: str = ""
+    max_price: int = 0  # per run, base units; 0: unpaid (only free providers)
 
     def problem(self, offer: Offer) -> str | None:
         """Why ``offer`` does not meet these requirements; None if it does."""
+        quote = offer.quote(self.fuel)
+        if quote > self.max_price:
+            return (f"asks {quote} for {self.fuel} fuel ({offer.start_fee} to start, "
+                    f"{offer.price_per_mfuel} per million fuel), over the {self.max_price} "
+                    f"offered" + ("" if self.max_price else " (--max-price)"))
         if offer.cores < self.cores:
             return f"offers {offer.cores} cores, not {self.cores}"
         if offer.memory_bytes < self.memory_bytes:
@@ -78,24 +97,26 @@ class Requirements:
 def offer_from_json(peer_id: str, data: Mapping[str, Any]) -> Offer:
     """A peer's OFFER answer; ValueError if it is not one."""
     try:
-        numbers = [data[k] for k in ("cores", "memory_bytes", "max_fuel", "score", "busy")]
+        numbers = [data[k] for k in ("cores", "memory_bytes", "max_fuel", "score", "busy",
+                                     "price_per_mfuel", "start_fee")]
         arch, features = data["arch"], data["features"]
     except (KeyError, TypeError):
         raise ValueError("an offer is a JSON object with cores, memory_bytes, max_fuel, "
-                         "score, busy, arch and features") from None
+                         "score, busy, price_per_mfuel, start_fee, arch and "
+                         "features") from None
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers) \
             or not isinstance(arch, str) or not isinstance(features, list) \
             or not all(isinstance(f, str) for f in features):
         raise ValueError("an offer's numbers are whole and its arch and features are text")
-    cores, memory, max_fuel, score, busy = numbers
+    cores, memory, max_fuel, score, busy, price_per_mfuel, start_fee = numbers
     return Offer(peer_id, cores, memory, max_fuel, arch[:32], score,
-                 tuple(f[:32] for f in features[:16]), busy)
+                 tuple(f[:32] for f in features[:16]), busy, price_per_mfuel, start_fee)
 
 
 def rank(offers: Iterable[Offer], required: Requirements,
          ) -> tuple[list[Offer], dict[str, str]]:
-    """The offers that meet ``required``, the least busy per core and then the
-    fastest first; and, for each left out, why."""
+    """The offers that meet ``required``, the least busy per core, then the
+    cheapest, then the fastest first; and, for each left out, why."""
     fit, why = [], {}
     for offer in offers:
         problem = required.problem(offer)
@@ -103,7 +124,8 @@ def rank(offers: Iterable[Offer], required: Requirements,
             fit.append(offer)
         else:
             why[offer.peer_id] = problem
-    fit.sort(key=lambda o: (o.busy / max(1, o.cores), -o.score, o.peer_id))
+    fit.sort(key=lambda o: (o.busy / max(1, o.cores), o.quote(required.fuel), -o.score,
+                            o.peer_id))
     return fit, why
 
 
@@ -117,12 +139,14 @@ def measure(config: Mapping[str, Any], limits: Limits) -> Offer:
     score = int(fuel / max(time.perf_counter() - started, 1e-6))
     return Offer(peer_id="", cores=min(cores, _cap(config, "cores", cores)),
                  memory_bytes=min(limits.memory_bytes, physical), max_fuel=limits.fuel,
-                 arch=platform.machine() or "unknown", score=score)
+                 arch=platform.machine() or "unknown", score=score,
+                 price_per_mfuel=_cap(config, "price_per_mfuel", 0, least=0),
+                 start_fee=_cap(config, "start_fee", 0, least=0))
 
 
-def _cap(config: Mapping[str, Any], key: str, default: int) -> int:
+def _cap(config: Mapping[str, Any], key: str, default: int, least: int = 1) -> int:
     value = config.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"plugins.settings.compute {key} is a whole number of at least 1, "
-                         f"not {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"plugins.settings.compute {key} is a whole number of at least "
+                         f"{least}, not {value!r}")
     return value

@@ -11,7 +11,7 @@ Events:
 
 * ``OFFER`` (from any peer): this node's offer, as JSON (offers.py).
 * ``PLAN`` (from this node only: ``meshctl compute run|providers``): JSON
-  requirements ``{cores, memory_bytes, fuel, arch}``; the answer is the
+  requirements ``{cores, memory_bytes, fuel, arch, max_price}``; the answer is the
   connected peers that meet them, best first, and why each other one does
   not: ``{"providers": [offer, ...], "excluded": {peer: why}}``. meshctl
   then submits the task to those providers (TaskOptions.providers).
@@ -20,6 +20,10 @@ Task kind ``RUN`` (docs/compute.md): the provider runs the module on the
 input with the fuel asked for; the result says what came out and what fuel
 it spent, units are thousands of fuel. A run that traps or runs out of fuel
 is a result too (paid for its fuel); a module that cannot run is refused.
+A provider with a price (``price_per_mfuel``, ``start_fee``) asks the start
+fee plus the fuel spent at its price, at most the task's ``max_price``, paid
+out of the requester's lock when the receipt settles (docs/ledger.md §12),
+and refuses tasks that offer less than its start fee, or nothing.
 The rule a requester applies (``check_run``) checks the result's form and,
 at the network's spot-check rate, runs the module itself and compares; a
 node asked to confirm a verdict always runs it.
@@ -30,7 +34,8 @@ overridden key by key by ``[plugins.settings.compute]`` in meshd's config):
 linear memory (64 MiB), ``cores``: runs at once (default: the cores this
 process may use), ``spot_check_rate``: the share of results a requester
 re-runs itself (default 0.1; a genesis setting, so the same for every node
-unless an operator raises it).
+unless an operator raises it); ``price_per_mfuel`` and ``start_fee``, this
+node's price in base units (default 0 and 0: it runs modules for free).
 """
 
 from __future__ import annotations
@@ -96,8 +101,17 @@ class ComputePlugin(Plugin):
         return json.dumps(offer).encode()
 
     async def run_task(self, task: TaskRequest) -> TaskResult:
-        result = await self.execute(_request(task.payload))
-        return TaskResult(result.encode(), units=result.units)
+        request = _request(task.payload)
+        offer = self.offer
+        if offer.quote(0) > task.max_price or (offer.quote(request.fuel) and not task.max_price):
+            raise InvalidArgument(
+                f"this node runs modules for {offer.start_fee} to start and "
+                f"{offer.price_per_mfuel} per million fuel (up to {offer.quote(request.fuel)} "
+                f"for this one); the task offers {task.max_price}")
+        result = await self.execute(request)
+        # Paid for the fuel it spent, at most what the requester offered.
+        return TaskResult(result.encode(), units=result.units,
+                          price=min(offer.quote(result.fuel), task.max_price))
 
     async def execute(self, request: RunRequest) -> RunResult:
         """Run ``request`` here; InvalidArgument if its module cannot run at all."""
@@ -170,14 +184,15 @@ class ComputePlugin(Plugin):
             asked = json.loads(event.data or b"{}")
             required = Requirements(**{k: asked.get(k, default) for k, default in
                                        (("cores", 0), ("memory_bytes", 0), ("fuel", 0),
-                                        ("arch", ""))})
+                                        ("arch", ""), ("max_price", 0))})
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                       for v in (required.cores, required.memory_bytes, required.fuel)) \
+                       for v in (required.cores, required.memory_bytes, required.fuel,
+                                 required.max_price)) \
                     or not isinstance(required.arch, str):
                 raise TypeError
         except (ValueError, TypeError, AttributeError):
-            raise InvalidArgument("PLAN takes JSON {cores, memory_bytes, fuel, arch}: whole "
-                                  "numbers and text") from None
+            raise InvalidArgument("PLAN takes JSON {cores, memory_bytes, fuel, arch, "
+                                  "max_price}: whole numbers and text") from None
         offers, why = await self.offers()
         fit, left_out = rank(offers, required)
         return json.dumps({"providers": [o.to_json() for o in fit],
