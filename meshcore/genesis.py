@@ -12,6 +12,7 @@ specifies the format and the encoding.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -43,6 +44,9 @@ MUTABLE_PATHS = (  # the parameters a genesis may let governance change
     "governance.threshold_percent",
     "governance.veto_percent",
     "governance.voting_period_seconds",
+    "market.max_change_bps",
+    "market.min_base_price",
+    "market.target_units",
     "penalties.failed_task_bps",
     "rewards.emission_per_epoch",
     "rewards.epoch_seconds",
@@ -52,7 +56,8 @@ MUTABLE_PATHS = (  # the parameters a genesis may let governance change
 # it was when networks were first named by such documents. A path added later
 # is left out of it, so that those documents keep their ID; `meshctl network
 # init` writes MUTABLE_PATHS out in full.
-DEFAULT_MUTABLE = tuple(p for p in MUTABLE_PATHS if p != "penalties.failed_task_bps")
+DEFAULT_MUTABLE = tuple(p for p in MUTABLE_PATHS
+                        if p != "penalties.failed_task_bps" and not p.startswith("market."))
 
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9]{1,9}")
 _PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -116,6 +121,21 @@ class PenaltyPolicy:
 
 
 @dataclass(frozen=True)
+class MarketPolicy:
+    """The base price of paid tasks (docs/ledger.md §12.4, EIP-1559).
+
+    Prices are base units per 1000 units of work (a compute plugin's units
+    are thousands of fuel, so per million fuel). The base fee is burned; a
+    ``base_price`` of 0 at genesis turns it off for good unless
+    ``min_base_price`` is above 0."""
+
+    base_price: int = 0  # at genesis
+    min_base_price: int = 0
+    target_units: int = 1_000_000  # paid units per epoch that keep the price where it is
+    max_change_bps: int = 1250  # the most it moves in one epoch: 12.5 %
+
+
+@dataclass(frozen=True)
 class RequiredPlugin:
     name: str
     version: str = ""
@@ -145,6 +165,7 @@ class Genesis:
     rewards: RewardPolicy = field(default_factory=RewardPolicy)
     governance: GovernanceParams = field(default_factory=GovernanceParams)
     penalties: PenaltyPolicy = field(default_factory=PenaltyPolicy)
+    market: MarketPolicy = field(default_factory=MarketPolicy)
     plugins: tuple[RequiredPlugin, ...] = ()
     validators: tuple[Validator, ...] = ()
     bootstrap: tuple[str, ...] = ()
@@ -300,13 +321,15 @@ def from_dict(data: Mapping[str, Any]) -> Genesis:
     rewards = _rewards(top.table("rewards"))
     governance = _governance(top.table("governance"))
     penalties = _penalties(top.table("penalties"))
+    market = _market(top.table("market"))
     plugins = _plugins(top.tables("plugins"))
     validators = _validators(top.tables("validators"))
     bootstrap = _bootstrap(top.strings("bootstrap"))
     bootstrap_port = top.integer("bootstrap_port", 4001, 1, 65535)
     top.done()
     return Genesis(name=name, genesis_time=genesis_time, token=token, rewards=rewards,
-                   governance=governance, penalties=penalties, plugins=plugins,
+                   governance=governance, penalties=penalties, market=market,
+                   plugins=plugins,
                    validators=validators,
                    bootstrap=bootstrap, bootstrap_port=bootstrap_port, format=fmt)
 
@@ -359,6 +382,23 @@ def penalties_table(policy: PenaltyPolicy) -> dict[str, Any]:
     return {} if policy == PenaltyPolicy() else {"failed_task_bps": policy.failed_task_bps}
 
 
+def _market(reader: _Reader) -> MarketPolicy:
+    d = MarketPolicy()
+    policy = MarketPolicy(
+        base_price=reader.integer("base_price", d.base_price, 0, MAX_AMOUNT),
+        min_base_price=reader.integer("min_base_price", d.min_base_price, 0, MAX_AMOUNT),
+        target_units=reader.integer("target_units", d.target_units, 1, MAX_AMOUNT),
+        max_change_bps=reader.integer("max_change_bps", d.max_change_bps, 1, 10_000))
+    reader.done()
+    return policy
+
+
+def market_table(policy: MarketPolicy) -> dict[str, Any]:
+    """The ``market`` table, empty when every value is the default: the
+    encodings of networks made before the table existed stay as they were."""
+    return {} if policy == MarketPolicy() else dataclasses.asdict(policy)
+
+
 def _governance(reader: _Reader) -> GovernanceParams:
     d = GovernanceParams()
     params = GovernanceParams(
@@ -379,9 +419,9 @@ def _governance(reader: _Reader) -> GovernanceParams:
 
 
 def changed_params(rewards: RewardPolicy, governance: GovernanceParams,
-                   penalties: PenaltyPolicy, changes: Mapping[str, Any]
-                   ) -> tuple[RewardPolicy, GovernanceParams, PenaltyPolicy]:
-    """The three tables with ``changes`` (path -> parsed JSON value) applied.
+                   penalties: PenaltyPolicy, market: MarketPolicy, changes: Mapping[str, Any]
+                   ) -> tuple[RewardPolicy, GovernanceParams, PenaltyPolicy, MarketPolicy]:
+    """The four tables with ``changes`` (path -> parsed JSON value) applied.
 
     Each value is read by the same rules as in a genesis document, so a
     governance change can never produce tables a genesis could not hold.
@@ -398,6 +438,7 @@ def changed_params(rewards: RewardPolicy, governance: GovernanceParams,
             "quorum_percent", "threshold_percent", "veto_percent", "voting_period_seconds",
             "proposal_stake")} | {"mutable": list(governance.mutable)},
         "penalties": {"failed_task_bps": penalties.failed_task_bps},
+        "market": dataclasses.asdict(market),
     }
     for path, value in changes.items():
         if path not in MUTABLE_PATHS:
@@ -407,7 +448,8 @@ def changed_params(rewards: RewardPolicy, governance: GovernanceParams,
         tables[section][key] = value
     return (_rewards(_Reader(tables["rewards"], "rewards")),
             _governance(_Reader(tables["governance"], "governance")),
-            _penalties(_Reader(tables["penalties"], "penalties")))
+            _penalties(_Reader(tables["penalties"], "penalties")),
+            _market(_Reader(tables["market"], "market")))
 
 
 def _plugins(readers: list[_Reader]) -> tuple[RequiredPlugin, ...]:
@@ -551,6 +593,7 @@ def to_dict(genesis: Genesis) -> dict[str, Any]:
         # Present only when not the defaults, so networks made before it keep their ID.
         **({"penalties": penalties_table(genesis.penalties)}
            if penalties_table(genesis.penalties) else {}),
+        **({"market": market_table(genesis.market)} if market_table(genesis.market) else {}),
         # A plugin's settings are present only when it has some (IDs made before stay).
         "plugins": [{"name": p.name, "version": p.version,
                      **({"settings": p.settings} if p.settings_json else {})}

@@ -26,6 +26,7 @@ from mesh_compute.runs import (
     parse_result,
 )
 
+from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshctl.client import MeshClient
@@ -206,6 +207,29 @@ def _providers_text(plan: dict[str, Any]) -> str:
     if plan["excluded"]:
         text += "\n\n" + fields(sorted(plan["excluded"].items()))
     return text
+
+
+@compute.command()
+@json_option
+@with_client
+def price(client: MeshClient, as_json: bool) -> None:
+    """Show the network's base price per million fuel for the next epoch (docs/ledger.md §12.4).
+
+    A paid run's provider takes its start fee plus the fuel spent at the base
+    price plus its own price per million fuel; the base fee is burned, the
+    rest is the provider's. The base price moves each epoch toward the
+    genesis' target use, by at most its max_change_bps.
+    """
+    info = client.unary(ledger_pb2_grpc.LedgerServiceStub(client.channel()).GetTokenInfo,
+                        ledger_pb2.GetTokenInfoRequest())
+    shown = {"base_price_per_mfuel": int(info.base_price or 0),
+             "final_epoch": info.final_epoch, "symbol": info.symbol,
+             "market_burned_total": info.market_burned_total or "0",
+             "escrowed": info.escrowed or "0"}
+    emit(shown, as_json, lambda d: (
+        f"base price {d['base_price_per_mfuel']} base units per million fuel for epoch "
+        f"{d['final_epoch'] + 1}" + (" (no base fee)" if not d["base_price_per_mfuel"] else "")
+        + f"; burned so far {d['market_burned_total']}, locked now {d['escrowed']}"))
 
 
 @compute.command("ls")

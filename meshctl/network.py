@@ -17,6 +17,7 @@ from meshcore.genesis import (
     Genesis,
     GenesisError,
     GovernanceParams,
+    MarketPolicy,
     PenaltyPolicy,
     RewardPolicy,
     Token,
@@ -80,6 +81,20 @@ def network() -> None:
               show_default=True, metavar="BPS",
               help="Basis points of its stake a provider loses for a failed task or a failed "
                    "storage audit (governance can change it: penalties.failed_task_bps).")
+@click.option("--base-price", type=int, default=MarketPolicy().base_price, show_default=True,
+              metavar="UNITS",
+              help="Paid tasks' base price at genesis, base units per 1000 units of work "
+                   "(per million fuel for compute), burned from each payment; 0: no base fee "
+                   "(docs/ledger.md §12.4).")
+@click.option("--min-base-price", type=int, default=MarketPolicy().min_base_price,
+              show_default=True, metavar="UNITS", help="The base price never falls below this.")
+@click.option("--target-units", type=int, default=MarketPolicy().target_units,
+              show_default=True, metavar="UNITS",
+              help="Paid units of work per epoch that hold the base price steady; more raise "
+                   "it, fewer lower it.")
+@click.option("--max-price-change", type=int, default=MarketPolicy().max_change_bps,
+              show_default=True, metavar="BPS",
+              help="The most the base price moves in one epoch, in basis points.")
 @click.option("--genesis-time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
               help="Genesis time (UTC if no offset). Default: now.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
@@ -106,7 +121,9 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
          bootstrap_addrs: tuple[str, ...], validators: tuple[str, ...],
          allocations: tuple[str, ...], epoch_seconds: int, emission: int,
          community_pool: int, proposal_stake: int, voting_period: int, quorum: int,
-         threshold: int, veto: int, failed_task_slash: int, genesis_time: dt.datetime | None,
+         threshold: int, veto: int, failed_task_slash: int, base_price: int,
+         min_base_price: int, target_units: int, max_price_change: int,
+         genesis_time: dt.datetime | None,
          out: Path, force: bool,
          founder: bool, data_dir: Path | None, founder_allocation: int,
          allow_no_validators: bool, as_json: bool) -> None:
@@ -145,6 +162,7 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
             governance=GovernanceParams(quorum, threshold, veto, voting_period, proposal_stake,
                                         mutable=MUTABLE_PATHS),
             penalties=PenaltyPolicy(failed_task_slash),
+            market=MarketPolicy(base_price, min_base_price, target_units, max_price_change),
             plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
             validators=tuple(_validator(v) for v in validators),
             bootstrap=bootstrap_addrs, bootstrap_port=bootstrap_port),
@@ -209,6 +227,7 @@ def _human_genesis(result: dict[str, Any]) -> str:
                        f"{gov['threshold_percent']}%, veto {gov['veto_percent']}%, voting "
                        f"period {gov['voting_period_seconds']} s"),
         ("Slashing", f"{slash_bps / 100:g}% of stake for a failed task or storage audit"),
+        ("Paid tasks", _market_text(g.get("market", {}))),
         ("Plugins", [f"{p['name']}{p['version']}" + _settings_shown(p) for p in g["plugins"]]),
         ("Validators", [f"{v['peer_id']} (weight {v['weight']})" for v in g["validators"]]),
         ("Bootstrap", [*g["bootstrap"], f"(bootstrap port {g['bootstrap_port']})"]),
@@ -217,6 +236,15 @@ def _human_genesis(result: dict[str, Any]) -> str:
         rows.append(("Connected peers", result["peer_count"]))
         rows.append(("DHT routing table", f"{result['routing_table_size']} peers"))
     return fields(rows)
+
+
+def _market_text(table: dict[str, Any]) -> str:
+    market = MarketPolicy(**table)
+    if not market.base_price and not market.min_base_price:
+        return "no base fee"
+    return (f"base price {market.base_price} per 1000 units of work at genesis (at least "
+            f"{market.min_base_price}), moving up to {market.max_change_bps / 100:g}% an "
+            f"epoch toward {market.target_units} paid units per epoch")
 
 
 def _founder(data_dir: Path) -> str:
@@ -313,7 +341,10 @@ _OPTIONS = {"name": "--name", "token.name": "--token-name", "token.symbol": "--t
             "governance.proposal_stake": "--proposal-stake",
             "governance.voting_period_seconds": "--voting-period",
             "governance.quorum_percent": "--quorum", "governance.threshold_percent": "--threshold",
-            "governance.veto_percent": "--veto", "penalties.failed_task_bps": "--failed-task-slash"}
+            "governance.veto_percent": "--veto", "penalties.failed_task_bps": "--failed-task-slash",
+            "market.base_price": "--base-price", "market.min_base_price": "--min-base-price",
+            "market.target_units": "--target-units",
+            "market.max_change_bps": "--max-price-change"}
 
 
 def _option_for(field: str) -> str:

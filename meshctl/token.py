@@ -36,6 +36,8 @@ def token_to_dict(r: ledger_pb2.GetTokenInfoResponse) -> dict[str, Any]:
         "emission_per_epoch": r.emission_per_epoch, "epoch_seconds": r.epoch_seconds,
         "split": {"uptime": r.split.uptime, "tasks": r.split.tasks,
                   "governance": r.split.governance},
+        "base_price": r.base_price or "0", "market_burned_total": r.market_burned_total or "0",
+        "escrowed": r.escrowed or "0",
     }
 
 
@@ -53,6 +55,9 @@ def _token_text(d: dict[str, Any]) -> str:
         ("Minted", amount(d["minted_total"])),
         ("Not minted", f"{amount(d['emission_burned_total'])}, emission no one earned"),
         ("Slashed", amount(d["slashed_total"])),
+        ("Paid tasks", f"base price {d['base_price']} base units per 1000 units of work "
+                       f"next epoch; {amount(d['market_burned_total'])} of base fees burned; "
+                       f"{amount(d['escrowed'])} locked by requesters"),
         ("Emission", f"{amount(d['emission_per_epoch'])} per epoch of "
                      f"{d['epoch_seconds']} s: uptime {split['uptime']} %, tasks "
                      f"{split['tasks']} %, governance {split['governance']} %"),

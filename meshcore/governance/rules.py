@@ -123,7 +123,7 @@ def apply_changes(params: Params, changes: dict[str, Any]) -> Params:
         GenesisError: a value breaks its rule.
     """
     return Params(*changed_params(params.rewards, params.governance, params.penalties,
-                                  changes))
+                                  params.market, changes))
 
 
 def _upgrade_problem(upgrade: Any) -> str | None:

@@ -127,15 +127,18 @@ def _slash_text(slash: Slash, peer: _Show, digest: _Show) -> str:
 
 def _payment_text(p: Payment, peer: _Show, digest: _Show) -> str:
     why = f" ({p.reason})" if p.reason else ""
+    burned = f"; base fee {p.burned} burned, {p.paid - p.burned} to the provider" \
+        if p.burned else ""
     return (f"market  {peer(p.provider)}  paid {p.paid} of its price {p.price}{why} by "
             f"{peer(p.requester)} from the lock of task {digest(p.task)} "
-            f"(receipt {digest(p.receipt)})")
+            f"(receipt {digest(p.receipt)}, units {p.units}{burned})")
 
 
 def _payment_json(p: Payment) -> dict[str, Any]:
     return {"receipt": p.receipt.hex(), "requester": accounts.peer_id_of(p.requester),
             "task": p.task.hex(), "provider": accounts.peer_id_of(p.provider),
-            "price": p.price, "paid": p.paid, "reason": p.reason}
+            "price": p.price, "paid": p.paid, "reason": p.reason, "burned": p.burned,
+            "units": p.units}
 
 
 def _refund_json(r: Refund) -> dict[str, Any]:

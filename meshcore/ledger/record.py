@@ -95,8 +95,10 @@ class Payment:
     task: bytes  # the lock's task (base_id)
     provider: bytes
     price: int  # what the claim asked
-    paid: int  # what it got: the price, or what was left of the lock
+    paid: int  # taken from the lock: the price, or what was left of it
     reason: str = ""  # why less than the price, if it was
+    burned: int = 0  # of ``paid``, the base fee (docs/ledger.md §12.4); the provider got the rest
+    units: int = 0  # the claim's
 
 
 @dataclass(frozen=True)

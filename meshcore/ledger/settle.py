@@ -95,8 +95,12 @@ def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
     # 3a. Paid tasks: receipts pay providers out of their requesters' locks
     # (after penalties: a claim failed in this settlement is not paid); then
     # what is left of the locks that end now goes back.
-    payments = escrow.pay(state, (e for e in newly if e.kind == "task_receipt"))
+    payments = escrow.pay(state, (e for e in newly if e.kind == "task_receipt"),
+                          prev.base_price)
     refunds = escrow.refund(state, epoch)
+    burned = sum(p.burned for p in payments)
+    state.base_price = escrow.next_base_price(
+        prev.base_price, sum(p.units for p in payments if p.paid), prev.params.market)
 
     # 4. Rewards. Entries canonical before this settlement count as evidence
     # only when the reduced cut is sure to carry them too (epoch >= E).
@@ -121,7 +125,7 @@ def settle(prev: Settled, epoch: int, decided_round: int, decided_value: bytes,
                                                 state.params_after)
 
     # 7. Supply, decision, record.
-    state.supply += record.minted - record.slashed
+    state.supply += record.minted - record.slashed - burned
     state.epoch = epoch
     state.decided_round, state.decided_value = decided_round, decided_value
     state.record = dataclasses.replace(record, payments=payments, refunds=refunds)

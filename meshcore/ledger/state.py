@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from meshcore.genesis import (
     Genesis,
     GovernanceParams,
+    MarketPolicy,
     PenaltyPolicy,
     RewardPolicy,
+    market_table,
     penalties_table,
 )
 from meshcore.governance.tally import Tally
@@ -42,16 +44,17 @@ class Account:
 
 @dataclass(frozen=True)
 class Params:
-    """The rules of one epoch: the genesis ``rewards``, ``governance`` and ``penalties``
-    tables."""
+    """The rules of one epoch: the genesis ``rewards``, ``governance``, ``penalties``
+    and ``market`` tables."""
 
     rewards: RewardPolicy = field(default_factory=RewardPolicy)
     governance: GovernanceParams = field(default_factory=GovernanceParams)
     penalties: PenaltyPolicy = field(default_factory=PenaltyPolicy)
+    market: MarketPolicy = field(default_factory=MarketPolicy)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis) -> Params:
-        return cls(genesis.rewards, genesis.governance, genesis.penalties)
+        return cls(genesis.rewards, genesis.governance, genesis.penalties, genesis.market)
 
     def canonical_json(self) -> bytes:
         """``{"governance": {...}, "rewards": {...}}`` by the rules of docs/genesis.md.
@@ -64,6 +67,8 @@ class Params:
         tables["governance"]["mutable"] = list(self.governance.mutable)
         if penalties_table(self.penalties):  # absent at the defaults: roots made before stay
             tables["penalties"] = penalties_table(self.penalties)
+        if market_table(self.market):  # likewise
+            tables["market"] = market_table(self.market)
         return json.dumps(tables, sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False).encode("utf-8")
 
@@ -153,6 +158,8 @@ class Settled:
     proposals: dict[bytes, Proposal] = field(default_factory=dict)  # by entry hash
     upgrade: UpgradeNotice | None = None
     escrows: dict[tuple[bytes, bytes], Escrow] = field(default_factory=dict)  # (requester, task)
+    base_price: int = 0  # of paid tasks in epoch + 1, per 1000 units (docs/ledger.md §12.4)
+    market_burned_total: int = 0  # base fees burned
 
     def account(self, key: bytes) -> Account:
         return self.accounts.get(key) or Account()
@@ -211,7 +218,8 @@ def genesis_state(genesis: Genesis) -> Settled:
                     params=params, params_after=params, network_id=genesis.network_id,
                     supply=sum(a.amount for a in genesis.token.allocations)
                     + genesis.token.community_pool,
-                    community_pool=genesis.token.community_pool)
+                    community_pool=genesis.token.community_pool,
+                    base_price=genesis.market.base_price)
     for allocation in genesis.token.allocations:
         state.accounts[accounts.key_of(allocation.account)] = Account(liquid=allocation.amount)
     return state

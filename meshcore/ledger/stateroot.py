@@ -50,17 +50,23 @@ def encode_state(settled: Settled) -> bytes:
         uvarint(settled.deposits_burned_total),
         listed(_proposal(key, p) for key, p in sorted(settled.proposals.items())),
         _upgrade(settled.upgrade),
-        _escrows(settled),
+        _market(settled),
     ])
 
 
-def _escrows(settled: Settled) -> bytes:
-    """Escrows (docs/ledger.md §12), ascending by (requester, task): none, no bytes at
-    all, so that every root made before paid tasks existed stays the same."""
-    if not settled.escrows:
-        return b""
-    return listed(length_prefixed(requester) + length_prefixed(task) + uvarint(e.remaining)
-                  + uvarint(e.until) for (requester, task), e in sorted(settled.escrows.items()))
+def _market(settled: Settled) -> bytes:
+    """Paid tasks (docs/ledger.md §12.5), each part after a tag byte and only when it is
+    not empty, so that every root made before paid tasks existed stays the same:
+    1 and the escrows, ascending by (requester, task); 2, the base price of the next
+    epoch and the base fees burned."""
+    parts = b""
+    if settled.escrows:
+        parts += b"\x01" + listed(
+            length_prefixed(requester) + length_prefixed(task) + uvarint(e.remaining)
+            + uvarint(e.until) for (requester, task), e in sorted(settled.escrows.items()))
+    if settled.base_price or settled.market_burned_total:
+        parts += b"\x02" + uvarint(settled.base_price) + uvarint(settled.market_burned_total)
+    return parts
 
 
 def _proposal(key: bytes, p: Proposal) -> bytes:

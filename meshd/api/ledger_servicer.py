@@ -212,7 +212,9 @@ def token_info_pb(info: queries.TokenInfo) -> ledger_pb2.GetTokenInfoResponse:
         holders=info.holders, emission_per_epoch=str(info.emission_per_epoch),
         epoch_seconds=info.epoch_seconds,
         split=ledger_pb2.RewardSplit(uptime=split["uptime"], tasks=split["tasks"],
-                                      governance=split["governance"]))
+                                      governance=split["governance"]),
+        base_price=str(info.base_price), market_burned_total=str(info.market_burned_total),
+        escrowed=str(info.escrowed))
 
 
 

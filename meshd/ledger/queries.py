@@ -163,6 +163,9 @@ class TokenInfo:
     emission_per_epoch: int
     epoch_seconds: int
     split: tuple[tuple[str, int], ...]  # (pool, percent of the emission)
+    base_price: int = 0  # of paid tasks in the next epoch, per 1000 units of work
+    market_burned_total: int = 0
+    escrowed: int = 0  # held by requesters' locks
 
 
 def token_info(genesis: Genesis, settled: Settled, top: int = TOP_ACCOUNTS) -> TokenInfo:
@@ -181,7 +184,9 @@ def token_info(genesis: Genesis, settled: Settled, top: int = TOP_ACCOUNTS) -> T
         top=tuple(held[:top]), holders=len(held),
         emission_per_epoch=policy.emission_per_epoch, epoch_seconds=policy.epoch_seconds,
         split=(("uptime", policy.split.uptime), ("tasks", policy.split.tasks),
-               ("governance", policy.split.governance)))
+               ("governance", policy.split.governance)),
+        base_price=settled.base_price, market_burned_total=settled.market_burned_total,
+        escrowed=sum(e.remaining for e in settled.escrows.values()))
 
 
 def share_percent(part: int, whole: int) -> str:

@@ -161,6 +161,10 @@ class LedgerReader(Protocol):
     async def bonded(self, peer_id: str = "") -> int:
         """Staked (bonded) base units of an account as of the newest final settlement."""
 
+    def base_price(self) -> int:
+        """The base price of paid tasks in the next epoch, base units per 1000 units of
+        work (docs/ledger.md §12.4): what a receipt's units burn of its payment."""
+
     def beacon(self, epoch: int) -> bytes | None:
         """32 bytes every node derives alike from epoch ``epoch``'s decision (its
         decided value and state root); None while that epoch is not final here.

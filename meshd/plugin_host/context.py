@@ -106,6 +106,9 @@ class PluginLedger:
         return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big") + decision.value
                               + decision.root).digest()
 
+    def base_price(self) -> int:
+        return self._ledger.settled.base_price
+
     def validators(self, epoch: int | None = None) -> list[str]:
         settlements = self._ledger.settlements
         settled: Settled | None

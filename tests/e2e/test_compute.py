@@ -63,8 +63,9 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
     genesis, _ = validator_genesis(
         tmp_path, names, allocation=1_000_000, epoch_seconds=5,
         options=["--name", "ComputeNet", "--token-name", "CYCLE", "--token-symbol", "CYC",
-                 "--plugin", "compute"])
-    # Three providers ask 3 to start and 100 per million fuel; one runs for free, but
+                 "--plugin", "compute", "--base-price", "20", "--min-base-price", "20"])
+    # Three providers ask 3 to start and 100 per million fuel over the network's base
+    # price of 20 (held there by its minimum), which is burned; one runs for free, but
     # gives a run 16 MiB and 2,000,000 fuel at most: requirements leave it out.
     priced = tmp_path / "priced.toml"
     priced.write_text("[plugins.settings.compute]\nprice_per_mfuel = 100\nstart_fee = 3\n")
@@ -95,7 +96,9 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         data.write_bytes(os.urandom(100_000))
         module = EXAMPLES / "fnv1a.wat"
         local = Sandbox().run(module.read_text(), data.read_bytes())
-        price = 3 + -(-local.fuel_used * 100 // 1_000_000)
+        price = 3 + -(-local.fuel_used * 120 // 1_000_000)
+        burned = units_of(local.fuel_used) * 20 // 1000
+        assert ctl_json(requester, "compute", "price")["base_price_per_mfuel"] == 20
         since = int(ctl_json(requester, "ledger", "state-root")["epoch"]) + 1
         code, shown, err = run(requester, str(module), "--input", str(data), "-k", "3",
                                "--min-memory", "32MiB", "--fuel", "2000000",
@@ -120,8 +123,9 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         epoch, payments, _ = eventually_blocking(
             lambda: paid_in(requester, task, since), lambda found: found[0] >= 0,
             timeout=60, interval=1, what="the receipts' payments to settle")
-        assert sorted((ids[p["provider"]], p["paid"]) for p in payments) == \
-            [("p1", price), ("p2", price), ("p3", price)]
+        assert sorted((ids[p["provider"]], p["paid"], p["burned"]) for p in payments) == \
+            [("p1", price, burned), ("p2", price, burned), ("p3", price, burned)]
+        assert int(ctl_json(requester, "token", "info")["market_burned_total"]) >= 3 * burned
         roots = set()
         for n in nodes:
             eventually_blocking(lambda n=n: final_epoch(n) >= epoch, timeout=30, interval=0.5,
@@ -163,7 +167,7 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         assert ran["error"] == "out_of_fuel" and ran["fuel"] == 1_000_000, ran
         assert "spent all of its 1000000 fuel" in ran["message"]
         assert {a["units"] for a in shown["attempts"]} == {1000}  # type: ignore[union-attr]
-        assert {a["price"] for a in shown["attempts"]} == {"103"}  # type: ignore[union-attr]
+        assert {a["price"] for a in shown["attempts"]} == {"123"}  # type: ignore[union-attr]
         listed = ctl_json(requester, "compute", "ls")
         assert [r["run"]["error"] if r["run"] else r["error"][:14] for r in listed[:4]] == \
             ["out_of_fuel", "cannot lock 20", "", ""]
@@ -198,7 +202,7 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         assert "offers 16 MiB of memory per run, not 32 MiB" in done.stderr
         done = requester.ctl("compute", "run", str(module), "--input", str(data),
                              "--fuel", "5000000", "-k", "4", "--max-price", "1000",
-                             check=False)  # 503 each for the priced ones
+                             check=False)  # 603 each for the priced ones
         assert done.returncode == 1, done.stderr
         assert "runs at most 2000000 fuel, not 5000000" in done.stderr
         done = requester.ctl("compute", "run", str(module), "--input", str(data),

@@ -243,19 +243,25 @@ def test_a_community_pool_counts_in_the_id_only_when_there_is_one() -> None:
 
 
 def test_changed_params_reads_each_value_by_the_genesis_rules() -> None:
-    rewards, governance, penalties = g.RewardPolicy(), g.GovernanceParams(), g.PenaltyPolicy()
-    new_rewards, new_governance, new_penalties = g.changed_params(rewards, governance, penalties, {
+    tables = g.RewardPolicy(), g.GovernanceParams(), g.PenaltyPolicy(), g.MarketPolicy()
+    new_rewards, new_governance, new_penalties, new_market = g.changed_params(*tables, {
         "rewards.split": {"uptime": 50, "tasks": 30, "governance": 20},
-        "governance.quorum_percent": 40, "penalties.failed_task_bps": 2500})
+        "governance.quorum_percent": 40, "penalties.failed_task_bps": 2500,
+        "market.target_units": 5000})
     assert (new_rewards.split, new_governance.quorum_percent) == (g.RewardSplit(50, 30, 20), 40)
     assert new_penalties == g.PenaltyPolicy(failed_task_bps=2500)
-    assert new_rewards.emission_per_epoch == rewards.emission_per_epoch
+    assert new_market == g.MarketPolicy(target_units=5000)
+    assert new_rewards.emission_per_epoch == tables[0].emission_per_epoch
     with pytest.raises(GenesisError, match=r"^governance\.quorum_percent: must be between"):
-        g.changed_params(rewards, governance, penalties, {"governance.quorum_percent": 101})
+        g.changed_params(*tables, {"governance.quorum_percent": 101})
     with pytest.raises(GenesisError, match=r"^penalties\.failed_task_bps: must be between"):
-        g.changed_params(rewards, governance, penalties, {"penalties.failed_task_bps": 10_001})
+        g.changed_params(*tables, {"penalties.failed_task_bps": 10_001})
+    with pytest.raises(GenesisError, match=r"^market\.max_change_bps: must be between"):
+        g.changed_params(*tables, {"market.max_change_bps": 0})
     with pytest.raises(GenesisError, match=r"^token\.symbol: is not a parameter governance"):
-        g.changed_params(rewards, governance, penalties, {"token.symbol": "X"})
+        g.changed_params(*tables, {"token.symbol": "X"})
+    with pytest.raises(GenesisError, match=r"^market\.base_price: is not a parameter"):
+        g.changed_params(*tables, {"market.base_price": 5})
 
 
 def test_invalid_toml_is_refused() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from meshcore.genesis import MarketPolicy
+from meshcore.ledger import escrow
 from meshcore.ledger.entry import EntryError, Verified
 from meshcore.ledger.evidence_rules import claim_hash, evidence_problem
 from meshcore.ledger.explain import explain_json, explain_lines
@@ -115,8 +119,8 @@ def test_a_claim_has_a_price_and_an_escrow_or_neither() -> None:
     requester, provider = Author(51), Author(52)
     good = requester.receipt(0, provider, 3, units=1, price=5, escrow=3)
     assert evidence_problem(good, NET, PLUGINS) is None
-    for price, escrow in [(5, None), (0, 3)]:
-        item = Author(51).receipt(0, provider, 3, units=1, price=price, escrow=escrow)
+    for price, named in [(5, None), (0, 3)]:
+        item = Author(51).receipt(0, provider, 3, units=1, price=price, escrow=named)
         assert evidence_problem(item, NET, PLUGINS) == \
             "a claim names a price and an escrow, or neither"
 
@@ -137,3 +141,26 @@ def test_state_roots_without_escrows_are_unchanged_and_escrows_change_them() -> 
     with_lock.accounts[requester.key].canon_seq = 0
     with_lock.accounts[requester.key].canon_head = b""
     assert state_root(with_lock) == state_root(without)
+
+
+def test_the_base_fee_is_burned_and_the_base_price_follows_use() -> None:
+    requester, provider = Author(71), Author(72)
+    market = MarketPolicy(target_units=1000, max_change_bps=1250)
+    prev = start({requester.key: Account(liquid=10_000)})
+    prev.params = prev.params_after = dataclasses.replace(prev.params, market=market)
+    prev.base_price = 80  # per 1000 units
+    busy = run(prev, requester.lock(task=1, amount=500, until=3),
+               requester.receipt(0, provider, 1, units=2000, price=400, escrow=1)).settled
+    (payment,) = busy.record.payments
+    assert (payment.paid, payment.burned) == (400, 160)  # 2000 units at 80 per 1000
+    assert busy.account(provider.key).liquid == 240  # the tip
+    assert busy.market_burned_total == 160 and busy.supply == 10_000 - 160
+    assert busy.supply == total_held(busy)
+    assert busy.base_price == 90  # twice the target: +12.5 %
+    assert "base fee 160 burned" in "\n".join(explain_lines(busy))
+    idle = run(busy).settled  # no use: -12.5 %, rounded toward no change
+    assert idle.base_price == 90 - 90 * 1250 // 10_000
+    assert escrow.next_base_price(1, 2000, market) == 2  # a small price can rise
+    assert escrow.next_base_price(0, 2000, market) == 0  # 0 is off
+    assert escrow.next_base_price(0, 0, dataclasses.replace(market, min_base_price=3)) == 3
+    assert escrow.next_base_price(1000, 10**9, market) == 1125  # at most +12.5 %

@@ -11,12 +11,13 @@ repeats; all must agree, and the invariants must hold.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mesh.ledger.v1 import ledger_pb2
+from meshcore.genesis import MarketPolicy
 from meshcore.ledger.entry import Verified
 from meshcore.ledger.explain import explain_json
 from meshcore.ledger.settle import settle
@@ -81,6 +82,12 @@ def _run_model(data: Draws) -> None:
     emission = data.draw(st.integers(0, 10**6))
     split = data.draw(st.sampled_from([(40, 40, 20), (100, 0, 0), (33, 33, 34)]))
     state = start(holdings, validators=tuple(keys[:3]), emission=emission, split=split)
+    # Paid tasks burn a base fee that moves with use (docs/ledger.md §12.4).
+    market = MarketPolicy(min_base_price=data.draw(st.integers(0, 5)),
+                          target_units=data.draw(st.integers(1, 3000)),
+                          max_change_bps=data.draw(st.integers(1, 10_000)))
+    state.params = state.params_after = replace(state.params, market=market)
+    state.base_price = data.draw(st.integers(0, 400))
     allocations = state.supply
     full: list[Verified] = []  # K: everything delivered so far
     canonical: set[bytes] = set()
@@ -121,13 +128,16 @@ def _run_model(data: Draws) -> None:
             w.pending = [e for e in w.pending if e.hash not in canonical]
 
         # Conservation, no negative balance, minting bounded by the emission.
-        assert total_held(after) == allocations + after.minted_total - after.slashed_total
-        assert after.supply == allocations + after.minted_total - after.slashed_total
+        held = allocations + after.minted_total - after.slashed_total - after.market_burned_total
+        assert total_held(after) == after.supply == held
+        assert after.base_price >= market.min_base_price
+        assert abs(after.base_price - state.base_price) <= \
+            max(1, state.base_price * market.max_change_bps // 10_000) + market.min_base_price
         assert all(a.liquid >= 0 and a.bonded >= 0 and all(v > 0 for v in a.lots.values())
                    for a in after.accounts.values())
         # Escrows hold something, and last no longer than their lock said.
         assert all(e.remaining > 0 and e.until > epoch for e in after.escrows.values())
-        assert all(p.paid <= p.price for p in after.record.payments)
+        assert all(p.burned <= p.paid <= p.price for p in after.record.payments)
         assert 0 <= after.minted_total - state.minted_total <= emission
         assert after.minted_total + after.emission_burned_total == emission * (epoch + 1)
         # At most one branch of a fork ever takes effect.

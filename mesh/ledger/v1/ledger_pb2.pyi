@@ -1798,6 +1798,9 @@ class GetTokenInfoResponse(_message.Message):
     EMISSION_PER_EPOCH_FIELD_NUMBER: _builtins.int
     EPOCH_SECONDS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
+    BASE_PRICE_FIELD_NUMBER: _builtins.int
+    MARKET_BURNED_TOTAL_FIELD_NUMBER: _builtins.int
+    ESCROWED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     symbol: _builtins.str
     decimals: _builtins.int
@@ -1811,6 +1814,13 @@ class GetTokenInfoResponse(_message.Message):
     """Accounts holding anything (liquid, bonded or unbonding)."""
     emission_per_epoch: _builtins.str
     epoch_seconds: _builtins.int
+    base_price: _builtins.str
+    """Paid tasks (docs/ledger.md §12): the base price of the next epoch, base
+    units per 1000 units of work ("0": no base fee), the base fees burned so
+    far, and what requesters' locks hold now.
+    """
+    market_burned_total: _builtins.str
+    escrowed: _builtins.str
     @_builtins.property
     def genesis_allocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenAllocation]: ...
     @_builtins.property
@@ -1836,10 +1846,13 @@ class GetTokenInfoResponse(_message.Message):
         emission_per_epoch: _builtins.str = ...,
         epoch_seconds: _builtins.int = ...,
         split: Global___RewardSplit | None = ...,
+        base_price: _builtins.str = ...,
+        market_burned_total: _builtins.str = ...,
+        escrowed: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decimals", b"decimals", "emission_burned_total", b"emission_burned_total", "emission_per_epoch", b"emission_per_epoch", "epoch_seconds", b"epoch_seconds", "final_epoch", b"final_epoch", "genesis_allocations", b"genesis_allocations", "holders", b"holders", "minted_total", b"minted_total", "name", b"name", "slashed_total", b"slashed_total", "split", b"split", "supply", b"supply", "symbol", b"symbol", "top_accounts", b"top_accounts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_price", b"base_price", "decimals", b"decimals", "emission_burned_total", b"emission_burned_total", "emission_per_epoch", b"emission_per_epoch", "epoch_seconds", b"epoch_seconds", "escrowed", b"escrowed", "final_epoch", b"final_epoch", "genesis_allocations", b"genesis_allocations", "holders", b"holders", "market_burned_total", b"market_burned_total", "minted_total", b"minted_total", "name", b"name", "slashed_total", b"slashed_total", "split", b"split", "supply", b"supply", "symbol", b"symbol", "top_accounts", b"top_accounts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,9 +54,10 @@ class Offer:
     price_per_mfuel: int = 0  # base units per million fuel (a paid task's)
     start_fee: int = 0  # base units per run, whatever its fuel
 
-    def quote(self, fuel: int) -> int:
-        """What a run of ``fuel`` fuel costs here: the start fee plus the fuel's price."""
-        return price_of(fuel, self.price_per_mfuel, self.start_fee)
+    def quote(self, fuel: int, base_price: int = 0) -> int:
+        """What a run of ``fuel`` fuel costs here: the start fee plus the fuel at the
+        network's base price (burned) and this provider's own price (its tip)."""
+        return price_of(fuel, base_price + self.price_per_mfuel, self.start_fee)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "features": list(self.features)}
@@ -74,14 +75,17 @@ class Requirements:
     fuel: int = 0
     arch: str = ""
     max_price: int = 0  # per run, base units; 0: unpaid (only free providers)
+    base_price: int = 0  # the network's, per million fuel (docs/ledger.md §12.4)
 
     def problem(self, offer: Offer) -> str | None:
         """Why ``offer`` does not meet these requirements; None if it does."""
-        quote = offer.quote(self.fuel)
+        # An unpaid run pays no base fee either: only free providers take one.
+        quote = offer.quote(self.fuel, self.base_price if self.max_price else 0)
         if quote > self.max_price:
+            base = f" + the base price {self.base_price}" if self.base_price else ""
             return (f"asks {quote} for {self.fuel} fuel ({offer.start_fee} to start, "
-                    f"{offer.price_per_mfuel} per million fuel), over the {self.max_price} "
-                    f"offered" + ("" if self.max_price else " (--max-price)"))
+                    f"{offer.price_per_mfuel}{base} per million fuel), over the "
+                    f"{self.max_price} offered" + ("" if self.max_price else " (--max-price)"))
         if offer.cores < self.cores:
             return f"offers {offer.cores} cores, not {self.cores}"
         if offer.memory_bytes < self.memory_bytes:
@@ -125,7 +129,7 @@ def rank(offers: Iterable[Offer], required: Requirements,
         else:
             why[offer.peer_id] = problem
     fit.sort(key=lambda o: (o.busy / max(1, o.cores), o.quote(required.fuel), -o.score,
-                            o.peer_id))
+                            o.peer_id))  # the base price is the same for all
     return fit, why
 
 

@@ -102,16 +102,17 @@ class ComputePlugin(Plugin):
 
     async def run_task(self, task: TaskRequest) -> TaskResult:
         request = _request(task.payload)
-        offer = self.offer
+        offer, base = self.offer, self.ctx.ledger.base_price()
         if offer.quote(0) > task.max_price or (offer.quote(request.fuel) and not task.max_price):
             raise InvalidArgument(
                 f"this node runs modules for {offer.start_fee} to start and "
-                f"{offer.price_per_mfuel} per million fuel (up to {offer.quote(request.fuel)} "
-                f"for this one); the task offers {task.max_price}")
+                f"{offer.price_per_mfuel} per million fuel, plus the base price {base} (up "
+                f"to {offer.quote(request.fuel, base)} for this one); the task offers "
+                f"{task.max_price}")
         result = await self.execute(request)
         # Paid for the fuel it spent, at most what the requester offered.
         return TaskResult(result.encode(), units=result.units,
-                          price=min(offer.quote(result.fuel), task.max_price))
+                          price=min(offer.quote(result.fuel, base), task.max_price))
 
     async def execute(self, request: RunRequest) -> RunResult:
         """Run ``request`` here; InvalidArgument if its module cannot run at all."""
@@ -184,7 +185,8 @@ class ComputePlugin(Plugin):
             asked = json.loads(event.data or b"{}")
             required = Requirements(**{k: asked.get(k, default) for k, default in
                                        (("cores", 0), ("memory_bytes", 0), ("fuel", 0),
-                                        ("arch", ""), ("max_price", 0))})
+                                        ("arch", ""), ("max_price", 0))},
+                                    base_price=self.ctx.ledger.base_price())
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                        for v in (required.cores, required.memory_bytes, required.fuel,
                                  required.max_price)) \
