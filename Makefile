@@ -107,6 +107,7 @@ bench: setup  # one after the other: never two benchmarks at once on 2 cores
 	$(BIN)/python bench/dashboard.py
 	$(BIN)/python bench/storage_coding.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/market.py
 
 clean:
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache
