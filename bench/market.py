@@ -10,7 +10,7 @@ base fee: the tip is 0, so the burn is the whole payment. Before
 many (the load step).
 
 The baseline, computed in the same run, is the price at which demand
-equals the target: ``max_value · (1 − target / requesters)``. Printed per
+equals the target: ``max_value · (1 - target / requesters)``. Printed per
 epoch range: the base price, its ratio to that equilibrium, and the use (paid
 units / target). Also printed: the epochs after the step until the use stays
 within ±10 % of the target, and the largest deviation after that.
