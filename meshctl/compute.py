@@ -198,15 +198,21 @@ def providers(client: MeshClient, as_json: bool) -> None:
 
 def _providers_text(plan: dict[str, Any]) -> str:
     rows = [("PEER", "CORES", "MEMORY/RUN", "MAX FUEL", "ARCH", "SCORE (Mfuel/s)", "BUSY",
-             "PRICE/Mfuel", "START FEE")]
+             "PRICE/Mfuel", "START FEE", "RECORD (done/failed/wrong)")]
     rows += [(p["peer_id"], str(p["cores"]), f"{p['memory_bytes'] >> 20} MiB",
               str(p["max_fuel"]), p["arch"], f"{p['score'] / 1e6:.0f}", str(p["busy"]),
-              str(p["price_per_mfuel"]), str(p["start_fee"]))
+              str(p["price_per_mfuel"]), str(p["start_fee"]), _record_text(p["record"]))
              for p in plan["providers"]]
     text = table(rows) if plan["providers"] else "no connected peer runs modules"
     if plan["excluded"]:
         text += "\n\n" + fields(sorted(plan["excluded"].items()))
     return text
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    if record["first_seen"] is None:
+        return "never asked"
+    return f"{record['done']}/{record['failed']}/{record['wrong']} ({record['success']:.2f})"
 
 
 @compute.command()

@@ -176,7 +176,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await nursery.start(runtime.run, TaskServices(submit=router.submit_for_plugin,
                                                               report=reports.report,
                                                               fail=reports.fail,
-                                                              check=reports.check))
+                                                              check=reports.check,
+                                                              record=router.records.get))
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host,
                                         NodeParts(ledger, router, runtime,

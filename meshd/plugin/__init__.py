@@ -24,6 +24,7 @@ from meshd.plugin.api import Message as Message
 from meshd.plugin.api import Plugin as Plugin
 from meshd.plugin.api import PluginDht as PluginDht
 from meshd.plugin.api import Provider as Provider
+from meshd.plugin.api import ProviderRecord as ProviderRecord
 from meshd.plugin.api import ReportRule as ReportRule
 from meshd.plugin.api import TaskHandler as TaskHandler
 from meshd.plugin.api import TaskOptions as TaskOptions

@@ -145,6 +145,19 @@ class TaskOptions:
     max_price: int = 0
 
 
+@dataclass(frozen=True)
+class ProviderRecord:
+    """What this node has seen of a provider's executions of its tasks since meshd
+    started (``ctx.provider_record``): attempts done, failed (refused, broke, timed
+    out, a claim that did not match) and wrong (outvoted or rejected by a rule)."""
+
+    peer_id: str
+    first_seen: float  # Unix time of its first attempt for this node
+    done: int = 0
+    failed: int = 0
+    wrong: int = 0
+
+
 class LedgerReader(Protocol):
     """Read access to the ledger state (docs/plugins.md §5)."""
 
@@ -268,6 +281,10 @@ class Context(Protocol):
     async def submit_task(self, kind: str, payload: bytes,
                           options: TaskOptions | None = None) -> TaskOutcome:
         """Have the network run a task of ``kind`` and wait for its outcome."""
+
+    def provider_record(self, peer_id: str) -> ProviderRecord | None:
+        """What this node has seen of ``peer_id`` executing tasks for it (any plugin's)
+        since meshd started; None if it never asked it."""
 
     async def report_task(self, peer_id: str, kind: str, detail: bytes = b"", *,
                           units: int = 1, note: str = "") -> str:

@@ -32,6 +32,7 @@ from meshd.plugin.api import (
     LedgerReader,
     Message,
     PluginDht,
+    ProviderRecord,
     ReportRule,
     TaskHandler,
     TaskOptions,
@@ -150,6 +151,7 @@ class TaskServices:
     report: ReportTask | None = None
     fail: ReportFailure | None = None
     check: CheckReport | None = None
+    record: Callable[[str], ProviderRecord | None] | None = None
 
 
 class _Bucket:
@@ -183,7 +185,8 @@ class PluginContext:
                  network_id: str, data_dir: Path, config: Mapping[str, Any],
                  counters: Counters, nursery: trio.Nursery,
                  submit: SubmitTask | None, report: ReportTask | None = None,
-                 fail: ReportFailure | None = None, check: CheckReport | None = None) -> None:
+                 fail: ReportFailure | None = None, check: CheckReport | None = None,
+                 record: Callable[[str], ProviderRecord | None] | None = None) -> None:
         self.name = name
         self.version = version  # an external plugin's is the one it registers
         self.summary = ""  # likewise
@@ -203,6 +206,7 @@ class PluginContext:
         self._report = report
         self._fail = fail
         self._check = check
+        self._record = record
         self._requests = trio.CapacityLimiter(MAX_REQUESTS_IN_FLIGHT)
         self.serving = trio.CapacityLimiter(MAX_CONCURRENT_EVENTS)
         self._publish_bucket = _Bucket(PUBLISH_RATE, PUBLISH_BURST)
@@ -306,6 +310,9 @@ class PluginContext:
         if not callable(handler) or (verify is not None and not callable(verify)):
             raise errors.InvalidArgument(f"the handler and verifier of {kind!r} must be callable")
         self.registered.tasks[kind] = TaskKind(handler, verify)
+
+    def provider_record(self, peer_id: str) -> ProviderRecord | None:
+        return self._record(peer_id) if self._record is not None else None
 
     async def submit_task(self, kind: str, payload: bytes,
                           options: TaskOptions | None = None) -> TaskOutcome:

@@ -146,7 +146,8 @@ class PluginRuntime:
                     ledger=self._ledger, network_id=self._network_id, data_dir=data_dir,
                     config=self._settings.get(name, {}), counters=hosted.counters,
                     nursery=nursery, submit=self._tasks.submit,
-                    report=self._tasks.report, fail=self._tasks.fail, check=self._tasks.check)
+                    report=self._tasks.report, fail=self._tasks.fail, check=self._tasks.check,
+                    record=self._tasks.record)
                 try:
                     with trio.fail_after(self._init_timeout):
                         await plugin.init(ctx)

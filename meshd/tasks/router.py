@@ -45,6 +45,7 @@ from meshd.tasks.provider import (
     TASK_PROTOCOL,
     VERDICT_PROTOCOL,
 )
+from meshd.tasks.track_record import TrackRecords
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class TaskRouter:
         self._version = 0  # counts changes to any task, for watch()
         self._changed = trio.Event()  # set, and replaced, on each change
         self.last_done_at = 0.0  # trio.current_time() when a task last succeeded
+        self.records = TrackRecords()  # each provider's attempts, for plugins to weigh
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -273,6 +275,9 @@ class TaskRouter:
                 record.finish(FAILED, f"internal error ({type(exc).__name__}); see meshd's log")
         if record.cancel_scope.cancelled_caught:
             record.finish(CANCELLED, "cancelled")
+        for attempt in record.attempts:
+            if attempt.state != RUNNING:
+                self.records.note(attempt.provider, attempt.state)
         self._touch(record)
 
     async def _lock(self, record: TaskRecord) -> bytes:

@@ -116,6 +116,11 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         assert {a["units"] for a in attempts} == {units_of(local.fuel_used)}
         assert {a["price"] for a in attempts} == {str(price)}
         assert shown["lock"] and shown["max_price"] == "1000"
+        records = {ids[p["peer_id"]]: p["record"]
+                   for p in ctl_json(requester, "compute", "providers")["providers"]}
+        assert {n: r["done"] for n, r in records.items()} == \
+            {"p1": 1, "p2": 1, "p3": 1, "small": 0}
+        assert records["small"]["first_seen"] is None  # never asked: 0.5, ranked between
 
         # The settlement pays each its price; the rest of the lock comes back at its
         # end; every node computed the same state.

@@ -106,6 +106,12 @@ async def test_a_liar_among_redundant_executions_is_outvoted_and_its_result_reco
     assert "differs from the majority's (2 of 3)" in liar.error
     assert len(liar.verdicts) == 2 and not liar.receipt
     assert all(len(a.receipt) == 64 for a in task.attempts if a.state == "done")
+    # Each provider's track record here, as plugins read it (ctx.provider_record).
+    ctx = cluster.plugins["a"].last.ctx
+    record = ctx.provider_record(cluster.nodes["d"].peer_id)
+    assert (record.done, record.failed, record.wrong) == (0, 0, 1)
+    assert ctx.provider_record(cluster.nodes["b"].peer_id).done == 1
+    assert ctx.provider_record(cluster.nodes["e"].peer_id) is None  # never asked
 
 
 async def test_a_result_the_rule_rejects_fails_the_task_with_a_confirmed_verdict(

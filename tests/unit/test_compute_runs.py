@@ -128,3 +128,9 @@ def test_a_price_is_the_start_fee_plus_the_fuel_rounded_up_and_bounds_who_is_ask
     with pytest.raises(ValueError, match="start_fee is a whole number of at least 0"):
         measure({"start_fee": -1}, Limits())
     assert measure({"price_per_mfuel": 7}, Limits()).quote(10**6) == 7
+
+
+def test_among_equals_the_provider_with_the_better_record_here_comes_first() -> None:
+    offers = [_offer("new"), _offer("good", score=1), _offer("bad", score=10**9)]
+    fit, _ = rank(offers, Requirements(), {"good": 0.95, "bad": 0.1})
+    assert [o.peer_id for o in fit] == ["good", "new", "bad"]  # whatever their scores

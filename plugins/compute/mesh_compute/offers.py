@@ -118,9 +118,12 @@ def offer_from_json(peer_id: str, data: Mapping[str, Any]) -> Offer:
 
 
 def rank(offers: Iterable[Offer], required: Requirements,
-         ) -> tuple[list[Offer], dict[str, str]]:
-    """The offers that meet ``required``, the least busy per core, then the
-    cheapest, then the fastest first; and, for each left out, why."""
+         success: Mapping[str, float] | None = None) -> tuple[list[Offer], dict[str, str]]:
+    """The offers that meet ``required``: the least busy per core first, then the
+    cheapest, then those with the best record here (``success``: peer -> success
+    rate, 0.5 for one never asked, by tenths), then the fastest; and, for each
+    left out, why."""
+    rates = success or {}
     fit, why = [], {}
     for offer in offers:
         problem = required.problem(offer)
@@ -128,8 +131,8 @@ def rank(offers: Iterable[Offer], required: Requirements,
             fit.append(offer)
         else:
             why[offer.peer_id] = problem
-    fit.sort(key=lambda o: (o.busy / max(1, o.cores), o.quote(required.fuel), -o.score,
-                            o.peer_id))  # the base price is the same for all
+    fit.sort(key=lambda o: (o.busy / max(1, o.cores), o.quote(required.fuel),
+                            -round(rates.get(o.peer_id, 0.5), 1), -o.score, o.peer_id))
     return fit, why
 
 

@@ -59,6 +59,7 @@ from meshd.plugin import (
     InvalidArgument,
     MeshError,
     Plugin,
+    ProviderRecord,
     TaskRequest,
     TaskResult,
 )
@@ -196,8 +197,10 @@ class ComputePlugin(Plugin):
             raise InvalidArgument("PLAN takes JSON {cores, memory_bytes, fuel, arch, "
                                   "max_price}: whole numbers and text") from None
         offers, why = await self.offers()
-        fit, left_out = rank(offers, required)
-        return json.dumps({"providers": [o.to_json() for o in fit],
+        records = {o.peer_id: self.ctx.provider_record(o.peer_id) for o in offers}
+        fit, left_out = rank(offers, required, {p: success(r) for p, r in records.items()})
+        return json.dumps({"providers": [o.to_json() | {"record": _record_json(records[o.peer_id])}
+                                         for o in fit],
                            "excluded": why | left_out}).encode()
 
     async def offers(self) -> tuple[list[Offer], dict[str, str]]:
@@ -222,6 +225,21 @@ class ComputePlugin(Plugin):
         offers = [v for _, v in self._offers.values() if isinstance(v, Offer)]
         why = {p: v for p, (_, v) in self._offers.items() if isinstance(v, str)}
         return offers, why
+
+
+def success(record: ProviderRecord | None) -> float:
+    """A provider's smoothed success rate here, 0 to 1 (0.5 for one never asked): done
+    over all attempts, a wrong result counting as five failures."""
+    if record is None:
+        return 0.5
+    return (record.done + 1) / (record.done + record.failed + 5 * record.wrong + 2)
+
+
+def _record_json(record: ProviderRecord | None) -> dict[str, Any]:
+    if record is None:
+        return {"done": 0, "failed": 0, "wrong": 0, "first_seen": None, "success": 0.5}
+    return {"done": record.done, "failed": record.failed, "wrong": record.wrong,
+            "first_seen": record.first_seen, "success": round(success(record), 3)}
 
 
 def _request(payload: bytes) -> RunRequest:
