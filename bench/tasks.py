@@ -17,6 +17,17 @@ through one node's gRPC API as meshctl would:
 * **task k=3**: the same with redundancy 3: three providers, results compared
   by digest, three receipts.
 
+With ``--compute``, three more kinds run a WebAssembly module (the compute
+template's ``fnv1a.wat``, a hash of the payload) instead of an echo:
+
+* **wasm in-process** (their baseline): ``Sandbox.run`` of the compiled
+  module in this process, what the work costs without a network;
+* **compute k=1** and **compute k=3**: ``SubmitTask`` of kind ``RUN`` of the
+  ``compute`` plugin, as ``meshctl compute run`` submits it, unpaid; every
+  result must be the module's output, with a receipt per execution. The
+  requester re-runs the module itself for 10 % of the results (the
+  plugin's spot checks, docs/compute.md §5).
+
 **Latency**: ``--samples`` serial calls of each kind from node 0, interleaved
 in ``--rounds`` rounds (direct calls go to nodes 1..N-1 in turn); p50 / p99.
 **Throughput**: ``--clients`` threads, client i on node i mod N, each making
@@ -47,6 +58,8 @@ from typing import Any
 import cluster
 import grpc
 import output
+from mesh_compute.runs import RunRequest, parse_result
+from mesh_compute.sandbox import Sandbox
 
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -54,6 +67,8 @@ from meshd.testing import install_plugins
 
 BENCH_DIR = Path(__file__).resolve().parent
 KINDS = ("direct", "task k=1", "task k=3")
+COMPUTE_KINDS = ("wasm in-process", "compute k=1", "compute k=3")
+MODULE = (BENCH_DIR.parent / "plugins" / "compute" / "examples" / "fnv1a.wat").read_text()
 CALL_TIMEOUT = 30.0
 READY_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 30.0
@@ -74,6 +89,16 @@ def operation(kind: str, node: cluster.Node, target: str, payload: bytes,
               phases: list[tuple[float, float, float, float]] | None = None,
               ) -> Callable[[], str | None]:
     """One call of ``kind`` from ``node``: returns None when it did what it should."""
+    if kind == "wasm in-process":
+        sandbox = Sandbox()
+        compiled = sandbox.compile(MODULE)
+        expected = sandbox.run(compiled, payload).output
+
+        def wasm() -> str | None:
+            return None if sandbox.run(compiled, payload).output == expected else "wrong"
+        return wasm
+    if kind.startswith("compute"):
+        return _compute(kind, node, payload, phases)
     if kind == "direct":
         plugins = node.stub(plugins_pb2_grpc.PluginsServiceStub)
         request = plugins_pb2.CallPluginRequest(plugin="bench", event="ECHO", data=payload,
@@ -98,13 +123,43 @@ def operation(kind: str, node: cluster.Node, target: str, payload: bytes,
         if receipts != redundancy:
             return f"{receipts} of {redundancy} receipts"
         if phases is not None:
-            submitted, finished = seconds(done.submitted_at), seconds(done.finished_at)
-            started = min(seconds(a.started_at) for a in done.attempts)
-            executed = max(seconds(a.finished_at) for a in done.attempts)
-            phases.append((answered - sent - (finished - submitted), started - submitted,
-                           executed - started, finished - executed))
+            _phases(done, sent, answered, phases)
         return None
     return task
+
+
+def _compute(kind: str, node: cluster.Node, payload: bytes,
+             phases: list[tuple[float, float, float, float]] | None,
+             ) -> Callable[[], str | None]:
+    redundancy = 3 if kind == "compute k=3" else 1
+    expected = Sandbox().run(MODULE, payload).output
+    tasks = node.stub(tasks_pb2_grpc.TasksServiceStub)
+    submit = tasks_pb2.SubmitTaskRequest(
+        plugin="compute", kind="RUN", payload=RunRequest(MODULE.encode(), payload).encode(),
+        redundancy=redundancy, wait=True, timeout_ms=10_000)
+
+    def run_module() -> str | None:
+        sent = time.time()
+        done = tasks.SubmitTask(submit, timeout=CALL_TIMEOUT).task
+        answered = time.time()
+        if done.state != "done" or parse_result(done.result).output != expected:
+            return f"{done.state}: {done.error}"
+        receipts = sum(1 for a in done.attempts if a.state == "done" and a.receipt)
+        if receipts != redundancy:
+            return f"{receipts} of {redundancy} receipts"
+        if phases is not None:
+            _phases(done, sent, answered, phases)
+        return None
+    return run_module
+
+
+def _phases(done: Any, sent: float, answered: float,
+            phases: list[tuple[float, float, float, float]]) -> None:
+    submitted, finished = seconds(done.submitted_at), seconds(done.finished_at)
+    started = min(seconds(a.started_at) for a in done.attempts)
+    executed = max(seconds(a.finished_at) for a in done.attempts)
+    phases.append((answered - sent - (finished - submitted), started - submitted,
+                   executed - started, finished - executed))
 
 
 def seconds(timestamp: Any) -> float:
@@ -167,22 +222,24 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     env = install_plugins(workdir / "site", {"bench": "task_plugin:BenchPlugin"},
                           dist="mesh-bench-plugin", path=[BENCH_DIR])
     payload = os.urandom(args.payload)
-    points = {kind: Point() for kind in KINDS}
+    kinds = KINDS + (COMPUTE_KINDS if args.compute else ())
+    points = {kind: Point() for kind in kinds}
+    plugins = ["--plugin", "bench"] + (["--plugin", "compute"] if args.compute else [])
     with cluster.running_nodes(workdir, args.nodes, READY_TIMEOUT, env=env,
-                               genesis_args=lambda ids: ["--plugin", "bench"]) as nodes:
+                               genesis_args=lambda ids: plugins) as nodes:
         peer_ids = [node.status().peer_id for node in nodes]
         if not cluster.wait_until(lambda: all(n.status().peer_count >= args.nodes - 1
                                               for n in nodes), CONNECT_TIMEOUT):
             raise RuntimeError(f"the {args.nodes} nodes did not all connect within "
                                f"{CONNECT_TIMEOUT:g} s")
-        for kind in KINDS:  # warmup: connections, capabilities, code paths
+        for kind in kinds:  # warmup: connections, capabilities, code paths
             latency_round(nodes, peer_ids, kind, 10, payload, Point())
         per_round = max(1, args.samples // args.rounds)
         for _ in range(args.rounds):
-            for kind in KINDS:
+            for kind in kinds:
                 latency_round(nodes, peer_ids, kind, per_round, payload, points[kind])
         for _ in range(args.rounds):
-            for kind in KINDS:
+            for kind in kinds:
                 throughput_round(nodes, peer_ids, kind, args.clients, args.seconds,
                                  payload, points[kind])
     return summarize(args, points)
@@ -211,11 +268,15 @@ def summarize(args: argparse.Namespace, points: dict[str, Point]) -> dict[str, A
             result["kinds"][kind]["phases_p50"] = {
                 name: 1000 * statistics.median(p[i] for p in point.phases)
                 for i, name in enumerate(names)}
-    base = result["kinds"]["direct"]
-    for kind in KINDS[1:]:
-        figures = result["kinds"][kind]
-        figures["p50_ratio"] = figures["p50_ms"] / base["p50_ms"]
-        figures["ops_ratio"] = figures["ops_per_s"] / base["ops_per_s"]
+    for baseline, kinds in (("direct", KINDS[1:]), ("wasm in-process", COMPUTE_KINDS[1:])):
+        if baseline not in result["kinds"]:
+            continue
+        base = result["kinds"][baseline]
+        for kind in kinds:
+            figures = result["kinds"][kind]
+            figures["baseline"] = baseline
+            figures["p50_ratio"] = figures["p50_ms"] / base["p50_ms"]
+            figures["ops_ratio"] = figures["ops_per_s"] / base["ops_per_s"]
     return result
 
 
@@ -224,21 +285,22 @@ def print_table(result: dict[str, Any]) -> None:
           f"payload; latency: serial from node 0; throughput: {result['clients']} clients "
           f"over all nodes, {result['seconds']:g} s per point, median of {result['rounds']} "
           f"interleaved rounds (load at start {result['load_at_start']:.2f})")
-    print(f"{'kind':<10} {'samples':>7} {'p50 ms':>7} {'p99 ms':>7} {'ops/s':>7} "
+    print(f"{'kind':<15} {'samples':>7} {'p50 ms':>7} {'p99 ms':>7} {'ops/s':>7} "
           f"{'(min-max)':>11} {'daemon CPU ms/op':>17} {'failed':>6}")
     for kind, f in result["kinds"].items():
         spread = f"({f['ops_min']:.0f}-{f['ops_max']:.0f})"
-        print(f"{kind:<10} {f['samples']:>7} {f['p50_ms']:>7.2f} {f['p99_ms']:>7.2f} "
+        print(f"{kind:<15} {f['samples']:>7} {f['p50_ms']:>7.2f} {f['p99_ms']:>7.2f} "
               f"{f['ops_per_s']:>7.0f} {spread:>11} {f['cpu_ms_per_op']:>17.2f} "
               f"{f['failures']:>6}")
-    for kind in KINDS[1:]:
-        f = result["kinds"][kind]
+    for kind, f in result["kinds"].items():
+        if "baseline" not in f:
+            continue
         if "phases_p50" in f:
             p = f["phases_p50"]
             print(f"{kind} p50 by phase: gRPC in+out {p['api_ms']:.2f} ms, choosing "
                   f"providers {p['choose_ms']:.2f}, executions {p['execute_ms']:.2f}, "
                   f"receipts {p['receipt_ms']:.2f}")
-        print(f"ratio {kind} / direct: latency p50 {f['p50_ratio']:.2f}x, "
+        print(f"ratio {kind} / {f['baseline']}: latency p50 {f['p50_ratio']:.2f}x, "
               f"throughput {f['ops_ratio']:.2f}")
     for kind, f in result["kinds"].items():
         for failure in f["first_failures"]:
@@ -254,6 +316,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--payload", type=int, default=256)
     parser.add_argument("--workdir", type=Path, help="keep data dirs and daemon logs here")
+    parser.add_argument("--compute", action="store_true",
+                        help="also run a WebAssembly module through the compute plugin")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.nodes < 4:
