@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger import accounts
+from meshcore.ledger.entry import Verified
 from meshcore.ledger.evidence_rules import parse_claim
 from meshcore.tasks import claims, matching, verdicts
 from meshd import errors
@@ -394,33 +395,42 @@ class TaskRouter:
         assert winners[0].response is not None
         record.result = winners[0].response.result
         record.providers = tuple(agreeing)
-        for attempt in winners:
-            await self._record_receipt(record, attempt)
+        await self._record_receipts(record, winners)
         self.last_done_at = trio.current_time()
         record.finish(DONE)
 
-    async def _record_receipt(self, record: TaskRecord, attempt: Attempt) -> None:
+    async def _record_receipts(self, record: TaskRecord, accepted: list[Attempt]) -> None:
+        """A receipt per accepted execution, all in one durable commit (one fsync for
+        a task's k receipts, docs/tasks.md §5)."""
         if record.plugin not in self._rewarded:
-            attempt.error = "no receipt: the genesis does not require this plugin"
+            for attempt in accepted:
+                attempt.error = "no receipt: the genesis does not require this plugin"
             return
         if record.no_receipt:
-            attempt.error = f"no receipt: {record.no_receipt}"
+            for attempt in accepted:
+                attempt.error = f"no receipt: {record.no_receipt}"
             return
-        response = attempt.response
-        assert response is not None
+        receipts = []
+        for attempt in accepted:
+            response = attempt.response
+            assert response is not None
+            receipts.append({"task_receipt": ledger_pb2.TaskReceipt(
+                claim=response.claim, provider_signature=response.provider_signature)})
+        written: list[Verified | errors.MeshError]
         try:
-            item = await self._ledger.write(
-                at_epoch=record.epoch,  # the claim's: claim_problem checked it
-                task_receipt=ledger_pb2.TaskReceipt(
-                    claim=response.claim, provider_signature=response.provider_signature))
-        except (errors.FailedPrecondition, errors.Unavailable) as exc:
-            # Unavailable: the own-chain check is pending (after a restart).
-            # The work was done and its result accepted: the task stays done.
-            attempt.error = f"receipt not recorded: {exc}"
-            log.warning("task receipt not recorded", extra={
-                "task_id": record.task_id, "provider": attempt.provider, "error": str(exc)})
-            return
-        attempt.receipt = item.hash.hex()
+            # at the claims' epoch: claim_problem checked it
+            written = list(await self._ledger.write_many(receipts, at_epoch=record.epoch))
+        except errors.Unavailable as exc:  # the own-chain check is pending (after a restart)
+            written = [exc] * len(accepted)
+        for attempt, item in zip(accepted, written, strict=True):
+            if isinstance(item, errors.MeshError):
+                # The work was done and its result accepted: the task stays done.
+                attempt.error = f"receipt not recorded: {item}"
+                log.warning("task receipt not recorded", extra={
+                    "task_id": record.task_id, "provider": attempt.provider,
+                    "error": str(item)})
+            else:
+                attempt.receipt = item.hash.hex()
 
     async def _record_wrong(self, record: TaskRecord, request: wire_pb2.TaskRequest,
                             attempt: Attempt, winner: bytes | None,

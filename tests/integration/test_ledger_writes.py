@@ -86,3 +86,31 @@ async def test_a_node_behind_the_settlements_refuses_entries_that_would_count_no
 
         paid = await ledger.transfer(peer_id_of(validator), 1)
         assert paid.body.epoch == MAX_EPOCH_AHEAD - 1  # as far as its past allows
+
+
+async def test_several_own_entries_are_chained_and_committed_at_once(tmp_path: Path) -> None:
+    seed, other = os.urandom(32), os.urandom(32)
+    genesis = make_genesis([seed], dt.datetime.now(dt.UTC).replace(microsecond=0), [other])
+    to = accounts.key_of(peer_id_of(other))
+    async with open_ledger(tmp_path, seed, genesis) as ledger:
+        first = await ledger.transfer(peer_id_of(other), 1)
+        batches = ledger.committer.batches
+        written = await ledger.write_many(
+            [{"transfer": ledger_pb2.Transfer(to=to, amount=n)} for n in (2, 3, 4)])
+        assert ledger.committer.batches == batches + 1  # one transaction, one fsync
+        assert all(isinstance(w, entry.Verified) for w in written)
+        assert [w.seq for w in written] == [2, 3, 4]  # type: ignore[union-attr]
+        assert [w.body.prev for w in written] == [  # type: ignore[union-attr]
+            first.hash, written[0].hash, written[1].hash]  # type: ignore[union-attr]
+        # One that breaks a rule is refused, and so is every one after it; the
+        # head stays on the last stored, where the next write goes.
+        mixed = await ledger.write_many(
+            [{"transfer": ledger_pb2.Transfer(to=to, amount=5)},
+             {"transfer": ledger_pb2.Transfer(to=to, amount=10**30 % 2**63)},
+             {"transfer": ledger_pb2.Transfer(to=to, amount=6)}])
+        assert isinstance(mixed[0], entry.Verified)
+        assert isinstance(mixed[1], errors.FailedPrecondition)
+        assert "exceeds the author's available balance" in str(mixed[1])
+        assert isinstance(mixed[2], errors.FailedPrecondition)
+        after = await ledger.transfer(peer_id_of(other), 1)
+        assert (after.seq, after.body.prev) == (6, mixed[0].hash)
