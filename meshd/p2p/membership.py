@@ -48,6 +48,10 @@ MISMATCH_LINGER = 0.5
 # After an explicit disconnect, the peer is refused (and not dialled) this long,
 # so that discovery does not undo the operator's decision at once.
 DISCONNECT_COOLDOWN = 60.0
+# Seconds after this node closed a peer's connections during which a request
+# does not dial it again past the closed entries (longer than py-libp2p's
+# 0.1 s cleanup of a closed connection, docs/py-libp2p.md#found-new-stream-does-not-redial).
+CLOSING_WINDOW = 2.0
 MAX_HELLO_BYTES = 1024
 DIAL_TIMEOUT = 10.0
 
@@ -132,6 +136,7 @@ class Membership:
         self._clock_offsets: dict[str, int] = {}  # peer -> its clock minus ours (ms)
         self._event_added = trio.Event()
         self._cooldown_until: dict[str, float] = {}  # peer ID -> trio time
+        self._closing: dict[str, float] = {}  # peer ID -> trio time this node closed it
         self._blocked: set[str] = set()  # until unblocked (not kept across restarts)
         self._observed: dict[str, str] = {}  # peer ID -> /ip4/<ip> it sees us at (hello)
         self.counters = MembershipCounters()
@@ -342,7 +347,20 @@ class Membership:
         without being closed: a leaked socket, and a peer meshd would count
         as connected with no connection (docs/py-libp2p.md#found-redial-race).
         """
+        now = trio.current_time()
+        self._closing = {p: at for p, at in self._closing.items() if now - at <= CLOSING_WINDOW}
+        self._closing[str(peer)] = now
         await _close(list(self._host.get_network().get_connections(peer)))
+
+    def closed_here(self, peer_id: str) -> bool:
+        """Whether this node closed its connections to ``peer_id`` (pruned, disconnected,
+        blocked) in the last CLOSING_WINDOW seconds: a request racing with that close
+        must not dial it again (meshd/p2p/direct.py)."""
+        at = self._closing.get(peer_id)
+        if at is not None and trio.current_time() - at > CLOSING_WINDOW:
+            del self._closing[peer_id]
+            return False
+        return at is not None
 
     def reconcile(self) -> None:
         """Forget admitted peers that have no connection left (missed notifications)."""

@@ -43,7 +43,7 @@ def test_a_node_missing_a_required_plugin_refuses_to_start(
     n1.start(wait=False)
     assert n1.wait_exit() == 1
     assert "this network requires plugin 'vision' >=2, which is not installed " \
-           "(installed plugins: storage)" in n1.log()
+           "(installed plugins: compute, storage)" in n1.log()
     assert not n1.socket.exists()
 
 

@@ -55,3 +55,41 @@ async def test_a_second_failure_or_an_unserved_protocol_is_the_caller_s_error() 
     with pytest.raises(StreamFailure):
         await open_with(unserved)
     assert unserved.asked == 1
+
+
+class Closed:
+    is_closed = True
+
+
+class ClosedHost(Host):
+    """Only closed connections to the peer, not cleaned up yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dialled = 0
+
+    def get_connections(self, peer: ID) -> list[Any]:
+        return [Closed()]
+
+    async def dial_peer(self, peer: ID) -> None:
+        self.dialled += 1
+
+
+class Membership:
+    def __init__(self, closed_here: bool) -> None:
+        self._closed_here = closed_here
+
+    def closed_here(self, peer_id: str) -> bool:
+        return self._closed_here
+
+
+@pytest.mark.parametrize(("closed_here", "dials"), [(False, 1), (True, 0)])
+async def test_a_connection_closed_here_a_moment_ago_is_not_dialled_again(
+        closed_here: bool, dials: int) -> None:
+    # Past a closed connection py-libp2p would not dial; meshd does, unless this
+    # node closed it itself (pruned it): a request in flight must not undo that.
+    host = ClosedHost()
+    messenger = DirectMessenger(host, Membership(closed_here), "net")  # type: ignore[arg-type]
+    with trio.fail_after(10):
+        await messenger._open(PEER, "/mesh/net/x/1.0.0")  # type: ignore[arg-type]
+    assert host.dialled == dials
