@@ -113,19 +113,7 @@ def operation(kind: str, node: cluster.Node, target: str, payload: bytes,
     submit = tasks_pb2.SubmitTaskRequest(plugin="bench", kind="echo", payload=payload,
                                          redundancy=redundancy, wait=True, timeout_ms=10_000)
 
-    def task() -> str | None:
-        sent = time.time()
-        done = tasks.SubmitTask(submit, timeout=CALL_TIMEOUT).task
-        answered = time.time()
-        if done.state != "done" or done.result != payload:
-            return f"{done.state}: {done.error}"
-        receipts = sum(1 for a in done.attempts if a.state == "done" and a.receipt)
-        if receipts != redundancy:
-            return f"{receipts} of {redundancy} receipts"
-        if phases is not None:
-            _phases(done, sent, answered, phases)
-        return None
-    return task
+    return _submitting(tasks, submit, redundancy, lambda result: result == payload, phases)
 
 
 def _compute(kind: str, node: cluster.Node, payload: bytes,
@@ -138,11 +126,21 @@ def _compute(kind: str, node: cluster.Node, payload: bytes,
         plugin="compute", kind="RUN", payload=RunRequest(MODULE.encode(), payload).encode(),
         redundancy=redundancy, wait=True, timeout_ms=10_000)
 
-    def run_module() -> str | None:
+    return _submitting(tasks, submit, redundancy,
+                       lambda result: parse_result(result).output == expected, phases)
+
+
+def _submitting(tasks: Any, submit: tasks_pb2.SubmitTaskRequest, redundancy: int,
+                right: Callable[[bytes], bool],
+                phases: list[tuple[float, float, float, float]] | None,
+                ) -> Callable[[], str | None]:
+    """A call of ``submit``: None when the task is done, its result ``right`` and a
+    receipt written per execution; else what went wrong."""
+    def task() -> str | None:
         sent = time.time()
         done = tasks.SubmitTask(submit, timeout=CALL_TIMEOUT).task
         answered = time.time()
-        if done.state != "done" or parse_result(done.result).output != expected:
+        if done.state != "done" or not right(done.result):
             return f"{done.state}: {done.error}"
         receipts = sum(1 for a in done.attempts if a.state == "done" and a.receipt)
         if receipts != redundancy:
@@ -150,7 +148,7 @@ def _compute(kind: str, node: cluster.Node, payload: bytes,
         if phases is not None:
             _phases(done, sent, answered, phases)
         return None
-    return run_module
+    return task
 
 
 def _phases(done: Any, sent: float, answered: float,

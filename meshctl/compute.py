@@ -32,7 +32,7 @@ from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_ERROR, EXIT_INVALID, fail, json_option, with_client
 from meshctl.output import emit, fields, table
-from meshctl.tasks import MAX_TIMEOUT, task_to_dict
+from meshctl.tasks import MAX_TIMEOUT, attempts_table, task_to_dict
 
 PLUGIN, KIND = "compute", "RUN"
 PLAN_TIMEOUT = 20.0
@@ -296,13 +296,7 @@ def _run_details(t: dict[str, Any]) -> str:
     if ran is not None:
         rows += [("Fuel", ran["fuel"]), ("Outcome", ran["message"] or
                                          f"{ran['output_bytes']} bytes out")]
-    text = fields(rows)
-    if t["attempts"]:
-        lines = [("PROVIDER", "STATE", "UNITS", "PRICE", "RECEIPT", "ERROR")]
-        lines += [(a["provider"], a["state"], str(a["units"]), a["price"],
-                   a["receipt"][:16] or "-", a["error"] or "-") for a in t["attempts"]]
-        text += "\n\n" + table(lines)
-    return text
+    return fields(rows) + attempts_table(t["attempts"])
 
 
 @compute.command()

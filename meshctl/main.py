@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
@@ -28,31 +29,30 @@ from meshctl import (
 from meshctl.client import DEFAULT_TIMEOUT, MeshClient, Target
 from meshctl.context import Session, fail, json_option
 
-try:  # the storage template's commands need its package (plugins/storage)
-    from meshctl.storage import storage as storage_commands
-except ImportError as missing:
-    _why = str(missing)
 
-    @click.command("storage", context_settings={"ignore_unknown_options": True},
-                   add_help_option=False)
+def _template(name: str, module: str, summary: str) -> click.Command:
+    """A first-party template's command group (``meshctl storage``, ``meshctl compute``),
+    or, when its plugin's package is not installed beside meshctl, a command
+    that says so."""
+    try:
+        group: click.Command = getattr(importlib.import_module(module), name)
+        return group
+    except ImportError as missing:
+        why = str(missing)
+
+    @click.command(name, context_settings={"ignore_unknown_options": True},
+                   add_help_option=False, help=f"{summary} (its package is not installed).")
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def storage_commands(args: tuple[str, ...]) -> None:
-        """Store files on the network's storage plugin (its package is not installed)."""
-        fail(f"meshctl storage needs the storage plugin's package beside meshctl "
-             f"(pip install ./plugins/storage, or `make setup`): {_why}")
+    def absent(args: tuple[str, ...]) -> None:
+        fail(f"meshctl {name} needs the {name} plugin's package beside meshctl "
+             f"(pip install ./plugins/{name}, or `make setup`): {why}")
+    return absent
 
-try:  # the compute template's commands need its package (plugins/compute)
-    from meshctl.compute import compute as compute_commands
-except ImportError as missing_compute:
-    _why_compute = str(missing_compute)
 
-    @click.command("compute", context_settings={"ignore_unknown_options": True},
-                   add_help_option=False)
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def compute_commands(args: tuple[str, ...]) -> None:
-        """Run WebAssembly modules on the network (its plugin's package is not installed)."""
-        fail(f"meshctl compute needs the compute plugin's package beside meshctl "
-             f"(pip install ./plugins/compute, or `make setup`): {_why_compute}")
+storage_commands = _template("storage", "meshctl.storage",
+                             "Store files on the network's storage plugin")
+compute_commands = _template("compute", "meshctl.compute",
+                             "Run WebAssembly modules on the network")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -63,14 +63,18 @@ def _details(t: dict[str, Any]) -> str:
                              f"{t['lock'][:16]}"))
     if t["state"] == "done":
         rows.append(("Result", _result_text(t)))
-    text = fields(rows)
-    if t["attempts"]:
-        lines = [("PROVIDER", "STATE", "UNITS", "PRICE", "RECEIPT", "VERDICTS", "ERROR")]
-        lines += [(a["provider"], a["state"], str(a["units"]), a["price"],
-                   a["receipt"][:16] or "-", str(len(a["verdicts"])), a["error"] or "-")
-                  for a in t["attempts"]]
-        text += "\n\n" + table(lines)
-    return text
+    return fields(rows) + attempts_table(t["attempts"])
+
+
+def attempts_table(attempts: list[dict[str, Any]]) -> str:
+    """A task's attempts as ``tasks show`` prints them ("" when it has none)."""
+    if not attempts:
+        return ""
+    lines = [("PROVIDER", "STATE", "UNITS", "PRICE", "RECEIPT", "VERDICTS", "ERROR")]
+    lines += [(a["provider"], a["state"], str(a["units"]), a["price"],
+               a["receipt"][:16] or "-", str(len(a["verdicts"])), a["error"] or "-")
+              for a in attempts]
+    return "\n\n" + table(lines)
 
 
 def _table(tasks: list[dict[str, Any]]) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from mesh_compute.offers import Offer, Requirements, measure, offer_from_json, rank
@@ -134,3 +136,16 @@ def test_among_equals_the_provider_with_the_better_record_here_comes_first() -> 
     offers = [_offer("new"), _offer("good", score=1), _offer("bad", score=10**9)]
     fit, _ = rank(offers, Requirements(), {"good": 0.95, "bad": 0.1})
     assert [o.peer_id for o in fit] == ["good", "new", "bad"]  # whatever their scores
+
+
+def test_meshctl_without_the_compute_package_says_what_to_install() -> None:
+    hide = ("import sys; sys.modules['mesh_compute'] = None; "
+            "sys.modules['mesh_compute.runs'] = None; from meshctl.main import main; "
+            "sys.argv = ['meshctl'] + sys.argv[1:]; main()")
+    compute = subprocess.run([sys.executable, "-c", hide, "compute", "run", "m.wat", "-i", "-"],
+                             capture_output=True, text=True, timeout=60)
+    assert compute.returncode == 1
+    assert "needs the compute plugin's package beside meshctl" in compute.stderr
+    helped = subprocess.run([sys.executable, "-c", hide, "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert "Run WebAssembly modules on the network" in helped.stdout  # listed all the same
