@@ -185,10 +185,10 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         clock = tmp_path / "clock.wat"
         clock.write_text(IMPORTS_CLOCK)
         huge = tmp_path / "huge.wasm"
-        huge.write_bytes(b"\x00asm\x01\x00\x00\x00" + bytes(2 << 20))
+        huge.write_bytes(b"\x00asm\x01\x00\x00\x00" + bytes(5 << 20))
         for path, why in [(broken, "not a valid WebAssembly module"),
                           (clock, "imports wasi_snapshot_preview1.clock_time_get"),
-                          (huge, "not a valid WebAssembly module")]:
+                          (huge, "over the limit of 4194304")]:
             done = requester.ctl("compute", "run", str(path), "--input", str(data),
                                  check=False)
             assert done.returncode == 2 and why in done.stderr, (path, done.stderr)
