@@ -1,4 +1,4 @@
-"""Spot checks on four real daemons in one process: a provider that lies is caught at
+"""Spot checks on five real daemons in one process: a provider that lies is caught at
 the rate docs/compute.md §4 predicts, and slashed; honest results are never judged wrong."""
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ async def test_a_liar_is_caught_at_the_spot_check_rate_and_slashed(tmp_path: Pat
     settings = {"plugins.settings": {"compute": {"spot_check_rate": SPOT_CHECK_RATE}}}
     module = (EXAMPLES / "fnv1a.wat").read_bytes()
     with trio.fail_after(240):
-        async with open_network(tmp_path, 4, plugins=[plugin_under_test("compute", factory)],
+        async with open_network(tmp_path, 5, plugins=[plugin_under_test("compute", factory)],
                                 config=settings, epoch_seconds=5) as net:
             requester, liar_node = net.nodes[0], net.nodes[1]
             plugins = {p.ctx.peer_id: p for p in factory.made}
             ctx = plugins[requester.peer_id].ctx
             assert isinstance(plugins[liar_node.peer_id], LyingComputePlugin)
-            await eventually(lambda: len(ctx.peers()) == 3, timeout=30,
+            await eventually(lambda: len(ctx.peers()) == 4, timeout=30,
                              what="the requester to see every node")
             await trio.to_thread.run_sync(stake, liar_node, STAKE)
             await eventually(lambda: bonded(requester, liar_node, STAKE), timeout=60,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 
@@ -45,6 +46,20 @@ def test_the_examples_compute_what_they_say_with_the_same_fuel_each_time() -> No
     assert first == again and first.fuel_used > len(data)  # deterministic, per instruction
     inverted = sandbox.run((EXAMPLES / "invert.wat").read_text(), b"\x00\x10\xff")
     assert inverted.output == b"\xff\xef\x00"
+
+
+def test_the_matrix_multiply_example_multiplies_and_traps_on_a_wrong_input() -> None:
+    rng = random.Random(3)
+    n = 7
+    a = [[rng.randint(-1000, 1000) for _ in range(n)] for _ in range(n)]
+    b = [[rng.randint(-1000, 1000) for _ in range(n)] for _ in range(n)]
+    packed = bytes([n]) + b"".join(struct.pack("<i", x) for m in (a, b) for r in m for x in r)
+    module = (EXAMPLES / "matmul.wat").read_text()
+    out = Sandbox().run(module, packed).output
+    product = [sum(a[i][k] * b[k][j] for k in range(n)) for i in range(n) for j in range(n)]
+    assert list(struct.unpack(f"<{n * n}i", out)) == product
+    with pytest.raises(Trapped):
+        Sandbox().run(module, packed[:-1])
 
 
 def test_an_endless_loop_stops_at_its_fuel_and_says_what_it_spent() -> None:
