@@ -82,10 +82,11 @@ def claim_problem(claim: bytes, signature: bytes, *, network_id: str, task_id: b
     for name, value in expected.items():
         if getattr(parsed, name) != value:
             return f"the claim's {name} does not match the task"
-    if parsed.escrow != escrow:
+    # A provider may work a paid task for free (no price, no escrow), never the reverse.
+    if parsed.escrow and parsed.escrow != escrow:
         return "the claim's escrow is not the task's lock" if escrow else \
             "the claim asks for payment for a task that is not paid"
-    if escrow and not 1 <= parsed.price <= max_price:
+    if parsed.escrow and not 1 <= parsed.price <= max_price:
         return f"the claim's price {parsed.price} is not 1 to the {max_price} offered"
     if not 1 <= units <= MAX_UNITS:
         return f"units must be 1 to {MAX_UNITS}, not {units}"

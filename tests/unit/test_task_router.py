@@ -125,6 +125,22 @@ def test_a_claim_must_be_canonical_and_signed_by_its_provider() -> None:
             "the claim is not a canonical TaskClaim"
 
 
+def test_a_paid_claim_names_the_lock_and_a_price_up_to_the_offer() -> None:
+    lock = bytes([7]) * 32
+
+    def problem(price: int, escrow: bytes, asked_escrow: bytes, max_price: int) -> str | None:
+        fields = claim_of()
+        made = claims.make_claim(**fields, price=price, escrow=escrow)
+        return claims.claim_problem(made, evidence_rules.sign_claim(seed("provider"), made),
+                                    **fields, escrow=asked_escrow, max_price=max_price)
+
+    assert problem(40, lock, lock, 50) is None
+    assert problem(0, b"", lock, 50) is None  # a provider may work a paid task for free
+    assert problem(51, lock, lock, 50) == "the claim's price 51 is not 1 to the 50 offered"
+    assert problem(40, bytes(32), lock, 50) == "the claim's escrow is not the task's lock"
+    assert problem(40, lock, b"", 0) == "the claim asks for payment for a task that is not paid"
+
+
 def test_a_rejection_names_the_claim() -> None:
     made = claims.make_claim(**claim_of())
     other = claims.make_claim(**claim_of(result=b"145"))
