@@ -104,6 +104,7 @@ class MeshPlugin {
         timeout_ms: options.timeoutMs || 0,
         attempts: options.attempts || 0,
         providers: options.providers || [],
+        max_price: options.maxPrice || 0,
       },
     }).then((result) => result.outcome);
   }
