@@ -246,6 +246,10 @@ class FakeLedger:
         return SimpleNamespace(hash=hashlib.sha256(self.key + bytes([len(self.written)]))
                                .digest())
 
+    async def write_many(self, kinds: list[dict[str, Any]],
+                         at_epoch: int | None = None) -> list[SimpleNamespace]:
+        return [await self.write(at_epoch=at_epoch, **kind) for kind in kinds]
+
     def kinds(self, name: str) -> list[Any]:
         return [kind[name] for _, kind in self.written if name in kind]
 
