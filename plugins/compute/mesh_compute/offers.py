@@ -144,14 +144,16 @@ def measure(config: Mapping[str, Any], limits: Limits) -> Offer:
     started = time.perf_counter()
     fuel = Sandbox().run(BENCHMARK, b"").fuel_used  # whatever the operator's limits
     score = int(fuel / max(time.perf_counter() - started, 1e-6))
-    return Offer(peer_id="", cores=min(cores, _cap(config, "cores", cores)),
+    return Offer(peer_id="", cores=min(cores, setting(config, "cores", cores)),
                  memory_bytes=min(limits.memory_bytes, physical), max_fuel=limits.fuel,
                  arch=platform.machine() or "unknown", score=score,
-                 price_per_mfuel=_cap(config, "price_per_mfuel", 0, least=0),
-                 start_fee=_cap(config, "start_fee", 0, least=0))
+                 price_per_mfuel=setting(config, "price_per_mfuel", 0, least=0),
+                 start_fee=setting(config, "start_fee", 0, least=0))
 
 
-def _cap(config: Mapping[str, Any], key: str, default: int, least: int = 1) -> int:
+def setting(config: Mapping[str, Any], key: str, default: int, least: int = 1) -> int:
+    """A whole-number setting of ``[plugins.settings.compute]``, at least ``least``;
+    ValueError naming it otherwise."""
     value = config.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
         raise ValueError(f"plugins.settings.compute {key} is a whole number of at least "

@@ -50,7 +50,14 @@ from typing import Any
 import trio
 import wasmtime
 
-from mesh_compute.offers import Offer, Requirements, measure, offer_from_json, rank
+from mesh_compute.offers import (
+    Offer,
+    Requirements,
+    measure,
+    offer_from_json,
+    rank,
+    setting,
+)
 from mesh_compute.runs import RunFormatError, RunRequest, RunResult, parse_request, parse_result
 from mesh_compute.sandbox import Limits, ModuleRefused, OutOfFuel, Sandbox, Trapped
 from meshd.plugin import (
@@ -75,8 +82,8 @@ CHECKS_KEPT = 256  # this node's own results of payloads it checked, by SHA-256
 class ComputePlugin(Plugin):
     async def init(self, ctx: Context) -> None:
         defaults = Limits()
-        self.limits = Limits(fuel=_whole(ctx.config, "max_fuel", defaults.fuel),
-                             memory_bytes=_whole(ctx.config, "max_memory_bytes",
+        self.limits = Limits(fuel=setting(ctx.config, "max_fuel", defaults.fuel),
+                             memory_bytes=setting(ctx.config, "max_memory_bytes",
                                                  defaults.memory_bytes))
         self.spot_check_rate = _rate(ctx.config, "spot_check_rate", DEFAULT_SPOT_CHECK_RATE)
         self.ctx = ctx
@@ -247,14 +254,6 @@ def _request(payload: bytes) -> RunRequest:
         return parse_request(payload)
     except RunFormatError as exc:
         raise InvalidArgument(str(exc)) from None
-
-
-def _whole(config: Mapping[str, Any], key: str, default: int) -> int:
-    value = config.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"plugins.settings.compute {key} is a whole number of at least 1, "
-                         f"not {value!r}")
-    return value
 
 
 def _rate(config: Mapping[str, Any], key: str, default: float) -> float:
