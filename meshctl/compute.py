@@ -20,6 +20,7 @@ from typing import Any
 import click
 from mesh_compute.runs import (
     DEFAULT_FUEL,
+    FILE_CID,
     MAX_PAYLOAD,
     RunFormatError,
     RunRequest,
@@ -91,7 +92,7 @@ def compute() -> None:
 
 
 @compute.command()
-@click.argument("module", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("module", metavar="MODULE")
 @click.option("-i", "--input", "input_file", required=True, metavar="FILE",
               type=click.File("rb"), help="The module's input ('-': standard input).")
 @click.option("--fn", default="run", show_default=True, help="The exported function to run.")
@@ -114,10 +115,14 @@ def compute() -> None:
               help="Write the output to FILE (default: standard output).")
 @json_option
 @with_client
-def run(client: MeshClient, module: Path, input_file: Any, fn: str, fuel: int,
+def run(client: MeshClient, module: str, input_file: Any, fn: str, fuel: int,
         redundancy: int, cores: int, min_memory: int, arch: str, max_price: int,
         task_timeout: float, output: Path | None, as_json: bool) -> None:
     """Run MODULE (.wasm, or WebAssembly text .wat) on --input with the network's providers.
+
+    MODULE is a file, or the CID of one stored with `meshctl storage put`:
+    then the task carries only its CID, and each provider reads the module
+    from its storage plugin (checked against the CID) and keeps it compiled.
 
     The output goes to standard output (or -o FILE), what ran where and the
     fuel it spent to standard error. Exit 1 if no provider could run it or
@@ -127,32 +132,42 @@ def run(client: MeshClient, module: Path, input_file: Any, fn: str, fuel: int,
 
     \b
     meshctl compute run plugins/compute/examples/fnv1a.wat --input photo.jpg -k 3
+    meshctl compute run bafkrei... --input photo.jpg
     """
     # wasmtime loads in 40 ms: only for this command, not every meshctl start
     from mesh_compute.sandbox import Sandbox, SandboxError
 
-    code = module.read_bytes()
-    try:
-        Sandbox().compile(code)
-    except SandboxError as exc:
-        fail(f"{module}: {exc}", EXIT_INVALID)
-    payload = RunRequest(code, input_file.read(), fn, fuel).encode()
+    path, stored = Path(module), FILE_CID.fullmatch(module) is not None
+    if stored and not path.exists():
+        request = RunRequest(b"", input_file.read(), fn, fuel, module_cid=module)
+    elif not path.is_file():
+        fail(f"{module}: no such file, and not the CID of a stored module (bafy..., as "
+             "`meshctl storage put` prints it)", EXIT_INVALID)
+    else:
+        code, stored = path.read_bytes(), False
+        try:
+            Sandbox().compile(code)
+        except SandboxError as exc:
+            fail(f"{module}: {exc}", EXIT_INVALID)
+        request = RunRequest(code, input_file.read(), fn, fuel)
+    payload = request.encode()
     if len(payload) > MAX_PAYLOAD:
-        fail(f"the module and its input are {len(payload)} bytes with their header; a task "
-             f"carries at most {MAX_PAYLOAD}", EXIT_INVALID)
+        what = "the input" if stored else "the module and its input"
+        fail(f"{what} are {len(payload)} bytes with their header; a task carries at most "
+             f"{MAX_PAYLOAD}", EXIT_INVALID)
     plan = _plan(client, {"cores": cores, "memory_bytes": min_memory, "fuel": fuel,
-                          "arch": arch, "max_price": max_price})
+                          "arch": arch, "max_price": max_price, "stored_module": stored})
     providers = [p["peer_id"] for p in plan["providers"]]
     if len(providers) < redundancy:
         why = "; ".join(f"{peer[-8:]} {reason}" for peer, reason in
                         sorted(plan["excluded"].items())) or "no connected peers"
         fail(f"{len(providers)} connected providers can run this and {redundancy} are "
              f"needed: {why}")
-    request = tasks_pb2.SubmitTaskRequest(
+    submit = tasks_pb2.SubmitTaskRequest(
         plugin=PLUGIN, kind=KIND, payload=payload, redundancy=redundancy,
         timeout_ms=int(task_timeout * 1000), providers=providers, wait=True,
         max_price=str(max_price) if max_price else "")
-    task = client.unary(_tasks(client).SubmitTask, request,
+    task = client.unary(_tasks(client).SubmitTask, submit,
                         timeout=task_timeout * 3 * 2 + 30).task
     shown = run_to_dict(task)
     ran = shown["run"]

@@ -263,6 +263,21 @@ class Context(Protocol):
             errors.PeerError: the peer's plugin refused or failed (message says why).
         """
 
+    async def call(self, plugin: str, event: str, data: bytes = b"", *,
+                   timeout: float = 10.0) -> bytes:
+        """Send ``event`` to another plugin on this node (``plugin``, by name) and
+        return its answer: the compute plugin reads a module from the storage
+        plugin so. The handler sees this node as the event's peer, as it sees
+        the operator's ``meshctl plugins call``.
+
+        Raises:
+            errors.NotFound: this node has no such plugin.
+            errors.Unavailable: the plugin is not running now, is busy or failed.
+            errors.InvalidArgument: it refused the event (message says why), or
+                ``plugin`` is the caller itself.
+            errors.DeadlineExceeded: no answer in time (at most 60 s).
+        """
+
     async def publish(self, topic: str, data: bytes) -> None:
         """Broadcast ``data`` to the plugin's ``topic`` on every node of the network."""
 

@@ -135,6 +135,8 @@ ReportTask = Callable[[str, str, str, bytes, int, str], Awaitable[str]]
 ReportFailure = Callable[[str, TaskReport, str], Awaitable[str]]
 # (plugin, report) -> None, or InvalidArgument: is the claim the provider's, of this report?
 CheckReport = Callable[[str, TaskReport], None]
+# (plugin, event, data, timeout) -> answer: an event to another plugin on this node.
+CallHere = Callable[[str, str, bytes, float], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,8 @@ class PluginContext:
                  counters: Counters, nursery: trio.Nursery,
                  submit: SubmitTask | None, report: ReportTask | None = None,
                  fail: ReportFailure | None = None, check: CheckReport | None = None,
-                 record: Callable[[str], ProviderRecord | None] | None = None) -> None:
+                 record: Callable[[str], ProviderRecord | None] | None = None,
+                 call_here: CallHere | None = None) -> None:
         self.name = name
         self.version = version  # an external plugin's is the one it registers
         self.summary = ""  # likewise
@@ -207,6 +210,7 @@ class PluginContext:
         self._fail = fail
         self._check = check
         self._record = record
+        self._call_here = call_here
         self._requests = trio.CapacityLimiter(MAX_REQUESTS_IN_FLIGHT)
         self.serving = trio.CapacityLimiter(MAX_CONCURRENT_EVENTS)
         self._publish_bucket = _Bucket(PUBLISH_RATE, PUBLISH_BURST)
@@ -241,6 +245,17 @@ class PluginContext:
                     peer_id, EVENT_PROTOCOL, payload.SerializeToString(), timeout=timeout)
             except DirectRequestFailed as exc:
                 raise errors.PeerError(str(exc)) from None
+
+    async def call(self, plugin: str, event: str, data: bytes = b"", *,
+                   timeout: float = 10.0) -> bytes:
+        if plugin == self.name:
+            raise errors.InvalidArgument(f"plugin {plugin!r} calls its own handlers directly, "
+                                         "not through ctx.call")
+        if self._call_here is None:
+            raise errors.FailedPrecondition("this node's plugin host takes no calls between "
+                                            "plugins")
+        self.counters.requests_sent += 1
+        return await self._call_here(plugin, event, data, timeout)
 
     async def _dial(self, peer_id: str, timeout: float) -> None:
         """Connect to a member this node is not connected to, at the addresses the

@@ -147,7 +147,7 @@ class PluginRuntime:
                     config=self._settings.get(name, {}), counters=hosted.counters,
                     nursery=nursery, submit=self._tasks.submit,
                     report=self._tasks.report, fail=self._tasks.fail, check=self._tasks.check,
-                    record=self._tasks.record)
+                    record=self._tasks.record, call_here=self._call_here)
                 try:
                     with trio.fail_after(self._init_timeout):
                         await plugin.init(ctx)
@@ -213,6 +213,12 @@ class PluginRuntime:
                 peer_id, EVENT_PROTOCOL, request.SerializeToString(), timeout=timeout)
         except DirectRequestFailed as exc:
             raise errors.PeerError(str(exc)) from None
+
+    async def _call_here(self, plugin: str, event: str, data: bytes, timeout: float) -> bytes:
+        """``ctx.call``: one plugin's event to another on this node. The event's
+        peer is this node, as for its operator's ``meshctl plugins call``; the
+        answer may be as large as the handler makes it (no stream in between)."""
+        return await self.call(plugin, event, data, "", timeout)
 
     async def _deliver(self, peer_id: str, request: wire_pb2.PluginEvent) -> bytes:
         hosted = self._plugins.get(request.plugin)

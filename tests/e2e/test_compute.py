@@ -63,7 +63,9 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
     genesis, _ = validator_genesis(
         tmp_path, names, allocation=1_000_000, epoch_seconds=5,
         options=["--name", "ComputeNet", "--token-name", "CYCLE", "--token-symbol", "CYC",
-                 "--plugin", "compute", "--base-price", "20", "--min-base-price", "20"])
+                 "--plugin", "compute", "--base-price", "20", "--min-base-price", "20",
+                 "--plugin", "storage", "--plugin-setting", "storage.k=2",
+                 "--plugin-setting", "storage.n=3"])
     # Three providers ask 3 to start and 100 per million fuel over the network's base
     # price of 20 (held there by its minimum), which is burned; one runs for free, but
     # gives a run 16 MiB and 2,000,000 fuel at most: requirements leave it out.
@@ -220,6 +222,23 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         assert done.returncode == 1, done.stderr
         assert "0 connected providers can run this and 1 are needed" in done.stderr
         assert done.stderr.count("cores, not 4096") == 4, done.stderr
+
+        # A module stored with `storage put` runs by its CID: the task carries the
+        # input only, and the provider reads the module from its storage plugin.
+        stored = ctl_json(requester, "storage", "put", str(module))["cid"]
+        by_cid = subprocess.run([MESHCTL, "--socket", str(requester.socket), "compute", "run",
+                                 stored, "--input", str(data), "--fuel", "2000000"],
+                                capture_output=True, timeout=120, check=False)
+        assert by_cid.returncode == 0, by_cid.stderr
+        assert by_cid.stdout == local.output
+        unstored = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+        done = requester.ctl("compute", "run", unstored, "--input", str(data), "--fuel",
+                             "2000000", check=False, timeout=180)
+        assert done.returncode == 1, done.stderr
+        assert f"cannot read module {unstored}" in done.stderr, done.stderr
+        done = requester.ctl("compute", "run", str(tmp_path / "nowhere.wat"), "--input",
+                             str(data), check=False)
+        assert done.returncode == 2 and "no such file, and not the CID" in done.stderr
 
         for node in nodes:
             assert node.process is not None and node.process.poll() is None, node.log()

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 
 import pytest
-from mesh_compute.offers import Offer, Requirements, measure, offer_from_json, rank
+from mesh_compute.offers import (
+    FEATURES,
+    STORED_MODULES,
+    Offer,
+    Requirements,
+    measure,
+    offer_from_json,
+    rank,
+)
 from mesh_compute.runs import (
     RunFormatError,
     RunRequest,
@@ -19,12 +28,29 @@ from mesh_compute.runs import (
 from mesh_compute.sandbox import Limits
 
 MODULE = b"\x00asm\x01\x00\x00\x00"
+CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
 def test_a_request_reads_back_as_written() -> None:
     request = RunRequest(MODULE, b"input \n bytes", fn="main", fuel=1234)
     assert parse_request(request.encode()) == request
     assert parse_request(RunRequest(MODULE, b"").encode()).data == b""
+
+
+def test_a_request_naming_a_stored_module_carries_its_input_only() -> None:
+    request = RunRequest(b"", b"in\n put", fn="main", fuel=99, module_cid=CID)
+    payload = request.encode()
+    assert parse_request(payload) == request
+    assert payload.endswith(b"\nin\n put") and b"module_bytes" not in payload
+    assert request.module_key == CID
+    assert RunRequest(MODULE, b"").module_key == hashlib.sha256(MODULE).hexdigest()
+    head = json.loads(payload.partition(b"\n")[0])
+    for changes, why in (({"module_cid": "Qm123"}, "not a stored file's CID"),
+                         ({"module_cid": 7}, "not a stored file's CID"),
+                         ({"module_bytes": 3}, "not both"),
+                         ({"module": "00" * 32}, "not both")):
+        with pytest.raises(RunFormatError, match=why):
+            parse_request(json.dumps(head | changes).encode() + b"\nin")
 
 
 @pytest.mark.parametrize(("payload", "why"), [
@@ -94,6 +120,14 @@ def test_requirements_leave_out_providers_with_why_and_rank_the_rest() -> None:
                    "arm": "is aarch64, not x86_64", "few": "offers 1 cores, not 2"}
     assert rank(offers, Requirements(fuel=10**6))[1] == {"few": "runs at most 1000 fuel, "
                                                                 "not 1000000"}
+
+
+def test_a_run_of_a_stored_module_leaves_out_providers_that_cannot_read_one() -> None:
+    reads = _offer("reads", features=(*FEATURES, STORED_MODULES))
+    fit, why = rank([_offer("plain"), reads], Requirements(stored_module=True))
+    assert [o.peer_id for o in fit] == ["reads"]
+    assert why == {"plain": "runs no storage plugin, so it cannot read a module by CID"}
+    assert offer_from_json("reads", reads.to_json()).features == reads.features
 
 
 def test_an_offer_from_a_peer_is_checked() -> None:

@@ -39,6 +39,7 @@ BENCHMARK = """(module
     (i64.const 4)))
 """
 FEATURES = ("simd", "bulk-memory", "multi-value", "reference-types")  # on; threads are off
+STORED_MODULES = "stored-modules"  # a feature: reads modules by CID from its storage plugin
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Requirements:
     arch: str = ""
     max_price: int = 0  # per run, base units; 0: unpaid (only free providers)
     base_price: int = 0  # the network's, per million fuel (docs/ledger.md §12.4)
+    stored_module: bool = False  # the run names its module by CID (the storage plugin's)
 
     def problem(self, offer: Offer) -> str | None:
         """Why ``offer`` does not meet these requirements; None if it does."""
@@ -95,6 +97,8 @@ class Requirements:
             return f"runs at most {offer.max_fuel} fuel, not {self.fuel}"
         if self.arch and offer.arch != self.arch:
             return f"is {offer.arch}, not {self.arch}"
+        if self.stored_module and STORED_MODULES not in offer.features:
+            return "runs no storage plugin, so it cannot read a module by CID"
         return None
 
 

@@ -11,14 +11,18 @@ Events:
 
 * ``OFFER`` (from any peer): this node's offer, as JSON (offers.py).
 * ``PLAN`` (from this node only: ``meshctl compute run|providers``): JSON
-  requirements ``{cores, memory_bytes, fuel, arch, max_price}``; the answer is the
+  requirements ``{cores, memory_bytes, fuel, arch, max_price, stored_module}``
+  (``stored_module``: the run names its module by CID); the answer is the
   connected peers that meet them, best first, and why each other one does
   not: ``{"providers": [offer, ...], "excluded": {peer: why}}``. meshctl
   then submits the task to those providers (TaskOptions.providers).
 
 Task kind ``RUN`` (docs/compute.md): the provider runs the module on the
 input with the fuel asked for; the result says what came out and what fuel
-it spent, units are thousands of fuel. A run that traps or runs out of fuel
+it spent, units are thousands of fuel. A module named by CID (stored with
+``meshctl storage put``) is read from this node's storage plugin
+(``ctx.call``), which checks it against the CID; offers of nodes that can
+do so name the feature ``stored-modules``. A run that traps or runs out of fuel
 is a result too (paid for its fuel); a module that cannot run is refused.
 A provider with a price (``price_per_mfuel``, ``start_fee``) asks the start
 fee plus the fuel spent at its price, at most the task's ``max_price``, paid
@@ -51,6 +55,7 @@ import trio
 import wasmtime
 
 from mesh_compute.offers import (
+    STORED_MODULES,
     Offer,
     Requirements,
     measure,
@@ -75,7 +80,10 @@ RUN = "RUN"
 DEFAULT_SPOT_CHECK_RATE = 0.1
 OFFER_TIMEOUT = 5.0  # seconds a peer has to answer OFFER
 OFFERS_TTL = 5.0  # seconds a peer's offer is trusted
-MODULES_KEPT = 32  # compiled modules kept, by SHA-256
+MODULES_KEPT = 32  # compiled modules kept, by SHA-256 or CID
+STORAGE = "storage"  # the plugin a module named by CID is read from
+STORAGE_TTL = 30.0  # seconds whether the storage plugin runs here is trusted
+READ_TIMEOUT = 60.0  # seconds to read a stored module
 CHECKS_KEPT = 256  # this node's own results of payloads it checked, by SHA-256
 
 
@@ -95,6 +103,7 @@ class ComputePlugin(Plugin):
             collections.OrderedDict()
         self._checked: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
         self._offers: dict[str, tuple[float, Offer | str]] = {}  # peer -> (at, offer or why)
+        self._storage = (-STORAGE_TTL, False)  # (when asked, whether storage runs here)
         ctx.log.info("compute offer measured", extra={
             "cores": self.offer.cores, "memory_bytes": self.offer.memory_bytes,
             "arch": self.offer.arch, "score": self.offer.score})
@@ -105,8 +114,25 @@ class ComputePlugin(Plugin):
     # --- the provider's side ------------------------------------------------
 
     async def offered(self, event: Event) -> bytes:
-        offer = self.offer.to_json() | {"peer_id": self.ctx.peer_id, "busy": self.busy}
+        features = list(self.offer.features)
+        if await self._reads_stored_modules():
+            features.append(STORED_MODULES)
+        offer = self.offer.to_json() | {"peer_id": self.ctx.peer_id, "busy": self.busy,
+                                        "features": features}
         return json.dumps(offer).encode()
+
+    async def _reads_stored_modules(self) -> bool:
+        """Whether this node runs the storage plugin, so it can read a module by CID
+        (asked again after STORAGE_TTL: plugins start and stop on their own)."""
+        at, runs = self._storage
+        if trio.current_time() - at > STORAGE_TTL:
+            try:
+                await self.ctx.call(STORAGE, "LAYOUT", timeout=OFFER_TIMEOUT)
+                runs = True
+            except MeshError:
+                runs = False
+            self._storage = (trio.current_time(), runs)
+        return runs
 
     async def run_task(self, task: TaskRequest) -> TaskResult:
         request = _request(task.payload)
@@ -127,17 +153,29 @@ class ComputePlugin(Plugin):
         if request.fuel > self.limits.fuel:
             raise InvalidArgument(f"this node runs at most {self.limits.fuel} fuel, not "
                                   f"{request.fuel}")
+        source = request.module
+        if request.module_cid and request.module_key not in self._modules:
+            source = await self._read_stored(request.module_cid)  # before taking a core
         async with self.slots:
             self.busy += 1
             try:
-                return await trio.to_thread.run_sync(self._run, request)
+                return await trio.to_thread.run_sync(self._run, request, source)
             except ModuleRefused as exc:
                 raise InvalidArgument(f"the module cannot run: {exc}") from None
             finally:
                 self.busy -= 1
 
-    def _run(self, request: RunRequest) -> RunResult:  # in a worker thread
-        module = self._module(request)
+    async def _read_stored(self, cid: str) -> bytes:
+        """Module ``cid`` from this node's storage plugin, checked against its CID there."""
+        ask = json.dumps({"file": cid, "max_bytes": self.limits.module_bytes}).encode()
+        try:
+            return await self.ctx.call(STORAGE, "READ", ask, timeout=READ_TIMEOUT)
+        except MeshError as exc:
+            raise ModuleUnreadable(f"cannot read module {cid} from this node's storage "
+                                   f"plugin: {exc}") from None
+
+    def _run(self, request: RunRequest, source: bytes) -> RunResult:  # in a worker thread
+        module = self._module(request, source)
         try:
             outcome = self.sandbox.run(module, request.data, fn=request.fn, fuel=request.fuel)
         except OutOfFuel as exc:
@@ -146,15 +184,17 @@ class ComputePlugin(Plugin):
             return RunResult(exc.fuel_used, error="trapped", message=str(exc))
         return RunResult(outcome.fuel_used, outcome.output)
 
-    def _module(self, request: RunRequest) -> wasmtime.Module:
-        digest = request.module_digest
-        module = self._modules.get(digest)
+    def _module(self, request: RunRequest, source: bytes) -> wasmtime.Module:
+        key = request.module_key
+        module = self._modules.get(key)
         if module is None:
-            module = self.sandbox.compile(request.module)
-            self._modules[digest] = module
+            if not source:  # a stored module that left the cache since it was looked for
+                source = trio.from_thread.run(self._read_stored, request.module_cid)
+            module = self.sandbox.compile(source)
+            self._modules[key] = module
             while len(self._modules) > MODULES_KEPT:
                 self._modules.popitem(last=False)
-        self._modules.move_to_end(digest)
+        self._modules.move_to_end(key)
         return module
 
     # --- the requester's side -----------------------------------------------
@@ -174,7 +214,17 @@ class ComputePlugin(Plugin):
         confirming = task.requester != self.ctx.peer_id
         if not confirming and random.random() >= self.spot_check_rate:
             return True
-        return await self._own_result(task.payload, request) == result.result
+        try:
+            own = await self._own_result(task.payload, request)
+        except ModuleUnreadable as exc:
+            if confirming:
+                raise  # no verdict can be confirmed on a module this node cannot read
+            # This node cannot read the module (no storage plugin, say): it cannot
+            # check, so the result stands as it would have without a spot check.
+            self.ctx.log.warning("spot check skipped", extra={"task_id": task.task_id,
+                                                              "why": str(exc)})
+            return True
+        return own == result.result
 
     async def _own_result(self, payload: bytes, request: RunRequest) -> bytes:
         key = hashlib.sha256(payload).digest()
@@ -193,16 +243,19 @@ class ComputePlugin(Plugin):
             asked = json.loads(event.data or b"{}")
             required = Requirements(**{k: asked.get(k, default) for k, default in
                                        (("cores", 0), ("memory_bytes", 0), ("fuel", 0),
-                                        ("arch", ""), ("max_price", 0))},
+                                        ("arch", ""), ("max_price", 0),
+                                        ("stored_module", False))},
                                     base_price=self.ctx.ledger.base_price())
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                        for v in (required.cores, required.memory_bytes, required.fuel,
                                  required.max_price)) \
-                    or not isinstance(required.arch, str):
+                    or not isinstance(required.arch, str) \
+                    or not isinstance(required.stored_module, bool):
                 raise TypeError
         except (ValueError, TypeError, AttributeError):
             raise InvalidArgument("PLAN takes JSON {cores, memory_bytes, fuel, arch, "
-                                  "max_price}: whole numbers and text") from None
+                                  "max_price, stored_module}: whole numbers, text and "
+                                  "true/false") from None
         offers, why = await self.offers()
         records = {o.peer_id: self.ctx.provider_record(o.peer_id) for o in offers}
         fit, left_out = rank(offers, required, {p: success(r) for p, r in records.items()})
@@ -232,6 +285,10 @@ class ComputePlugin(Plugin):
         offers = [v for _, v in self._offers.values() if isinstance(v, Offer)]
         why = {p: v for p, (_, v) in self._offers.items() if isinstance(v, str)}
         return offers, why
+
+
+class ModuleUnreadable(InvalidArgument):
+    """A module named by CID that this node's storage plugin did not hand over."""
 
 
 def success(record: ProviderRecord | None) -> float:

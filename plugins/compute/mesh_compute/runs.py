@@ -7,6 +7,12 @@ Payload: a JSON header line, then the module's bytes, then the input::
     {"v": 1, "fn": "run", "fuel": 1000000, "module": "<SHA-256 hex>",
      "module_bytes": 1234}\\n<module><input>
 
+or, for a module stored with ``meshctl storage put`` (a provider reads it
+from its storage plugin, checked against the CID, and keeps it compiled),
+the header names it and only the input follows::
+
+    {"v": 1, "fn": "run", "fuel": 1000000, "module_cid": "bafk..."}\\n<input>
+
 Result: a JSON header line, then the output::
 
     {"fuel": 117, "error": "", "message": ""}\\n<output>
@@ -29,6 +35,7 @@ from typing import TypeGuard
 
 VERSION = 1
 FN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+FILE_CID = re.compile(r"baf[a-z2-7]{20,120}")  # a stored file's CIDv1 in base32
 MAX_HEADER = 4096  # bytes of a header line
 DEFAULT_FUEL = 100_000_000  # per run, unless the requester asks for less (a provider's ceiling)
 MAX_PAYLOAD = 1 << 20  # a task's payload, module and input with their header (docs/tasks.md)
@@ -42,20 +49,25 @@ class RunFormatError(ValueError):
 
 @dataclass(frozen=True)
 class RunRequest:
-    module: bytes  # binary Wasm or WebAssembly text
+    module: bytes  # binary Wasm or WebAssembly text; b"" when module_cid names it
     data: bytes  # the input
     fn: str = "run"
     fuel: int = DEFAULT_FUEL
+    module_cid: str = ""  # a file in the storage plugin, instead of the module's bytes
 
     def encode(self) -> bytes:
-        header = {"v": VERSION, "fn": self.fn, "fuel": self.fuel,
-                  "module": hashlib.sha256(self.module).hexdigest(),
-                  "module_bytes": len(self.module)}
+        header: dict[str, object] = {"v": VERSION, "fn": self.fn, "fuel": self.fuel}
+        if self.module_cid:
+            header["module_cid"] = self.module_cid
+            return json.dumps(header, sort_keys=True).encode() + b"\n" + self.data
+        header |= {"module": hashlib.sha256(self.module).hexdigest(),
+                   "module_bytes": len(self.module)}
         return json.dumps(header, sort_keys=True).encode() + b"\n" + self.module + self.data
 
     @property
-    def module_digest(self) -> str:
-        return hashlib.sha256(self.module).hexdigest()
+    def module_key(self) -> str:
+        """What names the module, for a cache of compiled modules: its CID, or its SHA-256."""
+        return self.module_cid or hashlib.sha256(self.module).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,15 @@ def parse_request(payload: bytes) -> RunRequest:
         raise RunFormatError(f"fn {fn!r} is not an export name (letters, digits, _)")
     if not _whole(fuel) or fuel < 1:
         raise RunFormatError(f"fuel {fuel!r} is not a whole number of at least 1")
+    if "module_cid" in header:
+        cid = header["module_cid"]
+        if not isinstance(cid, str) or not FILE_CID.fullmatch(cid):
+            raise RunFormatError(f"module_cid {cid!r} is not a stored file's CID (bafy..., "
+                                 "as `meshctl storage put` prints it)")
+        if digest is not None or size is not None:
+            raise RunFormatError("a RUN payload names its module by CID or carries it, "
+                                 "not both")
+        return RunRequest(b"", module_and_input, fn, fuel, module_cid=cid)
     if not _whole(size) or not 0 < size <= len(module_and_input):
         raise RunFormatError(f"module_bytes {size!r} does not fit the payload")
     module = module_and_input[:size]

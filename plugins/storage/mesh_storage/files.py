@@ -17,6 +17,10 @@ peers are refused). docs/storage.md gives their JSON:
   from the first k pieces that arrive intact, asked of their holders in
   parallel: the holder that served that piece index of the file before, or
   one of the nodes announcing the file that says it has the piece (HAVE).
+* ``READ``: JSON ``{"file", "max_bytes"}``; the whole file, checked against
+  its CID, for another plugin on this node (``ctx.call``: the compute
+  plugin reads modules so). A sealed file, or one over ``max_bytes``, is
+  refused.
 * ``STATUS``: a file CID; which live storage nodes hold each piece (HAVE).
 * ``FILES``: the manifests this node keeps (its own files, or all).
 * ``HOLDERS``: the storage nodes the DHT knows, with their subnets and what
@@ -39,7 +43,7 @@ from typing import Any
 
 import trio
 
-from mesh_storage import erasure, merkle
+from mesh_storage import erasure, merkle, unixfs
 from mesh_storage.chunks import ChunkStore
 from mesh_storage.deliveries import Deliveries
 from mesh_storage.erasure import Coding, ErasureError
@@ -84,6 +88,8 @@ FETCH_RETRY = 1.0  # seconds before the second pass over missing pieces; doubles
 FETCH_RETRY_MAX = 8.0  # this
 CANDIDATES_FRESH = 30.0  # seconds a DHT answer of holders is reused
 MAX_PROVIDERS = 100
+MAX_READ = 16 << 20  # bytes of a file READ hands another plugin whole, in memory
+STRIPES_READ_AT_ONCE = 4
 LOOKUPS_AT_ONCE = 16  # DHT lookups in flight for one STATUS
 LATENCY_WEIGHT = 0.3  # of a new sample in a holder's moving average
 HINTS_KEPT = 4096
@@ -133,7 +139,8 @@ class Files:
         for name, handler in (("LAYOUT", self.layout), ("PUT_STRIPE", self.put_stripe),
                               ("PUT_MANIFEST", self.put_manifest),
                               ("GET_MANIFEST", self.get_manifest),
-                              ("GET_STRIPE", self.get_stripe), ("STATUS", self.status),
+                              ("GET_STRIPE", self.get_stripe), ("READ", self.read),
+                              ("STATUS", self.status),
                               ("FILES", self.files), ("HOLDERS", self.holders)):
             ctx.on(name, operator_only(ctx, handler), timeout=MAX_EVENT_TIMEOUT)
 
@@ -368,6 +375,38 @@ class Files:
         except CidError as exc:
             raise InvalidArgument(str(exc)) from None
         return await self.rebuild(file, coding, length, cids)
+
+    async def read(self, event: Event) -> bytes:
+        header, _ = _header(event.data)
+        cid, most = header.get("file"), header.get("max_bytes")
+        if not isinstance(cid, str) or not isinstance(most, int) or isinstance(most, bool) \
+                or not 0 < most <= MAX_READ:
+            raise InvalidArgument(f"READ takes JSON {{file, max_bytes}}: a file CID and 1 to "
+                                  f"{MAX_READ} bytes")
+        manifest, _ = await self.manifest(file_cid(cid.encode()))
+        if manifest.encrypted:
+            raise InvalidArgument(f"file {manifest.cid} is encrypted: only its capability's "
+                                  "holder can read it, and this node has no key")
+        if manifest.size > most:
+            raise InvalidArgument(f"file {manifest.cid} is {manifest.size} bytes, over the "
+                                  f"{most} asked for at most")
+        stripes: list[bytes] = [b""] * len(manifest.stripes)
+
+        async def one(index: int) -> None:
+            stripe = manifest.stripes[index]
+            async with limit:
+                stripes[index] = await self.rebuild(manifest.cid, manifest.coding,
+                                                    stripe.length, list(stripe.pieces))
+
+        limit = trio.CapacityLimiter(STRIPES_READ_AT_ONCE)
+        async with trio.open_nursery() as nursery:
+            for index in range(len(stripes)):
+                nursery.start_soon(one, index)
+        data = b"".join(stripes)
+        if await trio.to_thread.run_sync(unixfs.file_cid, data) != manifest.cid:
+            raise InvalidArgument(f"the pieces of {manifest.cid} do not add up to the file its "
+                                  "CID names: its manifest is wrong")
+        return data
 
     async def rebuild(self, file: str, coding: Coding, length: int, cids: list[str]) -> bytes:
         """A stripe from the first k of its pieces that arrive intact; InvalidArgument
