@@ -90,12 +90,18 @@ class Ledger:
         self.entries_stored = 0  # entries newly stored since start (own and peers'): metrics
         self._own_chain = trio.Event()
         self._own_chain_problem = ""
+        # entry hash -> the events of stored_within's callers, set once it is stored
+        self._awaited: dict[bytes, set[trio.Event]] = {}
         if not check_own_chain:
             self._own_chain.set()
 
     def on_stored(self, stored: list[Verified]) -> None:
         """The committer's listener (open_ledger): what a commit newly stored."""
         self.entries_stored += len(stored)
+        if self._awaited:
+            for item in stored:
+                for arrived in self._awaited.pop(item.hash, ()):
+                    arrived.set()
         if self.settlements.final_epoch != self._announced_final:
             self._announced_final = self.settlements.final_epoch
             self._finality.set()
@@ -422,6 +428,25 @@ class Ledger:
         return dataclasses.replace(
             info, canonical_seq=settled.account(key).canon_seq if key else 0,
             stored_seq=stored_seq, heads_digest=digest)
+
+    async def stored_within(self, entry_hash: bytes, seconds: float) -> Verified | None:
+        """The stored entry ``entry_hash``, waiting up to ``seconds`` for it to be
+        stored (replication brings a peer's new entry); None if it is not by then."""
+        arrived = trio.Event()
+        self._awaited.setdefault(entry_hash, set()).add(arrived)  # before looking: no gap
+        try:
+            item = await trio.to_thread.run_sync(self.store.get, entry_hash)
+            if item is None:
+                with trio.move_on_after(seconds):
+                    await arrived.wait()
+                    item = await trio.to_thread.run_sync(self.store.get, entry_hash)
+            return item
+        finally:
+            waiting = self._awaited.get(entry_hash)
+            if waiting is not None:
+                waiting.discard(arrived)
+                if not waiting:
+                    del self._awaited[entry_hash]
 
     async def entry(self, entry_hash: str) -> tuple[Verified, bool, int]:
         """The stored entry of hex hash ``entry_hash``, whether it is canonical in

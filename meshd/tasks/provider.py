@@ -34,6 +34,7 @@ MAX_PAYLOAD = 1 << 20  # a TASK_REQUEST's payload, with the request's own fields
 MAX_RESULT = (4 << 20) - 4096  # a TASK_RESPONSE fits the 4 MiB answer limit
 NONCE_BYTES = 16
 REMEMBERED = 4096  # executions whose result digest is kept, to confirm verdicts
+LOCK_WAIT = 10.0  # seconds a paid task's lock entry has to reach this node
 
 
 class TaskProvider:
@@ -92,6 +93,8 @@ class TaskProvider:
         if request.escrow and (request.escrow != base or request.max_price < 1):
             raise errors.InvalidArgument("a paid task's escrow is its own task ID, with a "
                                          "max_price of at least 1")
+        if request.escrow:
+            await self._check_lock(request, requester, base)
         task_id = claims.execution_id(base, self._ledger.key)
         timeout = min(request.timeout_ms / 1000 or MAX_TASK_TIMEOUT, MAX_TASK_TIMEOUT)
         self.running += 1
@@ -125,6 +128,27 @@ class TaskProvider:
         return wire_pb2.TaskResponse(
             result=result.result, proof=result.proof, units=result.units, claim=claim,
             provider_signature=self._ledger.sign_claim(claim)).SerializeToString()
+
+    async def _check_lock(self, request: wire_pb2.TaskRequest, requester: bytes,
+                          base: bytes) -> None:
+        """Work on a paid task only once its lock is here: the requester's entry,
+        stored (so valid: the tokens were there), locking at least max_price for
+        this task past the receipt's epoch (docs/ledger.md §12.1)."""
+        if len(request.lock) != 32:
+            raise errors.InvalidArgument("a paid task names the hash of its lock entry")
+        item = await self._ledger.stored_within(request.lock, LOCK_WAIT)
+        if item is None:
+            raise errors.Unavailable(f"the task's lock {request.lock.hex()[:16]} did not reach "
+                                     f"this node within {LOCK_WAIT:g} s; it works on paid "
+                                     "tasks only once their tokens are locked")
+        lock = item.body.lock
+        if not item.body.HasField("lock") or item.author != requester or lock.task != base:
+            raise errors.InvalidArgument("the task's lock entry is not the requester's lock "
+                                         "of this task")
+        if lock.amount < request.max_price or lock.until <= request.epoch:
+            raise errors.InvalidArgument(
+                f"the task's lock holds {lock.amount} until epoch {lock.until}: not the "
+                f"{request.max_price} offered, past the receipt's epoch {request.epoch}")
 
     def _remember(self, base: bytes, digest: bytes) -> None:
         self._executed[base] = digest

@@ -263,7 +263,8 @@ class TaskRouter:
                 request = wire_pb2.TaskRequest(
                     nonce=nonce, plugin=record.plugin, kind=record.kind, payload=payload,
                     epoch=record.epoch, timeout_ms=int(options.timeout * 1000),
-                    escrow=escrow, max_price=options.max_price if escrow else 0)
+                    escrow=escrow, max_price=options.max_price if escrow else 0,
+                    lock=bytes.fromhex(record.lock) if escrow else b"")
                 accepted: list[Attempt] = []
                 async with trio.open_nursery() as slots:
                     for _ in range(options.redundancy):

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 
 from mesh.ledger.v1 import ledger_pb2
 from meshcore.genesis import RequiredPlugin
@@ -114,3 +115,35 @@ async def test_several_own_entries_are_chained_and_committed_at_once(tmp_path: P
         assert isinstance(mixed[2], errors.FailedPrecondition)
         after = await ledger.transfer(peer_id_of(other), 1)
         assert (after.seq, after.body.prev) == (6, mixed[0].hash)
+
+
+async def test_a_reader_waits_for_an_entry_until_it_is_stored_or_its_time_is_up(
+        tmp_path: Path) -> None:
+    seed, other = os.urandom(32), os.urandom(32)
+    genesis = make_genesis([seed], dt.datetime.now(dt.UTC).replace(microsecond=0), [other])
+    async with open_ledger(tmp_path, seed, genesis) as ledger:
+        first = await ledger.transfer(peer_id_of(other), 1)
+        assert await ledger.stored_within(first.hash, 0) == first  # already there
+        # One from another path (replication, here the committer directly) wakes
+        # every reader waiting for it; a hash nobody stores is None when time is up.
+        body = ledger_pb2.EntryBody(
+            network_id=genesis.network_id, author=ledger.key, seq=2, prev=first.hash,
+            epoch=ledger.entry_epoch(),
+            transfer=ledger_pb2.Transfer(to=accounts.key_of(peer_id_of(other)), amount=1))
+        later = entry.verify(entry.sign(seed, body), genesis.network_id)
+        found: list[object] = []
+
+        async def wait() -> None:
+            found.append(await ledger.stored_within(later.hash, 30))
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait)
+                nursery.start_soon(wait)
+                await trio.sleep(0.2)
+                await ledger.committer.append(later)
+        assert found == [later, later]
+        started = trio.current_time()
+        assert await ledger.stored_within(bytes(32), 0.3) is None
+        assert trio.current_time() - started >= 0.3
+        assert ledger._awaited == {}  # nothing left behind

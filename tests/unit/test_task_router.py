@@ -183,6 +183,7 @@ class FakeNetwork:
     def __init__(self) -> None:
         self.handlers: dict[tuple[str, str], Handler] = {}
         self.names: dict[str, str] = {}  # peer ID -> node name
+        self.entries: dict[bytes, SimpleNamespace] = {}  # every node's writes, by hash
 
     def order(self, peers: list[str]) -> None:
         """shuffle_providers made deterministic: by node name."""
@@ -223,7 +224,8 @@ class FakeDirect:
 class FakeLedger:
     network_id = NETWORK
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, entries: dict[bytes, SimpleNamespace] | None = None) -> None:
+        self._entries = {} if entries is None else entries  # replicated at once
         self._seed = seed(name)
         self.key = public_key(self._seed)
         self.unavailable = ""  # why a receipt written now would not count, if so
@@ -243,8 +245,16 @@ class FakeLedger:
         if self.refuse_writes:
             raise errors.Unavailable(self.refuse_writes)
         self.written.append((at_epoch, kind))
-        return SimpleNamespace(hash=hashlib.sha256(self.key + bytes([len(self.written)]))
-                               .digest())
+        item = SimpleNamespace(hash=hashlib.sha256(self.key + bytes([len(self.written)]))
+                               .digest(), author=self.key, body=ledger_pb2.EntryBody(**kind))
+        self._entries[item.hash] = item
+        return item
+
+    async def stored_within(self, entry_hash: bytes, seconds: float) -> Any:
+        item = self._entries.get(entry_hash)
+        if item is None:
+            await trio.sleep(seconds)
+        return item
 
     async def write_many(self, kinds: list[dict[str, Any]],
                          at_epoch: int | None = None) -> list[SimpleNamespace]:
@@ -265,13 +275,16 @@ class FakePlugins:
         return self._kinds.get((plugin, kind))
 
 
-def square_plugin(*, lie: bool = False, slow: bool = False) -> dict[tuple[str, str], TaskKind]:
-    """tests/plugin_fixtures.py's SquarePlugin: "square" has a rule, "digest" none."""
+def square_plugin(*, lie: bool = False, slow: bool = False, price: int = 0
+                  ) -> dict[tuple[str, str], TaskKind]:
+    """tests/plugin_fixtures.py's SquarePlugin: "square" has a rule, "digest" none;
+    ``price``: what a square costs, when the task is paid."""
     async def square(task: TaskRequest) -> TaskResult:
         if slow:
             await trio.sleep_forever()
         n = int(task.payload)
-        return TaskResult(str(n * n + (1 if lie else 0)).encode(), proof=b"p", units=3)
+        return TaskResult(str(n * n + (1 if lie else 0)).encode(), proof=b"p", units=3,
+                          price=price if task.max_price else 0)
 
     async def check_square(task: TaskRequest, result: TaskResult) -> bool:
         return result.result == str(int(task.payload) ** 2).encode() and result.units == 3
@@ -307,7 +320,7 @@ class Cluster:
             rewarded: tuple[str, ...] = (PLUGIN,), max_running: int = 4,
             signer: str | None = None) -> Node:
         """A node; ``signer``: sign claims with that name's key, not this node's own."""
-        ledger = FakeLedger(signer or name)
+        ledger = FakeLedger(signer or name, self.network.entries)
         peer_id = accounts.peer_id_of(public_key(seed(name)))
         self.network.names[peer_id] = name
         membership = SimpleNamespace(peers=lambda: [
@@ -694,6 +707,46 @@ async def test_a_provider_refuses_what_it_cannot_serve(
                                                                   (PLUGIN, "square")]
         assert list(advertised.capabilities) == ["gpu"] and advertised.max_running == 4
         assert (c.provider.running, c.provider.executed_total) == (0, 1)
+
+
+async def test_a_provider_works_on_a_paid_task_only_once_its_lock_is_here(
+        cluster: Cluster, autojump_clock: trio.testing.MockClock) -> None:
+    a = cluster.add("a", {})
+    b = cluster.add("b", square_plugin(price=40))
+    async with running(a) as tasks:
+        # The router locks redundancy times the price offered, then asks: b finds
+        # the lock and signs its price out of it.
+        record = await tasks.submit(PLUGIN, "square", b"12", TaskOptions(max_price=50))
+        assert (record.state, record.result) == (DONE, b"144"), record.error
+        (lock,) = a.ledger.kinds("lock")
+        assert (lock.task.hex(), lock.amount) == (record.task_id, 50)
+        claim = receipt_claim(a.ledger)
+        assert (claim.price, claim.escrow.hex()) == (40, record.task_id)
+
+        # A request naming a lock b never received, not a lock, another task's lock
+        # or too small a lock: refused before any work.
+        serve_b = cluster.network.handlers[(b.peer_id, TASK_PROTOCOL)]
+        base = claims.base_id(a.ledger.key, PLUGIN, "square", b"6", NONCE)
+        transfer = await a.ledger.write(transfer=ledger_pb2.Transfer(amount=1))
+        other = await a.ledger.write(lock=ledger_pb2.EscrowLock(task=bytes(32), amount=99,
+                                                                until=EPOCH + 3))
+        small = await a.ledger.write(lock=ledger_pb2.EscrowLock(task=base, amount=10,
+                                                                until=EPOCH + 3))
+        ended = await a.ledger.write(lock=ledger_pb2.EscrowLock(task=base, amount=99,
+                                                                until=EPOCH))
+        at = trio.current_time()
+        for lock_hash, refusal, message in [
+                (b"", errors.InvalidArgument, "names the hash of its lock entry"),
+                (bytes(32), errors.Unavailable, "did not reach this node within 10 s"),
+                (transfer.hash, errors.InvalidArgument, "not the requester's lock of this"),
+                (other.hash, errors.InvalidArgument, "not the requester's lock of this"),
+                (small.hash, errors.InvalidArgument, "holds 10 until epoch 10: not the 50"),
+                (ended.hash, errors.InvalidArgument, "past the receipt's epoch 7")]:
+            with pytest.raises(refusal, match=message):
+                await serve_b(a.peer_id, task_request(escrow=base, max_price=50,
+                                                      lock=lock_hash))
+        assert trio.current_time() - at == provider.LOCK_WAIT  # waited once, for the missing
+        assert b.provider.executed_total == 1
 
 
 @pytest.mark.parametrize(("answer", "message"), [

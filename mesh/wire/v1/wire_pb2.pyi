@@ -341,6 +341,7 @@ class TaskRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     ESCROW_FIELD_NUMBER: _builtins.int
     MAX_PRICE_FIELD_NUMBER: _builtins.int
+    LOCK_FIELD_NUMBER: _builtins.int
     nonce: _builtins.bytes
     """base_id = SHA-256("mesh/task/v1" 0x00 requester plugin 0x00 kind 0x00
     SHA-256(payload) nonce): names the task; every execution of it has its
@@ -360,6 +361,11 @@ class TaskRequest(_message.Message):
     price of at most that. Empty and 0: unpaid.
     """
     max_price: _builtins.int
+    lock: _builtins.bytes
+    """A paid task: the hash of the requester's lock entry. The provider works
+    only once that entry has reached it (valid, so the tokens were there),
+    for this task, holding at least max_price and lasting past the epoch.
+    """
     def __init__(
         self,
         *,
@@ -371,10 +377,11 @@ class TaskRequest(_message.Message):
         timeout_ms: _builtins.int = ...,
         escrow: _builtins.bytes = ...,
         max_price: _builtins.int = ...,
+        lock: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "escrow", b"escrow", "kind", b"kind", "max_price", b"max_price", "nonce", b"nonce", "payload", b"payload", "plugin", b"plugin", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "escrow", b"escrow", "kind", b"kind", "lock", b"lock", "max_price", b"max_price", "nonce", b"nonce", "payload", b"payload", "plugin", b"plugin", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
