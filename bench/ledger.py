@@ -54,12 +54,14 @@ import nacl.signing
 import output
 import trio
 
-from mesh.ledger.v1 import ledger_pb2
+from mesh.ledger.v1 import ledger_pb2, sync_pb2
 from meshcore.ledger import entry, rules
 from meshcore.ledger.entry import EntryError, Verified
 from meshcore.ledger.state import Account, Settled
 from meshd.ledger import committer as committer_module
 from meshd.ledger.committer import BATCH_ENTRIES, GroupCommitter
+from meshd.ledger.intake import GossipIntake
+from meshd.ledger.replication import GOSSIP_BATCH_ENTRIES
 from meshd.ledger.store import LedgerStore
 
 NET = "net_pbveuy5e75bdsw3e25x4g2rviy"
@@ -255,6 +257,55 @@ def group_commit(directory: Path, items: list[bytes] | list[Verified], appenders
     return GroupRun(elapsed, in_verify, store.insert_seconds, store.batch_sizes)
 
 
+def gossip_intake(directory: Path, raws: list[bytes], per_message: int,
+                  judge: rules.Judge) -> GroupRun:
+    """The daemon's own gossip intake (meshd/ledger/intake.py) taking every entry
+    as gossip messages of ``per_message`` entries, all waiting at the start (a
+    node under load): checked on a worker thread in batches of what waits,
+    queued in order, committed by the group committer."""
+    directory.mkdir()
+    store = _BatchRecordingStore(directory / "ledger.sqlite", NET, judge)
+    messages = [sync_pb2.LedgerEntries(entries=raws[i:i + per_message]).SerializeToString()
+                for i in range(0, len(raws), per_message)]
+    refused: list[str] = []
+
+    async def penalise(sender: str, why: str) -> None:
+        refused.append(why)
+
+    async def admitted(items: list[Verified], results: list[EntryError | None],
+                       sender: str) -> None:
+        refused.extend(str(e) for e in results if e is not None)
+
+    async def run() -> float:
+        committer = GroupCommitter(store)
+        intake = GossipIntake(committer, NET, stored_lately=set(), penalise=penalise,
+                              admitted=admitted, counters=_Counters())
+        send, receive = trio.open_memory_channel[tuple[str, bytes]](len(messages))
+        for message in messages:
+            send.send_nowait(("a peer", message))
+        send.close()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            started = time.perf_counter()
+            await intake.run(receive)
+            elapsed = time.perf_counter() - started
+            nursery.cancel_scope.cancel()
+        if refused:
+            raise RuntimeError(f"{len(refused)} entries refused, e.g. {refused[0]}")
+        return elapsed
+
+    elapsed = trio.run(run)
+    assert store.count() == len(raws)
+    store.close()
+    return GroupRun(elapsed, 0.0, store.insert_seconds, store.batch_sizes)
+
+
+@dataclass
+class _Counters:
+    received: int = 0
+    invalid: int = 0
+
+
 def replay_verify(directory: Path, count: int, judge: rules.Judge) -> float:
     store = LedgerStore.in_dir(directory, NET, judge)
     started = time.perf_counter()
@@ -288,7 +339,7 @@ def filesystem_of(path: Path) -> str:
 
 
 def run_all(count: int, authors: int, appenders: int, parent: Path, seed: int,
-            ) -> dict[str, Any]:
+            per_message: int) -> dict[str, Any]:
     loadavg = os.getloadavg()[0]
     started = time.perf_counter()
     workload = make_workload(count, authors, seed)
@@ -301,6 +352,8 @@ def run_all(count: int, authors: int, appenders: int, parent: Path, seed: int,
         sub_one, verify_one = one_per_commit(work / "one", workload.raws, judge)
         base_group = raw_insert(work / "raw-group.sqlite", workload.signed, BATCH_ENTRIES)
         group = group_commit(work / "group", workload.raws, appenders, judge)
+        base_intake = raw_insert(work / "raw-intake.sqlite", workload.signed, BATCH_ENTRIES)
+        intake = gossip_intake(work / "intake", workload.raws, per_message, judge)
         verified = [entry.verify(raw, NET) for raw in workload.raws]  # untimed
         base_store = raw_insert(work / "raw-store.sqlite", workload.signed, BATCH_ENTRIES,
                                 verify=False)
@@ -310,6 +363,7 @@ def run_all(count: int, authors: int, appenders: int, parent: Path, seed: int,
         for name, subject, baseline, in_verify in (
                 ("one per commit", sub_one, base_one, verify_one),
                 ("group commit", group.seconds, base_group, group.in_verify),
+                ("group commit, gossip intake", intake.seconds, base_intake, None),
                 ("group commit, store alone", store_alone.seconds, base_store, None),
                 ("replay verify", sub_replay, base_replay, None)):
             target = TARGETS[name.partition(",")[0]]
@@ -319,7 +373,8 @@ def run_all(count: int, authors: int, appenders: int, parent: Path, seed: int,
                 "ratio_to_baseline": baseline / subject, "target_per_second": target,
                 "met": count / subject >= target,
                 "verify_share": in_verify / subject if in_verify is not None else None}
-        for name, run in (("group commit", group), ("group commit, store alone", store_alone)):
+        for name, run in (("group commit", group), ("group commit, gossip intake", intake),
+                          ("group commit, store alone", store_alone)):
             sizes = run.batch_sizes
             results[name]["batches"] = {
                 "count": len(sizes), "mean": statistics.fmean(sizes),
@@ -328,6 +383,7 @@ def run_all(count: int, authors: int, appenders: int, parent: Path, seed: int,
                 "wait_seconds": committer_module.BATCH_WAIT}
         directory = str(work.parent)
     return {"entries": count, "authors": authors, "appenders": appenders,
+            "per_message": per_message,
             "deps_per_entry": workload.deps / count, "directory": directory,
             "filesystem": filesystem_of(Path(directory)), "loadavg_before": loadavg,
             "batch_wait_overridden": committer_module.BATCH_WAIT != DEFAULT_BATCH_WAIT,
@@ -344,6 +400,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"{'':36} {'entries/s':>9} {'baseline/s':>10} {'ratio':>5} {'in verify':>9}  target")
     labels = {"one per commit": "append, verify+store, 1 per commit",
               "group commit": f"  group commit, {r['appenders']} tasks",
+              "group commit, gossip intake": f"  gossip intake, {r['per_message']}/message",
               "group commit, store alone": "  same, entries verified before",
               "replay verify": "replay verify (LedgerStore.verify)"}
     for name, label in labels.items():
@@ -354,6 +411,7 @@ def print_table(r: dict[str, Any]) -> None:
               f"{s['ratio_to_baseline']:5.2f} {share}  >= {s['target_per_second']:,.0f} "
               f"({verdict})")
     for name, what in (("group commit", "verify+store"),
+                       ("group commit, gossip intake", "gossip intake"),
                        ("group commit, store alone", "verified before")):
         b = r["results"][name]["batches"]
         print(f"group commit, {what}: {b['count']} batches, entries per batch mean "
@@ -376,6 +434,9 @@ def main() -> None:
     parser.add_argument("--authors", type=int, default=50, help="authors writing them")
     parser.add_argument("--appenders", type=int, default=64,
                         help="concurrent trio tasks appending through the group committer")
+    parser.add_argument("--per-message", type=int, default=16,
+                        help="entries per gossip message in the gossip intake run (the "
+                             f"daemon sends up to {GOSSIP_BATCH_ENTRIES})")
     parser.add_argument("--dir", type=Path, default=REPO,
                         help="where the temporary data directory is made (default: the "
                              "repository, for its filesystem; /dev/shm makes fsync free)")
@@ -385,15 +446,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the workload")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
-    if args.entries < 1 or args.authors < 2 or args.appenders < 1:
-        parser.error("--entries and --appenders must be at least 1, --authors at least 2")
+    if args.entries < 1 or args.authors < 2 or args.appenders < 1 or args.per_message < 1:
+        parser.error("--entries, --appenders and --per-message must be at least 1, "
+                     "--authors at least 2")
     if args.batch_wait is not None:
         if args.batch_wait < 0:
             parser.error("--batch-wait must not be negative")
         committer_module.BATCH_WAIT = args.batch_wait
     if not args.dir.is_dir():
         parser.error(f"--dir {args.dir} is not a directory")
-    results = run_all(args.entries, args.authors, args.appenders, args.dir, args.seed)
+    results = run_all(args.entries, args.authors, args.appenders, args.dir, args.seed,
+                      args.per_message)
     output.emit(results, args.json, print_table)
 
 

@@ -36,6 +36,19 @@ class _Append:
     error: EntryError | None = None
 
 
+@dataclass(frozen=True)
+class Pending:
+    """Entries queued by :meth:`GroupCommitter.enqueue`."""
+
+    _requests: list[_Append]
+
+    async def results(self) -> list[EntryError | None]:
+        """Once all are decided: per entry None (stored) or why not."""
+        for request in self._requests:
+            await request.done.wait()
+        return [r.error for r in self._requests]
+
+
 # Called on the trio loop with the entries each commit newly stored, in order.
 StoredListener = Callable[[list[Verified]], None]
 
@@ -78,12 +91,17 @@ class GroupCommitter:
     async def append_many(self, items: list[Verified]) -> list[EntryError | None]:
         """Append ``items`` in this order (an entry may depend on one before it);
         return once all are decided: per entry None (stored) or why not."""
+        return await (await self.enqueue(items)).results()
+
+    async def enqueue(self, items: list[Verified]) -> Pending:
+        """Queue ``items`` in this order, after everything queued before, and return
+        without waiting for the commit (only for room in the queue): a caller that
+        enqueues batch after batch keeps their causal order and has several in
+        flight (replication's gossip intake)."""
         requests = [_Append(item, trio.Event()) for item in items]
         for request in requests:  # one task sends them all: the channel keeps the order
             await self._send.send(request)
-        for request in requests:
-            await request.done.wait()
-        return [r.error for r in requests]
+        return Pending(requests)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:

@@ -48,13 +48,14 @@ from typing import TypeVar
 import trio
 from google.protobuf.message import DecodeError
 
-from mesh.ledger.v1 import ledger_pb2, sync_pb2
+from mesh.ledger.v1 import sync_pb2
 from meshcore.ledger import entry as entries
 from meshcore.ledger.entry import HASH_BYTES, KEY_BYTES, EntryError, Verified
 from meshcore.ledger.rules import Unsupported
 from meshcore.ledger.state import ValidatorSet
 from meshd import errors
 from meshd.ledger.awaiting_past import WaitingRoom
+from meshd.ledger.intake import GossipIntake
 from meshd.ledger.ledger import Ledger
 from meshd.ledger.own_chain import OwnChainCheck
 from meshd.ledger.sender_scores import (
@@ -137,6 +138,10 @@ class Replicator:
         self._fetched: set[bytes] = set()  # being appended by a sync: not to publish
         self._network_id = ledger.genesis.network_id  # a property that hashes the genesis
         self._nursery: trio.Nursery | None = None
+        self.intake = GossipIntake(
+            ledger.committer, self._network_id, stored_lately=self._recent,
+            penalise=lambda sender, why: self._penalise(sender, INVALID_ENTRY_COST, why),
+            admitted=self._admitted, counters=self.counters)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -152,7 +157,7 @@ class Replicator:
                     broadcast.open_subscription(TOPIC))
                 broadcast.set_relay(TOPIC, self._on_gossip)
                 nursery.start_soon(self._drain, own_echoes)
-                nursery.start_soon(self._intake)
+                nursery.start_soon(self.intake.run, self._intake_receive)
                 nursery.start_soon(self._publisher)
             nursery.start_soon(self._sync_worker)
             nursery.start_soon(self._sync_timer)
@@ -179,37 +184,6 @@ class Replicator:
         except trio.WouldBlock:
             self.counters.intake_dropped += 1  # anti-entropy brings them back
 
-    async def _intake(self) -> None:
-        limiter = trio.CapacityLimiter(64)
-        assert self._nursery is not None
-        async for sender, data in self._intake_receive:
-            batch = sync_pb2.LedgerEntries()
-            try:
-                batch.ParseFromString(data)
-            except DecodeError:
-                await self._penalise(sender, INVALID_ENTRY_COST, "sent a gossip message that "
-                                     "is not a LedgerEntries")
-                continue
-            items = []
-            for raw in batch.entries:
-                if _hash_of(raw) in self._recent:
-                    continue  # stored already: skip the signature check
-                item = await self._check(raw, sender)
-                if item is not None:
-                    items.append(item)
-            if items:
-                borrower = object()  # one token per admission, whatever it carries
-                await limiter.acquire_on_behalf_of(borrower)
-                self._nursery.start_soon(self._admit_released, items, sender, limiter,
-                                         borrower)
-
-    async def _admit_released(self, items: list[Verified], sender: str,
-                              limiter: trio.CapacityLimiter, borrower: object) -> None:
-        try:
-            await self.admit(items, sender)
-        finally:
-            limiter.release_on_behalf_of(borrower)
-
     async def _check(self, raw: bytes, sender: str) -> Verified | None:
         """``raw`` verified by itself, or None (the sender pays if it is bad)."""
         self.counters.received += 1
@@ -223,7 +197,12 @@ class Replicator:
     async def admit(self, items: list[Verified], sender: str) -> None:
         """Append verified ``items`` (in causal order where they depend on each
         other); those missing their past wait; invalid ones cost ``sender``."""
-        results = await self._ledger.committer.append_many(items)
+        await self._admitted(items, await self._ledger.committer.append_many(items), sender)
+
+    async def _admitted(self, items: list[Verified], results: list[EntryError | None],
+                        sender: str) -> None:
+        """What the store said of ``items``: those missing their past wait;
+        invalid ones cost ``sender``."""
         for item, error in zip(items, results, strict=True):
             if error is None:
                 continue
@@ -546,14 +525,6 @@ class Replicator:
         await trio.sleep(BLOCK_SECONDS)
         if peer_id in self._p2p.membership.blocked():
             self._p2p.membership.unblock(peer_id)
-
-
-def _hash_of(raw: bytes) -> bytes:
-    """An encoded entry's hash, without checking it (b"" if it does not parse)."""
-    try:
-        return entries.entry_hash(ledger_pb2.Entry.FromString(raw).body)
-    except DecodeError:
-        return b""
 
 
 class SyncBreach(Exception):

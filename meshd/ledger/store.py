@@ -24,6 +24,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
 LOOKUP_CHUNK = 500  # hashes per SELECT ... IN (...), well under SQLite's variable limit
+# Entries stored last whose author, seq and derived values are kept in memory:
+# the prevs and deps of new entries are nearly always among them.
+RECENT_LINKS = 16384
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -56,10 +60,12 @@ CREATE INDEX IF NOT EXISTS entries_by_epoch ON entries (epoch);
 CREATE INDEX IF NOT EXISTS entries_by_kind ON entries (kind) WHERE kind = 'certificate';
 CREATE INDEX IF NOT EXISTS entries_by_subject ON entries (subject) WHERE subject IS NOT NULL;
 -- Derived tables: functions of the entries, rebuilt from them when missing.
-CREATE TABLE IF NOT EXISTS derived (
-    hash  BLOB PRIMARY KEY,
+-- Keyed by the entry's rowid, not its hash: rows of a batch go to the end of
+-- the table, so a commit writes a few pages of it rather than one per entry.
+CREATE TABLE IF NOT EXISTS derived_rows (
+    row   INTEGER PRIMARY KEY,  -- entries.rowid
     value TEXT NOT NULL  -- rules.Derived as JSON
-) WITHOUT ROWID;
+);
 -- Proposals, votes and closes by (author, kind, epoch, round): consensus rules
 -- look up an author's own vote of a round (close: round 0).
 CREATE TABLE IF NOT EXISTS votes (
@@ -133,10 +139,12 @@ class LedgerStore:
         self.network_id = network_id
         self._judging = judge
         self._lock = threading.RLock()
+        self._recent: OrderedDict[bytes, _Seen] = OrderedDict()  # RECENT_LINKS, newest last
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._migrate_derived_by_hash()
         if isinstance(judge, Settlements):
             judge.attach(self)
         self._rebuild_derived_if_needed()
@@ -187,8 +195,8 @@ class LedgerStore:
 
     def derived(self, entry_hash: bytes) -> Derived | None:
         with self._lock:
-            row = self._db.execute("SELECT value FROM derived WHERE hash = ?",
-                                   (entry_hash,)).fetchone()
+            row = self._db.execute("SELECT d.value FROM entries e JOIN derived_rows d ON "
+                                   "d.row = e.rowid WHERE e.hash = ?", (entry_hash,)).fetchone()
         return _unpack(row[0]) if row else None
 
     def count_at(self, author: bytes, seq: int) -> int:
@@ -342,15 +350,18 @@ class LedgerStore:
                 self._db.executemany(
                     "INSERT INTO entries (hash, author, seq, epoch, kind, subject, raw) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO derived (hash, value) VALUES (?, ?)",
-                    [(v.hash, _pack(derived[v.hash])) for v in items])
+                self._db.executemany(_INSERT_DERIVED,
+                                     [(_pack(derived[v.hash]), v.hash) for v in items])
                 self._update_heads(items)
                 self._index_votes(items)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")  # synchronous=FULL: durable when this returns
+            for item in items:
+                self._recent[item.hash] = _Seen(item.author, item.seq, derived[item.hash])
+            while len(self._recent) > RECENT_LINKS:
+                self._recent.popitem(last=False)
 
     def _index_votes(self, items: list[Verified]) -> None:
         rows = []
@@ -377,7 +388,8 @@ class LedgerStore:
         """Author, seq and derived values of the stored entries among the batch
         and its prevs and deps.
 
-        One query per LOOKUP_CHUNK hashes, reading the columns written from the
+        Those stored lately come from memory (RECENT_LINKS); the others from one
+        query per LOOKUP_CHUNK hashes, reading the columns written from the
         same entry as ``raw``: looking each hash up with ``get`` (a query and a
         protobuf decode each, twice per link) took half the time a 64-entry batch
         spent in ``insert``, fsync included (bench/ledger.py).
@@ -388,24 +400,48 @@ class LedgerStore:
             if item.body.prev:
                 wanted.add(item.body.prev)
             wanted.update(item.body.deps)
-        hashes = list(wanted)
         found: dict[bytes, _Seen] = {}
         with self._lock:
+            for entry_hash in wanted:
+                seen = self._recent.get(entry_hash)
+                if seen is not None:
+                    found[entry_hash] = seen
+            hashes = [h for h in wanted if h not in found]
             for start in range(0, len(hashes), LOOKUP_CHUNK):
                 chunk = hashes[start:start + LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 for entry_hash, author, seq, value in self._db.execute(
                         f"SELECT e.hash, e.author, e.seq, d.value FROM entries e "
-                        f"JOIN derived d ON d.hash = e.hash WHERE e.hash IN ({marks})", chunk):
+                        f"JOIN derived_rows d ON d.row = e.rowid WHERE e.hash IN ({marks})",
+                        chunk):
                     found[entry_hash] = _Seen(author, seq, _unpack(value))
         return found
+
+    def _migrate_derived_by_hash(self) -> None:
+        """A store written before 2026-12-07 keeps derived values by entry hash
+        (table ``derived``): move them to ``derived_rows``, in one transaction."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = 'derived'").fetchone() is None:
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO derived_rows (row, value) SELECT "
+                                 "e.rowid, d.value FROM entries e JOIN derived d ON "
+                                 "d.hash = e.hash")
+                self._db.execute("DROP TABLE derived")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _rebuild_derived_if_needed(self) -> None:
         """Recompute derived values and heads when they lag the entries (a store
         written by an older version, or derived tables dropped by hand)."""
         with self._lock:
             entries_count = self._db.execute("SELECT count(*) FROM entries").fetchone()[0]
-            derived_count = self._db.execute("SELECT count(*) FROM derived").fetchone()[0]
+            derived_count = self._db.execute("SELECT count(*) FROM derived_rows"
+                                             ).fetchone()[0]
         if entries_count == derived_count:
             return
         derived: dict[bytes, Derived] = {}
@@ -418,11 +454,11 @@ class LedgerStore:
             rows.append(item)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM derived")
+            self._db.execute("DELETE FROM derived_rows")
             self._db.execute("DELETE FROM heads")
             self._db.execute("DELETE FROM votes")
-            self._db.executemany("INSERT INTO derived (hash, value) VALUES (?, ?)",
-                                 [(v.hash, _pack(derived[v.hash])) for v in rows])
+            self._db.executemany(_INSERT_DERIVED,
+                                 [(_pack(derived[v.hash]), v.hash) for v in rows])
             self._update_heads(rows)
             self._index_votes(rows)
             self._db.execute("COMMIT")
@@ -494,6 +530,9 @@ def _walk_back(rows: list[tuple[int, bytes, bytes]], head: bytes, head_seq: int,
 
 
 _DERIVED_FIELDS = tuple(f.name for f in dataclasses.fields(Derived))
+# (value, entry hash): the entry is stored already, in the same transaction.
+_INSERT_DERIVED = ("INSERT OR REPLACE INTO derived_rows (row, value) SELECT rowid, ? "
+                   "FROM entries WHERE hash = ?")
 
 
 def _pack(derived: Derived) -> str:

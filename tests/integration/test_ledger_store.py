@@ -186,7 +186,7 @@ def test_derived_values_are_rebuilt_when_missing(tmp_path: Path) -> None:
     before = store.derived(chain[2].hash)
     store.close()
     db = sqlite3.connect(tmp_path / "ledger.sqlite")
-    db.execute("DELETE FROM derived")
+    db.execute("DELETE FROM derived_rows")
     db.execute("DELETE FROM heads")
     db.commit()
     again = open_store(tmp_path)
@@ -194,6 +194,30 @@ def test_derived_values_are_rebuilt_when_missing(tmp_path: Path) -> None:
     assert before.debit == 3
     assert again.insert([chain[3]]) == [None]
     assert again.heads() == [Head(alice.key, 4, chain[3].hash)]
+
+
+def test_derived_values_kept_by_hash_before_are_moved_to_rows(tmp_path: Path) -> None:
+    alice = Author(ALICE)
+    chain = [alice.next() for _ in range(4)]
+    store = open_store(tmp_path)
+    store.insert(chain[:3])
+    before = [store.derived(e.hash) for e in chain[:3]]
+    store.close()
+    # The table as stores made before 2026-12-07 have it.
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.executescript("""
+        CREATE TABLE derived (hash BLOB PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+        INSERT INTO derived SELECT e.hash, d.value FROM entries e
+            JOIN derived_rows d ON d.row = e.rowid;
+        DROP TABLE derived_rows;""")
+    db.close()
+    again = open_store(tmp_path)
+    assert [again.derived(e.hash) for e in chain[:3]] == before and None not in before
+    assert again.insert([chain[3]]) == [None]  # its prev's derived values found
+    assert again.derived(chain[3].hash).debit == 4  # type: ignore[union-attr]
+    tables = {r[0] for r in again._db.execute("SELECT name FROM sqlite_master")}
+    assert "derived" not in tables and "derived_rows" in tables
+    assert again.verify() == (4, None)
 
 
 @settings(max_examples=examples(25),
