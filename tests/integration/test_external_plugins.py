@@ -24,8 +24,10 @@ from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from mesh.pluginhost.v1 import pluginhost_pb2, pluginhost_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshd.plugin_host.loader import available
 from meshd.testing import eventually
 from tests.integration.test_plugins import list_plugins, open_node, write_genesis
+from tests.plugin_fixtures import EchoPlugin
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_HASH = ROOT / "plugins" / "examples" / "js-hash"
@@ -76,7 +78,9 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
         tmp_path: Path) -> None:
     genesis = write_genesis(tmp_path, "js-hash")
     with trio.fail_after(90):
-        async with open_node(tmp_path, "a", genesis, [], **external()) as a, \
+        async with open_node(tmp_path, "a", genesis,
+                             [available("echo", EchoPlugin, "1.0.0")], enable=("echo",),
+                             **external()) as a, \
                 open_node(tmp_path, "b", genesis, [], bootstrap=(a.listen_addrs[0],),
                           **external()) as b:
             info = await wait_running(a.api.socket)
@@ -85,7 +89,8 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert (info.version, info.required) == ("1.0.0", True)
             assert info.summary == "SHA-256 tasks and an ECHO event, in JavaScript"
             assert list(info.events) == ["ASK_HASH", "DHT_GET", "DHT_PUT", "ECHO",
-                                         "FAIL_HASH", "HASH", "PEERS", "REPORTED"]
+                                         "FAIL_HASH", "HASH", "LOCAL", "PEERS", "RECORD",
+                                         "REPORTED"]
             assert list(info.task_kinds) == ["SHA256"]
             assert info.pid > 0
             # An event to b's plugin, and one to a's own that calls back into meshd.
@@ -102,6 +107,25 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert task.state == "done", task.error
             assert task.result == hashlib.sha256(b"mesh").hexdigest().encode()
             assert [x.provider for x in task.attempts] == [b.peer_id]
+            # What a's node saw of b, read by a's plugin, with the base price; a
+            # peer never asked is not known.
+            # (uint64s reach JavaScript as strings: the loader's longs: String.)
+            record = json.loads(await call_plugin(a.api.socket, "RECORD", b.peer_id.encode()))
+            assert (record["known"], record["done"], record["failed"], record["wrong"],
+                    record["base_price"]) == (True, "1", "0", "0", "0"), record
+            assert record["first_seen"] > 1.7e9
+            unknown = json.loads(await call_plugin(a.api.socket, "RECORD",
+                                                   a.peer_id.encode()))
+            assert (unknown["known"], unknown["done"]) == (False, "0"), unknown
+            # Another plugin on a's node, called by a's plugin (ctx.call).
+            assert await call_plugin(a.api.socket, "LOCAL", b"echo\nECHO\nhi there") \
+                == b"hi there"
+            with pytest.raises(grpc.RpcError) as unknown:
+                await call_plugin(a.api.socket, "LOCAL", b"nope\nECHO\n")
+            assert "NOT_FOUND" in str(unknown.value.details())
+            with pytest.raises(grpc.RpcError) as itself:
+                await call_plugin(a.api.socket, "LOCAL", b"js-hash\nECHO\n")
+            assert "calls its own handlers directly" in str(itself.value.details())
             # b hashes for a in an event and reports it; a's plugin accepts
             # (it asked b for that digest), and a records the receipt.
             digest = await call_plugin(a.api.socket, "ASK_HASH",

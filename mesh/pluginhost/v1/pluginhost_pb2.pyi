@@ -316,6 +316,8 @@ class Call(_message.Message):
     DHT_PUT_FIELD_NUMBER: _builtins.int
     DHT_GET_FIELD_NUMBER: _builtins.int
     REPORT_FAILURE_FIELD_NUMBER: _builtins.int
+    CALL_PLUGIN_FIELD_NUMBER: _builtins.int
+    PROVIDER_RECORD_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """Chosen by the plugin, unique among its calls in flight."""
     @_builtins.property
@@ -373,6 +375,18 @@ class Call(_message.Message):
         (docs/plugins.md, "Receipts"); Result.data is the verdict entry's hash.
         """
 
+    @_builtins.property
+    def call_plugin(self) -> Global___CallPlugin:
+        """Send an event to another plugin on this node (not this one); Result.data
+        is its answer. The handler sees this node as the event's peer.
+        """
+
+    @_builtins.property
+    def provider_record(self) -> Global___ProviderRecordRequest:
+        """What this node saw of a provider executing this plugin's tasks since meshd
+        started, for ranking providers; Result.record.
+        """
+
     def __init__(
         self,
         *,
@@ -389,16 +403,66 @@ class Call(_message.Message):
         dht_put: Global___DhtPut | None = ...,
         dht_get: Global___DhtGet | None = ...,
         report_failure: Global___ReportFailure | None = ...,
+        call_plugin: Global___CallPlugin | None = ...,
+        provider_record: Global___ProviderRecordRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get", "report_failure"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get", "report_failure", "call_plugin", "provider_record"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Call: _TypeAlias = Call  # noqa: Y015
+
+@_typing.final
+class CallPlugin(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    plugin: _builtins.str
+    event: _builtins.str
+    data: _builtins.bytes
+    timeout_ms: _builtins.int
+    """0 = 10 s; at most 60 s"""
+    def __init__(
+        self,
+        *,
+        plugin: _builtins.str = ...,
+        event: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "event", b"event", "plugin", b"plugin", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallPlugin: _TypeAlias = CallPlugin  # noqa: Y015
+
+@_typing.final
+class ProviderRecordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    peer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        peer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["peer_id", b"peer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderRecordRequest: _TypeAlias = ProviderRecordRequest  # noqa: Y015
 
 @_typing.final
 class PeerRequest(_message.Message):
@@ -987,6 +1051,7 @@ class Result(_message.Message):
     PEERS_FIELD_NUMBER: _builtins.int
     LEDGER_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     data: _builtins.bytes
     @_builtins.property
@@ -1001,6 +1066,8 @@ class Result(_message.Message):
     def ledger(self) -> Global___LedgerState: ...
     @_builtins.property
     def providers(self) -> Global___ProviderList: ...
+    @_builtins.property
+    def record(self) -> Global___ProviderRecord: ...
     def __init__(
         self,
         *,
@@ -1011,16 +1078,52 @@ class Result(_message.Message):
         peers: Global___PeerList | None = ...,
         ledger: Global___LedgerState | None = ...,
         providers: Global___ProviderList | None = ...,
+        record: Global___ProviderRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["data", "outcome", "peers", "ledger", "providers"]  # noqa: Y015
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["data", "outcome", "peers", "ledger", "providers", "record"]  # noqa: Y015
     _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
 
 Global___Result: _TypeAlias = Result  # noqa: Y015
+
+@_typing.final
+class ProviderRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWN_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    WRONG_FIELD_NUMBER: _builtins.int
+    known: _builtins.bool
+    """false: never asked by this node (the rest is 0)"""
+    first_seen: _builtins.float
+    """Unix time of its first attempt for this node"""
+    done: _builtins.int
+    failed: _builtins.int
+    """refused, broke, timed out, a claim that did not match"""
+    wrong: _builtins.int
+    """outvoted or rejected by a rule"""
+    def __init__(
+        self,
+        *,
+        known: _builtins.bool = ...,
+        first_seen: _builtins.float = ...,
+        done: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        wrong: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "failed", b"failed", "first_seen", b"first_seen", "known", b"known", "wrong", b"wrong"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderRecord: _TypeAlias = ProviderRecord  # noqa: Y015
 
 @_typing.final
 class ProviderList(_message.Message):
@@ -1156,10 +1259,18 @@ class LedgerState(_message.Message):
     CLOCK_EPOCH_FIELD_NUMBER: _builtins.int
     BALANCE_FIELD_NUMBER: _builtins.int
     BONDED_FIELD_NUMBER: _builtins.int
+    BASE_PRICE_FIELD_NUMBER: _builtins.int
     final_epoch: _builtins.int
+    """-1 while no epoch is final yet (int64, wire-compatible with the uint64 it
+    was: a node before its first settlement could not answer ReadLedger).
+    """
     clock_epoch: _builtins.int
     balance: _builtins.int
     bonded: _builtins.int
+    base_price: _builtins.int
+    """Paid tasks' base price in the next epoch, base units per 1000 units of
+    work (docs/ledger.md §12.4).
+    """
     def __init__(
         self,
         *,
@@ -1167,10 +1278,11 @@ class LedgerState(_message.Message):
         clock_epoch: _builtins.int = ...,
         balance: _builtins.int = ...,
         bonded: _builtins.int = ...,
+        base_price: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "bonded", b"bonded", "clock_epoch", b"clock_epoch", "final_epoch", b"final_epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "base_price", b"base_price", "bonded", b"bonded", "clock_epoch", b"clock_epoch", "final_epoch", b"final_epoch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

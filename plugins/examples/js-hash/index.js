@@ -17,7 +17,11 @@
 // * events DHT_PUT ("<key>\n<value>", stores the value and announces this node
 //   as a provider of the key) and DHT_GET (key: the value, and the providers as
 //   "\n<peer ID>" lines after it), over the network's DHT in the plugin's own
-//   key space.
+//   key space;
+// * event LOCAL ("<plugin>\n<event>\n<data>"): that event of another plugin on
+//   this node (callPlugin), answered as it answers;
+// * event RECORD (a peer ID): what this node saw of that peer running its
+//   tasks (providerRecord) and the base price (readLedger), as JSON.
 //
 // Configure it in meshd.toml (docs/plugins.md, "External plugins"):
 //   [plugins.external.js-hash]
@@ -107,6 +111,17 @@ plugin.on("DHT_GET", async (event) => {
 }, { timeoutMs: 40000 });
 
 plugin.on("REPORTED", async () => Buffer.from(JSON.stringify({ receipts, refused })));
+
+plugin.on("LOCAL", async (event) => {
+  const [name, eventName, ...rest] = event.data.toString().split("\n");
+  return plugin.callPlugin(name, eventName, Buffer.from(rest.join("\n")));
+});
+
+plugin.on("RECORD", async (event) => {
+  const [record, ledger] = await Promise.all([plugin.providerRecord(event.data.toString()),
+    plugin.readLedger()]);
+  return Buffer.from(JSON.stringify({ ...record, base_price: ledger.base_price }));
+});
 
 plugin.start().then((welcome) => {
   console.log(`js-hash ${plugin.version} registered on node ${welcome.peer_id}`);

@@ -140,8 +140,22 @@ class MeshPlugin {
     return this.call({ list_peers: {} }).then((result) => result.peers.peer_ids);
   }
 
+  // {final_epoch, clock_epoch, balance, bonded, base_price} of `peerId` ("": this
+  // node), as of the newest final settlement.
   readLedger(peerId = "") {
     return this.call({ read_ledger: { peer_id: peerId } }).then((result) => result.ledger);
+  }
+
+  // An event to another plugin on this node; resolves to its answer (a Buffer).
+  callPlugin(plugin, event, data = Buffer.alloc(0), { timeoutMs = 0 } = {}) {
+    return this.call({ call_plugin: { plugin, event, data, timeout_ms: timeoutMs } })
+      .then((result) => result.data);
+  }
+
+  // What this node saw of `peerId` executing this plugin's tasks since meshd
+  // started: {known, first_seen, done, failed, wrong}; for ranking providers.
+  providerRecord(peerId) {
+    return this.call({ provider_record: { peer_id: peerId } }).then((result) => result.record);
   }
 
   call(kind) {
