@@ -46,6 +46,7 @@ MUTABLE_PATHS = (  # the parameters a genesis may let governance change
     "governance.voting_period_seconds",
     "market.max_change_bps",
     "market.min_base_price",
+    "market.spot_check_bps",
     "market.target_units",
     "penalties.failed_task_bps",
     "rewards.emission_per_epoch",
@@ -133,6 +134,9 @@ class MarketPolicy:
     min_base_price: int = 0
     target_units: int = 1_000_000  # paid units per epoch that keep the price where it is
     max_change_bps: int = 1250  # the most it moves in one epoch: 12.5 %
+    # The share of accepted results a verifying node runs again itself (plugins
+    # that spot-check, such as compute, read it: docs/compute.md §5).
+    spot_check_bps: int = 1000
 
 
 @dataclass(frozen=True)
@@ -388,15 +392,22 @@ def _market(reader: _Reader) -> MarketPolicy:
         base_price=reader.integer("base_price", d.base_price, 0, MAX_AMOUNT),
         min_base_price=reader.integer("min_base_price", d.min_base_price, 0, MAX_AMOUNT),
         target_units=reader.integer("target_units", d.target_units, 1, MAX_AMOUNT),
-        max_change_bps=reader.integer("max_change_bps", d.max_change_bps, 1, 10_000))
+        max_change_bps=reader.integer("max_change_bps", d.max_change_bps, 1, 10_000),
+        spot_check_bps=reader.integer("spot_check_bps", d.spot_check_bps, 0, 10_000))
     reader.done()
     return policy
 
 
 def market_table(policy: MarketPolicy) -> dict[str, Any]:
-    """The ``market`` table, empty when every value is the default: the
-    encodings of networks made before the table existed stay as they were."""
-    return {} if policy == MarketPolicy() else dataclasses.asdict(policy)
+    """The ``market`` table, empty when every value is the default, and without
+    ``spot_check_bps`` at its default: the encodings of networks made before the
+    table, or the field, existed stay as they were."""
+    if policy == MarketPolicy():
+        return {}
+    table = dataclasses.asdict(policy)
+    if policy.spot_check_bps == MarketPolicy.spot_check_bps:
+        del table["spot_check_bps"]
+    return table
 
 
 def _governance(reader: _Reader) -> GovernanceParams:

@@ -95,6 +95,11 @@ def network() -> None:
 @click.option("--max-price-change", type=int, default=MarketPolicy().max_change_bps,
               show_default=True, metavar="BPS",
               help="The most the base price moves in one epoch, in basis points.")
+@click.option("--spot-checks", type=int, default=MarketPolicy().spot_check_bps,
+              show_default=True, metavar="BPS",
+              help="Basis points of accepted results a verifying node runs again itself "
+                   "(compute spot checks, docs/compute.md §5; governance can change it: "
+                   "market.spot_check_bps).")
 @click.option("--genesis-time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
               help="Genesis time (UTC if no offset). Default: now.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
@@ -122,7 +127,7 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
          allocations: tuple[str, ...], epoch_seconds: int, emission: int,
          community_pool: int, proposal_stake: int, voting_period: int, quorum: int,
          threshold: int, veto: int, failed_task_slash: int, base_price: int,
-         min_base_price: int, target_units: int, max_price_change: int,
+         min_base_price: int, target_units: int, max_price_change: int, spot_checks: int,
          genesis_time: dt.datetime | None,
          out: Path, force: bool,
          founder: bool, data_dir: Path | None, founder_allocation: int,
@@ -162,7 +167,8 @@ def init(name: str, token_name: str, token_symbol: str, token_decimals: int,
             governance=GovernanceParams(quorum, threshold, veto, voting_period, proposal_stake,
                                         mutable=MUTABLE_PATHS),
             penalties=PenaltyPolicy(failed_task_slash),
-            market=MarketPolicy(base_price, min_base_price, target_units, max_price_change),
+            market=MarketPolicy(base_price, min_base_price, target_units, max_price_change,
+                                spot_checks),
             plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
             validators=tuple(_validator(v) for v in validators),
             bootstrap=bootstrap_addrs, bootstrap_port=bootstrap_port),
@@ -240,11 +246,12 @@ def _human_genesis(result: dict[str, Any]) -> str:
 
 def _market_text(table: dict[str, Any]) -> str:
     market = MarketPolicy(**table)
+    checks = f"; spot checks of {market.spot_check_bps / 100:g}% of results"
     if not market.base_price and not market.min_base_price:
-        return "no base fee"
+        return "no base fee" + checks
     return (f"base price {market.base_price} per 1000 units of work at genesis (at least "
             f"{market.min_base_price}), moving up to {market.max_change_bps / 100:g}% an "
-            f"epoch toward {market.target_units} paid units per epoch")
+            f"epoch toward {market.target_units} paid units per epoch" + checks)
 
 
 def _founder(data_dir: Path) -> str:
@@ -344,7 +351,8 @@ _OPTIONS = {"name": "--name", "token.name": "--token-name", "token.symbol": "--t
             "governance.veto_percent": "--veto", "penalties.failed_task_bps": "--failed-task-slash",
             "market.base_price": "--base-price", "market.min_base_price": "--min-base-price",
             "market.target_units": "--target-units",
-            "market.max_change_bps": "--max-price-change"}
+            "market.max_change_bps": "--max-price-change",
+            "market.spot_check_bps": "--spot-checks"}
 
 
 def _option_for(field: str) -> str:

@@ -174,6 +174,11 @@ class LedgerReader(Protocol):
     async def bonded(self, peer_id: str = "") -> int:
         """Staked (bonded) base units of an account as of the newest final settlement."""
 
+    def spot_check_rate(self) -> float:
+        """The share of accepted results a verifying node runs again itself, 0 to 1:
+        the network's ``market.spot_check_bps``, which governance may change
+        (docs/compute.md §5)."""
+
     def base_price(self) -> int:
         """The base price of paid tasks in the next epoch, base units per 1000 units of
         work (docs/ledger.md §12.4): what a receipt's units burn of its payment."""

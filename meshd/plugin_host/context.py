@@ -110,6 +110,9 @@ class PluginLedger:
     def base_price(self) -> int:
         return self._ledger.settled.base_price
 
+    def spot_check_rate(self) -> float:
+        return self._ledger.settled.params.market.spot_check_bps / 10_000
+
     def validators(self, epoch: int | None = None) -> list[str]:
         settlements = self._ledger.settlements
         settled: Settled | None

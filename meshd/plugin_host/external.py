@@ -252,7 +252,8 @@ class Session:
             result.ledger.CopyFrom(pluginhost_pb2.LedgerState(
                 final_epoch=ctx.ledger.final_epoch(), clock_epoch=ctx.ledger.clock_epoch(),
                 balance=await ctx.ledger.balance(peer_id),
-                bonded=await ctx.ledger.bonded(peer_id), base_price=ctx.ledger.base_price()))
+                bonded=await ctx.ledger.bonded(peer_id), base_price=ctx.ledger.base_price(),
+                spot_check_bps=round(ctx.ledger.spot_check_rate() * 10_000)))
         elif kind == "call_plugin":
             c = call.call_plugin
             result.data = await ctx.call(c.plugin, c.event, c.data,

@@ -55,7 +55,14 @@ from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
 from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshcore import genesis as genesis_doc
-from meshcore.genesis import Allocation, Genesis, RewardPolicy, Token, Validator
+from meshcore.genesis import (
+    Allocation,
+    Genesis,
+    MarketPolicy,
+    RewardPolicy,
+    Token,
+    Validator,
+)
 from meshd import datadir
 from meshd.config import Config
 from meshd.daemon import run_daemon
@@ -110,19 +117,22 @@ VALIDATOR_ALLOCATION = 1_000_000 * 10**6  # base units each validator holds (1,0
 
 
 def write_genesis(directory: Path, *, plugins: Sequence[str] = (), name: str = "TestNet",
-                  epoch_seconds: int = 60, validators: Sequence[str] = ()) -> Path:
+                  epoch_seconds: int = 60, validators: Sequence[str] = (),
+                  market: MarketPolicy | None = None) -> Path:
     """A genesis requiring ``plugins`` (``"name"`` or ``"name>=1,<2"``); returns its path.
 
     ``validators`` (peer IDs) are its validators, each holding
     VALIDATOR_ALLOCATION: epochs settle and rewards are minted. Without any,
-    nothing is ever minted (docs/ledger.md §4.4).
+    nothing is ever minted (docs/ledger.md §4.4). ``market``: the paid tasks'
+    table (docs/ledger.md §12), if not the defaults.
     """
     genesis = Genesis(name=name, genesis_time=dt.datetime.now(dt.UTC).replace(microsecond=0),
                       token=Token("Test", "TST", allocations=tuple(
                           Allocation(v, VALIDATOR_ALLOCATION) for v in validators)),
                       rewards=RewardPolicy(epoch_seconds=epoch_seconds),
                       plugins=tuple(genesis_doc.parse_plugin(p) for p in plugins),
-                      validators=tuple(Validator(v) for v in validators))
+                      validators=tuple(Validator(v) for v in validators),
+                      market=market or MarketPolicy())
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "genesis.toml"
     path.write_text(genesis_doc.dumps(genesis), encoding="utf-8")
@@ -393,7 +403,7 @@ async def open_network(directory: Path, size: int = 3, *,
                        plugins: Sequence[Available] | None = None,
                        genesis: Path | None = None, required: Sequence[str] | None = None,
                        config: Mapping[str, Any] | None = None, processes: bool = False,
-                       epoch_seconds: int = 60,
+                       epoch_seconds: int = 60, market: MarketPolicy | None = None,
                        ) -> AsyncIterator[Network]:
     """Start ``size`` connected nodes under ``directory``; stop them on exit.
 
@@ -409,6 +419,7 @@ async def open_network(directory: Path, size: int = 3, *,
         config: ``section.key`` settings for every node, e.g.
             ``{"tasks.capabilities": ("gpu",)}`` or ``{"plugins.external": {...}}``.
         processes: run each node as a ``meshd run`` process.
+        market: the genesis's ``market`` table, if not the defaults.
     """
     if processes and plugins is not None:
         raise ValueError("processes=True runs installed plugins only; install the plugin "
@@ -416,6 +427,7 @@ async def open_network(directory: Path, size: int = 3, *,
     if genesis is None:
         names = required if required is not None else [p.name for p in plugins or ()]
         genesis = write_genesis(directory, plugins=names, epoch_seconds=epoch_seconds,
+                                market=market,
                                 validators=[_identity(directory / f"node{i}")
                                             for i in range(size)])
     network = Network(genesis=genesis)

@@ -12,6 +12,7 @@ import trio
 from mesh_compute.plugin import ComputePlugin
 from mesh_compute.runs import RunRequest, RunResult, parse_result
 
+from meshcore.genesis import MarketPolicy
 from meshd.plugin import TaskOptions, TaskRequest, TaskResult
 from meshd.testing import eventually, open_network, plugin_under_test
 from tests.integration.test_plugins import Instances
@@ -51,15 +52,17 @@ class Factory(Instances):
 
 async def test_a_liar_is_caught_at_the_spot_check_rate_and_slashed(tmp_path: Path) -> None:
     factory = Factory(ComputePlugin)
-    settings = {"plugins.settings": {"compute": {"spot_check_rate": SPOT_CHECK_RATE}}}
+    # The network's rate, from the genesis (governance could change it).
+    market = MarketPolicy(spot_check_bps=int(SPOT_CHECK_RATE * 10_000))
     module = (EXAMPLES / "fnv1a.wat").read_bytes()
     with trio.fail_after(240):
         async with open_network(tmp_path, 5, plugins=[plugin_under_test("compute", factory)],
-                                config=settings, epoch_seconds=5) as net:
+                                market=market, epoch_seconds=5) as net:
             requester, liar_node = net.nodes[0], net.nodes[1]
             plugins = {p.ctx.peer_id: p for p in factory.made}
             ctx = plugins[requester.peer_id].ctx
             assert isinstance(plugins[liar_node.peer_id], LyingComputePlugin)
+            assert plugins[requester.peer_id].spot_check_rate() == SPOT_CHECK_RATE
             await eventually(lambda: len(ctx.peers()) == 4, timeout=30,
                              what="the requester to see every node")
             await trio.to_thread.run_sync(stake, liar_node, STAKE)

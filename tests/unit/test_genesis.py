@@ -242,6 +242,25 @@ def test_a_community_pool_counts_in_the_id_only_when_there_is_one() -> None:
     assert g.loads(g.dumps(pooled)) == pooled
 
 
+def test_the_spot_check_rate_counts_in_the_id_only_when_it_is_not_the_default() -> None:
+    # Networks with a market table made before spot_check_bps existed keep their ID.
+    priced = g.loads(DOC + "\n[market]\nbase_price = 20\n")
+    assert priced.market.spot_check_bps == 1000
+    assert b"spot_check_bps" not in g.canonical_bytes(priced)
+    assert b"spot_check_bps" not in g.canonical_bytes(g.loads(DOC))
+    checked = g.loads(DOC + "\n[market]\nspot_check_bps = 2500\n")
+    assert b'"spot_check_bps":2500' in g.canonical_bytes(checked)
+    assert g.loads(g.dumps(checked)) == checked
+    with pytest.raises(GenesisError, match=r"^market\.spot_check_bps: must be between 0"):
+        g.loads(DOC + "\n[market]\nspot_check_bps = 10001\n")
+    # Governance may change it where the genesis lets it.
+    tables = g.RewardPolicy(), g.GovernanceParams(), g.PenaltyPolicy(), g.MarketPolicy()
+    assert g.changed_params(*tables, {"market.spot_check_bps": 5000})[3] == \
+        g.MarketPolicy(spot_check_bps=5000)
+    assert "market.spot_check_bps" in g.MUTABLE_PATHS
+    assert "market.spot_check_bps" not in g.DEFAULT_MUTABLE
+
+
 def test_changed_params_reads_each_value_by_the_genesis_rules() -> None:
     tables = g.RewardPolicy(), g.GovernanceParams(), g.PenaltyPolicy(), g.MarketPolicy()
     new_rewards, new_governance, new_penalties, new_market = g.changed_params(*tables, {

@@ -1260,6 +1260,7 @@ class LedgerState(_message.Message):
     BALANCE_FIELD_NUMBER: _builtins.int
     BONDED_FIELD_NUMBER: _builtins.int
     BASE_PRICE_FIELD_NUMBER: _builtins.int
+    SPOT_CHECK_BPS_FIELD_NUMBER: _builtins.int
     final_epoch: _builtins.int
     """-1 while no epoch is final yet (int64, wire-compatible with the uint64 it
     was: a node before its first settlement could not answer ReadLedger).
@@ -1271,6 +1272,10 @@ class LedgerState(_message.Message):
     """Paid tasks' base price in the next epoch, base units per 1000 units of
     work (docs/ledger.md §12.4).
     """
+    spot_check_bps: _builtins.int
+    """The share of accepted results a verifying node runs again, in basis points
+    (genesis market.spot_check_bps; governance may change it).
+    """
     def __init__(
         self,
         *,
@@ -1279,10 +1284,11 @@ class LedgerState(_message.Message):
         balance: _builtins.int = ...,
         bonded: _builtins.int = ...,
         base_price: _builtins.int = ...,
+        spot_check_bps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "base_price", b"base_price", "bonded", b"bonded", "clock_epoch", b"clock_epoch", "final_epoch", b"final_epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "base_price", b"base_price", "bonded", b"bonded", "clock_epoch", b"clock_epoch", "final_epoch", b"final_epoch", "spot_check_bps", b"spot_check_bps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

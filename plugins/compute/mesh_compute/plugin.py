@@ -36,10 +36,11 @@ Configuration (``ctx.config``: the genesis's settings of the plugin,
 overridden key by key by ``[plugins.settings.compute]`` in meshd's config):
 ``max_fuel`` per run (default 100,000,000), ``max_memory_bytes`` of a run's
 linear memory (64 MiB), ``cores``: runs at once (default: the cores this
-process may use), ``spot_check_rate``: the share of results a requester
-re-runs itself (default 0.1; a genesis setting, so the same for every node
-unless an operator raises it); ``price_per_mfuel`` and ``start_fee``, this
-node's price in base units (default 0 and 0: it runs modules for free).
+process may use), ``spot_check_rate``: a share of results this node re-runs
+as a requester above the network's (genesis ``market.spot_check_bps``,
+10 % unless set, changeable by governance; default 0: the network's);
+``price_per_mfuel`` and ``start_fee``, this node's price in base units
+(default 0 and 0: it runs modules for free).
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ from meshd.plugin import (
 )
 
 RUN = "RUN"
-DEFAULT_SPOT_CHECK_RATE = 0.1
 OFFER_TIMEOUT = 5.0  # seconds a peer has to answer OFFER
 OFFERS_TTL = 5.0  # seconds a peer's offer is trusted
 MODULES_KEPT = 32  # compiled modules kept, by SHA-256 or CID
@@ -93,7 +93,7 @@ class ComputePlugin(Plugin):
         self.limits = Limits(fuel=setting(ctx.config, "max_fuel", defaults.fuel),
                              memory_bytes=setting(ctx.config, "max_memory_bytes",
                                                  defaults.memory_bytes))
-        self.spot_check_rate = _rate(ctx.config, "spot_check_rate", DEFAULT_SPOT_CHECK_RATE)
+        self.own_spot_check_rate = _rate(ctx.config, "spot_check_rate", 0.0)
         self.ctx = ctx
         self.sandbox = Sandbox(self.limits)
         self.offer = await trio.to_thread.run_sync(measure, ctx.config, self.limits)
@@ -212,7 +212,7 @@ class ComputePlugin(Plugin):
                 or (run.error == "out_of_fuel" and run.fuel != request.fuel):
             return False
         confirming = task.requester != self.ctx.peer_id
-        if not confirming and random.random() >= self.spot_check_rate:
+        if not confirming and random.random() >= self.spot_check_rate():
             return True
         try:
             own = await self._own_result(task.payload, request)
@@ -225,6 +225,12 @@ class ComputePlugin(Plugin):
                                                               "why": str(exc)})
             return True
         return own == result.result
+
+    def spot_check_rate(self) -> float:
+        """The share of results this node runs again: the network's rate (genesis
+        ``market.spot_check_bps``, which governance may change), or the operator's
+        own ``spot_check_rate`` if higher."""
+        return max(self.ctx.ledger.spot_check_rate(), self.own_spot_check_rate)
 
     async def _own_result(self, payload: bytes, request: RunRequest) -> bytes:
         key = hashlib.sha256(payload).digest()

@@ -120,7 +120,8 @@ plugin.on("LOCAL", async (event) => {
 plugin.on("RECORD", async (event) => {
   const [record, ledger] = await Promise.all([plugin.providerRecord(event.data.toString()),
     plugin.readLedger()]);
-  return Buffer.from(JSON.stringify({ ...record, base_price: ledger.base_price }));
+  return Buffer.from(JSON.stringify({ ...record, base_price: ledger.base_price,
+    spot_check_bps: ledger.spot_check_bps }));
 });
 
 plugin.start().then((welcome) => {

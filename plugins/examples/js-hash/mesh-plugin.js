@@ -140,8 +140,8 @@ class MeshPlugin {
     return this.call({ list_peers: {} }).then((result) => result.peers.peer_ids);
   }
 
-  // {final_epoch, clock_epoch, balance, bonded, base_price} of `peerId` ("": this
-  // node), as of the newest final settlement.
+  // {final_epoch, clock_epoch, balance, bonded, base_price, spot_check_bps} of
+  // `peerId` ("": this node), as of the newest final settlement.
   readLedger(peerId = "") {
     return this.call({ read_ledger: { peer_id: peerId } }).then((result) => result.ledger);
   }
