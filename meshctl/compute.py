@@ -246,11 +246,12 @@ def price(client: MeshClient, as_json: bool) -> None:
     shown = {"base_price_per_mfuel": int(info.base_price or 0),
              "final_epoch": info.final_epoch, "symbol": info.symbol,
              "market_burned_total": info.market_burned_total or "0",
-             "escrowed": info.escrowed or "0"}
+             "escrowed": info.escrowed or "0", "spot_check_bps": info.spot_check_bps}
     emit(shown, as_json, lambda d: (
         f"base price {d['base_price_per_mfuel']} base units per million fuel for epoch "
         f"{d['final_epoch'] + 1}" + (" (no base fee)" if not d["base_price_per_mfuel"] else "")
-        + f"; burned so far {d['market_burned_total']}, locked now {d['escrowed']}"))
+        + f"; burned so far {d['market_burned_total']}, locked now {d['escrowed']}; "
+        f"{d['spot_check_bps'] / 100:g} % of results are run again by their requesters"))
 
 
 @compute.command("ls")

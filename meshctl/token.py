@@ -37,7 +37,7 @@ def token_to_dict(r: ledger_pb2.GetTokenInfoResponse) -> dict[str, Any]:
         "split": {"uptime": r.split.uptime, "tasks": r.split.tasks,
                   "governance": r.split.governance},
         "base_price": r.base_price or "0", "market_burned_total": r.market_burned_total or "0",
-        "escrowed": r.escrowed or "0",
+        "escrowed": r.escrowed or "0", "spot_check_bps": r.spot_check_bps,
     }
 
 
@@ -57,7 +57,8 @@ def _token_text(d: dict[str, Any]) -> str:
         ("Slashed", amount(d["slashed_total"])),
         ("Paid tasks", f"base price {d['base_price']} base units per 1000 units of work "
                        f"next epoch; {amount(d['market_burned_total'])} of base fees burned; "
-                       f"{amount(d['escrowed'])} locked by requesters"),
+                       f"{amount(d['escrowed'])} locked by requesters; spot checks of "
+                       f"{d['spot_check_bps'] / 100:g} % of results"),
         ("Emission", f"{amount(d['emission_per_epoch'])} per epoch of "
                      f"{d['epoch_seconds']} s: uptime {split['uptime']} %, tasks "
                      f"{split['tasks']} %, governance {split['governance']} %"),

@@ -214,7 +214,7 @@ def token_info_pb(info: queries.TokenInfo) -> ledger_pb2.GetTokenInfoResponse:
         split=ledger_pb2.RewardSplit(uptime=split["uptime"], tasks=split["tasks"],
                                       governance=split["governance"]),
         base_price=str(info.base_price), market_burned_total=str(info.market_burned_total),
-        escrowed=str(info.escrowed))
+        escrowed=str(info.escrowed), spot_check_bps=info.spot_check_bps)
 
 
 

@@ -166,6 +166,7 @@ class TokenInfo:
     base_price: int = 0  # of paid tasks in the next epoch, per 1000 units of work
     market_burned_total: int = 0
     escrowed: int = 0  # held by requesters' locks
+    spot_check_bps: int = 0  # of the next epoch (docs/compute.md §5)
 
 
 def token_info(genesis: Genesis, settled: Settled, top: int = TOP_ACCOUNTS) -> TokenInfo:
@@ -186,7 +187,8 @@ def token_info(genesis: Genesis, settled: Settled, top: int = TOP_ACCOUNTS) -> T
         split=(("uptime", policy.split.uptime), ("tasks", policy.split.tasks),
                ("governance", policy.split.governance)),
         base_price=settled.base_price, market_burned_total=settled.market_burned_total,
-        escrowed=sum(e.remaining for e in settled.escrows.values()))
+        escrowed=sum(e.remaining for e in settled.escrows.values()),
+        spot_check_bps=settled.params.market.spot_check_bps)
 
 
 def share_percent(part: int, whole: int) -> str:

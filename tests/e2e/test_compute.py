@@ -65,7 +65,7 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         options=["--name", "ComputeNet", "--token-name", "CYCLE", "--token-symbol", "CYC",
                  "--plugin", "compute", "--base-price", "20", "--min-base-price", "20",
                  "--plugin", "storage", "--plugin-setting", "storage.k=2",
-                 "--plugin-setting", "storage.n=3"])
+                 "--plugin-setting", "storage.n=3", "--spot-checks", "2500"])
     # Three providers ask 3 to start and 100 per million fuel over the network's base
     # price of 20 (held there by its minimum), which is burned; one runs for free, but
     # gives a run 16 MiB and 2,000,000 fuel at most: requirements leave it out.
@@ -100,7 +100,8 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         local = Sandbox().run(module.read_text(), data.read_bytes())
         price = 3 + -(-local.fuel_used * 120 // 1_000_000)
         burned = units_of(local.fuel_used) * 20 // 1000
-        assert ctl_json(requester, "compute", "price")["base_price_per_mfuel"] == 20
+        price_info = ctl_json(requester, "compute", "price")
+        assert (price_info["base_price_per_mfuel"], price_info["spot_check_bps"]) == (20, 2500)
         since = int(ctl_json(requester, "ledger", "state-root")["epoch"]) + 1
         code, shown, err = run(requester, str(module), "--input", str(data), "-k", "3",
                                "--min-memory", "32MiB", "--fuel", "2000000",

@@ -1801,6 +1801,7 @@ class GetTokenInfoResponse(_message.Message):
     BASE_PRICE_FIELD_NUMBER: _builtins.int
     MARKET_BURNED_TOTAL_FIELD_NUMBER: _builtins.int
     ESCROWED_FIELD_NUMBER: _builtins.int
+    SPOT_CHECK_BPS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     symbol: _builtins.str
     decimals: _builtins.int
@@ -1821,6 +1822,10 @@ class GetTokenInfoResponse(_message.Message):
     """
     market_burned_total: _builtins.str
     escrowed: _builtins.str
+    spot_check_bps: _builtins.int
+    """The share of accepted results a verifying node runs again, in basis points
+    (genesis market.spot_check_bps; governance may change it).
+    """
     @_builtins.property
     def genesis_allocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenAllocation]: ...
     @_builtins.property
@@ -1849,10 +1854,11 @@ class GetTokenInfoResponse(_message.Message):
         base_price: _builtins.str = ...,
         market_burned_total: _builtins.str = ...,
         escrowed: _builtins.str = ...,
+        spot_check_bps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_price", b"base_price", "decimals", b"decimals", "emission_burned_total", b"emission_burned_total", "emission_per_epoch", b"emission_per_epoch", "epoch_seconds", b"epoch_seconds", "escrowed", b"escrowed", "final_epoch", b"final_epoch", "genesis_allocations", b"genesis_allocations", "holders", b"holders", "market_burned_total", b"market_burned_total", "minted_total", b"minted_total", "name", b"name", "slashed_total", b"slashed_total", "split", b"split", "supply", b"supply", "symbol", b"symbol", "top_accounts", b"top_accounts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_price", b"base_price", "decimals", b"decimals", "emission_burned_total", b"emission_burned_total", "emission_per_epoch", b"emission_per_epoch", "epoch_seconds", b"epoch_seconds", "escrowed", b"escrowed", "final_epoch", b"final_epoch", "genesis_allocations", b"genesis_allocations", "holders", b"holders", "market_burned_total", b"market_burned_total", "minted_total", b"minted_total", "name", b"name", "slashed_total", b"slashed_total", "split", b"split", "spot_check_bps", b"spot_check_bps", "supply", b"supply", "symbol", b"symbol", "top_accounts", b"top_accounts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
