@@ -11,6 +11,12 @@ checked) and places it on a node that holds no piece of that stripe
 (placement.py). The manifest does not change: the new holder announces that
 it holds pieces of the file in the DHT.
 
+A repair places every missing piece it can. When some find no holder (a
+placement timed out, too few nodes answered lately), the stripe stays on
+this node's list (``short``) and is topped up at the next checks until all n
+pieces are back, even though it is above the threshold by then; otherwise
+it would wait to fall below the threshold again.
+
 So that the nodes keeping a manifest do not all repair the same stripe, they
 take turns: ranked by the hash of the file's CID and their peer ID among the
 stripe's live holders and themselves, the r-th waits r grace periods (the
@@ -57,6 +63,9 @@ class Repairer:
         self.every = every
         self.grace = grace
         self.missing_since: dict[tuple[str, int, int], float] = {}  # (file, stripe, piece)
+        # (file, stripe): repaired by this node but left short of n pieces: topped
+        # up at the next checks, whatever the threshold.
+        self.short: set[tuple[str, int]] = set()
         self.repaired = Repaired()
 
     async def run_forever(self) -> None:
@@ -93,7 +102,11 @@ class Repairer:
                     self.missing_since.pop((manifest.cid, s, i), None)
                 else:
                     self.missing_since.setdefault((manifest.cid, s, i), now)
-            if not missing or manifest.n - len(missing) >= threshold(manifest):
+            if not missing:
+                self.short.discard((manifest.cid, s))
+                continue
+            if manifest.n - len(missing) >= threshold(manifest) \
+                    and (manifest.cid, s) not in self.short:
                 continue
             since = min(self.missing_since[(manifest.cid, s, i)] for i in missing)
             live = set().union(*holders) | {self.ctx.peer_id}
@@ -122,6 +135,7 @@ class Repairer:
         missing = [i for i, peers, mine in zip(missing, held, here, strict=True)
                    if not mine and not set(peers) - self._failed_holder(stripe.pieces[i])]
         if not missing:
+            self.short.discard((manifest.cid, s))
             return
         pieces = await trio.to_thread.run_sync(erasure.encode, data, manifest.coding)
         for i in missing:
@@ -130,15 +144,20 @@ class Repairer:
                     "file": manifest.cid, "stripe": s, "piece": i})
                 return
         try:
-            placed = len(await self.files.place_pieces(
+            placed = await self.files.place_pieces(
                 {i: pieces[i] for i in missing}, list(stripe.pieces), owner=manifest.owner,
-                file=manifest.cid, avoid=holding_stripe, partial=True, answered_lately=True))
+                file=manifest.cid, avoid=holding_stripe, partial=True, answered_lately=True)
         except (NotEnoughHolders, MeshError) as exc:
             self.ctx.log.warning("cannot repair: not enough nodes", extra={
                 "file": manifest.cid, "stripe": s, "error": str(exc)})
+            self.short.add((manifest.cid, s))
             return
-        for i in missing:
+        for i in placed:
             self.missing_since.pop((manifest.cid, s, i), None)
-        self.repaired.pieces += placed
+        if len(placed) < len(missing):
+            self.short.add((manifest.cid, s))  # topped up at the next checks
+        else:
+            self.short.discard((manifest.cid, s))
+        self.repaired.pieces += len(placed)
         self.ctx.log.info("repaired a stripe", extra={
-            "file": manifest.cid, "stripe": s, "pieces": placed, "missing": len(missing)})
+            "file": manifest.cid, "stripe": s, "pieces": len(placed), "missing": len(missing)})
