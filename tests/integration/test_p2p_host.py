@@ -23,17 +23,21 @@ NET = "net_testtesttesttesttesttesttest"
 async def test_dial_is_fast_with_one_connection_per_peer() -> None:
     # docs/py-libp2p.md#trap-1: with the default max_connections_per_peer=3 every
     # dial waits ~250 ms.
-    # (connect includes the Mesh handshake: a few ms more.)
-    with trio.fail_after(20):
-        async with open_p2p_host(os.urandom(32), LOOPBACK, NET) as a, \
-                open_p2p_host(os.urandom(32), LOOPBACK, NET) as b:
-            begun = time.monotonic()
-            await b.connect(a.listen_addrs()[0])
-            elapsed = time.monotonic() - begun
-            assert b.peer_count() == 1
-            # a decides about b on its own handshake, a moment later
-            await wait_until(a, lambda: a.peer_count() == 1)
-    assert elapsed < 0.15, f"dial took {elapsed * 1000:.0f} ms"
+    # (connect includes the Mesh handshake: a few ms more.) The fastest of three
+    # dials between fresh hosts: the trap slows every dial, while a test beside
+    # this one loading both cores slowed one to 229 ms (fresh-clone run 60).
+    timings = []
+    for _ in range(3):
+        with trio.fail_after(20):
+            async with open_p2p_host(os.urandom(32), LOOPBACK, NET) as a, \
+                    open_p2p_host(os.urandom(32), LOOPBACK, NET) as b:
+                begun = time.monotonic()
+                await b.connect(a.listen_addrs()[0])
+                timings.append(time.monotonic() - begun)
+                assert b.peer_count() == 1
+                # a decides about b on its own handshake, a moment later
+                await wait_until(a, lambda: a.peer_count() == 1)
+    assert min(timings) < 0.15, f"dials took {[round(t * 1000) for t in timings]} ms"
 
 
 async def test_only_noise_is_offered() -> None:
