@@ -36,6 +36,7 @@ from mesh_storage.manifest import (
 
 from mesh.node.v1 import node_pb2, node_pb2_grpc
 from mesh.plugins.v1 import plugins_pb2, plugins_pb2_grpc
+from meshctl import capabilities
 from meshctl.client import MeshClient
 from meshctl.context import EXIT_INVALID, fail, json_option, with_client
 from meshctl.output import emit, fields, table
@@ -96,18 +97,24 @@ def storage() -> None:
                    "(default: the node's, 8).")
 @click.option("--encrypt", is_flag=True,
               help="Seal the file here first (AES-256-GCM, a new key for this file): holders "
-                   "keep ciphertext only. Prints a capability, CID#key: keep it, it is the "
-                   "only way to read the file.")
+                   "keep ciphertext only. Prints a capability, CID#key, the only way to read "
+                   "the file, and keeps a copy for this user (see --no-keep).")
+@click.option("--no-keep", is_flag=True,
+              help="With --encrypt: keep no copy of the capability on this machine (it is "
+                   "kept in $MESH_CAPABILITIES or ~/.config/mesh/capabilities.json, mode "
+                   "0600, so that `storage get CID` here needs no key).")
 @json_option
 @with_client
 def put(client: MeshClient, file: Path, k: int | None, n: int | None, encrypt: bool,
-        as_json: bool) -> None:
+        no_keep: bool, as_json: bool) -> None:
     """Store FILE: each stripe is coded into n pieces on n other nodes.
 
     Prints the file's CID, the one `ipfs add --cid-version=1` gives the same
     bytes (with --encrypt: the sealed bytes, and a capability CID#key);
     `meshctl storage get CID -o FILE` on any node gets it back.
     """
+    if no_keep and not encrypt:
+        fail("--no-keep is for a capability: it goes with --encrypt", EXIT_INVALID)
     layout = json.loads(_call(client, "LAYOUT", b""))
     k, n = k or layout["k"], n or layout["n"]
     if not 1 <= k <= n or k > layout["max_k"] or n > layout["max_n"]:
@@ -178,7 +185,22 @@ def put(client: MeshClient, file: Path, k: int | None, n: int | None, encrypt: b
               "encrypted": key is not None}
     if key:
         result["capability"] = sealing.capability(cid, key)
+        result["kept_in"] = None if no_keep else _keep(cid, key)
     emit(result, as_json, lambda r: r.get("capability", r["cid"]))
+    if key and not as_json:
+        click.echo(f"capability kept in {result['kept_in']}: `storage get {cid}` here opens "
+                   "the file" if result["kept_in"] else "capability kept nowhere: the line "
+                   "above is the only way to read the file", err=True)
+
+
+def _keep(cid: str, key: bytes) -> str | None:
+    """Keep the capability for this user; None (with a warning) if it cannot be."""
+    try:
+        return str(capabilities.keep(cid, key))
+    except capabilities.KeyringError as exc:
+        click.echo(f"warning: the capability was not kept ({exc}): save the line printed "
+                   "below, it is the only way to read the file", err=True)
+        return None
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -200,7 +222,8 @@ def _peer_id(client: MeshClient) -> str:
 def get(client: MeshClient, cid: str, output: Path, as_json: bool) -> None:
     """Get the file named CID (from `storage put`) into --output.
 
-    CID may be a capability, CID#key, for a file stored with --encrypt. Each
+    CID may be a capability, CID#key, for a file stored with --encrypt; a bare
+    CID of such a file opens with the capability kept on this machine, if any. Each
     stripe is rebuilt from the first k of its pieces that arrive intact,
     fetched in parallel from their holders anywhere in the network; the whole
     file is checked against its CID and SHA-256.
@@ -212,8 +235,13 @@ def get(client: MeshClient, cid: str, output: Path, as_json: bool) -> None:
     cid = _file_cid(cid)
     manifest = _manifest(_call(client, "GET_MANIFEST", cid.encode()), cid)
     if manifest.encrypted and key is None:
+        try:
+            key = capabilities.key_of(cid)
+        except capabilities.KeyringError as exc:
+            fail(str(exc), EXIT_INVALID)
+    if manifest.encrypted and key is None:
         fail(f"{cid} is encrypted: give its capability, CID#key, as `storage put --encrypt` "
-             "printed it", EXIT_INVALID)
+             f"printed it (none is kept for it in {capabilities.path()})", EXIT_INVALID)
     if key is not None and not manifest.encrypted:
         fail(f"{cid} is not encrypted: give its CID alone", EXIT_INVALID)
     partial = output.with_name(f".{output.name}.part")

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
+import tempfile
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +12,11 @@ import pytest
 from tests.properties import load_profile
 
 load_profile()
+
+# meshctl keeps the capabilities of sealed files for its user
+# (meshctl/capabilities.py): never in the home of whoever runs the tests.
+os.environ["MESH_CAPABILITIES"] = str(
+    Path(tempfile.mkdtemp(prefix="mesh-capabilities-")) / "capabilities.json")
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:

@@ -14,7 +14,7 @@ import pytest
 from mesh_storage.pieces import digest_hex
 
 from meshd.testing import eventually_blocking
-from tests.e2e.harness import Meshd, ctl_json, start_network, validator_genesis
+from tests.e2e.harness import Meshd, ctl_json, meshctl, start_network, validator_genesis
 
 SIZE = 50 * 1000 * 1000  # 48 stripes of 1 MiB (k=4 pieces of 256 KiB), the last partial
 K, N = 4, 8
@@ -70,6 +70,11 @@ def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
     sealed = json.loads(uploader.ctl("storage", "put", str(secret), "--encrypt", "--json",
                                      timeout=BULK).stdout)
     assert sealed["encrypted"] and sealed["capability"].startswith(sealed["cid"] + "#")
+    # Kept for this user, readable by them only.
+    keyring = Path(sealed["kept_in"])
+    assert keyring == Path(os.environ["MESH_CAPABILITIES"])
+    assert keyring.stat().st_mode & 0o777 == 0o600
+    assert json.loads(keyring.read_text())["capabilities"][sealed["cid"]] == sealed["capability"]
     for h in holders:
         for chunk in (h.data_dir / "plugins" / "storage" / "chunks").glob("??/*"):
             assert b"launch code" not in chunk.read_bytes()
@@ -92,7 +97,14 @@ def test_a_file_coded_4_of_8_is_read_back_byte_identical_after_4_holders_die(
     opened = tmp_path / "diary-copy.txt"
     reader.ctl("storage", "get", sealed["capability"], "-o", str(opened), timeout=BULK)
     assert opened.read_bytes() == secret.read_bytes()
-    bare = reader.ctl("storage", "get", sealed["cid"], "-o", str(tmp_path / "x"), check=False)
+    # On this machine the kept capability opens it by its CID alone; elsewhere
+    # (another user's keyring: none) the CID is not enough.
+    by_cid = tmp_path / "diary-by-cid.txt"
+    reader.ctl("storage", "get", sealed["cid"], "-o", str(by_cid), timeout=BULK)
+    assert by_cid.read_bytes() == secret.read_bytes()
+    bare = meshctl("--socket", str(reader.socket), "storage", "get", sealed["cid"], "-o",
+                   str(tmp_path / "x"), check=False,
+                   env={"MESH_CAPABILITIES": str(tmp_path / "elsewhere.json")})
     assert bare.returncode == 2 and "is encrypted: give its capability" in bare.stderr
     other_key = sealed["cid"] + "#" + "A" * 43
     wrong = reader.ctl("storage", "get", other_key, "-o", str(tmp_path / "x"), check=False)
