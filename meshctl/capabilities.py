@@ -14,6 +14,7 @@ fsync, rename), so a crash leaves the old one or the new one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -38,27 +39,34 @@ def path() -> Path:
 
 
 def keep(cid: str, key: bytes) -> Path:
-    """Keep file ``cid``'s key; returns the file it is kept in."""
+    """Keep file ``cid``'s key; returns the file it is kept in. Two meshctl at once
+    take turns (a lock file beside it): neither loses the other's key."""
     where = path()
-    kept = _read(where)
-    kept[cid] = sealing.capability(cid, key)
-    data = json.dumps({"version": VERSION, "capabilities": kept}, indent=1, sort_keys=True)
     try:
         where.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle, temporary = tempfile.mkstemp(dir=where.parent, prefix=f".{where.name}.")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:  # mkstemp: mode 0600
-                out.write(data + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, where)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        with (where.parent / f".{where.name}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _write(where, cid, key)
     except OSError as exc:
         raise KeyringError(f"cannot write {where}: {exc.strerror or exc}") from None
     return where
+
+
+def _write(where: Path, cid: str, key: bytes) -> None:
+    kept = _read(where)
+    kept[cid] = sealing.capability(cid, key)
+    data = json.dumps({"version": VERSION, "capabilities": kept}, indent=1, sort_keys=True)
+    handle, temporary = tempfile.mkstemp(dir=where.parent, prefix=f".{where.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:  # mkstemp: mode 0600
+            out.write(data + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, where)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def key_of(cid: str) -> bytes | None:

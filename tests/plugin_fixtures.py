@@ -39,6 +39,7 @@ class EchoPlugin(Plugin):
         ctx.on("SLOW", self.slow, timeout=0.5)
         ctx.on("NOT_BYTES", self.not_bytes)
         ctx.on("HEARD", self.report_heard)
+        ctx.on("CALLER", self.caller, from_plugins=True)  # the others: peers, the operator
         self.ctx = ctx
 
     async def run(self, ctx: Context) -> None:
@@ -67,6 +68,9 @@ class EchoPlugin(Plugin):
 
     async def report_heard(self, event: Event) -> bytes:
         return b"\n".join(m.data for m in self.heard)
+
+    async def caller(self, event: Event) -> bytes:
+        return f"{event.caller} on {event.peer}: {event.data.decode()}".encode()
 
 
 class CrashingPlugin(Plugin):

@@ -88,7 +88,11 @@ class GossipIntake:
                     if items:
                         borrower = object()  # one token per admission, whatever it carries
                         await limiter.acquire_on_behalf_of(borrower)
-                        pending = await self._committer.enqueue(items)
+                        try:
+                            pending = await self._committer.enqueue(items)
+                        except BaseException:
+                            limiter.release_on_behalf_of(borrower)
+                            raise
                         admissions.start_soon(self._decided, items, pending, sender, limiter,
                                               borrower)
 

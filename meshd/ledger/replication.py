@@ -203,12 +203,14 @@ class Replicator:
                         sender: str) -> None:
         """What the store said of ``items``: those missing their past wait;
         invalid ones cost ``sender``."""
+        missing: set[bytes] = set()
         for item, error in zip(items, results, strict=True):
             if error is None:
                 continue
             if isinstance(error, PastMissing):
                 self.counters.waiting += 1
                 self.waiting.add(item, sender, error.hashes, self._clock())
+                missing.update(error.hashes)
                 # The sender has the past: one sync brings all of it in causal
                 # order (fetching by hash per entry stormed after a partition).
                 self.request_sync(sender)
@@ -220,6 +222,26 @@ class Replicator:
                 self.counters.invalid += 1
                 await self._penalise(sender, INVALID_ENTRY_COST,
                                      f"sent an entry that breaks a rule: {error}")
+        if missing:
+            # A past stored by a commit that was told to the listeners before
+            # these results were read (the intake has many messages in flight)
+            # would otherwise leave them waiting: retry them now.
+            stored = await trio.to_thread.run_sync(self._store.known, sorted(missing))
+            retry = [w for entry_hash in stored for w in self.waiting.ready(entry_hash)]
+            if retry and self._nursery is not None:
+                self._retry(retry)
+
+    def _retry(self, waited: list[tuple[Verified, str]]) -> None:
+        """Admit again entries whose past is stored now, grouped by sender."""
+        assert self._nursery is not None
+        by_sender: dict[str, list[Verified]] = {}
+        for item, sender in waited:
+            by_sender.setdefault(sender, []).append(item)
+        for sender, items in by_sender.items():
+            try:
+                self._nursery.start_soon(self.admit, items, sender)
+            except RuntimeError:  # stopping: the nursery is closed
+                return
 
     def _on_stored(self, stored: list[Verified]) -> None:
         """Committer listener: publish what is new, retry what waited for it."""
@@ -237,14 +259,7 @@ class Replicator:
                     self.counters.publish_dropped += 1
             retry.extend(self.waiting.ready(item.hash))
         if retry and self._nursery is not None:
-            by_sender: dict[str, list[Verified]] = {}
-            for item, sender in retry:
-                by_sender.setdefault(sender, []).append(item)
-            for sender, items in by_sender.items():
-                try:
-                    self._nursery.start_soon(self.admit, items, sender)
-                except RuntimeError:  # stopping: the nursery is closed
-                    return
+            self._retry(retry)
 
     def _remember(self, entry_hash: bytes) -> None:
         self._recent[entry_hash] = None

@@ -41,6 +41,9 @@ class Event:
     peer: str  # the sender's peer ID (authenticated by the connection)
     name: str  # e.g. "RETRIEVE_FILE"
     data: bytes
+    # The plugin on this node that sent it (ctx.call; then ``peer`` is this node),
+    # "" for a peer's request or the operator's `meshctl plugins call`.
+    caller: str = ""
 
 
 # (event) -> the answer's bytes (None answers empty). Raise errors.InvalidArgument
@@ -251,8 +254,11 @@ class Context(Protocol):
     ledger: LedgerReader
     dht: PluginDht  # the network's DHT, in this plugin's own key space
 
-    def on(self, event: str, handler: EventHandler, *, timeout: float = 10.0) -> None:
-        """Answer direct requests named ``event`` from peers (see :meth:`request`)."""
+    def on(self, event: str, handler: EventHandler, *, timeout: float = 10.0,
+           from_plugins: bool = False) -> None:
+        """Answer direct requests named ``event`` from peers (see :meth:`request`) and
+        from this node's operator; with ``from_plugins``, also from the other plugins
+        on this node (:meth:`call`; ``Event.caller`` names the plugin)."""
 
     async def request(self, peer_id: str, event: str, data: bytes = b"", *,
                       timeout: float = 10.0) -> bytes:
@@ -272,14 +278,15 @@ class Context(Protocol):
                    timeout: float = 10.0) -> bytes:
         """Send ``event`` to another plugin on this node (``plugin``, by name) and
         return its answer: the compute plugin reads a module from the storage
-        plugin so. The handler sees this node as the event's peer, as it sees
-        the operator's ``meshctl plugins call``.
+        plugin so. Only events that plugin registered ``from_plugins=True``
+        are taken; the handler sees this node as the event's peer and this
+        plugin as ``Event.caller``.
 
         Raises:
             errors.NotFound: this node has no such plugin.
             errors.Unavailable: the plugin is not running now, is busy or failed.
-            errors.InvalidArgument: it refused the event (message says why), or
-                ``plugin`` is the caller itself.
+            errors.InvalidArgument: it refused the event (message says why), does
+                not take it from plugins, or ``plugin`` is the caller itself.
             errors.DeadlineExceeded: no answer in time (at most 60 s).
         """
 

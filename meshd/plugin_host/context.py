@@ -77,6 +77,7 @@ class TaskKind:
 @dataclass
 class Registrations:
     events: dict[str, tuple[EventHandler, float]] = field(default_factory=dict)
+    from_plugins: set[str] = field(default_factory=set)  # events other plugins may call
     tasks: dict[str, TaskKind] = field(default_factory=dict)
     reports: dict[str, ReportRule] = field(default_factory=dict)  # kind -> rule
     topics: set[str] = field(default_factory=set)
@@ -138,8 +139,8 @@ ReportTask = Callable[[str, str, str, bytes, int, str], Awaitable[str]]
 ReportFailure = Callable[[str, TaskReport, str], Awaitable[str]]
 # (plugin, report) -> None, or InvalidArgument: is the claim the provider's, of this report?
 CheckReport = Callable[[str, TaskReport], None]
-# (plugin, event, data, timeout) -> answer: an event to another plugin on this node.
-CallHere = Callable[[str, str, bytes, float], Awaitable[bytes]]
+# (caller, plugin, event, data, timeout) -> answer: an event to another plugin on this node.
+CallHere = Callable[[str, str, str, bytes, float], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,8 @@ class PluginContext:
 
     # --- events -------------------------------------------------------------
 
-    def on(self, event: str, handler: EventHandler, *, timeout: float = 10.0) -> None:
+    def on(self, event: str, handler: EventHandler, *, timeout: float = 10.0,
+           from_plugins: bool = False) -> None:
         check_name(event, "event")
         if not callable(handler):
             raise errors.InvalidArgument(f"the handler of {event!r} is not callable")
@@ -228,6 +230,10 @@ class PluginContext:
             raise errors.InvalidArgument(f"an event timeout is over 0 and at most "
                                          f"{MAX_EVENT_TIMEOUT:g} s, not {timeout}")
         self.registered.events[event] = (handler, timeout)
+        if from_plugins:
+            self.registered.from_plugins.add(event)
+        else:
+            self.registered.from_plugins.discard(event)
 
     async def request(self, peer_id: str, event: str, data: bytes = b"", *,
                       timeout: float = 10.0) -> bytes:
@@ -258,7 +264,7 @@ class PluginContext:
             raise errors.FailedPrecondition("this node's plugin host takes no calls between "
                                             "plugins")
         self.counters.requests_sent += 1
-        return await self._call_here(plugin, event, data, timeout)
+        return await self._call_here(self.name, plugin, event, data, timeout)
 
     async def _dial(self, peer_id: str, timeout: float) -> None:
         """Connect to a member this node is not connected to, at the addresses the

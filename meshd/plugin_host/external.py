@@ -160,7 +160,8 @@ class Session:
     async def event(self, event: Event) -> bytes:
         answer = (await self.call(lambda call_id: pluginhost_pb2.HostMessage(
             event=pluginhost_pb2.EventCall(call_id=call_id, peer_id=event.peer,
-                                           event=event.name, data=event.data)))
+                                           event=event.name, data=event.data,
+                                           caller=event.caller)))
         ).event_answer
         if answer.error:
             raise errors.InvalidArgument(answer.error)
@@ -386,7 +387,8 @@ class ExternalPlugin(Plugin):
         ctx.version, ctx.summary = register.version, register.summary
         for event in register.events:
             ctx.on(event.name, session.event,
-                   timeout=_seconds(event.timeout_ms, DEFAULT_EVENT_TIMEOUT_MS))
+                   timeout=_seconds(event.timeout_ms, DEFAULT_EVENT_TIMEOUT_MS),
+                   from_plugins=event.from_plugins)
         for kind in register.task_kinds:
             verify: TaskVerifier | None = session.verify if kind.verifies else None
             ctx.handle_task(kind.name, session.task, verify=verify)

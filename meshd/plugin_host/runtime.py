@@ -214,13 +214,33 @@ class PluginRuntime:
         except DirectRequestFailed as exc:
             raise errors.PeerError(str(exc)) from None
 
-    async def _call_here(self, plugin: str, event: str, data: bytes, timeout: float) -> bytes:
-        """``ctx.call``: one plugin's event to another on this node. The event's
-        peer is this node, as for its operator's ``meshctl plugins call``; the
-        answer may be as large as the handler makes it (no stream in between)."""
-        return await self.call(plugin, event, data, "", timeout)
+    async def _call_here(self, caller: str, plugin: str, event: str, data: bytes,
+                         timeout: float) -> bytes:
+        """``ctx.call``: one plugin's event to another on this node, if that one takes
+        it from plugins (``ctx.on(..., from_plugins=True)``): the event's peer is this
+        node, so an event for the operator alone must not be open to every plugin
+        (an external one relays what its peers send). The answer may be as large as
+        the handler makes it (no stream in between)."""
+        check_name(event, "event")
+        hosted = self._plugins.get(plugin)
+        ctx = hosted.context if hosted is not None else None
+        if ctx is not None and event in ctx.registered.events \
+                and event not in ctx.registered.from_plugins:
+            raise errors.InvalidArgument(f"plugin {plugin!r} does not take {event!r} from "
+                                         "other plugins (only from peers or its operator)")
+        if not 0 < timeout <= MAX_EVENT_TIMEOUT:
+            raise errors.InvalidArgument(f"timeout must be over 0 and at most "
+                                         f"{MAX_EVENT_TIMEOUT:g} s")
+        if plugin not in self._plugins:
+            await self.info(plugin)  # raises NotFound naming the plugins that run
+        request = wire_pb2.PluginEvent(plugin=plugin, event=event, data=data)
+        with trio.move_on_after(timeout):
+            return await self._deliver(self._host.peer_id, request, caller)
+        raise errors.DeadlineExceeded(f"plugin {plugin!r} did not answer {event!r} "
+                                      f"within {timeout:g} s")
 
-    async def _deliver(self, peer_id: str, request: wire_pb2.PluginEvent) -> bytes:
+    async def _deliver(self, peer_id: str, request: wire_pb2.PluginEvent,
+                       caller: str = "") -> bytes:
         hosted = self._plugins.get(request.plugin)
         if hosted is None:
             raise errors.Unavailable(f"this node does not run plugin {request.plugin!r}")
@@ -242,7 +262,7 @@ class PluginRuntime:
                                      "later") from None
         try:
             with trio.fail_after(timeout):
-                answer = await handler(Event(peer_id, request.event, request.data))
+                answer = await handler(Event(peer_id, request.event, request.data, caller))
         except errors.InvalidArgument:
             hosted.counters.event_errors += 1
             raise

@@ -24,6 +24,7 @@ from meshd import errors
 from meshd.ledger.ledger import Ledger
 from meshd.p2p.host import P2PHost
 from meshd.plugin.api import TaskRequest, TaskResult, check_name
+from meshd.plugin_host.context import TaskKind
 from meshd.plugin_host.runtime import PluginRuntime
 
 log = logging.getLogger(__name__)
@@ -93,25 +94,13 @@ class TaskProvider:
         if request.escrow and (request.escrow != base or request.max_price < 1):
             raise errors.InvalidArgument("a paid task's escrow is its own task ID, with a "
                                          "max_price of at least 1")
-        if request.escrow:
-            await self._check_lock(request, requester, base)
         task_id = claims.execution_id(base, self._ledger.key)
         timeout = min(request.timeout_ms / 1000 or MAX_TASK_TIMEOUT, MAX_TASK_TIMEOUT)
-        self.running += 1
+        self.running += 1  # before waiting for a lock: a slot is taken while it waits
         try:
-            with trio.fail_after(timeout):
-                answer = await kind.handler(TaskRequest(
-                    task_id.hex(), request.kind, request.payload, peer_id,
-                    max_price=request.max_price if request.escrow else 0))
-        except trio.TooSlowError:
-            raise errors.Unavailable(f"the task did not finish within {timeout:g} s") from None
-        except errors.InvalidArgument:
-            raise
-        except Exception as exc:
-            log.warning("task handler failed", exc_info=exc, extra={
-                "plugin": request.plugin, "kind": request.kind, "peer_id": peer_id})
-            raise errors.Unavailable(f"{request.plugin}/{request.kind} failed on this node "
-                                     f"({type(exc).__name__}; see its log)") from None
+            if request.escrow:  # its refusals reach the requester as they are
+                await self._check_lock(request, requester, base)
+            answer = await self._execute(kind, request, task_id, peer_id, timeout)
         finally:
             self.running -= 1
         result = _checked(answer, request.plugin, request.kind)
@@ -128,6 +117,24 @@ class TaskProvider:
         return wire_pb2.TaskResponse(
             result=result.result, proof=result.proof, units=result.units, claim=claim,
             provider_signature=self._ledger.sign_claim(claim)).SerializeToString()
+
+    async def _execute(self, kind: TaskKind, request: wire_pb2.TaskRequest, task_id: bytes,
+                       peer_id: str, timeout: float) -> object:
+        """The plugin handler's answer; its failures as the requester should see them."""
+        try:
+            with trio.fail_after(timeout):
+                return await kind.handler(TaskRequest(
+                    task_id.hex(), request.kind, request.payload, peer_id,
+                    max_price=request.max_price if request.escrow else 0))
+        except trio.TooSlowError:
+            raise errors.Unavailable(f"the task did not finish within {timeout:g} s") from None
+        except errors.InvalidArgument:
+            raise
+        except Exception as exc:
+            log.warning("task handler failed", exc_info=exc, extra={
+                "plugin": request.plugin, "kind": request.kind, "peer_id": peer_id})
+            raise errors.Unavailable(f"{request.plugin}/{request.kind} failed on this node "
+                                     f"({type(exc).__name__}; see its log)") from None
 
     async def _check_lock(self, request: wire_pb2.TaskRequest, requester: bytes,
                           base: bytes) -> None:

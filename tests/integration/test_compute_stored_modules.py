@@ -59,6 +59,9 @@ async def test_a_stored_module_runs_by_its_cid_and_an_unreadable_one_is_refused(
                 await ctx.call("nope", "READ", timeout=5)
             with pytest.raises(InvalidArgument, match="its own handlers"):
                 await ctx.call("compute", "PLAN", timeout=5)
+            # The storage plugin's operator events are not open to other plugins.
+            with pytest.raises(InvalidArgument, match="does not take 'REMOVE' from other"):
+                await ctx.call("storage", "REMOVE", cid.encode(), timeout=5)
             with pytest.raises(MeshError, match="not for peers"):
                 await stores[owner.peer_id].ctx.request(others[0], "READ", read(cid, 1 << 20))
 

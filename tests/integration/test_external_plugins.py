@@ -117,15 +117,20 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             unknown = json.loads(await call_plugin(a.api.socket, "RECORD",
                                                    a.peer_id.encode()))
             assert (unknown["known"], unknown["done"]) == (False, "0"), unknown
-            # Another plugin on a's node, called by a's plugin (ctx.call).
-            assert await call_plugin(a.api.socket, "LOCAL", b"echo\nECHO\nhi there") \
-                == b"hi there"
-            with pytest.raises(grpc.RpcError) as unknown:
-                await call_plugin(a.api.socket, "LOCAL", b"nope\nECHO\n")
-            assert "NOT_FOUND" in str(unknown.value.details())
-            with pytest.raises(grpc.RpcError) as itself:
-                await call_plugin(a.api.socket, "LOCAL", b"js-hash\nECHO\n")
-            assert "calls its own handlers directly" in str(itself.value.details())
+            # Another plugin on a's node, called by a's plugin (ctx.call): only
+            # events that plugin takes from plugins, which see who called.
+            assert await call_plugin(a.api.socket, "LOCAL", b"echo\nCALLER\nhi there") \
+                == f"js-hash on {a.peer_id}: hi there".encode()
+            for asked, why in [(b"echo\nECHO\nhi", "does not take 'ECHO' from other plugins"),
+                               (b"nope\nECHO\n", "NOT_FOUND"),
+                               (b"js-hash\nECHO\n", "calls its own handlers directly")]:
+                with pytest.raises(grpc.RpcError) as refused:
+                    await call_plugin(a.api.socket, "LOCAL", asked)
+                assert why in str(refused.value.details()), (asked, refused.value)
+            # A peer cannot have a's plugin make such calls for it.
+            with pytest.raises(grpc.RpcError) as foreign:
+                await call_plugin(b.api.socket, "LOCAL", b"echo\nCALLER\nx", a.peer_id)
+            assert "LOCAL is for this node's operator" in str(foreign.value.details())
             # b hashes for a in an event and reports it; a's plugin accepts
             # (it asked b for that digest), and a records the receipt.
             digest = await call_plugin(a.api.socket, "ASK_HASH",

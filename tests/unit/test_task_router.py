@@ -713,6 +713,7 @@ async def test_a_provider_works_on_a_paid_task_only_once_its_lock_is_here(
         cluster: Cluster, autojump_clock: trio.testing.MockClock) -> None:
     a = cluster.add("a", {})
     b = cluster.add("b", square_plugin(price=40))
+    c = cluster.add("c", square_plugin(price=40), max_running=1)
     async with running(a) as tasks:
         # The router locks redundancy times the price offered, then asks: b finds
         # the lock and signs its price out of it.
@@ -746,7 +747,18 @@ async def test_a_provider_works_on_a_paid_task_only_once_its_lock_is_here(
                 await serve_b(a.peer_id, task_request(escrow=base, max_price=50,
                                                       lock=lock_hash))
         assert trio.current_time() - at == provider.LOCK_WAIT  # waited once, for the missing
-        assert b.provider.executed_total == 1
+        assert b.provider.executed_total == 1 and b.provider.running == 0
+
+        # A wait for a lock takes one of the provider's slots: more are refused as busy.
+        serve_c = cluster.network.handlers[(c.peer_id, TASK_PROTOCOL)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_c, a.peer_id,
+                               task_request(escrow=base, max_price=50, lock=bytes(32)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert c.provider.running == 1
+            with pytest.raises(errors.Unavailable, match="busy: executing 1 tasks already"):
+                await serve_c(a.peer_id, task_request())
+            nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(("answer", "message"), [

@@ -134,18 +134,24 @@ class EventSpec(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    FROM_PLUGINS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     timeout_ms: _builtins.int
     """How long meshd waits for the answer (0 = 10 s; at most 60 s)."""
+    from_plugins: _builtins.bool
+    """Other plugins on this node may send it too (Call.call_plugin); EventCall.caller
+    names them. Otherwise only peers and this node's operator.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         timeout_ms: _builtins.int = ...,
+        from_plugins: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_plugins", b"from_plugins", "name", b"name", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -888,11 +894,16 @@ class EventCall(_message.Message):
     PEER_ID_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     peer_id: _builtins.str
     """the sender (authenticated by the connection)"""
     event: _builtins.str
     data: _builtins.bytes
+    caller: _builtins.str
+    """The plugin on this node that sent it (then peer_id is this node); "" for a
+    peer or this node's operator.
+    """
     def __init__(
         self,
         *,
@@ -900,10 +911,11 @@ class EventCall(_message.Message):
         peer_id: _builtins.str = ...,
         event: _builtins.str = ...,
         data: _builtins.bytes = ...,
+        caller: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "event", b"event", "peer_id", b"peer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "caller", b"caller", "data", b"data", "event", b"event", "peer_id", b"peer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

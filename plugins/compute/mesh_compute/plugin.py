@@ -49,6 +49,7 @@ import collections
 import hashlib
 import json
 import random
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +72,7 @@ from meshd.plugin import (
     Event,
     InvalidArgument,
     MeshError,
+    NotFound,
     Plugin,
     ProviderRecord,
     TaskRequest,
@@ -101,6 +103,7 @@ class ComputePlugin(Plugin):
         self.busy = 0
         self._modules: collections.OrderedDict[str, wasmtime.Module] = \
             collections.OrderedDict()
+        self._modules_lock = threading.Lock()
         self._checked: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
         self._offers: dict[str, tuple[float, Offer | str]] = {}  # peer -> (at, offer or why)
         self._storage = (-STORAGE_TTL, False)  # (when asked, whether storage runs here)
@@ -129,8 +132,10 @@ class ComputePlugin(Plugin):
             try:
                 await self.ctx.call(STORAGE, "LAYOUT", timeout=OFFER_TIMEOUT)
                 runs = True
-            except MeshError:
+            except NotFound:
                 runs = False
+            except MeshError:  # busy, starting: ask again next time
+                return self._storage[1]
             self._storage = (trio.current_time(), runs)
         return runs
 
@@ -185,16 +190,21 @@ class ComputePlugin(Plugin):
         return RunResult(outcome.fuel_used, outcome.output)
 
     def _module(self, request: RunRequest, source: bytes) -> wasmtime.Module:
+        """The compiled module (in a worker thread; runs share the cache, so it is
+        changed under a lock, and compiling happens outside it)."""
         key = request.module_key
-        module = self._modules.get(key)
-        if module is None:
-            if not source:  # a stored module that left the cache since it was looked for
-                source = trio.from_thread.run(self._read_stored, request.module_cid)
-            module = self.sandbox.compile(source)
+        with self._modules_lock:
+            module = self._modules.get(key)
+            if module is not None:
+                self._modules.move_to_end(key)
+                return module
+        if not source:  # a stored module that left the cache since it was looked for
+            source = trio.from_thread.run(self._read_stored, request.module_cid)
+        module = self.sandbox.compile(source)
+        with self._modules_lock:
             self._modules[key] = module
             while len(self._modules) > MODULES_KEPT:
                 self._modules.popitem(last=False)
-        self._modules.move_to_end(key)
         return module
 
     # --- the requester's side -----------------------------------------------

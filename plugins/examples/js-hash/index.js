@@ -18,8 +18,9 @@
 //   as a provider of the key) and DHT_GET (key: the value, and the providers as
 //   "\n<peer ID>" lines after it), over the network's DHT in the plugin's own
 //   key space;
-// * event LOCAL ("<plugin>\n<event>\n<data>"): that event of another plugin on
-//   this node (callPlugin), answered as it answers;
+// * event LOCAL ("<plugin>\n<event>\n<data>", this node's operator only): that
+//   event of another plugin on this node (callPlugin), if it takes it from
+//   plugins, answered as it answers;
 // * event RECORD (a peer ID): what this node saw of that peer running its
 //   tasks (providerRecord) and the base price (readLedger), as JSON.
 //
@@ -113,6 +114,10 @@ plugin.on("DHT_GET", async (event) => {
 plugin.on("REPORTED", async () => Buffer.from(JSON.stringify({ receipts, refused })));
 
 plugin.on("LOCAL", async (event) => {
+  // Only this node's operator: the other plugin takes it as from this node.
+  if (event.peer !== plugin.welcome.peer_id || event.caller) {
+    throw new Error("LOCAL is for this node's operator");
+  }
   const [name, eventName, ...rest] = event.data.toString().split("\n");
   return plugin.callPlugin(name, eventName, Buffer.from(rest.join("\n")));
 });

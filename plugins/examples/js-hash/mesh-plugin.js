@@ -67,8 +67,10 @@ class MeshPlugin {
 
   // Answer peers' requests named `event`: handler({peer, name, data}) -> Buffer.
   // Throw to refuse; the peer sees the message.
-  on(event, handler, { timeoutMs = 10000 } = {}) {
-    this.events.set(event, { handler, timeoutMs });
+  // `fromPlugins`: other plugins on this node may send it too (callPlugin); the
+  // handler's event then has `caller`, their name, and `peer` is this node.
+  on(event, handler, { timeoutMs = 10000, fromPlugins = false } = {}) {
+    this.events.set(event, { handler, timeoutMs, fromPlugins });
   }
 
   // Execute tasks of `kind`: handler({taskId, kind, payload, requester}) ->
@@ -177,7 +179,8 @@ class MeshPlugin {
         name: this.name,
         version: this.version,
         summary: this.summary,
-        events: [...this.events].map(([name, e]) => ({ name, timeout_ms: e.timeoutMs })),
+        events: [...this.events].map(([name, e]) => ({
+          name, timeout_ms: e.timeoutMs, from_plugins: e.fromPlugins })),
         task_kinds: [...this.taskKinds].map(([name, t]) => ({ name, verifies: !!t.verify })),
         report_kinds: [...this.reportRules.keys()],
       },
@@ -232,7 +235,8 @@ class MeshPlugin {
     const answer = { call_id: call.call_id };
     try {
       const registered = this.events.get(call.event);
-      answer.data = await registered.handler({ peer: call.peer_id, name: call.event, data: call.data });
+      answer.data = await registered.handler({ peer: call.peer_id, name: call.event, data: call.data,
+        caller: call.caller });
     } catch (error) {
       answer.error = String(error.message || error);
     }

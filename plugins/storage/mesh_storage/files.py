@@ -20,7 +20,7 @@ peers are refused). docs/storage.md gives their JSON:
 * ``READ``: JSON ``{"file", "max_bytes"}``; the whole file, checked against
   its CID, for another plugin on this node (``ctx.call``: the compute
   plugin reads modules so). A sealed file, or one over ``max_bytes``, is
-  refused.
+  refused. READ and LAYOUT are the events other plugins may send.
 * ``STATUS``: a file CID; which live storage nodes hold each piece (HAVE).
 * ``FILES``: the manifests this node keeps (its own files, or all).
 * ``HOLDERS``: the storage nodes the DHT knows, with their subnets and what
@@ -136,13 +136,17 @@ class Files:
         self.seen: collections.OrderedDict[tuple[str, str], float] = \
             collections.OrderedDict()
         self._last_refusals = ""
-        for name, handler in (("LAYOUT", self.layout), ("PUT_STRIPE", self.put_stripe),
+        for name, handler in (("PUT_STRIPE", self.put_stripe),
                               ("PUT_MANIFEST", self.put_manifest),
                               ("GET_MANIFEST", self.get_manifest),
-                              ("GET_STRIPE", self.get_stripe), ("READ", self.read),
-                              ("STATUS", self.status),
+                              ("GET_STRIPE", self.get_stripe), ("STATUS", self.status),
                               ("FILES", self.files), ("HOLDERS", self.holders)):
             ctx.on(name, operator_only(ctx, handler), timeout=MAX_EVENT_TIMEOUT)
+        # Whole files and the layout for the other plugins on this node too (the
+        # compute plugin reads modules so); the rest is for the operator alone.
+        for name, handler in (("LAYOUT", self.layout), ("READ", self.read)):
+            ctx.on(name, operator_only(ctx, handler), timeout=MAX_EVENT_TIMEOUT,
+                   from_plugins=True)
 
     # --- layout and holders -------------------------------------------------
 

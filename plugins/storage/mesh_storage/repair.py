@@ -71,7 +71,10 @@ class Repairer:
     async def run_forever(self) -> None:
         while True:
             await trio.sleep(self.every)
-            for manifest in await trio.to_thread.run_sync(self.holding.manifests.manifests):
+            manifests = await trio.to_thread.run_sync(self.holding.manifests.manifests)
+            kept = {m.cid for m in manifests}
+            self.short = {(file, s) for file, s in self.short if file in kept}
+            for manifest in manifests:
                 try:
                     await self.check(manifest)
                 except MeshError as exc:  # the network is busy or split: next time
