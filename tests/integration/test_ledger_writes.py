@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from mesh.ledger.v1 import ledger_pb2
 from meshcore.genesis import RequiredPlugin
@@ -140,7 +141,7 @@ async def test_a_reader_waits_for_an_entry_until_it_is_stored_or_its_time_is_up(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wait)
                 nursery.start_soon(wait)
-                await trio.sleep(0.2)
+                await trio.testing.wait_all_tasks_blocked()  # both waiting
                 await ledger.committer.append(later)
         assert found == [later, later]
         started = trio.current_time()
