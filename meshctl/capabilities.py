@@ -13,14 +13,13 @@ fsync, rename), so a crash leaves the old one or the new one.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from mesh_storage import sealing
+from mesh_storage.chunks import write_atomically
 
 ENV = "MESH_CAPABILITIES"
 VERSION = 1
@@ -56,17 +55,7 @@ def _write(where: Path, cid: str, key: bytes) -> None:
     kept = _read(where)
     kept[cid] = sealing.capability(cid, key)
     data = json.dumps({"version": VERSION, "capabilities": kept}, indent=1, sort_keys=True)
-    handle, temporary = tempfile.mkstemp(dir=where.parent, prefix=f".{where.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:  # mkstemp: mode 0600
-            out.write(data + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, where)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    write_atomically(where, (data + "\n").encode())  # a temporary file of mode 0600
 
 
 def key_of(cid: str) -> bytes | None:
