@@ -136,7 +136,7 @@ async def test_plugins_exchange_events_and_gossip_and_errors_reach_the_caller(
             assert (echo.version, echo.state, echo.required) == ("1.2.0", "running", True)
             assert echo.kind == plugins_pb2.PLUGIN_KIND_IN_PROCESS
             assert set(echo.events) == {"ECHO", "WHOAMI", "FAIL", "REFUSE", "SLOW",
-                                        "NOT_BYTES", "HEARD"}
+                                        "NOT_BYTES", "HEARD", "CALLER"}
             assert list(echo.topics) == ["chat"]
             assert echo.restarts == 0
             assert echo.counters.events_served == 3
