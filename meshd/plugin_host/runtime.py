@@ -191,8 +191,9 @@ class PluginRuntime:
         return await self._deliver(peer_id, request)
 
     async def call(self, plugin: str, event: str, data: bytes, peer_id: str = "",
-                   timeout: float = 10.0) -> bytes:
-        """``meshctl plugins call``: an event to this node's plugin or a peer's."""
+                   timeout: float = 10.0, *, caller: str = "") -> bytes:
+        """``meshctl plugins call``: an event to this node's plugin or a peer's
+        (``caller``: the plugin on this node that sends it, for ``ctx.call``)."""
         check_name(event, "event")
         if not 0 < timeout <= MAX_EVENT_TIMEOUT:
             raise errors.InvalidArgument(f"timeout must be over 0 and at most "
@@ -202,7 +203,7 @@ class PluginRuntime:
             if plugin not in self._plugins:
                 await self.info(plugin)  # raises NotFound naming the plugins that run
             with trio.move_on_after(timeout):
-                return await self._deliver(self._host.peer_id, request)
+                return await self._deliver(self._host.peer_id, request, caller)
             raise errors.DeadlineExceeded(f"plugin {plugin!r} did not answer {event!r} "
                                           f"within {timeout:g} s")
         if len(data) > MAX_EVENT_BYTES - 1024:
@@ -221,23 +222,13 @@ class PluginRuntime:
         node, so an event for the operator alone must not be open to every plugin
         (an external one relays what its peers send). The answer may be as large as
         the handler makes it (no stream in between)."""
-        check_name(event, "event")
         hosted = self._plugins.get(plugin)
         ctx = hosted.context if hosted is not None else None
         if ctx is not None and event in ctx.registered.events \
                 and event not in ctx.registered.from_plugins:
             raise errors.InvalidArgument(f"plugin {plugin!r} does not take {event!r} from "
                                          "other plugins (only from peers or its operator)")
-        if not 0 < timeout <= MAX_EVENT_TIMEOUT:
-            raise errors.InvalidArgument(f"timeout must be over 0 and at most "
-                                         f"{MAX_EVENT_TIMEOUT:g} s")
-        if plugin not in self._plugins:
-            await self.info(plugin)  # raises NotFound naming the plugins that run
-        request = wire_pb2.PluginEvent(plugin=plugin, event=event, data=data)
-        with trio.move_on_after(timeout):
-            return await self._deliver(self._host.peer_id, request, caller)
-        raise errors.DeadlineExceeded(f"plugin {plugin!r} did not answer {event!r} "
-                                      f"within {timeout:g} s")
+        return await self.call(plugin, event, data, "", timeout, caller=caller)
 
     async def _deliver(self, peer_id: str, request: wire_pb2.PluginEvent,
                        caller: str = "") -> bytes:
