@@ -365,8 +365,10 @@ def holders(client: MeshClient, as_json: bool) -> None:
     """The storage nodes this node finds in the DHT, with the subnet each is in.
 
     AUDITS is what this node has seen of each one's audits: passed/failed
-    (failures it proved, not silence); a node that failed lately is SHUNNED:
-    given new pieces only when no other node can take them.
+    (failures it proved, or silence about a piece it claims for 3 epochs in a
+    row); a node that failed lately is SHUNNED: given new pieces only when no
+    other node can take them. CONTAINED: pieces it claims but left unproven
+    lately, challenged again each epoch.
     """
     found = json.loads(_call(client, "HOLDERS", b""))
     emit(found, as_json, lambda rows: table(
@@ -374,5 +376,7 @@ def holders(client: MeshClient, as_json: bool) -> None:
         + [(h["peer_id"], h["subnet"], "yes" if h["connected"] else "no",
             "-" if h["latency_ms"] is None else f"{h['latency_ms']} ms",
             f"{h['audits']['passed']}/{h['audits']['failed']}"
-            + (" SHUNNED" if h["audits"]["shunned"] else "")) for h in rows])
+            + (" SHUNNED" if h["audits"]["shunned"] else "")
+            + (f" CONTAINED {h['audits']['contained']}" if h["audits"].get("contained")
+               else "")) for h in rows])
         if rows else "no storage nodes found in the DHT yet")

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 import trio
-from mesh_storage import unixfs
+from mesh_storage import audit, unixfs, verdicts
 from mesh_storage.drawn import AUDIT_FILE, PROMISE
 from mesh_storage.holding import Holding
 from mesh_storage.manifest import PIECE, Manifest, Stripe
@@ -24,10 +24,10 @@ from mesh_storage.verdicts import CONFIRM
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshcore.ledger import accounts
 from meshcore.ledger.evidence_rules import parse_claim
-from meshd.plugin import Event, MeshError
+from meshd.plugin import Event, InvalidArgument, MeshError
 from meshd.testing import Node, eventually, open_network, plugin_under_test
 from tests.integration.test_plugins import Instances
-from tests.integration.test_task_reports import bonded, stake
+from tests.integration.test_task_reports import bonded, bonded_of, stake
 
 K, N = 2, 3
 STRIPES = 20
@@ -185,6 +185,96 @@ async def test_audits_pay_holders_catch_a_silent_deleter_and_lead_to_repair(
             assert not any(liar.chunks.has(digest_hex(c)) for c in later.stripes[0].pieces)
 
 
+async def test_a_holder_silent_about_a_piece_it_claims_is_contained_then_slashed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Silence as evidence (containment.py): one unproven challenge counts for
+    nothing; a holder that claims a piece and leaves it unproven in 3 epochs in a
+    row is judged by the auditor, and by each keeper after its own 3 epochs."""
+    monkeypatch.setattr(audit, "PIECE_TIMEOUT", 3.0)  # how long silence takes to notice
+    monkeypatch.setattr(verdicts, "PIECE_TIMEOUT", 3.0)
+    factory = Instances(StoragePlugin)
+    settings = {"plugins.settings": {"storage": {"repair_every": 3600, "audit_every": 3600}}}
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
+                                config=settings, epoch_seconds=EPOCH_SECONDS) as net:
+            plugin = {p.ctx.peer_id: p for p in factory.made}
+            owner = net.nodes[0]
+            auditor = plugin[owner.peer_id]
+            await eventually(_all_announced(auditor), timeout=60, what="every holder announced")
+            manifest = await store(owner, os.urandom(4 * K * PIECE))
+            pieces = [c for s in manifest.stripes for c in s.pieces]
+            holders = [p for p in plugin.values() if p is not auditor
+                       and any(p.chunks.has(digest_hex(c)) for c in pieces)]
+            assert len(holders) == N
+            await auditor.auditor.audit_file(manifest, epoch=1)  # every holder's promise
+            promises = auditor.auditor.verdicts.claims.promises
+            await eventually(lambda: all((h.ctx.peer_id, manifest.cid) in promises
+                                         for h in holders), timeout=30,
+                             what="every holder's promise")
+
+            async def silent(event: Event) -> bytes:
+                await trio.sleep_forever()
+                raise AssertionError("unreachable")
+
+            # An honest holder, slow once, is contained, then released by its next pass.
+            slow = holders[1]
+            slow.ctx.on("AUDIT", silent)
+            await auditor.auditor.audit_file(manifest, epoch=2)
+            held = [c for c in pieces if auditor.auditor.containment.get(slow.ctx.peer_id, c)]
+            assert len(held) == 1, held
+            assert "unproven in 1 of 3 epochs in a row" in auditor.files.audits[held[0]].reason
+            slow.ctx.on("AUDIT", slow.auditor.answer)
+            await auditor.auditor.recheck(epoch=3)
+            assert auditor.auditor.containment.get(slow.ctx.peer_id, held[0]) is None
+            assert auditor.files.audits[held[0]].ok
+            assert not auditor.files.reputation.holders[slow.ctx.peer_id].failed
+
+            # A staked holder that goes on saying it holds its pieces and answers no audit.
+            liar = holders[0]
+            liar_node = next(n for n in net.nodes if n.peer_id == liar.ctx.peer_id)
+            await trio.to_thread.run_sync(stake, liar_node, STAKE)
+            await eventually(lambda: bonded(owner, liar_node, STAKE), timeout=60,
+                             what="the liar's stake bonded")
+            liar.ctx.on("AUDIT", silent)
+            await auditor.auditor.audit_file(manifest, epoch=4)
+            piece = next(c for c in pieces
+                         if auditor.auditor.containment.get(liar.ctx.peer_id, c))
+            again = await auditor.auditor.audit_piece(manifest, liar.ctx.peer_id, piece, 4,
+                                                      claimed=True)
+            assert "unproven in 1 of 3" in again.reason, again  # counts once an epoch
+            standing = {h["peer_id"]: h["audits"] for h in json.loads(
+                await owner.call("storage", "HOLDERS", b"", timeout=60))}
+            assert standing[liar.ctx.peer_id]["contained"] >= 1
+            assert standing[liar.ctx.peer_id]["failed"] == 0
+            # On disk: a restart does not let it off.
+            assert liar.ctx.peer_id in (auditor.ctx.data_dir / "containment.json").read_text()
+
+            await auditor.auditor.recheck(epoch=5)
+            assert "unproven in 2 of 3" in auditor.files.audits[piece].reason
+            await auditor.auditor.recheck(epoch=6)
+            judged = auditor.files.audits[piece]
+            assert judged.provable and "unproven in 3 epochs in a row" in judged.reason, judged
+            assert len(judged.verdicts) == 1, judged  # the keepers asked hold it to it now
+            assert auditor.auditor.containment.get(liar.ctx.peer_id, piece) is None
+            assert auditor.files.reputation.holders[liar.ctx.peer_id].failed == 1
+            assert await trio.to_thread.run_sync(bonded_of, owner, liar_node) == STAKE
+
+            # Each keeper asked to confirm contains the liar itself, with the claim,
+            # and writes its own verdict after its own 3 epochs: then it is slashed.
+            keepers = [h for h in holders if h is not liar
+                       and h.auditor.containment.get(liar.ctx.peer_id, piece)]
+            assert keepers, "no keeper was asked to confirm"
+            for keeper in keepers:
+                entry = keeper.auditor.containment.get(liar.ctx.peer_id, piece)
+                assert entry.report is not None and entry.strikes == 1
+                for later in (entry.epoch + 1, entry.epoch + 2):
+                    await keeper.auditor.recheck(epoch=later)
+                assert keeper.auditor.containment.get(liar.ctx.peer_id, piece) is None
+                assert keeper.files.audits[piece].verdicts, keeper.files.audits[piece]
+            await eventually(lambda: bonded(owner, liar_node, STAKE * 9 // 10), timeout=60,
+                             what="the silent liar slashed on two verdicts")
+
+
 async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: Path) -> None:
     factory = Instances(StoragePlugin)
     settings = {"plugins.settings": {"storage": {"repair_every": 3600, "audit_every": 3600}}}
@@ -245,6 +335,30 @@ async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: 
             with pytest.raises(MeshError, match="the piece's Merkle root and size, separated"):
                 await auditor.ctx.request(holder.ctx.peer_id, "AUDIT", (
                     f"{piece} 0 16384 1 100 {manifest.cid} xyz").encode(), timeout=30)
+
+            # Held to the piece it claims (containment.py), a holder that refuses the
+            # root is asked for the piece, which says whose root is wrong: the forged
+            # manifest's (no strike), or the holder's refusal of a true one (no strike
+            # either: it has the piece). Once it has lost the piece, refusing is a strike.
+            refused = await auditor.auditor.audit_piece(forged, holder.ctx.peer_id, piece, 3,
+                                                        claimed=True)
+            assert "shows this node's manifest is not the file's" in refused.reason, refused
+            assert auditor.auditor.containment.get(holder.ctx.peer_id, piece) is None
+
+            async def refuse(event: Event) -> bytes:
+                raise InvalidArgument(f"the auditor's Merkle root or size of piece {piece} "
+                                      f"{audit.NOT_THIS_PIECE}")
+            holder.ctx.on("AUDIT", refuse)
+            refused = await auditor.auditor.audit_piece(manifest, holder.ctx.peer_id, piece, 3,
+                                                        claimed=True)
+            assert "refused the piece's true Merkle root, and sent the piece" in refused.reason
+            assert auditor.auditor.containment.get(holder.ctx.peer_id, piece) is None
+            name = digest_hex(piece)
+            (holder.ctx.data_dir / "chunks" / name[:2] / name).unlink()
+            refused = await auditor.auditor.audit_piece(manifest, holder.ctx.peer_id, piece, 4,
+                                                        claimed=True)
+            assert "unproven in 1 of 3 epochs" in refused.reason, refused
+            assert auditor.auditor.containment.get(holder.ctx.peer_id, piece) is not None
 
 
 async def test_the_validators_the_beacon_draws_audit_a_file_and_only_they(

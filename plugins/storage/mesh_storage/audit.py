@@ -23,6 +23,9 @@ probability p, so N audits catch it with probability at least
 * A failure the holder itself shows, of a piece it had been paid to keep,
   is a failure verdict in the ledger, confirmed by a second auditor: the
   holder is slashed (verdicts.py).
+* Silence from a holder that has just said it holds the piece is not
+  forgotten: the piece is challenged again each epoch, and left unproven in
+  STRIKES epochs in a row it counts as a provable failure (containment.py).
 
 ``AUDIT``: a piece CID, a segment index, the segment size, the epoch, the
 bytes of the file the holder is audited for, the file's CID, and the piece's
@@ -47,17 +50,30 @@ import random
 import trio
 
 from mesh_storage import merkle
+from mesh_storage.containment import STRIKES, Contained
 from mesh_storage.deliveries import KEEP, Deliveries
 from mesh_storage.drawn import DrawnAuditors
 from mesh_storage.erasure import piece_size
 from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
-from mesh_storage.holding import Holding
+from mesh_storage.holding import MAX_HAVE, Holding
 from mesh_storage.manifest import FILE_CID, PIECE, Manifest
 from mesh_storage.pieces import CidError, digest_hex
+from mesh_storage.promises import report_from_json
 from mesh_storage.verdicts import Verdicts
-from meshd.plugin import Context, Event, InvalidArgument, MeshError, PeerError, TaskReport
+from meshd.plugin import (
+    Context,
+    Event,
+    FailedPrecondition,
+    InvalidArgument,
+    MeshError,
+    PeerError,
+    TaskReport,
+)
 
 NO_PIECE = "holds no piece"  # the holder's own refusal (answer, below): provable
+# The holder's refusal of a manifest that is not the file's: the auditor's fault, no strike.
+NOT_THIS_PIECE = "is not this piece's"
+RECHECKS_AT_ONCE = 8  # holders whose contained pieces are challenged again at once
 POLL = 1.0  # seconds between looks at the epoch clock
 # Pieces of each holder challenged per audit: a holder that lost a fraction p of
 # its pieces passes an audit with probability (1 - p)^3 instead of 1 - p
@@ -97,7 +113,8 @@ class Auditor:
         self.holding = holding
         self.every = every  # seconds; 0: once per epoch
         self.last = files.audits  # piece CID -> its last audit by this node (STATUS shows it)
-        self.verdicts = Verdicts(ctx, files, self.audit_piece)
+        self.containment = files.containment
+        self.verdicts = Verdicts(ctx, files, self.containment, self.audit_piece)
         self.drawn = DrawnAuditors(ctx, holding, self.verdicts, self.audit_file)
         self.keeps = Deliveries(ctx, KEEP, accepted=self._countersigned)
         self._paid: set[tuple[int, str, str]] = set()  # (epoch, holder, piece) countersigned
@@ -119,8 +136,8 @@ class Auditor:
             raise InvalidArgument(f"this node {NO_PIECE} {cid}")
         if root and (size != len(piece)
                      or root != await trio.to_thread.run_sync(merkle.root, piece, segment)):
-            raise InvalidArgument(f"the auditor's Merkle root or size of piece {cid} is not "
-                                  "this piece's: its manifest is not the file's")
+            raise InvalidArgument(f"the auditor's Merkle root or size of piece {cid} "
+                                  f"{NOT_THIS_PIECE}: its manifest is not the file's")
         try:
             proof = await trio.to_thread.run_sync(answer, piece, index, segment)
         except merkle.ProofError as exc:
@@ -141,8 +158,10 @@ class Auditor:
             await trio.sleep(self.every or POLL)
 
     async def round(self, epoch: int) -> None:
-        """The files this node keeps a manifest of: audited here where the beacon drew
-        this node (or where no beacon is known yet), else by the validators it drew."""
+        """The pieces this node contains, challenged again; then the files it keeps a
+        manifest of: audited here where the beacon drew this node (or where no beacon
+        is known yet), else by the validators it drew."""
+        await self.recheck(epoch)
         for manifest in await trio.to_thread.run_sync(self.holding.manifests.manifests):
             drawn = self.drawn.drawn(manifest.cid, epoch)
             try:
@@ -178,10 +197,11 @@ class Auditor:
             shares = [held_bytes // len(picked)] * len(picked)
             shares[0] += held_bytes - sum(shares)
             for cid, share in zip(picked, shares, strict=True):
-                result = await self.audit_piece(manifest, holder, cid, epoch, share)
-                if result.provable:  # it said HAVE yes a moment ago
-                    verdicts = await self.verdicts.failed(manifest, result, cid)
-                    self.last[cid] = dataclasses.replace(result, verdicts=verdicts)
+                # It said HAVE yes a moment ago (who_has, above).
+                result = await self.audit_piece(manifest, holder, cid, epoch, share,
+                                                claimed=True)
+                if result.provable:
+                    await self._judge(manifest.cid, result, cid)
                 if not result.ok:  # one failure is the round's finding; silence, no more asks
                     return
 
@@ -190,20 +210,69 @@ class Auditor:
                 if holder != self.ctx.peer_id:
                     nursery.start_soon(one, holder, indices)
 
+    async def recheck(self, epoch: int) -> None:
+        """The pieces this node contains, each challenged again once this epoch, if
+        its holder still says it holds it (containment.py): one HAVE per holder."""
+        by_holder: dict[str, list[Contained]] = {}
+        for entry in self.containment.due(epoch):
+            by_holder.setdefault(entry.holder, []).append(entry)
+        limiter = trio.CapacityLimiter(RECHECKS_AT_ONCE)
+
+        async def again(holder: str, entries: list[Contained]) -> None:
+            async with limiter:
+                entries = entries[:MAX_HAVE]
+                try:
+                    have = await self.ctx.request(holder, "HAVE", "\n".join(
+                        e.piece for e in entries).encode(), timeout=PIECE_TIMEOUT)
+                except MeshError:
+                    return  # offline: the round neither counts nor releases
+                for entry, held in zip(entries, have.ljust(len(entries), b"\0"),
+                                       strict=False):
+                    if held != 1:
+                        self.ctx.log.info("a contained holder no longer claims its piece",
+                                          extra={"peer_id": holder, "piece": entry.piece})
+                        continue
+                    self.files.saw(holder, entry.piece)
+                    result = await self.audit(entry.file, holder, entry.piece,
+                                              bytes.fromhex(entry.root), entry.size,
+                                              entry.segment, epoch, entry.held_bytes,
+                                              claimed=True)
+                    if result.provable:
+                        await self._judge(entry.file, result, entry.piece)
+
+        async with trio.open_nursery() as nursery:
+            for holder, entries in by_holder.items():
+                nursery.start_soon(again, holder, entries)
+
+    async def _judge(self, file: str, result: Audit, cid: str) -> None:
+        """A provable failure of piece ``cid``: this node's verdict, and a confirmation it
+        asks for, or (contained to confirm another node's) its verdict on that claim."""
+        contained = self.containment.get(result.holder, cid)
+        if contained is not None and contained.report is not None:
+            verdicts = await self.verdicts.confirmed(report_from_json(contained.report),
+                                                     result.holder, cid, result.reason)
+        else:
+            verdicts = await self.verdicts.failed(file, result, cid)
+        self.containment.release(result.holder, cid)
+        self.last[cid] = dataclasses.replace(result, verdicts=verdicts)
+
     async def audit_piece(self, manifest: Manifest, holder: str, cid: str, epoch: int,
-                          held_bytes: int = 0) -> Audit:
+                          held_bytes: int = 0, *, claimed: bool = False) -> Audit:
         """Challenge ``holder`` for a random segment of piece ``cid`` of ``manifest``;
         ``held_bytes`` (what a pass is paid for) defaults to the piece's size."""
         stripe, index = next((s, s.pieces.index(cid)) for s in manifest.stripes
                              if cid in s.pieces)
         size = piece_size(stripe.length, manifest.k)
         return await self.audit(manifest.cid, holder, cid, bytes.fromhex(stripe.roots[index]),
-                                size, manifest.segment, epoch, held_bytes or size)
+                                size, manifest.segment, epoch, held_bytes or size,
+                                claimed=claimed)
 
     async def audit(self, file: str, holder: str, cid: str, root: bytes, size: int,
-                    segment: int, epoch: int, held_bytes: int) -> Audit:
+                    segment: int, epoch: int, held_bytes: int, *, claimed: bool = False,
+                    ) -> Audit:
         """Challenge ``holder`` for a random segment of piece ``cid`` of ``file``;
-        record the result."""
+        record the result. ``claimed``: the holder said HAVE yes for it in this round,
+        so leaving it unproven is a strike (containment.py)."""
         count = max(1, -(-size // segment))
         index = random.randrange(count)
         ask = f"{cid} {index} {segment} {epoch} {held_bytes} {file} {root.hex()} {size}".encode()
@@ -220,7 +289,16 @@ class Auditor:
             result = Audit(epoch, holder, False, str(exc), trio.current_time(), provable)
             self.ctx.log.warning("a holder failed an audit", extra={
                 "peer_id": holder, "piece": cid, "segment": index, "error": str(exc)})
-        if result.ok or result.provable:  # silence proves nothing either way
+            # Unproven by a holder that answers and claims the piece: a strike. Not
+            # when it cannot be reached (offline), nor when it refused this node's
+            # Merkle root and sends the piece, which then says whose root is wrong.
+            if claimed and not provable and not isinstance(exc, FailedPrecondition):
+                entry = Contained(holder, cid, file, root.hex(), size, segment, held_bytes)
+                shown = await self._shown(entry, result) if NOT_THIS_PIECE in str(exc) else None
+                result = self._strike(entry, result) if shown is None else shown
+        if result.ok:
+            self.containment.release(holder, cid)
+        if result.ok or result.provable:  # silence proves nothing either way, until judged
             self.files.reputation.record(holder, passed=result.ok)
         first_pass = result.ok and (epoch, holder, cid) not in self._paid
         if first_pass:  # paid once per epoch and piece, however often audited
@@ -229,6 +307,36 @@ class Auditor:
         self.keeps.answered(holder, ask, expected, held_bytes if first_pass else 0)
         self.last[cid] = result
         return result
+
+    async def _shown(self, entry: Contained, result: Audit) -> Audit | None:
+        """The holder refused this node's Merkle root of its piece: the piece, if it sends
+        it, says whose root is wrong, and is no loss either way; None if it does not."""
+        piece = await self.files.fetch_from(entry.holder, entry.piece)
+        if piece is None:
+            return None
+        self.containment.release(entry.holder, entry.piece)
+        if len(piece) == entry.size and bytes.fromhex(entry.root) == \
+                await trio.to_thread.run_sync(merkle.root, piece, entry.segment):
+            self.ctx.log.warning("a holder refused the true Merkle root of a piece it holds",
+                                 extra={"peer_id": entry.holder, "piece": entry.piece})
+            return dataclasses.replace(result, reason=(
+                f"refused the piece's true Merkle root, and sent the piece: {result.reason}"))
+        self.ctx.log.warning("this node's manifest has a wrong Merkle root", extra={
+            "file": entry.file, "piece": entry.piece})
+        return dataclasses.replace(result, reason=(
+            f"{result.reason}; the piece it sent shows this node's manifest is not the file's"))
+
+    def _strike(self, entry: Contained, result: Audit) -> Audit:
+        contained = self.containment.strike(entry, result.epoch, result.reason)
+        if contained.strikes < STRIKES:
+            return dataclasses.replace(result, reason=(
+                f"{result.reason} (unproven in {contained.strikes} of {STRIKES} epochs in a "
+                "row; it said it holds the piece)"))
+        self.ctx.log.warning("a holder left a piece it claims unproven too long", extra={
+            "peer_id": entry.holder, "piece": entry.piece, "epochs": contained.strikes})
+        return dataclasses.replace(result, provable=True, reason=(
+            f"said it holds the piece, then left it unproven in {contained.strikes} epochs in "
+            f"a row (last: {result.reason})"))
 
 
 def _audit_request(data: bytes) -> tuple[str, int, int, int, int, bytes, int]:

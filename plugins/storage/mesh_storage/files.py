@@ -45,6 +45,7 @@ import trio
 
 from mesh_storage import erasure, merkle, unixfs
 from mesh_storage.chunks import ChunkStore
+from mesh_storage.containment import Containment
 from mesh_storage.deliveries import Deliveries
 from mesh_storage.erasure import Coding, ErasureError
 from mesh_storage.holding import (
@@ -108,7 +109,8 @@ class Audit:
     reason: str = ""  # why it failed
     at: float = 0.0  # trio clock
     # A failure the holder itself showed (it said it holds no such piece, or
-    # its proof did not check), not silence: evidence for a verdict.
+    # its proof did not check, or it left a piece it claims unproven in
+    # containment.STRIKES epochs in a row), not a moment's silence: evidence for a verdict.
     provable: bool = False
     verdicts: tuple[str, ...] = ()  # failure verdict entries recorded for it (hex)
 
@@ -122,6 +124,8 @@ class Files:
         self.deliveries = deliveries
         self.default = Coding(k, n)
         self.reputation = Reputation(ctx.data_dir / "reputation.json")
+        # (holder, piece) left unproven by a holder that claims it (audit.py)
+        self.containment = Containment(ctx.data_dir / "containment.json")
         self._candidates: tuple[float, list[Candidate]] = (0.0, [])
         # file CID -> (when, the nodes announcing they hold pieces of it)
         self._file_holders: collections.OrderedDict[str, tuple[float, list[str]]] = \
@@ -170,7 +174,8 @@ class Files:
                        "subnet": subnet(c.addrs, c.peer_id), "connected": c.peer_id in connected,
                        "latency_ms": round(self.latency[c.peer_id] * 1000, 2)
                        if c.peer_id in self.latency else None,
-                       "audits": self.reputation.of(c.peer_id)}
+                       "audits": self.reputation.of(c.peer_id)
+                       | {"contained": self.containment.of(c.peer_id)}}
                       for c in await self.candidates(fresh=True)])
 
     # --- put ----------------------------------------------------------------
@@ -602,6 +607,10 @@ class Files:
             return []
         peers = [p.peer_id for p in found if p.peer_id != self.ctx.peer_id]
         return sorted(peers, key=lambda p: self.latency.get(p, float("inf")))
+
+    async def fetch_from(self, peer: str, cid: str) -> bytes | None:
+        """Piece ``cid`` from ``peer``, checked against its CID; None if it did not send it."""
+        return await self._fetch(peer, cid, [])
 
     async def _fetch(self, peer: str, cid: str, errors: list[str]) -> bytes | None:
         ask = cid.encode() + b" " + os.urandom(FETCH_NONCE)

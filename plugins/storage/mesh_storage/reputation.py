@@ -5,8 +5,9 @@ A holder that fails an audit the way only a holder without the piece fails
 also loses standing with every node that saw it fail: for SHUN_FOR seconds
 placement and repair give it new pieces only when no other node can take
 them (placement.py). Passes count from this node's own audits and from the
-promises drawn auditors hand back (drawn.py). Silence counts for nothing
-either way: an offline holder is repaired around, not shunned.
+promises drawn auditors hand back (drawn.py). Silence counts only once it
+has lasted STRIKES epochs about a piece the holder claims (containment.py):
+an offline holder is repaired around, not shunned.
 
 On disk: ``reputation.json`` in the plugin's data directory, rewritten after
 a failure and at most every SAVE_EVERY seconds after passes, so a restart
@@ -33,7 +34,7 @@ KEPT = 100_000  # holders remembered; the least recently heard of go first
 @dataclass
 class Standing:
     passed: int = 0
-    failed: int = 0  # proven failures (not silence)
+    failed: int = 0  # proven failures (not a moment's silence)
     failed_at: float = 0.0  # wall clock of the last one; 0: never
     heard_at: float = 0.0
 

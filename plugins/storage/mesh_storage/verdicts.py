@@ -19,15 +19,20 @@ Verdicts of two eligible nodes are the failed-task offence (docs/ledger.md
 §7): the holder loses 10 % of its stake, once per claim; a holder that
 passes again later makes a new promise, which a new failure breaks.
 
-Silence is not evidence: a holder that does not answer may be offline
-(uptime rewards and repair deal with that), so it is repaired around, not
-slashed. A holder never audited since it took its pieces of a file has
-made no promise to judge yet. Promises are kept on disk (promises.py), so an
-auditor that restarted still holds each holder to its last one.
+Silence is evidence only with time: a holder that does not answer may be
+offline or slow, so one unproven challenge is not a verdict. A holder that
+says it holds a piece and leaves it unproven in STRIKES epochs in a row
+(containment.py) has failed as provably, and is judged the same way; a
+keeper asked to confirm such a failure contains the holder itself and
+writes its verdict after its own STRIKES epochs. A holder never audited
+since it took its pieces of a file has made no promise to judge yet.
+Promises are kept on disk (promises.py), so an auditor that restarted still
+holds each holder to its last one.
 
 ``CONFIRM_AUDIT``: JSON ``{"piece": CID, "report": {provider, kind, detail,
 units, claim, signature}}``, bytes in hex; the answer is the confirmer's
-verdict entry hash (hex), or an error saying why not (the holder passed).
+verdict entry hash (hex), or an error saying why not (the holder passed, or
+left the piece unproven here too and is now contained here).
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from mesh_storage.containment import STRIKES, Containment
 from mesh_storage.deliveries import KEEP
 from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
 from mesh_storage.holding import file_cid, file_key
-from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
+from mesh_storage.manifest import ManifestError, parse_manifest
 from mesh_storage.pieces import CidError, digest_hex
 from mesh_storage.promises import PromiseStore, report_from_json, report_json
 from meshd.plugin import Context, Event, InvalidArgument, MeshError, TaskReport
@@ -54,14 +60,16 @@ CLAIMS_KEPT = 65536  # (holder, file) claims kept, and (holder, piece) judged; o
 CONFIRMS_AT_ONCE = 4  # CONFIRM_AUDITs judged at once; more are refused as busy
 MAX_KEEPERS = 20
 
-# (manifest, holder, piece CID, epoch) -> the audit's result
-AuditPiece = Callable[[Manifest, str, str, int], Awaitable[Audit]]
+# (manifest, holder, piece CID, epoch, claimed=) -> the audit's result (audit.py)
+AuditPiece = Callable[..., Awaitable[Audit]]
 
 
 class Verdicts:
-    def __init__(self, ctx: Context, files: Files, audit: AuditPiece) -> None:
+    def __init__(self, ctx: Context, files: Files, containment: Containment,
+                 audit: AuditPiece) -> None:
         self.ctx = ctx
         self.files = files
+        self.containment = containment
         self._audit = audit
         self.claims = PromiseStore(ctx.data_dir / "promises.jsonl", CLAIMS_KEPT)
         # (holder, piece) this node has judged failed, by its own audit or a
@@ -89,12 +97,12 @@ class Verdicts:
             return
         self.claims.add(key, report)
 
-    async def failed(self, manifest: Manifest, audit: Audit, cid: str) -> tuple[str, ...]:
-        """The verdicts recorded for ``audit``, a provable failure of piece ``cid``:
-        this node's and a confirmer's; () when there is no claim to judge."""
+    async def failed(self, file: str, audit: Audit, cid: str) -> tuple[str, ...]:
+        """The verdicts recorded for ``audit``, a provable failure of piece ``cid`` of
+        ``file``: this node's and a confirmer's; () when there is no claim to judge."""
         if (audit.holder, cid) in self.judged:
             return ()
-        report = self.claims.pop((audit.holder, manifest.cid))
+        report = self.claims.pop((audit.holder, file))
         if report is None:
             return ()
         self._judged(audit.holder, cid)
@@ -105,7 +113,7 @@ class Verdicts:
                 "peer_id": audit.holder, "piece": cid, "error": str(exc)})
             return ()
         ask = json.dumps({"piece": cid, "report": report_json(report)}).encode()
-        for keeper in (await self._keepers(manifest, audit.holder))[:CONFIRMERS]:
+        for keeper in (await self._keepers(file, audit.holder))[:CONFIRMERS]:
             try:
                 answer = await self.ctx.request(keeper, CONFIRM, ask, timeout=CONFIRM_TIMEOUT)
             except MeshError as exc:
@@ -124,9 +132,26 @@ class Verdicts:
         while len(self.judged) > CLAIMS_KEPT:
             self.judged.popitem(last=False)
 
-    async def _keepers(self, manifest: Manifest, holder: str) -> list[str]:
+    async def confirmed(self, report: TaskReport, holder: str, cid: str,
+                        reason: str) -> tuple[str, ...]:
+        """This node's own verdict on ``report``, the claim another node asked it to
+        confirm a failure of, now that its own audits found the failure too."""
+        if (holder, cid) in self.judged:
+            return ()
+        self._judged(holder, cid)
         try:
-            found = await self.ctx.dht.find_providers(file_key(manifest.cid), MAX_KEEPERS)
+            verdict = await self.ctx.report_failure(report, _reason(f"confirmed: {reason}"))
+        except MeshError as exc:
+            self.ctx.log.warning("could not record a confirmed failure", extra={
+                "peer_id": holder, "piece": cid, "error": str(exc)})
+            return ()
+        self.ctx.log.warning("confirmed a holder's failure of a piece it had promised to keep",
+                             extra={"peer_id": holder, "piece": cid, "verdict": verdict})
+        return (verdict,)
+
+    async def _keepers(self, file: str, holder: str) -> list[str]:
+        try:
+            found = await self.ctx.dht.find_providers(file_key(file), MAX_KEEPERS)
         except MeshError:
             return []
         return [p for p in dict.fromkeys(f.peer_id for f in found)
@@ -162,24 +187,35 @@ class Verdicts:
         async with self._confirming:
             # Only a holder that said it has the piece can be caught without it
             # (now, or to this node lately): anyone can name a piece a holder
-            # never held, as the claims are public.
-            if not self.files.saw_holding(holder, cid):
-                with contextlib.suppress(MeshError):
-                    if (await self.ctx.request(holder, "HAVE", cid.encode(),
-                                               timeout=PIECE_TIMEOUT))[:1] == b"\x01":
-                        self.files.saw(holder, cid)
+            # never held, as the claims are public. Asked now in any case: only a
+            # holder that claims the piece now is held to it for silence.
+            claimed = False
+            with contextlib.suppress(MeshError):
+                if (await self.ctx.request(holder, "HAVE", cid.encode(),
+                                           timeout=PIECE_TIMEOUT))[:1] == b"\x01":
+                    self.files.saw(holder, cid)
+                    claimed = True
             if not self.files.saw_holding(holder, cid):
                 raise InvalidArgument(f"{holder} has not said it holds {cid}: nothing to judge")
-            audit = await self._audit(manifest, holder, cid, self.ctx.ledger.clock_epoch())
+            audit = await self._audit(manifest, holder, cid, self.ctx.ledger.clock_epoch(),
+                                      claimed=claimed)
             if audit.ok:
                 raise InvalidArgument(f"{holder} passed this node's audit of {cid}")
+            contained = self.containment.get(holder, cid)
+            if not audit.provable and contained is not None:
+                # Left unproven here too: judged here after this node's own strikes.
+                self.containment.hold_to(holder, cid, report_json(report))
+                raise InvalidArgument(
+                    f"this node's audit of {cid} proved nothing yet ({audit.reason}); it "
+                    f"holds {holder} to the piece and judges it after {STRIKES} epochs")
             if not audit.provable:
                 raise InvalidArgument(f"this node's audit of {cid} proved nothing: "
                                       f"{audit.reason}")
-            self._judged(holder, cid)
-            return (await self.ctx.report_failure(report,
-                                                  _reason(f"confirmed: {audit.reason}"))
-                    ).encode("ascii")
+            self.containment.release(holder, cid)
+            verdicts = await self.confirmed(report, holder, cid, audit.reason)
+            if not verdicts:
+                raise InvalidArgument(f"this node could not record its verdict on {holder}")
+            return verdicts[0].encode("ascii")
 
 
 def file_of(report: TaskReport) -> str:
