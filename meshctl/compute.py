@@ -213,10 +213,12 @@ def providers(client: MeshClient, as_json: bool) -> None:
 
 def _providers_text(plan: dict[str, Any]) -> str:
     rows = [("PEER", "CORES", "MEMORY/RUN", "MAX FUEL", "ARCH", "SCORE (Mfuel/s)", "BUSY",
-             "PRICE/Mfuel", "START FEE", "RECORD (done/failed/wrong)")]
+             "PRICE/Mfuel", "START FEE", "RECORD (done/failed/wrong)",
+             "LEDGER (receipts/failed)")]
     rows += [(p["peer_id"], str(p["cores"]), f"{p['memory_bytes'] >> 20} MiB",
               str(p["max_fuel"]), p["arch"], f"{p['score'] / 1e6:.0f}", str(p["busy"]),
-              str(p["price_per_mfuel"]), str(p["start_fee"]), _record_text(p["record"]))
+              str(p["price_per_mfuel"]), str(p["start_fee"]), _record_text(p["record"]),
+              _standing_text(p.get("standing")))
              for p in plan["providers"]]
     text = table(rows) if plan["providers"] else "no connected peer runs modules"
     if plan["excluded"]:
@@ -226,8 +228,16 @@ def _providers_text(plan: dict[str, Any]) -> str:
 
 def _record_text(record: dict[str, Any]) -> str:
     if record["first_seen"] is None:
-        return "never asked"
+        return f"never asked ({record['success']:.2f})"
     return f"{record['done']}/{record['failed']}/{record['wrong']} ({record['success']:.2f})"
+
+
+def _standing_text(standing: dict[str, Any] | None) -> str:
+    if standing is None:  # a node from before the ledger's standing
+        return "-"
+    since = standing["since_epoch"]
+    return (f"{standing['receipts']}/{standing['failed_tasks']}"
+            + (f" since epoch {since}" if since >= 0 else ""))
 
 
 @compute.command()

@@ -85,6 +85,39 @@ def history(client: MeshClient, account: str, limit: int, as_json: bool) -> None
 
 
 @ledger.command()
+@click.argument("account", required=False, default="")
+@json_option
+@with_client
+def standing(client: MeshClient, account: str, as_json: bool) -> None:
+    """Show ACCOUNT's track record in the final settlements (default: this node's).
+
+    Task receipts counted for it, uptime epochs, offences it was slashed for,
+    what it earned and paid in the market: folded from every final settlement,
+    so every node shows the same figures up to the epoch it has reached
+    (docs/ledger.md §12.5). Amounts are in base units.
+    """
+    r = client.unary(_stub(client).GetStanding, ledger_pb2.GetStandingRequest(account=account))
+    data = {"account": r.account, "through_epoch": r.through_epoch,
+            "since_epoch": r.since_epoch, "receipts": r.receipts, "units": r.units,
+            "uptime_epochs": r.uptime_epochs, "offences": r.offences,
+            "failed_tasks": r.failed_tasks, "last_offence_epoch": r.last_offence_epoch,
+            "slashed": r.slashed, "earned": r.earned, "paid": r.paid, "refunded": r.refunded}
+
+    def epoch(e: int) -> str:
+        return "-" if e < 0 else str(e)
+    emit(data, as_json, lambda d: fields([
+        ("Account", d["account"]),
+        ("Through epoch", epoch(d["through_epoch"])),
+        ("Since epoch", f"{epoch(d['since_epoch'])} (its first settlement)"),
+        ("Receipts", f"{d['receipts']} ({d['units']} units of work)"),
+        ("Uptime epochs", d["uptime_epochs"]),
+        ("Offences", f"{d['offences']} ({d['failed_tasks']} failed tasks; last in epoch "
+                     f"{epoch(d['last_offence_epoch'])})"),
+        ("Slashed", d["slashed"]),
+        ("Market", f"earned {d['earned']}, paid {d['paid']}, refunded {d['refunded']}")]))
+
+
+@ledger.command()
 @click.argument("to")
 @click.argument("amount")
 @click.option("--memo", default="", help="A note for the recipient (at most 256 bytes).")

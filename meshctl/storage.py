@@ -366,9 +366,10 @@ def holders(client: MeshClient, as_json: bool) -> None:
 
     AUDITS is what this node has seen of each one's audits: passed/failed
     (failures it proved, or silence about a piece it claims for 3 epochs in a
-    row); a node that failed lately is SHUNNED: given new pieces only when no
-    other node can take them. CONTAINED: pieces it claims but left unproven
-    lately, challenged again each epoch.
+    row); a node that failed lately, or that the ledger shows slashed lately,
+    is SHUNNED: given new pieces only when no other node can take them.
+    CONTAINED: pieces it claims but left unproven lately, challenged again
+    each epoch.
     """
     found = json.loads(_call(client, "HOLDERS", b""))
     emit(found, as_json, lambda rows: table(

@@ -39,6 +39,7 @@ from meshd.ledger.equivocation import EquivocationReporter
 from meshd.ledger.ledger import open_ledger
 from meshd.ledger.replication import OWN_CHAIN_GRACE, Replicator
 from meshd.ledger.settlement_driver import SettlementDriver
+from meshd.ledger.standing import StandingIndexer
 from meshd.ledger.sync_server import SyncServer
 from meshd.ledger.uptime import UptimeAttester
 from meshd.metrics import MetricsSetupError, NodeParts, open_metrics_endpoint
@@ -158,6 +159,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await nursery.start(SyncServer(ledger, host).run)
                 await nursery.start(GenesisServer(host, genesis_toml).run)
                 await nursery.start(SettlementDriver(ledger).run)
+                await nursery.start(StandingIndexer(ledger).run)
                 await nursery.start(UptimeAttester(ledger, host).run)
                 await nursery.start(EquivocationReporter(ledger).run)
                 await nursery.start(GovernanceWatch(ledger, board).run)

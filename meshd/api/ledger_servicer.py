@@ -147,6 +147,16 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                     notes[entry] = {"plugin": found[0], "note": found[1]}
         return notes
 
+    async def GetStanding(self, request: ledger_pb2.GetStandingRequest,
+                          context: Context) -> ledger_pb2.GetStandingResponse:
+        s = await unary(context, self._bridge, self._ledger.standing, request.account)
+        return ledger_pb2.GetStandingResponse(
+            account=s.peer_id, through_epoch=s.through_epoch, since_epoch=s.since_epoch,
+            receipts=s.receipts, units=s.units, uptime_epochs=s.uptime_epochs,
+            offences=s.offences, failed_tasks=s.failed_tasks,
+            last_offence_epoch=s.last_offence_epoch, slashed=str(s.slashed),
+            earned=str(s.earned), paid=str(s.paid), refunded=str(s.refunded))
+
     async def GetTokenInfo(self, request: ledger_pb2.GetTokenInfoRequest,
                            context: Context) -> ledger_pb2.GetTokenInfoResponse:
         return token_info_pb(await unary(context, self._bridge, self._ledger.token_info))

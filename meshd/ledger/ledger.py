@@ -31,7 +31,9 @@ from meshd.ledger import queries
 from meshd.ledger.archive import SettlementArchive
 from meshd.ledger.committer import GroupCommitter
 from meshd.ledger.settlements import Decision, Settlements
+from meshd.ledger.standing import Standings
 from meshd.ledger.store import BadEntry, LedgerStore, heads_digest
+from meshd.plugin.api import LedgerStanding
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,13 @@ class Ledger:
     def __init__(self, store: LedgerStore, committer: GroupCommitter, seed: bytes,
                  genesis: Genesis, settlements: Settlements,
                  clock: Callable[[], float] = time.time, *,
-                 check_own_chain: bool = False) -> None:
+                 check_own_chain: bool = False, standings: Standings | None = None) -> None:
         """``check_own_chain``: write nothing until :meth:`own_chain_checked`
         (the replicator calls it once a peer has shown what it knows of this
-        node's chain)."""
+        node's chain). ``standings``: the accounts' track records, which
+        standing.StandingIndexer folds in (default: in memory)."""
         self.store = store
+        self.standings = standings or Standings(Path(":memory:"), genesis.network_id)
         self.committer = committer
         self._seed = seed
         self.genesis = genesis
@@ -512,6 +516,12 @@ class Ledger:
         return queries.explanation(await self._final_settled(epoch, "rewards to explain"),
                                    account, short=short)
 
+    async def standing(self, account: str = "") -> LedgerStanding:
+        """``account``'s track record in the final settlements (standing.py)."""
+        peer_id = account or accounts.peer_id_of(self.key)
+        _account(peer_id, "account")
+        return await trio.to_thread.run_sync(self.standings.of, peer_id)
+
     async def validators(self) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
         """The newest final epoch E, V(E + 1) and V(E + 2): (peer ID, weight) each."""
         settled = self.settled
@@ -556,6 +566,7 @@ async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis, *,
     settlements = Settlements(genesis, archive)
     store = await trio.to_thread.run_sync(LedgerStore.in_dir, data_dir, genesis.network_id,
                                           settlements)
+    standings = await trio.to_thread.run_sync(Standings.in_dir, data_dir, genesis.network_id)
     try:
         await trio.to_thread.run_sync(settlements.resume)
         await trio.to_thread.run_sync(lambda: settlements.replay(store.certificates()))
@@ -563,7 +574,7 @@ async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis, *,
         async with trio.open_nursery() as nursery:
             await nursery.start(committer.run)
             ledger = Ledger(store, committer, seed, genesis, settlements, clock,
-                            check_own_chain=check_own_chain)
+                            check_own_chain=check_own_chain, standings=standings)
             with committer.listening(ledger.on_stored):
                 await ledger.load_own_chain()
                 yield ledger
@@ -571,3 +582,4 @@ async def open_ledger(data_dir: Path, seed: bytes, genesis: Genesis, *,
     finally:
         store.close()
         archive.close()
+        standings.close()

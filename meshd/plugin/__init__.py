@@ -20,6 +20,7 @@ from meshd.plugin.api import Context as Context
 from meshd.plugin.api import Event as Event
 from meshd.plugin.api import EventHandler as EventHandler
 from meshd.plugin.api import LedgerReader as LedgerReader
+from meshd.plugin.api import LedgerStanding as LedgerStanding
 from meshd.plugin.api import Message as Message
 from meshd.plugin.api import Plugin as Plugin
 from meshd.plugin.api import PluginDht as PluginDht

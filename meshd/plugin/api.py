@@ -161,6 +161,28 @@ class ProviderRecord:
     wrong: int = 0
 
 
+@dataclass(frozen=True)
+class LedgerStanding:
+    """An account's track record as the final settlements show it
+    (``ctx.ledger.standing``, docs/ledger.md §12.5): every node that has folded the
+    same final epochs gives the same figures, unlike :class:`ProviderRecord`, which
+    is this node's own experience."""
+
+    peer_id: str
+    through_epoch: int = -1  # the newest final epoch folded in; -1: none yet
+    since_epoch: int = -1  # the first final epoch whose settlement named it; -1: never
+    receipts: int = 0  # task receipts counted for it as a provider (every plugin's)
+    units: int = 0  # their units of work
+    uptime_epochs: int = 0  # epochs in which its uptime earned a share
+    offences: int = 0  # offences it was slashed for: failed tasks, equivocation, disputes
+    failed_tasks: int = 0  # of which failed tasks (two verdicts on one of its claims)
+    last_offence_epoch: int = -1
+    slashed: int = 0  # base units taken from its stake
+    earned: int = 0  # base units paid to it from requesters' locks (base fee burned off)
+    paid: int = 0  # base units it paid providers from its locks
+    refunded: int = 0  # base units of its locks that came back to it unpaid
+
+
 class LedgerReader(Protocol):
     """Read access to the ledger state (docs/plugins.md §5)."""
 
@@ -196,6 +218,12 @@ class LedgerReader(Protocol):
         bias it a little by choosing its cut: use it to spread duties, not as a
         lottery for large sums.
         """
+
+    async def standing(self, peer_id: str) -> LedgerStanding:
+        """``peer_id``'s track record in every final settlement so far: receipts,
+        uptime, offences and slashes, what it earned and paid in the market. The same
+        on every node (up to how far each has folded, ``through_epoch``): a
+        network-wide reputation (docs/ledger.md §12.5)."""
 
     def validators(self, epoch: int | None = None) -> list[str]:
         """Peer IDs of the validators of the epoch after ``epoch`` (default: the newest

@@ -30,6 +30,7 @@ from meshd.p2p.host import P2PHost
 from meshd.plugin.api import (
     EventHandler,
     LedgerReader,
+    LedgerStanding,
     Message,
     PluginDht,
     ProviderRecord,
@@ -113,6 +114,9 @@ class PluginLedger:
 
     def spot_check_rate(self) -> float:
         return self._ledger.settled.params.market.spot_check_bps / 10_000
+
+    async def standing(self, peer_id: str) -> LedgerStanding:
+        return await self._ledger.standing(peer_id)
 
     def validators(self, epoch: int | None = None) -> list[str]:
         settlements = self._ledger.settlements

@@ -266,6 +266,14 @@ class Session:
                                        known=True, first_seen=record.first_seen,
                                        done=record.done, failed=record.failed,
                                        wrong=record.wrong))
+        elif kind == "standing":
+            st = await ctx.ledger.standing(call.standing.peer_id)
+            result.standing.CopyFrom(pluginhost_pb2.LedgerStanding(
+                through_epoch=st.through_epoch, since_epoch=st.since_epoch,
+                receipts=st.receipts, units=st.units, uptime_epochs=st.uptime_epochs,
+                offences=st.offences, failed_tasks=st.failed_tasks,
+                last_offence_epoch=st.last_offence_epoch, slashed=str(st.slashed),
+                earned=str(st.earned), paid=str(st.paid), refunded=str(st.refunded)))
         elif kind == "dht_provide":
             await ctx.dht.provide(call.dht_provide.key)
         elif kind == "dht_find_providers":

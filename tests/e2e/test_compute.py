@@ -146,6 +146,25 @@ def test_providers_run_a_module_alike_are_paid_and_refuse_with_why(tmp_path: Pat
         assert refunds == [{"requester": str(requester.status()["peer_id"]), "task": task,
                             "amount": 3000 - 3 * price}]
         assert refund_epoch > epoch
+        # The ledger's standing of each provider (`ledger standing`), folded from the
+        # settlements: the same on every node once each has folded that epoch.
+        p1 = next(p for p, n in ids.items() if n == "p1")
+        standings = set()
+        for n in nodes:
+            shown_standing = eventually_blocking(
+                lambda n=n: ctl_json(n, "ledger", "standing", p1),
+                lambda st: int(st["through_epoch"]) >= refund_epoch, timeout=30, interval=0.5,
+                what=f"{n.name} to fold epoch {refund_epoch}")
+            for moving in ("through_epoch", "uptime_epochs"):  # each may have folded more
+                del shown_standing[moving]
+            standings.add(json.dumps(shown_standing, sort_keys=True))
+        assert len(standings) == 1, standings
+        folded = json.loads(standings.pop())
+        assert folded["receipts"] >= 1 and folded["failed_tasks"] == 0, folded
+        assert int(folded["earned"]) >= price - burned, folded
+        requester_standing = ctl_json(requester, "ledger", "standing")
+        assert int(requester_standing["paid"]) >= 3 * price, requester_standing
+        assert int(requester_standing["refunded"]) >= 3000 - 3 * price, requester_standing
 
         # Without a price, only the free provider is asked; plain meshctl prints the
         # output itself (bytes), the summary on stderr.

@@ -114,6 +114,10 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert (record["known"], record["done"], record["failed"], record["wrong"],
                     record["base_price"]) == (True, "1", "0", "0", "0"), record
             assert record["first_seen"] > 1.7e9 and record["spot_check_bps"] == "1000"
+            # Its standing in the ledger, through the plugin host's `standing` call.
+            assert set(record["standing"]) >= {"through_epoch", "receipts", "failed_tasks",
+                                               "earned"}, record
+            assert record["standing"]["slashed"] == "0", record
             unknown = json.loads(await call_plugin(a.api.socket, "RECORD",
                                                    a.peer_id.encode()))
             assert (unknown["known"], unknown["done"]) == (False, "0"), unknown

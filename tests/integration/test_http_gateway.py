@@ -102,6 +102,10 @@ async def test_reads_and_their_errors_are_the_same_as_over_grpc(gateway: Gateway
          "GetBalance", ledger_pb2.GetBalanceRequest(account="not-a-peer")),
         ("/mesh.ledger.v1.LedgerService/GetEntry", ledger_pb2_grpc.LedgerServiceStub,
          "GetEntry", ledger_pb2.GetEntryRequest(hash="00" * 32)),
+        # A bad account's standing (figures that move each epoch are compared in
+        # tests/e2e/test_compute.py, across nodes).
+        ("/mesh.ledger.v1.LedgerService/GetStanding", ledger_pb2_grpc.LedgerServiceStub,
+         "GetStanding", ledger_pb2.GetStandingRequest(account="not-a-peer")),
     ]
     for path, stub, method, message in cases:
         as_json = json_format.MessageToJson(message)

@@ -274,6 +274,22 @@ async def test_a_holder_silent_about_a_piece_it_claims_is_contained_then_slashed
             await eventually(lambda: bonded(owner, liar_node, STAKE * 9 // 10), timeout=60,
                              what="the silent liar slashed on two verdicts")
 
+            # The network's view: a node that never audited the liar shuns it too, on
+            # the ledger's word (its standing, folded from the settlements).
+            spare = next(p for p in plugin.values() if p is not auditor and p not in holders)
+            assert liar.ctx.peer_id not in spare.files.reputation.holders
+
+            async def folded() -> bool:
+                return (await spare.ctx.ledger.standing(liar.ctx.peer_id)).failed_tasks == 1
+            await eventually(folded, timeout=30, what="the slash in the spare's standing")
+            assert await spare.files.shunned(liar.ctx.peer_id)
+            assert not await spare.files.shunned(slow.ctx.peer_id)
+            spare_node = next(n for n in net.nodes if n.peer_id == spare.ctx.peer_id)
+            seen = {h["peer_id"]: h["audits"] for h in json.loads(
+                await spare_node.call("storage", "HOLDERS", b"", timeout=60))}
+            assert seen[liar.ctx.peer_id]["slashed_lately"], seen[liar.ctx.peer_id]
+            assert seen[liar.ctx.peer_id]["shunned"] and seen[liar.ctx.peer_id]["failed"] == 0
+
 
 async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: Path) -> None:
     factory = Instances(StoragePlugin)

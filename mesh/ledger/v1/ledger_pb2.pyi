@@ -836,6 +836,89 @@ class Certificate(_message.Message):
 Global___Certificate: _TypeAlias = Certificate  # noqa: Y015
 
 @_typing.final
+class GetStandingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    """Peer ID of the account; empty for this node's own."""
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStandingRequest: _TypeAlias = GetStandingRequest  # noqa: Y015
+
+@_typing.final
+class GetStandingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    THROUGH_EPOCH_FIELD_NUMBER: _builtins.int
+    SINCE_EPOCH_FIELD_NUMBER: _builtins.int
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    UPTIME_EPOCHS_FIELD_NUMBER: _builtins.int
+    OFFENCES_FIELD_NUMBER: _builtins.int
+    FAILED_TASKS_FIELD_NUMBER: _builtins.int
+    LAST_OFFENCE_EPOCH_FIELD_NUMBER: _builtins.int
+    SLASHED_FIELD_NUMBER: _builtins.int
+    EARNED_FIELD_NUMBER: _builtins.int
+    PAID_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    through_epoch: _builtins.int
+    """The newest final epoch folded in; -1 before the first."""
+    since_epoch: _builtins.int
+    """The first final epoch whose settlement named the account; -1: none yet."""
+    receipts: _builtins.int
+    """Task receipts counted for it as a provider, and their units of work."""
+    units: _builtins.int
+    uptime_epochs: _builtins.int
+    """Epochs in which its uptime earned a share."""
+    offences: _builtins.int
+    """Offences it was slashed for, of which failed tasks, and the last one's epoch (-1: none)."""
+    failed_tasks: _builtins.int
+    last_offence_epoch: _builtins.int
+    slashed: _builtins.str
+    """Base units (decimal strings): taken from its stake; paid to it from
+    requesters' locks (the base fee burned off); paid by it; refunded to it.
+    """
+    earned: _builtins.str
+    paid: _builtins.str
+    refunded: _builtins.str
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+        through_epoch: _builtins.int = ...,
+        since_epoch: _builtins.int = ...,
+        receipts: _builtins.int = ...,
+        units: _builtins.int = ...,
+        uptime_epochs: _builtins.int = ...,
+        offences: _builtins.int = ...,
+        failed_tasks: _builtins.int = ...,
+        last_offence_epoch: _builtins.int = ...,
+        slashed: _builtins.str = ...,
+        earned: _builtins.str = ...,
+        paid: _builtins.str = ...,
+        refunded: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "earned", b"earned", "failed_tasks", b"failed_tasks", "last_offence_epoch", b"last_offence_epoch", "offences", b"offences", "paid", b"paid", "receipts", b"receipts", "refunded", b"refunded", "since_epoch", b"since_epoch", "slashed", b"slashed", "through_epoch", b"through_epoch", "units", b"units", "uptime_epochs", b"uptime_epochs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStandingResponse: _TypeAlias = GetStandingResponse  # noqa: Y015
+
+@_typing.final
 class GetEntryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -98,6 +98,11 @@ class LedgerServiceStub:
                 request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsRequest.SerializeToString,
                 response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsResponse.FromString,
                 _registered_method=True)
+        self.GetStanding = channel.unary_unary(
+                '/mesh.ledger.v1.LedgerService/GetStanding',
+                request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStandingRequest.SerializeToString,
+                response_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStandingResponse.FromString,
+                _registered_method=True)
         self.GetEntry = channel.unary_unary(
                 '/mesh.ledger.v1.LedgerService/GetEntry',
                 request_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetEntryRequest.SerializeToString,
@@ -212,6 +217,17 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStanding(self, request, context):
+        """GetStanding: an account's track record in every final settlement so far
+        (docs/ledger.md §12.5): task receipts and units, uptime epochs, offences
+        and slashes, what it earned and paid in the market. Folded from the
+        settlements' records, so every node gives the same figures up to
+        `through_epoch`. INVALID_ARGUMENT for a bad peer ID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetEntry(self, request, context):
         """GetEntry: one stored entry by the hex of its hash, and whether it has
         taken effect (is canonical in the newest final settlement). NOT_FOUND when
@@ -294,6 +310,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.ListValidators,
                     request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsRequest.FromString,
                     response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsResponse.SerializeToString,
+            ),
+            'GetStanding': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStanding,
+                    request_deserializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStandingRequest.FromString,
+                    response_serializer=mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStandingResponse.SerializeToString,
             ),
             'GetEntry': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEntry,
@@ -634,6 +655,33 @@ class LedgerService:
             '/mesh.ledger.v1.LedgerService/ListValidators',
             mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsRequest.SerializeToString,
             mesh_dot_ledger_dot_v1_dot_ledger__pb2.ListValidatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStanding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.ledger.v1.LedgerService/GetStanding',
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStandingRequest.SerializeToString,
+            mesh_dot_ledger_dot_v1_dot_ledger__pb2.GetStandingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,6 +87,13 @@ class LedgerServiceStub:
     (the one that settles next), and of the one after it, with their weights
     (docs/ledger.md §4.4: from genesis, then elected by bonded stake).
     """
+    GetStanding: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetStandingRequest, _ledger_pb2.GetStandingResponse]
+    """GetStanding: an account's track record in every final settlement so far
+    (docs/ledger.md §12.5): task receipts and units, uptime epochs, offences
+    and slashes, what it earned and paid in the market. Folded from the
+    settlements' records, so every node gives the same figures up to
+    `through_epoch`. INVALID_ARGUMENT for a bad peer ID.
+    """
     GetEntry: _grpc.UnaryUnaryMultiCallable[_ledger_pb2.GetEntryRequest, _ledger_pb2.GetEntryResponse]
     """GetEntry: one stored entry by the hex of its hash, and whether it has
     taken effect (is canonical in the newest final settlement). NOT_FOUND when
@@ -152,6 +159,13 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """ListValidators: the validator set of the epoch after the newest final one
     (the one that settles next), and of the one after it, with their weights
     (docs/ledger.md §4.4: from genesis, then elected by bonded stake).
+    """
+    GetStanding: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetStandingRequest, _ledger_pb2.GetStandingResponse]  # type: ignore[assignment]
+    """GetStanding: an account's track record in every final settlement so far
+    (docs/ledger.md §12.5): task receipts and units, uptime epochs, offences
+    and slashes, what it earned and paid in the market. Folded from the
+    settlements' records, so every node gives the same figures up to
+    `through_epoch`. INVALID_ARGUMENT for a bad peer ID.
     """
     GetEntry: _aio.UnaryUnaryMultiCallable[_ledger_pb2.GetEntryRequest, _ledger_pb2.GetEntryResponse]  # type: ignore[assignment]
     """GetEntry: one stored entry by the hex of its hash, and whether it has
@@ -287,6 +301,19 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListValidators: the validator set of the epoch after the newest final one
         (the one that settles next), and of the one after it, with their weights
         (docs/ledger.md §4.4: from genesis, then elected by bonded stake).
+        """
+
+    @_abc_1.abstractmethod
+    def GetStanding(
+        self,
+        request: _ledger_pb2.GetStandingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_pb2.GetStandingResponse, _abc.Awaitable[_ledger_pb2.GetStandingResponse]]:
+        """GetStanding: an account's track record in every final settlement so far
+        (docs/ledger.md §12.5): task receipts and units, uptime epochs, offences
+        and slashes, what it earned and paid in the market. Folded from the
+        settlements' records, so every node gives the same figures up to
+        `through_epoch`. INVALID_ARGUMENT for a bad peer ID.
         """
 
     @_abc_1.abstractmethod

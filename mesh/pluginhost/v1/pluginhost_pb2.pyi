@@ -324,6 +324,7 @@ class Call(_message.Message):
     REPORT_FAILURE_FIELD_NUMBER: _builtins.int
     CALL_PLUGIN_FIELD_NUMBER: _builtins.int
     PROVIDER_RECORD_FIELD_NUMBER: _builtins.int
+    STANDING_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """Chosen by the plugin, unique among its calls in flight."""
     @_builtins.property
@@ -393,6 +394,12 @@ class Call(_message.Message):
         started, for ranking providers; Result.record.
         """
 
+    @_builtins.property
+    def standing(self) -> Global___StandingRequest:
+        """A peer's track record in every final settlement, the same on every node
+        (docs/ledger.md §12.5); Result.standing. INVALID_ARGUMENT for a bad peer ID.
+        """
+
     def __init__(
         self,
         *,
@@ -411,16 +418,37 @@ class Call(_message.Message):
         report_failure: Global___ReportFailure | None = ...,
         call_plugin: Global___CallPlugin | None = ...,
         provider_record: Global___ProviderRecordRequest | None = ...,
+        standing: Global___StandingRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "standing", b"standing", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "standing", b"standing", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get", "report_failure", "call_plugin", "provider_record"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get", "report_failure", "call_plugin", "provider_record", "standing"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Call: _TypeAlias = Call  # noqa: Y015
+
+@_typing.final
+class StandingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    peer_id: _builtins.str
+    """empty: this node"""
+    def __init__(
+        self,
+        *,
+        peer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["peer_id", b"peer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StandingRequest: _TypeAlias = StandingRequest  # noqa: Y015
 
 @_typing.final
 class CallPlugin(_message.Message):
@@ -1064,6 +1092,7 @@ class Result(_message.Message):
     LEDGER_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
     RECORD_FIELD_NUMBER: _builtins.int
+    STANDING_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     data: _builtins.bytes
     @_builtins.property
@@ -1080,6 +1109,8 @@ class Result(_message.Message):
     def providers(self) -> Global___ProviderList: ...
     @_builtins.property
     def record(self) -> Global___ProviderRecord: ...
+    @_builtins.property
+    def standing(self) -> Global___LedgerStanding: ...
     def __init__(
         self,
         *,
@@ -1091,16 +1122,73 @@ class Result(_message.Message):
         ledger: Global___LedgerState | None = ...,
         providers: Global___ProviderList | None = ...,
         record: Global___ProviderRecord | None = ...,
+        standing: Global___LedgerStanding | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "standing", b"standing", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "standing", b"standing", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["data", "outcome", "peers", "ledger", "providers", "record"]  # noqa: Y015
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["data", "outcome", "peers", "ledger", "providers", "record", "standing"]  # noqa: Y015
     _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
 
 Global___Result: _TypeAlias = Result  # noqa: Y015
+
+@_typing.final
+class LedgerStanding(_message.Message):
+    """As mesh.ledger.v1.GetStandingResponse (amounts: decimal strings of base units)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THROUGH_EPOCH_FIELD_NUMBER: _builtins.int
+    SINCE_EPOCH_FIELD_NUMBER: _builtins.int
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    UPTIME_EPOCHS_FIELD_NUMBER: _builtins.int
+    OFFENCES_FIELD_NUMBER: _builtins.int
+    FAILED_TASKS_FIELD_NUMBER: _builtins.int
+    LAST_OFFENCE_EPOCH_FIELD_NUMBER: _builtins.int
+    SLASHED_FIELD_NUMBER: _builtins.int
+    EARNED_FIELD_NUMBER: _builtins.int
+    PAID_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    through_epoch: _builtins.int
+    """-1: no epoch folded yet"""
+    since_epoch: _builtins.int
+    """-1: never named by a settlement"""
+    receipts: _builtins.int
+    units: _builtins.int
+    uptime_epochs: _builtins.int
+    offences: _builtins.int
+    failed_tasks: _builtins.int
+    last_offence_epoch: _builtins.int
+    slashed: _builtins.str
+    earned: _builtins.str
+    paid: _builtins.str
+    refunded: _builtins.str
+    def __init__(
+        self,
+        *,
+        through_epoch: _builtins.int = ...,
+        since_epoch: _builtins.int = ...,
+        receipts: _builtins.int = ...,
+        units: _builtins.int = ...,
+        uptime_epochs: _builtins.int = ...,
+        offences: _builtins.int = ...,
+        failed_tasks: _builtins.int = ...,
+        last_offence_epoch: _builtins.int = ...,
+        slashed: _builtins.str = ...,
+        earned: _builtins.str = ...,
+        paid: _builtins.str = ...,
+        refunded: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["earned", b"earned", "failed_tasks", b"failed_tasks", "last_offence_epoch", b"last_offence_epoch", "offences", b"offences", "paid", b"paid", "receipts", b"receipts", "refunded", b"refunded", "since_epoch", b"since_epoch", "slashed", b"slashed", "through_epoch", b"through_epoch", "units", b"units", "uptime_epochs", b"uptime_epochs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LedgerStanding: _TypeAlias = LedgerStanding  # noqa: Y015
 
 @_typing.final
 class ProviderRecord(_message.Message):

@@ -71,6 +71,7 @@ from meshd.plugin import (
     Context,
     Event,
     InvalidArgument,
+    LedgerStanding,
     MeshError,
     NotFound,
     Plugin,
@@ -274,9 +275,12 @@ class ComputePlugin(Plugin):
                                   "true/false") from None
         offers, why = await self.offers()
         records = {o.peer_id: self.ctx.provider_record(o.peer_id) for o in offers}
-        fit, left_out = rank(offers, required, {p: success(r) for p, r in records.items()})
-        return json.dumps({"providers": [o.to_json() | {"record": _record_json(records[o.peer_id])}
-                                         for o in fit],
+        standings = {o.peer_id: await self.ctx.ledger.standing(o.peer_id) for o in offers}
+        fit, left_out = rank(offers, required, {p: success(r, standings[p])
+                                                for p, r in records.items()})
+        return json.dumps({"providers": [o.to_json() | {
+            "record": _record_json(records[o.peer_id], standings[o.peer_id]),
+            "standing": _standing_json(standings[o.peer_id])} for o in fit],
                            "excluded": why | left_out}).encode()
 
     async def offers(self) -> tuple[list[Offer], dict[str, str]]:
@@ -307,19 +311,29 @@ class ModuleUnreadable(InvalidArgument):
     """A module named by CID that this node's storage plugin did not hand over."""
 
 
-def success(record: ProviderRecord | None) -> float:
-    """A provider's smoothed success rate here, 0 to 1 (0.5 for one never asked): done
-    over all attempts, a wrong result counting as five failures."""
-    if record is None:
-        return 0.5
-    return (record.done + 1) / (record.done + record.failed + 5 * record.wrong + 2)
+def success(record: ProviderRecord | None, standing: LedgerStanding | None = None) -> float:
+    """A provider's smoothed success rate, 0 to 1 (0.5 for one nobody knows): what it
+    did for this node (``record``) and for the whole network (``standing``: its
+    receipts in the ledger, and its failed tasks there, two verdicts each) over all
+    attempts, a wrong result counting as five failures."""
+    done = (record.done if record else 0) + (standing.receipts if standing else 0)
+    failed = record.failed if record else 0
+    wrong = (record.wrong if record else 0) + (standing.failed_tasks if standing else 0)
+    return (done + 1) / (done + failed + 5 * wrong + 2)
 
 
-def _record_json(record: ProviderRecord | None) -> dict[str, Any]:
+def _record_json(record: ProviderRecord | None, standing: LedgerStanding) -> dict[str, Any]:
+    rate = round(success(record, standing), 3)
     if record is None:
-        return {"done": 0, "failed": 0, "wrong": 0, "first_seen": None, "success": 0.5}
+        return {"done": 0, "failed": 0, "wrong": 0, "first_seen": None, "success": rate}
     return {"done": record.done, "failed": record.failed, "wrong": record.wrong,
-            "first_seen": record.first_seen, "success": round(success(record), 3)}
+            "first_seen": record.first_seen, "success": rate}
+
+
+def _standing_json(standing: LedgerStanding) -> dict[str, Any]:
+    return {"receipts": standing.receipts, "failed_tasks": standing.failed_tasks,
+            "since_epoch": standing.since_epoch, "uptime_epochs": standing.uptime_epochs,
+            "through_epoch": standing.through_epoch}
 
 
 def _request(payload: bytes) -> RunRequest:

@@ -22,7 +22,8 @@
 //   event of another plugin on this node (callPlugin), if it takes it from
 //   plugins, answered as it answers;
 // * event RECORD (a peer ID): what this node saw of that peer running its
-//   tasks (providerRecord) and the base price (readLedger), as JSON.
+//   tasks (providerRecord), its track record in the ledger (standing) and the
+//   base price (readLedger), as JSON.
 //
 // Configure it in meshd.toml (docs/plugins.md, "External plugins"):
 //   [plugins.external.js-hash]
@@ -123,10 +124,11 @@ plugin.on("LOCAL", async (event) => {
 });
 
 plugin.on("RECORD", async (event) => {
-  const [record, ledger] = await Promise.all([plugin.providerRecord(event.data.toString()),
-    plugin.readLedger()]);
+  const peerId = event.data.toString();
+  const [record, ledger, standing] = await Promise.all([plugin.providerRecord(peerId),
+    plugin.readLedger(), plugin.standing(peerId)]);
   return Buffer.from(JSON.stringify({ ...record, base_price: ledger.base_price,
-    spot_check_bps: ledger.spot_check_bps }));
+    spot_check_bps: ledger.spot_check_bps, standing }));
 });
 
 plugin.start().then((welcome) => {

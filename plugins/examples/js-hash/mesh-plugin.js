@@ -160,6 +160,13 @@ class MeshPlugin {
     return this.call({ provider_record: { peer_id: peerId } }).then((result) => result.record);
   }
 
+  // `peerId`'s track record in every final settlement ("": this node), the same
+  // on every node: {through_epoch, since_epoch, receipts, units, uptime_epochs,
+  // offences, failed_tasks, last_offence_epoch, slashed, earned, paid, refunded}.
+  standing(peerId = "") {
+    return this.call({ standing: { peer_id: peerId } }).then((result) => result.standing);
+  }
+
   call(kind) {
     const callId = String(this.nextCallId++);
     return new Promise((resolve, reject) => {

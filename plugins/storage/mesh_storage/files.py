@@ -23,8 +23,9 @@ peers are refused). docs/storage.md gives their JSON:
   refused. READ and LAYOUT are the events other plugins may send.
 * ``STATUS``: a file CID; which live storage nodes hold each piece (HAVE).
 * ``FILES``: the manifests this node keeps (its own files, or all).
-* ``HOLDERS``: the storage nodes the DHT knows, with their subnets and what
-  this node has seen of their audits (reputation.py).
+* ``HOLDERS``: the storage nodes the DHT knows, with their subnets, what
+  this node has seen of their audits (reputation.py) and whether the ledger
+  shows them slashed lately.
 
 ``REMOVE`` (removal.py) is an operator event too.
 """
@@ -68,7 +69,7 @@ from mesh_storage.manifest import (
 )
 from mesh_storage.pieces import CidError, check_piece, digest_hex, piece_cid
 from mesh_storage.placement import Candidate, NotEnoughHolders, place, subnet
-from mesh_storage.reputation import Reputation
+from mesh_storage.reputation import Reputation, SlashedLately
 from meshd.plugin import (
     Context,
     DeadlineExceeded,
@@ -124,6 +125,7 @@ class Files:
         self.deliveries = deliveries
         self.default = Coding(k, n)
         self.reputation = Reputation(ctx.data_dir / "reputation.json")
+        self.slashed_lately = SlashedLately(ctx.ledger)  # the network's view, from the ledger
         # (holder, piece) left unproven by a holder that claims it (audit.py)
         self.containment = Containment(ctx.data_dir / "containment.json")
         self._candidates: tuple[float, list[Candidate]] = (0.0, [])
@@ -168,6 +170,11 @@ class Files:
             self._candidates = (trio.current_time(), known)
         return known
 
+    async def shunned(self, holder: str) -> bool:
+        """Whether ``holder`` gets new pieces only when no other node can take them: it
+        failed this node's audits lately, or the ledger shows it slashed lately."""
+        return self.reputation.shunned(holder) or await self.slashed_lately(holder)
+
     async def holders(self, event: Event) -> bytes:
         connected = set(self.ctx.peers())
         return _json([{"peer_id": c.peer_id, "addrs": list(c.addrs),
@@ -175,7 +182,9 @@ class Files:
                        "latency_ms": round(self.latency[c.peer_id] * 1000, 2)
                        if c.peer_id in self.latency else None,
                        "audits": self.reputation.of(c.peer_id)
-                       | {"contained": self.containment.of(c.peer_id)}}
+                       | {"contained": self.containment.of(c.peer_id),
+                          "shunned": await self.shunned(c.peer_id),
+                          "slashed_lately": await self.slashed_lately(c.peer_id)}}
                       for c in await self.candidates(fresh=True)])
 
     # --- put ----------------------------------------------------------------
@@ -276,7 +285,7 @@ class Files:
             plan = place(candidates, len(todo), uploader=owner, avoid=excluded,
                          preferred=wanted,
                          shunned=[c.peer_id for c in candidates
-                                  if self.reputation.shunned(c.peer_id)])
+                                  if await self.shunned(c.peer_id)])
 
             async def send(index: int, holder: str) -> None:
                 data = f"{cids[index]} {owner} {file}".strip().encode() + b"\n" + pieces[index]

@@ -12,6 +12,12 @@ an offline holder is repaired around, not shunned.
 On disk: ``reputation.json`` in the plugin's data directory, rewritten after
 a failure and at most every SAVE_EVERY seconds after passes, so a restart
 forgets at most a few passes.
+
+A node's own view covers only what it saw. :class:`SlashedLately` adds the
+network's: a holder the ledger shows slashed for a failed task (of any
+plugin: two verdicts on one of its claims) within SLASHED_EPOCHS final
+epochs is shunned by every node, including one that never audited it
+(``ctx.ledger.standing``, docs/ledger.md §12.5).
 """
 
 from __future__ import annotations
@@ -24,11 +30,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from mesh_storage.chunks import write_atomically
+from meshd.plugin import LedgerReader, MeshError
 
 SHUN_FOR = 30 * 24 * 3600.0  # seconds a proven failure keeps a holder last in line
 SAVE_EVERY = 60.0  # seconds between rewrites for passes alone
 KEPT = 100_000  # holders remembered; the least recently heard of go first
+SLASHED_EPOCHS = 720  # final epochs a slash for a failed task shuns a holder (30 days of hours)
+STANDING_FRESH = 60.0  # seconds a holder's standing in the ledger is reused
 
 
 @dataclass
@@ -89,3 +100,27 @@ class Reputation:
         with contextlib.suppress(OSError):  # a full disk loses standing, not the audit
             write_atomically(self._path, data)
         self._saved_at = now
+
+
+class SlashedLately:
+    """Holders the ledger shows slashed for a failed task within SLASHED_EPOCHS."""
+
+    def __init__(self, ledger: LedgerReader) -> None:
+        self._ledger = ledger
+        self._known: dict[str, tuple[float, bool]] = {}  # holder -> (trio clock, slashed)
+
+    async def __call__(self, holder: str) -> bool:
+        now = trio.current_time()
+        known = self._known.get(holder)
+        if known is not None and now - known[0] < STANDING_FRESH:
+            return known[1]
+        try:
+            standing = await self._ledger.standing(holder)
+        except MeshError:  # not a peer ID: nothing the ledger can say
+            return False
+        slashed = standing.failed_tasks > 0 and \
+            standing.through_epoch - standing.last_offence_epoch < SLASHED_EPOCHS
+        if len(self._known) >= KEPT:
+            self._known.clear()
+        self._known[holder] = (now, slashed)
+        return slashed
