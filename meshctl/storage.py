@@ -365,8 +365,8 @@ def holders(client: MeshClient, as_json: bool) -> None:
     """The storage nodes this node finds in the DHT, with the subnet each is in.
 
     AUDITS is what this node has seen of each one's audits: passed/failed
-    (failures it proved, or silence about a piece it claims for 3 epochs in a
-    row); a node that failed lately, or that the ledger shows slashed lately,
+    (failures it proved, or silence about a piece it claims in 3 epochs with
+    no pass between); a node that failed lately, or that the ledger shows slashed lately,
     is SHUNNED: given new pieces only when no other node can take them.
     CONTAINED: pieces it claims but left unproven lately, challenged again
     each epoch.

@@ -25,7 +25,8 @@ probability p, so N audits catch it with probability at least
   holder is slashed (verdicts.py).
 * Silence from a holder that has just said it holds the piece is not
   forgotten: the piece is challenged again each epoch, and left unproven in
-  STRIKES epochs in a row it counts as a provable failure (containment.py).
+  STRIKES epochs with no pass between it counts as a provable failure
+  (containment.py).
 
 ``AUDIT``: a piece CID, a segment index, the segment size, the epoch, the
 bytes of the file the holder is audited for, the file's CID, and the piece's
@@ -330,13 +331,13 @@ class Auditor:
         contained = self.containment.strike(entry, result.epoch, result.reason)
         if contained.strikes < STRIKES:
             return dataclasses.replace(result, reason=(
-                f"{result.reason} (unproven in {contained.strikes} of {STRIKES} epochs in a "
-                "row; it said it holds the piece)"))
+                f"{result.reason} (unproven in {contained.strikes} of {STRIKES} epochs; it "
+                "said it holds the piece)"))
         self.ctx.log.warning("a holder left a piece it claims unproven too long", extra={
             "peer_id": entry.holder, "piece": entry.piece, "epochs": contained.strikes})
         return dataclasses.replace(result, provable=True, reason=(
-            f"said it holds the piece, then left it unproven in {contained.strikes} epochs in "
-            f"a row (last: {result.reason})"))
+            f"said it holds the piece, then left it unproven in {contained.strikes} epochs "
+            f"with no pass between (last: {result.reason})"))
 
 
 def _audit_request(data: bytes) -> tuple[str, int, int, int, int, bytes, int]:

@@ -10,8 +10,8 @@ refusal that proves nothing, such as "dropped at its owner's request" of a
 piece it has just said it holds), this node *contains* that (holder, piece):
 each epoch it asks again, for the same piece, whether or not the beacon
 draws it to audit the file that epoch. A pass releases the holder; a holder
-that says it holds the piece and leaves it unproven in STRIKES epochs in a
-row has failed as provably as one that sent a wrong Merkle path, and is
+that says it holds the piece and leaves it unproven in STRIKES epochs with
+no pass between has failed as provably as one that sent a wrong Merkle path, and is
 judged the same way (its promise's verdict, confirmed by a second node).
 A refusal of this node's Merkle root (what an honest holder answers a
 forged manifest, audit.py) is checked against the piece itself, fetched from
@@ -45,7 +45,7 @@ from typing import Any
 
 from mesh_storage.chunks import write_atomically
 
-STRIKES = 3  # epochs in a row a claimed piece may stay unproven before it counts as lost
+STRIKES = 3  # epochs a claimed piece may stay unproven, with no pass between, before it is lost
 KEPT = 65536  # (holder, piece) contained at once; the oldest go first
 
 
@@ -60,7 +60,7 @@ class Contained:
     size: int  # the piece's bytes
     segment: int  # the file's segment size
     held_bytes: int  # what a pass is paid for
-    strikes: int = 0  # epochs in a row it stayed unproven
+    strikes: int = 0  # epochs it stayed unproven since it was contained
     epoch: int = -1  # of the last strike
     reason: str = ""  # of the last strike
     # The KEEP report another node asked this one to confirm a failure of (JSON,

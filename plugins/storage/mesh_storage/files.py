@@ -111,7 +111,7 @@ class Audit:
     at: float = 0.0  # trio clock
     # A failure the holder itself showed (it said it holds no such piece, or
     # its proof did not check, or it left a piece it claims unproven in
-    # containment.STRIKES epochs in a row), not a moment's silence: evidence for a verdict.
+    # containment.STRIKES epochs), not a moment's silence: evidence for a verdict.
     provable: bool = False
     verdicts: tuple[str, ...] = ()  # failure verdict entries recorded for it (hex)
 

@@ -21,7 +21,7 @@ passes again later makes a new promise, which a new failure breaks.
 
 Silence is evidence only with time: a holder that does not answer may be
 offline or slow, so one unproven challenge is not a verdict. A holder that
-says it holds a piece and leaves it unproven in STRIKES epochs in a row
+says it holds a piece and leaves it unproven in STRIKES epochs with no pass between
 (containment.py) has failed as provably, and is judged the same way; a
 keeper asked to confirm such a failure contains the holder itself and
 writes its verdict after its own STRIKES epochs. A holder never audited
