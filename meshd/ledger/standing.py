@@ -103,6 +103,10 @@ class Standings:
     def __init__(self, path: Path, network_id: str) -> None:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Derived data: a commit lost to a power cut is folded again (the epoch
+        # reached is in the same transaction), so one fsync per checkpoint will do.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         known = self._meta("network")
         if known is not None and known != network_id:  # a data directory reused: start over

@@ -69,6 +69,7 @@ from meshd.plugin import (
     MeshError,
     PeerError,
     TaskReport,
+    Unavailable,
 )
 
 NO_PIECE = "holds no piece"  # the holder's own refusal (answer, below): provable
@@ -290,10 +291,13 @@ class Auditor:
             result = Audit(epoch, holder, False, str(exc), trio.current_time(), provable)
             self.ctx.log.warning("a holder failed an audit", extra={
                 "peer_id": holder, "piece": cid, "segment": index, "error": str(exc)})
-            # Unproven by a holder that answers and claims the piece: a strike. Not
-            # when it cannot be reached (offline), nor when it refused this node's
-            # Merkle root and sends the piece, which then says whose root is wrong.
-            if claimed and not provable and not isinstance(exc, FailedPrecondition):
+            # Unproven by a holder that answers and claims the piece (silence within
+            # the deadline, or a refusal that proves nothing): a strike. Not when the
+            # transport failed (no connection, a stream that broke or failed to
+            # negotiate: as Storj counts them, offline, which under load befalls
+            # honest holders too), nor when it refused this node's Merkle root and
+            # sends the piece, which then says whose root is wrong.
+            if claimed and not provable and not isinstance(exc, FailedPrecondition | Unavailable):
                 entry = Contained(holder, cid, file, root.hex(), size, segment, held_bytes)
                 shown = await self._shown(entry, result) if NOT_THIS_PIECE in str(exc) else None
                 result = self._strike(entry, result) if shown is None else shown

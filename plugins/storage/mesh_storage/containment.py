@@ -5,9 +5,9 @@ A holder that lost a piece it was paid to keep could escape its slash
 once, as an honest holder may be slow or restarting. So, as Storj's
 "containment" does, one unproven challenge is not forgotten. When a holder
 that answers (it said ``HAVE`` yes for the piece, to this node, in the same
-round) then leaves the challenge unproven (a timeout, a stream reset, a
-refusal that proves nothing, such as "dropped at its owner's request" of a
-piece it has just said it holds), this node *contains* that (holder, piece):
+round) then leaves the challenge unproven (no answer within the deadline,
+or a refusal that proves nothing, such as "dropped at its owner's request"
+of a piece it has just said it holds), this node *contains* that (holder, piece):
 each epoch it asks again, for the same piece, whether or not the beacon
 draws it to audit the file that epoch. A pass releases the holder; a holder
 that says it holds the piece and leaves it unproven in STRIKES epochs with
@@ -18,9 +18,13 @@ forged manifest, audit.py) is checked against the piece itself, fetched from
 the holder: sent whole, it shows whose root is wrong and ends the
 containment (the piece is not lost either way); not sent, it is a strike.
 
-A holder that cannot be reached (no connection, no answer to ``HAVE``) is
-offline, not silent: the round neither counts nor releases, and repair and
-uptime rewards deal with the absence. A holder that answers ``HAVE`` no for a
+A holder that cannot be reached (no connection, no answer to ``HAVE``, a
+stream that broke or failed to negotiate) is offline, not silent: the round
+neither counts nor releases, and repair and uptime rewards deal with the
+absence. Transport failures befall honest holders under load, and slashing
+on them would be worse than the hole they leave: a holder that resets the
+stream of every audit goes unpaid and is repaired around, but is not
+slashed. A holder that answers ``HAVE`` no for a
 contained piece stops claiming it: it stays contained (a later claim and
 silence go on counting), but meanwhile it is only unpaid and repaired around,
 not slashed (docs/storage.md §4 names this limit).
