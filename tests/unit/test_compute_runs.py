@@ -172,6 +172,15 @@ def test_among_equals_the_provider_with_the_better_record_here_comes_first() -> 
     assert [o.peer_id for o in fit] == ["good", "new", "bad"]  # whatever their scores
 
 
+def test_among_equal_records_uptime_then_age_in_the_ledger_come_first() -> None:
+    offers = [_offer("new"), _offer("flaky", score=10**9), _offer("steady"),
+              _offer("elder", score=1)]
+    fit, _ = rank(offers, Requirements(), {p.peer_id: 0.9 for p in offers},
+                  uptime={"flaky": 0.3, "steady": 0.9, "elder": 0.9, "new": 0.5},
+                  age={"steady": 10, "elder": 700, "new": 0})
+    assert [o.peer_id for o in fit] == ["elder", "steady", "new", "flaky"]
+
+
 def test_meshctl_without_the_compute_package_says_what_to_install() -> None:
     hide = ("import sys; sys.modules['mesh_compute'] = None; "
             "sys.modules['mesh_compute.runs'] = None; from meshctl.main import main; "

@@ -122,12 +122,16 @@ def offer_from_json(peer_id: str, data: Mapping[str, Any]) -> Offer:
 
 
 def rank(offers: Iterable[Offer], required: Requirements,
-         success: Mapping[str, float] | None = None) -> tuple[list[Offer], dict[str, str]]:
+         success: Mapping[str, float] | None = None, *,
+         uptime: Mapping[str, float] | None = None,
+         age: Mapping[str, int] | None = None) -> tuple[list[Offer], dict[str, str]]:
     """The offers that meet ``required``: the least busy per core first, then the
-    cheapest, then those with the best record here (``success``: peer -> success
-    rate, 0.5 for one never asked, by tenths), then the fastest; and, for each
-    left out, why."""
-    rates = success or {}
+    cheapest, then those with the best record (``success``: peer -> success rate,
+    0.5 for one nobody knows, by tenths), then the best uptime (``uptime``: the
+    share of its epochs in the ledger its uptime earned, by tenths, 0.5 unknown),
+    then the longest in the network (``age``: epochs since its first settlement,
+    by doublings), then the fastest; and, for each left out, why."""
+    rates, uptimes, ages = success or {}, uptime or {}, age or {}
     fit, why = [], {}
     for offer in offers:
         problem = required.problem(offer)
@@ -136,7 +140,9 @@ def rank(offers: Iterable[Offer], required: Requirements,
         else:
             why[offer.peer_id] = problem
     fit.sort(key=lambda o: (o.busy / max(1, o.cores), o.quote(required.fuel),
-                            -round(rates.get(o.peer_id, 0.5), 1), -o.score, o.peer_id))
+                            -round(rates.get(o.peer_id, 0.5), 1),
+                            -round(uptimes.get(o.peer_id, 0.5), 1),
+                            -max(0, ages.get(o.peer_id, 0)).bit_length(), -o.score, o.peer_id))
     return fit, why
 
 

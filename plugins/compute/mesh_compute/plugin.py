@@ -277,7 +277,9 @@ class ComputePlugin(Plugin):
         records = {o.peer_id: self.ctx.provider_record(o.peer_id) for o in offers}
         standings = {o.peer_id: await self.ctx.ledger.standing(o.peer_id) for o in offers}
         fit, left_out = rank(offers, required, {p: success(r, standings[p])
-                                                for p, r in records.items()})
+                                                for p, r in records.items()},
+                             uptime={p: uptime(s) for p, s in standings.items()},
+                             age={p: age(s) for p, s in standings.items()})
         return json.dumps({"providers": [o.to_json() | {
             "record": _record_json(records[o.peer_id], standings[o.peer_id]),
             "standing": _standing_json(standings[o.peer_id])} for o in fit],
@@ -320,6 +322,19 @@ def success(record: ProviderRecord | None, standing: LedgerStanding | None = Non
     failed = record.failed if record else 0
     wrong = (record.wrong if record else 0) + (standing.failed_tasks if standing else 0)
     return (done + 1) / (done + failed + 5 * wrong + 2)
+
+
+def age(standing: LedgerStanding) -> int:
+    """Final epochs since the ledger first named the provider (0: never)."""
+    if standing.since_epoch < 0:
+        return 0
+    return standing.through_epoch - standing.since_epoch + 1
+
+
+def uptime(standing: LedgerStanding) -> float:
+    """The share of the provider's epochs in the ledger its uptime earned (0.5: none yet)."""
+    epochs = age(standing)
+    return min(1.0, standing.uptime_epochs / epochs) if epochs else 0.5
 
 
 def _record_json(record: ProviderRecord | None, standing: LedgerStanding) -> dict[str, Any]:
