@@ -202,13 +202,24 @@ class StandingIndexer:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
         task_status.started()
+        waited = self._standings.through
         while True:
-            epoch = self._standings.through + 1
-            await self._ledger.next_final(epoch - 1)
-            while epoch <= self._ledger.final_epoch:
-                # An old epoch is recomputed from the nearest state at hand: one
-                # settlement each when they come in order, as here.
-                settled = await trio.to_thread.run_sync(self._ledger.settled_at, epoch)
-                assert settled is not None, "final epochs are kept"
-                await trio.to_thread.run_sync(self._standings.add_epoch, epoch, settled.record)
-                epoch += 1
+            await self._ledger.next_final(waited)
+            waited = self._ledger.final_epoch
+            try:
+                await self._catch_up()
+            except Exception as exc:  # derived data: it must never stop the node
+                log.error("the standing index could not fold an epoch; it tries again at the "
+                          "next final one", exc_info=exc,
+                          extra={"epoch": self._standings.through + 1})
+
+    async def _catch_up(self) -> None:
+        epoch = self._standings.through + 1
+        while epoch <= self._ledger.final_epoch:
+            # An old epoch is recomputed from the nearest state at hand: one
+            # settlement each when they come in order, as here.
+            settled = await trio.to_thread.run_sync(self._ledger.settled_at, epoch)
+            if settled is None:
+                raise LookupError(f"the settlement of epoch {epoch} is not at hand")
+            await trio.to_thread.run_sync(self._standings.add_epoch, epoch, settled.record)
+            epoch += 1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import trio
 
 from meshcore.ledger import accounts
 from meshcore.ledger.record import (
@@ -17,7 +19,8 @@ from meshcore.ledger.record import (
     RewardLine,
     Slash,
 )
-from meshd.ledger.standing import Figures, Standings, fold
+from meshd.ledger.standing import Figures, StandingIndexer, Standings, fold
+from meshd.testing import eventually
 
 PROVIDER, REQUESTER = bytes([1]) * 32, bytes([2]) * 32
 
@@ -95,3 +98,48 @@ def test_a_failed_write_folds_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def _fail(key: str, value: str) -> None:
     raise sqlite3.OperationalError("disk I/O error")
+
+
+class _Ledger:
+    """What StandingIndexer reads of a Ledger: epochs made final by hand, one of them
+    (epoch 1, once) not at hand, as after a data directory was restored."""
+
+    def __init__(self, standings: Standings) -> None:
+        self.standings = standings
+        self.final_epoch = -1
+        self._finality = trio.Event()
+        self.missing = {1}
+
+    async def next_final(self, after: int) -> int:
+        while self.final_epoch <= after:
+            await self._finality.wait()
+        return self.final_epoch
+
+    def finalize(self, epoch: int) -> None:
+        self.final_epoch = epoch
+        self._finality.set()
+        self._finality = trio.Event()
+
+    def settled_at(self, epoch: int) -> SimpleNamespace:
+        if epoch in self.missing:
+            self.missing.discard(epoch)
+            raise RuntimeError("the archive was cut back")
+        return SimpleNamespace(record=record(epoch, receipts=1))
+
+
+async def test_the_indexer_follows_final_epochs_and_outlives_a_failure(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    standings = Standings(tmp_path / "standing.sqlite", "net")
+    ledger = _Ledger(standings)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(StandingIndexer(ledger).run)  # type: ignore[arg-type]
+        ledger.finalize(0)
+        await eventually(lambda: standings.through == 0, timeout=10, what="epoch 0 folded")
+        ledger.finalize(1)  # not at hand: logged, and tried again at the next one
+        await eventually(lambda: "could not fold an epoch" in caplog.text, timeout=10,
+                         what="the failure logged")
+        assert standings.through == 0
+        ledger.finalize(2)
+        await eventually(lambda: standings.through == 2, timeout=10, what="epochs 1, 2")
+        nursery.cancel_scope.cancel()
+    assert standings.of(accounts.peer_id_of(PROVIDER)).receipts == 3
