@@ -16,6 +16,7 @@ from meshcore.ledger.entry import Verified
 from meshd import errors
 from meshd.ledger import queries
 from meshd.ledger.ledger import Ledger
+from meshd.ledger.standing import wire_fields
 from meshd.rpc.bridge import TrioBridge
 from meshd.rpc.status import server_stream, unary
 
@@ -150,12 +151,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def GetStanding(self, request: ledger_pb2.GetStandingRequest,
                           context: Context) -> ledger_pb2.GetStandingResponse:
         s = await unary(context, self._bridge, self._ledger.standing, request.account)
-        return ledger_pb2.GetStandingResponse(
-            account=s.peer_id, through_epoch=s.through_epoch, since_epoch=s.since_epoch,
-            receipts=s.receipts, units=s.units, uptime_epochs=s.uptime_epochs,
-            offences=s.offences, failed_tasks=s.failed_tasks,
-            last_offence_epoch=s.last_offence_epoch, slashed=str(s.slashed),
-            earned=str(s.earned), paid=str(s.paid), refunded=str(s.refunded))
+        return ledger_pb2.GetStandingResponse(account=s.peer_id, **wire_fields(s))
 
     async def GetTokenInfo(self, request: ledger_pb2.GetTokenInfoRequest,
                            context: Context) -> ledger_pb2.GetTokenInfoResponse:

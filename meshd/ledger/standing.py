@@ -26,10 +26,10 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import trio
 
@@ -66,13 +66,14 @@ class Figures:
     refunded: int = 0
 
 
-def fold(figures: dict[bytes, Figures], epoch: int, record: Record) -> dict[bytes, Figures]:
-    """``figures`` of the accounts ``record`` (the settlement of ``epoch``) names, after
-    it: a new dict of those accounts only."""
+def fold(known_figures: Callable[[bytes], Figures | None], epoch: int,
+         record: Record) -> dict[bytes, Figures]:
+    """The figures of the accounts ``record`` (the settlement of ``epoch``) names, after
+    it, from what ``known_figures`` gives for each before it: those accounts only."""
     out: dict[bytes, Figures] = {}
 
     def add(account: bytes, **more: int) -> None:
-        known = out.get(account) or figures.get(account) or Figures()
+        known = out.get(account) or known_figures(account) or Figures()
         changed = {name: getattr(known, name) + value for name, value in more.items()}
         if known.since_epoch < 0:
             changed["since_epoch"] = epoch
@@ -130,9 +131,7 @@ class Standings:
         with self._lock:
             if epoch != self.through + 1:
                 return
-            touched = set(_accounts(record))
-            before = {a: f for a in touched if (f := self._figures(a)) is not None}
-            after = fold(before, epoch, record)
+            after = fold(self._figures, epoch, record)
             with self._transaction():
                 self._db.executemany(
                     "INSERT INTO standing (account, figures) VALUES (?, ?) ON CONFLICT(account)"
@@ -157,8 +156,7 @@ class Standings:
         if row is None:
             return None
         data = json.loads(row[0])
-        return Figures(**{f.name: int(data.get(f.name, getattr(Figures(), f.name)))
-                          for f in fields(Figures)})
+        return Figures(**{f.name: int(data[f.name]) for f in fields(Figures) if f.name in data})
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -179,16 +177,32 @@ class Standings:
         self._db.execute("COMMIT")
 
 
-def _accounts(record: Record) -> Iterator[bytes]:
-    for line in record.lines:
-        yield line.account
-    for slash in record.slashes:
-        yield slash.offender
-    for payment in record.payments:
-        yield payment.provider
-        yield payment.requester
-    for refund in record.refunds:
-        yield refund.requester
+class WireStanding(TypedDict):
+    """A standing's fields as the API's messages carry them."""
+
+    through_epoch: int
+    since_epoch: int
+    receipts: int
+    units: int
+    uptime_epochs: int
+    offences: int
+    failed_tasks: int
+    last_offence_epoch: int
+    slashed: str
+    earned: str
+    paid: str
+    refunded: str
+
+
+def wire_fields(s: LedgerStanding) -> WireStanding:
+    """``s`` as the API's messages carry it (``GetStandingResponse``, the plugin host's
+    ``LedgerStanding``): amounts as decimal strings, which may pass 64 bits."""
+    return WireStanding(
+        through_epoch=s.through_epoch, since_epoch=s.since_epoch, receipts=s.receipts,
+        units=s.units, uptime_epochs=s.uptime_epochs, offences=s.offences,
+        failed_tasks=s.failed_tasks, last_offence_epoch=s.last_offence_epoch,
+        slashed=str(s.slashed), earned=str(s.earned), paid=str(s.paid),
+        refunded=str(s.refunded))
 
 
 class StandingIndexer:

@@ -36,6 +36,7 @@ from mesh.pluginhost.v1 import pluginhost_pb2
 from meshcore.genesis import RequiredPlugin
 from meshd import errors
 from meshd.config import ExternalCommand
+from meshd.ledger.standing import wire_fields
 from meshd.p2p.dht import DEFAULT_PROVIDERS
 from meshd.plugin.api import (
     Context,
@@ -267,13 +268,8 @@ class Session:
                                        done=record.done, failed=record.failed,
                                        wrong=record.wrong))
         elif kind == "standing":
-            st = await ctx.ledger.standing(call.standing.peer_id)
-            result.standing.CopyFrom(pluginhost_pb2.LedgerStanding(
-                through_epoch=st.through_epoch, since_epoch=st.since_epoch,
-                receipts=st.receipts, units=st.units, uptime_epochs=st.uptime_epochs,
-                offences=st.offences, failed_tasks=st.failed_tasks,
-                last_offence_epoch=st.last_offence_epoch, slashed=str(st.slashed),
-                earned=str(st.earned), paid=str(st.paid), refunded=str(st.refunded)))
+            standing = await ctx.ledger.standing(call.standing.peer_id)
+            result.standing.CopyFrom(pluginhost_pb2.LedgerStanding(**wire_fields(standing)))
         elif kind == "dht_provide":
             await ctx.dht.provide(call.dht_provide.key)
         elif kind == "dht_find_providers":

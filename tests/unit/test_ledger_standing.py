@@ -41,18 +41,18 @@ def record(epoch: int, *, receipts: int = 0, slashed: bool = False,
 
 
 def test_a_record_folds_into_each_account_it_names() -> None:
-    after = fold({}, 3, record(3, receipts=3, paid=20))
+    after = fold({}.get, 3, record(3, receipts=3, paid=20))
     assert after[PROVIDER] == Figures(since_epoch=3, receipts=3, units=30, uptime_epochs=1,
                                       earned=18)
     assert after[REQUESTER] == Figures(since_epoch=3, paid=20, refunded=7)
-    again = fold(after, 4, record(4, slashed=True))
+    again = fold(after.get, 4, record(4, slashed=True))
     assert again[PROVIDER] == Figures(since_epoch=3, receipts=3, units=30, uptime_epochs=2,
                                       offences=1, failed_tasks=1, last_offence_epoch=4,
                                       slashed=100, earned=18)
     assert REQUESTER not in again  # only the accounts the record names
     # A line without points (an attestation that counted for nothing) is no uptime.
     idle = Record(5, 100, lines=(RewardLine("uptime", PROVIDER, 0, 0, "uptime.too_few"),))
-    assert fold(again, 5, idle) == {}
+    assert fold(again.get, 5, idle) == {}
 
 
 def test_standings_fold_each_epoch_once_in_order_and_keep_them(tmp_path: Path) -> None:

@@ -177,15 +177,19 @@ class Files:
 
     async def holders(self, event: Event) -> bytes:
         connected = set(self.ctx.peers())
-        return _json([{"peer_id": c.peer_id, "addrs": list(c.addrs),
-                       "subnet": subnet(c.addrs, c.peer_id), "connected": c.peer_id in connected,
-                       "latency_ms": round(self.latency[c.peer_id] * 1000, 2)
-                       if c.peer_id in self.latency else None,
-                       "audits": self.reputation.of(c.peer_id)
-                       | {"contained": self.containment.of(c.peer_id),
-                          "shunned": await self.shunned(c.peer_id),
-                          "slashed_lately": await self.slashed_lately(c.peer_id)}}
-                      for c in await self.candidates(fresh=True)])
+        shown = []
+        for c in await self.candidates(fresh=True):
+            audits = self.reputation.of(c.peer_id)
+            slashed = await self.slashed_lately(c.peer_id)
+            shown.append({"peer_id": c.peer_id, "addrs": list(c.addrs),
+                          "subnet": subnet(c.addrs, c.peer_id),
+                          "connected": c.peer_id in connected,
+                          "latency_ms": round(self.latency[c.peer_id] * 1000, 2)
+                          if c.peer_id in self.latency else None,
+                          "audits": audits | {"contained": self.containment.of(c.peer_id),
+                                              "shunned": audits["shunned"] or slashed,
+                                              "slashed_lately": slashed}})
+        return _json(shown)
 
     # --- put ----------------------------------------------------------------
 
