@@ -57,6 +57,7 @@ from meshd.plugin_host.context import TaskServices
 from meshd.plugin_host.external import select_external
 from meshd.plugin_host.loader import PluginSetupError
 from meshd.plugin_host.runtime import PluginRuntime, plugin_settings
+from meshd.plugin_host.signing import PluginSigner
 from meshd.plugin_host.supervisor import Backoff
 from meshd.rpc.bridge import open_trio_bridge
 from meshd.tasks.notes import ReceiptNotes
@@ -137,7 +138,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     selected, host, ledger, genesis.network_id, data_dir,
                     plugin_settings(genesis.plugins, config.plugins.settings),
                     Backoff(maximum=config.plugins.restart_backoff_max),
-                    init_timeout=config.plugins.init_timeout)
+                    init_timeout=config.plugins.init_timeout,
+                    signer=PluginSigner(seed, genesis.network_id))
                 provider = TaskProvider(host, ledger, runtime, config.tasks.capabilities,
                                         config.tasks.max_concurrent)
                 router = TaskRouter(host, ledger, runtime, (p.name for p in genesis.plugins))

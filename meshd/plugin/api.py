@@ -391,6 +391,23 @@ class Context(Protocol):
             errors.FailedPrecondition: the plugin earns no receipts here.
         """
 
+    def sign(self, data: bytes) -> bytes:
+        """This node's signature (Ed25519, 64 bytes, by the key its peer ID names)
+        over ``data`` as a statement of this plugin on this network: any node's
+        ``verify`` checks it without asking this node. Statements of another
+        plugin or network, ledger entries and task claims are signed over other
+        messages, so a plugin may sign whatever its peers send (docs/plugins.md,
+        "Signed statements")."""
+
+    def verify(self, peer_id: str, data: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is ``peer_id``'s node's :meth:`sign` of ``data`` by
+        this plugin on this network.
+
+        Raises:
+            errors.InvalidArgument: ``peer_id`` is not a peer ID of this network
+                (an Ed25519 key's).
+        """
+
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
         """Run ``fn`` in the background for as long as this start of the plugin lives."""
 

@@ -43,6 +43,7 @@ from meshd.plugin.api import (
     check_name,
 )
 from meshd.plugin_host.plugin_dht import PluginDhtView
+from meshd.plugin_host.signing import PluginSigner
 
 EVENT_PROTOCOL = "plugin-event"
 BEACON_DOMAIN = b"mesh/beacon/v1\x00"  # ctx.ledger.beacon: H(domain, epoch, value, root)
@@ -197,7 +198,8 @@ class PluginContext:
                  submit: SubmitTask | None, report: ReportTask | None = None,
                  fail: ReportFailure | None = None, check: CheckReport | None = None,
                  record: Callable[[str], ProviderRecord | None] | None = None,
-                 call_here: CallHere | None = None) -> None:
+                 call_here: CallHere | None = None,
+                 signer: PluginSigner | None = None) -> None:
         self.name = name
         self.version = version  # an external plugin's is the one it registers
         self.summary = ""  # likewise
@@ -219,6 +221,7 @@ class PluginContext:
         self._check = check
         self._record = record
         self._call_here = call_here
+        self._signer = signer
         self._requests = trio.CapacityLimiter(MAX_REQUESTS_IN_FLIGHT)
         self.serving = trio.CapacityLimiter(MAX_CONCURRENT_EVENTS)
         self._publish_bucket = _Bucket(PUBLISH_RATE, PUBLISH_BURST)
@@ -375,6 +378,16 @@ class PluginContext:
         if self._check is None:
             raise errors.FailedPrecondition("this node does not run the task router")
         self._check(self.name, report)
+
+    def sign(self, data: bytes) -> bytes:
+        if self._signer is None:
+            raise errors.FailedPrecondition("this node's plugin host signs no statements")
+        return self._signer.sign(self.name, data)
+
+    def verify(self, peer_id: str, data: bytes, signature: bytes) -> bool:
+        if self._signer is None:
+            raise errors.FailedPrecondition("this node's plugin host checks no statements")
+        return self._signer.verify(self.name, peer_id, data, signature)
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str = "") -> None:
         self.nursery.start_soon(fn, name=name or f"plugin {self.name}")

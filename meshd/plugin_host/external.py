@@ -270,6 +270,11 @@ class Session:
         elif kind == "standing":
             standing = await ctx.ledger.standing(call.standing.peer_id)
             result.standing.CopyFrom(pluginhost_pb2.LedgerStanding(**wire_fields(standing)))
+        elif kind == "sign":
+            result.data = ctx.sign(call.sign.data)
+        elif kind == "verify":
+            v = call.verify
+            result.verified = ctx.verify(v.peer_id, v.data, v.signature)
         elif kind == "dht_provide":
             await ctx.dht.provide(call.dht_provide.key)
         elif kind == "dht_find_providers":

@@ -37,6 +37,7 @@ from meshd.plugin_host.context import (
     TaskServices,
 )
 from meshd.plugin_host.loader import Selected
+from meshd.plugin_host.signing import PluginSigner
 from meshd.plugin_host.supervisor import BACKOFF, RUNNING, Backoff, Health, supervise
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class PluginRuntime:
 
     def __init__(self, selected: Sequence[Selected], host: P2PHost, ledger: Ledger,
                  network_id: str, data_dir: Path, settings: dict[str, dict[str, Any]],
-                 backoff: Backoff | None = None, init_timeout: float = INIT_TIMEOUT) -> None:
+                 backoff: Backoff | None = None, init_timeout: float = INIT_TIMEOUT,
+                 signer: PluginSigner | None = None) -> None:
         self._plugins = {s.name: HostedPlugin(s) for s in selected}
         self._host = host
         self._ledger = ledger
@@ -105,6 +107,7 @@ class PluginRuntime:
         self._backoff = backoff or Backoff()
         self._init_timeout = init_timeout
         self._tasks = TaskServices()
+        self._signer = signer  # ctx.sign and ctx.verify (None: refused)
 
     async def run(self, tasks: TaskServices | None = None, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -147,7 +150,8 @@ class PluginRuntime:
                     config=self._settings.get(name, {}), counters=hosted.counters,
                     nursery=nursery, submit=self._tasks.submit,
                     report=self._tasks.report, fail=self._tasks.fail, check=self._tasks.check,
-                    record=self._tasks.record, call_here=self._call_here)
+                    record=self._tasks.record, call_here=self._call_here,
+                    signer=self._signer)
                 try:
                     with trio.fail_after(self._init_timeout):
                         await plugin.init(ctx)

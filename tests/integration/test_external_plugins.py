@@ -88,9 +88,9 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             assert info.kind == plugins_pb2.PLUGIN_KIND_EXTERNAL
             assert (info.version, info.required) == ("1.0.0", True)
             assert info.summary == "SHA-256 tasks and an ECHO event, in JavaScript"
-            assert list(info.events) == ["ASK_HASH", "DHT_GET", "DHT_PUT", "ECHO",
+            assert list(info.events) == ["ASK_HASH", "CHECK", "DHT_GET", "DHT_PUT", "ECHO",
                                          "FAIL_HASH", "HASH", "LOCAL", "PEERS", "RECORD",
-                                         "REPORTED"]
+                                         "REPORTED", "SIGN"]
             assert list(info.task_kinds) == ["SHA256"]
             assert info.pid > 0
             # An event to b's plugin, and one to a's own that calls back into meshd.
@@ -135,6 +135,25 @@ async def test_a_javascript_plugin_serves_tasks_events_and_calls_back_into_meshd
             with pytest.raises(grpc.RpcError) as foreign:
                 await call_plugin(b.api.socket, "LOCAL", b"echo\nCALLER\nx", a.peer_id)
             assert "LOCAL is for this node's operator" in str(foreign.value.details())
+            # A statement a's plugin signs (ctx.sign), checked by b's (ctx.verify)
+            # without asking a; data that is not what a signed, or another
+            # signer, does not check, and a bad peer ID is named.
+            statement = bytes(range(256))  # not text: the bytes are what is signed
+            signature = await call_plugin(a.api.socket, "SIGN", statement)
+            assert len(bytes.fromhex(signature.decode())) == 64
+
+            async def check(signer: str, sig: bytes, data: bytes) -> bytes:
+                return await call_plugin(b.api.socket, "CHECK",
+                                         signer.encode() + b"\n" + sig + b"\n" + data)
+
+            assert await check(a.peer_id, signature, statement) == b"1"
+            assert await check(a.peer_id, signature, statement[:-1]) == b"0"
+            assert await check(b.peer_id, signature, statement) == b"0"
+            assert await check(a.peer_id, b"00" * 64, statement) == b"0"
+            with pytest.raises(grpc.RpcError) as bad_peer:
+                await check("not-a-peer", signature, statement)
+            assert bad_peer.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "is not base58" in str(bad_peer.value.details())
             # b hashes for a in an event and reports it; a's plugin accepts
             # (it asked b for that digest), and a records the receipt.
             digest = await call_plugin(a.api.socket, "ASK_HASH",

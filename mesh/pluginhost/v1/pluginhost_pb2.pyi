@@ -325,6 +325,8 @@ class Call(_message.Message):
     CALL_PLUGIN_FIELD_NUMBER: _builtins.int
     PROVIDER_RECORD_FIELD_NUMBER: _builtins.int
     STANDING_FIELD_NUMBER: _builtins.int
+    SIGN_FIELD_NUMBER: _builtins.int
+    VERIFY_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """Chosen by the plugin, unique among its calls in flight."""
     @_builtins.property
@@ -400,6 +402,18 @@ class Call(_message.Message):
         (docs/ledger.md §12.5); Result.standing. INVALID_ARGUMENT for a bad peer ID.
         """
 
+    @_builtins.property
+    def sign(self) -> Global___Sign:
+        """This node's signature over data as a statement of this plugin
+        (docs/plugins.md, "Signed statements"); Result.data, 64 bytes.
+        """
+
+    @_builtins.property
+    def verify(self) -> Global___Verify:
+        """Whether a signature is a node's statement of this plugin; Result.verified.
+        INVALID_ARGUMENT for a bad peer ID.
+        """
+
     def __init__(
         self,
         *,
@@ -419,16 +433,62 @@ class Call(_message.Message):
         call_plugin: Global___CallPlugin | None = ...,
         provider_record: Global___ProviderRecordRequest | None = ...,
         standing: Global___StandingRequest | None = ...,
+        sign: Global___Sign | None = ...,
+        verify: Global___Verify | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "standing", b"standing", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "sign", b"sign", "standing", b"standing", "submit_task", b"submit_task", "subscribe", b"subscribe", "verify", b"verify"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "standing", b"standing", "submit_task", b"submit_task", "subscribe", b"subscribe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "call_plugin", b"call_plugin", "dht_find_providers", b"dht_find_providers", "dht_get", b"dht_get", "dht_provide", b"dht_provide", "dht_put", b"dht_put", "kind", b"kind", "list_peers", b"list_peers", "provider_record", b"provider_record", "publish", b"publish", "read_ledger", b"read_ledger", "report_failure", b"report_failure", "report_task", b"report_task", "request", b"request", "sign", b"sign", "standing", b"standing", "submit_task", b"submit_task", "subscribe", b"subscribe", "verify", b"verify"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get", "report_failure", "call_plugin", "provider_record", "standing"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["request", "publish", "subscribe", "submit_task", "list_peers", "read_ledger", "report_task", "dht_provide", "dht_find_providers", "dht_put", "dht_get", "report_failure", "call_plugin", "provider_record", "standing", "sign", "verify"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Call: _TypeAlias = Call  # noqa: Y015
+
+@_typing.final
+class Sign(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Sign: _TypeAlias = Sign  # noqa: Y015
+
+@_typing.final
+class Verify(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    peer_id: _builtins.str
+    data: _builtins.bytes
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        peer_id: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "peer_id", b"peer_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Verify: _TypeAlias = Verify  # noqa: Y015
 
 @_typing.final
 class StandingRequest(_message.Message):
@@ -1093,8 +1153,10 @@ class Result(_message.Message):
     PROVIDERS_FIELD_NUMBER: _builtins.int
     RECORD_FIELD_NUMBER: _builtins.int
     STANDING_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     data: _builtins.bytes
+    verified: _builtins.bool
     @_builtins.property
     def error(self) -> Global___Error:
         """Unset when the call succeeded."""
@@ -1123,12 +1185,13 @@ class Result(_message.Message):
         providers: Global___ProviderList | None = ...,
         record: Global___ProviderRecord | None = ...,
         standing: Global___LedgerStanding | None = ...,
+        verified: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "standing", b"standing", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "standing", b"standing", "value", b"value", "verified", b"verified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "standing", b"standing", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "data", b"data", "error", b"error", "ledger", b"ledger", "outcome", b"outcome", "peers", b"peers", "providers", b"providers", "record", b"record", "standing", b"standing", "value", b"value", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["data", "outcome", "peers", "ledger", "providers", "record", "standing"]  # noqa: Y015
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["data", "outcome", "peers", "ledger", "providers", "record", "standing", "verified"]  # noqa: Y015
     _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
 

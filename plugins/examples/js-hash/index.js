@@ -23,7 +23,11 @@
 //   plugins, answered as it answers;
 // * event RECORD (a peer ID): what this node saw of that peer running its
 //   tasks (providerRecord), its track record in the ledger (standing) and the
-//   base price (readLedger), as JSON.
+//   base price (readLedger), as JSON;
+// * event SIGN (this node's operator only): this node's signature over the
+//   data as a statement of js-hash (sign), in hex;
+// * event CHECK ("<peer ID>\n<signature hex>\n<data>"): "1" if the signature
+//   is that node's statement of the data (verify), else "0".
 //
 // Configure it in meshd.toml (docs/plugins.md, "External plugins"):
 //   [plugins.external.js-hash]
@@ -129,6 +133,21 @@ plugin.on("RECORD", async (event) => {
     plugin.readLedger(), plugin.standing(peerId)]);
   return Buffer.from(JSON.stringify({ ...record, base_price: ledger.base_price,
     spot_check_bps: ledger.spot_check_bps, standing }));
+});
+
+plugin.on("SIGN", async (event) => {
+  if (event.peer !== plugin.welcome.peer_id) throw new Error("SIGN is for this node's operator");
+  return Buffer.from((await plugin.sign(event.data)).toString("hex"));
+});
+
+plugin.on("CHECK", async (event) => {
+  const first = event.data.indexOf(10);
+  const second = event.data.indexOf(10, first + 1);
+  if (first < 0 || second < 0) throw new Error("CHECK takes '<peer ID>\\n<signature hex>\\n<data>'");
+  const peer = event.data.subarray(0, first).toString();
+  const signature = Buffer.from(event.data.subarray(first + 1, second).toString(), "hex");
+  const verified = await plugin.verify(peer, event.data.subarray(second + 1), signature);
+  return Buffer.from(verified ? "1" : "0");
 });
 
 plugin.start().then((welcome) => {

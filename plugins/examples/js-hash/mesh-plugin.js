@@ -167,6 +167,18 @@ class MeshPlugin {
     return this.call({ standing: { peer_id: peerId } }).then((result) => result.standing);
   }
 
+  // This node's signature (a 64-byte Buffer) over `data` as a statement of this
+  // plugin, which any node's verify() checks without asking this one.
+  sign(data) {
+    return this.call({ sign: { data } }).then((result) => result.data);
+  }
+
+  // Whether `signature` is `peerId`'s node's sign(data) for this plugin.
+  verify(peerId, data, signature) {
+    return this.call({ verify: { peer_id: peerId, data, signature } })
+      .then((result) => result.verified === true);
+  }
+
   call(kind) {
     const callId = String(this.nextCallId++);
     return new Promise((resolve, reject) => {
