@@ -20,7 +20,7 @@ def test_the_required_storage_plugin_runs_and_is_listed(node: Callable[..., Mesh
         "AUDIT", "AUDIT_FILE", "CONFIRM_AUDIT", "DROP_FILE", "FETCH_MANIFEST", "FETCH_PIECE",
         "FILES", "GET_MANIFEST", "GET_STRIPE", "HAVE", "HOLDERS", "HOLD_MANIFEST",
         "HOLD_PIECE", "LAYOUT", "PROMISE", "PUT_MANIFEST", "PUT_STRIPE", "READ", "REMOVE",
-        "RETRIEVE_FILE", "STATUS", "STORE_FILE", "VERIFY_STORAGE"]
+        "REMOVED", "RETRIEVE_FILE", "STATUS", "STORE_FILE", "VERIFY_STORAGE"]
     assert storage["version"] == "1.0.0" and storage["restarts"] == 0
     assert storage["started_at"].endswith("Z")
     info = n1.ctl("plugins", "info", "storage").stdout

@@ -19,12 +19,12 @@ from mesh_storage.manifest import PIECE, Manifest, Stripe
 from mesh_storage.pieces import digest_hex
 from mesh_storage.plugin import StoragePlugin
 from mesh_storage.promises import PromiseStore, report_json
-from mesh_storage.verdicts import CONFIRM
+from mesh_storage.verdicts import CONFIRM, piece_of
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshcore.ledger import accounts
 from meshcore.ledger.evidence_rules import parse_claim
-from meshd.plugin import Event, InvalidArgument, MeshError
+from meshd.plugin import Event, InvalidArgument, MeshError, Unavailable
 from meshd.testing import Node, eventually, open_network, plugin_under_test
 from tests.integration.test_plugins import Instances
 from tests.integration.test_task_reports import bonded, bonded_of, stake
@@ -289,6 +289,79 @@ async def test_a_holder_silent_about_a_piece_it_claims_is_contained_then_slashed
                 await spare_node.call("storage", "HOLDERS", b"", timeout=60))}
             assert seen[liar.ctx.peer_id]["slashed_lately"], seen[liar.ctx.peer_id]
             assert seen[liar.ctx.peer_id]["shunned"] and seen[liar.ctx.peer_id]["failed"] == 0
+
+
+async def test_a_holder_that_denies_a_piece_it_claimed_is_slashed_unless_the_owner_removed_it(
+        tmp_path: Path) -> None:
+    """Storj counts "not found" as a failed audit: a holder that says it no longer
+    holds a piece it claimed (HAVE no) lost it, unless it shows the removal of the
+    file signed by its owner (tombstones.py), as every holder that `rm` reached does."""
+    factory = Instances(StoragePlugin)
+    settings = {"plugins.settings": {"storage": {"repair_every": 3600, "audit_every": 3600}}}
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
+                                config=settings, epoch_seconds=EPOCH_SECONDS) as net:
+            plugin = {p.ctx.peer_id: p for p in factory.made}
+            owner = net.nodes[0]
+            auditor = plugin[owner.peer_id]
+            await eventually(_all_announced(auditor), timeout=60, what="every holder announced")
+            manifest = await store(owner, os.urandom(4 * K * PIECE))
+            pieces = [c for s in manifest.stripes for c in s.pieces]
+            holders = [p for p in plugin.values() if p is not auditor
+                       and any(p.chunks.has(digest_hex(c)) for c in pieces)]
+            assert len(holders) == N
+            liar, keeper, honest = holders
+            await auditor.auditor.audit_file(manifest, epoch=1)  # every holder's promise
+            promises = auditor.auditor.verdicts.claims.promises
+            await eventually(lambda: all((h.ctx.peer_id, manifest.cid) in promises
+                                         for h in holders), timeout=30,
+                             what="every holder's promise")
+            liar_node = next(n for n in net.nodes if n.peer_id == liar.ctx.peer_id)
+            await trio.to_thread.run_sync(stake, liar_node, STAKE)
+            await eventually(lambda: bonded(owner, liar_node, STAKE), timeout=60,
+                             what="the liar's stake bonded")
+
+            # The liar loses the piece its promise names, and says so (HAVE no, no
+            # handler patched): no removal to show, so it is judged at once, and
+            # the keeper asked to confirm checks the same for itself.
+            lost = piece_of(promises[(liar.ctx.peer_id, manifest.cid)])
+            name = digest_hex(lost)
+            (liar.ctx.data_dir / "chunks" / name[:2] / name).unlink()
+            with pytest.raises(MeshError, match="keeps no removal"):
+                await auditor.ctx.request(liar.ctx.peer_id, "REMOVED", manifest.cid.encode())
+            await auditor.auditor.audit_file(manifest, epoch=2)
+            failed = auditor.files.audits[lost]
+            assert (failed.holder, failed.ok, failed.provable) == (liar.ctx.peer_id, False, True)
+            assert "shows no removal of the file signed by its owner" in failed.reason
+            assert len(failed.verdicts) == 2, failed
+            await eventually(lambda: bonded(owner, liar_node, STAKE * 9 // 10), timeout=60,
+                             what="the liar slashed on two verdicts")
+            assert auditor.files.reputation.holders[liar.ctx.peer_id].failed == 1
+
+            # An honest holder that dropped the file at `rm` shows the owner's signed
+            # removal to a keeper that missed the rm and still audits the file.
+            # (The epochs of real rounds from here: a removal counts for claims
+            # made up to its epoch.)
+            await keeper.auditor.audit_file(manifest, keeper.ctx.ledger.clock_epoch())
+            assert (honest.ctx.peer_id, manifest.cid) in keeper.auditor.verdicts.claims.promises
+
+            async def unreachable(event: Event) -> bytes:
+                raise Unavailable("down for maintenance")
+            keeper.ctx.on("DROP_FILE", unreachable)
+            removed = json.loads(await owner.call("storage", "REMOVE", manifest.cid.encode(),
+                                                  timeout=60))
+            assert removed["unreachable"] == [keeper.ctx.peer_id], removed
+            dropped = [c for c in pieces if keeper.files.saw_holding(honest.ctx.peer_id, c)]
+            assert dropped and not any(honest.chunks.has(digest_hex(c)) for c in dropped)
+            await keeper.auditor.audit_file(manifest, keeper.ctx.ledger.clock_epoch())
+            again = await keeper.auditor.audit_piece(manifest, honest.ctx.peer_id, dropped[0],
+                                                     keeper.ctx.ledger.clock_epoch())
+            assert not again.ok and not again.provable, again
+            assert "removal signed by " + owner.peer_id in again.reason
+            assert not keeper.files.reputation.holders[honest.ctx.peer_id].failed
+            assert not [a for a in keeper.files.audits.values()
+                        if a.holder == honest.ctx.peer_id and a.provable]
+            assert (honest.ctx.peer_id, manifest.cid) in keeper.auditor.verdicts.claims.promises
 
 
 async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from mesh_storage import files, holding
 from mesh_storage.files import FETCH_PATIENCE
 from mesh_storage.pieces import digest_hex, piece_cid
 from mesh_storage.plugin import StoragePlugin
+from mesh_storage.tombstones import signed_drop, statement
 
 from meshcore.genesis import RequiredPlugin, dumps, loads
 from meshd.plugin import Event, EventHandler, MeshError, Unavailable
@@ -254,11 +255,22 @@ async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
                     await node.call("storage", "REMOVE", manifest.cid.encode(),
                                     peer=peer, timeout=60)
                 assert why in str(refused.value.details())
-            ask = json.dumps({"file": manifest.cid, "pieces": pieces}).encode()
             stranger = plugin[stranger_node.peer_id]
+            ask = signed_drop(stranger.ctx, manifest.cid, pieces)
             assert json.loads(await stranger.ctx.request(holder, "DROP_FILE", ask)) == \
                 {"pieces": 0, "manifest": False}
             assert plugin[holder].chunks.has(digest_hex(shared))
+            # A drop its sender did not sign is refused: the holder could not show
+            # an auditor why the pieces went (docs/storage.md §5a).
+            unsigned = json.dumps({"file": manifest.cid, "pieces": pieces}).encode()
+            forged = json.loads(signed_drop(stranger.ctx, manifest.cid, pieces))
+            for asked, why in [(unsigned, "takes the owner's signed removal"),
+                               (json.dumps({**forged, "epoch": forged["epoch"] + 1}).encode(),
+                                "is not signed by the sender"),
+                               (json.dumps({**forged, "epoch": 10**9}).encode(),
+                                "which has not come")]:
+                with pytest.raises(MeshError, match=why):
+                    await mine.ctx.request(holder, "DROP_FILE", asked)
 
             # A holder that cannot answer keeps what it has; so does the owner's
             # node (its manifest says what is left), and rm again finishes.
@@ -287,12 +299,20 @@ async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
             assert json.loads(await owner.call("storage", "FILES", b"")) == []
             with pytest.raises(grpc.RpcError):  # no one has its manifest any more
                 await owner.call("storage", "GET_MANIFEST", manifest.cid.encode(), timeout=60)
-            # An audit of a dropped piece is refused as dropped, not as lost.
+            # An audit of a dropped piece is refused as dropped, not as lost, and
+            # the holder shows the owner's signed removal (REMOVED).
             gone = next(c for c in pieces if c != shared)
-            dropped_by = next(h for h in holders if gone in plugin[h].holding.dropped)
+            dropped_by = next(h for h in holders if plugin[h].holding.tombstones.get(
+                manifest.cid) and not plugin[h].chunks.has(digest_hex(gone)))
             with pytest.raises(MeshError, match=r"dropped piece .* at its owner's request"):
                 await mine.ctx.request(dropped_by, "AUDIT",
                                        f"{gone} 0 16384 1 100 {manifest.cid}".encode())
+            shown = json.loads(await mine.ctx.request(dropped_by, "REMOVED",
+                                                      manifest.cid.encode()))
+            assert list(shown) == [owner.peer_id]
+            assert mine.ctx.verify(owner.peer_id, statement(manifest.cid,
+                                                            shown[owner.peer_id]["epoch"]),
+                                   bytes.fromhex(shown[owner.peer_id]["signature"]))
 
             # A piece kept before owners were recorded (or a STORE_FILE chunk)
             # cannot be deleted by claiming it first.
@@ -300,7 +320,7 @@ async def test_the_owner_removes_a_file_and_a_piece_another_owner_stored_stays(
             old_cid = piece_cid(old)
             await trio.to_thread.run_sync(plugin[holder].chunks.put, old)
             await stranger.ctx.request(holder, "HOLD_PIECE", old_cid.encode() + b"\n" + old)
-            drop = json.dumps({"file": manifest.cid, "pieces": [old_cid]}).encode()
+            drop = signed_drop(stranger.ctx, manifest.cid, [old_cid])
             assert json.loads(await stranger.ctx.request(holder, "DROP_FILE", drop)) == \
                 {"pieces": 0, "manifest": False}
             assert plugin[holder].chunks.has(digest_hex(old_cid))

@@ -23,6 +23,9 @@ probability p, so N audits catch it with probability at least
 * A failure the holder itself shows, of a piece it had been paid to keep,
   is a failure verdict in the ledger, confirmed by a second auditor: the
   holder is slashed (verdicts.py).
+* A holder that says it no longer holds a piece it claimed (HAVE no, or
+  an AUDIT refused as "holds no piece" or "dropped") has lost it, unless it
+  shows the removal of the file signed by its owner (tombstones.py).
 * Silence from a holder that has just said it holds the piece is not
   forgotten: the piece is challenged again each epoch, and left unproven in
   STRIKES epochs with no pass between it counts as a provable failure
@@ -50,17 +53,18 @@ import random
 
 import trio
 
-from mesh_storage import merkle
+from mesh_storage import merkle, tombstones
 from mesh_storage.containment import STRIKES, Contained
 from mesh_storage.deliveries import KEEP, Deliveries
 from mesh_storage.drawn import DrawnAuditors
 from mesh_storage.erasure import piece_size
 from mesh_storage.files import PIECE_TIMEOUT, Audit, Files
 from mesh_storage.holding import MAX_HAVE, Holding
-from mesh_storage.manifest import FILE_CID, PIECE, Manifest
+from mesh_storage.manifest import FILE_CID, PIECE, Manifest, ManifestError, parse_manifest
 from mesh_storage.pieces import CidError, digest_hex
 from mesh_storage.promises import report_from_json
-from mesh_storage.verdicts import Verdicts
+from mesh_storage.tombstones import REMOVED
+from mesh_storage.verdicts import Verdicts, epoch_of, piece_of
 from meshd.plugin import (
     Context,
     Event,
@@ -72,7 +76,8 @@ from meshd.plugin import (
     Unavailable,
 )
 
-NO_PIECE = "holds no piece"  # the holder's own refusal (answer, below): provable
+NO_PIECE = "holds no piece"  # the holder's own refusal (answer, below)
+DROPPED = "at its owner's request"  # ... and the one it shows a removal for (tombstones.py)
 # The holder's refusal of a manifest that is not the file's: the auditor's fault, no strike.
 NOT_THIS_PIECE = "is not this piece's"
 RECHECKS_AT_ONCE = 8  # holders whose contained pieces are challenged again at once
@@ -126,14 +131,17 @@ class Auditor:
 
     async def answer(self, event: Event) -> bytes:
         try:
-            cid, index, segment, _epoch, held, root, size = _audit_request(event.data)
+            cid, index, segment, _epoch, held, file, root, size = _audit_request(event.data)
         except (UnicodeDecodeError, ValueError, CidError):
             raise InvalidArgument("AUDIT takes a piece CID, a segment index, a segment size, "
                                   "an epoch, the bytes held, the file CID, and the piece's "
                                   "Merkle root and size, separated by spaces") from None
         piece = await trio.to_thread.run_sync(self.files.chunks.get, digest_hex(cid))
-        if piece is None and cid in self.holding.dropped:  # not lost: its owner removed it
-            raise InvalidArgument(f"this node dropped piece {cid} at its owner's request")
+        removed = piece is None and bool(file) and bool(await trio.to_thread.run_sync(
+            self.holding.tombstones.get, file))
+        if removed:  # not lost: its owner removed the file
+            raise InvalidArgument(f"this node dropped piece {cid} {DROPPED} (`{REMOVED}` "
+                                  "shows the removal)")
         if piece is None:
             raise InvalidArgument(f"this node {NO_PIECE} {cid}")
         if root and (size != len(piece)
@@ -184,6 +192,7 @@ class Auditor:
         pieces = [(s, i, cid) for s, stripe in enumerate(manifest.stripes)
                   for i, cid in enumerate(stripe.pieces)]
         held: dict[str, list[int]] = {}  # holder -> indices into pieces
+        asked_at = trio.current_time()
         for at, peers in enumerate(await self.files.who_has([c for _, _, c in pieces])):
             for peer in peers:
                 held.setdefault(peer, []).append(at)
@@ -207,10 +216,19 @@ class Auditor:
                 if not result.ok:  # one failure is the round's finding; silence, no more asks
                     return
 
+        async def denied(holder: str, promise: TaskReport, cids: list[str]) -> None:
+            for cid in cids:
+                result = await self.denial(manifest, holder, cid, epoch, promise)
+                if result is not None and result.provable:
+                    return  # one finding per round, as above
+
         async with trio.open_nursery() as nursery:
             for holder, indices in held.items():
                 if holder != self.ctx.peer_id:
                     nursery.start_soon(one, holder, indices)
+            for holder, (promise, cids) in self._denials(manifest, held, pieces,
+                                                         asked_at).items():
+                nursery.start_soon(denied, holder, promise, cids)
 
     async def recheck(self, epoch: int) -> None:
         """The pieces this node contains, each challenged again once this epoch, if
@@ -230,9 +248,10 @@ class Auditor:
                     return  # offline: the round neither counts nor releases
                 for entry, held in zip(entries, have.ljust(len(entries), b"\0"),
                                        strict=False):
-                    if held != 1:
-                        self.ctx.log.info("a contained holder no longer claims its piece",
-                                          extra={"peer_id": holder, "piece": entry.piece})
+                    if held != 1:  # it denies the piece it claimed: lost, unless removed
+                        manifest = await self._manifest(entry.file)
+                        if manifest is not None:
+                            await self.denial(manifest, holder, entry.piece, epoch)
                         continue
                     self.files.saw(holder, entry.piece)
                     result = await self.audit(entry.file, holder, entry.piece,
@@ -246,17 +265,95 @@ class Auditor:
             for holder, entries in by_holder.items():
                 nursery.start_soon(again, holder, entries)
 
-    async def _judge(self, file: str, result: Audit, cid: str) -> None:
-        """A provable failure of piece ``cid``: this node's verdict, and a confirmation it
-        asks for, or (contained to confirm another node's) its verdict on that claim."""
+    async def _judge(self, file: str, result: Audit, cid: str,
+                     promise: TaskReport | None = None) -> None:
+        """A provable failure of piece ``cid``: this node's verdict (on ``promise``, or
+        the holder's latest), and a confirmation it asks for, or (contained to confirm
+        another node's) its verdict on that claim."""
         contained = self.containment.get(result.holder, cid)
         if contained is not None and contained.report is not None:
             verdicts = await self.verdicts.confirmed(report_from_json(contained.report),
                                                      result.holder, cid, result.reason)
         else:
-            verdicts = await self.verdicts.failed(file, result, cid)
+            verdicts = await self.verdicts.failed(file, result, cid, promise)
         self.containment.release(result.holder, cid)
         self.last[cid] = dataclasses.replace(result, verdicts=verdicts)
+
+    def _denials(self, manifest: Manifest, held: dict[str, list[int]],
+                 pieces: list[tuple[int, int, str]], asked_at: float,
+                 ) -> dict[str, tuple[TaskReport, list[str]]]:
+        """The pieces of ``manifest``'s file that holders it holds to a promise denied in
+        the HAVE just asked (at ``asked_at``), with the promise: pieces they said they
+        hold lately (to this node, in the last 48 h) or named in the promise (first: a
+        confirmer can check that one itself), and now say they do not."""
+        denials: dict[str, tuple[TaskReport, list[str]]] = {}
+        # Those that answered the HAVE (the others are offline, not denying).
+        for holder in [p for p, at in list(self.files.answered.items()) if at >= asked_at]:
+            promise = self.verdicts.claims.promises.get((holder, manifest.cid))
+            if promise is None or holder == self.ctx.peer_id:
+                continue
+            now = {pieces[j][2] for j in held.get(holder, [])}
+            named = piece_of(promise)
+            claimed = dict.fromkeys([named] if any(c == named for _, _, c in pieces) else [])
+            claimed.update(dict.fromkeys(c for _, _, c in pieces
+                                         if self.files.saw_holding(holder, c)))
+            gone = [c for c in claimed
+                    if c not in now and (holder, c) not in self.verdicts.judged]
+            if gone:
+                denials[holder] = (promise, gone)
+        return denials
+
+    async def denial(self, manifest: Manifest, holder: str, cid: str, epoch: int,
+                     promise: TaskReport | None = None) -> Audit | None:
+        """``holder`` says it does not hold piece ``cid`` of ``manifest``'s file, which
+        it claimed: lost, and judged on ``promise`` (default: its latest here), unless
+        it shows a removal of the file signed by its owner since that promise
+        (tombstones.py). None when it cannot be asked or showed the removal."""
+        promise = promise or self.verdicts.claims.promises.get((holder, manifest.cid))
+        try:
+            excuse = await tombstones.excuse(self.ctx, holder, manifest.cid, manifest.owner,
+                                             epoch_of(promise) if promise else -1,
+                                             PIECE_TIMEOUT)
+        except MeshError:
+            return None  # offline: asked again next round, while its claim counts
+        if excuse is not None:
+            self.files.forget(holder, cid)
+            self.ctx.log.info("a holder dropped a file at its owner's request", extra={
+                "peer_id": holder, "file": manifest.cid, "piece": cid, "why": excuse})
+            return None
+        result = Audit(epoch, holder, False, (
+            f"said it holds no piece {cid}, which it had claimed, and shows no removal of "
+            f"the file signed by its owner"), trio.current_time(), provable=True)
+        self.ctx.log.warning("a holder denied a piece it had claimed", extra={
+            "peer_id": holder, "piece": cid, "file": manifest.cid})
+        self.files.reputation.record(holder, passed=False)
+        self.last[cid] = result
+        await self._judge(manifest.cid, result, cid, promise)
+        return self.last[cid]
+
+    async def _gone(self, file: str, holder: str, reason: str) -> tuple[str, bool]:
+        """The holder refused an audit saying the piece is gone: the reason, and whether
+        that proves it lost (no removal signed by the file's owner shown)."""
+        manifest = await self._manifest(file)
+        if manifest is None:  # no owner to check a removal against: only its word counts
+            return reason, NO_PIECE in reason
+        promise = self.verdicts.claims.promises.get((holder, file))
+        try:
+            excuse = await tombstones.excuse(self.ctx, holder, file, manifest.owner,
+                                             epoch_of(promise) if promise else -1,
+                                             PIECE_TIMEOUT)
+        except MeshError as exc:
+            return f"{reason} (its removal could not be asked: {exc})", False
+        if excuse is not None:
+            return f"{reason}; {excuse}", False
+        return f"{reason}, and shows no removal of the file signed by its owner", True
+
+    async def _manifest(self, file: str) -> Manifest | None:
+        raw = await trio.to_thread.run_sync(self.holding.manifests.get, file)
+        try:
+            return parse_manifest(raw) if raw is not None else None
+        except ManifestError:
+            return None
 
     async def audit_piece(self, manifest: Manifest, holder: str, cid: str, epoch: int,
                           held_bytes: int = 0, *, claimed: bool = False) -> Audit:
@@ -284,11 +381,14 @@ class Auditor:
             check(got, root, index, count)
             result = Audit(epoch, holder, True, at=trio.current_time())
         except (MeshError, AuditError) as exc:
-            # Silence (a timeout, no connection) proves nothing; a refusal
-            # saying the piece is gone, or a proof that does not check, does.
-            provable = isinstance(exc, AuditError) or (
-                isinstance(exc, PeerError) and NO_PIECE in str(exc))
-            result = Audit(epoch, holder, False, str(exc), trio.current_time(), provable)
+            # Silence (a timeout, no connection) proves nothing; a proof that
+            # does not check does, and so does a refusal saying the piece is gone
+            # unless the holder shows the owner's signed removal of the file.
+            provable = isinstance(exc, AuditError)
+            reason = str(exc)
+            if isinstance(exc, PeerError) and (NO_PIECE in reason or DROPPED in reason):
+                reason, provable = await self._gone(file, holder, reason)
+            result = Audit(epoch, holder, False, reason, trio.current_time(), provable)
             self.ctx.log.warning("a holder failed an audit", extra={
                 "peer_id": holder, "piece": cid, "segment": index, "error": str(exc)})
             # Unproven by a holder that answers and claims the piece (silence within
@@ -344,7 +444,7 @@ class Auditor:
             f"with no pass between (last: {result.reason})"))
 
 
-def _audit_request(data: bytes) -> tuple[str, int, int, int, int, bytes, int]:
+def _audit_request(data: bytes) -> tuple[str, int, int, int, int, str, bytes, int]:
     fields = data.decode("ascii").split(" ")
     if len(fields) in (5, 6):  # from nodes before the file, then the root, was named
         fields += ["", "", "0"][len(fields) - 5:]
@@ -357,4 +457,4 @@ def _audit_request(data: bytes) -> tuple[str, int, int, int, int, bytes, int]:
     numbers = int(index), int(segment), int(epoch), int(held)
     if not 0 < numbers[1] <= PIECE or min(numbers) < 0 or numbers[3] < 1:
         raise ValueError("out of range")
-    return cid, *numbers, bytes.fromhex(root), int(size)
+    return cid, *numbers, file, bytes.fromhex(root), int(size)

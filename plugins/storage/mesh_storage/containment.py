@@ -25,9 +25,8 @@ absence. Transport failures befall honest holders under load, and slashing
 on them would be worse than the hole they leave: a holder that resets the
 stream of every audit goes unpaid and is repaired around, but is not
 slashed. A holder that answers ``HAVE`` no for a
-contained piece stops claiming it: it stays contained (a later claim and
-silence go on counting), but meanwhile it is only unpaid and repaired around,
-not slashed (docs/storage.md §4 names this limit).
+contained piece denies a piece it claimed: it is judged at once, unless it
+shows the owner's signed removal of the file (tombstones.py).
 
 A node asked to ``CONFIRM_AUDIT`` a silence (verdicts.py) contains the holder
 itself, with the claim it was asked to confirm, and writes its own verdict

@@ -572,6 +572,10 @@ class Files:
         while len(self.seen) > SEEN_KEPT:
             self.seen.popitem(last=False)
 
+    def forget(self, holder: str, cid: str) -> None:
+        """``holder`` showed why it no longer holds piece ``cid``: its word is spent."""
+        self.seen.pop((holder, cid), None)
+
     def saw_holding(self, holder: str, cid: str) -> bool:
         """Whether ``holder`` said it holds piece ``cid`` to this node within SEEN_FOR."""
         at = self.seen.get((holder, cid))

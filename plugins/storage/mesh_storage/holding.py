@@ -16,11 +16,15 @@ Peer events (docs/storage.md gives the wire shapes):
 * ``FETCH_MANIFEST``: a file's CID; the answer is its manifest.
 * ``HAVE``: piece CIDs, one per line (at most MAX_HAVE); the answer is one
   byte per CID, 1 where this node holds that piece.
-* ``DROP_FILE``: JSON ``{"file": CID, "pieces": [CIDs]}`` (at most MAX_HAVE
-  pieces), from the file's owner: the holder takes the sender off each
-  piece's owners and deletes the pieces no owner is left for, and deletes its
-  copy of the manifest if the sender owns it. The answer is JSON
-  ``{"pieces": dropped, "manifest": true|false}``.
+* ``DROP_FILE``: JSON ``{"file": CID, "pieces": [CIDs], "epoch", "signature"}``
+  (at most MAX_HAVE pieces), from the file's owner, signed by it
+  (tombstones.py): the holder takes the sender off each piece's owners and
+  deletes the pieces no owner is left for, deletes its copy of the manifest
+  if the sender owns it, and keeps the signed removal to show auditors
+  (``REMOVED``). The answer is JSON ``{"pieces": dropped, "manifest":
+  true|false}``.
+* ``REMOVED``: a file's CID; the answer is the owners' signed removals of it
+  this node keeps (tombstones.py), or a refusal when it keeps none.
 
 Every storage node announces ``holders`` in the DHT, so an uploader anywhere
 finds nodes to place pieces on (with their addresses, for placement.py).
@@ -35,7 +39,6 @@ they have (``HAVE``).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import threading
@@ -48,6 +51,7 @@ from mesh_storage.chunks import ChunkStore, StorageFull, chunk_hash, write_atomi
 from mesh_storage.manifest import FILE_CID, PIECE, Manifest, ManifestError, parse_manifest
 from mesh_storage.owners import LEGACY, PEER_ID, PieceOwners
 from mesh_storage.pieces import CidError, check_piece, digest_hex
+from mesh_storage.tombstones import REMOVED, TombstoneStore, from_drop
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
 FETCH_NONCE = 16
@@ -60,7 +64,6 @@ ANNOUNCE_RETRY = 2.0  # seconds before the second attempt while no DHT peer acce
 ANNOUNCES_AT_ONCE = 4  # DHT provides in flight for newly held pieces
 HOLDERS_KEY = "holders"
 MAX_HAVE = 8192  # piece CIDs in one HAVE
-DROPPED_KEPT = 65536  # pieces dropped at their owners' request, remembered for audits
 
 
 def piece_key(cid: str) -> str:
@@ -78,7 +81,7 @@ def held_key(cid: str) -> str:
 
 class Holding:
     """The holder's side: HOLD_PIECE, FETCH_PIECE, HOLD_MANIFEST, FETCH_MANIFEST,
-    HAVE, DROP_FILE."""
+    HAVE, DROP_FILE, REMOVED."""
 
     def __init__(self, ctx: Context, chunks: ChunkStore,
                  report: Callable[[Event, int], Awaitable[None]]) -> None:
@@ -96,9 +99,9 @@ class Holding:
         # A piece's bytes and its owners change together: a HOLD_PIECE racing a
         # DROP_FILE of the same piece must not leave an owner without the bytes.
         self._pieces = threading.Lock()
-        # Pieces dropped at their owners' request lately: an audit of one is
-        # refused as such, not as a piece lost (audit.py: only the latter is evidence).
-        self.dropped: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # The owners' signed removals of files this node dropped pieces of: an
+        # auditor that finds a piece gone sees why (tombstones.py).
+        self.tombstones = TombstoneStore(ctx.data_dir / "tombstones")
         self._report = report
         self._announcing = trio.CapacityLimiter(ANNOUNCES_AT_ONCE)
         ctx.on("HOLD_PIECE", self.hold_piece)
@@ -107,6 +110,7 @@ class Holding:
         ctx.on("FETCH_MANIFEST", self.fetch_manifest)
         ctx.on("HAVE", self.have)
         ctx.on("DROP_FILE", self.drop_file)
+        ctx.on(REMOVED, self.show_removals)
 
     async def announce_forever(self) -> None:
         """Keep this node findable as a holder, and what it holds findable too."""
@@ -183,8 +187,11 @@ class Holding:
             file = file_cid(str(asked["file"]).encode())
             pieces = [_cid(str(c).encode()) for c in asked["pieces"]]
         except (ValueError, KeyError, TypeError, InvalidArgument):
-            raise InvalidArgument('DROP_FILE takes JSON {"file": CID, "pieces": [CIDs]}'
-                                  ) from None
+            raise InvalidArgument('DROP_FILE takes JSON {"file": CID, "pieces": [CIDs], '
+                                  '"epoch", "signature"}') from None
+        # Dropped without the owner's signature, a piece would look lost to an
+        # auditor: the holder could not show why it went.
+        tombstone = from_drop(self.ctx, event.peer, file, asked)
         if len(pieces) > MAX_HAVE:
             raise InvalidArgument(f"DROP_FILE takes at most {MAX_HAVE} pieces, not "
                                   f"{len(pieces)}")
@@ -206,20 +213,21 @@ class Holding:
                     if self.owners.remove(name, event.peer):
                         self.chunks.remove(name)
                         dropped.append(cid)
+            if dropped or mine:
+                self.tombstones.add(file, tombstone)
             if dropped and not any(self.chunks.has(digest_hex(cid)) for cid in pieces):
                 self.held.remove(file)  # no longer announced as held here
             return dropped, mine
 
         dropped, manifest = await trio.to_thread.run_sync(drop)
-        for cid in dropped:
-            self.dropped[cid] = None
-        while len(self.dropped) > DROPPED_KEPT:
-            self.dropped.popitem(last=False)
         if dropped or manifest:
             self.ctx.log.info("dropped a file for its owner", extra={
                 "file": file, "peer_id": event.peer, "pieces": len(dropped),
                 "manifest": manifest})
         return json.dumps({"pieces": len(dropped), "manifest": manifest}).encode()
+
+    async def show_removals(self, event: Event) -> bytes:
+        return await trio.to_thread.run_sync(self.tombstones.answer, file_cid(event.data))
 
     async def fetch_piece(self, event: Event) -> bytes:
         cid_text, _, nonce = event.data.partition(b" ")

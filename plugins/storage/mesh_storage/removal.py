@@ -3,12 +3,13 @@
 An operator event of the owner's node only: its own manifest says which
 pieces to drop. The node asks every storage node that holds a piece of the
 file now (HAVE) and every node the DHT names as a keeper of its manifest to
-``DROP_FILE`` (holding.py): each takes the owner off those pieces, deletes
-the pieces no other owner stored too, and deletes its copy of the manifest
-(keepers then stop auditing and repairing the file). The owner's node first
-moves its manifest aside (``removing/``), so that it stops auditing and
-repairing the file too. Pieces the owner's other files share are not
-dropped.
+``DROP_FILE`` (holding.py), signed (tombstones.py: a holder shows the
+signed removal to auditors that find the pieces gone): each takes the owner
+off those pieces, deletes the pieces no other owner stored too, and deletes
+its copy of the manifest (keepers then stop auditing and repairing the
+file). The owner's node first moves its manifest aside (``removing/``), so
+that it stops auditing and repairing the file too. Pieces the owner's other
+files share are not dropped.
 
 A node asked that did not answer keeps what it has, so ``rm`` says which;
 running it again finishes the work, and so does the node itself: every
@@ -33,6 +34,7 @@ import trio
 from mesh_storage.files import MAX_EVENT_TIMEOUT, PIECE_TIMEOUT, Files, operator_only
 from mesh_storage.holding import MAX_HAVE, Holding, file_cid, file_key
 from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
+from mesh_storage.tombstones import signed_drop
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
 MAX_KEEPERS = 100
@@ -133,7 +135,7 @@ class Removal:
             self.ctx.log.info("no DHT answer for the keepers of a file", extra={
                 "file": cid, "error": str(exc)})
         targets.discard(self.ctx.peer_id)
-        asks = [json.dumps({"file": cid, "pieces": pieces[at:at + MAX_HAVE]}).encode()
+        asks = [signed_drop(self.ctx, cid, pieces[at:at + MAX_HAVE])
                 for at in range(0, len(pieces), MAX_HAVE)]
         outcome = Dropped(asked=len(targets))
         limit = trio.CapacityLimiter(DROPS_AT_ONCE)

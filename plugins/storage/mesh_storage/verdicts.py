@@ -6,13 +6,14 @@ is the AUDIT request it passed: it names the file and the bytes of it the
 holder keeps, so it is the holder's promise to keep its pieces of that
 file. The auditor keeps the last such report per (holder, file)
 (:meth:`Verdicts.kept`). When a later audit of a piece of that file fails
-the way only a holder that lost it fails (it answered HAVE yes, then said
-it holds no such piece, or sent a segment or Merkle path that does not
-check), the auditor records a failure verdict on that claim
-(``ctx.report_failure``) and asks the other nodes that keep the file's
-manifest, one after another, to ``CONFIRM_AUDIT``: each audits the holder
-for that piece itself, if the holder says it has it (HAVE), and, if it
-fails too, records its own verdict. A node judges a (holder, piece) once,
+the way only a holder that lost it fails (it sent a segment or Merkle path
+that does not check, or says it no longer holds a piece it claimed and shows
+no removal signed by the file's owner, tombstones.py), the auditor records
+a failure verdict on that claim (``ctx.report_failure``) and asks the other
+nodes that keep the file's manifest, one after another, to
+``CONFIRM_AUDIT``: each audits the holder for that piece itself, if the
+holder claimed it (HAVE, or the signed claim names it), and, if it fails
+too, records its own verdict. A node judges a (holder, piece) once,
 whether by its own audit or a confirmation, so a lost piece costs one slash,
 not one per keeper.
 Verdicts of two eligible nodes are the failed-task offence (docs/ledger.md
@@ -97,12 +98,15 @@ class Verdicts:
             return
         self.claims.add(key, report)
 
-    async def failed(self, file: str, audit: Audit, cid: str) -> tuple[str, ...]:
+    async def failed(self, file: str, audit: Audit, cid: str,
+                     claim: TaskReport | None = None) -> tuple[str, ...]:
         """The verdicts recorded for ``audit``, a provable failure of piece ``cid`` of
-        ``file``: this node's and a confirmer's; () when there is no claim to judge."""
+        ``file``: this node's and a confirmer's, on ``claim`` (default: the holder's
+        latest promise of the file); () when there is no claim to judge."""
         if (audit.holder, cid) in self.judged:
             return ()
-        report = self.claims.pop((audit.holder, file))
+        latest = self.claims.pop((audit.holder, file))  # spent either way
+        report = claim or latest
         if report is None:
             return ()
         self._judged(audit.holder, cid)
@@ -186,16 +190,17 @@ class Verdicts:
             raise InvalidArgument(f"busy: confirming {CONFIRMS_AT_ONCE} audits already")
         async with self._confirming:
             # Only a holder that said it has the piece can be caught without it
-            # (now, or to this node lately): anyone can name a piece a holder
-            # never held, as the claims are public. Asked now in any case: only a
-            # holder that claims the piece now is held to it for silence.
+            # (now, or to this node lately, or in the signed claim itself):
+            # anyone can name a piece a holder never held, as the claims are
+            # public. Asked now in any case: only a holder that claims the piece
+            # now is held to it for silence.
             claimed = False
             with contextlib.suppress(MeshError):
                 if (await self.ctx.request(holder, "HAVE", cid.encode(),
                                            timeout=PIECE_TIMEOUT))[:1] == b"\x01":
                     self.files.saw(holder, cid)
                     claimed = True
-            if not self.files.saw_holding(holder, cid):
+            if not self.files.saw_holding(holder, cid) and not _names(report, cid, self.ctx):
                 raise InvalidArgument(f"{holder} has not said it holds {cid}: nothing to judge")
             audit = await self._audit(manifest, holder, cid, self.ctx.ledger.clock_epoch(),
                                       claimed=claimed)
@@ -221,6 +226,23 @@ class Verdicts:
 def file_of(report: TaskReport) -> str:
     """The file a KEEP report's detail (the AUDIT request) names."""
     return report.detail.split(b" ")[5].decode("ascii")
+
+
+def _names(report: TaskReport, cid: str, ctx: Context) -> bool:
+    """Whether ``report`` is its holder's signed claim of piece ``cid`` (it passed an
+    audit of it): its word that it held the piece, whoever hands the report over."""
+    if piece_of(report) != cid:
+        return False
+    try:
+        ctx.check_report(report)
+    except MeshError:
+        return False
+    return True
+
+
+def piece_of(report: TaskReport) -> str:
+    """The piece a KEEP report's detail (the AUDIT request) names; "" if none."""
+    return report.detail.split(b" ")[0].decode("ascii", "replace")
 
 
 def epoch_of(report: TaskReport) -> int:

@@ -1,0 +1,121 @@
+"""Tombstones (plugins/storage/mesh_storage/tombstones.py): the owner's signed removal
+a holder keeps and shows, checked; nothing else excuses a piece gone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from mesh_storage import tombstones
+from mesh_storage.tombstones import Tombstone, TombstoneStore, excuse, from_drop, signed_drop
+
+from meshd.p2p.host import peer_id_of
+from meshd.plugin import InvalidArgument, PeerError, Unavailable
+from meshd.plugin_host.signing import PluginSigner
+
+FILE = "bafybei" + "a" * 52
+OWNER_SEED, HOLDER_SEED = bytes(range(32)), bytes(range(1, 33))
+OWNER, HOLDER = peer_id_of(OWNER_SEED), peer_id_of(HOLDER_SEED)
+
+
+class Ledger:
+    def clock_epoch(self) -> int:
+        return 10
+
+
+class Ctx:
+    """What tombstones.py uses of a plugin's context."""
+
+    def __init__(self, seed: bytes, answer: Any = None) -> None:
+        self._signer = PluginSigner(seed, "net")
+        self.ledger = Ledger()
+        self.answer = answer
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signer.sign("storage", data)
+
+    def verify(self, peer_id: str, data: bytes, signature: bytes) -> bool:
+        return self._signer.verify("storage", peer_id, data, signature)
+
+    async def request(self, peer_id: str, event: str, data: bytes, *, timeout: float) -> bytes:
+        assert event == tombstones.REMOVED and data == FILE.encode()
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return bytes(self.answer)
+
+
+def drop(**changes: Any) -> dict[str, Any]:
+    return {**json.loads(signed_drop(Ctx(OWNER_SEED), FILE, ["p"])), **changes}  # type: ignore[arg-type]
+
+
+def test_a_signed_drop_carries_a_tombstone_the_holder_checks() -> None:
+    asked = drop()
+    assert (asked["file"], asked["pieces"], asked["epoch"]) == (FILE, ["p"], 10)
+    kept = from_drop(Ctx(HOLDER_SEED), OWNER, FILE, asked)  # type: ignore[arg-type]
+    assert (kept.owner, kept.epoch) == (OWNER, 10)
+
+
+@pytest.mark.parametrize(("asked", "why"), [
+    ({"file": FILE, "pieces": []}, "takes the owner's signed removal"),
+    (drop(epoch="10"), "takes the owner's signed removal"),
+    (drop(epoch=-1), "takes the owner's signed removal"),
+    (drop(signature="zz"), "takes the owner's signed removal"),
+    (drop(epoch=12), "has not come"),
+    (drop(epoch=9), "is not signed by the sender"),
+])
+def test_a_drop_without_the_senders_signature_is_refused(asked: dict[str, Any],
+                                                         why: str) -> None:
+    with pytest.raises(InvalidArgument, match=why):
+        from_drop(Ctx(HOLDER_SEED), OWNER, FILE, asked)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):  # and signed by another than the sender
+        from_drop(Ctx(HOLDER_SEED), HOLDER, FILE, drop())  # type: ignore[arg-type]
+
+
+def test_the_store_keeps_the_newest_statement_per_owner_on_disk(tmp_path: Path) -> None:
+    store = TombstoneStore(tmp_path / "tombstones")
+    with pytest.raises(InvalidArgument, match="keeps no removal"):
+        store.answer(FILE)
+    store.add(FILE, Tombstone(OWNER, 5, b"\x01" * 64))
+    store.add(FILE, Tombstone(OWNER, 4, b"\x02" * 64))  # older: not kept
+    store.add(FILE, Tombstone(HOLDER, 7, b"\x03" * 64))
+    again = TombstoneStore(tmp_path / "tombstones")
+    assert again.get(FILE) == {OWNER: Tombstone(OWNER, 5, b"\x01" * 64),
+                               HOLDER: Tombstone(HOLDER, 7, b"\x03" * 64)}
+    assert json.loads(again.answer(FILE))[OWNER] == {"epoch": 5, "signature": "01" * 64}
+    assert again.get("../etc") == {}
+    (tmp_path / "tombstones" / FILE).write_text("[1, 2]")  # damaged: nothing, no crash
+    assert again.get(FILE) == {}
+
+
+def shown(epoch: int, seed: bytes = OWNER_SEED, owner: str = OWNER) -> bytes:
+    signature = Ctx(seed).sign(tombstones.statement(FILE, epoch))
+    return json.dumps({owner: {"epoch": epoch, "signature": signature.hex()}}).encode()
+
+
+@pytest.mark.parametrize(("answer", "claimed_at", "excused"), [
+    (shown(10), 10, True),
+    (shown(10), 11, True),  # one epoch of clock skew
+    (shown(10), 12, False),  # the file was put and promised again since
+    (shown(10, HOLDER_SEED), 5, False),  # signed by the holder, not the owner
+    (shown(10, HOLDER_SEED, HOLDER), 5, False),  # another's removal
+    (b"not json", 5, False),
+    (b'{"x": 1}', 5, False),
+    (PeerError("peer refused: this node keeps no removal of it"), 5, False),
+])
+def test_only_the_owners_removal_since_the_claim_excuses_a_piece_gone(
+        answer: Any, claimed_at: int, excused: bool) -> None:
+    ctx = Ctx(HOLDER_SEED, answer)
+    why = trio.run(excuse, ctx, HOLDER, FILE, OWNER, claimed_at, 1.0)
+    assert (why is not None) == excused, why
+    if excused:
+        assert f"removal signed by {OWNER} in epoch 10" in str(why)
+
+
+@pytest.mark.parametrize("failure", [Unavailable("the stream broke"),
+                                     PeerError("peer refused: plugin 'storage' is busy")])
+def test_a_holder_that_cannot_answer_shows_nothing_either_way(failure: Exception) -> None:
+    with pytest.raises(type(failure)):
+        trio.run(excuse, Ctx(HOLDER_SEED, failure), HOLDER, FILE, OWNER, 5, 1.0)
