@@ -60,9 +60,11 @@ from meshd.plugin_host.runtime import PluginRuntime, plugin_settings
 from meshd.plugin_host.signing import PluginSigner
 from meshd.plugin_host.supervisor import Backoff
 from meshd.rpc.bridge import open_trio_bridge
+from meshd.tasks.executions import open_execution_journal
 from meshd.tasks.notes import ReceiptNotes
 from meshd.tasks.participation import ParticipationWatch
 from meshd.tasks.provider import TaskProvider
+from meshd.tasks.receipt_audits import ReceiptAuditor
 from meshd.tasks.reports import TaskReports
 from meshd.tasks.router import TaskRouter
 
@@ -133,6 +135,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
             nobody_to_ask = not known_peers.peers and all(host.peer_id in address
                                                           for address in bootstrap)
             async with open_ledger(data_dir, seed, genesis, check_own_chain=True) as ledger, \
+                    open_execution_journal(data_dir) as journal, \
                     open_trio_bridge() as bridge, trio.open_nursery() as nursery:
                 runtime = PluginRuntime(
                     selected, host, ledger, genesis.network_id, data_dir,
@@ -141,12 +144,13 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                     init_timeout=config.plugins.init_timeout,
                     signer=PluginSigner(seed, genesis.network_id))
                 provider = TaskProvider(host, ledger, runtime, config.tasks.capabilities,
-                                        config.tasks.max_concurrent)
+                                        config.tasks.max_concurrent, journal)
                 router = TaskRouter(host, ledger, runtime, (p.name for p in genesis.plugins))
                 notes = ReceiptNotes(data_dir / "receipt-notes.jsonl")
                 reports = TaskReports(host, ledger, runtime, (p.name for p in genesis.plugins),
                                       notes)
                 await nursery.start(provider.run)
+                await nursery.start(ReceiptAuditor(host, ledger, runtime).run)
                 await nursery.start(reports.run)
                 endpoints = await nursery.start(
                     serve_api, config, bridge,

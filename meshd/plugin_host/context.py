@@ -85,6 +85,17 @@ class Registrations:
     topics: set[str] = field(default_factory=set)
 
 
+def beacon(ledger: Ledger, epoch: int) -> bytes | None:
+    """``ctx.ledger.beacon``: 32 bytes every node derives alike from final ``epoch``'s
+    decided value and state root; None while it is not final here. The task layer's
+    receipt audits draw with it too (meshd/tasks/receipt_audits.py)."""
+    decision = ledger.settlements.decision(epoch) if epoch >= 0 else None
+    if decision is None:
+        return None
+    return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big") + decision.value
+                          + decision.root).digest()
+
+
 class PluginLedger:
     """The ledger as a plugin reads it: final state only, no writes."""
 
@@ -104,11 +115,7 @@ class PluginLedger:
         return self._account(peer_id).bonded
 
     def beacon(self, epoch: int) -> bytes | None:
-        decision = self._ledger.settlements.decision(epoch) if epoch >= 0 else None
-        if decision is None:
-            return None
-        return hashlib.sha256(BEACON_DOMAIN + epoch.to_bytes(8, "big") + decision.value
-                              + decision.root).digest()
+        return beacon(self._ledger, epoch)
 
     def base_price(self) -> int:
         return self._ledger.settled.base_price

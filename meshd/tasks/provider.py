@@ -1,9 +1,11 @@
 """The provider side of tasks: advertise, execute, sign, and confirm wrong results.
 
-Serves three direct protocols (docs/tasks.md §2): ``task-caps`` (what this
+Serves four direct protocols (docs/tasks.md §2): ``task-caps`` (what this
 node executes), ``task`` (TASK_REQUEST → TASK_RESPONSE: run the plugin's
-handler, sign the claim) and ``task-verdict`` (confirm that another
-provider's result is wrong, and record a verdict).
+handler, sign the claim), ``task-verdict`` (confirm that another
+provider's result is wrong, and record a verdict) and ``task-execution``
+(an execution this node signed a claim for, from its journal, to a validator
+auditing the receipt: docs/tasks.md §5d).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from meshd.p2p.host import P2PHost
 from meshd.plugin.api import TaskRequest, TaskResult, check_name
 from meshd.plugin_host.context import TaskKind
 from meshd.plugin_host.runtime import PluginRuntime
+from meshd.tasks.executions import ExecutionJournal
 
 log = logging.getLogger(__name__)
 
 CAPS_PROTOCOL, TASK_PROTOCOL, VERDICT_PROTOCOL = "task-caps", "task", "task-verdict"
+EXECUTION_PROTOCOL = "task-execution"
 MAX_TASK_TIMEOUT = 300.0
 MAX_PAYLOAD = 1 << 20  # a TASK_REQUEST's payload, with the request's own fields under 1 MiB
 MAX_RESULT = (4 << 20) - 4096  # a TASK_RESPONSE fits the 4 MiB answer limit
@@ -42,8 +46,10 @@ class TaskProvider:
     """Executes tasks for peers through the plugins' handlers; lives on the trio loop."""
 
     def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime,
-                 capabilities: tuple[str, ...], max_running: int) -> None:
+                 capabilities: tuple[str, ...], max_running: int,
+                 journal: ExecutionJournal | None = None) -> None:
         self._host = host
+        self._journal = journal  # executions kept for receipt audits (None: not kept)
         self._ledger = ledger
         self._plugins = plugins
         self.capabilities = capabilities
@@ -62,7 +68,8 @@ class TaskProvider:
                 direct.serving(TASK_PROTOCOL, self._serve_task, max_request=MAX_PAYLOAD + 4096,
                                timeout=MAX_TASK_TIMEOUT + 5), \
                 direct.serving(VERDICT_PROTOCOL, self._serve_verdict,
-                               max_request=MAX_PAYLOAD + MAX_RESULT + 8192, timeout=60):
+                               max_request=MAX_PAYLOAD + MAX_RESULT + 8192, timeout=60), \
+                direct.serving(EXECUTION_PROTOCOL, self._serve_execution, max_request=64):
             task_status.started()
             await trio.sleep_forever()
 
@@ -114,9 +121,15 @@ class TaskProvider:
         self._remember(base, claims.result_digest(result.result))
         self.executed_total += 1
         self.last_executed_at = trio.current_time()
+        signature = self._ledger.sign_claim(claim)
+        if self._journal is not None:  # what a validator auditing the receipt will ask for
+            journaled = wire_pb2.TaskVerdictRequest(
+                task=request, requester=requester, result=result.result, proof=result.proof,
+                claim=claim, provider_signature=signature).SerializeToString()
+            await trio.to_thread.run_sync(self._journal.add, task_id, request.epoch, journaled)
         return wire_pb2.TaskResponse(
             result=result.result, proof=result.proof, units=result.units, claim=claim,
-            provider_signature=self._ledger.sign_claim(claim)).SerializeToString()
+            provider_signature=signature).SerializeToString()
 
     async def _execute(self, kind: TaskKind, request: wire_pb2.TaskRequest, task_id: bytes,
                        peer_id: str, timeout: float) -> object:
@@ -162,6 +175,19 @@ class TaskProvider:
         self._executed.move_to_end(base)
         while len(self._executed) > REMEMBERED:
             self._executed.popitem(last=False)
+
+    async def _serve_execution(self, peer_id: str, payload: bytes) -> bytes:
+        """An execution this node signed a claim for, to a validator (its payload is
+        the requester's data: validators audit receipts, nobody else needs it)."""
+        request = _parse(wire_pb2.TaskExecutionRequest, payload, "TaskExecutionRequest")
+        if accounts.key_of(peer_id) not in {key for key, _ in self._ledger.settled.validators}:
+            raise errors.InvalidArgument("only the network's validators audit executions")
+        found = None if self._journal is None else \
+            await trio.to_thread.run_sync(self._journal.get, request.task_id)
+        if found is None:
+            raise errors.InvalidArgument(f"this node keeps no execution "
+                                         f"{request.task_id.hex()[:16]}")
+        return found[1]
 
     async def _serve_verdict(self, peer_id: str, payload: bytes) -> bytes:
         request = _parse(wire_pb2.TaskVerdictRequest, payload, "TaskVerdictRequest")
@@ -209,7 +235,8 @@ class TaskProvider:
         return None if verdict else claims.rejected_digest(request.claim)
 
 
-M = TypeVar("M", wire_pb2.TaskRequest, wire_pb2.TaskVerdictRequest)
+M = TypeVar("M", wire_pb2.TaskRequest, wire_pb2.TaskVerdictRequest,
+            wire_pb2.TaskExecutionRequest)
 
 
 def _parse(cls: type[M], payload: bytes, name: str) -> M:

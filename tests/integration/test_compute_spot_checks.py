@@ -98,3 +98,71 @@ async def test_a_liar_is_caught_at_the_spot_check_rate_and_slashed(tmp_path: Pat
             async def slashed() -> bool:
                 return await trio.to_thread.run_sync(bonded_of, requester, liar_node) <= most
             await eventually(slashed, timeout=90, what=f"the liar slashed for {caught} lies")
+
+
+class TrustingComputePlugin(ComputePlugin):
+    """A requester that colludes with its provider: it accepts every result unchecked."""
+
+    async def check_run(self, task: TaskRequest, result: TaskResult) -> bool:
+        return True
+
+
+class AlternatingLiar(ComputePlugin):
+    """Forges every other result: those of even inputs."""
+
+    async def run_task(self, task: TaskRequest) -> TaskResult:
+        honest = await super().run_task(task)
+        if task.payload[-1] % 2:  # the input, last in the payload: an odd one is honest
+            return honest
+        run = parse_result(honest.result)
+        forged = RunResult(run.fuel, bytes(b ^ 0xFF for b in run.output))
+        return TaskResult(forged.encode(), units=forged.units)
+
+
+class CollusionFactory(Instances):
+    """The first node requests and trusts; the second lies; the rest are honest."""
+
+    def __call__(self) -> ComputePlugin:
+        kinds = [TrustingComputePlugin, AlternatingLiar]
+        plugin = kinds[len(self.made)]() if len(self.made) < len(kinds) else ComputePlugin()
+        self.made.append(plugin)
+        return plugin
+
+
+async def test_validators_drawn_from_the_beacon_catch_a_lie_a_colluding_requester_accepted(
+        tmp_path: Path) -> None:
+    """A requester that accepts its provider's forged results unchecked writes receipts
+    for them; the validators the beacon draws audit every receipt (p = 1 here) from the
+    provider's journal, and two of their verdicts slash it (docs/tasks.md §5d); its
+    honest results pass."""
+    factory = CollusionFactory(ComputePlugin)
+    market = MarketPolicy(spot_check_bps=10_000)
+    module = (EXAMPLES / "fnv1a.wat").read_bytes()
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 5, plugins=[plugin_under_test("compute", factory)],
+                                market=market, epoch_seconds=5) as net:
+            requester, liar_node = net.nodes[0], net.nodes[1]
+            plugins = {p.ctx.peer_id: p for p in factory.made}
+            assert isinstance(plugins[liar_node.peer_id], AlternatingLiar)
+            ctx = plugins[requester.peer_id].ctx
+            await eventually(lambda: len(ctx.peers()) == 4, timeout=30,
+                             what="the requester to see every node")
+            await trio.to_thread.run_sync(stake, liar_node, STAKE)
+            await eventually(lambda: bonded(requester, liar_node, STAKE), timeout=60,
+                             what="the liar's stake bonded")
+            for index in range(4):  # two forged, two honest: all accepted
+                payload = RunRequest(module, index.to_bytes(4, "big")).encode()
+                outcome = await ctx.submit_task("RUN", payload, TaskOptions(
+                    providers=(liar_node.peer_id,), attempts=1))
+                assert outcome.state == "done", outcome
+            # The requester wrote no verdict: only the validators' audits can slash.
+            # Each forged receipt is judged by two validators: 10 % of the stake
+            # at its settlement (of the stake the settlement began with: 20 % when
+            # both are in one, 19 % when in two).
+            most = STAKE * 0.9 ** 2 + 2
+
+            async def slashed() -> bool:
+                return await trio.to_thread.run_sync(bonded_of, requester, liar_node) <= most
+            await eventually(slashed, timeout=120, what="the liar slashed for its 2 lies")
+            assert await trio.to_thread.run_sync(bonded_of, requester, liar_node) \
+                >= STAKE * 0.8  # its 2 honest receipts passed: not slashed for them

@@ -466,6 +466,32 @@ class TaskVerdictRequest(_message.Message):
 Global___TaskVerdictRequest: _TypeAlias = TaskVerdictRequest  # noqa: Y015
 
 @_typing.final
+class TaskExecutionRequest(_message.Message):
+    """task-execution/1.0.0: a validator drawn to audit a receipt (docs/tasks.md §5d)
+    asks the provider for the execution behind it; the answer is the
+    TaskVerdictRequest of that execution (the task, its requester, the result,
+    the claim and the provider's signature), as the provider journaled it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.bytes
+    """the claim's task_id (the execution ID)"""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskExecutionRequest: _TypeAlias = TaskExecutionRequest  # noqa: Y015
+
+@_typing.final
 class TaskVerdictAnswer(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

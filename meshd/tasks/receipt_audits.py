@@ -1,0 +1,249 @@
+"""Receipt audits: validators drawn from the beacon check receipts nobody else checked.
+
+A requester checks the results it receives (the plugin's rule, redundancy,
+its spot checks), but a requester and a provider that collude can write
+receipts for work never done, or done wrong, and share the tasks pool's
+emission. So, after each final epoch E, every validator looks at the receipts
+that E's settlement counted (its record's tasks lines) and audits a share p of
+them: a receipt is drawn when ``H(domain ‖ beacon(E) ‖ claim hash) < p · 2²⁵⁶``
+(p: the genesis's ``market.spot_check_bps``, which governance may change),
+and audited by the validator ranked first by ``H(domain ‖ beacon(E) ‖ claim
+hash ‖ validator key)`` among E's validators, the receipt's provider and
+requester left out. The beacon is fixed by E's decision, after the receipts
+were written: neither party could know which receipts would be drawn, nor by
+whom. docs/tasks.md §5d.
+
+The auditor asks the provider for the execution (``task-execution/1.0.0``,
+its journal: executions.py), checks it is the one the claim names (execution
+ID from the requester, plugin, kind, payload and nonce; the result's digest),
+and runs the plugin's rule on it as a third party (compute runs the module
+again). A result the rule rejects gets this validator's verdict and, as a
+requester's would, a confirmation from the next validators in the draw's
+order on ``task-verdict/1.0.0``: two verdicts slash the provider
+(docs/ledger.md §7.1). A provider that does not show the execution (offline,
+or it kept none) is logged and counted, not judged: an honest provider may be
+down when asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import trio
+from google.protobuf.message import DecodeError
+
+from mesh.ledger.v1 import ledger_pb2
+from mesh.wire.v1 import wire_pb2
+from meshcore.ledger import accounts
+from meshcore.ledger.entry import Verified
+from meshcore.ledger.evidence_rules import claim_hash, parse_claim
+from meshcore.ledger.state import Settled
+from meshcore.tasks import claims
+from meshd import errors
+from meshd.ledger.ledger import Ledger
+from meshd.p2p.host import P2PHost
+from meshd.plugin.api import TaskRequest, TaskResult
+from meshd.plugin_host.context import beacon
+from meshd.plugin_host.runtime import PluginRuntime
+from meshd.tasks.provider import EXECUTION_PROTOCOL, VERDICT_PROTOCOL
+
+log = logging.getLogger(__name__)
+
+DRAW_DOMAIN = b"mesh/receipt-audit/v1\x00"
+AUDITS_AT_ONCE = 4
+EPOCHS_BEHIND = 4  # final epochs audited at most after this node fell behind
+CONFIRMERS = 3  # validators asked, in the draw's order, until one confirms
+ASK_TIMEOUT = 30.0
+
+
+def drawn(seed: bytes, claim_digest: bytes, bps: int) -> bool:
+    """Whether the receipt of claim ``claim_digest`` is drawn at ``bps`` (of 10,000)."""
+    value = int.from_bytes(hashlib.sha256(DRAW_DOMAIN + seed + claim_digest).digest(), "big")
+    return value * 10_000 < bps << 256
+
+
+def ranked(seed: bytes, claim_digest: bytes, validators: Iterable[bytes]) -> list[bytes]:
+    """``validators`` in the order they audit that receipt (first: the auditor)."""
+    return sorted(validators, key=lambda v: hashlib.sha256(
+        DRAW_DOMAIN + seed + claim_digest + v).digest())
+
+
+@dataclass
+class AuditCounts:
+    """What this node's receipt audits came to since it started."""
+
+    drawn: int = 0  # receipts drawn for this node to audit
+    passed: int = 0
+    failed: int = 0  # rejected by the rule: verdict written
+    unshown: int = 0  # the provider did not show the execution, or showed another
+    unchecked: int = 0  # no rule here to check it with, or the rule could not run
+
+
+@dataclass(frozen=True)
+class Drawn:
+    receipt: Verified
+    claim: ledger_pb2.TaskClaim
+    confirmers: list[bytes]  # the validators after this one, in the draw's order
+
+
+class ReceiptAuditor:
+    """Audits the receipts the beacon draws for this node; lives on the trio loop."""
+
+    def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime) -> None:
+        self._host = host
+        self._ledger = ledger
+        self._plugins = plugins
+        self.counts = AuditCounts()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        task_status.started()
+        after = self._ledger.final_epoch
+        while True:
+            final = await self._ledger.next_final(after)
+            for epoch in range(max(after + 1, final - EPOCHS_BEHIND + 1), final + 1):
+                try:
+                    await self.audit_epoch(epoch)
+                except errors.MeshError as exc:  # the ledger is busy: that epoch goes unaudited
+                    log.info("receipt audits skipped", extra={"epoch": epoch,
+                                                              "error": str(exc)})
+            after = final
+
+    def mine(self, epoch: int, settled: Settled, receipts: list[Verified]) -> list[Drawn]:
+        """The receipts of final ``epoch`` the beacon draws for this node to audit."""
+        seed = beacon(self._ledger, epoch)
+        validators = [key for key, _ in settled.validators]
+        if seed is None or self._ledger.key not in validators:
+            return []
+        bps = settled.params.market.spot_check_bps
+        found = []
+        for item in receipts:
+            claim = parse_claim(item.body.task_receipt.claim)
+            digest = claim_hash(item.body.task_receipt.claim)
+            if claim is None or not drawn(seed, digest, bps):
+                continue
+            order = [v for v in ranked(seed, digest, validators)
+                     if v not in (claim.provider, claim.requester)]
+            if order and order[0] == self._ledger.key:
+                found.append(Drawn(item, claim, order[1:]))
+        return found
+
+    async def audit_epoch(self, epoch: int) -> None:
+        settled = await trio.to_thread.run_sync(self._ledger.settled_at, epoch)
+        if settled is None:
+            return
+        receipts = await trio.to_thread.run_sync(self._receipts, settled)
+        mine = self.mine(epoch, settled, receipts)
+        if not mine:
+            return
+        self.counts.drawn += len(mine)
+        log.info("auditing receipts", extra={"epoch": epoch, "receipts": len(mine),
+                                             "of": len(receipts)})
+        limit = trio.CapacityLimiter(AUDITS_AT_ONCE)
+
+        async def one(found: Drawn) -> None:
+            async with limit:
+                await self.audit(found)
+
+        async with trio.open_nursery() as nursery:
+            for found in mine:
+                nursery.start_soon(one, found)
+
+    def _receipts(self, settled: Settled) -> list[Verified]:
+        """The task receipts ``settled``'s record counted (blocks: reads the store)."""
+        hashes = dict.fromkeys(e.entry for line in settled.record.lines if line.pool == "tasks"
+                               for e in line.evidence)
+        found = [self._ledger.store.get(h) for h in hashes]
+        return [item for item in found if item is not None and item.kind == "task_receipt"]
+
+    async def audit(self, found: Drawn) -> None:
+        claim, receipt = found.claim, found.receipt.body.task_receipt
+        provider = accounts.peer_id_of(claim.provider)
+        where = {"provider": provider, "receipt": found.receipt.hash.hex(),
+                 "plugin": claim.plugin}
+        try:
+            raw = await self._host.direct.request(
+                provider, EXECUTION_PROTOCOL,
+                wire_pb2.TaskExecutionRequest(task_id=claim.task_id).SerializeToString(),
+                timeout=ASK_TIMEOUT)
+            shown = wire_pb2.TaskVerdictRequest.FromString(raw)
+        except (errors.MeshError, DecodeError) as exc:
+            self.counts.unshown += 1
+            log.info("a provider did not show an audited execution", extra={
+                **where, "error": str(exc)})
+            return
+        problem = mismatch(shown, receipt.claim, claim)
+        if problem is not None:
+            self.counts.unshown += 1
+            log.warning("a provider showed an execution that is not its receipt's", extra={
+                **where, "problem": problem})
+            return
+        task = shown.task
+        kind = self._plugins.task_kind(task.plugin, task.kind)
+        if kind is None or kind.verify is None:
+            self.counts.unchecked += 1
+            return
+        try:
+            ok = await kind.verify(
+                TaskRequest(claim.task_id.hex(), task.kind, task.payload,
+                            accounts.peer_id_of(claim.requester)),
+                TaskResult(shown.result, shown.proof, claim.units))
+        except Exception as exc:  # a rule that cannot run here judges nothing
+            self.counts.unchecked += 1
+            log.info("a receipt audit could not run the plugin's rule", extra={
+                **where, "error": str(exc) or type(exc).__name__})
+            return
+        if ok:
+            self.counts.passed += 1
+            log.debug("an audited receipt passed", extra=where)
+            return
+        self.counts.failed += 1
+        await self._record_wrong(found, shown, where)
+
+    async def _record_wrong(self, found: Drawn, shown: wire_pb2.TaskVerdictRequest,
+                            where: dict[str, str]) -> None:
+        """This validator's verdict, then the next validators' confirmation."""
+        receipt = found.receipt.body.task_receipt
+        verdicts = []
+        try:
+            item = await self._ledger.write(task_verdict=ledger_pb2.TaskVerdict(
+                claim=receipt.claim, provider_signature=receipt.provider_signature,
+                expected_digest=claims.rejected_digest(receipt.claim)))
+            verdicts.append(item.hash.hex())
+        except errors.MeshError as exc:
+            log.warning("could not record an audited receipt's verdict", extra={
+                **where, "error": str(exc)})
+            return
+        ask = shown.SerializeToString()
+        for validator in found.confirmers[:CONFIRMERS]:
+            peer = accounts.peer_id_of(validator)
+            try:
+                answer = wire_pb2.TaskVerdictAnswer.FromString(await self._host.direct.request(
+                    peer, VERDICT_PROTOCOL, ask, timeout=ASK_TIMEOUT * 2))
+            except (errors.MeshError, DecodeError) as exc:
+                log.info("a validator did not confirm an audited receipt's verdict", extra={
+                    **where, "peer_id": peer, "error": str(exc)})
+                continue
+            verdicts.append(answer.verdict_entry.hex())
+            break
+        log.warning("an audited receipt's result is wrong", extra={
+            **where, "verdicts": verdicts})
+
+
+def mismatch(shown: wire_pb2.TaskVerdictRequest, claim_bytes: bytes,
+             claim: ledger_pb2.TaskClaim) -> str | None:
+    """Why ``shown`` is not the execution the receipt's claim names; None if it is."""
+    task = shown.task
+    if shown.claim != claim_bytes:
+        return "another claim"
+    if shown.requester != claim.requester or task.plugin != claim.plugin:
+        return "another requester or plugin"
+    base = claims.base_id(shown.requester, task.plugin, task.kind, task.payload, task.nonce)
+    if claims.execution_id(base, claim.provider) != claim.task_id:
+        return "its payload, kind or nonce is not the claim's task"
+    if claims.result_digest(shown.result) != claim.result_digest:
+        return "its result is not the claim's"
+    return None
