@@ -150,7 +150,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 reports = TaskReports(host, ledger, runtime, (p.name for p in genesis.plugins),
                                       notes)
                 await nursery.start(provider.run)
-                await nursery.start(ReceiptAuditor(host, ledger, runtime).run)
+                auditor = ReceiptAuditor(host, ledger, runtime)
+                await nursery.start(auditor.run)
                 await nursery.start(reports.run)
                 endpoints = await nursery.start(
                     serve_api, config, bridge,
@@ -189,7 +190,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 if config.metrics.listen:
                     await nursery.start(_serve_metrics, config.metrics.listen, board, host,
                                         NodeParts(ledger, router, runtime,
-                                                  replicator.counters))
+                                                  replicator.counters, auditor.counts))
                 log.info("meshd ready", extra={
                     "peer_id": host.peer_id, "api_socket": str(endpoints.socket),
                     "api_tcp_port": endpoints.tcp_port, "http_port": endpoints.http_port,

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import trio
@@ -27,6 +27,7 @@ from meshd.node_status import NodeState, StatusBoard
 from meshd.p2p.autonat import Reachability
 from meshd.p2p.host import P2PHost
 from meshd.plugin_host.runtime import PluginRuntime
+from meshd.tasks.receipt_audits import AuditCounts
 from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class NodeSnapshot:
     tasks: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     plugins: tuple[tuple[str, str, int, bool], ...] = ()
     refused: Mapping[str, int] = field(default_factory=dict)  # entries not stored, by reason
+    receipt_audits: Mapping[str, int] = field(default_factory=dict)  # by outcome
 
 
 @dataclass
@@ -83,6 +85,7 @@ class NodeParts:
     router: TaskRouter
     runtime: PluginRuntime
     replication: ReplicationCounters | None = None
+    audits: AuditCounts | None = None  # the receipt audits this node made as a validator
     # The newest final epoch the sampler saw (-2: none yet), and how long after
     # its end it saw it final (None until one became final while sampled).
     seen_final: int = -2
@@ -104,7 +107,8 @@ def sample_node(parts: NodeParts, now: float) -> NodeSnapshot:
                         entries_stored=ledger.entries_stored,
                         settlement_latency=parts.latency,
                         tasks=parts.router.counts(), plugins=tuple(parts.runtime.health()),
-                        refused=_refused(parts.replication))
+                        refused=_refused(parts.replication),
+                        receipt_audits=asdict(parts.audits) if parts.audits else {})
 
 
 def _refused(counters: ReplicationCounters | None) -> dict[str, int]:
@@ -260,6 +264,10 @@ def _node_families(n: NodeSnapshot) -> Iterator[Metric]:
                     "not stored, by reason (invalid: the sender is penalised; unsupported: a "
                     "newer kind or an unknown settlement; intake_full: gossip dropped; "
                     "waiting_for_past: held until their past arrives).", "reason", n.refused)
+    yield _by_label(CounterMetricFamily, "mesh_receipt_audits", "Receipts the beacon drew "
+                    "for this validator to audit, and what came of them (passed; failed: "
+                    "verdict written; unshown: the provider did not show the execution; "
+                    "unchecked: no rule here could judge it).", "outcome", n.receipt_audits)
     tasks = GaugeMetricFamily("mesh_tasks", "Tasks this node submitted since start, by "
                               "plugin, kind and state.", labels=["plugin", "kind", "state"])
     for (plugin, kind, state), count in sorted(n.tasks.items()):

@@ -93,6 +93,8 @@ def test_the_node_beyond_p2p_ledger_settlement_tasks_plugins(tmp_path: Path) -> 
         assert value(text, 'mesh_ledger_entries_refused_total{reason="invalid"}') == 0
         assert value(text, 'mesh_plugin_up{kind="in-process",plugin="storage"}') == 1.0
         assert value(text, 'mesh_plugin_restarts_total{plugin="storage"}') == 0
+        # v1 is a validator: its receipt audits are counted (none failed: nobody lies).
+        assert value(text, 'mesh_receipt_audits_total{outcome="failed"}') == 0
         v1.ctl("tasks", "submit", "storage", "STORE_FILE", "metrics")  # a task to v2
         text = eventually_blocking(
             lambda: scrape(port), lambda t: 'mesh_tasks{kind="STORE_FILE"' in t, timeout=30,
