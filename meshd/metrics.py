@@ -267,7 +267,8 @@ def _node_families(n: NodeSnapshot) -> Iterator[Metric]:
     yield _by_label(CounterMetricFamily, "mesh_receipt_audits", "Receipts the beacon drew "
                     "for this validator to audit, and what came of them (passed; failed: "
                     "verdict written; unshown: the provider did not show the execution; "
-                    "unchecked: no rule here could judge it).", "outcome", n.receipt_audits)
+                    "reported: reported work, nothing to run again; unchecked: no rule "
+                    "here could judge it).", "outcome", n.receipt_audits)
     tasks = GaugeMetricFamily("mesh_tasks", "Tasks this node submitted since start, by "
                               "plugin, kind and state.", labels=["plugin", "kind", "state"])
     for (plugin, kind, state), count in sorted(n.tasks.items()):

@@ -7,8 +7,10 @@ nonce and the result to check them against the claim and run the plugin's
 rule again, and only the provider is bound to have them (a requester that
 colluded would not hand them over). So the provider keeps, per execution it
 signed a claim for, the ``TaskVerdictRequest`` it would hand a confirmer
-(the task, its requester, the result, the proof, the claim, its signature)
-and serves it on ``task-execution/1.0.0`` to the network's validators.
+(the task, its requester, the result, the proof, the claim, its signature),
+and per report it made (reports.py) the ``TaskReport``, each as a
+``TaskExecutionAnswer``, and serves them on ``task-execution/1.0.0`` to the
+network's validators.
 
 On disk (``executions.sqlite``, WAL): an audit comes after the receipt's
 epoch is final, and a provider that restarted meanwhile still has what it

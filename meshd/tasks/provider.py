@@ -4,8 +4,8 @@ Serves four direct protocols (docs/tasks.md §2): ``task-caps`` (what this
 node executes), ``task`` (TASK_REQUEST → TASK_RESPONSE: run the plugin's
 handler, sign the claim), ``task-verdict`` (confirm that another
 provider's result is wrong, and record a verdict) and ``task-execution``
-(an execution this node signed a claim for, from its journal, to a validator
-auditing the receipt: docs/tasks.md §5d).
+(an execution, or a report, this node signed a claim for, from its journal,
+to a validator auditing the receipt: docs/tasks.md §5d).
 """
 
 from __future__ import annotations
@@ -123,9 +123,9 @@ class TaskProvider:
         self.last_executed_at = trio.current_time()
         signature = self._ledger.sign_claim(claim)
         if self._journal is not None:  # what a validator auditing the receipt will ask for
-            journaled = wire_pb2.TaskVerdictRequest(
+            journaled = wire_pb2.TaskExecutionAnswer(execution=wire_pb2.TaskVerdictRequest(
                 task=request, requester=requester, result=result.result, proof=result.proof,
-                claim=claim, provider_signature=signature).SerializeToString()
+                claim=claim, provider_signature=signature)).SerializeToString()
             await trio.to_thread.run_sync(self._journal.add, task_id, request.epoch, journaled)
         return wire_pb2.TaskResponse(
             result=result.result, proof=result.proof, units=result.units, claim=claim,

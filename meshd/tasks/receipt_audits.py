@@ -17,7 +17,10 @@ The auditor asks the provider for the execution (``task-execution/1.0.0``,
 its journal: executions.py), checks it is the one the claim names (execution
 ID from the requester, plugin, kind, payload and nonce; the result's digest),
 and runs the plugin's rule on it as a third party (compute runs the module
-again). A result the rule rejects gets this validator's verdict and, as a
+again). Reported work (a storage holder's KEEP, say) shows its report
+instead, checked against the claim the same way: its plugin's rule ran on
+the requester's side with what only the requester knows, so it is counted
+and left. A result the rule rejects gets this validator's verdict and, as a
 requester's would, a confirmation from the next validators in the draw's
 order on ``task-verdict/1.0.0``: two verdicts slash the provider
 (docs/ledger.md §7.1). A provider that does not show the execution (offline,
@@ -79,6 +82,7 @@ class AuditCounts:
     passed: int = 0
     failed: int = 0  # rejected by the rule: verdict written
     unshown: int = 0  # the provider did not show the execution, or showed another
+    reported: int = 0  # work reported outside the router: nothing to run again
     unchecked: int = 0  # no rule here to check it with, or the rule could not run
 
 
@@ -169,13 +173,18 @@ class ReceiptAuditor:
                 provider, EXECUTION_PROTOCOL,
                 wire_pb2.TaskExecutionRequest(task_id=claim.task_id).SerializeToString(),
                 timeout=ASK_TIMEOUT)
-            shown = wire_pb2.TaskVerdictRequest.FromString(raw)
+            answer = wire_pb2.TaskExecutionAnswer.FromString(raw)
         except (errors.MeshError, DecodeError) as exc:
             self.counts.unshown += 1
             log.info("a provider did not show an audited execution", extra={
                 **where, "error": str(exc)})
             return
-        problem = mismatch(shown, receipt.claim, claim)
+        if answer.WhichOneof("shown") == "report" and is_report(answer.report, claim):
+            self.counts.reported += 1  # its plugin's requester-side rule judged it
+            return
+        shown = answer.execution
+        problem = "no execution" if not answer.HasField("execution") \
+            else mismatch(shown, receipt.claim, claim)
         if problem is not None:
             self.counts.unshown += 1
             log.warning("a provider showed an execution that is not its receipt's", extra={
@@ -231,6 +240,13 @@ class ReceiptAuditor:
             break
         log.warning("an audited receipt's result is wrong", extra={
             **where, "verdicts": verdicts})
+
+
+def is_report(report: wire_pb2.TaskReport, claim: ledger_pb2.TaskClaim) -> bool:
+    """Whether ``report`` is the reported work (docs/tasks.md §5a) ``claim`` names."""
+    return report.plugin == claim.plugin and claims.report_id(
+        claim.requester, claim.provider, report.plugin, report.kind, report.detail,
+    ) == claim.task_id and claims.result_digest(report.detail) == claim.result_digest
 
 
 def mismatch(shown: wire_pb2.TaskVerdictRequest, claim_bytes: bytes,

@@ -32,6 +32,7 @@ from meshd.ledger.ledger import Ledger
 from meshd.p2p.host import P2PHost
 from meshd.plugin.api import MAX_REPORT_DETAIL, ReportRule, TaskReport, check_name
 from meshd.plugin_host.runtime import PluginRuntime
+from meshd.tasks.executions import ExecutionJournal
 from meshd.tasks.notes import ReceiptNotes, check_note
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,10 @@ class TaskReports:
     """Both sides of reported tasks; lives on the trio loop."""
 
     def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime,
-                 rewarded: Iterable[str], notes: ReceiptNotes) -> None:
+                 rewarded: Iterable[str], notes: ReceiptNotes,
+                 journal: ExecutionJournal | None = None) -> None:
         self._host = host
+        self._journal = journal  # reports this node made, for validators auditing them
         self._ledger = ledger
         self._notes = notes  # what plugins said of the receipts they reported
         self._plugins = plugins
@@ -91,8 +94,14 @@ class TaskReports:
                                             "the genesis does not require it")
         epoch = self._ledger.entry_epoch()
         for _ in range(2):  # the second time at the epoch the peer asked for
-            answer = await self._send(plugin, peer_id, requester, kind, detail, units, epoch)
+            sent, answer = await self._send(plugin, peer_id, requester, kind, detail, units,
+                                            epoch)
             if answer.receipt_entry:
+                if self._journal is not None:  # what a validator auditing the receipt sees
+                    task_id = claims.report_id(requester, self._ledger.key, plugin, kind, detail)
+                    await trio.to_thread.run_sync(
+                        self._journal.add, task_id, epoch,
+                        wire_pb2.TaskExecutionAnswer(report=sent).SerializeToString())
                 if note:
                     self._notes.add(answer.receipt_entry.hex(), plugin, note)
                 return answer.receipt_entry.hex()
@@ -101,7 +110,8 @@ class TaskReports:
                                  "(its ledger is moving on); report again later")
 
     async def _send(self, plugin: str, peer_id: str, requester: bytes, kind: str,
-                    detail: bytes, units: int, epoch: int) -> wire_pb2.TaskReportAnswer:
+                    detail: bytes, units: int, epoch: int,
+                    ) -> tuple[wire_pb2.TaskReport, wire_pb2.TaskReportAnswer]:
         claim = claims.make_claim(
             network_id=self._ledger.network_id,
             task_id=claims.report_id(requester, self._ledger.key, plugin, kind, detail),
@@ -114,7 +124,7 @@ class TaskReports:
                                               report.SerializeToString(),
                                               timeout=RULE_TIMEOUT + 5)
         try:
-            return wire_pb2.TaskReportAnswer.FromString(raw)
+            return report, wire_pb2.TaskReportAnswer.FromString(raw)
         except DecodeError:
             raise errors.PeerError(f"{peer_id} answered something other than a "
                                    "TaskReportAnswer") from None

@@ -15,7 +15,7 @@ from mesh.wire.v1 import wire_pb2
 from meshcore.ledger.evidence_rules import parse_claim
 from meshcore.tasks import claims
 from meshd.tasks.executions import ExecutionJournal
-from meshd.tasks.receipt_audits import drawn, mismatch, ranked
+from meshd.tasks.receipt_audits import drawn, is_report, mismatch, ranked
 
 SEED = hashlib.sha256(b"beacon").digest()
 
@@ -58,15 +58,14 @@ def test_an_execution_shown_must_be_the_one_the_claim_names() -> None:
     claim = parse_claim(claim_bytes)
     assert claim is not None
     assert mismatch(shown, claim_bytes, claim) is None
-    for change, why in [(lambda s: s.task.__setattr__("payload", b"other"), "payload"),
-                        (lambda s: s.task.__setattr__("nonce", b"m" * 16), "payload"),
-                        (lambda s: s.task.__setattr__("kind", "OTHER"), "payload"),
-                        (lambda s: s.__setattr__("result", b"forged"), "result"),
-                        (lambda s: s.__setattr__("requester", b"x" * 32), "requester"),
-                        (lambda s: s.__setattr__("claim", b"another"), "another claim")]:
+    changes: list[tuple[str, str, object, str]] = [  # (part, field, value, why)
+        ("task", "payload", b"other", "payload"), ("task", "nonce", b"m" * 16, "payload"),
+        ("task", "kind", "OTHER", "payload"), ("", "result", b"forged", "result"),
+        ("", "requester", b"x" * 32, "requester"), ("", "claim", b"another", "another claim")]
+    for part, name, value, why in changes:
         changed = wire_pb2.TaskVerdictRequest()
         changed.CopyFrom(shown)
-        change(changed)
+        setattr(changed.task if part else changed, name, value)
         assert why in str(mismatch(changed, claim_bytes, claim))
 
 
@@ -86,3 +85,24 @@ def test_the_journal_keeps_recent_executions_within_its_bounds(tmp_path: Path) -
     assert again.get(b"e") == (5, b"v" * 5000)  # on disk: a restart keeps it
     again.add(b"f", 5, b"u" * 10)
     assert again.get(b"e") is None  # the byte count was read back at open
+
+
+def test_a_report_shown_must_be_the_reported_work_the_claim_names() -> None:
+    requester, provider = b"r" * 32, b"p" * 32
+    claim_bytes = claims.make_claim(
+        network_id="net", task_id=claims.report_id(requester, provider, "storage", "KEEP",
+                                                   b"detail"),
+        plugin="storage", requester=requester, provider=provider, epoch=3, units=2,
+        result=b"detail")
+    claim = parse_claim(claim_bytes)
+    assert claim is not None
+    report = wire_pb2.TaskReport(plugin="storage", kind="KEEP", detail=b"detail")
+    assert is_report(report, claim)
+    for changed in (wire_pb2.TaskReport(plugin="storage", kind="KEEP", detail=b"other"),
+                    wire_pb2.TaskReport(plugin="storage", kind="RETRIEVE_FILE",
+                                        detail=b"detail"),
+                    wire_pb2.TaskReport(plugin="compute", kind="KEEP", detail=b"detail")):
+        assert not is_report(changed, claim)
+    _, execution_claim = execution()  # an execution's claim is no report
+    parsed = parse_claim(execution_claim)
+    assert parsed is not None and not is_report(report, parsed)

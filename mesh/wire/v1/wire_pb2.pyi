@@ -468,16 +468,14 @@ Global___TaskVerdictRequest: _TypeAlias = TaskVerdictRequest  # noqa: Y015
 @_typing.final
 class TaskExecutionRequest(_message.Message):
     """task-execution/1.0.0: a validator drawn to audit a receipt (docs/tasks.md §5d)
-    asks the provider for the execution behind it; the answer is the
-    TaskVerdictRequest of that execution (the task, its requester, the result,
-    the claim and the provider's signature), as the provider journaled it.
+    asks the provider for the work behind it, as the provider journaled it.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.bytes
-    """the claim's task_id (the execution ID)"""
+    """the claim's task_id"""
     def __init__(
         self,
         *,
@@ -490,6 +488,40 @@ class TaskExecutionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskExecutionRequest: _TypeAlias = TaskExecutionRequest  # noqa: Y015
+
+@_typing.final
+class TaskExecutionAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def execution(self) -> Global___TaskVerdictRequest:
+        """A routed task's execution: the task, its requester, the result, the
+        claim and the provider's signature.
+        """
+
+    @_builtins.property
+    def report(self) -> Global___TaskReport:
+        """Work reported outside the router (docs/tasks.md §5a): its plugin's
+        requester-side rule judged it, so there is nothing to run again.
+        """
+
+    def __init__(
+        self,
+        *,
+        execution: Global___TaskVerdictRequest | None = ...,
+        report: Global___TaskReport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "report", b"report", "shown", b"shown"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "report", b"report", "shown", b"shown"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_shown: _TypeAlias = _typing.Literal["execution", "report"]  # noqa: Y015
+    _WhichOneofArgType_shown: _TypeAlias = _typing.Literal["shown", b"shown"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_shown) -> _WhichOneofReturnType_shown | None: ...
+
+Global___TaskExecutionAnswer: _TypeAlias = TaskExecutionAnswer  # noqa: Y015
 
 @_typing.final
 class TaskVerdictAnswer(_message.Message):

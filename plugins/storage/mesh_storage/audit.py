@@ -331,15 +331,19 @@ class Auditor:
         await self._judge(manifest.cid, result, cid, promise)
         return self.last[cid]
 
-    async def _gone(self, file: str, holder: str, reason: str) -> tuple[str, bool]:
+    async def _gone(self, file: str, holder: str, reason: str, owner: str,
+                    ) -> tuple[str, bool]:
         """The holder refused an audit saying the piece is gone: the reason, and whether
-        that proves it lost (no removal signed by the file's owner shown)."""
-        manifest = await self._manifest(file)
-        if manifest is None:  # no owner to check a removal against: only its word counts
+        that proves it lost (no removal signed by the file's ``owner`` shown; "": the
+        owner this node's manifest of the file names)."""
+        if not owner:
+            manifest = await self._manifest(file)
+            owner = manifest.owner if manifest is not None else ""
+        if not owner:  # no owner to check a removal against: only its word counts
             return reason, NO_PIECE in reason
         promise = self.verdicts.claims.promises.get((holder, file))
         try:
-            excuse = await tombstones.excuse(self.ctx, holder, file, manifest.owner,
+            excuse = await tombstones.excuse(self.ctx, holder, file, owner,
                                              epoch_of(promise) if promise else -1,
                                              PIECE_TIMEOUT)
         except MeshError as exc:
@@ -364,14 +368,16 @@ class Auditor:
         size = piece_size(stripe.length, manifest.k)
         return await self.audit(manifest.cid, holder, cid, bytes.fromhex(stripe.roots[index]),
                                 size, manifest.segment, epoch, held_bytes or size,
-                                claimed=claimed)
+                                claimed=claimed, owner=manifest.owner)
 
     async def audit(self, file: str, holder: str, cid: str, root: bytes, size: int,
                     segment: int, epoch: int, held_bytes: int, *, claimed: bool = False,
-                    ) -> Audit:
+                    owner: str = "") -> Audit:
         """Challenge ``holder`` for a random segment of piece ``cid`` of ``file``;
         record the result. ``claimed``: the holder said HAVE yes for it in this round,
-        so leaving it unproven is a strike (containment.py)."""
+        so leaving it unproven is a strike (containment.py). ``owner``: the file's,
+        whose signed removal alone excuses a piece gone ("": as this node's manifest
+        of the file says)."""
         count = max(1, -(-size // segment))
         index = random.randrange(count)
         ask = f"{cid} {index} {segment} {epoch} {held_bytes} {file} {root.hex()} {size}".encode()
@@ -387,7 +393,7 @@ class Auditor:
             provable = isinstance(exc, AuditError)
             reason = str(exc)
             if isinstance(exc, PeerError) and (NO_PIECE in reason or DROPPED in reason):
-                reason, provable = await self._gone(file, holder, reason)
+                reason, provable = await self._gone(file, holder, reason, owner)
             result = Audit(epoch, holder, False, reason, trio.current_time(), provable)
             self.ctx.log.warning("a holder failed an audit", extra={
                 "peer_id": holder, "piece": cid, "segment": index, "error": str(exc)})
