@@ -60,6 +60,7 @@ AUDITS_AT_ONCE = 4
 EPOCHS_BEHIND = 4  # final epochs audited at most after this node fell behind
 CONFIRMERS = 3  # validators asked, in the draw's order, until one confirms
 ASK_TIMEOUT = 30.0
+VERIFY_TIMEOUT = 300.0  # seconds for the plugin's rule (a task's own longest run)
 
 
 def drawn(seed: bytes, claim_digest: bytes, bps: int) -> bool:
@@ -196,11 +197,12 @@ class ReceiptAuditor:
             self.counts.unchecked += 1
             return
         try:
-            ok = await kind.verify(
-                TaskRequest(claim.task_id.hex(), task.kind, task.payload,
-                            accounts.peer_id_of(claim.requester)),
-                TaskResult(shown.result, shown.proof, claim.units))
-        except Exception as exc:  # a rule that cannot run here judges nothing
+            with trio.fail_after(VERIFY_TIMEOUT):
+                ok = await kind.verify(
+                    TaskRequest(claim.task_id.hex(), task.kind, task.payload,
+                                accounts.peer_id_of(claim.requester)),
+                    TaskResult(shown.result, shown.proof, claim.units))
+        except Exception as exc:  # a rule that cannot run here (in time) judges nothing
             self.counts.unchecked += 1
             log.info("a receipt audit could not run the plugin's rule", extra={
                 **where, "error": str(exc) or type(exc).__name__})

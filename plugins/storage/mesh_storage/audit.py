@@ -192,8 +192,9 @@ class Auditor:
         pieces = [(s, i, cid) for s, stripe in enumerate(manifest.stripes)
                   for i, cid in enumerate(stripe.pieces)]
         held: dict[str, list[int]] = {}  # holder -> indices into pieces
-        asked_at = trio.current_time()
-        for at, peers in enumerate(await self.files.who_has([c for _, _, c in pieces])):
+        answered: set[str] = set()  # whoever answered this HAVE, yes or no
+        for at, peers in enumerate(await self.files.who_has([c for _, _, c in pieces],
+                                                            answered=answered)):
             for peer in peers:
                 held.setdefault(peer, []).append(at)
 
@@ -227,7 +228,7 @@ class Auditor:
                 if holder != self.ctx.peer_id:
                     nursery.start_soon(one, holder, indices)
             for holder, (promise, cids) in self._denials(manifest, held, pieces,
-                                                         asked_at).items():
+                                                         answered).items():
                 nursery.start_soon(denied, holder, promise, cids)
 
     async def recheck(self, epoch: int) -> None:
@@ -280,15 +281,16 @@ class Auditor:
         self.last[cid] = dataclasses.replace(result, verdicts=verdicts)
 
     def _denials(self, manifest: Manifest, held: dict[str, list[int]],
-                 pieces: list[tuple[int, int, str]], asked_at: float,
+                 pieces: list[tuple[int, int, str]], answered: set[str],
                  ) -> dict[str, tuple[TaskReport, list[str]]]:
         """The pieces of ``manifest``'s file that holders it holds to a promise denied in
-        the HAVE just asked (at ``asked_at``), with the promise: pieces they said they
-        hold lately (to this node, in the last 48 h) or named in the promise (first: a
-        confirmer can check that one itself), and now say they do not."""
+        the HAVE just asked (``answered``: who answered it), with the promise: pieces
+        they said they hold lately (to this node, in the last 48 h) or named in the
+        promise (first: a confirmer can check that one itself), and now say they do
+        not. A holder that did not answer this HAVE is offline, not denying (though it
+        may have answered another, for a repair, meanwhile)."""
         denials: dict[str, tuple[TaskReport, list[str]]] = {}
-        # Those that answered the HAVE (the others are offline, not denying).
-        for holder in [p for p, at in list(self.files.answered.items()) if at >= asked_at]:
+        for holder in sorted(answered):
             promise = self.verdicts.claims.promises.get((holder, manifest.cid))
             if promise is None or holder == self.ctx.peer_id:
                 continue

@@ -507,9 +507,10 @@ class Files:
                     self.failed.pop(peer, None)
         return live
 
-    async def who_has(self, cids: list[str], among: Collection[str] | None = None
-                      ) -> list[list[str]]:
-        """For each piece, the other storage nodes that answer HAVE for it now.
+    async def who_has(self, cids: list[str], among: Collection[str] | None = None,
+                      answered: set[str] | None = None) -> list[list[str]]:
+        """For each piece, the other storage nodes that answer HAVE for it now;
+        ``answered``, if given, gets every node that answered (yes or no).
 
         Every storage node the DHT names, and every connected peer, is asked
         (LOOKUPS_AT_ONCE at a time; only those ``among``, when given): a
@@ -539,6 +540,8 @@ class Files:
             now = trio.current_time()
             self.failed.pop(peer, None)
             self.answered[peer] = now
+            if answered is not None:
+                answered.add(peer)
             for index, held in enumerate(answer[:len(cids)]):
                 if held == 1:
                     holders[index].append(peer)
