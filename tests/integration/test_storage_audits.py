@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from meshcore.ledger import accounts
 from meshcore.ledger.evidence_rules import parse_claim
 from meshd.plugin import Event, InvalidArgument, MeshError, Unavailable
-from meshd.testing import Node, eventually, open_network, plugin_under_test
+from meshd.testing import Network, Node, eventually, open_network, plugin_under_test
 from tests.integration.test_plugins import Instances
 from tests.integration.test_task_reports import bonded, bonded_of, stake
 
@@ -192,25 +194,10 @@ async def test_a_holder_silent_about_a_piece_it_claims_is_contained_then_slashed
     row is judged by the auditor, and by each keeper after its own 3 epochs."""
     monkeypatch.setattr(audit, "PIECE_TIMEOUT", 3.0)  # how long silence takes to notice
     monkeypatch.setattr(verdicts, "PIECE_TIMEOUT", 3.0)
-    factory = Instances(StoragePlugin)
-    settings = {"plugins.settings": {"storage": {"repair_every": 3600, "audit_every": 3600}}}
     with trio.fail_after(240):
-        async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
-                                config=settings, epoch_seconds=EPOCH_SECONDS) as net:
-            plugin = {p.ctx.peer_id: p for p in factory.made}
-            owner = net.nodes[0]
-            auditor = plugin[owner.peer_id]
-            await eventually(_all_announced(auditor), timeout=60, what="every holder announced")
-            manifest = await store(owner, os.urandom(4 * K * PIECE))
+        async with a_file_promised(tmp_path) as (net, owner, auditor, manifest, holders,
+                                                  plugins):
             pieces = [c for s in manifest.stripes for c in s.pieces]
-            holders = [p for p in plugin.values() if p is not auditor
-                       and any(p.chunks.has(digest_hex(c)) for c in pieces)]
-            assert len(holders) == N
-            await auditor.auditor.audit_file(manifest, epoch=1)  # every holder's promise
-            promises = auditor.auditor.verdicts.claims.promises
-            await eventually(lambda: all((h.ctx.peer_id, manifest.cid) in promises
-                                         for h in holders), timeout=30,
-                             what="every holder's promise")
 
             async def silent(event: Event) -> bytes:
                 await trio.sleep_forever()
@@ -276,7 +263,7 @@ async def test_a_holder_silent_about_a_piece_it_claims_is_contained_then_slashed
 
             # The network's view: a node that never audited the liar shuns it too, on
             # the ledger's word (its standing, folded from the settlements).
-            spare = next(p for p in plugin.values() if p is not auditor and p not in holders)
+            spare = next(p for p in plugins if p is not auditor and p not in holders)
             assert liar.ctx.peer_id not in spare.files.reputation.holders
 
             async def folded() -> bool:
@@ -296,28 +283,13 @@ async def test_a_holder_that_denies_a_piece_it_claimed_is_slashed_unless_the_own
     """Storj counts "not found" as a failed audit: a holder that says it no longer
     holds a piece it claimed (HAVE no) lost it, unless it shows the removal of the
     file signed by its owner (tombstones.py), as every holder that `rm` reached does."""
-    factory = Instances(StoragePlugin)
-    settings = {"plugins.settings": {"storage": {"repair_every": 3600, "audit_every": 3600}}}
     with trio.fail_after(240):
-        async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
-                                config=settings, epoch_seconds=EPOCH_SECONDS) as net:
-            plugin = {p.ctx.peer_id: p for p in factory.made}
-            owner = net.nodes[0]
-            auditor = plugin[owner.peer_id]
-            await eventually(_all_announced(auditor), timeout=60, what="every holder announced")
-            manifest = await store(owner, os.urandom(4 * K * PIECE))
+        async with a_file_promised(tmp_path) as (net, owner, auditor, manifest, holders, _):
             pieces = [c for s in manifest.stripes for c in s.pieces]
-            holders = [p for p in plugin.values() if p is not auditor
-                       and any(p.chunks.has(digest_hex(c)) for c in pieces)]
-            assert len(holders) == N
+            promises = auditor.auditor.verdicts.claims.promises
             # The keeper below keeps a copy of the manifest (a copy may fail to land).
             keeper = next(h for h in holders if h.holding.manifests.get(manifest.cid))
             liar, honest = [h for h in holders if h is not keeper]
-            await auditor.auditor.audit_file(manifest, epoch=1)  # every holder's promise
-            promises = auditor.auditor.verdicts.claims.promises
-            await eventually(lambda: all((h.ctx.peer_id, manifest.cid) in promises
-                                         for h in holders), timeout=30,
-                             what="every holder's promise")
             liar_node = next(n for n in net.nodes if n.peer_id == liar.ctx.peer_id)
             await trio.to_thread.run_sync(stake, liar_node, STAKE)
             await eventually(lambda: bonded(owner, liar_node, STAKE), timeout=60,
@@ -535,6 +507,35 @@ def receipt_notes(socket: Path, account: str) -> list[dict[str, str]]:
             assert len(record["notes"]) == sum("…: " in line for line in explained.lines
                                                if line.startswith("  entry "))
     return notes
+
+
+@contextlib.asynccontextmanager
+async def a_file_promised(tmp_path: Path) -> AsyncIterator[
+        tuple[Network, Node, StoragePlugin, Manifest, list[StoragePlugin],
+              list[StoragePlugin]]]:
+    """5 storage nodes (audits and repairs driven by hand); the first puts a file of
+    4 stripes on N holders and audits it once, so that every holder has promised to
+    keep its pieces: (network, owner node, owner's plugin, manifest, holders, every
+    node's plugin)."""
+    factory = Instances(StoragePlugin)
+    settings = {"plugins.settings": {"storage": {"repair_every": 3600, "audit_every": 3600}}}
+    async with open_network(tmp_path, 5, plugins=[plugin_under_test("storage", factory)],
+                            config=settings, epoch_seconds=EPOCH_SECONDS) as net:
+        plugin = {p.ctx.peer_id: p for p in factory.made}
+        owner = net.nodes[0]
+        auditor = plugin[owner.peer_id]
+        await eventually(_all_announced(auditor), timeout=60, what="every holder announced")
+        manifest = await store(owner, os.urandom(4 * K * PIECE))
+        pieces = [c for s in manifest.stripes for c in s.pieces]
+        holders = [p for p in plugin.values() if p is not auditor
+                   and any(p.chunks.has(digest_hex(c)) for c in pieces)]
+        assert len(holders) == N
+        await auditor.auditor.audit_file(manifest, epoch=1)  # every holder's promise
+        promises = auditor.auditor.verdicts.claims.promises
+        await eventually(lambda: all((h.ctx.peer_id, manifest.cid) in promises
+                                     for h in holders), timeout=30,
+                         what="every holder's promise")
+        yield net, owner, auditor, manifest, holders, list(plugin.values())
 
 
 def claim_still_holding(holding: Holding, pieces: list[str]) -> None:
