@@ -98,8 +98,9 @@ def network() -> None:
 @click.option("--spot-checks", type=int, default=MarketPolicy().spot_check_bps,
               show_default=True, metavar="BPS",
               help="Basis points of accepted results a verifying node runs again itself "
-                   "(compute spot checks, docs/compute.md §5; governance can change it: "
-                   "market.spot_check_bps).")
+                   "(compute spot checks, docs/compute.md §5), and of counted receipts the "
+                   "validators audit (docs/tasks.md §5d); governance can change it: "
+                   "market.spot_check_bps.")
 @click.option("--genesis-time", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
               help="Genesis time (UTC if no offset). Default: now.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),

@@ -185,6 +185,49 @@ def list_tasks(client: MeshClient, as_json: bool) -> None:
 
 
 @tasks.command()
+@json_option
+@with_client
+def audits(client: MeshClient, as_json: bool) -> None:
+    """List the receipts this node audited as a validator since meshd started.
+
+    After each final epoch, the validators the beacon draws run the plugin's
+    rule on a share of its receipts (the network's spot-check rate), whoever
+    the requester was; a wrong result gets verdicts that slash its provider
+    (docs/tasks.md §5d). Newest first, with how many came to each outcome.
+    """
+    response = client.unary(_stub(client).ListReceiptAudits,
+                            tasks_pb2.ListReceiptAuditsRequest())
+    emit(audits_to_dict(response), as_json, _audits_table)
+
+
+AUDIT_OUTCOMES = ("drawn", "passed", "failed", "unshown", "reported", "unchecked")
+
+
+def audits_to_dict(response: tasks_pb2.ListReceiptAuditsResponse) -> dict[str, Any]:
+    """The stable JSON shape of `tasks audits`."""
+    return {"counts": {name: getattr(response, name) for name in AUDIT_OUTCOMES},
+            "audits": [{"epoch": a.epoch, "receipt": a.receipt, "plugin": a.plugin,
+                        "provider": a.provider, "requester": a.requester,
+                        "outcome": a.outcome, "detail": a.detail,
+                        "verdicts": list(a.verdicts),
+                        "audited_at": timestamp_text(a.audited_at)}
+                       for a in response.audits]}
+
+
+def _audits_table(shown: dict[str, Any]) -> str:
+    counts = ", ".join(f"{name} {shown['counts'][name]}" for name in AUDIT_OUTCOMES)
+    if not shown["audits"]:
+        return (f"no receipts audited by this node since meshd started ({counts}): the "
+                "beacon draws validators only, at the network's spot-check rate")
+    rows = [("EPOCH", "RECEIPT", "PLUGIN", "PROVIDER", "OUTCOME", "DETAIL")]
+    rows += [(str(a["epoch"]), a["receipt"][:16], a["plugin"], a["provider"][-12:],
+              a["outcome"], a["detail"] + (f" (verdicts {len(a['verdicts'])})"
+                                           if a["verdicts"] else ""))
+             for a in shown["audits"]]
+    return table(rows) + f"\n{counts}"
+
+
+@tasks.command()
 @click.argument("task_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the result's bytes to FILE.")

@@ -151,12 +151,11 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                                       notes)
                 await nursery.start(provider.run)
                 auditor = ReceiptAuditor(host, ledger, runtime)
-                await nursery.start(auditor.run)
                 await nursery.start(reports.run)
                 endpoints = await nursery.start(
                     serve_api, config, bridge,
                     Services(board, network, host, ledger, Governance(ledger), runtime, router,
-                             notes))
+                             notes, auditor))
                 await trio.to_thread.run_sync(check_api_answers, endpoints.socket)
                 if endpoints.http_port is not None:
                     board.update(http_url=http_url(config.http.listen, endpoints.http_port))
@@ -166,6 +165,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 await nursery.start(SyncServer(ledger, host).run)
                 await nursery.start(GenesisServer(host, genesis_toml).run)
                 await nursery.start(SettlementDriver(ledger).run)
+                await nursery.start(auditor.run)
                 await nursery.start(StandingIndexer(ledger).run)
                 await nursery.start(UptimeAttester(ledger, host).run)
                 await nursery.start(EquivocationReporter(ledger).run)

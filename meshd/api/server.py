@@ -63,6 +63,7 @@ from meshd.p2p.host import P2PHost
 from meshd.plugin_host.runtime import PluginRuntime
 from meshd.rpc.bridge import StopAll, TrioBridge, serve_in_thread
 from meshd.tasks.notes import ReceiptNotes
+from meshd.tasks.receipt_audits import ReceiptAuditor
 from meshd.tasks.router import TaskRouter
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Services:
     plugins: PluginRuntime
     tasks: TaskRouter
     notes: ReceiptNotes  # what plugins said of their receipts (rewards explain)
+    audits: ReceiptAuditor | None = None  # receipt audits this node makes as a validator
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ API = (
          plugins_pb2_grpc.add_PluginsServiceServicer_to_server,
          lambda bridge, s: PluginsServicer(bridge, s.plugins)),
     _Api(_service(tasks_pb2, "TasksService"), tasks_pb2_grpc.add_TasksServiceServicer_to_server,
-         lambda bridge, s: TasksServicer(bridge, s.tasks)),
+         lambda bridge, s: TasksServicer(bridge, s.tasks, s.audits)),
 )
 SERVICE_NAMES = tuple(api.descriptor.full_name for api in API)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any, TypeAlias
 
 import grpc
@@ -14,6 +15,7 @@ from meshd.api.convert import timestamp
 from meshd.plugin.api import TaskOptions
 from meshd.rpc.bridge import TrioBridge
 from meshd.rpc.status import server_stream, unary
+from meshd.tasks.receipt_audits import Audited, ReceiptAuditor
 from meshd.tasks.router import TaskRecord, TaskRouter
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -21,9 +23,11 @@ DEFAULT_TIMEOUT_MS, DEFAULT_ATTEMPTS = 30_000, 3
 
 
 class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
-    def __init__(self, bridge: TrioBridge, router: TaskRouter) -> None:
+    def __init__(self, bridge: TrioBridge, router: TaskRouter,
+                 audits: ReceiptAuditor | None = None) -> None:
         self._bridge = bridge
         self._router = router
+        self._audits = audits
 
     async def SubmitTask(self, request: tasks_pb2.SubmitTaskRequest,
                          context: Context) -> tasks_pb2.SubmitTaskResponse:
@@ -64,6 +68,29 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
 
         async for change in server_stream(context, self._bridge, changes):
             yield change
+
+
+    async def ListReceiptAudits(self, request: tasks_pb2.ListReceiptAuditsRequest,
+                                context: Context) -> tasks_pb2.ListReceiptAuditsResponse:
+        auditor = self._audits
+
+        def listed() -> tasks_pb2.ListReceiptAuditsResponse:  # read on the trio loop
+            if auditor is None:
+                return tasks_pb2.ListReceiptAuditsResponse()
+            return tasks_pb2.ListReceiptAuditsResponse(
+                audits=[receipt_audit_pb(a) for a in auditor.recent],
+                **asdict(auditor.counts))
+
+        async def read() -> tasks_pb2.ListReceiptAuditsResponse:
+            return listed()
+        return await unary(context, self._bridge, read)
+
+
+def receipt_audit_pb(audited: Audited) -> tasks_pb2.ReceiptAudit:
+    return tasks_pb2.ReceiptAudit(
+        epoch=audited.epoch, receipt=audited.receipt, plugin=audited.plugin,
+        provider=audited.provider, requester=audited.requester, outcome=audited.outcome,
+        detail=audited.detail, verdicts=audited.verdicts, audited_at=timestamp(audited.at))
 
 
 def task_pb(record: TaskRecord, with_result: bool = False) -> tasks_pb2.Task:

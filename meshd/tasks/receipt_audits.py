@@ -30,10 +30,12 @@ down when asked.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from google.protobuf.message import DecodeError
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 DRAW_DOMAIN = b"mesh/receipt-audit/v1\x00"
 AUDITS_AT_ONCE = 4
 EPOCHS_BEHIND = 4  # final epochs audited at most after this node fell behind
+KEPT = 1000  # audits listed by ListReceiptAudits
 CONFIRMERS = 3  # validators asked, in the draw's order, until one confirms
 ASK_TIMEOUT = 30.0
 VERIFY_TIMEOUT = 300.0  # seconds for the plugin's rule (a task's own longest run)
@@ -87,6 +90,21 @@ class AuditCounts:
     unchecked: int = 0  # no rule here to check it with, or the rule could not run
 
 
+@dataclass
+class Audited:
+    """One receipt audit, as ``meshctl tasks audits`` shows it."""
+
+    epoch: int
+    receipt: str  # the task_receipt entry's hash (hex)
+    plugin: str
+    provider: str
+    requester: str
+    outcome: str = ""  # passed, failed, unshown, reported, unchecked
+    detail: str = ""
+    verdicts: list[str] = field(default_factory=list)
+    at: float = 0.0  # Unix time
+
+
 @dataclass(frozen=True)
 class Drawn:
     receipt: Verified
@@ -102,6 +120,7 @@ class ReceiptAuditor:
         self._ledger = ledger
         self._plugins = plugins
         self.counts = AuditCounts()
+        self.recent: collections.deque[Audited] = collections.deque(maxlen=KEPT)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -164,59 +183,68 @@ class ReceiptAuditor:
         found = [self._ledger.store.get(h) for h in hashes]
         return [item for item in found if item is not None and item.kind == "task_receipt"]
 
-    async def audit(self, found: Drawn) -> None:
+    async def audit(self, found: Drawn) -> Audited:
+        """Audit one drawn receipt; what came of it (also kept in :attr:`recent`)."""
+        claim = found.claim
+        audited = Audited(found.receipt.body.epoch, found.receipt.hash.hex(), claim.plugin,
+                          accounts.peer_id_of(claim.provider),
+                          accounts.peer_id_of(claim.requester))
+        audited.outcome, audited.detail = await self._judge(found, audited)
+        audited.at = time.time()
+        setattr(self.counts, audited.outcome, getattr(self.counts, audited.outcome) + 1)
+        self.recent.appendleft(audited)
+        return audited
+
+    async def _judge(self, found: Drawn, audited: Audited) -> tuple[str, str]:
+        """(outcome, detail) of the audit of ``found``."""
         claim, receipt = found.claim, found.receipt.body.task_receipt
-        provider = accounts.peer_id_of(claim.provider)
-        where = {"provider": provider, "receipt": found.receipt.hash.hex(),
+        where = {"provider": audited.provider, "receipt": audited.receipt,
                  "plugin": claim.plugin}
         try:
             raw = await self._host.direct.request(
-                provider, EXECUTION_PROTOCOL,
+                audited.provider, EXECUTION_PROTOCOL,
                 wire_pb2.TaskExecutionRequest(task_id=claim.task_id).SerializeToString(),
                 timeout=ASK_TIMEOUT)
             answer = wire_pb2.TaskExecutionAnswer.FromString(raw)
         except (errors.MeshError, DecodeError) as exc:
-            self.counts.unshown += 1
             log.info("a provider did not show an audited execution", extra={
                 **where, "error": str(exc)})
-            return
+            return "unshown", str(exc) or type(exc).__name__
         if answer.WhichOneof("shown") == "report" and is_report(answer.report, claim):
-            self.counts.reported += 1  # its plugin's requester-side rule judged it
-            return
+            # Its plugin's rule ran on the requester's side, with what only it knows.
+            return "reported", f"{answer.report.kind} reported outside the router"
         shown = answer.execution
         problem = "no execution" if not answer.HasField("execution") \
             else mismatch(shown, receipt.claim, claim)
         if problem is not None:
-            self.counts.unshown += 1
             log.warning("a provider showed an execution that is not its receipt's", extra={
                 **where, "problem": problem})
-            return
+            return "unshown", f"the provider showed {problem}"
         task = shown.task
         kind = self._plugins.task_kind(task.plugin, task.kind)
         if kind is None or kind.verify is None:
-            self.counts.unchecked += 1
-            return
+            return "unchecked", f"this node has no rule for {task.plugin}/{task.kind}"
         try:
             with trio.fail_after(VERIFY_TIMEOUT):
                 ok = await kind.verify(
                     TaskRequest(claim.task_id.hex(), task.kind, task.payload,
-                                accounts.peer_id_of(claim.requester)),
+                                audited.requester),
                     TaskResult(shown.result, shown.proof, claim.units))
         except Exception as exc:  # a rule that cannot run here (in time) judges nothing
-            self.counts.unchecked += 1
+            why = str(exc) or type(exc).__name__
             log.info("a receipt audit could not run the plugin's rule", extra={
-                **where, "error": str(exc) or type(exc).__name__})
-            return
+                **where, "error": why})
+            return "unchecked", f"the rule could not run: {why}"
         if ok:
-            self.counts.passed += 1
             log.debug("an audited receipt passed", extra=where)
-            return
-        self.counts.failed += 1
-        await self._record_wrong(found, shown, where)
+            return "passed", ""
+        audited.verdicts = await self._record_wrong(found, shown, where)
+        return "failed", f"{task.plugin}'s rule rejected the result of {task.kind}"
 
     async def _record_wrong(self, found: Drawn, shown: wire_pb2.TaskVerdictRequest,
-                            where: dict[str, str]) -> None:
-        """This validator's verdict, then the next validators' confirmation."""
+                            where: dict[str, str]) -> list[str]:
+        """This validator's verdict, then the next validators' confirmation: the
+        verdict entries (hex)."""
         receipt = found.receipt.body.task_receipt
         verdicts = []
         try:
@@ -227,7 +255,7 @@ class ReceiptAuditor:
         except errors.MeshError as exc:
             log.warning("could not record an audited receipt's verdict", extra={
                 **where, "error": str(exc)})
-            return
+            return verdicts
         ask = shown.SerializeToString()
         for validator in found.confirmers[:CONFIRMERS]:
             peer = accounts.peer_id_of(validator)
@@ -242,6 +270,7 @@ class ReceiptAuditor:
             break
         log.warning("an audited receipt's result is wrong", extra={
             **where, "verdicts": verdicts})
+        return verdicts
 
 
 def is_report(report: wire_pb2.TaskReport, claim: ledger_pb2.TaskClaim) -> bool:

@@ -30,7 +30,8 @@ def network(tmp_path: Path) -> Iterator[list[Meshd]]:
     genesis, _ = validator_genesis(
         tmp_path, names, allocation=ALLOCATION, epoch_seconds=EPOCH_SECONDS,
         options=["--name", "TaskNet", "--token-name", "WORK", "--token-symbol", "WK",
-                 "--emission", "1000000", "--plugin", "storage", "--plugin", "square"])
+                 "--emission", "1000000", "--plugin", "storage", "--plugin", "square",
+                 "--spot-checks", "10000"])  # validators audit every receipt
     honest = plugin_env(tmp_path / "site-honest",
                         {"square": "tests.plugin_fixtures:SquarePlugin"})
     lying = plugin_env(tmp_path / "site-lying",
@@ -134,6 +135,25 @@ def test_receipts_earn_the_tasks_pool_and_a_lying_provider_is_slashed(
     assert (slash["stake"], slash["slashed"], slash["jailed"]) == (STAKE, STAKE // 10, False)
     (offence,) = slash["offences"]
     assert offence["kind"] == "failed_task" and len(offence["evidence"]) == 2, offence
+
+    # The validators the beacon drew audited every receipt (p = 1 in this genesis),
+    # none by its requester or provider (`meshctl tasks audits`): the storage
+    # receipts passed storage's rule, the digests have no rule to check them by.
+    def audited() -> list[dict[str, Any]]:
+        return [ctl_json(n, "tasks", "audits") for n in network]
+    shown = eventually_blocking(audited, lambda got: sum(
+        sum(c for k, c in a["counts"].items() if k != "drawn") for a in got) == 4,
+        timeout=60, what="the 4 receipts audited")
+    totals = {k: sum(a["counts"][k] for a in shown) for k in shown[0]["counts"]}
+    assert totals == {"drawn": 4, "passed": 2, "failed": 0, "unshown": 0, "reported": 0,
+                      "unchecked": 2}, totals
+    for node, listed in zip(network, shown, strict=True):
+        for audit in listed["audits"]:
+            assert node.status()["peer_id"] not in (audit["provider"], audit["requester"])
+            assert audit["outcome"] == ("passed" if audit["plugin"] == "storage"
+                                        else "unchecked"), audit
+    assert "OUTCOME" in next(n for n, a in zip(network, shown, strict=True)
+                             if a["audits"]).ctl("tasks", "audits").stdout
 
 
 def _slashes(node: Meshd, account: str) -> list[dict[str, Any]]:

@@ -12,9 +12,11 @@ import trio
 from mesh_compute.plugin import ComputePlugin
 from mesh_compute.runs import RunRequest, RunResult, parse_result
 
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from meshcore.genesis import MarketPolicy
 from meshd.plugin import TaskOptions, TaskRequest, TaskResult
-from meshd.testing import eventually, open_network, plugin_under_test
+from meshd.testing import Node, eventually, open_network, plugin_under_test
+from tests.integration.test_external_plugins import rpc
 from tests.integration.test_plugins import Instances
 from tests.integration.test_task_reports import bonded, bonded_of, stake
 
@@ -166,3 +168,23 @@ async def test_validators_drawn_from_the_beacon_catch_a_lie_a_colluding_requeste
             await eventually(slashed, timeout=120, what="the liar slashed for its 2 lies")
             assert await trio.to_thread.run_sync(bonded_of, requester, liar_node) \
                 >= STAKE * 0.8  # its 2 honest receipts passed: not slashed for them
+
+            # What the validators say they did (`meshctl tasks audits`): each of the
+            # 4 receipts audited once, by a validator neither party is.
+            def audits(node: Node) -> tasks_pb2.ListReceiptAuditsResponse:
+                answer: tasks_pb2.ListReceiptAuditsResponse = rpc(
+                    node.socket, tasks_pb2_grpc.TasksServiceStub, "ListReceiptAudits",
+                    tasks_pb2.ListReceiptAuditsRequest())
+                return answer
+
+            async def all_audited() -> list[tasks_pb2.ListReceiptAuditsResponse]:
+                return [await trio.to_thread.run_sync(audits, n) for n in net.nodes]
+            listed = await eventually(all_audited, lambda got: sum(a.drawn for a in got) == 4,
+                                      timeout=60, what="the 4 receipts audited")
+            assert [a.drawn for a in listed[:2]] == [0, 0]  # requester and provider
+            outcomes = sorted(a.outcome for got in listed for a in got.audits)
+            assert outcomes == ["failed", "failed", "passed", "passed"], listed
+            for audited in (a for got in listed for a in got.audits):
+                assert (audited.provider, audited.requester, audited.plugin) == (
+                    liar_node.peer_id, requester.peer_id, "compute")
+                assert len(audited.verdicts) == (2 if audited.outcome == "failed" else 0)

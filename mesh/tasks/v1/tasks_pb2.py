@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/tasks/v1/tasks.proto\x12\rmesh.tasks.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11WatchTasksRequest\"7\n\x12WatchTasksResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.mesh.tasks.v1.Task\"\xc6\x01\n\x11SubmitTaskRequest\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x12\n\nredundancy\x18\x04 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x12\n\ntimeout_ms\x18\x06 \x01(\r\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\r\x12\x0c\n\x04wait\x18\x08 \x01(\x08\x12\x11\n\tproviders\x18\t \x03(\t\x12\x11\n\tmax_price\x18\n \x01(\t\"7\n\x12SubmitTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.mesh.tasks.v1.Task\"\xe4\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x14\n\x0cpayload_size\x18\x06 \x01(\x04\x12\x12\n\nredundancy\x18\x07 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x08 \x03(\t\x12\x30\n\x0csubmitted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06result\x18\x0b \x01(\x0c\x12\x11\n\tproviders\x18\x0c \x03(\t\x12(\n\x08\x61ttempts\x18\r \x03(\x0b\x32\x16.mesh.tasks.v1.Attempt\x12\x11\n\tmax_price\x18\x0e \x01(\t\x12\x0c\n\x04lock\x18\x0f \x01(\t\"\xf2\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x15\n\rresult_digest\x18\x04 \x01(\t\x12\r\n\x05units\x18\x05 \x01(\x04\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07receipt\x18\x08 \x01(\t\x12\x10\n\x08verdicts\x18\t \x03(\t\x12\r\n\x05price\x18\n \x01(\t\"\x12\n\x10ListTasksRequest\"7\n\x11ListTasksResponse\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.mesh.tasks.v1.Task\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"4\n\x0fGetTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.mesh.tasks.v1.Task\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"7\n\x12\x43\x61ncelTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.mesh.tasks.v1.Task2\xb2\x03\n\x0cTasksService\x12Q\n\nSubmitTask\x12 .mesh.tasks.v1.SubmitTaskRequest\x1a!.mesh.tasks.v1.SubmitTaskResponse\x12S\n\tListTasks\x12\x1f.mesh.tasks.v1.ListTasksRequest\x1a .mesh.tasks.v1.ListTasksResponse\"\x03\x90\x02\x01\x12M\n\x07GetTask\x12\x1d.mesh.tasks.v1.GetTaskRequest\x1a\x1e.mesh.tasks.v1.GetTaskResponse\"\x03\x90\x02\x01\x12Q\n\nCancelTask\x12 .mesh.tasks.v1.CancelTaskRequest\x1a!.mesh.tasks.v1.CancelTaskResponse\x12X\n\nWatchTasks\x12 .mesh.tasks.v1.WatchTasksRequest\x1a!.mesh.tasks.v1.WatchTasksResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/tasks/v1/tasks.proto\x12\rmesh.tasks.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1a\n\x18ListReceiptAuditsRequest\"\xad\x01\n\x19ListReceiptAuditsResponse\x12+\n\x06\x61udits\x18\x01 \x03(\x0b\x32\x1b.mesh.tasks.v1.ReceiptAudit\x12\r\n\x05\x64rawn\x18\x02 \x01(\x04\x12\x0e\n\x06passed\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x0f\n\x07unshown\x18\x05 \x01(\x04\x12\x10\n\x08reported\x18\x06 \x01(\x04\x12\x11\n\tunchecked\x18\x07 \x01(\x04\"\xc6\x01\n\x0cReceiptAudit\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x0e\n\x06plugin\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x11\n\trequester\x18\x05 \x01(\t\x12\x0f\n\x07outcome\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x10\n\x08verdicts\x18\x08 \x03(\t\x12.\n\naudited_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11WatchTasksRequest\"7\n\x12WatchTasksResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.mesh.tasks.v1.Task\"\xc6\x01\n\x11SubmitTaskRequest\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x12\n\nredundancy\x18\x04 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x12\n\ntimeout_ms\x18\x06 \x01(\r\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\r\x12\x0c\n\x04wait\x18\x08 \x01(\x08\x12\x11\n\tproviders\x18\t \x03(\t\x12\x11\n\tmax_price\x18\n \x01(\t\"7\n\x12SubmitTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.mesh.tasks.v1.Task\"\xe4\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x14\n\x0cpayload_size\x18\x06 \x01(\x04\x12\x12\n\nredundancy\x18\x07 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x08 \x03(\t\x12\x30\n\x0csubmitted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06result\x18\x0b \x01(\x0c\x12\x11\n\tproviders\x18\x0c \x03(\t\x12(\n\x08\x61ttempts\x18\r \x03(\x0b\x32\x16.mesh.tasks.v1.Attempt\x12\x11\n\tmax_price\x18\x0e \x01(\t\x12\x0c\n\x04lock\x18\x0f \x01(\t\"\xf2\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x15\n\rresult_digest\x18\x04 \x01(\t\x12\r\n\x05units\x18\x05 \x01(\x04\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07receipt\x18\x08 \x01(\t\x12\x10\n\x08verdicts\x18\t \x03(\t\x12\r\n\x05price\x18\n \x01(\t\"\x12\n\x10ListTasksRequest\"7\n\x11ListTasksResponse\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.mesh.tasks.v1.Task\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"4\n\x0fGetTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.mesh.tasks.v1.Task\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"7\n\x12\x43\x61ncelTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.mesh.tasks.v1.Task2\x9f\x04\n\x0cTasksService\x12Q\n\nSubmitTask\x12 .mesh.tasks.v1.SubmitTaskRequest\x1a!.mesh.tasks.v1.SubmitTaskResponse\x12S\n\tListTasks\x12\x1f.mesh.tasks.v1.ListTasksRequest\x1a .mesh.tasks.v1.ListTasksResponse\"\x03\x90\x02\x01\x12M\n\x07GetTask\x12\x1d.mesh.tasks.v1.GetTaskRequest\x1a\x1e.mesh.tasks.v1.GetTaskResponse\"\x03\x90\x02\x01\x12Q\n\nCancelTask\x12 .mesh.tasks.v1.CancelTaskRequest\x1a!.mesh.tasks.v1.CancelTaskResponse\x12X\n\nWatchTasks\x12 .mesh.tasks.v1.WatchTasksRequest\x1a!.mesh.tasks.v1.WatchTasksResponse\"\x03\x90\x02\x01\x30\x01\x12k\n\x11ListReceiptAudits\x12\'.mesh.tasks.v1.ListReceiptAuditsRequest\x1a(.mesh.tasks.v1.ListReceiptAuditsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,30 +38,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSSERVICE'].methods_by_name['GetTask']._serialized_options = b'\220\002\001'
   _globals['_TASKSSERVICE'].methods_by_name['WatchTasks']._loaded_options = None
   _globals['_TASKSSERVICE'].methods_by_name['WatchTasks']._serialized_options = b'\220\002\001'
-  _globals['_WATCHTASKSREQUEST']._serialized_start=77
-  _globals['_WATCHTASKSREQUEST']._serialized_end=96
-  _globals['_WATCHTASKSRESPONSE']._serialized_start=98
-  _globals['_WATCHTASKSRESPONSE']._serialized_end=153
-  _globals['_SUBMITTASKREQUEST']._serialized_start=156
-  _globals['_SUBMITTASKREQUEST']._serialized_end=354
-  _globals['_SUBMITTASKRESPONSE']._serialized_start=356
-  _globals['_SUBMITTASKRESPONSE']._serialized_end=411
-  _globals['_TASK']._serialized_start=414
-  _globals['_TASK']._serialized_end=770
-  _globals['_ATTEMPT']._serialized_start=773
-  _globals['_ATTEMPT']._serialized_end=1015
-  _globals['_LISTTASKSREQUEST']._serialized_start=1017
-  _globals['_LISTTASKSREQUEST']._serialized_end=1035
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1037
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1092
-  _globals['_GETTASKREQUEST']._serialized_start=1094
-  _globals['_GETTASKREQUEST']._serialized_end=1127
-  _globals['_GETTASKRESPONSE']._serialized_start=1129
-  _globals['_GETTASKRESPONSE']._serialized_end=1181
-  _globals['_CANCELTASKREQUEST']._serialized_start=1183
-  _globals['_CANCELTASKREQUEST']._serialized_end=1219
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1221
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1276
-  _globals['_TASKSSERVICE']._serialized_start=1279
-  _globals['_TASKSSERVICE']._serialized_end=1713
+  _globals['_TASKSSERVICE'].methods_by_name['ListReceiptAudits']._loaded_options = None
+  _globals['_TASKSSERVICE'].methods_by_name['ListReceiptAudits']._serialized_options = b'\220\002\001'
+  _globals['_LISTRECEIPTAUDITSREQUEST']._serialized_start=77
+  _globals['_LISTRECEIPTAUDITSREQUEST']._serialized_end=103
+  _globals['_LISTRECEIPTAUDITSRESPONSE']._serialized_start=106
+  _globals['_LISTRECEIPTAUDITSRESPONSE']._serialized_end=279
+  _globals['_RECEIPTAUDIT']._serialized_start=282
+  _globals['_RECEIPTAUDIT']._serialized_end=480
+  _globals['_WATCHTASKSREQUEST']._serialized_start=482
+  _globals['_WATCHTASKSREQUEST']._serialized_end=501
+  _globals['_WATCHTASKSRESPONSE']._serialized_start=503
+  _globals['_WATCHTASKSRESPONSE']._serialized_end=558
+  _globals['_SUBMITTASKREQUEST']._serialized_start=561
+  _globals['_SUBMITTASKREQUEST']._serialized_end=759
+  _globals['_SUBMITTASKRESPONSE']._serialized_start=761
+  _globals['_SUBMITTASKRESPONSE']._serialized_end=816
+  _globals['_TASK']._serialized_start=819
+  _globals['_TASK']._serialized_end=1175
+  _globals['_ATTEMPT']._serialized_start=1178
+  _globals['_ATTEMPT']._serialized_end=1420
+  _globals['_LISTTASKSREQUEST']._serialized_start=1422
+  _globals['_LISTTASKSREQUEST']._serialized_end=1440
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1442
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1497
+  _globals['_GETTASKREQUEST']._serialized_start=1499
+  _globals['_GETTASKREQUEST']._serialized_end=1532
+  _globals['_GETTASKRESPONSE']._serialized_start=1534
+  _globals['_GETTASKRESPONSE']._serialized_end=1586
+  _globals['_CANCELTASKREQUEST']._serialized_start=1588
+  _globals['_CANCELTASKREQUEST']._serialized_end=1624
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1626
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1681
+  _globals['_TASKSSERVICE']._serialized_start=1684
+  _globals['_TASKSSERVICE']._serialized_end=2227
 # @@protoc_insertion_point(module_scope)

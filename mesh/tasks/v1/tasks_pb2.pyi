@@ -23,6 +23,116 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ListReceiptAuditsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReceiptAuditsRequest: _TypeAlias = ListReceiptAuditsRequest  # noqa: Y015
+
+@_typing.final
+class ListReceiptAuditsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDITS_FIELD_NUMBER: _builtins.int
+    DRAWN_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    UNSHOWN_FIELD_NUMBER: _builtins.int
+    REPORTED_FIELD_NUMBER: _builtins.int
+    UNCHECKED_FIELD_NUMBER: _builtins.int
+    drawn: _builtins.int
+    """Since meshd started (more than the audits listed, once over 1000)."""
+    passed: _builtins.int
+    failed: _builtins.int
+    unshown: _builtins.int
+    reported: _builtins.int
+    unchecked: _builtins.int
+    @_builtins.property
+    def audits(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiptAudit]: ...
+    def __init__(
+        self,
+        *,
+        audits: _abc.Iterable[Global___ReceiptAudit] | None = ...,
+        drawn: _builtins.int = ...,
+        passed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        unshown: _builtins.int = ...,
+        reported: _builtins.int = ...,
+        unchecked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audits", b"audits", "drawn", b"drawn", "failed", b"failed", "passed", b"passed", "reported", b"reported", "unchecked", b"unchecked", "unshown", b"unshown"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReceiptAuditsResponse: _TypeAlias = ListReceiptAuditsResponse  # noqa: Y015
+
+@_typing.final
+class ReceiptAudit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    PLUGIN_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    VERDICTS_FIELD_NUMBER: _builtins.int
+    AUDITED_AT_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """the receipt's, whose beacon drew it"""
+    receipt: _builtins.str
+    """the task_receipt entry's hash (hex)"""
+    plugin: _builtins.str
+    provider: _builtins.str
+    """peer IDs"""
+    requester: _builtins.str
+    outcome: _builtins.str
+    """"passed", "failed" (the plugin's rule rejected the result: verdicts
+    written), "unshown" (the provider did not show the execution, or showed
+    another), "reported" (reported work: nothing to run again), "unchecked"
+    (no rule here could judge it).
+    """
+    detail: _builtins.str
+    """why, when not passed"""
+    @_builtins.property
+    def verdicts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """this node's verdict and a confirmer's (hex)"""
+
+    @_builtins.property
+    def audited_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        receipt: _builtins.str = ...,
+        plugin: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        requester: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        verdicts: _abc.Iterable[_builtins.str] | None = ...,
+        audited_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audited_at", b"audited_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audited_at", b"audited_at", "detail", b"detail", "epoch", b"epoch", "outcome", b"outcome", "plugin", b"plugin", "provider", b"provider", "receipt", b"receipt", "requester", b"requester", "verdicts", b"verdicts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiptAudit: _TypeAlias = ReceiptAudit  # noqa: Y015
+
+@_typing.final
 class WatchTasksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

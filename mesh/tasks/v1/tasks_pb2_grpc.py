@@ -59,6 +59,11 @@ class TasksServiceStub:
                 request_serializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
                 response_deserializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.FromString,
                 _registered_method=True)
+        self.ListReceiptAudits = channel.unary_unary(
+                '/mesh.tasks.v1.TasksService/ListReceiptAudits',
+                request_serializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.ListReceiptAuditsRequest.SerializeToString,
+                response_deserializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.ListReceiptAuditsResponse.FromString,
+                _registered_method=True)
 
 
 class TasksServiceServicer:
@@ -107,6 +112,15 @@ class TasksServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReceiptAudits(self, request, context):
+        """ListReceiptAudits: the receipts the beacon drew for this node to audit as a
+        validator (docs/tasks.md §5d) since meshd started (the last 1000), newest
+        first, and how many came to each outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TasksServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +148,11 @@ def add_TasksServiceServicer_to_server(servicer, server):
                     servicer.WatchTasks,
                     request_deserializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.FromString,
                     response_serializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.SerializeToString,
+            ),
+            'ListReceiptAudits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReceiptAudits,
+                    request_deserializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.ListReceiptAuditsRequest.FromString,
+                    response_serializer=mesh_dot_tasks_dot_v1_dot_tasks__pb2.ListReceiptAuditsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +290,33 @@ class TasksService:
             '/mesh.tasks.v1.TasksService/WatchTasks',
             mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
             mesh_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReceiptAudits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.tasks.v1.TasksService/ListReceiptAudits',
+            mesh_dot_tasks_dot_v1_dot_tasks__pb2.ListReceiptAuditsRequest.SerializeToString,
+            mesh_dot_tasks_dot_v1_dot_tasks__pb2.ListReceiptAuditsResponse.FromString,
             options,
             channel_credentials,
             insecure,

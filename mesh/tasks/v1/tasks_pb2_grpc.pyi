@@ -54,6 +54,11 @@ class TasksServiceStub:
     task's newest state, not every step. The stream does not end while the
     daemon runs.
     """
+    ListReceiptAudits: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.ListReceiptAuditsRequest, _tasks_pb2.ListReceiptAuditsResponse]
+    """ListReceiptAudits: the receipts the beacon drew for this node to audit as a
+    validator (docs/tasks.md §5d) since meshd started (the last 1000), newest
+    first, and how many came to each outcome.
+    """
 
 @_typing.type_check_only
 class TasksServiceAsyncStub(TasksServiceStub):
@@ -77,6 +82,11 @@ class TasksServiceAsyncStub(TasksServiceStub):
     shows it (with its result once done). A slow reader gets each changed
     task's newest state, not every step. The stream does not end while the
     daemon runs.
+    """
+    ListReceiptAudits: _aio.UnaryUnaryMultiCallable[_tasks_pb2.ListReceiptAuditsRequest, _tasks_pb2.ListReceiptAuditsResponse]  # type: ignore[assignment]
+    """ListReceiptAudits: the receipts the beacon drew for this node to audit as a
+    validator (docs/tasks.md §5d) since meshd started (the last 1000), newest
+    first, and how many came to each outcome.
     """
 
 class TasksServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +138,17 @@ class TasksServiceServicer(metaclass=_abc_1.ABCMeta):
         shows it (with its result once done). A slow reader gets each changed
         task's newest state, not every step. The stream does not end while the
         daemon runs.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReceiptAudits(
+        self,
+        request: _tasks_pb2.ListReceiptAuditsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tasks_pb2.ListReceiptAuditsResponse, _abc.Awaitable[_tasks_pb2.ListReceiptAuditsResponse]]:
+        """ListReceiptAudits: the receipts the beacon drew for this node to audit as a
+        validator (docs/tasks.md §5d) since meshd started (the last 1000), newest
+        first, and how many came to each outcome.
         """
 
 def add_TasksServiceServicer_to_server(servicer: TasksServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
