@@ -313,9 +313,7 @@ class Auditor:
         (tombstones.py). None when it cannot be asked or showed the removal."""
         promise = promise or self.verdicts.claims.promises.get((holder, manifest.cid))
         try:
-            excuse = await tombstones.excuse(self.ctx, holder, manifest.cid, manifest.owner,
-                                             epoch_of(promise) if promise else -1,
-                                             PIECE_TIMEOUT)
+            excuse = await self._excuse(holder, manifest.cid, manifest.owner, promise)
         except MeshError:
             return None  # offline: asked again next round, while its claim counts
         if excuse is not None:
@@ -343,16 +341,22 @@ class Auditor:
             owner = manifest.owner if manifest is not None else ""
         if not owner:  # no owner to check a removal against: only its word counts
             return reason, NO_PIECE in reason
-        promise = self.verdicts.claims.promises.get((holder, file))
         try:
-            excuse = await tombstones.excuse(self.ctx, holder, file, owner,
-                                             epoch_of(promise) if promise else -1,
-                                             PIECE_TIMEOUT)
+            excuse = await self._excuse(holder, file, owner,
+                                        self.verdicts.claims.promises.get((holder, file)))
         except MeshError as exc:
             return f"{reason} (its removal could not be asked: {exc})", False
         if excuse is not None:
             return f"{reason}; {excuse}", False
         return f"{reason}, and shows no removal of the file signed by its owner", True
+
+    async def _excuse(self, holder: str, file: str, owner: str,
+                      promise: TaskReport | None) -> str | None:
+        """The removal of ``file`` signed by ``owner`` that ``holder`` shows, if it is
+        dated at or after ``promise`` (any, without one); MeshError if it cannot be
+        asked (tombstones.excuse)."""
+        return await tombstones.excuse(self.ctx, holder, file, owner,
+                                       epoch_of(promise) if promise else -1, PIECE_TIMEOUT)
 
     async def _manifest(self, file: str) -> Manifest | None:
         raw = await trio.to_thread.run_sync(self.holding.manifests.get, file)
