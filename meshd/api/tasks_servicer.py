@@ -74,15 +74,12 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
                                 context: Context) -> tasks_pb2.ListReceiptAuditsResponse:
         auditor = self._audits
 
-        def listed() -> tasks_pb2.ListReceiptAuditsResponse:  # read on the trio loop
+        async def read() -> tasks_pb2.ListReceiptAuditsResponse:  # on the trio loop
             if auditor is None:
                 return tasks_pb2.ListReceiptAuditsResponse()
             return tasks_pb2.ListReceiptAuditsResponse(
                 audits=[receipt_audit_pb(a) for a in auditor.recent],
                 **asdict(auditor.counts))
-
-        async def read() -> tasks_pb2.ListReceiptAuditsResponse:
-            return listed()
         return await unary(context, self._bridge, read)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Iterable
 from typing import TypeVar
 
 import trio
@@ -233,6 +234,23 @@ class TaskProvider:
                         accounts.peer_id_of(request.requester)),
             TaskResult(request.result, request.proof, claim.units))
         return None if verdict else claims.rejected_digest(request.claim)
+
+
+async def confirmed_by(host: P2PHost, peers: Iterable[str], ask: wire_pb2.TaskVerdictRequest,
+                       timeout: float, **context: str) -> str | None:
+    """Ask ``peers`` in turn, on ``task-verdict``, to confirm a wrong result (``ask``):
+    the first confirmer's verdict entry (hex), or None when none confirmed."""
+    raw = ask.SerializeToString()
+    for peer in peers:
+        try:
+            answer = wire_pb2.TaskVerdictAnswer.FromString(
+                await host.direct.request(peer, VERDICT_PROTOCOL, raw, timeout=timeout))
+        except (errors.MeshError, DecodeError) as exc:
+            log.info("a node did not confirm a wrong result", extra={
+                **context, "peer_id": peer, "error": str(exc)})
+            continue
+        return answer.verdict_entry.hex()
+    return None
 
 
 M = TypeVar("M", wire_pb2.TaskRequest, wire_pb2.TaskVerdictRequest,

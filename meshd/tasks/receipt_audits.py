@@ -53,7 +53,7 @@ from meshd.p2p.host import P2PHost
 from meshd.plugin.api import TaskRequest, TaskResult
 from meshd.plugin_host.context import beacon
 from meshd.plugin_host.runtime import PluginRuntime
-from meshd.tasks.provider import EXECUTION_PROTOCOL, VERDICT_PROTOCOL
+from meshd.tasks.provider import EXECUTION_PROTOCOL, confirmed_by
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,10 @@ class ReceiptAuditor:
                                                               "error": str(exc)})
             after = final
 
-    def mine(self, epoch: int, settled: Settled, receipts: list[Verified]) -> list[Drawn]:
-        """The receipts of final ``epoch`` the beacon draws for this node to audit."""
-        seed = beacon(self._ledger, epoch)
+    def mine(self, seed: bytes, settled: Settled, receipts: list[Verified]) -> list[Drawn]:
+        """The ``receipts`` of final epoch ``settled`` the beacon (``seed``) draws for this
+        node to audit."""
         validators = [key for key, _ in settled.validators]
-        if seed is None or self._ledger.key not in validators:
-            return []
         bps = settled.params.market.spot_check_bps
         found = []
         for item in receipts:
@@ -156,11 +154,14 @@ class ReceiptAuditor:
         return found
 
     async def audit_epoch(self, epoch: int) -> None:
+        seed = beacon(self._ledger, epoch)
         settled = await trio.to_thread.run_sync(self._ledger.settled_at, epoch)
-        if settled is None:
+        # Only a validator of the epoch is drawn: the others read no receipts.
+        if seed is None or settled is None \
+                or self._ledger.key not in (key for key, _ in settled.validators):
             return
         receipts = await trio.to_thread.run_sync(self._receipts, settled)
-        mine = self.mine(epoch, settled, receipts)
+        mine = self.mine(seed, settled, receipts)
         if not mine:
             return
         self.counts.drawn += len(mine)
@@ -256,18 +257,11 @@ class ReceiptAuditor:
             log.warning("could not record an audited receipt's verdict", extra={
                 **where, "error": str(exc)})
             return verdicts
-        ask = shown.SerializeToString()
-        for validator in found.confirmers[:CONFIRMERS]:
-            peer = accounts.peer_id_of(validator)
-            try:
-                answer = wire_pb2.TaskVerdictAnswer.FromString(await self._host.direct.request(
-                    peer, VERDICT_PROTOCOL, ask, timeout=ASK_TIMEOUT * 2))
-            except (errors.MeshError, DecodeError) as exc:
-                log.info("a validator did not confirm an audited receipt's verdict", extra={
-                    **where, "peer_id": peer, "error": str(exc)})
-                continue
-            verdicts.append(answer.verdict_entry.hex())
-            break
+        confirmed = await confirmed_by(
+            self._host, [accounts.peer_id_of(v) for v in found.confirmers[:CONFIRMERS]],
+            shown, ASK_TIMEOUT * 2, **where)
+        if confirmed is not None:
+            verdicts.append(confirmed)
         log.warning("an audited receipt's result is wrong", extra={
             **where, "verdicts": verdicts})
         return verdicts

@@ -44,7 +44,7 @@ from meshd.tasks.provider import (
     MAX_TASK_TIMEOUT,
     NONCE_BYTES,
     TASK_PROTOCOL,
-    VERDICT_PROTOCOL,
+    confirmed_by,
 )
 from meshd.tasks.track_record import TrackRecords
 
@@ -457,17 +457,12 @@ class TaskRouter:
         others = [p for p in await self._providers(record.plugin, record.kind, ())
                   if p not in agreeing and p != attempt.provider]
         confirmers = [p for p in agreeing if p != attempt.provider] + others
-        for peer in confirmers[:CONFIRMERS]:
-            try:
-                answer = wire_pb2.TaskVerdictAnswer.FromString(await self._host.direct.request(
-                    peer, VERDICT_PROTOCOL, ask.SerializeToString(), timeout=30))
-            except (errors.MeshError, DecodeError) as exc:
-                log.info("a node did not confirm a wrong result", extra={
-                    "task_id": record.task_id, "peer_id": peer, "error": str(exc)})
-                continue
-            attempt.verdicts.append(answer.verdict_entry.hex())
-            return
-        attempt.error += "; no other node confirmed the verdict"
+        confirmed = await confirmed_by(self._host, confirmers[:CONFIRMERS], ask, 30,
+                                       task_id=record.task_id)
+        if confirmed is None:
+            attempt.error += "; no other node confirmed the verdict"
+        else:
+            attempt.verdicts.append(confirmed)
 
     # --- providers --------------------------------------------------------------
 
