@@ -192,8 +192,10 @@ def audits(client: MeshClient, as_json: bool) -> None:
 
     After each final epoch, the validators the beacon draws run the plugin's
     rule on a share of its receipts (the network's spot-check rate), whoever
-    the requester was; a wrong result gets verdicts that slash its provider
-    (docs/tasks.md §5d). Newest first, with how many came to each outcome.
+    the requester was; a wrong result gets verdicts that slash its provider,
+    and so does an execution its provider does not show while it answers
+    (docs/tasks.md §5d). Newest first, with how many came to each outcome;
+    "pending" audits are asked again at the next final epoch.
     """
     response = client.unary(_stub(client).ListReceiptAudits,
                             tasks_pb2.ListReceiptAuditsRequest())

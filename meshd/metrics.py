@@ -266,7 +266,8 @@ def _node_families(n: NodeSnapshot) -> Iterator[Metric]:
                     "waiting_for_past: held until their past arrives).", "reason", n.refused)
     yield _by_label(CounterMetricFamily, "mesh_receipt_audits", "Receipts the beacon drew "
                     "for this validator to audit, and what came of them (passed; failed: "
-                    "verdict written; unshown: the provider did not show the execution; "
+                    "verdict written on a wrong result, or on an execution not shown while "
+                    "the provider answered; unshown: the provider was not reachable; "
                     "reported: reported work, nothing to run again; unchecked: no rule "
                     "here could judge it).", "outcome", n.receipt_audits)
     tasks = GaugeMetricFamily("mesh_tasks", "Tasks this node submitted since start, by "

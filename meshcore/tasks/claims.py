@@ -48,6 +48,12 @@ def rejected_digest(claim: bytes) -> bytes:
     return hashlib.sha256(b"mesh/task-rejected/v1\x00" + claim_hash(claim)).digest()
 
 
+def unshown_digest(claim: bytes) -> bytes:
+    """The expected_digest of a verdict on an execution its provider did not show the
+    validators auditing its receipt, while it answered them (docs/tasks.md §5d)."""
+    return hashlib.sha256(b"mesh/task-unshown/v1\x00" + claim_hash(claim)).digest()
+
+
 def make_claim(*, network_id: str, task_id: bytes, plugin: str, requester: bytes,
                provider: bytes, epoch: int, units: int, result: bytes, price: int = 0,
                escrow: bytes = b"") -> bytes:

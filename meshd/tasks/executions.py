@@ -12,10 +12,16 @@ and per report it made (reports.py) the ``TaskReport``, each as a
 ``TaskExecutionAnswer``, and serves them on ``task-execution/1.0.0`` to the
 network's validators.
 
-On disk (``executions.sqlite``, WAL): an audit comes after the receipt's
-epoch is final, and a provider that restarted meanwhile still has what it
-signed. Kept for KEEP_EPOCHS epochs after the claim's, within MAX_BYTES
-(oldest first out). Writes run in a worker thread.
+On disk (``executions.sqlite``, WAL, synchronous=FULL): an audit comes after
+the receipt's epoch is final, and a provider that cannot show what it signed
+is judged (receipt_audits.py), so an execution is durable before its claim
+leaves, and a provider that restarted or lost power meanwhile still has it.
+Kept for KEEP_EPOCHS epochs after the one it was journaled in (the node's
+clock, not the requester's word: a task naming a far epoch cannot push the
+others out), within MAX_BYTES (oldest first out) but never before
+SHOWN_EPOCHS: every audit and its confirmations end within them, so the
+bound can only make the journal grow past it, never cost an honest provider
+an audit. Writes run in a worker thread.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from pathlib import Path
 import trio
 
 FILE_NAME = "executions.sqlite"
-KEEP_EPOCHS = 24  # epochs after a claim's that its execution is kept for audits
-MAX_BYTES = 256 << 20  # journaled bytes at most (payloads up to 1 MiB, results 4 MiB)
+KEEP_EPOCHS = 24  # epochs after its own that an execution is kept for audits
+SHOWN_EPOCHS = 16  # ... and kept whatever MAX_BYTES (receipt_audits.SHOW_EPOCHS + confirming)
+MAX_BYTES = 256 << 20  # journaled bytes past SHOWN_EPOCHS (payloads up to 1 MiB, results 4 MiB)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS execution (
@@ -47,14 +54,15 @@ class ExecutionJournal:
     """Executions by task_id. Its methods block: call them from a thread."""
 
     def __init__(self, path: Path, *, keep_epochs: int = KEEP_EPOCHS,
-                 max_bytes: int = MAX_BYTES) -> None:
+                 shown_epochs: int = SHOWN_EPOCHS, max_bytes: int = MAX_BYTES) -> None:
         self._lock = threading.Lock()
         self._keep_epochs = keep_epochs
+        self._shown_epochs = shown_epochs
         self._max_bytes = max_bytes
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # Losing the last executions to a power cut loses their audits, not money.
+        # An execution not shown when audited is judged: durable before the claim leaves.
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM execution").fetchone()
         self._bytes = int(row[0])
@@ -64,7 +72,7 @@ class ExecutionJournal:
         return cls(data_dir / FILE_NAME)
 
     def add(self, task_id: bytes, epoch: int, verdict_request: bytes) -> None:
-        """Journal an execution of ``epoch``; older ones go past the bounds."""
+        """Journal an execution in ``epoch`` (the clock's); older ones go past the bounds."""
         with self._lock, self._transaction():
             expired = epoch - self._keep_epochs
             self._bytes -= int(self._db.execute(
@@ -79,15 +87,15 @@ class ExecutionJournal:
                 "VALUES (?, ?, ?, ?)", (task_id, epoch, len(verdict_request), verdict_request))
             while self._bytes > self._max_bytes:
                 oldest = self._db.execute(
-                    "SELECT task_id, size FROM execution ORDER BY epoch, rowid LIMIT 1"
-                ).fetchone()
-                if oldest is None or oldest[0] == task_id:
-                    break  # the newest alone is over the bound: it stays until the next
+                    "SELECT task_id, size FROM execution WHERE epoch < ? "
+                    "ORDER BY epoch, rowid LIMIT 1", (epoch - self._shown_epochs,)).fetchone()
+                if oldest is None:
+                    break  # all still auditable: over the bound until they are not
                 self._db.execute("DELETE FROM execution WHERE task_id = ?", (oldest[0],))
                 self._bytes -= int(oldest[1])
 
     def get(self, task_id: bytes) -> tuple[int, bytes] | None:
-        """(claim epoch, serialized TaskVerdictRequest) of an execution, if journaled."""
+        """(epoch journaled, serialized TaskExecutionAnswer) of an execution, if kept."""
         with self._lock:
             row = self._db.execute("SELECT epoch, verdict_request FROM execution "
                                    "WHERE task_id = ?", (task_id,)).fetchone()

@@ -127,7 +127,8 @@ class TaskProvider:
             journaled = wire_pb2.TaskExecutionAnswer(execution=wire_pb2.TaskVerdictRequest(
                 task=request, requester=requester, result=result.result, proof=result.proof,
                 claim=claim, provider_signature=signature)).SerializeToString()
-            await trio.to_thread.run_sync(self._journal.add, task_id, request.epoch, journaled)
+            await trio.to_thread.run_sync(self._journal.add, task_id,
+                                         self._ledger.clock_epoch(), journaled)
         return wire_pb2.TaskResponse(
             result=result.result, proof=result.proof, units=result.units, claim=claim,
             provider_signature=signature).SerializeToString()
@@ -181,14 +182,27 @@ class TaskProvider:
         """An execution this node signed a claim for, to a validator (its payload is
         the requester's data: validators audit receipts, nobody else needs it)."""
         request = _parse(wire_pb2.TaskExecutionRequest, payload, "TaskExecutionRequest")
-        if accounts.key_of(peer_id) not in {key for key, _ in self._ledger.settled.validators}:
-            raise errors.InvalidArgument("only the network's validators audit executions")
         found = None if self._journal is None else \
             await trio.to_thread.run_sync(self._journal.get, request.task_id)
+        asker = accounts.key_of(peer_id)
+        # A validator of the receipt's epoch audits it, maybe after the set changed.
+        if not await trio.to_thread.run_sync(
+                self._validator_around, asker, found[0] if found else None):
+            raise errors.InvalidArgument("only the network's validators audit executions")
         if found is None:
             raise errors.InvalidArgument(f"this node keeps no execution "
                                          f"{request.task_id.hex()[:16]}")
         return found[1]
+
+    def _validator_around(self, key: bytes, epoch: int | None) -> bool:
+        """Whether ``key`` validates now, or validated around ``epoch`` (blocks: it may
+        read old settlements)."""
+        if key in {v for v, _ in self._ledger.settled.validators}:
+            return True
+        near = () if epoch is None else (self._ledger.settled_at(e)
+                                         for e in range(epoch - 2, epoch + 2))
+        return any(key in {v for v, _ in settled.validators}
+                   for settled in near if settled is not None)
 
     async def _serve_verdict(self, peer_id: str, payload: bytes) -> bytes:
         request = _parse(wire_pb2.TaskVerdictRequest, payload, "TaskVerdictRequest")

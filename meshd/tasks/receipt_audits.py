@@ -23,9 +23,18 @@ the requester's side with what only the requester knows, so it is counted
 and left. A result the rule rejects gets this validator's verdict and, as a
 requester's would, a confirmation from the next validators in the draw's
 order on ``task-verdict/1.0.0``: two verdicts slash the provider
-(docs/ledger.md §7.1). A provider that does not show the execution (offline,
-or it kept none) is logged and counted, not judged: an honest provider may be
-down when asked.
+(docs/ledger.md §7.1).
+
+A provider that does not show the execution is asked again at each later
+final epoch, for SHOW_EPOCHS epochs after the receipt's (its journal keeps
+every execution longer). An ask counts against it only when it answered a
+PING at the time: down is not denying. After DENIALS such asks it is judged
+(a verdict with the unshown digest) and the next validators in the draw's
+order are asked, on ``receipt-audit/1.0.0``, to audit the receipt
+themselves: one that finds the provider reachable and still not showing it
+(twice, CONFIRM_GAP apart) writes the second verdict; one it shows the
+execution to checks it as above. A provider never reachable within the
+window is counted ``unshown`` and not judged.
 """
 
 from __future__ import annotations
@@ -34,8 +43,9 @@ import collections
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 from google.protobuf.message import DecodeError
@@ -53,9 +63,11 @@ from meshd.p2p.host import P2PHost
 from meshd.plugin.api import TaskRequest, TaskResult
 from meshd.plugin_host.context import beacon
 from meshd.plugin_host.runtime import PluginRuntime
+from meshd.tasks.executions import SHOWN_EPOCHS
 from meshd.tasks.provider import EXECUTION_PROTOCOL, confirmed_by
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DRAW_DOMAIN = b"mesh/receipt-audit/v1\x00"
 AUDITS_AT_ONCE = 4
@@ -63,7 +75,15 @@ EPOCHS_BEHIND = 4  # final epochs audited at most after this node fell behind
 KEPT = 1000  # audits listed by ListReceiptAudits
 CONFIRMERS = 3  # validators asked, in the draw's order, until one confirms
 ASK_TIMEOUT = 30.0
+PING_TIMEOUT = 10.0
 VERIFY_TIMEOUT = 300.0  # seconds for the plugin's rule (a task's own longest run)
+SHOW_EPOCHS = 12  # epochs (the clock's) after the receipt's in which its provider must show it
+DENIALS = 2  # asks, at different final epochs, a reachable provider did not answer: judged
+CONFIRM_GAP = 5.0  # seconds between a confirmer's two asks
+CONFIRM_TIMEOUT = 2 * (ASK_TIMEOUT + PING_TIMEOUT) + CONFIRM_GAP + VERIFY_TIMEOUT + 10
+RECEIPT_AUDIT_PROTOCOL = "receipt-audit"
+# A confirmer asks within 2 epochs of the window's end: its provider still keeps it.
+assert SHOW_EPOCHS + 2 < SHOWN_EPOCHS
 
 
 def drawn(seed: bytes, claim_digest: bytes, bps: int) -> bool:
@@ -84,8 +104,8 @@ class AuditCounts:
 
     drawn: int = 0  # receipts drawn for this node to audit
     passed: int = 0
-    failed: int = 0  # rejected by the rule: verdict written
-    unshown: int = 0  # the provider did not show the execution, or showed another
+    failed: int = 0  # rejected by the rule, or not shown while reachable: verdict written
+    unshown: int = 0  # the provider was not reachable to show it within the window
     reported: int = 0  # work reported outside the router: nothing to run again
     unchecked: int = 0  # no rule here to check it with, or the rule could not run
 
@@ -99,7 +119,7 @@ class Audited:
     plugin: str
     provider: str
     requester: str
-    outcome: str = ""  # passed, failed, unshown, reported, unchecked
+    outcome: str = ""  # pending, passed, failed, unshown, reported, unchecked
     detail: str = ""
     verdicts: list[str] = field(default_factory=list)
     at: float = 0.0  # Unix time
@@ -112,8 +132,29 @@ class Drawn:
     confirmers: list[bytes]  # the validators after this one, in the draw's order
 
 
+@dataclass(frozen=True)
+class Shown:
+    """What one ask of the provider came to."""
+
+    answer: wire_pb2.TaskExecutionAnswer | None  # the claim's execution or report, if shown
+    reachable: bool  # it answered a PING when it did not show it
+    why: str = ""  # why it was not shown
+
+
+@dataclass
+class Pending:
+    """An audit whose provider has not shown the execution yet."""
+
+    found: Drawn
+    audited: Audited
+    denials: int = 0  # asks it did not answer while it answered a PING
+    last_ask: int = -1  # the final epoch of the last ask
+
+
 class ReceiptAuditor:
-    """Audits the receipts the beacon draws for this node; lives on the trio loop."""
+    """Audits the receipts the beacon draws for this node, and confirms other
+    validators' audits of receipts whose provider did not show them; lives on the
+    trio loop."""
 
     def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime) -> None:
         self._host = host
@@ -121,37 +162,45 @@ class ReceiptAuditor:
         self._plugins = plugins
         self.counts = AuditCounts()
         self.recent: collections.deque[Audited] = collections.deque(maxlen=KEPT)
+        self._pending: dict[bytes, Pending] = {}  # by receipt hash
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
-        task_status.started()
-        after = self._ledger.final_epoch
-        while True:
-            final = await self._ledger.next_final(after)
-            for epoch in range(max(after + 1, final - EPOCHS_BEHIND + 1), final + 1):
-                try:
-                    await self.audit_epoch(epoch)
-                except errors.MeshError as exc:  # the ledger is busy: that epoch goes unaudited
-                    log.info("receipt audits skipped", extra={"epoch": epoch,
-                                                              "error": str(exc)})
-            after = final
+        with self._host.direct.serving(RECEIPT_AUDIT_PROTOCOL, self._serve_confirm,
+                                       max_request=64, timeout=CONFIRM_TIMEOUT):
+            task_status.started()
+            after = self._ledger.final_epoch
+            while True:
+                final = await self._ledger.next_final(after)
+                for epoch in range(max(after + 1, final - EPOCHS_BEHIND + 1), final + 1):
+                    try:
+                        await self.audit_epoch(epoch)
+                    except errors.MeshError as exc:  # the ledger is busy: epoch unaudited
+                        log.info("receipt audits skipped", extra={"epoch": epoch,
+                                                                  "error": str(exc)})
+                await self.ask_again(final)
+                after = final
 
     def mine(self, seed: bytes, settled: Settled, receipts: list[Verified]) -> list[Drawn]:
         """The ``receipts`` of final epoch ``settled`` the beacon (``seed``) draws for this
         node to audit."""
-        validators = [key for key, _ in settled.validators]
-        bps = settled.params.market.spot_check_bps
         found = []
         for item in receipts:
-            claim = parse_claim(item.body.task_receipt.claim)
-            digest = claim_hash(item.body.task_receipt.claim)
-            if claim is None or not drawn(seed, digest, bps):
-                continue
-            order = [v for v in ranked(seed, digest, validators)
-                     if v not in (claim.provider, claim.requester)]
-            if order and order[0] == self._ledger.key:
-                found.append(Drawn(item, claim, order[1:]))
+            drawn_one = self._drawn(seed, settled, item)
+            if drawn_one is not None and drawn_one[0] == self._ledger.key:
+                found.append(drawn_one[1])
         return found
+
+    def _drawn(self, seed: bytes, settled: Settled, item: Verified,
+               ) -> tuple[bytes, Drawn] | None:
+        """(its auditor, the draw) if the beacon draws receipt ``item``."""
+        claim = parse_claim(item.body.task_receipt.claim)
+        digest = claim_hash(item.body.task_receipt.claim)
+        if claim is None or not drawn(seed, digest, settled.params.market.spot_check_bps):
+            return None
+        order = [v for v in ranked(seed, digest, (key for key, _ in settled.validators))
+                 if v not in (claim.provider, claim.requester)]
+        return (order[0], Drawn(item, claim, order[1:])) if order else None
 
     async def audit_epoch(self, epoch: int) -> None:
         seed = beacon(self._ledger, epoch)
@@ -167,15 +216,23 @@ class ReceiptAuditor:
         self.counts.drawn += len(mine)
         log.info("auditing receipts", extra={"epoch": epoch, "receipts": len(mine),
                                              "of": len(receipts)})
+        await self._each(self.audit, mine)
+
+    async def ask_again(self, final: int) -> None:
+        """Ask again the providers of pending audits (one ask per final epoch each)."""
+        await self._each(self._attempt, [p for p in self._pending.values()
+                                         if p.last_ask < final])
+
+    async def _each(self, audit: Callable[[T], Awaitable[object]], items: list[T]) -> None:
         limit = trio.CapacityLimiter(AUDITS_AT_ONCE)
 
-        async def one(found: Drawn) -> None:
+        async def one(item: T) -> None:
             async with limit:
-                await self.audit(found)
+                await audit(item)
 
         async with trio.open_nursery() as nursery:
-            for found in mine:
-                nursery.start_soon(one, found)
+            for item in items:
+                nursery.start_soon(one, item)
 
     def _receipts(self, settled: Settled) -> list[Verified]:
         """The task receipts ``settled``'s record counted (blocks: reads the store)."""
@@ -185,42 +242,85 @@ class ReceiptAuditor:
         return [item for item in found if item is not None and item.kind == "task_receipt"]
 
     async def audit(self, found: Drawn) -> Audited:
-        """Audit one drawn receipt; what came of it (also kept in :attr:`recent`)."""
-        claim = found.claim
-        audited = Audited(found.receipt.body.epoch, found.receipt.hash.hex(), claim.plugin,
-                          accounts.peer_id_of(claim.provider),
-                          accounts.peer_id_of(claim.requester))
-        audited.outcome, audited.detail = await self._judge(found, audited)
-        audited.at = time.time()
-        setattr(self.counts, audited.outcome, getattr(self.counts, audited.outcome) + 1)
-        self.recent.appendleft(audited)
-        return audited
+        """Audit one drawn receipt; what came of it so far (also in :attr:`recent`):
+        ``pending`` while its provider has not shown it."""
+        pending = Pending(found, self._audited(found))
+        self.recent.appendleft(pending.audited)
+        await self._attempt(pending)
+        return pending.audited
 
-    async def _judge(self, found: Drawn, audited: Audited) -> tuple[str, str]:
-        """(outcome, detail) of the audit of ``found``."""
-        claim, receipt = found.claim, found.receipt.body.task_receipt
-        where = {"provider": audited.provider, "receipt": audited.receipt,
-                 "plugin": claim.plugin}
+    def _audited(self, found: Drawn) -> Audited:
+        claim = found.claim
+        return Audited(found.receipt.body.epoch, found.receipt.hash.hex(), claim.plugin,
+                       accounts.peer_id_of(claim.provider),
+                       accounts.peer_id_of(claim.requester), at=time.time())
+
+    async def _attempt(self, pending: Pending) -> None:
+        """Ask the provider once; check what it shows, judge it if it denied too often,
+        or leave the audit pending."""
+        found, audited = pending.found, pending.audited
+        where = _where(audited)
+        pending.last_ask = self._ledger.final_epoch
+        self._pending.pop(found.receipt.hash, None)
+        shown = await self._show(found, where)
+        if shown.answer is not None:
+            outcome, detail = await self._check(found, shown.answer, audited, where)
+        elif shown.reachable and pending.denials + 1 >= DENIALS:
+            audited.verdicts = await self._record_unshown(found, where)
+            outcome, detail = "failed", f"not shown to {DENIALS} asks while the provider " \
+                                        f"answered: {shown.why}"
+        elif self._ledger.clock_epoch() >= found.receipt.body.epoch + SHOW_EPOCHS:
+            outcome, detail = "unshown", f"not shown within {SHOW_EPOCHS} epochs: {shown.why}"
+        else:
+            pending.denials += shown.reachable
+            audited.outcome = "pending"
+            audited.detail = f"not shown yet ({pending.denials} of {DENIALS} asks the " \
+                             f"provider answered a PING for): {shown.why}"
+            self._pending[found.receipt.hash] = pending
+            return
+        audited.outcome, audited.detail, audited.at = outcome, detail, time.time()
+        setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
+
+    async def _show(self, found: Drawn, where: dict[str, str]) -> Shown:
+        """Ask the provider for the execution (or report) behind ``found``'s receipt."""
+        claim, provider = found.claim, accounts.peer_id_of(found.claim.provider)
         try:
             raw = await self._host.direct.request(
-                audited.provider, EXECUTION_PROTOCOL,
+                provider, EXECUTION_PROTOCOL,
                 wire_pb2.TaskExecutionRequest(task_id=claim.task_id).SerializeToString(),
                 timeout=ASK_TIMEOUT)
             answer = wire_pb2.TaskExecutionAnswer.FromString(raw)
         except (errors.MeshError, DecodeError) as exc:
+            why = str(exc) or type(exc).__name__
+            reachable = await self._reachable(provider)
             log.info("a provider did not show an audited execution", extra={
-                **where, "error": str(exc)})
-            return "unshown", str(exc) or type(exc).__name__
+                **where, "error": why, "reachable": reachable})
+            return Shown(None, reachable, why)
         if answer.WhichOneof("shown") == "report" and is_report(answer.report, claim):
-            # Its plugin's rule ran on the requester's side, with what only it knows.
-            return "reported", f"{answer.report.kind} reported outside the router"
-        shown = answer.execution
+            return Shown(answer, True)
         problem = "no execution" if not answer.HasField("execution") \
-            else mismatch(shown, receipt.claim, claim)
+            else mismatch(answer.execution, found.receipt.body.task_receipt.claim, claim)
         if problem is not None:
             log.warning("a provider showed an execution that is not its receipt's", extra={
                 **where, "problem": problem})
-            return "unshown", f"the provider showed {problem}"
+            return Shown(None, True, f"the provider showed {problem}")
+        return Shown(answer, True)
+
+    async def _reachable(self, peer_id: str) -> bool:
+        try:
+            await self._host.direct.ping(peer_id, timeout=PING_TIMEOUT)
+        except errors.MeshError:
+            return False
+        return True
+
+    async def _check(self, found: Drawn, answer: wire_pb2.TaskExecutionAnswer,
+                     audited: Audited, where: dict[str, str]) -> tuple[str, str]:
+        """(outcome, detail) of checking the execution or report the provider showed."""
+        claim = found.claim
+        if answer.WhichOneof("shown") == "report":
+            # Its plugin's rule ran on the requester's side, with what only it knows.
+            return "reported", f"{answer.report.kind} reported outside the router"
+        shown = answer.execution
         task = shown.task
         kind = self._plugins.task_kind(task.plugin, task.kind)
         if kind is None or kind.verify is None:
@@ -242,29 +342,131 @@ class ReceiptAuditor:
         audited.verdicts = await self._record_wrong(found, shown, where)
         return "failed", f"{task.plugin}'s rule rejected the result of {task.kind}"
 
+    async def _verdict(self, found: Drawn, expected: bytes, where: dict[str, str],
+                       ) -> str | None:
+        """This node's verdict on ``found``'s claim (hex), or None if it could not write it."""
+        receipt = found.receipt.body.task_receipt
+        try:
+            item = await self._ledger.write(task_verdict=ledger_pb2.TaskVerdict(
+                claim=receipt.claim, provider_signature=receipt.provider_signature,
+                expected_digest=expected))
+        except errors.MeshError as exc:
+            log.warning("could not record an audited receipt's verdict", extra={
+                **where, "error": str(exc)})
+            return None
+        return item.hash.hex()
+
     async def _record_wrong(self, found: Drawn, shown: wire_pb2.TaskVerdictRequest,
                             where: dict[str, str]) -> list[str]:
         """This validator's verdict, then the next validators' confirmation: the
         verdict entries (hex)."""
-        receipt = found.receipt.body.task_receipt
-        verdicts = []
-        try:
-            item = await self._ledger.write(task_verdict=ledger_pb2.TaskVerdict(
-                claim=receipt.claim, provider_signature=receipt.provider_signature,
-                expected_digest=claims.rejected_digest(receipt.claim)))
-            verdicts.append(item.hash.hex())
-        except errors.MeshError as exc:
-            log.warning("could not record an audited receipt's verdict", extra={
-                **where, "error": str(exc)})
-            return verdicts
+        mine = await self._verdict(
+            found, claims.rejected_digest(found.receipt.body.task_receipt.claim), where)
+        if mine is None:
+            return []
         confirmed = await confirmed_by(
             self._host, [accounts.peer_id_of(v) for v in found.confirmers[:CONFIRMERS]],
             shown, ASK_TIMEOUT * 2, **where)
-        if confirmed is not None:
-            verdicts.append(confirmed)
+        verdicts = [mine] if confirmed is None else [mine, confirmed]
         log.warning("an audited receipt's result is wrong", extra={
             **where, "verdicts": verdicts})
         return verdicts
+
+    async def _record_unshown(self, found: Drawn, where: dict[str, str]) -> list[str]:
+        """This validator's verdict on an execution not shown, then the next validators'
+        own audit: the verdict entries (hex)."""
+        mine = await self._verdict(
+            found, claims.unshown_digest(found.receipt.body.task_receipt.claim), where)
+        if mine is None:
+            return []
+        verdicts = [mine]
+        ask = wire_pb2.ReceiptAuditRequest(receipt=found.receipt.hash).SerializeToString()
+        for confirmer in (accounts.peer_id_of(v) for v in found.confirmers[:CONFIRMERS]):
+            try:
+                answer = wire_pb2.TaskVerdictAnswer.FromString(await self._host.direct.request(
+                    confirmer, RECEIPT_AUDIT_PROTOCOL, ask, timeout=CONFIRM_TIMEOUT))
+            except (errors.MeshError, DecodeError) as exc:
+                log.info("a validator did not confirm an unshown execution", extra={
+                    **where, "peer_id": confirmer, "error": str(exc)})
+                continue
+            verdicts.append(answer.verdict_entry.hex())
+            break
+        log.warning("a provider did not show an audited execution while it answered", extra={
+            **where, "verdicts": verdicts})
+        return verdicts
+
+    async def _serve_confirm(self, peer_id: str, payload: bytes) -> bytes:
+        """Audit a receipt whose auditor (``peer_id``) says its provider did not show
+        the execution: a verdict of this node's own, or why not."""
+        try:
+            request = wire_pb2.ReceiptAuditRequest.FromString(payload)
+        except DecodeError:
+            raise errors.InvalidArgument("not a ReceiptAuditRequest") from None
+        found = await self._to_confirm(request.receipt, accounts.key_of(peer_id))
+        audited = self._audited(found)
+        self.recent.appendleft(audited)
+        outcome, detail = await self._confirm(found, audited)
+        audited.outcome, audited.detail = outcome, f"asked by its auditor {peer_id}: {detail}"
+        audited.at = time.time()
+        setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
+        if outcome == "failed" and audited.verdicts:
+            return wire_pb2.TaskVerdictAnswer(
+                verdict_entry=bytes.fromhex(audited.verdicts[0])).SerializeToString()
+        if outcome in ("failed", "unshown"):
+            raise errors.Unavailable(f"this node did not judge it: {detail}")
+        raise errors.InvalidArgument(f"the provider showed the execution to this node: "
+                                     f"{outcome} {detail}".rstrip())
+
+    async def _confirm(self, found: Drawn, audited: Audited) -> tuple[str, str]:
+        """(outcome, detail) of this node's own audit of ``found``: two asks, CONFIRM_GAP
+        apart, unless the provider shows it or is not reachable at the first."""
+        where = _where(audited)
+        shown = await self._show(found, where)
+        if shown.answer is None and shown.reachable:
+            await trio.sleep(CONFIRM_GAP)
+            shown = await self._show(found, where)
+        if shown.answer is not None:  # this node's verdict only, if wrong: no confirmers
+            outcome, detail = await self._check(
+                Drawn(found.receipt, found.claim, []), shown.answer, audited, where)
+            return outcome, detail or "the provider showed it"
+        if not shown.reachable:
+            return "unshown", f"the provider is not reachable from this node: {shown.why}"
+        verdict = await self._verdict(
+            found, claims.unshown_digest(found.receipt.body.task_receipt.claim), where)
+        if verdict is None:
+            return "unshown", "this node could not write its verdict"
+        audited.verdicts = [verdict]
+        return "failed", f"not shown to 2 asks while the provider answered: {shown.why}"
+
+    async def _to_confirm(self, receipt_hash: bytes, auditor: bytes) -> Drawn:
+        """The draw of receipt ``receipt_hash`` if ``auditor`` audits it and this node
+        is among its next validators, within the window; else why not."""
+        item = await trio.to_thread.run_sync(self._ledger.store.get, receipt_hash)
+        if item is None or item.kind != "task_receipt":
+            raise errors.InvalidArgument("this node has no task receipt by that hash")
+        epoch = item.body.epoch
+        seed = beacon(self._ledger, epoch)
+        settled = await trio.to_thread.run_sync(self._ledger.settled_at, epoch)
+        if seed is None or settled is None:
+            raise errors.Unavailable(f"epoch {epoch} is not final on this node yet")
+        if self._ledger.clock_epoch() > epoch + SHOW_EPOCHS + 2:
+            raise errors.InvalidArgument(f"the receipt of epoch {epoch} is past its audits")
+        if receipt_hash not in {e.entry for line in settled.record.lines
+                                if line.pool == "tasks" for e in line.evidence}:
+            raise errors.InvalidArgument(f"epoch {epoch}'s settlement did not count that "
+                                         "receipt")
+        drawn_one = self._drawn(seed, settled, item)
+        if drawn_one is None or drawn_one[0] != auditor:
+            raise errors.InvalidArgument("the beacon did not draw that receipt for the asker "
+                                         "to audit")
+        if self._ledger.key not in drawn_one[1].confirmers[:CONFIRMERS]:
+            raise errors.InvalidArgument("this node is not among that audit's confirmers")
+        return drawn_one[1]
+
+
+def _where(audited: Audited) -> dict[str, str]:
+    return {"provider": audited.provider, "receipt": audited.receipt,
+            "plugin": audited.plugin}
 
 
 def is_report(report: wire_pb2.TaskReport, claim: ledger_pb2.TaskClaim) -> bool:

@@ -100,7 +100,7 @@ class TaskReports:
                 if self._journal is not None:  # what a validator auditing the receipt sees
                     task_id = claims.report_id(requester, self._ledger.key, plugin, kind, detail)
                     await trio.to_thread.run_sync(
-                        self._journal.add, task_id, epoch,
+                        self._journal.add, task_id, self._ledger.clock_epoch(),
                         wire_pb2.TaskExecutionAnswer(report=sent).SerializeToString())
                 if note:
                     self._notes.add(answer.receipt_entry.hex(), plugin, note)

@@ -3,9 +3,11 @@ the rate docs/compute.md §4 predicts, and slashed; honest results are never jud
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import random
+import sqlite3
 from pathlib import Path
 
 import trio
@@ -188,3 +190,58 @@ async def test_validators_drawn_from_the_beacon_catch_a_lie_a_colluding_requeste
                 assert (audited.provider, audited.requester, audited.plugin) == (
                     liar_node.peer_id, requester.peer_id, "compute")
                 assert len(audited.verdicts) == (2 if audited.outcome == "failed" else 0)
+
+
+async def test_a_provider_that_answers_but_does_not_show_an_audited_execution_is_slashed(
+        tmp_path: Path) -> None:
+    """A provider that cannot show the work behind its receipts (its journal emptied
+    here, as a colluding pair would rather than show a forgery) is asked at two final
+    epochs while it answers PINGs, then judged by its auditor; the next validator,
+    asked on receipt-audit/1.0.0, asks it itself and writes the second verdict
+    (docs/tasks.md §5d)."""
+    factory = Instances(ComputePlugin)
+    market = MarketPolicy(spot_check_bps=10_000)
+    module = (EXAMPLES / "fnv1a.wat").read_bytes()
+    with trio.fail_after(240):
+        async with open_network(tmp_path, 5, plugins=[plugin_under_test("compute", factory)],
+                                market=market, epoch_seconds=5) as net:
+            requester, provider = net.nodes[0], net.nodes[1]
+            ctx = {p.ctx.peer_id: p for p in factory.made}[requester.peer_id].ctx
+            await eventually(lambda: len(ctx.peers()) == 4, timeout=30,
+                             what="the requester to see every node")
+            await trio.to_thread.run_sync(stake, provider, STAKE)
+            await eventually(lambda: bonded(requester, provider, STAKE), timeout=60,
+                             what="the provider's stake bonded")
+            for index in range(2):  # honest results, checked and accepted
+                payload = RunRequest(module, index.to_bytes(4, "big")).encode()
+                outcome = await ctx.submit_task("RUN", payload, TaskOptions(
+                    providers=(provider.peer_id,), attempts=1))
+                assert outcome.state == "done", outcome
+            # Before the receipts' epoch is final: nothing is left to show the auditors.
+            await trio.to_thread.run_sync(forget_executions, provider)
+            most = STAKE * 0.9 ** 2 + 2
+
+            async def slashed() -> bool:
+                return await trio.to_thread.run_sync(bonded_of, requester, provider) <= most
+            await eventually(slashed, timeout=120, what="the provider slashed for 2 receipts")
+
+            def audits(node: Node) -> list[tasks_pb2.ReceiptAudit]:
+                answer: tasks_pb2.ListReceiptAuditsResponse = rpc(
+                    node.socket, tasks_pb2_grpc.TasksServiceStub, "ListReceiptAudits",
+                    tasks_pb2.ListReceiptAuditsRequest())
+                return list(answer.audits)
+            listed = [a for n in net.nodes for a in await trio.to_thread.run_sync(audits, n)]
+            own = [a for a in listed if not a.detail.startswith("asked by")]
+            confirming = [a for a in listed if a.detail.startswith("asked by")]
+            assert sorted(a.outcome for a in own) == ["failed", "failed"], listed
+            assert all("not shown to 2 asks while the provider answered" in a.detail
+                       and "keeps no execution" in a.detail and len(a.verdicts) == 2
+                       for a in own), own
+            assert [a.outcome for a in confirming] == ["failed", "failed"], listed
+            assert {v for a in confirming for v in a.verdicts} \
+                == {a.verdicts[1] for a in own}
+
+
+def forget_executions(node: Node) -> None:
+    with contextlib.closing(sqlite3.connect(node.data_dir / "executions.sqlite")) as db, db:
+        assert db.execute("DELETE FROM execution").rowcount == 2

@@ -8,14 +8,26 @@ import hashlib
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
 from meshcore.ledger.evidence_rules import parse_claim
 from meshcore.tasks import claims
+from meshd import errors
 from meshd.tasks.executions import ExecutionJournal
-from meshd.tasks.receipt_audits import drawn, is_report, mismatch, ranked
+from meshd.tasks.receipt_audits import (
+    RECEIPT_AUDIT_PROTOCOL,
+    SHOW_EPOCHS,
+    Drawn,
+    ReceiptAuditor,
+    drawn,
+    is_report,
+    mismatch,
+    ranked,
+)
 
 SEED = hashlib.sha256(b"beacon").digest()
 
@@ -70,21 +82,26 @@ def test_an_execution_shown_must_be_the_one_the_claim_names() -> None:
 
 
 def test_the_journal_keeps_recent_executions_within_its_bounds(tmp_path: Path) -> None:
-    journal = ExecutionJournal(tmp_path / "executions.sqlite", keep_epochs=2, max_bytes=1000)
+    path = tmp_path / "executions.sqlite"
+    journal = ExecutionJournal(path, keep_epochs=4, shown_epochs=2, max_bytes=1000)
     journal.add(b"a", 1, b"x" * 400)
     journal.add(b"b", 2, b"y" * 400)
-    assert journal.get(b"a") == (1, b"x" * 400)
-    journal.add(b"c", 3, b"z" * 400)  # over 1000 bytes: the oldest goes
-    assert journal.get(b"a") is None and journal.get(b"c") == (3, b"z" * 400)
-    journal.add(b"d", 5, b"w" * 10)  # epoch 5 keeps epochs 3 and later
-    assert journal.get(b"b") is None and journal.get(b"c") is not None
-    journal.add(b"e", 5, b"v" * 5000)  # alone over the bound: kept, the rest go
-    assert journal.get(b"e") == (5, b"v" * 5000) and journal.get(b"c") is None
+    journal.add(b"c", 3, b"z" * 400)  # over 1000 bytes, but all may still be audited
+    assert journal.get(b"a") == (1, b"x" * 400) and journal.get(b"c") == (3, b"z" * 400)
+    journal.add(b"d", 4, b"w" * 10)  # now a is past its audits: the oldest goes
+    assert journal.get(b"a") is None and journal.get(b"b") is not None
+    journal.add(b"e", 6, b"v" * 5000)  # b and c go; d (epoch 4) may still be audited
+    assert journal.get(b"b") is None and journal.get(b"c") is None
+    assert journal.get(b"d") == (4, b"w" * 10) and journal.get(b"e") == (6, b"v" * 5000)
+    journal.add(b"f", 8, b"u" * 10)  # d is past its audits: over the bound, it goes
+    assert journal.get(b"d") is None and journal.get(b"e") is not None
     journal.close()
-    again = ExecutionJournal(tmp_path / "executions.sqlite", keep_epochs=2, max_bytes=1000)
-    assert again.get(b"e") == (5, b"v" * 5000)  # on disk: a restart keeps it
-    again.add(b"f", 5, b"u" * 10)
+    again = ExecutionJournal(path, keep_epochs=4, shown_epochs=2, max_bytes=1000)
+    assert again.get(b"e") == (6, b"v" * 5000)  # on disk: a restart keeps it
+    again.add(b"g", 10, b"t" * 10)
     assert again.get(b"e") is None  # the byte count was read back at open
+    again.add(b"h", 13, b"s" * 10)  # keeps epochs 9 and later, whatever the size
+    assert again.get(b"f") is None and again.get(b"g") == (10, b"t" * 10)
 
 
 def test_a_report_shown_must_be_the_reported_work_the_claim_names() -> None:
@@ -106,3 +123,111 @@ def test_a_report_shown_must_be_the_reported_work_the_claim_names() -> None:
     _, execution_claim = execution()  # an execution's claim is no report
     parsed = parse_claim(execution_claim)
     assert parsed is not None and not is_report(report, parsed)
+
+
+class FakeProvider:
+    """The direct requests an auditor makes: the provider's answers, in turn."""
+
+    def __init__(self, answers: list[bytes | errors.MeshError], reachable: bool) -> None:
+        self.answers, self.reachable = answers, reachable
+        self.asked: list[tuple[str, str]] = []  # (peer, protocol)
+
+    async def request(self, peer_id: str, name: str, payload: bytes, *,
+                      timeout: float) -> bytes:
+        self.asked.append((peer_id, name))
+        if name == RECEIPT_AUDIT_PROTOCOL:  # the confirmer's verdict
+            return wire_pb2.TaskVerdictAnswer(verdict_entry=b"c" * 32).SerializeToString()
+        answer = self.answers.pop(0)
+        if isinstance(answer, errors.MeshError):
+            raise answer
+        return answer
+
+    async def ping(self, peer_id: str, timeout: float) -> float:
+        if not self.reachable:
+            raise errors.DeadlineExceeded("no answer")
+        return 0.01
+
+
+class FakeLedger:
+    key = b"a" * 32
+    final_epoch = 4
+
+    def __init__(self) -> None:
+        self.clock = 5
+        self.verdicts: list[bytes] = []  # expected digests written
+
+    def clock_epoch(self) -> int:
+        return self.clock
+
+    async def write(self, *, task_verdict: ledger_pb2.TaskVerdict) -> SimpleNamespace:
+        self.verdicts.append(task_verdict.expected_digest)
+        return SimpleNamespace(hash=bytes([len(self.verdicts)]) * 32)
+
+
+def auditing(answers: list[bytes | errors.MeshError], *, reachable: bool,
+             ) -> tuple[ReceiptAuditor, FakeProvider, FakeLedger, Drawn]:
+    provider, ledger = FakeProvider(answers, reachable), FakeLedger()
+    plugins = SimpleNamespace(task_kind=lambda plugin, kind: None)  # no rule here
+    auditor = ReceiptAuditor(SimpleNamespace(direct=provider), ledger, plugins)  # type: ignore
+    _, claim_bytes = execution()
+    claim = parse_claim(claim_bytes)
+    receipt = SimpleNamespace(hash=b"R" * 32, body=SimpleNamespace(
+        epoch=3, task_receipt=SimpleNamespace(claim=claim_bytes, provider_signature=b"s")))
+    return auditor, provider, ledger, Drawn(receipt, claim, [b"c" * 32])  # type: ignore
+
+
+async def test_a_provider_that_answers_pings_but_not_the_audit_twice_is_judged() -> None:
+    kept_none = errors.InvalidArgument("this node keeps no execution")
+    auditor, provider, ledger, found = auditing([kept_none, kept_none], reachable=True)
+    audited = await auditor.audit(found)
+    assert (audited.outcome, ledger.verdicts) == ("pending", [])  # one ask: asked again
+    assert "1 of 2" in audited.detail and "keeps no execution" in audited.detail
+    await auditor.ask_again(4)  # the same final epoch: not asked twice in it
+    assert len(provider.asked) == 1
+    ledger.final_epoch = 5
+    await auditor.ask_again(5)
+    assert audited.outcome == "failed" and "not shown to 2 asks" in audited.detail
+    assert ledger.verdicts == [claims.unshown_digest(found.receipt.body.task_receipt.claim)]
+    # The next validator in the draw's order is asked to audit it itself.
+    assert provider.asked[-1][1] == RECEIPT_AUDIT_PROTOCOL
+    assert audited.verdicts == [(b"\x01" * 32).hex(), (b"c" * 32).hex()]
+    assert (auditor.counts.failed, auditor.counts.unshown) == (1, 0)
+
+
+async def test_a_provider_not_reachable_within_the_window_is_not_judged() -> None:
+    down = errors.FailedPrecondition("not connected")
+    auditor, provider, ledger, found = auditing([down] * 4, reachable=False)
+    audited = await auditor.audit(found)
+    for final in (5, 6):
+        ledger.final_epoch = final
+        await auditor.ask_again(final)
+        assert audited.outcome == "pending" and "0 of 2" in audited.detail
+    ledger.clock = found.receipt.body.epoch + SHOW_EPOCHS  # the window is over
+    ledger.final_epoch = 7
+    await auditor.ask_again(7)
+    assert audited.outcome == "unshown" and ledger.verdicts == []
+    assert (auditor.counts.unshown, auditor.counts.failed) == (1, 0)
+    await auditor.ask_again(8)
+    assert len(provider.asked) == 4  # no longer pending
+
+
+async def test_a_provider_that_shows_the_execution_at_a_later_ask_is_not_judged() -> None:
+    shown, _ = execution()
+    answer = wire_pb2.TaskExecutionAnswer(execution=shown).SerializeToString()
+    auditor, _, ledger, found = auditing(
+        [errors.DeadlineExceeded("busy"), answer], reachable=True)
+    audited = await auditor.audit(found)
+    assert audited.outcome == "pending" and "1 of 2" in audited.detail
+    ledger.final_epoch = 5
+    await auditor.ask_again(5)
+    assert audited.outcome == "unchecked" and ledger.verdicts == []  # no rule here
+
+
+async def test_showing_what_is_not_the_claims_execution_is_a_denial() -> None:
+    report = wire_pb2.TaskReport(plugin="compute", kind="RUN", detail=b"out")
+    answer = wire_pb2.TaskExecutionAnswer(report=report).SerializeToString()
+    auditor, _, ledger, found = auditing([answer, answer], reachable=True)
+    audited = await auditor.audit(found)
+    ledger.final_epoch = 5
+    await auditor.ask_again(5)
+    assert audited.outcome == "failed" and "the provider showed no execution" in audited.detail

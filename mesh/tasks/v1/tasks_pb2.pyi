@@ -98,10 +98,13 @@ class ReceiptAudit(_message.Message):
     """peer IDs"""
     requester: _builtins.str
     outcome: _builtins.str
-    """"passed", "failed" (the plugin's rule rejected the result: verdicts
-    written), "unshown" (the provider did not show the execution, or showed
-    another), "reported" (reported work: nothing to run again), "unchecked"
-    (no rule here could judge it).
+    """"pending" (the provider has not shown the execution yet: asked again at
+    the next final epoch), "passed", "failed" (the plugin's rule rejected the
+    result, or the provider did not show the execution while it answered a
+    PING: verdicts written), "unshown" (the provider could not be reached to
+    show it within the window), "reported" (reported work: nothing to run
+    again), "unchecked" (no rule here could judge it). Audits this node made
+    for another validator (receipt-audit/1.0.0) say so in their detail.
     """
     detail: _builtins.str
     """why, when not passed"""

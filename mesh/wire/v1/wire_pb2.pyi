@@ -524,6 +524,33 @@ class TaskExecutionAnswer(_message.Message):
 Global___TaskExecutionAnswer: _TypeAlias = TaskExecutionAnswer  # noqa: Y015
 
 @_typing.final
+class ReceiptAuditRequest(_message.Message):
+    """receipt-audit/1.0.0: the validator that audits a drawn receipt asks the
+    next validators in the draw's order to audit it too (docs/tasks.md §5d),
+    when its provider did not show the execution behind it. The confirmer asks
+    the provider itself and answers TaskVerdictAnswer with its own verdict, or
+    refuses with why (the provider showed it, or cannot be reached from there).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    receipt: _builtins.bytes
+    """the task_receipt entry's hash"""
+    def __init__(
+        self,
+        *,
+        receipt: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiptAuditRequest: _TypeAlias = ReceiptAuditRequest  # noqa: Y015
+
+@_typing.final
 class TaskVerdictAnswer(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
