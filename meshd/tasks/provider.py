@@ -197,12 +197,12 @@ class TaskProvider:
     def _validator_around(self, key: bytes, epoch: int | None) -> bool:
         """Whether ``key`` validates now, or validated around ``epoch`` (blocks: it may
         read old settlements)."""
-        if key in {v for v, _ in self._ledger.settled.validators}:
+        settled = self._ledger.settled
+        if key in {v for v, _ in (*settled.validators, *settled.validators_after)}:
             return True
         near = () if epoch is None else (self._ledger.settled_at(e)
                                          for e in range(epoch - 2, epoch + 2))
-        return any(key in {v for v, _ in settled.validators}
-                   for settled in near if settled is not None)
+        return any(key in {v for v, _ in old.validators} for old in near if old is not None)
 
     async def _serve_verdict(self, peer_id: str, payload: bytes) -> bytes:
         request = _parse(wire_pb2.TaskVerdictRequest, payload, "TaskVerdictRequest")

@@ -163,6 +163,8 @@ class ReceiptAuditor:
         self.counts = AuditCounts()
         self.recent: collections.deque[Audited] = collections.deque(maxlen=KEPT)
         self._pending: dict[bytes, Pending] = {}  # by receipt hash
+        # Receipts other validators asked this node to audit (receipt-audit), by hash.
+        self._confirmed: collections.OrderedDict[bytes, Audited] = collections.OrderedDict()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
@@ -403,19 +405,28 @@ class ReceiptAuditor:
         except DecodeError:
             raise errors.InvalidArgument("not a ReceiptAuditRequest") from None
         found = await self._to_confirm(request.receipt, accounts.key_of(peer_id))
-        audited = self._audited(found)
-        self.recent.appendleft(audited)
-        outcome, detail = await self._confirm(found, audited)
-        audited.outcome, audited.detail = outcome, f"asked by its auditor {peer_id}: {detail}"
-        audited.at = time.time()
-        setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
-        if outcome == "failed" and audited.verdicts:
+        # Once per receipt: an auditor asking again gets the same answer, not
+        # another run of the provider's work (or another verdict).
+        audited = self._confirmed.get(request.receipt)
+        if audited is None:
+            audited = self._confirmed[request.receipt] = self._audited(found)
+            while len(self._confirmed) > KEPT:
+                self._confirmed.popitem(last=False)
+            self.recent.appendleft(audited)
+            outcome, detail = await self._confirm(found, audited)
+            audited.outcome = outcome
+            audited.detail = f"asked by its auditor {peer_id}: {detail}"
+            audited.at = time.time()
+            setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
+        elif not audited.outcome:
+            raise errors.Unavailable("this node is auditing that receipt already")
+        if audited.outcome == "failed" and audited.verdicts:
             return wire_pb2.TaskVerdictAnswer(
                 verdict_entry=bytes.fromhex(audited.verdicts[0])).SerializeToString()
-        if outcome in ("failed", "unshown"):
-            raise errors.Unavailable(f"this node did not judge it: {detail}")
+        if audited.outcome in ("failed", "unshown"):
+            raise errors.Unavailable(f"this node did not judge it ({audited.detail})")
         raise errors.InvalidArgument(f"the provider showed the execution to this node: "
-                                     f"{outcome} {detail}".rstrip())
+                                     f"{audited.outcome} ({audited.detail})")
 
     async def _confirm(self, found: Drawn, audited: Audited) -> tuple[str, str]:
         """(outcome, detail) of this node's own audit of ``found``: two asks, CONFIRM_GAP

@@ -11,12 +11,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import trio
+import trio.testing
 
 from mesh.ledger.v1 import ledger_pb2
 from mesh.wire.v1 import wire_pb2
-from meshcore.ledger.evidence_rules import parse_claim
+from meshcore.ledger import accounts
+from meshcore.ledger.evidence_rules import claim_hash, parse_claim
 from meshcore.tasks import claims
 from meshd import errors
+from meshd.plugin_host.context import beacon
 from meshd.tasks.executions import ExecutionJournal
 from meshd.tasks.receipt_audits import (
     RECEIPT_AUDIT_PROTOCOL,
@@ -231,3 +235,69 @@ async def test_showing_what_is_not_the_claims_execution_is_a_denial() -> None:
     ledger.final_epoch = 5
     await auditor.ask_again(5)
     assert audited.outcome == "failed" and "the provider showed no execution" in audited.detail
+
+
+def confirming(answers: list[bytes | errors.MeshError], *, counted: bool = True,
+               ) -> tuple[ReceiptAuditor, FakeProvider, FakeLedger, list[bytes], bytes]:
+    """A validator asked on receipt-audit: (its auditor, provider, ledger, the draw's
+    order of validators, the receipt's hash). It ranks second."""
+    auditor, provider, ledger, found = auditing(answers, reachable=True)
+    validators = [bytes([v]) * 32 for v in range(10, 14)]
+    decision = SimpleNamespace(value=b"v" * 32, root=b"r" * 32)
+    ledger.settlements = SimpleNamespace(decision=lambda epoch: decision)  # type: ignore
+    seed = beacon(ledger, 3)  # type: ignore
+    order = ranked(seed, claim_hash(found.receipt.body.task_receipt.claim), validators)
+    ledger.key = order[1]
+    evidence = [SimpleNamespace(entry=found.receipt.hash)] if counted else []
+    settled = SimpleNamespace(
+        validators=[(v, 1) for v in validators],
+        params=SimpleNamespace(market=SimpleNamespace(spot_check_bps=10_000)),
+        record=SimpleNamespace(lines=[SimpleNamespace(pool="tasks", evidence=evidence)]))
+    found.receipt.kind = "task_receipt"
+    ledger.settled_at = lambda epoch: settled  # type: ignore
+    ledger.store = SimpleNamespace(  # type: ignore
+        get=lambda h: found.receipt if h == found.receipt.hash else None)
+    return auditor, provider, ledger, order, found.receipt.hash
+
+
+async def test_a_confirmer_judges_a_provider_that_denies_it_too_once_per_receipt(
+        autojump_clock: trio.testing.MockClock) -> None:
+    kept_none = errors.InvalidArgument("this node keeps no execution")
+    confirmer, provider, ledger, order, receipt = confirming([kept_none, kept_none])
+    ask = wire_pb2.ReceiptAuditRequest(receipt=receipt).SerializeToString()
+    answer = wire_pb2.TaskVerdictAnswer.FromString(
+        await confirmer._serve_confirm(accounts.peer_id_of(order[0]), ask))
+    assert answer.verdict_entry == b"\x01" * 32
+    assert ledger.verdicts == [claims.unshown_digest(
+        ledger.store.get(receipt).body.task_receipt.claim)]
+    again = await confirmer._serve_confirm(accounts.peer_id_of(order[0]), ask)
+    assert wire_pb2.TaskVerdictAnswer.FromString(again) == answer
+    assert len(provider.asked) == 2 and len(ledger.verdicts) == 1  # not asked again
+    [audited] = confirmer.recent
+    assert audited.outcome == "failed" and audited.detail.startswith("asked by its auditor")
+
+
+@pytest.mark.parametrize(("asker", "counted", "late", "why"), [
+    (2, True, False, "did not draw that receipt for the asker"),
+    (0, False, False, "settlement did not count that receipt"),
+    (0, True, True, "past its audits"),
+])
+async def test_a_confirmer_refuses_what_is_not_its_to_audit(
+        asker: int, counted: bool, late: bool, why: str) -> None:
+    confirmer, provider, ledger, order, receipt = confirming([], counted=counted)
+    if late:
+        ledger.clock = 3 + SHOW_EPOCHS + 3
+    ask = wire_pb2.ReceiptAuditRequest(receipt=receipt).SerializeToString()
+    with pytest.raises(errors.InvalidArgument, match=why):
+        await confirmer._serve_confirm(accounts.peer_id_of(order[asker]), ask)
+    assert provider.asked == [] and ledger.verdicts == []
+
+
+async def test_a_confirmer_the_provider_shows_the_execution_to_does_not_judge_it() -> None:
+    shown, _ = execution()
+    confirmer, _, ledger, order, receipt = confirming(
+        [wire_pb2.TaskExecutionAnswer(execution=shown).SerializeToString()])
+    ask = wire_pb2.ReceiptAuditRequest(receipt=receipt).SerializeToString()
+    with pytest.raises(errors.InvalidArgument, match="showed the execution to this node"):
+        await confirmer._serve_confirm(accounts.peer_id_of(order[0]), ask)
+    assert ledger.verdicts == []
