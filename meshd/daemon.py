@@ -148,7 +148,7 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 router = TaskRouter(host, ledger, runtime, (p.name for p in genesis.plugins))
                 notes = ReceiptNotes(data_dir / "receipt-notes.jsonl")
                 reports = TaskReports(host, ledger, runtime, (p.name for p in genesis.plugins),
-                                      notes)
+                                      notes, journal)
                 await nursery.start(provider.run)
                 auditor = ReceiptAuditor(host, ledger, runtime)
                 await nursery.start(reports.run)

@@ -101,6 +101,14 @@ class ExecutionJournal:
                                    "WHERE task_id = ?", (task_id,)).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
+    async def keep(self, task_id: bytes, epoch: int, answer: bytes) -> None:
+        """:meth:`add`, in a worker thread."""
+        await trio.to_thread.run_sync(self.add, task_id, epoch, answer)
+
+    async def find(self, task_id: bytes) -> tuple[int, bytes] | None:
+        """:meth:`get`, in a worker thread."""
+        return await trio.to_thread.run_sync(self.get, task_id)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -48,9 +48,9 @@ class TaskProvider:
 
     def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime,
                  capabilities: tuple[str, ...], max_running: int,
-                 journal: ExecutionJournal | None = None) -> None:
+                 journal: ExecutionJournal) -> None:
         self._host = host
-        self._journal = journal  # executions kept for receipt audits (None: not kept)
+        self._journal = journal  # executions kept for receipt audits
         self._ledger = ledger
         self._plugins = plugins
         self.capabilities = capabilities
@@ -123,12 +123,12 @@ class TaskProvider:
         self.executed_total += 1
         self.last_executed_at = trio.current_time()
         signature = self._ledger.sign_claim(claim)
-        if self._journal is not None:  # what a validator auditing the receipt will ask for
-            journaled = wire_pb2.TaskExecutionAnswer(execution=wire_pb2.TaskVerdictRequest(
-                task=request, requester=requester, result=result.result, proof=result.proof,
-                claim=claim, provider_signature=signature)).SerializeToString()
-            await trio.to_thread.run_sync(self._journal.add, task_id,
-                                         self._ledger.clock_epoch(), journaled)
+        # What a validator auditing the receipt will ask for: durable before the claim
+        # leaves (an audited execution not shown is judged).
+        journaled = wire_pb2.TaskExecutionAnswer(execution=wire_pb2.TaskVerdictRequest(
+            task=request, requester=requester, result=result.result, proof=result.proof,
+            claim=claim, provider_signature=signature)).SerializeToString()
+        await self._journal.keep(task_id, self._ledger.clock_epoch(), journaled)
         return wire_pb2.TaskResponse(
             result=result.result, proof=result.proof, units=result.units, claim=claim,
             provider_signature=signature).SerializeToString()
@@ -182,8 +182,7 @@ class TaskProvider:
         """An execution this node signed a claim for, to a validator (its payload is
         the requester's data: validators audit receipts, nobody else needs it)."""
         request = _parse(wire_pb2.TaskExecutionRequest, payload, "TaskExecutionRequest")
-        found = None if self._journal is None else \
-            await trio.to_thread.run_sync(self._journal.get, request.task_id)
+        found = await self._journal.find(request.task_id)
         asker = accounts.key_of(peer_id)
         # A validator of the receipt's epoch audits it, maybe after the set changed.
         if not await trio.to_thread.run_sync(

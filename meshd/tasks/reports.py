@@ -49,7 +49,7 @@ class TaskReports:
 
     def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime,
                  rewarded: Iterable[str], notes: ReceiptNotes,
-                 journal: ExecutionJournal | None = None) -> None:
+                 journal: ExecutionJournal) -> None:
         self._host = host
         self._journal = journal  # reports this node made, for validators auditing them
         self._ledger = ledger
@@ -97,11 +97,11 @@ class TaskReports:
             sent, answer = await self._send(plugin, peer_id, requester, kind, detail, units,
                                             epoch)
             if answer.receipt_entry:
-                if self._journal is not None:  # what a validator auditing the receipt sees
-                    task_id = claims.report_id(requester, self._ledger.key, plugin, kind, detail)
-                    await trio.to_thread.run_sync(
-                        self._journal.add, task_id, self._ledger.clock_epoch(),
-                        wire_pb2.TaskExecutionAnswer(report=sent).SerializeToString())
+                # What a validator auditing the receipt will ask to see.
+                task_id = claims.report_id(requester, self._ledger.key, plugin, kind, detail)
+                await self._journal.keep(
+                    task_id, self._ledger.clock_epoch(),
+                    wire_pb2.TaskExecutionAnswer(report=sent).SerializeToString())
                 if note:
                     self._notes.add(answer.receipt_entry.hex(), plugin, note)
                 return answer.receipt_entry.hex()

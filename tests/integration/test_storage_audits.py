@@ -327,6 +327,7 @@ async def test_a_holder_that_denies_a_piece_it_claimed_is_slashed_unless_the_own
             assert removed["unreachable"] == [keeper.ctx.peer_id], removed
             dropped = [c for c in pieces if keeper.files.saw_holding(honest.ctx.peer_id, c)]
             assert dropped and not any(honest.chunks.has(digest_hex(c)) for c in dropped)
+            assert keeper.holding.manifests.get(manifest.cid) is not None  # missed the rm
             await keeper.auditor.audit_file(manifest, keeper.ctx.ledger.clock_epoch())
             again = await keeper.auditor.audit_piece(manifest, honest.ctx.peer_id, dropped[0],
                                                      keeper.ctx.ledger.clock_epoch())
@@ -336,6 +337,10 @@ async def test_a_holder_that_denies_a_piece_it_claimed_is_slashed_unless_the_own
             assert not [a for a in keeper.files.audits.values()
                         if a.holder == honest.ctx.peer_id and a.provable]
             assert (honest.ctx.peer_id, manifest.cid) in keeper.auditor.verdicts.claims.promises
+            # The keeper learnt of the removal from it: it no longer keeps the manifest,
+            # so it audits and repairs the removed file no more.
+            assert keeper.holding.manifests.get(manifest.cid) is None
+            assert manifest.cid not in [m.cid for m in keeper.holding.manifests.manifests()]
 
 
 async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: Path) -> None:

@@ -16,9 +16,12 @@ import pytest
 import trio
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from meshcore.genesis import MarketPolicy
 from meshcore.ledger import accounts
 from meshd.ledger.ledger import Ledger
 from meshd.testing import Node, eventually, open_network, plugin_under_test
+from tests.integration.test_external_plugins import rpc
 from tests.plugin_fixtures import ReporterPlugin
 
 
@@ -85,6 +88,35 @@ async def test_reports_are_countersigned_only_when_the_peer_agrees(
             assert len(second) == 64 and second != receipt, second
             assert skewed, "the provider's epoch was not skewed"
             assert (await receipts(a))[second] <= skewed[0]
+
+
+async def test_a_validator_auditing_a_reported_receipt_is_shown_the_report(
+        tmp_path: Path) -> None:
+    """The provider journals each report it made (executions.py), and shows it to the
+    validator the beacon draws to audit the receipt (docs/tasks.md §5d): counted as
+    reported work, never as an execution not shown."""
+    with trio.fail_after(120):
+        # Every receipt drawn (p = 1); c is the one validator neither party.
+        async with open_network(tmp_path, 3, epoch_seconds=3,
+                                market=MarketPolicy(spot_check_bps=10_000),
+                                plugins=[plugin_under_test("reporter", ReporterPlugin)]) as net:
+            a, b, c = net.nodes
+            made = []
+            for job in (b"job-1", b"job-2"):
+                await a.call("reporter", "ASK", f"{b.peer_id}\n".encode() + job)
+                made.append(await report(b, a, "SERVED", job, units=2))
+            assert all(len(r) == 64 for r in made), made
+
+            def audits() -> tasks_pb2.ListReceiptAuditsResponse:
+                answer: tasks_pb2.ListReceiptAuditsResponse = rpc(
+                    c.socket, tasks_pb2_grpc.TasksServiceStub, "ListReceiptAudits",
+                    tasks_pb2.ListReceiptAuditsRequest())
+                return answer
+            audited = await eventually(lambda: trio.to_thread.run_sync(audits),
+                                       lambda got: got.reported == 2, timeout=60,
+                                       what="c to audit both reported receipts")
+            assert {r.receipt for r in audited.audits} == set(made), audited
+            assert audited.failed == audited.unshown == 0, audited
 
 
 async def test_work_reported_then_found_false_slashes_its_provider_on_two_verdicts(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 from mesh_storage import tombstones
+from mesh_storage.holding import ManifestStore
 from mesh_storage.tombstones import Tombstone, TombstoneStore, excuse, from_drop, signed_drop
 
 from meshd.p2p.host import peer_id_of
@@ -111,7 +112,8 @@ def test_only_the_owners_removal_since_the_claim_excuses_a_piece_gone(
     why = trio.run(excuse, ctx, HOLDER, FILE, OWNER, claimed_at, 1.0)
     assert (why is not None) == excused, why
     if excused:
-        assert f"removal signed by {OWNER} in epoch 10" in str(why)
+        assert why is not None and (why.owner, why.epoch) == (OWNER, 10)
+        assert f"removal signed by {OWNER} in epoch 10" in why.why
 
 
 @pytest.mark.parametrize("failure", [Unavailable("the stream broke"),
@@ -119,3 +121,26 @@ def test_only_the_owners_removal_since_the_claim_excuses_a_piece_gone(
 def test_a_holder_that_cannot_answer_shows_nothing_either_way(failure: Exception) -> None:
     with pytest.raises(type(failure)):
         trio.run(excuse, Ctx(HOLDER_SEED, failure), HOLDER, FILE, OWNER, 5, 1.0)
+
+
+@pytest.mark.parametrize(("owner", "since", "me", "ends"), [
+    (OWNER, 9, HOLDER, True),  # given the manifest before the removal: missed the rm
+    (OWNER, 10, HOLDER, True),  # in the removal's epoch
+    (OWNER, 11, HOLDER, False),  # given it after: the file was put again
+    (OWNER, None, HOLDER, False),  # a copy kept before the epoch was recorded
+    (HOLDER, 9, OWNER, False),  # the copy is of another owner's manifest
+    (OWNER, 9, OWNER, False),  # the owner's node knows its own removals
+])
+def test_a_removal_shown_ends_a_keepers_copy_of_the_manifest_it_predates(
+        owner: str, since: int | None, me: str, ends: bool) -> None:
+    removal = Tombstone(OWNER, 10, b"s" * 64)  # checked already (excuse)
+    assert tombstones.ends_copy(removal, owner, since, me) is ends
+
+
+def test_the_manifest_store_records_when_a_copy_was_last_given(tmp_path: Path) -> None:
+    store = ManifestStore(tmp_path)
+    store.put(FILE, b"manifest", epoch=3)
+    store.put(FILE, b"another", epoch=7)  # given again: the first bytes stay, the epoch moves
+    assert (store.get(FILE), store.held_since(FILE), store.cids()) == (b"manifest", 7, [FILE])
+    store.remove(FILE)
+    assert (store.get(FILE), store.held_since(FILE)) == (None, None)

@@ -221,6 +221,19 @@ class FakeDirect:
                                       f"peer {peer_id} refused {name!r}: {exc}") from None
 
 
+class FakeJournal:
+    """The provider's execution journal (executions.py), in memory."""
+
+    def __init__(self) -> None:
+        self.kept: dict[bytes, tuple[int, bytes]] = {}
+
+    async def keep(self, task_id: bytes, epoch: int, answer: bytes) -> None:
+        self.kept[task_id] = (epoch, answer)
+
+    async def find(self, task_id: bytes) -> tuple[int, bytes] | None:
+        return self.kept.get(task_id)
+
+
 class FakeLedger:
     network_id = NETWORK
 
@@ -239,6 +252,9 @@ class FakeLedger:
 
     def sign_claim(self, claim: bytes) -> bytes:
         return evidence_rules.sign_claim(self._seed, claim)
+
+    def clock_epoch(self) -> int:
+        return EPOCH
 
     async def write(self, deps: tuple[bytes, ...] = (), at_epoch: int | None = None,
                     **kind: Any) -> SimpleNamespace:
@@ -330,7 +346,7 @@ class Cluster:
         plugins = FakePlugins(kinds)
         node = Node(name, ledger, host,
                     provider.TaskProvider(host, ledger, plugins, capabilities,  # type: ignore[arg-type]
-                                          max_running), self.nodes)
+                                          max_running, FakeJournal()), self.nodes)
         node.router = TaskRouter(host, ledger, plugins, rewarded)  # type: ignore[arg-type]
         self.nodes[name] = node
         return node
@@ -390,6 +406,10 @@ async def test_a_task_goes_to_one_provider_and_earns_one_receipt(
                                   written["task_receipt"].provider_signature)
     assert b.provider.executed_total == 1 and b.provider.last_executed_at == 100
     assert a.router.last_done_at == 100  # no time passed: nothing waited
+    # The provider journaled what it signed, for a validator auditing the receipt.
+    _, journaled = b.provider._journal.kept[claim.task_id]  # type: ignore[attr-defined]
+    shown = wire_pb2.TaskExecutionAnswer.FromString(journaled).execution
+    assert (shown.claim, shown.result) == (written["task_receipt"].claim, b"144")
     assert record.outcome().providers == (b.peer_id,)
 
 

@@ -63,7 +63,7 @@ from mesh_storage.holding import MAX_HAVE, Holding
 from mesh_storage.manifest import FILE_CID, PIECE, Manifest, ManifestError, parse_manifest
 from mesh_storage.pieces import CidError, digest_hex
 from mesh_storage.promises import report_from_json
-from mesh_storage.tombstones import REMOVED
+from mesh_storage.tombstones import REMOVED, Tombstone
 from mesh_storage.verdicts import Verdicts, epoch_of, piece_of
 from meshd.plugin import (
     Context,
@@ -319,7 +319,8 @@ class Auditor:
         if excuse is not None:
             self.files.forget(holder, cid)
             self.ctx.log.info("a holder dropped a file at its owner's request", extra={
-                "peer_id": holder, "file": manifest.cid, "piece": cid, "why": excuse})
+                "peer_id": holder, "file": manifest.cid, "piece": cid, "why": excuse.why})
+            await self._missed_removal(manifest.cid, excuse)
             return None
         result = Audit(epoch, holder, False, (
             f"said it holds no piece {cid}, which it had claimed, and shows no removal of "
@@ -347,16 +348,39 @@ class Auditor:
         except MeshError as exc:
             return f"{reason} (its removal could not be asked: {exc})", False
         if excuse is not None:
-            return f"{reason}; {excuse}", False
+            await self._missed_removal(file, excuse)
+            return f"{reason}; {excuse.why}", False
         return f"{reason}, and shows no removal of the file signed by its owner", True
 
     async def _excuse(self, holder: str, file: str, owner: str,
-                      promise: TaskReport | None) -> str | None:
+                      promise: TaskReport | None) -> Tombstone | None:
         """The removal of ``file`` signed by ``owner`` that ``holder`` shows, if it is
         dated at or after ``promise`` (any, without one); MeshError if it cannot be
         asked (tombstones.excuse)."""
         return await tombstones.excuse(self.ctx, holder, file, owner,
                                        epoch_of(promise) if promise else -1, PIECE_TIMEOUT)
+
+    async def _missed_removal(self, file: str, removal: Tombstone) -> None:
+        """A holder showed ``removal``, signed by the file's owner: this keeper missed the
+        `rm`, so it drops its copy of the manifest and stops auditing and repairing the
+        file (repairs would put a removed file back), unless it was given the manifest
+        in the removal's epoch or after (the file was put again). The owner's node
+        knows its own removals; pieces this node holds wait for the owner's sweep."""
+        def drop() -> bool:
+            raw = self.holding.manifests.get(file)
+            try:
+                owner = parse_manifest(raw).owner if raw is not None else ""
+            except ManifestError:
+                return False
+            if not tombstones.ends_copy(removal, owner, self.holding.manifests.held_since(file),
+                                        self.ctx.peer_id):
+                return False
+            self.holding.manifests.remove(file)
+            return True
+
+        if await trio.to_thread.run_sync(drop):
+            self.ctx.log.info("dropped the manifest of a file its owner removed, as a holder "
+                              "showed", extra={"file": file, "why": removal.why})
 
     async def _manifest(self, file: str) -> Manifest | None:
         raw = await trio.to_thread.run_sync(self.holding.manifests.get, file)

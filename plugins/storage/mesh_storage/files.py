@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -325,7 +326,9 @@ class Files:
             raise InvalidArgument(str(exc)) from None
         if manifest.owner != self.ctx.peer_id:
             raise InvalidArgument(f"the manifest's owner is {manifest.owner}, not this node")
-        await trio.to_thread.run_sync(self.holding.manifests.put, manifest.cid, event.data)
+        await trio.to_thread.run_sync(functools.partial(
+            self.holding.manifests.put, manifest.cid, event.data,
+            epoch=self.ctx.ledger.clock_epoch()))
         copies = 0
         candidates = await self.candidates()
         targets = place(candidates, min(manifest.n, len(candidates)),

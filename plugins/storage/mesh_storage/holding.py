@@ -40,6 +40,7 @@ they have (``HAVE``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Awaitable, Callable
@@ -248,7 +249,8 @@ class Holding:
             manifest = parse_manifest(event.data)
         except ManifestError as exc:
             raise InvalidArgument(f"manifest refused: {exc}") from None
-        await trio.to_thread.run_sync(self.manifests.put, manifest.cid, event.data)
+        await trio.to_thread.run_sync(functools.partial(
+            self.manifests.put, manifest.cid, event.data, epoch=self.ctx.ledger.clock_epoch()))
         self.ctx.spawn(lambda: self._announce(file_key(manifest.cid)),
                        name="storage manifest announce")
         return b""
@@ -320,15 +322,25 @@ class HeldFiles:
 
 
 class ManifestStore:
-    """Manifests under ``root``/<file CID>: the first one kept for a CID stays."""
+    """Manifests under ``root``/<file CID>: the first one kept for a CID stays; and
+    in <file CID>.since, the epoch it was last given to this node."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
 
-    def put(self, cid: str, data: bytes) -> None:
+    def put(self, cid: str, data: bytes, *, epoch: int | None = None) -> None:
         path = self._root / cid
         if not path.exists():
             write_atomically(path, data)
+        if epoch is not None:  # a removal signed before it does not concern this copy
+            write_atomically(self._root / f"{cid}.since", str(epoch).encode("ascii"))
+
+    def held_since(self, cid: str) -> int | None:
+        """The epoch the manifest of ``cid`` was last given to this node, if recorded."""
+        try:
+            return int((self._root / f"{cid}.since").read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def get(self, cid: str) -> bytes | None:
         try:
@@ -337,8 +349,9 @@ class ManifestStore:
             return None
 
     def remove(self, cid: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self._root / cid).unlink()
+        for name in (cid, f"{cid}.since"):
+            with contextlib.suppress(FileNotFoundError):
+                (self._root / name).unlink()
 
     def written_at(self, cid: str) -> float | None:
         """When the manifest of ``cid`` was kept here (seconds since the epoch)."""

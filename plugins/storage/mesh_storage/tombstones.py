@@ -63,6 +63,11 @@ class Tombstone:
     def json(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "signature": self.signature.hex()}
 
+    @property
+    def why(self) -> str:
+        return f"dropped at its owner's request: removal signed by {self.owner} in epoch " \
+               f"{self.epoch}"
+
 
 def from_drop(ctx: Context, owner: str, file: str, asked: dict[str, Any]) -> Tombstone:
     """The tombstone a DROP_FILE request carries, checked: InvalidArgument unless
@@ -83,10 +88,10 @@ def from_drop(ctx: Context, owner: str, file: str, asked: dict[str, Any]) -> Tom
 
 
 async def excuse(ctx: Context, holder: str, file: str, owner: str,
-                 claimed_at: int, timeout: float) -> str | None:
+                 claimed_at: int, timeout: float) -> Tombstone | None:
     """Why ``holder`` no longer has a piece of ``file``: its tombstone signed by the
-    file's ``owner`` in epoch ``claimed_at`` or later (less SKEW), or None (no such removal,
-    whatever it answered or refused).
+    file's ``owner`` in epoch ``claimed_at`` or later (less SKEW), checked; or None (no
+    such removal, whatever it answered or refused).
 
     Raises:
         MeshError: the holder could not be asked (gone, a broken stream, no answer
@@ -105,8 +110,15 @@ async def excuse(ctx: Context, holder: str, file: str, owner: str,
             and ctx.verify(owner, statement(file, epoch), signature)
     except (ValueError, KeyError, TypeError, InvalidArgument):
         return None
-    return f"dropped at its owner's request: removal signed by {owner} in epoch {epoch}" \
-        if valid else None
+    return Tombstone(owner, epoch, signature) if valid else None
+
+
+def ends_copy(removal: Tombstone, owner: str, since: int | None, me: str) -> bool:
+    """Whether ``removal`` (checked) ends node ``me``'s copy of a manifest whose owner
+    is ``owner``, given to it last in epoch ``since``: the owner's, signed in that
+    epoch or after (not for a file put again since), and ``me`` is not the owner
+    (its node knows its own removals)."""
+    return removal.owner == owner != me and since is not None and removal.epoch >= since
 
 
 class TombstoneStore:
