@@ -94,14 +94,8 @@ class TaskReports:
                                             "the genesis does not require it")
         epoch = self._ledger.entry_epoch()
         for _ in range(2):  # the second time at the epoch the peer asked for
-            sent, answer = await self._send(plugin, peer_id, requester, kind, detail, units,
-                                            epoch)
+            answer = await self._send(plugin, peer_id, requester, kind, detail, units, epoch)
             if answer.receipt_entry:
-                # What a validator auditing the receipt will ask to see.
-                task_id = claims.report_id(requester, self._ledger.key, plugin, kind, detail)
-                await self._journal.keep(
-                    task_id, self._ledger.clock_epoch(),
-                    wire_pb2.TaskExecutionAnswer(report=sent).SerializeToString())
                 if note:
                     self._notes.add(answer.receipt_entry.hex(), plugin, note)
                 return answer.receipt_entry.hex()
@@ -110,21 +104,24 @@ class TaskReports:
                                  "(its ledger is moving on); report again later")
 
     async def _send(self, plugin: str, peer_id: str, requester: bytes, kind: str,
-                    detail: bytes, units: int, epoch: int,
-                    ) -> tuple[wire_pb2.TaskReport, wire_pb2.TaskReportAnswer]:
+                    detail: bytes, units: int, epoch: int) -> wire_pb2.TaskReportAnswer:
+        task_id = claims.report_id(requester, self._ledger.key, plugin, kind, detail)
         claim = claims.make_claim(
-            network_id=self._ledger.network_id,
-            task_id=claims.report_id(requester, self._ledger.key, plugin, kind, detail),
-            plugin=plugin, requester=requester, provider=self._ledger.key, epoch=epoch,
-            units=units, result=detail)
+            network_id=self._ledger.network_id, task_id=task_id, plugin=plugin,
+            requester=requester, provider=self._ledger.key, epoch=epoch, units=units,
+            result=detail)
         report = wire_pb2.TaskReport(plugin=plugin, kind=kind, detail=detail, claim=claim,
                                      provider_signature=self._ledger.sign_claim(claim))
+        # What a validator auditing the receipt will ask to see: durable before the
+        # peer can write the receipt (an audited report not shown is judged).
+        await self._journal.keep(task_id, self._ledger.clock_epoch(),
+                                 wire_pb2.TaskExecutionAnswer(report=report).SerializeToString())
         # A refusal raises DirectRequestFailed, a PeerError with the peer's message.
         raw = await self._host.direct.request(peer_id, REPORT_PROTOCOL,
                                               report.SerializeToString(),
                                               timeout=RULE_TIMEOUT + 5)
         try:
-            return report, wire_pb2.TaskReportAnswer.FromString(raw)
+            return wire_pb2.TaskReportAnswer.FromString(raw)
         except DecodeError:
             raise errors.PeerError(f"{peer_id} answered something other than a "
                                    "TaskReportAnswer") from None
