@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DRAW_DOMAIN = b"mesh/receipt-audit/v1\x00"
-AUDITS_AT_ONCE = 4
+AUDITS_AT_ONCE = 4  # of all epochs' audits (a compute rule may run for minutes)
 EPOCHS_BEHIND = 4  # final epochs audited at most after this node fell behind
 KEPT = 1000  # audits listed by ListReceiptAudits
 CONFIRMERS = 3  # validators asked, in the draw's order, until one confirms
@@ -163,6 +163,7 @@ class ReceiptAuditor:
         self.counts = AuditCounts()
         self.recent: collections.deque[Audited] = collections.deque(maxlen=KEPT)
         self._pending: dict[bytes, Pending] = {}  # by receipt hash
+        self._limit = trio.CapacityLimiter(AUDITS_AT_ONCE)
         # Receipts other validators asked this node to audit (receipt-audit), by hash.
         self._confirmed: collections.OrderedDict[bytes, Audited] = collections.OrderedDict()
 
@@ -172,16 +173,23 @@ class ReceiptAuditor:
                                        max_request=64, timeout=CONFIRM_TIMEOUT):
             task_status.started()
             after = self._ledger.final_epoch
-            while True:
-                final = await self._ledger.next_final(after)
-                for epoch in range(max(after + 1, final - EPOCHS_BEHIND + 1), final + 1):
-                    try:
-                        await self.audit_epoch(epoch)
-                    except errors.MeshError as exc:  # the ledger is busy: epoch unaudited
-                        log.info("receipt audits skipped", extra={"epoch": epoch,
-                                                                  "error": str(exc)})
-                await self.ask_again(final)
-                after = final
+            # Each final epoch's audits in the background: one that waits minutes for
+            # a rule or a confirmer does not hold back the next epochs' draws.
+            async with trio.open_nursery() as nursery:
+                while True:
+                    final = await self._ledger.next_final(after)
+                    nursery.start_soon(self.catch_up, after, final)
+                    after = final
+
+    async def catch_up(self, after: int, final: int) -> None:
+        """Audit final epochs after ``after`` up to ``final`` (the last EPOCHS_BEHIND at
+        most), and ask again the providers of pending audits."""
+        for epoch in range(max(after + 1, final - EPOCHS_BEHIND + 1), final + 1):
+            try:
+                await self.audit_epoch(epoch)
+            except errors.MeshError as exc:  # the ledger is busy: that epoch goes unaudited
+                log.info("receipt audits skipped", extra={"epoch": epoch, "error": str(exc)})
+        await self.ask_again(final)
 
     def mine(self, seed: bytes, settled: Settled, receipts: list[Verified]) -> list[Drawn]:
         """The ``receipts`` of final epoch ``settled`` the beacon (``seed``) draws for this
@@ -222,14 +230,14 @@ class ReceiptAuditor:
 
     async def ask_again(self, final: int) -> None:
         """Ask again the providers of pending audits (one ask per final epoch each)."""
-        await self._each(self._attempt, [p for p in self._pending.values()
-                                         if p.last_ask < final])
+        due = [p for p in self._pending.values() if p.last_ask < final]
+        for pending in due:  # taken now: another epoch's round does not ask them too
+            del self._pending[pending.found.receipt.hash]
+        await self._each(self._attempt, due)
 
     async def _each(self, audit: Callable[[T], Awaitable[object]], items: list[T]) -> None:
-        limit = trio.CapacityLimiter(AUDITS_AT_ONCE)
-
         async def one(item: T) -> None:
-            async with limit:
+            async with self._limit:
                 await audit(item)
 
         async with trio.open_nursery() as nursery:
@@ -263,7 +271,6 @@ class ReceiptAuditor:
         found, audited = pending.found, pending.audited
         where = _where(audited)
         pending.last_ask = self._ledger.final_epoch
-        self._pending.pop(found.receipt.hash, None)
         shown = await self._show(found, where)
         if shown.answer is not None:
             outcome, detail = await self._check(found, shown.answer, audited, where)

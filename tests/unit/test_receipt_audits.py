@@ -4,6 +4,7 @@ an execution shown is the claim's or refused, and the journal keeps what it must
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -301,3 +302,26 @@ async def test_a_confirmer_the_provider_shows_the_execution_to_does_not_judge_it
     with pytest.raises(errors.InvalidArgument, match="showed the execution to this node"):
         await confirmer._serve_confirm(accounts.peer_id_of(order[0]), ask)
     assert ledger.verdicts == []
+
+
+async def test_an_epoch_whose_audits_wait_does_not_hold_back_the_next(
+        autojump_clock: trio.testing.MockClock) -> None:
+    auditor, provider, ledger, _ = auditing([], reachable=True)
+    provider.serving = lambda *args, **kwargs: contextlib.nullcontext()  # type: ignore
+
+    async def next_final(after: int) -> int:
+        await trio.sleep(10)  # an epoch
+        return after + 1
+    ledger.next_final = next_final  # type: ignore
+    started: list[int] = []
+
+    async def audit_epoch(epoch: int) -> None:
+        started.append(epoch)
+        if epoch == 5:  # a rule, or a confirmer, that takes an hour
+            await trio.sleep(3600)
+    auditor.audit_epoch = audit_epoch  # type: ignore
+    async with trio.open_nursery() as nursery:
+        await nursery.start(auditor.run)
+        await trio.sleep(35)
+        nursery.cancel_scope.cancel()
+    assert started == [5, 6, 7]
