@@ -8,19 +8,19 @@ import hashlib
 import math
 import random
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
 from mesh_compute.plugin import ComputePlugin
 from mesh_compute.runs import RunRequest, RunResult, parse_result
 
-from mesh.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from mesh.tasks.v1 import tasks_pb2
 from meshcore.genesis import MarketPolicy
-from meshd.plugin import TaskOptions, TaskRequest, TaskResult
-from meshd.testing import Node, eventually, open_network, plugin_under_test
-from tests.integration.test_external_plugins import rpc
+from meshd.plugin import Context, TaskOptions, TaskRequest, TaskResult
+from meshd.testing import Network, Node, eventually, open_network, plugin_under_test
 from tests.integration.test_plugins import Instances
-from tests.integration.test_task_reports import bonded, bonded_of, stake
+from tests.integration.test_task_reports import bonded, bonded_of, receipt_audits, stake
 
 EXAMPLES = Path(__file__).parents[2] / "plugins" / "compute" / "examples"
 LIE_RATE = 0.2  # q: the share of its results the liar forges
@@ -133,75 +133,12 @@ class CollusionFactory(Instances):
         return plugin
 
 
-async def test_validators_drawn_from_the_beacon_catch_a_lie_a_colluding_requester_accepted(
-        tmp_path: Path) -> None:
-    """A requester that accepts its provider's forged results unchecked writes receipts
-    for them; the validators the beacon draws audit every receipt (p = 1 here) from the
-    provider's journal, and two of their verdicts slash it (docs/tasks.md §5d); its
-    honest results pass."""
-    factory = CollusionFactory(ComputePlugin)
+@contextlib.asynccontextmanager
+async def audited_network(tmp_path: Path, factory: Instances,
+                          ) -> AsyncIterator[tuple[Network, Node, Node, Context]]:
+    """Five nodes that audit every receipt (p = 1): (the network, the requester, its
+    provider, staked, and the requester's plugin context)."""
     market = MarketPolicy(spot_check_bps=10_000)
-    module = (EXAMPLES / "fnv1a.wat").read_bytes()
-    with trio.fail_after(240):
-        async with open_network(tmp_path, 5, plugins=[plugin_under_test("compute", factory)],
-                                market=market, epoch_seconds=5) as net:
-            requester, liar_node = net.nodes[0], net.nodes[1]
-            plugins = {p.ctx.peer_id: p for p in factory.made}
-            assert isinstance(plugins[liar_node.peer_id], AlternatingLiar)
-            ctx = plugins[requester.peer_id].ctx
-            await eventually(lambda: len(ctx.peers()) == 4, timeout=30,
-                             what="the requester to see every node")
-            await trio.to_thread.run_sync(stake, liar_node, STAKE)
-            await eventually(lambda: bonded(requester, liar_node, STAKE), timeout=60,
-                             what="the liar's stake bonded")
-            for index in range(4):  # two forged, two honest: all accepted
-                payload = RunRequest(module, index.to_bytes(4, "big")).encode()
-                outcome = await ctx.submit_task("RUN", payload, TaskOptions(
-                    providers=(liar_node.peer_id,), attempts=1))
-                assert outcome.state == "done", outcome
-            # The requester wrote no verdict: only the validators' audits can slash.
-            # Each forged receipt is judged by two validators: 10 % of the stake
-            # at its settlement (of the stake the settlement began with: 20 % when
-            # both are in one, 19 % when in two).
-            most = STAKE * 0.9 ** 2 + 2
-
-            async def slashed() -> bool:
-                return await trio.to_thread.run_sync(bonded_of, requester, liar_node) <= most
-            await eventually(slashed, timeout=120, what="the liar slashed for its 2 lies")
-            assert await trio.to_thread.run_sync(bonded_of, requester, liar_node) \
-                >= STAKE * 0.8  # its 2 honest receipts passed: not slashed for them
-
-            # What the validators say they did (`meshctl tasks audits`): each of the
-            # 4 receipts audited once, by a validator neither party is.
-            def audits(node: Node) -> tasks_pb2.ListReceiptAuditsResponse:
-                answer: tasks_pb2.ListReceiptAuditsResponse = rpc(
-                    node.socket, tasks_pb2_grpc.TasksServiceStub, "ListReceiptAudits",
-                    tasks_pb2.ListReceiptAuditsRequest())
-                return answer
-
-            async def all_audited() -> list[tasks_pb2.ListReceiptAuditsResponse]:
-                return [await trio.to_thread.run_sync(audits, n) for n in net.nodes]
-            listed = await eventually(all_audited, lambda got: sum(a.drawn for a in got) == 4,
-                                      timeout=60, what="the 4 receipts audited")
-            assert [a.drawn for a in listed[:2]] == [0, 0]  # requester and provider
-            outcomes = sorted(a.outcome for got in listed for a in got.audits)
-            assert outcomes == ["failed", "failed", "passed", "passed"], listed
-            for audited in (a for got in listed for a in got.audits):
-                assert (audited.provider, audited.requester, audited.plugin) == (
-                    liar_node.peer_id, requester.peer_id, "compute")
-                assert len(audited.verdicts) == (2 if audited.outcome == "failed" else 0)
-
-
-async def test_a_provider_that_answers_but_does_not_show_an_audited_execution_is_slashed(
-        tmp_path: Path) -> None:
-    """A provider that cannot show the work behind its receipts (its journal emptied
-    here, as a colluding pair would rather than show a forgery) is asked at two final
-    epochs while it answers PINGs, then judged by its auditor; the next validator,
-    asked on receipt-audit/1.0.0, asks it itself and writes the second verdict
-    (docs/tasks.md §5d)."""
-    factory = Instances(ComputePlugin)
-    market = MarketPolicy(spot_check_bps=10_000)
-    module = (EXAMPLES / "fnv1a.wat").read_bytes()
     with trio.fail_after(240):
         async with open_network(tmp_path, 5, plugins=[plugin_under_test("compute", factory)],
                                 market=market, epoch_seconds=5) as net:
@@ -212,34 +149,85 @@ async def test_a_provider_that_answers_but_does_not_show_an_audited_execution_is
             await trio.to_thread.run_sync(stake, provider, STAKE)
             await eventually(lambda: bonded(requester, provider, STAKE), timeout=60,
                              what="the provider's stake bonded")
-            for index in range(2):  # honest results, checked and accepted
-                payload = RunRequest(module, index.to_bytes(4, "big")).encode()
-                outcome = await ctx.submit_task("RUN", payload, TaskOptions(
-                    providers=(provider.peer_id,), attempts=1))
-                assert outcome.state == "done", outcome
-            # Before the receipts' epoch is final: nothing is left to show the auditors.
-            await trio.to_thread.run_sync(forget_executions, provider)
-            most = STAKE * 0.9 ** 2 + 2
+            yield net, requester, provider, ctx
 
-            async def slashed() -> bool:
-                return await trio.to_thread.run_sync(bonded_of, requester, provider) <= most
-            await eventually(slashed, timeout=120, what="the provider slashed for 2 receipts")
 
-            def audits(node: Node) -> list[tasks_pb2.ReceiptAudit]:
-                answer: tasks_pb2.ListReceiptAuditsResponse = rpc(
-                    node.socket, tasks_pb2_grpc.TasksServiceStub, "ListReceiptAudits",
-                    tasks_pb2.ListReceiptAuditsRequest())
-                return list(answer.audits)
-            listed = [a for n in net.nodes for a in await trio.to_thread.run_sync(audits, n)]
-            own = [a for a in listed if not a.detail.startswith("asked by")]
-            confirming = [a for a in listed if a.detail.startswith("asked by")]
-            assert sorted(a.outcome for a in own) == ["failed", "failed"], listed
-            assert all("not shown to 2 asks while the provider answered" in a.detail
-                       and "keeps no execution" in a.detail and len(a.verdicts) == 2
-                       for a in own), own
-            assert [a.outcome for a in confirming] == ["failed", "failed"], listed
-            assert {v for a in confirming for v in a.verdicts} \
-                == {a.verdicts[1] for a in own}
+async def run_accepted(ctx: Context, provider: Node, tasks: int) -> None:
+    """Run the example hash on ``tasks`` inputs on ``provider``: each result accepted."""
+    module = (EXAMPLES / "fnv1a.wat").read_bytes()
+    for index in range(tasks):
+        payload = RunRequest(module, index.to_bytes(4, "big")).encode()
+        outcome = await ctx.submit_task("RUN", payload, TaskOptions(
+            providers=(provider.peer_id,), attempts=1))
+        assert outcome.state == "done", outcome
+
+
+async def slashed_to(requester: Node, provider: Node, most: float, what: str) -> None:
+    async def slashed() -> bool:
+        return await trio.to_thread.run_sync(bonded_of, requester, provider) <= most
+    await eventually(slashed, timeout=120, what=what)
+
+
+async def test_validators_drawn_from_the_beacon_catch_a_lie_a_colluding_requester_accepted(
+        tmp_path: Path) -> None:
+    """A requester that accepts its provider's forged results unchecked writes receipts
+    for them; the validators the beacon draws audit every receipt (p = 1 here) from the
+    provider's journal, and two of their verdicts slash it (docs/tasks.md §5d); its
+    honest results pass."""
+    factory = CollusionFactory(ComputePlugin)
+    async with audited_network(tmp_path, factory) as (net, requester, liar_node, ctx):
+        liar = {p.ctx.peer_id: p for p in factory.made}[liar_node.peer_id]
+        assert isinstance(liar, AlternatingLiar)
+        await run_accepted(ctx, liar_node, 4)  # two forged, two honest: all accepted
+        # The requester wrote no verdict: only the validators' audits can slash.
+        # Each forged receipt is judged by two validators: 10 % of the stake
+        # at its settlement (of the stake the settlement began with: 20 % when
+        # both are in one, 19 % when in two).
+        await slashed_to(requester, liar_node, STAKE * 0.9 ** 2 + 2,
+                         "the liar slashed for its 2 lies")
+        assert await trio.to_thread.run_sync(bonded_of, requester, liar_node) \
+            >= STAKE * 0.8  # its 2 honest receipts passed: not slashed for them
+
+        # What the validators say they did (`meshctl tasks audits`): each of the
+        # 4 receipts audited once, by a validator neither party is.
+        async def all_audited() -> list[tasks_pb2.ListReceiptAuditsResponse]:
+            return [await trio.to_thread.run_sync(receipt_audits, n) for n in net.nodes]
+        listed = await eventually(all_audited, lambda got: sum(a.drawn for a in got) == 4,
+                                  timeout=60, what="the 4 receipts audited")
+        assert [a.drawn for a in listed[:2]] == [0, 0]  # requester and provider
+        outcomes = sorted(a.outcome for got in listed for a in got.audits)
+        assert outcomes == ["failed", "failed", "passed", "passed"], listed
+        for audited in (a for got in listed for a in got.audits):
+            assert (audited.provider, audited.requester, audited.plugin) == (
+                liar_node.peer_id, requester.peer_id, "compute")
+            assert len(audited.verdicts) == (2 if audited.outcome == "failed" else 0)
+
+
+async def test_a_provider_that_answers_but_does_not_show_an_audited_execution_is_slashed(
+        tmp_path: Path) -> None:
+    """A provider that cannot show the work behind its receipts (its journal emptied
+    here, as a colluding pair would rather than show a forgery) is asked at two final
+    epochs while it answers PINGs, then judged by its auditor; the next validator,
+    asked on receipt-audit/1.0.0, asks it itself and writes the second verdict
+    (docs/tasks.md §5d)."""
+    async with audited_network(tmp_path, Instances(ComputePlugin)) as (
+            net, requester, provider, ctx):
+        await run_accepted(ctx, provider, 2)  # honest results, checked and accepted
+        # Before the receipts' epoch is final: nothing is left to show the auditors.
+        await trio.to_thread.run_sync(forget_executions, provider)
+        await slashed_to(requester, provider, STAKE * 0.9 ** 2 + 2,
+                         "the provider slashed for 2 receipts")
+
+        listed = [a for n in net.nodes
+                  for a in (await trio.to_thread.run_sync(receipt_audits, n)).audits]
+        own = [a for a in listed if not a.detail.startswith("asked by")]
+        confirming = [a for a in listed if a.detail.startswith("asked by")]
+        assert sorted(a.outcome for a in own) == ["failed", "failed"], listed
+        assert all("not shown to 2 asks while the provider answered" in a.detail
+                   and "keeps no execution" in a.detail and len(a.verdicts) == 2
+                   for a in own), own
+        assert [a.outcome for a in confirming] == ["failed", "failed"], listed
+        assert {v for a in confirming for v in a.verdicts} == {a.verdicts[1] for a in own}
 
 
 def forget_executions(node: Node) -> None:

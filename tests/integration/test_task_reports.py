@@ -33,6 +33,14 @@ async def report(provider: Node, to: Node | str, kind: str, detail: bytes,
     return answer.decode()
 
 
+def receipt_audits(node: Node) -> tasks_pb2.ListReceiptAuditsResponse:
+    """What ``node`` says of its receipt audits (`meshctl tasks audits`; blocks)."""
+    answer: tasks_pb2.ListReceiptAuditsResponse = rpc(
+        node.socket, tasks_pb2_grpc.TasksServiceStub, "ListReceiptAudits",
+        tasks_pb2.ListReceiptAuditsRequest())
+    return answer
+
+
 async def receipts(node: Node) -> dict[str, int]:
     """The task_receipt entries this node wrote: hash -> epoch."""
     return {e.hash: e.epoch for e in await node.history(200) if e.kind == "task_receipt"}
@@ -107,12 +115,7 @@ async def test_a_validator_auditing_a_reported_receipt_is_shown_the_report(
                 made.append(await report(b, a, "SERVED", job, units=2))
             assert all(len(r) == 64 for r in made), made
 
-            def audits() -> tasks_pb2.ListReceiptAuditsResponse:
-                answer: tasks_pb2.ListReceiptAuditsResponse = rpc(
-                    c.socket, tasks_pb2_grpc.TasksServiceStub, "ListReceiptAudits",
-                    tasks_pb2.ListReceiptAuditsRequest())
-                return answer
-            audited = await eventually(lambda: trio.to_thread.run_sync(audits),
+            audited = await eventually(lambda: trio.to_thread.run_sync(receipt_audits, c),
                                        lambda got: got.reported == 2, timeout=60,
                                        what="c to audit both reported receipts")
             assert {r.receipt for r in audited.audits} == set(made), audited
