@@ -63,6 +63,7 @@ from meshd.rpc.bridge import open_trio_bridge
 from meshd.tasks.executions import open_execution_journal
 from meshd.tasks.notes import ReceiptNotes
 from meshd.tasks.participation import ParticipationWatch
+from meshd.tasks.pending_audits import PendingAuditFile
 from meshd.tasks.provider import TaskProvider
 from meshd.tasks.receipt_audits import ReceiptAuditor
 from meshd.tasks.reports import TaskReports
@@ -150,7 +151,8 @@ async def run_daemon(config: Config, *, plugins: Sequence[loader.Available] | No
                 reports = TaskReports(host, ledger, runtime, (p.name for p in genesis.plugins),
                                       notes, journal)
                 await nursery.start(provider.run)
-                auditor = ReceiptAuditor(host, ledger, runtime)
+                auditor = ReceiptAuditor(host, ledger, runtime,
+                                         PendingAuditFile.in_dir(data_dir))
                 await nursery.start(reports.run)
                 endpoints = await nursery.start(
                     serve_api, config, bridge,

@@ -64,6 +64,7 @@ from meshd.plugin.api import TaskRequest, TaskResult
 from meshd.plugin_host.context import beacon
 from meshd.plugin_host.runtime import PluginRuntime
 from meshd.tasks.executions import SHOWN_EPOCHS
+from meshd.tasks.pending_audits import Kept, PendingAuditFile
 from meshd.tasks.provider import EXECUTION_PROTOCOL, confirmed_by
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class Pending:
     audited: Audited
     denials: int = 0  # asks it did not answer while it answered a PING
     last_ask: int = -1  # the final epoch of the last ask
+    asking: bool = False  # an ask is under way
 
 
 class ReceiptAuditor:
@@ -156,19 +158,23 @@ class ReceiptAuditor:
     validators' audits of receipts whose provider did not show them; lives on the
     trio loop."""
 
-    def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime) -> None:
+    def __init__(self, host: P2PHost, ledger: Ledger, plugins: PluginRuntime,
+                 pending_file: PendingAuditFile) -> None:
         self._host = host
         self._ledger = ledger
         self._plugins = plugins
         self.counts = AuditCounts()
         self.recent: collections.deque[Audited] = collections.deque(maxlen=KEPT)
         self._pending: dict[bytes, Pending] = {}  # by receipt hash
+        self._pending_file = pending_file  # ... and on disk, across restarts
+        self._saving = trio.Lock()
         self._limit = trio.CapacityLimiter(AUDITS_AT_ONCE)
         # Receipts other validators asked this node to audit (receipt-audit), by hash.
         self._confirmed: collections.OrderedDict[bytes, Audited] = collections.OrderedDict()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
+        await self.resume()
         with self._host.direct.serving(RECEIPT_AUDIT_PROTOCOL, self._serve_confirm,
                                        max_request=64, timeout=CONFIRM_TIMEOUT):
             task_status.started()
@@ -230,10 +236,38 @@ class ReceiptAuditor:
 
     async def ask_again(self, final: int) -> None:
         """Ask again the providers of pending audits (one ask per final epoch each)."""
-        due = [p for p in self._pending.values() if p.last_ask < final]
+        due = [p for p in self._pending.values() if not p.asking and p.last_ask < final]
         for pending in due:  # taken now: another epoch's round does not ask them too
-            del self._pending[pending.found.receipt.hash]
+            pending.asking = True
         await self._each(self._attempt, due)
+
+    async def resume(self) -> None:
+        """Take up the audits pending when this node stopped (pending_audits.py), those
+        the ledger still shows drawn for it."""
+        for kept in await trio.to_thread.run_sync(self._pending_file.load):
+            item = await trio.to_thread.run_sync(self._ledger.store.get, kept.receipt)
+            if item is None or item.kind != "task_receipt":
+                continue
+            seed = beacon(self._ledger, item.body.epoch)
+            settled = await trio.to_thread.run_sync(self._ledger.settled_at, item.body.epoch)
+            drawn_one = None if seed is None or settled is None \
+                else self._drawn(seed, settled, item)
+            if drawn_one is None or drawn_one[0] != self._ledger.key:
+                continue
+            audited = self._audited(drawn_one[1])
+            audited.outcome = "pending"
+            audited.detail = f"taken up again after a restart ({kept.denials} of {DENIALS} " \
+                             "asks the provider answered a PING for)"
+            self.recent.appendleft(audited)
+            self._pending[kept.receipt] = Pending(drawn_one[1], audited, kept.denials,
+                                                  kept.last_ask)
+        if self._pending:
+            log.info("receipt audits taken up again", extra={"pending": len(self._pending)})
+
+    async def _save(self) -> None:
+        async with self._saving:  # in trio's order: the last snapshot is written last
+            kept = [Kept(key, p.denials, p.last_ask) for key, p in self._pending.items()]
+            await trio.to_thread.run_sync(self._pending_file.save, kept)
 
     async def _each(self, audit: Callable[[T], Awaitable[object]], items: list[T]) -> None:
         async def one(item: T) -> None:
@@ -267,7 +301,15 @@ class ReceiptAuditor:
 
     async def _attempt(self, pending: Pending) -> None:
         """Ask the provider once; check what it shows, judge it if it denied too often,
-        or leave the audit pending."""
+        or leave the audit pending (kept on disk either way)."""
+        pending.asking = True
+        try:
+            await self._ask(pending)
+        finally:
+            pending.asking = False
+        await self._save()
+
+    async def _ask(self, pending: Pending) -> None:
         found, audited = pending.found, pending.audited
         where = _where(audited)
         pending.last_ask = self._ledger.final_epoch
@@ -287,6 +329,7 @@ class ReceiptAuditor:
                              f"provider answered a PING for): {shown.why}"
             self._pending[found.receipt.hash] = pending
             return
+        self._pending.pop(found.receipt.hash, None)
         audited.outcome, audited.detail, audited.at = outcome, detail, time.time()
         setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
 

@@ -23,6 +23,7 @@ from meshcore.tasks import claims
 from meshd import errors
 from meshd.plugin_host.context import beacon
 from meshd.tasks.executions import ExecutionJournal
+from meshd.tasks.pending_audits import Kept, PendingAuditFile
 from meshd.tasks.receipt_audits import (
     RECEIPT_AUDIT_PROTOCOL,
     SHOW_EPOCHS,
@@ -169,11 +170,26 @@ class FakeLedger:
         return SimpleNamespace(hash=bytes([len(self.verdicts)]) * 32)
 
 
+class MemoryPendingFile:
+    """pending_audits.PendingAuditFile, in memory."""
+
+    def __init__(self) -> None:
+        self.kept: list[Kept] = []
+
+    def load(self) -> list[Kept]:
+        return list(self.kept)
+
+    def save(self, kept: list[Kept]) -> None:
+        self.kept = list(kept)
+
+
 def auditing(answers: list[bytes | errors.MeshError], *, reachable: bool,
+             pending_file: PendingAuditFile | MemoryPendingFile | None = None,
              ) -> tuple[ReceiptAuditor, FakeProvider, FakeLedger, Drawn]:
     provider, ledger = FakeProvider(answers, reachable), FakeLedger()
     plugins = SimpleNamespace(task_kind=lambda plugin, kind: None)  # no rule here
-    auditor = ReceiptAuditor(SimpleNamespace(direct=provider), ledger, plugins)  # type: ignore
+    auditor = ReceiptAuditor(SimpleNamespace(direct=provider), ledger, plugins,  # type: ignore
+                             pending_file or MemoryPendingFile())
     _, claim_bytes = execution()
     claim = parse_claim(claim_bytes)
     receipt = SimpleNamespace(hash=b"R" * 32, body=SimpleNamespace(
@@ -239,10 +255,12 @@ async def test_showing_what_is_not_the_claims_execution_is_a_denial() -> None:
 
 
 def confirming(answers: list[bytes | errors.MeshError], *, counted: bool = True,
+               pending_file: PendingAuditFile | None = None,
                ) -> tuple[ReceiptAuditor, FakeProvider, FakeLedger, list[bytes], bytes]:
     """A validator asked on receipt-audit: (its auditor, provider, ledger, the draw's
     order of validators, the receipt's hash). It ranks second."""
-    auditor, provider, ledger, found = auditing(answers, reachable=True)
+    auditor, provider, ledger, found = auditing(answers, reachable=True,
+                                                pending_file=pending_file)
     validators = [bytes([v]) * 32 for v in range(10, 14)]
     decision = SimpleNamespace(value=b"v" * 32, root=b"r" * 32)
     ledger.settlements = SimpleNamespace(decision=lambda epoch: decision)  # type: ignore
@@ -325,3 +343,35 @@ async def test_an_epoch_whose_audits_wait_does_not_hold_back_the_next(
         await trio.sleep(35)
         nursery.cancel_scope.cancel()
     assert started == [5, 6, 7]
+
+
+async def test_a_pending_audit_is_taken_up_again_after_a_restart(tmp_path: Path) -> None:
+    """A provider that denied one ask does not escape when its auditor restarts."""
+    kept_none = errors.InvalidArgument("this node keeps no execution")
+    path = PendingAuditFile(tmp_path / "receipt-audits.json")
+    before, _, ledger, order, receipt = confirming([kept_none], pending_file=path)
+    ledger.key = order[0]  # the receipt's auditor
+    item = ledger.store.get(receipt)
+    seed = beacon(ledger, 3)  # type: ignore[arg-type]
+    [found] = before.mine(seed, ledger.settled_at(3), [item])  # type: ignore[arg-type]
+    assert (await before.audit(found)).outcome == "pending"
+    assert path.load() == [Kept(receipt, 1, 4)]
+
+    after, provider, _, _, _ = confirming([kept_none], pending_file=path)
+    after._ledger = ledger  # the same node, its ledger as it was
+    after._host = SimpleNamespace(direct=provider)
+    await after.resume()
+    [resumed] = after.recent
+    assert resumed.outcome == "pending" and "1 of 2" in resumed.detail
+    ledger.final_epoch = 5
+    await after.ask_again(5)
+    assert resumed.outcome == "failed" and "not shown to 2 asks" in resumed.detail
+    assert path.load() == []  # judged: no longer pending
+
+
+def test_an_unreadable_pending_audit_file_costs_its_audits_not_the_start(
+        tmp_path: Path) -> None:
+    path = tmp_path / "receipt-audits.json"
+    for damaged in (b"", b"{", b'{"pending": [{"receipt": "zz"}]}', b"[]"):
+        path.write_bytes(damaged)
+        assert PendingAuditFile(path).load() == []
