@@ -143,6 +143,43 @@ class P2PHost:
             address = parsed.address
         return await self.membership.connect(address)
 
+    async def reach(self, peer_id: str, timeout: float) -> None:
+        """Be connected to member ``peer_id``: at once if it is, else dialled at the
+        addresses the DHT gives, so a plugin or a validator reaches any node of the
+        network (a holder a provider record named, a provider to audit), not only
+        its current peers.
+
+        Raises:
+            errors.FailedPrecondition: the operator holds it off, the DHT has no
+                address for it, or none answered.
+            errors.DeadlineExceeded: not connected within ``timeout``.
+        """
+        if self.membership.is_admitted(peer_id):
+            return
+        if self.membership.holds_off(peer_id):
+            raise errors.FailedPrecondition(f"not connected to peer {peer_id}: this node's "
+                                            "operator blocked or disconnected it")
+        with trio.move_on_after(timeout) as scope:
+            try:
+                found = await self.dht.find_peer(peer_id)
+            except errors.MeshError as exc:
+                raise errors.FailedPrecondition(f"not connected to peer {peer_id}, and the "
+                                                f"DHT has no address for it: {exc}") from None
+            failures: list[str] = []
+            for addr in found.addrs:
+                address = addr if "/p2p/" in addr else f"{addr}/p2p/{peer_id}"
+                try:
+                    await self.membership.connect(address)
+                    return
+                except errors.MeshError as exc:
+                    failures.append(str(exc))
+            raise errors.FailedPrecondition(f"not connected to peer {peer_id}, and none of its "
+                                            f"{len(found.addrs)} address(es) answered: "
+                                            f"{'; '.join(failures[:2])}")
+        if scope.cancelled_caught:
+            raise errors.DeadlineExceeded(f"could not connect to peer {peer_id} within "
+                                          f"{timeout:g} s")
+
     def member_addrs(self, peer_id: str) -> list[str]:
         """A peer's listen addresses as identify reported them, without /p2p/<id>."""
         try:

@@ -261,8 +261,7 @@ class PluginContext:
         payload = wire_pb2.PluginEvent(plugin=self.name, event=event, data=data)
         async with self._requests:
             self.counters.requests_sent += 1
-            if not self._host.membership.is_admitted(peer_id):
-                await self._dial(peer_id, timeout)
+            await self._host.reach(peer_id, timeout)  # any member, not only peers
             try:
                 return await self._host.direct.request(
                     peer_id, EVENT_PROTOCOL, payload.SerializeToString(), timeout=timeout)
@@ -279,34 +278,6 @@ class PluginContext:
                                             "plugins")
         self.counters.requests_sent += 1
         return await self._call_here(self.name, plugin, event, data, timeout)
-
-    async def _dial(self, peer_id: str, timeout: float) -> None:
-        """Connect to a member this node is not connected to, at the addresses the
-        DHT gives: a plugin reaches any node of the network (a holder a provider
-        record named, say), not only its current peers."""
-        if self._host.membership.holds_off(peer_id):
-            raise errors.FailedPrecondition(f"not connected to peer {peer_id}: this node's "
-                                            "operator blocked or disconnected it")
-        with trio.move_on_after(timeout) as scope:
-            try:
-                found = await self._host.dht.find_peer(peer_id)
-            except errors.MeshError as exc:
-                raise errors.FailedPrecondition(f"not connected to peer {peer_id}, and the "
-                                                f"DHT has no address for it: {exc}") from None
-            failures: list[str] = []
-            for addr in found.addrs:
-                address = addr if "/p2p/" in addr else f"{addr}/p2p/{peer_id}"
-                try:
-                    await self._host.membership.connect(address)
-                    return
-                except errors.MeshError as exc:
-                    failures.append(str(exc))
-            raise errors.FailedPrecondition(f"not connected to peer {peer_id}, and none of its "
-                                            f"{len(found.addrs)} address(es) answered: "
-                                            f"{'; '.join(failures[:2])}")
-        if scope.cancelled_caught:
-            raise errors.DeadlineExceeded(f"could not connect to peer {peer_id} within "
-                                          f"{timeout:g} s")
 
     # --- broadcast ----------------------------------------------------------
 

@@ -337,6 +337,9 @@ class ReceiptAuditor:
         """Ask the provider for the execution (or report) behind ``found``'s receipt."""
         claim, provider = found.claim, accounts.peer_id_of(found.claim.provider)
         try:
+            # Any provider of the network, not only this node's peers: dialled at
+            # the DHT's addresses first (one not found is not reachable).
+            await self._host.reach(provider, ASK_TIMEOUT)
             raw = await self._host.direct.request(
                 provider, EXECUTION_PROTOCOL,
                 wire_pb2.TaskExecutionRequest(task_id=claim.task_id).SerializeToString(),
@@ -360,6 +363,7 @@ class ReceiptAuditor:
 
     async def _reachable(self, peer_id: str) -> bool:
         try:
+            await self._host.reach(peer_id, PING_TIMEOUT)
             await self._host.direct.ping(peer_id, timeout=PING_TIMEOUT)
         except errors.MeshError:
             return False

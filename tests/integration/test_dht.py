@@ -6,6 +6,7 @@ import pytest
 import trio
 from libp2p.peer.id import ID
 
+from meshcore.ledger.accounts import peer_id_of
 from meshd import errors
 from meshd.p2p.dht import LookupTrace
 from meshd.p2p.host import P2PHost
@@ -45,6 +46,19 @@ async def test_find_peer_through_the_hub() -> None:
             found = await c.dht.find_peer(b.peer_id)
             assert found.peer_id == b.peer_id
             assert any(addr.startswith("/ip4/127.0.0.1/tcp/") for addr in found.addrs)
+
+
+async def test_a_host_reaches_a_member_it_is_not_connected_to_through_the_dht() -> None:
+    # P2PHost.reach: what ctx.request and receipt audits use to reach any member.
+    with trio.fail_after(60):
+        async with open_hosts(NET_A, NET_A, NET_A) as (hub, b, c):
+            await star(hub, b, c)
+            assert not c.membership.is_admitted(b.peer_id)
+            await c.reach(b.peer_id, 10)
+            assert c.membership.is_admitted(b.peer_id)
+            await c.reach(b.peer_id, 10)  # connected: nothing to do
+            with pytest.raises(errors.FailedPrecondition, match="DHT has no address"):
+                await c.reach(peer_id_of(bytes(range(32))), 5)  # a key no node holds
 
 
 async def test_values_and_providers_across_the_network() -> None:
