@@ -21,6 +21,7 @@ from mesh_storage.manifest import PIECE, Manifest, Stripe
 from mesh_storage.pieces import digest_hex
 from mesh_storage.plugin import StoragePlugin
 from mesh_storage.promises import PromiseStore, report_json
+from mesh_storage.tombstones import statement
 from mesh_storage.verdicts import CONFIRM, piece_of
 
 from mesh.ledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -341,6 +342,48 @@ async def test_a_holder_that_denies_a_piece_it_claimed_is_slashed_unless_the_own
             # so it audits and repairs the removed file no more.
             assert keeper.holding.manifests.get(manifest.cid) is None
             assert manifest.cid not in [m.cid for m in keeper.holding.manifests.manifests()]
+
+
+async def test_a_holder_away_during_rm_drops_the_files_pieces_when_the_owner_says_so(
+        tmp_path: Path) -> None:
+    """leftovers.py: a holder that missed `rm` (and every sweep after it) asks the owner
+    about a file nobody audits on it, and drops what the owner removed; a file the
+    owner put again is kept."""
+    with trio.fail_after(120):
+        async with a_file_promised(tmp_path) as (_, owner, auditor, manifest, holders, _):
+            away = holders[0]
+            mine = [c for s in manifest.stripes for c in s.pieces
+                    if away.chunks.has(digest_hex(c))]
+            assert mine and set(mine) <= set(
+                await trio.to_thread.run_sync(away.holding.file_pieces.pieces, manifest.cid))
+
+            async def unreachable(event: Event) -> bytes:
+                raise Unavailable("down for maintenance")
+            away.ctx.on("DROP_FILE", unreachable)
+            removed = json.loads(await owner.call("storage", "REMOVE", manifest.cid.encode(),
+                                                  timeout=60))
+            assert away.ctx.peer_id in removed["unreachable"], removed
+            assert all(away.chunks.has(digest_hex(c)) for c in mine)
+            assert await away.leftovers.sweep() == 0  # audited lately: not asked about
+
+            # Put again (its manifest, here): the owner forgets its removal, and the
+            # holder that was away keeps the pieces.
+            await owner.call("storage", "PUT_MANIFEST", manifest.encode(), timeout=60)
+            assert owner.peer_id not in auditor.holding.tombstones.get(manifest.cid)
+            assert await away.leftovers.sweep(quiet=0) == 0
+            assert all(away.chunks.has(digest_hex(c)) for c in mine)
+
+            # Removed again, the away holder missing it again: it asks, and drops them.
+            removed = json.loads(await owner.call("storage", "REMOVE", manifest.cid.encode(),
+                                                  timeout=60))
+            assert away.ctx.peer_id in removed["unreachable"], removed
+            assert await away.leftovers.sweep(quiet=0) == len(mine)
+            assert not any(away.chunks.has(digest_hex(c)) for c in mine)
+            assert manifest.cid not in await trio.to_thread.run_sync(away.holding.held.cids)
+            # It keeps the owner's removal, to show an auditor holding it to its promise.
+            kept = away.holding.tombstones.get(manifest.cid)[owner.peer_id]
+            assert away.ctx.verify(owner.peer_id, statement(manifest.cid, kept.epoch),
+                                   kept.signature)
 
 
 async def test_a_forged_manifest_cannot_have_an_honest_holder_slashed(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 from mesh_storage import tombstones
-from mesh_storage.holding import ManifestStore
+from mesh_storage.holding import FilePieces, ManifestStore
 from mesh_storage.tombstones import Tombstone, TombstoneStore, excuse, from_drop, signed_drop
 
 from meshd.p2p.host import peer_id_of
@@ -32,6 +32,7 @@ class Ctx:
 
     def __init__(self, seed: bytes, answer: Any = None) -> None:
         self._signer = PluginSigner(seed, "net")
+        self.peer_id = peer_id_of(seed)
         self.ledger = Ledger()
         self.answer = answer
 
@@ -144,3 +145,26 @@ def test_the_manifest_store_records_when_a_copy_was_last_given(tmp_path: Path) -
     assert (store.get(FILE), store.held_since(FILE), store.cids()) == (b"manifest", 7, [FILE])
     store.remove(FILE)
     assert (store.get(FILE), store.held_since(FILE)) == (None, None)
+
+
+def test_an_owner_forgets_its_own_removal_when_it_puts_the_file_again(tmp_path: Path) -> None:
+    store = TombstoneStore(tmp_path)
+    store.add(FILE, Tombstone(OWNER, 10, b"o" * 64))
+    store.add(FILE, Tombstone(HOLDER, 11, b"h" * 64))
+    store.forget(FILE, OWNER)
+    assert list(TombstoneStore(tmp_path).get(FILE)) == [HOLDER]  # on disk
+    store.forget(FILE, HOLDER)
+    store.forget(FILE, HOLDER)  # nothing left: no error
+    assert store.get(FILE) == {} and not (tmp_path / FILE).exists()
+
+
+def test_a_holder_records_which_pieces_came_for_each_file(tmp_path: Path) -> None:
+    pieces = FilePieces(tmp_path / "held-pieces")
+    piece = "bafkrei" + "a" * 52
+    assert pieces.files() == [] and pieces.pieces(FILE) == []
+    pieces.add(FILE, piece)
+    pieces.add(FILE, piece)  # once
+    (tmp_path / "held-pieces" / FILE).open("a").write("not-a-cid\n")
+    assert (pieces.files(), pieces.pieces(FILE)) == ([FILE], [piece])
+    pieces.remove(FILE)
+    assert pieces.files() == []

@@ -154,6 +154,8 @@ class Auditor:
             raise InvalidArgument(str(exc)) from None
         if event.peer != self.ctx.peer_id:
             self.ctx.spawn(lambda: self.keeps.report(event, held), name="storage keep report")
+        if file:  # someone keeps the file: not a leftover (leftovers.py)
+            self.holding.audited[file] = trio.current_time()
         return proof
 
     # --- the auditor's side -------------------------------------------------

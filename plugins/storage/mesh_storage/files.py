@@ -329,6 +329,9 @@ class Files:
         await trio.to_thread.run_sync(functools.partial(
             self.holding.manifests.put, manifest.cid, event.data,
             epoch=self.ctx.ledger.clock_epoch()))
+        # Put again after a removal: no longer removed, whoever asks (leftovers.py).
+        await trio.to_thread.run_sync(self.holding.tombstones.forget, manifest.cid,
+                                      self.ctx.peer_id)
         copies = 0
         candidates = await self.candidates()
         targets = place(candidates, min(manifest.n, len(candidates)),

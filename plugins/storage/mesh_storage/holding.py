@@ -97,9 +97,12 @@ class Holding:
         self.removed = ManifestStore(ctx.data_dir / "removed")
         self.owners = PieceOwners(ctx.data_dir / "owners")
         self.held = HeldFiles(ctx.data_dir / "held-files")
+        self.file_pieces = FilePieces(ctx.data_dir / "held-pieces")
+        # When this node last answered an audit of a piece of each file (trio time).
+        self.audited: dict[str, float] = {}
         # A piece's bytes and its owners change together: a HOLD_PIECE racing a
         # DROP_FILE of the same piece must not leave an owner without the bytes.
-        self._pieces = threading.Lock()
+        self.pieces_lock = threading.Lock()
         # The owners' signed removals of files this node dropped pieces of: an
         # auditor that finds a piece gone sees why (tombstones.py).
         self.tombstones = TombstoneStore(ctx.data_dir / "tombstones")
@@ -161,6 +164,8 @@ class Holding:
             # only: naming endless files costs a sender a piece each, not nothing.
             first = new and bool(file_text) \
                 and await trio.to_thread.run_sync(self.held.add, file_text)
+            if new and file_text:  # which file it came for (leftovers.py), as above
+                await trio.to_thread.run_sync(self.file_pieces.add, file_text, cid)
         except CidError as exc:
             raise InvalidArgument(f"piece refused: {exc}") from None
         except StorageFull as exc:
@@ -174,7 +179,7 @@ class Holding:
 
     def _keep(self, piece: bytes, owner: str) -> bool:
         """Keep ``piece`` for ``owner``; whether this node did not hold it before."""
-        with self._pieces:
+        with self.pieces_lock:
             name = chunk_hash(piece)
             held = self.chunks.has(name)
             if held and not self.owners.of(name):
@@ -210,7 +215,7 @@ class Holding:
             dropped = []
             for cid in pieces:
                 name = digest_hex(cid)
-                with self._pieces:
+                with self.pieces_lock:
                     if self.owners.remove(name, event.peer):
                         self.chunks.remove(name)
                         dropped.append(cid)
@@ -218,6 +223,7 @@ class Holding:
                 self.tombstones.add(file, tombstone)
             if dropped and not any(self.chunks.has(digest_hex(cid)) for cid in pieces):
                 self.held.remove(file)  # no longer announced as held here
+                self.file_pieces.remove(file)
             return dropped, mine
 
         dropped, manifest = await trio.to_thread.run_sync(drop)
@@ -277,6 +283,39 @@ class Holding:
             except MeshError as exc:
                 self.ctx.log.info("could not announce a held piece", extra={
                     "key": key, "error": str(exc)})
+
+
+class FilePieces:
+    """The pieces HOLD_PIECE named for each file, under ``root``/<file CID>, one piece
+    CID per line, appended to: which of its pieces to drop when the file's owner turns
+    out to have removed it while this node was away (leftovers.py)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._lock = threading.Lock()
+
+    def add(self, file: str, piece: str) -> None:
+        with self._lock:
+            if piece not in self.pieces(file):
+                self._root.mkdir(parents=True, exist_ok=True)
+                with (self._root / file).open("a", encoding="ascii") as out:
+                    out.write(piece + "\n")
+
+    def pieces(self, file: str) -> list[str]:
+        try:
+            text = (self._root / file).read_text(encoding="ascii")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return []
+        return [line for line in text.split() if _is_piece(line)]
+
+    def files(self) -> list[str]:
+        if not self._root.exists():
+            return []
+        return sorted(p.name for p in self._root.iterdir() if FILE_CID.fullmatch(p.name))
+
+    def remove(self, file: str) -> None:
+        with self._lock:
+            (self._root / file).unlink(missing_ok=True)
 
 
 class HeldFiles:
@@ -383,6 +422,14 @@ def file_cid(data: bytes) -> str:
         raise InvalidArgument(f"{text[:80]!r} is not a file CID (bafy…/bafk…, from "
                               "`meshctl storage put`)")
     return text
+
+
+def _is_piece(text: str) -> bool:
+    try:
+        digest_hex(text)
+    except CidError:
+        return False
+    return True
 
 
 def _cid(data: bytes) -> str:

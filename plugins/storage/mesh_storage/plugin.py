@@ -38,7 +38,9 @@ meshd's config):
 this node stores when ``meshctl storage put`` names none (default 4 of 8);
 ``repair_every`` and ``repair_grace``, seconds between repair checks
 (default 600) and before a missing piece is rebuilt (default 3600);
-``audit_every``, seconds between audit rounds (default 0: once per epoch).
+``audit_every``, seconds between audit rounds (default 0: once per epoch);
+``leftovers_every``, seconds between asks about files nobody audits here
+(default 86400: leftovers.py).
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ from typing import Any
 
 import trio
 
+from mesh_storage import leftovers
 from mesh_storage.audit import Auditor
 from mesh_storage.chunks import ChunkStore, StorageFull, check_hash, chunk_hash, storage_proof
 from mesh_storage.deliveries import Deliveries, units_of
 from mesh_storage.erasure import Coding, ErasureError
 from mesh_storage.files import DEFAULT_K, DEFAULT_N, MAX_K, MAX_N, Files
 from mesh_storage.holding import FETCH_NONCE, Holding
+from mesh_storage.leftovers import Leftovers
 from mesh_storage.manifest import MAX_CHUNK
 from mesh_storage.removal import Removal
 from mesh_storage.repair import DEFAULT_EVERY, DEFAULT_GRACE, Repairer
@@ -94,6 +98,8 @@ class StoragePlugin(Plugin):
         self.removal = Removal(ctx, self.files, self.holding, every=every)
         self.repairer = Repairer(ctx, self.files, self.holding, every=every,
                                  grace=_whole(ctx.config, "repair_grace", DEFAULT_GRACE))
+        self.leftovers = Leftovers(ctx, self.holding, every=_whole(
+            ctx.config, "leftovers_every", leftovers.DEFAULT_EVERY, 1))
         ctx.on("STORE_FILE", self.store_file)
         ctx.on("RETRIEVE_FILE", self.retrieve_file)
         ctx.on("VERIFY_STORAGE", self.verify_storage)
@@ -105,6 +111,7 @@ class StoragePlugin(Plugin):
             nursery.start_soon(self.repairer.run_forever)
             nursery.start_soon(self.auditor.run_forever)
             nursery.start_soon(self.removal.sweep_forever)
+            nursery.start_soon(self.leftovers.sweep_forever)
 
     async def store_task(self, task: TaskRequest) -> TaskResult:
         name = await self.store_file(Event(task.requester, "STORE_FILE", task.payload))

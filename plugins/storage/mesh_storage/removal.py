@@ -34,7 +34,7 @@ import trio
 from mesh_storage.files import MAX_EVENT_TIMEOUT, PIECE_TIMEOUT, Files, operator_only
 from mesh_storage.holding import MAX_HAVE, Holding, file_cid, file_key
 from mesh_storage.manifest import Manifest, ManifestError, parse_manifest
-from mesh_storage.tombstones import signed_drop
+from mesh_storage.tombstones import sign_removal, signed_drop
 from meshd.plugin import Context, Event, InvalidArgument, MeshError
 
 MAX_KEEPERS = 100
@@ -75,6 +75,9 @@ class Removal:
         # Being removed from here on: this node stops auditing and repairing it
         # (an audit of a piece already dropped would look like a lost piece).
         await trio.to_thread.run_sync(self._retire, cid, raw)
+        # Kept for good, so that a holder away past the sweeps can ask (leftovers.py).
+        await trio.to_thread.run_sync(self.holding.tombstones.add, cid,
+                                      sign_removal(self.ctx, cid))
         outcome = await self._drop_everywhere(manifest)
         if outcome.removed:
             await trio.to_thread.run_sync(self._done, cid, raw)

@@ -49,9 +49,14 @@ def statement(file: str, epoch: int) -> bytes:
 
 def signed_drop(ctx: Context, file: str, pieces: list[str]) -> bytes:
     """A ``DROP_FILE`` request from this node, as the file's owner, signed now."""
+    removal = sign_removal(ctx, file)
+    return json.dumps({"file": file, "pieces": pieces, **removal.json()}).encode()
+
+
+def sign_removal(ctx: Context, file: str) -> Tombstone:
+    """This node's removal of ``file``, as its owner, signed now."""
     epoch = ctx.ledger.clock_epoch()
-    return json.dumps({"file": file, "pieces": pieces, "epoch": epoch,
-                       "signature": ctx.sign(statement(file, epoch)).hex()}).encode()
+    return Tombstone(ctx.peer_id, epoch, ctx.sign(statement(file, epoch)))
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,18 @@ class TombstoneStore:
                 return  # as many owners as fit: the rest drop nothing anyway
             write_atomically(self._root / file, json.dumps(
                 {o: t.json() for o, t in sorted(kept.items())}).encode("ascii"))
+
+    def forget(self, file: str, owner: str) -> None:
+        """Drop ``owner``'s statement on ``file`` (its own, when it puts the file again)."""
+        with self._lock:
+            kept = self.get(file)
+            if kept.pop(owner, None) is None:
+                return
+            if kept:
+                write_atomically(self._root / file, json.dumps(
+                    {o: t.json() for o, t in sorted(kept.items())}).encode("ascii"))
+            else:
+                (self._root / file).unlink(missing_ok=True)
 
     def get(self, file: str) -> dict[str, Tombstone]:
         """The owners' statements kept for ``file`` (none when it is no file CID)."""
