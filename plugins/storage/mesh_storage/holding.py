@@ -164,7 +164,7 @@ class Holding:
             # only: naming endless files costs a sender a piece each, not nothing.
             first = new and bool(file_text) \
                 and await trio.to_thread.run_sync(self.held.add, file_text)
-            if new and file_text:  # which file it came for (leftovers.py), as above
+            if file_text:  # which files it came for (leftovers.py): each costs a piece sent
                 await trio.to_thread.run_sync(self.file_pieces.add, file_text, cid)
         except CidError as exc:
             raise InvalidArgument(f"piece refused: {exc}") from None

@@ -4,7 +4,8 @@
 node sweeps again for 7 days; a holder down for longer comes back with
 pieces nobody will audit, pay for or read. So every ``every`` seconds (a day
 by default) a holder looks at the files it holds pieces of (as HOLD_PIECE
-named them: holding.FilePieces) that no one audited here for QUIET seconds,
+named them: holding.FilePieces) that no one audited here for QUIET seconds
+(or since it started),
 and asks each owner of their pieces for its removal (``REMOVED``: the owner's
 node keeps its own signed removal of each file it removed, and forgets it
 when it puts the file again). A removal signed by that owner takes the owner
@@ -16,7 +17,8 @@ Asking the owner itself is what makes this safe: its answer is what it
 knows now, so a file put again since is not touched, and nobody else can
 sign for it. An owner that cannot be reached, or shows no removal, leaves
 the pieces as they are. A piece another held file also names stays: the
-owner may keep it for that file (pieces are named by their content).
+owner may keep it for that file (pieces are named by their content; every
+HOLD_PIECE that names a file is recorded, so a piece shared is known).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ class Leftovers:
         self.ctx = ctx
         self.holding = holding
         self.every = every
-        self.started = trio.current_time()
 
     async def sweep_forever(self) -> None:
         while True:
@@ -54,7 +55,8 @@ class Leftovers:
         files = await trio.to_thread.run_sync(self.holding.file_pieces.files)
         dropped = 0
         for file in files:
-            if now - self.holding.audited.get(file, self.started) < quiet:
+            audited = self.holding.audited.get(file)
+            if audited is not None and now - audited < quiet:
                 continue
             for owner in await trio.to_thread.run_sync(self._owners, file):
                 try:
