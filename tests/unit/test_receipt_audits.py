@@ -336,26 +336,31 @@ async def test_a_confirmer_the_provider_shows_the_execution_to_does_not_judge_it
     assert ledger.verdicts == []
 
 
-async def test_an_epoch_whose_audits_wait_does_not_hold_back_the_next(
-        autojump_clock: trio.testing.MockClock) -> None:
+async def test_an_epoch_whose_audits_wait_does_not_hold_back_the_next() -> None:
     auditor, provider, ledger, _ = auditing([], reachable=True)
     provider.serving = lambda *args, **kwargs: contextlib.nullcontext()  # type: ignore
+    finals_in, finals = trio.open_memory_channel[int](3)
 
     async def next_final(after: int) -> int:
-        await trio.sleep(10)  # an epoch
-        return after + 1
+        return await finals.receive()  # an epoch final, as the test says
     ledger.next_final = next_final  # type: ignore
     started: list[int] = []
+    third = trio.Event()
 
     async def audit_epoch(epoch: int) -> None:
         started.append(epoch)
+        if epoch == 7:
+            third.set()
         if epoch == 5:  # a rule, or a confirmer, that takes an hour
-            await trio.sleep(3600)
+            await trio.sleep_forever()
     auditor.audit_epoch = audit_epoch  # type: ignore
-    async with trio.open_nursery() as nursery:
-        await nursery.start(auditor.run)
-        await trio.sleep(35)
-        nursery.cancel_scope.cancel()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(auditor.run)
+            for final in (5, 6, 7):
+                await finals_in.send(final)
+            await third.wait()
+            nursery.cancel_scope.cancel()
     assert started == [5, 6, 7]
 
 
