@@ -380,6 +380,8 @@ async def test_a_holder_away_during_rm_drops_the_files_pieces_when_the_owner_say
             assert await away.leftovers.sweep(quiet=0) == len(mine)
             assert not any(away.chunks.has(digest_hex(c)) for c in mine)
             assert manifest.cid not in await trio.to_thread.run_sync(away.holding.held.cids)
+            assert manifest.cid not in await trio.to_thread.run_sync(
+                away.holding.file_pieces.files)  # not asked about again
             # It keeps the owner's removal, to show an auditor holding it to its promise.
             kept = away.holding.tombstones.get(manifest.cid)[owner.peer_id]
             assert away.ctx.verify(owner.peer_id, statement(manifest.cid, kept.epoch),

@@ -91,7 +91,10 @@ class Leftovers:
                     holding.chunks.remove(name)
                     deleted += 1
         holding.tombstones.add(file, removal)
-        if not any(holding.chunks.has(digest_hex(cid)) for cid in pieces):
+        # Kept for nobody else: no longer held (a piece another file names stays on
+        # disk, listed under that file), nor asked about again.
+        if not any(holding.owners.of(digest_hex(cid)) - {removal.owner, LEGACY}
+                   for cid in pieces):
             holding.held.remove(file)
             holding.file_pieces.remove(file)
         self.ctx.log.info("dropped the pieces of a file its owner removed while this node "
