@@ -81,6 +81,17 @@ def bind_genesis(data_dir: Path, given: Path | None) -> tuple[Genesis, str]:
     return chosen
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` whole: written beside it, flushed to disk, renamed
+    over it, so a crash leaves the old file or the new one, never a torn one."""
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
 def has_genesis(data_dir: Path) -> bool:
     return (data_dir / GENESIS_FILE).exists()
 

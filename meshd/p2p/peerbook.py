@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshd.datadir import write_atomically
 from meshd.p2p.circuit import RelayAddress
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,5 @@ def save(book: PeerBook, data_dir: Path) -> None:
     path = data_dir / PEERS_FILE
     entries = [{"peer_id": p.peer_id, "addrs": p.addrs, "last_seen": p.last_seen}
                for p in sorted(book.peers.values(), key=lambda p: p.peer_id)]
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as file:
-        json.dump({"format": 1, "peers": entries}, file, indent=1)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps({"format": 1, "peers": entries}, indent=1).encode("utf-8"))
     book.dirty = False

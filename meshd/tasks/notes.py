@@ -21,11 +21,11 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
 from meshd import errors
+from meshd.datadir import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,7 @@ class ReceiptNotes:
             self._notes.popitem(last=False)
 
     def _rewrite(self) -> None:
-        temporary = self._path.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as out:
-            for key, (plugin, note) in self._notes.items():
-                out.write(json.dumps({"receipt": key.hex(), "plugin": plugin,
-                                      "note": note}) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self._path)
+        write_atomically(self._path, "".join(
+            json.dumps({"receipt": key.hex(), "plugin": plugin, "note": note}) + "\n"
+            for key, (plugin, note) in self._notes.items()).encode("utf-8"))
         self._lines = len(self._notes)

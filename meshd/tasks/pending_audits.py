@@ -13,9 +13,10 @@ there are a handful at most), and takes them up again at start; the rest
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from meshd.datadir import write_atomically
 
 FILE_NAME = "receipt-audits.json"
 
@@ -48,11 +49,6 @@ class PendingAuditFile:
             return []
 
     def save(self, kept: list[Kept]) -> None:
-        temporary = self._path.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as out:
-            json.dump({"format": 1, "pending": [
-                {"receipt": k.receipt.hex(), "denials": k.denials, "last_ask": k.last_ask}
-                for k in kept]}, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self._path)
+        write_atomically(self._path, json.dumps({"format": 1, "pending": [
+            {"receipt": k.receipt.hex(), "denials": k.denials, "last_ask": k.last_ask}
+            for k in kept]}).encode("utf-8"))

@@ -249,18 +249,22 @@ class TaskProvider:
         return None if verdict else claims.rejected_digest(request.claim)
 
 
-async def confirmed_by(host: P2PHost, peers: Iterable[str], ask: wire_pb2.TaskVerdictRequest,
-                       timeout: float, **context: str) -> str | None:
-    """Ask ``peers`` in turn, on ``task-verdict``, to confirm a wrong result (``ask``):
-    the first confirmer's verdict entry (hex), or None when none confirmed."""
+async def confirmed_by(host: P2PHost, peers: Iterable[str],
+                       ask: wire_pb2.TaskVerdictRequest | wire_pb2.ReceiptAuditRequest,
+                       timeout: float, *, protocol: str = VERDICT_PROTOCOL,
+                       **context: str) -> str | None:
+    """Ask ``peers`` in turn to confirm a verdict: on ``task-verdict``, a wrong result
+    (``ask``: the execution); on ``receipt-audit``, an execution its provider did not
+    show (``ask``: the receipt). The first confirmer's verdict entry (hex), or None
+    when none confirmed."""
     raw = ask.SerializeToString()
     for peer in peers:
         try:
             answer = wire_pb2.TaskVerdictAnswer.FromString(
-                await host.direct.request(peer, VERDICT_PROTOCOL, raw, timeout=timeout))
+                await host.direct.request(peer, protocol, raw, timeout=timeout))
         except (errors.MeshError, DecodeError) as exc:
-            log.info("a node did not confirm a wrong result", extra={
-                **context, "peer_id": peer, "error": str(exc)})
+            log.info("a node did not confirm a verdict", extra={
+                **context, "peer_id": peer, "protocol": protocol, "error": str(exc)})
             continue
         return answer.verdict_entry.hex()
     return None

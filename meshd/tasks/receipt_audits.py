@@ -317,7 +317,7 @@ class ReceiptAuditor:
         if shown.answer is not None:
             outcome, detail = await self._check(found, shown.answer, audited, where)
         elif shown.reachable and pending.denials + 1 >= DENIALS:
-            audited.verdicts = await self._record_unshown(found, where)
+            audited.verdicts = await self._judged(found, None, where)
             outcome, detail = "failed", f"not shown to {DENIALS} asks while the provider " \
                                         f"answered: {shown.why}"
         elif self._ledger.clock_epoch() >= found.receipt.body.epoch + SHOW_EPOCHS:
@@ -395,7 +395,7 @@ class ReceiptAuditor:
         if ok:
             log.debug("an audited receipt passed", extra=where)
             return "passed", ""
-        audited.verdicts = await self._record_wrong(found, shown, where)
+        audited.verdicts = await self._judged(found, shown, where)
         return "failed", f"{task.plugin}'s rule rejected the result of {task.kind}"
 
     async def _verdict(self, found: Drawn, expected: bytes, where: dict[str, str],
@@ -412,43 +412,30 @@ class ReceiptAuditor:
             return None
         return item.hash.hex()
 
-    async def _record_wrong(self, found: Drawn, shown: wire_pb2.TaskVerdictRequest,
-                            where: dict[str, str]) -> list[str]:
-        """This validator's verdict, then the next validators' confirmation: the
+    async def _judged(self, found: Drawn, shown: wire_pb2.TaskVerdictRequest | None,
+                      where: dict[str, str]) -> list[str]:
+        """This validator's verdict on a result its plugin's rule rejected (``shown``:
+        the execution), or on an execution not shown (None); then a confirmation by
+        the next validators in the draw's order, who check the execution shown
+        (``task-verdict``) or audit the receipt themselves (``receipt-audit``). The
         verdict entries (hex)."""
-        mine = await self._verdict(
-            found, claims.rejected_digest(found.receipt.body.task_receipt.claim), where)
+        claim = found.receipt.body.task_receipt.claim
+        mine = await self._verdict(found, claims.rejected_digest(claim) if shown is not None
+                                   else claims.unshown_digest(claim), where)
         if mine is None:
             return []
-        confirmed = await confirmed_by(
-            self._host, [accounts.peer_id_of(v) for v in found.confirmers[:CONFIRMERS]],
-            shown, ASK_TIMEOUT * 2, **where)
+        confirmers = [accounts.peer_id_of(v) for v in found.confirmers[:CONFIRMERS]]
+        if shown is not None:
+            confirmed = await confirmed_by(self._host, confirmers, shown, ASK_TIMEOUT * 2,
+                                           **where)
+        else:
+            confirmed = await confirmed_by(
+                self._host, confirmers, wire_pb2.ReceiptAuditRequest(receipt=found.receipt.hash),
+                CONFIRM_TIMEOUT, protocol=RECEIPT_AUDIT_PROTOCOL, **where)
         verdicts = [mine] if confirmed is None else [mine, confirmed]
-        log.warning("an audited receipt's result is wrong", extra={
-            **where, "verdicts": verdicts})
-        return verdicts
-
-    async def _record_unshown(self, found: Drawn, where: dict[str, str]) -> list[str]:
-        """This validator's verdict on an execution not shown, then the next validators'
-        own audit: the verdict entries (hex)."""
-        mine = await self._verdict(
-            found, claims.unshown_digest(found.receipt.body.task_receipt.claim), where)
-        if mine is None:
-            return []
-        verdicts = [mine]
-        ask = wire_pb2.ReceiptAuditRequest(receipt=found.receipt.hash).SerializeToString()
-        for confirmer in (accounts.peer_id_of(v) for v in found.confirmers[:CONFIRMERS]):
-            try:
-                answer = wire_pb2.TaskVerdictAnswer.FromString(await self._host.direct.request(
-                    confirmer, RECEIPT_AUDIT_PROTOCOL, ask, timeout=CONFIRM_TIMEOUT))
-            except (errors.MeshError, DecodeError) as exc:
-                log.info("a validator did not confirm an unshown execution", extra={
-                    **where, "peer_id": confirmer, "error": str(exc)})
-                continue
-            verdicts.append(answer.verdict_entry.hex())
-            break
-        log.warning("a provider did not show an audited execution while it answered", extra={
-            **where, "verdicts": verdicts})
+        log.warning("an audited receipt's result is wrong" if shown is not None else
+                    "a provider did not show an audited execution while it answered",
+                    extra={**where, "verdicts": verdicts})
         return verdicts
 
     async def _serve_confirm(self, peer_id: str, payload: bytes) -> bytes:

@@ -367,7 +367,8 @@ class Auditor:
         `rm`, so it drops its copy of the manifest and stops auditing and repairing the
         file (repairs would put a removed file back), unless it was given the manifest
         in the removal's epoch or after (the file was put again). The owner's node
-        knows its own removals; pieces this node holds wait for the owner's sweep."""
+        knows its own removals; pieces this node holds go by the owner's sweep, or its
+        own (leftovers.py)."""
         def drop() -> bool:
             raw = self.holding.manifests.get(file)
             try:

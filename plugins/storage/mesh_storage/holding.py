@@ -102,7 +102,7 @@ class Holding:
         self.audited: dict[str, float] = {}
         # A piece's bytes and its owners change together: a HOLD_PIECE racing a
         # DROP_FILE of the same piece must not leave an owner without the bytes.
-        self.pieces_lock = threading.Lock()
+        self._pieces = threading.Lock()
         # The owners' signed removals of files this node dropped pieces of: an
         # auditor that finds a piece gone sees why (tombstones.py).
         self.tombstones = TombstoneStore(ctx.data_dir / "tombstones")
@@ -159,13 +159,8 @@ class Holding:
                                   f"and a piece of 1 to {PIECE} bytes")
         try:
             check_piece(cid, piece)
-            new = await trio.to_thread.run_sync(self._keep, piece, owner)
-            # A file is recorded (and announced) with a piece new to this node
-            # only: naming endless files costs a sender a piece each, not nothing.
-            first = new and bool(file_text) \
-                and await trio.to_thread.run_sync(self.held.add, file_text)
-            if file_text:  # which files it came for (leftovers.py): each costs a piece sent
-                await trio.to_thread.run_sync(self.file_pieces.add, file_text, cid)
+            first = await trio.to_thread.run_sync(self._keep_for, piece, owner, cid,
+                                                  file_text)
         except CidError as exc:
             raise InvalidArgument(f"piece refused: {exc}") from None
         except StorageFull as exc:
@@ -177,9 +172,32 @@ class Holding:
             self.ctx.spawn(lambda: self._announce(piece_key(cid)), name="storage piece announce")
         return b""
 
+    def _keep_for(self, piece: bytes, owner: str, cid: str, file: str) -> bool:
+        """Keep ``piece`` for ``owner`` and record it under ``file`` (if named); whether
+        the file is new to this node, to announce (blocks)."""
+        new = self._keep(piece, owner)
+        if not file:
+            return False
+        self.file_pieces.add(file, cid)  # which files it came for (leftovers.py)
+        # A file is recorded (and announced) with a piece new to this node only:
+        # naming endless files costs a sender a piece each, not nothing.
+        return new and self.held.add(file)
+
+    def take_off(self, owner: str, pieces: list[str]) -> list[str]:
+        """Take ``owner`` off ``pieces``, deleting each that no owner is left for: those
+        deleted (blocks)."""
+        deleted = []
+        for cid in pieces:
+            name = digest_hex(cid)
+            with self._pieces:
+                if self.owners.remove(name, owner):
+                    self.chunks.remove(name)
+                    deleted.append(cid)
+        return deleted
+
     def _keep(self, piece: bytes, owner: str) -> bool:
         """Keep ``piece`` for ``owner``; whether this node did not hold it before."""
-        with self.pieces_lock:
+        with self._pieces:
             name = chunk_hash(piece)
             held = self.chunks.has(name)
             if held and not self.owners.of(name):
@@ -212,13 +230,7 @@ class Holding:
                 mine = False
             if mine:
                 self.manifests.remove(file)
-            dropped = []
-            for cid in pieces:
-                name = digest_hex(cid)
-                with self.pieces_lock:
-                    if self.owners.remove(name, event.peer):
-                        self.chunks.remove(name)
-                        dropped.append(cid)
+            dropped = self.take_off(event.peer, pieces)
             if dropped or mine:
                 self.tombstones.add(file, tombstone)
             if dropped and not any(self.chunks.has(digest_hex(cid)) for cid in pieces):

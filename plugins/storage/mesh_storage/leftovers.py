@@ -81,15 +81,7 @@ class Leftovers:
         others = {c for f in holding.file_pieces.files() if f != file
                   for c in holding.file_pieces.pieces(f)}
         pieces = holding.file_pieces.pieces(file)
-        deleted = 0
-        for cid in pieces:
-            if cid in others:
-                continue
-            name = digest_hex(cid)
-            with holding.pieces_lock:
-                if holding.owners.remove(name, removal.owner):
-                    holding.chunks.remove(name)
-                    deleted += 1
+        deleted = len(holding.take_off(removal.owner, [c for c in pieces if c not in others]))
         holding.tombstones.add(file, removal)
         # Kept for nobody else: no longer held (a piece another file names stays on
         # disk, listed under that file), nor asked about again.
